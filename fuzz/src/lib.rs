@@ -1,0 +1,228 @@
+//! Fuzzing oracles for userbpf. The cargo-fuzz targets in `fuzz_targets/`
+//! are a few lines each; the generators live in `userbpf_vm::gen` and the
+//! oracles here, so `cargo test` runs them too (with proptest).
+//!
+//! Run a target with cargo-fuzz on stable:
+//! `cargo fuzz run --fuzz-dir fuzz -s none --features fuzzing interp_checked`.
+#![deny(missing_docs)]
+
+use arbitrary::Unstructured;
+use userbpf_vm::gen::{self, GenConfig};
+use userbpf_vm::helpers::{ArgKind, ArgSize, HelperProto};
+use userbpf_vm::insn::insns_from_bytes;
+use userbpf_vm::memory::{Region, RegionKind};
+use userbpf_vm::{Config, Helpers, Program, Vm};
+
+/// A buffer whose last byte sits right before an inaccessible page (and
+/// whose first page follows one), so any access past either end of the
+/// region crashes the process instead of silently touching other memory.
+#[derive(Debug)]
+pub struct GuardedBuffer {
+    map: *mut u8,
+    map_len: usize,
+    data: *mut u8,
+    len: usize,
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096)
+}
+
+impl GuardedBuffer {
+    /// `len` bytes flush against the trailing guard page, filled with `fill`.
+    pub fn new(len: usize, fill: &[u8]) -> GuardedBuffer {
+        let page = page_size();
+        let body = len.div_ceil(page).max(1) * page;
+        let map_len = body + 2 * page;
+        // SAFETY: an anonymous private mapping with no address hint.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert!(map != libc::MAP_FAILED, "mmap failed");
+        let map = map.cast::<u8>();
+        // SAFETY: `map + page .. map + page + body` lies inside the mapping.
+        let rc = unsafe {
+            libc::mprotect(
+                map.add(page).cast(),
+                body,
+                libc::PROT_READ | libc::PROT_WRITE,
+            )
+        };
+        assert_eq!(rc, 0, "mprotect failed");
+        // SAFETY: `page + body - len` is within the readable-writable body.
+        let data = unsafe { map.add(page + body - len) };
+        let mut b = GuardedBuffer {
+            map,
+            map_len,
+            data,
+            len,
+        };
+        for (i, byte) in b.as_mut_slice().iter_mut().enumerate() {
+            *byte = fill.get(i % fill.len().max(1)).copied().unwrap_or(0);
+        }
+        b
+    }
+
+    /// The usable bytes.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: `data..data + len` is mapped read-write and owned by self.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+
+    /// The usable bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        // SAFETY: `data..data + len` is mapped read-write and owned by self.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+}
+
+impl Drop for GuardedBuffer {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly the mapping created in `new`.
+        unsafe { libc::munmap(self.map.cast(), self.map_len) };
+    }
+}
+
+/// Helpers that exercise pointer arguments: 1 sums `r2` bytes at `r1`
+/// (read), 2 fills `r2` bytes at `r1` with 0xab (write), 3 returns `r1`
+/// unchanged (a scalar), 5 is the conformance suite's `unwind`.
+pub fn fuzz_helpers() -> Helpers {
+    let mut h = userbpf_vm::conformance::helpers();
+    h.register(
+        1,
+        "sum_bytes",
+        HelperProto::new(&[ArgKind::ReadMem {
+            size: ArgSize::Arg(1),
+            nullable: true,
+        }]),
+        |ctx, a| {
+            let len = usize::try_from(a[1]).unwrap_or(0).min(1 << 20);
+            let bytes = ctx.read(a[0], len)?;
+            Ok(bytes.iter().map(|&b| u64::from(b)).sum())
+        },
+    );
+    h.register(
+        2,
+        "fill_ab",
+        HelperProto::new(&[ArgKind::WriteMem {
+            size: ArgSize::Arg(1),
+            nullable: true,
+        }]),
+        |ctx, a| {
+            let len = usize::try_from(a[1]).unwrap_or(0).min(1 << 20);
+            ctx.write(a[0], &vec![0xab; len])?;
+            Ok(0)
+        },
+    );
+    h.register_fn(3, "identity", |a, _, _, _, _| a);
+    h
+}
+
+/// The outcome of one run, for comparisons.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    /// `Ok(r0)` or the fault's message.
+    pub result: Result<u64, String>,
+    /// The memory after the run.
+    pub mem: Vec<u8>,
+}
+
+/// The oracle behind `interp_checked`: builds a program from `data` (raw
+/// slots or a valid-by-construction program), runs it twice in the checked
+/// interpreter on guarded memory, and panics if the runs differ (stack
+/// contents or other state leaking across runs). A read or write outside the
+/// regions crashes on the guard pages; a panic in the interpreter fails the
+/// fuzzer or the test.
+pub fn interp_checked(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Ok(selector) = u.arbitrary::<u8>() else {
+        return;
+    };
+    let Ok(mem_len) = u.int_in_range::<usize>(0..=96) else {
+        return;
+    };
+    let Ok(fill) = u.bytes(mem_len.min(u.len())) else {
+        return;
+    };
+    let fill = fill.to_vec();
+    let insns = if selector % 4 == 0 {
+        // Raw slots: mostly rejected by the decoder, which must not panic.
+        let rest = u.take_rest();
+        let n = rest.len() / 8 * 8;
+        match insns_from_bytes(&rest[..n]) {
+            Ok(i) => i,
+            Err(_) => return,
+        }
+    } else {
+        let cfg = GenConfig {
+            max_insns: 48,
+            helper_ids: vec![1, 2, 3, 5, 12],
+            callx: true,
+            packet_loads: true,
+        };
+        match gen::program(&mut u, &cfg) {
+            Ok(i) => i,
+            Err(_) => return,
+        }
+    };
+    let Ok(program) = Program::new("fuzz", insns) else {
+        return;
+    };
+    let config = Config {
+        budget: Some(4_096),
+    };
+    let Ok(mut vm) = Vm::with_config(&program, &fuzz_helpers(), config) else {
+        return;
+    };
+    // A read-only region next to the context, also guarded.
+    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
+    // SAFETY: `ro` outlives every run of `vm` below.
+    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
+    let mut mem = GuardedBuffer::new(mem_len, &fill);
+    let first = run_once(&mut vm, &mut mem, &fill);
+    let second = run_once(&mut vm, &mut mem, &fill);
+    assert_eq!(
+        first, second,
+        "two runs of the same program on the same input differ"
+    );
+    assert!(
+        ro.as_slice()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == [0x5a, 0xa5][i % 2]),
+        "a read-only region was modified"
+    );
+}
+
+fn run_once(vm: &mut Vm, mem: &mut GuardedBuffer, fill: &[u8]) -> RunRecord {
+    for (i, byte) in mem.as_mut_slice().iter_mut().enumerate() {
+        *byte = fill.get(i % fill.len().max(1)).copied().unwrap_or(0);
+    }
+    let result = vm.run(mem.as_mut_slice()).map_err(|f| f.to_string());
+    RunRecord {
+        result,
+        mem: mem.as_slice().to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarded_buffer_ends_at_a_page_boundary() {
+        let mut b = GuardedBuffer::new(10, &[1, 2]);
+        assert_eq!(b.as_slice(), &[1, 2, 1, 2, 1, 2, 1, 2, 1, 2]);
+        let end = b.as_mut_slice().as_ptr() as usize + 10;
+        assert_eq!(end % page_size(), 0);
+    }
+}

@@ -1,0 +1,265 @@
+//! The `userbpf` command line.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use userbpf::engine::Engine;
+use userbpf::hex::parse_hex_bytes;
+use userbpf::source::{load_program, source_kind, SourceKind};
+use userbpf_vm::{conformance, disasm, Helpers, Program, Vm};
+
+/// userbpf: run eBPF programs in user space (checked interpreter today; the
+/// verifier, the Cranelift JIT, in-process hooks and kernel offload follow).
+#[derive(Parser, Debug)]
+#[command(name = "userbpf", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// The checked interpreter.
+    Interp,
+    /// The Cranelift JIT (not available yet).
+    Jit,
+}
+
+impl From<EngineArg> for Engine {
+    fn from(e: EngineArg) -> Engine {
+        match e {
+            EngineArg::Interp => Engine::Interp,
+            EngineArg::Jit => Engine::Jit,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Assemble a program (conformance-suite or llvm-objdump C-like syntax)
+    /// into raw bytecode.
+    Asm {
+        /// Assembler text.
+        file: PathBuf,
+        /// Output file (default: FILE with the extension `.bin`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Disassemble raw bytecode (or assembler text) into the C-like syntax of
+    /// llvm-objdump and bpftool.
+    Disasm {
+        /// Raw bytecode (`.bin`) or assembler text (`.s`).
+        file: PathBuf,
+        /// Program to show, for ELF objects.
+        #[arg(long)]
+        prog: Option<String>,
+    },
+    /// Run a program once (or N times) and print r0.
+    ///
+    /// r1 points to the memory given with --mem/--mem-file (r1 = 0 without
+    /// one) and r2 holds its length. Helpers use the kernel's ids; those that
+    /// need no maps (bpf_ktime_get_ns, bpf_get_current_pid_tgid, ...) are
+    /// available.
+    Run {
+        /// Raw bytecode (`.bin`) or assembler text (`.s`).
+        file: PathBuf,
+        /// Program to run, for ELF objects.
+        #[arg(long)]
+        prog: Option<String>,
+        /// Input memory as hex bytes ("11 22 33" or "112233").
+        #[arg(long, conflicts_with = "mem_file")]
+        mem: Option<String>,
+        /// Input memory from a file.
+        #[arg(long)]
+        mem_file: Option<PathBuf>,
+        /// Execution engine.
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: EngineArg,
+        /// Run N times and report the mean time per run.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        repeat: Option<u64>,
+        /// Print one JSON object: program, engine, r0, runs, ns_per_run.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Act as a bpf_conformance plugin: read the program as hex bytes on
+    /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
+    /// suite's `unwind`.
+    ConformancePlugin {
+        /// Input memory as hex bytes.
+        mem_hex: Option<String>,
+        /// Execution engine.
+        #[arg(long, value_enum, default_value = "interp")]
+        engine: EngineArg,
+        /// The program on stdin is an ELF object (bpf_conformance --elf).
+        #[arg(long)]
+        elf: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("userbpf: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Asm { file, output } => cmd_asm(&file, output.as_deref()),
+        Cmd::Disasm { file, prog } => cmd_disasm(&file, prog.as_deref()),
+        Cmd::Run {
+            file,
+            prog,
+            mem,
+            mem_file,
+            engine,
+            repeat,
+            json,
+        } => cmd_run(RunArgs {
+            file,
+            prog,
+            mem,
+            mem_file,
+            engine: engine.into(),
+            repeat,
+            json,
+        }),
+        Cmd::ConformancePlugin {
+            mem_hex,
+            engine,
+            elf,
+        } => cmd_plugin(mem_hex.as_deref(), engine.into(), elf),
+    }
+}
+
+fn cmd_asm(file: &Path, output: Option<&Path>) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if source_kind(file, &bytes) == SourceKind::Elf {
+        bail!("{}: is an ELF object, not assembler text", file.display());
+    }
+    let text = std::str::from_utf8(&bytes)
+        .with_context(|| format!("{}: assembler text must be UTF-8", file.display()))?;
+    let insns = userbpf_vm::asm::assemble(text).with_context(|| file.display().to_string())?;
+    let name = userbpf::source::program_name(file);
+    let program = Program::new(name, insns).with_context(|| file.display().to_string())?;
+    let out = match output {
+        Some(o) => o.to_path_buf(),
+        None => file.with_extension("bin"),
+    };
+    std::fs::write(&out, program.to_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "{}: {} instructions -> {}",
+        file.display(),
+        program.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
+    let program = load_program(file, prog)?;
+    let text = disasm::disassemble(program.insns())?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}:", program.name())?;
+    out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+struct RunArgs {
+    file: PathBuf,
+    prog: Option<String>,
+    mem: Option<String>,
+    mem_file: Option<PathBuf>,
+    engine: Engine,
+    repeat: Option<u64>,
+    json: bool,
+}
+
+fn cmd_run(args: RunArgs) -> Result<ExitCode> {
+    args.engine.ensure_available()?;
+    let program = load_program(&args.file, args.prog.as_deref())?;
+    let mut mem = match (&args.mem, &args.mem_file) {
+        (Some(hex), _) => parse_hex_bytes(hex).context("--mem")?,
+        (None, Some(path)) => {
+            std::fs::read(path).with_context(|| format!("--mem-file {}", path.display()))?
+        }
+        (None, None) => Vec::new(),
+    };
+    let mut vm = Vm::new(&program, Helpers::kernel_basics())
+        .with_context(|| args.file.display().to_string())?;
+    let runs = args.repeat.unwrap_or(1);
+    let start = Instant::now();
+    let mut r0 = 0;
+    for _ in 0..runs {
+        r0 = vm
+            .run(&mut mem)
+            .with_context(|| args.file.display().to_string())?;
+    }
+    let elapsed = start.elapsed();
+    let ns_per_run = elapsed.as_secs_f64() * 1e9 / runs as f64;
+    if args.json {
+        let report = RunReport {
+            program: program.name(),
+            engine: args.engine.name(),
+            r0,
+            runs,
+            ns_per_run,
+        };
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("r0 = {r0} ({r0:#x})");
+        if args.repeat.is_some() {
+            println!("{runs} runs, {ns_per_run:.1} ns/run");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The `--json` output of `userbpf run`, fields in this order.
+#[derive(serde::Serialize)]
+struct RunReport<'a> {
+    program: &'a str,
+    engine: &'a str,
+    r0: u64,
+    runs: u64,
+    ns_per_run: f64,
+}
+
+fn cmd_plugin(mem_hex: Option<&str>, engine: Engine, elf: bool) -> Result<ExitCode> {
+    engine.ensure_available()?;
+    if elf {
+        bail!(
+            "ELF input (--elf) is not supported yet: object loading lands with the objects issue"
+        );
+    }
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the program from stdin")?;
+    let code = parse_hex_bytes(&input).context("program on stdin")?;
+    let insns = userbpf_vm::insn::insns_from_bytes(&code)?;
+    let mut mem = match mem_hex {
+        Some(h) => parse_hex_bytes(h).context("MEM_HEX")?,
+        None => Vec::new(),
+    };
+    match conformance::run_interpreter(&insns, &mut mem) {
+        Ok(r0) => {
+            println!("{r0:x}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

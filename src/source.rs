@@ -1,0 +1,127 @@
+//! Reading programs from files: raw bytecode (`.bin`, any other extension),
+//! assembler text (`.s`, `.asm`), and ELF objects (recognised; they load once
+//! the objects issue lands).
+
+use std::path::{Path, PathBuf};
+
+use userbpf_vm::asm::{assemble, AsmError};
+use userbpf_vm::program::{Program, ProgramError};
+
+/// Why a program file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The file cannot be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Assembler text that does not assemble.
+    #[error("{}: {source}", path.display())]
+    Assemble {
+        /// The file.
+        path: PathBuf,
+        /// Details with the line.
+        source: AsmError,
+    },
+    /// Bytecode that is not a valid program.
+    #[error("{}: {source}", path.display())]
+    Program {
+        /// The file.
+        path: PathBuf,
+        /// Details with the pc.
+        source: ProgramError,
+    },
+    /// An ELF object: not loadable yet.
+    #[error("{}: ELF objects are not supported yet (object loading lands with the objects issue); pass raw bytecode (.bin) or assembler text (.s)", path.display())]
+    ElfNotSupported {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `--prog` given for a file that holds a single unnamed program.
+    #[error("{}: --prog {requested} selects a program inside an ELF object, but this file holds one raw program (named `{name}` after the file)", path.display())]
+    ProgNotInRawFile {
+        /// The file.
+        path: PathBuf,
+        /// The requested name.
+        requested: String,
+        /// The name the raw program gets.
+        name: String,
+    },
+}
+
+/// How a file's content is interpreted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// Little-endian instruction slots.
+    Raw,
+    /// Assembler text (either syntax of [`userbpf_vm::asm`]).
+    Asm,
+    /// An ELF object.
+    Elf,
+}
+
+/// Guesses the kind of a file from its name and first bytes.
+pub fn source_kind(path: &Path, bytes: &[u8]) -> SourceKind {
+    if bytes.starts_with(b"\x7fELF") {
+        return SourceKind::Elf;
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("s" | "S" | "asm") => SourceKind::Asm,
+        _ => SourceKind::Raw,
+    }
+}
+
+/// The name a raw or assembler program gets: its file stem.
+pub fn program_name(path: &Path) -> String {
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("program")
+        .to_string()
+}
+
+/// Reads the program in `path`. `prog` selects a program in an ELF object.
+pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let kind = source_kind(path, &bytes);
+    if kind == SourceKind::Elf {
+        return Err(SourceError::ElfNotSupported {
+            path: path.to_path_buf(),
+        });
+    }
+    let name = program_name(path);
+    if let Some(requested) = prog {
+        if requested != name {
+            return Err(SourceError::ProgNotInRawFile {
+                path: path.to_path_buf(),
+                requested: requested.to_string(),
+                name,
+            });
+        }
+    }
+    let insns = match kind {
+        SourceKind::Asm => {
+            let text = String::from_utf8_lossy(&bytes);
+            assemble(&text).map_err(|source| SourceError::Assemble {
+                path: path.to_path_buf(),
+                source,
+            })?
+        }
+        _ => userbpf_vm::insn::insns_from_bytes(&bytes).map_err(|e| SourceError::Program {
+            path: path.to_path_buf(),
+            source: ProgramError::Length {
+                program: name.clone(),
+                source: e,
+            },
+        })?,
+    };
+    Program::new(name, insns).map_err(|source| SourceError::Program {
+        path: path.to_path_buf(),
+        source,
+    })
+}

@@ -1,0 +1,285 @@
+//! The `userbpf` command line, driven as a subprocess.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use userbpf_vm::conformance::TestCase;
+use userbpf_vm::insn::insns_to_bytes;
+
+fn userbpf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_userbpf"))
+}
+
+/// A scratch directory unique to one test, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("userbpf-cli-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    fn file(&self, name: &str, content: &[u8]) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn asm_then_disasm_then_run() {
+    let s = Scratch::new("asm");
+    let src = s.file("add.s", b"mov %r0, 40\nadd %r0, 2\nexit\n");
+    let bin = s.0.join("add.bin");
+    let o = userbpf()
+        .arg("asm")
+        .arg(&src)
+        .arg("-o")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&bin).unwrap().len(), 24);
+
+    let o = userbpf().arg("disasm").arg(&bin).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("0: r0 = 40"), "{text}");
+    assert!(text.contains("1: r0 += 2"), "{text}");
+    assert!(text.contains("2: exit"), "{text}");
+
+    let o = userbpf().arg("run").arg(&bin).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("r0 = 42 (0x2a)"), "{}", stdout(&o));
+}
+
+#[test]
+fn run_json_reports_exact_u64_and_timing() {
+    let s = Scratch::new("json");
+    let src = s.file("big.s", b"lddw %r0, 0xfffffffffffffffe\nexit\n");
+    let o = userbpf()
+        .args(["run", "--json"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["program"], "big");
+    assert_eq!(v["engine"], "interp");
+    assert_eq!(v["r0"].as_u64(), Some(u64::MAX - 1));
+    assert_eq!(v["runs"].as_u64(), Some(1));
+    assert!(v["ns_per_run"].as_f64().unwrap() > 0.0);
+    // The fields come in the documented order.
+    let line = stdout(&o);
+    let pos = |k: &str| line.find(&format!("\"{k}\"")).unwrap();
+    assert!(pos("program") < pos("engine") && pos("engine") < pos("r0"));
+    assert!(pos("r0") < pos("runs") && pos("runs") < pos("ns_per_run"));
+
+    let o = userbpf()
+        .args(["run", "--json", "--repeat", "1000"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["runs"].as_u64(), Some(1000));
+}
+
+#[test]
+fn run_passes_memory_from_hex_and_files() {
+    let s = Scratch::new("mem");
+    let src = s.file(
+        "sum.s",
+        b"ldxb %r0, [%r1]\nldxb %r3, [%r1+1]\nadd %r0, %r3\nadd %r0, %r2\nexit\n",
+    );
+    let o = userbpf()
+        .arg("run")
+        .arg(&src)
+        .args(["--mem", "10 20"])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("r0 = 50 "),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    let mem = s.file("mem.bin", &[1, 2, 3]);
+    let o = userbpf()
+        .arg("run")
+        .arg(&src)
+        .arg("--mem-file")
+        .arg(&mem)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("r0 = 6 "),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+#[test]
+fn errors_name_the_file_program_and_pc() {
+    let s = Scratch::new("errors");
+    let src = s.file("oob.s", b"mov %r0, 0\nldxdw %r0, [%r1+4]\nexit\n");
+    let o = userbpf()
+        .arg("run")
+        .arg(&src)
+        .args(["--mem", "00 11"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("oob.s") && e.contains("program `oob`") && e.contains("pc 1"),
+        "{e}"
+    );
+
+    let bad = s.file("bad.s", b"mov %r0, 1\nfrobnicate %r0\nexit\n");
+    let o = userbpf().arg("run").arg(&bad).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+
+    let odd = s.file("odd.bin", &[0x95, 0, 0]);
+    let o = userbpf().arg("run").arg(&odd).output().unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("multiple of 8"), "{}", stderr(&o));
+
+    let elf = s.file("obj.o", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+    let o = userbpf().arg("run").arg(&elf).output().unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("ELF objects are not supported yet"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = userbpf()
+        .arg("run")
+        .arg(&src)
+        .args(["--engine", "jit"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("JIT engine is not available yet"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = userbpf()
+        .args(["run", "/nonexistent/x.bin"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/x.bin"), "{}", stderr(&o));
+}
+
+#[test]
+fn help_is_available_everywhere() {
+    for sub in [
+        &[][..],
+        &["asm"],
+        &["disasm"],
+        &["run"],
+        &["conformance-plugin"],
+    ] {
+        let o = userbpf().args(sub).arg("--help").output().unwrap();
+        assert!(o.status.success(), "{sub:?}");
+        assert!(stdout(&o).contains("Usage"), "{sub:?}");
+    }
+}
+
+fn corpus_file(name: &str) -> String {
+    let dir = match std::env::var_os("USERBPF_CONFORMANCE_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance"),
+    };
+    std::fs::read_to_string(dir.join("tests").join(name)).unwrap()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}  ")).collect()
+}
+
+/// Runs the plugin as bpf_conformance does: program bytes in hex on stdin,
+/// memory (when any) as the first argument.
+fn plugin(program: &[u8], mem: &[u8]) -> Output {
+    let mut cmd = userbpf();
+    cmd.arg("conformance-plugin");
+    if !mem.is_empty() {
+        cmd.arg(hex(mem));
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(hex(program).as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn conformance_plugin_speaks_the_protocol() {
+    let files = [
+        "add.data",
+        "ldxh.data",
+        "subnet.data",
+        "mem-len.data",
+        "lock_cmpxchg.data",
+        "call_local.data",
+        "callx.data",
+        "call_unwind_fail.data",
+        "sdiv64-intmin-by-negone-reg.data",
+        "be64.data",
+    ];
+    for f in files {
+        let case = TestCase::parse(&corpus_file(f)).unwrap();
+        let code = insns_to_bytes(&case.program().unwrap());
+        let o = plugin(&code, &case.mem);
+        assert!(o.status.success(), "{f}: {}", stderr(&o));
+        let got = u64::from_str_radix(stdout(&o).trim(), 16).unwrap();
+        assert_eq!(Some(got), case.result, "{f}");
+    }
+    // A program the decoder refuses: non-zero exit, message on stderr.
+    let o = plugin(
+        &[
+            0x07, 0x00, 0x01, 0x00, 0x01, 0, 0, 0, 0x95, 0, 0, 0, 0, 0, 0, 0,
+        ],
+        &[],
+    );
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("pc 0"), "{}", stderr(&o));
+    // The JIT is not available yet: say so.
+    let o = userbpf()
+        .args(["conformance-plugin", "--engine", "jit"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("JIT"), "{}", stderr(&o));
+}

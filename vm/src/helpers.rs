@@ -1,0 +1,503 @@
+//! Helper functions: registration by id, prototypes, and the context a helper
+//! sees while it runs.
+//!
+//! Helper ids are the kernel's (`BPF_FUNC_*`, see [`crate::helper_names`])
+//! unless an embedder chooses its own ids for its own helpers. Each helper has
+//! one [`HelperProto`]; in checked mode the engine checks every pointer
+//! argument against it before the helper runs.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use crate::memory::{Access, AccessError, MemoryMap, Region};
+
+/// A helper implemented as a plain C-ABI function of `r1..r5` returning `r0`.
+pub type NativeHelper = extern "C" fn(u64, u64, u64, u64, u64) -> u64;
+
+/// The signature of helpers that use the [`HelperContext`].
+pub type HelperFn =
+    dyn Fn(&mut HelperContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync;
+
+/// How many bytes a pointer argument covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgSize {
+    /// A fixed number of bytes.
+    Fixed(u32),
+    /// The value of another argument (0-based index: 0 is `r1`).
+    Arg(usize),
+}
+
+/// The type of one helper argument, as far as run-time checks need it (the
+/// verifier extends this with the kernel's full `bpf_arg_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgKind {
+    /// Any value (`ARG_ANYTHING`, scalars, map pointers, the context).
+    Anything,
+    /// A pointer to memory of the given size that the helper reads
+    /// (`ARG_PTR_TO_MEM | MEM_RDONLY`).
+    ReadMem {
+        /// Bytes covered.
+        size: ArgSize,
+        /// Whether NULL (with size 0) is allowed.
+        nullable: bool,
+    },
+    /// A pointer to memory the helper writes (`ARG_PTR_TO_UNINIT_MEM`).
+    WriteMem {
+        /// Bytes covered.
+        size: ArgSize,
+        /// Whether NULL (with size 0) is allowed.
+        nullable: bool,
+    },
+}
+
+/// A helper's prototype: the kinds of its (up to five) arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct HelperProto {
+    /// `r1..r5`; unused arguments are [`ArgKind::Anything`].
+    pub args: [ArgKind; 5],
+}
+
+impl HelperProto {
+    /// Five scalar arguments: nothing to check.
+    pub const SCALARS: HelperProto = HelperProto {
+        args: [ArgKind::Anything; 5],
+    };
+
+    /// A prototype with the given leading argument kinds.
+    pub fn new(kinds: &[ArgKind]) -> HelperProto {
+        let mut args = [ArgKind::Anything; 5];
+        for (slot, k) in args.iter_mut().zip(kinds) {
+            *slot = *k;
+        }
+        HelperProto { args }
+    }
+}
+
+/// An error a helper reports; the run stops with a fault naming the helper.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum HelperError {
+    /// The helper refused its arguments or failed.
+    #[error("{0}")]
+    Failed(String),
+    /// The helper accessed memory outside every region.
+    #[error("helper {access} of {len} bytes at {addr:#x} is outside the program's memory")]
+    BadAccess {
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// Read or write.
+        access: Access,
+    },
+    /// The helper panicked (the panic was caught).
+    #[error("helper panicked: {0}")]
+    Panicked(String),
+}
+
+/// What a helper can do besides computing `r0`: access the program's memory
+/// (checked), grant memory to the program, or end the program.
+pub struct HelperContext<'a> {
+    pub(crate) mem: &'a mut MemoryMap,
+    pub(crate) exit: Option<u64>,
+}
+
+impl fmt::Debug for HelperContext<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HelperContext")
+            .field("exit", &self.exit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> HelperContext<'a> {
+    pub(crate) fn new(mem: &'a mut MemoryMap) -> HelperContext<'a> {
+        HelperContext { mem, exit: None }
+    }
+
+    fn check(&self, addr: u64, len: u64, access: Access) -> Result<(), HelperError> {
+        if len == 0 {
+            // Nothing is touched.
+            return Ok(());
+        }
+        match self.mem.check(addr, len, access) {
+            Ok(_) => Ok(()),
+            Err(AccessError::Unmapped | AccessError::ReadOnly(_)) => {
+                Err(HelperError::BadAccess { addr, len, access })
+            }
+        }
+    }
+
+    /// Copies `buf.len()` bytes from program memory at `addr`.
+    pub fn read_into(&self, addr: u64, buf: &mut [u8]) -> Result<(), HelperError> {
+        self.check(addr, buf.len() as u64, Access::Read)?;
+        // SAFETY: the range was checked to lie inside a region (or the live
+        // stack) that the embedder guaranteed valid for the run.
+        unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+        Ok(())
+    }
+
+    /// Reads `len` bytes from program memory at `addr`.
+    pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, HelperError> {
+        let mut v = vec![0; len];
+        self.read_into(addr, &mut v)?;
+        Ok(v)
+    }
+
+    /// Writes `data` to program memory at `addr`.
+    pub fn write(&mut self, addr: u64, data: &[u8]) -> Result<(), HelperError> {
+        self.check(addr, data.len() as u64, Access::Write)?;
+        // SAFETY: the range was checked to lie inside a writable region (or
+        // the live stack) that the embedder guaranteed valid for the run.
+        unsafe { std::ptr::copy_nonoverlapping(data.as_ptr(), addr as *mut u8, data.len()) };
+        Ok(())
+    }
+
+    /// Reads a NUL-terminated string of at most `max` bytes (without the NUL).
+    pub fn read_cstr(&self, addr: u64, max: usize) -> Result<Vec<u8>, HelperError> {
+        let mut out = Vec::new();
+        let mut b = [0u8; 1];
+        for i in 0..max as u64 {
+            self.read_into(addr.wrapping_add(i), &mut b)?;
+            if b[0] == 0 {
+                break;
+            }
+            out.push(b[0]);
+        }
+        Ok(out)
+    }
+
+    /// Makes `region` accessible to the program until the run ends (for
+    /// helpers that return pointers).
+    ///
+    /// # Safety
+    /// The memory must stay valid (and, if `writable`, writable) until the
+    /// current run returns.
+    pub unsafe fn grant(&mut self, region: Region) {
+        self.mem.add_transient(region);
+    }
+
+    /// Ends the program after this helper returns, with `r0` as its result
+    /// (used by the conformance suite's `unwind` helper).
+    pub fn exit(&mut self, r0: u64) {
+        self.exit = Some(r0);
+    }
+}
+
+#[derive(Clone)]
+enum HelperImpl {
+    Native(NativeHelper),
+    Closure(Arc<HelperFn>),
+}
+
+/// One registered helper.
+#[derive(Clone)]
+pub struct Helper {
+    id: i32,
+    name: Arc<str>,
+    proto: HelperProto,
+    imp: HelperImpl,
+}
+
+impl fmt::Debug for Helper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Helper")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("proto", &self.proto)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Helper {
+    /// The helper id.
+    pub fn id(&self) -> i32 {
+        self.id
+    }
+
+    /// The helper's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The helper's prototype.
+    pub fn proto(&self) -> &HelperProto {
+        &self.proto
+    }
+
+    /// Calls the helper. Panics inside closures are caught and reported.
+    pub fn call(&self, ctx: &mut HelperContext<'_>, args: [u64; 5]) -> Result<u64, HelperError> {
+        match &self.imp {
+            HelperImpl::Native(f) => Ok(f(args[0], args[1], args[2], args[3], args[4])),
+            HelperImpl::Closure(f) => match catch_unwind(AssertUnwindSafe(|| f(ctx, args))) {
+                Ok(r) => r,
+                Err(payload) => {
+                    let msg = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "non-string panic payload".to_string());
+                    Err(HelperError::Panicked(msg))
+                }
+            },
+        }
+    }
+}
+
+/// The set of helpers available to a program, by id.
+#[derive(Clone, Debug, Default)]
+pub struct Helpers {
+    by_id: BTreeMap<i32, Helper>,
+}
+
+impl Helpers {
+    /// No helpers.
+    pub fn new() -> Helpers {
+        Helpers::default()
+    }
+
+    fn insert(&mut self, id: i32, name: &str, proto: HelperProto, imp: HelperImpl) -> &mut Self {
+        self.by_id.insert(
+            id,
+            Helper {
+                id,
+                name: Arc::from(name),
+                proto,
+                imp,
+            },
+        );
+        self
+    }
+
+    /// Registers a C-ABI function with scalar arguments under `id`
+    /// (replacing any helper with that id). A panic inside it aborts the
+    /// process, as any panic across `extern "C"` does.
+    pub fn register_native(&mut self, id: i32, name: &str, f: NativeHelper) -> &mut Self {
+        self.insert(id, name, HelperProto::SCALARS, HelperImpl::Native(f))
+    }
+
+    /// Registers a closure of `r1..r5` with scalar arguments.
+    pub fn register_fn(
+        &mut self,
+        id: i32,
+        name: &str,
+        f: impl Fn(u64, u64, u64, u64, u64) -> u64 + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register(id, name, HelperProto::SCALARS, move |_, a| {
+            Ok(f(a[0], a[1], a[2], a[3], a[4]))
+        })
+    }
+
+    /// Registers a closure that uses the [`HelperContext`], with a prototype
+    /// whose pointer arguments the engine checks before each call.
+    pub fn register(
+        &mut self,
+        id: i32,
+        name: &str,
+        proto: HelperProto,
+        f: impl Fn(&mut HelperContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.insert(id, name, proto, HelperImpl::Closure(Arc::new(f)))
+    }
+
+    /// The helper with this id.
+    pub fn get(&self, id: i32) -> Option<&Helper> {
+        self.by_id.get(&id)
+    }
+
+    /// Removes the helper with this id.
+    pub fn remove(&mut self, id: i32) -> Option<Helper> {
+        self.by_id.remove(&id)
+    }
+
+    /// All helpers, by id.
+    pub fn iter(&self) -> impl Iterator<Item = &Helper> {
+        self.by_id.values()
+    }
+
+    /// Adds (or replaces) every helper of `other`.
+    pub fn extend(&mut self, other: &Helpers) -> &mut Self {
+        for h in other.iter() {
+            self.by_id.insert(h.id, h.clone());
+        }
+        self
+    }
+
+    /// The helpers of the kernel that need no maps and no hook context,
+    /// under their kernel ids: `bpf_ktime_get_ns` (5), `bpf_get_prandom_u32`
+    /// (7), `bpf_get_smp_processor_id` (8), `bpf_get_current_pid_tgid` (14),
+    /// `bpf_get_current_uid_gid` (15), `bpf_get_current_comm` (16),
+    /// `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160).
+    /// The objects issue adds maps and the rest.
+    pub fn kernel_basics() -> Helpers {
+        let mut h = Helpers::new();
+        h.register_fn(5, "bpf_ktime_get_ns", |_, _, _, _, _| {
+            clock_ns(libc::CLOCK_MONOTONIC)
+        });
+        h.register_fn(7, "bpf_get_prandom_u32", |_, _, _, _, _| {
+            u64::from(prandom_u32())
+        });
+        h.register_fn(8, "bpf_get_smp_processor_id", |_, _, _, _, _| {
+            // SAFETY: sched_getcpu has no preconditions.
+            let cpu = unsafe { libc::sched_getcpu() };
+            u64::try_from(cpu).unwrap_or(0)
+        });
+        h.register_fn(14, "bpf_get_current_pid_tgid", |_, _, _, _, _| {
+            // SAFETY: getpid and gettid have no preconditions.
+            let (tgid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
+            (u64::from(tgid as u32) << 32) | u64::from(tid as u32)
+        });
+        h.register_fn(15, "bpf_get_current_uid_gid", |_, _, _, _, _| {
+            // SAFETY: getuid and getgid have no preconditions.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            (u64::from(gid) << 32) | u64::from(uid)
+        });
+        h.register(
+            16,
+            "bpf_get_current_comm",
+            HelperProto::new(&[ArgKind::WriteMem {
+                size: ArgSize::Arg(1),
+                nullable: false,
+            }]),
+            |ctx, a| {
+                let size = a[1] as usize;
+                if size == 0 {
+                    return Ok(neg_errno(libc::EINVAL));
+                }
+                let mut comm = current_comm();
+                comm.truncate(size - 1);
+                comm.resize(size, 0);
+                ctx.write(a[0], &comm)?;
+                Ok(0)
+            },
+        );
+        h.register_fn(125, "bpf_ktime_get_boot_ns", |_, _, _, _, _| {
+            clock_ns(libc::CLOCK_BOOTTIME)
+        });
+        h.register_fn(160, "bpf_ktime_get_coarse_ns", |_, _, _, _, _| {
+            clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+        });
+        h
+    }
+}
+
+/// `-errno` as the u64 a helper returns.
+pub fn neg_errno(errno: i32) -> u64 {
+    (-i64::from(errno)) as u64
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    (ts.tv_sec as u64)
+        .wrapping_mul(1_000_000_000)
+        .wrapping_add(ts.tv_nsec as u64)
+}
+
+fn prandom_u32() -> u32 {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = const { Cell::new(0) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            x = clock_ns(libc::CLOCK_MONOTONIC) | 1;
+        }
+        // xorshift64*
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    })
+}
+
+fn current_comm() -> Vec<u8> {
+    let mut buf = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
+    let rc = unsafe {
+        libc::prctl(
+            libc::PR_GET_NAME,
+            buf.as_mut_ptr() as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    if rc != 0 {
+        return Vec::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    buf[..end].to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern "C" fn add5(a: u64, b: u64, c: u64, d: u64, e: u64) -> u64 {
+        a + b + c + d + e
+    }
+
+    #[test]
+    fn native_and_closure_helpers_are_called_with_r1_to_r5() {
+        let mut h = Helpers::new();
+        h.register_native(1, "add5", add5);
+        h.register_fn(2, "mul", |a, b, _, _, _| a * b);
+        let mut mem = MemoryMap::new();
+        let mut ctx = HelperContext::new(&mut mem);
+        assert_eq!(h.get(1).unwrap().call(&mut ctx, [1, 2, 3, 4, 5]), Ok(15));
+        assert_eq!(h.get(2).unwrap().call(&mut ctx, [6, 7, 0, 0, 0]), Ok(42));
+        assert!(h.get(3).is_none());
+    }
+
+    #[test]
+    fn panics_in_closures_are_caught() {
+        let mut h = Helpers::new();
+        h.register(9, "boom", HelperProto::SCALARS, |_, _| panic!("kaboom"));
+        let mut mem = MemoryMap::new();
+        let mut ctx = HelperContext::new(&mut mem);
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = h.get(9).unwrap().call(&mut ctx, [0; 5]);
+        std::panic::set_hook(prev);
+        assert_eq!(r, Err(HelperError::Panicked("kaboom".into())));
+    }
+
+    #[test]
+    fn context_memory_access_is_checked() {
+        let mut buf = [1u8, 2, 3, 4];
+        let mut mem = MemoryMap::new();
+        mem.add_transient(Region::from_mut_slice(
+            &mut buf,
+            crate::memory::RegionKind::Other,
+        ));
+        let base = buf.as_ptr() as u64;
+        let mut ctx = HelperContext::new(&mut mem);
+        assert_eq!(ctx.read(base + 1, 2), Ok(vec![2, 3]));
+        assert!(ctx.read(base + 3, 2).is_err());
+        ctx.write(base, &[9]).unwrap();
+        assert!(ctx.write(base + 4, &[9]).is_err());
+        assert_eq!(buf[0], 9);
+    }
+
+    #[test]
+    fn kernel_basics_use_kernel_ids() {
+        let h = Helpers::kernel_basics();
+        assert_eq!(h.get(5).unwrap().name(), "bpf_ktime_get_ns");
+        assert_eq!(h.get(14).unwrap().name(), "bpf_get_current_pid_tgid");
+        let mut mem = MemoryMap::new();
+        let mut ctx = HelperContext::new(&mut mem);
+        let pid_tgid = h.get(14).unwrap().call(&mut ctx, [0; 5]).unwrap();
+        assert_eq!(pid_tgid >> 32, u64::from(std::process::id()));
+        let t1 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();
+        let t2 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();
+        assert!(t2 >= t1 && t1 > 0);
+    }
+}
