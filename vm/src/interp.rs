@@ -1285,6 +1285,7 @@ fn run_ops(
     macro_rules! jump {
         ($op:ident, $cond:expr) => {{
             if $cond {
+                branch_taken();
                 pc = $op.aux as usize;
                 continue;
             }
@@ -1641,6 +1642,17 @@ fn run_ops(
         }
         pc = next;
     }
+}
+
+/// Marks the taken side of a conditional jump. Without it LLVM turns the
+/// jump into a conditional move of the next pc, which puts the comparison
+/// (and the load of its register) on the dispatch critical path and defeats
+/// branch prediction: loops run about 2x slower.
+#[inline(always)]
+fn branch_taken() {
+    // SAFETY: an empty assembly block: no instructions, no memory or stack
+    // access, flags preserved. It only stops if-conversion.
+    unsafe { std::arch::asm!("", options(nomem, nostack, preserves_flags)) }
 }
 
 /// Enters a bpf-to-bpf call from `pc`: saves r6-r9 and the frame pointer

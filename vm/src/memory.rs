@@ -147,32 +147,28 @@ impl MemoryMap {
     /// success.
     #[inline(always)]
     pub fn check(&self, addr: u64, len: u64, access: Access) -> Result<u64, AccessError> {
+        let span = self.stack_hi.wrapping_sub(self.stack_lo);
         let off = addr.wrapping_sub(self.stack_lo);
-        if addr >= self.stack_lo
-            && off <= self.stack_hi - self.stack_lo
-            && len <= self.stack_hi - self.stack_lo - off
-        {
+        if addr >= self.stack_lo && off <= span && len <= span - off {
             return Ok(addr);
         }
-        self.check_regions(addr, len, access)
-    }
-
-    #[inline(never)]
-    fn check_regions(&self, addr: u64, len: u64, access: Access) -> Result<u64, AccessError> {
-        let mut read_only = None;
+        // Fast path: a region that allows the access (usually one of a few).
         for r in &self.regions {
-            if r.contains(addr, len) {
-                if access == Access::Write && !r.writable {
-                    read_only = Some(r.kind);
-                    continue;
-                }
+            if r.contains(addr, len) && (r.writable || access == Access::Read) {
                 return Ok(addr);
             }
         }
-        Err(match read_only {
-            Some(kind) => AccessError::ReadOnly(kind),
+        Err(self.classify(addr, len))
+    }
+
+    /// Why an access that no region allows was refused.
+    #[cold]
+    #[inline(never)]
+    fn classify(&self, addr: u64, len: u64) -> AccessError {
+        match self.regions.iter().find(|r| r.contains(addr, len)) {
+            Some(r) => AccessError::ReadOnly(r.kind),
             None => AccessError::Unmapped,
-        })
+        }
     }
 }
 
