@@ -1,0 +1,426 @@
+//! The checked interpreter.
+//!
+//! A [`Program`] is lowered once into a [`PreparedProgram`]: a flat array of
+//! pre-decoded operations (immediates sign-extended, jump targets absolute,
+//! helper ids bound to their implementations, `lddw` pseudo values resolved).
+//! A [`Vm`] runs it with *checked mode* semantics:
+//!
+//! - every load, store and atomic is checked against the memory regions the
+//!   embedder provided, the regions helpers granted, and the live stack
+//!   frames; every pointer argument of a helper is checked against its
+//!   prototype;
+//! - an instruction budget (1,000,000 by default) stops unverified loops;
+//! - bpf-to-bpf calls are limited to 8 frames of 512 bytes, tail calls to 33;
+//! - the stack is zeroed before each run.
+//!
+//! Any violation ends the run with a [`Fault`] naming the program, the pc and
+//! the instruction. Nothing in here panics or touches memory outside those
+//! regions, whatever the bytecode.
+#![warn(clippy::arithmetic_side_effects)]
+
+mod exec;
+mod lower;
+
+pub use lower::PreparedProgram;
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::helpers::{HelperError, Helpers};
+use crate::insn::Insn;
+use crate::isa::Lddw;
+use crate::memory::{Access, MemoryMap, Region, RegionKind};
+use crate::program::Program;
+
+use exec::{run_ops, Frame, State, Stop};
+
+/// Bytes of stack per frame (`MAX_BPF_STACK`).
+pub const STACK_SIZE: usize = 512;
+/// Maximum call depth, the main program included (`MAX_CALL_FRAMES`).
+pub const MAX_CALL_FRAMES: usize = 8;
+/// Maximum number of tail calls per run (`MAX_TAIL_CALL_CNT`).
+pub const MAX_TAIL_CALLS: u32 = 33;
+/// Default instruction budget per run.
+pub const DEFAULT_BUDGET: u64 = 1_000_000;
+/// The kernel's helper id of `bpf_tail_call`.
+pub const BPF_FUNC_TAIL_CALL: i32 = 12;
+
+/// Tag in the upper 32 bits of a subprogram "address" loaded by
+/// `lddw src=4` (`BPF_PSEUDO_FUNC`); the lower 32 bits are its pc. `callx`
+/// on such a value is a bpf-to-bpf call; on a small integer it calls the
+/// helper with that id (the conformance suite's convention).
+pub const FUNC_ADDR_TAG: u64 = 0xc0de_f00d_0000_0000;
+pub(super) const FUNC_ADDR_MASK: u64 = 0xffff_ffff_0000_0000;
+
+const TOTAL_STACK: usize = STACK_SIZE * MAX_CALL_FRAMES;
+
+/// Run-time limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Instructions allowed per run; `None` for no limit (only for programs
+    /// known to terminate).
+    pub budget: Option<u64>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            budget: Some(DEFAULT_BUDGET),
+        }
+    }
+}
+
+/// Resolves the map flavours of `lddw` (`src` 1, 2, 5, 6) to addresses or
+/// handles. The objects layer implements it; without one, programs that load
+/// maps are refused.
+pub trait MapResolver: Send + Sync {
+    /// The 64-bit value `lddw` at `pc` loads.
+    fn resolve(&self, pc: usize, value: Lddw) -> Result<u64, String>;
+}
+
+/// A program array (`BPF_MAP_TYPE_PROG_ARRAY`) as `bpf_tail_call` sees it.
+pub trait ProgramArray: Send + Sync {
+    /// The program at `index` of the program array `map` (the value of `r2`
+    /// at the call), if the slot is set.
+    fn get(&self, map: u64, index: u32) -> Option<Arc<PreparedProgram>>;
+}
+
+/// Why a program cannot be prepared for the interpreter.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PrepareError {
+    /// A `call` names a helper that is not registered.
+    #[error("program `{program}`: unknown helper id {id} ({name}) called at pc {pc}")]
+    UnknownHelper {
+        /// Program name.
+        program: String,
+        /// pc of the call.
+        pc: usize,
+        /// Helper id.
+        id: i32,
+        /// The kernel's name for the id, if any.
+        name: String,
+    },
+    /// A kfunc call (`call src=2`).
+    #[error("program `{program}`: kfunc call (btf_id {btf_id}) at pc {pc} is not supported in user space")]
+    Kfunc {
+        /// Program name.
+        program: String,
+        /// pc of the call.
+        pc: usize,
+        /// BTF id of the kfunc.
+        btf_id: i32,
+    },
+    /// An `lddw` whose value cannot be provided.
+    #[error("program `{program}`: lddw at pc {pc} ({what}): {message}")]
+    Lddw {
+        /// Program name.
+        program: String,
+        /// pc of the lddw.
+        pc: usize,
+        /// Which flavour.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// What went wrong at run time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FaultKind {
+    /// No region covers the access.
+    OutOfBounds {
+        /// Read or write.
+        access: Access,
+    },
+    /// A store or atomic into a read-only region.
+    ReadOnly {
+        /// The region.
+        region: RegionKind,
+    },
+    /// An atomic operation on an address not aligned to its size.
+    Misaligned,
+    /// The instruction budget ran out.
+    BudgetExhausted {
+        /// The budget.
+        limit: u64,
+    },
+    /// A bpf-to-bpf call beyond [`MAX_CALL_FRAMES`].
+    CallDepthExceeded {
+        /// The limit.
+        limit: usize,
+    },
+    /// A helper pointer argument outside the program's memory.
+    HelperArgument {
+        /// Helper id.
+        helper: i32,
+        /// Argument index (1 for `r1`).
+        arg: usize,
+        /// How the helper uses it.
+        access: Access,
+    },
+    /// A helper failed.
+    Helper {
+        /// Helper id.
+        helper: i32,
+        /// Helper name.
+        name: String,
+        /// The error.
+        error: HelperError,
+    },
+    /// `callx` on a value that is neither a subprogram address nor a
+    /// registered helper id.
+    BadCallTarget {
+        /// The register value.
+        value: u64,
+    },
+    /// A legacy packet load without a packet.
+    NoPacket,
+    /// Execution reached a pc that holds no instruction.
+    InvalidPc,
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::OutOfBounds { access } => {
+                write!(f, "invalid {access}: no memory region covers it")
+            }
+            FaultKind::ReadOnly { region } => write!(f, "write into read-only {region:?} memory"),
+            FaultKind::Misaligned => f.write_str("misaligned atomic access"),
+            FaultKind::BudgetExhausted { limit } => {
+                write!(f, "instruction budget of {limit} exhausted")
+            }
+            FaultKind::CallDepthExceeded { limit } => {
+                write!(f, "the call stack is too deep (more than {limit} frames)")
+            }
+            FaultKind::HelperArgument {
+                helper,
+                arg,
+                access,
+            } => write!(
+                f,
+                "argument r{arg} of helper {helper} points outside the program's memory ({access})"
+            ),
+            FaultKind::Helper {
+                helper,
+                name,
+                error,
+            } => write!(f, "helper {name}#{helper} failed: {error}"),
+            FaultKind::BadCallTarget { value } => {
+                write!(
+                    f,
+                    "callx target {value:#x} is neither a subprogram nor a helper"
+                )
+            }
+            FaultKind::NoPacket => f.write_str("legacy packet load without packet data"),
+            FaultKind::InvalidPc => f.write_str("execution reached a pc without an instruction"),
+        }
+    }
+}
+
+/// A run-time error: the program, the pc, the instruction, the address and
+/// length involved (0 when not a memory access) and what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// Program name.
+    pub program: Arc<str>,
+    /// pc of the faulting instruction.
+    pub pc: usize,
+    /// The faulting slot.
+    pub insn: Insn,
+    /// Address involved.
+    pub addr: u64,
+    /// Length involved.
+    pub len: u64,
+    /// What went wrong.
+    pub kind: FaultKind,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program `{}`: fault at pc {} (", self.program, self.pc)?;
+        match crate::isa::decode(&[self.insn, Insn::default()], 0) {
+            Ok(i) => write!(f, "{}", crate::disasm::format_instruction(&i))?,
+            Err(_) => write!(f, "{}", self.insn)?,
+        }
+        write!(f, "): {}", self.kind)?;
+        if matches!(
+            self.kind,
+            FaultKind::OutOfBounds { .. }
+                | FaultKind::ReadOnly { .. }
+                | FaultKind::Misaligned
+                | FaultKind::HelperArgument { .. }
+        ) {
+            write!(f, " [addr {:#x}, {} bytes]", self.addr, self.len)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Fault {}
+
+/// An interpreter instance: a prepared program plus the state of its runs
+/// (stack, memory regions, program array). Not shared between threads; make
+/// one per thread from the same `Arc<PreparedProgram>`.
+pub struct Vm {
+    prog: Arc<PreparedProgram>,
+    stack: Box<[u64; TOTAL_STACK / 8]>,
+    dirty_frames: usize,
+    mem: MemoryMap,
+    program_array: Option<Arc<dyn ProgramArray>>,
+    last_insn_count: u64,
+}
+
+impl fmt::Debug for Vm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Vm")
+            .field("prog", &self.prog)
+            .field("regions", &self.mem.regions())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Vm {
+    /// Prepares `program` with `helpers` and the default [`Config`].
+    pub fn new(program: &Program, helpers: Helpers) -> Result<Vm, PrepareError> {
+        Vm::with_config(program, &helpers, Config::default())
+    }
+
+    /// Prepares `program` with `helpers` and `config`.
+    pub fn with_config(
+        program: &Program,
+        helpers: &Helpers,
+        config: Config,
+    ) -> Result<Vm, PrepareError> {
+        Ok(Vm::from_prepared(Arc::new(PreparedProgram::new(
+            program, helpers, config,
+        )?)))
+    }
+
+    /// A VM for an already prepared program.
+    pub fn from_prepared(prog: Arc<PreparedProgram>) -> Vm {
+        Vm {
+            prog,
+            stack: Box::new([0u64; TOTAL_STACK / 8]),
+            dirty_frames: 0,
+            mem: MemoryMap::new(),
+            program_array: None,
+            last_insn_count: 0,
+        }
+    }
+
+    /// The prepared program.
+    pub fn prepared(&self) -> &Arc<PreparedProgram> {
+        &self.prog
+    }
+
+    /// Makes `region` accessible to every later run.
+    ///
+    /// # Safety
+    /// The memory must stay valid (and writable, if `region.writable`) for
+    /// as long as this VM may run, or until [`Vm::clear_regions`].
+    pub unsafe fn add_region(&mut self, region: Region) {
+        self.mem.add_persistent(region);
+    }
+
+    /// Removes every region added with [`Vm::add_region`].
+    pub fn clear_regions(&mut self) {
+        self.mem.clear_persistent();
+    }
+
+    /// Sets the program array `bpf_tail_call` (helper 12) looks programs up
+    /// in.
+    pub fn set_program_array(&mut self, array: Option<Arc<dyn ProgramArray>>) {
+        self.program_array = array;
+    }
+
+    /// Instructions executed by the last run.
+    pub fn last_insn_count(&self) -> u64 {
+        self.last_insn_count
+    }
+
+    /// Runs the program with `r1` = `mem`, `r2` = its length (`r1` = 0 when
+    /// empty), the convention of the conformance suite. `mem` is writable
+    /// context memory and the packet for legacy packet loads.
+    pub fn run(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
+        if mem.is_empty() {
+            return self.execute([0; 5], None);
+        }
+        let region = Region::from_mut_slice(mem, RegionKind::Context);
+        self.mem.add_transient(region);
+        self.execute(
+            [region.start, region.len, 0, 0, 0],
+            Some((region.start, region.len)),
+        )
+    }
+
+    /// Runs the program with `r1..r5` = `args`. Pointers among them are only
+    /// usable if they fall in regions added with [`Vm::add_region`].
+    pub fn run_with_args(&mut self, args: [u64; 5]) -> Result<u64, Fault> {
+        self.execute(args, None)
+    }
+
+    fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
+        // Zero the frames the previous run used: no data crosses runs.
+        let dirty_words = self
+            .dirty_frames
+            .min(MAX_CALL_FRAMES)
+            .saturating_mul(STACK_SIZE / 8);
+        let total_words = self.stack.len();
+        self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
+        self.mem.stack_hi = top;
+        self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
+
+        let start_budget = self.prog.config.budget.unwrap_or(u64::MAX);
+        let mut st = State {
+            regs: [0; 16],
+            frames: [Frame::default(); MAX_CALL_FRAMES],
+            depth: 0,
+            max_depth: 0,
+            budget: start_budget,
+            tail_calls: 0,
+            packet,
+        };
+        st.regs[1..6].copy_from_slice(&args);
+        st.regs[10] = top;
+
+        // Programs entered by tail calls; index 0 is `self.prog`.
+        let mut extra: Vec<Arc<PreparedProgram>> = Vec::new();
+        let mut cur = 0usize;
+        let mut pc = 0usize;
+        let result = loop {
+            let prog: &PreparedProgram = match cur.checked_sub(1) {
+                None => &self.prog,
+                Some(i) => match extra.get(i) {
+                    Some(p) => p,
+                    None => &self.prog,
+                },
+            };
+            match run_ops(
+                prog,
+                cur,
+                pc,
+                &mut st,
+                &mut self.mem,
+                self.program_array.as_deref(),
+            ) {
+                Ok(Stop::Exit(r0)) => break Ok(r0),
+                Ok(Stop::Switch { prog, pc: next }) => {
+                    cur = prog;
+                    pc = next;
+                }
+                Ok(Stop::TailCall(next)) => {
+                    extra.push(next);
+                    cur = extra.len();
+                    pc = 0;
+                }
+                Err(f) => break Err(f),
+            }
+        };
+        self.dirty_frames = st.max_depth.saturating_add(1);
+        self.last_insn_count = start_budget.wrapping_sub(st.budget);
+        self.mem.end_run();
+        result
+    }
+}
