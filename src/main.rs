@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use userbpf::engine::Engine;
 use userbpf::hex::parse_hex_bytes;
 use userbpf::source::{load_program, source_kind, SourceKind};
-use userbpf_vm::{conformance, disasm, Helpers, Program, Vm};
+use userbpf_vm::{conformance, disasm, Config, Helpers, Program, Vm};
 
 /// userbpf: run eBPF programs in user space (checked interpreter today; the
 /// verifier, the Cranelift JIT, in-process hooks and kernel offload follow).
@@ -79,9 +79,15 @@ enum Cmd {
         /// Execution engine.
         #[arg(long, value_enum, default_value = "interp")]
         engine: EngineArg,
-        /// Run N times and report the mean time per run.
+        /// Run N times (on the same memory: stores persist across runs) and
+        /// report the mean time per run.
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         repeat: Option<u64>,
+        /// Instructions allowed per run before the run is stopped (checked
+        /// mode's guard against unbounded loops).
+        #[arg(long, value_name = "N", default_value_t = userbpf_vm::interp::DEFAULT_BUDGET,
+              value_parser = clap::value_parser!(u64).range(1..))]
+        budget: u64,
         /// Print one JSON object: program, engine, r0, runs, ns_per_run.
         #[arg(long)]
         json: bool,
@@ -123,6 +129,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             mem_file,
             engine,
             repeat,
+            budget,
             json,
         } => cmd_run(RunArgs {
             file,
@@ -131,6 +138,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             mem_file,
             engine: engine.into(),
             repeat,
+            budget,
             json,
         }),
         Cmd::ConformancePlugin {
@@ -182,6 +190,7 @@ struct RunArgs {
     mem_file: Option<PathBuf>,
     engine: Engine,
     repeat: Option<u64>,
+    budget: u64,
     json: bool,
 }
 
@@ -195,7 +204,10 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
         (None, None) => Vec::new(),
     };
-    let mut vm = Vm::new(&program, Helpers::kernel_basics())
+    let config = Config {
+        budget: Some(args.budget),
+    };
+    let mut vm = Vm::with_config(&program, &Helpers::kernel_basics(), config)
         .with_context(|| args.file.display().to_string())?;
     let runs = args.repeat.unwrap_or(1);
     let start = Instant::now();
