@@ -107,8 +107,22 @@ enum Cmd {
     },
 }
 
+/// The bpf_conformance runner passes the test's memory *before* the plugin
+/// options (`userbpf MEM_HEX conformance-plugin ...` when the options are
+/// `conformance-plugin ...`): put the subcommand first so that
+/// `--plugin_path userbpf --plugin_options conformance-plugin` works.
+fn plugin_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    if let Some(pos) = args.iter().position(|a| a == "conformance-plugin") {
+        if pos > 1 {
+            let sub = args.remove(pos);
+            args.insert(1, sub);
+        }
+    }
+    args
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(plugin_argv(std::env::args_os().collect()));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {

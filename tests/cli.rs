@@ -265,6 +265,28 @@ fn conformance_plugin_speaks_the_protocol() {
         let got = u64::from_str_radix(stdout(&o).trim(), 16).unwrap();
         assert_eq!(Some(got), case.result, "{f}");
     }
+    // The stock runner puts the memory before the plugin options:
+    // `userbpf MEM_HEX conformance-plugin`.
+    let case = TestCase::parse(&corpus_file("ldxh.data")).unwrap();
+    let code = insns_to_bytes(&case.program().unwrap());
+    let mut child = userbpf()
+        .arg(hex(&case.mem))
+        .arg("conformance-plugin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(hex(&code).as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(u64::from_str_radix(stdout(&o).trim(), 16).ok(), case.result);
+
     // A program the decoder refuses: non-zero exit, message on stderr.
     let o = plugin(
         &[
