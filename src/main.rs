@@ -58,6 +58,12 @@ enum Cmd {
         #[arg(long)]
         prog: Option<String>,
     },
+    /// List the programs (section, kind, attach target, instructions) and maps
+    /// (type, key/value size, max entries) of a BPF object.
+    Inspect {
+        /// A BPF ELF object (`clang -target bpf`).
+        file: PathBuf,
+    },
     /// Run a program once (or N times) and print r0.
     ///
     /// r1 points to the memory given with --mem/--mem-file (r1 = 0 without
@@ -136,6 +142,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Asm { file, output } => cmd_asm(&file, output.as_deref()),
         Cmd::Disasm { file, prog } => cmd_disasm(&file, prog.as_deref()),
+        Cmd::Inspect { file } => cmd_inspect(&file),
         Cmd::Run {
             file,
             prog,
@@ -189,11 +196,82 @@ fn cmd_asm(file: &Path, output: Option<&Path>) -> Result<ExitCode> {
 }
 
 fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    if source_kind(file, &bytes) == SourceKind::Elf {
+        let object = userbpf::source::load_object(file)?;
+        let mut out = std::io::stdout().lock();
+        for p in &object.programs {
+            if prog.is_some_and(|n| n != p.name) {
+                continue;
+            }
+            writeln!(out, "{} (SEC(\"{}\")):", p.name, p.kind.section)?;
+            let text = disasm::disassemble(&p.insns)?;
+            for line in text.lines() {
+                let pc: usize = line
+                    .split(':')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .parse()
+                    .unwrap_or(usize::MAX);
+                if let Some((name, _)) = p.subprograms.iter().find(|(_, start)| *start == pc) {
+                    writeln!(out, "{name}:")?;
+                }
+                writeln!(out, "{line}")?;
+            }
+        }
+        if let Some(name) = prog {
+            object.program(name)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let program = load_program(file, prog)?;
     let text = disasm::disassemble(program.insns())?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}:", program.name())?;
     out.write_all(text.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_inspect(file: &Path) -> Result<ExitCode> {
+    let object = userbpf::source::load_object(file)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}: license {:?}",
+        file.display(),
+        object.license.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "programs:")?;
+    writeln!(
+        out,
+        "  {:<24} {:<28} {:<34} {:<24} {:>6}",
+        "name", "section", "type", "attach target", "insns"
+    )?;
+    for p in &object.programs {
+        writeln!(
+            out,
+            "  {:<24} {:<28} {:<34} {:<24} {:>6}",
+            p.name,
+            p.kind.section,
+            p.kind.prog_type.kernel_name(),
+            p.kind.target.to_string(),
+            p.insns.len()
+        )?;
+    }
+    writeln!(out, "maps:")?;
+    writeln!(
+        out,
+        "  {:<24} {:>5} {:>8} {:>10} {:>11} {:>8}",
+        "name", "type", "key", "value", "max_entries", "flags"
+    )?;
+    for m in &object.maps {
+        writeln!(
+            out,
+            "  {:<24} {:>5} {:>8} {:>10} {:>11} {:>#8x}",
+            m.name, m.map_type, m.key_size, m.value_size, m.max_entries, m.flags
+        )?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -222,7 +300,15 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         budget: Some(args.budget),
     };
     let mut vm = Vm::with_config(&program, &Helpers::kernel_basics(), config)
-        .with_context(|| args.file.display().to_string())?;
+        .map_err(|e| {
+            let mut err = anyhow::Error::new(e);
+            if program.instructions().any(|(_, i)| {
+                matches!(i, userbpf_vm::Instruction::LoadImm64 { value, .. } if value.src() != 0 && value.src() != 4)
+            }) {
+                err = err.context("map storage and map helpers are not implemented yet (issue #3)");
+            }
+            err.context(args.file.display().to_string())
+        })?;
     let runs = args.repeat.unwrap_or(1);
     let start = Instant::now();
     let mut r0 = 0;

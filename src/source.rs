@@ -1,10 +1,10 @@
 //! Reading programs from files: raw bytecode (`.bin`, any other extension),
-//! assembler text (`.s`, `.asm`), and ELF objects (recognised; they load once
-//! the objects issue lands).
+//! assembler text (`.s`, `.asm`), and BPF ELF objects (`.bpf.o`).
 
 use std::path::{Path, PathBuf};
 
 use userbpf_vm::asm::{assemble, AsmError};
+use userbpf_vm::object::{Object, ObjectError};
 use userbpf_vm::program::{Program, ProgramError};
 
 /// Why a program file cannot be read.
@@ -34,11 +34,16 @@ pub enum SourceError {
         /// Details with the pc.
         source: ProgramError,
     },
-    /// An ELF object: not loadable yet.
-    #[error("{}: ELF objects are not supported yet (object loading lands with the objects issue); pass raw bytecode (.bin) or assembler text (.s)", path.display())]
-    ElfNotSupported {
+    /// An ELF object that does not load.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// An object with several programs and no `--prog`.
+    #[error("{}: the object has several programs ({available}); choose one with --prog", path.display())]
+    ChooseProgram {
         /// The file.
         path: PathBuf,
+        /// The program names.
+        available: String,
     },
     /// `--prog` given for a file that holds a single unnamed program.
     #[error("{}: --prog {requested} selects a program inside an ELF object, but this file holds one raw program (named `{name}` after the file)", path.display())]
@@ -90,8 +95,24 @@ pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceEr
     })?;
     let kind = source_kind(path, &bytes);
     if kind == SourceKind::Elf {
-        return Err(SourceError::ElfNotSupported {
+        let object = Object::parse(&path.display().to_string(), &bytes)?;
+        let p = match (prog, object.programs.as_slice()) {
+            (Some(name), _) => object.program(name)?,
+            (None, [only]) => only,
+            (None, all) => {
+                return Err(SourceError::ChooseProgram {
+                    path: path.to_path_buf(),
+                    available: all
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })
+            }
+        };
+        return p.to_program().map_err(|source| SourceError::Program {
             path: path.to_path_buf(),
+            source,
         });
     }
     let name = program_name(path);
@@ -124,4 +145,13 @@ pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceEr
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Reads the BPF object in `path`.
+pub fn load_object(path: &Path) -> Result<Object, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Object::parse(&path.display().to_string(), &bytes)?)
 }

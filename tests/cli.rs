@@ -167,7 +167,7 @@ fn errors_name_the_file_program_and_pc() {
     let o = userbpf().arg("run").arg(&elf).output().unwrap();
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("ELF objects are not supported yet"),
+        stderr(&o).contains("obj.o: not a valid ELF object"),
         "{}",
         stderr(&o)
     );
@@ -304,4 +304,65 @@ fn conformance_plugin_speaks_the_protocol() {
         .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("JIT"), "{}", stderr(&o));
+}
+
+fn fixture(name: &str) -> PathBuf {
+    match std::env::var_os("USERBPF_FIXTURES_DIR") {
+        Some(d) => PathBuf::from(d).join(name),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/bpf")
+            .join(name),
+    }
+}
+
+#[test]
+fn objects_inspect_disasm_and_run() {
+    let obj = fixture("calls.bpf.o");
+    let o = userbpf().arg("inspect").arg(&obj).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains("calls") && text.contains("BPF_PROG_TYPE_SYSCALL"),
+        "{text}"
+    );
+
+    let o = userbpf()
+        .arg("disasm")
+        .arg(&obj)
+        .args(["--prog", "calls"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("calls (SEC(\"syscall\")):"), "{text}");
+    assert!(
+        text.contains("\nmix:\n") && text.contains("\nfinish:\n"),
+        "{text}"
+    );
+
+    // a = 1, b = 2 (see tests/bpf/calls.bpf.c and vm/tests/object.rs).
+    let mem = "01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--prog", "calls", "--mem", mem, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["program"], "calls");
+    assert_eq!(v["r0"].as_u64(), Some(255_667_627));
+
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--prog", "nope"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no program named `nope` (programs: calls)"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -214,6 +214,29 @@ fn run_once(vm: &mut Vm, mem: &mut GuardedBuffer, fill: &[u8]) -> RunRecord {
     }
 }
 
+/// The oracle behind `object_loader`: parsing and linking any bytes as a BPF
+/// object returns a program list or an error; it never panics (a panic
+/// inside the ELF parser is caught by the loader and reported, which this
+/// oracle treats as a failure too).
+pub fn object_loader(data: &[u8]) {
+    match userbpf_vm::object::Object::parse("fuzz.o", data) {
+        Ok(obj) => {
+            for p in &obj.programs {
+                // Linked programs either validate or fail with an error.
+                let _ = p.to_program();
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            assert!(!msg.contains("panicked"), "loader panic: {msg}");
+            assert!(
+                msg.starts_with("fuzz.o"),
+                "error does not name the file: {msg}"
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

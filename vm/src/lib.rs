@@ -30,6 +30,7 @@ pub mod insn;
 pub mod interp;
 pub mod isa;
 pub mod memory;
+pub mod object;
 pub mod program;
 
 pub use helpers::{HelperContext, HelperError, Helpers};

@@ -572,7 +572,7 @@ impl PreparedProgram {
                                 None => {
                                     return Err(lddw_err(
                                         what,
-                                        "the program loads a map but none were provided (load it from an object file)"
+                                        "the program uses a map but no maps were provided to the interpreter"
                                             .to_string(),
                                     ))
                                 }

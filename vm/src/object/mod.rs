@@ -1,0 +1,831 @@
+//! BPF object files (`clang -target bpf` ELF, libbpf conventions).
+//!
+//! [`Object::parse`] reads the ELF with goblin, finds every program (each
+//! function symbol in a program section, named by libbpf's section table in
+//! [`section`]), links the `.text` subprograms it calls (bpf-to-bpf calls and
+//! callback addresses) after it as libbpf does, and rewrites map and global
+//! data references into `lddw` map-index loads (`src=5` `BPF_PSEUDO_MAP_IDX`,
+//! `src=6` `BPF_PSEUDO_MAP_IDX_VALUE`) whose index is the position in
+//! [`Object::maps`].
+//!
+//! Supported so far: BTF-defined maps (`.maps`), legacy `maps` definitions
+//! and global data (`.data`, `.rodata*`, `.bss`) as maps. Map-in-map and
+//! program-array initialisers (`values`), CO-RE and externs are refused with
+//! an error that says so (the objects issue continues).
+
+pub mod btf;
+pub mod section;
+
+use std::collections::BTreeMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use goblin::elf::section_header::{SHF_EXECINSTR, SHT_NOBITS, SHT_PROGBITS};
+use goblin::elf::sym::STT_FUNC;
+use goblin::elf::Elf;
+
+use crate::insn::{insns_from_bytes, op, Insn};
+use crate::program::{Program, ProgramError};
+pub use section::{AttachTarget, AttachType, ProgramKind, ProgramType, SectionError};
+
+/// `EM_BPF`.
+pub const EM_BPF: u16 = 247;
+/// `R_BPF_64_64`: an `lddw` referencing a map, global or function.
+pub const R_BPF_64_64: u32 = 1;
+/// `R_BPF_64_ABS64`: 64-bit data relocation.
+pub const R_BPF_64_ABS64: u32 = 2;
+/// `R_BPF_64_ABS32`: 32-bit data relocation.
+pub const R_BPF_64_ABS32: u32 = 3;
+/// `R_BPF_64_NODYLD32`: relocation in `.BTF.ext`.
+pub const R_BPF_64_NODYLD32: u32 = 4;
+/// `R_BPF_64_32`: a `call` to a function.
+pub const R_BPF_64_32: u32 = 10;
+
+/// `BPF_MAP_TYPE_ARRAY`, the type of global data maps.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_F_RDONLY_PROG`: set on `.rodata` maps.
+pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_MMAPABLE`: set on global data maps.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
+
+/// Why an object cannot be loaded. Every variant names the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// Not a parseable ELF file.
+    #[error("{file}: not a valid ELF object: {message}")]
+    Elf {
+        /// The object.
+        file: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// An ELF file for another machine.
+    #[error("{file}: ELF machine is {machine}, not BPF (EM_BPF = 247); compile with `clang -target bpf`")]
+    WrongMachine {
+        /// The object.
+        file: String,
+        /// `e_machine`.
+        machine: u16,
+    },
+    /// Big-endian or 32-bit ELF.
+    #[error(
+        "{file}: {what} objects are not supported (expected 64-bit little-endian, `-target bpfel`)"
+    )]
+    WrongFormat {
+        /// The object.
+        file: String,
+        /// What it is.
+        what: &'static str,
+    },
+    /// A section that is not a program section.
+    #[error("{file}: {source}")]
+    Section {
+        /// The object.
+        file: String,
+        /// Details.
+        source: SectionError,
+    },
+    /// A section or symbol whose contents are inconsistent.
+    #[error("{file}: section `{section}`: {message}")]
+    Malformed {
+        /// The object.
+        file: String,
+        /// The section.
+        section: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A relocation that cannot be applied.
+    #[error("{file}: program `{program}`: relocation at pc {pc}: {message}")]
+    Relocation {
+        /// The object.
+        file: String,
+        /// The program.
+        program: String,
+        /// pc within the program's section.
+        pc: usize,
+        /// What is wrong, naming the symbol.
+        message: String,
+    },
+    /// A feature of the object not supported yet.
+    #[error("{file}: {what} is not supported yet")]
+    Unsupported {
+        /// The object.
+        file: String,
+        /// The feature.
+        what: String,
+    },
+    /// The linked program is not valid bytecode.
+    #[error("{file}: {source}")]
+    Program {
+        /// The object.
+        file: String,
+        /// Details.
+        source: ProgramError,
+    },
+    /// `--prog NAME` does not exist.
+    #[error("{file}: no program named `{name}` (programs: {available})")]
+    NoSuchProgram {
+        /// The object.
+        file: String,
+        /// The requested name.
+        name: String,
+        /// The programs there are.
+        available: String,
+    },
+}
+
+/// Where a map definition comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapOrigin {
+    /// `SEC(".maps")`, described in BTF.
+    Btf,
+    /// `SEC("maps")` with `struct bpf_map_def`.
+    Legacy,
+    /// A global data section (`.data`, `.rodata*`, `.bss`), as an array map
+    /// with one value.
+    GlobalData {
+        /// The section.
+        section: String,
+    },
+}
+
+/// A map the object defines.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDef {
+    /// Map name (the symbol, or the section for global data).
+    pub name: String,
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Maximum entries.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub flags: u32,
+    /// Where it is defined.
+    pub origin: MapOrigin,
+    /// Initial value (global data; zeros for `.bss`).
+    pub initial: Option<Vec<u8>>,
+}
+
+/// A program of the object, linked: its instructions followed by the
+/// subprograms it uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjProgram {
+    /// The function name.
+    pub name: String,
+    /// What the section name says.
+    pub kind: ProgramKind,
+    /// Linked instructions.
+    pub insns: Vec<Insn>,
+    /// Instructions of the program itself (the rest are subprograms).
+    pub own_len: usize,
+    /// Subprograms appended: name and start pc.
+    pub subprograms: Vec<(String, usize)>,
+}
+
+impl ObjProgram {
+    /// The program as validated bytecode.
+    pub fn to_program(&self) -> Result<Program, ProgramError> {
+        Program::new(self.name.clone(), self.insns.clone())
+    }
+}
+
+/// A parsed, linked BPF object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Object {
+    /// The file name, for messages.
+    pub file: String,
+    /// Programs in section order.
+    pub programs: Vec<ObjProgram>,
+    /// Maps, indexed by the `imm` of the rewritten `lddw`s.
+    pub maps: Vec<MapDef>,
+    /// The `license` section.
+    pub license: Option<String>,
+}
+
+/// A function symbol inside a code section.
+#[derive(Clone, Debug)]
+struct Func {
+    name: String,
+    /// First instruction index within the section.
+    start: usize,
+    /// One past the last.
+    end: usize,
+}
+
+#[derive(Clone, Debug)]
+struct CodeSection {
+    name: String,
+    insns: Vec<Insn>,
+    funcs: Vec<Func>,
+    /// Relocations by instruction index: (symbol index, type).
+    relocs: BTreeMap<usize, (usize, u32)>,
+}
+
+#[derive(Clone, Debug)]
+struct Symbol {
+    name: String,
+    shndx: usize,
+    value: u64,
+    kind: u8,
+}
+
+/// The parsed ELF, before linking.
+struct Parsed {
+    file: String,
+    code: BTreeMap<usize, CodeSection>,
+    text: Option<usize>,
+    symbols: Vec<Symbol>,
+    /// Section index -> map indexes by symbol offset (legacy maps) or the
+    /// single global-data map.
+    map_sections: BTreeMap<usize, MapSection>,
+    maps: Vec<MapDef>,
+    license: Option<String>,
+}
+
+enum MapSection {
+    /// `.maps` or legacy `maps`: symbol offset -> map index.
+    Defs(BTreeMap<u64, usize>),
+    /// Global data: the map index.
+    Data(usize),
+}
+
+fn is_data_section(name: &str) -> bool {
+    name == ".data"
+        || name == ".bss"
+        || name == ".rodata"
+        || name.starts_with(".rodata.")
+        || name.starts_with(".data.")
+}
+
+impl Object {
+    /// Parses and links `bytes`; `file` names the object in errors.
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
+        // goblin is not expected to panic on malformed input, but an object
+        // file is untrusted: a panic must become an error.
+        match catch_unwind(AssertUnwindSafe(|| Object::parse_inner(file, bytes))) {
+            Ok(r) => r,
+            Err(_) => Err(ObjectError::Elf {
+                file: file.to_string(),
+                message: "the ELF parser panicked on this input".to_string(),
+            }),
+        }
+    }
+
+    fn parse_inner(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
+        let parsed = parse_elf(file, bytes)?;
+        let mut programs = Vec::new();
+        for (&idx, sec) in &parsed.code {
+            if Some(idx) == parsed.text {
+                continue;
+            }
+            let kind =
+                ProgramKind::from_section(&sec.name).map_err(|source| ObjectError::Section {
+                    file: file.to_string(),
+                    source,
+                })?;
+            for f in &sec.funcs {
+                programs.push(link(&parsed, idx, f, kind.clone())?);
+            }
+        }
+        Ok(Object {
+            file: file.to_string(),
+            programs,
+            maps: parsed.maps,
+            license: parsed.license,
+        })
+    }
+
+    /// The program called `name`.
+    pub fn program(&self, name: &str) -> Result<&ObjProgram, ObjectError> {
+        self.programs
+            .iter()
+            .find(|p| p.name == name)
+            .ok_or_else(|| ObjectError::NoSuchProgram {
+                file: self.file.clone(),
+                name: name.to_string(),
+                available: self
+                    .programs
+                    .iter()
+                    .map(|p| p.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
+    let elf = Elf::parse(bytes).map_err(|e| ObjectError::Elf {
+        file: file.to_string(),
+        message: e.to_string(),
+    })?;
+    if elf.header.e_machine != EM_BPF {
+        return Err(ObjectError::WrongMachine {
+            file: file.to_string(),
+            machine: elf.header.e_machine,
+        });
+    }
+    if !elf.is_64 {
+        return Err(ObjectError::WrongFormat {
+            file: file.to_string(),
+            what: "32-bit",
+        });
+    }
+    if !elf.little_endian {
+        return Err(ObjectError::WrongFormat {
+            file: file.to_string(),
+            what: "big-endian",
+        });
+    }
+    let malformed = |section: &str, message: String| ObjectError::Malformed {
+        file: file.to_string(),
+        section: section.to_string(),
+        message,
+    };
+    let section_name = |i: usize| -> String {
+        elf.section_headers
+            .get(i)
+            .and_then(|sh| elf.shdr_strtab.get_at(sh.sh_name))
+            .unwrap_or("")
+            .to_string()
+    };
+    let section_data = |i: usize| -> Result<&[u8], ObjectError> {
+        let sh = &elf.section_headers[i];
+        if sh.sh_type == SHT_NOBITS {
+            return Ok(&[]);
+        }
+        let start = usize::try_from(sh.sh_offset).unwrap_or(usize::MAX);
+        let len = usize::try_from(sh.sh_size).unwrap_or(usize::MAX);
+        start
+            .checked_add(len)
+            .and_then(|end| bytes.get(start..end))
+            .ok_or_else(|| {
+                malformed(
+                    &section_name(i),
+                    format!("data [{start:#x}, +{len:#x}) lies outside the file"),
+                )
+            })
+    };
+
+    let symbols: Vec<Symbol> = elf
+        .syms
+        .iter()
+        .map(|s| Symbol {
+            name: elf.strtab.get_at(s.st_name).unwrap_or("").to_string(),
+            shndx: s.st_shndx,
+            value: s.st_value,
+            kind: s.st_type(),
+        })
+        .collect();
+    let sym_sizes: Vec<u64> = elf.syms.iter().map(|s| s.st_size).collect();
+
+    // BTF first: `.maps` needs it whatever the section order.
+    let mut btf = None;
+    for (i, _) in elf.section_headers.iter().enumerate() {
+        if section_name(i) == ".BTF" {
+            btf = Some(
+                btf::Btf::parse(section_data(i)?).map_err(|e| malformed(".BTF", e.to_string()))?,
+            );
+        }
+    }
+
+    let mut code = BTreeMap::new();
+    let mut text = None;
+    let mut map_sections = BTreeMap::new();
+    let mut maps = Vec::new();
+    let mut license = None;
+    for (i, sh) in elf.section_headers.iter().enumerate() {
+        let name = section_name(i);
+        if sh.sh_type == SHT_PROGBITS && sh.sh_flags & u64::from(SHF_EXECINSTR) != 0 {
+            if sh.sh_size == 0 {
+                continue;
+            }
+            let data = section_data(i)?;
+            let insns = insns_from_bytes(data).map_err(|e| malformed(&name, e.to_string()))?;
+            let mut funcs: Vec<Func> = Vec::new();
+            for (si, s) in symbols.iter().enumerate() {
+                if s.shndx != i || s.kind != STT_FUNC {
+                    continue;
+                }
+                let size = sym_sizes[si];
+                if !s.value.is_multiple_of(8) || !size.is_multiple_of(8) {
+                    return Err(malformed(
+                        &name,
+                        format!("function `{}` is not aligned to instructions", s.name),
+                    ));
+                }
+                let start = (s.value / 8) as usize;
+                let end = start.saturating_add((size / 8) as usize);
+                if start >= insns.len() || end > insns.len() {
+                    return Err(malformed(
+                        &name,
+                        format!("function `{}` lies outside the section", s.name),
+                    ));
+                }
+                funcs.push(Func {
+                    name: s.name.clone(),
+                    start,
+                    end,
+                });
+            }
+            funcs.sort_by_key(|f| f.start);
+            // Symbols without a size extend to the next function.
+            for k in 0..funcs.len() {
+                if funcs[k].end <= funcs[k].start {
+                    funcs[k].end = funcs.get(k + 1).map(|f| f.start).unwrap_or(insns.len());
+                }
+            }
+            if name == ".text" {
+                text = Some(i);
+            } else if funcs.is_empty() {
+                return Err(malformed(
+                    &name,
+                    "program section without a function symbol".to_string(),
+                ));
+            }
+            code.insert(
+                i,
+                CodeSection {
+                    name,
+                    insns,
+                    funcs,
+                    relocs: BTreeMap::new(),
+                },
+            );
+        } else if name == "license" {
+            let data = section_data(i)?;
+            let end = data.iter().position(|&b| b == 0).unwrap_or(data.len());
+            license = Some(String::from_utf8_lossy(&data[..end]).into_owned());
+        } else if name == "maps" {
+            let data = section_data(i)?;
+            let mut by_off = BTreeMap::new();
+            for s in symbols
+                .iter()
+                .filter(|s| s.shndx == i && !s.name.is_empty())
+            {
+                let off = usize::try_from(s.value).unwrap_or(usize::MAX);
+                let def = off
+                    .checked_add(20)
+                    .and_then(|e| data.get(off..e))
+                    .ok_or_else(|| {
+                        malformed(
+                            &name,
+                            format!("map `{}` has no complete bpf_map_def", s.name),
+                        )
+                    })?;
+                let w = |k: usize| u32::from_le_bytes([def[k], def[k + 1], def[k + 2], def[k + 3]]);
+                by_off.insert(s.value, maps.len());
+                maps.push(MapDef {
+                    name: s.name.clone(),
+                    map_type: w(0),
+                    key_size: w(4),
+                    value_size: w(8),
+                    max_entries: w(12),
+                    flags: w(16),
+                    origin: MapOrigin::Legacy,
+                    initial: None,
+                });
+            }
+            map_sections.insert(i, MapSection::Defs(by_off));
+        } else if name == ".maps" {
+            let btf = btf.as_ref().ok_or_else(|| {
+                malformed(
+                    &name,
+                    "BTF-defined maps need a .BTF section (compile with -g)".to_string(),
+                )
+            })?;
+            let sec = btf
+                .datasec(".maps")
+                .ok_or_else(|| malformed(&name, "no `.maps` data section in BTF".to_string()))?;
+            let mut by_off = BTreeMap::new();
+            let mut syms: Vec<&Symbol> = symbols
+                .iter()
+                .filter(|s| s.shndx == i && !s.name.is_empty())
+                .collect();
+            syms.sort_by_key(|s| s.value);
+            for s in syms {
+                let entry = sec
+                    .members
+                    .iter()
+                    .find(|m| btf.get(m.type_id).is_some_and(|t| t.name == s.name))
+                    .ok_or_else(|| {
+                        malformed(&name, format!("map `{}` has no BTF description", s.name))
+                    })?;
+                let def = btf
+                    .map_def(entry.type_id)
+                    .map_err(|e| malformed(&name, format!("map `{}`: {e}", s.name)))?;
+                if def.has_values {
+                    return Err(ObjectError::Unsupported {
+                        file: file.to_string(),
+                        what: format!(
+                            "map `{}`: `values` initialisers (map-in-map, program arrays)",
+                            s.name
+                        ),
+                    });
+                }
+                by_off.insert(s.value, maps.len());
+                maps.push(MapDef {
+                    name: s.name.clone(),
+                    map_type: def.map_type,
+                    key_size: def.key_size,
+                    value_size: def.value_size,
+                    max_entries: def.max_entries,
+                    flags: def.flags,
+                    origin: MapOrigin::Btf,
+                    initial: None,
+                });
+            }
+            map_sections.insert(i, MapSection::Defs(by_off));
+        } else if is_data_section(&name) && (sh.sh_type == SHT_PROGBITS || sh.sh_type == SHT_NOBITS)
+        {
+            let size = u32::try_from(sh.sh_size)
+                .map_err(|_| malformed(&name, "global data section too large".to_string()))?;
+            let initial = if sh.sh_type == SHT_NOBITS {
+                vec![0; size as usize]
+            } else {
+                section_data(i)?.to_vec()
+            };
+            let readonly = name.starts_with(".rodata");
+            map_sections.insert(i, MapSection::Data(maps.len()));
+            maps.push(MapDef {
+                name: name.clone(),
+                map_type: BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: size,
+                max_entries: 1,
+                flags: BPF_F_MMAPABLE | if readonly { BPF_F_RDONLY_PROG } else { 0 },
+                origin: MapOrigin::GlobalData { section: name },
+                initial: Some(initial),
+            });
+        }
+    }
+
+    // Relocations of code sections.
+    for (reloc_idx, relocs) in &elf.shdr_relocs {
+        let Some(target) = elf
+            .section_headers
+            .get(*reloc_idx)
+            .map(|sh| sh.sh_info as usize)
+        else {
+            continue;
+        };
+        let Some(sec) = code.get_mut(&target) else {
+            continue;
+        };
+        for r in relocs.iter() {
+            if !r.r_offset.is_multiple_of(8) {
+                return Err(malformed(
+                    &sec.name,
+                    format!(
+                        "relocation at offset {:#x} is not on an instruction",
+                        r.r_offset
+                    ),
+                ));
+            }
+            let pc = (r.r_offset / 8) as usize;
+            if pc >= sec.insns.len() || r.r_sym >= symbols.len() {
+                return Err(malformed(
+                    &sec.name,
+                    format!("relocation at offset {:#x} is out of range", r.r_offset),
+                ));
+            }
+            sec.relocs.insert(pc, (r.r_sym, r.r_type));
+        }
+    }
+    Ok(Parsed {
+        file: file.to_string(),
+        code,
+        text,
+        symbols,
+        map_sections,
+        maps,
+        license,
+    })
+}
+
+/// A code segment placed in a linked program.
+struct Placed {
+    section: usize,
+    func_start: usize,
+    func_end: usize,
+    base: usize,
+}
+
+/// Links program `f` of section `sec_idx`: copies it, appends the `.text`
+/// functions it reaches, fixes calls and function addresses, and rewrites map
+/// and global data loads.
+fn link(
+    parsed: &Parsed,
+    sec_idx: usize,
+    f: &Func,
+    kind: ProgramKind,
+) -> Result<ObjProgram, ObjectError> {
+    let file = &parsed.file;
+    let err = |pc: usize, message: String| ObjectError::Relocation {
+        file: file.clone(),
+        program: f.name.clone(),
+        pc,
+        message,
+    };
+    let sec = &parsed.code[&sec_idx];
+    let mut insns: Vec<Insn> = sec.insns[f.start..f.end].to_vec();
+    let mut placed = vec![Placed {
+        section: sec_idx,
+        func_start: f.start,
+        func_end: f.end,
+        base: 0,
+    }];
+    let mut subprograms = Vec::new();
+    let mut next = 0;
+    while next < placed.len() {
+        let (s_idx, fs, fe, base) = {
+            let p = &placed[next];
+            (p.section, p.func_start, p.func_end, p.base)
+        };
+        next += 1;
+        let s = &parsed.code[&s_idx];
+        let mut i = fs;
+        while i < fe {
+            let pos = base + (i - fs);
+            let insn = s.insns[i];
+            let reloc = s.relocs.get(&i).copied();
+            let is_lddw = insn.code == op::LDDW;
+            let is_call = insn.code == op::CALL && insn.src == op::CALL_LOCAL;
+            if let Some((sym_idx, rtype)) = reloc {
+                let sym = &parsed.symbols[sym_idx];
+                if is_call {
+                    if rtype != R_BPF_64_32 {
+                        return Err(err(
+                            i,
+                            format!("call to `{}` has relocation type {rtype}", sym.name),
+                        ));
+                    }
+                    let target = (sym.value / 8) as i64 + i64::from(insn.imm) + 1;
+                    let at = place(
+                        parsed,
+                        &mut placed,
+                        &mut insns,
+                        &mut subprograms,
+                        sym.shndx,
+                        target,
+                    )
+                    .map_err(|m| err(i, format!("call to `{}`: {m}", sym.name)))?;
+                    insns[pos].imm = rel(at, pos).map_err(|m| err(i, m))?;
+                } else if is_lddw {
+                    if rtype != R_BPF_64_64 {
+                        return Err(err(
+                            i,
+                            format!("lddw of `{}` has relocation type {rtype}", sym.name),
+                        ));
+                    }
+                    if i + 1 >= fe {
+                        return Err(err(i, "lddw at the end of the function".to_string()));
+                    }
+                    if parsed.code.contains_key(&sym.shndx) {
+                        // A function address (callback for bpf_loop & co).
+                        let target = (sym.value as i64 + i64::from(insn.imm)) / 8;
+                        let at = place(
+                            parsed,
+                            &mut placed,
+                            &mut insns,
+                            &mut subprograms,
+                            sym.shndx,
+                            target,
+                        )
+                        .map_err(|m| err(i, format!("address of `{}`: {m}", sym.name)))?;
+                        insns[pos].src = op::PSEUDO_FUNC;
+                        insns[pos].imm = rel(at, pos).map_err(|m| err(i, m))?;
+                        insns[pos + 1].imm = 0;
+                    } else {
+                        match parsed.map_sections.get(&sym.shndx) {
+                            Some(MapSection::Defs(by_off)) => {
+                                let Some(&m) = by_off.get(&sym.value) else {
+                                    return Err(err(
+                                        i,
+                                        format!("`{}` is not a map definition", sym.name),
+                                    ));
+                                };
+                                insns[pos].src = op::PSEUDO_MAP_IDX;
+                                insns[pos].imm = m as i32;
+                            }
+                            Some(MapSection::Data(m)) => {
+                                let off = sym.value as i64 + i64::from(insn.imm);
+                                insns[pos].src = op::PSEUDO_MAP_IDX_VALUE;
+                                insns[pos].imm = *m as i32;
+                                insns[pos + 1].imm = off as i32;
+                            }
+                            None if sym.shndx == 0 => {
+                                return Err(ObjectError::Unsupported {
+                                    file: file.clone(),
+                                    what: format!(
+                                        "extern `{}` (__kconfig/__ksym, used by program `{}`)",
+                                        sym.name, f.name
+                                    ),
+                                })
+                            }
+                            None => {
+                                return Err(err(
+                                    i,
+                                    format!(
+                                        "`{}` is neither a map, global data nor a function",
+                                        sym.name
+                                    ),
+                                ))
+                            }
+                        }
+                    }
+                } else if insn.code == op::CALL
+                    && ((rtype == R_BPF_64_32 && insn.src == op::CALL_KFUNC) || sym.shndx == 0)
+                {
+                    return Err(ObjectError::Unsupported {
+                        file: file.clone(),
+                        what: format!("kfunc `{}` (used by program `{}`)", sym.name, f.name),
+                    });
+                } else {
+                    return Err(err(
+                        i,
+                        format!(
+                            "relocation of type {rtype} against `{}` on {}",
+                            sym.name, insn
+                        ),
+                    ));
+                }
+            } else if is_call {
+                // A call inside the same section without relocation.
+                let target = i as i64 + i64::from(insn.imm) + 1;
+                let at = place(
+                    parsed,
+                    &mut placed,
+                    &mut insns,
+                    &mut subprograms,
+                    s_idx,
+                    target,
+                )
+                .map_err(|m| err(i, format!("local call: {m}")))?;
+                insns[pos].imm = rel(at, pos).map_err(|m| err(i, m))?;
+            }
+            i += if is_lddw { 2 } else { 1 };
+        }
+    }
+    let own_len = f.end - f.start;
+    Ok(ObjProgram {
+        name: f.name.clone(),
+        kind,
+        insns,
+        own_len,
+        subprograms,
+    })
+}
+
+fn rel(at: usize, pos: usize) -> Result<i32, String> {
+    i32::try_from(at as i64 - pos as i64 - 1).map_err(|_| "call offset overflows".to_string())
+}
+
+/// The linked position of instruction `target` of section `s_idx`, placing
+/// the function containing it if needed.
+fn place(
+    parsed: &Parsed,
+    placed: &mut Vec<Placed>,
+    insns: &mut Vec<Insn>,
+    subprograms: &mut Vec<(String, usize)>,
+    s_idx: usize,
+    target: i64,
+) -> Result<usize, String> {
+    let Some(sec) = parsed.code.get(&s_idx) else {
+        return Err("target is not in a code section".to_string());
+    };
+    let t = usize::try_from(target)
+        .ok()
+        .filter(|&t| t < sec.insns.len())
+        .ok_or_else(|| {
+            format!(
+                "target instruction {target} is outside section `{}`",
+                sec.name
+            )
+        })?;
+    if let Some(p) = placed
+        .iter()
+        .find(|p| p.section == s_idx && p.func_start <= t && t < p.func_end)
+    {
+        return Ok(p.base + (t - p.func_start));
+    }
+    let Some(func) = sec.funcs.iter().find(|f| f.start <= t && t < f.end) else {
+        return Err(format!(
+            "target instruction {t} of `{}` is in no function",
+            sec.name
+        ));
+    };
+    let base = insns.len();
+    insns.extend_from_slice(&sec.insns[func.start..func.end]);
+    subprograms.push((func.name.clone(), base));
+    placed.push(Placed {
+        section: s_idx,
+        func_start: func.start,
+        func_end: func.end,
+        base,
+    });
+    Ok(base + (t - func.start))
+}
