@@ -29,6 +29,7 @@ pub mod helpers;
 pub mod insn;
 pub mod interp;
 pub mod isa;
+pub mod maps;
 pub mod memory;
 pub mod object;
 pub mod program;

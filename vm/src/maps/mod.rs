@@ -1,0 +1,405 @@
+//! Maps with kernel semantics whose storage is shared memory.
+//!
+//! Every map lives in one [`SharedRegion`] (a memfd, or a 0600 file another
+//! process opens by path) with a `#[repr(C)]` header and no process-local
+//! pointers, so several processes can update the same map concurrently.
+//! Values are contiguous in the region: a lookup returns a pointer into it
+//! that stays valid for the map's lifetime, as the kernel's do, and programs
+//! see only the value area (never keys, links or locks).
+//!
+//! Implemented so far: `BPF_MAP_TYPE_ARRAY` and `BPF_MAP_TYPE_HASH`
+//! (preallocated, per-bucket robust locks). The other types of the objects
+//! issue are refused by [`Map::create`] with an error that says so.
+
+mod array;
+mod hash;
+pub mod lock;
+pub mod shm;
+
+use std::path::Path;
+use std::sync::atomic::AtomicU32;
+
+use crate::memory::{Region, RegionKind};
+pub use shm::SharedRegion;
+
+/// `BPF_ANY`: create or update.
+pub const BPF_ANY: u64 = 0;
+/// `BPF_NOEXIST`: create only.
+pub const BPF_NOEXIST: u64 = 1;
+/// `BPF_EXIST`: update only.
+pub const BPF_EXIST: u64 = 2;
+/// `BPF_F_NO_PREALLOC`.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
+/// `BPF_MAP_TYPE_HASH`.
+pub const BPF_MAP_TYPE_HASH: u32 = 1;
+/// `BPF_MAP_TYPE_ARRAY`.
+pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+
+const MAGIC: u32 = 0x7562_6d70; // "pmbu"
+const VERSION: u32 = 1;
+/// Size of the region header.
+const HEADER_SIZE: usize = 128;
+
+/// What a map is: the fields of `BPF_MAP_CREATE` that matter here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapSpec {
+    /// Map name (for messages and region names).
+    pub name: String,
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Maximum entries.
+    pub max_entries: u32,
+    /// `map_flags`.
+    pub flags: u32,
+}
+
+/// Map errors, as the kernel's errno values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// A kernel error code (`ENOENT`, `EEXIST`, `E2BIG`, `EINVAL`, ...).
+    #[error("map `{map}`: {op}: {}", errno_name(*.errno))]
+    Errno {
+        /// The map.
+        map: String,
+        /// The operation.
+        op: &'static str,
+        /// The positive errno.
+        errno: i32,
+    },
+    /// Creating or opening the shared region failed.
+    #[error("map `{map}`: {message}")]
+    Io {
+        /// The map.
+        map: String,
+        /// The OS error.
+        message: String,
+    },
+    /// A map type not implemented yet.
+    #[error("map `{map}`: map type {map_type} is not supported yet")]
+    Unsupported {
+        /// The map.
+        map: String,
+        /// `enum bpf_map_type`.
+        map_type: u32,
+    },
+}
+
+impl MapError {
+    /// The errno, for helpers that return `-errno`.
+    pub fn errno(&self) -> i32 {
+        match self {
+            MapError::Errno { errno, .. } => *errno,
+            MapError::Io { .. } => libc::EIO,
+            MapError::Unsupported { .. } => libc::EOPNOTSUPP,
+        }
+    }
+}
+
+fn errno_name(e: i32) -> String {
+    match e {
+        libc::ENOENT => "-ENOENT (no such element)".into(),
+        libc::EEXIST => "-EEXIST (element exists)".into(),
+        libc::E2BIG => "-E2BIG (map is full or index out of range)".into(),
+        libc::EINVAL => "-EINVAL (invalid argument)".into(),
+        libc::ENOMEM => "-ENOMEM".into(),
+        other => format!("-{other}"),
+    }
+}
+
+/// The header at the start of every map region.
+#[repr(C)]
+struct Header {
+    magic: u32,
+    version: u32,
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    flags: u32,
+    /// Hash maps: number of buckets (a power of two).
+    n_buckets: u32,
+    /// Hash maps: element count.
+    count: AtomicU32,
+    /// Hash maps: the free-list lock.
+    free_lock: AtomicU32,
+    /// Hash maps: head of the free list (element index + 1, 0 = empty).
+    free_head: AtomicU32,
+    /// Hash seed.
+    seed: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
+
+fn round8(n: u32) -> usize {
+    (n as usize).div_ceil(8) * 8
+}
+
+/// A map: its spec and its shared storage.
+#[derive(Debug)]
+pub struct Map {
+    spec: MapSpec,
+    region: SharedRegion,
+    layout: Layout,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    Array(array::Layout),
+    Hash(hash::Layout),
+}
+
+impl Map {
+    /// Creates a map in an anonymous shared region (memfd).
+    pub fn create(spec: MapSpec) -> Result<Map, MapError> {
+        Map::create_with(spec, SharedRegion::anonymous)
+    }
+
+    /// Creates a map in a new 0600 file at `path` that other processes can
+    /// [`Map::open`]; the file is removed when this map is dropped.
+    pub fn create_at(spec: MapSpec, path: &Path) -> Result<Map, MapError> {
+        Map::create_with(spec, |_, len| SharedRegion::create_file(path, len))
+    }
+
+    fn create_with(
+        spec: MapSpec,
+        make: impl FnOnce(&str, usize) -> std::io::Result<SharedRegion>,
+    ) -> Result<Map, MapError> {
+        let einval = |op| MapError::Errno {
+            map: spec.name.clone(),
+            op,
+            errno: libc::EINVAL,
+        };
+        if !matches!(spec.map_type, BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_HASH) {
+            return Err(MapError::Unsupported {
+                map: spec.name.clone(),
+                map_type: spec.map_type,
+            });
+        }
+        if spec.max_entries == 0 || spec.value_size == 0 {
+            return Err(einval("create"));
+        }
+        let layout = match spec.map_type {
+            BPF_MAP_TYPE_ARRAY => {
+                if spec.key_size != 4 {
+                    return Err(einval("create (array keys are 4 bytes)"));
+                }
+                Layout::Array(array::Layout::new(&spec))
+            }
+            BPF_MAP_TYPE_HASH => {
+                if spec.key_size == 0 {
+                    return Err(einval("create"));
+                }
+                Layout::Hash(hash::Layout::new(&spec))
+            }
+            other => {
+                return Err(MapError::Unsupported {
+                    map: spec.name.clone(),
+                    map_type: other,
+                })
+            }
+        };
+        let size = match layout {
+            Layout::Array(l) => l.size,
+            Layout::Hash(l) => l.size,
+        };
+        let region = make(&spec.name, size).map_err(|e| MapError::Io {
+            map: spec.name.clone(),
+            message: e.to_string(),
+        })?;
+        let map = Map {
+            spec,
+            region,
+            layout,
+        };
+        let n_buckets = match map.layout {
+            Layout::Hash(l) => u32::try_from(l.n_buckets).unwrap_or(u32::MAX),
+            Layout::Array(_) => 0,
+        };
+        let header = Header {
+            magic: MAGIC,
+            version: VERSION,
+            map_type: map.spec.map_type,
+            key_size: map.spec.key_size,
+            value_size: map.spec.value_size,
+            max_entries: map.spec.max_entries,
+            flags: map.spec.flags,
+            n_buckets,
+            count: AtomicU32::new(0),
+            free_lock: AtomicU32::new(0),
+            free_head: AtomicU32::new(0),
+            seed: random_u32(),
+        };
+        // SAFETY: the region is page aligned, at least HEADER_SIZE bytes,
+        // and not yet shared with anyone.
+        unsafe { std::ptr::write(map.region.as_ptr() as *mut Header, header) };
+        if let Layout::Hash(l) = map.layout {
+            hash::init(&map, &l);
+        }
+        Ok(map)
+    }
+
+    /// Opens a map another process created with [`Map::create_at`].
+    pub fn open(path: &Path) -> Result<Map, MapError> {
+        let name = path.display().to_string();
+        let io = |message: String| MapError::Io {
+            map: name.clone(),
+            message,
+        };
+        let region = SharedRegion::open_file(path).map_err(|e| io(e.to_string()))?;
+        if region.len() < HEADER_SIZE {
+            return Err(io("not a userbpf map region (too small)".into()));
+        }
+        // SAFETY: the region holds at least HEADER_SIZE bytes, page aligned.
+        let h = unsafe { &*(region.as_ptr() as *const Header) };
+        if h.magic != MAGIC || h.version != VERSION {
+            return Err(io("not a userbpf map region (bad magic)".into()));
+        }
+        let spec = MapSpec {
+            name: name.clone(),
+            map_type: h.map_type,
+            key_size: h.key_size,
+            value_size: h.value_size,
+            max_entries: h.max_entries,
+            flags: h.flags,
+        };
+        let layout = match spec.map_type {
+            BPF_MAP_TYPE_ARRAY => Layout::Array(array::Layout::new(&spec)),
+            BPF_MAP_TYPE_HASH => Layout::Hash(hash::Layout::new(&spec)),
+            other => {
+                return Err(MapError::Unsupported {
+                    map: name,
+                    map_type: other,
+                })
+            }
+        };
+        let needed = match layout {
+            Layout::Array(l) => l.size,
+            Layout::Hash(l) => l.size,
+        };
+        if region.len() < needed {
+            return Err(io("region smaller than its header says".into()));
+        }
+        Ok(Map {
+            spec,
+            region,
+            layout,
+        })
+    }
+
+    fn header(&self) -> &Header {
+        // SAFETY: the region starts with a Header (checked at creation or
+        // open); mutable fields are atomics.
+        unsafe { &*(self.region.as_ptr() as *const Header) }
+    }
+
+    /// The map's spec.
+    pub fn spec(&self) -> &MapSpec {
+        &self.spec
+    }
+
+    /// The value area, the only part of the region programs may access
+    /// (read-only when the map has `BPF_F_RDONLY_PROG`).
+    pub fn value_region(&self) -> Region {
+        let (off, len) = match self.layout {
+            Layout::Array(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+            Layout::Hash(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+        };
+        let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
+        // SAFETY: `off + len` lies within the region by construction.
+        let ptr = unsafe { self.region.as_ptr().add(off) };
+        Region::new(ptr, len, writable, RegionKind::MapValue)
+    }
+
+    /// A stable handle programs receive for `lddw src=1/5`: the address of
+    /// the map's header.
+    pub fn handle(&self) -> u64 {
+        self.region.as_ptr() as u64
+    }
+
+    /// The backing file, for maps created with [`Map::create_at`].
+    pub fn path(&self) -> Option<&Path> {
+        self.region.path()
+    }
+
+    fn errno(&self, op: &'static str, errno: i32) -> MapError {
+        MapError::Errno {
+            map: self.spec.name.clone(),
+            op,
+            errno,
+        }
+    }
+
+    fn check_key(&self, op: &'static str, key: &[u8]) -> Result<(), MapError> {
+        if key.len() != self.spec.key_size as usize {
+            return Err(self.errno(op, libc::EINVAL));
+        }
+        Ok(())
+    }
+
+    /// A pointer to the value of `key` (`bpf_map_lookup_elem`).
+    pub fn lookup_ptr(&self, key: &[u8]) -> Option<*mut u8> {
+        if key.len() != self.spec.key_size as usize {
+            return None;
+        }
+        match &self.layout {
+            Layout::Array(l) => array::lookup(self, l, key),
+            Layout::Hash(l) => hash::lookup(self, l, key),
+        }
+    }
+
+    /// A copy of the value of `key`.
+    pub fn lookup(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let p = self.lookup_ptr(key)?;
+        let mut v = vec![0u8; self.spec.value_size as usize];
+        // SAFETY: `p` points to a value of `value_size` bytes in the region.
+        unsafe { std::ptr::copy_nonoverlapping(p, v.as_mut_ptr(), v.len()) };
+        Some(v)
+    }
+
+    /// `bpf_map_update_elem`.
+    pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
+        self.check_key("update", key)?;
+        if value.len() != self.spec.value_size as usize || flags > BPF_EXIST {
+            return Err(self.errno("update", libc::EINVAL));
+        }
+        match &self.layout {
+            Layout::Array(l) => array::update(self, l, key, value, flags),
+            Layout::Hash(l) => hash::update(self, l, key, value, flags),
+        }
+    }
+
+    /// `bpf_map_delete_elem`.
+    pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
+        self.check_key("delete", key)?;
+        match &self.layout {
+            Layout::Array(_) => Err(self.errno("delete", libc::EINVAL)),
+            Layout::Hash(l) => hash::delete(self, l, key),
+        }
+    }
+
+    /// Every present key, in storage order.
+    pub fn keys(&self) -> Vec<Vec<u8>> {
+        match &self.layout {
+            Layout::Array(_) => (0..self.spec.max_entries)
+                .map(|i| i.to_le_bytes().to_vec())
+                .collect(),
+            Layout::Hash(l) => hash::keys(self, l),
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    // SAFETY: `b` is a valid 4-byte buffer.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
+    if n == 4 {
+        u32::from_ne_bytes(b)
+    } else {
+        0x9e37_79b9
+    }
+}

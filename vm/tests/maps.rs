@@ -1,0 +1,178 @@
+//! Maps: kernel semantics and error codes, concurrency across threads and
+//! processes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use userbpf_vm::maps::{
+    Map, MapSpec, BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_NOEXIST,
+};
+
+fn spec(name: &str, map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapSpec {
+    MapSpec {
+        name: name.into(),
+        map_type,
+        key_size,
+        value_size,
+        max_entries,
+        flags: 0,
+    }
+}
+
+fn errno(r: Result<(), userbpf_vm::maps::MapError>) -> i32 {
+    r.map(|_| 0).unwrap_or_else(|e| e.errno())
+}
+
+#[test]
+fn array_semantics() {
+    let m = Map::create(spec("arr", BPF_MAP_TYPE_ARRAY, 4, 8, 4)).unwrap();
+    assert_eq!(m.lookup(&0u32.to_le_bytes()), Some(vec![0; 8]));
+    assert_eq!(m.lookup(&4u32.to_le_bytes()), None);
+    m.update(&2u32.to_le_bytes(), &9u64.to_le_bytes(), BPF_ANY)
+        .unwrap();
+    assert_eq!(
+        m.lookup(&2u32.to_le_bytes()),
+        Some(9u64.to_le_bytes().to_vec())
+    );
+    m.update(&2u32.to_le_bytes(), &10u64.to_le_bytes(), BPF_EXIST)
+        .unwrap();
+    assert_eq!(
+        errno(m.update(&2u32.to_le_bytes(), &1u64.to_le_bytes(), BPF_NOEXIST)),
+        libc::EEXIST
+    );
+    assert_eq!(
+        errno(m.update(&4u32.to_le_bytes(), &1u64.to_le_bytes(), BPF_ANY)),
+        libc::E2BIG
+    );
+    assert_eq!(
+        errno(m.update(&0u32.to_le_bytes(), &1u64.to_le_bytes(), 7)),
+        libc::EINVAL
+    );
+    assert_eq!(errno(m.delete(&0u32.to_le_bytes())), libc::EINVAL);
+    assert_eq!(m.keys().len(), 4);
+    assert!(Map::create(spec("bad", BPF_MAP_TYPE_ARRAY, 8, 8, 4)).is_err());
+    let e = Map::create(spec("later", 27, 0, 0, 4096)).unwrap_err();
+    assert!(e.to_string().contains("not supported yet"), "{e}");
+}
+
+#[test]
+fn hash_semantics_and_error_codes() {
+    let m = Map::create(spec("h", BPF_MAP_TYPE_HASH, 4, 8, 3)).unwrap();
+    let k = |i: u32| i.to_le_bytes();
+    let v = |i: u64| i.to_le_bytes();
+    assert_eq!(m.lookup(&k(1)), None);
+    assert_eq!(errno(m.update(&k(1), &v(10), BPF_EXIST)), libc::ENOENT);
+    m.update(&k(1), &v(10), BPF_NOEXIST).unwrap();
+    assert_eq!(errno(m.update(&k(1), &v(11), BPF_NOEXIST)), libc::EEXIST);
+    m.update(&k(1), &v(12), BPF_EXIST).unwrap();
+    m.update(&k(2), &v(20), BPF_ANY).unwrap();
+    m.update(&k(3), &v(30), BPF_ANY).unwrap();
+    // Full: a new key is refused, an existing one still updates.
+    assert_eq!(errno(m.update(&k(4), &v(40), BPF_ANY)), libc::E2BIG);
+    m.update(&k(3), &v(31), BPF_ANY).unwrap();
+    assert_eq!(m.lookup(&k(1)), Some(v(12).to_vec()));
+    assert_eq!(m.lookup(&k(3)), Some(v(31).to_vec()));
+    let mut keys = m.keys();
+    keys.sort();
+    assert_eq!(keys, vec![k(1).to_vec(), k(2).to_vec(), k(3).to_vec()]);
+    assert_eq!(errno(m.delete(&k(9))), libc::ENOENT);
+    m.delete(&k(2)).unwrap();
+    assert_eq!(m.lookup(&k(2)), None);
+    // The freed element is reused.
+    m.update(&k(4), &v(40), BPF_ANY).unwrap();
+    assert_eq!(m.lookup(&k(4)), Some(v(40).to_vec()));
+    assert_eq!(errno(m.update(&[1, 2], &v(1), BPF_ANY)), libc::EINVAL);
+    // Lookup pointers point into the value region programs may use.
+    let p = m.lookup_ptr(&k(4)).unwrap() as u64;
+    assert!(m.value_region().contains(p, 8));
+}
+
+#[test]
+fn many_keys_with_collisions() {
+    let m = Map::create(spec("big", BPF_MAP_TYPE_HASH, 8, 8, 10_000)).unwrap();
+    for i in 0..10_000u64 {
+        m.update(&i.to_le_bytes(), &(i * 3).to_le_bytes(), BPF_NOEXIST)
+            .unwrap();
+    }
+    for i in (0..10_000u64).step_by(2) {
+        m.delete(&i.to_le_bytes()).unwrap();
+    }
+    for i in 0..10_000u64 {
+        let got = m.lookup(&i.to_le_bytes());
+        if i % 2 == 0 {
+            assert_eq!(got, None);
+        } else {
+            assert_eq!(got, Some((i * 3).to_le_bytes().to_vec()));
+        }
+    }
+    assert_eq!(m.keys().len(), 5_000);
+}
+
+const KEYS: u32 = 16;
+const THREADS: usize = 8;
+const ADDS: u64 = 200_000;
+
+/// Each thread adds 1 to a value of every key, ADDS times in total, through
+/// the pointer lookup returns (as a program's atomic add would).
+fn hammer(m: &Map) {
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            s.spawn(move || {
+                for n in 0..ADDS {
+                    let key = ((n + t as u64) % u64::from(KEYS)) as u32;
+                    let p = m.lookup_ptr(&key.to_le_bytes()).expect("key present");
+                    // SAFETY: values are 8-aligned u64s inside the region.
+                    let cell = unsafe { AtomicU64::from_ptr(p.cast()) };
+                    cell.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+}
+
+fn total(m: &Map) -> u64 {
+    (0..KEYS)
+        .map(|k| u64::from_le_bytes(m.lookup(&k.to_le_bytes()).unwrap().try_into().unwrap()))
+        .sum()
+}
+
+#[test]
+fn concurrent_updates_from_threads_lose_nothing() {
+    let m = Map::create(spec("conc", BPF_MAP_TYPE_HASH, 4, 8, 64)).unwrap();
+    for k in 0..KEYS {
+        m.update(&k.to_le_bytes(), &0u64.to_le_bytes(), BPF_NOEXIST)
+            .unwrap();
+    }
+    hammer(&m);
+    assert_eq!(total(&m), THREADS as u64 * ADDS);
+}
+
+/// The child side of `two_processes_share_a_hash_map`: runs only when the
+/// parent sets USERBPF_TEST_MAP_PATH.
+#[test]
+fn child_process_updater() {
+    let Some(path) = std::env::var_os("USERBPF_TEST_MAP_PATH") else {
+        return;
+    };
+    let m = Map::open(std::path::Path::new(&path)).unwrap();
+    hammer(&m);
+}
+
+#[test]
+fn two_processes_share_a_hash_map() {
+    let path = std::env::temp_dir().join(format!("userbpf-map-test-{}", std::process::id()));
+    let m = Map::create_at(spec("shared", BPF_MAP_TYPE_HASH, 4, 8, 64), &path).unwrap();
+    for k in 0..KEYS {
+        m.update(&k.to_le_bytes(), &0u64.to_le_bytes(), BPF_NOEXIST)
+            .unwrap();
+    }
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_process_updater", "--nocapture"])
+        .env("USERBPF_TEST_MAP_PATH", &path)
+        .spawn()
+        .unwrap();
+    hammer(&m);
+    assert!(child.wait().unwrap().success());
+    assert_eq!(total(&m), 2 * THREADS as u64 * ADDS);
+    drop(m);
+    assert!(!path.exists(), "the map file is removed with the map");
+}
