@@ -7,9 +7,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::sync::Arc;
 use userbpf::engine::Engine;
 use userbpf::hex::parse_hex_bytes;
 use userbpf::source::{load_program, source_kind, SourceKind};
+
+use userbpf_vm::interp::PreparedProgram;
+use userbpf_vm::maps::MapSet;
 use userbpf_vm::{conformance, disasm, Config, Helpers, Program, Vm};
 
 /// userbpf: run eBPF programs in user space (checked interpreter today; the
@@ -288,7 +292,20 @@ struct RunArgs {
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     args.engine.ensure_available()?;
-    let program = load_program(&args.file, args.prog.as_deref())?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    // Objects bring their maps: create them and bind the map helpers.
+    let (program, maps) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
+        let object = userbpf::source::load_object(&args.file)?;
+        let p = userbpf::source::select_program(&args.file, &object, args.prog.as_deref())?;
+        let program = p
+            .to_program()
+            .with_context(|| args.file.display().to_string())?;
+        let maps = MapSet::from_object(&object).with_context(|| args.file.display().to_string())?;
+        (program, Some(Arc::new(maps)))
+    } else {
+        (load_program(&args.file, args.prog.as_deref())?, None)
+    };
     let mut mem = match (&args.mem, &args.mem_file) {
         (Some(hex), _) => parse_hex_bytes(hex).context("--mem")?,
         (None, Some(path)) => {
@@ -299,16 +316,23 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let config = Config {
         budget: Some(args.budget),
     };
-    let mut vm = Vm::with_config(&program, &Helpers::kernel_basics(), config)
-        .map_err(|e| {
-            let mut err = anyhow::Error::new(e);
-            if program.instructions().any(|(_, i)| {
-                matches!(i, userbpf_vm::Instruction::LoadImm64 { value, .. } if value.src() != 0 && value.src() != 4)
-            }) {
-                err = err.context("map storage and map helpers are not implemented yet (issue #3)");
-            }
-            err.context(args.file.display().to_string())
-        })?;
+    let mut helpers = Helpers::kernel_basics();
+    let prepared = match &maps {
+        Some(set) => {
+            helpers.extend(&set.helpers());
+            PreparedProgram::with_maps(&program, &helpers, config, set.as_ref())
+        }
+        None => PreparedProgram::new(&program, &helpers, config),
+    }
+    .with_context(|| args.file.display().to_string())?;
+    let mut vm = Vm::from_prepared(Arc::new(prepared));
+    if let Some(set) = &maps {
+        for region in set.regions() {
+            // SAFETY: `vm` is declared after `maps`, so it is dropped first
+            // on every path: the map storage outlives every run.
+            unsafe { vm.add_region(region) };
+        }
+    }
     let runs = args.repeat.unwrap_or(1);
     let start = Instant::now();
     let mut r0 = 0;
@@ -318,6 +342,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| args.file.display().to_string())?;
     }
     let elapsed = start.elapsed();
+    drop(vm);
     let ns_per_run = elapsed.as_secs_f64() * 1e9 / runs as f64;
     if args.json {
         let report = RunReport {
@@ -326,6 +351,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             r0,
             runs,
             ns_per_run,
+            maps: maps.as_deref().map(map_contents),
         };
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -337,6 +363,27 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn hex_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Map contents for `--json`: `{NAME: [[KEY_HEX, VALUE_HEX], ...]}`.
+fn map_contents(set: &MapSet) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for m in set.maps() {
+        let entries: Vec<serde_json::Value> = m
+            .keys()
+            .into_iter()
+            .filter_map(|k| {
+                let v = m.lookup(&k)?;
+                Some(serde_json::json!([hex_string(&k), hex_string(&v)]))
+            })
+            .collect();
+        out.insert(m.spec().name.clone(), serde_json::Value::Array(entries));
+    }
+    out
+}
+
 /// The `--json` output of `userbpf run`, fields in this order.
 #[derive(serde::Serialize)]
 struct RunReport<'a> {
@@ -345,6 +392,8 @@ struct RunReport<'a> {
     r0: u64,
     runs: u64,
     ns_per_run: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    maps: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 fn cmd_plugin(mem_hex: Option<&str>, engine: Engine, elf: bool) -> Result<ExitCode> {

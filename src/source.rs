@@ -96,24 +96,12 @@ pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceEr
     let kind = source_kind(path, &bytes);
     if kind == SourceKind::Elf {
         let object = Object::parse(&path.display().to_string(), &bytes)?;
-        let p = match (prog, object.programs.as_slice()) {
-            (Some(name), _) => object.program(name)?,
-            (None, [only]) => only,
-            (None, all) => {
-                return Err(SourceError::ChooseProgram {
-                    path: path.to_path_buf(),
-                    available: all
-                        .iter()
-                        .map(|p| p.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })
-            }
-        };
-        return p.to_program().map_err(|source| SourceError::Program {
-            path: path.to_path_buf(),
-            source,
-        });
+        return select_program(path, &object, prog)?
+            .to_program()
+            .map_err(|source| SourceError::Program {
+                path: path.to_path_buf(),
+                source,
+            });
     }
     let name = program_name(path);
     if let Some(requested) = prog {
@@ -154,4 +142,24 @@ pub fn load_object(path: &Path) -> Result<Object, SourceError> {
         source,
     })?;
     Ok(Object::parse(&path.display().to_string(), &bytes)?)
+}
+
+/// The program `prog` of `object`, or its only program.
+pub fn select_program<'o>(
+    path: &Path,
+    object: &'o Object,
+    prog: Option<&str>,
+) -> Result<&'o userbpf_vm::object::ObjProgram, SourceError> {
+    match (prog, object.programs.as_slice()) {
+        (Some(name), _) => Ok(object.program(name)?),
+        (None, [only]) => Ok(only),
+        (None, all) => Err(SourceError::ChooseProgram {
+            path: path.to_path_buf(),
+            available: all
+                .iter()
+                .map(|p| p.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
 }

@@ -366,3 +366,33 @@ fn objects_inspect_disasm_and_run() {
         stderr(&o)
     );
 }
+
+#[test]
+fn run_json_lists_map_contents_after_the_run() {
+    let obj = fixture("counter.bpf.o");
+    // key 5, add 2: counts[5] = 2 * scale (3); runs: 100 -> 101.
+    let mem = "05 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00";
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--mem", mem, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["r0"].as_u64(), Some(6));
+    assert_eq!(
+        v["maps"]["counts"],
+        serde_json::json!([["05000000", "0600000000000000"]])
+    );
+    assert_eq!(
+        v["maps"][".data"],
+        serde_json::json!([["00000000", "6500000000000000"]])
+    );
+    // Arrays list every index.
+    assert_eq!(v["maps"]["by_slot"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        v["maps"]["by_slot"][5],
+        serde_json::json!(["05000000", "0100000000000000"])
+    );
+}

@@ -65,6 +65,62 @@ fn links_subprograms_and_runs_the_calls_fixture() {
         .contains("calls"));
 }
 
+#[test]
+fn counter_fixture_uses_hash_array_and_global_data_maps() {
+    use std::sync::Arc;
+    use userbpf_vm::interp::PreparedProgram;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("counter.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let program = obj.program("count").unwrap().to_program().unwrap();
+    let mut helpers = Helpers::new();
+    helpers.extend(&set.helpers());
+    let prepared =
+        PreparedProgram::with_maps(&program, &helpers, Config::default(), set.as_ref()).unwrap();
+    let mut vm = Vm::from_prepared(Arc::new(prepared));
+    for r in set.regions() {
+        // SAFETY: `set` outlives `vm`.
+        unsafe { vm.add_region(r) };
+    }
+    let mut run = |key: u32, add: u64| {
+        let mut ctx = [0u8; 16];
+        ctx[..4].copy_from_slice(&key.to_le_bytes());
+        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        vm.run(&mut ctx).unwrap()
+    };
+    // counts[key] += add * scale (scale = 3 in .rodata).
+    assert_eq!(run(5, 2), 6);
+    assert_eq!(run(5, 2), 12);
+    assert_eq!(run(13, 1), 3);
+    let map = |n: &str| {
+        set.maps()
+            .iter()
+            .find(|m| m.spec().name == n)
+            .unwrap()
+            .clone()
+    };
+    let u64_of = |v: Option<Vec<u8>>| u64::from_le_bytes(v.unwrap().try_into().unwrap());
+    let counts = map("counts");
+    assert_eq!(u64_of(counts.lookup(&5u32.to_le_bytes())), 12);
+    assert_eq!(u64_of(counts.lookup(&13u32.to_le_bytes())), 3);
+    // Keys 5 and 13 share slot 5.
+    assert_eq!(u64_of(map("by_slot").lookup(&5u32.to_le_bytes())), 3);
+    // Globals: runs starts at 100, last_key is the last key.
+    assert_eq!(u64_of(map(".data").lookup(&0u32.to_le_bytes())), 103);
+    assert_eq!(
+        map(".bss").lookup(&0u32.to_le_bytes()),
+        Some(13u32.to_le_bytes().to_vec())
+    );
+    // Over 1000 the program deletes the key.
+    assert_eq!(run(5, 400), 12 + 1200);
+    assert_eq!(counts.lookup(&5u32.to_le_bytes()), None);
+    // .rodata is read-only to programs.
+    assert!(!map(".rodata").value_region().writable);
+}
+
 /// Replaces every occurrence (string tables share suffixes: the name
 /// `syscall` may live inside `.relsyscall`).
 #[test]

@@ -14,12 +14,14 @@
 mod array;
 mod hash;
 pub mod lock;
+pub mod set;
 pub mod shm;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
 
 use crate::memory::{Region, RegionKind};
+pub use set::MapSet;
 pub use shm::SharedRegion;
 
 /// `BPF_ANY`: create or update.

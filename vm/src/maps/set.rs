@@ -1,0 +1,161 @@
+//! The maps of one object, instantiated: storage, the `lddw` resolver and
+//! the map helpers bound to them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY};
+use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
+use crate::interp::MapResolver;
+use crate::isa::Lddw;
+use crate::memory::Region;
+use crate::object::{MapDef, Object};
+
+/// `bpf_map_lookup_elem`.
+pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
+/// `bpf_map_update_elem`.
+pub const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
+/// `bpf_map_delete_elem`.
+pub const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+
+/// Maps by index (the `imm` of `lddw src=5/6`) and by handle.
+#[derive(Debug, Default)]
+pub struct MapSet {
+    maps: Vec<Arc<Map>>,
+    by_handle: HashMap<u64, usize>,
+}
+
+impl MapSet {
+    /// Creates the maps an object defines; global data maps get their
+    /// initial contents.
+    pub fn from_object(obj: &Object) -> Result<MapSet, MapError> {
+        let mut set = MapSet::default();
+        for def in &obj.maps {
+            set.push(create(def)?);
+        }
+        Ok(set)
+    }
+
+    /// Adds a map; returns its index.
+    pub fn push(&mut self, map: Map) -> usize {
+        let i = self.maps.len();
+        self.by_handle.insert(map.handle(), i);
+        self.maps.push(Arc::new(map));
+        i
+    }
+
+    /// The maps, by index.
+    pub fn maps(&self) -> &[Arc<Map>] {
+        &self.maps
+    }
+
+    /// The map behind a handle a program passed to a helper.
+    pub fn by_handle(&self, handle: u64) -> Option<&Arc<Map>> {
+        self.by_handle.get(&handle).map(|&i| &self.maps[i])
+    }
+
+    /// The value regions programs may access.
+    pub fn regions(&self) -> Vec<Region> {
+        self.maps.iter().map(|m| m.value_region()).collect()
+    }
+
+    /// `bpf_map_lookup_elem` (1), `bpf_map_update_elem` (2) and
+    /// `bpf_map_delete_elem` (3) on these maps. Keys and values are read
+    /// from program memory with checks; a first argument that is not one of
+    /// these maps is a helper error (the verifier rules it out).
+    pub fn helpers(self: &Arc<MapSet>) -> Helpers {
+        let mut h = Helpers::new();
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_MAP_LOOKUP_ELEM,
+            "bpf_map_lookup_elem",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                let key = ctx.read(a[1], map.spec().key_size as usize)?;
+                Ok(map.lookup_ptr(&key).map(|p| p as u64).unwrap_or(0))
+            },
+        );
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_MAP_UPDATE_ELEM,
+            "bpf_map_update_elem",
+            HelperProto::SCALARS,
+            move |ctx: &mut HelperContext<'_>, a| {
+                let map = set.map_arg(a[0])?;
+                let key = ctx.read(a[1], map.spec().key_size as usize)?;
+                let value = ctx.read(a[2], map.spec().value_size as usize)?;
+                Ok(match map.update(&key, &value, a[3]) {
+                    Ok(()) => 0,
+                    Err(e) => neg_errno(e.errno()),
+                })
+            },
+        );
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_MAP_DELETE_ELEM,
+            "bpf_map_delete_elem",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                let key = ctx.read(a[1], map.spec().key_size as usize)?;
+                Ok(match map.delete(&key) {
+                    Ok(()) => 0,
+                    Err(e) => neg_errno(e.errno()),
+                })
+            },
+        );
+        h
+    }
+
+    fn map_arg(&self, handle: u64) -> Result<&Arc<Map>, HelperError> {
+        self.by_handle(handle)
+            .ok_or_else(|| HelperError::Failed(format!("r1 ({handle:#x}) is not a map")))
+    }
+}
+
+fn create(def: &MapDef) -> Result<Map, MapError> {
+    let map = Map::create(MapSpec {
+        name: def.name.clone(),
+        map_type: def.map_type,
+        key_size: def.key_size,
+        value_size: def.value_size,
+        max_entries: def.max_entries,
+        flags: def.flags,
+    })?;
+    if let Some(initial) = &def.initial {
+        if def.map_type == BPF_MAP_TYPE_ARRAY && initial.len() == def.value_size as usize {
+            map.update(&0u32.to_le_bytes(), initial, BPF_ANY)?;
+        }
+    }
+    Ok(map)
+}
+
+impl MapResolver for MapSet {
+    fn resolve(&self, _pc: usize, value: Lddw) -> Result<u64, String> {
+        let get = |i: i32| {
+            usize::try_from(i)
+                .ok()
+                .and_then(|i| self.maps.get(i))
+                .ok_or_else(|| format!("map index {i} does not exist ({} maps)", self.maps.len()))
+        };
+        match value {
+            Lddw::MapIdx(i) => Ok(get(i)?.handle()),
+            Lddw::MapIdxValue { idx, off } => {
+                let m = get(idx)?;
+                if m.spec().map_type != BPF_MAP_TYPE_ARRAY || off >= m.spec().value_size {
+                    return Err(format!(
+                        "offset {off} is outside the value of map `{}` ({} bytes)",
+                        m.spec().name,
+                        m.spec().value_size
+                    ));
+                }
+                Ok(m.value_region().start + u64::from(off))
+            }
+            Lddw::MapFd(_) | Lddw::MapValue { .. } => {
+                Err("map file descriptors do not exist in user space; load maps by index (from an object)".into())
+            }
+            other => Err(format!("{other:?} is not a map load")),
+        }
+    }
+}
