@@ -14,6 +14,7 @@
 mod array;
 mod hash;
 pub mod lock;
+pub mod ringbuf;
 pub mod set;
 pub mod shm;
 
@@ -153,36 +154,48 @@ pub struct Map {
 enum Layout {
     Array(array::Layout),
     Hash(hash::Layout),
+    RingBuf(ringbuf::Layout),
 }
 
 impl Map {
     /// Creates a map in an anonymous shared region (memfd).
     pub fn create(spec: MapSpec) -> Result<Map, MapError> {
-        Map::create_with(spec, SharedRegion::anonymous)
+        Map::create_with(spec, SharedRegion::anonymous_mirrored)
     }
 
     /// Creates a map in a new 0600 file at `path` that other processes can
     /// [`Map::open`]; the file is removed when this map is dropped.
     pub fn create_at(spec: MapSpec, path: &Path) -> Result<Map, MapError> {
-        Map::create_with(spec, |_, len| SharedRegion::create_file(path, len))
+        Map::create_with(spec, |_, len, mirror| {
+            SharedRegion::create_file_mirrored(path, len, mirror)
+        })
     }
 
     fn create_with(
         spec: MapSpec,
-        make: impl FnOnce(&str, usize) -> std::io::Result<SharedRegion>,
+        make: impl FnOnce(&str, usize, Option<usize>) -> std::io::Result<SharedRegion>,
     ) -> Result<Map, MapError> {
         let einval = |op| MapError::Errno {
             map: spec.name.clone(),
             op,
             errno: libc::EINVAL,
         };
-        if !matches!(spec.map_type, BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_HASH) {
+        if !matches!(
+            spec.map_type,
+            BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_HASH | ringbuf::BPF_MAP_TYPE_RINGBUF
+        ) {
             return Err(MapError::Unsupported {
                 map: spec.name.clone(),
                 map_type: spec.map_type,
             });
         }
-        if spec.max_entries == 0 || spec.value_size == 0 {
+        if spec.map_type == ringbuf::BPF_MAP_TYPE_RINGBUF {
+            if !ringbuf::valid_size(&spec) {
+                return Err(einval(
+                    "create (ring size must be a power of two and a multiple of the page size)",
+                ));
+            }
+        } else if spec.max_entries == 0 || spec.value_size == 0 {
             return Err(einval("create"));
         }
         let layout = match spec.map_type {
@@ -198,6 +211,7 @@ impl Map {
                 }
                 Layout::Hash(hash::Layout::new(&spec))
             }
+            ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
             other => {
                 return Err(MapError::Unsupported {
                     map: spec.name.clone(),
@@ -208,8 +222,13 @@ impl Map {
         let size = match layout {
             Layout::Array(l) => l.size,
             Layout::Hash(l) => l.size,
+            Layout::RingBuf(l) => l.size,
         };
-        let region = make(&spec.name, size).map_err(|e| MapError::Io {
+        let mirror = match layout {
+            Layout::RingBuf(l) => Some(l.mirror_from()),
+            _ => None,
+        };
+        let region = make(&spec.name, size, mirror).map_err(|e| MapError::Io {
             map: spec.name.clone(),
             message: e.to_string(),
         })?;
@@ -220,7 +239,7 @@ impl Map {
         };
         let n_buckets = match map.layout {
             Layout::Hash(l) => u32::try_from(l.n_buckets).unwrap_or(u32::MAX),
-            Layout::Array(_) => 0,
+            Layout::Array(_) | Layout::RingBuf(_) => 0,
         };
         let header = Header {
             magic: MAGIC,
@@ -272,6 +291,7 @@ impl Map {
         let layout = match spec.map_type {
             BPF_MAP_TYPE_ARRAY => Layout::Array(array::Layout::new(&spec)),
             BPF_MAP_TYPE_HASH => Layout::Hash(hash::Layout::new(&spec)),
+            ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
             other => {
                 return Err(MapError::Unsupported {
                     map: name,
@@ -282,10 +302,17 @@ impl Map {
         let needed = match layout {
             Layout::Array(l) => l.size,
             Layout::Hash(l) => l.size,
+            Layout::RingBuf(l) => l.size,
         };
         if region.len() < needed {
             return Err(io("region smaller than its header says".into()));
         }
+        let region = match layout {
+            // Map again with the data area mirrored.
+            Layout::RingBuf(l) => SharedRegion::open_file_mirrored(path, Some(l.mirror_from()))
+                .map_err(|e| io(e.to_string()))?,
+            _ => region,
+        };
         Ok(Map {
             spec,
             region,
@@ -310,6 +337,8 @@ impl Map {
         let (off, len) = match self.layout {
             Layout::Array(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
             Layout::Hash(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+            // Records are granted one by one when reserved.
+            Layout::RingBuf(l) => (l.data, 0),
         };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
@@ -351,6 +380,7 @@ impl Map {
         match &self.layout {
             Layout::Array(l) => array::lookup(self, l, key),
             Layout::Hash(l) => hash::lookup(self, l, key),
+            Layout::RingBuf(_) => None,
         }
     }
 
@@ -372,6 +402,7 @@ impl Map {
         match &self.layout {
             Layout::Array(l) => array::update(self, l, key, value, flags),
             Layout::Hash(l) => hash::update(self, l, key, value, flags),
+            Layout::RingBuf(_) => Err(self.errno("update", libc::EINVAL)),
         }
     }
 
@@ -379,7 +410,7 @@ impl Map {
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key("delete", key)?;
         match &self.layout {
-            Layout::Array(_) => Err(self.errno("delete", libc::EINVAL)),
+            Layout::Array(_) | Layout::RingBuf(_) => Err(self.errno("delete", libc::EINVAL)),
             Layout::Hash(l) => hash::delete(self, l, key),
         }
     }
@@ -391,6 +422,7 @@ impl Map {
                 .map(|i| i.to_le_bytes().to_vec())
                 .collect(),
             Layout::Hash(l) => hash::keys(self, l),
+            Layout::RingBuf(_) => Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@ use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY};
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
 use crate::interp::MapResolver;
 use crate::isa::Lddw;
-use crate::memory::Region;
+use crate::memory::{Region, RegionKind};
 use crate::object::{MapDef, Object};
 
 /// `bpf_map_lookup_elem`.
@@ -17,6 +17,16 @@ pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 pub const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
 /// `bpf_map_delete_elem`.
 pub const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+/// `bpf_ringbuf_output`.
+pub const BPF_FUNC_RINGBUF_OUTPUT: i32 = 130;
+/// `bpf_ringbuf_reserve`.
+pub const BPF_FUNC_RINGBUF_RESERVE: i32 = 131;
+/// `bpf_ringbuf_submit`.
+pub const BPF_FUNC_RINGBUF_SUBMIT: i32 = 132;
+/// `bpf_ringbuf_discard`.
+pub const BPF_FUNC_RINGBUF_DISCARD: i32 = 133;
+/// `bpf_ringbuf_query`.
+pub const BPF_FUNC_RINGBUF_QUERY: i32 = 134;
 
 /// Maps by index (the `imm` of `lddw src=5/6`) and by handle.
 #[derive(Debug, Default)]
@@ -56,7 +66,11 @@ impl MapSet {
 
     /// The value regions programs may access.
     pub fn regions(&self) -> Vec<Region> {
-        self.maps.iter().map(|m| m.value_region()).collect()
+        self.maps
+            .iter()
+            .map(|m| m.value_region())
+            .filter(|r| r.len > 0)
+            .collect()
     }
 
     /// `bpf_map_lookup_elem` (1), `bpf_map_update_elem` (2) and
@@ -105,7 +119,78 @@ impl MapSet {
                 })
             },
         );
+        self.ringbuf_helpers(&mut h);
         h
+    }
+
+    fn ringbuf_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_RINGBUF_OUTPUT,
+            "bpf_ringbuf_output",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                let len = usize::try_from(a[2]).unwrap_or(usize::MAX);
+                if len > map.spec().max_entries as usize {
+                    return Ok(neg_errno(libc::E2BIG));
+                }
+                let data = ctx.read(a[1], len)?;
+                Ok(if map.ringbuf_output(&data) {
+                    0
+                } else {
+                    neg_errno(libc::EAGAIN)
+                })
+            },
+        );
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_RINGBUF_RESERVE,
+            "bpf_ringbuf_reserve",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                if a[2] != 0 {
+                    return Ok(0);
+                }
+                let Some(p) = map.ringbuf_reserve(a[1]) else {
+                    return Ok(0);
+                };
+                let len = usize::try_from(a[1]).unwrap_or(0);
+                // SAFETY: the record lies in the ring's mapping, which the
+                // set (captured by this helper) keeps alive past the run.
+                unsafe { ctx.grant(Region::new(p, len, true, RegionKind::HelperMemory)) };
+                Ok(p as u64)
+            },
+        );
+        for (id, name, discard) in [
+            (BPF_FUNC_RINGBUF_SUBMIT, "bpf_ringbuf_submit", false),
+            (BPF_FUNC_RINGBUF_DISCARD, "bpf_ringbuf_discard", true),
+        ] {
+            let set = Arc::clone(self);
+            h.register(id, name, HelperProto::SCALARS, move |_, a| {
+                let ok = set
+                    .maps
+                    .iter()
+                    .find(|m| m.ringbuf_contains(a[0]))
+                    .is_some_and(|m| m.ringbuf_commit(a[0], discard));
+                if ok {
+                    Ok(0)
+                } else {
+                    Err(HelperError::Failed(format!(
+                        "r1 ({:#x}) is not a reserved ring buffer record",
+                        a[0]
+                    )))
+                }
+            });
+        }
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_RINGBUF_QUERY,
+            "bpf_ringbuf_query",
+            HelperProto::SCALARS,
+            move |_, a| Ok(set.map_arg(a[0])?.ringbuf_query(a[1])),
+        );
     }
 
     fn map_arg(&self, handle: u64) -> Result<&Arc<Map>, HelperError> {

@@ -10,6 +10,9 @@ use std::path::{Path, PathBuf};
 pub struct SharedRegion {
     ptr: *mut u8,
     len: usize,
+    /// Bytes mapped in all: `len`, plus the mirror of `[mirror_from, len)`
+    /// right after it (ring buffers).
+    mapped: usize,
     fd: OwnedFd,
     /// The file to unlink when the creator drops the region.
     owned_path: Option<PathBuf>,
@@ -29,6 +32,17 @@ fn last_os_error(what: &str) -> std::io::Error {
 impl SharedRegion {
     /// A zero-filled anonymous region of `len` bytes (`memfd_create`).
     pub fn anonymous(name: &str, len: usize) -> std::io::Result<SharedRegion> {
+        SharedRegion::anonymous_mirrored(name, len, None)
+    }
+
+    /// Like [`SharedRegion::anonymous`]; with `mirror_from`, the bytes from
+    /// that (page-aligned) offset to the end are mapped a second time right
+    /// after the region, so records that wrap around a ring stay contiguous.
+    pub fn anonymous_mirrored(
+        name: &str,
+        len: usize,
+        mirror_from: Option<usize>,
+    ) -> std::io::Result<SharedRegion> {
         let cname = CString::new(format!("userbpf:{name}").replace('\0', "_"))
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: a valid C string; flags are constants.
@@ -38,12 +52,22 @@ impl SharedRegion {
         }
         // SAFETY: `fd` was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        SharedRegion::map_new(fd, len, None)
+        SharedRegion::map_new(fd, len, None, mirror_from)
     }
 
     /// A zero-filled region backed by a new file at `path`, created with
     /// `O_EXCL` and mode 0600; the file is removed when this region drops.
     pub fn create_file(path: &Path, len: usize) -> std::io::Result<SharedRegion> {
+        SharedRegion::create_file_mirrored(path, len, None)
+    }
+
+    /// [`SharedRegion::create_file`] with a mirror (see
+    /// [`SharedRegion::anonymous_mirrored`]).
+    pub fn create_file_mirrored(
+        path: &Path,
+        len: usize,
+        mirror_from: Option<usize>,
+    ) -> std::io::Result<SharedRegion> {
         let cpath = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: a valid C string; the mode is passed as the variadic arg.
@@ -59,11 +83,20 @@ impl SharedRegion {
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        SharedRegion::map_new(fd, len, Some(path.to_path_buf()))
+        SharedRegion::map_new(fd, len, Some(path.to_path_buf()), mirror_from)
     }
 
     /// Maps an existing region file created by another process.
     pub fn open_file(path: &Path) -> std::io::Result<SharedRegion> {
+        SharedRegion::open_file_mirrored(path, None)
+    }
+
+    /// [`SharedRegion::open_file`] with a mirror (see
+    /// [`SharedRegion::anonymous_mirrored`]).
+    pub fn open_file_mirrored(
+        path: &Path,
+        mirror_from: Option<usize>,
+    ) -> std::io::Result<SharedRegion> {
         let cpath = CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         // SAFETY: a valid C string.
@@ -79,13 +112,14 @@ impl SharedRegion {
             return Err(last_os_error("fstat"));
         }
         let len = usize::try_from(st.st_size).unwrap_or(0);
-        SharedRegion::map_fd(fd, len, None)
+        SharedRegion::map_fd(fd, len, None, mirror_from)
     }
 
     fn map_new(
         fd: OwnedFd,
         len: usize,
         owned_path: Option<PathBuf>,
+        mirror_from: Option<usize>,
     ) -> std::io::Result<SharedRegion> {
         let size = libc::off_t::try_from(len).map_err(|_| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "region too large")
@@ -97,41 +131,81 @@ impl SharedRegion {
             }
             return Err(last_os_error("ftruncate"));
         }
-        SharedRegion::map_fd(fd, len, owned_path)
+        SharedRegion::map_fd(fd, len, owned_path, mirror_from)
     }
 
     fn map_fd(
         fd: OwnedFd,
         len: usize,
         owned_path: Option<PathBuf>,
+        mirror_from: Option<usize>,
     ) -> std::io::Result<SharedRegion> {
-        if len == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "empty shared region",
-            ));
-        }
-        // SAFETY: a fresh shared mapping of `len` bytes of `fd`; no address
-        // hint, so nothing existing is replaced.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                fd.as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
+        let fail = |e: std::io::Error| {
             if let Some(p) = &owned_path {
                 let _ = std::fs::remove_file(p);
             }
-            return Err(last_os_error("mmap"));
+            Err(e)
+        };
+        let invalid =
+            |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, m.to_string());
+        if len == 0 {
+            return fail(invalid("empty shared region"));
+        }
+        let page = 4096usize;
+        let mirror_len = match mirror_from {
+            Some(off) if !off.is_multiple_of(page) || off >= len || !len.is_multiple_of(page) => {
+                return fail(invalid("the mirrored part must be page aligned"))
+            }
+            Some(off) => len - off,
+            None => 0,
+        };
+        let mapped = len + mirror_len;
+        // Reserve the whole range first so both parts land next to each other.
+        // SAFETY: a fresh anonymous reservation; no address hint.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                mapped,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return fail(last_os_error("mmap (reserve)"));
+        }
+        let parts = [
+            (0usize, len, 0usize),
+            (len, mirror_len, mirror_from.unwrap_or(0)),
+        ];
+        for (at, part_len, file_off) in parts {
+            if part_len == 0 {
+                continue;
+            }
+            // SAFETY: `base + at .. + part_len` lies in the reservation made
+            // above, which this region owns; MAP_FIXED replaces only it.
+            let p = unsafe {
+                libc::mmap(
+                    base.cast::<u8>().add(at).cast(),
+                    part_len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED | libc::MAP_FIXED,
+                    fd.as_raw_fd(),
+                    libc::off_t::try_from(file_off).unwrap_or(0),
+                )
+            };
+            if p == libc::MAP_FAILED {
+                let e = last_os_error("mmap");
+                // SAFETY: unmapping the reservation made above.
+                unsafe { libc::munmap(base, mapped) };
+                return fail(e);
+            }
         }
         Ok(SharedRegion {
-            ptr: ptr.cast(),
+            ptr: base.cast(),
             len,
+            mapped,
             fd,
             owned_path,
         })
@@ -170,8 +244,8 @@ fn unsafe_zeroed_stat() -> libc::stat {
 
 impl Drop for SharedRegion {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly the mapping created in `map_fd`.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+        // SAFETY: unmapping exactly the range reserved in `map_fd`.
+        unsafe { libc::munmap(self.ptr.cast(), self.mapped) };
         if let Some(p) = &self.owned_path {
             let _ = std::fs::remove_file(p);
         }
@@ -199,6 +273,18 @@ mod tests {
         drop(b);
         drop(a);
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn mirrored_regions_alias_their_tail() {
+        let r = SharedRegion::anonymous_mirrored("m", 3 * 4096, Some(4096)).unwrap();
+        // SAFETY: 3 pages plus a 2-page mirror are mapped.
+        unsafe {
+            r.as_ptr().add(4096 + 10).write(7);
+            assert_eq!(r.as_ptr().add(3 * 4096 + 10).read(), 7);
+            r.as_ptr().add(4 * 4096 + 5).write(9);
+            assert_eq!(r.as_ptr().add(2 * 4096 + 5).read(), 9);
+        }
     }
 
     #[test]
