@@ -324,14 +324,28 @@ impl Helpers {
         self
     }
 
-    /// The helpers of the kernel that need no maps and no hook context,
-    /// under their kernel ids: `bpf_ktime_get_ns` (5), `bpf_get_prandom_u32`
-    /// (7), `bpf_get_smp_processor_id` (8), `bpf_get_current_pid_tgid` (14),
-    /// `bpf_get_current_uid_gid` (15), `bpf_get_current_comm` (16),
-    /// `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160).
-    /// The objects issue adds maps and the rest.
+    /// [`Helpers::kernel_basics_with_trace`] with `bpf_trace_printk`
+    /// output on standard error.
     pub fn kernel_basics() -> Helpers {
+        Helpers::kernel_basics_with_trace(stderr_sink())
+    }
+
+    /// The helpers of the kernel that need no maps and no hook context,
+    /// under their kernel ids: `bpf_probe_read` (4), `bpf_ktime_get_ns`
+    /// (5), `bpf_trace_printk` (6), `bpf_get_prandom_u32` (7),
+    /// `bpf_get_smp_processor_id` (8), `bpf_get_current_pid_tgid` (14),
+    /// `bpf_get_current_uid_gid` (15), `bpf_get_current_comm` (16),
+    /// `bpf_probe_write_user` (36), `bpf_probe_read_str` (45),
+    /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
+    /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
+    /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182).
+    /// In user space the probe helpers read and write the process's own
+    /// memory and return `-EFAULT` (never crash) on a bad address.
+    /// `trace_printk` output goes to `sink`, one call per message.
+    pub fn kernel_basics_with_trace(sink: TraceSink) -> Helpers {
         let mut h = Helpers::new();
+        register_probe_helpers(&mut h);
+        register_printk_helpers(&mut h, sink);
         h.register_fn(5, "bpf_ktime_get_ns", |_, _, _, _, _| {
             clock_ns(libc::CLOCK_MONOTONIC)
         });
@@ -380,6 +394,198 @@ impl Helpers {
         });
         h
     }
+}
+
+/// Where `bpf_trace_printk` output goes: one call per message.
+pub type TraceSink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// A sink writing each message to standard error (with a newline if the
+/// message has none).
+pub fn stderr_sink() -> TraceSink {
+    Arc::new(|msg: &[u8]| {
+        use std::io::Write;
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_all(msg);
+        if !msg.ends_with(b"\n") {
+            let _ = e.write_all(b"\n");
+        }
+    })
+}
+
+fn register_probe_helpers(h: &mut Helpers) {
+    let dst_then_src = HelperProto::new(&[ArgKind::WriteMem {
+        size: ArgSize::Arg(1),
+        nullable: true,
+    }]);
+    for (id, name) in [
+        (4, "bpf_probe_read"),
+        (112, "bpf_probe_read_user"),
+        (113, "bpf_probe_read_kernel"),
+    ] {
+        h.register(id, name, dst_then_src, |ctx, a| {
+            let mut buf = vec![0u8; a[1] as usize];
+            let ok = crate::probe::read(&mut buf, a[2]);
+            ctx.write(a[0], &buf)?;
+            Ok(if ok { 0 } else { neg_errno(libc::EFAULT) })
+        });
+    }
+    for (id, name) in [
+        (45, "bpf_probe_read_str"),
+        (114, "bpf_probe_read_user_str"),
+        (115, "bpf_probe_read_kernel_str"),
+    ] {
+        h.register(id, name, dst_then_src, |ctx, a| {
+            let mut buf = vec![0u8; a[1] as usize];
+            let r = crate::probe::read_str(&mut buf, a[2]);
+            ctx.write(a[0], &buf)?;
+            Ok(match r {
+                Some(n) => n as u64,
+                None => neg_errno(libc::EFAULT),
+            })
+        });
+    }
+    h.register(
+        36,
+        "bpf_probe_write_user",
+        HelperProto::new(&[
+            ArgKind::Anything,
+            ArgKind::ReadMem {
+                size: ArgSize::Arg(2),
+                nullable: false,
+            },
+        ]),
+        |ctx, a| {
+            let data = ctx.read(a[1], a[2] as usize)?;
+            Ok(if crate::probe::write(a[0], &data) {
+                0
+            } else {
+                neg_errno(libc::EFAULT)
+            })
+        },
+    );
+    h.register(
+        182,
+        "bpf_strncmp",
+        HelperProto::new(&[ArgKind::ReadMem {
+            size: ArgSize::Arg(1),
+            nullable: false,
+        }]),
+        |ctx, a| {
+            let s1 = ctx.read(a[0], a[1] as usize)?;
+            let s2 = ctx.read_cstr(a[2], a[1] as usize + 1)?;
+            for (i, &c1) in s1.iter().enumerate() {
+                let c2 = s2.get(i).copied().unwrap_or(0);
+                if c1 != c2 {
+                    return Ok(if c1 < c2 { u64::MAX } else { 1 });
+                }
+                if c1 == 0 {
+                    break;
+                }
+            }
+            Ok(0)
+        },
+    );
+}
+
+/// Reads a `%s` argument: up to 1 KiB of the process's memory.
+fn printk_str(p: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 1024];
+    let n = crate::probe::read_str(&mut buf, p)?;
+    buf.truncate(n.saturating_sub(1));
+    Some(buf)
+}
+
+/// The format string of a printk helper: `size` bytes ending with a NUL.
+fn printk_fmt(
+    ctx: &HelperContext<'_>,
+    ptr: u64,
+    size: u64,
+) -> Result<Option<Vec<u8>>, HelperError> {
+    if size == 0 {
+        return Ok(None);
+    }
+    let mut fmt = ctx.read(ptr, size as usize)?;
+    match fmt.iter().position(|&b| b == 0) {
+        Some(n) => {
+            fmt.truncate(n);
+            Ok(Some(fmt))
+        }
+        None => Ok(None),
+    }
+}
+
+fn register_printk_helpers(h: &mut Helpers, sink: TraceSink) {
+    let fmt_proto = HelperProto::new(&[ArgKind::ReadMem {
+        size: ArgSize::Arg(1),
+        nullable: false,
+    }]);
+    let s = Arc::clone(&sink);
+    h.register(6, "bpf_trace_printk", fmt_proto, move |ctx, a| {
+        let Some(fmt) = printk_fmt(ctx, a[0], a[1])? else {
+            return Ok(neg_errno(libc::EINVAL));
+        };
+        match crate::printk::format(&fmt, &a[2..5], printk_str) {
+            Ok(msg) => {
+                s(&msg);
+                Ok(msg.len() as u64)
+            }
+            Err(_) => Ok(neg_errno(libc::EINVAL)),
+        }
+    });
+    let vargs =
+        |ctx: &HelperContext<'_>, data: u64, len: u64| -> Result<Option<Vec<u64>>, HelperError> {
+            if !len.is_multiple_of(8) || len > 12 * 8 || (len > 0 && data == 0) {
+                return Ok(None);
+            }
+            let raw = ctx.read(data, len as usize)?;
+            Ok(Some(
+                raw.chunks(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+                    .collect(),
+            ))
+        };
+    let s = Arc::clone(&sink);
+    h.register(177, "bpf_trace_vprintk", fmt_proto, move |ctx, a| {
+        let Some(fmt) = printk_fmt(ctx, a[0], a[1])? else {
+            return Ok(neg_errno(libc::EINVAL));
+        };
+        let Some(args) = vargs(ctx, a[2], a[3])? else {
+            return Ok(neg_errno(libc::EINVAL));
+        };
+        match crate::printk::format(&fmt, &args, printk_str) {
+            Ok(msg) => {
+                s(&msg);
+                Ok(msg.len() as u64)
+            }
+            Err(_) => Ok(neg_errno(libc::EINVAL)),
+        }
+    });
+    h.register(
+        165,
+        "bpf_snprintf",
+        HelperProto::new(&[ArgKind::WriteMem {
+            size: ArgSize::Arg(1),
+            nullable: true,
+        }]),
+        move |ctx, a| {
+            let fmt = ctx.read_cstr(a[2], 4096)?;
+            let Some(args) = vargs(ctx, a[3], a[4])? else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            let msg = match crate::printk::format(&fmt, &args, printk_str) {
+                Ok(m) => m,
+                Err(_) => return Ok(neg_errno(libc::EINVAL)),
+            };
+            let size = a[1] as usize;
+            if size > 0 {
+                let n = msg.len().min(size - 1);
+                let mut out = msg[..n].to_vec();
+                out.push(0);
+                ctx.write(a[0], &out)?;
+            }
+            Ok(msg.len() as u64 + 1)
+        },
+    );
 }
 
 /// `-errno` as the u64 a helper returns.

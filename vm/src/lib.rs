@@ -32,6 +32,8 @@ pub mod isa;
 pub mod maps;
 pub mod memory;
 pub mod object;
+pub mod printk;
+pub mod probe;
 pub mod program;
 
 pub use helpers::{HelperContext, HelperError, Helpers};

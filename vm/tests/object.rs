@@ -179,6 +179,56 @@ fn events_fixture_streams_records_through_the_ring_buffer() {
     assert!(rb.ringbuf_dropped() >= 1);
 }
 
+#[test]
+fn printk_fixture_probes_memory_prints_and_formats() {
+    use std::sync::{Arc, Mutex};
+    use userbpf_vm::interp::PreparedProgram;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("printk.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let printed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let sink = {
+        let printed = printed.clone();
+        Arc::new(move |m: &[u8]| {
+            printed
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(m).into_owned())
+        })
+    };
+    let mut helpers = Helpers::kernel_basics_with_trace(sink);
+    helpers.extend(&set.helpers());
+    let program = obj.program("probes").unwrap().to_program().unwrap();
+    let prepared =
+        PreparedProgram::with_maps(&program, &helpers, Config::default(), set.as_ref()).unwrap();
+    let mut vm = Vm::from_prepared(Arc::new(prepared));
+    for r in set.regions() {
+        // SAFETY: `set` outlives `vm`.
+        unsafe { vm.add_region(r) };
+    }
+    let name = std::ffi::CString::new("userbpf").unwrap();
+    let mut ctx = [0u8; 64];
+    ctx[..8].copy_from_slice(&(name.as_ptr() as u64).to_le_bytes());
+    ctx[8..16].copy_from_slice(&8u64.to_le_bytes());
+    let r0 = vm.run(&mut ctx).unwrap();
+    let i64_at = |o: usize| i64::from_le_bytes(ctx[o..o + 8].try_into().unwrap());
+    assert_eq!(
+        i64_at(16),
+        -(libc::EFAULT as i64),
+        "probe_read_user of a bad address"
+    );
+    assert_eq!(i64_at(24), 8, "strlen(\"userbpf\") + NUL");
+    assert_eq!(&ctx[32..43], b"userbpf=42\0");
+    assert_eq!(r0, 11, "snprintf returns the length with the NUL");
+    assert_eq!(
+        *printed.lock().unwrap(),
+        vec!["hello userbpf, 8 bytes".to_string()]
+    );
+}
+
 /// Replaces every occurrence (string tables share suffixes: the name
 /// `syscall` may live inside `.relsyscall`).
 #[test]
