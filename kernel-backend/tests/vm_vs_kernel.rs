@@ -81,44 +81,51 @@ fn calls_fixture_matches_the_kernel() {
     }
 }
 
-#[test]
-fn counter_fixture_leaves_the_same_maps_as_the_kernel() {
-    if !kernel_or_skip("counter_fixture_leaves_the_same_maps_as_the_kernel") {
+/// Runs `prog` of `fixture` on each context in the VM and in the kernel and
+/// compares r0, the context after the run, and every map afterwards.
+fn compare_syscall(test: &str, fixture: &str, prog: &str, ctxs: &[Vec<u8>]) {
+    if !kernel_or_skip(test) {
         return;
     }
-    let obj = object("counter.bpf.o");
-    let prog = obj.program("count").unwrap();
-    let k = load(&obj, prog).unwrap_or_else(|e| panic!("{e}"));
-    let mut side = vm_side(&obj, "count");
-    for (key, add) in [(5u32, 2u64), (5, 2), (13, 1), (7, 9), (5, 400), (5, 1)] {
-        let mut ctx = [0u8; 16];
-        ctx[..4].copy_from_slice(&key.to_le_bytes());
-        ctx[8..].copy_from_slice(&add.to_le_bytes());
-        let mut kctx = ctx;
-        let kr0 = k.program.test_run_syscall(&mut kctx).unwrap();
-        let r0 = side.vm.run(&mut ctx).unwrap();
-        assert_eq!(r0 as u32, kr0, "r0 for key {key} add {add}");
+    let obj = object(fixture);
+    let p = obj.program(prog).unwrap();
+    let k = load(&obj, p).unwrap_or_else(|e| panic!("{e}"));
+    let mut side = vm_side(&obj, prog);
+    for ctx in ctxs {
+        let mut ours = ctx.clone();
+        let mut theirs = ctx.clone();
+        let kr0 = k.program.test_run_syscall(&mut theirs).unwrap();
+        let r0 = side.vm.run(&mut ours).unwrap();
+        assert_eq!(r0 as u32, kr0, "{test}: r0");
+        assert_eq!(ours, theirs, "{test}: context after the run");
     }
     for (i, (def, vm_map)) in obj.maps.iter().zip(side.maps.maps()).enumerate() {
         let kmap = &k.maps[i];
-        let mut kernel: Vec<(Vec<u8>, Vec<u8>)> = kmap
-            .keys()
-            .into_iter()
-            .map(|key| {
-                let v = kmap.lookup(&key).unwrap();
-                (key, v)
-            })
-            .collect();
-        let mut ours: Vec<(Vec<u8>, Vec<u8>)> = vm_map
-            .keys()
-            .into_iter()
-            .map(|key| {
-                let v = vm_map.lookup(&key).unwrap();
-                (key, v)
-            })
-            .collect();
-        kernel.sort();
-        ours.sort();
-        assert_eq!(ours, kernel, "map `{}`", def.name);
+        let dump = |keys: Vec<Vec<u8>>, get: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
+            let mut v: Vec<(Vec<u8>, Vec<u8>)> = keys
+                .into_iter()
+                .map(|key| (get(&key).unwrap(), key))
+                .map(|(v, k)| (k, v))
+                .collect();
+            v.sort();
+            v
+        };
+        let kernel = dump(kmap.keys(), &|k| kmap.lookup(k));
+        let ours = dump(vm_map.keys(), &|k| vm_map.lookup(k));
+        assert_eq!(ours, kernel, "{test}: map `{}`", def.name);
     }
+}
+
+#[test]
+fn counter_fixture_leaves_the_same_maps_as_the_kernel() {
+    let ctxs: Vec<Vec<u8>> = [(5u32, 2u64), (5, 2), (13, 1), (7, 9), (5, 400), (5, 1)]
+        .iter()
+        .map(|(key, add)| {
+            let mut ctx = vec![0u8; 16];
+            ctx[..4].copy_from_slice(&key.to_le_bytes());
+            ctx[8..].copy_from_slice(&add.to_le_bytes());
+            ctx
+        })
+        .collect();
+    compare_syscall("counter", "counter.bpf.o", "count", &ctxs);
 }

@@ -490,3 +490,44 @@ fn helpers_can_grant_memory_for_the_rest_of_the_run() {
         .run_with_args([DATA.as_ptr() as u64, 0, 0, 0, 0])
         .is_err());
 }
+
+#[test]
+fn bpf_loop_calls_the_callback_until_it_returns_nonzero() {
+    // r0 = bpf_loop(10, cb, ctx = mem, 0); the callback stores its index i
+    // into mem[0] and returns 1 (stop) at i == 5.
+    let src = "
+        mov %r6, %r1
+        mov %r1, 10
+        lddw %r2, 0
+        mov %r3, %r6
+        mov %r4, 0
+        call 181
+        exit
+    cb:
+        stxdw [%r2], %r1
+        mov %r0, 0
+        jne %r1, 5, out
+        mov %r0, 1
+    out:
+        exit";
+    // Patch the lddw into a function address of `cb`.
+    let mut insns = assemble(src).unwrap();
+    insns[2].src = userbpf_vm::insn::op::PSEUDO_FUNC;
+    insns[2].imm = 8 - 2 - 1;
+    let p = Program::new("loop", insns).unwrap();
+    let mut v = Vm::new(&p, Helpers::new()).unwrap();
+    let mut mem = [0u8; 8];
+    // Stops at i = 5: returns i + 1 = 6; the last index written is 5.
+    assert_eq!(v.run(&mut mem), Ok(6));
+    assert_eq!(u64::from_le_bytes(mem), 5);
+    // Flags must be 0; more than BPF_MAX_LOOPS is refused.
+    let mut bad = assemble(src).unwrap();
+    bad[2].src = userbpf_vm::insn::op::PSEUDO_FUNC;
+    bad[2].imm = 5;
+    bad[5] = userbpf_vm::insn::Insn::new(0xb7, 4, 0, 0, 1);
+    let p = Program::new("flags", bad).unwrap();
+    assert_eq!(
+        Vm::new(&p, Helpers::new()).unwrap().run(&mut mem),
+        Ok((-(libc::EINVAL as i64)) as u64)
+    );
+}

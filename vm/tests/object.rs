@@ -229,6 +229,55 @@ fn printk_fixture_probes_memory_prints_and_formats() {
     );
 }
 
+#[test]
+fn bpf_loop_fills_a_histogram_in_a_hash_map() {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use userbpf_vm::interp::PreparedProgram;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("loop.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let program = obj.program("histogram").unwrap().to_program().unwrap();
+    let prepared =
+        PreparedProgram::with_maps(&program, &set.helpers(), Config::default(), set.as_ref())
+            .unwrap();
+    let mut vm = Vm::from_prepared(Arc::new(prepared));
+    for r in set.regions() {
+        // SAFETY: `set` outlives `vm`.
+        unsafe { vm.add_region(r) };
+    }
+    let values = [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5];
+    let mut ctx = Vec::new();
+    for v in values {
+        ctx.extend_from_slice(&v.to_le_bytes());
+    }
+    ctx.extend_from_slice(&16u32.to_le_bytes());
+    ctx.extend_from_slice(&0u32.to_le_bytes());
+    // The callback stops at the first 0 (index 7): bpf_loop returns 8.
+    assert_eq!(vm.run(&mut ctx), Ok(8));
+    // values[0] = the sum of the values before the 0.
+    assert_eq!(
+        u64::from_le_bytes(ctx[..8].try_into().unwrap()),
+        values[..7].iter().sum::<u64>()
+    );
+    // The histogram, computed here: floor(log2(v)).
+    let mut expected = BTreeMap::new();
+    for v in &values[..7] {
+        *expected.entry(63 - v.leading_zeros()).or_insert(0u64) += 1;
+    }
+    let hist = &set.maps()[0];
+    let mut got = BTreeMap::new();
+    for k in hist.keys() {
+        let slot = u32::from_le_bytes(k[..4].try_into().unwrap());
+        let n = u64::from_le_bytes(hist.lookup(&k).unwrap().try_into().unwrap());
+        got.insert(slot, n);
+    }
+    assert_eq!(got, expected);
+}
+
 /// Replaces every occurrence (string tables share suffixes: the name
 /// `syscall` may live inside `.relsyscall`).
 #[test]

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use super::lower::{Op, PreparedProgram, K};
 use super::{
-    Fault, FaultKind, ProgramArray, FUNC_ADDR_MASK, FUNC_ADDR_TAG, MAX_CALL_FRAMES, MAX_TAIL_CALLS,
-    STACK_SIZE,
+    Fault, FaultKind, ProgramArray, BPF_MAX_LOOPS, FUNC_ADDR_MASK, FUNC_ADDR_TAG, MAX_CALL_FRAMES,
+    MAX_TAIL_CALLS, STACK_SIZE,
 };
 use crate::helpers::{ArgKind, ArgSize, Helper, HelperContext};
 use crate::memory::{Access, AccessError, MemoryMap};
@@ -18,6 +18,18 @@ pub(super) struct Frame {
     prog: usize,
     saved: [u64; 4],
     fp: u64,
+    /// Set when the frame runs a `bpf_loop` callback.
+    looping: Option<LoopState>,
+}
+
+/// A `bpf_loop` in progress: the callback at `callback` runs with
+/// `r1 = i, r2 = ctx` until it returns non-zero or `i` reaches `n`.
+#[derive(Clone, Copy, Default)]
+struct LoopState {
+    i: u64,
+    n: u64,
+    ctx: u64,
+    callback: usize,
 }
 
 pub(super) struct State {
@@ -536,10 +548,70 @@ pub(super) fn run_ops(
                     None => regs[0] = crate::helpers::neg_errno(libc::ENOENT),
                 }
             }
+            K::Loop => {
+                // bpf_loop(nr_loops, callback_fn, callback_ctx, flags)
+                let n = regs[1] as u32 as u64;
+                let cb = regs[2];
+                if regs[4] != 0 {
+                    regs[0] = crate::helpers::neg_errno(libc::EINVAL);
+                } else if n > BPF_MAX_LOOPS {
+                    regs[0] = crate::helpers::neg_errno(libc::E2BIG);
+                } else if n == 0 {
+                    regs[0] = 0;
+                } else {
+                    let t = (cb & !FUNC_ADDR_MASK) as usize;
+                    match ops.get(t) {
+                        Some(o) if cb & FUNC_ADDR_MASK == FUNC_ADDR_TAG && o.kind != K::Hole => {}
+                        _ => bail!(fault(
+                            prog,
+                            pc,
+                            0,
+                            0,
+                            FaultKind::BadCallTarget { value: cb }
+                        )),
+                    }
+                    let ctx = regs[3];
+                    if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
+                        bail!(f);
+                    }
+                    st.frames[st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1)].looping =
+                        Some(LoopState {
+                            i: 0,
+                            n,
+                            ctx,
+                            callback: t,
+                        });
+                    regs[1] = 0;
+                    regs[2] = ctx;
+                    regs[3] = 0;
+                    regs[4] = 0;
+                    regs[5] = 0;
+                    pc = t;
+                    continue;
+                }
+            }
             K::Exit => {
                 if st.depth == 0 {
                     save!();
                     return Ok(Stop::Exit(regs[0]));
+                }
+                let top = st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1);
+                if let Some(l) = st.frames[top].looping {
+                    let next = l.i.wrapping_add(1);
+                    if regs[0] == 0 && next < l.n {
+                        // Next iteration: a fresh call of the callback.
+                        st.frames[top].looping = Some(LoopState { i: next, ..l });
+                        regs[1] = next;
+                        regs[2] = l.ctx;
+                        regs[3] = 0;
+                        regs[4] = 0;
+                        regs[5] = 0;
+                        regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
+                        pc = l.callback;
+                        continue;
+                    }
+                    // Done: bpf_loop returns the number of iterations.
+                    regs[0] = if regs[0] != 0 { next } else { l.n };
                 }
                 st.depth = st.depth.wrapping_sub(1);
                 let f = st.frames[st.depth & (MAX_CALL_FRAMES - 1)];
@@ -599,6 +671,7 @@ fn push_frame(
         prog: prog_idx,
         saved,
         fp: regs[10],
+        looping: None,
     };
     st.depth = depth;
     st.max_depth = st.max_depth.max(depth);

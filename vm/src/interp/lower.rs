@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Config, MapResolver, PrepareError, BPF_FUNC_TAIL_CALL, FUNC_ADDR_TAG};
+use super::{Config, MapResolver, PrepareError, BPF_FUNC_LOOP, BPF_FUNC_TAIL_CALL, FUNC_ADDR_TAG};
 use crate::helpers::{Helper, Helpers};
 use crate::insn::Insn;
 use crate::isa::{
@@ -164,6 +164,8 @@ pub(super) enum K {
     CallLocal,
     CallX,
     TailCall,
+    /// `bpf_loop`: calls a callback subprogram up to n times.
+    Loop,
     Exit,
     /// The second slot of an lddw: never executed.
     Hole,
@@ -631,6 +633,7 @@ impl PreparedProgram {
                         op.imm = idx as u64;
                     }
                     None if id == BPF_FUNC_TAIL_CALL => op.kind = K::TailCall,
+                    None if id == BPF_FUNC_LOOP => op.kind = K::Loop,
                     None => {
                         return Err(PrepareError::UnknownHelper {
                             program: name,

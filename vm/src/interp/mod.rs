@@ -44,6 +44,11 @@ pub const MAX_TAIL_CALLS: u32 = 33;
 pub const DEFAULT_BUDGET: u64 = 1_000_000;
 /// The kernel's helper id of `bpf_tail_call`.
 pub const BPF_FUNC_TAIL_CALL: i32 = 12;
+/// The kernel's helper id of `bpf_loop`, run by the interpreter itself
+/// (its callback is a subprogram of the running program).
+pub const BPF_FUNC_LOOP: i32 = 181;
+/// `BPF_MAX_LOOPS`: the most iterations `bpf_loop` accepts.
+pub const BPF_MAX_LOOPS: u64 = 8 * 1024 * 1024;
 
 /// Tag in the upper 32 bits of a subprogram "address" loaded by
 /// `lddw src=4` (`BPF_PSEUDO_FUNC`); the lower 32 bits are its pc. `callx`
