@@ -98,9 +98,16 @@ enum Cmd {
         #[arg(long, value_name = "N", default_value_t = userbpf_vm::interp::DEFAULT_BUDGET,
               value_parser = clap::value_parser!(u64).range(1..))]
         budget: u64,
-        /// Print one JSON object: program, engine, r0, runs, ns_per_run.
+        /// Print one JSON object: program, engine, r0, runs, ns_per_run (and
+        /// maps, for objects).
         #[arg(long)]
         json: bool,
+        /// Set a global variable of an object before its maps are created
+        /// (`const volatile` configuration, as libbpf-tools set `targ_pid`):
+        /// an integer (decimal, 0x hex, negative), true/false, or a string
+        /// for a char array. Repeatable.
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
     },
     /// Act as a bpf_conformance plugin: read the program as hex bytes on
     /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
@@ -156,6 +163,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             repeat,
             budget,
             json,
+            set,
         } => cmd_run(RunArgs {
             file,
             prog,
@@ -165,6 +173,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             repeat,
             budget,
             json,
+            set,
         }),
         Cmd::ConformancePlugin {
             mem_hex,
@@ -288,6 +297,7 @@ struct RunArgs {
     repeat: Option<u64>,
     budget: u64,
     json: bool,
+    set: Vec<String>,
 }
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
@@ -296,7 +306,22 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
     let (program, maps) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
-        let object = userbpf::source::load_object(&args.file)?;
+        let mut object = userbpf::source::load_object(&args.file)?;
+        for assignment in &args.set {
+            let (name, value) = assignment
+                .split_once('=')
+                .with_context(|| format!("--set {assignment}: expected NAME=VALUE"))?;
+            let var = object.global(name).with_context(|| {
+                format!(
+                    "--set {name}: {} has no global variable `{name}`",
+                    args.file.display()
+                )
+            })?;
+            let bytes = global_value(value, var.size as usize)
+                .with_context(|| format!("--set {assignment}"))?;
+            object.set_global(name, &bytes)?;
+        }
+        let object = object;
         let p = userbpf::source::select_program(&args.file, &object, args.prog.as_deref())?;
         let program = p
             .to_program()
@@ -304,6 +329,12 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         let maps = MapSet::from_object(&object).with_context(|| args.file.display().to_string())?;
         (program, Some(Arc::new(maps)))
     } else {
+        if !args.set.is_empty() {
+            bail!(
+                "--set applies to the global variables of BPF objects; {} is not one",
+                args.file.display()
+            );
+        }
         (load_program(&args.file, args.prog.as_deref())?, None)
     };
     let mut mem = match (&args.mem, &args.mem_file) {
@@ -361,6 +392,48 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The bytes of `--set` VALUE for a variable of `size` bytes.
+fn global_value(value: &str, size: usize) -> Result<Vec<u8>> {
+    let int = match value {
+        "true" => Some(1i128),
+        "false" => Some(0),
+        v => {
+            let (neg, digits) = match v.strip_prefix('-') {
+                Some(d) => (true, d),
+                None => (false, v),
+            };
+            let parsed = match digits
+                .strip_prefix("0x")
+                .or_else(|| digits.strip_prefix("0X"))
+            {
+                Some(h) => i128::from_str_radix(h, 16).ok(),
+                None => digits.parse::<i128>().ok(),
+            };
+            parsed.map(|p| if neg { -p } else { p })
+        }
+    };
+    match int {
+        Some(n) if matches!(size, 1 | 2 | 4 | 8) => {
+            let bits = size * 8;
+            let min = -(1i128 << (bits - 1));
+            let max = (1i128 << bits) - 1;
+            if n < min || n > max {
+                bail!("{n} does not fit in {size} bytes");
+            }
+            Ok((n as u128 as u64).to_le_bytes()[..size].to_vec())
+        }
+        Some(_) => bail!("an integer cannot set a {size}-byte variable"),
+        None => {
+            let mut b = value.as_bytes().to_vec();
+            if b.len() >= size {
+                bail!("the string is longer than the {size}-byte variable allows");
+            }
+            b.resize(size, 0);
+            Ok(b)
+        }
+    }
 }
 
 fn hex_string(bytes: &[u8]) -> String {

@@ -396,3 +396,55 @@ fn run_json_lists_map_contents_after_the_run() {
         serde_json::json!(["05000000", "0100000000000000"])
     );
 }
+
+#[test]
+fn set_changes_const_volatile_configuration_before_load() {
+    let obj = fixture("counter.bpf.o");
+    let mem = "05 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00";
+    // scale defaults to 3 (r0 = 6); with --set scale=5, r0 = 2 * 5.
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args([
+            "--mem",
+            mem,
+            "--json",
+            "--set",
+            "scale=5",
+            "--set",
+            "runs=0x10",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["r0"].as_u64(), Some(10));
+    assert_eq!(
+        v["maps"][".data"],
+        serde_json::json!([["00000000", "1100000000000000"]])
+    );
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--set", "nope=1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("no global variable `nope`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--set", "last_key=0x100000000"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("does not fit in 4 bytes"),
+        "{}",
+        stderr(&o)
+    );
+}

@@ -168,6 +168,20 @@ pub struct MapDef {
     pub origin: MapOrigin,
     /// Initial value (global data; zeros for `.bss`).
     pub initial: Option<Vec<u8>>,
+    /// Global variables in a global data map: name, offset, size (from
+    /// BTF).
+    pub vars: Vec<GlobalVar>,
+}
+
+/// A global variable of a global data section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalVar {
+    /// The variable's name.
+    pub name: String,
+    /// Byte offset in the section.
+    pub offset: u32,
+    /// Size in bytes.
+    pub size: u32,
 }
 
 /// A program of the object, linked: its instructions followed by the
@@ -297,6 +311,59 @@ impl Object {
             maps: parsed.maps,
             license: parsed.license,
         })
+    }
+
+    /// Sets the initial value of global variable `name` (a `const volatile`
+    /// in `.rodata`, or a `.data`/`.bss` variable) before the maps are
+    /// created, as libbpf skeletons do (`skel->rodata->targ_pid = ...`).
+    /// `value` must have the variable's size.
+    pub fn set_global(&mut self, name: &str, value: &[u8]) -> Result<(), ObjectError> {
+        let unsupported = |what: String| ObjectError::Unsupported {
+            file: self.file.clone(),
+            what,
+        };
+        let Some((map, var)) = self.maps.iter_mut().find_map(|m| {
+            let var = m.vars.iter().find(|v| v.name == name)?.clone();
+            Some((m, var))
+        }) else {
+            return Err(unsupported(format!(
+                "setting `{name}`: no such global variable (globals need BTF, -g)"
+            )));
+        };
+        if value.len() != var.size as usize {
+            return Err(ObjectError::Malformed {
+                file: self.file.clone(),
+                section: map.name.clone(),
+                message: format!(
+                    "`{name}` is {} bytes, the value given has {}",
+                    var.size,
+                    value.len()
+                ),
+            });
+        }
+        let init = map
+            .initial
+            .get_or_insert_with(|| vec![0; map.value_size as usize]);
+        let start = var.offset as usize;
+        match init.get_mut(start..start + value.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(value);
+                Ok(())
+            }
+            None => Err(ObjectError::Malformed {
+                file: self.file.clone(),
+                section: map.name.clone(),
+                message: format!("`{name}` lies outside its section"),
+            }),
+        }
+    }
+
+    /// The global variable `name`, if the object has one.
+    pub fn global(&self, name: &str) -> Option<&GlobalVar> {
+        self.maps
+            .iter()
+            .flat_map(|m| m.vars.iter())
+            .find(|v| v.name == name)
     }
 
     /// The program called `name`.
@@ -487,6 +554,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     flags: w(16),
                     origin: MapOrigin::Legacy,
                     initial: None,
+                    vars: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -536,6 +604,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     flags: def.flags,
                     origin: MapOrigin::Btf,
                     initial: None,
+                    vars: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -557,8 +626,27 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                 value_size: size,
                 max_entries: 1,
                 flags: BPF_F_MMAPABLE | if readonly { BPF_F_RDONLY_PROG } else { 0 },
-                origin: MapOrigin::GlobalData { section: name },
+                origin: MapOrigin::GlobalData {
+                    section: name.clone(),
+                },
                 initial: Some(initial),
+                vars: btf
+                    .as_ref()
+                    .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
+                    .map(|(b, sec)| {
+                        sec.members
+                            .iter()
+                            .filter_map(|m| {
+                                let var = b.get(m.type_id)?;
+                                Some(GlobalVar {
+                                    name: var.name.clone(),
+                                    offset: m.offset,
+                                    size: m.size,
+                                })
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             });
         }
     }
