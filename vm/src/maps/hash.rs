@@ -1,8 +1,15 @@
 //! `BPF_MAP_TYPE_HASH`, preallocated: buckets with robust locks, an element
 //! pool with a free list, keys and values in separate arrays so programs
 //! only ever see values.
+//!
+//! Lookups take no lock: each bucket has a sequence count that writers make
+//! odd while they change the bucket, and a lookup retries when the count
+//! moved under it (a seqlock). All links are bounds-checked indexes, so a
+//! lookup racing a writer can only retry, never leave the region. A count
+//! left odd by a writer that died is repaired by the next writer, which
+//! takes over the dead writer's lock.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 use super::lock::Guard;
 use super::{round8, Header, Map, MapError, MapSpec, BPF_EXIST, BPF_NOEXIST, HEADER_SIZE};
@@ -24,7 +31,12 @@ struct Bucket {
     lock: AtomicU32,
     /// Element index + 1; 0 = empty.
     head: AtomicU32,
+    /// Seqlock count: odd while a writer changes the bucket.
+    seq: AtomicU32,
+    _pad: u32,
 }
+
+const BUCKET_SIZE: usize = 16;
 
 #[repr(C)]
 struct Meta {
@@ -38,7 +50,7 @@ impl Layout {
         let max = spec.max_entries as usize;
         let n_buckets = max.next_power_of_two().max(1);
         let buckets = HEADER_SIZE;
-        let meta = buckets.saturating_add(n_buckets.saturating_mul(8));
+        let meta = buckets.saturating_add(n_buckets.saturating_mul(BUCKET_SIZE));
         let key_stride = round8(spec.key_size);
         let keys = meta.saturating_add(max.saturating_mul(8));
         let values = keys.saturating_add(max.saturating_mul(key_stride));
@@ -58,12 +70,35 @@ impl Layout {
 }
 
 fn hash(key: &[u8], seed: u32) -> u32 {
+    #[inline(always)]
+    fn mix(h: u64, w: u64) -> u64 {
+        let h = (h ^ w).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^ (h >> 29)
+    }
     let mut h = u64::from(seed) ^ 0xcbf2_9ce4_8422_2325;
-    for chunk in key.chunks(8) {
-        let mut w = [0u8; 8];
-        w[..chunk.len()].copy_from_slice(chunk);
-        h = (h ^ u64::from_le_bytes(w)).wrapping_mul(0x0000_0100_0000_01b3);
-        h ^= h >> 29;
+    let mut chunks = key.chunks_exact(8);
+    for c in &mut chunks {
+        h = mix(
+            h,
+            u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]),
+        );
+    }
+    // The tail as whole loads of its own width (no partial-word reads).
+    let tail = chunks.remainder();
+    let w = match tail.len() {
+        0 => None,
+        4 => Some(u64::from(u32::from_le_bytes([
+            tail[0], tail[1], tail[2], tail[3],
+        ]))),
+        2 => Some(u64::from(u16::from_le_bytes([tail[0], tail[1]]))),
+        _ => Some(
+            tail.iter()
+                .rev()
+                .fold(0u64, |a, &b| (a << 8) | u64::from(b)),
+        ),
+    };
+    if let Some(w) = w {
+        h = mix(h, w | ((tail.len() as u64) << 56));
     }
     h ^= h >> 32;
     h as u32
@@ -76,7 +111,8 @@ impl Map {
             &*(self
                 .region
                 .as_ptr()
-                .add(l.buckets + (i & (l.n_buckets - 1)) * 8) as *const Bucket)
+                .add(l.buckets + (i & (l.n_buckets - 1)) * BUCKET_SIZE)
+                as *const Bucket)
         }
     }
 
@@ -99,10 +135,38 @@ impl Map {
         unsafe { self.region.as_ptr().add(l.values + idx * l.value_stride) }
     }
 
+    /// Compares a stored key with atomic loads: a writer may be changing it
+    /// (the seqlock then makes the lookup retry).
     fn key_eq(&self, l: &Layout, idx: usize, key: &[u8]) -> bool {
-        // SAFETY: the key slot holds key_size bytes inside the region.
-        let stored = unsafe { std::slice::from_raw_parts(self.key_ptr(l, idx), key.len()) };
-        stored == key
+        let base = self.key_ptr(l, idx);
+        let mut chunks = key.chunks_exact(8);
+        for (i, c) in (&mut chunks).enumerate() {
+            // SAFETY: key slots are 8-aligned, key_stride >= key_size, so
+            // the word lies inside the slot.
+            let w = unsafe { AtomicU64::from_ptr(base.add(i * 8).cast()) }.load(Ordering::Relaxed);
+            if w.to_le_bytes() != c {
+                return false;
+            }
+        }
+        let mut at = key.len() - chunks.remainder().len();
+        let mut rest = chunks.remainder();
+        if rest.len() >= 4 {
+            // SAFETY: 4-aligned (after whole 8-byte words), inside the slot.
+            let v = unsafe { AtomicU32::from_ptr(base.add(at).cast()) }.load(Ordering::Relaxed);
+            if v.to_le_bytes() != rest[..4] {
+                return false;
+            }
+            at += 4;
+            rest = &rest[4..];
+        }
+        for (i, &b) in rest.iter().enumerate() {
+            // SAFETY: the byte lies inside the key slot.
+            let v = unsafe { AtomicU8::from_ptr(base.add(at + i)) }.load(Ordering::Relaxed);
+            if v != b {
+                return false;
+            }
+        }
+        true
     }
 
     /// Finds `key` in its bucket (lock held): (previous element, element).
@@ -161,10 +225,41 @@ pub(super) fn init(map: &Map, l: &Layout) {
         .store(if max > 0 { 1 } else { 0 }, Ordering::Release);
 }
 
+/// Marks the start of a change to bucket `b` (its lock is held): the count
+/// becomes odd. A count already odd was left by a writer that died.
+fn write_begin(b: &Bucket) {
+    let s = b.seq.load(Ordering::Relaxed);
+    b.seq.store(s | 1, Ordering::Relaxed);
+    fence(Ordering::Release);
+}
+
+/// Marks the end of a change: the count becomes even again.
+fn write_end(b: &Bucket) {
+    let s = b.seq.load(Ordering::Relaxed);
+    b.seq.store((s | 1).wrapping_add(1), Ordering::Release);
+}
+
 pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
     let h = hash(key, map.header().seed);
     let b = map.bucket(l, h as usize);
+    for _ in 0..8 {
+        let s1 = b.seq.load(Ordering::Acquire);
+        if s1 & 1 != 0 {
+            std::hint::spin_loop();
+            continue;
+        }
+        let found = map.find(l, b, h, key).map(|(_, idx)| idx);
+        fence(Ordering::Acquire);
+        if b.seq.load(Ordering::Relaxed) == s1 {
+            return found.map(|idx| map.value_ptr_h(l, idx));
+        }
+    }
+    // Contended (or a writer died mid-change): look up under the lock, which
+    // also repairs a count left odd.
     let _g = Guard::new(&b.lock);
+    if b.seq.load(Ordering::Relaxed) & 1 != 0 {
+        write_end(b);
+    }
     map.find(l, b, h, key)
         .map(|(_, idx)| map.value_ptr_h(l, idx))
 }
@@ -179,6 +274,21 @@ pub(super) fn update(
     let h = hash(key, map.header().seed);
     let b = map.bucket(l, h as usize);
     let _g = Guard::new(&b.lock);
+    write_begin(b);
+    let r = update_locked(map, l, b, h, key, value, flags);
+    write_end(b);
+    r
+}
+
+fn update_locked(
+    map: &Map,
+    l: &Layout,
+    b: &Bucket,
+    h: u32,
+    key: &[u8],
+    value: &[u8],
+    flags: u64,
+) -> Result<(), MapError> {
     match (map.find(l, b, h, key), flags) {
         (Some(_), BPF_NOEXIST) => Err(map.errno("update", libc::EEXIST)),
         (Some((_, idx)), _) => {
@@ -220,6 +330,7 @@ pub(super) fn delete(map: &Map, l: &Layout, key: &[u8]) -> Result<(), MapError> 
         let Some((prev, idx)) = map.find(l, b, h, key) else {
             return Err(map.errno("delete", libc::ENOENT));
         };
+        write_begin(b);
         let next = map
             .meta(l, idx)
             .map(|m| m.next.load(Ordering::Relaxed))
@@ -229,6 +340,7 @@ pub(super) fn delete(map: &Map, l: &Layout, key: &[u8]) -> Result<(), MapError> 
             None => b.head.store(next, Ordering::Release),
         }
         map.header().count.fetch_sub(1, Ordering::Relaxed);
+        write_end(b);
         idx
     };
     map.push_free(l, idx);

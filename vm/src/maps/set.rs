@@ -32,7 +32,28 @@ pub const BPF_FUNC_RINGBUF_QUERY: i32 = 134;
 #[derive(Debug, Default)]
 pub struct MapSet {
     maps: Vec<Arc<Map>>,
+    /// (handle, index), for the helpers' lookups by handle: a short linear
+    /// scan beats hashing for the few maps an object has.
+    handles: Vec<(u64, usize)>,
     by_handle: HashMap<u64, usize>,
+}
+
+/// Reads a key of `len` bytes from program memory into `buf` (no
+/// allocation for keys up to 64 bytes) and calls `f` with it.
+fn with_key<R>(
+    ctx: &HelperContext<'_>,
+    addr: u64,
+    len: usize,
+    f: impl FnOnce(&[u8]) -> R,
+) -> Result<R, HelperError> {
+    if len <= 64 {
+        let mut buf = [0u8; 64];
+        ctx.read_into(addr, &mut buf[..len])?;
+        Ok(f(&buf[..len]))
+    } else {
+        let v = ctx.read(addr, len)?;
+        Ok(f(&v))
+    }
 }
 
 impl MapSet {
@@ -50,6 +71,7 @@ impl MapSet {
     pub fn push(&mut self, map: Map) -> usize {
         let i = self.maps.len();
         self.by_handle.insert(map.handle(), i);
+        self.handles.push((map.handle(), i));
         self.maps.push(Arc::new(map));
         i
     }
@@ -61,6 +83,13 @@ impl MapSet {
 
     /// The map behind a handle a program passed to a helper.
     pub fn by_handle(&self, handle: u64) -> Option<&Arc<Map>> {
+        if self.handles.len() <= 16 {
+            return self
+                .handles
+                .iter()
+                .find(|(h, _)| *h == handle)
+                .map(|&(_, i)| &self.maps[i]);
+        }
         self.by_handle.get(&handle).map(|&i| &self.maps[i])
     }
 
@@ -86,8 +115,9 @@ impl MapSet {
             HelperProto::SCALARS,
             move |ctx, a| {
                 let map = set.map_arg(a[0])?;
-                let key = ctx.read(a[1], map.spec().key_size as usize)?;
-                Ok(map.lookup_ptr(&key).map(|p| p as u64).unwrap_or(0))
+                with_key(ctx, a[1], map.spec().key_size as usize, |key| {
+                    map.lookup_ptr(key).map(|p| p as u64).unwrap_or(0)
+                })
             },
         );
         let set = Arc::clone(self);
@@ -112,10 +142,11 @@ impl MapSet {
             HelperProto::SCALARS,
             move |ctx, a| {
                 let map = set.map_arg(a[0])?;
-                let key = ctx.read(a[1], map.spec().key_size as usize)?;
-                Ok(match map.delete(&key) {
-                    Ok(()) => 0,
-                    Err(e) => neg_errno(e.errno()),
+                with_key(ctx, a[1], map.spec().key_size as usize, |key| {
+                    match map.delete(key) {
+                        Ok(()) => 0,
+                        Err(e) => neg_errno(e.errno()),
+                    }
                 })
             },
         );
