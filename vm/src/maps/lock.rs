@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-fn current_tid() -> u32 {
+pub(super) fn current_tid() -> u32 {
     thread_local! {
         static TID: u32 = {
             // SAFETY: gettid has no preconditions.
