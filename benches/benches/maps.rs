@@ -101,7 +101,7 @@ fn ringbuf_throughput(producers: u64) -> (f64, u64, u64) {
         &path,
     )
     .unwrap();
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
         .env("USERBPF_BENCH_RB_CONSUMER", &path)
         .stdout(std::process::Stdio::piped())
         .spawn()

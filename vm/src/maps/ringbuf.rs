@@ -117,12 +117,20 @@ impl Map {
             return None;
         }
         let _g = Guard::new(self.at::<AtomicU32>(PROD_LOCK));
-        let cons = self.cons_pos().load(Ordering::Acquire);
+        let cached = self.at::<AtomicU64>(CACHED_CONS);
         let prod = self.prod_pos().load(Ordering::Relaxed);
-        if prod.wrapping_sub(cons).wrapping_add(total) > ring {
-            self.at::<AtomicU64>(DROPPED)
-                .fetch_add(1, Ordering::Relaxed);
-            return None;
+        if prod
+            .wrapping_sub(cached.load(Ordering::Relaxed))
+            .wrapping_add(total)
+            > ring
+        {
+            let cons = self.cons_pos().load(Ordering::Acquire);
+            cached.store(cons, Ordering::Relaxed);
+            if prod.wrapping_sub(cons).wrapping_add(total) > ring {
+                self.at::<AtomicU64>(DROPPED)
+                    .fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
         }
         let hdr = l.data + (prod & self.ring_mask()) as usize;
         let tid = super::lock::current_tid();
