@@ -305,6 +305,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
+    let mut xdp = false;
     let (program, maps) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let mut object = userbpf::source::load_object(&args.file)?;
         for assignment in &args.set {
@@ -327,6 +328,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .to_program()
             .with_context(|| args.file.display().to_string())?;
         let maps = MapSet::from_object(&object).with_context(|| args.file.display().to_string())?;
+        xdp = p.kind.prog_type == userbpf_vm::object::ProgramType::Xdp;
         (program, Some(Arc::new(maps)))
     } else {
         if !args.set.is_empty() {
@@ -368,9 +370,16 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let mut r0 = 0;
     for _ in 0..runs {
-        r0 = vm
-            .run(&mut mem)
-            .with_context(|| args.file.display().to_string())?;
+        r0 = if xdp {
+            // XDP: --mem is the packet, behind a struct xdp_md context.
+            let out = userbpf_vm::context::run_xdp(&mut vm, &mem)
+                .with_context(|| args.file.display().to_string())?;
+            mem = out.packet;
+            out.r0
+        } else {
+            vm.run(&mut mem)
+                .with_context(|| args.file.display().to_string())?
+        };
     }
     let elapsed = start.elapsed();
     drop(vm);

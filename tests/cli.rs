@@ -448,3 +448,26 @@ fn set_changes_const_volatile_configuration_before_load() {
         stderr(&o)
     );
 }
+
+#[test]
+fn xdp_programs_take_the_packet_from_mem() {
+    let obj = fixture("xdp.bpf.o");
+    // Ethernet + IPv4 (TTL 64, UDP) + UDP to port 9: dropped (XDP_DROP = 1).
+    let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
+               45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
+               30 39 00 09 00 0c 00 00 68 69 21 21";
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--mem", pkt, "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["r0"].as_u64(), Some(1));
+    // proto_count[17] (UDP) = 1.
+    assert_eq!(
+        v["maps"]["proto_count"][17],
+        serde_json::json!(["11000000", "0100000000000000"])
+    );
+}

@@ -129,3 +129,57 @@ fn counter_fixture_leaves_the_same_maps_as_the_kernel() {
         .collect();
     compare_syscall("counter", "counter.bpf.o", "count", &ctxs);
 }
+
+fn ipv4_udp(dport: u16, ttl: u8, proto: u8) -> Vec<u8> {
+    let mut p = vec![
+        0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00, // ethernet, IPv4
+        0x45, 0, 0, 32, 0, 1, 0, 0, ttl, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2, // IPv4
+        0x30, 0x39, // source port 12345
+    ];
+    p.extend_from_slice(&dport.to_be_bytes());
+    p.extend_from_slice(&[0, 12, 0, 0, b'h', b'i', b'!', b'!']);
+    p
+}
+
+#[test]
+fn xdp_filter_matches_the_kernel_on_packets() {
+    if !kernel_or_skip("xdp_filter_matches_the_kernel_on_packets") {
+        return;
+    }
+    let obj = object("xdp.bpf.o");
+    let p = obj.program("filter").unwrap();
+    let k = load(&obj, p).unwrap_or_else(|e| panic!("{e}"));
+    let mut side = vm_side(&obj, "filter");
+    let mut arp = ipv4_udp(53, 64, 17);
+    arp[12] = 0x08;
+    arp[13] = 0x06;
+    let packets = [
+        ipv4_udp(9, 64, 17),                // UDP discard: XDP_DROP
+        ipv4_udp(53, 64, 17),               // UDP DNS: XDP_PASS, TTL 63
+        ipv4_udp(80, 1, 6),                 // TCP, TTL stays 1
+        arp,                                // not IPv4
+        ipv4_udp(9, 64, 17)[..20].to_vec(), // truncated IPv4: XDP_ABORTED
+    ];
+    let mut verdicts = Vec::new();
+    for (i, pkt) in packets.iter().enumerate() {
+        let (kr0, kout) = k.program.test_run_packet(pkt).unwrap();
+        let ours = userbpf_vm::context::run_xdp(&mut side.vm, pkt).unwrap();
+        assert_eq!(ours.r0 as u32, kr0, "packet {i}: verdict");
+        assert_eq!(ours.packet, kout, "packet {i}: packet after the run");
+        verdicts.push(kr0);
+        if i == 1 {
+            assert_eq!(ours.packet[22], 63, "TTL decremented");
+        }
+    }
+    // XDP_ABORTED 0, XDP_DROP 1, XDP_PASS 2, as the C source decides.
+    assert_eq!(verdicts, [1, 2, 2, 2, 0]);
+    let kmap = &k.maps[0];
+    for proto in [6u32, 17] {
+        let key = proto.to_le_bytes();
+        assert_eq!(
+            side.maps.maps()[0].lookup(&key),
+            kmap.lookup(&key),
+            "proto {proto}"
+        );
+    }
+}

@@ -22,6 +22,7 @@
 
 pub mod asm;
 pub mod conformance;
+pub mod context;
 pub mod disasm;
 pub mod gen;
 pub mod helper_names;

@@ -365,6 +365,24 @@ impl Vm {
         self.execute(args, None)
     }
 
+    /// Runs the program with `r1..r5` = `args`, `regions` accessible for
+    /// this run only, and `packet` (start, length) for legacy packet loads.
+    ///
+    /// # Safety
+    /// Every region must stay valid (and writable, if marked so) until this
+    /// call returns.
+    pub unsafe fn run_with_regions(
+        &mut self,
+        args: [u64; 5],
+        regions: &[Region],
+        packet: Option<(u64, u64)>,
+    ) -> Result<u64, Fault> {
+        for r in regions {
+            self.mem.add_transient(*r);
+        }
+        self.execute(args, packet)
+    }
+
     fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
         // Zero the frames the previous run used: no data crosses runs.
         let dirty_words = self
