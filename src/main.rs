@@ -288,6 +288,17 @@ fn cmd_inspect(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How `--mem` reaches a program.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum PacketKind {
+    /// As raw context memory (r1 = mem, r2 = length).
+    Raw,
+    /// As the packet of a `struct xdp_md`.
+    Xdp,
+    /// As the packet of a `struct __sk_buff` (`l2`: from the Ethernet header).
+    Skb { l2: bool },
+}
+
 struct RunArgs {
     file: PathBuf,
     prog: Option<String>,
@@ -305,7 +316,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
-    let mut xdp = false;
+    let mut packet_kind = PacketKind::Raw;
     let (program, maps) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let mut object = userbpf::source::load_object(&args.file)?;
         for assignment in &args.set {
@@ -328,7 +339,13 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .to_program()
             .with_context(|| args.file.display().to_string())?;
         let maps = MapSet::from_object(&object).with_context(|| args.file.display().to_string())?;
-        xdp = p.kind.prog_type == userbpf_vm::object::ProgramType::Xdp;
+        use userbpf_vm::object::ProgramType as T;
+        packet_kind = match p.kind.prog_type {
+            T::Xdp => PacketKind::Xdp,
+            T::SchedCls | T::SchedAct => PacketKind::Skb { l2: true },
+            T::SocketFilter | T::CgroupSkb => PacketKind::Skb { l2: false },
+            _ => PacketKind::Raw,
+        };
         (program, Some(Arc::new(maps)))
     } else {
         if !args.set.is_empty() {
@@ -370,15 +387,22 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let start = Instant::now();
     let mut r0 = 0;
     for _ in 0..runs {
-        r0 = if xdp {
-            // XDP: --mem is the packet, behind a struct xdp_md context.
-            let out = userbpf_vm::context::run_xdp(&mut vm, &mem)
-                .with_context(|| args.file.display().to_string())?;
-            mem = out.packet;
-            out.r0
-        } else {
-            vm.run(&mut mem)
-                .with_context(|| args.file.display().to_string())?
+        // Packet programs: --mem is the packet, behind the kernel's context
+        // (struct xdp_md or struct __sk_buff); others get it as raw memory.
+        let out = match packet_kind {
+            PacketKind::Xdp => Some(userbpf_vm::context::run_xdp(&mut vm, &mem)),
+            PacketKind::Skb { l2 } => Some(userbpf_vm::context::run_skb(&mut vm, &mem, l2)),
+            PacketKind::Raw => None,
+        };
+        r0 = match out {
+            Some(out) => {
+                let out = out.with_context(|| args.file.display().to_string())?;
+                mem = out.packet;
+                out.r0
+            }
+            None => vm
+                .run(&mut mem)
+                .with_context(|| args.file.display().to_string())?,
         };
     }
     let elapsed = start.elapsed();
