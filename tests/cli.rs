@@ -478,10 +478,18 @@ fn tc_programs_take_the_packet_from_mem() {
     let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
                45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
                30 39 00 09 00 0c 00 00 68 69 21 21";
-    let o = userbpf().arg("run").arg(&obj).args(["--mem", pkt, "--json"]).output().unwrap();
+    let o = userbpf()
+        .arg("run")
+        .arg(&obj)
+        .args(["--mem", pkt, "--json"])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     // UDP to port 9: TC_ACT_SHOT (2); 46 bytes counted for protocol 17.
     assert_eq!(v["r0"].as_u64(), Some(2));
-    assert_eq!(v["maps"]["bytes_by_proto"], serde_json::json!([["11000000", "2e00000000000000"]]));
+    assert_eq!(
+        v["maps"]["bytes_by_proto"],
+        serde_json::json!([["11000000", "2e00000000000000"]])
+    );
 }

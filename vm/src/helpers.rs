@@ -335,12 +335,13 @@ impl Helpers {
     /// (5), `bpf_trace_printk` (6), `bpf_get_prandom_u32` (7),
     /// `bpf_get_smp_processor_id` (8), `bpf_get_current_pid_tgid` (14),
     /// `bpf_get_current_uid_gid` (15), `bpf_get_current_comm` (16),
-    /// `bpf_probe_write_user` (36), `bpf_probe_read_str` (45),
+    /// `bpf_probe_read_str` (45),
     /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
     /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
     /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182).
-    /// In user space the probe helpers read and write the process's own
-    /// memory and return `-EFAULT` (never crash) on a bad address.
+    /// In user space the probe helpers read the process's own memory and
+    /// return `-EFAULT` (never crash) on a bad address; writing it
+    /// (`bpf_probe_write_user`) is opt-in, see [`Helpers::probe_write_user`].
     /// `trace_printk` output goes to `sink`, one call per message.
     pub fn kernel_basics_with_trace(sink: TraceSink) -> Helpers {
         let mut h = Helpers::new();
@@ -444,25 +445,6 @@ fn register_probe_helpers(h: &mut Helpers) {
             })
         });
     }
-    h.register(
-        36,
-        "bpf_probe_write_user",
-        HelperProto::new(&[
-            ArgKind::Anything,
-            ArgKind::ReadMem {
-                size: ArgSize::Arg(2),
-                nullable: false,
-            },
-        ]),
-        |ctx, a| {
-            let data = ctx.read(a[1], a[2] as usize)?;
-            Ok(if crate::probe::write(a[0], &data) {
-                0
-            } else {
-                neg_errno(libc::EFAULT)
-            })
-        },
-    );
     h.register(
         182,
         "bpf_strncmp",
@@ -588,6 +570,38 @@ fn register_printk_helpers(h: &mut Helpers, sink: TraceSink) {
     );
 }
 
+impl Helpers {
+    /// `bpf_probe_write_user` (36): writes program data to any address of
+    /// the process (through `process_vm_writev`, so a bad address is
+    /// `-EFAULT`, not a crash). Not part of [`Helpers::kernel_basics`]: like
+    /// the kernel, which reserves it to privileged tracing and warns when a
+    /// program uses it, an embedder must opt in, since it lets a program
+    /// change the host's memory.
+    pub fn probe_write_user() -> Helpers {
+        let mut h = Helpers::new();
+        h.register(
+            36,
+            "bpf_probe_write_user",
+            HelperProto::new(&[
+                ArgKind::Anything,
+                ArgKind::ReadMem {
+                    size: ArgSize::Arg(2),
+                    nullable: false,
+                },
+            ]),
+            |ctx, a| {
+                let data = ctx.read(a[1], a[2] as usize)?;
+                Ok(if crate::probe::write(a[0], &data) {
+                    0
+                } else {
+                    neg_errno(libc::EFAULT)
+                })
+            },
+        );
+        h
+    }
+}
+
 /// `-errno` as the u64 a helper returns.
 pub fn neg_errno(errno: i32) -> u64 {
     (-i64::from(errno)) as u64
@@ -691,6 +705,23 @@ mod tests {
         ctx.write(base, &[9]).unwrap();
         assert!(ctx.write(base + 4, &[9]).is_err());
         assert_eq!(buf[0], 9);
+    }
+
+    #[test]
+    fn probe_write_user_is_opt_in_and_never_crashes() {
+        assert!(Helpers::kernel_basics().get(36).is_none());
+        let h = Helpers::probe_write_user();
+        let mut src = [1u8, 2, 3];
+        let mut target = [0u8; 3];
+        let mut mem = MemoryMap::new();
+        mem.add_transient(Region::from_mut_slice(&mut src, crate::memory::RegionKind::Other));
+        let mut ctx = HelperContext::new(&mut mem);
+        let w = h.get(36).unwrap();
+        let args = [target.as_mut_ptr() as u64, src.as_ptr() as u64, 3, 0, 0];
+        assert_eq!(w.call(&mut ctx, args), Ok(0));
+        assert_eq!(target, [1, 2, 3]);
+        let bad = [16, src.as_ptr() as u64, 3, 0, 0];
+        assert_eq!(w.call(&mut ctx, bad), Ok(neg_errno(libc::EFAULT)));
     }
 
     #[test]
