@@ -257,3 +257,24 @@ fn socket_filter_with_legacy_loads_matches_the_kernel() {
         assert_eq!(v, [0, 32, 0, 64]);
     }
 }
+
+#[test]
+fn queue_and_stack_maps_match_the_kernel() {
+    let ctxs: Vec<Vec<u8>> = [
+        (3u32, [10u32, 20, 30, 40, 50, 60]),
+        (4, [1, 2, 3, 4, 5, 6]),
+        (4, [7; 6]),
+    ]
+    .iter()
+    .map(|(pops, vals)| {
+        let mut ctx = Vec::new();
+        for v in vals {
+            ctx.extend_from_slice(&v.to_le_bytes());
+        }
+        ctx.extend_from_slice(&pops.to_le_bytes());
+        ctx.extend_from_slice(&[0u8; 4 + 32]);
+        ctx
+    })
+    .collect();
+    compare_syscall("queue", "queue.bpf.o", "qs", &ctxs);
+}

@@ -714,7 +714,10 @@ mod tests {
         let mut src = [1u8, 2, 3];
         let mut target = [0u8; 3];
         let mut mem = MemoryMap::new();
-        mem.add_transient(Region::from_mut_slice(&mut src, crate::memory::RegionKind::Other));
+        mem.add_transient(Region::from_mut_slice(
+            &mut src,
+            crate::memory::RegionKind::Other,
+        ));
         let mut ctx = HelperContext::new(&mut mem);
         let w = h.get(36).unwrap();
         let args = [target.as_mut_ptr() as u64, src.as_ptr() as u64, 3, 0, 0];

@@ -176,3 +176,58 @@ fn two_processes_share_a_hash_map() {
     drop(m);
     assert!(!path.exists(), "the map file is removed with the map");
 }
+
+fn qspec(map_type: u32, max: u32) -> MapSpec {
+    MapSpec {
+        name: "q".into(),
+        map_type,
+        key_size: 0,
+        value_size: 4,
+        max_entries: max,
+        flags: 0,
+    }
+}
+
+#[test]
+fn queues_are_fifo_stacks_are_lifo_with_kernel_errors() {
+    use userbpf_vm::maps::queue::{BPF_MAP_TYPE_QUEUE, BPF_MAP_TYPE_STACK};
+    let v = |x: u32| x.to_le_bytes();
+    for (map_type, order) in [
+        (BPF_MAP_TYPE_QUEUE, [1u32, 2, 3]),
+        (BPF_MAP_TYPE_STACK, [3, 2, 1]),
+    ] {
+        let q = Map::create(qspec(map_type, 3)).unwrap();
+        assert_eq!(q.pop(true).unwrap_err().errno(), libc::ENOENT);
+        for x in 1..=3 {
+            q.push(&v(x), 0).unwrap();
+        }
+        assert_eq!(q.push(&v(4), 0).unwrap_err().errno(), libc::E2BIG);
+        assert_eq!(q.pop(false).unwrap(), v(order[0]).to_vec(), "peek");
+        for x in order {
+            assert_eq!(q.pop(true).unwrap(), v(x).to_vec());
+        }
+        assert_eq!(q.pop(false).unwrap_err().errno(), libc::ENOENT);
+    }
+    // BPF_EXIST on a full map drops the oldest value.
+    let q = Map::create(qspec(BPF_MAP_TYPE_QUEUE, 2)).unwrap();
+    for x in [1, 2, 3] {
+        q.push(&v(x), BPF_EXIST).unwrap();
+    }
+    assert_eq!(q.pop(true).unwrap(), v(2).to_vec());
+    assert_eq!(q.pop(true).unwrap(), v(3).to_vec());
+    let s = Map::create(qspec(BPF_MAP_TYPE_STACK, 2)).unwrap();
+    for x in [1, 2, 3] {
+        s.push(&v(x), BPF_EXIST).unwrap();
+    }
+    assert_eq!(s.pop(true).unwrap(), v(3).to_vec());
+    assert_eq!(s.pop(true).unwrap(), v(2).to_vec());
+    assert_eq!(
+        s.push(&v(1), BPF_NOEXIST).unwrap_err().errno(),
+        libc::EINVAL
+    );
+    assert!(Map::create(MapSpec {
+        key_size: 4,
+        ..qspec(BPF_MAP_TYPE_QUEUE, 2)
+    })
+    .is_err());
+}

@@ -14,6 +14,7 @@
 mod array;
 mod hash;
 pub mod lock;
+pub mod queue;
 pub mod ringbuf;
 pub mod set;
 pub mod shm;
@@ -155,6 +156,7 @@ enum Layout {
     Array(array::Layout),
     Hash(hash::Layout),
     RingBuf(ringbuf::Layout),
+    Queue(queue::Layout),
 }
 
 impl Map {
@@ -182,7 +184,11 @@ impl Map {
         };
         if !matches!(
             spec.map_type,
-            BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_HASH | ringbuf::BPF_MAP_TYPE_RINGBUF
+            BPF_MAP_TYPE_ARRAY
+                | BPF_MAP_TYPE_HASH
+                | ringbuf::BPF_MAP_TYPE_RINGBUF
+                | queue::BPF_MAP_TYPE_QUEUE
+                | queue::BPF_MAP_TYPE_STACK
         ) {
             return Err(MapError::Unsupported {
                 map: spec.name.clone(),
@@ -198,6 +204,13 @@ impl Map {
         } else if spec.max_entries == 0 || spec.value_size == 0 {
             return Err(einval("create"));
         }
+        if matches!(
+            spec.map_type,
+            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK
+        ) && spec.key_size != 0
+        {
+            return Err(einval("create (queues and stacks have no keys)"));
+        }
         let layout = match spec.map_type {
             BPF_MAP_TYPE_ARRAY => {
                 if spec.key_size != 4 {
@@ -212,6 +225,9 @@ impl Map {
                 Layout::Hash(hash::Layout::new(&spec))
             }
             ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
+            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
+                Layout::Queue(queue::Layout::new(&spec))
+            }
             other => {
                 return Err(MapError::Unsupported {
                     map: spec.name.clone(),
@@ -223,6 +239,7 @@ impl Map {
             Layout::Array(l) => l.size,
             Layout::Hash(l) => l.size,
             Layout::RingBuf(l) => l.size,
+            Layout::Queue(l) => l.size,
         };
         let mirror = match layout {
             Layout::RingBuf(l) => Some(l.mirror_from()),
@@ -239,7 +256,7 @@ impl Map {
         };
         let n_buckets = match map.layout {
             Layout::Hash(l) => u32::try_from(l.n_buckets).unwrap_or(u32::MAX),
-            Layout::Array(_) | Layout::RingBuf(_) => 0,
+            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) => 0,
         };
         let header = Header {
             magic: MAGIC,
@@ -292,6 +309,9 @@ impl Map {
             BPF_MAP_TYPE_ARRAY => Layout::Array(array::Layout::new(&spec)),
             BPF_MAP_TYPE_HASH => Layout::Hash(hash::Layout::new(&spec)),
             ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
+            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
+                Layout::Queue(queue::Layout::new(&spec))
+            }
             other => {
                 return Err(MapError::Unsupported {
                     map: name,
@@ -303,6 +323,7 @@ impl Map {
             Layout::Array(l) => l.size,
             Layout::Hash(l) => l.size,
             Layout::RingBuf(l) => l.size,
+            Layout::Queue(l) => l.size,
         };
         if region.len() < needed {
             return Err(io("region smaller than its header says".into()));
@@ -337,8 +358,10 @@ impl Map {
         let (off, len) = match self.layout {
             Layout::Array(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
             Layout::Hash(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
-            // Records are granted one by one when reserved.
+            // Records are granted one by one when reserved; queue values are
+            // copied in and out by the helpers.
             Layout::RingBuf(l) => (l.data, 0),
+            Layout::Queue(l) => (l.values, 0),
         };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
@@ -380,7 +403,7 @@ impl Map {
         match &self.layout {
             Layout::Array(l) => array::lookup(self, l, key),
             Layout::Hash(l) => hash::lookup(self, l, key),
-            Layout::RingBuf(_) => None,
+            Layout::RingBuf(_) | Layout::Queue(_) => None,
         }
     }
 
@@ -403,6 +426,7 @@ impl Map {
             Layout::Array(l) => array::update(self, l, key, value, flags),
             Layout::Hash(l) => hash::update(self, l, key, value, flags),
             Layout::RingBuf(_) => Err(self.errno("update", libc::EINVAL)),
+            Layout::Queue(_) => self.push(value, flags),
         }
     }
 
@@ -410,7 +434,9 @@ impl Map {
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key("delete", key)?;
         match &self.layout {
-            Layout::Array(_) | Layout::RingBuf(_) => Err(self.errno("delete", libc::EINVAL)),
+            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) => {
+                Err(self.errno("delete", libc::EINVAL))
+            }
             Layout::Hash(l) => hash::delete(self, l, key),
         }
     }
@@ -422,7 +448,7 @@ impl Map {
                 .map(|i| i.to_le_bytes().to_vec())
                 .collect(),
             Layout::Hash(l) => hash::keys(self, l),
-            Layout::RingBuf(_) => Vec::new(),
+            Layout::RingBuf(_) | Layout::Queue(_) => Vec::new(),
         }
     }
 }

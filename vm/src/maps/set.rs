@@ -17,6 +17,12 @@ pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 pub const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
 /// `bpf_map_delete_elem`.
 pub const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+/// `bpf_map_push_elem`.
+pub const BPF_FUNC_MAP_PUSH_ELEM: i32 = 87;
+/// `bpf_map_pop_elem`.
+pub const BPF_FUNC_MAP_POP_ELEM: i32 = 88;
+/// `bpf_map_peek_elem`.
+pub const BPF_FUNC_MAP_PEEK_ELEM: i32 = 89;
 /// `bpf_ringbuf_output`.
 pub const BPF_FUNC_RINGBUF_OUTPUT: i32 = 130;
 /// `bpf_ringbuf_reserve`.
@@ -151,6 +157,7 @@ impl MapSet {
             },
         );
         self.ringbuf_helpers(&mut h);
+        self.queue_helpers(&mut h);
         h
     }
 
@@ -222,6 +229,39 @@ impl MapSet {
             HelperProto::SCALARS,
             move |_, a| Ok(set.map_arg(a[0])?.ringbuf_query(a[1])),
         );
+    }
+
+    fn queue_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_MAP_PUSH_ELEM,
+            "bpf_map_push_elem",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                let value = ctx.read(a[1], map.spec().value_size as usize)?;
+                Ok(match map.push(&value, a[2]) {
+                    Ok(()) => 0,
+                    Err(e) => neg_errno(e.errno()),
+                })
+            },
+        );
+        for (id, name, delete) in [
+            (BPF_FUNC_MAP_POP_ELEM, "bpf_map_pop_elem", true),
+            (BPF_FUNC_MAP_PEEK_ELEM, "bpf_map_peek_elem", false),
+        ] {
+            let set = Arc::clone(self);
+            h.register(id, name, HelperProto::SCALARS, move |ctx, a| {
+                let map = set.map_arg(a[0])?;
+                match map.pop(delete) {
+                    Ok(v) => {
+                        ctx.write(a[1], &v)?;
+                        Ok(0)
+                    }
+                    Err(e) => Ok(neg_errno(e.errno())),
+                }
+            });
+        }
     }
 
     fn map_arg(&self, handle: u64) -> Result<&Arc<Map>, HelperError> {
