@@ -109,7 +109,7 @@ fn many_keys_with_collisions() {
 
 const KEYS: u32 = 16;
 const THREADS: usize = 8;
-const ADDS: u64 = 200_000;
+const ADDS: u64 = 1_000_000;
 
 /// Each thread adds 1 to a value of every key, ADDS times in total, through
 /// the pointer lookup returns (as a program's atomic add would).

@@ -89,7 +89,7 @@ fn child_ringbuf_producer() {
         for t in 0..8u32 {
             let m = &m;
             s.spawn(move || {
-                for n in 0..20_000u32 {
+                for n in 0..125_000u32 {
                     let mut rec = [0u8; 64];
                     rec[..4].copy_from_slice(&t.to_le_bytes());
                     rec[4..8].copy_from_slice(&n.to_le_bytes());
@@ -144,6 +144,6 @@ fn eight_producer_threads_in_another_process_lose_nothing_silently() {
     m.ringbuf_consume(&mut check);
     let delivered = seen.len() as u64;
     println!("delivered {delivered}, dropped {}", m.ringbuf_dropped());
-    assert_eq!(delivered + m.ringbuf_dropped(), 8 * 20_000);
+    assert_eq!(delivered + m.ringbuf_dropped(), 8 * 125_000);
     assert!(delivered > 0);
 }
