@@ -231,3 +231,33 @@ fn queues_are_fifo_stacks_are_lifo_with_kernel_errors() {
     })
     .is_err());
 }
+
+#[test]
+fn bloom_filters_have_no_false_negatives() {
+    use userbpf_vm::maps::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
+    let b = Map::create(MapSpec {
+        name: "bloom".into(),
+        map_type: BPF_MAP_TYPE_BLOOM_FILTER,
+        key_size: 0,
+        value_size: 8,
+        max_entries: 1000,
+        flags: 0,
+    })
+    .unwrap();
+    for i in 0..1000u64 {
+        b.update(&[], &(i * 7919).to_le_bytes(), BPF_ANY).unwrap();
+    }
+    for i in 0..1000u64 {
+        assert!(
+            b.bloom_contains(&(i * 7919).to_le_bytes()),
+            "false negative {i}"
+        );
+    }
+    // With 5 hashes and ~1.4 bits per hash per entry the false-positive
+    // rate stays low: check it on 10,000 absent values.
+    let fp = (0..10_000u64)
+        .filter(|i| b.bloom_contains(&(i * 7919 + 1).to_le_bytes()))
+        .count();
+    // Theory: (1 - e^(-5 * 1000 / 8192))^5, about 2%.
+    assert!(fp < 400, "{fp} false positives out of 10,000");
+}

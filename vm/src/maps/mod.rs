@@ -12,6 +12,7 @@
 //! issue are refused by [`Map::create`] with an error that says so.
 
 mod array;
+pub mod bloom;
 mod hash;
 pub mod lock;
 pub mod queue;
@@ -157,6 +158,7 @@ enum Layout {
     Hash(hash::Layout),
     RingBuf(ringbuf::Layout),
     Queue(queue::Layout),
+    Bloom(bloom::Layout),
 }
 
 impl Map {
@@ -189,6 +191,7 @@ impl Map {
                 | ringbuf::BPF_MAP_TYPE_RINGBUF
                 | queue::BPF_MAP_TYPE_QUEUE
                 | queue::BPF_MAP_TYPE_STACK
+                | bloom::BPF_MAP_TYPE_BLOOM_FILTER
         ) {
             return Err(MapError::Unsupported {
                 map: spec.name.clone(),
@@ -206,10 +209,14 @@ impl Map {
         }
         if matches!(
             spec.map_type,
-            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK
+            queue::BPF_MAP_TYPE_QUEUE
+                | queue::BPF_MAP_TYPE_STACK
+                | bloom::BPF_MAP_TYPE_BLOOM_FILTER
         ) && spec.key_size != 0
         {
-            return Err(einval("create (queues and stacks have no keys)"));
+            return Err(einval(
+                "create (queues, stacks and bloom filters have no keys)",
+            ));
         }
         let layout = match spec.map_type {
             BPF_MAP_TYPE_ARRAY => {
@@ -228,6 +235,7 @@ impl Map {
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(&spec))
             }
+            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(&spec, 0)),
             other => {
                 return Err(MapError::Unsupported {
                     map: spec.name.clone(),
@@ -240,6 +248,7 @@ impl Map {
             Layout::Hash(l) => l.size,
             Layout::RingBuf(l) => l.size,
             Layout::Queue(l) => l.size,
+            Layout::Bloom(l) => l.size,
         };
         let mirror = match layout {
             Layout::RingBuf(l) => Some(l.mirror_from()),
@@ -256,7 +265,7 @@ impl Map {
         };
         let n_buckets = match map.layout {
             Layout::Hash(l) => u32::try_from(l.n_buckets).unwrap_or(u32::MAX),
-            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) => 0,
+            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => 0,
         };
         let header = Header {
             magic: MAGIC,
@@ -312,6 +321,7 @@ impl Map {
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(&spec))
             }
+            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(&spec, 0)),
             other => {
                 return Err(MapError::Unsupported {
                     map: name,
@@ -324,6 +334,7 @@ impl Map {
             Layout::Hash(l) => l.size,
             Layout::RingBuf(l) => l.size,
             Layout::Queue(l) => l.size,
+            Layout::Bloom(l) => l.size,
         };
         if region.len() < needed {
             return Err(io("region smaller than its header says".into()));
@@ -362,6 +373,7 @@ impl Map {
             // copied in and out by the helpers.
             Layout::RingBuf(l) => (l.data, 0),
             Layout::Queue(l) => (l.values, 0),
+            Layout::Bloom(_) => (HEADER_SIZE, 0),
         };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
@@ -403,7 +415,7 @@ impl Map {
         match &self.layout {
             Layout::Array(l) => array::lookup(self, l, key),
             Layout::Hash(l) => hash::lookup(self, l, key),
-            Layout::RingBuf(_) | Layout::Queue(_) => None,
+            Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => None,
         }
     }
 
@@ -427,6 +439,7 @@ impl Map {
             Layout::Hash(l) => hash::update(self, l, key, value, flags),
             Layout::RingBuf(_) => Err(self.errno("update", libc::EINVAL)),
             Layout::Queue(_) => self.push(value, flags),
+            Layout::Bloom(_) => self.bloom_push(value),
         }
     }
 
@@ -434,7 +447,7 @@ impl Map {
     pub fn delete(&self, key: &[u8]) -> Result<(), MapError> {
         self.check_key("delete", key)?;
         match &self.layout {
-            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) => {
+            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => {
                 Err(self.errno("delete", libc::EINVAL))
             }
             Layout::Hash(l) => hash::delete(self, l, key),
@@ -448,7 +461,7 @@ impl Map {
                 .map(|i| i.to_le_bytes().to_vec())
                 .collect(),
             Layout::Hash(l) => hash::keys(self, l),
-            Layout::RingBuf(_) | Layout::Queue(_) => Vec::new(),
+            Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => Vec::new(),
         }
     }
 }

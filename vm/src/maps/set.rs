@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
 use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY};
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
 use crate::interp::MapResolver;
@@ -240,7 +241,12 @@ impl MapSet {
             move |ctx, a| {
                 let map = set.map_arg(a[0])?;
                 let value = ctx.read(a[1], map.spec().value_size as usize)?;
-                Ok(match map.push(&value, a[2]) {
+                let r = if map.spec().map_type == BPF_MAP_TYPE_BLOOM_FILTER {
+                    map.bloom_push(&value)
+                } else {
+                    map.push(&value, a[2])
+                };
+                Ok(match r {
                     Ok(()) => 0,
                     Err(e) => neg_errno(e.errno()),
                 })
@@ -253,6 +259,18 @@ impl MapSet {
             let set = Arc::clone(self);
             h.register(id, name, HelperProto::SCALARS, move |ctx, a| {
                 let map = set.map_arg(a[0])?;
+                if map.spec().map_type == BPF_MAP_TYPE_BLOOM_FILTER {
+                    // peek(value): 0 if maybe present; pop is not supported.
+                    if delete {
+                        return Ok(neg_errno(libc::EOPNOTSUPP));
+                    }
+                    let value = ctx.read(a[1], map.spec().value_size as usize)?;
+                    return Ok(if map.bloom_contains(&value) {
+                        0
+                    } else {
+                        neg_errno(libc::ENOENT)
+                    });
+                }
                 match map.pop(delete) {
                     Ok(v) => {
                         ctx.write(a[1], &v)?;
