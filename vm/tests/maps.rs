@@ -261,3 +261,60 @@ fn bloom_filters_have_no_false_negatives() {
     // Theory: (1 - e^(-5 * 1000 / 8192))^5, about 2%.
     assert!(fp < 400, "{fp} false positives out of 10,000");
 }
+
+#[test]
+fn lru_hash_evicts_what_was_not_used_and_never_fills_up() {
+    use userbpf_vm::maps::hash::BPF_MAP_TYPE_LRU_HASH;
+    let m = Map::create(spec("lru", BPF_MAP_TYPE_LRU_HASH, 4, 8, 4)).unwrap();
+    let k = |i: u32| i.to_le_bytes();
+    for i in 0..4 {
+        m.update(&k(i), &u64::from(i).to_le_bytes(), BPF_NOEXIST)
+            .unwrap();
+    }
+    // Use keys 0 and 2; inserting 4 and 5 evicts unused ones (1 and 3).
+    assert!(m.lookup(&k(0)).is_some());
+    assert!(m.lookup(&k(2)).is_some());
+    m.update(&k(4), &4u64.to_le_bytes(), BPF_ANY).unwrap();
+    m.update(&k(5), &5u64.to_le_bytes(), BPF_ANY).unwrap();
+    let mut keys = m.keys();
+    keys.sort();
+    assert_eq!(
+        keys,
+        vec![k(0).to_vec(), k(2).to_vec(), k(4).to_vec(), k(5).to_vec()]
+    );
+    // Many more inserts: never -E2BIG, never more than max_entries.
+    for i in 10..1000u32 {
+        m.update(&k(i), &u64::from(i).to_le_bytes(), BPF_ANY)
+            .unwrap();
+        assert!(m.keys().len() <= 4);
+    }
+    assert_eq!(m.lookup(&k(999)), Some(999u64.to_le_bytes().to_vec()));
+}
+
+#[test]
+fn lru_hash_under_concurrent_inserts_stays_consistent() {
+    use userbpf_vm::maps::hash::BPF_MAP_TYPE_LRU_HASH;
+    let m = Map::create(spec("lru-conc", BPF_MAP_TYPE_LRU_HASH, 4, 8, 64)).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8u32 {
+            let m = &m;
+            s.spawn(move || {
+                for n in 0..20_000u32 {
+                    let key = (n.wrapping_mul(2_654_435_761) ^ t) % 500;
+                    m.update(&key.to_le_bytes(), &u64::from(key).to_le_bytes(), BPF_ANY)
+                        .unwrap();
+                    if let Some(v) = m.lookup(&key.to_le_bytes()) {
+                        // A value always belongs to its key (no torn links).
+                        assert!(u64::from_le_bytes(v.try_into().unwrap()) < 500);
+                    }
+                }
+            });
+        }
+    });
+    let keys = m.keys();
+    assert!(keys.len() <= 64 && !keys.is_empty());
+    for k in keys {
+        let v = u64::from_le_bytes(m.lookup(&k).unwrap().try_into().unwrap());
+        assert_eq!(v, u64::from(u32::from_le_bytes(k.try_into().unwrap())));
+    }
+}

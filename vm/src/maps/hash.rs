@@ -24,7 +24,14 @@ pub(super) struct Layout {
     pub(super) values: usize,
     pub(super) value_stride: usize,
     pub(super) size: usize,
+    /// LRU hash: one "recently used" byte per element, after the values.
+    lru: Option<usize>,
 }
+
+/// `BPF_MAP_TYPE_LRU_HASH`.
+pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
+/// Offset in the header page of the LRU clock hand.
+const CLOCK_HAND: usize = 64;
 
 #[repr(C)]
 struct Bucket {
@@ -55,7 +62,12 @@ impl Layout {
         let keys = meta.saturating_add(max.saturating_mul(8));
         let values = keys.saturating_add(max.saturating_mul(key_stride));
         let value_stride = round8(spec.value_size);
-        let size = values.saturating_add(max.saturating_mul(value_stride));
+        let mut size = values.saturating_add(max.saturating_mul(value_stride));
+        let lru = (spec.map_type == BPF_MAP_TYPE_LRU_HASH).then(|| {
+            let at = size;
+            size = size.saturating_add(max);
+            at
+        });
         Layout {
             n_buckets,
             buckets,
@@ -65,6 +77,7 @@ impl Layout {
             values,
             value_stride,
             size,
+            lru,
         }
     }
 }
@@ -187,6 +200,93 @@ impl Map {
         None
     }
 
+    fn recent(&self, l: &Layout, idx: usize) -> Option<&AtomicU8> {
+        let base = l.lru?;
+        if idx >= self.spec.max_entries as usize {
+            return None;
+        }
+        // SAFETY: idx < max_entries: the byte lies in the LRU area.
+        Some(unsafe { AtomicU8::from_ptr(self.region.as_ptr().add(base + idx)) })
+    }
+
+    /// Marks an LRU element as recently used.
+    fn touch(&self, l: &Layout, idx: usize) {
+        if let Some(r) = self.recent(l, idx) {
+            if r.load(Ordering::Relaxed) == 0 {
+                r.store(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// LRU: frees an element that was not used recently (a CLOCK sweep),
+    /// unlinking it from its bucket. `held` is the bucket whose lock the
+    /// caller holds; other buckets are only try-locked, so two inserting
+    /// threads never wait on each other.
+    fn evict(&self, l: &Layout, held: &Bucket) -> Option<usize> {
+        l.lru?;
+        // SAFETY: the clock hand is an aligned field of the header page.
+        let hand = unsafe { &*(self.region.as_ptr().add(CLOCK_HAND) as *const AtomicU32) };
+        let max = self.spec.max_entries;
+        for _ in 0..max.saturating_mul(4) {
+            let idx = (hand.fetch_add(1, Ordering::Relaxed) % max) as usize;
+            let r = self.recent(l, idx)?;
+            if r.swap(0, Ordering::Relaxed) != 0 {
+                continue;
+            }
+            let h = self.meta(l, idx)?.hash.load(Ordering::Relaxed);
+            let b = self.bucket(l, h as usize);
+            let own = std::ptr::eq(b, held);
+            if !own
+                && b.lock
+                    .compare_exchange(
+                        0,
+                        super::lock::current_tid(),
+                        Ordering::Acquire,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+            {
+                continue;
+            }
+            let unlinked = self.unlink(l, b, idx);
+            if !own {
+                super::lock::unlock(&b.lock);
+            }
+            if unlinked {
+                self.header().count.fetch_sub(1, Ordering::Relaxed);
+                return Some(idx);
+            }
+        }
+        None
+    }
+
+    /// Removes element `idx` from bucket `b` (lock held); false if absent.
+    fn unlink(&self, l: &Layout, b: &Bucket, idx: usize) -> bool {
+        let mut prev: Option<usize> = None;
+        let mut cur = b.head.load(Ordering::Acquire);
+        let mut steps = 0u32;
+        while cur != 0 && steps <= self.spec.max_entries {
+            let i = (cur - 1) as usize;
+            let Some(m) = self.meta(l, i) else {
+                return false;
+            };
+            let next = m.next.load(Ordering::Relaxed);
+            if i == idx {
+                write_begin(b);
+                match prev.and_then(|p| self.meta(l, p)) {
+                    Some(pm) => pm.next.store(next, Ordering::Release),
+                    None => b.head.store(next, Ordering::Release),
+                }
+                write_end(b);
+                return true;
+            }
+            prev = Some(i);
+            cur = next;
+            steps += 1;
+        }
+        false
+    }
+
     fn pop_free(&self, l: &Layout) -> Option<usize> {
         let h: &Header = self.header();
         let _g = Guard::new(&h.free_lock);
@@ -251,7 +351,10 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
         let found = map.find(l, b, h, key).map(|(_, idx)| idx);
         fence(Ordering::Acquire);
         if b.seq.load(Ordering::Relaxed) == s1 {
-            return found.map(|idx| map.value_ptr_h(l, idx));
+            return found.map(|idx| {
+                map.touch(l, idx);
+                map.value_ptr_h(l, idx)
+            });
         }
     }
     // Contended (or a writer died mid-change): look up under the lock, which
@@ -302,6 +405,7 @@ fn update_locked(
         (None, _) => {
             let idx = map
                 .pop_free(l)
+                .or_else(|| map.evict(l, b))
                 .ok_or_else(|| map.errno("update", libc::E2BIG))?;
             // SAFETY: idx < max_entries (from the free list, bounds-checked):
             // key and value slots lie in the region.

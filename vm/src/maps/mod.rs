@@ -13,7 +13,7 @@
 
 mod array;
 pub mod bloom;
-mod hash;
+pub mod hash;
 pub mod lock;
 pub mod queue;
 pub mod ringbuf;
@@ -192,6 +192,7 @@ impl Map {
                 | queue::BPF_MAP_TYPE_QUEUE
                 | queue::BPF_MAP_TYPE_STACK
                 | bloom::BPF_MAP_TYPE_BLOOM_FILTER
+                | hash::BPF_MAP_TYPE_LRU_HASH
         ) {
             return Err(MapError::Unsupported {
                 map: spec.name.clone(),
@@ -225,7 +226,7 @@ impl Map {
                 }
                 Layout::Array(array::Layout::new(&spec))
             }
-            BPF_MAP_TYPE_HASH => {
+            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
                 if spec.key_size == 0 {
                     return Err(einval("create"));
                 }
@@ -316,7 +317,9 @@ impl Map {
         };
         let layout = match spec.map_type {
             BPF_MAP_TYPE_ARRAY => Layout::Array(array::Layout::new(&spec)),
-            BPF_MAP_TYPE_HASH => Layout::Hash(hash::Layout::new(&spec)),
+            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
+                Layout::Hash(hash::Layout::new(&spec))
+            }
             ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(&spec))
