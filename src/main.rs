@@ -482,7 +482,19 @@ fn map_contents(set: &MapSet) -> serde_json::Map<String, serde_json::Value> {
             .into_iter()
             .filter_map(|k| {
                 let v = m.lookup(&k)?;
-                Some(serde_json::json!([hex_string(&k), hex_string(&v)]))
+                Some(match m.percpu_slots() {
+                    // Per-CPU maps: one value string per CPU.
+                    Some(n) => {
+                        let stride = v.len() / n.max(1);
+                        let size = (m.spec().value_size as usize).min(stride);
+                        let per_cpu: Vec<String> = v
+                            .chunks(stride.max(1))
+                            .map(|c| hex_string(&c[..size]))
+                            .collect();
+                        serde_json::json!([hex_string(&k), per_cpu])
+                    }
+                    None => serde_json::json!([hex_string(&k), hex_string(&v)]),
+                })
             })
             .collect();
         out.insert(m.spec().name.clone(), serde_json::Value::Array(entries));

@@ -318,3 +318,70 @@ fn lru_hash_under_concurrent_inserts_stays_consistent() {
         assert_eq!(v, u64::from(u32::from_le_bytes(k.try_into().unwrap())));
     }
 }
+
+#[test]
+fn percpu_array_loses_no_update_from_preempted_runs() {
+    use std::sync::Arc;
+    use userbpf_vm::asm::assemble;
+    use userbpf_vm::interp::PreparedProgram;
+    use userbpf_vm::maps::array::BPF_MAP_TYPE_PERCPU_ARRAY;
+    use userbpf_vm::maps::percpu::ncpus;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::{Config, Program, Vm};
+
+    let mut set = MapSet::default();
+    let map = Map::create(spec("pcpu", BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, 4)).unwrap();
+    let handle = map.handle();
+    set.push(map);
+    let set = Arc::new(set);
+    // A deliberately racy, non-atomic increment with busy work between the
+    // load and the store: only the slot lease keeps it exact.
+    let src = format!(
+        "lddw %r1, {handle:#x}
+        stw [%r10-4], 2
+        mov %r2, %r10
+        add %r2, -4
+        call 1
+        jeq %r0, 0, out
+        ldxdw %r6, [%r0]
+        mov %r7, 0
+    spin:
+        add %r7, 1
+        jlt %r7, 50, spin
+        add %r6, 1
+        stxdw [%r0], %r6
+    out:
+        mov %r0, 0
+        exit"
+    );
+    let program = Program::new("inc", assemble(&src).unwrap()).unwrap();
+    let prepared =
+        Arc::new(PreparedProgram::new(&program, &set.helpers(), Config::default()).unwrap());
+    const THREADS: u64 = 8;
+    const RUNS: u64 = 50_000;
+    std::thread::scope(|s| {
+        for _ in 0..THREADS {
+            let prepared = prepared.clone();
+            let set = set.clone();
+            s.spawn(move || {
+                let mut vm = Vm::from_prepared(prepared);
+                for r in set.regions() {
+                    // SAFETY: `set` outlives `vm` in this closure.
+                    unsafe { vm.add_region(r) };
+                }
+                for _ in 0..RUNS {
+                    vm.run_with_args([0; 5]).unwrap();
+                }
+            });
+        }
+    });
+    let m = &set.maps()[0];
+    assert_eq!(m.percpu_slots(), Some(ncpus()));
+    let all = m.lookup(&2u32.to_le_bytes()).unwrap();
+    assert_eq!(all.len(), 8 * ncpus());
+    let total: u64 = all
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .sum();
+    assert_eq!(total, THREADS * RUNS);
+}

@@ -441,6 +441,8 @@ impl Vm {
                 Err(f) => break Err(f),
             }
         };
+        // Per-CPU slots leased by this run go back to the pool.
+        crate::maps::percpu::release_leases();
         self.dirty_frames = st.max_depth.saturating_add(1);
         self.last_insn_count = start_budget.wrapping_sub(st.budget);
         self.mem.end_run();

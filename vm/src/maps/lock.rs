@@ -25,6 +25,11 @@ fn alive(tid: u32) -> bool {
     rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
+/// Whether thread `tid` still exists (for lease take-over).
+pub(super) fn alive_pub(tid: u32) -> bool {
+    alive(tid)
+}
+
 /// Spins this many times between liveness checks of the owner.
 const SPINS_BEFORE_CHECK: u32 = 1 << 16;
 

@@ -11,10 +11,11 @@
 //! (preallocated, per-bucket robust locks). The other types of the objects
 //! issue are refused by [`Map::create`] with an error that says so.
 
-mod array;
+pub mod array;
 pub mod bloom;
 pub mod hash;
 pub mod lock;
+pub mod percpu;
 pub mod queue;
 pub mod ringbuf;
 pub mod set;
@@ -187,6 +188,7 @@ impl Map {
         if !matches!(
             spec.map_type,
             BPF_MAP_TYPE_ARRAY
+                | array::BPF_MAP_TYPE_PERCPU_ARRAY
                 | BPF_MAP_TYPE_HASH
                 | ringbuf::BPF_MAP_TYPE_RINGBUF
                 | queue::BPF_MAP_TYPE_QUEUE
@@ -220,7 +222,7 @@ impl Map {
             ));
         }
         let layout = match spec.map_type {
-            BPF_MAP_TYPE_ARRAY => {
+            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
                 if spec.key_size != 4 {
                     return Err(einval("create (array keys are 4 bytes)"));
                 }
@@ -316,7 +318,9 @@ impl Map {
             flags: h.flags,
         };
         let layout = match spec.map_type {
-            BPF_MAP_TYPE_ARRAY => Layout::Array(array::Layout::new(&spec)),
+            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
+                Layout::Array(array::Layout::new(&spec))
+            }
             BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
                 Layout::Hash(hash::Layout::new(&spec))
             }
@@ -370,7 +374,7 @@ impl Map {
     /// (read-only when the map has `BPF_F_RDONLY_PROG`).
     pub fn value_region(&self) -> Region {
         let (off, len) = match self.layout {
-            Layout::Array(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+            Layout::Array(l) => (l.values, l.elem_stride * self.spec.max_entries as usize),
             Layout::Hash(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
             // Records are granted one by one when reserved; queue values are
             // copied in and out by the helpers.
@@ -422,8 +426,43 @@ impl Map {
         }
     }
 
-    /// A copy of the value of `key`.
+    /// CPU slots of a per-CPU map (`None` for other maps).
+    pub fn percpu_slots(&self) -> Option<usize> {
+        match &self.layout {
+            Layout::Array(l) => l.percpu.map(|p| p.0),
+            _ => None,
+        }
+    }
+
+    /// `bpf_map_update_elem` from a program: per-CPU maps update the run's
+    /// CPU slot only.
+    pub fn update_from_program(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        flags: u64,
+    ) -> Result<(), MapError> {
+        match &self.layout {
+            Layout::Array(l) if l.percpu.is_some() => {
+                self.check_key("update", key)?;
+                if value.len() != self.spec.value_size as usize || flags > BPF_EXIST {
+                    return Err(self.errno("update", libc::EINVAL));
+                }
+                array::update_from_program(self, l, key, value, flags)
+            }
+            _ => self.update(key, value, flags),
+        }
+    }
+
+    /// A copy of the value of `key` (for per-CPU maps every CPU's value,
+    /// `round_up(value_size, 8)` bytes each, as the kernel returns them).
     pub fn lookup(&self, key: &[u8]) -> Option<Vec<u8>> {
+        if let Layout::Array(l) = &self.layout {
+            if key.len() != self.spec.key_size as usize {
+                return None;
+            }
+            return array::lookup_all(self, l, key);
+        }
         let p = self.lookup_ptr(key)?;
         let mut v = vec![0u8; self.spec.value_size as usize];
         // SAFETY: `p` points to a value of `value_size` bytes in the region.
@@ -434,7 +473,11 @@ impl Map {
     /// `bpf_map_update_elem`.
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), MapError> {
         self.check_key("update", key)?;
-        if value.len() != self.spec.value_size as usize || flags > BPF_EXIST {
+        let value_len = match &self.layout {
+            Layout::Array(l) if l.percpu.is_some() => l.elem_stride,
+            _ => self.spec.value_size as usize,
+        };
+        if value.len() != value_len || flags > BPF_EXIST {
             return Err(self.errno("update", libc::EINVAL));
         }
         match &self.layout {

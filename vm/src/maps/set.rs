@@ -136,7 +136,7 @@ impl MapSet {
                 let map = set.map_arg(a[0])?;
                 let key = ctx.read(a[1], map.spec().key_size as usize)?;
                 let value = ctx.read(a[2], map.spec().value_size as usize)?;
-                Ok(match map.update(&key, &value, a[3]) {
+                Ok(match map.update_from_program(&key, &value, a[3]) {
                     Ok(()) => 0,
                     Err(e) => neg_errno(e.errno()),
                 })
