@@ -141,6 +141,45 @@ struct Header {
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
 
+impl Layout {
+    /// The storage layout of a supported map type.
+    fn for_spec(spec: &MapSpec) -> Option<Layout> {
+        Some(match spec.map_type {
+            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
+                Layout::Array(array::Layout::new(spec))
+            }
+            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
+                Layout::Hash(hash::Layout::new(spec))
+            }
+            ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(spec)),
+            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
+                Layout::Queue(queue::Layout::new(spec))
+            }
+            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec, 0)),
+            _ => return None,
+        })
+    }
+
+    /// Bytes of the region.
+    fn size(&self) -> usize {
+        match self {
+            Layout::Array(l) => l.size,
+            Layout::Hash(l) => l.size,
+            Layout::RingBuf(l) => l.size,
+            Layout::Queue(l) => l.size,
+            Layout::Bloom(l) => l.size,
+        }
+    }
+
+    /// Where the mirrored part of the region starts (ring buffers).
+    fn mirror_from(&self) -> Option<usize> {
+        match self {
+            Layout::RingBuf(l) => Some(l.mirror_from()),
+            _ => None,
+        }
+    }
+}
+
 fn round8(n: u32) -> usize {
     (n as usize).div_ceil(8) * 8
 }
@@ -185,17 +224,7 @@ impl Map {
             op,
             errno: libc::EINVAL,
         };
-        if !matches!(
-            spec.map_type,
-            BPF_MAP_TYPE_ARRAY
-                | array::BPF_MAP_TYPE_PERCPU_ARRAY
-                | BPF_MAP_TYPE_HASH
-                | ringbuf::BPF_MAP_TYPE_RINGBUF
-                | queue::BPF_MAP_TYPE_QUEUE
-                | queue::BPF_MAP_TYPE_STACK
-                | bloom::BPF_MAP_TYPE_BLOOM_FILTER
-                | hash::BPF_MAP_TYPE_LRU_HASH
-        ) {
+        if Layout::for_spec(&spec).is_none() {
             return Err(MapError::Unsupported {
                 map: spec.name.clone(),
                 map_type: spec.map_type,
@@ -221,43 +250,21 @@ impl Map {
                 "create (queues, stacks and bloom filters have no keys)",
             ));
         }
-        let layout = match spec.map_type {
-            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
-                if spec.key_size != 4 {
-                    return Err(einval("create (array keys are 4 bytes)"));
-                }
-                Layout::Array(array::Layout::new(&spec))
+        match spec.map_type {
+            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY if spec.key_size != 4 => {
+                return Err(einval("create (array keys are 4 bytes)"))
             }
-            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
-                if spec.key_size == 0 {
-                    return Err(einval("create"));
-                }
-                Layout::Hash(hash::Layout::new(&spec))
+            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH if spec.key_size == 0 => {
+                return Err(einval("create"))
             }
-            ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
-            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
-                Layout::Queue(queue::Layout::new(&spec))
-            }
-            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(&spec, 0)),
-            other => {
-                return Err(MapError::Unsupported {
-                    map: spec.name.clone(),
-                    map_type: other,
-                })
-            }
-        };
-        let size = match layout {
-            Layout::Array(l) => l.size,
-            Layout::Hash(l) => l.size,
-            Layout::RingBuf(l) => l.size,
-            Layout::Queue(l) => l.size,
-            Layout::Bloom(l) => l.size,
-        };
-        let mirror = match layout {
-            Layout::RingBuf(l) => Some(l.mirror_from()),
-            _ => None,
-        };
-        let region = make(&spec.name, size, mirror).map_err(|e| MapError::Io {
+            _ => {}
+        }
+        let layout = Layout::for_spec(&spec).ok_or_else(|| MapError::Unsupported {
+            map: spec.name.clone(),
+            map_type: spec.map_type,
+        })?;
+        let size = layout.size();
+        let region = make(&spec.name, size, layout.mirror_from()).map_err(|e| MapError::Io {
             map: spec.name.clone(),
             message: e.to_string(),
         })?;
@@ -317,40 +324,20 @@ impl Map {
             max_entries: h.max_entries,
             flags: h.flags,
         };
-        let layout = match spec.map_type {
-            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
-                Layout::Array(array::Layout::new(&spec))
-            }
-            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
-                Layout::Hash(hash::Layout::new(&spec))
-            }
-            ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(&spec)),
-            queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
-                Layout::Queue(queue::Layout::new(&spec))
-            }
-            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(&spec, 0)),
-            other => {
-                return Err(MapError::Unsupported {
-                    map: name,
-                    map_type: other,
-                })
-            }
-        };
-        let needed = match layout {
-            Layout::Array(l) => l.size,
-            Layout::Hash(l) => l.size,
-            Layout::RingBuf(l) => l.size,
-            Layout::Queue(l) => l.size,
-            Layout::Bloom(l) => l.size,
-        };
+        let layout = Layout::for_spec(&spec).ok_or_else(|| MapError::Unsupported {
+            map: name.clone(),
+            map_type: spec.map_type,
+        })?;
+        let needed = layout.size();
         if region.len() < needed {
             return Err(io("region smaller than its header says".into()));
         }
-        let region = match layout {
+        let region = match layout.mirror_from() {
             // Map again with the data area mirrored.
-            Layout::RingBuf(l) => SharedRegion::open_file_mirrored(path, Some(l.mirror_from()))
-                .map_err(|e| io(e.to_string()))?,
-            _ => region,
+            Some(m) => {
+                SharedRegion::open_file_mirrored(path, Some(m)).map_err(|e| io(e.to_string()))?
+            }
+            None => region,
         };
         Ok(Map {
             spec,
