@@ -366,23 +366,14 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     let config = Config {
         budget: Some(args.budget),
     };
-    let mut helpers = Helpers::kernel_basics();
-    let prepared = match &maps {
-        Some(set) => {
-            helpers.extend(&set.helpers());
-            PreparedProgram::with_maps(&program, &helpers, config, set.as_ref())
+    let helpers = Helpers::kernel_basics();
+    let mut vm = match &maps {
+        Some(set) => set.vm(&program, &helpers, config),
+        None => {
+            PreparedProgram::new(&program, &helpers, config).map(|p| Vm::from_prepared(Arc::new(p)))
         }
-        None => PreparedProgram::new(&program, &helpers, config),
     }
     .with_context(|| args.file.display().to_string())?;
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    if let Some(set) = &maps {
-        for region in set.regions() {
-            // SAFETY: `vm` is declared after `maps`, so it is dropped first
-            // on every path: the map storage outlives every run.
-            unsafe { vm.add_region(region) };
-        }
-    }
     let runs = args.repeat.unwrap_or(1);
     let start = Instant::now();
     let mut r0 = 0;

@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use userbpf_kernel::{kernel_required, kernel_unavailable, load};
-use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::Object;
 use userbpf_vm::{Config, Helpers, Vm};
@@ -43,15 +42,9 @@ struct VmSide {
 fn vm_side(obj: &Object, prog: &str) -> VmSide {
     let maps = Arc::new(MapSet::from_object(obj).unwrap());
     let program = obj.program(prog).unwrap().to_program().unwrap();
-    let mut helpers = Helpers::kernel_basics();
-    helpers.extend(&maps.helpers());
-    let prepared =
-        PreparedProgram::with_maps(&program, &helpers, Config::default(), maps.as_ref()).unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in maps.regions() {
-        // SAFETY: `maps` lives in the same struct and outlives every run.
-        unsafe { vm.add_region(r) };
-    }
+    let vm = maps
+        .vm(&program, &Helpers::kernel_basics(), Config::default())
+        .unwrap();
     VmSide { vm, maps }
 }
 

@@ -68,7 +68,6 @@ fn links_subprograms_and_runs_the_calls_fixture() {
 #[test]
 fn counter_fixture_uses_hash_array_and_global_data_maps() {
     use std::sync::Arc;
-    use userbpf_vm::interp::PreparedProgram;
     use userbpf_vm::maps::MapSet;
     use userbpf_vm::Config;
 
@@ -76,15 +75,9 @@ fn counter_fixture_uses_hash_array_and_global_data_maps() {
     let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
     let set = Arc::new(MapSet::from_object(&obj).unwrap());
     let program = obj.program("count").unwrap().to_program().unwrap();
-    let mut helpers = Helpers::new();
-    helpers.extend(&set.helpers());
-    let prepared =
-        PreparedProgram::with_maps(&program, &helpers, Config::default(), set.as_ref()).unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in set.regions() {
-        // SAFETY: `set` outlives `vm`.
-        unsafe { vm.add_region(r) };
-    }
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
     let mut run = |key: u32, add: u64| {
         let mut ctx = [0u8; 16];
         ctx[..4].copy_from_slice(&key.to_le_bytes());
@@ -124,7 +117,6 @@ fn counter_fixture_uses_hash_array_and_global_data_maps() {
 #[test]
 fn events_fixture_streams_records_through_the_ring_buffer() {
     use std::sync::Arc;
-    use userbpf_vm::interp::PreparedProgram;
     use userbpf_vm::maps::MapSet;
     use userbpf_vm::Config;
 
@@ -132,14 +124,9 @@ fn events_fixture_streams_records_through_the_ring_buffer() {
     let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
     let set = Arc::new(MapSet::from_object(&obj).unwrap());
     let program = obj.program("emit").unwrap().to_program().unwrap();
-    let prepared =
-        PreparedProgram::with_maps(&program, &set.helpers(), Config::default(), set.as_ref())
-            .unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in set.regions() {
-        // SAFETY: `set` outlives `vm`.
-        unsafe { vm.add_region(r) };
-    }
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
     let rb = set.maps()[0].clone();
     let mut run = |count: u32, discard_every: u32, base: u64| {
         let mut ctx = [0u8; 16];
@@ -182,7 +169,6 @@ fn events_fixture_streams_records_through_the_ring_buffer() {
 #[test]
 fn printk_fixture_probes_memory_prints_and_formats() {
     use std::sync::{Arc, Mutex};
-    use userbpf_vm::interp::PreparedProgram;
     use userbpf_vm::maps::MapSet;
     use userbpf_vm::Config;
 
@@ -199,16 +185,9 @@ fn printk_fixture_probes_memory_prints_and_formats() {
                 .push(String::from_utf8_lossy(m).into_owned())
         })
     };
-    let mut helpers = Helpers::kernel_basics_with_trace(sink);
-    helpers.extend(&set.helpers());
+    let helpers = Helpers::kernel_basics_with_trace(sink);
     let program = obj.program("probes").unwrap().to_program().unwrap();
-    let prepared =
-        PreparedProgram::with_maps(&program, &helpers, Config::default(), set.as_ref()).unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in set.regions() {
-        // SAFETY: `set` outlives `vm`.
-        unsafe { vm.add_region(r) };
-    }
+    let mut vm = set.vm(&program, &helpers, Config::default()).unwrap();
     let name = std::ffi::CString::new("userbpf").unwrap();
     let mut ctx = [0u8; 64];
     ctx[..8].copy_from_slice(&(name.as_ptr() as u64).to_le_bytes());
@@ -233,7 +212,6 @@ fn printk_fixture_probes_memory_prints_and_formats() {
 fn bpf_loop_fills_a_histogram_in_a_hash_map() {
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use userbpf_vm::interp::PreparedProgram;
     use userbpf_vm::maps::MapSet;
     use userbpf_vm::Config;
 
@@ -241,14 +219,9 @@ fn bpf_loop_fills_a_histogram_in_a_hash_map() {
     let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
     let set = Arc::new(MapSet::from_object(&obj).unwrap());
     let program = obj.program("histogram").unwrap().to_program().unwrap();
-    let prepared =
-        PreparedProgram::with_maps(&program, &set.helpers(), Config::default(), set.as_ref())
-            .unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in set.regions() {
-        // SAFETY: `set` outlives `vm`.
-        unsafe { vm.add_region(r) };
-    }
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
     let values = [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5];
     let mut ctx = Vec::new();
     for v in values {

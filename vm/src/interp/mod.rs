@@ -274,6 +274,8 @@ pub struct Vm {
     mem: MemoryMap,
     program_array: Option<Arc<dyn ProgramArray>>,
     last_insn_count: u64,
+    /// Owners of memory behind persistent regions, kept alive with the VM.
+    keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl fmt::Debug for Vm {
@@ -311,7 +313,14 @@ impl Vm {
             mem: MemoryMap::new(),
             program_array: None,
             last_insn_count: 0,
+            keep_alive: Vec::new(),
         }
+    }
+
+    /// Keeps `owner` alive as long as this VM (for the memory behind
+    /// regions added with [`Vm::add_region`]).
+    pub fn keep_alive(&mut self, owner: Arc<dyn std::any::Any + Send + Sync>) {
+        self.keep_alive.push(owner);
     }
 
     /// The prepared program.

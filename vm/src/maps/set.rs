@@ -7,10 +7,11 @@ use std::sync::Arc;
 use super::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
 use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY};
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
-use crate::interp::MapResolver;
+use crate::interp::{Config, MapResolver, PrepareError, PreparedProgram, Vm};
 use crate::isa::Lddw;
 use crate::memory::{Region, RegionKind};
 use crate::object::{MapDef, Object};
+use crate::program::Program;
 
 /// `bpf_map_lookup_elem`.
 pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
@@ -107,6 +108,28 @@ impl MapSet {
             .map(|m| m.value_region())
             .filter(|r| r.len > 0)
             .collect()
+    }
+
+    /// A VM for `program` bound to these maps: the map helpers join
+    /// `helpers`, map loads resolve to these maps, their values are
+    /// accessible, and the VM keeps the maps alive.
+    pub fn vm(
+        self: &Arc<MapSet>,
+        program: &Program,
+        helpers: &Helpers,
+        config: Config,
+    ) -> Result<Vm, PrepareError> {
+        let mut all = helpers.clone();
+        all.extend(&self.helpers());
+        let prepared = PreparedProgram::with_maps(program, &all, config, self.as_ref())?;
+        let mut vm = Vm::from_prepared(Arc::new(prepared));
+        for r in self.regions() {
+            // SAFETY: the regions lie in maps of this set, which the VM keeps
+            // alive (below) for as long as it can run.
+            unsafe { vm.add_region(r) };
+        }
+        vm.keep_alive(Arc::clone(self) as Arc<dyn std::any::Any + Send + Sync>);
+        Ok(vm)
     }
 
     /// `bpf_map_lookup_elem` (1), `bpf_map_update_elem` (2) and
