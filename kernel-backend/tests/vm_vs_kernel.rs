@@ -271,3 +271,43 @@ fn queue_and_stack_maps_match_the_kernel() {
     .collect();
     compare_syscall("queue", "queue.bpf.o", "qs", &ctxs);
 }
+
+#[test]
+fn lpm_trie_matches_the_kernel() {
+    if !kernel_or_skip("lpm_trie_matches_the_kernel") {
+        return;
+    }
+    let obj = object("lpm.bpf.o");
+    let p = obj.program("by_prefix").unwrap();
+    let k = load(&obj, p).unwrap_or_else(|e| panic!("{e}"));
+    let side = vm_side(&obj, "by_prefix");
+    let mut vm = side.vm;
+    // 10.0.0.0/8 -> drop, 10.1.0.0/16 -> pass, 10.1.2.0/24 -> drop.
+    for (len, ip, verdict) in [
+        (8u32, [10u8, 0, 0, 0], 1u32),
+        (16, [10, 1, 0, 0], 2),
+        (24, [10, 1, 2, 0], 1),
+    ] {
+        let mut key = len.to_le_bytes().to_vec();
+        key.extend_from_slice(&ip);
+        k.maps[0].update(&key, &verdict.to_le_bytes(), 0).unwrap();
+        side.maps.maps()[0]
+            .update(&key, &verdict.to_le_bytes(), 0)
+            .unwrap();
+    }
+    let mut verdicts = Vec::new();
+    for src in [
+        [10u8, 1, 2, 3],
+        [10, 1, 9, 9],
+        [10, 9, 9, 9],
+        [192, 168, 0, 1],
+    ] {
+        let mut pkt = ipv4_udp(53, 64, 17);
+        pkt[26..30].copy_from_slice(&src);
+        let (kr0, _) = k.program.test_run_packet(&pkt).unwrap();
+        let ours = userbpf_vm::context::run_xdp(&mut vm, &pkt).unwrap();
+        assert_eq!(ours.r0 as u32, kr0, "source {src:?}");
+        verdicts.push(kr0);
+    }
+    assert_eq!(verdicts, [1, 2, 1, 2]);
+}

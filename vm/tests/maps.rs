@@ -385,3 +385,71 @@ fn percpu_array_loses_no_update_from_preempted_runs() {
         .sum();
     assert_eq!(total, THREADS * RUNS);
 }
+
+#[test]
+fn lpm_trie_finds_the_longest_matching_prefix() {
+    use userbpf_vm::maps::lpm::BPF_MAP_TYPE_LPM_TRIE;
+    use userbpf_vm::maps::BPF_F_NO_PREALLOC;
+    let lpm_spec = MapSpec {
+        name: "lpm".into(),
+        map_type: BPF_MAP_TYPE_LPM_TRIE,
+        key_size: 8,
+        value_size: 4,
+        max_entries: 4,
+        flags: BPF_F_NO_PREALLOC,
+    };
+    assert!(
+        Map::create(MapSpec {
+            flags: 0,
+            ..lpm_spec.clone()
+        })
+        .is_err(),
+        "needs NO_PREALLOC"
+    );
+    let m = Map::create(lpm_spec).unwrap();
+    let key = |len: u32, ip: [u8; 4]| {
+        let mut k = len.to_le_bytes().to_vec();
+        k.extend_from_slice(&ip);
+        k
+    };
+    let v = |x: u32| x.to_le_bytes();
+    m.update(&key(8, [10, 0, 0, 0]), &v(8), BPF_ANY).unwrap();
+    m.update(&key(16, [10, 1, 0, 0]), &v(16), BPF_ANY).unwrap();
+    m.update(&key(24, [10, 1, 2, 99]), &v(24), BPF_ANY).unwrap(); // bits past 24 ignored
+    m.update(&key(0, [0, 0, 0, 0]), &v(0), BPF_ANY).unwrap(); // default route
+    let find = |ip: [u8; 4]| {
+        m.lookup(&key(32, ip))
+            .map(|x| u32::from_le_bytes(x.try_into().unwrap()))
+    };
+    assert_eq!(find([10, 1, 2, 3]), Some(24));
+    assert_eq!(find([10, 1, 9, 9]), Some(16));
+    assert_eq!(find([10, 9, 9, 9]), Some(8));
+    assert_eq!(find([192, 168, 0, 1]), Some(0));
+    // A lookup key's own prefix length bounds the match.
+    assert_eq!(m.lookup(&key(12, [10, 1, 2, 3])).map(|x| x[0]), Some(8));
+    assert_eq!(
+        m.update(&key(8, [10, 0, 0, 0]), &v(1), BPF_NOEXIST)
+            .unwrap_err()
+            .errno(),
+        libc::EEXIST
+    );
+    assert_eq!(
+        m.update(&key(30, [1, 2, 3, 4]), &v(1), BPF_ANY)
+            .unwrap_err()
+            .errno(),
+        libc::ENOSPC
+    );
+    assert_eq!(
+        m.update(&key(33, [1, 2, 3, 4]), &v(1), BPF_ANY)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL
+    );
+    m.delete(&key(24, [10, 1, 2, 0])).unwrap();
+    assert_eq!(find([10, 1, 2, 3]), Some(16));
+    assert_eq!(
+        m.delete(&key(24, [10, 1, 2, 0])).unwrap_err().errno(),
+        libc::ENOENT
+    );
+    assert_eq!(m.keys().len(), 3);
+}

@@ -15,6 +15,7 @@ pub mod array;
 pub mod bloom;
 pub mod hash;
 pub mod lock;
+pub mod lpm;
 pub mod percpu;
 pub mod queue;
 pub mod ringbuf;
@@ -156,6 +157,7 @@ impl Layout {
                 Layout::Queue(queue::Layout::new(spec))
             }
             bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec, 0)),
+            lpm::BPF_MAP_TYPE_LPM_TRIE => Layout::Lpm(lpm::Layout::new(spec)),
             _ => return None,
         })
     }
@@ -168,6 +170,7 @@ impl Layout {
             Layout::RingBuf(l) => l.size,
             Layout::Queue(l) => l.size,
             Layout::Bloom(l) => l.size,
+            Layout::Lpm(l) => l.size,
         }
     }
 
@@ -199,6 +202,7 @@ enum Layout {
     RingBuf(ringbuf::Layout),
     Queue(queue::Layout),
     Bloom(bloom::Layout),
+    Lpm(lpm::Layout),
 }
 
 impl Map {
@@ -257,6 +261,15 @@ impl Map {
             BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH if spec.key_size == 0 => {
                 return Err(einval("create"))
             }
+            lpm::BPF_MAP_TYPE_LPM_TRIE
+                if spec.key_size <= 4
+                    || spec.key_size - 4 > lpm::LPM_DATA_SIZE_MAX
+                    || spec.flags & BPF_F_NO_PREALLOC == 0 =>
+            {
+                return Err(einval(
+                    "create (LPM tries need BPF_F_NO_PREALLOC and a key of 4 + 1..256 bytes)",
+                ))
+            }
             _ => {}
         }
         let layout = Layout::for_spec(&spec).ok_or_else(|| MapError::Unsupported {
@@ -275,7 +288,7 @@ impl Map {
         };
         let n_buckets = match map.layout {
             Layout::Hash(l) => u32::try_from(l.n_buckets).unwrap_or(u32::MAX),
-            Layout::Array(_) | Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => 0,
+            _ => 0,
         };
         let header = Header {
             magic: MAGIC,
@@ -368,6 +381,7 @@ impl Map {
             Layout::RingBuf(l) => (l.data, 0),
             Layout::Queue(l) => (l.values, 0),
             Layout::Bloom(_) => (HEADER_SIZE, 0),
+            Layout::Lpm(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
         };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
@@ -410,6 +424,7 @@ impl Map {
             Layout::Array(l) => array::lookup(self, l, key),
             Layout::Hash(l) => hash::lookup(self, l, key),
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => None,
+            Layout::Lpm(_) => self.lpm_lookup(key),
         }
     }
 
@@ -473,6 +488,7 @@ impl Map {
             Layout::RingBuf(_) => Err(self.errno("update", libc::EINVAL)),
             Layout::Queue(_) => self.push(value, flags),
             Layout::Bloom(_) => self.bloom_push(value),
+            Layout::Lpm(_) => self.lpm_update(key, value, flags),
         }
     }
 
@@ -484,6 +500,7 @@ impl Map {
                 Err(self.errno("delete", libc::EINVAL))
             }
             Layout::Hash(l) => hash::delete(self, l, key),
+            Layout::Lpm(_) => self.lpm_delete(key),
         }
     }
 
@@ -495,6 +512,7 @@ impl Map {
                 .collect(),
             Layout::Hash(l) => hash::keys(self, l),
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => Vec::new(),
+            Layout::Lpm(_) => self.lpm_keys(),
         }
     }
 }

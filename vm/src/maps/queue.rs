@@ -45,7 +45,7 @@ impl Map {
         }
     }
 
-    fn word(&self, off: usize) -> &AtomicU32 {
+    pub(super) fn word(&self, off: usize) -> &AtomicU32 {
         // SAFETY: the offsets are aligned fields of the header area.
         unsafe { &*(self.region.as_ptr().add(off) as *const AtomicU32) }
     }
