@@ -271,9 +271,10 @@ fn lru_hash_evicts_what_was_not_used_and_never_fills_up() {
         m.update(&k(i), &u64::from(i).to_le_bytes(), BPF_NOEXIST)
             .unwrap();
     }
-    // Use keys 0 and 2; inserting 4 and 5 evicts unused ones (1 and 3).
-    assert!(m.lookup(&k(0)).is_some());
-    assert!(m.lookup(&k(2)).is_some());
+    // Programs use keys 0 and 2 (user-space lookups do not count as uses,
+    // as in the kernel); inserting 4 and 5 evicts unused ones (1 and 3).
+    assert!(m.lookup_ptr(&k(0)).is_some());
+    assert!(m.lookup_ptr(&k(2)).is_some());
     m.update(&k(4), &4u64.to_le_bytes(), BPF_ANY).unwrap();
     m.update(&k(5), &5u64.to_le_bytes(), BPF_ANY).unwrap();
     let mut keys = m.keys();
@@ -452,4 +453,37 @@ fn lpm_trie_finds_the_longest_matching_prefix() {
         libc::ENOENT
     );
     assert_eq!(m.keys().len(), 3);
+}
+
+#[test]
+fn percpu_hash_keeps_one_value_per_cpu() {
+    use userbpf_vm::maps::hash::BPF_MAP_TYPE_PERCPU_HASH;
+    use userbpf_vm::maps::percpu::{ncpus, release_leases};
+    let m = Map::create(spec("pch", BPF_MAP_TYPE_PERCPU_HASH, 4, 8, 8)).unwrap();
+    assert_eq!(m.percpu_slots(), Some(ncpus()));
+    // From a program: the run's slot only; a new key starts zeroed elsewhere.
+    m.update_from_program(&7u32.to_le_bytes(), &5u64.to_le_bytes(), BPF_ANY)
+        .unwrap();
+    release_leases();
+    let all = m.lookup(&7u32.to_le_bytes()).unwrap();
+    assert_eq!(all.len(), 8 * ncpus());
+    let vals: Vec<u64> = all
+        .chunks(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(vals.iter().sum::<u64>(), 5);
+    assert_eq!(vals.iter().filter(|&&v| v == 5).count(), 1);
+    // From user space: every CPU's value at once.
+    let block: Vec<u8> = (0..ncpus() as u64)
+        .flat_map(|c| (c + 1).to_le_bytes())
+        .collect();
+    m.update(&7u32.to_le_bytes(), &block, BPF_EXIST).unwrap();
+    assert_eq!(m.lookup(&7u32.to_le_bytes()).unwrap(), block);
+    assert_eq!(
+        m.update(&7u32.to_le_bytes(), &5u64.to_le_bytes(), BPF_ANY)
+            .unwrap_err()
+            .errno(),
+        libc::EINVAL,
+        "user space passes every CPU's value"
+    );
 }

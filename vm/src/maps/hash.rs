@@ -26,7 +26,16 @@ pub(super) struct Layout {
     pub(super) size: usize,
     /// LRU hash: one "recently used" byte per element, after the values.
     lru: Option<usize>,
+    /// Bytes per element's value block (value_stride times the CPU slots).
+    pub(super) elem_stride: usize,
+    /// Per-CPU hashes: the CPU slots and the lease table's offset.
+    pub(super) percpu: Option<(usize, usize)>,
 }
+
+/// `BPF_MAP_TYPE_PERCPU_HASH`.
+pub const BPF_MAP_TYPE_PERCPU_HASH: u32 = 5;
+/// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
+pub const BPF_MAP_TYPE_LRU_PERCPU_HASH: u32 = 10;
 
 /// `BPF_MAP_TYPE_LRU_HASH`.
 pub const BPF_MAP_TYPE_LRU_HASH: u32 = 9;
@@ -56,14 +65,27 @@ impl Layout {
     pub(super) fn new(spec: &MapSpec) -> Layout {
         let max = spec.max_entries as usize;
         let n_buckets = max.next_power_of_two().max(1);
-        let buckets = HEADER_SIZE;
+        let percpu = matches!(
+            spec.map_type,
+            BPF_MAP_TYPE_PERCPU_HASH | BPF_MAP_TYPE_LRU_PERCPU_HASH
+        )
+        .then(|| (super::percpu::ncpus(), HEADER_SIZE));
+        let buckets = match percpu {
+            Some((cpus, leases)) => leases + (4 * cpus).div_ceil(64) * 64,
+            None => HEADER_SIZE,
+        };
         let meta = buckets.saturating_add(n_buckets.saturating_mul(BUCKET_SIZE));
         let key_stride = round8(spec.key_size);
         let keys = meta.saturating_add(max.saturating_mul(8));
         let values = keys.saturating_add(max.saturating_mul(key_stride));
         let value_stride = round8(spec.value_size);
-        let mut size = values.saturating_add(max.saturating_mul(value_stride));
-        let lru = (spec.map_type == BPF_MAP_TYPE_LRU_HASH).then(|| {
+        let elem_stride = value_stride.saturating_mul(percpu.map(|p| p.0).unwrap_or(1));
+        let mut size = values.saturating_add(max.saturating_mul(elem_stride));
+        let lru = matches!(
+            spec.map_type,
+            BPF_MAP_TYPE_LRU_HASH | BPF_MAP_TYPE_LRU_PERCPU_HASH
+        )
+        .then(|| {
             let at = size;
             size = size.saturating_add(max);
             at
@@ -78,6 +100,8 @@ impl Layout {
             value_stride,
             size,
             lru,
+            elem_stride,
+            percpu,
         }
     }
 }
@@ -145,7 +169,26 @@ impl Map {
 
     fn value_ptr_h(&self, l: &Layout, idx: usize) -> *mut u8 {
         // SAFETY: callers pass idx < max_entries (checked through `meta`).
-        unsafe { self.region.as_ptr().add(l.values + idx * l.value_stride) }
+        unsafe { self.region.as_ptr().add(l.values + idx * l.elem_stride) }
+    }
+
+    /// This run's CPU slot of a per-CPU hash (leased for the run), else 0.
+    fn cpu_slot(&self, l: &Layout) -> usize {
+        match l.percpu {
+            Some((cpus, leases)) => {
+                // SAFETY: the lease table lies in the header area.
+                let table = unsafe { self.region.as_ptr().add(leases) } as *const AtomicU32;
+                super::percpu::slot(table, cpus)
+            }
+            None => 0,
+        }
+    }
+
+    /// A program's pointer into element `idx`: its CPU slot.
+    fn program_value(&self, l: &Layout, idx: usize) -> *mut u8 {
+        let s = self.cpu_slot(l);
+        // SAFETY: s < CPU slots: inside the element's block.
+        unsafe { self.value_ptr_h(l, idx).add(s * l.value_stride) }
     }
 
     /// Compares a stored key with atomic loads: a writer may be changing it
@@ -353,7 +396,7 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
         if b.seq.load(Ordering::Relaxed) == s1 {
             return found.map(|idx| {
                 map.touch(l, idx);
-                map.value_ptr_h(l, idx)
+                map.program_value(l, idx)
             });
         }
     }
@@ -364,25 +407,48 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
         write_end(b);
     }
     map.find(l, b, h, key)
-        .map(|(_, idx)| map.value_ptr_h(l, idx))
+        .map(|(_, idx)| map.program_value(l, idx))
 }
 
+/// A copy of the value of `key` for user space: every CPU slot of a
+/// per-CPU hash.
+pub(super) fn lookup_all(map: &Map, l: &Layout, key: &[u8]) -> Option<Vec<u8>> {
+    let h = hash(key, map.header().seed);
+    let b = map.bucket(l, h as usize);
+    let _g = Guard::new(&b.lock);
+    let (_, idx) = map.find(l, b, h, key)?;
+    let len = if l.percpu.is_some() {
+        l.elem_stride
+    } else {
+        map.spec.value_size as usize
+    };
+    let mut v = vec![0u8; len];
+    // SAFETY: the element's block holds at least `len` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(map.value_ptr_h(l, idx), v.as_mut_ptr(), len) };
+    Some(v)
+}
+
+/// Updates `key`. `from_program`: `value` is one CPU's value of a per-CPU
+/// hash (the run's slot); otherwise it is the whole value (every CPU's).
 pub(super) fn update(
     map: &Map,
     l: &Layout,
     key: &[u8],
     value: &[u8],
     flags: u64,
+    from_program: bool,
 ) -> Result<(), MapError> {
+    let slot = (from_program && l.percpu.is_some()).then(|| map.cpu_slot(l));
     let h = hash(key, map.header().seed);
     let b = map.bucket(l, h as usize);
     let _g = Guard::new(&b.lock);
     write_begin(b);
-    let r = update_locked(map, l, b, h, key, value, flags);
+    let r = update_locked(map, l, b, h, key, value, flags, slot);
     write_end(b);
     r
 }
 
+#[allow(clippy::too_many_arguments)]
 fn update_locked(
     map: &Map,
     l: &Layout,
@@ -391,14 +457,19 @@ fn update_locked(
     key: &[u8],
     value: &[u8],
     flags: u64,
+    slot: Option<usize>,
 ) -> Result<(), MapError> {
+    // Where `value` goes in an element's block.
+    let write = |idx: usize| {
+        let block = map.value_ptr_h(l, idx);
+        let at = slot.map(|s| s * l.value_stride).unwrap_or(0);
+        // SAFETY: `at + value.len()` stays inside the element's block.
+        unsafe { std::ptr::copy_nonoverlapping(value.as_ptr(), block.add(at), value.len()) };
+    };
     match (map.find(l, b, h, key), flags) {
         (Some(_), BPF_NOEXIST) => Err(map.errno("update", libc::EEXIST)),
         (Some((_, idx)), _) => {
-            // SAFETY: the value slot holds value_size bytes in the region.
-            unsafe {
-                std::ptr::copy_nonoverlapping(value.as_ptr(), map.value_ptr_h(l, idx), value.len())
-            };
+            write(idx);
             Ok(())
         }
         (None, BPF_EXIST) => Err(map.errno("update", libc::ENOENT)),
@@ -411,8 +482,10 @@ fn update_locked(
             // key and value slots lie in the region.
             unsafe {
                 std::ptr::copy_nonoverlapping(key.as_ptr(), map.key_ptr(l, idx), key.len());
-                std::ptr::copy_nonoverlapping(value.as_ptr(), map.value_ptr_h(l, idx), value.len());
+                // A new element starts with every CPU's value zeroed.
+                std::ptr::write_bytes(map.value_ptr_h(l, idx), 0, l.elem_stride);
             }
+            write(idx);
             let Some(m) = map.meta(l, idx) else {
                 return Err(map.errno("update", libc::EINVAL));
             };

@@ -149,9 +149,10 @@ impl Layout {
             BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
                 Layout::Array(array::Layout::new(spec))
             }
-            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH => {
-                Layout::Hash(hash::Layout::new(spec))
-            }
+            BPF_MAP_TYPE_HASH
+            | hash::BPF_MAP_TYPE_LRU_HASH
+            | hash::BPF_MAP_TYPE_PERCPU_HASH
+            | hash::BPF_MAP_TYPE_LRU_PERCPU_HASH => Layout::Hash(hash::Layout::new(spec)),
             ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(spec)),
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(spec))
@@ -258,7 +259,12 @@ impl Map {
             BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY if spec.key_size != 4 => {
                 return Err(einval("create (array keys are 4 bytes)"))
             }
-            BPF_MAP_TYPE_HASH | hash::BPF_MAP_TYPE_LRU_HASH if spec.key_size == 0 => {
+            BPF_MAP_TYPE_HASH
+            | hash::BPF_MAP_TYPE_LRU_HASH
+            | hash::BPF_MAP_TYPE_PERCPU_HASH
+            | hash::BPF_MAP_TYPE_LRU_PERCPU_HASH
+                if spec.key_size == 0 =>
+            {
                 return Err(einval("create"))
             }
             lpm::BPF_MAP_TYPE_LPM_TRIE
@@ -375,7 +381,7 @@ impl Map {
     pub fn value_region(&self) -> Region {
         let (off, len) = match self.layout {
             Layout::Array(l) => (l.values, l.elem_stride * self.spec.max_entries as usize),
-            Layout::Hash(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+            Layout::Hash(l) => (l.values, l.elem_stride * self.spec.max_entries as usize),
             // Records are granted one by one when reserved; queue values are
             // copied in and out by the helpers.
             Layout::RingBuf(l) => (l.data, 0),
@@ -432,6 +438,7 @@ impl Map {
     pub fn percpu_slots(&self) -> Option<usize> {
         match &self.layout {
             Layout::Array(l) => l.percpu.map(|p| p.0),
+            Layout::Hash(l) => l.percpu.map(|p| p.0),
             _ => None,
         }
     }
@@ -452,6 +459,13 @@ impl Map {
                 }
                 array::update_from_program(self, l, key, value, flags)
             }
+            Layout::Hash(l) if l.percpu.is_some() => {
+                self.check_key("update", key)?;
+                if value.len() != self.spec.value_size as usize || flags > BPF_EXIST {
+                    return Err(self.errno("update", libc::EINVAL));
+                }
+                hash::update(self, l, key, value, flags, true)
+            }
             _ => self.update(key, value, flags),
         }
     }
@@ -465,6 +479,12 @@ impl Map {
             }
             return array::lookup_all(self, l, key);
         }
+        if let Layout::Hash(l) = &self.layout {
+            if key.len() != self.spec.key_size as usize {
+                return None;
+            }
+            return hash::lookup_all(self, l, key);
+        }
         let p = self.lookup_ptr(key)?;
         let mut v = vec![0u8; self.spec.value_size as usize];
         // SAFETY: `p` points to a value of `value_size` bytes in the region.
@@ -477,6 +497,7 @@ impl Map {
         self.check_key("update", key)?;
         let value_len = match &self.layout {
             Layout::Array(l) if l.percpu.is_some() => l.elem_stride,
+            Layout::Hash(l) if l.percpu.is_some() => l.elem_stride,
             _ => self.spec.value_size as usize,
         };
         if value.len() != value_len || flags > BPF_EXIST {
@@ -484,7 +505,7 @@ impl Map {
         }
         match &self.layout {
             Layout::Array(l) => array::update(self, l, key, value, flags),
-            Layout::Hash(l) => hash::update(self, l, key, value, flags),
+            Layout::Hash(l) => hash::update(self, l, key, value, flags, false),
             Layout::RingBuf(_) => Err(self.errno("update", libc::EINVAL)),
             Layout::Queue(_) => self.push(value, flags),
             Layout::Bloom(_) => self.bloom_push(value),
