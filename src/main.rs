@@ -317,7 +317,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
     let mut packet_kind = PacketKind::Raw;
-    let (program, maps) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
+    let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let mut object = userbpf::source::load_object(&args.file)?;
         for assignment in &args.set {
             let (name, value) = assignment
@@ -346,7 +346,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             T::SocketFilter | T::CgroupSkb => PacketKind::Skb { l2: false },
             _ => PacketKind::Raw,
         };
-        (program, Some(Arc::new(maps)))
+        let entry = p.name.clone();
+        (program, Some(Arc::new(maps)), Some((object, entry)))
     } else {
         if !args.set.is_empty() {
             bail!(
@@ -354,7 +355,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                 args.file.display()
             );
         }
-        (load_program(&args.file, args.prog.as_deref())?, None)
+        (load_program(&args.file, args.prog.as_deref())?, None, None)
     };
     let mut mem = match (&args.mem, &args.mem_file) {
         (Some(hex), _) => parse_hex_bytes(hex).context("--mem")?,
@@ -367,11 +368,14 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         budget: Some(args.budget),
     };
     let helpers = Helpers::kernel_basics();
-    let mut vm = match &maps {
-        Some(set) => set.vm(&program, &helpers, config),
-        None => {
-            PreparedProgram::new(&program, &helpers, config).map(|p| Vm::from_prepared(Arc::new(p)))
-        }
+    let mut vm = match (&maps, &object) {
+        // Objects: the program with its maps, program arrays filled.
+        (Some(set), Some((obj, entry))) => set
+            .vm_for_object(obj, entry, &helpers, config)
+            .map_err(anyhow::Error::from),
+        _ => PreparedProgram::new(&program, &helpers, config)
+            .map(|p| Vm::from_prepared(Arc::new(p)))
+            .map_err(anyhow::Error::from),
     }
     .with_context(|| args.file.display().to_string())?;
     let runs = args.repeat.unwrap_or(1);

@@ -434,3 +434,37 @@ mod goblin_like {
             .collect()
     }
 }
+
+#[test]
+fn tail_calls_go_through_the_objects_program_array() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("tail.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        obj.maps[0].prog_values,
+        vec![(1, "target_a".to_string()), (3, "target_b".to_string())]
+    );
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut vm = set
+        .vm_for_object(&obj, "entry", &Helpers::new(), Config::default())
+        .unwrap();
+    let mut run = |index: u32| {
+        let mut ctx = [0u8; 8];
+        ctx[..4].copy_from_slice(&index.to_le_bytes());
+        let r0 = vm.run(&mut ctx).unwrap();
+        (
+            r0 as u32 as i32,
+            u32::from_le_bytes(ctx[4..].try_into().unwrap()),
+        )
+    };
+    // entry (1) -> target_a (2) -> target_b (3) returns 42.
+    assert_eq!(run(1), (42, 123));
+    // entry -> target_b directly.
+    assert_eq!(run(3), (42, 13));
+    // Empty slots and out-of-range indexes fall through in entry.
+    assert_eq!(run(0), (-1, 19));
+    assert_eq!(run(7), (-1, 19));
+}

@@ -42,6 +42,8 @@ pub const BPF_F_NO_PREALLOC: u32 = 1;
 pub const BPF_MAP_TYPE_HASH: u32 = 1;
 /// `BPF_MAP_TYPE_ARRAY`.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PROG_ARRAY`: slots of program ids for `bpf_tail_call`.
+pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 
 const MAGIC: u32 = 0x7562_6d70; // "pmbu"
 const VERSION: u32 = 1;
@@ -146,7 +148,7 @@ impl Layout {
     /// The storage layout of a supported map type.
     fn for_spec(spec: &MapSpec) -> Option<Layout> {
         Some(match spec.map_type {
-            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY => {
+            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY | BPF_MAP_TYPE_PROG_ARRAY => {
                 Layout::Array(array::Layout::new(spec))
             }
             BPF_MAP_TYPE_HASH
@@ -256,6 +258,9 @@ impl Map {
             ));
         }
         match spec.map_type {
+            BPF_MAP_TYPE_PROG_ARRAY if spec.key_size != 4 || spec.value_size != 4 => {
+                return Err(einval("create (program arrays map u32 to u32)"))
+            }
             BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY if spec.key_size != 4 => {
                 return Err(einval("create (array keys are 4 bytes)"))
             }
@@ -389,6 +394,12 @@ impl Map {
             Layout::Bloom(_) => (HEADER_SIZE, 0),
             Layout::Lpm(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
         };
+        // Programs never see a program array's slots.
+        let len = if self.spec.map_type == BPF_MAP_TYPE_PROG_ARRAY {
+            0
+        } else {
+            len
+        };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
         let ptr = unsafe { self.region.as_ptr().add(off) };
@@ -423,7 +434,8 @@ impl Map {
 
     /// A pointer to the value of `key` (`bpf_map_lookup_elem`).
     pub fn lookup_ptr(&self, key: &[u8]) -> Option<*mut u8> {
-        if key.len() != self.spec.key_size as usize {
+        if key.len() != self.spec.key_size as usize || self.spec.map_type == BPF_MAP_TYPE_PROG_ARRAY
+        {
             return None;
         }
         match &self.layout {

@@ -2,12 +2,12 @@
 //! the map helpers bound to them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, Weak};
 
 use super::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
-use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY};
+use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PROG_ARRAY};
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
-use crate::interp::{Config, MapResolver, PrepareError, PreparedProgram, Vm};
+use crate::interp::{Config, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm};
 use crate::isa::Lddw;
 use crate::memory::{Region, RegionKind};
 use crate::object::{MapDef, Object};
@@ -40,6 +40,9 @@ pub const BPF_FUNC_RINGBUF_QUERY: i32 = 134;
 #[derive(Debug, Default)]
 pub struct MapSet {
     maps: Vec<Arc<Map>>,
+    /// Programs that program arrays can name, by id. Weak: the VMs that
+    /// run them own them (programs hold helpers that hold this set).
+    programs: RwLock<HashMap<u32, Weak<PreparedProgram>>>,
     /// (handle, index), for the helpers' lookups by handle: a short linear
     /// scan beats hashing for the few maps an object has.
     handles: Vec<(u64, usize)>,
@@ -129,6 +132,68 @@ impl MapSet {
             unsafe { vm.add_region(r) };
         }
         vm.keep_alive(Arc::clone(self) as Arc<dyn std::any::Any + Send + Sync>);
+        vm.set_program_array(Some(Arc::clone(self) as Arc<dyn ProgramArray>));
+        Ok(vm)
+    }
+
+    /// Makes `program` reachable from program arrays under `id` while
+    /// something (a VM, see [`Vm::keep_alive`]) holds it.
+    pub fn register_program(&self, id: u32, program: &Arc<PreparedProgram>) {
+        if let Ok(mut p) = self.programs.write() {
+            p.insert(id, Arc::downgrade(program));
+        }
+    }
+
+    /// A VM for program `entry` of `obj` (see [`MapSet::vm`]) with the
+    /// object's program arrays filled: every program they name is prepared
+    /// and registered under its id (its position in the object, from 1), so
+    /// `bpf_tail_call` reaches it.
+    pub fn vm_for_object(
+        self: &Arc<MapSet>,
+        obj: &Object,
+        entry: &str,
+        helpers: &Helpers,
+        config: Config,
+    ) -> Result<Vm, ObjectVmError> {
+        let program = |name: &str| -> Result<Program, ObjectVmError> {
+            obj.program(name)
+                .map_err(|e| ObjectVmError::Object(e.to_string()))?
+                .to_program()
+                .map_err(|e| ObjectVmError::Object(e.to_string()))
+        };
+        let id_of = |name: &str| {
+            obj.programs
+                .iter()
+                .position(|p| p.name == name)
+                .map(|i| i as u32 + 1)
+        };
+        let mut all = helpers.clone();
+        all.extend(&self.helpers());
+        let mut targets = Vec::new();
+        for (def, map) in obj.maps.iter().zip(&self.maps) {
+            for (slot, name) in &def.prog_values {
+                let id = id_of(name).ok_or_else(|| {
+                    ObjectVmError::Object(format!(
+                        "program array `{}` names unknown program `{name}`",
+                        def.name
+                    ))
+                })?;
+                let prepared = Arc::new(PreparedProgram::with_maps(
+                    &program(name)?,
+                    &all,
+                    config,
+                    self.as_ref(),
+                )?);
+                self.register_program(id, &prepared);
+                targets.push(prepared);
+                map.update(&slot.to_le_bytes(), &id.to_le_bytes(), BPF_ANY)
+                    .map_err(|e| ObjectVmError::Object(e.to_string()))?;
+            }
+        }
+        let mut vm = self.vm(&program(entry)?, helpers, config)?;
+        for t in targets {
+            vm.keep_alive(t as Arc<dyn std::any::Any + Send + Sync>);
+        }
         Ok(vm)
     }
 
@@ -326,6 +391,29 @@ fn create(def: &MapDef) -> Result<Map, MapError> {
         }
     }
     Ok(map)
+}
+
+/// Why a VM for an object's program cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectVmError {
+    /// The object does not provide what is needed.
+    #[error("{0}")]
+    Object(String),
+    /// A program does not prepare.
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+}
+
+impl ProgramArray for MapSet {
+    fn get(&self, map: u64, index: u32) -> Option<Arc<PreparedProgram>> {
+        let m = self.by_handle(map)?;
+        if m.spec().map_type != BPF_MAP_TYPE_PROG_ARRAY {
+            return None;
+        }
+        let v = m.lookup(&index.to_le_bytes())?;
+        let id = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
+        self.programs.read().ok()?.get(&id)?.upgrade()
+    }
 }
 
 impl MapResolver for MapSet {

@@ -282,8 +282,10 @@ pub struct BtfMapDef {
     pub pinning: u32,
     /// `map_extra` (bloom filter hashes, ...).
     pub map_extra: u64,
-    /// `values` (map-in-map or program array initialisers): not supported.
+    /// `values` (map-in-map or program array initialisers).
     pub has_values: bool,
+    /// Byte offset of the `values` member in the definition struct.
+    pub values_offset: u32,
 }
 
 impl Btf {
@@ -337,7 +339,10 @@ impl Btf {
                 "map_extra" => def.map_extra = u64::from(uint()?),
                 "key" => def.key_size = pointee_size()?,
                 "value" => def.value_size = pointee_size()?,
-                "values" => def.has_values = true,
+                "values" => {
+                    def.has_values = true;
+                    def.values_offset = m.offset / 8;
+                }
                 other => return Err(format!("unknown map definition member `{other}`")),
             }
         }

@@ -42,6 +42,8 @@ pub const R_BPF_64_32: u32 = 10;
 
 /// `BPF_MAP_TYPE_ARRAY`, the type of global data maps.
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
+/// `BPF_MAP_TYPE_PROG_ARRAY`.
+pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
 /// `BPF_F_RDONLY_PROG`: set on `.rodata` maps.
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 /// `BPF_F_MMAPABLE`: set on global data maps.
@@ -171,6 +173,9 @@ pub struct MapDef {
     /// Global variables in a global data map: name, offset, size (from
     /// BTF).
     pub vars: Vec<GlobalVar>,
+    /// Program arrays initialised in the object (`__array(values, ...)`):
+    /// slot index and program name.
+    pub prog_values: Vec<(u32, String)>,
 }
 
 /// A global variable of a global data section.
@@ -461,6 +466,10 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
 
     let mut code = BTreeMap::new();
     let mut text = None;
+    // Program arrays with initialisers: (map index, start of `values`, end
+    // of the definition) in `.maps`.
+    let mut prog_array_values: Vec<(usize, u64, u64)> = Vec::new();
+    let mut maps_section = None;
     let mut map_sections = BTreeMap::new();
     let mut maps = Vec::new();
     let mut license = None;
@@ -555,10 +564,12 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     origin: MapOrigin::Legacy,
                     initial: None,
                     vars: Vec::new(),
+                    prog_values: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
         } else if name == ".maps" {
+            maps_section = Some(i);
             let btf = btf.as_ref().ok_or_else(|| {
                 malformed(
                     &name,
@@ -585,26 +596,37 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                 let def = btf
                     .map_def(entry.type_id)
                     .map_err(|e| malformed(&name, format!("map `{}`: {e}", s.name)))?;
-                if def.has_values {
+                if def.has_values && def.map_type != BPF_MAP_TYPE_PROG_ARRAY {
                     return Err(ObjectError::Unsupported {
                         file: file.to_string(),
-                        what: format!(
-                            "map `{}`: `values` initialisers (map-in-map, program arrays)",
-                            s.name
-                        ),
+                        what: format!("map `{}`: `values` initialisers of map-in-map", s.name),
                     });
+                }
+                if def.has_values {
+                    let end = s.value + u64::from(entry.size);
+                    prog_array_values.push((
+                        maps.len(),
+                        s.value + u64::from(def.values_offset),
+                        end,
+                    ));
                 }
                 by_off.insert(s.value, maps.len());
                 maps.push(MapDef {
                     name: s.name.clone(),
                     map_type: def.map_type,
                     key_size: def.key_size,
-                    value_size: def.value_size,
+                    // Program arrays hold program ids (u32).
+                    value_size: if def.map_type == BPF_MAP_TYPE_PROG_ARRAY && def.value_size == 0 {
+                        4
+                    } else {
+                        def.value_size
+                    },
                     max_entries: def.max_entries,
                     flags: def.flags,
                     origin: MapOrigin::Btf,
                     initial: None,
                     vars: Vec::new(),
+                    prog_values: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -630,6 +652,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     section: name.clone(),
                 },
                 initial: Some(initial),
+                prog_values: Vec::new(),
                 vars: btf
                     .as_ref()
                     .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
@@ -681,6 +704,36 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                 ));
             }
             sec.relocs.insert(pc, (r.r_sym, r.r_type));
+        }
+    }
+    // Program array initialisers: each relocation in `values` names a
+    // program for slot (offset - start) / 8.
+    if let Some(ms) = maps_section {
+        for (reloc_idx, relocs) in &elf.shdr_relocs {
+            if elf
+                .section_headers
+                .get(*reloc_idx)
+                .map(|sh| sh.sh_info as usize)
+                != Some(ms)
+            {
+                continue;
+            }
+            for r in relocs.iter() {
+                let Some(&(m, start, _)) = prog_array_values
+                    .iter()
+                    .find(|(_, start, end)| r.r_offset >= *start && r.r_offset < *end)
+                else {
+                    continue;
+                };
+                let slot = u32::try_from((r.r_offset - start) / 8).unwrap_or(u32::MAX);
+                let Some(sym) = symbols.get(r.r_sym) else {
+                    return Err(malformed(
+                        ".maps",
+                        format!("relocation at {:#x} names no symbol", r.r_offset),
+                    ));
+                };
+                maps[m].prog_values.push((slot, sym.name.clone()));
+            }
         }
     }
     Ok(Parsed {
