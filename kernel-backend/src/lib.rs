@@ -37,6 +37,8 @@ pub struct KernelLoad {
     pub program: KernelProgram,
     /// The maps, in the object's map order (the `lddw` indexes).
     pub maps: Vec<KernelMap>,
+    /// Programs loaded for the object's program arrays (kept open).
+    pub tail_targets: Vec<KernelProgram>,
 }
 
 fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
@@ -56,7 +58,25 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
     Ok(m)
 }
 
-/// Creates `obj`'s maps in the kernel and loads `prog` against them.
+fn load_one(obj: &Object, prog: &ObjProgram, fds: &[i32]) -> Result<KernelProgram, SysError> {
+    let flags = if prog.kind.sleepable {
+        sys::BPF_F_SLEEPABLE
+    } else {
+        0
+    };
+    KernelProgram::load(
+        &prog.name,
+        prog.kind.prog_type as u32,
+        &prog.insns,
+        obj.license.as_deref().unwrap_or("GPL"),
+        flags,
+        fds,
+    )
+}
+
+/// Creates `obj`'s maps in the kernel and loads `prog` against them; the
+/// programs the object's program arrays name are loaded too and their fds
+/// stored in the slots.
 pub fn load(obj: &Object, prog: &ObjProgram) -> Result<KernelLoad, SysError> {
     let maps = obj
         .maps
@@ -64,18 +84,25 @@ pub fn load(obj: &Object, prog: &ObjProgram) -> Result<KernelLoad, SysError> {
         .map(create_map)
         .collect::<Result<Vec<_>, _>>()?;
     let fds: Vec<i32> = maps.iter().map(|m| m.raw_fd()).collect();
-    let flags = if prog.kind.sleepable {
-        sys::BPF_F_SLEEPABLE
-    } else {
-        0
-    };
-    let program = KernelProgram::load(
-        &prog.name,
-        prog.kind.prog_type as u32,
-        &prog.insns,
-        obj.license.as_deref().unwrap_or("GPL"),
-        flags,
-        &fds,
-    )?;
-    Ok(KernelLoad { program, maps })
+    let mut tail_targets = Vec::new();
+    for (def, map) in obj.maps.iter().zip(&maps) {
+        for (slot, name) in &def.prog_values {
+            let Some(t) = obj.programs.iter().find(|p| &p.name == name) else {
+                continue;
+            };
+            let loaded = load_one(obj, t, &fds)?;
+            map.update(
+                &slot.to_le_bytes(),
+                &(loaded.raw_fd() as u32).to_le_bytes(),
+                0,
+            )?;
+            tail_targets.push(loaded);
+        }
+    }
+    let program = load_one(obj, prog, &fds)?;
+    Ok(KernelLoad {
+        program,
+        maps,
+        tail_targets,
+    })
 }

@@ -185,6 +185,11 @@ pub struct TestRun {
 }
 
 impl KernelProgram {
+    /// The program's fd.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
+    }
+
     /// `BPF_PROG_LOAD` with `fd_array` for `lddw src=5/6` map indexes.
     pub fn load(
         name: &str,

@@ -41,9 +41,8 @@ struct VmSide {
 
 fn vm_side(obj: &Object, prog: &str) -> VmSide {
     let maps = Arc::new(MapSet::from_object(obj).unwrap());
-    let program = obj.program(prog).unwrap().to_program().unwrap();
     let vm = maps
-        .vm(&program, &Helpers::kernel_basics(), Config::default())
+        .vm_for_object(obj, prog, &Helpers::kernel_basics(), Config::default())
         .unwrap();
     VmSide { vm, maps }
 }
@@ -310,4 +309,23 @@ fn lpm_trie_matches_the_kernel() {
         verdicts.push(kr0);
     }
     assert_eq!(verdicts, [1, 2, 1, 2]);
+}
+
+#[test]
+fn tail_calls_match_the_kernel() {
+    if !kernel_or_skip("tail_calls_match_the_kernel") {
+        return;
+    }
+    let obj = object("tail.bpf.o");
+    let k = load(&obj, obj.program("entry").unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    let mut side = vm_side(&obj, "entry");
+    for index in [1u32, 3, 0, 7] {
+        // The kernel needs an Ethernet header's worth of packet.
+        let mut pkt = index.to_le_bytes().to_vec();
+        pkt.extend_from_slice(&[0; 12]);
+        let (kr0, kout) = k.program.test_run_packet(&pkt).unwrap();
+        let ours = userbpf_vm::context::run_xdp(&mut side.vm, &pkt).unwrap();
+        assert_eq!(ours.r0 as u32, kr0, "slot {index}: verdict");
+        assert_eq!(ours.packet, kout, "slot {index}: trail");
+    }
 }

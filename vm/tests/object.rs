@@ -438,6 +438,7 @@ mod goblin_like {
 #[test]
 fn tail_calls_go_through_the_objects_program_array() {
     use std::sync::Arc;
+    use userbpf_vm::context::run_xdp;
     use userbpf_vm::maps::MapSet;
     use userbpf_vm::Config;
 
@@ -452,19 +453,19 @@ fn tail_calls_go_through_the_objects_program_array() {
         .vm_for_object(&obj, "entry", &Helpers::new(), Config::default())
         .unwrap();
     let mut run = |index: u32| {
-        let mut ctx = [0u8; 8];
-        ctx[..4].copy_from_slice(&index.to_le_bytes());
-        let r0 = vm.run(&mut ctx).unwrap();
+        let mut pkt = index.to_le_bytes().to_vec();
+        pkt.extend_from_slice(&[0; 12]);
+        let out = run_xdp(&mut vm, &pkt).unwrap();
         (
-            r0 as u32 as i32,
-            u32::from_le_bytes(ctx[4..].try_into().unwrap()),
+            out.r0,
+            u32::from_le_bytes(out.packet[4..8].try_into().unwrap()),
         )
     };
-    // entry (1) -> target_a (2) -> target_b (3) returns 42.
-    assert_eq!(run(1), (42, 123));
+    // XDP_PASS 2, XDP_DROP 1. entry (1) -> target_a (2) -> target_b (3).
+    assert_eq!(run(1), (2, 123));
     // entry -> target_b directly.
-    assert_eq!(run(3), (42, 13));
+    assert_eq!(run(3), (2, 13));
     // Empty slots and out-of-range indexes fall through in entry.
-    assert_eq!(run(0), (-1, 19));
-    assert_eq!(run(7), (-1, 19));
+    assert_eq!(run(0), (1, 19));
+    assert_eq!(run(7), (1, 19));
 }
