@@ -487,3 +487,48 @@ fn percpu_hash_keeps_one_value_per_cpu() {
         "user space passes every CPU's value"
     );
 }
+
+#[test]
+fn perf_event_array_delivers_samples_per_cpu_and_counts_lost_ones() {
+    use userbpf_vm::maps::percpu::ncpus;
+    use userbpf_vm::maps::perf::{BPF_F_CURRENT_CPU, BPF_MAP_TYPE_PERF_EVENT_ARRAY, RING_BYTES};
+    let m = Map::create(MapSpec {
+        name: "events".into(),
+        map_type: BPF_MAP_TYPE_PERF_EVENT_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: 0,
+        flags: 0,
+    })
+    .unwrap();
+    assert_eq!(m.spec().max_entries as usize, ncpus(), "sized to the CPUs");
+    m.perf_output(0, b"first").unwrap();
+    m.perf_output(BPF_F_CURRENT_CPU, b"here").unwrap();
+    assert_eq!(m.perf_output(ncpus() as u64, b"x"), Err(libc::E2BIG));
+    let mut got = Vec::new();
+    let (n, lost) = m.perf_consume(|cpu, d| got.push((cpu, d.to_vec())));
+    assert_eq!((n, lost), (2, 0));
+    assert!(got.contains(&(0, b"first".to_vec())));
+    assert!(got.iter().any(|(_, d)| d == b"here"));
+    // Fill CPU 0's ring: what does not fit is lost, and counted.
+    let rec = vec![7u8; 1000];
+    let mut sent = 0u64;
+    let mut refused = 0u64;
+    for _ in 0..(RING_BYTES / 1000 + 10) {
+        match m.perf_output(0, &rec) {
+            Ok(()) => sent += 1,
+            Err(e) => {
+                assert_eq!(e, libc::ENOSPC);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+    let (n, lost) = m.perf_consume(|_, d| assert_eq!(d, &rec[..]));
+    assert_eq!((n as u64, lost), (sent, refused));
+    // The ring wraps around after consumption.
+    for _ in 0..200 {
+        m.perf_output(0, &rec).unwrap();
+        assert_eq!(m.perf_consume(|_, d| assert_eq!(d, &rec[..])), (1, 0));
+    }
+}

@@ -469,3 +469,38 @@ fn tail_calls_go_through_the_objects_program_array() {
     assert_eq!(run(0), (1, 19));
     assert_eq!(run(7), (1, 19));
 }
+
+#[test]
+fn perf_fixture_sends_samples_through_the_perf_event_array() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("perf.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut vm = set
+        .vm_for_object(&obj, "emit", &Helpers::kernel_basics(), Config::default())
+        .unwrap();
+    let mut ctx = [0u8; 16];
+    ctx[..8].copy_from_slice(&5u64.to_le_bytes());
+    ctx[8..].copy_from_slice(&100u64.to_le_bytes());
+    assert_eq!(vm.run(&mut ctx), Ok(0));
+    let mut samples = Vec::new();
+    let (n, lost) = set.maps()[0].perf_consume(|_, d| {
+        samples.push((
+            u32::from_le_bytes(d[..4].try_into().unwrap()),
+            u32::from_le_bytes(d[4..8].try_into().unwrap()),
+            u64::from_le_bytes(d[8..16].try_into().unwrap()),
+        ))
+    });
+    assert_eq!((n, lost), (5, 0));
+    samples.sort();
+    let pid = std::process::id();
+    assert_eq!(
+        samples,
+        (0..5)
+            .map(|i| (i, pid, 100 + u64::from(i)))
+            .collect::<Vec<_>>()
+    );
+}

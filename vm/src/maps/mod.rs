@@ -17,6 +17,7 @@ pub mod hash;
 pub mod lock;
 pub mod lpm;
 pub mod percpu;
+pub mod perf;
 pub mod queue;
 pub mod ringbuf;
 pub mod set;
@@ -161,6 +162,7 @@ impl Layout {
             }
             bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec, 0)),
             lpm::BPF_MAP_TYPE_LPM_TRIE => Layout::Lpm(lpm::Layout::new(spec)),
+            perf::BPF_MAP_TYPE_PERF_EVENT_ARRAY => Layout::Perf(perf::Layout::new(spec)),
             _ => return None,
         })
     }
@@ -174,6 +176,7 @@ impl Layout {
             Layout::Queue(l) => l.size,
             Layout::Bloom(l) => l.size,
             Layout::Lpm(l) => l.size,
+            Layout::Perf(l) => l.size,
         }
     }
 
@@ -206,6 +209,7 @@ enum Layout {
     Queue(queue::Layout),
     Bloom(bloom::Layout),
     Lpm(lpm::Layout),
+    Perf(perf::Layout),
 }
 
 impl Map {
@@ -223,9 +227,13 @@ impl Map {
     }
 
     fn create_with(
-        spec: MapSpec,
+        mut spec: MapSpec,
         make: impl FnOnce(&str, usize, Option<usize>) -> std::io::Result<SharedRegion>,
     ) -> Result<Map, MapError> {
+        if spec.map_type == perf::BPF_MAP_TYPE_PERF_EVENT_ARRAY && spec.max_entries == 0 {
+            // libbpf sizes perf event arrays to the CPUs when unset.
+            spec.max_entries = u32::try_from(percpu::ncpus()).unwrap_or(1);
+        }
         let einval = |op| MapError::Errno {
             map: spec.name.clone(),
             op,
@@ -393,6 +401,8 @@ impl Map {
             Layout::Queue(l) => (l.values, 0),
             Layout::Bloom(_) => (HEADER_SIZE, 0),
             Layout::Lpm(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
+            // Samples are copied in by the helper.
+            Layout::Perf(_) => (HEADER_SIZE, 0),
         };
         // Programs never see a program array's slots.
         let len = if self.spec.map_type == BPF_MAP_TYPE_PROG_ARRAY {
@@ -443,6 +453,7 @@ impl Map {
             Layout::Hash(l) => hash::lookup(self, l, key),
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => None,
             Layout::Lpm(_) => self.lpm_lookup(key),
+            Layout::Perf(_) => None,
         }
     }
 
@@ -522,6 +533,8 @@ impl Map {
             Layout::Queue(_) => self.push(value, flags),
             Layout::Bloom(_) => self.bloom_push(value),
             Layout::Lpm(_) => self.lpm_update(key, value, flags),
+            // The kernel stores perf event fds; user space has no such fds.
+            Layout::Perf(_) => Err(self.errno("update", libc::EOPNOTSUPP)),
         }
     }
 
@@ -534,6 +547,7 @@ impl Map {
             }
             Layout::Hash(l) => hash::delete(self, l, key),
             Layout::Lpm(_) => self.lpm_delete(key),
+            Layout::Perf(_) => Err(self.errno("delete", libc::EOPNOTSUPP)),
         }
     }
 
@@ -546,6 +560,7 @@ impl Map {
             Layout::Hash(l) => hash::keys(self, l),
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => Vec::new(),
             Layout::Lpm(_) => self.lpm_keys(),
+            Layout::Perf(_) => Vec::new(),
         }
     }
 }

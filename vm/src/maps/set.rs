@@ -19,6 +19,8 @@ pub const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 pub const BPF_FUNC_MAP_UPDATE_ELEM: i32 = 2;
 /// `bpf_map_delete_elem`.
 pub const BPF_FUNC_MAP_DELETE_ELEM: i32 = 3;
+/// `bpf_perf_event_output`.
+pub const BPF_FUNC_PERF_EVENT_OUTPUT: i32 = 25;
 /// `bpf_map_push_elem`.
 pub const BPF_FUNC_MAP_PUSH_ELEM: i32 = 87;
 /// `bpf_map_pop_elem`.
@@ -247,6 +249,27 @@ impl MapSet {
         );
         self.ringbuf_helpers(&mut h);
         self.queue_helpers(&mut h);
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_PERF_EVENT_OUTPUT,
+            "bpf_perf_event_output",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                // (ctx, map, flags, data, size)
+                let map = set.map_arg(a[1])?;
+                if a[2] >> 32 != 0 {
+                    return Ok(neg_errno(libc::EINVAL));
+                }
+                let data = ctx.read(
+                    a[3],
+                    usize::try_from(a[4]).unwrap_or(usize::MAX).min(1 << 16),
+                )?;
+                Ok(match map.perf_output(a[2] & 0xffff_ffff, &data) {
+                    Ok(()) => 0,
+                    Err(e) => neg_errno(e),
+                })
+            },
+        );
         h
     }
 
