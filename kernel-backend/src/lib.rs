@@ -86,7 +86,7 @@ pub fn load(obj: &Object, prog: &ObjProgram) -> Result<KernelLoad, SysError> {
     let fds: Vec<i32> = maps.iter().map(|m| m.raw_fd()).collect();
     let mut tail_targets = Vec::new();
     for (def, map) in obj.maps.iter().zip(&maps) {
-        for (slot, name) in &def.prog_values {
+        for (slot, name) in &def.initial_slots {
             let Some(t) = obj.programs.iter().find(|p| &p.name == name) else {
                 continue;
             };

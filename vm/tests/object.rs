@@ -445,7 +445,7 @@ fn tail_calls_go_through_the_objects_program_array() {
     let (file, bytes) = fixture("tail.bpf.o");
     let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(
-        obj.maps[0].prog_values,
+        obj.maps[0].initial_slots,
         vec![(1, "target_a".to_string()), (3, "target_b".to_string())]
     );
     let set = Arc::new(MapSet::from_object(&obj).unwrap());
@@ -503,4 +503,47 @@ fn perf_fixture_sends_samples_through_the_perf_event_array() {
             .map(|i| (i, pid, 100 + u64::from(i)))
             .collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn arrays_of_maps_hand_programs_their_inner_maps() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("mapinmap.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let outer = obj.maps.iter().find(|m| m.name == "outer").unwrap();
+    assert_eq!(
+        outer.initial_slots,
+        vec![(0, "inner_a".to_string()), (1, "inner_b".to_string())]
+    );
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut vm = set
+        .vm_for_object(&obj, "pick", &Helpers::new(), Config::default())
+        .unwrap();
+    let mut run = |which: u32, add: u64| {
+        let mut ctx = [0u8; 16];
+        ctx[..4].copy_from_slice(&which.to_le_bytes());
+        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        vm.run(&mut ctx).unwrap() as u32 as i32
+    };
+    assert_eq!(run(0, 5), 5);
+    assert_eq!(run(1, 7), 7);
+    assert_eq!(run(0, 1), 6);
+    // An empty slot and an index past the end: no inner map.
+    assert_eq!(run(2, 1), -1);
+    assert_eq!(run(9, 1), -1);
+    let value = |name: &str| {
+        let m = set.maps().iter().find(|m| m.spec().name == name).unwrap();
+        u64::from_le_bytes(m.lookup(&0u32.to_le_bytes()).unwrap().try_into().unwrap())
+    };
+    assert_eq!((value("inner_a"), value("inner_b")), (6, 7));
+    // Programs cannot read the ids in the outer map as memory.
+    let outer_map = set
+        .maps()
+        .iter()
+        .find(|m| m.spec().name == "outer")
+        .unwrap();
+    assert_eq!(outer_map.value_region().len, 0);
 }

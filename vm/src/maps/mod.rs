@@ -45,6 +45,19 @@ pub const BPF_MAP_TYPE_HASH: u32 = 1;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PROG_ARRAY`: slots of program ids for `bpf_tail_call`.
 pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`: slots of map ids.
+pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+/// `BPF_MAP_TYPE_HASH_OF_MAPS`: keys to map ids.
+pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
+
+/// Whether programs see the values of maps of this type as memory (not for
+/// program arrays and maps of maps, whose values are ids).
+fn values_are_memory(map_type: u32) -> bool {
+    !matches!(
+        map_type,
+        BPF_MAP_TYPE_PROG_ARRAY | BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+    )
+}
 
 const MAGIC: u32 = 0x7562_6d70; // "pmbu"
 const VERSION: u32 = 1;
@@ -149,13 +162,15 @@ impl Layout {
     /// The storage layout of a supported map type.
     fn for_spec(spec: &MapSpec) -> Option<Layout> {
         Some(match spec.map_type {
-            BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY | BPF_MAP_TYPE_PROG_ARRAY => {
-                Layout::Array(array::Layout::new(spec))
-            }
+            BPF_MAP_TYPE_ARRAY
+            | array::BPF_MAP_TYPE_PERCPU_ARRAY
+            | BPF_MAP_TYPE_PROG_ARRAY
+            | BPF_MAP_TYPE_ARRAY_OF_MAPS => Layout::Array(array::Layout::new(spec)),
             BPF_MAP_TYPE_HASH
             | hash::BPF_MAP_TYPE_LRU_HASH
             | hash::BPF_MAP_TYPE_PERCPU_HASH
-            | hash::BPF_MAP_TYPE_LRU_PERCPU_HASH => Layout::Hash(hash::Layout::new(spec)),
+            | hash::BPF_MAP_TYPE_LRU_PERCPU_HASH
+            | BPF_MAP_TYPE_HASH_OF_MAPS => Layout::Hash(hash::Layout::new(spec)),
             ringbuf::BPF_MAP_TYPE_RINGBUF => Layout::RingBuf(ringbuf::Layout::new(spec)),
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(spec))
@@ -268,6 +283,11 @@ impl Map {
         match spec.map_type {
             BPF_MAP_TYPE_PROG_ARRAY if spec.key_size != 4 || spec.value_size != 4 => {
                 return Err(einval("create (program arrays map u32 to u32)"))
+            }
+            BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+                if spec.value_size != 4 || spec.key_size == 0 =>
+            {
+                return Err(einval("create (maps of maps hold u32 map ids)"))
             }
             BPF_MAP_TYPE_ARRAY | array::BPF_MAP_TYPE_PERCPU_ARRAY if spec.key_size != 4 => {
                 return Err(einval("create (array keys are 4 bytes)"))
@@ -404,11 +424,11 @@ impl Map {
             // Samples are copied in by the helper.
             Layout::Perf(_) => (HEADER_SIZE, 0),
         };
-        // Programs never see a program array's slots.
-        let len = if self.spec.map_type == BPF_MAP_TYPE_PROG_ARRAY {
-            0
-        } else {
+        // Programs never see the ids in program arrays and maps of maps.
+        let len = if values_are_memory(self.spec.map_type) {
             len
+        } else {
+            0
         };
         let writable = self.spec.flags & crate::object::BPF_F_RDONLY_PROG == 0;
         // SAFETY: `off + len` lies within the region by construction.
@@ -444,8 +464,7 @@ impl Map {
 
     /// A pointer to the value of `key` (`bpf_map_lookup_elem`).
     pub fn lookup_ptr(&self, key: &[u8]) -> Option<*mut u8> {
-        if key.len() != self.spec.key_size as usize || self.spec.map_type == BPF_MAP_TYPE_PROG_ARRAY
-        {
+        if key.len() != self.spec.key_size as usize || !values_are_memory(self.spec.map_type) {
             return None;
         }
         match &self.layout {

@@ -5,7 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock, Weak};
 
 use super::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
-use super::{Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_PROG_ARRAY};
+use super::{
+    Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS,
+    BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY,
+};
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
 use crate::interp::{Config, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm};
 use crate::isa::Lddw;
@@ -173,7 +176,29 @@ impl MapSet {
         all.extend(&self.helpers());
         let mut targets = Vec::new();
         for (def, map) in obj.maps.iter().zip(&self.maps) {
-            for (slot, name) in &def.prog_values {
+            if matches!(
+                def.map_type,
+                BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+            ) {
+                // Slots name maps of the object: store their ids.
+                for (slot, name) in &def.initial_slots {
+                    let id = obj
+                        .maps
+                        .iter()
+                        .position(|m| &m.name == name)
+                        .ok_or_else(|| {
+                            ObjectVmError::Object(format!(
+                                "map `{}` names unknown map `{name}`",
+                                def.name
+                            ))
+                        })? as u32
+                        + 1;
+                    map.update(&slot.to_le_bytes(), &id.to_le_bytes(), BPF_ANY)
+                        .map_err(|e| ObjectVmError::Object(e.to_string()))?;
+                }
+                continue;
+            }
+            for (slot, name) in &def.initial_slots {
                 let id = id_of(name).ok_or_else(|| {
                     ObjectVmError::Object(format!(
                         "program array `{}` names unknown program `{name}`",
@@ -213,6 +238,13 @@ impl MapSet {
             move |ctx, a| {
                 let map = set.map_arg(a[0])?;
                 with_key(ctx, a[1], map.spec().key_size as usize, |key| {
+                    if matches!(
+                        map.spec().map_type,
+                        BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+                    ) {
+                        // Maps of maps: the inner map, named by its id.
+                        return set.inner_map(map, key).map(|m| m.handle()).unwrap_or(0);
+                    }
                     map.lookup_ptr(key).map(|p| p as u64).unwrap_or(0)
                 })
             },
@@ -391,6 +423,14 @@ impl MapSet {
                 }
             });
         }
+    }
+
+    /// The map whose id (position in this set, from 1) `outer` holds at
+    /// `key`.
+    pub fn inner_map(&self, outer: &Map, key: &[u8]) -> Option<&Arc<Map>> {
+        let v = outer.lookup(key)?;
+        let id = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
+        self.maps.get(usize::try_from(id).ok()?.checked_sub(1)?)
     }
 
     fn map_arg(&self, handle: u64) -> Result<&Arc<Map>, HelperError> {

@@ -44,6 +44,10 @@ pub const R_BPF_64_32: u32 = 10;
 pub const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_MAP_TYPE_PROG_ARRAY`.
 pub const BPF_MAP_TYPE_PROG_ARRAY: u32 = 3;
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`.
+pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+/// `BPF_MAP_TYPE_HASH_OF_MAPS`.
+pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 /// `BPF_F_RDONLY_PROG`: set on `.rodata` maps.
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
 /// `BPF_F_MMAPABLE`: set on global data maps.
@@ -173,9 +177,10 @@ pub struct MapDef {
     /// Global variables in a global data map: name, offset, size (from
     /// BTF).
     pub vars: Vec<GlobalVar>,
-    /// Program arrays initialised in the object (`__array(values, ...)`):
-    /// slot index and program name.
-    pub prog_values: Vec<(u32, String)>,
+    /// Slots initialised in the object (`__array(values, ...)`): the slot
+    /// index and the name of a program (program arrays) or of a map
+    /// (array and hash of maps).
+    pub initial_slots: Vec<(u32, String)>,
 }
 
 /// A global variable of a global data section.
@@ -564,7 +569,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     origin: MapOrigin::Legacy,
                     initial: None,
                     vars: Vec::new(),
-                    prog_values: Vec::new(),
+                    initial_slots: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -596,12 +601,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                 let def = btf
                     .map_def(entry.type_id)
                     .map_err(|e| malformed(&name, format!("map `{}`: {e}", s.name)))?;
-                if def.has_values && def.map_type != BPF_MAP_TYPE_PROG_ARRAY {
-                    return Err(ObjectError::Unsupported {
-                        file: file.to_string(),
-                        what: format!("map `{}`: `values` initialisers of map-in-map", s.name),
-                    });
-                }
+
                 if def.has_values {
                     let end = s.value + u64::from(entry.size);
                     prog_array_values.push((
@@ -615,8 +615,14 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     name: s.name.clone(),
                     map_type: def.map_type,
                     key_size: def.key_size,
-                    // Program arrays hold program ids (u32).
-                    value_size: if def.map_type == BPF_MAP_TYPE_PROG_ARRAY && def.value_size == 0 {
+                    // Program arrays and maps of maps hold ids (u32).
+                    value_size: if matches!(
+                        def.map_type,
+                        BPF_MAP_TYPE_PROG_ARRAY
+                            | BPF_MAP_TYPE_ARRAY_OF_MAPS
+                            | BPF_MAP_TYPE_HASH_OF_MAPS
+                    ) && def.value_size == 0
+                    {
                         4
                     } else {
                         def.value_size
@@ -626,7 +632,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     origin: MapOrigin::Btf,
                     initial: None,
                     vars: Vec::new(),
-                    prog_values: Vec::new(),
+                    initial_slots: Vec::new(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -652,7 +658,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                     section: name.clone(),
                 },
                 initial: Some(initial),
-                prog_values: Vec::new(),
+                initial_slots: Vec::new(),
                 vars: btf
                     .as_ref()
                     .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
@@ -732,7 +738,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
                         format!("relocation at {:#x} names no symbol", r.r_offset),
                     ));
                 };
-                maps[m].prog_values.push((slot, sym.name.clone()));
+                maps[m].initial_slots.push((slot, sym.name.clone()));
             }
         }
     }
