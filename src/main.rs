@@ -108,6 +108,10 @@ enum Cmd {
         /// for a char array. Repeatable.
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
+        /// Resolve `__kconfig` externs from this `.config` file instead of
+        /// the running kernel's (/proc/config.gz or /boot/config-$(uname -r)).
+        #[arg(long, value_name = "FILE")]
+        kconfig: Option<PathBuf>,
     },
     /// Act as a bpf_conformance plugin: read the program as hex bytes on
     /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
@@ -164,6 +168,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             budget,
             json,
             set,
+            kconfig,
         } => cmd_run(RunArgs {
             file,
             prog,
@@ -174,6 +179,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             budget,
             json,
             set,
+            kconfig,
         }),
         Cmd::ConformancePlugin {
             mem_hex,
@@ -309,6 +315,7 @@ struct RunArgs {
     budget: u64,
     json: bool,
     set: Vec<String>,
+    kconfig: Option<PathBuf>,
 }
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
@@ -318,7 +325,19 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     // Objects bring their maps: create them and bind the map helpers.
     let mut packet_kind = PacketKind::Raw;
     let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
-        let mut object = userbpf::source::load_object(&args.file)?;
+        let mut object = match &args.kconfig {
+            None => userbpf::source::load_object(&args.file)?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--kconfig {}", path.display()))?;
+                use userbpf_vm::object::KernelConfig;
+                let mut config = KernelConfig::parse(&text);
+                if let Some(release) = KernelConfig::running_release() {
+                    config = config.with_release(&release);
+                }
+                userbpf::source::load_object_with_kconfig(&args.file, &config)?
+            }
+        };
         for assignment in &args.set {
             let (name, value) = assignment
                 .split_once('=')

@@ -144,6 +144,23 @@ pub fn load_object(path: &Path) -> Result<Object, SourceError> {
     Ok(Object::parse(&path.display().to_string(), &bytes)?)
 }
 
+/// Reads the BPF object in `path`, resolving its `__kconfig` externs from
+/// `config` instead of the running kernel's configuration.
+pub fn load_object_with_kconfig(
+    path: &Path,
+    config: &userbpf_vm::object::KernelConfig,
+) -> Result<Object, SourceError> {
+    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Object::parse_with_kconfig(
+        &path.display().to_string(),
+        &bytes,
+        config,
+    )?)
+}
+
 /// The program `prog` of `object`, or its only program.
 pub fn select_program<'o>(
     path: &Path,

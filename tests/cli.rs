@@ -517,3 +517,41 @@ fn json_lists_per_cpu_values_per_cpu() {
     assert_eq!(v["maps"]["events_by_pid"].as_array().unwrap().len(), 1);
     assert_eq!(v["maps"][".data"][0][1], "0800000000000000");
 }
+
+#[test]
+fn run_resolves_kconfig_externs_from_a_given_config_file() {
+    let s = Scratch::new("kconfig");
+    let obj = fixture("kconfig.bpf.o");
+    let mem = "00".repeat(48);
+    // CONFIG_HZ=1234 = 0x4d2 lands in the `.kconfig` map after the version
+    // (4 bytes) and two bools, aligned to 4.
+    let cfg = s.file(
+        "good.config",
+        b"CONFIG_BPF_SYSCALL=y\nCONFIG_HZ=1234\nCONFIG_DEFAULT_HOSTNAME=\"h\"\n",
+    );
+    let o = userbpf()
+        .args(["run", "--json", "--mem", &mem, "--kconfig"])
+        .arg(&cfg)
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let value = out
+        .split("\".kconfig\":[[\"00000000\",\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(&value[8..12], "0101", "{out}");
+    assert_eq!(&value[16..24], "d2040000", "{out}");
+
+    // A non-weak extern missing from the file is an error naming it.
+    let cfg = s.file("bad.config", b"CONFIG_HZ=1234\n");
+    let o = userbpf()
+        .args(["run", "--mem", &mem, "--kconfig"])
+        .arg(&cfg)
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("CONFIG_BPF_SYSCALL"), "{}", stderr(&o));
+}

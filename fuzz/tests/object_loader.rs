@@ -32,3 +32,23 @@ proptest! {
         userbpf_fuzz::object_loader(&bytes);
     }
 }
+
+/// Inputs the fuzzer once crashed the loader with (`fuzz/regressions/`):
+/// each must now load or fail with an error.
+#[test]
+fn past_fuzzer_crashes_are_errors() {
+    let dir =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("regressions/object_loader");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            std::panic::catch_unwind(|| userbpf_fuzz::object_loader(&bytes)).is_ok(),
+            "{}",
+            path.display()
+        );
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
+}

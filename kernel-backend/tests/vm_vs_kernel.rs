@@ -329,3 +329,15 @@ fn tail_calls_match_the_kernel() {
         assert_eq!(ours.packet, kout, "slot {index}: trail");
     }
 }
+
+#[test]
+fn kconfig_externs_match_the_kernel() {
+    // Both sides get the `.kconfig` map the loader filled from this
+    // kernel's configuration; the kernel reads it as libbpf would set it.
+    compare_syscall(
+        "kconfig_externs_match_the_kernel",
+        "kconfig.bpf.o",
+        "kconfig",
+        &[vec![0xaa; 48]],
+    );
+}

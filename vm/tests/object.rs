@@ -547,3 +547,98 @@ fn arrays_of_maps_hand_programs_their_inner_maps() {
         .unwrap();
     assert_eq!(outer_map.value_region().len, 0);
 }
+
+/// Runs the kconfig fixture's program on `obj` and returns its output.
+fn run_kconfig(obj: &Object) -> Vec<u8> {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let set = Arc::new(MapSet::from_object(obj).unwrap());
+    let program = obj.program("kconfig").unwrap().to_program().unwrap();
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    let mut out = vec![0xaau8; 48];
+    assert_eq!(vm.run(&mut out), Ok(0));
+    out
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+
+#[test]
+fn kconfig_externs_are_filled_from_the_given_configuration() {
+    use userbpf_vm::object::KernelConfig;
+
+    let (file, bytes) = fixture("kconfig.bpf.o");
+    let config = KernelConfig::parse(
+        "CONFIG_BPF_SYSCALL=y\nCONFIG_HZ=300\nCONFIG_USERBPF_TEST_TRISTATE=m\n\
+         CONFIG_USERBPF_TEST_CHAR=m\nCONFIG_DEFAULT_HOSTNAME=\"host\"\n",
+    )
+    .with_release("5.15.7-test");
+    let obj = Object::parse_with_kconfig(&file, &bytes, &config).unwrap_or_else(|e| panic!("{e}"));
+    let out = run_kconfig(&obj);
+    assert_eq!(u32_at(&out, 0), (5 << 16) | (15 << 8) | 7);
+    assert_eq!(u32_at(&out, 4), 1, "LINUX_HAS_BPF_COOKIE");
+    assert_eq!(u32_at(&out, 8), 1, "CONFIG_BPF_SYSCALL=y");
+    assert_eq!(u32_at(&out, 12), 300, "CONFIG_HZ");
+    assert_eq!(u32_at(&out, 16), 2, "TRI_MODULE");
+    assert_eq!(u32_at(&out, 20), u32::from(b'm'));
+    assert_eq!(&out[24..32], &[0; 8], "a missing __weak extern reads 0");
+    assert_eq!(&out[32..48], b"host\0\0\0\0\0\0\0\0\0\0\0\0");
+
+    // "# CONFIG_BPF_SYSCALL is not set" leaves it missing; a missing
+    // extern that is not __weak is an error naming it.
+    let config = KernelConfig::parse("# CONFIG_BPF_SYSCALL is not set\nCONFIG_HZ=100\n")
+        .with_release("6.1.0");
+    let e = Object::parse_with_kconfig(&file, &bytes, &config).unwrap_err();
+    assert!(e.to_string().contains("CONFIG_BPF_SYSCALL"), "{e}");
+    // A value that does not fit its type is an error too.
+    let config = KernelConfig::parse("CONFIG_BPF_SYSCALL=m\nCONFIG_HZ=100\n").with_release("6.1");
+    let e = Object::parse_with_kconfig(&file, &bytes, &config).unwrap_err();
+    assert!(e.to_string().contains("CONFIG_BPF_SYSCALL") && e.to_string().contains("bool"));
+}
+
+#[test]
+fn kconfig_externs_default_to_the_running_kernel() {
+    // The running kernel's HZ, read independently with zcat.
+    let Ok(out) = std::process::Command::new("zcat")
+        .arg("/proc/config.gz")
+        .output()
+    else {
+        eprintln!("skipped: zcat is not available");
+        return;
+    };
+    if !out.status.success() {
+        assert!(
+            std::env::var_os("USERBPF_REQUIRE_KERNEL").is_none(),
+            "/proc/config.gz is not readable"
+        );
+        eprintln!("skipped: no /proc/config.gz");
+        return;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hz: i32 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("CONFIG_HZ="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let v: Vec<u32> = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .take(3)
+        .map(|p| p.parse().unwrap())
+        .collect();
+
+    let (file, bytes) = fixture("kconfig.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let out = run_kconfig(&obj);
+    assert_eq!(u32_at(&out, 0), (v[0] << 16) | (v[1] << 8) | v[2].min(255));
+    assert_eq!(u32_at(&out, 12) as i32, hz);
+    let kconfig = obj.maps.iter().find(|m| m.name == ".kconfig").unwrap();
+    assert!(kconfig.vars.iter().any(|v| v.name == "CONFIG_HZ"));
+}

@@ -88,6 +88,9 @@ pub struct Type {
     pub array: Option<(u32, u32)>,
     /// Struct/union members or data section entries.
     pub members: Vec<Member>,
+    /// The word after the header of `INT` (encoding, offset, bits) and `VAR`
+    /// (linkage) types; 0 for other kinds.
+    pub extra: u32,
 }
 
 /// A parsed type table.
@@ -160,9 +163,13 @@ impl Btf {
                 size_or_type,
                 array: None,
                 members: Vec::new(),
+                extra: 0,
             };
             match kind {
-                Kind::Int | Kind::Var | Kind::DeclTag => o += 4,
+                Kind::Int | Kind::Var | Kind::DeclTag => {
+                    t.extra = rd32(types, o)?;
+                    o += 4;
+                }
                 Kind::Array => {
                     t.array = Some((rd32(types, o)?, rd32(types, o + 8)?));
                     o += 12;

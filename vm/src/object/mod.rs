@@ -14,6 +14,7 @@
 //! an error that says so (the objects issue continues).
 
 pub mod btf;
+pub mod kconfig;
 pub mod section;
 
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use goblin::elf::Elf;
 
 use crate::insn::{insns_from_bytes, op, Insn};
 use crate::program::{Program, ProgramError};
+pub use kconfig::{KconfigError, KernelConfig};
 pub use section::{AttachTarget, AttachType, ProgramKind, ProgramType, SectionError};
 
 /// `EM_BPF`.
@@ -255,6 +257,7 @@ struct Symbol {
     shndx: usize,
     value: u64,
     kind: u8,
+    weak: bool,
 }
 
 /// The parsed ELF, before linking.
@@ -268,6 +271,8 @@ struct Parsed {
     map_sections: BTreeMap<usize, MapSection>,
     maps: Vec<MapDef>,
     license: Option<String>,
+    /// `__kconfig` externs: name -> (`.kconfig` map index, offset).
+    externs: BTreeMap<String, (usize, u32)>,
 }
 
 enum MapSection {
@@ -300,7 +305,33 @@ impl Object {
     }
 
     fn parse_inner(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
-        let parsed = parse_elf(file, bytes)?;
+        Object::parse_inner_with(file, bytes, None)
+    }
+
+    /// [`Object::parse`] with `__kconfig` externs resolved from `config`
+    /// instead of the running kernel's configuration.
+    pub fn parse_with_kconfig(
+        file: &str,
+        bytes: &[u8],
+        config: &KernelConfig,
+    ) -> Result<Object, ObjectError> {
+        match catch_unwind(AssertUnwindSafe(|| {
+            Object::parse_inner_with(file, bytes, Some(config))
+        })) {
+            Ok(r) => r,
+            Err(_) => Err(ObjectError::Elf {
+                file: file.to_string(),
+                message: "the ELF parser panicked on this input".to_string(),
+            }),
+        }
+    }
+
+    fn parse_inner_with(
+        file: &str,
+        bytes: &[u8],
+        kconfig: Option<&KernelConfig>,
+    ) -> Result<Object, ObjectError> {
+        let parsed = parse_elf(file, bytes, kconfig)?;
         let mut programs = Vec::new();
         for (&idx, sec) in &parsed.code {
             if Some(idx) == parsed.text {
@@ -394,7 +425,11 @@ impl Object {
     }
 }
 
-fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
+fn parse_elf(
+    file: &str,
+    bytes: &[u8],
+    kconfig: Option<&KernelConfig>,
+) -> Result<Parsed, ObjectError> {
     let elf = Elf::parse(bytes).map_err(|e| ObjectError::Elf {
         file: file.to_string(),
         message: e.to_string(),
@@ -455,6 +490,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
             shndx: s.st_shndx,
             value: s.st_value,
             kind: s.st_type(),
+            weak: s.st_bind() == goblin::elf::sym::STB_WEAK,
         })
         .collect();
     let sym_sizes: Vec<u64> = elf.syms.iter().map(|s| s.st_size).collect();
@@ -742,6 +778,59 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
             }
         }
     }
+    // `__kconfig` externs: a read-only `.kconfig` map filled from the
+    // kernel configuration.
+    let mut externs = BTreeMap::new();
+    if let Some(b) = &btf {
+        let (kexterns, size) = kconfig::layout(b, |name| {
+            symbols
+                .iter()
+                .any(|s| s.name == name && s.shndx == 0 && s.weak)
+        })
+        .map_err(|m| malformed(".kconfig", m))?;
+        if !kexterns.is_empty() {
+            let system;
+            let config = match kconfig {
+                Some(c) => c,
+                None => {
+                    system = KernelConfig::system().map_err(|e| ObjectError::Unsupported {
+                        file: file.to_string(),
+                        what: format!(
+                            "extern `{}` (__kconfig) without a kernel configuration ({e})",
+                            kexterns[0].name
+                        ),
+                    })?;
+                    &system
+                }
+            };
+            let mut initial = vec![0u8; size as usize];
+            kconfig::fill(&kexterns, config, &mut initial).map_err(|m| malformed(".kconfig", m))?;
+            for e in &kexterns {
+                externs.insert(e.name.clone(), (maps.len(), e.offset));
+            }
+            maps.push(MapDef {
+                name: ".kconfig".to_string(),
+                map_type: BPF_MAP_TYPE_ARRAY,
+                key_size: 4,
+                value_size: size,
+                max_entries: 1,
+                flags: BPF_F_MMAPABLE | BPF_F_RDONLY_PROG,
+                origin: MapOrigin::GlobalData {
+                    section: ".kconfig".to_string(),
+                },
+                initial: Some(initial),
+                initial_slots: Vec::new(),
+                vars: kexterns
+                    .iter()
+                    .map(|e| GlobalVar {
+                        name: e.name.clone(),
+                        offset: e.offset,
+                        size: e.size,
+                    })
+                    .collect(),
+            });
+        }
+    }
     Ok(Parsed {
         file: file.to_string(),
         code,
@@ -750,6 +839,7 @@ fn parse_elf(file: &str, bytes: &[u8]) -> Result<Parsed, ObjectError> {
         map_sections,
         maps,
         license,
+        externs,
     })
 }
 
@@ -865,13 +955,19 @@ fn link(
                                 insns[pos + 1].imm = off as i32;
                             }
                             None if sym.shndx == 0 => {
-                                return Err(ObjectError::Unsupported {
-                                    file: file.clone(),
-                                    what: format!(
-                                        "extern `{}` (__kconfig/__ksym, used by program `{}`)",
-                                        sym.name, f.name
-                                    ),
-                                })
+                                let Some(&(m, off)) = parsed.externs.get(&sym.name) else {
+                                    return Err(ObjectError::Unsupported {
+                                        file: file.clone(),
+                                        what: format!(
+                                            "extern `{}` (__ksym, or an extern without BTF; \
+                                             used by program `{}`)",
+                                            sym.name, f.name
+                                        ),
+                                    });
+                                };
+                                insns[pos].src = op::PSEUDO_MAP_IDX_VALUE;
+                                insns[pos].imm = m as i32;
+                                insns[pos + 1].imm = off as i32 + insn.imm;
                             }
                             None => {
                                 return Err(err(
