@@ -29,6 +29,7 @@ fn map_vm(map_type: u32, body: &str) -> (Vm, Arc<MapSet>) {
         value_size: 8,
         max_entries: 1024,
         flags: 0,
+        map_extra: 0,
     })
     .unwrap();
     map.update(&7u32.to_le_bytes(), &1u64.to_le_bytes(), BPF_ANY)
@@ -97,6 +98,7 @@ fn ringbuf_throughput(producers: u64) -> (f64, u64, u64) {
             value_size: 0,
             max_entries: 16 << 20,
             flags: 0,
+            map_extra: 0,
         },
         &path,
     )

@@ -24,7 +24,7 @@ pub fn kernel_unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not running as root".into());
     }
-    match KernelMap::create("probe", 2, 4, 4, 1, 0) {
+    match KernelMap::create("probe", 2, 4, 4, 1, 0, 0) {
         Ok(_) => None,
         Err(e) => Some(format!("bpf() refused a map: {e}")),
     }
@@ -49,6 +49,7 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
         def.value_size,
         def.max_entries,
         def.flags,
+        def.map_extra,
     )?;
     if let Some(init) = &def.initial {
         if init.len() == def.value_size as usize {

@@ -76,7 +76,7 @@ pub struct KernelMap {
 }
 
 impl KernelMap {
-    /// `BPF_MAP_CREATE`.
+    /// `BPF_MAP_CREATE` (`map_extra`: bloom filter hash count).
     pub fn create(
         name: &str,
         map_type: u32,
@@ -84,8 +84,11 @@ impl KernelMap {
         value_size: u32,
         max_entries: u32,
         flags: u32,
+        map_extra: u64,
     ) -> Result<KernelMap, SysError> {
         let mut attr = [0u64; 16];
+        // map_extra is the u64 at offset 64.
+        attr[8] = map_extra;
         put32(&mut attr, 0, map_type);
         put32(&mut attr, 4, key_size);
         put32(&mut attr, 8, value_size);

@@ -341,3 +341,51 @@ fn kconfig_externs_match_the_kernel() {
         &[vec![0xaa; 48]],
     );
 }
+
+#[test]
+fn bloom_filter_with_map_extra_matches_the_kernel() {
+    if !kernel_or_skip("bloom_filter_with_map_extra_matches_the_kernel") {
+        return;
+    }
+    let obj = object("bloom.bpf.o");
+    assert_eq!(
+        obj.maps[0].map_extra, 3,
+        "__uint(map_extra, 3) in the source"
+    );
+    let p = obj.program("bloom").unwrap();
+    let k = load(&obj, p).unwrap_or_else(|e| panic!("{e}"));
+    let mut side = vm_side(&obj, "bloom");
+    assert_eq!(side.maps.maps()[0].spec().map_extra, 3);
+    let cmd = |op: u64, value: u64| {
+        let mut pkt = op.to_le_bytes().to_vec();
+        pkt.extend_from_slice(&value.to_le_bytes());
+        pkt
+    };
+    // Peek 5, push 5, peek 5, push 7, peek 7, peek 6, a short packet. With a
+    // thousand-entry filter holding two values a false positive is
+    // vanishingly unlikely on either side.
+    let packets = [
+        cmd(1, 5),
+        cmd(0, 5),
+        cmd(1, 5),
+        cmd(0, 7),
+        cmd(1, 7),
+        cmd(1, 6),
+        // Shorter than a command (BPF_PROG_TEST_RUN needs 14 bytes).
+        vec![0; 14],
+    ];
+    let mut verdicts = Vec::new();
+    for (i, pkt) in packets.iter().enumerate() {
+        let (kr0, kout) = k.program.test_run_packet(pkt).unwrap();
+        let ours = userbpf_vm::context::run_xdp(&mut side.vm, pkt).unwrap();
+        assert_eq!(ours.r0 as u32, kr0, "packet {i}: verdict");
+        assert_eq!(ours.packet, kout, "packet {i}: packet after the run");
+        verdicts.push(kr0);
+    }
+    // XDP_ABORTED 0, XDP_DROP 1, XDP_PASS 2.
+    assert_eq!(verdicts, [1, 2, 2, 2, 2, 1, 0]);
+    // map_extra reaches the kernel: 16 hash functions is EINVAL there, as
+    // in the VM.
+    let e = userbpf_kernel::KernelMap::create("bloom_bad", 30, 0, 8, 10, 0, 16).unwrap_err();
+    assert_eq!(e.source.raw_os_error(), Some(libc::EINVAL), "{e}");
+}

@@ -15,6 +15,7 @@ fn spec(name: &str, map_type: u32, key_size: u32, value_size: u32, max_entries: 
         value_size,
         max_entries,
         flags: 0,
+        map_extra: 0,
     }
 }
 
@@ -185,6 +186,7 @@ fn qspec(map_type: u32, max: u32) -> MapSpec {
         value_size: 4,
         max_entries: max,
         flags: 0,
+        map_extra: 0,
     }
 }
 
@@ -242,6 +244,7 @@ fn bloom_filters_have_no_false_negatives() {
         value_size: 8,
         max_entries: 1000,
         flags: 0,
+        map_extra: 0,
     })
     .unwrap();
     for i in 0..1000u64 {
@@ -260,6 +263,58 @@ fn bloom_filters_have_no_false_negatives() {
         .count();
     // Theory: (1 - e^(-5 * 1000 / 8192))^5, about 2%.
     assert!(fp < 400, "{fp} false positives out of 10,000");
+}
+
+/// False positives among 10,000 absent values after 1,000 insertions into
+/// a bloom filter with this `map_extra`.
+fn bloom_false_positives(b: &Map) -> usize {
+    for i in 0..1000u64 {
+        b.update(&[], &(i * 7919).to_le_bytes(), BPF_ANY).unwrap();
+    }
+    (0..10_000u64)
+        .filter(|i| b.bloom_contains(&(i * 7919 + 1).to_le_bytes()))
+        .count()
+}
+
+#[test]
+fn bloom_filters_take_their_hash_count_from_map_extra() {
+    use userbpf_vm::maps::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
+    let bloom = |map_extra: u64| MapSpec {
+        name: "bloom_extra".into(),
+        map_type: BPF_MAP_TYPE_BLOOM_FILTER,
+        key_size: 0,
+        value_size: 8,
+        max_entries: 1000,
+        flags: 0,
+        map_extra,
+    };
+    // One hash over 2048 bits: about 1 - e^(-1000/2048) = 39% false
+    // positives. Fifteen hashes over 32768 bits: about 3e-7.
+    let one = bloom_false_positives(&Map::create(bloom(1)).unwrap());
+    assert!(one > 2500, "{one} false positives with one hash");
+    let fifteen = bloom_false_positives(&Map::create(bloom(15)).unwrap());
+    assert!(fifteen < 10, "{fifteen} false positives with 15 hashes");
+
+    // A map opened from its file keeps the creator's hash count.
+    let path = std::env::temp_dir().join(format!("userbpf-bloom-test-{}", std::process::id()));
+    let created = Map::create_at(bloom(1), &path).unwrap();
+    let opened = Map::open(&path).unwrap();
+    assert_eq!(opened.spec().map_extra, 1);
+    assert!(bloom_false_positives(&opened) > 2500);
+    for i in 0..1000u64 {
+        assert!(created.bloom_contains(&(i * 7919).to_le_bytes()));
+    }
+    drop(opened);
+    drop(created);
+    assert!(!path.exists());
+
+    // As the kernel: 16 or more hashes, or map_extra on another map type,
+    // is EINVAL.
+    let e = Map::create(bloom(16)).unwrap_err();
+    assert_eq!(e.errno(), libc::EINVAL);
+    let mut array = spec("array_extra", BPF_MAP_TYPE_ARRAY, 4, 8, 1);
+    array.map_extra = 3;
+    assert_eq!(Map::create(array).unwrap_err().errno(), libc::EINVAL);
 }
 
 #[test]
@@ -398,10 +453,12 @@ fn lpm_trie_finds_the_longest_matching_prefix() {
         value_size: 4,
         max_entries: 4,
         flags: BPF_F_NO_PREALLOC,
+        map_extra: 0,
     };
     assert!(
         Map::create(MapSpec {
             flags: 0,
+            map_extra: 0,
             ..lpm_spec.clone()
         })
         .is_err(),
@@ -499,6 +556,7 @@ fn perf_event_array_delivers_samples_per_cpu_and_counts_lost_ones() {
         value_size: 4,
         max_entries: 0,
         flags: 0,
+        map_extra: 0,
     })
     .unwrap();
     assert_eq!(m.spec().max_entries as usize, ncpus(), "sized to the CPUs");

@@ -14,6 +14,7 @@ fn spec(size: u32) -> MapSpec {
         value_size: 0,
         max_entries: size,
         flags: 0,
+        map_extra: 0,
     }
 }
 

@@ -18,8 +18,8 @@ pub(super) struct Layout {
 }
 
 impl Layout {
-    pub(super) fn new(spec: &MapSpec, map_extra: u64) -> Layout {
-        let hashes = match (map_extra & 0xf) as u32 {
+    pub(super) fn new(spec: &MapSpec) -> Layout {
+        let hashes = match (spec.map_extra & 0xf) as u32 {
             0 => 5,
             n => n,
         };

@@ -60,7 +60,7 @@ fn values_are_memory(map_type: u32) -> bool {
 }
 
 const MAGIC: u32 = 0x7562_6d70; // "pmbu"
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 /// Size of the region header.
 const HEADER_SIZE: usize = 128;
 
@@ -79,6 +79,9 @@ pub struct MapSpec {
     pub max_entries: u32,
     /// `map_flags`.
     pub flags: u32,
+    /// `map_extra` (bloom filters: the number of hash functions in the low
+    /// 4 bits, 0 for the default 5).
+    pub map_extra: u64,
 }
 
 /// Map errors, as the kernel's errno values.
@@ -154,6 +157,8 @@ struct Header {
     free_head: AtomicU32,
     /// Hash seed.
     seed: u32,
+    /// `map_extra`.
+    map_extra: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= HEADER_SIZE);
@@ -175,7 +180,7 @@ impl Layout {
             queue::BPF_MAP_TYPE_QUEUE | queue::BPF_MAP_TYPE_STACK => {
                 Layout::Queue(queue::Layout::new(spec))
             }
-            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec, 0)),
+            bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec)),
             lpm::BPF_MAP_TYPE_LPM_TRIE => Layout::Lpm(lpm::Layout::new(spec)),
             perf::BPF_MAP_TYPE_PERF_EVENT_ARRAY => Layout::Perf(perf::Layout::new(spec)),
             _ => return None,
@@ -280,6 +285,15 @@ impl Map {
                 "create (queues, stacks and bloom filters have no keys)",
             ));
         }
+        // As the kernel: only bloom filters take map_extra (the number of
+        // hash functions, 0..=15).
+        if spec.map_extra != 0
+            && (spec.map_type != bloom::BPF_MAP_TYPE_BLOOM_FILTER || spec.map_extra > 0xf)
+        {
+            return Err(einval(
+                "create (map_extra is only for bloom filters: 1..15 hash functions)",
+            ));
+        }
         match spec.map_type {
             BPF_MAP_TYPE_PROG_ARRAY if spec.key_size != 4 || spec.value_size != 4 => {
                 return Err(einval("create (program arrays map u32 to u32)"))
@@ -342,6 +356,7 @@ impl Map {
             free_lock: AtomicU32::new(0),
             free_head: AtomicU32::new(0),
             seed: random_u32(),
+            map_extra: map.spec.map_extra,
         };
         // SAFETY: the region is page aligned, at least HEADER_SIZE bytes,
         // and not yet shared with anyone.
@@ -375,6 +390,7 @@ impl Map {
             value_size: h.value_size,
             max_entries: h.max_entries,
             flags: h.flags,
+            map_extra: h.map_extra,
         };
         let layout = Layout::for_spec(&spec).ok_or_else(|| MapError::Unsupported {
             map: name.clone(),

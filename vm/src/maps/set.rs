@@ -447,6 +447,7 @@ fn create(def: &MapDef) -> Result<Map, MapError> {
         value_size: def.value_size,
         max_entries: def.max_entries,
         flags: def.flags,
+        map_extra: def.map_extra,
     })?;
     if let Some(initial) = &def.initial {
         if def.map_type == BPF_MAP_TYPE_ARRAY && initial.len() == def.value_size as usize {

@@ -172,6 +172,8 @@ pub struct MapDef {
     pub max_entries: u32,
     /// `map_flags`.
     pub flags: u32,
+    /// `map_extra` (bloom filters: the number of hash functions).
+    pub map_extra: u64,
     /// Where it is defined.
     pub origin: MapOrigin,
     /// Initial value (global data; zeros for `.bss`).
@@ -602,6 +604,7 @@ fn parse_elf(
                     value_size: w(8),
                     max_entries: w(12),
                     flags: w(16),
+                    map_extra: 0,
                     origin: MapOrigin::Legacy,
                     initial: None,
                     vars: Vec::new(),
@@ -665,6 +668,7 @@ fn parse_elf(
                     },
                     max_entries: def.max_entries,
                     flags: def.flags,
+                    map_extra: def.map_extra,
                     origin: MapOrigin::Btf,
                     initial: None,
                     vars: Vec::new(),
@@ -690,6 +694,7 @@ fn parse_elf(
                 value_size: size,
                 max_entries: 1,
                 flags: BPF_F_MMAPABLE | if readonly { BPF_F_RDONLY_PROG } else { 0 },
+                map_extra: 0,
                 origin: MapOrigin::GlobalData {
                     section: name.clone(),
                 },
@@ -815,6 +820,7 @@ fn parse_elf(
                 value_size: size,
                 max_entries: 1,
                 flags: BPF_F_MMAPABLE | BPF_F_RDONLY_PROG,
+                map_extra: 0,
                 origin: MapOrigin::GlobalData {
                     section: ".kconfig".to_string(),
                 },
