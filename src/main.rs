@@ -236,7 +236,14 @@ fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
                 if let Some((name, _)) = p.subprograms.iter().find(|(_, start)| *start == pc) {
                     writeln!(out, "{name}:")?;
                 }
-                writeln!(out, "{line}")?;
+                match p
+                    .insns
+                    .get(pc)
+                    .and_then(|_| map_reference(&object, &p.insns, pc))
+                {
+                    Some(what) => writeln!(out, "{line}  ; {what}")?,
+                    None => writeln!(out, "{line}")?,
+                }
             }
         }
         if let Some(name) = prog {
@@ -250,6 +257,37 @@ fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
     writeln!(out, "{}:", program.name())?;
     out.write_all(text.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the lddw at `pc` refers to, by name: the map (`counts`), or the
+/// global variable of a data map (`.bss: last_key`, `.kconfig: CONFIG_HZ`).
+fn map_reference(
+    object: &userbpf_vm::object::Object,
+    insns: &[userbpf_vm::insn::Insn],
+    pc: usize,
+) -> Option<String> {
+    use userbpf_vm::insn::op;
+    let insn = insns.get(pc)?;
+    if insn.code != op::LDDW {
+        return None;
+    }
+    let map = object.maps.get(usize::try_from(insn.imm).ok()?)?;
+    match insn.src {
+        op::PSEUDO_MAP_IDX => Some(map.name.clone()),
+        op::PSEUDO_MAP_IDX_VALUE => {
+            let off = u32::try_from(insns.get(pc + 1)?.imm).ok()?;
+            let var = map
+                .vars
+                .iter()
+                .find(|v| v.offset <= off && off < v.offset + v.size.max(1));
+            Some(match var {
+                Some(v) if v.offset == off => format!("{}: {}", map.name, v.name),
+                Some(v) => format!("{}: {}+{}", map.name, v.name, off - v.offset),
+                None => map.name.clone(),
+            })
+        }
+        _ => None,
+    }
 }
 
 fn cmd_inspect(file: &Path) -> Result<ExitCode> {

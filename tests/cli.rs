@@ -555,3 +555,30 @@ fn run_resolves_kconfig_externs_from_a_given_config_file() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("CONFIG_BPF_SYSCALL"), "{}", stderr(&o));
 }
+
+#[test]
+fn disasm_names_the_maps_and_globals_an_object_refers_to() {
+    // Names from tests/bpf/counter.bpf.c and kconfig.bpf.c.
+    let o = userbpf()
+        .arg("disasm")
+        .arg(fixture("counter.bpf.o"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    for want in [
+        "]+0  ; .rodata: scale\n",
+        "]+0  ; .bss: last_key\n",
+        "]  ; counts\n",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in\n{text}");
+    }
+    let o = userbpf()
+        .arg("disasm")
+        .arg(fixture("kconfig.bpf.o"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("  ; .kconfig: CONFIG_HZ\n"), "{text}");
+}
