@@ -89,10 +89,7 @@ pub fn program_name(path: &Path) -> String {
 
 /// Reads the program in `path`. `prog` selects a program in an ELF object.
 pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read(path)?;
     let kind = source_kind(path, &bytes);
     if kind == SourceKind::Elf {
         let object = Object::parse(&path.display().to_string(), &bytes)?;
@@ -135,12 +132,16 @@ pub fn load_program(path: &Path, prog: Option<&str>) -> Result<Program, SourceEr
     })
 }
 
-/// Reads the BPF object in `path`.
-pub fn load_object(path: &Path) -> Result<Object, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
+fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
+    std::fs::read(path).map_err(|source| SourceError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+/// Reads the BPF object in `path`.
+pub fn load_object(path: &Path) -> Result<Object, SourceError> {
+    let bytes = read(path)?;
     Ok(Object::parse(&path.display().to_string(), &bytes)?)
 }
 
@@ -150,10 +151,7 @@ pub fn load_object_with_kconfig(
     path: &Path,
     config: &userbpf_vm::object::KernelConfig,
 ) -> Result<Object, SourceError> {
-    let bytes = std::fs::read(path).map_err(|source| SourceError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes = read(path)?;
     Ok(Object::parse_with_kconfig(
         &path.display().to_string(),
         &bytes,

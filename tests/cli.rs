@@ -1,7 +1,7 @@
 //! The `userbpf` command line, driven as a subprocess.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use userbpf_vm::conformance::TestCase;
@@ -41,6 +41,19 @@ fn stdout(o: &Output) -> String {
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// `userbpf run FILE ARGS... --json`, which must succeed: the JSON it prints.
+fn run_json(file: &Path, args: &[&str]) -> serde_json::Value {
+    let o = userbpf()
+        .arg("run")
+        .arg(file)
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_str(stdout(&o).trim()).unwrap()
 }
 
 #[test]
@@ -342,14 +355,7 @@ fn objects_inspect_disasm_and_run() {
 
     // a = 1, b = 2 (see tests/bpf/calls.bpf.c and vm/tests/object.rs).
     let mem = "01 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00";
-    let o = userbpf()
-        .arg("run")
-        .arg(&obj)
-        .args(["--prog", "calls", "--mem", mem, "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = run_json(&obj, &["--prog", "calls", "--mem", mem]);
     assert_eq!(v["program"], "calls");
     assert_eq!(v["r0"].as_u64(), Some(255_667_627));
 
@@ -372,14 +378,7 @@ fn run_json_lists_map_contents_after_the_run() {
     let obj = fixture("counter.bpf.o");
     // key 5, add 2: counts[5] = 2 * scale (3); runs: 100 -> 101.
     let mem = "05 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00";
-    let o = userbpf()
-        .arg("run")
-        .arg(&obj)
-        .args(["--mem", mem, "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = run_json(&obj, &["--mem", mem]);
     assert_eq!(v["r0"].as_u64(), Some(6));
     assert_eq!(
         v["maps"]["counts"],
@@ -456,14 +455,7 @@ fn xdp_programs_take_the_packet_from_mem() {
     let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
                45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
                30 39 00 09 00 0c 00 00 68 69 21 21";
-    let o = userbpf()
-        .arg("run")
-        .arg(&obj)
-        .args(["--mem", pkt, "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = run_json(&obj, &["--mem", pkt]);
     assert_eq!(v["r0"].as_u64(), Some(1));
     // proto_count[17] (UDP) = 1.
     assert_eq!(
@@ -478,14 +470,7 @@ fn tc_programs_take_the_packet_from_mem() {
     let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
                45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
                30 39 00 09 00 0c 00 00 68 69 21 21";
-    let o = userbpf()
-        .arg("run")
-        .arg(&obj)
-        .args(["--mem", pkt, "--json"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = run_json(&obj, &["--mem", pkt]);
     // UDP to port 9: TC_ACT_SHOT (2); 46 bytes counted for protocol 17.
     assert_eq!(v["r0"].as_u64(), Some(2));
     assert_eq!(
@@ -497,14 +482,7 @@ fn tc_programs_take_the_packet_from_mem() {
 #[test]
 fn json_lists_per_cpu_values_per_cpu() {
     let obj = fixture("maps.bpf.o");
-    let o = userbpf()
-        .arg("run")
-        .arg(&obj)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let v = run_json(&obj, &[]);
     // counters[0] += 1 on the run's CPU slot: one list entry per CPU, summing to 1.
     let per_cpu = v["maps"]["counters"][0][1].as_array().unwrap();
     assert_eq!(per_cpu.len(), userbpf_vm::maps::percpu::ncpus());
@@ -529,20 +507,12 @@ fn run_resolves_kconfig_externs_from_a_given_config_file() {
         "good.config",
         b"CONFIG_BPF_SYSCALL=y\nCONFIG_HZ=1234\nCONFIG_DEFAULT_HOSTNAME=\"h\"\n",
     );
-    let o = userbpf()
-        .args(["run", "--json", "--mem", &mem, "--kconfig"])
-        .arg(&cfg)
-        .arg(&obj)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
-    let value = out
-        .split("\".kconfig\":[[\"00000000\",\"")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(&value[8..12], "0101", "{out}");
-    assert_eq!(&value[16..24], "d2040000", "{out}");
+    let v = run_json(&obj, &["--mem", &mem, "--kconfig", cfg.to_str().unwrap()]);
+    let entry = &v["maps"][".kconfig"][0];
+    assert_eq!(entry[0], "00000000", "{v}");
+    let value = entry[1].as_str().unwrap();
+    assert_eq!(&value[8..12], "0101", "{v}");
+    assert_eq!(&value[16..24], "d2040000", "{v}");
 
     // A non-weak extern missing from the file is an error naming it.
     let cfg = s.file("bad.config", b"CONFIG_HZ=1234\n");

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use userbpf_kernel::{kernel_required, kernel_unavailable, load};
+use userbpf_kernel::{kernel_required, kernel_unavailable, load, KernelMap};
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::Object;
 use userbpf_vm::{Config, Helpers, Vm};
@@ -91,20 +91,25 @@ fn compare_syscall(test: &str, fixture: &str, prog: &str, ctxs: &[Vec<u8>]) {
         assert_eq!(r0 as u32, kr0, "{test}: r0");
         assert_eq!(ours, theirs, "{test}: context after the run");
     }
-    for (i, (def, vm_map)) in obj.maps.iter().zip(side.maps.maps()).enumerate() {
-        let kmap = &k.maps[i];
-        let dump = |keys: Vec<Vec<u8>>, get: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
-            let mut v: Vec<(Vec<u8>, Vec<u8>)> = keys
-                .into_iter()
-                .map(|key| (get(&key).unwrap(), key))
-                .map(|(v, k)| (k, v))
-                .collect();
-            v.sort();
-            v
-        };
-        let kernel = dump(kmap.keys(), &|k| kmap.lookup(k));
+    assert_same_maps(test, &obj, &side.maps, &k.maps);
+}
+
+/// Every map of `obj` holds the same entries in the VM and in the kernel.
+fn assert_same_maps(test: &str, obj: &Object, ours: &MapSet, kernel: &[KernelMap]) {
+    let dump = |keys: Vec<Vec<u8>>, get: &dyn Fn(&[u8]) -> Option<Vec<u8>>| {
+        let mut v: Vec<(Vec<u8>, Vec<u8>)> = keys
+            .into_iter()
+            .map(|key| (get(&key).unwrap(), key))
+            .map(|(v, k)| (k, v))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(kernel.len(), obj.maps.len(), "{test}: kernel maps");
+    for ((def, vm_map), kmap) in obj.maps.iter().zip(ours.maps()).zip(kernel) {
+        let theirs = dump(kmap.keys(), &|k| kmap.lookup(k));
         let ours = dump(vm_map.keys(), &|k| vm_map.lookup(k));
-        assert_eq!(ours, kernel, "{test}: map `{}`", def.name);
+        assert_eq!(ours, theirs, "{test}: map `{}`", def.name);
     }
 }
 
@@ -197,24 +202,7 @@ fn compare_skb(test: &str, fixture: &str, prog: &str, l2: bool, packets: &[Vec<u
         );
         verdicts.push(kr0);
     }
-    for (i, (def, vm_map)) in obj.maps.iter().zip(side.maps.maps()).enumerate() {
-        let kmap = &k.maps[i];
-        let mut kernel: Vec<(Vec<u8>, Vec<u8>)> = kmap
-            .keys()
-            .into_iter()
-            .map(|key| (kmap.lookup(&key).unwrap(), key))
-            .map(|(v, k)| (k, v))
-            .collect();
-        let mut ours: Vec<(Vec<u8>, Vec<u8>)> = vm_map
-            .keys()
-            .into_iter()
-            .map(|key| (vm_map.lookup(&key).unwrap(), key))
-            .map(|(v, k)| (k, v))
-            .collect();
-        kernel.sort();
-        ours.sort();
-        assert_eq!(ours, kernel, "{test}: map `{}`", def.name);
-    }
+    assert_same_maps(test, &obj, &side.maps, &k.maps);
     verdicts
 }
 

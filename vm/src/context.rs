@@ -189,10 +189,10 @@ pub fn run_skb(vm: &mut Vm, packet: &[u8], l2: bool) -> Result<PacketRun, XdpErr
             RegionKind::Packet,
         ),
     ];
+    let packet_window = Some((data, data_end - data));
     // SAFETY: `mem` outlives the run; the regions lie inside it.
-    let r0 =
-        unsafe { vm.run_with_regions([base, 0, 0, 0, 0], &regions, Some((data, data_end - data))) }
-            .map_err(XdpError::Fault)?;
+    let r0 = unsafe { vm.run_with_regions([base, 0, 0, 0, 0], &regions, packet_window) }
+        .map_err(XdpError::Fault)?;
     let mut out = mem.slice()[frame_off..frame_off + packet.len()].to_vec();
     if !l2 {
         // The program never saw the link header; BPF_PROG_TEST_RUN reports

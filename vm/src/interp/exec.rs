@@ -209,6 +209,21 @@ pub(super) fn run_ops(
             }
         }};
     }
+    // Calls helper `$h`; a helper that ends the run (`HelperContext::exit`)
+    // stops it with its r0.
+    macro_rules! helper {
+        ($h:expr) => {
+            match call_helper(prog, pc, $h, &mut regs, mem) {
+                Ok(None) => {}
+                Ok(Some(r0)) => {
+                    regs[0] = r0;
+                    save!();
+                    return Ok(Stop::Exit(r0));
+                }
+                Err(f) => bail!(f),
+            }
+        };
+    }
     macro_rules! jump {
         ($op:ident, $cond:expr) => {{
             if $cond {
@@ -485,15 +500,7 @@ pub(super) fn run_ops(
                 let Some(h) = prog.helper_table.get(imm as usize) else {
                     bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc));
                 };
-                match call_helper(prog, pc, h, &mut regs, mem) {
-                    Ok(None) => {}
-                    Ok(Some(r0)) => {
-                        regs[0] = r0;
-                        save!();
-                        return Ok(Stop::Exit(r0));
-                    }
-                    Err(f) => bail!(f),
-                }
+                helper!(h);
             }
             K::CallLocal => {
                 if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
@@ -522,15 +529,7 @@ pub(super) fn run_ops(
                 let Some(h) = helper else {
                     bail!(fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value }));
                 };
-                match call_helper(prog, pc, h, &mut regs, mem) {
-                    Ok(None) => {}
-                    Ok(Some(r0)) => {
-                        regs[0] = r0;
-                        save!();
-                        return Ok(Stop::Exit(r0));
-                    }
-                    Err(f) => bail!(f),
-                }
+                helper!(h);
             }
             K::TailCall => {
                 let index = regs[3];

@@ -294,20 +294,10 @@ fn is_data_section(name: &str) -> bool {
 
 impl Object {
     /// Parses and links `bytes`; `file` names the object in errors.
+    /// `__kconfig` externs are resolved from the running kernel's
+    /// configuration.
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
-        // goblin is not expected to panic on malformed input, but an object
-        // file is untrusted: a panic must become an error.
-        match catch_unwind(AssertUnwindSafe(|| Object::parse_inner(file, bytes))) {
-            Ok(r) => r,
-            Err(_) => Err(ObjectError::Elf {
-                file: file.to_string(),
-                message: "the ELF parser panicked on this input".to_string(),
-            }),
-        }
-    }
-
-    fn parse_inner(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
-        Object::parse_inner_with(file, bytes, None)
+        Object::parse_guarded(file, bytes, None)
     }
 
     /// [`Object::parse`] with `__kconfig` externs resolved from `config`
@@ -317,8 +307,18 @@ impl Object {
         bytes: &[u8],
         config: &KernelConfig,
     ) -> Result<Object, ObjectError> {
+        Object::parse_guarded(file, bytes, Some(config))
+    }
+
+    fn parse_guarded(
+        file: &str,
+        bytes: &[u8],
+        kconfig: Option<&KernelConfig>,
+    ) -> Result<Object, ObjectError> {
+        // goblin is not expected to panic on malformed input, but an object
+        // file is untrusted: a panic must become an error.
         match catch_unwind(AssertUnwindSafe(|| {
-            Object::parse_inner_with(file, bytes, Some(config))
+            Object::parse_inner(file, bytes, kconfig)
         })) {
             Ok(r) => r,
             Err(_) => Err(ObjectError::Elf {
@@ -328,7 +328,7 @@ impl Object {
         }
     }
 
-    fn parse_inner_with(
+    fn parse_inner(
         file: &str,
         bytes: &[u8],
         kconfig: Option<&KernelConfig>,
