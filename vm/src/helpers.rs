@@ -96,11 +96,61 @@ pub enum HelperError {
     Panicked(String),
 }
 
+/// What the hook that runs a program knows about the event, for the
+/// helpers that ask about it. The hook (a uprobe shim, the CLI, an
+/// embedder) sets it with [`crate::Vm::set_hook_info`] before a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HookInfo {
+    /// `bpf_get_attach_cookie` (174): the cookie given at attach time.
+    pub attach_cookie: u64,
+    /// `bpf_get_func_ip` (173): the address of the probed function or
+    /// instruction.
+    pub func_ip: u64,
+    /// For programs whose context is the traced function's arguments as an
+    /// array of `u64` (fentry/fexit style, the return value after the
+    /// arguments): how many arguments there are. `bpf_get_func_arg` (183),
+    /// `bpf_get_func_ret` (184) and `bpf_get_func_arg_cnt` (185) need it.
+    pub func_arg_count: Option<u32>,
+    /// The user-space registers at the event (`struct pt_regs`, x86-64
+    /// layout), for `bpf_get_stack` (67) and `bpf_get_stackid` (27) with
+    /// `BPF_F_USER_STACK`. Usually the context of uprobe, USDT and
+    /// perf_event programs.
+    pub user_regs: Option<u64>,
+}
+
+/// Drives a helper that calls back into the program, as
+/// `bpf_for_each_map_elem` (164) does: the engine calls the callback with
+/// the arguments [`CallbackDriver::next`] returns until it returns `None`,
+/// then the helper returns [`CallbackDriver::result`].
+pub trait CallbackDriver: Send {
+    /// `r1..r5` of the next callback call, or `None` to stop. `last_r0` is
+    /// what the previous call returned (`None` before the first).
+    fn next(
+        &mut self,
+        ctx: &mut HelperContext<'_>,
+        last_r0: Option<u64>,
+    ) -> Result<Option<[u64; 5]>, HelperError>;
+    /// The helper's return value once the iteration ends.
+    fn result(&self) -> u64;
+}
+
+/// What a run of the program has to say to its hook besides `r0`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Set by `bpf_override_return` (58): the hook must make the probed
+    /// function return this value without running it.
+    pub override_return: Option<u64>,
+}
+
 /// What a helper can do besides computing `r0`: access the program's memory
-/// (checked), grant memory to the program, or end the program.
+/// (checked), grant memory to the program, call back into the program, or
+/// end the program.
 pub struct HelperContext<'a> {
     pub(crate) mem: &'a mut MemoryMap,
     pub(crate) exit: Option<u64>,
+    pub(crate) hook: HookInfo,
+    pub(crate) outcome: &'a mut RunOutcome,
+    pub(crate) callbacks: Option<(u64, Box<dyn CallbackDriver>)>,
 }
 
 impl fmt::Debug for HelperContext<'_> {
@@ -112,8 +162,37 @@ impl fmt::Debug for HelperContext<'_> {
 }
 
 impl<'a> HelperContext<'a> {
-    pub(crate) fn new(mem: &'a mut MemoryMap) -> HelperContext<'a> {
-        HelperContext { mem, exit: None }
+    pub(crate) fn new(
+        mem: &'a mut MemoryMap,
+        hook: HookInfo,
+        outcome: &'a mut RunOutcome,
+    ) -> HelperContext<'a> {
+        HelperContext {
+            mem,
+            exit: None,
+            hook,
+            outcome,
+            callbacks: None,
+        }
+    }
+
+    /// What the hook knows about the event (see [`HookInfo`]).
+    pub fn hook(&self) -> &HookInfo {
+        &self.hook
+    }
+
+    /// Asks the hook to make the probed function return `value`
+    /// (`bpf_override_return`).
+    pub fn set_override_return(&mut self, value: u64) {
+        self.outcome.override_return = Some(value);
+    }
+
+    /// After this helper returns, calls the subprogram at `callback` (a
+    /// `lddw src=4` value) with the arguments `driver` yields; the helper's
+    /// `r0` becomes `driver.result()`. A callback address that is not a
+    /// subprogram of the running program is a fault.
+    pub fn call_back(&mut self, callback: u64, driver: Box<dyn CallbackDriver>) {
+        self.callbacks = Some((callback, driver));
     }
 
     fn check(&self, addr: u64, len: u64, access: Access) -> Result<(), HelperError> {
@@ -176,6 +255,26 @@ impl<'a> HelperContext<'a> {
     /// current run returns.
     pub unsafe fn grant(&mut self, region: Region) {
         self.mem.add_transient(region);
+    }
+
+    /// Hands `buf` to the program for the rest of the run (read-only unless
+    /// `writable`) and returns its address; it is freed when the run ends.
+    pub fn grant_owned(&mut self, buf: Box<[u8]>, writable: bool) -> u64 {
+        self.mem
+            .add_owned(buf, writable, crate::memory::RegionKind::HelperMemory)
+    }
+
+    /// Copies `data` into memory [`HelperContext::grant_owned`] handed out
+    /// before (an address and length it returned). Errors if the range is
+    /// not inside such a buffer.
+    pub fn write_owned(&mut self, addr: u64, data: &[u8]) -> Result<(), HelperError> {
+        self.mem
+            .write_owned(addr, data)
+            .ok_or(HelperError::BadAccess {
+                addr,
+                len: data.len() as u64,
+                access: Access::Write,
+            })
     }
 
     /// Ends the program after this helper returns, with `r0` as its result
@@ -671,7 +770,8 @@ mod tests {
         h.register_native(1, "add5", add5);
         h.register_fn(2, "mul", |a, b, _, _, _| a * b);
         let mut mem = MemoryMap::new();
-        let mut ctx = HelperContext::new(&mut mem);
+        let mut outcome = RunOutcome::default();
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
         assert_eq!(h.get(1).unwrap().call(&mut ctx, [1, 2, 3, 4, 5]), Ok(15));
         assert_eq!(h.get(2).unwrap().call(&mut ctx, [6, 7, 0, 0, 0]), Ok(42));
         assert!(h.get(3).is_none());
@@ -682,7 +782,8 @@ mod tests {
         let mut h = Helpers::new();
         h.register(9, "boom", HelperProto::SCALARS, |_, _| panic!("kaboom"));
         let mut mem = MemoryMap::new();
-        let mut ctx = HelperContext::new(&mut mem);
+        let mut outcome = RunOutcome::default();
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let r = h.get(9).unwrap().call(&mut ctx, [0; 5]);
@@ -699,7 +800,8 @@ mod tests {
             crate::memory::RegionKind::Other,
         ));
         let base = buf.as_ptr() as u64;
-        let mut ctx = HelperContext::new(&mut mem);
+        let mut outcome = RunOutcome::default();
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
         assert_eq!(ctx.read(base + 1, 2), Ok(vec![2, 3]));
         assert!(ctx.read(base + 3, 2).is_err());
         ctx.write(base, &[9]).unwrap();
@@ -718,7 +820,8 @@ mod tests {
             &mut src,
             crate::memory::RegionKind::Other,
         ));
-        let mut ctx = HelperContext::new(&mut mem);
+        let mut outcome = RunOutcome::default();
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
         let w = h.get(36).unwrap();
         let args = [target.as_mut_ptr() as u64, src.as_ptr() as u64, 3, 0, 0];
         assert_eq!(w.call(&mut ctx, args), Ok(0));
@@ -733,7 +836,8 @@ mod tests {
         assert_eq!(h.get(5).unwrap().name(), "bpf_ktime_get_ns");
         assert_eq!(h.get(14).unwrap().name(), "bpf_get_current_pid_tgid");
         let mut mem = MemoryMap::new();
-        let mut ctx = HelperContext::new(&mut mem);
+        let mut outcome = RunOutcome::default();
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
         let pid_tgid = h.get(14).unwrap().call(&mut ctx, [0; 5]).unwrap();
         assert_eq!(pid_tgid >> 32, u64::from(std::process::id()));
         let t1 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();

@@ -37,7 +37,7 @@ pub mod printk;
 pub mod probe;
 pub mod program;
 
-pub use helpers::{HelperContext, HelperError, Helpers};
+pub use helpers::{CallbackDriver, HelperContext, HelperError, Helpers, HookInfo, RunOutcome};
 pub use insn::Insn;
 pub use interp::{Config, Fault, FaultKind, PreparedProgram, Vm};
 pub use isa::{Instruction, Reg};

@@ -104,6 +104,9 @@ pub struct MemoryMap {
     pub(crate) stack_lo: u64,
     /// One past the highest stack address (top of frame 0).
     pub(crate) stack_hi: u64,
+    /// Buffers helpers handed to the current run (freed when it ends, after
+    /// their regions are gone).
+    owned: Vec<Box<[u8]>>,
 }
 
 impl MemoryMap {
@@ -113,6 +116,7 @@ impl MemoryMap {
             persistent: 0,
             stack_lo: 0,
             stack_hi: 0,
+            owned: Vec::new(),
         }
     }
 
@@ -133,9 +137,45 @@ impl MemoryMap {
         self.regions.push(r);
     }
 
+    /// Makes `buf` accessible for the rest of the run and keeps it alive
+    /// until the run ends; returns its address.
+    pub(crate) fn add_owned(
+        &mut self,
+        mut buf: Box<[u8]>,
+        writable: bool,
+        kind: RegionKind,
+    ) -> u64 {
+        let r = Region::new(buf.as_mut_ptr(), buf.len(), writable, kind);
+        self.regions.push(r);
+        self.owned.push(buf);
+        r.start
+    }
+
+    /// Copies `data` into an owned buffer at `addr` (see `add_owned`).
+    pub(crate) fn write_owned(&mut self, addr: u64, data: &[u8]) -> Option<()> {
+        for b in &mut self.owned {
+            let start = b.as_ptr() as u64;
+            let Some(off) = addr
+                .checked_sub(start)
+                .and_then(|o| usize::try_from(o).ok())
+            else {
+                continue;
+            };
+            if let Some(dst) = off
+                .checked_add(data.len())
+                .and_then(|end| b.get_mut(off..end))
+            {
+                dst.copy_from_slice(data);
+                return Some(());
+            }
+        }
+        None
+    }
+
     /// Drops the regions of the current run.
     pub(crate) fn end_run(&mut self) {
         self.regions.truncate(self.persistent);
+        self.owned.clear();
     }
 
     /// Every region (stack excluded).

@@ -642,3 +642,51 @@ fn kconfig_externs_default_to_the_running_kernel() {
     let kconfig = obj.maps.iter().find(|m| m.name == ".kconfig").unwrap();
     assert!(kconfig.vars.iter().any(|v| v.name == "CONFIG_HZ"));
 }
+
+#[test]
+fn for_each_map_elem_walks_hash_and_array_maps() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("foreach.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let program = obj.program("walk").unwrap().to_program().unwrap();
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    let field =
+        |ctx: &[u8], i: usize| u64::from_le_bytes(ctx[8 + 8 * i..16 + 8 * i].try_into().unwrap());
+    // Keys 1..=5 with values 10*k; the array holds i*i+1 and the walk stops
+    // at index 3.
+    let mut ctx = vec![0u8; 48];
+    ctx[..4].copy_from_slice(&5u32.to_le_bytes());
+    ctx[4..8].copy_from_slice(&3u32.to_le_bytes());
+    assert_eq!(vm.run(&mut ctx), Ok(0));
+    assert_eq!(
+        field(&ctx, 0),
+        (1..=5).map(|k| 10 * k).sum::<u64>(),
+        "hash sum"
+    );
+    assert_eq!(field(&ctx, 1), 5, "hash callback calls");
+    assert_eq!(
+        field(&ctx, 2),
+        (0..=3).map(|i| i * i + 1).sum::<u64>(),
+        "array sum"
+    );
+    assert_eq!(field(&ctx, 3), 4, "array calls include the one that stops");
+    assert_eq!(field(&ctx, 4), 15, "keys seen by the callback");
+    // The hash callback wrote through its value pointer.
+    let h = &set.maps()[0];
+    for k in 1u32..=5 {
+        let v = u64::from_le_bytes(h.lookup(&k.to_le_bytes()).unwrap().try_into().unwrap());
+        assert_eq!(v, u64::from(k) * 10 + 1000);
+    }
+    // A second run: the values were reset by the updates, the walk again
+    // adds 1000; the array walk without a stop visits all 8 elements.
+    ctx[4..8].copy_from_slice(&99u32.to_le_bytes());
+    assert_eq!(vm.run(&mut ctx), Ok(0));
+    assert_eq!(field(&ctx, 3), 8);
+    assert_eq!(field(&ctx, 2), (0..8).map(|i| i * i + 1).sum::<u64>());
+}

@@ -9,7 +9,9 @@ use super::{
     Fault, FaultKind, ProgramArray, BPF_MAX_LOOPS, FUNC_ADDR_MASK, FUNC_ADDR_TAG, MAX_CALL_FRAMES,
     MAX_TAIL_CALLS, STACK_SIZE,
 };
-use crate::helpers::{ArgKind, ArgSize, Helper, HelperContext};
+use crate::helpers::{
+    ArgKind, ArgSize, CallbackDriver, Helper, HelperContext, HelperError, HookInfo, RunOutcome,
+};
 use crate::memory::{Access, AccessError, MemoryMap};
 
 #[derive(Clone, Copy, Default)]
@@ -20,6 +22,17 @@ pub(super) struct Frame {
     fp: u64,
     /// Set when the frame runs a `bpf_loop` callback.
     looping: Option<LoopState>,
+    /// Set when the frame runs the callback of a helper's
+    /// [`CallbackDriver`] (the last of `State::drivers`).
+    driven: bool,
+}
+
+/// A helper calling back into the program (`bpf_for_each_map_elem`, ...).
+pub(super) struct Driven {
+    driver: Box<dyn CallbackDriver>,
+    callback: usize,
+    helper: i32,
+    name: Arc<str>,
 }
 
 /// A `bpf_loop` in progress: the callback at `callback` runs with
@@ -40,6 +53,19 @@ pub(super) struct State {
     pub(super) budget: u64,
     pub(super) tail_calls: u32,
     pub(super) packet: Option<(u64, u64)>,
+    pub(super) hook: HookInfo,
+    pub(super) outcome: RunOutcome,
+    pub(super) drivers: Vec<Driven>,
+}
+
+/// How a helper call ended.
+enum Called {
+    /// `r0` is set; go on.
+    Continue,
+    /// The helper ended the run with this `r0`.
+    Exit(u64),
+    /// The helper calls back into the program.
+    Callbacks(u64, Box<dyn CallbackDriver>),
 }
 
 pub(super) enum Stop {
@@ -109,14 +135,16 @@ fn check_helper_args(
     Ok(())
 }
 
-/// Calls helper `h`; `Ok(Some(r0))` means the helper ended the program.
+/// Calls helper `h`.
 fn call_helper(
     prog: &PreparedProgram,
     pc: usize,
     h: &Helper,
     regs: &mut [u64; 16],
     mem: &mut MemoryMap,
-) -> Result<Option<u64>, Fault> {
+    hook: HookInfo,
+    outcome: &mut RunOutcome,
+) -> Result<Called, Fault> {
     if let Err((arg, addr, len, access)) = check_helper_args(h, regs, mem) {
         return Err(fault(
             prog,
@@ -130,25 +158,57 @@ fn call_helper(
             },
         ));
     }
-    let mut ctx = HelperContext::new(mem);
+    let mut ctx = HelperContext::new(mem, hook, outcome);
     let args = [regs[1], regs[2], regs[3], regs[4], regs[5]];
     match h.call(&mut ctx, args) {
         Ok(r0) => {
             regs[0] = r0;
-            Ok(ctx.exit)
+            Ok(match (ctx.exit, ctx.callbacks.take()) {
+                (Some(r0), _) => Called::Exit(r0),
+                (None, Some((cb, d))) => Called::Callbacks(cb, d),
+                (None, None) => Called::Continue,
+            })
         }
-        Err(error) => Err(fault(
-            prog,
-            pc,
-            0,
-            0,
-            FaultKind::Helper {
-                helper: h.id(),
-                name: h.name().to_string(),
-                error,
-            },
-        )),
+        Err(error) => Err(helper_fault(prog, pc, h.id(), h.name(), error)),
     }
+}
+
+#[cold]
+#[inline(never)]
+fn helper_fault(
+    prog: &PreparedProgram,
+    pc: usize,
+    helper: i32,
+    name: &str,
+    error: HelperError,
+) -> Fault {
+    fault(
+        prog,
+        pc,
+        0,
+        0,
+        FaultKind::Helper {
+            helper,
+            name: name.to_string(),
+            error,
+        },
+    )
+}
+
+/// Asks the driver of the innermost helper callback for the next call's
+/// arguments.
+fn drive(
+    st: &mut State,
+    mem: &mut MemoryMap,
+    last_r0: Option<u64>,
+) -> Result<Option<[u64; 5]>, (i32, Arc<str>, HelperError)> {
+    let Some(d) = st.drivers.last_mut() else {
+        return Ok(None);
+    };
+    let mut ctx = HelperContext::new(mem, st.hook, &mut st.outcome);
+    d.driver
+        .next(&mut ctx, last_r0)
+        .map_err(|e| (d.helper, Arc::clone(&d.name), e))
 }
 
 /// Runs `prog` from `pc` until the run ends, a tail call replaces the
@@ -213,12 +273,54 @@ pub(super) fn run_ops(
     // stops it with its r0.
     macro_rules! helper {
         ($h:expr) => {
-            match call_helper(prog, pc, $h, &mut regs, mem) {
-                Ok(None) => {}
-                Ok(Some(r0)) => {
+            let h: &Helper = $h;
+            match call_helper(prog, pc, h, &mut regs, mem, st.hook, &mut st.outcome) {
+                Ok(Called::Continue) => {}
+                Ok(Called::Exit(r0)) => {
                     regs[0] = r0;
                     save!();
                     return Ok(Stop::Exit(r0));
+                }
+                Ok(Called::Callbacks(cb, driver)) => {
+                    let t = (cb & !FUNC_ADDR_MASK) as usize;
+                    match ops.get(t) {
+                        Some(o) if cb & FUNC_ADDR_MASK == FUNC_ADDR_TAG && o.kind != K::Hole => {}
+                        _ => bail!(fault(
+                            prog,
+                            pc,
+                            0,
+                            0,
+                            FaultKind::BadCallTarget { value: cb }
+                        )),
+                    }
+                    st.drivers.push(Driven {
+                        driver,
+                        callback: t,
+                        helper: h.id(),
+                        name: Arc::from(h.name()),
+                    });
+                    match drive(st, mem, None) {
+                        Ok(Some(args)) => {
+                            if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
+                                st.drivers.pop();
+                                bail!(f);
+                            }
+                            st.frames[st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1)].driven =
+                                true;
+                            regs[1..6].copy_from_slice(&args);
+                            pc = t;
+                            continue;
+                        }
+                        Ok(None) => {
+                            if let Some(d) = st.drivers.pop() {
+                                regs[0] = d.driver.result();
+                            }
+                        }
+                        Err((id, name, e)) => {
+                            st.drivers.pop();
+                            bail!(helper_fault(prog, pc, id, &name, e));
+                        }
+                    }
                 }
                 Err(f) => bail!(f),
             }
@@ -595,6 +697,26 @@ pub(super) fn run_ops(
                     return Ok(Stop::Exit(regs[0]));
                 }
                 let top = st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1);
+                if st.frames[top].driven {
+                    match drive(st, mem, Some(regs[0])) {
+                        Ok(Some(args)) => {
+                            regs[1..6].copy_from_slice(&args);
+                            regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
+                            pc = st.drivers.last().map_or(0, |d| d.callback);
+                            continue;
+                        }
+                        Ok(None) => {
+                            if let Some(d) = st.drivers.pop() {
+                                regs[0] = d.driver.result();
+                            }
+                        }
+                        Err((id, name, e)) => {
+                            st.drivers.pop();
+                            let ret = st.frames[top].ret_pc.wrapping_sub(1);
+                            bail!(helper_fault(prog, ret, id, &name, e));
+                        }
+                    }
+                }
                 if let Some(l) = st.frames[top].looping {
                     let next = l.i.wrapping_add(1);
                     if regs[0] == 0 && next < l.n {
@@ -671,6 +793,7 @@ fn push_frame(
         saved,
         fp: regs[10],
         looping: None,
+        driven: false,
     };
     st.depth = depth;
     st.max_depth = st.max_depth.max(depth);

@@ -26,7 +26,7 @@ pub use lower::PreparedProgram;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::helpers::{HelperError, Helpers};
+use crate::helpers::{HelperError, Helpers, HookInfo, RunOutcome};
 use crate::insn::Insn;
 use crate::isa::Lddw;
 use crate::memory::{Access, MemoryMap, Region, RegionKind};
@@ -274,6 +274,8 @@ pub struct Vm {
     mem: MemoryMap,
     program_array: Option<Arc<dyn ProgramArray>>,
     last_insn_count: u64,
+    hook: HookInfo,
+    outcome: RunOutcome,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -313,6 +315,8 @@ impl Vm {
             mem: MemoryMap::new(),
             program_array: None,
             last_insn_count: 0,
+            hook: HookInfo::default(),
+            outcome: RunOutcome::default(),
             keep_alive: Vec::new(),
         }
     }
@@ -346,6 +350,23 @@ impl Vm {
     /// in.
     pub fn set_program_array(&mut self, array: Option<Arc<dyn ProgramArray>>) {
         self.program_array = array;
+    }
+
+    /// Sets what the hook knows about the events of the following runs
+    /// (attach cookie, function address, registers; see [`HookInfo`]).
+    pub fn set_hook_info(&mut self, hook: HookInfo) {
+        self.hook = hook;
+    }
+
+    /// What the hook knows about the events, as last set.
+    pub fn hook_info(&self) -> &HookInfo {
+        &self.hook
+    }
+
+    /// What the last run asked of its hook besides `r0`
+    /// (`bpf_override_return`).
+    pub fn last_outcome(&self) -> RunOutcome {
+        self.outcome
     }
 
     /// Instructions executed by the last run.
@@ -413,6 +434,9 @@ impl Vm {
             budget: start_budget,
             tail_calls: 0,
             packet,
+            hook: self.hook,
+            outcome: RunOutcome::default(),
+            drivers: Vec::new(),
         };
         st.regs[1..6].copy_from_slice(&args);
         st.regs[10] = top;
@@ -455,6 +479,7 @@ impl Vm {
         self.dirty_frames = st.max_depth.saturating_add(1);
         self.last_insn_count = start_budget.wrapping_sub(st.budget);
         self.mem.end_run();
+        self.outcome = st.outcome;
         result
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod array;
 pub mod bloom;
+pub mod foreach;
 pub mod hash;
 pub mod lock;
 pub mod lpm;
