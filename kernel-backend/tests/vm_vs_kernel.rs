@@ -377,3 +377,30 @@ fn bloom_filter_with_map_extra_matches_the_kernel() {
     let e = userbpf_kernel::KernelMap::create("bloom_bad", 30, 0, 8, 10, 0, 16).unwrap_err();
     assert_eq!(e.source.raw_os_error(), Some(libc::EINVAL), "{e}");
 }
+
+#[test]
+fn jiffies64_agrees_with_the_kernel() {
+    let test = "jiffies64_agrees_with_the_kernel";
+    if !kernel_or_skip(test) {
+        return;
+    }
+    let obj = object("hooks.bpf.o");
+    let k = load(&obj, obj.program("jiffies").unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    let mut side = vm_side(&obj, "jiffies");
+    let kernel = |k: &userbpf_kernel::KernelLoad| {
+        let mut ctx = [0u8; 24];
+        k.program.test_run_syscall(&mut ctx).unwrap();
+        u64::from_le_bytes(ctx[..8].try_into().unwrap())
+    };
+    let before = kernel(&k);
+    let mut ctx = vec![0u8; 24];
+    side.vm.run(&mut ctx).unwrap();
+    let ours = u64::from_le_bytes(ctx[..8].try_into().unwrap());
+    let after = kernel(&k);
+    // One tick of slack each way: the tick and the clock read are not
+    // the same instant.
+    assert!(
+        before.saturating_sub(1) <= ours && ours <= after + 1,
+        "kernel {before}..{after}, userbpf {ours}"
+    );
+}

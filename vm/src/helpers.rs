@@ -111,6 +111,9 @@ pub struct HookInfo {
     /// arguments): how many arguments there are. `bpf_get_func_arg` (183),
     /// `bpf_get_func_ret` (184) and `bpf_get_func_arg_cnt` (185) need it.
     pub func_arg_count: Option<u32>,
+    /// Whether the return value follows the arguments in the context
+    /// (fexit style), for `bpf_get_func_ret`.
+    pub func_has_ret: bool,
     /// The user-space registers at the event (`struct pt_regs`, x86-64
     /// layout), for `bpf_get_stack` (67) and `bpf_get_stackid` (27) with
     /// `BPF_F_USER_STACK`. Usually the context of uprobe, USDT and
@@ -434,7 +437,12 @@ impl Helpers {
     /// (5), `bpf_trace_printk` (6), `bpf_get_prandom_u32` (7),
     /// `bpf_get_smp_processor_id` (8), `bpf_get_current_pid_tgid` (14),
     /// `bpf_get_current_uid_gid` (15), `bpf_get_current_comm` (16),
-    /// `bpf_probe_read_str` (45),
+    /// `bpf_probe_read_str` (45), `bpf_override_return` (58),
+    /// `bpf_get_stack` (67), `bpf_send_signal` (109),
+    /// `bpf_send_signal_thread` (117), `bpf_jiffies64` (118),
+    /// `bpf_get_func_ip` (173), `bpf_get_attach_cookie` (174),
+    /// `bpf_get_func_arg`/`_ret`/`_arg_cnt` (183-185) (those that ask
+    /// about the event read the VM's [`HookInfo`]),
     /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
     /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
     /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182).
@@ -492,6 +500,8 @@ impl Helpers {
         h.register_fn(160, "bpf_ktime_get_coarse_ns", |_, _, _, _, _| {
             clock_ns(libc::CLOCK_MONOTONIC_COARSE)
         });
+        crate::tracing::register(&mut h);
+        crate::stack::register(&mut h);
         h
     }
 }

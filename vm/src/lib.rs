@@ -36,6 +36,8 @@ pub mod object;
 pub mod printk;
 pub mod probe;
 pub mod program;
+pub mod stack;
+pub mod tracing;
 
 pub use helpers::{CallbackDriver, HelperContext, HelperError, Helpers, HookInfo, RunOutcome};
 pub use insn::Insn;

@@ -690,3 +690,164 @@ fn for_each_map_elem_walks_hash_and_array_maps() {
     assert_eq!(field(&ctx, 3), 8);
     assert_eq!(field(&ctx, 2), (0..8).map(|i| i * i + 1).sum::<u64>());
 }
+
+/// Loads hooks.bpf.o with its maps and a VM for `prog`.
+fn hooks_vm(prog: &str) -> (std::sync::Arc<userbpf_vm::maps::MapSet>, Vm) {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("hooks.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let vm = set
+        .vm_for_object(&obj, prog, &Helpers::kernel_basics(), Config::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    (set, vm)
+}
+
+fn map_named<'a>(set: &'a userbpf_vm::maps::MapSet, name: &str) -> &'a userbpf_vm::maps::Map {
+    set.maps()
+        .iter()
+        .find(|m| m.spec().name == name)
+        .unwrap_or_else(|| panic!("no map {name}"))
+}
+
+fn words(bytes: &[u8]) -> Vec<u64> {
+    bytes
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn hook_helpers_report_the_event_and_walk_the_user_stack() {
+    use userbpf_vm::HookInfo;
+
+    let (set, mut vm) = hooks_vm("probe");
+    // A frame-pointer chain: three frames returning to 0x1111, 0x2222 and
+    // 0x3333, the last with a null frame pointer.
+    let mut frames = vec![0u64; 6];
+    let base = frames.as_ptr() as u64;
+    frames[0] = base + 16;
+    frames[1] = 0x1111;
+    frames[2] = base + 32;
+    frames[3] = 0x2222;
+    frames[4] = 0;
+    frames[5] = 0x3333;
+    // struct pt_regs (x86-64): bp at 32, ip at 128, sp at 152.
+    let mut regs = vec![0u8; 168];
+    regs[32..40].copy_from_slice(&base.to_le_bytes());
+    regs[128..136].copy_from_slice(&0x4000u64.to_le_bytes());
+    regs[152..160].copy_from_slice(&base.to_le_bytes());
+    vm.set_hook_info(HookInfo {
+        attach_cookie: 0xc00c1e,
+        func_ip: 0x4000,
+        user_regs: Some(regs.as_ptr() as u64),
+        ..HookInfo::default()
+    });
+    assert_eq!(vm.run(&mut regs.clone()), Ok(0));
+    std::hint::black_box(&frames);
+    let res = words(&map_named(&set, ".bss").lookup(&0u32.to_le_bytes()).unwrap());
+    // ip, cookie, user_bytes, user[4], kernel_bytes, bad_size, stackid,
+    // stackid_again, stackid_skip2, override (then the fexit result).
+    assert_eq!(res[0], 0x4000, "bpf_get_func_ip");
+    assert_eq!(res[1], 0xc00c1e, "bpf_get_attach_cookie");
+    assert_eq!(res[2] as i64, 32, "bpf_get_stack fills the 4-frame buffer");
+    assert_eq!(&res[3..7], &[0x4000, 0x1111, 0x2222, 0x3333]);
+    assert_eq!(res[7] as i64, 0, "no kernel stack in user space");
+    assert_eq!(
+        res[8] as i64, -22,
+        "a size that is not a multiple of 8 is -EINVAL"
+    );
+    let id = res[9] as i64;
+    assert!(id >= 0, "bpf_get_stackid: {id}");
+    assert_eq!(res[10] as i64, id, "the same stack gets the same id");
+    let stacks = map_named(&set, "stacks");
+    let trace = words(&stacks.lookup(&(id as u32).to_le_bytes()).unwrap());
+    assert_eq!(trace, vec![0x4000, 0x1111, 0x2222, 0x3333, 0, 0, 0, 0]);
+    let skipped = res[11] as i64;
+    if skipped >= 0 {
+        let trace = words(&stacks.lookup(&(skipped as u32).to_le_bytes()).unwrap());
+        assert_eq!(trace, vec![0x2222, 0x3333, 0, 0, 0, 0, 0, 0]);
+    } else {
+        assert_eq!(skipped, -17, "a bucket taken by another stack is -EEXIST");
+    }
+    assert_eq!(res[12], 0, "bpf_override_return");
+    assert_eq!(vm.last_outcome().override_return, Some(42));
+    // Stack ids can be deleted from user space; updates are refused.
+    assert!(stacks.delete(&(id as u32).to_le_bytes()).is_ok());
+    assert!(stacks.lookup(&(id as u32).to_le_bytes()).is_none());
+    assert!(stacks.update(&0u32.to_le_bytes(), &[0u8; 64], 0).is_err());
+
+    // Without registers from the hook there is no user stack: -EFAULT.
+    vm.set_hook_info(HookInfo::default());
+    assert_eq!(vm.run(&mut regs.clone()), Ok(0));
+    let res = words(&map_named(&set, ".bss").lookup(&0u32.to_le_bytes()).unwrap());
+    assert_eq!(res[2] as i64, -14);
+    assert_eq!(&res[3..7], &[0, 0, 0, 0], "the buffer is zeroed on error");
+    assert_eq!(res[9] as i64, -14);
+}
+
+#[test]
+fn func_arg_helpers_read_the_traced_functions_arguments() {
+    use userbpf_vm::HookInfo;
+
+    let (set, mut vm) = hooks_vm("fexit_add");
+    // userbpf_demo_add(7, 35) returned 42: args then the return value.
+    let mut ctx: Vec<u8> = [7u64, 35, 42]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    vm.set_hook_info(HookInfo {
+        func_arg_count: Some(2),
+        func_has_ret: true,
+        ..HookInfo::default()
+    });
+    assert_eq!(vm.run(&mut ctx), Ok(0));
+    let bss = words(&map_named(&set, ".bss").lookup(&0u32.to_le_bytes()).unwrap());
+    // fexit_res follows probe_res (13 words).
+    assert_eq!(&bss[13..19], &[2, 35, 0, (-22i64) as u64, 42, 0]);
+
+    // fentry style (no return value): bpf_get_func_ret is -EOPNOTSUPP.
+    vm.set_hook_info(HookInfo {
+        func_arg_count: Some(2),
+        ..HookInfo::default()
+    });
+    assert_eq!(vm.run(&mut ctx), Ok(0));
+    let bss = words(&map_named(&set, ".bss").lookup(&0u32.to_le_bytes()).unwrap());
+    assert_eq!(bss[18] as i64, -95);
+
+    // A hook that passes no arguments: a fault naming the helper.
+    vm.set_hook_info(HookInfo::default());
+    let err = vm.run(&mut ctx).unwrap_err().to_string();
+    assert!(
+        err.contains("bpf_get_func_arg_cnt") && err.contains("no function arguments"),
+        "{err}"
+    );
+}
+
+#[test]
+fn send_signal_signals_the_current_thread() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static GOT: AtomicBool = AtomicBool::new(false);
+    extern "C" fn on_usr2(_: libc::c_int) {
+        GOT.store(true, Ordering::SeqCst);
+    }
+    // SAFETY: installs an async-signal-safe handler for SIGUSR2, which no
+    // other test uses.
+    unsafe { libc::signal(libc::SIGUSR2, on_usr2 as *const () as libc::sighandler_t) };
+    let (_set, mut vm) = hooks_vm("signal");
+    let run = |vm: &mut Vm, sig: u32, thread: u32| {
+        let mut ctx = vec![0u8; 24];
+        ctx[16..20].copy_from_slice(&sig.to_le_bytes());
+        ctx[20..24].copy_from_slice(&thread.to_le_bytes());
+        assert_eq!(vm.run(&mut ctx), Ok(0));
+        i64::from_le_bytes(ctx[8..16].try_into().unwrap())
+    };
+    assert_eq!(run(&mut vm, 0, 0), 0, "signal 0 only checks");
+    assert_eq!(run(&mut vm, 65, 0), -22, "beyond _NSIG is -EINVAL");
+    assert!(!GOT.load(Ordering::SeqCst));
+    assert_eq!(run(&mut vm, libc::SIGUSR2 as u32, 1), 0);
+    assert!(GOT.load(Ordering::SeqCst), "the handler ran on this thread");
+}

@@ -82,6 +82,51 @@ impl CallbackDriver for ForEach {
 }
 
 impl MapSet {
+    /// Registers `bpf_get_stackid` (27) on these maps: the user stack of
+    /// the event ([`crate::HookInfo::user_regs`]) goes into a
+    /// `BPF_MAP_TYPE_STACK_TRACE` map and the call returns its id.
+    pub(super) fn stackid_helper(self: &Arc<MapSet>, h: &mut Helpers) {
+        use crate::stack::{
+            frames_for, BPF_FUNC_GET_STACKID, BPF_F_FAST_STACK_CMP, BPF_F_REUSE_STACKID,
+            BPF_F_SKIP_FIELD_MASK, BPF_F_USER_STACK,
+        };
+        let set = Arc::clone(self);
+        h.register(
+            BPF_FUNC_GET_STACKID,
+            "bpf_get_stackid",
+            HelperProto::SCALARS,
+            move |ctx, a| {
+                // (ctx, map, flags)
+                let map = set
+                    .by_handle(a[1])
+                    .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
+                if map.spec().map_type != super::stackmap::BPF_MAP_TYPE_STACK_TRACE {
+                    return Err(HelperError::Failed(format!(
+                        "map `{}` is not a stack trace map (BPF_MAP_TYPE_STACK_TRACE)",
+                        map.spec().name
+                    )));
+                }
+                let flags = a[2];
+                let known = BPF_F_SKIP_FIELD_MASK
+                    | BPF_F_USER_STACK
+                    | BPF_F_FAST_STACK_CMP
+                    | BPF_F_REUSE_STACKID;
+                if flags & !known != 0 {
+                    return Ok(neg_errno(libc::EINVAL));
+                }
+                let frames = match frames_for(ctx.hook().user_regs, flags, map.stack_depth()) {
+                    Ok(f) => f,
+                    Err(e) => return Ok(neg_errno(e)),
+                };
+                let depth = frames.len().min(map.stack_depth());
+                Ok(match map.stack_store(&frames[..depth], flags) {
+                    Ok(id) => u64::from(id),
+                    Err(e) => neg_errno(e),
+                })
+            },
+        );
+    }
+
     /// Registers `bpf_for_each_map_elem` on these maps.
     pub(super) fn for_each_helper(self: &Arc<MapSet>, h: &mut Helpers) {
         let set = Arc::clone(self);

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod ringbuf;
 pub mod set;
 pub mod shm;
+pub mod stackmap;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU32;
@@ -184,6 +185,7 @@ impl Layout {
             bloom::BPF_MAP_TYPE_BLOOM_FILTER => Layout::Bloom(bloom::Layout::new(spec)),
             lpm::BPF_MAP_TYPE_LPM_TRIE => Layout::Lpm(lpm::Layout::new(spec)),
             perf::BPF_MAP_TYPE_PERF_EVENT_ARRAY => Layout::Perf(perf::Layout::new(spec)),
+            stackmap::BPF_MAP_TYPE_STACK_TRACE => Layout::Stack(stackmap::Layout::new(spec)),
             _ => return None,
         })
     }
@@ -198,6 +200,7 @@ impl Layout {
             Layout::Bloom(l) => l.size,
             Layout::Lpm(l) => l.size,
             Layout::Perf(l) => l.size,
+            Layout::Stack(l) => l.size,
         }
     }
 
@@ -231,6 +234,7 @@ enum Layout {
     Bloom(bloom::Layout),
     Lpm(lpm::Layout),
     Perf(perf::Layout),
+    Stack(stackmap::Layout),
 }
 
 impl Map {
@@ -265,6 +269,11 @@ impl Map {
                 map: spec.name.clone(),
                 map_type: spec.map_type,
             });
+        }
+        if spec.map_type == stackmap::BPF_MAP_TYPE_STACK_TRACE && !stackmap::valid(&spec) {
+            return Err(einval(
+                "create (stack trace maps take u32 keys and values of at most 127 frames)",
+            ));
         }
         if spec.map_type == ringbuf::BPF_MAP_TYPE_RINGBUF {
             if !ringbuf::valid_size(&spec) {
@@ -440,6 +449,8 @@ impl Map {
             Layout::Lpm(l) => (l.values, l.value_stride * self.spec.max_entries as usize),
             // Samples are copied in by the helper.
             Layout::Perf(_) => (HEADER_SIZE, 0),
+            // Traces are copied out by lookups; programs never see them.
+            Layout::Stack(_) => (HEADER_SIZE, 0),
         };
         // Programs never see the ids in program arrays and maps of maps.
         let len = if values_are_memory(self.spec.map_type) {
@@ -489,7 +500,7 @@ impl Map {
             Layout::Hash(l) => hash::lookup(self, l, key),
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => None,
             Layout::Lpm(_) => self.lpm_lookup(key),
-            Layout::Perf(_) => None,
+            Layout::Perf(_) | Layout::Stack(_) => None,
         }
     }
 
@@ -544,6 +555,9 @@ impl Map {
             }
             return hash::lookup_all(self, l, key);
         }
+        if let Layout::Stack(_) = &self.layout {
+            return self.stack_lookup(key);
+        }
         let p = self.lookup_ptr(key)?;
         let mut v = vec![0u8; self.spec.value_size as usize];
         // SAFETY: `p` points to a value of `value_size` bytes in the region.
@@ -571,6 +585,8 @@ impl Map {
             Layout::Lpm(_) => self.lpm_update(key, value, flags),
             // The kernel stores perf event fds; user space has no such fds.
             Layout::Perf(_) => Err(self.errno("update", libc::EOPNOTSUPP)),
+            // As the kernel: only bpf_get_stackid fills stack trace maps.
+            Layout::Stack(_) => Err(self.errno("update", libc::EINVAL)),
         }
     }
 
@@ -584,6 +600,7 @@ impl Map {
             Layout::Hash(l) => hash::delete(self, l, key),
             Layout::Lpm(_) => self.lpm_delete(key),
             Layout::Perf(_) => Err(self.errno("delete", libc::EOPNOTSUPP)),
+            Layout::Stack(_) => self.stack_delete(key).map_err(|e| self.errno("delete", e)),
         }
     }
 
@@ -597,6 +614,7 @@ impl Map {
             Layout::RingBuf(_) | Layout::Queue(_) | Layout::Bloom(_) => Vec::new(),
             Layout::Lpm(_) => self.lpm_keys(),
             Layout::Perf(_) => Vec::new(),
+            Layout::Stack(_) => self.stack_keys(),
         }
     }
 }
