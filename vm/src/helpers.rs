@@ -154,6 +154,7 @@ pub struct HelperContext<'a> {
     pub(crate) hook: HookInfo,
     pub(crate) outcome: &'a mut RunOutcome,
     pub(crate) callbacks: Option<(u64, Box<dyn CallbackDriver>)>,
+    pub(crate) program: Option<&'a Arc<crate::interp::PreparedProgram>>,
 }
 
 impl fmt::Debug for HelperContext<'_> {
@@ -169,6 +170,7 @@ impl<'a> HelperContext<'a> {
         mem: &'a mut MemoryMap,
         hook: HookInfo,
         outcome: &'a mut RunOutcome,
+        program: Option<&'a Arc<crate::interp::PreparedProgram>>,
     ) -> HelperContext<'a> {
         HelperContext {
             mem,
@@ -176,7 +178,14 @@ impl<'a> HelperContext<'a> {
             hook,
             outcome,
             callbacks: None,
+            program,
         }
+    }
+
+    /// The program that called the helper (its callbacks are subprograms
+    /// of it, see [`crate::Vm::run_subprogram`]); `None` outside a run.
+    pub fn program(&self) -> Option<&Arc<crate::interp::PreparedProgram>> {
+        self.program
     }
 
     /// What the hook knows about the event (see [`HookInfo`]).
@@ -781,7 +790,7 @@ mod tests {
         h.register_fn(2, "mul", |a, b, _, _, _| a * b);
         let mut mem = MemoryMap::new();
         let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
         assert_eq!(h.get(1).unwrap().call(&mut ctx, [1, 2, 3, 4, 5]), Ok(15));
         assert_eq!(h.get(2).unwrap().call(&mut ctx, [6, 7, 0, 0, 0]), Ok(42));
         assert!(h.get(3).is_none());
@@ -793,7 +802,7 @@ mod tests {
         h.register(9, "boom", HelperProto::SCALARS, |_, _| panic!("kaboom"));
         let mut mem = MemoryMap::new();
         let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let r = h.get(9).unwrap().call(&mut ctx, [0; 5]);
@@ -811,7 +820,7 @@ mod tests {
         ));
         let base = buf.as_ptr() as u64;
         let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
         assert_eq!(ctx.read(base + 1, 2), Ok(vec![2, 3]));
         assert!(ctx.read(base + 3, 2).is_err());
         ctx.write(base, &[9]).unwrap();
@@ -831,7 +840,7 @@ mod tests {
             crate::memory::RegionKind::Other,
         ));
         let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
         let w = h.get(36).unwrap();
         let args = [target.as_mut_ptr() as u64, src.as_ptr() as u64, 3, 0, 0];
         assert_eq!(w.call(&mut ctx, args), Ok(0));
@@ -847,7 +856,7 @@ mod tests {
         assert_eq!(h.get(14).unwrap().name(), "bpf_get_current_pid_tgid");
         let mut mem = MemoryMap::new();
         let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome);
+        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
         let pid_tgid = h.get(14).unwrap().call(&mut ctx, [0; 5]).unwrap();
         assert_eq!(pid_tgid >> 32, u64::from(std::process::id()));
         let t1 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();

@@ -851,3 +851,68 @@ fn send_signal_signals_the_current_thread() {
     assert_eq!(run(&mut vm, libc::SIGUSR2 as u32, 1), 0);
     assert!(GOT.load(Ordering::SeqCst), "the handler ran on this thread");
 }
+
+#[test]
+fn timers_fire_rearm_and_cancel() {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("timer.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut arm = set
+        .vm_for_object(&obj, "arm", &Helpers::new(), Config::default())
+        .unwrap();
+    let mut cancel = set
+        .vm_for_object(&obj, "cancel", &Helpers::new(), Config::default())
+        .unwrap();
+    let args = |key: u32, ns: u64, rearm: u64| {
+        let mut a = vec![0u8; 80];
+        a[..4].copy_from_slice(&key.to_le_bytes());
+        a[8..16].copy_from_slice(&ns.to_le_bytes());
+        a[16..24].copy_from_slice(&rearm.to_le_bytes());
+        a
+    };
+    let field = |a: &[u8], off: usize| i64::from_le_bytes(a[off..off + 8].try_into().unwrap());
+    let elem = |key: u32| words(&set.maps()[0].lookup(&key.to_le_bytes()).unwrap());
+
+    // Key 0: fires after 1 ms and re-arms itself until it has fired 3 times.
+    let mut a = args(0, 1_000_000, 3);
+    assert_eq!(arm.run(&mut a), Ok(0));
+    assert_eq!(field(&a, 72), -22, "clock 3 is -EINVAL");
+    assert_eq!(field(&a, 24), 0, "bpf_timer_init");
+    assert_eq!(field(&a, 32), -16, "a second init is -EBUSY");
+    assert_eq!(field(&a, 40), -22, "start without a callback is -EINVAL");
+    assert_eq!(field(&a, 48), 0, "bpf_timer_set_callback");
+    assert_eq!(field(&a, 56), 0, "bpf_timer_start");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while elem(0)[2] < 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(20));
+    let e = elem(0);
+    assert_eq!(e[2], 3, "fired exactly 3 times");
+    assert_eq!(e[3], 0, "the callback saw its key");
+    assert_eq!(
+        e[4] as i64, -35,
+        "cancelling itself from its callback is -EDEADLK"
+    );
+
+    // Key 1: armed for 60 s, cancelled: 1 (it was pending), then 0.
+    let mut a = args(1, 60_000_000_000, 1);
+    assert_eq!(arm.run(&mut a), Ok(0));
+    assert_eq!(field(&a, 56), 0);
+    let mut c = args(1, 0, 0);
+    assert_eq!(cancel.run(&mut c), Ok(0));
+    assert_eq!(field(&c, 64), 1, "a pending timer was cancelled");
+    assert_eq!(cancel.run(&mut c), Ok(0));
+    assert_eq!(field(&c, 64), 0, "nothing left to cancel");
+    assert_eq!(elem(1)[2], 0, "never fired");
+
+    // Key 2 was never initialised: cancel is -EINVAL.
+    let mut c = args(2, 0, 0);
+    assert_eq!(cancel.run(&mut c), Ok(0));
+    assert_eq!(field(&c, 64), -22);
+}

@@ -137,7 +137,7 @@ fn check_helper_args(
 
 /// Calls helper `h`.
 fn call_helper(
-    prog: &PreparedProgram,
+    prog: &Arc<PreparedProgram>,
     pc: usize,
     h: &Helper,
     regs: &mut [u64; 16],
@@ -158,7 +158,7 @@ fn call_helper(
             },
         ));
     }
-    let mut ctx = HelperContext::new(mem, hook, outcome);
+    let mut ctx = HelperContext::new(mem, hook, outcome, Some(prog));
     let args = [regs[1], regs[2], regs[3], regs[4], regs[5]];
     match h.call(&mut ctx, args) {
         Ok(r0) => {
@@ -198,6 +198,7 @@ fn helper_fault(
 /// Asks the driver of the innermost helper callback for the next call's
 /// arguments.
 fn drive(
+    prog: &Arc<PreparedProgram>,
     st: &mut State,
     mem: &mut MemoryMap,
     last_r0: Option<u64>,
@@ -205,7 +206,7 @@ fn drive(
     let Some(d) = st.drivers.last_mut() else {
         return Ok(None);
     };
-    let mut ctx = HelperContext::new(mem, st.hook, &mut st.outcome);
+    let mut ctx = HelperContext::new(mem, st.hook, &mut st.outcome, Some(prog));
     d.driver
         .next(&mut ctx, last_r0)
         .map_err(|e| (d.helper, Arc::clone(&d.name), e))
@@ -215,13 +216,14 @@ fn drive(
 /// program, or a return lands in another program.
 #[inline(never)]
 pub(super) fn run_ops(
-    prog: &PreparedProgram,
+    prog_arc: &Arc<PreparedProgram>,
     prog_idx: usize,
     mut pc: usize,
     st: &mut State,
     mem: &mut MemoryMap,
     program_array: Option<&dyn ProgramArray>,
 ) -> Result<Stop, Fault> {
+    let prog: &PreparedProgram = prog_arc;
     let ops: &[Op] = &prog.ops;
     let mut regs = st.regs;
     let mut budget = st.budget;
@@ -274,7 +276,7 @@ pub(super) fn run_ops(
     macro_rules! helper {
         ($h:expr) => {
             let h: &Helper = $h;
-            match call_helper(prog, pc, h, &mut regs, mem, st.hook, &mut st.outcome) {
+            match call_helper(prog_arc, pc, h, &mut regs, mem, st.hook, &mut st.outcome) {
                 Ok(Called::Continue) => {}
                 Ok(Called::Exit(r0)) => {
                     regs[0] = r0;
@@ -299,7 +301,7 @@ pub(super) fn run_ops(
                         helper: h.id(),
                         name: Arc::from(h.name()),
                     });
-                    match drive(st, mem, None) {
+                    match drive(prog_arc, st, mem, None) {
                         Ok(Some(args)) => {
                             if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
                                 st.drivers.pop();
@@ -698,7 +700,7 @@ pub(super) fn run_ops(
                 }
                 let top = st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1);
                 if st.frames[top].driven {
-                    match drive(st, mem, Some(regs[0])) {
+                    match drive(prog_arc, st, mem, Some(regs[0])) {
                         Ok(Some(args)) => {
                             regs[1..6].copy_from_slice(&args);
                             regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);

@@ -413,7 +413,41 @@ impl Vm {
         self.execute(args, packet)
     }
 
+    /// Runs the subprogram of this VM's program whose address a
+    /// `lddw src=4` loads (`callback`, as helpers receive it) with `r1..r5`
+    /// = `args`: how timer callbacks run. Pointers among the arguments are
+    /// only usable if they fall in regions added with [`Vm::add_region`].
+    pub fn run_subprogram(&mut self, callback: u64, args: [u64; 5]) -> Result<u64, Fault> {
+        let pc = (callback & !FUNC_ADDR_MASK) as usize;
+        let valid = callback & FUNC_ADDR_MASK == FUNC_ADDR_TAG
+            && self
+                .prog
+                .ops
+                .get(pc)
+                .is_some_and(|o| o.kind != lower::K::Hole);
+        if !valid {
+            return Err(Fault {
+                program: Arc::clone(&self.prog.name),
+                pc: 0,
+                insn: Insn::default(),
+                addr: 0,
+                len: 0,
+                kind: FaultKind::BadCallTarget { value: callback },
+            });
+        }
+        self.execute_at(args, None, pc)
+    }
+
     fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
+        self.execute_at(args, packet, 0)
+    }
+
+    fn execute_at(
+        &mut self,
+        args: [u64; 5],
+        packet: Option<(u64, u64)>,
+        entry: usize,
+    ) -> Result<u64, Fault> {
         // Zero the frames the previous run used: no data crosses runs.
         let dirty_words = self
             .dirty_frames
@@ -444,9 +478,9 @@ impl Vm {
         // Programs entered by tail calls; index 0 is `self.prog`.
         let mut extra: Vec<Arc<PreparedProgram>> = Vec::new();
         let mut cur = 0usize;
-        let mut pc = 0usize;
+        let mut pc = entry;
         let result = loop {
-            let prog: &PreparedProgram = match cur.checked_sub(1) {
+            let prog: &Arc<PreparedProgram> = match cur.checked_sub(1) {
                 None => &self.prog,
                 Some(i) => match extra.get(i) {
                     Some(p) => p,

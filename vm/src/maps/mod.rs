@@ -24,6 +24,7 @@ pub mod ringbuf;
 pub mod set;
 pub mod shm;
 pub mod stackmap;
+pub mod timer;
 
 use std::path::Path;
 use std::sync::atomic::AtomicU32;

@@ -283,6 +283,7 @@ impl MapSet {
         self.queue_helpers(&mut h);
         self.for_each_helper(&mut h);
         self.stackid_helper(&mut h);
+        self.timer_helpers(&mut h);
         let set = Arc::clone(self);
         h.register(
             BPF_FUNC_PERF_EVENT_OUTPUT,
