@@ -299,6 +299,8 @@ impl fmt::Display for Disasm<'_> {
                     write!(f, "call kfunc#{btf_id}")?;
                     if btf_idx != 0 {
                         write!(f, "[btf_idx:{btf_idx}]")?;
+                    } else if let Some(name) = crate::kfunc::name_of(btf_id) {
+                        write!(f, " // {name}")?;
                     }
                     Ok(())
                 }

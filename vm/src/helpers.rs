@@ -360,6 +360,7 @@ impl Helper {
 #[derive(Clone, Debug, Default)]
 pub struct Helpers {
     by_id: BTreeMap<i32, Helper>,
+    kfuncs: BTreeMap<i32, Helper>,
 }
 
 impl Helpers {
@@ -412,6 +413,32 @@ impl Helpers {
         self.insert(id, name, proto, HelperImpl::Closure(Arc::new(f)))
     }
 
+    /// Registers kfunc `id` (a userbpf kfunc id, see [`crate::kfunc`]),
+    /// called by `call src=2` instructions whose `imm` is `id`.
+    pub fn register_kfunc(
+        &mut self,
+        id: i32,
+        name: &str,
+        proto: HelperProto,
+        f: impl Fn(&mut HelperContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.kfuncs.insert(
+            id,
+            Helper {
+                id,
+                name: Arc::from(name),
+                proto,
+                imp: HelperImpl::Closure(Arc::new(f)),
+            },
+        );
+        self
+    }
+
+    /// The kfunc registered under `id`.
+    pub fn kfunc(&self, id: i32) -> Option<&Helper> {
+        self.kfuncs.get(&id)
+    }
+
     /// The helper with this id.
     pub fn get(&self, id: i32) -> Option<&Helper> {
         self.by_id.get(&id)
@@ -431,6 +458,9 @@ impl Helpers {
     pub fn extend(&mut self, other: &Helpers) -> &mut Self {
         for h in other.iter() {
             self.by_id.insert(h.id, h.clone());
+        }
+        for h in other.kfuncs.values() {
+            self.kfuncs.insert(h.id, h.clone());
         }
         self
     }
@@ -511,6 +541,7 @@ impl Helpers {
         });
         crate::tracing::register(&mut h);
         crate::stack::register(&mut h);
+        crate::kfunc::register(&mut h);
         h
     }
 }

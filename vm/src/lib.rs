@@ -30,6 +30,7 @@ pub mod helpers;
 pub mod insn;
 pub mod interp;
 pub mod isa;
+pub mod kfunc;
 pub mod maps;
 pub mod memory;
 pub mod object;

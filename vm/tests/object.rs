@@ -916,3 +916,59 @@ fn timers_fire_rearm_and_cancel() {
     assert_eq!(cancel.run(&mut c), Ok(0));
     assert_eq!(field(&c, 64), -22);
 }
+
+#[test]
+fn numeric_iterator_kfuncs_run_in_user_space() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("iter.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut vm = set
+        .vm_for_object(
+            &obj,
+            "sum_range",
+            &Helpers::kernel_basics(),
+            Config::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut run = |start: i32, end: i32| {
+        let mut ctx = vec![0u8; 32];
+        ctx[..4].copy_from_slice(&start.to_le_bytes());
+        ctx[4..8].copy_from_slice(&end.to_le_bytes());
+        assert_eq!(vm.run(&mut ctx), Ok(0));
+        let w = |o: usize| i64::from_le_bytes(ctx[o..o + 8].try_into().unwrap());
+        (w(8), w(16), w(24))
+    };
+    // (sum, count, bpf_iter_num_new's return), the sums computed here.
+    assert_eq!(run(0, 10), ((0..10).sum(), 10, 0));
+    assert_eq!(run(-5, 3), ((-5..3).sum(), 8, 0));
+    assert_eq!(run(7, 7), (0, 0, 0), "an empty range");
+    assert_eq!(run(5, 1), (0, 0, -22), "start > end is -EINVAL");
+    assert_eq!(
+        run(0, 9_000_000),
+        (0, 0, -7),
+        "more than BPF_MAX_LOOPS is -E2BIG"
+    );
+}
+
+#[test]
+fn unknown_kfuncs_and_ksyms_are_errors_naming_the_symbol() {
+    let (file, bytes) = fixture("iter.bpf.o");
+    // The same object calling a kfunc user space does not have (the name
+    // patched in the string table, same length).
+    let patched = replace_all(&bytes, b"bpf_iter_num_destroy", b"bpf_rcu_read_unlock_");
+    let err = Object::parse(&file, &patched).unwrap_err().to_string();
+    assert!(
+        err.contains("kfunc `bpf_rcu_read_unlock_`") && err.contains("sum_range"),
+        "{err}"
+    );
+    let (file, bytes) = fixture("ksym.bpf.o");
+    let err = Object::parse(&file, &bytes).unwrap_err().to_string();
+    assert!(
+        err.contains("`bpf_prog_active`") && err.contains("__ksym") && err.contains("read_ksym"),
+        "{err}"
+    );
+}

@@ -649,12 +649,30 @@ impl PreparedProgram {
                     op.kind = K::CallLocal;
                     op.aux = target(pc, i64::from(rel));
                 }
-                Instruction::Call(CallTarget::Kfunc { btf_id, .. }) => {
-                    return Err(PrepareError::Kfunc {
-                        program: name,
-                        pc,
-                        btf_id,
-                    })
+                Instruction::Call(CallTarget::Kfunc { btf_id, btf_idx }) => {
+                    match helpers.kfunc(btf_id).filter(|_| btf_idx == 0) {
+                        Some(h) => {
+                            op.kind = K::Call;
+                            let idx = match helper_table
+                                .iter()
+                                .position(|x| x.id() == btf_id && x.name() == h.name())
+                            {
+                                Some(idx) => idx,
+                                None => {
+                                    helper_table.push(h.clone());
+                                    helper_table.len().saturating_sub(1)
+                                }
+                            };
+                            op.imm = idx as u64;
+                        }
+                        None => {
+                            return Err(PrepareError::Kfunc {
+                                program: name,
+                                pc,
+                                btf_id,
+                            })
+                        }
+                    }
                 }
                 Instruction::CallX { reg } => {
                     op.kind = K::CallX;

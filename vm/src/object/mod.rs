@@ -122,6 +122,15 @@ pub enum ObjectError {
         /// The feature.
         what: String,
     },
+    /// The object uses something only the kernel has (a kfunc user space
+    /// does not run, a `__ksym` extern).
+    #[error("{file}: {what}")]
+    KernelOnly {
+        /// The object.
+        file: String,
+        /// What, naming the symbol and the program.
+        what: String,
+    },
     /// The linked program is not valid bytecode.
     #[error("{file}: {source}")]
     Program {
@@ -899,6 +908,9 @@ fn link(
             let is_call = insn.code == op::CALL && insn.src == op::CALL_LOCAL;
             if let Some((sym_idx, rtype)) = reloc {
                 let sym = &parsed.symbols[sym_idx];
+                // clang marks calls to extern functions (kfuncs) like local
+                // calls; the undefined symbol tells them apart.
+                let is_call = is_call && sym.shndx != 0;
                 if is_call {
                     if rtype != R_BPF_64_32 {
                         return Err(err(
@@ -962,11 +974,12 @@ fn link(
                             }
                             None if sym.shndx == 0 => {
                                 let Some(&(m, off)) = parsed.externs.get(&sym.name) else {
-                                    return Err(ObjectError::Unsupported {
+                                    return Err(ObjectError::KernelOnly {
                                         file: file.clone(),
                                         what: format!(
-                                            "extern `{}` (__ksym, or an extern without BTF; \
-                                             used by program `{}`)",
+                                            "extern `{}` (used by program `{}`): a `__ksym` \
+                                             extern names a kernel symbol, which a user-space \
+                                             program cannot reach (or the extern has no BTF)",
                                             sym.name, f.name
                                         ),
                                     });
@@ -989,10 +1002,25 @@ fn link(
                 } else if insn.code == op::CALL
                     && ((rtype == R_BPF_64_32 && insn.src == op::CALL_KFUNC) || sym.shndx == 0)
                 {
-                    return Err(ObjectError::Unsupported {
-                        file: file.clone(),
-                        what: format!("kfunc `{}` (used by program `{}`)", sym.name, f.name),
-                    });
+                    let Some(id) = crate::kfunc::id_of(&sym.name) else {
+                        return Err(ObjectError::KernelOnly {
+                            file: file.clone(),
+                            what: format!(
+                                "kfunc `{}` (used by program `{}`) does not exist in user space; \
+                                 the kfuncs user space runs are {}",
+                                sym.name,
+                                f.name,
+                                crate::kfunc::KFUNCS
+                                    .iter()
+                                    .map(|(n, _)| *n)
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        });
+                    };
+                    insns[pos].src = op::CALL_KFUNC;
+                    insns[pos].imm = id;
+                    insns[pos].off = 0;
                 } else {
                     return Err(err(
                         i,
