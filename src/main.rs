@@ -362,6 +362,9 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
     let mut packet_kind = PacketKind::Raw;
+    // Tracing programs: the kernel's context size (the context is padded
+    // with zeros to it) and whether it starts with the registers.
+    let mut trace_ctx: Option<(usize, bool)> = None;
     let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let mut object = match &args.kconfig {
             None => userbpf::source::load_object(&args.file)?,
@@ -397,6 +400,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .with_context(|| args.file.display().to_string())?;
         let maps = MapSet::from_object(&object).with_context(|| args.file.display().to_string())?;
         use userbpf_vm::object::ProgramType as T;
+        trace_ctx = userbpf_vm::context::trace::context_size(&p.kind)
+            .map(|size| (size, matches!(p.kind.prog_type, T::Kprobe | T::PerfEvent)));
         packet_kind = match p.kind.prog_type {
             T::Xdp => PacketKind::Xdp,
             T::SchedCls | T::SchedAct => PacketKind::Skb { l2: true },
@@ -435,6 +440,11 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             .map_err(anyhow::Error::from),
     }
     .with_context(|| args.file.display().to_string())?;
+    if let Some((size, _)) = trace_ctx {
+        if mem.len() < size {
+            mem.resize(size, 0);
+        }
+    }
     let runs = args.repeat.unwrap_or(1);
     let start = Instant::now();
     let mut r0 = 0;
@@ -452,9 +462,20 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                 mem = out.packet;
                 out.r0
             }
-            None => vm
-                .run(&mut mem)
-                .with_context(|| args.file.display().to_string())?,
+            None => {
+                if let Some((_, true)) = trace_ctx {
+                    // uprobes, USDT, perf events: the registers of the event
+                    // are the context (for bpf_get_stack, bpf_get_func_ip).
+                    let ip = userbpf_vm::context::PtRegs::from_bytes(&mem).map_or(0, |r| r.ip);
+                    vm.set_hook_info(userbpf_vm::HookInfo {
+                        func_ip: ip,
+                        user_regs: Some(mem.as_ptr() as u64),
+                        ..userbpf_vm::HookInfo::default()
+                    });
+                }
+                vm.run(&mut mem)
+                    .with_context(|| args.file.display().to_string())?
+            }
         };
     }
     let elapsed = start.elapsed();

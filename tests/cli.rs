@@ -552,3 +552,25 @@ fn disasm_names_the_maps_and_globals_an_object_refers_to() {
     let text = stdout(&o);
     assert!(text.contains("  ; .kconfig: CONFIG_HZ\n"), "{text}");
 }
+
+#[test]
+fn uprobe_programs_get_pt_regs_padded_and_the_event_registers() {
+    // struct pt_regs with only ip (offset 128) set: the rest is padded.
+    let mut regs = vec![0u8; 136];
+    regs[128..136].copy_from_slice(&0x401000u64.to_le_bytes());
+    let v = run_json(
+        &fixture("hooks.bpf.o"),
+        &["--prog", "probe", "--mem", &hex(&regs)],
+    );
+    assert_eq!(v["r0"], 0);
+    let bss = v["maps"][".bss"][0][1].as_str().unwrap();
+    let word = |i: usize| {
+        let b: Vec<u8> = (0..8)
+            .map(|j| u8::from_str_radix(&bss[(i * 8 + j) * 2..(i * 8 + j) * 2 + 2], 16).unwrap())
+            .collect();
+        u64::from_le_bytes(b.try_into().unwrap())
+    };
+    assert_eq!(word(0), 0x401000, "bpf_get_func_ip is the probed ip");
+    assert_eq!(word(2), 8, "bpf_get_stack: one frame (bp is 0)");
+    assert_eq!(word(3), 0x401000, "the frame is the ip");
+}

@@ -972,3 +972,102 @@ fn unknown_kfuncs_and_ksyms_are_errors_naming_the_symbol() {
         "{err}"
     );
 }
+
+#[test]
+fn opensnoop_style_tracepoints_see_the_kernels_records() {
+    use std::sync::Arc;
+    use userbpf_vm::context::trace::{context_size, raw_tracepoint_args, SYS_ENTER_SIZE};
+    use userbpf_vm::context::{PtRegs, SysEnter, SysExit};
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    const OPENAT: i64 = 257;
+    let (file, bytes) = fixture("opensnoop.bpf.o");
+    let mut obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        context_size(&obj.program("enter_openat").unwrap().kind),
+        Some(SYS_ENTER_SIZE)
+    );
+    let pid = std::process::id();
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u32;
+    let fname = c"/etc/hostname";
+    let run = |obj: &Object| {
+        let set = Arc::new(MapSet::from_object(obj).unwrap());
+        let vm = |name: &str| {
+            set.vm_for_object(obj, name, &Helpers::kernel_basics(), Config::default())
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (mut enter, mut exit) = (vm("enter_openat"), vm("exit_openat"));
+        let mut rec = SysEnter {
+            id: OPENAT,
+            args: [
+                (-100i64) as u64, // AT_FDCWD
+                fname.as_ptr() as u64,
+                0o2101, // O_WRONLY | O_CREAT | O_APPEND... as flags
+                0o644,
+                0,
+                0,
+            ],
+            ..SysEnter::default()
+        }
+        .to_bytes();
+        assert_eq!(enter.run(&mut rec), Ok(0));
+        let mut rec = SysExit {
+            id: OPENAT,
+            ret: 7,
+            ..SysExit::default()
+        }
+        .to_bytes();
+        assert_eq!(exit.run(&mut rec), Ok(0));
+        let events = set
+            .maps()
+            .iter()
+            .find(|m| m.spec().name == "events")
+            .unwrap();
+        let mut got = Vec::new();
+        events.ringbuf_consume(|r| got.push(r.to_vec()));
+        got
+    };
+    let got = run(&obj);
+    assert_eq!(got.len(), 1, "one event");
+    let e = &got[0];
+    let u32_at = |o: usize| u32::from_le_bytes(e[o..o + 4].try_into().unwrap());
+    assert_eq!(u32_at(0), pid);
+    assert_eq!(u32_at(4), tid);
+    assert_eq!(u32_at(8), 0o2101, "flags from args[2]");
+    assert_eq!(u32_at(12), 7, "ret from the exit record");
+    let name = &e[32..32 + 64];
+    let end = name.iter().position(|&b| b == 0).unwrap();
+    assert_eq!(&name[..end], fname.to_bytes());
+
+    // targ_tgid set before load to another process: no event.
+    obj.set_global("targ_tgid", &(pid + 1).to_le_bytes())
+        .unwrap();
+    assert!(run(&obj).is_empty());
+
+    // The raw tracepoint: args[0] is the pt_regs of the syscall, args[1]
+    // its number.
+    obj.set_global("targ_tgid", &0u32.to_le_bytes()).unwrap();
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let mut raw = set
+        .vm_for_object(
+            &obj,
+            "raw_enter",
+            &Helpers::kernel_basics(),
+            Config::default(),
+        )
+        .unwrap();
+    let regs = PtRegs::with_args(&[0xfeed_f00d, 2, 3]).to_bytes();
+    for _ in 0..3 {
+        let mut ctx = raw_tracepoint_args(&[regs.as_ptr() as u64, OPENAT as u64]);
+        assert_eq!(raw.run(&mut ctx), Ok(0));
+    }
+    let map = |name: &str| set.maps().iter().find(|m| m.spec().name == name).unwrap();
+    let count = map("syscalls")
+        .lookup(&(OPENAT as u32).to_le_bytes())
+        .unwrap();
+    assert_eq!(u64::from_le_bytes(count.try_into().unwrap()), 3);
+    let last = map(".bss").lookup(&0u32.to_le_bytes()).unwrap();
+    assert_eq!(u64::from_le_bytes(last.try_into().unwrap()), 0xfeed_f00d);
+}

@@ -1,10 +1,14 @@
-//! Program contexts with the kernel's layouts, for running packet programs
-//! on packets in user space.
+//! Program contexts with the kernel's layouts: packets behind `xdp_md` and
+//! `__sk_buff` (here), and the contexts of tracing programs ([`trace`]).
 //!
 //! The kernel rewrites loads of `data`/`data_end`/`data_meta` (32-bit fields
 //! of `xdp_md` and `__sk_buff`) into loads of real pointers. Here the context
 //! and the packet live in memory mapped below 2 GiB (`MAP_32BIT`), so the
 //! 32-bit fields hold the real addresses and programs run unmodified.
+
+pub mod trace;
+
+pub use trace::{PtRegs, SysEnter, SysExit, TraceEntry};
 
 use crate::interp::{Fault, Vm};
 use crate::memory::{Region, RegionKind};
