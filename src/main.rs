@@ -14,6 +14,7 @@ use userbpf::source::{load_program, source_kind, SourceKind};
 
 use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::maps::MapSet;
+use userbpf_vm::object::{LoadOptions, TargetBtf};
 use userbpf_vm::{conformance, disasm, Config, Helpers, Program, Vm};
 
 /// userbpf: run eBPF programs in user space (checked interpreter today; the
@@ -61,12 +62,24 @@ enum Cmd {
         /// Program to show, for ELF objects.
         #[arg(long)]
         prog: Option<String>,
+        /// Resolve CO-RE relocations against this BTF file (raw BTF, like
+        /// /sys/kernel/btf/vmlinux) instead of the running kernel's, or the
+        /// built-in BTF when the kernel exposes none (libbpf's
+        /// btf_custom_path).
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
     },
     /// List the programs (section, kind, attach target, instructions) and maps
     /// (type, key/value size, max entries) of a BPF object.
     Inspect {
         /// A BPF ELF object (`clang -target bpf`).
         file: PathBuf,
+        /// Resolve CO-RE relocations against this BTF file (raw BTF, like
+        /// /sys/kernel/btf/vmlinux) instead of the running kernel's, or the
+        /// built-in BTF when the kernel exposes none (libbpf's
+        /// btf_custom_path).
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
     },
     /// Run a program once (or N times) and print r0.
     ///
@@ -112,6 +125,12 @@ enum Cmd {
         /// the running kernel's (/proc/config.gz or /boot/config-$(uname -r)).
         #[arg(long, value_name = "FILE")]
         kconfig: Option<PathBuf>,
+        /// Resolve CO-RE relocations against this BTF file (raw BTF, like
+        /// /sys/kernel/btf/vmlinux) instead of the running kernel's, or the
+        /// built-in BTF when the kernel exposes none (libbpf's
+        /// btf_custom_path).
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
     },
     /// Act as a bpf_conformance plugin: read the program as hex bytes on
     /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
@@ -156,8 +175,8 @@ fn main() -> ExitCode {
 fn real_main(cli: Cli) -> Result<ExitCode> {
     match cli.cmd {
         Cmd::Asm { file, output } => cmd_asm(&file, output.as_deref()),
-        Cmd::Disasm { file, prog } => cmd_disasm(&file, prog.as_deref()),
-        Cmd::Inspect { file } => cmd_inspect(&file),
+        Cmd::Disasm { file, prog, btf } => cmd_disasm(&file, prog.as_deref(), btf),
+        Cmd::Inspect { file, btf } => cmd_inspect(&file, btf),
         Cmd::Run {
             file,
             prog,
@@ -169,6 +188,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             json,
             set,
             kconfig,
+            btf,
         } => cmd_run(RunArgs {
             file,
             prog,
@@ -180,6 +200,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             json,
             set,
             kconfig,
+            btf,
         }),
         Cmd::ConformancePlugin {
             mem_hex,
@@ -214,10 +235,18 @@ fn cmd_asm(file: &Path, output: Option<&Path>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
+/// Load options with the target BTF of `--btf`.
+fn load_options(btf: Option<PathBuf>) -> LoadOptions<'static> {
+    LoadOptions {
+        target_btf: btf.map(TargetBtf::File).unwrap_or_default(),
+        ..LoadOptions::default()
+    }
+}
+
+fn cmd_disasm(file: &Path, prog: Option<&str>, btf: Option<PathBuf>) -> Result<ExitCode> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     if source_kind(file, &bytes) == SourceKind::Elf {
-        let object = userbpf::source::load_object(file)?;
+        let object = userbpf::source::load_object_with(file, &load_options(btf))?;
         let mut out = std::io::stdout().lock();
         for p in &object.programs {
             if prog.is_some_and(|n| n != p.name) {
@@ -236,11 +265,15 @@ fn cmd_disasm(file: &Path, prog: Option<&str>) -> Result<ExitCode> {
                 if let Some((name, _)) = p.subprograms.iter().find(|(_, start)| *start == pc) {
                     writeln!(out, "{name}:")?;
                 }
-                match p
+                let note = p
                     .insns
                     .get(pc)
                     .and_then(|_| map_reference(&object, &p.insns, pc))
-                {
+                    .or_else(|| {
+                        p.core_failure_at(pc)
+                            .map(|f| format!("unresolved CO-RE relocation: {}", f.what))
+                    });
+                match note {
                     Some(what) => writeln!(out, "{line}  ; {what}")?,
                     None => writeln!(out, "{line}")?,
                 }
@@ -290,8 +323,8 @@ fn map_reference(
     }
 }
 
-fn cmd_inspect(file: &Path) -> Result<ExitCode> {
-    let object = userbpf::source::load_object(file)?;
+fn cmd_inspect(file: &Path, btf: Option<PathBuf>) -> Result<ExitCode> {
+    let object = userbpf::source::load_object_with(file, &load_options(btf))?;
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -354,6 +387,7 @@ struct RunArgs {
     json: bool,
     set: Vec<String>,
     kconfig: Option<PathBuf>,
+    btf: Option<PathBuf>,
 }
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
@@ -366,8 +400,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     // with zeros to it) and whether it starts with the registers.
     let mut trace_ctx: Option<(usize, bool)> = None;
     let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
-        let mut object = match &args.kconfig {
-            None => userbpf::source::load_object(&args.file)?,
+        let config = match &args.kconfig {
+            None => None,
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("--kconfig {}", path.display()))?;
@@ -376,9 +410,14 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                 if let Some(release) = KernelConfig::running_release() {
                     config = config.with_release(&release);
                 }
-                userbpf::source::load_object_with_kconfig(&args.file, &config)?
+                Some(config)
             }
         };
+        let options = LoadOptions {
+            kconfig: config.as_ref(),
+            ..load_options(args.btf.clone())
+        };
+        let mut object = userbpf::source::load_object_with(&args.file, &options)?;
         for assignment in &args.set {
             let (name, value) = assignment
                 .split_once('=')
@@ -474,6 +513,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
                     });
                 }
                 vm.run(&mut mem)
+                    .map_err(|fault| explain_fault(fault, object.as_ref()))
                     .with_context(|| args.file.display().to_string())?
             }
         };
@@ -498,6 +538,27 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A run-time fault, with the failed CO-RE relocation it comes from when
+/// the program ran into a poisoned instruction.
+fn explain_fault(
+    fault: userbpf_vm::interp::Fault,
+    object: Option<&(userbpf_vm::object::Object, String)>,
+) -> anyhow::Error {
+    let failure = (fault.kind == userbpf_vm::interp::FaultKind::PoisonedCoreRelocation)
+        .then(|| {
+            object?
+                .0
+                .program(&fault.program)
+                .ok()?
+                .core_failure_at(fault.pc)
+        })
+        .flatten();
+    match failure {
+        Some(f) => anyhow::Error::new(fault).context(f.to_string()),
+        None => anyhow::Error::new(fault),
+    }
 }
 
 /// The bytes of `--set` VALUE for a variable of `size` bytes.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use userbpf_vm::asm::{assemble, AsmError};
-use userbpf_vm::object::{Object, ObjectError};
+use userbpf_vm::object::{LoadOptions, Object, ObjectError};
 use userbpf_vm::program::{Program, ProgramError};
 
 /// Why a program file cannot be read.
@@ -141,8 +141,7 @@ fn read(path: &Path) -> Result<Vec<u8>, SourceError> {
 
 /// Reads the BPF object in `path`.
 pub fn load_object(path: &Path) -> Result<Object, SourceError> {
-    let bytes = read(path)?;
-    Ok(Object::parse(&path.display().to_string(), &bytes)?)
+    load_object_with(path, &LoadOptions::default())
 }
 
 /// Reads the BPF object in `path`, resolving its `__kconfig` externs from
@@ -151,11 +150,23 @@ pub fn load_object_with_kconfig(
     path: &Path,
     config: &userbpf_vm::object::KernelConfig,
 ) -> Result<Object, SourceError> {
+    load_object_with(
+        path,
+        &LoadOptions {
+            kconfig: Some(config),
+            ..LoadOptions::default()
+        },
+    )
+}
+
+/// Reads the BPF object in `path` with explicit load options (kernel
+/// configuration, target BTF for CO-RE relocations).
+pub fn load_object_with(path: &Path, options: &LoadOptions<'_>) -> Result<Object, SourceError> {
     let bytes = read(path)?;
-    Ok(Object::parse_with_kconfig(
+    Ok(Object::parse_with(
         &path.display().to_string(),
         &bytes,
-        config,
+        options,
     )?)
 }
 

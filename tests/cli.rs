@@ -574,3 +574,59 @@ fn uprobe_programs_get_pt_regs_padded_and_the_event_registers() {
     assert_eq!(word(2), 8, "bpf_get_stack: one frame (bp is 0)");
     assert_eq!(word(3), 0x401000, "the frame is the ip");
 }
+
+#[test]
+fn core_relocations_use_the_btf_given_and_explain_poisoned_instructions() {
+    // A struct pt_regs image (x86-64: di is the 15th of 21 u64 fields).
+    let regs: Vec<u8> = (0..21u64).flat_map(|i| (0x100 + i).to_le_bytes()).collect();
+    let mem = hex(&regs);
+    let obj = fixture("core.bpf.o");
+    let vmlinux = Path::new("/sys/kernel/btf/vmlinux");
+    if vmlinux.exists() {
+        let v = run_json(
+            &obj,
+            &[
+                "--prog",
+                "parm1",
+                "--mem",
+                &mem,
+                "--btf",
+                "/sys/kernel/btf/vmlinux",
+            ],
+        );
+        assert_eq!(v["r0"], 0x100 + 14, "{v}");
+    }
+    let o = userbpf()
+        .args(["run", "--prog", "unguarded", "--mem", &mem])
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("CO-RE relocation #")
+            && err.contains("at pc 0")
+            && err.contains("field `userbpf_no_such_field` of `struct pt_regs___mine`")
+            && err.contains("could not be resolved"),
+        "{err}"
+    );
+    let o = userbpf()
+        .args(["inspect", "--btf", "/nonexistent/btf"])
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("/nonexistent/btf"), "{}", stderr(&o));
+    let o = userbpf()
+        .args(["disasm", "--prog", "guarded"])
+        .arg(&obj)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o)
+            .contains("; unresolved CO-RE relocation: byte_off: field `userbpf_no_such_field`"),
+        "{}",
+        stdout(&o)
+    );
+}

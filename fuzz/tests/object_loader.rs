@@ -3,12 +3,26 @@
 
 use proptest::prelude::*;
 
-fn fixture() -> Vec<u8> {
+fn fixture_named(name: &str) -> Vec<u8> {
     let dir = match std::env::var_os("USERBPF_FIXTURES_DIR") {
         Some(d) => std::path::PathBuf::from(d),
         None => std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bpf"),
     };
-    std::fs::read(dir.join("calls.bpf.o")).unwrap()
+    std::fs::read(dir.join(name)).unwrap()
+}
+
+fn fixture() -> Vec<u8> {
+    fixture_named("calls.bpf.o")
+}
+
+/// Start of the BTF blob whose header length is `hdr_len` (24: `.BTF`, 32:
+/// `.BTF.ext`) in an object.
+fn btf_blob(bytes: &[u8], hdr_len: u8) -> usize {
+    let magic = [0x9f, 0xeb, 1, 0, hdr_len, 0, 0, 0];
+    bytes
+        .windows(magic.len())
+        .position(|w| w == magic)
+        .expect("BTF blob")
 }
 
 proptest! {
@@ -28,6 +42,26 @@ proptest! {
         if truncate {
             let n = cut.index(bytes.len());
             bytes.truncate(n);
+        }
+        userbpf_fuzz::object_loader(&bytes);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// The CO-RE fixture with flips inside `.BTF` (local types, access
+    /// strings) or `.BTF.ext` (relocation records).
+    #[test]
+    fn mutated_core_relocations_never_panic(
+        ext in any::<bool>(),
+        flips in proptest::collection::vec((0usize..2048, any::<u8>()), 1..8),
+    ) {
+        let mut bytes = fixture_named("core.bpf.o");
+        let start = btf_blob(&bytes, if ext { 32 } else { 24 });
+        for (at, value) in flips {
+            let i = (start + at).min(bytes.len() - 1);
+            bytes[i] = value;
         }
         userbpf_fuzz::object_loader(&bytes);
     }

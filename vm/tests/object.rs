@@ -1071,3 +1071,273 @@ fn opensnoop_style_tracepoints_see_the_kernels_records() {
     let last = map(".bss").lookup(&0u32.to_le_bytes()).unwrap();
     assert_eq!(u64::from_le_bytes(last.try_into().unwrap()), 0xfeed_f00d);
 }
+
+// ---- CO-RE relocations (core.bpf.o, built against vmlinux.h) ----
+
+use userbpf_vm::interp::FaultKind;
+use userbpf_vm::object::{LoadOptions, TargetBtf};
+
+/// x86-64 `struct pt_regs` (arch/x86/include/asm/ptrace.h): 21 eight-byte
+/// fields in this order (`cs` and `ss` are unions of the same size since
+/// FRED).
+const PT_REGS: [&str; 21] = [
+    "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di",
+    "orig_ax", "ip", "cs", "flags", "sp", "ss",
+];
+
+fn pt_regs_offset(field: &str) -> usize {
+    8 * PT_REGS.iter().position(|&f| f == field).unwrap()
+}
+
+/// A `struct pt_regs` image: field `i` holds `0x01020304_00000000 | (i + 1) * 0x11`.
+fn pt_regs_image() -> Vec<u8> {
+    (0..PT_REGS.len() as u64)
+        .flat_map(|i| (0x0102_0304_0000_0000 | ((i + 1) * 0x11)).to_le_bytes())
+        .collect()
+}
+
+fn reg(image: &[u8], field: &str) -> u64 {
+    let o = pt_regs_offset(field);
+    u64::from_le_bytes(image[o..o + 8].try_into().unwrap())
+}
+
+fn load_core(target: TargetBtf) -> Object {
+    let (file, bytes) = fixture("core.bpf.o");
+    let options = LoadOptions {
+        target_btf: target,
+        ..LoadOptions::default()
+    };
+    Object::parse_with(&file, &bytes, &options).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run_core(obj: &Object, prog: &str) -> Result<u64, userbpf_vm::interp::Fault> {
+    let program = obj.program(prog).unwrap().to_program().unwrap();
+    let mut vm = Vm::new(&program, Helpers::kernel_basics()).unwrap_or_else(|e| panic!("{e}"));
+    vm.run(&mut pt_regs_image())
+}
+
+/// The LDX offsets of a linked program, in order.
+fn load_offsets(obj: &Object, prog: &str) -> Vec<i16> {
+    obj.program(prog)
+        .unwrap()
+        .insns
+        .iter()
+        .filter(|i| i.code & 0x07 == 0x01)
+        .map(|i| i.off)
+        .collect()
+}
+
+/// What every target BTF with the x86-64 `struct pt_regs` gives.
+fn check_core_fixture(obj: &Object, kernel_enum: bool) {
+    let image = pt_regs_image();
+    let (si, di, ip) = (
+        pt_regs_offset("si"),
+        pt_regs_offset("di"),
+        pt_regs_offset("ip"),
+    );
+    // Direct accesses through vmlinux.h's preserve_access_index types.
+    assert_eq!(load_offsets(obj, "parm1"), [di as i16]);
+    assert_eq!(run_core(obj, "parm1"), Ok(reg(&image, "di")));
+    // BPF_CORE_READ: bpf_probe_read_kernel at a relocated offset.
+    assert_eq!(run_core(obj, "core_read"), Ok(reg(&image, "si")));
+    // A ___flavor struct with fields in another order, and a .text
+    // subprogram relocated in each program it is linked into.
+    assert_eq!(
+        load_offsets(obj, "flavor"),
+        [ip as i16, di as i16, si as i16]
+    );
+    assert_eq!(load_offsets(obj, "subprog"), [si as i16]);
+    assert_eq!(
+        run_core(obj, "flavor"),
+        Ok(reg(&image, "ip") ^ (reg(&image, "di") << 1) ^ (reg(&image, "si") << 2))
+    );
+    assert_eq!(run_core(obj, "subprog"), Ok(reg(&image, "si")));
+    // Existence, sizes, signedness, type matches.
+    let bits = run_core(obj, "exists").unwrap();
+    let expected = 1 // field di exists
+        | 1 << 2 // struct pt_regs exists
+        // struct trace_entry does not "match": type matching compares the
+        // names of member types, and clang calls `unsigned short` what
+        // pahole calls `short unsigned int` (libbpf gives 0 too).
+        | u64::from(kernel_enum) << 6
+        | 1 << 7 // struct trace_entry___pid { int pid; } matches
+        | 8 << 8 // sizeof di
+        | 8 << 16 // sizeof(struct trace_entry)
+        | 1 << 24 // trace_entry.pid is signed
+        | 1 << 26 // struct pt_regs has a target type id
+        | (di as u64) << 32;
+    assert_eq!(bits, expected, "{bits:#x} != {expected:#x}");
+    // A missing field guarded by bpf_core_field_exists: the poisoned load
+    // is dead code.
+    assert_eq!(run_core(obj, "guarded"), Ok(7));
+    // Unguarded: a fault at the poisoned instruction, which the object
+    // explains.
+    let fault = run_core(obj, "unguarded").unwrap_err();
+    assert_eq!(fault.kind, FaultKind::PoisonedCoreRelocation, "{fault}");
+    assert!(fault.to_string().contains("CO-RE relocation"), "{fault}");
+    let p = obj.program("unguarded").unwrap();
+    let failure = p
+        .core_failure_at(fault.pc)
+        .expect("the failure is recorded");
+    let text = failure.to_string();
+    assert!(
+        text.contains("field `userbpf_no_such_field` of `struct pt_regs___mine`")
+            && text.contains(&format!("at pc {}", fault.pc))
+            && text.contains("could not be resolved"),
+        "{text}"
+    );
+    // A local bitfield read from the target's plain int (trace_entry.pid
+    // is at byte 4: the upper half of the first register).
+    assert_eq!(
+        run_core(obj, "bitfield"),
+        Ok((reg(&image, "r15") >> 32) as i32 as i64 as u64)
+    );
+    // An enumerator of a ___flavor enum: the kernel's value, or absent.
+    let bpf_func_probe_read_kernel = 113;
+    assert_eq!(
+        run_core(obj, "enumval"),
+        Ok(if kernel_enum {
+            bpf_func_probe_read_kernel
+        } else {
+            0xffff
+        })
+    );
+}
+
+#[test]
+fn core_relocations_against_the_kernel_btf() {
+    if !std::path::Path::new(userbpf_vm::object::VMLINUX_BTF).exists() {
+        eprintln!("skipped: no /sys/kernel/btf/vmlinux");
+        return;
+    }
+    let obj = load_core(TargetBtf::System);
+    check_core_fixture(&obj, true);
+    let failure = &obj.program("unguarded").unwrap().core_failures[0];
+    assert_eq!(failure.target, "/sys/kernel/btf/vmlinux");
+    // The same file, named explicitly.
+    let obj = load_core(TargetBtf::File(userbpf_vm::object::VMLINUX_BTF.into()));
+    check_core_fixture(&obj, true);
+}
+
+#[test]
+fn core_relocations_against_the_builtin_btf() {
+    let obj = load_core(TargetBtf::Builtin);
+    check_core_fixture(&obj, false);
+    let failure = &obj.program("unguarded").unwrap().core_failures[0];
+    assert!(failure.target.contains("built-in"), "{failure}");
+}
+
+#[test]
+fn core_target_without_the_types_poisons_or_answers_zero() {
+    // An empty target BTF: nothing matches.
+    let empty = userbpf_vm::object::btf::Btf::default();
+    let obj = load_core(TargetBtf::Parsed(std::sync::Arc::new(empty)));
+    let fault = run_core(&obj, "parm1").unwrap_err();
+    assert_eq!(fault.kind, FaultKind::PoisonedCoreRelocation);
+    let failure = obj.program("parm1").unwrap().core_failure_at(0).unwrap();
+    assert!(
+        failure.what.contains("field `di` of `struct pt_regs`"),
+        "{failure}"
+    );
+    // Existence checks still answer (0) and the guarded program runs.
+    assert_eq!(run_core(&obj, "guarded"), Ok(7));
+    assert_eq!(run_core(&obj, "enumval"), Ok(0xffff));
+    // `exists` asks for the size of a field that is not there: poisoned.
+    let fault = run_core(&obj, "exists").unwrap_err();
+    let p = obj.program("exists").unwrap();
+    let failure = p.core_failure_at(fault.pc).expect("recorded");
+    assert!(failure.what.starts_with("target_type_id") || failure.what.starts_with("byte_"));
+}
+
+#[test]
+fn core_target_btf_errors_name_the_file() {
+    let (file, bytes) = fixture("core.bpf.o");
+    let options = LoadOptions {
+        target_btf: TargetBtf::File("/nonexistent/vmlinux".into()),
+        ..LoadOptions::default()
+    };
+    let e = Object::parse_with(&file, &bytes, &options).unwrap_err();
+    assert!(matches!(e, ObjectError::TargetBtf { .. }), "{e}");
+    assert!(e.to_string().contains("/nonexistent/vmlinux"), "{e}");
+    // Objects without CO-RE relocations never load the target BTF.
+    let (file, bytes) = fixture("calls.bpf.o");
+    Object::parse_with(&file, &bytes, &options).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// File offset of the first CO-RE record of `.BTF.ext` in `bytes`.
+fn first_core_record(bytes: &[u8]) -> usize {
+    let (off, _) = goblin_like::sections(bytes)
+        .into_iter()
+        .find(|(_, n)| n == ".BTF.ext")
+        .expect(".BTF.ext");
+    let word = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()) as usize;
+    let hdr_len = word(off + 4);
+    let core_off = word(off + 24);
+    // record size, then sec_name_off and num_info.
+    off + hdr_len + core_off + 4 + 8
+}
+
+#[test]
+fn malformed_core_relocations_are_errors() {
+    let (file, bytes) = fixture("core.bpf.o");
+    let rec = first_core_record(&bytes);
+    let parse = |b: &[u8]| Object::parse_with(&file, b, &LoadOptions::default());
+
+    let mut kind = bytes.clone();
+    kind[rec + 12..rec + 16].copy_from_slice(&99u32.to_le_bytes());
+    let e = parse(&kind).unwrap_err();
+    assert!(matches!(e, ObjectError::CoreRelocation { .. }), "{e}");
+    assert!(
+        e.to_string().contains("unknown CO-RE relocation kind 99"),
+        "{e}"
+    );
+
+    let mut misaligned = bytes.clone();
+    misaligned[rec..rec + 4].copy_from_slice(&3u32.to_le_bytes());
+    let e = parse(&misaligned).unwrap_err();
+    assert!(e.to_string().contains("not a multiple of 8"), "{e}");
+
+    let mut past = bytes.clone();
+    past[rec..rec + 4].copy_from_slice(&0x10_0000u32.to_le_bytes());
+    let e = parse(&past).unwrap_err();
+    assert!(e.to_string().contains("past the end of the section"), "{e}");
+
+    let mut type_id = bytes.clone();
+    type_id[rec + 4..rec + 8].copy_from_slice(&0xffff_u32.to_le_bytes());
+    let e = parse(&type_id).unwrap_err();
+    assert!(e.to_string().contains("type id 65535"), "{e}");
+
+    // The instruction does not hold what the local BTF says: the first
+    // record is `second_arg`'s load of `si` at offset 8 in .text.
+    let (text, _) = goblin_like::sections(&bytes)
+        .into_iter()
+        .find(|(_, n)| n == ".text")
+        .unwrap();
+    let mut off = bytes.clone();
+    off[text + 2..text + 4].copy_from_slice(&16i16.to_le_bytes());
+    let e = parse(&off).unwrap_err();
+    assert!(
+        e.to_string().contains("got 16, expected 8") && e.to_string().contains("section `.text`"),
+        "{e}"
+    );
+
+    // Truncated or corrupted headers: errors naming .BTF.ext, no panic.
+    let (ext, _) = goblin_like::sections(&bytes)
+        .into_iter()
+        .find(|(_, n)| n == ".BTF.ext")
+        .unwrap();
+    let mut magic = bytes.clone();
+    magic[ext] = 0;
+    let e = parse(&magic).unwrap_err();
+    assert!(
+        e.to_string().contains(".BTF.ext") && e.to_string().contains("magic"),
+        "{e}"
+    );
+    for byte in 0..48 {
+        let mut b = bytes.clone();
+        b[ext + byte] ^= 0xff;
+        if let Err(e) = parse(&b) {
+            assert!(e.to_string().contains(&file), "{e}");
+        }
+    }
+}

@@ -749,6 +749,7 @@ pub(super) fn run_ops(
                 continue;
             }
             K::Hole => bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc)),
+            K::CorePoison => bail!(fault(prog, pc, 0, 0, FaultKind::PoisonedCoreRelocation)),
         }
         pc = next;
     }

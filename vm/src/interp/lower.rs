@@ -3,7 +3,10 @@
 use std::fmt;
 use std::sync::Arc;
 
-use super::{Config, MapResolver, PrepareError, BPF_FUNC_LOOP, BPF_FUNC_TAIL_CALL, FUNC_ADDR_TAG};
+use super::{
+    Config, MapResolver, PrepareError, BPF_FUNC_LOOP, BPF_FUNC_TAIL_CALL, CORE_POISON_HELPER,
+    FUNC_ADDR_TAG,
+};
 use crate::helpers::{Helper, Helpers};
 use crate::insn::Insn;
 use crate::isa::{
@@ -169,6 +172,8 @@ pub(super) enum K {
     Exit,
     /// The second slot of an lddw: never executed.
     Hole,
+    /// `call 0xbad2310`: an instruction whose CO-RE relocation failed.
+    CorePoison,
 }
 
 /// One lowered operation: 16 bytes.
@@ -634,6 +639,8 @@ impl PreparedProgram {
                     }
                     None if id == BPF_FUNC_TAIL_CALL => op.kind = K::TailCall,
                     None if id == BPF_FUNC_LOOP => op.kind = K::Loop,
+                    // A failed CO-RE relocation: a fault if it runs.
+                    None if id == CORE_POISON_HELPER => op.kind = K::CorePoison,
                     None => {
                         return Err(PrepareError::UnknownHelper {
                             program: name,

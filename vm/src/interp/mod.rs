@@ -47,6 +47,11 @@ pub const BPF_FUNC_TAIL_CALL: i32 = 12;
 /// The kernel's helper id of `bpf_loop`, run by the interpreter itself
 /// (its callback is a subprogram of the running program).
 pub const BPF_FUNC_LOOP: i32 = 181;
+/// The helper id libbpf (and the object loader) put in a `call` that
+/// replaces an instruction whose CO-RE relocation could not be resolved
+/// (`0xbad2310`, "bad relo"). The interpreter stops with
+/// [`FaultKind::PoisonedCoreRelocation`] if it is executed.
+pub const CORE_POISON_HELPER: i32 = 0xbad2310;
 /// `BPF_MAX_LOOPS`: the most iterations `bpf_loop` accepts.
 pub const BPF_MAX_LOOPS: u64 = 8 * 1024 * 1024;
 
@@ -182,6 +187,10 @@ pub enum FaultKind {
     NoPacket,
     /// Execution reached a pc that holds no instruction.
     InvalidPc,
+    /// Execution reached an instruction whose CO-RE relocation could not be
+    /// resolved against the target BTF (`call 0xbad2310`); the object's
+    /// `ObjProgram::core_failures` names the relocation.
+    PoisonedCoreRelocation,
 }
 
 impl fmt::Display for FaultKind {
@@ -219,6 +228,10 @@ impl fmt::Display for FaultKind {
             }
             FaultKind::NoPacket => f.write_str("legacy packet load without packet data"),
             FaultKind::InvalidPc => f.write_str("execution reached a pc without an instruction"),
+            FaultKind::PoisonedCoreRelocation => f.write_str(
+                "reached an instruction whose CO-RE relocation could not be resolved against \
+                 the target BTF (the loader replaced it with `call 0xbad2310`, as libbpf does)",
+            ),
         }
     }
 }

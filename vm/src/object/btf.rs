@@ -1,13 +1,19 @@
-//! Just enough BTF (`.BTF`) to read BTF-defined maps: the type table, type
-//! sizes, and the `.maps` data section.
+//! BTF (`.BTF`, `/sys/kernel/btf/vmlinux`): the type table, names, sizes,
+//! and the `.maps` data section.
 //!
-//! Format: `include/uapi/linux/btf.h`. Type ids start at 1; every type is a
-//! 12-byte `struct btf_type` followed by kind-specific data.
+//! Format: `include/uapi/linux/btf.h`. Type ids start at 1 (0 is `void`);
+//! every type is a 12-byte `struct btf_type` followed by kind-specific
+//! data. [`Btf::parse`] validates the layout of every record in one pass and
+//! keeps only their offsets, so the kernel's 5 MB BTF parses in a few
+//! milliseconds; [`Btf::get`] decodes a type when asked, and the name index
+//! ([`Btf::by_essential_name`]) is built on first use.
 
-use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// `BTF_MAGIC`.
 pub const BTF_MAGIC: u16 = 0xeb9f;
+/// `BTF_INT_SIGNED` in an `INT`'s encoding.
+pub const BTF_INT_SIGNED: u32 = 1;
 
 /// BTF kinds (`BTF_KIND_*`).
 #[allow(missing_docs)]
@@ -35,7 +41,8 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn from_u32(k: u32) -> Option<Kind> {
+    /// The kind with number `k` (`BTF_INFO_KIND`).
+    pub fn from_u32(k: u32) -> Option<Kind> {
         use Kind::*;
         Some(match k {
             1 => Int,
@@ -60,12 +67,52 @@ impl Kind {
             _ => return None,
         })
     }
+
+    /// The kind's number.
+    pub fn to_u32(self) -> u32 {
+        self as u32 + 1
+    }
+
+    /// The kind as C spells it (`struct`, `union`, `enum`, ...).
+    pub fn c_name(self) -> &'static str {
+        match self {
+            Kind::Int => "int",
+            Kind::Ptr => "ptr",
+            Kind::Array => "array",
+            Kind::Struct => "struct",
+            Kind::Union => "union",
+            Kind::Enum | Kind::Enum64 => "enum",
+            Kind::Fwd => "fwd",
+            Kind::Typedef => "typedef",
+            Kind::Volatile => "volatile",
+            Kind::Const => "const",
+            Kind::Restrict => "restrict",
+            Kind::Func => "func",
+            Kind::FuncProto => "func_proto",
+            Kind::Var => "var",
+            Kind::Datasec => "datasec",
+            Kind::Float => "float",
+            Kind::DeclTag => "decl_tag",
+            Kind::TypeTag => "type_tag",
+        }
+    }
+
+    /// Bytes of kind-specific data after the 12-byte header, for `vlen`.
+    fn data_len(self, vlen: usize) -> usize {
+        match self {
+            Kind::Int | Kind::Var | Kind::DeclTag => 4,
+            Kind::Array => 12,
+            Kind::Struct | Kind::Union | Kind::Datasec | Kind::Enum64 => 12 * vlen,
+            Kind::Enum | Kind::FuncProto => 8 * vlen,
+            _ => 0,
+        }
+    }
 }
 
 /// A member of a struct or union, or an entry of a data section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Member {
-    /// Name (empty for data section entries).
+    /// Name (empty for anonymous members and data section entries).
     pub name: String,
     /// Type id.
     pub type_id: u32,
@@ -73,32 +120,96 @@ pub struct Member {
     pub offset: u32,
     /// Size in bytes (data section entries only).
     pub size: u32,
+    /// Bitfield size in bits (struct members of a `kind_flag` struct; 0
+    /// when not a bitfield).
+    pub bitfield_size: u32,
 }
 
-/// One BTF type.
+/// An enumerator of an `ENUM` or `ENUM64`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnumValue {
+    /// Name.
+    pub name: String,
+    /// Value: the 64 bits of an `ENUM64` value, or an `ENUM` value
+    /// sign-extended from 32 bits (as libbpf reads it).
+    pub value: u64,
+}
+
+/// A parameter of a function prototype.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    /// Name (often empty).
+    pub name: String,
+    /// Type id (0 for `...`).
+    pub type_id: u32,
+}
+
+/// One BTF type, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Type {
     /// Its kind.
     pub kind: Kind,
     /// Its name (may be empty).
     pub name: String,
+    /// `kind_flag` of `info` (bitfield offsets in structs, signedness of
+    /// enums, union for forward declarations).
+    pub kind_flag: bool,
+    /// `vlen` of `info`: members, enumerators or parameters.
+    pub vlen: u32,
     /// `size` for sized kinds, else the referenced type id.
     pub size_or_type: u32,
     /// Array element type and count.
     pub array: Option<(u32, u32)>,
     /// Struct/union members or data section entries.
     pub members: Vec<Member>,
+    /// Enumerators of `ENUM` and `ENUM64`.
+    pub enumerators: Vec<EnumValue>,
+    /// Parameters of a `FUNC_PROTO`.
+    pub params: Vec<Param>,
     /// The word after the header of `INT` (encoding, offset, bits) and `VAR`
     /// (linkage) types; 0 for other kinds.
     pub extra: u32,
 }
 
+impl Type {
+    /// `STRUCT` or `UNION`.
+    pub fn is_composite(&self) -> bool {
+        matches!(self.kind, Kind::Struct | Kind::Union)
+    }
+
+    /// `ENUM` or `ENUM64`.
+    pub fn is_any_enum(&self) -> bool {
+        matches!(self.kind, Kind::Enum | Kind::Enum64)
+    }
+
+    /// `INT` encoding bits (`BTF_INT_SIGNED`, `BTF_INT_CHAR`, `BTF_INT_BOOL`).
+    pub fn int_encoding(&self) -> u32 {
+        (self.extra >> 24) & 0x0f
+    }
+
+    /// `INT` bit offset (non-zero only for deprecated bitfield integers).
+    pub fn int_offset(&self) -> u32 {
+        (self.extra >> 16) & 0xff
+    }
+
+    /// `INT` size in bits.
+    pub fn int_bits(&self) -> u32 {
+        self.extra & 0xff
+    }
+}
+
 /// A parsed type table.
 #[derive(Clone, Debug, Default)]
 pub struct Btf {
-    /// Types by id - 1.
-    types: Vec<Type>,
-    by_name: HashMap<String, Vec<u32>>,
+    /// The type section.
+    types: Vec<u8>,
+    /// The string section.
+    strings: Vec<u8>,
+    /// Offset in `types` of the record of type id `i + 1`.
+    offsets: Vec<u32>,
+    /// Named type ids sorted by essential name (see
+    /// [`essential_name_len`]), then id. Built on first use.
+    index: OnceLock<Vec<u32>>,
 }
 
 /// Malformed BTF.
@@ -113,8 +224,37 @@ fn rd32(b: &[u8], o: usize) -> Result<u32, BtfError> {
         .ok_or_else(|| BtfError(format!("truncated at offset {o}")))
 }
 
+/// Length of the "essential" part of a CO-RE name: everything before the
+/// last `___` flavor separator (`X___Y` with `X` and `Y` not `_`), or the
+/// whole name (libbpf's `bpf_core_essential_name_len`).
+pub fn essential_name_len(name: &[u8]) -> usize {
+    let n = name.len();
+    if n < 5 {
+        return n;
+    }
+    for k in (0..=n - 5).rev() {
+        if name[k] != b'_'
+            && name[k + 1] == b'_'
+            && name[k + 2] == b'_'
+            && name[k + 3] == b'_'
+            && name[k + 4] != b'_'
+        {
+            return k + 1;
+        }
+    }
+    n
+}
+
+/// The essential part of `name` (`pt_regs` for `pt_regs___mine`).
+pub fn essential_name(name: &str) -> &str {
+    let len = essential_name_len(name.as_bytes());
+    name.get(..len).unwrap_or(name)
+}
+
 impl Btf {
-    /// Parses a little-endian `.BTF` section.
+    /// Parses a little-endian BTF blob (a `.BTF` section or
+    /// `/sys/kernel/btf/vmlinux`). Every type record is bounds-checked
+    /// here; decoding happens in [`Btf::get`].
     pub fn parse(data: &[u8]) -> Result<Btf, BtfError> {
         let magic = data
             .get(0..2)
@@ -137,92 +277,199 @@ impl Btf {
         };
         let types = section(type_off, type_len, "type")?;
         let strings = section(str_off, str_len, "string")?;
-        let name = |off: u32| -> String {
-            let off = off as usize;
-            strings
-                .get(off..)
-                .map(|s| {
-                    let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-                    String::from_utf8_lossy(&s[..end]).into_owned()
-                })
-                .unwrap_or_default()
-        };
-        let mut btf = Btf::default();
+        let mut offsets = Vec::new();
         let mut o = 0usize;
         while o < types.len() {
-            let name_off = rd32(types, o)?;
-            let info = rd32(types, o + 4)?;
-            let size_or_type = rd32(types, o + 8)?;
-            o += 12;
+            let info = rd32(types, o.saturating_add(4))?;
             let vlen = (info & 0xffff) as usize;
             let kind = Kind::from_u32((info >> 24) & 0x1f)
                 .ok_or_else(|| BtfError(format!("unknown kind {}", (info >> 24) & 0x1f)))?;
-            let mut t = Type {
-                kind,
-                name: name(name_off),
-                size_or_type,
-                array: None,
-                members: Vec::new(),
-                extra: 0,
-            };
-            match kind {
-                Kind::Int | Kind::Var | Kind::DeclTag => {
-                    t.extra = rd32(types, o)?;
-                    o += 4;
-                }
-                Kind::Array => {
-                    t.array = Some((rd32(types, o)?, rd32(types, o + 8)?));
+            let end = o
+                .checked_add(12)
+                .and_then(|e| e.checked_add(kind.data_len(vlen)))
+                .filter(|&e| e <= types.len())
+                .ok_or_else(|| {
+                    BtfError(format!(
+                        "type [{}] at offset {o} runs past the type section",
+                        offsets.len() + 1
+                    ))
+                })?;
+            offsets.push(u32::try_from(o).map_err(|_| BtfError("type section too large".into()))?);
+            o = end;
+        }
+        Ok(Btf {
+            types: types.to_vec(),
+            strings: strings.to_vec(),
+            offsets,
+            index: OnceLock::new(),
+        })
+    }
+
+    /// Number of types, `void` excluded: ids run from 1 to this.
+    pub fn len(&self) -> u32 {
+        self.offsets.len() as u32
+    }
+
+    /// Whether the table has no types.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The string at `off` of the string section, as bytes (empty when out
+    /// of range).
+    pub fn str_bytes(&self, off: u32) -> &[u8] {
+        let s = self.strings.get(off as usize..).unwrap_or(&[]);
+        let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+        &s[..end]
+    }
+
+    /// The string at `off` of the string section (lossy UTF-8).
+    pub fn str_at(&self, off: u32) -> String {
+        String::from_utf8_lossy(self.str_bytes(off)).into_owned()
+    }
+
+    fn header(&self, id: u32) -> Option<(usize, u32, u32, u32)> {
+        let o = *self.offsets.get(id.checked_sub(1)? as usize)? as usize;
+        let name_off = rd32(&self.types, o).ok()?;
+        let info = rd32(&self.types, o + 4).ok()?;
+        let size_or_type = rd32(&self.types, o + 8).ok()?;
+        Some((o + 12, name_off, info, size_or_type))
+    }
+
+    /// The name of type `id`, as bytes (empty for anonymous types, `void`
+    /// and unknown ids).
+    pub fn name_bytes(&self, id: u32) -> &[u8] {
+        match self.header(id) {
+            Some((_, name_off, _, _)) => self.str_bytes(name_off),
+            None => &[],
+        }
+    }
+
+    /// The kind of type `id`.
+    pub fn kind(&self, id: u32) -> Option<Kind> {
+        let (_, _, info, _) = self.header(id)?;
+        Kind::from_u32((info >> 24) & 0x1f)
+    }
+
+    /// The type with this id, decoded.
+    pub fn get(&self, id: u32) -> Option<Type> {
+        let (mut o, name_off, info, size_or_type) = self.header(id)?;
+        let kind = Kind::from_u32((info >> 24) & 0x1f)?;
+        let kind_flag = info >> 31 != 0;
+        let vlen = info & 0xffff;
+        let d = &self.types;
+        let mut t = Type {
+            kind,
+            name: self.str_at(name_off),
+            kind_flag,
+            vlen,
+            size_or_type,
+            array: None,
+            members: Vec::new(),
+            enumerators: Vec::new(),
+            params: Vec::new(),
+            extra: 0,
+        };
+        match kind {
+            Kind::Int | Kind::Var | Kind::DeclTag => t.extra = rd32(d, o).ok()?,
+            Kind::Array => t.array = Some((rd32(d, o).ok()?, rd32(d, o + 8).ok()?)),
+            Kind::Struct | Kind::Union => {
+                for _ in 0..vlen {
+                    let raw = rd32(d, o + 8).ok()?;
+                    t.members.push(Member {
+                        name: self.str_at(rd32(d, o).ok()?),
+                        type_id: rd32(d, o + 4).ok()?,
+                        offset: if kind_flag { raw & 0xff_ffff } else { raw },
+                        size: 0,
+                        bitfield_size: if kind_flag { raw >> 24 } else { 0 },
+                    });
                     o += 12;
                 }
-                Kind::Struct | Kind::Union => {
-                    for _ in 0..vlen {
-                        t.members.push(Member {
-                            name: name(rd32(types, o)?),
-                            type_id: rd32(types, o + 4)?,
-                            offset: rd32(types, o + 8)?
-                                & if info >> 31 != 0 { 0xff_ffff } else { u32::MAX },
-                            size: 0,
-                        });
-                        o += 12;
-                    }
-                }
-                Kind::Enum | Kind::FuncProto => o += 8 * vlen,
-                Kind::Enum64 => o += 12 * vlen,
-                Kind::Datasec => {
-                    for _ in 0..vlen {
-                        t.members.push(Member {
-                            name: String::new(),
-                            type_id: rd32(types, o)?,
-                            offset: rd32(types, o + 4)?,
-                            size: rd32(types, o + 8)?,
-                        });
-                        o += 12;
-                    }
-                }
-                _ => {}
             }
-            if o > types.len() {
-                return Err(BtfError("type section truncated".into()));
+            Kind::Datasec => {
+                for _ in 0..vlen {
+                    t.members.push(Member {
+                        name: String::new(),
+                        type_id: rd32(d, o).ok()?,
+                        offset: rd32(d, o + 4).ok()?,
+                        size: rd32(d, o + 8).ok()?,
+                        bitfield_size: 0,
+                    });
+                    o += 12;
+                }
             }
-            let id = btf.types.len() as u32 + 1;
-            btf.by_name.entry(t.name.clone()).or_default().push(id);
-            btf.types.push(t);
+            Kind::Enum => {
+                for _ in 0..vlen {
+                    t.enumerators.push(EnumValue {
+                        name: self.str_at(rd32(d, o).ok()?),
+                        value: i64::from(rd32(d, o + 4).ok()? as i32) as u64,
+                    });
+                    o += 8;
+                }
+            }
+            Kind::Enum64 => {
+                for _ in 0..vlen {
+                    let lo = u64::from(rd32(d, o + 4).ok()?);
+                    let hi = u64::from(rd32(d, o + 8).ok()?);
+                    t.enumerators.push(EnumValue {
+                        name: self.str_at(rd32(d, o).ok()?),
+                        value: lo | (hi << 32),
+                    });
+                    o += 12;
+                }
+            }
+            Kind::FuncProto => {
+                for _ in 0..vlen {
+                    t.params.push(Param {
+                        name: self.str_at(rd32(d, o).ok()?),
+                        type_id: rd32(d, o + 4).ok()?,
+                    });
+                    o += 8;
+                }
+            }
+            _ => {}
         }
-        Ok(btf)
+        Some(t)
     }
 
-    /// The type with this id.
-    pub fn get(&self, id: u32) -> Option<&Type> {
-        id.checked_sub(1).and_then(|i| self.types.get(i as usize))
+    fn index(&self) -> &[u32] {
+        self.index.get_or_init(|| {
+            let mut keyed: Vec<(&[u8], u32)> = (1..=self.len())
+                .filter_map(|id| {
+                    let n = self.name_bytes(id);
+                    (!n.is_empty()).then(|| (&n[..essential_name_len(n)], id))
+                })
+                .collect();
+            keyed.sort_unstable();
+            keyed.into_iter().map(|(_, id)| id).collect()
+        })
     }
 
-    /// Ids of the types with this name.
-    pub fn by_name(&self, name: &str) -> &[u32] {
-        self.by_name.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+    /// Ids of the named types whose essential name (the name without a
+    /// `___flavor` suffix) is `essential`, in id order.
+    pub fn by_essential_name(&self, essential: &[u8]) -> &[u32] {
+        let ids = self.index();
+        let key = |id: u32| {
+            let n = self.name_bytes(id);
+            &n[..essential_name_len(n)]
+        };
+        let lo = ids.partition_point(|&id| key(id) < essential);
+        let hi = ids.partition_point(|&id| key(id) <= essential);
+        ids.get(lo..hi).unwrap_or(&[])
     }
 
-    /// Follows typedefs and qualifiers.
-    pub fn resolve(&self, mut id: u32) -> Option<(u32, &Type)> {
+    /// Ids of the types called exactly `name`, in id order.
+    pub fn by_name(&self, name: &str) -> Vec<u32> {
+        let essential = &name.as_bytes()[..essential_name_len(name.as_bytes())];
+        self.by_essential_name(essential)
+            .iter()
+            .copied()
+            .filter(|&id| self.name_bytes(id) == name.as_bytes())
+            .collect()
+    }
+
+    /// Follows typedefs and qualifiers (`skip_mods_and_typedefs`).
+    pub fn resolve(&self, mut id: u32) -> Option<(u32, Type)> {
         for _ in 0..32 {
             let t = self.get(id)?;
             match t.kind {
@@ -235,7 +482,7 @@ impl Btf {
         None
     }
 
-    /// Size in bytes of a type.
+    /// Size in bytes of a type (`btf__resolve_size`).
     pub fn size_of(&self, id: u32) -> Option<u32> {
         self.size_of_depth(id, 0)
     }
@@ -264,11 +511,25 @@ impl Btf {
     }
 
     /// The data section called `name`.
-    pub fn datasec(&self, name: &str) -> Option<&Type> {
+    pub fn datasec(&self, name: &str) -> Option<Type> {
         self.by_name(name)
-            .iter()
-            .filter_map(|&id| self.get(id))
+            .into_iter()
+            .filter_map(|id| self.get(id))
             .find(|t| t.kind == Kind::Datasec)
+    }
+
+    /// `kind name` as C spells it (`struct pt_regs`, `enum bpf_func_id`,
+    /// `typedef u64`), `<anon>` for anonymous types.
+    pub fn describe(&self, id: u32) -> String {
+        if id == 0 {
+            return "void".to_string();
+        }
+        match self.get(id) {
+            Some(t) if t.name.is_empty() => format!("{} <anon>", t.kind.c_name()),
+            Some(t) if t.kind == Kind::Int => t.name,
+            Some(t) => format!("{} {}", t.kind.c_name(), t.name),
+            None => format!("[{id}]"),
+        }
     }
 }
 

@@ -8,14 +8,21 @@
 //! `src=6` `BPF_PSEUDO_MAP_IDX_VALUE`) whose index is the position in
 //! [`Object::maps`].
 //!
-//! Supported so far: BTF-defined maps (`.maps`), legacy `maps` definitions
-//! and global data (`.data`, `.rodata*`, `.bss`) as maps. Map-in-map and
-//! program-array initialisers (`values`), CO-RE and externs are refused with
-//! an error that says so (the objects issue continues).
+//! Supported: BTF-defined maps (`.maps`), legacy `maps` definitions, global
+//! data (`.data`, `.rodata*`, `.bss`) as maps, map-in-map and program-array
+//! initialisers, `__kconfig` externs ([`kconfig`]), and CO-RE relocations
+//! from `.BTF.ext` ([`core`]), resolved against the running kernel's BTF,
+//! a file, or a built-in BTF ([`TargetBtf`], chosen with
+//! [`Object::parse_with`]). CO-RE relocations are applied to the code
+//! sections before linking, so every copy of a `.text` subprogram carries
+//! them. `__ksym` externs and kfuncs are refused with an error that says so.
 
 pub mod btf;
+pub mod btf_ext;
+pub mod core;
 pub mod kconfig;
 pub mod section;
+pub mod target_btf;
 
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -28,6 +35,7 @@ use crate::insn::{insns_from_bytes, op, Insn};
 use crate::program::{Program, ProgramError};
 pub use kconfig::{KconfigError, KernelConfig};
 pub use section::{AttachTarget, AttachType, ProgramKind, ProgramType, SectionError};
+pub use target_btf::{TargetBtf, VMLINUX_BTF};
 
 /// `EM_BPF`.
 pub const EM_BPF: u16 = 247;
@@ -139,6 +147,32 @@ pub enum ObjectError {
         /// Details.
         source: ProgramError,
     },
+    /// A CO-RE relocation that cannot be applied (libbpf refuses the same):
+    /// malformed, ambiguous, or whose instruction does not hold the value
+    /// the local BTF gives.
+    #[error("{file}: section `{section}`: CO-RE relocation #{index} at instruction {insn} ({what}): {message}")]
+    CoreRelocation {
+        /// The object.
+        file: String,
+        /// The code section.
+        section: String,
+        /// Index of the relocation among the section's.
+        index: usize,
+        /// Instruction index in the section.
+        insn: usize,
+        /// The relocation: kind, type and field.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The target BTF for CO-RE relocations cannot be loaded.
+    #[error("{file}: target BTF for CO-RE relocations: {message}")]
+    TargetBtf {
+        /// The object.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
     /// `--prog NAME` does not exist.
     #[error("{file}: no program named `{name}` (programs: {available})")]
     NoSuchProgram {
@@ -221,6 +255,41 @@ pub struct ObjProgram {
     pub own_len: usize,
     /// Subprograms appended: name and start pc.
     pub subprograms: Vec<(String, usize)>,
+    /// Instructions poisoned because their CO-RE relocation could not be
+    /// resolved (they fault with `PoisonedCoreRelocation` if executed).
+    pub core_failures: Vec<CoreFailure>,
+}
+
+/// A CO-RE relocation that found no match in the target BTF and poisoned
+/// its instruction (`call 0xbad2310`), as libbpf does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CoreFailure {
+    /// pc of the poisoned instruction in the linked program.
+    pub pc: usize,
+    /// The code section the relocation belongs to.
+    pub section: String,
+    /// Index of the relocation among the section's.
+    pub index: usize,
+    /// The relocation: kind, type and field.
+    pub what: String,
+    /// The target BTF (`/sys/kernel/btf/vmlinux`, a path, built-in).
+    pub target: String,
+    /// A reason beyond "not found in the target", if any.
+    pub why: Option<String>,
+}
+
+impl std::fmt::Display for CoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CO-RE relocation #{} of section `{}` at pc {} ({}) could not be resolved against {}",
+            self.index, self.section, self.pc, self.what, self.target
+        )?;
+        if let Some(why) = &self.why {
+            write!(f, ": {why}")?;
+        }
+        Ok(())
+    }
 }
 
 impl ObjProgram {
@@ -228,6 +297,23 @@ impl ObjProgram {
     pub fn to_program(&self) -> Result<Program, ProgramError> {
         Program::new(self.name.clone(), self.insns.clone())
     }
+
+    /// The failed CO-RE relocation whose poisoned instruction is at `pc`,
+    /// to explain a `PoisonedCoreRelocation` fault.
+    pub fn core_failure_at(&self, pc: usize) -> Option<&CoreFailure> {
+        self.core_failures.iter().find(|f| f.pc == pc)
+    }
+}
+
+/// How [`Object::parse_with`] resolves what depends on the machine.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions<'a> {
+    /// Configuration for `__kconfig` externs; `None`: the running kernel's.
+    pub kconfig: Option<&'a KernelConfig>,
+    /// BTF for CO-RE relocations (default: `/sys/kernel/btf/vmlinux`, or
+    /// the built-in BTF when the kernel has none). Loaded only when the
+    /// object has CO-RE relocations.
+    pub target_btf: TargetBtf,
 }
 
 /// A parsed, linked BPF object.
@@ -260,6 +346,8 @@ struct CodeSection {
     funcs: Vec<Func>,
     /// Relocations by instruction index: (symbol index, type).
     relocs: BTreeMap<usize, (usize, u32)>,
+    /// Instructions poisoned by failed CO-RE relocations, by index.
+    core_poison: BTreeMap<usize, CoreFailure>,
 }
 
 #[derive(Clone, Debug)]
@@ -306,7 +394,7 @@ impl Object {
     /// `__kconfig` externs are resolved from the running kernel's
     /// configuration.
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Object, ObjectError> {
-        Object::parse_guarded(file, bytes, None)
+        Object::parse_with(file, bytes, &LoadOptions::default())
     }
 
     /// [`Object::parse`] with `__kconfig` externs resolved from `config`
@@ -316,18 +404,27 @@ impl Object {
         bytes: &[u8],
         config: &KernelConfig,
     ) -> Result<Object, ObjectError> {
-        Object::parse_guarded(file, bytes, Some(config))
+        Object::parse_with(
+            file,
+            bytes,
+            &LoadOptions {
+                kconfig: Some(config),
+                ..LoadOptions::default()
+            },
+        )
     }
 
-    fn parse_guarded(
+    /// [`Object::parse`] with explicit choices: the kernel configuration
+    /// for `__kconfig` externs and the target BTF for CO-RE relocations.
+    pub fn parse_with(
         file: &str,
         bytes: &[u8],
-        kconfig: Option<&KernelConfig>,
+        options: &LoadOptions<'_>,
     ) -> Result<Object, ObjectError> {
         // goblin is not expected to panic on malformed input, but an object
         // file is untrusted: a panic must become an error.
         match catch_unwind(AssertUnwindSafe(|| {
-            Object::parse_inner(file, bytes, kconfig)
+            Object::parse_inner(file, bytes, options)
         })) {
             Ok(r) => r,
             Err(_) => Err(ObjectError::Elf {
@@ -340,9 +437,9 @@ impl Object {
     fn parse_inner(
         file: &str,
         bytes: &[u8],
-        kconfig: Option<&KernelConfig>,
+        options: &LoadOptions<'_>,
     ) -> Result<Object, ObjectError> {
-        let parsed = parse_elf(file, bytes, kconfig)?;
+        let parsed = parse_elf(file, bytes, options)?;
         let mut programs = Vec::new();
         for (&idx, sec) in &parsed.code {
             if Some(idx) == parsed.text {
@@ -436,11 +533,8 @@ impl Object {
     }
 }
 
-fn parse_elf(
-    file: &str,
-    bytes: &[u8],
-    kconfig: Option<&KernelConfig>,
-) -> Result<Parsed, ObjectError> {
+fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Parsed, ObjectError> {
+    let kconfig = options.kconfig;
     let elf = Elf::parse(bytes).map_err(|e| ObjectError::Elf {
         file: file.to_string(),
         message: e.to_string(),
@@ -581,6 +675,7 @@ fn parse_elf(
                     insns,
                     funcs,
                     relocs: BTreeMap::new(),
+                    core_poison: BTreeMap::new(),
                 },
             );
         } else if name == "license" {
@@ -727,6 +822,14 @@ fn parse_elf(
                     })
                     .unwrap_or_default(),
             });
+        }
+    }
+
+    // CO-RE relocations patch the code sections before linking.
+    for (i, _) in elf.section_headers.iter().enumerate() {
+        if section_name(i) == ".BTF.ext" {
+            let data = section_data(i)?;
+            apply_core(file, data, btf.as_ref(), &mut code, &options.target_btf)?;
         }
     }
 
@@ -1048,12 +1151,23 @@ fn link(
         }
     }
     let own_len = f.end - f.start;
+    let mut core_failures = Vec::new();
+    for p in &placed {
+        let s = &parsed.code[&p.section];
+        for (&i, failure) in s.core_poison.range(p.func_start..p.func_end) {
+            core_failures.push(CoreFailure {
+                pc: p.base + (i - p.func_start),
+                ..failure.clone()
+            });
+        }
+    }
     Ok(ObjProgram {
         name: f.name.clone(),
         kind,
         insns,
         own_len,
         subprograms,
+        core_failures,
     })
 }
 
@@ -1105,4 +1219,71 @@ fn place(
         base,
     });
     Ok(base + (t - func.start))
+}
+
+/// Applies the CO-RE relocations of `.BTF.ext` (`data`) to the code
+/// sections, loading the target BTF only if there are any.
+fn apply_core(
+    file: &str,
+    data: &[u8],
+    btf: Option<&btf::Btf>,
+    code: &mut BTreeMap<usize, CodeSection>,
+    target: &TargetBtf,
+) -> Result<(), ObjectError> {
+    let malformed = |message: String| ObjectError::Malformed {
+        file: file.to_string(),
+        section: ".BTF.ext".to_string(),
+        message,
+    };
+    let Some(local) = btf else {
+        return Err(malformed("a .BTF.ext section without .BTF".to_string()));
+    };
+    let sections = btf_ext::parse_core_relos(data, local).map_err(|e| malformed(e.to_string()))?;
+    if sections.is_empty() {
+        return Ok(());
+    }
+    let loaded = target.load().map_err(|message| ObjectError::TargetBtf {
+        file: file.to_string(),
+        message,
+    })?;
+    let mut resolver = core::Resolver::new(local, &loaded.btf);
+    for rs in &sections {
+        let Some(sec) = code.values_mut().find(|s| s.name == rs.section) else {
+            return Err(malformed(format!(
+                "CO-RE relocations for section `{}`, which is not a code section",
+                rs.section
+            )));
+        };
+        for (index, relo) in rs.relos.iter().enumerate() {
+            let insn = (relo.insn_off / 8) as usize;
+            match resolver.apply(relo, &mut sec.insns) {
+                Ok(None) => {}
+                Ok(Some(poisoned)) => {
+                    let failure = CoreFailure {
+                        pc: insn,
+                        section: rs.section.clone(),
+                        index,
+                        what: resolver.describe(relo),
+                        target: loaded.origin.clone(),
+                        why: poisoned.why,
+                    };
+                    sec.core_poison.insert(insn, failure.clone());
+                    if sec.insns.get(insn + 1) == Some(&core::poison_insn()) {
+                        sec.core_poison.insert(insn + 1, failure);
+                    }
+                }
+                Err(message) => {
+                    return Err(ObjectError::CoreRelocation {
+                        file: file.to_string(),
+                        section: rs.section.clone(),
+                        index,
+                        insn,
+                        what: resolver.describe(relo),
+                        message,
+                    })
+                }
+            }
+        }
+    }
+    Ok(())
 }
