@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use userbpf_vm::asm::assemble;
-use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::maps::ringbuf::BPF_MAP_TYPE_RINGBUF;
 use userbpf_vm::maps::{Map, MapSet, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH};
 use userbpf_vm::{Config, Program, Vm};
@@ -50,12 +49,15 @@ fn map_vm(map_type: u32, body: &str) -> (Vm, Arc<MapSet>) {
         exit"
     );
     let program = Program::new("bench", assemble(&src).unwrap()).unwrap();
-    let prepared = PreparedProgram::new(&program, &set.helpers(), Config { budget: None }).unwrap();
-    let mut vm = Vm::from_prepared(Arc::new(prepared));
-    for r in set.regions() {
-        // SAFETY: the set is returned with the VM and outlives its runs.
-        unsafe { vm.add_region(r) };
-    }
+    // As an application binds a program to its maps (map helpers, value
+    // regions, the direct lookup path).
+    let vm = set
+        .vm(
+            &program,
+            &userbpf_vm::Helpers::new(),
+            Config { budget: None },
+        )
+        .unwrap();
     (vm, set)
 }
 

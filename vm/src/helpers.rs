@@ -65,6 +65,11 @@ impl HelperProto {
         args: [ArgKind::Anything; 5],
     };
 
+    /// Whether any argument is a pointer (not [`ArgKind::Anything`]).
+    pub fn has_pointers(&self) -> bool {
+        self.args.iter().any(|a| *a != ArgKind::Anything)
+    }
+
     /// A prototype with the given leading argument kinds.
     pub fn new(kinds: &[ArgKind]) -> HelperProto {
         let mut args = [ArgKind::Anything; 5];
@@ -145,14 +150,20 @@ pub struct RunOutcome {
     pub override_return: Option<u64>,
 }
 
+/// The hook's facts and the run's outcome, for the helpers of one run.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct RunEnv {
+    pub(crate) hook: HookInfo,
+    pub(crate) outcome: RunOutcome,
+}
+
 /// What a helper can do besides computing `r0`: access the program's memory
 /// (checked), grant memory to the program, call back into the program, or
 /// end the program.
 pub struct HelperContext<'a> {
     pub(crate) mem: &'a mut MemoryMap,
     pub(crate) exit: Option<u64>,
-    pub(crate) hook: HookInfo,
-    pub(crate) outcome: &'a mut RunOutcome,
+    pub(crate) env: &'a mut RunEnv,
     pub(crate) callbacks: Option<(u64, Box<dyn CallbackDriver>)>,
     pub(crate) program: Option<&'a Arc<crate::interp::PreparedProgram>>,
 }
@@ -166,17 +177,16 @@ impl fmt::Debug for HelperContext<'_> {
 }
 
 impl<'a> HelperContext<'a> {
+    #[inline(always)]
     pub(crate) fn new(
         mem: &'a mut MemoryMap,
-        hook: HookInfo,
-        outcome: &'a mut RunOutcome,
+        env: &'a mut RunEnv,
         program: Option<&'a Arc<crate::interp::PreparedProgram>>,
     ) -> HelperContext<'a> {
         HelperContext {
             mem,
             exit: None,
-            hook,
-            outcome,
+            env,
             callbacks: None,
             program,
         }
@@ -190,13 +200,13 @@ impl<'a> HelperContext<'a> {
 
     /// What the hook knows about the event (see [`HookInfo`]).
     pub fn hook(&self) -> &HookInfo {
-        &self.hook
+        &self.env.hook
     }
 
     /// Asks the hook to make the probed function return `value`
     /// (`bpf_override_return`).
     pub fn set_override_return(&mut self, value: u64) {
-        self.outcome.override_return = Some(value);
+        self.env.outcome.override_return = Some(value);
     }
 
     /// After this helper returns, calls the subprogram at `callback` (a
@@ -207,6 +217,7 @@ impl<'a> HelperContext<'a> {
         self.callbacks = Some((callback, driver));
     }
 
+    #[inline]
     fn check(&self, addr: u64, len: u64, access: Access) -> Result<(), HelperError> {
         if len == 0 {
             // Nothing is touched.
@@ -227,6 +238,20 @@ impl<'a> HelperContext<'a> {
         // stack) that the embedder guaranteed valid for the run.
         unsafe { std::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
         Ok(())
+    }
+
+    /// Program memory at `addr` as a slice, valid while the helper runs
+    /// (no copy: for keys and other read-only arguments).
+    #[inline]
+    pub fn bytes(&self, addr: u64, len: usize) -> Result<&[u8], HelperError> {
+        self.check(addr, len as u64, Access::Read)?;
+        if len == 0 {
+            return Ok(&[]);
+        }
+        // SAFETY: the range was checked to lie inside a region (or the live
+        // stack) that the embedder guaranteed valid for the run, which
+        // outlives this borrow of the context.
+        Ok(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
     }
 
     /// Reads `len` bytes from program memory at `addr`.
@@ -309,6 +334,8 @@ pub struct Helper {
     name: Arc<str>,
     proto: HelperProto,
     imp: HelperImpl,
+    /// Whether any argument is a pointer the engine must check.
+    has_pointers: bool,
 }
 
 impl fmt::Debug for Helper {
@@ -337,23 +364,34 @@ impl Helper {
         &self.proto
     }
 
+    /// Whether the engine must check pointer arguments before calling it.
+    #[inline(always)]
+    pub fn has_pointers(&self) -> bool {
+        self.has_pointers
+    }
+
     /// Calls the helper. Panics inside closures are caught and reported.
+    #[inline]
     pub fn call(&self, ctx: &mut HelperContext<'_>, args: [u64; 5]) -> Result<u64, HelperError> {
         match &self.imp {
             HelperImpl::Native(f) => Ok(f(args[0], args[1], args[2], args[3], args[4])),
             HelperImpl::Closure(f) => match catch_unwind(AssertUnwindSafe(|| f(ctx, args))) {
                 Ok(r) => r,
-                Err(payload) => {
-                    let msg = payload
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| payload.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "non-string panic payload".to_string());
-                    Err(HelperError::Panicked(msg))
-                }
+                Err(payload) => Err(panic_error(payload)),
             },
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn panic_error(payload: Box<dyn std::any::Any + Send>) -> HelperError {
+    let msg = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_string());
+    HelperError::Panicked(msg)
 }
 
 /// The set of helpers available to a program, by id.
@@ -377,6 +415,7 @@ impl Helpers {
                 name: Arc::from(name),
                 proto,
                 imp,
+                has_pointers: proto.has_pointers(),
             },
         );
         self
@@ -429,6 +468,7 @@ impl Helpers {
                 name: Arc::from(name),
                 proto,
                 imp: HelperImpl::Closure(Arc::new(f)),
+                has_pointers: proto.has_pointers(),
             },
         );
         self
@@ -820,8 +860,8 @@ mod tests {
         h.register_native(1, "add5", add5);
         h.register_fn(2, "mul", |a, b, _, _, _| a * b);
         let mut mem = MemoryMap::new();
-        let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
         assert_eq!(h.get(1).unwrap().call(&mut ctx, [1, 2, 3, 4, 5]), Ok(15));
         assert_eq!(h.get(2).unwrap().call(&mut ctx, [6, 7, 0, 0, 0]), Ok(42));
         assert!(h.get(3).is_none());
@@ -832,8 +872,8 @@ mod tests {
         let mut h = Helpers::new();
         h.register(9, "boom", HelperProto::SCALARS, |_, _| panic!("kaboom"));
         let mut mem = MemoryMap::new();
-        let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
         let prev = std::panic::take_hook();
         std::panic::set_hook(Box::new(|_| {}));
         let r = h.get(9).unwrap().call(&mut ctx, [0; 5]);
@@ -850,8 +890,8 @@ mod tests {
             crate::memory::RegionKind::Other,
         ));
         let base = buf.as_ptr() as u64;
-        let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
         assert_eq!(ctx.read(base + 1, 2), Ok(vec![2, 3]));
         assert!(ctx.read(base + 3, 2).is_err());
         ctx.write(base, &[9]).unwrap();
@@ -870,8 +910,8 @@ mod tests {
             &mut src,
             crate::memory::RegionKind::Other,
         ));
-        let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
         let w = h.get(36).unwrap();
         let args = [target.as_mut_ptr() as u64, src.as_ptr() as u64, 3, 0, 0];
         assert_eq!(w.call(&mut ctx, args), Ok(0));
@@ -886,8 +926,8 @@ mod tests {
         assert_eq!(h.get(5).unwrap().name(), "bpf_ktime_get_ns");
         assert_eq!(h.get(14).unwrap().name(), "bpf_get_current_pid_tgid");
         let mut mem = MemoryMap::new();
-        let mut outcome = RunOutcome::default();
-        let mut ctx = HelperContext::new(&mut mem, HookInfo::default(), &mut outcome, None);
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
         let pid_tgid = h.get(14).unwrap().call(&mut ctx, [0; 5]).unwrap();
         assert_eq!(pid_tgid >> 32, u64::from(std::process::id()));
         let t1 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();

@@ -590,3 +590,58 @@ fn perf_event_array_delivers_samples_per_cpu_and_counts_lost_ones() {
         assert_eq!(m.perf_consume(|_, d| assert_eq!(d, &rec[..])), (1, 0));
     }
 }
+
+#[test]
+fn program_lookups_take_the_direct_path_with_the_helpers_semantics() {
+    use std::sync::Arc;
+    use userbpf_vm::asm::assemble;
+    use userbpf_vm::interp::FaultKind;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::{Config, Helpers, Program};
+
+    let mut set = MapSet::default();
+    let m = Map::create(spec("h", BPF_MAP_TYPE_HASH, 4, 8, 8)).unwrap();
+    m.update(&7u32.to_le_bytes(), &42u64.to_le_bytes(), BPF_ANY)
+        .unwrap();
+    let handle = m.handle();
+    set.push(m);
+    let set = Arc::new(set);
+    // r0 = *lookup(map, &key) or 99 when absent; the key comes from r1's
+    // memory (or r2 as a raw pointer when r1 is 0).
+    let src = format!(
+        "lddw %r6, {handle:#x}
+        mov %r2, %r1
+        jne %r1, 0, have
+        mov %r2, 0x1000
+    have:
+        mov %r1, %r6
+        call 1
+        jeq %r0, 0, absent
+        ldxdw %r0, [%r0]
+        exit
+    absent:
+        mov %r0, 99
+        exit"
+    );
+    let program = Program::new("lookup", assemble(&src).unwrap()).unwrap();
+    let mut vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    assert_eq!(vm.run(&mut 7u32.to_le_bytes()), Ok(42), "present key");
+    assert_eq!(vm.run(&mut 8u32.to_le_bytes()), Ok(99), "absent key");
+    // A key outside the program's memory: the helper's fault, named.
+    let err = vm.run(&mut []).unwrap_err();
+    assert!(
+        matches!(&err.kind, FaultKind::Helper { helper: 1, .. }),
+        "{err}"
+    );
+    // A map handle that is not a map: the helper's fault too.
+    let bad = Program::new(
+        "bad",
+        assemble("mov %r2, %r1\nmov %r1, 12345\ncall 1\nexit").unwrap(),
+    )
+    .unwrap();
+    let mut vm = set.vm(&bad, &Helpers::new(), Config::default()).unwrap();
+    let err = vm.run(&mut 7u32.to_le_bytes()).unwrap_err();
+    assert!(err.to_string().contains("is not a map"), "{err}");
+}

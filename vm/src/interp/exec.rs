@@ -10,7 +10,7 @@ use super::{
     MAX_TAIL_CALLS, STACK_SIZE,
 };
 use crate::helpers::{
-    ArgKind, ArgSize, CallbackDriver, Helper, HelperContext, HelperError, HookInfo, RunOutcome,
+    ArgKind, ArgSize, CallbackDriver, Helper, HelperContext, HelperError, RunEnv,
 };
 use crate::memory::{Access, AccessError, MemoryMap};
 
@@ -53,8 +53,7 @@ pub(super) struct State {
     pub(super) budget: u64,
     pub(super) tail_calls: u32,
     pub(super) packet: Option<(u64, u64)>,
-    pub(super) hook: HookInfo,
-    pub(super) outcome: RunOutcome,
+    pub(super) env: RunEnv,
     pub(super) drivers: Vec<Driven>,
 }
 
@@ -142,10 +141,11 @@ fn call_helper(
     h: &Helper,
     regs: &mut [u64; 16],
     mem: &mut MemoryMap,
-    hook: HookInfo,
-    outcome: &mut RunOutcome,
+    env: &mut RunEnv,
 ) -> Result<Called, Fault> {
-    if let Err((arg, addr, len, access)) = check_helper_args(h, regs, mem) {
+    if !h.has_pointers() {
+        // Nothing to check.
+    } else if let Err((arg, addr, len, access)) = check_helper_args(h, regs, mem) {
         return Err(fault(
             prog,
             pc,
@@ -158,7 +158,7 @@ fn call_helper(
             },
         ));
     }
-    let mut ctx = HelperContext::new(mem, hook, outcome, Some(prog));
+    let mut ctx = HelperContext::new(mem, env, Some(prog));
     let args = [regs[1], regs[2], regs[3], regs[4], regs[5]];
     match h.call(&mut ctx, args) {
         Ok(r0) => {
@@ -206,7 +206,7 @@ fn drive(
     let Some(d) = st.drivers.last_mut() else {
         return Ok(None);
     };
-    let mut ctx = HelperContext::new(mem, st.hook, &mut st.outcome, Some(prog));
+    let mut ctx = HelperContext::new(mem, &mut st.env, Some(prog));
     d.driver
         .next(&mut ctx, last_r0)
         .map_err(|e| (d.helper, Arc::clone(&d.name), e))
@@ -276,7 +276,7 @@ pub(super) fn run_ops(
     macro_rules! helper {
         ($h:expr) => {
             let h: &Helper = $h;
-            match call_helper(prog_arc, pc, h, &mut regs, mem, st.hook, &mut st.outcome) {
+            match call_helper(prog_arc, pc, h, &mut regs, mem, &mut st.env) {
                 Ok(Called::Continue) => {}
                 Ok(Called::Exit(r0)) => {
                     regs[0] = r0;
@@ -749,6 +749,21 @@ pub(super) fn run_ops(
                 continue;
             }
             K::Hole => bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc)),
+            K::MapLookup => {
+                let fast = match &prog.accel {
+                    Some(a) => a.lookup(mem, regs[1], regs[2]),
+                    None => None,
+                };
+                match fast {
+                    Some(r0) => regs[0] = r0,
+                    None => {
+                        let Some(h) = prog.helper_table.get(imm as usize) else {
+                            bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc));
+                        };
+                        helper!(h);
+                    }
+                }
+            }
             K::CorePoison => bail!(fault(prog, pc, 0, 0, FaultKind::PoisonedCoreRelocation)),
         }
         pc = next;

@@ -13,6 +13,7 @@ use crate::isa::{
     AluOp, AtomicOp, CallTarget, EndianOp, Instruction, JmpCond, Lddw, MemSize, PacketMode, Source,
     Width,
 };
+use crate::memory::MemoryMap;
 use crate::program::Program;
 
 /// Operation kinds of the lowered program. Names: operation, width,
@@ -174,6 +175,20 @@ pub(super) enum K {
     Hole,
     /// `call 0xbad2310`: an instruction whose CO-RE relocation failed.
     CorePoison,
+    /// `bpf_map_lookup_elem` straight into the maps' [`MapAccel`]; `imm` =
+    /// index of the helper in the table, the slow path when the fast one
+    /// declines.
+    MapLookup,
+}
+
+/// Map operations an engine may call directly instead of through the
+/// helper interface (as the kernel inlines map lookups): the maps a program
+/// is bound to provide it.
+pub trait MapAccel: Send + Sync {
+    /// `bpf_map_lookup_elem(handle, key)` with the key checked against
+    /// `mem`: the value's address or 0 when absent; `None` to decline
+    /// (anything unusual), and the engine calls the helper instead.
+    fn lookup(&self, mem: &MemoryMap, handle: u64, key: u64) -> Option<u64>;
 }
 
 /// One lowered operation: 16 bytes.
@@ -197,6 +212,7 @@ pub struct PreparedProgram {
     pub(super) helper_table: Box<[Helper]>,
     pub(super) helpers: Helpers,
     pub(super) config: Config,
+    pub(super) accel: Option<Arc<dyn MapAccel>>,
 }
 
 impl fmt::Debug for PreparedProgram {
@@ -371,6 +387,23 @@ impl PreparedProgram {
         config: Config,
     ) -> Result<PreparedProgram, PrepareError> {
         PreparedProgram::build(program, helpers, config, None)
+    }
+
+    /// Calls `bpf_map_lookup_elem` (helper 1) through `accel` instead of
+    /// the helper, which stays the fallback. Only for the maps whose map
+    /// helpers the program was prepared with.
+    pub fn set_map_accel(&mut self, accel: Arc<dyn MapAccel>) {
+        for op in self.ops.iter_mut() {
+            if op.kind == K::Call
+                && self
+                    .helper_table
+                    .get(op.imm as usize)
+                    .is_some_and(|h| h.id() == crate::maps::set::BPF_FUNC_MAP_LOOKUP_ELEM)
+            {
+                op.kind = K::MapLookup;
+            }
+        }
+        self.accel = Some(accel);
     }
 
     /// Like [`PreparedProgram::new`], resolving map loads through `maps`.
@@ -696,6 +729,7 @@ impl PreparedProgram {
             helper_table: helper_table.into_boxed_slice(),
             helpers: helpers.clone(),
             config,
+            accel: None,
         })
     }
 

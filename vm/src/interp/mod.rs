@@ -21,12 +21,12 @@
 mod exec;
 mod lower;
 
-pub use lower::PreparedProgram;
+pub use lower::{MapAccel, PreparedProgram};
 
 use std::fmt;
 use std::sync::Arc;
 
-use crate::helpers::{HelperError, Helpers, HookInfo, RunOutcome};
+use crate::helpers::{HelperError, Helpers, HookInfo, RunEnv, RunOutcome};
 use crate::insn::Insn;
 use crate::isa::Lddw;
 use crate::memory::{Access, MemoryMap, Region, RegionKind};
@@ -481,8 +481,10 @@ impl Vm {
             budget: start_budget,
             tail_calls: 0,
             packet,
-            hook: self.hook,
-            outcome: RunOutcome::default(),
+            env: RunEnv {
+                hook: self.hook,
+                outcome: RunOutcome::default(),
+            },
             drivers: Vec::new(),
         };
         st.regs[1..6].copy_from_slice(&args);
@@ -526,7 +528,7 @@ impl Vm {
         self.dirty_frames = st.max_depth.saturating_add(1);
         self.last_insn_count = start_budget.wrapping_sub(st.budget);
         self.mem.end_run();
-        self.outcome = st.outcome;
+        self.outcome = st.env.outcome;
         result
     }
 }

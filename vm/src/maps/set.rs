@@ -10,9 +10,11 @@ use super::{
     BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY,
 };
 use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
-use crate::interp::{Config, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm};
+use crate::interp::{
+    Config, MapAccel, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm,
+};
 use crate::isa::Lddw;
-use crate::memory::{Region, RegionKind};
+use crate::memory::{Access, MemoryMap, Region, RegionKind};
 use crate::object::{MapDef, Object};
 use crate::program::Program;
 
@@ -56,20 +58,14 @@ pub struct MapSet {
 
 /// Reads a key of `len` bytes from program memory into `buf` (no
 /// allocation for keys up to 64 bytes) and calls `f` with it.
+#[inline]
 fn with_key<R>(
     ctx: &HelperContext<'_>,
     addr: u64,
     len: usize,
     f: impl FnOnce(&[u8]) -> R,
 ) -> Result<R, HelperError> {
-    if len <= 64 {
-        let mut buf = [0u8; 64];
-        ctx.read_into(addr, &mut buf[..len])?;
-        Ok(f(&buf[..len]))
-    } else {
-        let v = ctx.read(addr, len)?;
-        Ok(f(&v))
-    }
+    Ok(f(ctx.bytes(addr, len)?))
 }
 
 impl MapSet {
@@ -98,6 +94,7 @@ impl MapSet {
     }
 
     /// The map behind a handle a program passed to a helper.
+    #[inline]
     pub fn by_handle(&self, handle: u64) -> Option<&Arc<Map>> {
         if self.handles.len() <= 16 {
             return self
@@ -129,7 +126,8 @@ impl MapSet {
     ) -> Result<Vm, PrepareError> {
         let mut all = helpers.clone();
         all.extend(&self.helpers());
-        let prepared = PreparedProgram::with_maps(program, &all, config, self.as_ref())?;
+        let mut prepared = PreparedProgram::with_maps(program, &all, config, self.as_ref())?;
+        prepared.set_map_accel(Arc::clone(self) as Arc<dyn MapAccel>);
         let mut vm = Vm::from_prepared(Arc::new(prepared));
         for r in self.regions() {
             // SAFETY: the regions lie in maps of this set, which the VM keeps
@@ -205,12 +203,10 @@ impl MapSet {
                         def.name
                     ))
                 })?;
-                let prepared = Arc::new(PreparedProgram::with_maps(
-                    &program(name)?,
-                    &all,
-                    config,
-                    self.as_ref(),
-                )?);
+                let mut prepared =
+                    PreparedProgram::with_maps(&program(name)?, &all, config, self.as_ref())?;
+                prepared.set_map_accel(Arc::clone(self) as Arc<dyn MapAccel>);
+                let prepared = Arc::new(prepared);
                 self.register_program(id, &prepared);
                 targets.push(prepared);
                 map.update(&slot.to_le_bytes(), &id.to_le_bytes(), BPF_ANY)
@@ -436,6 +432,7 @@ impl MapSet {
         self.maps.get(usize::try_from(id).ok()?.checked_sub(1)?)
     }
 
+    #[inline]
     fn map_arg(&self, handle: u64) -> Result<&Arc<Map>, HelperError> {
         self.by_handle(handle)
             .ok_or_else(|| HelperError::Failed(format!("r1 ({handle:#x}) is not a map")))
@@ -480,6 +477,26 @@ impl ProgramArray for MapSet {
         let v = m.lookup(&index.to_le_bytes())?;
         let id = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
         self.programs.read().ok()?.get(&id)?.upgrade()
+    }
+}
+
+impl MapAccel for MapSet {
+    #[inline]
+    fn lookup(&self, mem: &MemoryMap, handle: u64, key: u64) -> Option<u64> {
+        let map = self.by_handle(handle)?;
+        let spec = map.spec();
+        if matches!(
+            spec.map_type,
+            BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+        ) {
+            return None;
+        }
+        let len = spec.key_size as usize;
+        let addr = mem.check(key, len as u64, Access::Read).ok()?;
+        // SAFETY: `check` proved the key readable; the memory stays valid
+        // for the run that called the helper.
+        let key = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+        Some(map.lookup_ptr(key).map_or(0, |p| p as u64))
     }
 }
 
