@@ -1,9 +1,12 @@
 //! Map operations from a running program (checked interpreter), and ring
 //! buffer throughput with the consumer in another process.
 //!
-//! Programs: a loop of 1,000 `bpf_map_lookup_elem` (hash, array) or
-//! `bpf_map_update_elem` (hash) on a present key; the figure reported is
-//! per loop iteration (lookup or update plus ~5 loop instructions).
+//! Programs: a loop of 1,000 `bpf_map_lookup_elem` (array, hash, per-CPU
+//! hash, LRU hash) or `bpf_map_update_elem` (hash) on a present key; the
+//! figure reported is per loop iteration (lookup or update plus ~5 loop
+//! instructions). With `--bench` as root, the same bytecode also runs in
+//! the kernel (XDP, `BPF_PROG_TEST_RUN` with repeat, the kernel's JIT) and
+//! the ratio is printed.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -11,31 +14,17 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use userbpf_vm::asm::assemble;
+use userbpf_vm::maps::hash::{BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_PERCPU_HASH};
 use userbpf_vm::maps::ringbuf::BPF_MAP_TYPE_RINGBUF;
 use userbpf_vm::maps::{Map, MapSet, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH};
 use userbpf_vm::{Config, Program, Vm};
 
 const ITERS: u64 = 1000;
+const MAX_ENTRIES: u32 = 1024;
 
-/// A VM running `body` ITERS times with r6 = the map handle, the key (7) at
-/// fp-8 and a value at fp-16.
-fn map_vm(map_type: u32, body: &str) -> (Vm, Arc<MapSet>) {
-    let mut set = MapSet::default();
-    let map = Map::create(MapSpec {
-        name: "bench".into(),
-        map_type,
-        key_size: 4,
-        value_size: 8,
-        max_entries: 1024,
-        flags: 0,
-        map_extra: 0,
-    })
-    .unwrap();
-    map.update(&7u32.to_le_bytes(), &1u64.to_le_bytes(), BPF_ANY)
-        .unwrap();
-    let handle = map.handle();
-    set.push(map);
-    let set = Arc::new(set);
+/// The benchmark program: `body` ITERS times with r6 = the map (`handle`),
+/// the key (7) at fp-8 and a value at fp-16; returns 2 (`XDP_PASS`).
+fn map_program(handle: u64, body: &str) -> Program {
     let src = format!(
         "lddw %r6, {handle:#x}
         stw [%r10-8], 7
@@ -45,10 +34,41 @@ fn map_vm(map_type: u32, body: &str) -> (Vm, Arc<MapSet>) {
         {body}
         add %r7, 1
         jlt %r7, {ITERS}, loop
-        mov %r0, %r7
+        mov %r0, 2
         exit"
     );
-    let program = Program::new("bench", assemble(&src).unwrap()).unwrap();
+    Program::new("bench", assemble(&src).unwrap()).unwrap()
+}
+
+/// The map's value for key 7 (every CPU's slot for per-CPU maps).
+fn initial_value(map_type: u32) -> Vec<u8> {
+    let cpus = if map_type == BPF_MAP_TYPE_PERCPU_HASH {
+        userbpf_vm::maps::percpu::ncpus()
+    } else {
+        1
+    };
+    1u64.to_le_bytes().repeat(cpus)
+}
+
+/// A VM running [`map_program`] on a fresh map of `map_type`.
+fn map_vm(map_type: u32, body: &str) -> (Vm, Arc<MapSet>) {
+    let mut set = MapSet::default();
+    let map = Map::create(MapSpec {
+        name: "bench".into(),
+        map_type,
+        key_size: 4,
+        value_size: 8,
+        max_entries: MAX_ENTRIES,
+        flags: 0,
+        map_extra: 0,
+    })
+    .unwrap();
+    map.update(&7u32.to_le_bytes(), &initial_value(map_type), BPF_ANY)
+        .unwrap();
+    let handle = map.handle();
+    set.push(map);
+    let set = Arc::new(set);
+    let program = map_program(handle, body);
     // As an application binds a program to its maps (map helpers, value
     // regions, the direct lookup path).
     let vm = set
@@ -73,13 +93,49 @@ const UPDATE: &str = "mov %r1, %r6
         mov %r4, 0
         call 2";
 
+/// The measured operations: name, map type, loop body.
+const CASES: [(&str, u32, &str); 5] = [
+    ("array_lookup", BPF_MAP_TYPE_ARRAY, LOOKUP),
+    ("hash_lookup", BPF_MAP_TYPE_HASH, LOOKUP),
+    ("percpu_hash_lookup", BPF_MAP_TYPE_PERCPU_HASH, LOOKUP),
+    ("lru_hash_lookup", BPF_MAP_TYPE_LRU_HASH, LOOKUP),
+    ("hash_update", BPF_MAP_TYPE_HASH, UPDATE),
+];
+
+/// The same program in the kernel (XDP, the map created with `bpf()` and
+/// loaded by fd): mean ns per loop iteration over `BPF_PROG_TEST_RUN`
+/// with repeat, or why it cannot run.
+fn kernel_ns(map_type: u32, body: &str) -> Result<f64, String> {
+    use userbpf_kernel::{KernelMap, KernelProgram};
+    if let Some(why) = userbpf_kernel::kernel_unavailable() {
+        return Err(why);
+    }
+    let map =
+        KernelMap::create("bench", map_type, 4, 8, MAX_ENTRIES, 0, 0).map_err(|e| e.to_string())?;
+    map.update(&7u32.to_le_bytes(), &initial_value(map_type), 0)
+        .map_err(|e| e.to_string())?;
+    let mut insns = map_program(map.raw_fd() as u64, body).insns().to_vec();
+    insns[0].src = userbpf_vm::insn::op::PSEUDO_MAP_FD;
+    insns[0].imm = map.raw_fd();
+    insns[1].imm = 0;
+    const BPF_PROG_TYPE_XDP: u32 = 6;
+    let prog = KernelProgram::load("bench", BPF_PROG_TYPE_XDP, &insns, "GPL", 0, &[])
+        .map_err(|e| e.to_string())?;
+    let packet = [0u8; 64];
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let (ret, ns) = prog
+            .test_run_packet_timed(&packet, 2000)
+            .map_err(|e| e.to_string())?;
+        assert_eq!(ret, 2, "the kernel ran the loop to its end");
+        best = best.min(f64::from(ns));
+    }
+    Ok(best / ITERS as f64)
+}
+
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("maps");
-    for (name, map_type, body) in [
-        ("hash_lookup", BPF_MAP_TYPE_HASH, LOOKUP),
-        ("array_lookup", BPF_MAP_TYPE_ARRAY, LOOKUP),
-        ("hash_update", BPF_MAP_TYPE_HASH, UPDATE),
-    ] {
+    for (name, map_type, body) in CASES {
         let (mut vm, _set) = map_vm(map_type, body);
         g.bench_function(format!("{name}_x{ITERS}"), |b| {
             b.iter(|| black_box(vm.run_with_args([0; 5]).unwrap()))
@@ -168,11 +224,8 @@ fn main() {
     c.final_summary();
     if std::env::args().any(|a| a == "--bench") {
         println!();
-        for (name, map_type, body) in [
-            ("hash lookup", BPF_MAP_TYPE_HASH, LOOKUP),
-            ("array lookup", BPF_MAP_TYPE_ARRAY, LOOKUP),
-            ("hash update", BPF_MAP_TYPE_HASH, UPDATE),
-        ] {
+        println!("per loop iteration (median of 21 batches; kernel: best of 5 x 2000 runs)");
+        for (name, map_type, body) in CASES {
             let (mut vm, _set) = map_vm(map_type, body);
             let ns = userbpf_benches::median_ns(
                 || {
@@ -180,11 +233,15 @@ fn main() {
                 },
                 21,
                 Duration::from_millis(20),
-            );
-            println!(
-                "{name}: {:.1} ns per iteration (median of 21 batches)",
-                ns / ITERS as f64
-            );
+            ) / ITERS as f64;
+            match kernel_ns(map_type, body) {
+                Ok(k) => println!(
+                    "{name:20} userbpf (checked interpreter) {ns:6.1} ns   kernel (JIT) {k:6.1} ns   \
+                     userbpf/kernel {:.2}x",
+                    ns / k
+                ),
+                Err(why) => println!("{name:20} userbpf {ns:6.1} ns   kernel: not run ({why})"),
+            }
         }
         for producers in [1, 2] {
             let (rate, consumed, dropped) = ringbuf_throughput(producers);

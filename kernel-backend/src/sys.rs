@@ -278,6 +278,29 @@ impl KernelProgram {
         Ok((get32(&attr, 4), out))
     }
 
+    /// `BPF_PROG_TEST_RUN` of a packet program `repeat` times on `packet`:
+    /// the return value and the kernel's mean duration of one run in ns.
+    pub fn test_run_packet_timed(
+        &self,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, u32), SysError> {
+        let mut out = vec![0u8; packet.len() + 512];
+        let mut attr = [0u64; 10];
+        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
+        put32(&mut attr, 8, packet.len() as u32); // data_size_in
+        put32(&mut attr, 12, out.len() as u32); // data_size_out
+        put64(&mut attr, 16, packet.as_ptr() as u64);
+        put64(&mut attr, 24, out.as_mut_ptr() as u64);
+        put32(&mut attr, 32, repeat);
+        bpf(BPF_PROG_TEST_RUN, &mut attr, 80).map_err(|source| SysError {
+            cmd: "BPF_PROG_TEST_RUN",
+            source,
+            log: String::new(),
+        })?;
+        Ok((get32(&attr, 4), get32(&attr, 36)))
+    }
+
     /// `BPF_PROG_TEST_RUN` with a context in and out (`repeat` 0 runs once;
     /// syscall and raw_tp programs only accept 0).
     pub fn test_run(&self, ctx: &[u8], repeat: u32) -> Result<TestRun, SysError> {
