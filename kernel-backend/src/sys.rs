@@ -73,9 +73,46 @@ pub struct KernelMap {
     pub key_size: u32,
     /// Value size.
     pub value_size: u32,
+    /// `BPF_MAP_TYPE_*`.
+    pub map_type: u32,
+}
+
+/// The number of possible CPUs (`/sys/devices/system/cpu/possible`, as
+/// libbpf's `libbpf_num_possible_cpus`): per-CPU map values from user space
+/// hold one value per possible CPU.
+pub fn possible_cpus() -> usize {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/possible").unwrap_or_default();
+    let highest = text
+        .trim()
+        .split(',')
+        .filter_map(|range| range.rsplit('-').next()?.trim().parse::<usize>().ok())
+        .max();
+    match highest {
+        Some(h) => h + 1,
+        // SAFETY: sysconf has no preconditions.
+        None => usize::try_from(unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) })
+            .unwrap_or(1)
+            .max(1),
+    }
+}
+
+/// Whether values of `map_type` are per CPU (`BPF_MAP_TYPE_PERCPU_HASH`,
+/// `_PERCPU_ARRAY`, `_LRU_PERCPU_HASH`, `_PERCPU_CGROUP_STORAGE`).
+fn is_percpu(map_type: u32) -> bool {
+    matches!(map_type, 5 | 6 | 10 | 21)
 }
 
 impl KernelMap {
+    /// Bytes of a value as user space reads and writes it: one
+    /// `round_up(value_size, 8)` slot per possible CPU for per-CPU maps.
+    pub fn user_value_size(&self) -> usize {
+        if is_percpu(self.map_type) {
+            (self.value_size as usize).div_ceil(8) * 8 * possible_cpus()
+        } else {
+            self.value_size as usize
+        }
+    }
+
     /// `BPF_MAP_CREATE` (`map_extra`: bloom filter hash count).
     pub fn create(
         name: &str,
@@ -115,6 +152,7 @@ impl KernelMap {
             fd: fd(rc),
             key_size,
             value_size,
+            map_type,
         })
     }
 
@@ -123,8 +161,22 @@ impl KernelMap {
         self.fd.as_raw_fd()
     }
 
-    /// `BPF_MAP_UPDATE_ELEM`.
+    /// `BPF_MAP_UPDATE_ELEM` (`value`: [`KernelMap::user_value_size`] bytes,
+    /// or `EINVAL` without a call, since the kernel would read past it).
     pub fn update(&self, key: &[u8], value: &[u8], flags: u64) -> Result<(), SysError> {
+        if value.len() < self.user_value_size() || key.len() < self.key_size as usize {
+            return Err(SysError {
+                cmd: "BPF_MAP_UPDATE_ELEM",
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                log: format!(
+                    "key of {} bytes and value of {} bytes given, the map takes {} and {}",
+                    key.len(),
+                    value.len(),
+                    self.key_size,
+                    self.user_value_size()
+                ),
+            });
+        }
         let mut attr = [0u64; 4];
         put32(&mut attr, 0, self.raw_fd() as u32);
         put64(&mut attr, 8, key.as_ptr() as u64);
@@ -140,7 +192,10 @@ impl KernelMap {
 
     /// `BPF_MAP_LOOKUP_ELEM`.
     pub fn lookup(&self, key: &[u8]) -> Option<Vec<u8>> {
-        let mut value = vec![0u8; self.value_size as usize];
+        if key.len() < self.key_size as usize {
+            return None;
+        }
+        let mut value = vec![0u8; self.user_value_size()];
         let mut attr = [0u64; 4];
         put32(&mut attr, 0, self.raw_fd() as u32);
         put64(&mut attr, 8, key.as_ptr() as u64);

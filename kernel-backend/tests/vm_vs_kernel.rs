@@ -404,3 +404,31 @@ fn jiffies64_agrees_with_the_kernel() {
         "kernel {before}..{after}, userbpf {ours}"
     );
 }
+
+#[test]
+fn percpu_hashes_match_the_kernel_on_one_cpu() {
+    // Both sides run on CPU 0, so each writes CPU 0's values; every CPU's
+    // values are compared afterwards.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            let ctxs: Vec<Vec<u8>> = [(3u32, 5u64), (3, 1), (4, 2), (9, 7), (3, 100)]
+                .iter()
+                .map(|&(key, add)| {
+                    let mut ctx = vec![0u8; 16];
+                    ctx[..4].copy_from_slice(&key.to_le_bytes());
+                    ctx[8..].copy_from_slice(&add.to_le_bytes());
+                    ctx
+                })
+                .collect();
+            compare_syscall("percpu", "percpu.bpf.o", "count", &ctxs);
+        })
+        .join()
+        .unwrap()
+    });
+}

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR MIT
 // An array of maps initialised with two inner arrays: the program picks an
-// inner map by index and adds to its first value.
+// inner map by index and adds to its first value. A hash of maps does the
+// same by key.
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -24,6 +25,15 @@ struct {
 	.values = { [0] = &inner_a, [1] = &inner_b },
 };
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
+	__uint(max_entries, 8);
+	__type(key, __u32);
+	__array(values, struct inner);
+} by_key SEC(".maps") = {
+	.values = { [5] = &inner_b },
+};
+
 struct args {
 	__u32 which;
 	__u32 pad;
@@ -35,6 +45,22 @@ int pick(struct args *ctx)
 {
 	__u32 which = ctx->which, zero = 0;
 	void *inner = bpf_map_lookup_elem(&outer, &which);
+	__u64 *v;
+
+	if (!inner)
+		return -1;
+	v = bpf_map_lookup_elem(inner, &zero);
+	if (!v)
+		return -2;
+	*v += ctx->add;
+	return *v;
+}
+
+SEC("syscall")
+int pick_by_key(struct args *ctx)
+{
+	__u32 key = ctx->which, zero = 0;
+	void *inner = bpf_map_lookup_elem(&by_key, &key);
 	__u64 *v;
 
 	if (!inner)

@@ -539,6 +539,19 @@ fn arrays_of_maps_hand_programs_their_inner_maps() {
         u64::from_le_bytes(m.lookup(&0u32.to_le_bytes()).unwrap().try_into().unwrap())
     };
     assert_eq!((value("inner_a"), value("inner_b")), (6, 7));
+    // The hash of maps holds inner_b under key 5 only.
+    let mut by_key = set
+        .vm_for_object(&obj, "pick_by_key", &Helpers::new(), Config::default())
+        .unwrap();
+    let mut run_by_key = |key: u32, add: u64| {
+        let mut ctx = [0u8; 16];
+        ctx[..4].copy_from_slice(&key.to_le_bytes());
+        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        by_key.run(&mut ctx).unwrap() as u32 as i32
+    };
+    assert_eq!(run_by_key(5, 10), 17);
+    assert_eq!(run_by_key(0, 1), -1, "no key 0 in the hash of maps");
+    assert_eq!((value("inner_a"), value("inner_b")), (6, 17));
     // Programs cannot read the ids in the outer map as memory.
     let outer_map = set
         .maps()
@@ -1339,5 +1352,63 @@ fn malformed_core_relocations_are_errors() {
         if let Err(e) = parse(&b) {
             assert!(e.to_string().contains(&file), "{e}");
         }
+    }
+}
+
+/// Runs `f` on a thread pinned to CPU 0 (per-CPU values land in slot 0).
+fn on_cpu0<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a zeroed cpu_set_t with CPU 0 set, for this thread.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(0, &mut set);
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+            }
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[test]
+fn percpu_hashes_add_to_the_running_cpus_value() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("percpu.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let results = on_cpu0(|| {
+        let mut vm = set
+            .vm_for_object(&obj, "count", &Helpers::new(), Config::default())
+            .unwrap();
+        [(3u32, 5u64), (3, 1), (4, 2)]
+            .iter()
+            .map(|&(key, add)| {
+                let mut ctx = [0u8; 16];
+                ctx[..4].copy_from_slice(&key.to_le_bytes());
+                ctx[8..].copy_from_slice(&add.to_le_bytes());
+                vm.run(&mut ctx).unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    // counts + recent (twice the amount): 5+10, 6+12, 2+4.
+    assert_eq!(results, vec![15, 18, 6]);
+    for (name, scale) in [("counts", 1u64), ("recent", 2)] {
+        let m = map_named(&set, name);
+        let all = words(&m.lookup(&3u32.to_le_bytes()).unwrap());
+        assert_eq!(
+            all.len(),
+            userbpf_vm::maps::percpu::ncpus(),
+            "{name}: one value per CPU"
+        );
+        assert_eq!(all[0], 6 * scale, "{name}: CPU 0's value");
+        assert!(
+            all[1..].iter().all(|&v| v == 0),
+            "{name}: other CPUs untouched"
+        );
     }
 }
