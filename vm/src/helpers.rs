@@ -440,6 +440,32 @@ impl Helpers {
         })
     }
 
+    /// Registers kernel helper `id` under its kernel name and prototype
+    /// (from [`crate::proto`], the table the verifier uses too).
+    pub fn register_kernel(
+        &mut self,
+        id: i32,
+        f: impl Fn(&mut HelperContext<'_>, [u64; 5]) -> Result<u64, HelperError> + Send + Sync + 'static,
+    ) -> &mut Self {
+        let (name, proto) = match crate::proto::kernel_proto(id) {
+            Some(p) => (p.name(), p.runtime()),
+            None => (
+                crate::helper_names::helper_name(id).unwrap_or("bpf_unknown"),
+                HelperProto::SCALARS,
+            ),
+        };
+        self.insert(id, name, proto, HelperImpl::Closure(Arc::new(f)))
+    }
+
+    /// [`Helpers::register_kernel`] for a helper of scalars only.
+    pub fn register_kernel_fn(
+        &mut self,
+        id: i32,
+        f: impl Fn(u64, u64, u64, u64, u64) -> u64 + Send + Sync + 'static,
+    ) -> &mut Self {
+        self.register_kernel(id, move |_, a| Ok(f(a[0], a[1], a[2], a[3], a[4])))
+    }
+
     /// Registers a closure that uses the [`HelperContext`], with a prototype
     /// whose pointer arguments the engine checks before each call.
     pub fn register(
@@ -533,52 +559,36 @@ impl Helpers {
         let mut h = Helpers::new();
         register_probe_helpers(&mut h);
         register_printk_helpers(&mut h, sink);
-        h.register_fn(5, "bpf_ktime_get_ns", |_, _, _, _, _| {
-            clock_ns(libc::CLOCK_MONOTONIC)
-        });
-        h.register_fn(7, "bpf_get_prandom_u32", |_, _, _, _, _| {
-            u64::from(prandom_u32())
-        });
-        h.register_fn(8, "bpf_get_smp_processor_id", |_, _, _, _, _| {
+        h.register_kernel_fn(5, |_, _, _, _, _| clock_ns(libc::CLOCK_MONOTONIC));
+        h.register_kernel_fn(7, |_, _, _, _, _| u64::from(prandom_u32()));
+        h.register_kernel_fn(8, |_, _, _, _, _| {
             // SAFETY: sched_getcpu has no preconditions.
             let cpu = unsafe { libc::sched_getcpu() };
             u64::try_from(cpu).unwrap_or(0)
         });
-        h.register_fn(14, "bpf_get_current_pid_tgid", |_, _, _, _, _| {
+        h.register_kernel_fn(14, |_, _, _, _, _| {
             // SAFETY: getpid and gettid have no preconditions.
             let (tgid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
             (u64::from(tgid as u32) << 32) | u64::from(tid as u32)
         });
-        h.register_fn(15, "bpf_get_current_uid_gid", |_, _, _, _, _| {
+        h.register_kernel_fn(15, |_, _, _, _, _| {
             // SAFETY: getuid and getgid have no preconditions.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
             (u64::from(gid) << 32) | u64::from(uid)
         });
-        h.register(
-            16,
-            "bpf_get_current_comm",
-            HelperProto::new(&[ArgKind::WriteMem {
-                size: ArgSize::Arg(1),
-                nullable: false,
-            }]),
-            |ctx, a| {
-                let size = a[1] as usize;
-                if size == 0 {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                let mut comm = current_comm();
-                comm.truncate(size - 1);
-                comm.resize(size, 0);
-                ctx.write(a[0], &comm)?;
-                Ok(0)
-            },
-        );
-        h.register_fn(125, "bpf_ktime_get_boot_ns", |_, _, _, _, _| {
-            clock_ns(libc::CLOCK_BOOTTIME)
+        h.register_kernel(16, |ctx, a| {
+            let size = a[1] as usize;
+            if size == 0 {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            let mut comm = current_comm();
+            comm.truncate(size - 1);
+            comm.resize(size, 0);
+            ctx.write(a[0], &comm)?;
+            Ok(0)
         });
-        h.register_fn(160, "bpf_ktime_get_coarse_ns", |_, _, _, _, _| {
-            clock_ns(libc::CLOCK_MONOTONIC_COARSE)
-        });
+        h.register_kernel_fn(125, |_, _, _, _, _| clock_ns(libc::CLOCK_BOOTTIME));
+        h.register_kernel_fn(160, |_, _, _, _, _| clock_ns(libc::CLOCK_MONOTONIC_COARSE));
         crate::tracing::register(&mut h);
         crate::stack::register(&mut h);
         crate::kfunc::register(&mut h);
@@ -603,28 +613,18 @@ pub fn stderr_sink() -> TraceSink {
 }
 
 fn register_probe_helpers(h: &mut Helpers) {
-    let dst_then_src = HelperProto::new(&[ArgKind::WriteMem {
-        size: ArgSize::Arg(1),
-        nullable: true,
-    }]);
-    for (id, name) in [
-        (4, "bpf_probe_read"),
-        (112, "bpf_probe_read_user"),
-        (113, "bpf_probe_read_kernel"),
-    ] {
-        h.register(id, name, dst_then_src, |ctx, a| {
+    // bpf_probe_read, bpf_probe_read_user, bpf_probe_read_kernel.
+    for id in [4, 112, 113] {
+        h.register_kernel(id, |ctx, a| {
             let mut buf = vec![0u8; a[1] as usize];
             let ok = crate::probe::read(&mut buf, a[2]);
             ctx.write(a[0], &buf)?;
             Ok(if ok { 0 } else { neg_errno(libc::EFAULT) })
         });
     }
-    for (id, name) in [
-        (45, "bpf_probe_read_str"),
-        (114, "bpf_probe_read_user_str"),
-        (115, "bpf_probe_read_kernel_str"),
-    ] {
-        h.register(id, name, dst_then_src, |ctx, a| {
+    // bpf_probe_read_str, bpf_probe_read_user_str, bpf_probe_read_kernel_str.
+    for id in [45, 114, 115] {
+        h.register_kernel(id, |ctx, a| {
             let mut buf = vec![0u8; a[1] as usize];
             let r = crate::probe::read_str(&mut buf, a[2]);
             ctx.write(a[0], &buf)?;
@@ -634,28 +634,20 @@ fn register_probe_helpers(h: &mut Helpers) {
             })
         });
     }
-    h.register(
-        182,
-        "bpf_strncmp",
-        HelperProto::new(&[ArgKind::ReadMem {
-            size: ArgSize::Arg(1),
-            nullable: false,
-        }]),
-        |ctx, a| {
-            let s1 = ctx.read(a[0], a[1] as usize)?;
-            let s2 = ctx.read_cstr(a[2], a[1] as usize + 1)?;
-            for (i, &c1) in s1.iter().enumerate() {
-                let c2 = s2.get(i).copied().unwrap_or(0);
-                if c1 != c2 {
-                    return Ok(if c1 < c2 { u64::MAX } else { 1 });
-                }
-                if c1 == 0 {
-                    break;
-                }
+    h.register_kernel(182, |ctx, a| {
+        let s1 = ctx.read(a[0], a[1] as usize)?;
+        let s2 = ctx.read_cstr(a[2], a[1] as usize + 1)?;
+        for (i, &c1) in s1.iter().enumerate() {
+            let c2 = s2.get(i).copied().unwrap_or(0);
+            if c1 != c2 {
+                return Ok(if c1 < c2 { u64::MAX } else { 1 });
             }
-            Ok(0)
-        },
-    );
+            if c1 == 0 {
+                break;
+            }
+        }
+        Ok(0)
+    });
 }
 
 /// Reads a `%s` argument: up to 1 KiB of the process's memory.
@@ -686,12 +678,8 @@ fn printk_fmt(
 }
 
 fn register_printk_helpers(h: &mut Helpers, sink: TraceSink) {
-    let fmt_proto = HelperProto::new(&[ArgKind::ReadMem {
-        size: ArgSize::Arg(1),
-        nullable: false,
-    }]);
     let s = Arc::clone(&sink);
-    h.register(6, "bpf_trace_printk", fmt_proto, move |ctx, a| {
+    h.register_kernel(6, move |ctx, a| {
         let Some(fmt) = printk_fmt(ctx, a[0], a[1])? else {
             return Ok(neg_errno(libc::EINVAL));
         };
@@ -716,7 +704,7 @@ fn register_printk_helpers(h: &mut Helpers, sink: TraceSink) {
             ))
         };
     let s = Arc::clone(&sink);
-    h.register(177, "bpf_trace_vprintk", fmt_proto, move |ctx, a| {
+    h.register_kernel(177, move |ctx, a| {
         let Some(fmt) = printk_fmt(ctx, a[0], a[1])? else {
             return Ok(neg_errno(libc::EINVAL));
         };
@@ -731,32 +719,24 @@ fn register_printk_helpers(h: &mut Helpers, sink: TraceSink) {
             Err(_) => Ok(neg_errno(libc::EINVAL)),
         }
     });
-    h.register(
-        165,
-        "bpf_snprintf",
-        HelperProto::new(&[ArgKind::WriteMem {
-            size: ArgSize::Arg(1),
-            nullable: true,
-        }]),
-        move |ctx, a| {
-            let fmt = ctx.read_cstr(a[2], 4096)?;
-            let Some(args) = vargs(ctx, a[3], a[4])? else {
-                return Ok(neg_errno(libc::EINVAL));
-            };
-            let msg = match crate::printk::format(&fmt, &args, printk_str) {
-                Ok(m) => m,
-                Err(_) => return Ok(neg_errno(libc::EINVAL)),
-            };
-            let size = a[1] as usize;
-            if size > 0 {
-                let n = msg.len().min(size - 1);
-                let mut out = msg[..n].to_vec();
-                out.push(0);
-                ctx.write(a[0], &out)?;
-            }
-            Ok(msg.len() as u64 + 1)
-        },
-    );
+    h.register_kernel(165, move |ctx, a| {
+        let fmt = ctx.read_cstr(a[2], 4096)?;
+        let Some(args) = vargs(ctx, a[3], a[4])? else {
+            return Ok(neg_errno(libc::EINVAL));
+        };
+        let msg = match crate::printk::format(&fmt, &args, printk_str) {
+            Ok(m) => m,
+            Err(_) => return Ok(neg_errno(libc::EINVAL)),
+        };
+        let size = a[1] as usize;
+        if size > 0 {
+            let n = msg.len().min(size - 1);
+            let mut out = msg[..n].to_vec();
+            out.push(0);
+            ctx.write(a[0], &out)?;
+        }
+        Ok(msg.len() as u64 + 1)
+    });
 }
 
 impl Helpers {
@@ -768,25 +748,14 @@ impl Helpers {
     /// change the host's memory.
     pub fn probe_write_user() -> Helpers {
         let mut h = Helpers::new();
-        h.register(
-            36,
-            "bpf_probe_write_user",
-            HelperProto::new(&[
-                ArgKind::Anything,
-                ArgKind::ReadMem {
-                    size: ArgSize::Arg(2),
-                    nullable: false,
-                },
-            ]),
-            |ctx, a| {
-                let data = ctx.read(a[1], a[2] as usize)?;
-                Ok(if crate::probe::write(a[0], &data) {
-                    0
-                } else {
-                    neg_errno(libc::EFAULT)
-                })
-            },
-        );
+        h.register_kernel(36, |ctx, a| {
+            let data = ctx.read(a[1], a[2] as usize)?;
+            Ok(if crate::probe::write(a[0], &data) {
+                0
+            } else {
+                neg_errno(libc::EFAULT)
+            })
+        });
         h
     }
 }

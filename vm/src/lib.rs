@@ -37,6 +37,7 @@ pub mod object;
 pub mod printk;
 pub mod probe;
 pub mod program;
+pub mod proto;
 pub mod stack;
 pub mod tracing;
 

@@ -7,7 +7,7 @@
 //! behave as the kernel does for a uprobe, whose kernel part of the stack is
 //! empty.
 
-use crate::helpers::{neg_errno, ArgKind, ArgSize, HelperProto, Helpers};
+use crate::helpers::{neg_errno, Helpers};
 
 /// `bpf_get_stack`.
 pub const BPF_FUNC_GET_STACK: i32 = 67;
@@ -100,56 +100,45 @@ pub(crate) fn frames_for(
 
 /// Registers `bpf_get_stack` (67).
 pub(crate) fn register(h: &mut Helpers) {
-    h.register(
-        BPF_FUNC_GET_STACK,
-        "bpf_get_stack",
-        HelperProto::new(&[
-            ArgKind::Anything,
-            ArgKind::WriteMem {
-                size: ArgSize::Arg(2),
-                nullable: false,
-            },
-        ]),
-        |ctx, a| {
-            // (ctx, buf, size, flags)
-            let (buf, size, flags) = (a[1], a[2], a[3]);
-            let size = usize::try_from(size).unwrap_or(usize::MAX);
-            let zero = vec![0u8; size];
-            if flags & !(BPF_F_SKIP_FIELD_MASK | BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) != 0 {
+    h.register_kernel(BPF_FUNC_GET_STACK, |ctx, a| {
+        // (ctx, buf, size, flags)
+        let (buf, size, flags) = (a[1], a[2], a[3]);
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let zero = vec![0u8; size];
+        if flags & !(BPF_F_SKIP_FIELD_MASK | BPF_F_USER_STACK | BPF_F_USER_BUILD_ID) != 0 {
+            ctx.write(buf, &zero)?;
+            return Ok(neg_errno(libc::EINVAL));
+        }
+        let build_id = flags & BPF_F_USER_BUILD_ID != 0;
+        if build_id && flags & BPF_F_USER_STACK == 0 {
+            ctx.write(buf, &zero)?;
+            return Ok(neg_errno(libc::EINVAL));
+        }
+        let elem = if build_id { BPF_STACK_BUILD_ID_SIZE } else { 8 };
+        if !size.is_multiple_of(elem) {
+            ctx.write(buf, &zero)?;
+            return Ok(neg_errno(libc::EINVAL));
+        }
+        let frames = match frames_for(ctx.hook().user_regs, flags, size / elem) {
+            Ok(f) => f,
+            Err(errno) => {
                 ctx.write(buf, &zero)?;
-                return Ok(neg_errno(libc::EINVAL));
+                return Ok(neg_errno(errno));
             }
-            let build_id = flags & BPF_F_USER_BUILD_ID != 0;
-            if build_id && flags & BPF_F_USER_STACK == 0 {
-                ctx.write(buf, &zero)?;
-                return Ok(neg_errno(libc::EINVAL));
+        };
+        let mut out = zero;
+        for (slot, ip) in out.chunks_exact_mut(elem).zip(&frames) {
+            if build_id {
+                // No build id is looked up: each entry carries the ip,
+                // as the kernel reports frames whose build id it cannot
+                // read.
+                slot[..4].copy_from_slice(&BPF_STACK_BUILD_ID_IP.to_le_bytes());
+                slot[24..32].copy_from_slice(&ip.to_le_bytes());
+            } else {
+                slot.copy_from_slice(&ip.to_le_bytes());
             }
-            let elem = if build_id { BPF_STACK_BUILD_ID_SIZE } else { 8 };
-            if !size.is_multiple_of(elem) {
-                ctx.write(buf, &zero)?;
-                return Ok(neg_errno(libc::EINVAL));
-            }
-            let frames = match frames_for(ctx.hook().user_regs, flags, size / elem) {
-                Ok(f) => f,
-                Err(errno) => {
-                    ctx.write(buf, &zero)?;
-                    return Ok(neg_errno(errno));
-                }
-            };
-            let mut out = zero;
-            for (slot, ip) in out.chunks_exact_mut(elem).zip(&frames) {
-                if build_id {
-                    // No build id is looked up: each entry carries the ip,
-                    // as the kernel reports frames whose build id it cannot
-                    // read.
-                    slot[..4].copy_from_slice(&BPF_STACK_BUILD_ID_IP.to_le_bytes());
-                    slot[24..32].copy_from_slice(&ip.to_le_bytes());
-                } else {
-                    slot.copy_from_slice(&ip.to_le_bytes());
-                }
-            }
-            ctx.write(buf, &out)?;
-            Ok((frames.len().min(size / elem) * elem) as u64)
-        },
-    );
+        }
+        ctx.write(buf, &out)?;
+        Ok((frames.len().min(size / elem) * elem) as u64)
+    });
 }

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use crate::helpers::{neg_errno, ArgKind, ArgSize, HelperError, HelperProto, Helpers};
+use crate::helpers::{neg_errno, HelperError, Helpers};
 
 /// `_NSIG`: signals are 1..=64 (0 checks permissions only).
 const NSIG: u64 = 64;
@@ -89,24 +89,9 @@ fn no_args(name: &str) -> HelperError {
 
 /// Registers the helpers of this module.
 pub(crate) fn register(h: &mut Helpers) {
-    h.register(173, "bpf_get_func_ip", HelperProto::SCALARS, |ctx, _| {
-        Ok(ctx.hook().func_ip)
-    });
-    h.register(
-        174,
-        "bpf_get_attach_cookie",
-        HelperProto::SCALARS,
-        |ctx, _| Ok(ctx.hook().attach_cookie),
-    );
-    let out_u64 = HelperProto::new(&[
-        ArgKind::Anything,
-        ArgKind::Anything,
-        ArgKind::WriteMem {
-            size: ArgSize::Fixed(8),
-            nullable: false,
-        },
-    ]);
-    h.register(183, "bpf_get_func_arg", out_u64, |ctx, a| {
+    h.register_kernel(173, |ctx, _| Ok(ctx.hook().func_ip));
+    h.register_kernel(174, |ctx, _| Ok(ctx.hook().attach_cookie));
+    h.register_kernel(183, |ctx, a| {
         // (ctx, n, *value)
         let nr = ctx
             .hook()
@@ -119,14 +104,7 @@ pub(crate) fn register(h: &mut Helpers) {
         ctx.write(a[2], &v)?;
         Ok(0)
     });
-    let out_u64 = HelperProto::new(&[
-        ArgKind::Anything,
-        ArgKind::WriteMem {
-            size: ArgSize::Fixed(8),
-            nullable: false,
-        },
-    ]);
-    h.register(184, "bpf_get_func_ret", out_u64, |ctx, a| {
+    h.register_kernel(184, |ctx, a| {
         // (ctx, *value): the return value follows the arguments.
         let hook = *ctx.hook();
         let nr = hook
@@ -139,29 +117,22 @@ pub(crate) fn register(h: &mut Helpers) {
         ctx.write(a[1], &v)?;
         Ok(0)
     });
-    h.register(
-        185,
-        "bpf_get_func_arg_cnt",
-        HelperProto::SCALARS,
-        |ctx, _| {
-            let nr = ctx
-                .hook()
-                .func_arg_count
-                .ok_or_else(|| no_args("bpf_get_func_arg_cnt"))?;
-            Ok(u64::from(nr))
-        },
-    );
-    h.register(58, "bpf_override_return", HelperProto::SCALARS, |ctx, a| {
+    h.register_kernel(185, |ctx, _| {
+        let nr = ctx
+            .hook()
+            .func_arg_count
+            .ok_or_else(|| no_args("bpf_get_func_arg_cnt"))?;
+        Ok(u64::from(nr))
+    });
+    h.register_kernel(58, |ctx, a| {
         // (regs, rc): the hook returns rc from the probed function instead
         // of running it.
         ctx.set_override_return(a[1]);
         Ok(0)
     });
-    for (id, name, thread) in [
-        (109, "bpf_send_signal", false),
-        (117, "bpf_send_signal_thread", true),
-    ] {
-        h.register(id, name, HelperProto::SCALARS, move |_, a| {
+    // bpf_send_signal, bpf_send_signal_thread.
+    for (id, thread) in [(109, false), (117, true)] {
+        h.register_kernel(id, move |_, a| {
             let sig = a[0] as u32;
             if u64::from(sig) > NSIG {
                 return Ok(neg_errno(libc::EINVAL));
@@ -189,5 +160,5 @@ pub(crate) fn register(h: &mut Helpers) {
             })
         });
     }
-    h.register_fn(118, "bpf_jiffies64", |_, _, _, _, _| jiffies64());
+    h.register_kernel_fn(118, |_, _, _, _, _| jiffies64());
 }

@@ -645,3 +645,35 @@ fn program_lookups_take_the_direct_path_with_the_helpers_semantics() {
     let err = vm.run(&mut 7u32.to_le_bytes()).unwrap_err();
     assert!(err.to_string().contains("is not a map"), "{err}");
 }
+
+#[test]
+fn every_kernel_helper_has_the_kernels_prototype_and_name() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::proto::kernel_proto;
+    use userbpf_vm::Helpers;
+
+    let mut all = Helpers::kernel_basics();
+    all.extend(&Arc::new(MapSet::default()).helpers());
+    all.extend(&Helpers::probe_write_user());
+    let mut n = 0;
+    for h in all.iter() {
+        let p = kernel_proto(h.id()).unwrap_or_else(|| {
+            panic!("{}#{} has no kernel prototype", h.name(), h.id())
+        });
+        assert_eq!(h.name(), p.name());
+        assert_eq!(*h.proto(), p.runtime(), "{}", h.name());
+        n += 1;
+    }
+    // Every prototype in the table belongs to a helper userbpf registers,
+    // except the two the interpreter runs itself (tail_call, loop).
+    let registered: Vec<i32> = all.iter().map(|h| h.id()).collect();
+    for p in userbpf_vm::proto::KERNEL_PROTOS {
+        assert!(
+            registered.contains(&p.id) || matches!(p.id, 12 | 181),
+            "{} is in the table but not registered",
+            p.name()
+        );
+    }
+    assert!(n >= 45, "{n} helpers");
+}

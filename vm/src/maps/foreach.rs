@@ -7,7 +7,7 @@ use super::array::BPF_MAP_TYPE_PERCPU_ARRAY;
 use super::hash::{BPF_MAP_TYPE_LRU_HASH, BPF_MAP_TYPE_LRU_PERCPU_HASH, BPF_MAP_TYPE_PERCPU_HASH};
 use super::set::MapSet;
 use super::{Map, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH};
-use crate::helpers::{neg_errno, CallbackDriver, HelperContext, HelperError, HelperProto, Helpers};
+use crate::helpers::{neg_errno, CallbackDriver, HelperContext, HelperError, Helpers};
 
 /// `bpf_for_each_map_elem`.
 pub const BPF_FUNC_FOR_EACH_MAP_ELEM: i32 = 164;
@@ -91,76 +91,66 @@ impl MapSet {
             BPF_F_SKIP_FIELD_MASK, BPF_F_USER_STACK,
         };
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_GET_STACKID,
-            "bpf_get_stackid",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                // (ctx, map, flags)
-                let map = set
-                    .by_handle(a[1])
-                    .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
-                if map.spec().map_type != super::stackmap::BPF_MAP_TYPE_STACK_TRACE {
-                    return Err(HelperError::Failed(format!(
-                        "map `{}` is not a stack trace map (BPF_MAP_TYPE_STACK_TRACE)",
-                        map.spec().name
-                    )));
-                }
-                let flags = a[2];
-                let known = BPF_F_SKIP_FIELD_MASK
-                    | BPF_F_USER_STACK
-                    | BPF_F_FAST_STACK_CMP
-                    | BPF_F_REUSE_STACKID;
-                if flags & !known != 0 {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                let frames = match frames_for(ctx.hook().user_regs, flags, map.stack_depth()) {
-                    Ok(f) => f,
-                    Err(e) => return Ok(neg_errno(e)),
-                };
-                let depth = frames.len().min(map.stack_depth());
-                Ok(match map.stack_store(&frames[..depth], flags) {
-                    Ok(id) => u64::from(id),
-                    Err(e) => neg_errno(e),
-                })
-            },
-        );
+        h.register_kernel(BPF_FUNC_GET_STACKID, move |ctx, a| {
+            // (ctx, map, flags)
+            let map = set
+                .by_handle(a[1])
+                .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
+            if map.spec().map_type != super::stackmap::BPF_MAP_TYPE_STACK_TRACE {
+                return Err(HelperError::Failed(format!(
+                    "map `{}` is not a stack trace map (BPF_MAP_TYPE_STACK_TRACE)",
+                    map.spec().name
+                )));
+            }
+            let flags = a[2];
+            let known = BPF_F_SKIP_FIELD_MASK
+                | BPF_F_USER_STACK
+                | BPF_F_FAST_STACK_CMP
+                | BPF_F_REUSE_STACKID;
+            if flags & !known != 0 {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            let frames = match frames_for(ctx.hook().user_regs, flags, map.stack_depth()) {
+                Ok(f) => f,
+                Err(e) => return Ok(neg_errno(e)),
+            };
+            let depth = frames.len().min(map.stack_depth());
+            Ok(match map.stack_store(&frames[..depth], flags) {
+                Ok(id) => u64::from(id),
+                Err(e) => neg_errno(e),
+            })
+        });
     }
 
     /// Registers `bpf_for_each_map_elem` on these maps.
     pub(super) fn for_each_helper(self: &Arc<MapSet>, h: &mut Helpers) {
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_FOR_EACH_MAP_ELEM,
-            "bpf_for_each_map_elem",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                // (map, callback_fn, callback_ctx, flags)
-                let map = set
-                    .by_handle(a[0])
-                    .ok_or_else(|| HelperError::Failed(format!("r1 ({:#x}) is not a map", a[0])))?;
-                if a[3] != 0 {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                if !iterable(map.spec().map_type) {
-                    return Err(HelperError::Failed(format!(
-                        "map `{}` has type {}; the kernel iterates only array and hash maps",
-                        map.spec().name,
-                        map.spec().map_type
-                    )));
-                }
-                ctx.call_back(
-                    a[1],
-                    Box::new(ForEach {
-                        map: Arc::clone(map),
-                        keys: map.keys().into_iter(),
-                        key_addr: None,
-                        callback_ctx: a[2],
-                        calls: 0,
-                    }),
-                );
-                Ok(0)
-            },
-        );
+        h.register_kernel(BPF_FUNC_FOR_EACH_MAP_ELEM, move |ctx, a| {
+            // (map, callback_fn, callback_ctx, flags)
+            let map = set
+                .by_handle(a[0])
+                .ok_or_else(|| HelperError::Failed(format!("r1 ({:#x}) is not a map", a[0])))?;
+            if a[3] != 0 {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            if !iterable(map.spec().map_type) {
+                return Err(HelperError::Failed(format!(
+                    "map `{}` has type {}; the kernel iterates only array and hash maps",
+                    map.spec().name,
+                    map.spec().map_type
+                )));
+            }
+            ctx.call_back(
+                a[1],
+                Box::new(ForEach {
+                    map: Arc::clone(map),
+                    keys: map.keys().into_iter(),
+                    key_addr: None,
+                    callback_ctx: a[2],
+                    calls: 0,
+                }),
+            );
+            Ok(0)
+        });
     }
 }

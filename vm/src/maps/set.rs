@@ -9,7 +9,7 @@ use super::{
     Map, MapError, MapSpec, BPF_ANY, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_ARRAY_OF_MAPS,
     BPF_MAP_TYPE_HASH_OF_MAPS, BPF_MAP_TYPE_PROG_ARRAY,
 };
-use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
+use crate::helpers::{neg_errno, HelperContext, HelperError, Helpers};
 use crate::interp::{
     Config, MapAccel, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm,
 };
@@ -227,29 +227,22 @@ impl MapSet {
     pub fn helpers(self: &Arc<MapSet>) -> Helpers {
         let mut h = Helpers::new();
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_MAP_LOOKUP_ELEM,
-            "bpf_map_lookup_elem",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                let map = set.map_arg(a[0])?;
-                with_key(ctx, a[1], map.spec().key_size as usize, |key| {
-                    if matches!(
-                        map.spec().map_type,
-                        BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
-                    ) {
-                        // Maps of maps: the inner map, named by its id.
-                        return set.inner_map(map, key).map(|m| m.handle()).unwrap_or(0);
-                    }
-                    map.lookup_ptr(key).map(|p| p as u64).unwrap_or(0)
-                })
-            },
-        );
+        h.register_kernel(BPF_FUNC_MAP_LOOKUP_ELEM, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            with_key(ctx, a[1], map.spec().key_size as usize, |key| {
+                if matches!(
+                    map.spec().map_type,
+                    BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+                ) {
+                    // Maps of maps: the inner map, named by its id.
+                    return set.inner_map(map, key).map(|m| m.handle()).unwrap_or(0);
+                }
+                map.lookup_ptr(key).map(|p| p as u64).unwrap_or(0)
+            })
+        });
         let set = Arc::clone(self);
-        h.register(
+        h.register_kernel(
             BPF_FUNC_MAP_UPDATE_ELEM,
-            "bpf_map_update_elem",
-            HelperProto::SCALARS,
             move |ctx: &mut HelperContext<'_>, a| {
                 let map = set.map_arg(a[0])?;
                 let key = ctx.read(a[1], map.spec().key_size as usize)?;
@@ -261,95 +254,75 @@ impl MapSet {
             },
         );
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_MAP_DELETE_ELEM,
-            "bpf_map_delete_elem",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                let map = set.map_arg(a[0])?;
-                with_key(ctx, a[1], map.spec().key_size as usize, |key| {
-                    match map.delete(key) {
-                        Ok(()) => 0,
-                        Err(e) => neg_errno(e.errno()),
-                    }
-                })
-            },
-        );
+        h.register_kernel(BPF_FUNC_MAP_DELETE_ELEM, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            with_key(ctx, a[1], map.spec().key_size as usize, |key| {
+                match map.delete(key) {
+                    Ok(()) => 0,
+                    Err(e) => neg_errno(e.errno()),
+                }
+            })
+        });
         self.ringbuf_helpers(&mut h);
         self.queue_helpers(&mut h);
         self.for_each_helper(&mut h);
         self.stackid_helper(&mut h);
         self.timer_helpers(&mut h);
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_PERF_EVENT_OUTPUT,
-            "bpf_perf_event_output",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                // (ctx, map, flags, data, size)
-                let map = set.map_arg(a[1])?;
-                if a[2] >> 32 != 0 {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                let data = ctx.read(
-                    a[3],
-                    usize::try_from(a[4]).unwrap_or(usize::MAX).min(1 << 16),
-                )?;
-                Ok(match map.perf_output(a[2] & 0xffff_ffff, &data) {
-                    Ok(()) => 0,
-                    Err(e) => neg_errno(e),
-                })
-            },
-        );
+        h.register_kernel(BPF_FUNC_PERF_EVENT_OUTPUT, move |ctx, a| {
+            // (ctx, map, flags, data, size)
+            let map = set.map_arg(a[1])?;
+            if a[2] >> 32 != 0 {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            let data = ctx.read(
+                a[3],
+                usize::try_from(a[4]).unwrap_or(usize::MAX).min(1 << 16),
+            )?;
+            Ok(match map.perf_output(a[2] & 0xffff_ffff, &data) {
+                Ok(()) => 0,
+                Err(e) => neg_errno(e),
+            })
+        });
         h
     }
 
     fn ringbuf_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_RINGBUF_OUTPUT,
-            "bpf_ringbuf_output",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                let map = set.map_arg(a[0])?;
-                let len = usize::try_from(a[2]).unwrap_or(usize::MAX);
-                if len > map.spec().max_entries as usize {
-                    return Ok(neg_errno(libc::E2BIG));
-                }
-                let data = ctx.read(a[1], len)?;
-                Ok(if map.ringbuf_output(&data) {
-                    0
-                } else {
-                    neg_errno(libc::EAGAIN)
-                })
-            },
-        );
+        h.register_kernel(BPF_FUNC_RINGBUF_OUTPUT, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            let len = usize::try_from(a[2]).unwrap_or(usize::MAX);
+            if len > map.spec().max_entries as usize {
+                return Ok(neg_errno(libc::E2BIG));
+            }
+            let data = ctx.read(a[1], len)?;
+            Ok(if map.ringbuf_output(&data) {
+                0
+            } else {
+                neg_errno(libc::EAGAIN)
+            })
+        });
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_RINGBUF_RESERVE,
-            "bpf_ringbuf_reserve",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                let map = set.map_arg(a[0])?;
-                if a[2] != 0 {
-                    return Ok(0);
-                }
-                let Some(p) = map.ringbuf_reserve(a[1]) else {
-                    return Ok(0);
-                };
-                let len = usize::try_from(a[1]).unwrap_or(0);
-                // SAFETY: the record lies in the ring's mapping, which the
-                // set (captured by this helper) keeps alive past the run.
-                unsafe { ctx.grant(Region::new(p, len, true, RegionKind::HelperMemory)) };
-                Ok(p as u64)
-            },
-        );
-        for (id, name, discard) in [
-            (BPF_FUNC_RINGBUF_SUBMIT, "bpf_ringbuf_submit", false),
-            (BPF_FUNC_RINGBUF_DISCARD, "bpf_ringbuf_discard", true),
+        h.register_kernel(BPF_FUNC_RINGBUF_RESERVE, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            if a[2] != 0 {
+                return Ok(0);
+            }
+            let Some(p) = map.ringbuf_reserve(a[1]) else {
+                return Ok(0);
+            };
+            let len = usize::try_from(a[1]).unwrap_or(0);
+            // SAFETY: the record lies in the ring's mapping, which the
+            // set (captured by this helper) keeps alive past the run.
+            unsafe { ctx.grant(Region::new(p, len, true, RegionKind::HelperMemory)) };
+            Ok(p as u64)
+        });
+        for (id, discard) in [
+            (BPF_FUNC_RINGBUF_SUBMIT, false),
+            (BPF_FUNC_RINGBUF_DISCARD, true),
         ] {
             let set = Arc::clone(self);
-            h.register(id, name, HelperProto::SCALARS, move |_, a| {
+            h.register_kernel(id, move |_, a| {
                 let ok = set
                     .maps
                     .iter()
@@ -366,40 +339,32 @@ impl MapSet {
             });
         }
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_RINGBUF_QUERY,
-            "bpf_ringbuf_query",
-            HelperProto::SCALARS,
-            move |_, a| Ok(set.map_arg(a[0])?.ringbuf_query(a[1])),
-        );
+        h.register_kernel(BPF_FUNC_RINGBUF_QUERY, move |_, a| {
+            Ok(set.map_arg(a[0])?.ringbuf_query(a[1]))
+        });
     }
 
     fn queue_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
         let set = Arc::clone(self);
-        h.register(
-            BPF_FUNC_MAP_PUSH_ELEM,
-            "bpf_map_push_elem",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                let map = set.map_arg(a[0])?;
-                let value = ctx.read(a[1], map.spec().value_size as usize)?;
-                let r = if map.spec().map_type == BPF_MAP_TYPE_BLOOM_FILTER {
-                    map.bloom_push(&value)
-                } else {
-                    map.push(&value, a[2])
-                };
-                Ok(match r {
-                    Ok(()) => 0,
-                    Err(e) => neg_errno(e.errno()),
-                })
-            },
-        );
-        for (id, name, delete) in [
-            (BPF_FUNC_MAP_POP_ELEM, "bpf_map_pop_elem", true),
-            (BPF_FUNC_MAP_PEEK_ELEM, "bpf_map_peek_elem", false),
+        h.register_kernel(BPF_FUNC_MAP_PUSH_ELEM, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            let value = ctx.read(a[1], map.spec().value_size as usize)?;
+            let r = if map.spec().map_type == BPF_MAP_TYPE_BLOOM_FILTER {
+                map.bloom_push(&value)
+            } else {
+                map.push(&value, a[2])
+            };
+            Ok(match r {
+                Ok(()) => 0,
+                Err(e) => neg_errno(e.errno()),
+            })
+        });
+        for (id, delete) in [
+            (BPF_FUNC_MAP_POP_ELEM, true),
+            (BPF_FUNC_MAP_PEEK_ELEM, false),
         ] {
             let set = Arc::clone(self);
-            h.register(id, name, HelperProto::SCALARS, move |ctx, a| {
+            h.register_kernel(id, move |ctx, a| {
                 let map = set.map_arg(a[0])?;
                 if map.spec().map_type == BPF_MAP_TYPE_BLOOM_FILTER {
                     // peek(value): 0 if maybe present; pop is not supported.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use super::set::MapSet;
 use super::Map;
-use crate::helpers::{neg_errno, HelperContext, HelperError, HelperProto, Helpers};
+use crate::helpers::{neg_errno, HelperContext, HelperError, Helpers};
 use crate::interp::PreparedProgram;
 use crate::memory::{Region, RegionKind};
 
@@ -132,175 +132,153 @@ impl MapSet {
     /// Registers the timer helpers on these maps.
     pub(super) fn timer_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
         let set = Arc::downgrade(self);
-        h.register(
-            BPF_FUNC_TIMER_INIT,
-            "bpf_timer_init",
-            HelperProto::SCALARS,
-            move |ctx, a| {
-                // (timer, map, flags = clock id)
-                let clock = match a[2] {
-                    0 => libc::CLOCK_REALTIME,
-                    1 => libc::CLOCK_MONOTONIC,
-                    7 => libc::CLOCK_BOOTTIME,
-                    _ => return Ok(neg_errno(libc::EINVAL)),
-                };
-                let strong = set
-                    .upgrade()
-                    .ok_or_else(|| HelperError::Failed("maps are gone".into()))?;
-                let map = strong
-                    .by_handle(a[1])
-                    .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
-                let s = service();
-                let mut t = s
-                    .timers
-                    .lock()
-                    .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
-                // Busy: a live timer of this process at this address, or
-                // one another live process initialised.
-                let busy = match read_opaque(ctx, a[0])? {
-                    Some((id, owner)) if owner == pid() => {
-                        t.by_id.get(&id).is_some_and(|x| x.addr == a[0])
-                    }
-                    Some((_, owner)) => process_alive(owner),
-                    None => false,
-                };
-                if busy {
-                    return Ok(neg_errno(libc::EBUSY));
+        h.register_kernel(BPF_FUNC_TIMER_INIT, move |ctx, a| {
+            // (timer, map, flags = clock id)
+            let clock = match a[2] {
+                0 => libc::CLOCK_REALTIME,
+                1 => libc::CLOCK_MONOTONIC,
+                7 => libc::CLOCK_BOOTTIME,
+                _ => return Ok(neg_errno(libc::EINVAL)),
+            };
+            let strong = set
+                .upgrade()
+                .ok_or_else(|| HelperError::Failed("maps are gone".into()))?;
+            let map = strong
+                .by_handle(a[1])
+                .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
+            let s = service();
+            let mut t = s
+                .timers
+                .lock()
+                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            // Busy: a live timer of this process at this address, or
+            // one another live process initialised.
+            let busy = match read_opaque(ctx, a[0])? {
+                Some((id, owner)) if owner == pid() => {
+                    t.by_id.get(&id).is_some_and(|x| x.addr == a[0])
                 }
-                let value_size = u64::from(map.spec().value_size);
-                let Some((key, value)) = map.keys().into_iter().find_map(|k| {
-                    let p = map.lookup_ptr(&k)? as u64;
-                    (a[0] >= p
-                        && a[0].saturating_add(BPF_TIMER_SIZE as u64)
-                            <= p.saturating_add(value_size))
-                    .then_some((k, p))
-                }) else {
-                    return Err(HelperError::Failed(format!(
-                        "r1 ({:#x}) is not a struct bpf_timer inside a value of map `{}`",
-                        a[0],
-                        map.spec().name
-                    )));
-                };
-                t.next_id = t.next_id.wrapping_add(1).max(1);
-                let id = t.next_id;
-                let mut opaque = [0u8; BPF_TIMER_SIZE];
-                opaque[..8].copy_from_slice(&id.to_le_bytes());
-                opaque[8..12].copy_from_slice(&pid().to_le_bytes());
-                opaque[12..16].copy_from_slice(&TIMER_MAGIC.to_le_bytes());
-                ctx.write(a[0], &opaque)?;
-                t.by_id.insert(
-                    id,
-                    Timer {
-                        set: set.clone(),
-                        map: Arc::downgrade(map),
-                        key,
-                        value,
-                        addr: a[0],
-                        clock,
-                        callback: None,
-                        deadline: None,
-                        generation: 0,
-                    },
-                );
-                Ok(0)
-            },
-        );
-        h.register(
-            BPF_FUNC_TIMER_SET_CALLBACK,
-            "bpf_timer_set_callback",
-            HelperProto::SCALARS,
-            |ctx, a| {
-                let program = ctx.program().cloned();
-                let s = service();
-                let mut t = s
-                    .timers
-                    .lock()
-                    .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
-                let Some(id) = lookup(ctx, &t, a[0])? else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                let Some(program) = program else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                if let Some(timer) = t.by_id.get_mut(&id) {
-                    timer.callback = Some((program, a[1]));
-                }
-                Ok(0)
-            },
-        );
-        h.register(
-            BPF_FUNC_TIMER_START,
-            "bpf_timer_start",
-            HelperProto::SCALARS,
-            |ctx, a| {
-                // (timer, nsecs, flags)
-                if a[2] & !(BPF_F_TIMER_ABS | BPF_F_TIMER_CPU_PIN) != 0 {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                let s = service();
-                let mut t = s
-                    .timers
-                    .lock()
-                    .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
-                let Some(id) = lookup(ctx, &t, a[0])? else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                let Some(timer) = t.by_id.get_mut(&id) else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                if timer.callback.is_none() {
-                    return Ok(neg_errno(libc::EINVAL));
-                }
-                let on_clock = now(timer.clock);
-                let deadline = if a[2] & BPF_F_TIMER_ABS != 0 {
-                    u128::from(a[1])
-                } else {
-                    on_clock + u128::from(a[1])
-                };
-                timer.deadline = Some(deadline);
-                timer.generation = timer.generation.wrapping_add(1);
-                let generation = timer.generation;
-                // The queue runs on CLOCK_MONOTONIC.
-                let mono = now(libc::CLOCK_MONOTONIC) + deadline.saturating_sub(on_clock);
-                t.queue.push(Reverse((mono, id, generation)));
-                if !t.worker {
-                    t.worker = true;
-                    std::thread::Builder::new()
-                        .name("userbpf-timers".into())
-                        .spawn(worker)
-                        .map_err(|e| {
-                            HelperError::Failed(format!("cannot start the timer thread: {e}"))
-                        })?;
-                }
-                s.wake.notify_one();
-                Ok(0)
-            },
-        );
-        h.register(
-            BPF_FUNC_TIMER_CANCEL,
-            "bpf_timer_cancel",
-            HelperProto::SCALARS,
-            |ctx, a| {
-                let s = service();
-                let mut t = s
-                    .timers
-                    .lock()
-                    .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
-                let Some(id) = lookup(ctx, &t, a[0])? else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                if t.running == Some(id) && std::thread::current().name() == Some("userbpf-timers")
-                {
-                    // A callback cancelling its own timer would wait for itself.
-                    return Ok(neg_errno(libc::EDEADLK));
-                }
-                let Some(timer) = t.by_id.get_mut(&id) else {
-                    return Ok(neg_errno(libc::EINVAL));
-                };
-                timer.generation = timer.generation.wrapping_add(1);
-                Ok(u64::from(timer.deadline.take().is_some()))
-            },
-        );
+                Some((_, owner)) => process_alive(owner),
+                None => false,
+            };
+            if busy {
+                return Ok(neg_errno(libc::EBUSY));
+            }
+            let value_size = u64::from(map.spec().value_size);
+            let Some((key, value)) = map.keys().into_iter().find_map(|k| {
+                let p = map.lookup_ptr(&k)? as u64;
+                (a[0] >= p
+                    && a[0].saturating_add(BPF_TIMER_SIZE as u64) <= p.saturating_add(value_size))
+                .then_some((k, p))
+            }) else {
+                return Err(HelperError::Failed(format!(
+                    "r1 ({:#x}) is not a struct bpf_timer inside a value of map `{}`",
+                    a[0],
+                    map.spec().name
+                )));
+            };
+            t.next_id = t.next_id.wrapping_add(1).max(1);
+            let id = t.next_id;
+            let mut opaque = [0u8; BPF_TIMER_SIZE];
+            opaque[..8].copy_from_slice(&id.to_le_bytes());
+            opaque[8..12].copy_from_slice(&pid().to_le_bytes());
+            opaque[12..16].copy_from_slice(&TIMER_MAGIC.to_le_bytes());
+            ctx.write(a[0], &opaque)?;
+            t.by_id.insert(
+                id,
+                Timer {
+                    set: set.clone(),
+                    map: Arc::downgrade(map),
+                    key,
+                    value,
+                    addr: a[0],
+                    clock,
+                    callback: None,
+                    deadline: None,
+                    generation: 0,
+                },
+            );
+            Ok(0)
+        });
+        h.register_kernel(BPF_FUNC_TIMER_SET_CALLBACK, |ctx, a| {
+            let program = ctx.program().cloned();
+            let s = service();
+            let mut t = s
+                .timers
+                .lock()
+                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let Some(id) = lookup(ctx, &t, a[0])? else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            let Some(program) = program else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            if let Some(timer) = t.by_id.get_mut(&id) {
+                timer.callback = Some((program, a[1]));
+            }
+            Ok(0)
+        });
+        h.register_kernel(BPF_FUNC_TIMER_START, |ctx, a| {
+            // (timer, nsecs, flags)
+            if a[2] & !(BPF_F_TIMER_ABS | BPF_F_TIMER_CPU_PIN) != 0 {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            let s = service();
+            let mut t = s
+                .timers
+                .lock()
+                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let Some(id) = lookup(ctx, &t, a[0])? else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            let Some(timer) = t.by_id.get_mut(&id) else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            if timer.callback.is_none() {
+                return Ok(neg_errno(libc::EINVAL));
+            }
+            let on_clock = now(timer.clock);
+            let deadline = if a[2] & BPF_F_TIMER_ABS != 0 {
+                u128::from(a[1])
+            } else {
+                on_clock + u128::from(a[1])
+            };
+            timer.deadline = Some(deadline);
+            timer.generation = timer.generation.wrapping_add(1);
+            let generation = timer.generation;
+            // The queue runs on CLOCK_MONOTONIC.
+            let mono = now(libc::CLOCK_MONOTONIC) + deadline.saturating_sub(on_clock);
+            t.queue.push(Reverse((mono, id, generation)));
+            if !t.worker {
+                t.worker = true;
+                std::thread::Builder::new()
+                    .name("userbpf-timers".into())
+                    .spawn(worker)
+                    .map_err(|e| {
+                        HelperError::Failed(format!("cannot start the timer thread: {e}"))
+                    })?;
+            }
+            s.wake.notify_one();
+            Ok(0)
+        });
+        h.register_kernel(BPF_FUNC_TIMER_CANCEL, |ctx, a| {
+            let s = service();
+            let mut t = s
+                .timers
+                .lock()
+                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let Some(id) = lookup(ctx, &t, a[0])? else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            if t.running == Some(id) && std::thread::current().name() == Some("userbpf-timers") {
+                // A callback cancelling its own timer would wait for itself.
+                return Ok(neg_errno(libc::EDEADLK));
+            }
+            let Some(timer) = t.by_id.get_mut(&id) else {
+                return Ok(neg_errno(libc::EINVAL));
+            };
+            timer.generation = timer.generation.wrapping_add(1);
+            Ok(u64::from(timer.deadline.take().is_some()))
+        });
     }
 }
 

@@ -1,0 +1,281 @@
+//! The kernel's prototypes of the helpers userbpf implements (`struct
+//! bpf_func_proto`: return type and argument types, as in the kernel's
+//! `*_proto` definitions), the one source of truth for both the engines'
+//! run-time checks ([`KernelProto::runtime`]) and the verifier.
+
+use crate::helper_names::helper_name;
+use crate::helpers::{ArgKind, ArgSize, HelperProto};
+
+/// A helper argument type (`enum bpf_arg_type`, with its flags folded in).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum ArgType {
+    /// Unused argument (`ARG_DONTCARE`).
+    DontCare,
+    /// Any value (`ARG_ANYTHING`).
+    Anything,
+    /// `ARG_CONST_MAP_PTR`.
+    ConstMapPtr,
+    /// `ARG_PTR_TO_MAP_KEY`: `key_size` bytes the helper reads.
+    PtrToMapKey,
+    /// `ARG_PTR_TO_MAP_VALUE`: `value_size` bytes the helper reads.
+    PtrToMapValue,
+    /// `ARG_PTR_TO_MAP_VALUE | MEM_UNINIT`: `value_size` bytes it writes.
+    PtrToUninitMapValue,
+    /// `ARG_PTR_TO_MEM` (| `MEM_RDONLY`, | `PTR_MAYBE_NULL`): memory the
+    /// helper reads, sized by the next argument.
+    PtrToMem { maybe_null: bool },
+    /// `ARG_PTR_TO_UNINIT_MEM` (`ARG_PTR_TO_MEM | MEM_UNINIT`): memory
+    /// the helper writes, sized by the next argument.
+    PtrToUninitMem,
+    /// `ARG_CONST_SIZE`: the size of the previous pointer, > 0.
+    ConstSize,
+    /// `ARG_CONST_SIZE_OR_ZERO`.
+    ConstSizeOrZero,
+    /// `ARG_CONST_ALLOC_SIZE_OR_ZERO` (`bpf_ringbuf_reserve`).
+    ConstAllocSizeOrZero,
+    /// `ARG_PTR_TO_CTX`.
+    PtrToCtx,
+    /// `ARG_PTR_TO_FUNC`: a subprogram (callback).
+    PtrToFunc,
+    /// `ARG_PTR_TO_STACK_OR_NULL`.
+    PtrToStackOrNull,
+    /// `ARG_PTR_TO_LONG`: 8 bytes the helper writes.
+    PtrToLong,
+    /// `ARG_PTR_TO_TIMER`: a `struct bpf_timer` in a map value.
+    PtrToTimer,
+    /// `ARG_PTR_TO_CONST_STR`: a NUL-terminated string in read-only map
+    /// memory.
+    PtrToConstStr,
+    /// `ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE`: a ring buffer record from
+    /// `bpf_ringbuf_reserve`, released by the call.
+    PtrToRingbufMemRelease,
+}
+
+/// A helper's return type (`enum bpf_return_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetType {
+    /// `RET_INTEGER`.
+    Integer,
+    /// `RET_VOID`.
+    Void,
+    /// `RET_PTR_TO_MAP_VALUE_OR_NULL`.
+    PtrToMapValueOrNull,
+    /// `RET_PTR_TO_RINGBUF_MEM_OR_NULL`: a record of the requested size.
+    PtrToRingbufMemOrNull,
+}
+
+/// A helper's prototype in the kernel's terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct KernelProto {
+    /// The kernel's helper id.
+    pub id: i32,
+    /// What it returns.
+    pub ret: RetType,
+    /// `r1..r5`.
+    pub args: [ArgType; 5],
+}
+
+impl KernelProto {
+    /// The kernel's name (`bpf_map_lookup_elem`).
+    pub fn name(&self) -> &'static str {
+        helper_name(self.id).unwrap_or("bpf_unknown")
+    }
+
+    /// The checks an engine makes in checked mode before calling the
+    /// helper: every memory argument sized by the next argument is checked
+    /// as read or written memory; map keys and values, timers and strings,
+    /// whose size the helper knows, are checked by the helper itself.
+    pub fn runtime(&self) -> HelperProto {
+        let mut args = [ArgKind::Anything; 5];
+        for (i, a) in self.args.iter().enumerate() {
+            let sized_by_next = || {
+                let next = self.args.get(i + 1).copied();
+                let or_zero = next == Some(ArgType::ConstSizeOrZero);
+                (ArgSize::Arg(i + 1), or_zero)
+            };
+            args[i] = match *a {
+                ArgType::PtrToMem { maybe_null } => {
+                    let (size, or_zero) = sized_by_next();
+                    ArgKind::ReadMem {
+                        size,
+                        nullable: maybe_null || or_zero,
+                    }
+                }
+                ArgType::PtrToUninitMem => {
+                    let (size, or_zero) = sized_by_next();
+                    ArgKind::WriteMem {
+                        size,
+                        nullable: or_zero,
+                    }
+                }
+                ArgType::PtrToLong => ArgKind::WriteMem {
+                    size: ArgSize::Fixed(8),
+                    nullable: false,
+                },
+                _ => ArgKind::Anything,
+            };
+        }
+        HelperProto { args }
+    }
+}
+
+const fn proto(id: i32, ret: RetType, a: &[ArgType]) -> KernelProto {
+    let mut args = [ArgType::DontCare; 5];
+    let mut i = 0;
+    while i < a.len() && i < 5 {
+        args[i] = a[i];
+        i += 1;
+    }
+    KernelProto { id, ret, args }
+}
+
+use ArgType::*;
+use RetType::*;
+
+const MEM: ArgType = PtrToMem { maybe_null: false };
+const MEM_OR_NULL: ArgType = PtrToMem { maybe_null: true };
+const PROBE_READ: [ArgType; 3] = [PtrToUninitMem, ConstSizeOrZero, Anything];
+
+/// The prototypes, by id (from the kernel's `*_proto` definitions).
+pub const KERNEL_PROTOS: &[KernelProto] = &[
+    proto(1, PtrToMapValueOrNull, &[ConstMapPtr, PtrToMapKey]),
+    proto(
+        2,
+        Integer,
+        &[ConstMapPtr, PtrToMapKey, PtrToMapValue, Anything],
+    ),
+    proto(3, Integer, &[ConstMapPtr, PtrToMapKey]),
+    proto(4, Integer, &PROBE_READ),
+    proto(5, Integer, &[]),
+    proto(6, Integer, &[MEM, ConstSize]),
+    proto(7, Integer, &[]),
+    proto(8, Integer, &[]),
+    proto(12, Void, &[PtrToCtx, ConstMapPtr, Anything]),
+    proto(14, Integer, &[]),
+    proto(15, Integer, &[]),
+    proto(16, Integer, &[PtrToUninitMem, ConstSize]),
+    proto(
+        25,
+        Integer,
+        &[PtrToCtx, ConstMapPtr, Anything, MEM, ConstSizeOrZero],
+    ),
+    proto(27, Integer, &[PtrToCtx, ConstMapPtr, Anything]),
+    proto(36, Integer, &[Anything, MEM, ConstSize]),
+    proto(45, Integer, &PROBE_READ),
+    proto(58, Integer, &[PtrToCtx, Anything]),
+    proto(
+        67,
+        Integer,
+        &[PtrToCtx, PtrToUninitMem, ConstSizeOrZero, Anything],
+    ),
+    proto(87, Integer, &[ConstMapPtr, PtrToMapValue, Anything]),
+    proto(88, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
+    proto(89, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
+    proto(109, Integer, &[Anything]),
+    proto(112, Integer, &PROBE_READ),
+    proto(113, Integer, &PROBE_READ),
+    proto(114, Integer, &PROBE_READ),
+    proto(115, Integer, &PROBE_READ),
+    proto(117, Integer, &[Anything]),
+    proto(118, Integer, &[]),
+    proto(125, Integer, &[]),
+    proto(130, Integer, &[ConstMapPtr, MEM, ConstSizeOrZero, Anything]),
+    proto(
+        131,
+        PtrToRingbufMemOrNull,
+        &[ConstMapPtr, ConstAllocSizeOrZero, Anything],
+    ),
+    proto(132, Void, &[PtrToRingbufMemRelease, Anything]),
+    proto(133, Void, &[PtrToRingbufMemRelease, Anything]),
+    proto(134, Integer, &[ConstMapPtr, Anything]),
+    proto(160, Integer, &[]),
+    proto(
+        164,
+        Integer,
+        &[ConstMapPtr, PtrToFunc, PtrToStackOrNull, Anything],
+    ),
+    proto(
+        165,
+        Integer,
+        &[
+            PtrToUninitMem,
+            ConstSizeOrZero,
+            PtrToConstStr,
+            MEM_OR_NULL,
+            ConstSizeOrZero,
+        ],
+    ),
+    proto(169, Integer, &[PtrToTimer, ConstMapPtr, Anything]),
+    proto(170, Integer, &[PtrToTimer, PtrToFunc]),
+    proto(171, Integer, &[PtrToTimer, Anything, Anything]),
+    proto(172, Integer, &[PtrToTimer]),
+    proto(173, Integer, &[PtrToCtx]),
+    proto(174, Integer, &[PtrToCtx]),
+    proto(
+        177,
+        Integer,
+        &[MEM, ConstSize, MEM_OR_NULL, ConstSizeOrZero],
+    ),
+    proto(
+        181,
+        Integer,
+        &[Anything, PtrToFunc, PtrToStackOrNull, Anything],
+    ),
+    proto(182, Integer, &[MEM, ConstSize, PtrToConstStr]),
+    proto(183, Integer, &[PtrToCtx, Anything, PtrToLong]),
+    proto(184, Integer, &[PtrToCtx, PtrToLong]),
+    proto(185, Integer, &[PtrToCtx]),
+];
+
+/// The kernel's prototype of helper `id`, if userbpf implements it.
+pub fn kernel_proto(id: i32) -> Option<&'static KernelProto> {
+    KERNEL_PROTOS.iter().find(|p| p.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_follow_their_pointers_and_ids_are_unique() {
+        let mut ids: Vec<i32> = KERNEL_PROTOS.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), KERNEL_PROTOS.len());
+        for p in KERNEL_PROTOS {
+            assert!(helper_name(p.id).is_some(), "{}", p.id);
+            for (i, a) in p.args.iter().enumerate() {
+                if matches!(a, ConstSize | ConstSizeOrZero) {
+                    assert!(
+                        i > 0 && matches!(p.args[i - 1], PtrToMem { .. } | PtrToUninitMem),
+                        "{}: size without a pointer at r{}",
+                        p.name(),
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn runtime_checks_follow_the_kernel_types() {
+        let read = kernel_proto(130).unwrap().runtime();
+        assert_eq!(
+            read.args[1],
+            ArgKind::ReadMem {
+                size: ArgSize::Arg(2),
+                nullable: true
+            }
+        );
+        let comm = kernel_proto(16).unwrap().runtime();
+        assert_eq!(
+            comm.args[0],
+            ArgKind::WriteMem {
+                size: ArgSize::Arg(1),
+                nullable: false
+            }
+        );
+        assert_eq!(kernel_proto(1).unwrap().runtime(), HelperProto::SCALARS);
+    }
+}
