@@ -658,9 +658,8 @@ fn every_kernel_helper_has_the_kernels_prototype_and_name() {
     all.extend(&Helpers::probe_write_user());
     let mut n = 0;
     for h in all.iter() {
-        let p = kernel_proto(h.id()).unwrap_or_else(|| {
-            panic!("{}#{} has no kernel prototype", h.name(), h.id())
-        });
+        let p = kernel_proto(h.id())
+            .unwrap_or_else(|| panic!("{}#{} has no kernel prototype", h.name(), h.id()));
         assert_eq!(h.name(), p.name());
         assert_eq!(*h.proto(), p.runtime(), "{}", h.name());
         n += 1;

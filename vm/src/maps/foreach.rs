@@ -31,11 +31,41 @@ fn iterable(map_type: u32) -> bool {
 /// go on and 1 to stop. The helper returns the number of callback calls.
 struct ForEach {
     map: Arc<Map>,
-    keys: std::vec::IntoIter<Vec<u8>>,
+    keys: Keys,
     /// Where the current key is copied for the callback (read-only to it).
     key_addr: Option<u64>,
     callback_ctx: u64,
     calls: u64,
+}
+
+/// The keys of a map, one at a time: array indexes are counted, other
+/// maps' keys snapshotted.
+pub(super) enum Keys {
+    Indexes(std::ops::Range<u32>),
+    Snapshot(std::vec::IntoIter<Vec<u8>>),
+}
+
+impl Keys {
+    pub(super) fn of(map: &Map) -> Keys {
+        if matches!(
+            map.spec().map_type,
+            BPF_MAP_TYPE_ARRAY | BPF_MAP_TYPE_PERCPU_ARRAY
+        ) {
+            Keys::Indexes(0..map.spec().max_entries)
+        } else {
+            Keys::Snapshot(map.keys().into_iter())
+        }
+    }
+}
+
+impl Iterator for Keys {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        match self {
+            Keys::Indexes(r) => r.next().map(|i| i.to_le_bytes().to_vec()),
+            Keys::Snapshot(k) => k.next(),
+        }
+    }
 }
 
 impl CallbackDriver for ForEach {
@@ -144,7 +174,7 @@ impl MapSet {
                 a[1],
                 Box::new(ForEach {
                     map: Arc::clone(map),
-                    keys: map.keys().into_iter(),
+                    keys: Keys::of(map),
                     key_addr: None,
                     callback_ctx: a[2],
                     calls: 0,

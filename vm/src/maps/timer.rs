@@ -164,7 +164,7 @@ impl MapSet {
                 return Ok(neg_errno(libc::EBUSY));
             }
             let value_size = u64::from(map.spec().value_size);
-            let Some((key, value)) = map.keys().into_iter().find_map(|k| {
+            let Some((key, value)) = super::foreach::Keys::of(map).find_map(|k| {
                 let p = map.lookup_ptr(&k)? as u64;
                 (a[0] >= p
                     && a[0].saturating_add(BPF_TIMER_SIZE as u64) <= p.saturating_add(value_size))
