@@ -22,6 +22,15 @@ struct {
 	__type(value, struct elem);
 } timers SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, struct elem);
+} htimers SEC(".maps");
+
+__u64 hash_fired;
+
 struct args {
 	__u32 key;
 	__u32 pad;
@@ -73,6 +82,30 @@ int cancel(struct args *ctx)
 	if (!e)
 		return -1;
 	ctx->cancel = bpf_timer_cancel(&e->t);
+	return 0;
+}
+
+static int hfire(void *map, __u32 *key, struct elem *e)
+{
+	__sync_fetch_and_add(&hash_fired, 1);
+	return 0;
+}
+
+/* A timer in a hash map element: deleting the element cancels it. */
+SEC("syscall")
+int arm_hash(struct args *ctx)
+{
+	struct elem zero = {};
+	__u32 k = ctx->key;
+	struct elem *e;
+
+	bpf_map_update_elem(&htimers, &k, &zero, BPF_ANY);
+	e = bpf_map_lookup_elem(&htimers, &k);
+	if (!e)
+		return -1;
+	ctx->init = bpf_timer_init(&e->t, &htimers, CLOCK_MONOTONIC);
+	ctx->set_callback = bpf_timer_set_callback(&e->t, hfire);
+	ctx->start = bpf_timer_start(&e->t, ctx->ns, 0);
 	return 0;
 }
 

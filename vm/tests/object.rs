@@ -928,6 +928,26 @@ fn timers_fire_rearm_and_cancel() {
     let mut c = args(2, 0, 0);
     assert_eq!(cancel.run(&mut c), Ok(0));
     assert_eq!(field(&c, 64), -22);
+
+    // Timers in hash map elements: the one whose element is deleted before
+    // it expires never fires; the other does.
+    let mut arm_hash = set
+        .vm_for_object(&obj, "arm_hash", &Helpers::new(), Config::default())
+        .unwrap();
+    for key in [1u32, 2] {
+        let mut a = args(key, 30_000_000, 1);
+        assert_eq!(arm_hash.run(&mut a), Ok(0));
+        assert_eq!((field(&a, 24), field(&a, 48), field(&a, 56)), (0, 0, 0));
+    }
+    let htimers = map_named(&set, "htimers");
+    htimers.delete(&1u32.to_le_bytes()).unwrap();
+    let fired = || words(&map_named(&set, ".bss").lookup(&0u32.to_le_bytes()).unwrap())[0];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fired() < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(fired(), 1, "only the timer whose element lives fired");
 }
 
 #[test]
