@@ -762,7 +762,7 @@ fn conformance_negative_files_do_not_assemble() {
     let dir = std::env::var_os("USERBPF_CONFORMANCE_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance")
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/conformance")
         })
         .join("negative");
     let mut checked = 0;
