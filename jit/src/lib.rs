@@ -1,2 +1,311 @@
-//! Empty until the JIT issue (#4) lands; it will hold Cranelift code generation.
+//! userbpf's JIT: BPF programs compiled to native x86-64 code with
+//! Cranelift.
+//!
+//! Two modes:
+//! - *checked* ([`compile_checked`]): any program, with the interpreter's
+//!   checked-mode guarantees — every load, store and atomic bounds-checked
+//!   (the stack inline, other regions through a call), helper arguments
+//!   checked, the instruction budget charged per basic block, the call
+//!   depth limited; a violation is the same [`Fault`] the interpreter
+//!   reports, never a signal.
+//! - *verified* ([`compile_verified`]): a [`Verified`] program, without
+//!   run-time checks.
+//!
+//! Compiled code attaches to its [`PreparedProgram`]
+//! ([`PreparedProgram::set_compiled`]), and [`userbpf_vm::Vm`] runs it in
+//! place of the interpreter with the same memory regions, helpers, maps,
+//! hook facts and tail calls. Division and modulo by zero and `INT_MIN /
+//! -1` follow the RFC through selects: the code never traps. Each program
+//! has its own Cranelift module, freed with it; code pages are mapped
+//! writable, filled, then made read-execute (never both).
 #![deny(missing_docs)]
+
+mod codegen;
+mod ctx;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_jit::{JITBuilder, JITModule};
+use cranelift_module::{default_libcall_names, Module};
+use userbpf_verifier::Verified;
+use userbpf_vm::interp::{CompiledProgram, EngineRun, EngineStop, PreparedProgram};
+use userbpf_vm::Fault;
+
+use codegen::{Checks, Shape, Translator};
+use ctx::{Host, JitCtx, JitFrame, MAX_FRAMES};
+
+/// Programs above this many instruction slots are not compiled (the
+/// runtime runs them in the interpreter).
+pub const MAX_JIT_INSNS: usize = 200_000;
+
+/// Why a program cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum JitError {
+    /// An instruction does not decode (never for a validated program).
+    #[error("program `{program}`: pc {pc}: {message}")]
+    Decode {
+        /// Program name.
+        program: String,
+        /// pc.
+        pc: usize,
+        /// Decoder message.
+        message: String,
+    },
+    /// An instruction the JIT does not translate.
+    #[error("program `{program}`: pc {pc}: the JIT cannot translate {what}")]
+    Unsupported {
+        /// Program name.
+        program: String,
+        /// pc.
+        pc: usize,
+        /// What.
+        what: String,
+    },
+    /// The program is larger than [`MAX_JIT_INSNS`].
+    #[error(
+        "program `{program}` has {insns} instruction slots, more than the JIT's limit of {limit}"
+    )]
+    TooLarge {
+        /// Program name.
+        program: String,
+        /// Its size.
+        insns: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Cranelift refused the code or the host.
+    #[error("program `{program}`: code generation failed: {message}")]
+    Codegen {
+        /// Program name.
+        program: String,
+        /// Cranelift's message.
+        message: String,
+    },
+}
+
+/// Compilation options.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// Keep Cranelift's disassembly of the code ([`JitProgram::asm`]).
+    pub keep_asm: bool,
+}
+
+/// A compiled program.
+pub struct JitProgram {
+    /// The module owning the code; freed on drop.
+    module: Mutex<Option<JITModule>>,
+    entry: extern "C" fn(*mut JitCtx, u64) -> u64,
+    checked: bool,
+    asm: Option<String>,
+    code_size: usize,
+    compile_time: Duration,
+}
+
+impl std::fmt::Debug for JitProgram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JitProgram")
+            .field("checked", &self.checked)
+            .field("code_size", &self.code_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for JitProgram {
+    fn drop(&mut self) {
+        let module = match self.module.get_mut() {
+            Ok(m) => m.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(m) = module {
+            // SAFETY: the code is only reachable through `self.entry`, and
+            // `self` is being dropped: nothing can run it any more (a VM
+            // holds the program, and with it this code, while it runs).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+impl JitProgram {
+    /// Whether the code checks accesses (checked mode).
+    pub fn is_checked(&self) -> bool {
+        self.checked
+    }
+
+    /// Cranelift's disassembly, if [`Options::keep_asm`] was set.
+    pub fn asm(&self) -> Option<&str> {
+        self.asm.as_deref()
+    }
+
+    /// Bytes of machine code.
+    pub fn code_size(&self) -> usize {
+        self.code_size
+    }
+
+    /// How long compilation took.
+    pub fn compile_time(&self) -> Duration {
+        self.compile_time
+    }
+}
+
+impl CompiledProgram for JitProgram {
+    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault> {
+        let prog = Arc::clone(run.program());
+        let mut regs = [0u64; 11];
+        regs.copy_from_slice(&run.regs()[..11]);
+        let budget = *run.budget();
+        let stack_top = run.stack_top();
+        let mut host = Host {
+            run,
+            prog,
+            fault: None,
+            tail: None,
+        };
+        let mut ctx = JitCtx {
+            regs,
+            budget,
+            max_depth: 0,
+            stack_top,
+            fp: 0,
+            status: 0,
+            frames: [JitFrame::default(); MAX_FRAMES],
+            host: (&mut host as *mut Host<'_, '_>).cast(),
+        };
+        let status = (self.entry)(&mut ctx, entry as u64);
+        let Host {
+            run,
+            fault,
+            tail,
+            prog,
+            ..
+        } = host;
+        run.regs()[..11].copy_from_slice(&ctx.regs);
+        *run.budget() = ctx.budget;
+        run.note_depth(ctx.max_depth as usize);
+        match status {
+            ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(ctx.regs[0])),
+            ctx::STATUS_TAIL_CALL => match tail {
+                Some(t) => Ok(EngineStop::TailCall(t)),
+                None => Err(run.fault(&prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)),
+            },
+            _ => Err(fault.unwrap_or_else(|| {
+                run.fault(&prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)
+            })),
+        }
+    }
+}
+
+/// Compiles `prog` in checked mode.
+pub fn compile_checked(prog: &PreparedProgram, options: Options) -> Result<JitProgram, JitError> {
+    compile(prog, Checks::On, options)
+}
+
+/// Compiles a verified program without run-time checks.
+pub fn compile_verified(
+    prog: &Verified<Arc<PreparedProgram>>,
+    options: Options,
+) -> Result<JitProgram, JitError> {
+    compile(prog, Checks::Off, options)
+}
+
+fn compile(
+    prog: &PreparedProgram,
+    checks: Checks,
+    options: Options,
+) -> Result<JitProgram, JitError> {
+    let start = Instant::now();
+    let name = prog.name().to_string();
+    if prog.len() > MAX_JIT_INSNS {
+        return Err(JitError::TooLarge {
+            program: name,
+            insns: prog.len(),
+            limit: MAX_JIT_INSNS,
+        });
+    }
+    let cg = |message: String| JitError::Codegen {
+        program: name.clone(),
+        message,
+    };
+    let mut flags = settings::builder();
+    flags
+        .set("opt_level", "speed")
+        .map_err(|e| cg(e.to_string()))?;
+    flags
+        .set(
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        )
+        .map_err(|e| cg(e.to_string()))?;
+    let isa = cranelift_native::builder()
+        .map_err(|e| cg(e.to_string()))?
+        .finish(settings::Flags::new(flags))
+        .map_err(|e| cg(e.to_string()))?;
+    let call_conv = isa.default_call_conv();
+    let frontend = isa.frontend_config();
+    let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+    let shape = Shape::of(prog)?;
+    let mut cctx = module.make_context();
+    cctx.func.signature = codegen::entry_signature(call_conv);
+    let id = module
+        .declare_anonymous_function(&cctx.func.signature)
+        .map_err(|e| cg(e.to_string()))?;
+    {
+        let mut fbc = FunctionBuilderContext::new();
+        let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
+        Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
+        b.finalize(frontend);
+    }
+    cctx.set_disasm(options.keep_asm);
+    module
+        .define_function(id, &mut cctx)
+        .map_err(|e| cg(format!("{e:?}")))?;
+    let asm = cctx.compiled_code().and_then(|c| c.vcode.clone());
+    let code_size = cctx
+        .compiled_code()
+        .map(|c| c.code_buffer().len())
+        .unwrap_or(0);
+    module.clear_context(&mut cctx);
+    module
+        .finalize_definitions()
+        .map_err(|e| cg(e.to_string()))?;
+    let ptr = module.get_finalized_function(id);
+    // SAFETY: the function was compiled with `entry_signature`, the
+    // platform's C calling convention, and lives as long as `module`.
+    let entry =
+        unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut JitCtx, u64) -> u64>(ptr) };
+    Ok(JitProgram {
+        module: Mutex::new(Some(module)),
+        entry,
+        checked: checks == Checks::On,
+        asm,
+        code_size,
+        compile_time: start.elapsed(),
+    })
+}
+
+/// Compiles `prog` in checked mode and attaches the code to it, so every
+/// VM running it uses the JIT. Returns the code.
+pub fn jit_checked(
+    prog: &Arc<PreparedProgram>,
+    options: Options,
+) -> Result<Arc<JitProgram>, JitError> {
+    let code = Arc::new(compile_checked(prog, options)?);
+    let _ = prog.set_compiled(Arc::clone(&code) as Arc<dyn CompiledProgram>);
+    Ok(code)
+}
+
+/// [`jit_checked`] for a verified program, without run-time checks.
+pub fn jit_verified(
+    prog: &Verified<Arc<PreparedProgram>>,
+    options: Options,
+) -> Result<Arc<JitProgram>, JitError> {
+    let code = Arc::new(compile_verified(prog, options)?);
+    let _ = prog.set_compiled(Arc::clone(&code) as Arc<dyn CompiledProgram>);
+    Ok(code)
+}

@@ -58,7 +58,7 @@ pub(super) struct State {
 }
 
 /// How a helper call ended.
-enum Called {
+pub(super) enum Called {
     /// `r0` is set; go on.
     Continue,
     /// The helper ended the run with this `r0`.
@@ -135,7 +135,7 @@ fn check_helper_args(
 }
 
 /// Calls helper `h`.
-fn call_helper(
+pub(super) fn call_helper(
     prog: &Arc<PreparedProgram>,
     pc: usize,
     h: &Helper,

@@ -213,6 +213,7 @@ pub struct PreparedProgram {
     pub(super) helpers: Helpers,
     pub(super) config: Config,
     pub(super) accel: Option<Arc<dyn MapAccel>>,
+    pub(super) compiled: std::sync::OnceLock<Arc<dyn super::CompiledProgram>>,
 }
 
 impl fmt::Debug for PreparedProgram {
@@ -730,6 +731,7 @@ impl PreparedProgram {
             helpers: helpers.clone(),
             config,
             accel: None,
+            compiled: std::sync::OnceLock::new(),
         })
     }
 

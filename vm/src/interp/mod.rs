@@ -18,8 +18,11 @@
 //! regions, whatever the bytecode.
 #![warn(clippy::arithmetic_side_effects)]
 
+mod engine;
 mod exec;
 mod lower;
+
+pub use engine::{CompiledProgram, EngineRun, EngineStop, HelperReturn, OpClass};
 
 pub use lower::{MapAccel, PreparedProgram};
 
@@ -60,7 +63,8 @@ pub const BPF_MAX_LOOPS: u64 = 8 * 1024 * 1024;
 /// on such a value is a bpf-to-bpf call; on a small integer it calls the
 /// helper with that id (the conformance suite's convention).
 pub const FUNC_ADDR_TAG: u64 = 0xc0de_f00d_0000_0000;
-pub(super) const FUNC_ADDR_MASK: u64 = 0xffff_ffff_0000_0000;
+/// The tag bits of [`FUNC_ADDR_TAG`] values.
+pub const FUNC_ADDR_MASK: u64 = 0xffff_ffff_0000_0000;
 
 const TOTAL_STACK: usize = STACK_SIZE * MAX_CALL_FRAMES;
 
@@ -502,14 +506,32 @@ impl Vm {
                     None => &self.prog,
                 },
             };
-            match run_ops(
-                prog,
-                cur,
-                pc,
-                &mut st,
-                &mut self.mem,
-                self.program_array.as_deref(),
-            ) {
+            // Native code runs whole programs from the outermost frame (a
+            // tail call from a subprogram continues in the interpreter).
+            let compiled = prog.compiled().filter(|_| st.depth == 0).cloned();
+            let stop = match compiled {
+                Some(code) => {
+                    let mut run = EngineRun {
+                        prog,
+                        st: &mut st,
+                        mem: &mut self.mem,
+                        program_array: self.program_array.as_deref(),
+                    };
+                    code.run(&mut run, pc).map(|s| match s {
+                        EngineStop::Exit(r0) => Stop::Exit(r0),
+                        EngineStop::TailCall(t) => Stop::TailCall(t),
+                    })
+                }
+                None => run_ops(
+                    prog,
+                    cur,
+                    pc,
+                    &mut st,
+                    &mut self.mem,
+                    self.program_array.as_deref(),
+                ),
+            };
+            match stop {
                 Ok(Stop::Exit(r0)) => break Ok(r0),
                 Ok(Stop::Switch { prog, pc: next }) => {
                     cur = prog;

@@ -1,0 +1,1324 @@
+//! BPF to Cranelift IR. The whole program (subprograms included) becomes
+//! one function `fn(ctx: *mut JitCtx, entry: u64) -> status`, mirroring
+//! the interpreter: BPF registers are SSA variables, bpf-to-bpf calls push
+//! an explicit frame (in the context) and return through a jump table of
+//! return sites, `bpf_loop` callbacks re-enter their subprogram the same
+//! way. Everything else (helpers, memory checks outside the stack, tail
+//! calls, packet loads, faults) is a call to a function of [`crate::ctx`].
+//!
+//! Division and modulo by zero and `INT_MIN / -1` are computed with
+//! selects on a divisor that can never be 0 or -1, so no division traps.
+
+use std::collections::BTreeSet;
+use std::mem::offset_of;
+
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::types::{I16, I32, I64, I8};
+use cranelift_codegen::ir::{
+    AbiParam, AtomicRmwOp, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, Signature,
+    Type, Value,
+};
+use cranelift_codegen::isa::CallConv;
+use cranelift_frontend::{FunctionBuilder, Variable};
+use userbpf_vm::interp::{OpClass, PreparedProgram, BPF_MAX_LOOPS, STACK_SIZE};
+use userbpf_vm::isa::{
+    decode, AluOp, AtomicOp, EndianOp, Instruction, JmpCond, MemSize, PacketMode, Source, Width,
+};
+
+use crate::ctx::{self, FaultCode, JitCtx, JitFrame, MAX_FRAMES};
+use crate::JitError;
+
+/// Whether accesses, budget and depth are checked at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Checks {
+    /// Checked mode.
+    On,
+    /// Verified mode.
+    Off,
+}
+
+/// Addresses of the call-outs, baked into the code.
+struct Callouts {
+    check: Value,
+    helper: Value,
+    callx_helper: Value,
+    map_lookup: Value,
+    tail_call: Value,
+    packet_load: Value,
+    fault: Value,
+}
+
+struct Sigs {
+    /// (ctx, pc, a, b) -> u64
+    four: cranelift_codegen::ir::SigRef,
+    /// (ctx, pc, r1..r5) -> u64
+    seven: cranelift_codegen::ir::SigRef,
+    /// (ctx, pc, a, b, c) -> u64
+    five: cranelift_codegen::ir::SigRef,
+}
+
+fn sig(call_conv: CallConv, params: usize) -> Signature {
+    let mut s = Signature::new(call_conv);
+    for _ in 0..params {
+        s.params.push(AbiParam::new(I64));
+    }
+    s.returns.push(AbiParam::new(I64));
+    s
+}
+
+/// The signature of compiled programs.
+pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
+    sig(call_conv, 2)
+}
+
+const REGS_OFF: i32 = offset_of!(JitCtx, regs) as i32;
+const BUDGET_OFF: i32 = offset_of!(JitCtx, budget) as i32;
+const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, max_depth) as i32;
+const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;
+const FP_OFF: i32 = offset_of!(JitCtx, fp) as i32;
+const STATUS_OFF: i32 = offset_of!(JitCtx, status) as i32;
+const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
+const FRAME_SIZE: i64 = std::mem::size_of::<JitFrame>() as i64;
+const F_RET: i32 = offset_of!(JitFrame, ret_site) as i32;
+const F_SAVED: i32 = offset_of!(JitFrame, saved) as i32;
+const F_FP: i32 = offset_of!(JitFrame, fp) as i32;
+const F_LOOP_CB: i32 = offset_of!(JitFrame, loop_cb) as i32;
+const F_LOOP_I: i32 = offset_of!(JitFrame, loop_i) as i32;
+const F_LOOP_N: i32 = offset_of!(JitFrame, loop_n) as i32;
+const F_LOOP_CTX: i32 = offset_of!(JitFrame, loop_ctx) as i32;
+
+/// Memory flags of the context (aligned, never traps).
+fn ctx_flags() -> MemFlagsData {
+    MemFlagsData::trusted()
+}
+
+/// Memory flags of program accesses (checked or verified: never trap;
+/// BPF allows unaligned accesses).
+fn mem_flags() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+fn size_bytes(s: MemSize) -> u64 {
+    match s {
+        MemSize::B => 1,
+        MemSize::H => 2,
+        MemSize::W => 4,
+        MemSize::DW => 8,
+    }
+}
+
+fn size_type(s: MemSize) -> Type {
+    match s {
+        MemSize::B => I8,
+        MemSize::H => I16,
+        MemSize::W => I32,
+        MemSize::DW => I64,
+    }
+}
+
+/// What ends a basic block.
+fn ends_block(i: &Instruction, class: OpClass) -> bool {
+    matches!(
+        i,
+        Instruction::Ja { .. }
+            | Instruction::JaLong { .. }
+            | Instruction::Jump { .. }
+            | Instruction::Exit
+            | Instruction::CallX { .. }
+    ) || matches!(
+        class,
+        OpClass::Local(_) | OpClass::Loop | OpClass::TailCall | OpClass::CorePoison
+    )
+}
+
+/// The static shape of the program: decoded instructions, block leaders,
+/// subprogram entries.
+pub(crate) struct Shape {
+    pub(crate) insns: Vec<Option<(Instruction, OpClass)>>,
+    pub(crate) leaders: BTreeSet<usize>,
+    pub(crate) entries: BTreeSet<usize>,
+}
+
+impl Shape {
+    pub(crate) fn of(prog: &PreparedProgram) -> Result<Shape, JitError> {
+        let len = prog.len();
+        let mut insns = Vec::with_capacity(len);
+        let mut leaders = BTreeSet::new();
+        let mut entries = BTreeSet::new();
+        leaders.insert(0);
+        entries.insert(0);
+        for pc in 0..len {
+            let class = prog.op_class(pc).unwrap_or(OpClass::Hole);
+            if class == OpClass::Hole {
+                insns.push(None);
+                continue;
+            }
+            let i = decode(prog.insns(), pc).map_err(|e| JitError::Decode {
+                program: prog.name().to_string(),
+                pc,
+                message: e.to_string(),
+            })?;
+            match (i, class) {
+                (_, OpClass::Local(t)) => {
+                    leaders.insert(t);
+                    entries.insert(t);
+                }
+                (_, OpClass::LoadImm(v)) => {
+                    if let Some(t) = prog.callback_target(v) {
+                        leaders.insert(t);
+                        entries.insert(t);
+                    }
+                }
+                (Instruction::Ja { off }, _) => {
+                    leaders.insert(target(pc, i64::from(off)));
+                }
+                (Instruction::JaLong { imm }, _) => {
+                    leaders.insert(target(pc, i64::from(imm)));
+                }
+                (Instruction::Jump { off, .. }, _) => {
+                    leaders.insert(target(pc, i64::from(off)));
+                }
+                _ => {}
+            }
+            if ends_block(&i, class) {
+                leaders.insert(pc + i.slots());
+            }
+            insns.push(Some((i, class)));
+        }
+        Ok(Shape {
+            insns,
+            leaders,
+            entries,
+        })
+    }
+}
+
+fn target(pc: usize, rel: i64) -> usize {
+    let t = (pc as i64).saturating_add(1).saturating_add(rel);
+    usize::try_from(t).unwrap_or(usize::MAX)
+}
+
+/// Translates `prog` into the function `b` builds.
+pub(crate) struct Translator<'a, 'b> {
+    prog: &'a PreparedProgram,
+    shape: &'a Shape,
+    checks: Checks,
+    b: &'a mut FunctionBuilder<'b>,
+    regs: [Variable; 11],
+    budget: Variable,
+    depth: Variable,
+    ctx: Value,
+    stack_top: Value,
+    callouts: Callouts,
+    sigs: Sigs,
+    /// pc -> block, for leaders.
+    blocks: Vec<Option<Block>>,
+    /// Return sites of calls, by index.
+    ret_sites: Vec<Block>,
+    /// Shared blocks.
+    fault_exit: Block,
+    dispatch: Block,
+    /// Where `exit` from a subprogram goes: a jump table over the return
+    /// sites, indexed by the frame's site.
+    ret_block: Block,
+    /// Whether the current block still needs a terminator.
+    open: bool,
+}
+
+impl<'a, 'b> Translator<'a, 'b> {
+    pub(crate) fn new(
+        prog: &'a PreparedProgram,
+        shape: &'a Shape,
+        checks: Checks,
+        b: &'a mut FunctionBuilder<'b>,
+        call_conv: CallConv,
+    ) -> Translator<'a, 'b> {
+        let regs = std::array::from_fn(|_| b.declare_var(I64));
+        let budget = b.declare_var(I64);
+        let depth = b.declare_var(I64);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        let ctx = b.block_params(entry)[0];
+        let entry_pc = b.block_params(entry)[1];
+        let addr = |b: &mut FunctionBuilder<'_>, p: usize| b.ins().iconst(I64, p as i64);
+        let callouts = Callouts {
+            check: addr(b, ctx::jit_check as *const () as usize),
+            helper: addr(b, ctx::jit_helper as *const () as usize),
+            callx_helper: addr(b, ctx::jit_callx_helper as *const () as usize),
+            map_lookup: addr(b, ctx::jit_map_lookup as *const () as usize),
+            tail_call: addr(b, ctx::jit_tail_call as *const () as usize),
+            packet_load: addr(b, ctx::jit_packet_load as *const () as usize),
+            fault: addr(b, ctx::jit_fault as *const () as usize),
+        };
+        let sigs = Sigs {
+            four: b.import_signature(sig(call_conv, 4)),
+            seven: b.import_signature(sig(call_conv, 7)),
+            five: b.import_signature(sig(call_conv, 5)),
+        };
+        for (i, r) in regs.iter().enumerate() {
+            let v = b.ins().load(I64, ctx_flags(), ctx, REGS_OFF + 8 * i as i32);
+            b.def_var(*r, v);
+        }
+        let bud = b.ins().load(I64, ctx_flags(), ctx, BUDGET_OFF);
+        b.def_var(budget, bud);
+        let zero = b.ins().iconst(I64, 0);
+        b.def_var(depth, zero);
+        let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
+        let len = shape.insns.len();
+        let mut blocks = vec![None; len + 1];
+        for &l in &shape.leaders {
+            if l <= len {
+                blocks[l] = Some(b.create_block());
+            }
+        }
+        let fault_exit = b.create_block();
+        let dispatch = b.create_block();
+        b.append_block_param(dispatch, I64);
+        let ret_block = b.create_block();
+        b.append_block_param(ret_block, I64);
+        // Entry: pc 0, or a subprogram (run_subprogram).
+        let start = blocks[0].unwrap_or(fault_exit);
+        let is_zero = b.ins().icmp_imm_s(IntCC::Equal, entry_pc, 0);
+        b.ins()
+            .brif(is_zero, start, &[], dispatch, &[BlockArg::Value(entry_pc)]);
+        Translator {
+            prog,
+            shape,
+            checks,
+            b,
+            regs,
+            budget,
+            depth,
+            ctx,
+            stack_top,
+            callouts,
+            sigs,
+            blocks,
+            ret_sites: Vec::new(),
+            fault_exit,
+            dispatch,
+            ret_block,
+            open: false,
+        }
+    }
+
+    fn reg(&mut self, r: userbpf_vm::Reg) -> Value {
+        self.b.use_var(self.regs[usize::from(r.num()).min(10)])
+    }
+
+    fn set(&mut self, r: userbpf_vm::Reg, v: Value) {
+        self.b.def_var(self.regs[usize::from(r.num()).min(10)], v);
+    }
+
+    fn r(&mut self, i: usize) -> Value {
+        self.b.use_var(self.regs[i])
+    }
+
+    fn set_r(&mut self, i: usize, v: Value) {
+        self.b.def_var(self.regs[i], v);
+    }
+
+    fn iconst(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(I64, v)
+    }
+
+    /// Calls a call-out with `args` after `ctx` (and stores the caller's
+    /// frame pointer for it); returns its result.
+    fn callout(&mut self, f: Value, sig: cranelift_codegen::ir::SigRef, args: &[Value]) -> Value {
+        let fp = self.r(10);
+        self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
+        let mut all = vec![self.ctx];
+        all.extend_from_slice(args);
+        let call = self.b.ins().call_indirect(sig, f, &all);
+        self.b.inst_results(call)[0]
+    }
+
+    /// After a call-out: a non-zero status leaves the run (fault, exit with
+    /// the returned value as r0, tail call).
+    fn check_status(&mut self, ret: Value) {
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let ok = self.b.create_block();
+        let stop = self.b.create_block();
+        self.b.ins().brif(status, stop, &[], ok, &[]);
+        self.b.switch_to_block(stop);
+        self.b.seal_block(stop);
+        // r0 = the returned value for an exit; the status is returned.
+        self.set_r(0, ret);
+        self.leave(status);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+    }
+
+    /// Stores the registers and budget back and returns `status`.
+    fn leave(&mut self, status: Value) {
+        for i in 0..11 {
+            let v = self.r(i);
+            self.b
+                .ins()
+                .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
+        }
+        let bud = self.b.use_var(self.budget);
+        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        self.b.ins().return_(&[status]);
+    }
+
+    /// Records a fault and leaves.
+    fn fault(&mut self, pc: usize, code: FaultCode, value: Value, len: u64) {
+        let pcv = self.iconst(pc as i64);
+        let codev = self.iconst(code as i64);
+        let lenv = self.iconst(len as i64);
+        let f = self.callouts.fault;
+        let sig = self.sigs.five;
+        self.callout(f, sig, &[pcv, codev, value, lenv]);
+        self.b.ins().jump(self.fault_exit, &[]);
+    }
+
+    /// The address of `base + off`, checked for `len` bytes of `write` (in
+    /// checked mode): the current frame and the ones above it inline,
+    /// anything else through [`ctx::jit_check`].
+    fn address(&mut self, pc: usize, base: Value, off: i16, len: u64, write: bool) -> Value {
+        let addr = self.b.ins().iadd_imm_s(base, i64::from(off));
+        if self.checks == Checks::Off {
+            return addr;
+        }
+        let fp = self.r(10);
+        let lo = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
+        let span = self.b.ins().isub(self.stack_top, lo);
+        let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
+        let off_in = self.b.ins().isub(addr, lo);
+        let in_stack = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, off_in, limit);
+        let ok = self.b.create_block();
+        let slow = self.b.create_block();
+        self.b.ins().brif(in_stack, ok, &[], slow, &[]);
+        self.b.switch_to_block(slow);
+        self.b.seal_block(slow);
+        self.b.set_cold_block(slow);
+        let pcv = self.iconst(pc as i64);
+        let la = self.iconst((len | (u64::from(write) << 32)) as i64);
+        let f = self.callouts.check;
+        let sig = self.sigs.four;
+        let allowed = self.callout(f, sig, &[pcv, addr, la]);
+        let fault = self.fault_exit;
+        self.b.ins().brif(allowed, ok, &[], fault, &[]);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        addr
+    }
+
+    /// Charges the block starting at `pc` (checked mode).
+    fn charge(&mut self, pc: usize, count: u64) {
+        if self.checks == Checks::Off || count == 0 {
+            return;
+        }
+        let budget = self.b.use_var(self.budget);
+        let enough =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, budget, count as i64);
+        let ok = self.b.create_block();
+        let out = self.b.create_block();
+        self.b.ins().brif(enough, ok, &[], out, &[]);
+        self.b.switch_to_block(out);
+        self.b.seal_block(out);
+        self.b.set_cold_block(out);
+        self.fault(pc, FaultCode::Budget, budget, 0);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        let left = self.b.ins().iadd_imm_s(budget, -(count as i64));
+        self.b.def_var(self.budget, left);
+    }
+
+    fn block_at(&mut self, pc: usize) -> Block {
+        match self.blocks.get(pc).copied().flatten() {
+            Some(b) => b,
+            None => {
+                // A jump outside the program: an invalid pc when reached.
+                let bad = self.b.create_block();
+                let cur = self.b.current_block();
+                self.b.switch_to_block(bad);
+                self.b.set_cold_block(bad);
+                let zero = self.iconst(0);
+                self.fault(pc, FaultCode::InvalidPc, zero, 0);
+                if let Some(c) = cur {
+                    self.b.switch_to_block(c);
+                }
+                bad
+            }
+        }
+    }
+
+    /// Number of instructions from leader `pc` to the end of its block.
+    fn block_len(&self, pc: usize) -> u64 {
+        let mut n = 0;
+        let mut p = pc;
+        while let Some(slot) = self.shape.insns.get(p) {
+            if p != pc && self.shape.leaders.contains(&p) {
+                break;
+            }
+            match slot {
+                Some((i, class)) => {
+                    n += 1;
+                    let end = ends_block(i, *class);
+                    p += i.slots();
+                    if end {
+                        break;
+                    }
+                }
+                None => {
+                    // Reached the second slot of an lddw: the interpreter
+                    // charges it, then faults.
+                    n += 1;
+                    break;
+                }
+            }
+        }
+        n
+    }
+
+    /// Translates the whole program.
+    pub(crate) fn translate(mut self) -> Result<(), JitError> {
+        let len = self.shape.insns.len();
+        let mut pc = 0;
+        while pc < len {
+            if let Some(block) = self.blocks[pc] {
+                if self.open {
+                    self.b.ins().jump(block, &[]);
+                }
+                self.b.switch_to_block(block);
+                self.open = true;
+                let n = self.block_len(pc);
+                self.charge(pc, n);
+            }
+            if !self.open {
+                // Unreachable code after a terminator, not a leader.
+                pc += 1;
+                continue;
+            }
+            let Some((insn, class)) = self.shape.insns[pc] else {
+                // Executing the second slot of an lddw.
+                let zero = self.iconst(0);
+                self.fault(pc, FaultCode::InvalidPc, zero, 0);
+                self.open = false;
+                pc += 1;
+                continue;
+            };
+            self.instruction(pc, insn, class)?;
+            pc += insn.slots();
+        }
+        if self.open {
+            let end = self.block_at(len);
+            self.b.ins().jump(end, &[]);
+        }
+        if let Some(end) = self.blocks[len] {
+            self.b.switch_to_block(end);
+            let zero = self.iconst(0);
+            self.fault(len, FaultCode::InvalidPc, zero, 0);
+        }
+        self.emit_dispatch();
+        self.emit_returns();
+        self.b.switch_to_block(self.fault_exit);
+        let status = self.iconst(ctx::STATUS_FAULT as i64);
+        self.b.ins().return_(&[status]);
+        self.b.seal_all_blocks();
+        Ok(())
+    }
+
+    /// The dynamic jump to a subprogram entry (run_subprogram entries,
+    /// callx, bpf_loop callbacks): a jump table over the entries.
+    fn emit_dispatch(&mut self) {
+        self.b.switch_to_block(self.dispatch);
+        let pcv = self.b.block_params(self.dispatch)[0];
+        let bad = self.b.create_block();
+        let len = self.shape.insns.len();
+        let table: Vec<_> = (0..len)
+            .map(|p| {
+                let blk = match self.blocks[p] {
+                    Some(b) if self.shape.entries.contains(&p) => b,
+                    _ => bad,
+                };
+                self.b.func.dfg.block_call(blk, &[])
+            })
+            .collect();
+        let def = self.b.func.dfg.block_call(bad, &[]);
+        let jt = self.b.create_jump_table(JumpTableData::new(def, &table));
+        let idx = self.b.ins().ireduce(I32, pcv);
+        let in_range = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, pcv, len as i64);
+        let go = self.b.create_block();
+        self.b.ins().brif(in_range, go, &[], bad, &[]);
+        self.b.switch_to_block(go);
+        self.b.ins().br_table(idx, jt);
+        self.b.switch_to_block(bad);
+        self.b.set_cold_block(bad);
+        let tagged = self
+            .b
+            .ins()
+            .bor_imm_s(pcv, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
+        self.fault(0, FaultCode::BadCallTarget, tagged, 0);
+    }
+
+    /// Pushes a call frame returning to `ret_pc` (or faults past the depth
+    /// limit); returns the frame's address.
+    fn push_frame(&mut self, pc: usize, ret_pc: usize) -> Value {
+        let depth = self.b.use_var(self.depth);
+        let too_deep = self.b.ins().icmp_imm_s(
+            IntCC::UnsignedGreaterThanOrEqual,
+            depth,
+            (MAX_FRAMES - 1) as i64,
+        );
+        let ok = self.b.create_block();
+        let out = self.b.create_block();
+        self.b.ins().brif(too_deep, out, &[], ok, &[]);
+        self.b.switch_to_block(out);
+        self.b.seal_block(out);
+        self.b.set_cold_block(out);
+        let zero = self.iconst(0);
+        self.fault(pc, FaultCode::CallDepth, zero, 0);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        let frame = self.frame_addr(depth);
+        let site = self.ret_sites.len();
+        let ret_block = self.block_at(ret_pc);
+        self.ret_sites.push(ret_block);
+        let sitev = self.iconst(site as i64);
+        self.b.ins().store(ctx_flags(), sitev, frame, F_RET);
+        for i in 0..4 {
+            let v = self.r(6 + i);
+            self.b
+                .ins()
+                .store(ctx_flags(), v, frame, F_SAVED + 8 * i as i32);
+        }
+        let fp = self.r(10);
+        self.b.ins().store(ctx_flags(), fp, frame, F_FP);
+        let none = self.iconst(-1);
+        self.b.ins().store(ctx_flags(), none, frame, F_LOOP_CB);
+        let new_depth = self.b.ins().iadd_imm_s(depth, 1);
+        self.b.def_var(self.depth, new_depth);
+        let max = self.b.ins().load(I64, ctx_flags(), self.ctx, MAX_DEPTH_OFF);
+        let bigger = self.b.ins().umax(max, new_depth);
+        self.b
+            .ins()
+            .store(ctx_flags(), bigger, self.ctx, MAX_DEPTH_OFF);
+        let new_fp = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
+        self.set_r(10, new_fp);
+        frame
+    }
+
+    /// Address of frame `depth` (0-based) in the context.
+    fn frame_addr(&mut self, depth: Value) -> Value {
+        let off = self.b.ins().imul_imm_s(depth, FRAME_SIZE);
+        let base = self.b.ins().iadd_imm_s(self.ctx, i64::from(FRAMES_OFF));
+        self.b.ins().iadd(base, off)
+    }
+
+    /// Jumps to the subprogram at the (dynamic) pc `target`.
+    fn jump_dispatch(&mut self, target: Value) {
+        self.b.ins().jump(self.dispatch, &[BlockArg::Value(target)]);
+    }
+
+    fn instruction(
+        &mut self,
+        pc: usize,
+        insn: Instruction,
+        class: OpClass,
+    ) -> Result<(), JitError> {
+        match class {
+            OpClass::Plain => self.plain(pc, insn),
+            OpClass::Hole => Ok(()),
+            OpClass::LoadImm(v) => {
+                if let Instruction::LoadImm64 { dst, .. } = insn {
+                    let c = self.iconst(v as i64);
+                    self.set(dst, c);
+                }
+                Ok(())
+            }
+            OpClass::Helper(_) => {
+                let pcv = self.iconst(pc as i64);
+                let args: Vec<Value> = (1..6).map(|i| self.r(i)).collect();
+                let mut all = vec![pcv];
+                all.extend(args);
+                let (f, sig) = (self.callouts.helper, self.sigs.seven);
+                let r0 = self.callout(f, sig, &all);
+                self.check_status(r0);
+                self.set_r(0, r0);
+                Ok(())
+            }
+            OpClass::MapLookup(_) => {
+                let pcv = self.iconst(pc as i64);
+                let (m, k) = (self.r(1), self.r(2));
+                let (f, sig) = (self.callouts.map_lookup, self.sigs.four);
+                let r0 = self.callout(f, sig, &[pcv, m, k]);
+                self.check_status(r0);
+                self.set_r(0, r0);
+                Ok(())
+            }
+            OpClass::TailCall => {
+                self.tail_call(pc);
+                Ok(())
+            }
+            OpClass::Loop => {
+                self.bpf_loop(pc);
+                Ok(())
+            }
+            OpClass::Local(t) => {
+                self.push_frame(pc, pc + 1);
+                let blk = self.block_at(t);
+                self.b.ins().jump(blk, &[]);
+                self.open = false;
+                Ok(())
+            }
+            OpClass::CallX => {
+                if let Instruction::CallX { reg } = insn {
+                    self.callx(pc, reg);
+                }
+                Ok(())
+            }
+            OpClass::CorePoison => {
+                let zero = self.iconst(0);
+                self.fault(pc, FaultCode::CorePoison, zero, 0);
+                self.open = false;
+                Ok(())
+            }
+        }
+    }
+
+    fn tail_call(&mut self, pc: usize) {
+        let depth = self.b.use_var(self.depth);
+        let nested = self.b.create_block();
+        let top = self.b.create_block();
+        self.b.ins().brif(depth, nested, &[], top, &[]);
+        self.b.switch_to_block(nested);
+        self.b.seal_block(nested);
+        self.b.set_cold_block(nested);
+        let zero = self.iconst(0);
+        self.fault(pc, FaultCode::TailCallInSubprogram, zero, 0);
+        self.b.switch_to_block(top);
+        self.b.seal_block(top);
+        let pcv = self.iconst(pc as i64);
+        let (m, i) = (self.r(2), self.r(3));
+        let (f, sig) = (self.callouts.tail_call, self.sigs.four);
+        let taken = self.callout(f, sig, &[pcv, m, i]);
+        let go = self.b.create_block();
+        let fall = self.b.create_block();
+        self.b.ins().brif(taken, go, &[], fall, &[]);
+        self.b.switch_to_block(go);
+        self.b.seal_block(go);
+        let st = self.iconst(ctx::STATUS_TAIL_CALL as i64);
+        self.leave(st);
+        self.b.switch_to_block(fall);
+        self.b.seal_block(fall);
+        // A failed tail call falls through with -ENOENT, as in the kernel's
+        // interpreter path.
+        let e = self.iconst(-i64::from(libc::ENOENT));
+        self.set_r(0, e);
+        let next = self.block_at(pc + 1);
+        self.b.ins().jump(next, &[]);
+        self.open = false;
+    }
+
+    fn callx(&mut self, pc: usize, reg: userbpf_vm::Reg) {
+        let v = self.reg(reg);
+        let mask = self.iconst(userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let tag = self.b.ins().band(v, mask);
+        let is_func =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, tag, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
+        let local = self.b.create_block();
+        let helper = self.b.create_block();
+        self.b.ins().brif(is_func, local, &[], helper, &[]);
+        // A subprogram: push a frame, dispatch.
+        self.b.switch_to_block(local);
+        self.b.seal_block(local);
+        self.push_frame(pc, pc + 1);
+        let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let v2 = self.reg(reg);
+        let t = self.b.ins().band(v2, not_mask);
+        self.jump_dispatch(t);
+        // A helper id.
+        self.b.switch_to_block(helper);
+        self.b.seal_block(helper);
+        let slot = self
+            .b
+            .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
+                cranelift_codegen::ir::StackSlotKind::ExplicitSlot,
+                40,
+                3,
+            ));
+        for i in 0..5 {
+            let r = self.r(i + 1);
+            self.b.ins().stack_store(I64, r, slot, 8 * i as i32);
+        }
+        let args = self.b.ins().stack_addr(I64, slot, 0);
+        let pcv = self.iconst(pc as i64);
+        let v3 = self.reg(reg);
+        let (f, sig) = (self.callouts.callx_helper, self.sigs.four);
+        let r0 = self.callout(f, sig, &[pcv, v3, args]);
+        self.check_status(r0);
+        self.set_r(0, r0);
+        let next = self.block_at(pc + 1);
+        self.b.ins().jump(next, &[]);
+        self.open = false;
+    }
+
+    fn bpf_loop(&mut self, pc: usize) {
+        // bpf_loop(nr_loops, callback_fn, callback_ctx, flags)
+        let n = self.r(1);
+        let n = self.b.ins().ireduce(I32, n);
+        let n = self.b.ins().uextend(I64, n);
+        let flags = self.r(4);
+        let next = self.block_at(pc + 1);
+        let einval = self.b.create_block();
+        let check_n = self.b.create_block();
+        self.b.ins().brif(flags, einval, &[], check_n, &[]);
+        self.b.switch_to_block(einval);
+        self.b.seal_block(einval);
+        let e = self.iconst(-i64::from(libc::EINVAL));
+        self.set_r(0, e);
+        self.b.ins().jump(next, &[]);
+        self.b.switch_to_block(check_n);
+        self.b.seal_block(check_n);
+        let too_many = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThan, n, BPF_MAX_LOOPS as i64);
+        let e2big = self.b.create_block();
+        let check_zero = self.b.create_block();
+        self.b.ins().brif(too_many, e2big, &[], check_zero, &[]);
+        self.b.switch_to_block(e2big);
+        self.b.seal_block(e2big);
+        let e = self.iconst(-i64::from(libc::E2BIG));
+        self.set_r(0, e);
+        self.b.ins().jump(next, &[]);
+        self.b.switch_to_block(check_zero);
+        self.b.seal_block(check_zero);
+        let none = self.b.create_block();
+        let start = self.b.create_block();
+        self.b.ins().brif(n, start, &[], none, &[]);
+        self.b.switch_to_block(none);
+        self.b.seal_block(none);
+        let z = self.iconst(0);
+        self.set_r(0, z);
+        self.b.ins().jump(next, &[]);
+        self.b.switch_to_block(start);
+        self.b.seal_block(start);
+        // The callback must be a subprogram of this program.
+        let cb = self.r(2);
+        let mask = self.iconst(userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let tag = self.b.ins().band(cb, mask);
+        let is_func =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::Equal, tag, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
+        let bad = self.b.create_block();
+        let go = self.b.create_block();
+        self.b.ins().brif(is_func, go, &[], bad, &[]);
+        self.b.switch_to_block(bad);
+        self.b.seal_block(bad);
+        self.b.set_cold_block(bad);
+        self.fault(pc, FaultCode::BadCallTarget, cb, 0);
+        self.b.switch_to_block(go);
+        self.b.seal_block(go);
+        let loop_ctx = self.r(3);
+        let frame = self.push_frame(pc, pc + 1);
+        let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let target = self.b.ins().band(cb, not_mask);
+        self.b.ins().store(ctx_flags(), target, frame, F_LOOP_CB);
+        let zero = self.iconst(0);
+        self.b.ins().store(ctx_flags(), zero, frame, F_LOOP_I);
+        self.b.ins().store(ctx_flags(), n, frame, F_LOOP_N);
+        self.b.ins().store(ctx_flags(), loop_ctx, frame, F_LOOP_CTX);
+        self.set_r(1, zero);
+        self.set_r(2, loop_ctx);
+        self.set_r(3, zero);
+        self.set_r(4, zero);
+        self.set_r(5, zero);
+        self.jump_dispatch(target);
+        self.open = false;
+    }
+
+    fn exit(&mut self) {
+        let depth = self.b.use_var(self.depth);
+        let nested = self.b.create_block();
+        let top = self.b.create_block();
+        self.b.ins().brif(depth, nested, &[], top, &[]);
+        self.b.switch_to_block(top);
+        self.b.seal_block(top);
+        let ok = self.iconst(ctx::STATUS_OK as i64);
+        self.leave(ok);
+        self.b.switch_to_block(nested);
+        self.b.seal_block(nested);
+        let d1 = self.b.ins().iadd_imm_s(depth, -1);
+        let frame = self.frame_addr(d1);
+        // A bpf_loop frame: the next iteration, or the loop's result.
+        let cb = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_CB);
+        let is_loop = self.b.ins().icmp_imm_s(IntCC::NotEqual, cb, -1);
+        let looping = self.b.create_block();
+        let pop = self.b.create_block();
+        self.b.ins().brif(is_loop, looping, &[], pop, &[]);
+        self.b.switch_to_block(looping);
+        self.b.seal_block(looping);
+        let i = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_I);
+        let n = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_N);
+        let next = self.b.ins().iadd_imm_s(i, 1);
+        let r0 = self.r(0);
+        let r0_zero = self.b.ins().icmp_imm_s(IntCC::Equal, r0, 0);
+        let more = self.b.ins().icmp(IntCC::UnsignedLessThan, next, n);
+        let again = self.b.ins().band(r0_zero, more);
+        let iterate = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(again, iterate, &[], done, &[]);
+        self.b.switch_to_block(iterate);
+        self.b.seal_block(iterate);
+        self.b.ins().store(ctx_flags(), next, frame, F_LOOP_I);
+        let lctx = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_CTX);
+        let zero = self.iconst(0);
+        self.set_r(1, next);
+        self.set_r(2, lctx);
+        self.set_r(3, zero);
+        self.set_r(4, zero);
+        self.set_r(5, zero);
+        let ffp = self.b.ins().load(I64, ctx_flags(), frame, F_FP);
+        let cfp = self.b.ins().iadd_imm_s(ffp, -(STACK_SIZE as i64));
+        self.set_r(10, cfp);
+        self.jump_dispatch(cb);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+        // bpf_loop returns the number of iterations.
+        let r0 = self.r(0);
+        let stopped = self.b.ins().icmp_imm_s(IntCC::NotEqual, r0, 0);
+        let result = self.b.ins().select(stopped, next, n);
+        self.set_r(0, result);
+        self.b.ins().jump(pop, &[]);
+        self.b.switch_to_block(pop);
+        self.b.seal_block(pop);
+        self.b.def_var(self.depth, d1);
+        for k in 0..4 {
+            let v = self
+                .b
+                .ins()
+                .load(I64, ctx_flags(), frame, F_SAVED + 8 * k as i32);
+            self.set_r(6 + k, v);
+        }
+        let ffp = self.b.ins().load(I64, ctx_flags(), frame, F_FP);
+        self.set_r(10, ffp);
+        let site = self.b.ins().load(I64, ctx_flags(), frame, F_RET);
+        self.b.ins().jump(self.ret_block, &[BlockArg::Value(site)]);
+        self.open = false;
+    }
+
+    /// The return block: a jump table over every call's return site.
+    fn emit_returns(&mut self) {
+        self.b.switch_to_block(self.ret_block);
+        let site = self.b.block_params(self.ret_block)[0];
+        let bad = self.b.create_block();
+        let table: Vec<_> = self
+            .ret_sites
+            .clone()
+            .into_iter()
+            .map(|blk| self.b.func.dfg.block_call(blk, &[]))
+            .collect();
+        let def = self.b.func.dfg.block_call(bad, &[]);
+        let jt = self.b.create_jump_table(JumpTableData::new(def, &table));
+        let idx = self.b.ins().ireduce(I32, site);
+        self.b.ins().br_table(idx, jt);
+        self.b.switch_to_block(bad);
+        self.b.set_cold_block(bad);
+        let zero = self.iconst(0);
+        self.fault(0, FaultCode::InvalidPc, zero, 0);
+    }
+
+    fn plain(&mut self, pc: usize, insn: Instruction) -> Result<(), JitError> {
+        match insn {
+            Instruction::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => self.alu(width, op, dst, src),
+            Instruction::MovSx {
+                width,
+                dst,
+                src,
+                bits,
+            } => {
+                let s = self.reg(src);
+                let ty = match bits {
+                    8 => I8,
+                    16 => I16,
+                    _ => I32,
+                };
+                let narrow = self.b.ins().ireduce(ty, s);
+                let v = match width {
+                    Width::W64 => self.b.ins().sextend(I64, narrow),
+                    Width::W32 => {
+                        let w = self.b.ins().sextend(I32, narrow);
+                        self.b.ins().uextend(I64, w)
+                    }
+                };
+                self.set(dst, v);
+            }
+            Instruction::Neg { width, dst } => {
+                let d = self.reg(dst);
+                let v = match width {
+                    Width::W64 => self.b.ins().ineg(d),
+                    Width::W32 => {
+                        let n = self.b.ins().ireduce(I32, d);
+                        let n = self.b.ins().ineg(n);
+                        self.b.ins().uextend(I64, n)
+                    }
+                };
+                self.set(dst, v);
+            }
+            Instruction::Endian { op, dst, bits } => {
+                let d = self.reg(dst);
+                let ty = match bits {
+                    16 => I16,
+                    32 => I32,
+                    _ => I64,
+                };
+                let v = match op {
+                    EndianOp::ToLe => {
+                        if ty == I64 {
+                            d
+                        } else {
+                            let n = self.b.ins().ireduce(ty, d);
+                            self.b.ins().uextend(I64, n)
+                        }
+                    }
+                    EndianOp::ToBe | EndianOp::Swap => {
+                        if ty == I64 {
+                            self.b.ins().bswap(d)
+                        } else {
+                            let n = self.b.ins().ireduce(ty, d);
+                            let n = self.b.ins().bswap(n);
+                            self.b.ins().uextend(I64, n)
+                        }
+                    }
+                };
+                self.set(dst, v);
+            }
+            Instruction::Load {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                let base = self.reg(src);
+                let a = self.address(pc, base, off, size_bytes(size), false);
+                let v = match size {
+                    MemSize::B => self.b.ins().uload8(I64, mem_flags(), a, 0),
+                    MemSize::H => self.b.ins().uload16(I64, mem_flags(), a, 0),
+                    MemSize::W => self.b.ins().uload32(mem_flags(), a, 0),
+                    MemSize::DW => self.b.ins().load(I64, mem_flags(), a, 0),
+                };
+                self.set(dst, v);
+            }
+            Instruction::LoadSx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                let base = self.reg(src);
+                let a = self.address(pc, base, off, size_bytes(size), false);
+                let v = match size {
+                    MemSize::B => self.b.ins().sload8(I64, mem_flags(), a, 0),
+                    MemSize::H => self.b.ins().sload16(I64, mem_flags(), a, 0),
+                    MemSize::W => self.b.ins().sload32(mem_flags(), a, 0),
+                    MemSize::DW => self.b.ins().load(I64, mem_flags(), a, 0),
+                };
+                self.set(dst, v);
+            }
+            Instruction::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
+                let v = match src {
+                    Source::Reg(r) => self.reg(r),
+                    Source::Imm(i) => self.iconst(i64::from(i)),
+                };
+                let base = self.reg(dst);
+                let a = self.address(pc, base, off, size_bytes(size), true);
+                match size {
+                    MemSize::B => self.b.ins().istore8(mem_flags(), v, a, 0),
+                    MemSize::H => self.b.ins().istore16(mem_flags(), v, a, 0),
+                    MemSize::W => self.b.ins().istore32(mem_flags(), v, a, 0),
+                    MemSize::DW => self.b.ins().store(mem_flags(), v, a, 0),
+                };
+            }
+            Instruction::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => self.atomic(pc, size, op, fetch, dst, src, off),
+            Instruction::LoadPacket { size, mode, imm } => {
+                let base = match mode {
+                    PacketMode::Abs => self.iconst(0),
+                    PacketMode::Ind(r) => self.reg(r),
+                };
+                let off = self.b.ins().iadd_imm_s(base, i64::from(imm));
+                let pcv = self.iconst(pc as i64);
+                let sz = self.iconst(size_bytes(size) as i64);
+                let (f, sig) = (self.callouts.packet_load, self.sigs.four);
+                let v = self.callout(f, sig, &[pcv, off, sz]);
+                self.check_status(v);
+                self.set_r(0, v);
+            }
+            Instruction::Ja { off } => {
+                let t = self.block_at(target(pc, i64::from(off)));
+                self.b.ins().jump(t, &[]);
+                self.open = false;
+            }
+            Instruction::JaLong { imm } => {
+                let t = self.block_at(target(pc, i64::from(imm)));
+                self.b.ins().jump(t, &[]);
+                self.open = false;
+            }
+            Instruction::Jump {
+                width,
+                cond,
+                dst,
+                src,
+                off,
+            } => {
+                let mut a = self.reg(dst);
+                let mut b = match src {
+                    Source::Reg(r) => self.reg(r),
+                    Source::Imm(i) => self.iconst(i64::from(i)),
+                };
+                if width == Width::W32 {
+                    a = self.b.ins().ireduce(I32, a);
+                    b = self.b.ins().ireduce(I32, b);
+                }
+                let c = match cond {
+                    JmpCond::Eq => self.b.ins().icmp(IntCC::Equal, a, b),
+                    JmpCond::Ne => self.b.ins().icmp(IntCC::NotEqual, a, b),
+                    JmpCond::Gt => self.b.ins().icmp(IntCC::UnsignedGreaterThan, a, b),
+                    JmpCond::Ge => self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, a, b),
+                    JmpCond::Lt => self.b.ins().icmp(IntCC::UnsignedLessThan, a, b),
+                    JmpCond::Le => self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, b),
+                    JmpCond::SGt => self.b.ins().icmp(IntCC::SignedGreaterThan, a, b),
+                    JmpCond::SGe => self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, a, b),
+                    JmpCond::SLt => self.b.ins().icmp(IntCC::SignedLessThan, a, b),
+                    JmpCond::SLe => self.b.ins().icmp(IntCC::SignedLessThanOrEqual, a, b),
+                    JmpCond::Set => {
+                        let and = self.b.ins().band(a, b);
+                        self.b.ins().icmp_imm_s(IntCC::NotEqual, and, 0)
+                    }
+                };
+                let taken = self.block_at(target(pc, i64::from(off)));
+                let fall = self.block_at(pc + 1);
+                self.b.ins().brif(c, taken, &[], fall, &[]);
+                self.open = false;
+            }
+            Instruction::Exit => self.exit(),
+            Instruction::LoadImm64 { .. } | Instruction::Call(_) | Instruction::CallX { .. } => {
+                return Err(JitError::Unsupported {
+                    program: self.prog.name().to_string(),
+                    pc,
+                    what: format!("{insn:?} without its lowering"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn atomic(
+        &mut self,
+        pc: usize,
+        size: MemSize,
+        op: AtomicOp,
+        fetch: bool,
+        dst: userbpf_vm::Reg,
+        src: userbpf_vm::Reg,
+        off: i16,
+    ) {
+        let len = size_bytes(size);
+        let ty = size_type(size);
+        let base = self.reg(dst);
+        let a = self.address(pc, base, off, len, true);
+        if self.checks == Checks::On {
+            let low = self.b.ins().band_imm_s(a, (len - 1) as i64);
+            let bad = self.b.create_block();
+            let ok = self.b.create_block();
+            self.b.ins().brif(low, bad, &[], ok, &[]);
+            self.b.switch_to_block(bad);
+            self.b.seal_block(bad);
+            self.b.set_cold_block(bad);
+            self.fault(pc, FaultCode::Misaligned, a, len);
+            self.b.switch_to_block(ok);
+            self.b.seal_block(ok);
+        }
+        let flags = MemFlagsData::trusted();
+        let s = self.reg(src);
+        let v = if ty == I64 {
+            s
+        } else {
+            self.b.ins().ireduce(ty, s)
+        };
+        let rmw = match op {
+            AtomicOp::Add => Some(AtomicRmwOp::Add),
+            AtomicOp::Or => Some(AtomicRmwOp::Or),
+            AtomicOp::And => Some(AtomicRmwOp::And),
+            AtomicOp::Xor => Some(AtomicRmwOp::Xor),
+            AtomicOp::Xchg => Some(AtomicRmwOp::Xchg),
+            AtomicOp::CmpXchg => None,
+        };
+        let widen = |t: &mut Self, x: Value| {
+            if ty == I64 {
+                x
+            } else {
+                t.b.ins().uextend(I64, x)
+            }
+        };
+        match rmw {
+            Some(r) => {
+                let old = self.b.ins().atomic_rmw(ty, flags, r, a, v);
+                if fetch || op.always_fetches() {
+                    let w = widen(self, old);
+                    self.set(src, w);
+                }
+            }
+            None => {
+                let r0 = self.r(0);
+                let expected = if ty == I64 {
+                    r0
+                } else {
+                    self.b.ins().ireduce(ty, r0)
+                };
+                let old = self.b.ins().atomic_cas(flags, a, expected, v);
+                let w = widen(self, old);
+                self.set_r(0, w);
+            }
+        }
+    }
+
+    fn alu(&mut self, width: Width, op: AluOp, dst: userbpf_vm::Reg, src: Source) {
+        let (ty, narrow) = match width {
+            Width::W64 => (I64, false),
+            Width::W32 => (I32, true),
+        };
+        let imm = match src {
+            Source::Imm(i) => Some(i64::from(i)),
+            Source::Reg(_) => None,
+        };
+        let d64 = self.reg(dst);
+        let s64 = match src {
+            Source::Reg(r) => self.reg(r),
+            Source::Imm(i) => self.iconst(i64::from(i)),
+        };
+        let (d, s) = if narrow {
+            (
+                self.b.ins().ireduce(I32, d64),
+                self.b.ins().ireduce(I32, s64),
+            )
+        } else {
+            (d64, s64)
+        };
+        let v = match op {
+            AluOp::Add => self.b.ins().iadd(d, s),
+            AluOp::Sub => self.b.ins().isub(d, s),
+            AluOp::Mul => self.b.ins().imul(d, s),
+            AluOp::Or => self.b.ins().bor(d, s),
+            AluOp::And => self.b.ins().band(d, s),
+            AluOp::Xor => self.b.ins().bxor(d, s),
+            AluOp::Lsh => self.b.ins().ishl(d, s),
+            AluOp::Rsh => self.b.ins().ushr(d, s),
+            AluOp::Arsh => self.b.ins().sshr(d, s),
+            AluOp::Mov => s,
+            AluOp::Div => self.udiv(ty, d, s, imm, false),
+            AluOp::Mod => self.udiv(ty, d, s, imm, true),
+            AluOp::SDiv => self.sdiv(ty, d, s, imm, false),
+            AluOp::SMod => self.sdiv(ty, d, s, imm, true),
+        };
+        let v = if narrow {
+            self.b.ins().uextend(I64, v)
+        } else {
+            v
+        };
+        self.set(dst, v);
+    }
+
+    /// Unsigned division or modulo: x / 0 = 0, x % 0 = x.
+    fn udiv(&mut self, ty: Type, d: Value, s: Value, imm: Option<i64>, rem: bool) -> Value {
+        if let Some(i) = imm {
+            let k = if ty == I32 { i64::from(i as u32) } else { i };
+            if k == 0 {
+                return if rem { d } else { self.b.ins().iconst(ty, 0) };
+            }
+            let c = self.b.ins().iconst(ty, k);
+            return if rem {
+                self.b.ins().urem(d, c)
+            } else {
+                self.b.ins().udiv(d, c)
+            };
+        }
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        let one = self.b.ins().iconst(ty, 1);
+        let safe = self.b.ins().select(zero, one, s);
+        if rem {
+            let r = self.b.ins().urem(d, safe);
+            self.b.ins().select(zero, d, r)
+        } else {
+            let q = self.b.ins().udiv(d, safe);
+            let z = self.b.ins().iconst(ty, 0);
+            self.b.ins().select(zero, z, q)
+        }
+    }
+
+    /// Signed division or modulo: x / 0 = 0, x % 0 = x, INT_MIN / -1 =
+    /// INT_MIN, INT_MIN % -1 = 0.
+    fn sdiv(&mut self, ty: Type, d: Value, s: Value, imm: Option<i64>, rem: bool) -> Value {
+        if let Some(i) = imm {
+            let k = if ty == I32 { i64::from(i as i32) } else { i };
+            match k {
+                0 => return if rem { d } else { self.b.ins().iconst(ty, 0) },
+                -1 => {
+                    return if rem {
+                        self.b.ins().iconst(ty, 0)
+                    } else {
+                        self.b.ins().ineg(d)
+                    }
+                }
+                _ => {
+                    let c = self.b.ins().iconst(ty, k);
+                    return if rem {
+                        self.b.ins().srem(d, c)
+                    } else {
+                        self.b.ins().sdiv(d, c)
+                    };
+                }
+            }
+        }
+        let zero = self.b.ins().icmp_imm_s(IntCC::Equal, s, 0);
+        let m1 = self.b.ins().icmp_imm_s(IntCC::Equal, s, -1);
+        let special = self.b.ins().bor(zero, m1);
+        let one = self.b.ins().iconst(ty, 1);
+        let safe = self.b.ins().select(special, one, s);
+        if rem {
+            let r = self.b.ins().srem(d, safe);
+            let z = self.b.ins().iconst(ty, 0);
+            let r = self.b.ins().select(m1, z, r);
+            self.b.ins().select(zero, d, r)
+        } else {
+            let q = self.b.ins().sdiv(d, safe);
+            let neg = self.b.ins().ineg(d);
+            let q = self.b.ins().select(m1, neg, q);
+            let z = self.b.ins().iconst(ty, 0);
+            self.b.ins().select(zero, z, q)
+        }
+    }
+}

@@ -1,0 +1,370 @@
+//! The run context compiled code works on, and the `extern "C"` functions
+//! it calls for everything that is not straight-line computation: memory
+//! checks outside the stack, helpers, map lookups, tail calls, packet loads
+//! and faults. Every one of them catches panics (a panic must not unwind
+//! into JIT frames) and reports through [`JitCtx::status`].
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+use userbpf_vm::interp::{EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram};
+use userbpf_vm::memory::Access;
+use userbpf_vm::Fault;
+
+/// Most frames: the main program and 7 nested calls (`MAX_CALL_FRAMES`).
+pub(crate) const MAX_FRAMES: usize = userbpf_vm::interp::MAX_CALL_FRAMES;
+
+/// Status of a call-out and of a compiled run.
+pub(crate) const STATUS_OK: u64 = 0;
+/// A fault is in [`Host::fault`].
+pub(crate) const STATUS_FAULT: u64 = 1;
+/// The program ends with the value returned (`unwind`, or a packet load
+/// out of the packet, which ends the program with 0).
+pub(crate) const STATUS_EXIT: u64 = 2;
+/// A tail call: the target is in [`Host::tail`].
+pub(crate) const STATUS_TAIL_CALL: u64 = 3;
+
+/// One call frame: where to return and what to restore.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct JitFrame {
+    /// Index of the return site.
+    pub(crate) ret_site: u64,
+    /// r6..r9 of the caller.
+    pub(crate) saved: [u64; 4],
+    /// r10 of the caller.
+    pub(crate) fp: u64,
+    /// `bpf_loop` frames: the callback's pc (`u64::MAX` otherwise), the
+    /// iteration, the count and the callback context.
+    pub(crate) loop_cb: u64,
+    pub(crate) loop_i: u64,
+    pub(crate) loop_n: u64,
+    pub(crate) loop_ctx: u64,
+}
+
+/// What compiled code reads and writes (offsets are baked into the code).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct JitCtx {
+    /// r0..r10: in on entry, out on return.
+    pub(crate) regs: [u64; 11],
+    /// Remaining instruction budget (checked mode).
+    pub(crate) budget: u64,
+    /// Deepest frame used.
+    pub(crate) max_depth: u64,
+    /// One past the top of the stack.
+    pub(crate) stack_top: u64,
+    /// The caller's r10 at a call-out.
+    pub(crate) fp: u64,
+    /// Status of the last call-out.
+    pub(crate) status: u64,
+    /// Call frames.
+    pub(crate) frames: [JitFrame; MAX_FRAMES],
+    /// The Rust side of the run.
+    pub(crate) host: *mut Host<'static, 'static>,
+}
+
+/// The Rust side of a run, reached from call-outs.
+pub(crate) struct Host<'r, 'a> {
+    pub(crate) run: &'r mut EngineRun<'a>,
+    pub(crate) prog: Arc<PreparedProgram>,
+    pub(crate) fault: Option<Fault>,
+    pub(crate) tail: Option<Arc<PreparedProgram>>,
+}
+
+/// Fault codes passed to [`jit_fault`].
+#[repr(u64)]
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum FaultCode {
+    Misaligned = 0,
+    Budget = 1,
+    CallDepth = 2,
+    BadCallTarget = 3,
+    InvalidPc = 4,
+    CorePoison = 5,
+    TailCallInSubprogram = 6,
+}
+
+/// Runs `f` on the host; a panic becomes a fault.
+///
+/// # Safety
+/// `ctx` must be the live context of a run (`host` set by the engine).
+unsafe fn with_host(
+    ctx: *mut JitCtx,
+    pc: u64,
+    f: impl FnOnce(&mut Host<'_, '_>, u64) -> u64,
+) -> u64 {
+    // SAFETY: the engine passes its own context, alive for the whole run.
+    let ctx = unsafe { &mut *ctx };
+    // SAFETY: `host` points to the engine's `Host`, alive for the run.
+    let host = unsafe { &mut *ctx.host };
+    let fp = ctx.fp;
+    ctx.status = STATUS_OK;
+    match catch_unwind(AssertUnwindSafe(|| f(host, fp))) {
+        Ok(v) => {
+            if host.fault.is_some() {
+                ctx.status = STATUS_FAULT;
+            } else if host.tail.is_some() {
+                ctx.status = STATUS_TAIL_CALL;
+            }
+            v
+        }
+        Err(_) => {
+            let prog = Arc::clone(&host.prog);
+            host.fault = Some(host.run.fault(
+                &prog,
+                pc as usize,
+                0,
+                0,
+                FaultKind::Helper {
+                    helper: 0,
+                    name: "engine".into(),
+                    error: userbpf_vm::HelperError::Panicked("in a JIT call-out".into()),
+                },
+            ));
+            ctx.status = STATUS_FAULT;
+            0
+        }
+    }
+}
+
+/// Marks the call-out as ending the program with its return value.
+fn exit_with(ctx: *mut JitCtx, r0: u64) -> u64 {
+    // SAFETY: the engine's live context.
+    unsafe { (*ctx).status = STATUS_EXIT };
+    r0
+}
+
+/// Checks a memory access outside the stack. `len_access` = `len | (1 <<
+/// 32)` for a write. Returns 1 if allowed.
+pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_access: u64) -> u64 {
+    // SAFETY: called by compiled code with its context.
+    unsafe {
+        with_host(ctx, pc, |h, fp| {
+            let len = len_access & 0xffff_ffff;
+            let access = if len_access >> 32 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            };
+            match h.run.check(fp, addr, len, access) {
+                Ok(()) => 1,
+                Err(kind) => {
+                    let prog = Arc::clone(&h.prog);
+                    h.fault = Some(h.run.fault(&prog, pc as usize, addr, len, kind));
+                    0
+                }
+            }
+        })
+    }
+}
+
+/// Calls the helper (or kfunc) of the `call` at `pc`.
+pub(crate) extern "C" fn jit_helper(
+    ctx: *mut JitCtx,
+    pc: u64,
+    r1: u64,
+    r2: u64,
+    r3: u64,
+    r4: u64,
+    r5: u64,
+) -> u64 {
+    let mut exit = None;
+    // SAFETY: called by compiled code with its context.
+    let r0 = unsafe {
+        with_host(ctx, pc, |h, fp| {
+            let prog = Arc::clone(&h.prog);
+            let index = match prog.op_class(pc as usize) {
+                Some(OpClass::Helper(i)) => i,
+                _ => {
+                    h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                    return 0;
+                }
+            };
+            match h
+                .run
+                .call_helper(&prog, pc as usize, index, [r1, r2, r3, r4, r5], fp)
+            {
+                Ok(HelperReturn::Value(r0)) => r0,
+                Ok(HelperReturn::Exit(r0)) => {
+                    exit = Some(r0);
+                    r0
+                }
+                Err(f) => {
+                    h.fault = Some(f);
+                    0
+                }
+            }
+        })
+    };
+    match exit {
+        Some(r0) => exit_with(ctx, r0),
+        None => r0,
+    }
+}
+
+/// `callx` on a value that is not a subprogram address: the helper with
+/// that id, if the program has it (the conformance suite's convention).
+pub(crate) extern "C" fn jit_callx_helper(
+    ctx: *mut JitCtx,
+    pc: u64,
+    id: u64,
+    args: *const u64,
+) -> u64 {
+    let mut exit = None;
+    // SAFETY: `args` points to r1..r5 the compiled code stored.
+    let args = unsafe { std::slice::from_raw_parts(args, 5) };
+    let args = [args[0], args[1], args[2], args[3], args[4]];
+    // SAFETY: called by compiled code with its context.
+    let r0 = unsafe {
+        with_host(ctx, pc, |h, fp| {
+            let prog = Arc::clone(&h.prog);
+            match h.run.call_helper_by_id(&prog, pc as usize, id, args, fp) {
+                Ok(HelperReturn::Value(r0)) => r0,
+                Ok(HelperReturn::Exit(r0)) => {
+                    exit = Some(r0);
+                    r0
+                }
+                Err(f) => {
+                    h.fault = Some(f);
+                    0
+                }
+            }
+        })
+    };
+    match exit {
+        Some(r0) => exit_with(ctx, r0),
+        None => r0,
+    }
+}
+
+/// `bpf_map_lookup_elem` at `pc` through the maps' direct path.
+pub(crate) extern "C" fn jit_map_lookup(ctx: *mut JitCtx, pc: u64, map: u64, key: u64) -> u64 {
+    // SAFETY: called by compiled code with its context.
+    unsafe {
+        with_host(ctx, pc, |h, fp| {
+            let prog = Arc::clone(&h.prog);
+            let Some(OpClass::MapLookup(index)) = prog.op_class(pc as usize) else {
+                h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                return 0;
+            };
+            match h.run.map_lookup(&prog, pc as usize, index, map, key, fp) {
+                Ok(r0) => r0,
+                Err(f) => {
+                    h.fault = Some(f);
+                    0
+                }
+            }
+        })
+    }
+}
+
+/// `bpf_tail_call(ctx, map, index)`: 1 if the call is taken (the target is
+/// in the host), 0 if it falls through.
+pub(crate) extern "C" fn jit_tail_call(ctx: *mut JitCtx, pc: u64, map: u64, index: u64) -> u64 {
+    // SAFETY: called by compiled code with its context.
+    unsafe {
+        with_host(ctx, pc, |h, _| match h.run.tail_call(map, index) {
+            Some(t) => {
+                h.tail = Some(t);
+                1
+            }
+            None => 0,
+        })
+    }
+}
+
+/// A legacy packet load: `size_off` = size (1, 2, 4) | (offset << 8) where
+/// offset is `src + imm` (already added, as i64 bits shifted). Returns the
+/// big-endian value; a load outside the packet ends the program with 0.
+pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, size: u64) -> u64 {
+    let mut end = false;
+    // SAFETY: called by compiled code with its context.
+    let v = unsafe {
+        with_host(ctx, pc, |h, fp| {
+            let prog = Arc::clone(&h.prog);
+            let Some((start, plen)) = h.run.packet() else {
+                h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::NoPacket));
+                return 0;
+            };
+            let off = off as i64;
+            if off < 0 || (off as u64) > plen || size > plen.wrapping_sub(off as u64) {
+                end = true;
+                return 0;
+            }
+            let addr = start.wrapping_add(off as u64);
+            if let Err(kind) = h.run.check(fp, addr, size, Access::Read) {
+                h.fault = Some(h.run.fault(&prog, pc as usize, addr, size, kind));
+                return 0;
+            }
+            let mut b = [0u8; 4];
+            let n = (size as usize).min(4);
+            // SAFETY: `check` proved [addr, addr + size) readable.
+            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), n);
+            b[..n]
+                .iter()
+                .fold(0u64, |v, &byte| (v << 8) | u64::from(byte))
+        })
+    };
+    if end {
+        exit_with(ctx, 0)
+    } else {
+        v
+    }
+}
+
+/// Records a fault found by compiled code: `code` is a [`FaultCode`];
+/// `value` the address (misaligned), the callx value (bad target) or the
+/// remaining budget (budget: `pc` is then the start of the block, and the
+/// fault lands on the instruction the interpreter would stop at).
+pub(crate) extern "C" fn jit_fault(
+    ctx: *mut JitCtx,
+    pc: u64,
+    code: u64,
+    value: u64,
+    len: u64,
+) -> u64 {
+    // SAFETY: called by compiled code with its context.
+    unsafe {
+        with_host(ctx, pc, |h, _| {
+            let prog = Arc::clone(&h.prog);
+            let mut pc = pc as usize;
+            let (addr, kind) = match code {
+                0 => (value, FaultKind::Misaligned),
+                1 => {
+                    for _ in 0..value {
+                        pc += match prog.op_class(pc) {
+                            Some(OpClass::LoadImm(_)) => 2,
+                            _ => 1,
+                        };
+                    }
+                    (
+                        0,
+                        FaultKind::BudgetExhausted {
+                            limit: prog.config().budget.unwrap_or(u64::MAX),
+                        },
+                    )
+                }
+                2 => (0, FaultKind::CallDepthExceeded { limit: MAX_FRAMES }),
+                3 => (0, FaultKind::BadCallTarget { value }),
+                5 => (0, FaultKind::PoisonedCoreRelocation),
+                6 => (
+                    0,
+                    FaultKind::Helper {
+                        helper: 12,
+                        name: "bpf_tail_call".into(),
+                        error: userbpf_vm::HelperError::Failed(
+                            "a tail call from a subprogram does not run under the JIT yet; use \
+                             the interpreter"
+                                .into(),
+                        ),
+                    },
+                ),
+                _ => (0, FaultKind::InvalidPc),
+            };
+            let len = if code == 0 { len } else { 0 };
+            h.fault = Some(h.run.fault(&prog, pc, addr, len, kind));
+            0
+        })
+    }
+}

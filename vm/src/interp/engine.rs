@@ -1,0 +1,315 @@
+//! The seam between [`Vm`](super::Vm) and compiled engines (the JIT): a
+//! [`PreparedProgram`] may carry native code ([`CompiledProgram`]), which
+//! the VM runs in place of the interpreter with the same run state
+//! (stack, memory regions, hook facts, budget, tail calls). Engines see the
+//! program through [`PreparedProgram::op_class`] and friends, and reach
+//! helpers, maps and checks through [`EngineRun`], so every engine shares
+//! the interpreter's semantics and its [`Fault`]s.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::exec::{self, Called, State};
+use super::lower::{PreparedProgram, K};
+use super::{Fault, FaultKind, ProgramArray, MAX_TAIL_CALLS};
+use crate::memory::{Access, AccessError, MemoryMap};
+
+/// Native code for a [`PreparedProgram`].
+pub trait CompiledProgram: Send + Sync + fmt::Debug {
+    /// Runs the program from `entry` (0, or a subprogram's pc) with `r1..r5`
+    /// and `r10` from [`EngineRun::regs`]; `r0` is the result.
+    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault>;
+}
+
+/// How a compiled run ended.
+#[derive(Debug)]
+pub enum EngineStop {
+    /// `exit` at the outermost frame with this `r0`.
+    Exit(u64),
+    /// `bpf_tail_call` to this program (registers in [`EngineRun::regs`]).
+    TailCall(Arc<PreparedProgram>),
+}
+
+/// What an instruction is, for an engine that compiles the program: the
+/// interpreter's lowering (helpers bound, `lddw` values resolved) exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpClass {
+    /// Not a call: translate the decoded instruction.
+    Plain,
+    /// The second slot of an `lddw`.
+    Hole,
+    /// An `lddw` with its resolved 64-bit value.
+    LoadImm(u64),
+    /// A helper call: index for [`EngineRun::call_helper`].
+    Helper(usize),
+    /// `bpf_map_lookup_elem` through the maps' direct path
+    /// ([`EngineRun::map_lookup`]); the index is the helper's.
+    MapLookup(usize),
+    /// `bpf_tail_call`.
+    TailCall,
+    /// `bpf_loop`: the callback runs as a subprogram frame.
+    Loop,
+    /// A bpf-to-bpf call to this pc.
+    Local(usize),
+    /// `callx`.
+    CallX,
+    /// `call 0xbad2310`: a failed CO-RE relocation; faults when run.
+    CorePoison,
+}
+
+impl PreparedProgram {
+    /// Number of instruction slots.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether the program has no instructions (never: programs are
+    /// validated non-empty).
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// How the instruction at `pc` was lowered.
+    pub fn op_class(&self, pc: usize) -> Option<OpClass> {
+        let op = self.ops.get(pc)?;
+        Some(match op.kind {
+            K::Hole => OpClass::Hole,
+            K::LoadImm => OpClass::LoadImm(op.imm),
+            K::Call => OpClass::Helper(op.imm as usize),
+            K::MapLookup => OpClass::MapLookup(op.imm as usize),
+            K::TailCall => OpClass::TailCall,
+            K::Loop => OpClass::Loop,
+            K::CallLocal => OpClass::Local(op.aux as usize),
+            K::CallX => OpClass::CallX,
+            K::CorePoison => OpClass::CorePoison,
+            _ => OpClass::Plain,
+        })
+    }
+
+    /// Whether a `callx` value or callback address names a subprogram of
+    /// this program: its pc.
+    pub fn callback_target(&self, value: u64) -> Option<usize> {
+        if value & super::FUNC_ADDR_MASK != super::FUNC_ADDR_TAG {
+            return None;
+        }
+        let pc = (value & !super::FUNC_ADDR_MASK) as usize;
+        self.ops.get(pc).filter(|o| o.kind != K::Hole).map(|_| pc)
+    }
+
+    /// Attaches native code; the VM runs it from then on. Fails (returning
+    /// the code) if the program already has some.
+    pub fn set_compiled(
+        &self,
+        code: Arc<dyn CompiledProgram>,
+    ) -> Result<(), Arc<dyn CompiledProgram>> {
+        self.compiled.set(code)
+    }
+
+    /// The attached native code, if any.
+    pub fn compiled(&self) -> Option<&Arc<dyn CompiledProgram>> {
+        self.compiled.get()
+    }
+}
+
+/// What a helper call asks of the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HelperReturn {
+    /// Go on with `r0`.
+    Value(u64),
+    /// End the run with `r0` (the conformance suite's `unwind`).
+    Exit(u64),
+}
+
+/// One run's state, for a compiled engine.
+pub struct EngineRun<'a> {
+    pub(super) prog: &'a Arc<PreparedProgram>,
+    pub(super) st: &'a mut State,
+    pub(super) mem: &'a mut MemoryMap,
+    pub(super) program_array: Option<&'a dyn ProgramArray>,
+}
+
+impl fmt::Debug for EngineRun<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineRun").finish_non_exhaustive()
+    }
+}
+
+impl EngineRun<'_> {
+    /// The program being run.
+    pub fn program(&self) -> &Arc<PreparedProgram> {
+        self.prog
+    }
+
+    /// The registers: `r1..r5` and `r10` on entry; set `r0` (and leave the
+    /// others as they are) on a tail call.
+    pub fn regs(&mut self) -> &mut [u64; 16] {
+        &mut self.st.regs
+    }
+
+    /// The remaining instruction budget (checked mode; `u64::MAX` without
+    /// a limit).
+    pub fn budget(&mut self) -> &mut u64 {
+        &mut self.st.budget
+    }
+
+    /// One past the top of the stack (frame 0's `r10`).
+    pub fn stack_top(&self) -> u64 {
+        self.mem.stack_hi
+    }
+
+    /// Records that the run used `depth` frames below the first (for the
+    /// stack zeroing between runs).
+    pub fn note_depth(&mut self, depth: usize) {
+        self.st.max_depth = self.st.max_depth.max(depth);
+    }
+
+    /// The packet of legacy packet loads, if any: (start, length).
+    pub fn packet(&self) -> Option<(u64, u64)> {
+        self.st.packet
+    }
+
+    /// Checks `[addr, addr + len)` for `access` with the frame whose `r10`
+    /// is `fp` as the lowest stack frame.
+    pub fn check(&mut self, fp: u64, addr: u64, len: u64, access: Access) -> Result<(), FaultKind> {
+        self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
+        match self.mem.check(addr, len, access) {
+            Ok(_) => Ok(()),
+            Err(AccessError::Unmapped) => Err(FaultKind::OutOfBounds { access }),
+            Err(AccessError::ReadOnly(region)) => Err(FaultKind::ReadOnly { region }),
+        }
+    }
+
+    /// Calls helper `index` of `prog` for the `call` at `pc` (`fp`: the
+    /// caller's `r10`). Helpers that call back into the program
+    /// (`bpf_for_each_map_elem`, ...) are refused with a fault.
+    pub fn call_helper(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        index: usize,
+        args: [u64; 5],
+        fp: u64,
+    ) -> Result<HelperReturn, Fault> {
+        let Some(h) = prog.helper_table.get(index) else {
+            return Err(self.fault(prog, pc, 0, 0, FaultKind::InvalidPc));
+        };
+        self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
+        let mut regs = [0u64; 16];
+        regs[1..6].copy_from_slice(&args);
+        match exec::call_helper(prog, pc, h, &mut regs, self.mem, &mut self.st.env)? {
+            Called::Continue => Ok(HelperReturn::Value(regs[0])),
+            Called::Exit(r0) => Ok(HelperReturn::Exit(r0)),
+            Called::Callbacks(..) => Err(self.fault(
+                prog,
+                pc,
+                0,
+                0,
+                FaultKind::Helper {
+                    helper: h.id(),
+                    name: h.name().to_string(),
+                    error: crate::helpers::HelperError::Failed(
+                        "helpers that call back into the program do not run under the JIT \
+                         yet; use the interpreter"
+                            .into(),
+                    ),
+                },
+            )),
+        }
+    }
+
+    /// `callx` on a value that is not a subprogram address: the helper with
+    /// that id, if the program's helpers have it (the conformance suite's
+    /// convention); otherwise a bad-call-target fault.
+    pub fn call_helper_by_id(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        id: u64,
+        args: [u64; 5],
+        fp: u64,
+    ) -> Result<HelperReturn, Fault> {
+        let Some(h) = i32::try_from(id).ok().and_then(|id| prog.helpers.get(id)) else {
+            return Err(self.fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value: id }));
+        };
+        let h = h.clone();
+        self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
+        let mut regs = [0u64; 16];
+        regs[1..6].copy_from_slice(&args);
+        match exec::call_helper(prog, pc, &h, &mut regs, self.mem, &mut self.st.env)? {
+            Called::Continue => Ok(HelperReturn::Value(regs[0])),
+            Called::Exit(r0) => Ok(HelperReturn::Exit(r0)),
+            Called::Callbacks(..) => Err(self.fault(
+                prog,
+                pc,
+                0,
+                0,
+                FaultKind::Helper {
+                    helper: h.id(),
+                    name: h.name().to_string(),
+                    error: crate::helpers::HelperError::Failed(
+                        "helpers that call back into the program do not run under the JIT \
+                         yet; use the interpreter"
+                            .into(),
+                    ),
+                },
+            )),
+        }
+    }
+
+    /// `bpf_map_lookup_elem` at `pc` through the maps' direct path, or the
+    /// helper (`index`) when it declines.
+    pub fn map_lookup(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        index: usize,
+        handle: u64,
+        key: u64,
+        fp: u64,
+    ) -> Result<u64, Fault> {
+        self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
+        if let Some(r0) = prog
+            .accel
+            .as_ref()
+            .and_then(|a| a.lookup(self.mem, handle, key))
+        {
+            return Ok(r0);
+        }
+        match self.call_helper(prog, pc, index, [handle, key, 0, 0, 0], fp)? {
+            HelperReturn::Value(r0) | HelperReturn::Exit(r0) => Ok(r0),
+        }
+    }
+
+    /// The program `bpf_tail_call(ctx, map, index)` jumps to, counting the
+    /// call; `None` (the call falls through) past 33 tail calls or for an
+    /// empty slot.
+    pub fn tail_call(&mut self, map: u64, index: u64) -> Option<Arc<PreparedProgram>> {
+        let arr = self.program_array?;
+        let index = u32::try_from(index).ok()?;
+        if self.st.tail_calls >= MAX_TAIL_CALLS {
+            return None;
+        }
+        let target = arr.get(map, index)?;
+        self.st.tail_calls = self.st.tail_calls.wrapping_add(1);
+        Some(target)
+    }
+
+    /// A fault of `prog` at `pc`.
+    pub fn fault(
+        &self,
+        prog: &PreparedProgram,
+        pc: usize,
+        addr: u64,
+        len: u64,
+        kind: FaultKind,
+    ) -> Fault {
+        Fault {
+            program: Arc::clone(&prog.name),
+            pc,
+            insn: prog.insns.get(pc).copied().unwrap_or_default(),
+            addr,
+            len,
+            kind,
+        }
+    }
+}
