@@ -25,7 +25,7 @@ use userbpf_vm::isa::{
     decode, AluOp, AtomicOp, EndianOp, Instruction, JmpCond, MemSize, PacketMode, Source, Width,
 };
 
-use crate::ctx::{self, FaultCode, JitCtx, JitFrame, MAX_FRAMES};
+use crate::ctx::{self, FaultCode, JitCtx, JitFrame};
 use crate::JitError;
 
 /// Whether accesses, budget and depth are checked at run time.
@@ -46,6 +46,8 @@ struct Callouts {
     tail_call: Value,
     packet_load: Value,
     fault: Value,
+    drive: Value,
+    tail_call_nested: Value,
 }
 
 struct Sigs {
@@ -55,6 +57,8 @@ struct Sigs {
     seven: cranelift_codegen::ir::SigRef,
     /// (ctx, pc, a, b, c) -> u64
     five: cranelift_codegen::ir::SigRef,
+    /// (ctx, pc, a) -> u64
+    three: cranelift_codegen::ir::SigRef,
 }
 
 fn sig(call_conv: CallConv, params: usize) -> Signature {
@@ -77,6 +81,9 @@ const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, max_depth) as i32;
 const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;
 const FP_OFF: i32 = offset_of!(JitCtx, fp) as i32;
 const STATUS_OFF: i32 = offset_of!(JitCtx, status) as i32;
+const DEPTH_LIMIT_OFF: i32 = offset_of!(JitCtx, depth_limit) as i32;
+const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
+const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
 const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
 const FRAME_SIZE: i64 = std::mem::size_of::<JitFrame>() as i64;
 const F_RET: i32 = offset_of!(JitFrame, ret_site) as i32;
@@ -209,6 +216,7 @@ pub(crate) struct Translator<'a, 'b> {
     depth: Variable,
     ctx: Value,
     stack_top: Value,
+    depth_limit: Value,
     callouts: Callouts,
     sigs: Sigs,
     /// pc -> block, for leaders.
@@ -250,11 +258,14 @@ impl<'a, 'b> Translator<'a, 'b> {
             tail_call: addr(b, ctx::jit_tail_call as *const () as usize),
             packet_load: addr(b, ctx::jit_packet_load as *const () as usize),
             fault: addr(b, ctx::jit_fault as *const () as usize),
+            drive: addr(b, ctx::jit_drive as *const () as usize),
+            tail_call_nested: addr(b, ctx::jit_tail_call_nested as *const () as usize),
         };
         let sigs = Sigs {
             four: b.import_signature(sig(call_conv, 4)),
             seven: b.import_signature(sig(call_conv, 7)),
             five: b.import_signature(sig(call_conv, 5)),
+            three: b.import_signature(sig(call_conv, 3)),
         };
         for (i, r) in regs.iter().enumerate() {
             let v = b.ins().load(I64, ctx_flags(), ctx, REGS_OFF + 8 * i as i32);
@@ -265,6 +276,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
         let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
+        let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
         let len = shape.insns.len();
         let mut blocks = vec![None; len + 1];
         for &l in &shape.leaders {
@@ -292,6 +304,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             depth,
             ctx,
             stack_top,
+            depth_limit,
             callouts,
             sigs,
             blocks,
@@ -350,6 +363,58 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(ok);
     }
 
+    /// After a helper call: go on with r0, start the helper's callback
+    /// (a frame returning here, the callback's arguments), or leave.
+    fn helper_status(&mut self, pc: usize, ret: Value) {
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let ok = self.b.create_block();
+        let other = self.b.create_block();
+        self.b.ins().brif(status, other, &[], ok, &[]);
+        self.b.switch_to_block(other);
+        self.b.seal_block(other);
+        let is_cb = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
+        let cb = self.b.create_block();
+        let stop = self.b.create_block();
+        self.b.ins().brif(is_cb, cb, &[], stop, &[]);
+        self.b.switch_to_block(stop);
+        self.b.seal_block(stop);
+        self.set_r(0, ret);
+        self.leave(status);
+        // The callback: a frame returning after this call, marked driven.
+        self.b.switch_to_block(cb);
+        self.b.seal_block(cb);
+        self.set_r(0, ret);
+        let cont = self.b.create_block();
+        let frame = self.push_frame_to(pc, cont);
+        let driven = self.iconst(ctx::FRAME_DRIVEN as i64);
+        self.b.ins().store(ctx_flags(), driven, frame, F_LOOP_CB);
+        let pcv = self.iconst(pc as i64);
+        self.b.ins().store(ctx_flags(), pcv, frame, F_LOOP_I);
+        self.enter_callback();
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+        self.set_r(0, ret);
+        self.b.ins().jump(cont, &[]);
+        // Both the plain return and the callback's end continue here.
+        self.b.switch_to_block(cont);
+    }
+
+    /// Loads a helper's callback arguments and jumps to the callback.
+    fn enter_callback(&mut self) {
+        for i in 0..5 {
+            let v = self
+                .b
+                .ins()
+                .load(I64, ctx_flags(), self.ctx, CB_ARGS_OFF + 8 * i as i32);
+            self.set_r(1 + i, v);
+        }
+        let t = self.b.ins().load(I64, ctx_flags(), self.ctx, CB_TARGET_OFF);
+        self.jump_dispatch(t);
+    }
+
     /// Stores the registers and budget back and returns `status`.
     fn leave(&mut self, status: Value) {
         for i in 0..11 {
@@ -371,6 +436,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let f = self.callouts.fault;
         let sig = self.sigs.five;
         self.callout(f, sig, &[pcv, codev, value, lenv]);
+        let bud = self.b.use_var(self.budget);
+        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         self.b.ins().jump(self.fault_exit, &[]);
     }
 
@@ -425,6 +492,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(out);
         self.b.seal_block(out);
         self.b.set_cold_block(out);
+        // The interpreter spends the whole budget before it stops.
+        let zero = self.iconst(0);
+        self.b.def_var(self.budget, zero);
         self.fault(pc, FaultCode::Budget, budget, 0);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
@@ -566,12 +636,17 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Pushes a call frame returning to `ret_pc` (or faults past the depth
     /// limit); returns the frame's address.
     fn push_frame(&mut self, pc: usize, ret_pc: usize) -> Value {
+        let ret_block = self.block_at(ret_pc);
+        self.push_frame_to(pc, ret_block)
+    }
+
+    /// [`Translator::push_frame`] returning to a given block.
+    fn push_frame_to(&mut self, pc: usize, ret_block: Block) -> Value {
         let depth = self.b.use_var(self.depth);
-        let too_deep = self.b.ins().icmp_imm_s(
-            IntCC::UnsignedGreaterThanOrEqual,
-            depth,
-            (MAX_FRAMES - 1) as i64,
-        );
+        let too_deep =
+            self.b
+                .ins()
+                .icmp(IntCC::UnsignedGreaterThanOrEqual, depth, self.depth_limit);
         let ok = self.b.create_block();
         let out = self.b.create_block();
         self.b.ins().brif(too_deep, out, &[], ok, &[]);
@@ -584,7 +659,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_block(ok);
         let frame = self.frame_addr(depth);
         let site = self.ret_sites.len();
-        let ret_block = self.block_at(ret_pc);
         self.ret_sites.push(ret_block);
         let sitev = self.iconst(site as i64);
         self.b.ins().store(ctx_flags(), sitev, frame, F_RET);
@@ -645,8 +719,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 all.extend(args);
                 let (f, sig) = (self.callouts.helper, self.sigs.seven);
                 let r0 = self.callout(f, sig, &all);
-                self.check_status(r0);
-                self.set_r(0, r0);
+                self.helper_status(pc, r0);
                 Ok(())
             }
             OpClass::MapLookup(_) => {
@@ -695,9 +768,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().brif(depth, nested, &[], top, &[]);
         self.b.switch_to_block(nested);
         self.b.seal_block(nested);
-        self.b.set_cold_block(nested);
-        let zero = self.iconst(0);
-        self.fault(pc, FaultCode::TailCallInSubprogram, zero, 0);
+        self.tail_call_nested(pc);
         self.b.switch_to_block(top);
         self.b.seal_block(top);
         let pcv = self.iconst(pc as i64);
@@ -720,6 +791,50 @@ impl<'a, 'b> Translator<'a, 'b> {
         let next = self.block_at(pc + 1);
         self.b.ins().jump(next, &[]);
         self.open = false;
+    }
+
+    /// A tail call from a subprogram: the target runs in place of this
+    /// function, whose exit returns its r0.
+    fn tail_call_nested(&mut self, pc: usize) {
+        for i in 0..11 {
+            let v = self.r(i);
+            self.b
+                .ins()
+                .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
+        }
+        let pcv = self.iconst(pc as i64);
+        let (m, i) = (self.r(2), self.r(3));
+        let depth = self.b.use_var(self.depth);
+        let (f, sig) = (self.callouts.tail_call_nested, self.sigs.five);
+        let ret = self.callout(f, sig, &[pcv, m, i, depth]);
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let fall = self.b.create_block();
+        let other = self.b.create_block();
+        self.b.ins().brif(status, other, &[], fall, &[]);
+        self.b.switch_to_block(other);
+        self.b.seal_block(other);
+        let is_ret = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_RETURN as i64);
+        let ret_block = self.b.create_block();
+        let stop = self.b.create_block();
+        self.b.ins().brif(is_ret, ret_block, &[], stop, &[]);
+        self.b.switch_to_block(stop);
+        self.b.seal_block(stop);
+        self.leave(status);
+        // The target's r0 is this function's: exit.
+        self.b.switch_to_block(ret_block);
+        self.b.seal_block(ret_block);
+        self.set_r(0, ret);
+        self.exit();
+        // Not taken: falls through with -ENOENT.
+        self.b.switch_to_block(fall);
+        self.b.seal_block(fall);
+        let e = self.iconst(-i64::from(libc::ENOENT));
+        self.set_r(0, e);
+        let next = self.block_at(pc + 1);
+        self.b.ins().jump(next, &[]);
     }
 
     fn callx(&mut self, pc: usize, reg: userbpf_vm::Reg) {
@@ -760,8 +875,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let v3 = self.reg(reg);
         let (f, sig) = (self.callouts.callx_helper, self.sigs.four);
         let r0 = self.callout(f, sig, &[pcv, v3, args]);
-        self.check_status(r0);
-        self.set_r(0, r0);
+        self.helper_status(pc, r0);
         let next = self.block_at(pc + 1);
         self.b.ins().jump(next, &[]);
         self.open = false;
@@ -858,10 +972,63 @@ impl<'a, 'b> Translator<'a, 'b> {
         let frame = self.frame_addr(d1);
         // A bpf_loop frame: the next iteration, or the loop's result.
         let cb = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_CB);
-        let is_loop = self.b.ins().icmp_imm_s(IntCC::NotEqual, cb, -1);
-        let looping = self.b.create_block();
+        let is_plain = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, cb, ctx::FRAME_PLAIN as i64);
+        let special = self.b.create_block();
         let pop = self.b.create_block();
-        self.b.ins().brif(is_loop, looping, &[], pop, &[]);
+        self.b.ins().brif(is_plain, pop, &[], special, &[]);
+        self.b.switch_to_block(special);
+        self.b.seal_block(special);
+        let is_driven = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, cb, ctx::FRAME_DRIVEN as i64);
+        let driven = self.b.create_block();
+        let looping = self.b.create_block();
+        self.b.ins().brif(is_driven, driven, &[], looping, &[]);
+        // A helper's callback returned: call it again, or the helper's
+        // result.
+        self.b.switch_to_block(driven);
+        self.b.seal_block(driven);
+        let call_pc = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_I);
+        let r0 = self.r(0);
+        let fp_now = self.r(10);
+        self.b.ins().store(ctx_flags(), fp_now, self.ctx, FP_OFF);
+        let call = self.b.ins().call_indirect(
+            self.sigs.three,
+            self.callouts.drive,
+            &[self.ctx, call_pc, r0],
+        );
+        let ret = self.b.inst_results(call)[0];
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let done = self.b.create_block();
+        let other = self.b.create_block();
+        self.b.ins().brif(status, other, &[], done, &[]);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+        self.set_r(0, ret);
+        self.b.ins().jump(pop, &[]);
+        self.b.switch_to_block(other);
+        self.b.seal_block(other);
+        let is_cb = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
+        let again = self.b.create_block();
+        let stop = self.b.create_block();
+        self.b.ins().brif(is_cb, again, &[], stop, &[]);
+        self.b.switch_to_block(stop);
+        self.b.seal_block(stop);
+        self.set_r(0, ret);
+        self.leave(status);
+        self.b.switch_to_block(again);
+        self.b.seal_block(again);
+        let ffp = self.b.ins().load(I64, ctx_flags(), frame, F_FP);
+        let cfp = self.b.ins().iadd_imm_s(ffp, -(STACK_SIZE as i64));
+        self.set_r(10, cfp);
+        self.enter_callback();
         self.b.switch_to_block(looping);
         self.b.seal_block(looping);
         let i = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_I);

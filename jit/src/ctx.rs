@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use userbpf_vm::interp::{EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram};
+use userbpf_vm::interp::{DriveStep, EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram};
 use userbpf_vm::memory::Access;
 use userbpf_vm::Fault;
 
@@ -23,6 +23,18 @@ pub(crate) const STATUS_FAULT: u64 = 1;
 pub(crate) const STATUS_EXIT: u64 = 2;
 /// A tail call: the target is in [`Host::tail`].
 pub(crate) const STATUS_TAIL_CALL: u64 = 3;
+/// A helper calls back into the program: the callback's pc is in
+/// [`JitCtx::cb_target`], its arguments in [`JitCtx::cb_args`].
+pub(crate) const STATUS_CALLBACK: u64 = 4;
+/// A tail call from a subprogram ran its target: the function returns
+/// the value returned.
+pub(crate) const STATUS_RETURN: u64 = 5;
+
+/// [`JitFrame::loop_cb`] of a frame that is not a `bpf_loop` frame.
+pub(crate) const FRAME_PLAIN: u64 = u64::MAX;
+/// [`JitFrame::loop_cb`] of a frame running a helper's callback
+/// (`loop_i` holds the helper call's pc).
+pub(crate) const FRAME_DRIVEN: u64 = u64::MAX - 1;
 
 /// One call frame: where to return and what to restore.
 #[repr(C)]
@@ -58,6 +70,12 @@ pub(crate) struct JitCtx {
     pub(crate) fp: u64,
     /// Status of the last call-out.
     pub(crate) status: u64,
+    /// Frames the run may still push (`MAX_CALL_FRAMES - 1` minus the
+    /// depth it starts at).
+    pub(crate) depth_limit: u64,
+    /// A helper's callback: its pc and arguments.
+    pub(crate) cb_target: u64,
+    pub(crate) cb_args: [u64; 5],
     /// Call frames.
     pub(crate) frames: [JitFrame; MAX_FRAMES],
     /// The Rust side of the run.
@@ -82,7 +100,6 @@ pub(crate) enum FaultCode {
     BadCallTarget = 3,
     InvalidPc = 4,
     CorePoison = 5,
-    TailCallInSubprogram = 6,
 }
 
 /// Runs `f` on the host; a panic becomes a fault.
@@ -170,6 +187,7 @@ pub(crate) extern "C" fn jit_helper(
     r5: u64,
 ) -> u64 {
     let mut exit = None;
+    let mut callback = None;
     // SAFETY: called by compiled code with its context.
     let r0 = unsafe {
         with_host(ctx, pc, |h, fp| {
@@ -185,11 +203,7 @@ pub(crate) extern "C" fn jit_helper(
                 .run
                 .call_helper(&prog, pc as usize, index, [r1, r2, r3, r4, r5], fp)
             {
-                Ok(HelperReturn::Value(r0)) => r0,
-                Ok(HelperReturn::Exit(r0)) => {
-                    exit = Some(r0);
-                    r0
-                }
+                Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
                     h.fault = Some(f);
                     0
@@ -197,10 +211,81 @@ pub(crate) extern "C" fn jit_helper(
             }
         })
     };
-    match exit {
-        Some(r0) => exit_with(ctx, r0),
-        None => r0,
+    finish_helper(ctx, r0, exit, callback)
+}
+
+/// The value of a helper call, noting an exit or a callback.
+fn helper_return(
+    ret: HelperReturn,
+    exit: &mut Option<u64>,
+    callback: &mut Option<(usize, [u64; 5])>,
+) -> u64 {
+    match ret {
+        HelperReturn::Value(r0) => r0,
+        HelperReturn::Exit(r0) => {
+            *exit = Some(r0);
+            r0
+        }
+        HelperReturn::Callback { target, args } => {
+            *callback = Some((target, args));
+            0
+        }
     }
+}
+
+/// Sets the status of a helper call that ended the program or calls back.
+fn finish_helper(
+    ctx: *mut JitCtx,
+    r0: u64,
+    exit: Option<u64>,
+    callback: Option<(usize, [u64; 5])>,
+) -> u64 {
+    if let Some(r0) = exit {
+        return exit_with(ctx, r0);
+    }
+    if let Some((target, args)) = callback {
+        // SAFETY: the engine's live context.
+        let c = unsafe { &mut *ctx };
+        if c.status == STATUS_OK {
+            c.cb_target = target as u64;
+            c.cb_args = args;
+            c.status = STATUS_CALLBACK;
+        }
+    }
+    r0
+}
+
+/// A helper's callback returned `r0`: the next call (status
+/// [`STATUS_CALLBACK`]) or the helper's result. `pc`: the helper call.
+pub(crate) extern "C" fn jit_drive(ctx: *mut JitCtx, pc: u64, r0: u64) -> u64 {
+    let mut callback = None;
+    // SAFETY: called by compiled code with its context.
+    let v = unsafe {
+        with_host(ctx, pc, |h, _| {
+            let prog = Arc::clone(&h.prog);
+            match h.run.drive(&prog, pc as usize, Some(r0)) {
+                Ok(DriveStep::Call(args)) => {
+                    callback = Some(args);
+                    0
+                }
+                Ok(DriveStep::Done(r0)) => r0,
+                Err(f) => {
+                    h.fault = Some(f);
+                    0
+                }
+            }
+        })
+    };
+    if let Some(args) = callback {
+        // SAFETY: the engine's live context.
+        let c = unsafe { &mut *ctx };
+        if c.status == STATUS_OK {
+            // The target stays the one the helper started with.
+            c.cb_args = args;
+            c.status = STATUS_CALLBACK;
+        }
+    }
+    v
 }
 
 /// `callx` on a value that is not a subprogram address: the helper with
@@ -212,6 +297,7 @@ pub(crate) extern "C" fn jit_callx_helper(
     args: *const u64,
 ) -> u64 {
     let mut exit = None;
+    let mut callback = None;
     // SAFETY: `args` points to r1..r5 the compiled code stored.
     let args = unsafe { std::slice::from_raw_parts(args, 5) };
     let args = [args[0], args[1], args[2], args[3], args[4]];
@@ -220,11 +306,7 @@ pub(crate) extern "C" fn jit_callx_helper(
         with_host(ctx, pc, |h, fp| {
             let prog = Arc::clone(&h.prog);
             match h.run.call_helper_by_id(&prog, pc as usize, id, args, fp) {
-                Ok(HelperReturn::Value(r0)) => r0,
-                Ok(HelperReturn::Exit(r0)) => {
-                    exit = Some(r0);
-                    r0
-                }
+                Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
                     h.fault = Some(f);
                     0
@@ -232,10 +314,46 @@ pub(crate) extern "C" fn jit_callx_helper(
             }
         })
     };
-    match exit {
-        Some(r0) => exit_with(ctx, r0),
-        None => r0,
+    finish_helper(ctx, r0, exit, callback)
+}
+
+/// `bpf_tail_call` from a subprogram at `depth` (below the run's first
+/// frame): runs the target in place of the calling function with the
+/// registers in [`JitCtx::regs`]; status [`STATUS_RETURN`] with its `r0`,
+/// or [`STATUS_OK`] when the call falls through.
+pub(crate) extern "C" fn jit_tail_call_nested(
+    ctx: *mut JitCtx,
+    pc: u64,
+    map: u64,
+    index: u64,
+    depth: u64,
+) -> u64 {
+    // SAFETY: the engine's live context.
+    let regs = unsafe { (*ctx).regs };
+    let mut taken = false;
+    // SAFETY: called by compiled code with its context.
+    let r0 = unsafe {
+        with_host(ctx, pc, |h, _| {
+            let Some(t) = h.run.tail_call(map, index) else {
+                return 0;
+            };
+            taken = true;
+            let abs = h.run.base_depth() + depth as usize;
+            match h.run.run_tail_target(t, regs, abs) {
+                Ok(r0) => r0,
+                Err(f) => {
+                    h.fault = Some(f);
+                    0
+                }
+            }
+        })
+    };
+    // SAFETY: the engine's live context.
+    let c = unsafe { &mut *ctx };
+    if taken && c.status == STATUS_OK {
+        c.status = STATUS_RETURN;
     }
+    r0
 }
 
 /// `bpf_map_lookup_elem` at `pc` through the maps' direct path.
@@ -348,18 +466,6 @@ pub(crate) extern "C" fn jit_fault(
                 2 => (0, FaultKind::CallDepthExceeded { limit: MAX_FRAMES }),
                 3 => (0, FaultKind::BadCallTarget { value }),
                 5 => (0, FaultKind::PoisonedCoreRelocation),
-                6 => (
-                    0,
-                    FaultKind::Helper {
-                        helper: 12,
-                        name: "bpf_tail_call".into(),
-                        error: userbpf_vm::HelperError::Failed(
-                            "a tail call from a subprogram does not run under the JIT yet; use \
-                             the interpreter"
-                                .into(),
-                        ),
-                    },
-                ),
                 _ => (0, FaultKind::InvalidPc),
             };
             let len = if code == 0 { len } else { 0 };

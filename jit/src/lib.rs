@@ -157,6 +157,7 @@ impl CompiledProgram for JitProgram {
         regs.copy_from_slice(&run.regs()[..11]);
         let budget = *run.budget();
         let stack_top = run.stack_top();
+        let base = run.base_depth();
         let mut host = Host {
             run,
             prog,
@@ -170,6 +171,9 @@ impl CompiledProgram for JitProgram {
             stack_top,
             fp: 0,
             status: 0,
+            depth_limit: (MAX_FRAMES - 1).saturating_sub(base) as u64,
+            cb_target: 0,
+            cb_args: [0; 5],
             frames: [JitFrame::default(); MAX_FRAMES],
             host: (&mut host as *mut Host<'_, '_>).cast(),
         };
@@ -183,7 +187,7 @@ impl CompiledProgram for JitProgram {
         } = host;
         run.regs()[..11].copy_from_slice(&ctx.regs);
         *run.budget() = ctx.budget;
-        run.note_depth(ctx.max_depth as usize);
+        run.note_depth(base + ctx.max_depth as usize);
         match status {
             ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(ctx.regs[0])),
             ctx::STATUS_TAIL_CALL => match tail {

@@ -14,6 +14,26 @@ use super::lower::{PreparedProgram, K};
 use super::{Fault, FaultKind, ProgramArray, MAX_TAIL_CALLS};
 use crate::memory::{Access, AccessError, MemoryMap};
 
+static COMPILE_HOOK: std::sync::OnceLock<fn(&Arc<PreparedProgram>)> = std::sync::OnceLock::new();
+
+/// Makes every program a [`Vm`](super::Vm) is made for in this process go
+/// through `hook` first (which attaches native code with
+/// [`PreparedProgram::set_compiled`]): how a runtime that compiles
+/// everything, or a test suite run on another engine, plugs an engine in
+/// without touching each call site. Set once; `false` if already set.
+pub fn set_compile_hook(hook: fn(&Arc<PreparedProgram>)) -> bool {
+    COMPILE_HOOK.set(hook).is_ok()
+}
+
+/// Runs the compile hook on `prog` if one is set and it has no code yet.
+pub(crate) fn apply_compile_hook(prog: &Arc<PreparedProgram>) {
+    if let Some(hook) = COMPILE_HOOK.get() {
+        if prog.compiled().is_none() {
+            hook(prog);
+        }
+    }
+}
+
 /// Native code for a [`PreparedProgram`].
 pub trait CompiledProgram: Send + Sync + fmt::Debug {
     /// Runs the program from `entry` (0, or a subprogram's pc) with `r1..r5`
@@ -118,6 +138,24 @@ pub enum HelperReturn {
     Value(u64),
     /// End the run with `r0` (the conformance suite's `unwind`).
     Exit(u64),
+    /// The helper calls back into the program (`bpf_for_each_map_elem`):
+    /// call the subprogram at `target` with `args` as a new frame; when it
+    /// exits, ask [`EngineRun::drive`] what next.
+    Callback {
+        /// pc of the callback.
+        target: usize,
+        /// `r1..r5`.
+        args: [u64; 5],
+    },
+}
+
+/// What follows a callback's exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveStep {
+    /// Call the callback again with these arguments.
+    Call([u64; 5]),
+    /// The helper is done and returns this `r0`.
+    Done(u64),
 }
 
 /// One run's state, for a compiled engine.
@@ -199,22 +237,120 @@ impl EngineRun<'_> {
         match exec::call_helper(prog, pc, h, &mut regs, self.mem, &mut self.st.env)? {
             Called::Continue => Ok(HelperReturn::Value(regs[0])),
             Called::Exit(r0) => Ok(HelperReturn::Exit(r0)),
-            Called::Callbacks(..) => Err(self.fault(
-                prog,
-                pc,
-                0,
-                0,
-                FaultKind::Helper {
-                    helper: h.id(),
-                    name: h.name().to_string(),
-                    error: crate::helpers::HelperError::Failed(
-                        "helpers that call back into the program do not run under the JIT \
-                         yet; use the interpreter"
-                            .into(),
-                    ),
-                },
-            )),
+            Called::Callbacks(cb, driver) => {
+                self.start_callbacks(prog, pc, h.id(), h.name(), cb, driver)
+            }
         }
+    }
+
+    fn start_callbacks(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        helper: i32,
+        name: &str,
+        cb: u64,
+        driver: Box<dyn crate::helpers::CallbackDriver>,
+    ) -> Result<HelperReturn, Fault> {
+        let Some(target) = prog.callback_target(cb) else {
+            return Err(self.fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value: cb }));
+        };
+        self.st.drivers.push(exec::Driven {
+            driver,
+            callback: target,
+            helper,
+            name: Arc::from(name),
+        });
+        match self.drive(prog, pc, None)? {
+            DriveStep::Call(args) => Ok(HelperReturn::Callback { target, args }),
+            DriveStep::Done(r0) => Ok(HelperReturn::Value(r0)),
+        }
+    }
+
+    /// After a callback started by [`HelperReturn::Callback`] returned
+    /// `last_r0` (`None` before the first call): call it again, or the
+    /// helper's result. `pc` is the helper call's, for faults.
+    pub fn drive(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        last_r0: Option<u64>,
+    ) -> Result<DriveStep, Fault> {
+        match exec::drive(prog, self.st, self.mem, last_r0) {
+            Ok(Some(args)) => Ok(DriveStep::Call(args)),
+            Ok(None) => {
+                let r0 = self.st.drivers.pop().map_or(0, |d| d.driver.result());
+                Ok(DriveStep::Done(r0))
+            }
+            Err((helper, name, error)) => {
+                self.st.drivers.pop();
+                Err(self.fault(
+                    prog,
+                    pc,
+                    0,
+                    0,
+                    FaultKind::Helper {
+                        helper,
+                        name: name.to_string(),
+                        error,
+                    },
+                ))
+            }
+        }
+    }
+
+    /// The depth (frames below the first) the engine's run starts at: 0,
+    /// or the caller's depth for the target of a tail call from a
+    /// subprogram ([`EngineRun::run_tail_target`]).
+    pub fn base_depth(&self) -> usize {
+        self.st.base_depth
+    }
+
+    /// A tail call from a subprogram at `depth`: runs `target` (and any
+    /// program it tail-calls) in place of the calling function, from the
+    /// registers `regs` (`r10` the caller's frame), and returns its `r0`,
+    /// as the kernel returns to the subprogram's caller.
+    pub fn run_tail_target(
+        &mut self,
+        target: Arc<PreparedProgram>,
+        regs: [u64; 11],
+        depth: usize,
+    ) -> Result<u64, Fault> {
+        let (saved_depth, saved_base) = (self.st.depth, self.st.base_depth);
+        self.st.regs[..11].copy_from_slice(&regs);
+        self.st.depth = depth;
+        self.st.base_depth = depth;
+        let mut cur = target;
+        let result = loop {
+            let stop =
+                match cur.compiled().cloned() {
+                    Some(code) => {
+                        let mut run = EngineRun {
+                            prog: &cur,
+                            st: &mut *self.st,
+                            mem: &mut *self.mem,
+                            program_array: self.program_array,
+                        };
+                        code.run(&mut run, 0)
+                    }
+                    None => exec::run_ops(&cur, 0, 0, self.st, self.mem, self.program_array)
+                        .and_then(|s| match s {
+                            exec::Stop::Exit(r0) => Ok(EngineStop::Exit(r0)),
+                            exec::Stop::TailCall(t) => Ok(EngineStop::TailCall(t)),
+                            exec::Stop::Switch { pc, .. } => {
+                                Err(self.fault(&cur, pc, 0, 0, FaultKind::InvalidPc))
+                            }
+                        }),
+                };
+            match stop {
+                Ok(EngineStop::Exit(r0)) => break Ok(r0),
+                Ok(EngineStop::TailCall(t)) => cur = t,
+                Err(f) => break Err(f),
+            }
+        };
+        self.st.depth = saved_depth;
+        self.st.base_depth = saved_base;
+        result
     }
 
     /// `callx` on a value that is not a subprogram address: the helper with
@@ -238,21 +374,9 @@ impl EngineRun<'_> {
         match exec::call_helper(prog, pc, &h, &mut regs, self.mem, &mut self.st.env)? {
             Called::Continue => Ok(HelperReturn::Value(regs[0])),
             Called::Exit(r0) => Ok(HelperReturn::Exit(r0)),
-            Called::Callbacks(..) => Err(self.fault(
-                prog,
-                pc,
-                0,
-                0,
-                FaultKind::Helper {
-                    helper: h.id(),
-                    name: h.name().to_string(),
-                    error: crate::helpers::HelperError::Failed(
-                        "helpers that call back into the program do not run under the JIT \
-                         yet; use the interpreter"
-                            .into(),
-                    ),
-                },
-            )),
+            Called::Callbacks(cb, driver) => {
+                self.start_callbacks(prog, pc, h.id(), h.name(), cb, driver)
+            }
         }
     }
 
@@ -277,6 +401,8 @@ impl EngineRun<'_> {
         }
         match self.call_helper(prog, pc, index, [handle, key, 0, 0, 0], fp)? {
             HelperReturn::Value(r0) | HelperReturn::Exit(r0) => Ok(r0),
+            // bpf_map_lookup_elem never calls back.
+            HelperReturn::Callback { .. } => Err(self.fault(prog, pc, 0, 0, FaultKind::InvalidPc)),
         }
     }
 

@@ -29,10 +29,10 @@ pub(super) struct Frame {
 
 /// A helper calling back into the program (`bpf_for_each_map_elem`, ...).
 pub(super) struct Driven {
-    driver: Box<dyn CallbackDriver>,
-    callback: usize,
-    helper: i32,
-    name: Arc<str>,
+    pub(super) driver: Box<dyn CallbackDriver>,
+    pub(super) callback: usize,
+    pub(super) helper: i32,
+    pub(super) name: Arc<str>,
 }
 
 /// A `bpf_loop` in progress: the callback at `callback` runs with
@@ -49,6 +49,9 @@ pub(super) struct State {
     pub(super) regs: [u64; 16],
     pub(super) frames: [Frame; MAX_CALL_FRAMES],
     pub(super) depth: usize,
+    /// `exit` at this depth ends the run (0, or the depth a compiled
+    /// engine's tail call from a subprogram runs its target at).
+    pub(super) base_depth: usize,
     pub(super) max_depth: usize,
     pub(super) budget: u64,
     pub(super) tail_calls: u32,
@@ -197,7 +200,7 @@ fn helper_fault(
 
 /// Asks the driver of the innermost helper callback for the next call's
 /// arguments.
-fn drive(
+pub(super) fn drive(
     prog: &Arc<PreparedProgram>,
     st: &mut State,
     mem: &mut MemoryMap,
@@ -694,7 +697,7 @@ pub(super) fn run_ops(
                 }
             }
             K::Exit => {
-                if st.depth == 0 {
+                if st.depth == st.base_depth {
                     save!();
                     return Ok(Stop::Exit(regs[0]));
                 }

@@ -22,7 +22,10 @@ mod engine;
 mod exec;
 mod lower;
 
-pub use engine::{CompiledProgram, EngineRun, EngineStop, HelperReturn, OpClass};
+pub(crate) use engine::apply_compile_hook as engine_hook;
+pub use engine::{
+    set_compile_hook, CompiledProgram, DriveStep, EngineRun, EngineStop, HelperReturn, OpClass,
+};
 
 pub use lower::{MapAccel, PreparedProgram};
 
@@ -325,6 +328,7 @@ impl Vm {
 
     /// A VM for an already prepared program.
     pub fn from_prepared(prog: Arc<PreparedProgram>) -> Vm {
+        engine::apply_compile_hook(&prog);
         Vm {
             prog,
             stack: Box::new([0u64; TOTAL_STACK / 8]),
@@ -481,6 +485,7 @@ impl Vm {
             regs: [0; 16],
             frames: [Frame::default(); MAX_CALL_FRAMES],
             depth: 0,
+            base_depth: 0,
             max_depth: 0,
             budget: start_budget,
             tail_calls: 0,

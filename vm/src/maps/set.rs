@@ -207,6 +207,7 @@ impl MapSet {
                     PreparedProgram::with_maps(&program(name)?, &all, config, self.as_ref())?;
                 prepared.set_map_accel(Arc::clone(self) as Arc<dyn MapAccel>);
                 let prepared = Arc::new(prepared);
+                crate::interp::engine_hook(&prepared);
                 self.register_program(id, &prepared);
                 targets.push(prepared);
                 map.update(&slot.to_le_bytes(), &id.to_le_bytes(), BPF_ANY)
