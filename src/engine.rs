@@ -12,12 +12,9 @@ pub enum Engine {
     Jit,
 }
 
-/// An engine that cannot be used (yet).
+/// An engine name that is not known.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
-    /// The JIT has not landed.
-    #[error("the JIT engine is not available yet: it lands with the Cranelift JIT issue (#4); use --engine interp")]
-    JitUnavailable,
     /// An unknown engine name.
     #[error("unknown engine `{0}`: expected `interp` or `jit`")]
     Unknown(String),
@@ -32,12 +29,21 @@ impl Engine {
         }
     }
 
-    /// Fails for engines that are not available in this build.
-    pub fn ensure_available(self) -> Result<(), EngineError> {
-        match self {
-            Engine::Interp => Ok(()),
-            Engine::Jit => Err(EngineError::JitUnavailable),
+    /// Makes every program prepared from now on in this process run on
+    /// this engine: for the JIT, checked-mode native code is attached to
+    /// each program (programs the JIT cannot take run in the interpreter,
+    /// with a note on standard error). Until the verifier lands, the
+    /// runtime only uses checked mode.
+    pub fn install(self) {
+        if self == Engine::Jit {
+            userbpf_vm::interp::set_compile_hook(jit_hook);
         }
+    }
+}
+
+fn jit_hook(prog: &std::sync::Arc<userbpf_vm::interp::PreparedProgram>) {
+    if let Err(e) = userbpf_jit::jit_checked(prog, userbpf_jit::Options::default()) {
+        eprintln!("userbpf: note: {e}; running it in the interpreter");
     }
 }
 

@@ -131,6 +131,10 @@ enum Cmd {
         /// btf_custom_path).
         #[arg(long, value_name = "FILE")]
         btf: Option<PathBuf>,
+        /// With --engine jit: print the native code (Cranelift's
+        /// disassembly) before running (on standard error with --json).
+        #[arg(long)]
+        dump_asm: bool,
     },
     /// Act as a bpf_conformance plugin: read the program as hex bytes on
     /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
@@ -161,12 +165,34 @@ fn plugin_argv(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
     args
 }
 
+/// The error and its causes, each once (library errors often include
+/// their source in their own message already).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if text.contains(&c) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&c);
+    }
+    text
+}
+
 fn main() -> ExitCode {
+    // Like other command-line tools, end quietly when the reader of our
+    // output goes away (`userbpf disasm x.o | head`).
+    // SAFETY: restoring the default disposition of SIGPIPE before any
+    // thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse_from(plugin_argv(std::env::args_os().collect()));
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("userbpf: {e:#}");
+            eprintln!("userbpf: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
@@ -189,6 +215,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             set,
             kconfig,
             btf,
+            dump_asm,
         } => cmd_run(RunArgs {
             file,
             prog,
@@ -201,6 +228,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             set,
             kconfig,
             btf,
+            dump_asm,
         }),
         Cmd::ConformancePlugin {
             mem_hex,
@@ -388,10 +416,14 @@ struct RunArgs {
     set: Vec<String>,
     kconfig: Option<PathBuf>,
     btf: Option<PathBuf>,
+    dump_asm: bool,
 }
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
-    args.engine.ensure_available()?;
+    if args.dump_asm && args.engine != Engine::Jit {
+        bail!("--dump-asm shows the JIT's code: add --engine jit");
+    }
+    args.engine.install();
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     // Objects bring their maps: create them and bind the map helpers.
@@ -482,6 +514,23 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     if let Some((size, _)) = trace_ctx {
         if mem.len() < size {
             mem.resize(size, 0);
+        }
+    }
+    if args.dump_asm {
+        let code =
+            userbpf_jit::compile_checked(vm.prepared(), userbpf_jit::Options { keep_asm: true })
+                .with_context(|| args.file.display().to_string())?;
+        let text = format!(
+            "; {} (checked mode): {} bytes of x86-64, compiled in {:?}\n{}",
+            program.name(),
+            code.code_size(),
+            code.compile_time(),
+            code.asm().unwrap_or("")
+        );
+        if args.json {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
         }
     }
     let runs = args.repeat.unwrap_or(1);
@@ -649,18 +698,22 @@ struct RunReport<'a> {
 }
 
 fn cmd_plugin(mem_hex: Option<&str>, engine: Engine, elf: bool) -> Result<ExitCode> {
-    engine.ensure_available()?;
-    if elf {
-        bail!(
-            "ELF input (--elf) is not supported yet: object loading lands with the objects issue"
-        );
-    }
+    engine.install();
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
         .context("reading the program from stdin")?;
     let code = parse_hex_bytes(&input).context("program on stdin")?;
-    let insns = userbpf_vm::insn::insns_from_bytes(&code)?;
+    let insns = if elf {
+        // An object: its first program, linked.
+        let obj = userbpf_vm::object::Object::parse("<stdin>", &code)?;
+        let Some(p) = obj.programs.first() else {
+            bail!("<stdin>: the object has no program");
+        };
+        p.insns.clone()
+    } else {
+        userbpf_vm::insn::insns_from_bytes(&code)?
+    };
     let mut mem = match mem_hex {
         Some(h) => parse_hex_bytes(h).context("MEM_HEX")?,
         None => Vec::new(),

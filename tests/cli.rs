@@ -185,18 +185,15 @@ fn errors_name_the_file_program_and_pc() {
         stderr(&o)
     );
 
+    // --dump-asm is the JIT's.
     let o = userbpf()
         .arg("run")
         .arg(&src)
-        .args(["--engine", "jit"])
+        .arg("--dump-asm")
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("JIT engine is not available yet"),
-        "{}",
-        stderr(&o)
-    );
+    assert!(stderr(&o).contains("--engine jit"), "{}", stderr(&o));
 
     let o = userbpf()
         .args(["run", "/nonexistent/x.bin"])
@@ -309,14 +306,6 @@ fn conformance_plugin_speaks_the_protocol() {
     );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("pc 0"), "{}", stderr(&o));
-    // The JIT is not available yet: say so.
-    let o = userbpf()
-        .args(["conformance-plugin", "--engine", "jit"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("JIT"), "{}", stderr(&o));
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -629,4 +618,56 @@ fn core_relocations_use_the_btf_given_and_explain_poisoned_instructions() {
         "{}",
         stdout(&o)
     );
+}
+
+#[test]
+fn the_jit_engine_runs_programs_objects_and_the_plugin() {
+    let dir = Scratch::new("jit");
+    let src = dir.file(
+        "sum.s",
+        b"mov %r0, 0\nmov %r1, 0\nloop:\nadd %r0, %r1\nadd %r1, 1\njlt %r1, 100, loop\nexit\n",
+    );
+    for engine in ["interp", "jit"] {
+        let v = run_json(&src, &["--engine", engine]);
+        assert_eq!(v["r0"], 4950, "{engine}");
+        assert_eq!(v["engine"], engine);
+    }
+    // Objects with maps and helpers: the same map contents on both engines.
+    let counter = fixture("counter.bpf.o");
+    let mem = "05 00 00 00 00 00 00 00 02 00 00 00 00 00 00 00";
+    let a = run_json(&counter, &["--mem", mem, "--engine", "interp"]);
+    let b = run_json(&counter, &["--mem", mem, "--engine", "jit"]);
+    assert_eq!(a["r0"], b["r0"]);
+    assert_eq!(a["maps"], b["maps"]);
+    // --dump-asm prints the native code.
+    let o = userbpf()
+        .arg("run")
+        .arg(&src)
+        .args(["--engine", "jit", "--dump-asm"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("bytes of x86-64") && out.contains("r0 = 4950"),
+        "{out}"
+    );
+    // The plugin protocol on the JIT: a corpus case.
+    let case = TestCase::parse(&corpus_file("add64.data")).unwrap();
+    let program = case.program().unwrap();
+    let mut p = userbpf()
+        .args(["conformance-plugin", "--engine", "jit"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    p.stdin
+        .take()
+        .unwrap()
+        .write_all(hex(&insns_to_bytes(&program)).as_bytes())
+        .unwrap();
+    let o = p.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(u64::from_str_radix(stdout(&o).trim(), 16).ok(), case.result);
 }
