@@ -7,6 +7,9 @@
 //! no length, so lengths are constants).
 #![deny(missing_docs)]
 
+pub mod engines;
+pub mod suite;
+
 use std::time::{Duration, Instant};
 
 use userbpf_vm::asm::assemble;

@@ -1,0 +1,122 @@
+//! The engines the JIT suite runs each program on.
+
+use std::sync::Arc;
+
+use userbpf_jit::Options;
+use userbpf_verifier::Verified;
+use userbpf_vm::asm::assemble;
+use userbpf_vm::insn::{insns_to_bytes, Insn};
+use userbpf_vm::interp::PreparedProgram;
+use userbpf_vm::{Config, Helpers, Program, Vm};
+
+use crate::suite::SuiteProgram;
+
+/// The program's instructions.
+pub fn insns(p: &SuiteProgram) -> Vec<Insn> {
+    assemble(&p.source).unwrap_or_else(|e| panic!("{}: {e}", p.name))
+}
+
+/// The program's bytecode (for rbpf).
+pub fn bytecode(p: &SuiteProgram) -> Vec<u8> {
+    insns_to_bytes(&insns(p))
+}
+
+/// The budget checked runs get: far above what the suite needs, so runs
+/// finish, while the JIT still emits the budget accounting.
+pub const CHECKED_BUDGET: u64 = 1 << 40;
+
+fn prepared(p: &SuiteProgram, budget: Option<u64>) -> Arc<PreparedProgram> {
+    let program = Program::new(p.name, insns(p)).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(
+        PreparedProgram::new(&program, &Helpers::new(), Config { budget })
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+}
+
+/// The interpreter (checked, no budget).
+pub fn interpreter(p: &SuiteProgram) -> Vm {
+    Vm::from_prepared(prepared(p, None))
+}
+
+/// The JIT in checked mode (bounds checks and budget accounting).
+pub fn jit_checked(p: &SuiteProgram) -> Vm {
+    let prog = prepared(p, Some(CHECKED_BUDGET));
+    userbpf_jit::jit_checked(&prog, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    Vm::from_prepared(prog)
+}
+
+/// The JIT in verified mode: no run-time checks.
+pub fn jit_verified(p: &SuiteProgram) -> Vm {
+    let prog = prepared(p, None);
+    // SAFETY: the suite's programs bounds-check every access against the
+    // constant size of the memory they are given (the kernel's verifier
+    // accepts them where its loop limits allow), and terminate.
+    let v = unsafe { Verified::assume_verified(Arc::clone(&prog)) };
+    userbpf_jit::jit_verified(&v, Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    Vm::from_prepared(prog)
+}
+
+/// Compile time of the program (checked, verified), in µs per instruction.
+pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
+    let n = insns(p).len() as f64;
+    let checked = prepared(p, Some(CHECKED_BUDGET));
+    let verified = prepared(p, None);
+    // SAFETY: as in `jit_verified`.
+    let v = unsafe { Verified::assume_verified(Arc::clone(&verified)) };
+    let mut c = Vec::new();
+    let mut u = Vec::new();
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        let code = userbpf_jit::compile_checked(&checked, Options::default());
+        c.push(t.elapsed().as_secs_f64() * 1e6 / n);
+        drop(code);
+        let t = std::time::Instant::now();
+        let code = userbpf_jit::compile_verified(&v, Options::default());
+        u.push(t.elapsed().as_secs_f64() * 1e6 / n);
+        drop(code);
+    }
+    c.sort_by(f64::total_cmp);
+    u.sort_by(f64::total_cmp);
+    (c[c.len() / 2], u[u.len() / 2])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suite::suite;
+
+    #[test]
+    fn every_engine_agrees_with_native_rust_on_the_suite() {
+        for p in suite() {
+            let expected = (p.native)(&mut (p.input)());
+            let engines: [(&str, Box<dyn Fn() -> Vm>); 3] = [
+                ("interpreter", Box::new(|| interpreter(&p))),
+                ("jit checked", Box::new(|| jit_checked(&p))),
+                ("jit verified", Box::new(|| jit_verified(&p))),
+            ];
+            for (name, make) in engines {
+                let mut vm = make();
+                assert_eq!(
+                    vm.run(&mut (p.input)()),
+                    Ok(expected),
+                    "{} on {name}",
+                    p.name
+                );
+            }
+            let code = bytecode(&p);
+            let mut rvm = rbpf::EbpfVmRaw::new(Some(&code)).unwrap();
+            let mut mem = (p.input)();
+            assert_eq!(
+                rvm.execute_program(&mut mem).unwrap(),
+                expected,
+                "{} on rbpf",
+                p.name
+            );
+            rvm.jit_compile().unwrap();
+            let mut mem = (p.input)();
+            // SAFETY: the program only touches its memory (see above).
+            let r = unsafe { rvm.execute_program_jit(&mut mem) }.unwrap();
+            assert_eq!(r, expected, "{} on rbpf's JIT", p.name);
+        }
+    }
+}
