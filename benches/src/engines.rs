@@ -83,19 +83,19 @@ pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::suite::suite;
+    use crate::suite::{suite, SuiteProgram};
 
     #[test]
     fn every_engine_agrees_with_native_rust_on_the_suite() {
         for p in suite() {
             let expected = (p.native)(&mut (p.input)());
-            let engines: [(&str, Box<dyn Fn() -> Vm>); 3] = [
-                ("interpreter", Box::new(|| interpreter(&p))),
-                ("jit checked", Box::new(|| jit_checked(&p))),
-                ("jit verified", Box::new(|| jit_verified(&p))),
+            let engines: [(&str, fn(&SuiteProgram) -> Vm); 3] = [
+                ("interpreter", interpreter),
+                ("jit checked", jit_checked),
+                ("jit verified", jit_verified),
             ];
             for (name, make) in engines {
-                let mut vm = make();
+                let mut vm = make(&p);
                 assert_eq!(
                     vm.run(&mut (p.input)()),
                     Ok(expected),
