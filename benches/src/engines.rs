@@ -85,11 +85,13 @@ mod tests {
     use super::*;
     use crate::suite::{suite, SuiteProgram};
 
+    type MakeVm = fn(&SuiteProgram) -> Vm;
+
     #[test]
     fn every_engine_agrees_with_native_rust_on_the_suite() {
         for p in suite() {
             let expected = (p.native)(&mut (p.input)());
-            let engines: [(&str, fn(&SuiteProgram) -> Vm); 3] = [
+            let engines: [(&str, MakeVm); 3] = [
                 ("interpreter", interpreter),
                 ("jit checked", jit_checked),
                 ("jit verified", jit_verified),
