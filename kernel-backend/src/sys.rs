@@ -249,6 +249,9 @@ impl KernelProgram {
     }
 
     /// `BPF_PROG_LOAD` with `fd_array` for `lddw src=5/6` map indexes.
+    /// Loads without a log first (a verbose log of a long program fills any
+    /// buffer, and the kernel then refuses the load with `ENOSPC`); a
+    /// refused program is loaded again with the log, for the error.
     pub fn load(
         name: &str,
         prog_type: u32,
@@ -257,17 +260,42 @@ impl KernelProgram {
         prog_flags: u32,
         fd_array: &[i32],
     ) -> Result<KernelProgram, SysError> {
+        match Self::load_with_log(name, prog_type, insns, license, prog_flags, fd_array, 0) {
+            Ok(p) => Ok(p),
+            Err(_) => Self::load_with_log(
+                name,
+                prog_type,
+                insns,
+                license,
+                prog_flags,
+                fd_array,
+                1 << 24,
+            ),
+        }
+    }
+
+    fn load_with_log(
+        name: &str,
+        prog_type: u32,
+        insns: &[Insn],
+        license: &str,
+        prog_flags: u32,
+        fd_array: &[i32],
+        log_size: usize,
+    ) -> Result<KernelProgram, SysError> {
         let bytes = userbpf_vm::insn::insns_to_bytes(insns);
         let license = CString::new(license).unwrap_or_else(|_| c"GPL".into());
-        let mut log = vec![0u8; 1 << 20];
+        let mut log = vec![0u8; log_size];
         let mut attr = [0u64; 20];
         put32(&mut attr, 0, prog_type);
         put32(&mut attr, 4, insns.len() as u32);
         put64(&mut attr, 8, bytes.as_ptr() as u64);
         put64(&mut attr, 16, license.as_ptr() as u64);
-        put32(&mut attr, 24, 1); // log_level
-        put32(&mut attr, 28, log.len() as u32);
-        put64(&mut attr, 32, log.as_mut_ptr() as u64);
+        if log_size > 0 {
+            put32(&mut attr, 24, 1); // log_level
+            put32(&mut attr, 28, log.len() as u32);
+            put64(&mut attr, 32, log.as_mut_ptr() as u64);
+        }
         put32(&mut attr, 44, prog_flags);
         for (i, b) in name
             .bytes()
@@ -288,7 +316,7 @@ impl KernelProgram {
         match rc {
             Ok(rc) => Ok(KernelProgram { fd: fd(rc) }),
             Err(source) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
                 Err(SysError {
                     cmd: "BPF_PROG_LOAD",
                     source,
