@@ -76,8 +76,8 @@ pub(crate) struct JitCtx {
     /// A helper's callback: its pc and arguments.
     pub(crate) cb_target: u64,
     pub(crate) cb_args: [u64; 5],
-    /// Call frames.
-    pub(crate) frames: [JitFrame; MAX_FRAMES],
+    /// Call frames (written by compiled code before it reads them).
+    pub(crate) frames: [std::mem::MaybeUninit<JitFrame>; MAX_FRAMES],
     /// The Rust side of the run.
     pub(crate) host: *mut Host<'static, 'static>,
 }
@@ -85,7 +85,7 @@ pub(crate) struct JitCtx {
 /// The Rust side of a run, reached from call-outs.
 pub(crate) struct Host<'r, 'a> {
     pub(crate) run: &'r mut EngineRun<'a>,
-    pub(crate) prog: Arc<PreparedProgram>,
+    pub(crate) prog: &'a Arc<PreparedProgram>,
     pub(crate) fault: Option<Fault>,
     pub(crate) tail: Option<Arc<PreparedProgram>>,
 }
@@ -127,7 +127,7 @@ unsafe fn with_host(
             v
         }
         Err(_) => {
-            let prog = Arc::clone(&host.prog);
+            let prog = host.prog;
             host.fault = Some(host.run.fault(
                 &prog,
                 pc as usize,
@@ -167,7 +167,7 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
             match h.run.check(fp, addr, len, access) {
                 Ok(()) => 1,
                 Err(kind) => {
-                    let prog = Arc::clone(&h.prog);
+                    let prog = h.prog;
                     h.fault = Some(h.run.fault(&prog, pc as usize, addr, len, kind));
                     0
                 }
@@ -191,7 +191,7 @@ pub(crate) extern "C" fn jit_helper(
     // SAFETY: called by compiled code with its context.
     let r0 = unsafe {
         with_host(ctx, pc, |h, fp| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             let index = match prog.op_class(pc as usize) {
                 Some(OpClass::Helper(i)) => i,
                 _ => {
@@ -262,7 +262,7 @@ pub(crate) extern "C" fn jit_drive(ctx: *mut JitCtx, pc: u64, r0: u64) -> u64 {
     // SAFETY: called by compiled code with its context.
     let v = unsafe {
         with_host(ctx, pc, |h, _| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             match h.run.drive(&prog, pc as usize, Some(r0)) {
                 Ok(DriveStep::Call(args)) => {
                     callback = Some(args);
@@ -304,7 +304,7 @@ pub(crate) extern "C" fn jit_callx_helper(
     // SAFETY: called by compiled code with its context.
     let r0 = unsafe {
         with_host(ctx, pc, |h, fp| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             match h.run.call_helper_by_id(&prog, pc as usize, id, args, fp) {
                 Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
@@ -361,7 +361,7 @@ pub(crate) extern "C" fn jit_map_lookup(ctx: *mut JitCtx, pc: u64, map: u64, key
     // SAFETY: called by compiled code with its context.
     unsafe {
         with_host(ctx, pc, |h, fp| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             let Some(OpClass::MapLookup(index)) = prog.op_class(pc as usize) else {
                 h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::InvalidPc));
                 return 0;
@@ -400,7 +400,7 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
     // SAFETY: called by compiled code with its context.
     let v = unsafe {
         with_host(ctx, pc, |h, fp| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             let Some((start, plen)) = h.run.packet() else {
                 h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::NoPacket));
                 return 0;
@@ -445,7 +445,7 @@ pub(crate) extern "C" fn jit_fault(
     // SAFETY: called by compiled code with its context.
     unsafe {
         with_host(ctx, pc, |h, _| {
-            let prog = Arc::clone(&h.prog);
+            let prog = h.prog;
             let mut pc = pc as usize;
             let (addr, kind) = match code {
                 0 => (value, FaultKind::Misaligned),

@@ -35,7 +35,7 @@ use userbpf_vm::interp::{CompiledProgram, EngineRun, EngineStop, PreparedProgram
 use userbpf_vm::Fault;
 
 use codegen::{Checks, Shape, Translator};
-use ctx::{Host, JitCtx, JitFrame, MAX_FRAMES};
+use ctx::{Host, JitCtx, MAX_FRAMES};
 
 /// Programs above this many instruction slots are not compiled (the
 /// runtime runs them in the interpreter).
@@ -151,8 +151,13 @@ impl JitProgram {
 }
 
 impl CompiledProgram for JitProgram {
+    fn needs_zeroed_stack(&self) -> bool {
+        // Verified code never reads stack it did not write.
+        self.checked
+    }
+
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault> {
-        let prog = Arc::clone(run.program());
+        let prog = run.program();
         let mut regs = [0u64; 11];
         regs.copy_from_slice(&run.regs()[..11]);
         let budget = *run.budget();
@@ -174,7 +179,7 @@ impl CompiledProgram for JitProgram {
             depth_limit: (MAX_FRAMES - 1).saturating_sub(base) as u64,
             cb_target: 0,
             cb_args: [0; 5],
-            frames: [JitFrame::default(); MAX_FRAMES],
+            frames: [std::mem::MaybeUninit::uninit(); MAX_FRAMES],
             host: (&mut host as *mut Host<'_, '_>).cast(),
         };
         let status = (self.entry)(&mut ctx, entry as u64);

@@ -39,6 +39,13 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     /// Runs the program from `entry` (0, or a subprogram's pc) with `r1..r5`
     /// and `r10` from [`EngineRun::regs`]; `r0` is the result.
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault>;
+
+    /// Whether the stack must be zeroed before each run (always, unless
+    /// the verifier proved the program never reads stack it did not
+    /// write).
+    fn needs_zeroed_stack(&self) -> bool {
+        true
+    }
 }
 
 /// How a compiled run ended.
@@ -172,9 +179,9 @@ impl fmt::Debug for EngineRun<'_> {
     }
 }
 
-impl EngineRun<'_> {
+impl<'a> EngineRun<'a> {
     /// The program being run.
-    pub fn program(&self) -> &Arc<PreparedProgram> {
+    pub fn program(&self) -> &'a Arc<PreparedProgram> {
         self.prog
     }
 

@@ -296,6 +296,8 @@ pub struct Vm {
     last_insn_count: u64,
     hook: HookInfo,
     outcome: RunOutcome,
+    /// The run state, kept between runs so a run does not rebuild it.
+    state: Box<State>,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -338,6 +340,18 @@ impl Vm {
             last_insn_count: 0,
             hook: HookInfo::default(),
             outcome: RunOutcome::default(),
+            state: Box::new(State {
+                regs: [0; 16],
+                frames: [Frame::default(); MAX_CALL_FRAMES],
+                depth: 0,
+                base_depth: 0,
+                max_depth: 0,
+                budget: 0,
+                tail_calls: 0,
+                packet: None,
+                env: RunEnv::default(),
+                drivers: Vec::new(),
+            }),
             keep_alive: Vec::new(),
         }
     }
@@ -470,10 +484,16 @@ impl Vm {
         entry: usize,
     ) -> Result<u64, Fault> {
         // Zero the frames the previous run used: no data crosses runs.
-        let dirty_words = self
-            .dirty_frames
-            .min(MAX_CALL_FRAMES)
-            .saturating_mul(STACK_SIZE / 8);
+        // Verified native code needs no zeroing: the verifier proved that
+        // the program never reads stack it did not write.
+        let needs_zeroing = self.prog.compiled().is_none_or(|c| c.needs_zeroed_stack());
+        let dirty_words = if needs_zeroing {
+            self.dirty_frames
+                .min(MAX_CALL_FRAMES)
+                .saturating_mul(STACK_SIZE / 8)
+        } else {
+            0
+        };
         let total_words = self.stack.len();
         self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
         let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
@@ -481,21 +501,20 @@ impl Vm {
         self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
 
         let start_budget = self.prog.config.budget.unwrap_or(u64::MAX);
-        let mut st = State {
-            regs: [0; 16],
-            frames: [Frame::default(); MAX_CALL_FRAMES],
-            depth: 0,
-            base_depth: 0,
-            max_depth: 0,
-            budget: start_budget,
-            tail_calls: 0,
-            packet,
-            env: RunEnv {
-                hook: self.hook,
-                outcome: RunOutcome::default(),
-            },
-            drivers: Vec::new(),
+        // The frames array is not cleared: frames are written before read.
+        let st = &mut *self.state;
+        st.regs = [0; 16];
+        st.depth = 0;
+        st.base_depth = 0;
+        st.max_depth = 0;
+        st.budget = start_budget;
+        st.tail_calls = 0;
+        st.packet = packet;
+        st.env = RunEnv {
+            hook: self.hook,
+            outcome: RunOutcome::default(),
         };
+        st.drivers.clear();
         st.regs[1..6].copy_from_slice(&args);
         st.regs[10] = top;
 
@@ -513,12 +532,12 @@ impl Vm {
             };
             // Native code runs whole programs from the outermost frame (a
             // tail call from a subprogram continues in the interpreter).
-            let compiled = prog.compiled().filter(|_| st.depth == 0).cloned();
+            let compiled = prog.compiled().filter(|_| st.depth == 0);
             let stop = match compiled {
                 Some(code) => {
                     let mut run = EngineRun {
                         prog,
-                        st: &mut st,
+                        st: &mut *st,
                         mem: &mut self.mem,
                         program_array: self.program_array.as_deref(),
                     };
@@ -531,7 +550,7 @@ impl Vm {
                     prog,
                     cur,
                     pc,
-                    &mut st,
+                    &mut *st,
                     &mut self.mem,
                     self.program_array.as_deref(),
                 ),
