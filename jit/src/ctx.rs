@@ -129,7 +129,7 @@ unsafe fn with_host(
         Err(_) => {
             let prog = host.prog;
             host.fault = Some(host.run.fault(
-                &prog,
+                prog,
                 pc as usize,
                 0,
                 0,
@@ -168,7 +168,7 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
                 Ok(()) => 1,
                 Err(kind) => {
                     let prog = h.prog;
-                    h.fault = Some(h.run.fault(&prog, pc as usize, addr, len, kind));
+                    h.fault = Some(h.run.fault(prog, pc as usize, addr, len, kind));
                     0
                 }
             }
@@ -195,13 +195,13 @@ pub(crate) extern "C" fn jit_helper(
             let index = match prog.op_class(pc as usize) {
                 Some(OpClass::Helper(i)) => i,
                 _ => {
-                    h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                    h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
                     return 0;
                 }
             };
             match h
                 .run
-                .call_helper(&prog, pc as usize, index, [r1, r2, r3, r4, r5], fp)
+                .call_helper(prog, pc as usize, index, [r1, r2, r3, r4, r5], fp)
             {
                 Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
@@ -263,7 +263,7 @@ pub(crate) extern "C" fn jit_drive(ctx: *mut JitCtx, pc: u64, r0: u64) -> u64 {
     let v = unsafe {
         with_host(ctx, pc, |h, _| {
             let prog = h.prog;
-            match h.run.drive(&prog, pc as usize, Some(r0)) {
+            match h.run.drive(prog, pc as usize, Some(r0)) {
                 Ok(DriveStep::Call(args)) => {
                     callback = Some(args);
                     0
@@ -305,7 +305,7 @@ pub(crate) extern "C" fn jit_callx_helper(
     let r0 = unsafe {
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
-            match h.run.call_helper_by_id(&prog, pc as usize, id, args, fp) {
+            match h.run.call_helper_by_id(prog, pc as usize, id, args, fp) {
                 Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
                     h.fault = Some(f);
@@ -363,10 +363,10 @@ pub(crate) extern "C" fn jit_map_lookup(ctx: *mut JitCtx, pc: u64, map: u64, key
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
             let Some(OpClass::MapLookup(index)) = prog.op_class(pc as usize) else {
-                h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
                 return 0;
             };
-            match h.run.map_lookup(&prog, pc as usize, index, map, key, fp) {
+            match h.run.map_lookup(prog, pc as usize, index, map, key, fp) {
                 Ok(r0) => r0,
                 Err(f) => {
                     h.fault = Some(f);
@@ -402,7 +402,7 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
             let Some((start, plen)) = h.run.packet() else {
-                h.fault = Some(h.run.fault(&prog, pc as usize, 0, 0, FaultKind::NoPacket));
+                h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::NoPacket));
                 return 0;
             };
             let off = off as i64;
@@ -412,7 +412,7 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
             }
             let addr = start.wrapping_add(off as u64);
             if let Err(kind) = h.run.check(fp, addr, size, Access::Read) {
-                h.fault = Some(h.run.fault(&prog, pc as usize, addr, size, kind));
+                h.fault = Some(h.run.fault(prog, pc as usize, addr, size, kind));
                 return 0;
             }
             let mut b = [0u8; 4];
@@ -469,7 +469,7 @@ pub(crate) extern "C" fn jit_fault(
                 _ => (0, FaultKind::InvalidPc),
             };
             let len = if code == 0 { len } else { 0 };
-            h.fault = Some(h.run.fault(&prog, pc, addr, len, kind));
+            h.fault = Some(h.run.fault(prog, pc, addr, len, kind));
             0
         })
     }

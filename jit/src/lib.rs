@@ -197,10 +197,10 @@ impl CompiledProgram for JitProgram {
             ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(ctx.regs[0])),
             ctx::STATUS_TAIL_CALL => match tail {
                 Some(t) => Ok(EngineStop::TailCall(t)),
-                None => Err(run.fault(&prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)),
+                None => Err(run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)),
             },
             _ => Err(fault.unwrap_or_else(|| {
-                run.fault(&prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)
+                run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)
             })),
         }
     }
