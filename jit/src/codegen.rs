@@ -82,6 +82,9 @@ const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;
 const FP_OFF: i32 = offset_of!(JitCtx, fp) as i32;
 const STATUS_OFF: i32 = offset_of!(JitCtx, status) as i32;
 const DEPTH_LIMIT_OFF: i32 = offset_of!(JitCtx, depth_limit) as i32;
+const CACHE_LO_OFF: i32 = offset_of!(JitCtx, cache_lo) as i32;
+const CACHE_READ_OFF: i32 = offset_of!(JitCtx, cache_read) as i32;
+const CACHE_WRITE_OFF: i32 = offset_of!(JitCtx, cache_write) as i32;
 const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
 const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
 const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
@@ -444,23 +447,38 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// The address of `base + off`, checked for `len` bytes of `write` (in
     /// checked mode): the current frame and the ones above it inline,
     /// anything else through [`ctx::jit_check`].
-    fn address(&mut self, pc: usize, base: Value, off: i16, len: u64, write: bool) -> Value {
+    fn address(
+        &mut self,
+        pc: usize,
+        base: Value,
+        off: i16,
+        len: u64,
+        write: bool,
+        stack_first: bool,
+    ) -> Value {
         let addr = self.b.ins().iadd_imm_s(base, i64::from(off));
         if self.checks == Checks::Off {
             return addr;
         }
-        let fp = self.r(10);
-        let lo = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
-        let span = self.b.ins().isub(self.stack_top, lo);
-        let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
-        let off_in = self.b.ins().isub(addr, lo);
-        let in_stack = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, off_in, limit);
         let ok = self.b.create_block();
+        let second = self.b.create_block();
         let slow = self.b.create_block();
-        self.b.ins().brif(in_stack, ok, &[], slow, &[]);
+        // Accesses through r10 are almost always to the stack; others
+        // mostly to the region the previous access used.
+        let first = if stack_first {
+            self.in_stack(addr, len)
+        } else {
+            self.in_cached_region(addr, len, write)
+        };
+        self.b.ins().brif(first, ok, &[], second, &[]);
+        self.b.switch_to_block(second);
+        self.b.seal_block(second);
+        let other = if stack_first {
+            self.in_cached_region(addr, len, write)
+        } else {
+            self.in_stack(addr, len)
+        };
+        self.b.ins().brif(other, ok, &[], slow, &[]);
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         self.b.set_cold_block(slow);
@@ -474,6 +492,42 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
         addr
+    }
+
+    /// Whether `[addr, addr + len)` lies in the current frame or the ones
+    /// above it.
+    fn in_stack(&mut self, addr: Value, len: u64) -> Value {
+        let fp = self.r(10);
+        let lo = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
+        let span = self.b.ins().isub(self.stack_top, lo);
+        let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
+        let off_in = self.b.ins().isub(addr, lo);
+        self.b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, off_in, limit)
+    }
+
+    /// Whether `[addr, addr + len)` lies in the region the last slow check
+    /// found (for `write`, only if it is writable).
+    fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
+        let lo = self.b.ins().load(I64, ctx_flags(), self.ctx, CACHE_LO_OFF);
+        let span_off = if write {
+            CACHE_WRITE_OFF
+        } else {
+            CACHE_READ_OFF
+        };
+        let span = self.b.ins().load(I64, ctx_flags(), self.ctx, span_off);
+        let off_in = self.b.ins().isub(addr, lo);
+        let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
+        let big_enough =
+            self.b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, span, len as i64);
+        let inside = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedLessThanOrEqual, off_in, limit);
+        self.b.ins().band(big_enough, inside)
     }
 
     /// Charges the block starting at `pc` (checked mode).
@@ -1178,7 +1232,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 off,
             } => {
                 let base = self.reg(src);
-                let a = self.address(pc, base, off, size_bytes(size), false);
+                let a = self.address(pc, base, off, size_bytes(size), false, src.num() == 10);
                 let v = match size {
                     MemSize::B => self.b.ins().uload8(I64, mem_flags(), a, 0),
                     MemSize::H => self.b.ins().uload16(I64, mem_flags(), a, 0),
@@ -1194,7 +1248,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 off,
             } => {
                 let base = self.reg(src);
-                let a = self.address(pc, base, off, size_bytes(size), false);
+                let a = self.address(pc, base, off, size_bytes(size), false, src.num() == 10);
                 let v = match size {
                     MemSize::B => self.b.ins().sload8(I64, mem_flags(), a, 0),
                     MemSize::H => self.b.ins().sload16(I64, mem_flags(), a, 0),
@@ -1214,7 +1268,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                     Source::Imm(i) => self.iconst(i64::from(i)),
                 };
                 let base = self.reg(dst);
-                let a = self.address(pc, base, off, size_bytes(size), true);
+                let a = self.address(pc, base, off, size_bytes(size), true, dst.num() == 10);
                 match size {
                     MemSize::B => self.b.ins().istore8(mem_flags(), v, a, 0),
                     MemSize::H => self.b.ins().istore16(mem_flags(), v, a, 0),
@@ -1316,7 +1370,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let len = size_bytes(size);
         let ty = size_type(size);
         let base = self.reg(dst);
-        let a = self.address(pc, base, off, len, true);
+        let a = self.address(pc, base, off, len, true, dst.num() == 10);
         if self.checks == Checks::On {
             let low = self.b.ins().band_imm_s(a, (len - 1) as i64);
             let bad = self.b.create_block();

@@ -73,6 +73,11 @@ pub(crate) struct JitCtx {
     /// Frames the run may still push (`MAX_CALL_FRAMES - 1` minus the
     /// depth it starts at).
     pub(crate) depth_limit: u64,
+    /// The region the last checked access outside the stack fell in:
+    /// start, and the bytes readable and writable from it (0: none).
+    pub(crate) cache_lo: u64,
+    pub(crate) cache_read: u64,
+    pub(crate) cache_write: u64,
     /// A helper's callback: its pc and arguments.
     pub(crate) cb_target: u64,
     pub(crate) cb_args: [u64; 5],
@@ -111,18 +116,23 @@ unsafe fn with_host(
     pc: u64,
     f: impl FnOnce(&mut Host<'_, '_>, u64) -> u64,
 ) -> u64 {
-    // SAFETY: the engine passes its own context, alive for the whole run.
-    let ctx = unsafe { &mut *ctx };
-    // SAFETY: `host` points to the engine's `Host`, alive for the run.
-    let host = unsafe { &mut *ctx.host };
-    let fp = ctx.fp;
-    ctx.status = STATUS_OK;
+    // SAFETY: the engine passes its own context, alive for the whole run;
+    // no reference to it is held while `f` runs (`f` may write fields
+    // through the same pointer).
+    let (host, fp) = unsafe {
+        (*ctx).status = STATUS_OK;
+        (&mut *(*ctx).host, (*ctx).fp)
+    };
+    let status = |s: u64| {
+        // SAFETY: as above.
+        unsafe { (*ctx).status = s };
+    };
     match catch_unwind(AssertUnwindSafe(|| f(host, fp))) {
         Ok(v) => {
             if host.fault.is_some() {
-                ctx.status = STATUS_FAULT;
+                status(STATUS_FAULT);
             } else if host.tail.is_some() {
-                ctx.status = STATUS_TAIL_CALL;
+                status(STATUS_TAIL_CALL);
             }
             v
         }
@@ -139,7 +149,7 @@ unsafe fn with_host(
                     error: userbpf_vm::HelperError::Panicked("in a JIT call-out".into()),
                 },
             ));
-            ctx.status = STATUS_FAULT;
+            status(STATUS_FAULT);
             0
         }
     }
@@ -164,8 +174,17 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
             } else {
                 Access::Read
             };
-            match h.run.check(fp, addr, len, access) {
-                Ok(()) => 1,
+            match h.run.check_region(fp, addr, len, access) {
+                Ok(region) => {
+                    if let Some(r) = region {
+                        // SAFETY (covered by the enclosing block): the
+                        // engine's live context, written through its pointer.
+                        (*ctx).cache_lo = r.start;
+                        (*ctx).cache_read = r.len;
+                        (*ctx).cache_write = if r.writable { r.len } else { 0 };
+                    }
+                    1
+                }
                 Err(kind) => {
                     let prog = h.prog;
                     h.fault = Some(h.run.fault(prog, pc as usize, addr, len, kind));

@@ -179,6 +179,9 @@ impl CompiledProgram for JitProgram {
             depth_limit: (MAX_FRAMES - 1).saturating_sub(base) as u64,
             cb_target: 0,
             cb_args: [0; 5],
+            cache_lo: 0,
+            cache_read: 0,
+            cache_write: 0,
             frames: [std::mem::MaybeUninit::uninit(); MAX_FRAMES],
             host: (&mut host as *mut Host<'_, '_>).cast(),
         };

@@ -201,6 +201,15 @@ impl MemoryMap {
         Err(self.classify(addr, len))
     }
 
+    /// The region (not the stack) that allows `[addr, addr + len)` for
+    /// `access`, if any.
+    pub fn region_for(&self, addr: u64, len: u64, access: Access) -> Option<Region> {
+        self.regions
+            .iter()
+            .find(|r| r.contains(addr, len) && (r.writable || access == Access::Read))
+            .copied()
+    }
+
     /// Why an access that no region allows was refused.
     #[cold]
     #[inline(never)]

@@ -224,6 +224,20 @@ impl<'a> EngineRun<'a> {
         }
     }
 
+    /// [`EngineRun::check`], also returning the region that allowed the
+    /// access (`None` for the stack), which stays valid for the run: an
+    /// engine may check later accesses against it inline.
+    pub fn check_region(
+        &mut self,
+        fp: u64,
+        addr: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<Option<crate::memory::Region>, FaultKind> {
+        self.check(fp, addr, len, access)?;
+        Ok(self.mem.region_for(addr, len, access))
+    }
+
     /// Calls helper `index` of `prog` for the `call` at `pc` (`fp`: the
     /// caller's `r10`). Helpers that call back into the program
     /// (`bpf_for_each_map_elem`, ...) are refused with a fault.
