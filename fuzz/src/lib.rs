@@ -7,10 +7,13 @@
 #![deny(missing_docs)]
 
 use arbitrary::Unstructured;
+use std::sync::Arc;
 use userbpf_vm::gen::{self, GenConfig};
 use userbpf_vm::helpers::{ArgKind, ArgSize, HelperProto};
 use userbpf_vm::insn::insns_from_bytes;
 use userbpf_vm::memory::{Region, RegionKind};
+
+use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::{Config, Helpers, Program, Vm};
 
 /// A buffer whose last byte sits right before an inaccessible page (and
@@ -143,57 +146,30 @@ pub struct RunRecord {
 /// regions crashes on the guard pages; a panic in the interpreter fails the
 /// fuzzer or the test.
 pub fn interp_checked(data: &[u8]) {
-    let mut u = Unstructured::new(data);
-    let Ok(selector) = u.arbitrary::<u8>() else {
+    let Some(case) = Case::from_data(data) else {
         return;
     };
-    let Ok(mem_len) = u.int_in_range::<usize>(0..=96) else {
+    let Ok(program) = Program::new("fuzz", case.insns) else {
         return;
     };
-    let Ok(fill) = u.bytes(mem_len.min(u.len())) else {
-        return;
-    };
-    let fill = fill.to_vec();
-    let insns = if selector % 4 == 0 {
-        // Raw slots: mostly rejected by the decoder, which must not panic.
-        let rest = u.take_rest();
-        let n = rest.len() / 8 * 8;
-        match insns_from_bytes(&rest[..n]) {
-            Ok(i) => i,
-            Err(_) => return,
-        }
-    } else {
-        let cfg = GenConfig {
-            max_insns: 48,
-            helper_ids: vec![1, 2, 3, 5, 12],
-            callx: true,
-            packet_loads: true,
-        };
-        match gen::program(&mut u, &cfg) {
-            Ok(i) => i,
-            Err(_) => return,
-        }
-    };
-    let Ok(program) = Program::new("fuzz", insns) else {
-        return;
-    };
-    let config = Config {
-        budget: Some(4_096),
-    };
-    let Ok(mut vm) = Vm::with_config(&program, &fuzz_helpers(), config) else {
+    let Ok(mut vm) = Vm::with_config(&program, &fuzz_helpers(), case.config) else {
         return;
     };
     // A read-only region next to the context, also guarded.
     let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
     // SAFETY: `ro` outlives every run of `vm` below.
     unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
-    let mut mem = GuardedBuffer::new(mem_len, &fill);
-    let first = run_once(&mut vm, &mut mem, &fill);
-    let second = run_once(&mut vm, &mut mem, &fill);
+    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
+    let first = run_once(&mut vm, &mut mem, &case.fill);
+    let second = run_once(&mut vm, &mut mem, &case.fill);
     assert_eq!(
         first, second,
         "two runs of the same program on the same input differ"
     );
+    assert_read_only_intact(&ro);
+}
+
+fn assert_read_only_intact(ro: &GuardedBuffer) {
     assert!(
         ro.as_slice()
             .iter()
@@ -201,6 +177,95 @@ pub fn interp_checked(data: &[u8]) {
             .all(|(i, &b)| b == [0x5a, 0xa5][i % 2]),
         "a read-only region was modified"
     );
+}
+
+/// A program and its input, built from fuzzer bytes.
+struct Case {
+    insns: Vec<userbpf_vm::insn::Insn>,
+    mem_len: usize,
+    fill: Vec<u8>,
+    config: Config,
+}
+
+impl Case {
+    /// Raw slots (a quarter of the time) or a valid-by-construction
+    /// program, and the input memory.
+    fn from_data(data: &[u8]) -> Option<Case> {
+        let mut u = Unstructured::new(data);
+        let selector = u.arbitrary::<u8>().ok()?;
+        let mem_len = u.int_in_range::<usize>(0..=96).ok()?;
+        let fill = u.bytes(mem_len.min(u.len())).ok()?.to_vec();
+        let insns = if selector % 4 == 0 {
+            // Raw slots: mostly rejected by the decoder, which must not panic.
+            let rest = u.take_rest();
+            let n = rest.len() / 8 * 8;
+            insns_from_bytes(&rest[..n]).ok()?
+        } else {
+            let cfg = GenConfig {
+                max_insns: 48,
+                helper_ids: vec![1, 2, 3, 5, 12],
+                callx: true,
+                packet_loads: true,
+            };
+            gen::program(&mut u, &cfg).ok()?
+        };
+        Some(Case {
+            insns,
+            mem_len,
+            fill,
+            config: Config {
+                budget: Some(4_096),
+            },
+        })
+    }
+}
+
+/// The oracle behind `jit_differential`: the same program, on the same VM
+/// (same stack, same guarded memory), interpreted and then run as
+/// checked-mode native code. Both must end alike: the same `r0` and memory,
+/// or the same fault (pc, instruction, address, kind). Runs that exhaust
+/// the budget only need to fault on both: the JIT charges a basic block
+/// when it enters it, so the instructions before the stop differ.
+pub fn jit_differential(data: &[u8]) {
+    let Some(case) = Case::from_data(data) else {
+        return;
+    };
+    let Ok(program) = Program::new("fuzz", case.insns) else {
+        return;
+    };
+    let Ok(prepared) = PreparedProgram::new(&program, &fuzz_helpers(), case.config) else {
+        return;
+    };
+    let prepared = Arc::new(prepared);
+    if let Err(e) = userbpf_jit::jit_checked(&prepared, userbpf_jit::Options::default()) {
+        panic!("the JIT refused a valid program: {e}");
+    }
+    let mut vm = Vm::from_prepared(prepared);
+    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
+    // SAFETY: `ro` outlives every run of `vm` below.
+    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
+    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
+    vm.set_use_compiled(false);
+    let interp = run_once(&mut vm, &mut mem, &case.fill);
+    vm.set_use_compiled(true);
+    let jit = run_once(&mut vm, &mut mem, &case.fill);
+    assert_read_only_intact(&ro);
+    let budget = |r: &RunRecord| {
+        r.result
+            .as_ref()
+            .err()
+            .is_some_and(|m| m.contains("instruction budget"))
+    };
+    if budget(&interp) || budget(&jit) {
+        assert!(
+            interp.result.is_err() && jit.result.is_err(),
+            "one engine exhausted the budget, the other did not: interpreter {:?}, JIT {:?}",
+            interp.result,
+            jit.result
+        );
+        return;
+    }
+    assert_eq!(interp, jit, "the interpreter and the JIT disagree");
 }
 
 fn run_once(vm: &mut Vm, mem: &mut GuardedBuffer, fill: &[u8]) -> RunRecord {

@@ -298,6 +298,8 @@ pub struct Vm {
     outcome: RunOutcome,
     /// The run state, kept between runs so a run does not rebuild it.
     state: Box<State>,
+    /// Whether runs use native code attached to the programs.
+    use_compiled: bool,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -352,6 +354,7 @@ impl Vm {
                 env: RunEnv::default(),
                 drivers: Vec::new(),
             }),
+            use_compiled: true,
             keep_alive: Vec::new(),
         }
     }
@@ -385,6 +388,13 @@ impl Vm {
     /// in.
     pub fn set_program_array(&mut self, array: Option<Arc<dyn ProgramArray>>) {
         self.program_array = array;
+    }
+
+    /// Whether later runs use native code attached to the programs
+    /// ([`PreparedProgram::set_compiled`]) or interpret them (default: use
+    /// it). Differential tests run one VM both ways.
+    pub fn set_use_compiled(&mut self, use_compiled: bool) {
+        self.use_compiled = use_compiled;
     }
 
     /// Sets what the hook knows about the events of the following runs
@@ -486,7 +496,8 @@ impl Vm {
         // Zero the frames the previous run used: no data crosses runs.
         // Verified native code needs no zeroing: the verifier proved that
         // the program never reads stack it did not write.
-        let needs_zeroing = self.prog.compiled().is_none_or(|c| c.needs_zeroed_stack());
+        let needs_zeroing =
+            !self.use_compiled || self.prog.compiled().is_none_or(|c| c.needs_zeroed_stack());
         let dirty_words = if needs_zeroing {
             self.dirty_frames
                 .min(MAX_CALL_FRAMES)
@@ -532,7 +543,8 @@ impl Vm {
             };
             // Native code runs whole programs from the outermost frame (a
             // tail call from a subprogram continues in the interpreter).
-            let compiled = prog.compiled().filter(|_| st.depth == 0);
+            let use_compiled = self.use_compiled;
+            let compiled = prog.compiled().filter(|_| st.depth == 0 && use_compiled);
             let stop = match compiled {
                 Some(code) => {
                     let mut run = EngineRun {
