@@ -232,6 +232,13 @@ pub(crate) struct Translator<'a, 'b> {
     /// Where `exit` from a subprogram goes: a jump table over the return
     /// sites, indexed by the frame's site.
     ret_block: Block,
+    /// Whether frames can be pushed (calls, callbacks, helpers that may
+    /// call back); without, every `exit` ends the run.
+    may_nest: bool,
+    /// The shared code of an `exit` from a frame.
+    nested_exit: Block,
+    /// Whether anything jumps to the dispatch block.
+    dispatch_used: bool,
     /// Whether the current block still needs a terminator.
     open: bool,
 }
@@ -292,11 +299,24 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.append_block_param(dispatch, I64);
         let ret_block = b.create_block();
         b.append_block_param(ret_block, I64);
+        let nested_exit = b.create_block();
+        let may_nest = shape.insns.iter().flatten().any(|(_, class)| {
+            matches!(
+                class,
+                OpClass::Local(_) | OpClass::CallX | OpClass::Loop | OpClass::Helper(_)
+            )
+        });
         // Entry: pc 0, or a subprogram (run_subprogram).
         let start = blocks[0].unwrap_or(fault_exit);
-        let is_zero = b.ins().icmp_imm_s(IntCC::Equal, entry_pc, 0);
-        b.ins()
-            .brif(is_zero, start, &[], dispatch, &[BlockArg::Value(entry_pc)]);
+        let many_entries = shape.entries.len() > 1;
+        if many_entries {
+            let is_zero = b.ins().icmp_imm_s(IntCC::Equal, entry_pc, 0);
+            b.ins()
+                .brif(is_zero, start, &[], dispatch, &[BlockArg::Value(entry_pc)]);
+        } else {
+            // Only pc 0 can be entered (the VM checks subprogram entries).
+            b.ins().jump(start, &[]);
+        }
         Translator {
             prog,
             shape,
@@ -315,6 +335,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             fault_exit,
             dispatch,
             ret_block,
+            may_nest,
+            nested_exit,
+            dispatch_used: many_entries,
             open: false,
         }
     }
@@ -420,7 +443,13 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Stores the registers and budget back and returns `status`.
     fn leave(&mut self, status: Value) {
-        for i in 0..11 {
+        self.leave_with(status, false);
+    }
+
+    /// [`Translator::leave`]; `all`: every register (a tail call hands them
+    /// to its target), otherwise r0 only.
+    fn leave_with(&mut self, status: Value, all: bool) {
+        for i in 0..if all { 11 } else { 1 } {
             let v = self.r(i);
             self.b
                 .ins()
@@ -642,6 +671,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             let zero = self.iconst(0);
             self.fault(len, FaultCode::InvalidPc, zero, 0);
         }
+        self.emit_nested_exit();
         self.emit_dispatch();
         self.emit_returns();
         self.b.switch_to_block(self.fault_exit);
@@ -654,6 +684,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// The dynamic jump to a subprogram entry (run_subprogram entries,
     /// callx, bpf_loop callbacks): a jump table over the entries.
     fn emit_dispatch(&mut self) {
+        if !self.dispatch_used {
+            return;
+        }
         self.b.switch_to_block(self.dispatch);
         let pcv = self.b.block_params(self.dispatch)[0];
         let bad = self.b.create_block();
@@ -747,6 +780,7 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Jumps to the subprogram at the (dynamic) pc `target`.
     fn jump_dispatch(&mut self, target: Value) {
+        self.dispatch_used = true;
         self.b.ins().jump(self.dispatch, &[BlockArg::Value(target)]);
     }
 
@@ -835,7 +869,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(go);
         self.b.seal_block(go);
         let st = self.iconst(ctx::STATUS_TAIL_CALL as i64);
-        self.leave(st);
+        self.leave_with(st, true);
         self.b.switch_to_block(fall);
         self.b.seal_block(fall);
         // A failed tail call falls through with -ENOENT, as in the kernel's
@@ -1012,16 +1046,33 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn exit(&mut self) {
+        if !self.may_nest {
+            // No calls: every exit ends the run.
+            let ok = self.iconst(ctx::STATUS_OK as i64);
+            self.leave(ok);
+            self.open = false;
+            return;
+        }
         let depth = self.b.use_var(self.depth);
-        let nested = self.b.create_block();
         let top = self.b.create_block();
+        let nested = self.nested_exit;
         self.b.ins().brif(depth, nested, &[], top, &[]);
         self.b.switch_to_block(top);
         self.b.seal_block(top);
         let ok = self.iconst(ctx::STATUS_OK as i64);
         self.leave(ok);
-        self.b.switch_to_block(nested);
-        self.b.seal_block(nested);
+        self.open = false;
+    }
+
+    /// The return from a subprogram frame, shared by every `exit`: the
+    /// next `bpf_loop` iteration or helper callback, or a jump back to the
+    /// caller's return site.
+    fn emit_nested_exit(&mut self) {
+        if !self.may_nest {
+            return;
+        }
+        self.b.switch_to_block(self.nested_exit);
+        let depth = self.b.use_var(self.depth);
         let d1 = self.b.ins().iadd_imm_s(depth, -1);
         let frame = self.frame_addr(d1);
         // A bpf_loop frame: the next iteration, or the loop's result.
@@ -1136,6 +1187,9 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// The return block: a jump table over every call's return site.
     fn emit_returns(&mut self) {
+        if self.ret_sites.is_empty() {
+            return;
+        }
         self.b.switch_to_block(self.ret_block);
         let site = self.b.block_params(self.ret_block)[0];
         let bad = self.b.create_block();

@@ -23,7 +23,7 @@
 mod codegen;
 mod ctx;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::settings::{self, Configurable};
@@ -40,6 +40,39 @@ use ctx::{Host, JitCtx, MAX_FRAMES};
 /// Programs above this many instruction slots are not compiled (the
 /// runtime runs them in the interpreter).
 pub const MAX_JIT_INSNS: usize = 200_000;
+
+/// Programs up to this many instruction slots are compiled with
+/// Cranelift's optimisations (`opt_level=speed`); larger ones without, to
+/// keep compile time linear.
+pub const OPTIMIZE_UP_TO: usize = 4096;
+
+/// The host's code generator, built once per process and setting.
+fn host_isa(optimize: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, String> {
+    static ISAS: [OnceLock<Result<cranelift_codegen::isa::OwnedTargetIsa, String>>; 2] =
+        [OnceLock::new(), OnceLock::new()];
+    ISAS[usize::from(optimize)]
+        .get_or_init(|| {
+            let mut flags = settings::builder();
+            flags
+                .set("opt_level", if optimize { "speed" } else { "none" })
+                .map_err(|e| e.to_string())?;
+            flags
+                .set(
+                    "enable_verifier",
+                    if cfg!(debug_assertions) {
+                        "true"
+                    } else {
+                        "false"
+                    },
+                )
+                .map_err(|e| e.to_string())?;
+            cranelift_native::builder()
+                .map_err(|e| e.to_string())?
+                .finish(settings::Flags::new(flags))
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
 
 /// Why a program cannot be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -240,24 +273,10 @@ fn compile(
         program: name.clone(),
         message,
     };
-    let mut flags = settings::builder();
-    flags
-        .set("opt_level", "speed")
-        .map_err(|e| cg(e.to_string()))?;
-    flags
-        .set(
-            "enable_verifier",
-            if cfg!(debug_assertions) {
-                "true"
-            } else {
-                "false"
-            },
-        )
-        .map_err(|e| cg(e.to_string()))?;
-    let isa = cranelift_native::builder()
-        .map_err(|e| cg(e.to_string()))?
-        .finish(settings::Flags::new(flags))
-        .map_err(|e| cg(e.to_string()))?;
+    // Large programs skip Cranelift's e-graph optimisations, whose cost
+    // grows faster than the program.
+    let optimize = prog.len() <= OPTIMIZE_UP_TO;
+    let isa = host_isa(optimize).map_err(cg)?;
     let call_conv = isa.default_call_conv();
     let frontend = isa.frontend_config();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
