@@ -191,8 +191,14 @@ impl CompiledProgram for JitProgram {
 
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault> {
         let prog = run.program();
+        // Word by word: the VM has just written these one word at a time,
+        // and wider loads would stall on store forwarding.
         let mut regs = [0u64; 11];
-        regs.copy_from_slice(&run.regs()[..11]);
+        let src = run.regs();
+        for (i, r) in regs.iter_mut().enumerate() {
+            // SAFETY: `i < 11 <= 16`: inside the register array.
+            *r = unsafe { std::ptr::read_volatile(src.as_ptr().add(i)) };
+        }
         let budget = *run.budget();
         let stack_top = run.stack_top();
         let base = run.base_depth();
@@ -226,13 +232,23 @@ impl CompiledProgram for JitProgram {
             prog,
             ..
         } = host;
-        run.regs()[..11].copy_from_slice(&ctx.regs);
         *run.budget() = ctx.budget;
         run.note_depth(base + ctx.max_depth as usize);
+        // SAFETY: reading the word the code stored, at its width.
+        let r0 = unsafe { std::ptr::read_volatile(&ctx.regs[0]) };
         match status {
-            ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(ctx.regs[0])),
+            ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(r0)),
             ctx::STATUS_TAIL_CALL => match tail {
-                Some(t) => Ok(EngineStop::TailCall(t)),
+                Some(t) => {
+                    // The target starts from every register.
+                    let dst = run.regs();
+                    for (i, r) in ctx.regs.iter().enumerate() {
+                        // SAFETY: `i < 11 <= 16`: inside the register
+                        // array; word by word, as the code wrote them.
+                        unsafe { std::ptr::write_volatile(dst.as_mut_ptr().add(i), *r) };
+                    }
+                    Ok(EngineStop::TailCall(t))
+                }
                 None => Err(run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)),
             },
             _ => Err(fault.unwrap_or_else(|| {
