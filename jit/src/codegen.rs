@@ -217,6 +217,8 @@ pub(crate) struct Translator<'a, 'b> {
     regs: [Variable; 11],
     budget: Variable,
     depth: Variable,
+    /// The region cache: start, readable and writable bytes.
+    cache: [Variable; 3],
     ctx: Value,
     stack_top: Value,
     depth_limit: Value,
@@ -254,6 +256,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
         let depth = b.declare_var(I64);
+        let cache: [Variable; 3] = std::array::from_fn(|_| b.declare_var(I64));
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -285,6 +288,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
+        for v in cache {
+            b.def_var(v, zero);
+        }
         let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
         let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
         let len = shape.insns.len();
@@ -325,6 +331,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             regs,
             budget,
             depth,
+            cache,
             ctx,
             stack_top,
             depth_limit,
@@ -516,6 +523,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         let f = self.callouts.check;
         let sig = self.sigs.four;
         let allowed = self.callout(f, sig, &[pcv, addr, la]);
+        for (var, off) in [CACHE_LO_OFF, CACHE_READ_OFF, CACHE_WRITE_OFF]
+            .into_iter()
+            .enumerate()
+            .map(|(i, off)| (self.cache[i], off))
+        {
+            let v = self.b.ins().load(I64, ctx_flags(), self.ctx, off);
+            self.b.def_var(var, v);
+        }
         let fault = self.fault_exit;
         self.b.ins().brif(allowed, ok, &[], fault, &[]);
         self.b.switch_to_block(ok);
@@ -539,13 +554,10 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Whether `[addr, addr + len)` lies in the region the last slow check
     /// found (for `write`, only if it is writable).
     fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
-        let lo = self.b.ins().load(I64, ctx_flags(), self.ctx, CACHE_LO_OFF);
-        let span_off = if write {
-            CACHE_WRITE_OFF
-        } else {
-            CACHE_READ_OFF
-        };
-        let span = self.b.ins().load(I64, ctx_flags(), self.ctx, span_off);
+        // The cache lives in variables (registers), reloaded from the
+        // context after each slow check, so loops test it without loads.
+        let lo = self.b.use_var(self.cache[0]);
+        let span = self.b.use_var(self.cache[if write { 2 } else { 1 }]);
         let off_in = self.b.ins().isub(addr, lo);
         let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
         let big_enough =

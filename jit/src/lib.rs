@@ -189,7 +189,7 @@ impl CompiledProgram for JitProgram {
         self.checked
     }
 
-    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault> {
+    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>> {
         let prog = run.program();
         // Word by word: the VM has just written these one word at a time,
         // and wider loads would stall on store forwarding.
@@ -249,11 +249,17 @@ impl CompiledProgram for JitProgram {
                     }
                     Ok(EngineStop::TailCall(t))
                 }
-                None => Err(run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)),
+                None => Err(Box::new(run.fault(
+                    prog,
+                    0,
+                    0,
+                    0,
+                    userbpf_vm::interp::FaultKind::InvalidPc,
+                ))),
             },
-            _ => Err(fault.unwrap_or_else(|| {
+            _ => Err(Box::new(fault.unwrap_or_else(|| {
                 run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)
-            })),
+            }))),
         }
     }
 }

@@ -37,8 +37,10 @@ pub(crate) fn apply_compile_hook(prog: &Arc<PreparedProgram>) {
 /// Native code for a [`PreparedProgram`].
 pub trait CompiledProgram: Send + Sync + fmt::Debug {
     /// Runs the program from `entry` (0, or a subprogram's pc) with `r1..r5`
-    /// and `r10` from [`EngineRun::regs`]; `r0` is the result.
-    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Fault>;
+    /// and `r10` from [`EngineRun::regs`]; `r0` is the result. (A fault is
+    /// boxed: runs are hot, faults are not, and a small result comes back
+    /// in registers.)
+    fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>>;
 
     /// Whether the stack must be zeroed before each run (always, unless
     /// the verifier proved the program never reads stack it did not
@@ -352,7 +354,7 @@ impl<'a> EngineRun<'a> {
                             mem: &mut *self.mem,
                             program_array: self.program_array,
                         };
-                        code.run(&mut run, 0)
+                        code.run(&mut run, 0).map_err(|f| *f)
                     }
                     None => exec::run_ops(&cur, 0, 0, self.st, self.mem, self.program_array)
                         .and_then(|s| match s {

@@ -553,10 +553,11 @@ impl Vm {
                         mem: &mut self.mem,
                         program_array: self.program_array.as_deref(),
                     };
-                    code.run(&mut run, pc).map(|s| match s {
-                        EngineStop::Exit(r0) => Stop::Exit(r0),
-                        EngineStop::TailCall(t) => Stop::TailCall(t),
-                    })
+                    match code.run(&mut run, pc) {
+                        Ok(EngineStop::Exit(r0)) => Ok(Stop::Exit(r0)),
+                        Ok(EngineStop::TailCall(t)) => Ok(Stop::TailCall(t)),
+                        Err(f) => Err(*f),
+                    }
                 }
                 None => run_ops(
                     prog,
