@@ -91,8 +91,12 @@ pub(crate) struct JitCtx {
 pub(crate) struct Host<'r, 'a> {
     pub(crate) run: &'r mut EngineRun<'a>,
     pub(crate) prog: &'a Arc<PreparedProgram>,
-    pub(crate) fault: Option<Fault>,
+    pub(crate) fault: Option<Box<Fault>>,
     pub(crate) tail: Option<Arc<PreparedProgram>>,
+}
+
+fn boxed(f: Fault) -> Option<Box<Fault>> {
+    Some(Box::new(f))
 }
 
 /// Fault codes passed to [`jit_fault`].
@@ -138,7 +142,7 @@ unsafe fn with_host(
         }
         Err(_) => {
             let prog = host.prog;
-            host.fault = Some(host.run.fault(
+            host.fault = boxed(host.run.fault(
                 prog,
                 pc as usize,
                 0,
@@ -187,7 +191,7 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
                 }
                 Err(kind) => {
                     let prog = h.prog;
-                    h.fault = Some(h.run.fault(prog, pc as usize, addr, len, kind));
+                    h.fault = boxed(h.run.fault(prog, pc as usize, addr, len, kind));
                     0
                 }
             }
@@ -214,7 +218,7 @@ pub(crate) extern "C" fn jit_helper(
             let index = match prog.op_class(pc as usize) {
                 Some(OpClass::Helper(i)) => i,
                 _ => {
-                    h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                    h.fault = boxed(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
                     return 0;
                 }
             };
@@ -224,7 +228,7 @@ pub(crate) extern "C" fn jit_helper(
             {
                 Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
-                    h.fault = Some(f);
+                    h.fault = boxed(f);
                     0
                 }
             }
@@ -289,7 +293,7 @@ pub(crate) extern "C" fn jit_drive(ctx: *mut JitCtx, pc: u64, r0: u64) -> u64 {
                 }
                 Ok(DriveStep::Done(r0)) => r0,
                 Err(f) => {
-                    h.fault = Some(f);
+                    h.fault = boxed(f);
                     0
                 }
             }
@@ -327,7 +331,7 @@ pub(crate) extern "C" fn jit_callx_helper(
             match h.run.call_helper_by_id(prog, pc as usize, id, args, fp) {
                 Ok(ret) => helper_return(ret, &mut exit, &mut callback),
                 Err(f) => {
-                    h.fault = Some(f);
+                    h.fault = boxed(f);
                     0
                 }
             }
@@ -361,7 +365,7 @@ pub(crate) extern "C" fn jit_tail_call_nested(
             match h.run.run_tail_target(t, regs, abs) {
                 Ok(r0) => r0,
                 Err(f) => {
-                    h.fault = Some(f);
+                    h.fault = boxed(f);
                     0
                 }
             }
@@ -382,13 +386,13 @@ pub(crate) extern "C" fn jit_map_lookup(ctx: *mut JitCtx, pc: u64, map: u64, key
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
             let Some(OpClass::MapLookup(index)) = prog.op_class(pc as usize) else {
-                h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
+                h.fault = boxed(h.run.fault(prog, pc as usize, 0, 0, FaultKind::InvalidPc));
                 return 0;
             };
             match h.run.map_lookup(prog, pc as usize, index, map, key, fp) {
                 Ok(r0) => r0,
                 Err(f) => {
-                    h.fault = Some(f);
+                    h.fault = boxed(f);
                     0
                 }
             }
@@ -421,7 +425,7 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
             let Some((start, plen)) = h.run.packet() else {
-                h.fault = Some(h.run.fault(prog, pc as usize, 0, 0, FaultKind::NoPacket));
+                h.fault = boxed(h.run.fault(prog, pc as usize, 0, 0, FaultKind::NoPacket));
                 return 0;
             };
             let off = off as i64;
@@ -431,7 +435,7 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
             }
             let addr = start.wrapping_add(off as u64);
             if let Err(kind) = h.run.check(fp, addr, size, Access::Read) {
-                h.fault = Some(h.run.fault(prog, pc as usize, addr, size, kind));
+                h.fault = boxed(h.run.fault(prog, pc as usize, addr, size, kind));
                 return 0;
             }
             let mut b = [0u8; 4];
@@ -488,7 +492,7 @@ pub(crate) extern "C" fn jit_fault(
                 _ => (0, FaultKind::InvalidPc),
             };
             let len = if code == 0 { len } else { 0 };
-            h.fault = Some(h.run.fault(prog, pc, addr, len, kind));
+            h.fault = boxed(h.run.fault(prog, pc, addr, len, kind));
             0
         })
     }

@@ -225,23 +225,19 @@ impl CompiledProgram for JitProgram {
             host: (&mut host as *mut Host<'_, '_>).cast(),
         };
         let status = (self.entry)(&mut ctx, entry as u64);
-        let Host {
-            run,
-            fault,
-            tail,
-            prog,
-            ..
-        } = host;
-        *run.budget() = ctx.budget;
-        run.note_depth(base + ctx.max_depth as usize);
+        // Fields by reference: moving `host` out would copy it through a
+        // word the code just wrote (a store-forwarding stall per run).
+        let host = &mut host;
+        *host.run.budget() = ctx.budget;
+        host.run.note_depth(base + ctx.max_depth as usize);
         // SAFETY: reading the word the code stored, at its width.
         let r0 = unsafe { std::ptr::read_volatile(&ctx.regs[0]) };
         match status {
             ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(r0)),
-            ctx::STATUS_TAIL_CALL => match tail {
+            ctx::STATUS_TAIL_CALL => match host.tail.take() {
                 Some(t) => {
                     // The target starts from every register.
-                    let dst = run.regs();
+                    let dst = host.run.regs();
                     for (i, r) in ctx.regs.iter().enumerate() {
                         // SAFETY: `i < 11 <= 16`: inside the register
                         // array; word by word, as the code wrote them.
@@ -249,17 +245,24 @@ impl CompiledProgram for JitProgram {
                     }
                     Ok(EngineStop::TailCall(t))
                 }
-                None => Err(Box::new(run.fault(
-                    prog,
+                None => Err(Box::new(host.run.fault(
+                    host.prog,
                     0,
                     0,
                     0,
                     userbpf_vm::interp::FaultKind::InvalidPc,
                 ))),
             },
-            _ => Err(Box::new(fault.unwrap_or_else(|| {
-                run.fault(prog, 0, 0, 0, userbpf_vm::interp::FaultKind::InvalidPc)
-            }))),
+            _ => Err(match host.fault.take() {
+                Some(f) => f,
+                None => Box::new(host.run.fault(
+                    host.prog,
+                    0,
+                    0,
+                    0,
+                    userbpf_vm::interp::FaultKind::InvalidPc,
+                )),
+            }),
         }
     }
 }

@@ -131,12 +131,21 @@ impl PreparedProgram {
         &self,
         code: Arc<dyn CompiledProgram>,
     ) -> Result<(), Arc<dyn CompiledProgram>> {
-        self.compiled.set(code)
+        let zero = code.needs_zeroed_stack();
+        self.compiled.set((code, zero)).map_err(|(c, _)| c)
     }
 
     /// The attached native code, if any.
+    #[inline]
     pub fn compiled(&self) -> Option<&Arc<dyn CompiledProgram>> {
-        self.compiled.get()
+        self.compiled.get().map(|(c, _)| c)
+    }
+
+    /// Whether runs must start on a zeroed stack: yes, unless the program
+    /// has native code from a verified program.
+    #[inline]
+    pub fn needs_zeroed_stack(&self) -> bool {
+        self.compiled.get().is_none_or(|&(_, zero)| zero)
     }
 }
 
@@ -206,6 +215,7 @@ impl<'a> EngineRun<'a> {
 
     /// Records that the run used `depth` frames below the first (for the
     /// stack zeroing between runs).
+    #[inline]
     pub fn note_depth(&mut self, depth: usize) {
         self.st.max_depth = self.st.max_depth.max(depth);
     }

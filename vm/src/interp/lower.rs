@@ -213,7 +213,7 @@ pub struct PreparedProgram {
     pub(super) helpers: Helpers,
     pub(super) config: Config,
     pub(super) accel: Option<Arc<dyn MapAccel>>,
-    pub(super) compiled: std::sync::OnceLock<Arc<dyn super::CompiledProgram>>,
+    pub(super) compiled: std::sync::OnceLock<(Arc<dyn super::CompiledProgram>, bool)>,
 }
 
 impl fmt::Debug for PreparedProgram {

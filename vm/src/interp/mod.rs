@@ -480,11 +480,11 @@ impl Vm {
                 kind: FaultKind::BadCallTarget { value: callback },
             });
         }
-        self.execute_at(args, None, pc)
+        self.execute_at(args, None, pc).map_err(|f| *f)
     }
 
     fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
-        self.execute_at(args, packet, 0)
+        self.execute_at(args, packet, 0).map_err(|f| *f)
     }
 
     fn execute_at(
@@ -492,12 +492,12 @@ impl Vm {
         args: [u64; 5],
         packet: Option<(u64, u64)>,
         entry: usize,
-    ) -> Result<u64, Fault> {
+    ) -> Result<u64, Box<Fault>> {
+        // (The fault is boxed so the hot result comes back in registers.)
         // Zero the frames the previous run used: no data crosses runs.
         // Verified native code needs no zeroing: the verifier proved that
         // the program never reads stack it did not write.
-        let needs_zeroing =
-            !self.use_compiled || self.prog.compiled().is_none_or(|c| c.needs_zeroed_stack());
+        let needs_zeroing = !self.use_compiled || self.prog.needs_zeroed_stack();
         let dirty_words = if needs_zeroing {
             self.dirty_frames
                 .min(MAX_CALL_FRAMES)
@@ -505,8 +505,10 @@ impl Vm {
         } else {
             0
         };
-        let total_words = self.stack.len();
-        self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        if dirty_words > 0 {
+            let total_words = self.stack.len();
+            self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        }
         let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
         self.mem.stack_hi = top;
         self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
@@ -579,7 +581,7 @@ impl Vm {
                     cur = extra.len();
                     pc = 0;
                 }
-                Err(f) => break Err(f),
+                Err(f) => break Err(Box::new(f)),
             }
         };
         // Per-CPU slots leased by this run go back to the pool.
