@@ -66,12 +66,9 @@ fn kernel_ns(p: &SuiteProgram) -> Result<f64, String> {
     const BPF_PROG_TYPE_XDP: u32 = 6;
     let prog =
         KernelProgram::load(p.name, BPF_PROG_TYPE_XDP, &insns, "GPL", 0, &[]).map_err(|e| {
-            let last = e
-                .log
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
+            // The verifier's reason is the line before its closing summary.
+            let lines: Vec<&str> = e.log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let last = lines[lines.len().saturating_sub(2)..].join(" / ");
             format!("the verifier refuses it ({}: {last})", e.source)
         })?;
     let packet = [0u8; 64];
