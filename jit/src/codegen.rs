@@ -217,8 +217,12 @@ pub(crate) struct Translator<'a, 'b> {
     regs: [Variable; 11],
     budget: Variable,
     depth: Variable,
-    /// The region cache: start, readable and writable bytes.
-    cache: [Variable; 3],
+    /// The region caches for reads and for writes: the start of a region
+    /// of at least 8 bytes, and its length minus 7 (an 8-byte access may
+    /// start at offsets below it; a `len`-byte one below it plus
+    /// `8 - len`). They start as the current stack frame, which is always
+    /// accessible.
+    cache: [(Variable, Variable); 2],
     ctx: Value,
     stack_top: Value,
     depth_limit: Value,
@@ -256,7 +260,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
         let depth = b.declare_var(I64);
-        let cache: [Variable; 3] = std::array::from_fn(|_| b.declare_var(I64));
+        let cache: [(Variable, Variable); 2] =
+            std::array::from_fn(|_| (b.declare_var(I64), b.declare_var(I64)));
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -288,9 +293,15 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
-        for v in cache {
-            b.def_var(v, zero);
+        // The first frame: [r10 - 512, r10) is always accessible.
+        let r10 = b.use_var(regs[10]);
+        let frame_lo = b.ins().iadd_imm_s(r10, -(STACK_SIZE as i64));
+        let frame_lim = b.ins().iconst(I64, STACK_SIZE as i64 - 7);
+        for (lo, lim) in cache {
+            b.def_var(lo, frame_lo);
+            b.def_var(lim, frame_lim);
         }
+        let _ = zero;
         let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
         let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
         let len = shape.insns.len();
@@ -523,14 +534,27 @@ impl<'a, 'b> Translator<'a, 'b> {
         let f = self.callouts.check;
         let sig = self.sigs.four;
         let allowed = self.callout(f, sig, &[pcv, addr, la]);
-        for (var, off) in [CACHE_LO_OFF, CACHE_READ_OFF, CACHE_WRITE_OFF]
-            .into_iter()
-            .enumerate()
-            .map(|(i, off)| (self.cache[i], off))
-        {
-            let v = self.b.ins().load(I64, ctx_flags(), self.ctx, off);
-            self.b.def_var(var, v);
-        }
+        // The cache takes the region the check found, if it has at least
+        // 8 bytes (smaller ones keep taking the slow path).
+        let (lo_var, lim_var) = self.cache[usize::from(write)];
+        let new_lo = self.b.ins().load(I64, ctx_flags(), self.ctx, CACHE_LO_OFF);
+        let span_off = if write {
+            CACHE_WRITE_OFF
+        } else {
+            CACHE_READ_OFF
+        };
+        let span = self.b.ins().load(I64, ctx_flags(), self.ctx, span_off);
+        let fits = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, span, 8);
+        let new_lim = self.b.ins().iadd_imm_s(span, -7);
+        let old_lo = self.b.use_var(lo_var);
+        let old_lim = self.b.use_var(lim_var);
+        let lo = self.b.ins().select(fits, new_lo, old_lo);
+        let lim = self.b.ins().select(fits, new_lim, old_lim);
+        self.b.def_var(lo_var, lo);
+        self.b.def_var(lim_var, lim);
         let fault = self.fault_exit;
         self.b.ins().brif(allowed, ok, &[], fault, &[]);
         self.b.switch_to_block(ok);
@@ -554,21 +578,18 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Whether `[addr, addr + len)` lies in the region the last slow check
     /// found (for `write`, only if it is writable).
     fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
-        // The cache lives in variables (registers), reloaded from the
-        // context after each slow check, so loops test it without loads.
-        let lo = self.b.use_var(self.cache[0]);
-        let span = self.b.use_var(self.cache[if write { 2 } else { 1 }]);
+        // The cache lives in variables (registers), set after each slow
+        // check, so loops test it without loads.
+        let (lo_var, lim_var) = self.cache[usize::from(write)];
+        let lo = self.b.use_var(lo_var);
+        let lim = self.b.use_var(lim_var);
+        let lim = if len < 8 {
+            self.b.ins().iadd_imm_s(lim, 8 - len as i64)
+        } else {
+            lim
+        };
         let off_in = self.b.ins().isub(addr, lo);
-        let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
-        let big_enough =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, span, len as i64);
-        let inside = self
-            .b
-            .ins()
-            .icmp(IntCC::UnsignedLessThanOrEqual, off_in, limit);
-        self.b.ins().band(big_enough, inside)
+        self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, lim)
     }
 
     /// Charges the block starting at `pc` (checked mode).
