@@ -639,6 +639,15 @@ fn the_jit_engine_runs_programs_objects_and_the_plugin() {
     let b = run_json(&counter, &["--mem", mem, "--engine", "jit"]);
     assert_eq!(a["r0"], b["r0"]);
     assert_eq!(a["maps"], b["maps"]);
+    // Packet programs: the same verdict and maps.
+    let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
+               45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
+               30 39 00 09 00 0c 00 00 68 69 21 21";
+    for obj in ["xdp.bpf.o", "tc.bpf.o", "socket.bpf.o"] {
+        let a = run_json(&fixture(obj), &["--mem", pkt, "--engine", "interp"]);
+        let b = run_json(&fixture(obj), &["--mem", pkt, "--engine", "jit"]);
+        assert_eq!((&a["r0"], &a["maps"]), (&b["r0"], &b["maps"]), "{obj}");
+    }
     // --dump-asm prints the native code.
     let o = userbpf()
         .arg("run")
