@@ -306,27 +306,40 @@ fn compile(
     let frontend = isa.frontend_config();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let shape = Shape::of(prog)?;
-    let mut cctx = module.make_context();
-    cctx.func.signature = codegen::entry_signature(call_conv);
-    let id = module
-        .declare_anonymous_function(&cctx.func.signature)
-        .map_err(|e| cg(e.to_string()))?;
-    {
-        let mut fbc = FunctionBuilderContext::new();
-        let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
-        Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
-        b.finalize(frontend);
+    // Compilation contexts are reused (per thread): their allocations
+    // are a good part of compiling a small program.
+    thread_local! {
+        static CONTEXTS: std::cell::RefCell<Option<(cranelift_codegen::Context, FunctionBuilderContext)>> =
+            const { std::cell::RefCell::new(None) };
     }
-    cctx.set_disasm(options.keep_asm);
-    module
-        .define_function(id, &mut cctx)
-        .map_err(|e| cg(format!("{e:?}")))?;
-    let asm = cctx.compiled_code().and_then(|c| c.vcode.clone());
-    let code_size = cctx
-        .compiled_code()
-        .map(|c| c.code_buffer().len())
-        .unwrap_or(0);
+    let (mut cctx, mut fbc) = CONTEXTS
+        .with(|c| c.borrow_mut().take())
+        .unwrap_or_else(|| (module.make_context(), FunctionBuilderContext::new()));
+    cctx.clear();
+    cctx.func.signature = codegen::entry_signature(call_conv);
+    let compiled = (|| {
+        let id = module
+            .declare_anonymous_function(&cctx.func.signature)
+            .map_err(|e| cg(e.to_string()))?;
+        {
+            let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
+            Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
+            b.finalize(frontend);
+        }
+        cctx.set_disasm(options.keep_asm);
+        module
+            .define_function(id, &mut cctx)
+            .map_err(|e| cg(format!("{e:?}")))?;
+        let asm = cctx.compiled_code().and_then(|c| c.vcode.clone());
+        let code_size = cctx
+            .compiled_code()
+            .map(|c| c.code_buffer().len())
+            .unwrap_or(0);
+        Ok::<_, JitError>((id, asm, code_size))
+    })();
     module.clear_context(&mut cctx);
+    CONTEXTS.with(|c| *c.borrow_mut() = Some((cctx, fbc)));
+    let (id, asm, code_size) = compiled?;
     module
         .finalize_definitions()
         .map_err(|e| cg(e.to_string()))?;
