@@ -1,6 +1,7 @@
 //! Embedding the userbpf VM in an application: the host exposes a custom
-//! helper, loads a user-supplied program, and runs it on its own data.
-//! A faulty extension returns an error; the host keeps running.
+//! helper, loads a user-supplied program, and runs it on its own data,
+//! interpreted and then as native code (the JIT in checked mode). A faulty
+//! extension returns an error; the host keeps running.
 //!
 //! ```text
 //! cargo run --example embed                   # the built-in extension
@@ -9,8 +10,11 @@
 
 use std::path::Path;
 
+use std::sync::Arc;
+
 use userbpf::vm::helpers::{ArgKind, ArgSize, HelperProto};
-use userbpf::vm::{asm, Helpers, Program, Vm};
+use userbpf::vm::interp::PreparedProgram;
+use userbpf::vm::{asm, Config, Helpers, Program, Vm};
 
 /// Helper id chosen by this application (outside the kernel's id range).
 const GET_PRICE: i32 = 0x1_0000;
@@ -97,12 +101,34 @@ fn order(items: &[(u32, u32)]) -> Vec<u8> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let arg = std::env::args().nth(1);
     let program = load(arg.as_deref())?;
+    let orders = [&[(1, 2), (2, 1)][..], &[(3, 2)], &[]];
     let mut vm = Vm::new(&program, helpers())?;
-    for items in [&[(1, 2), (2, 1)][..], &[(3, 2)], &[]] {
+    for items in orders {
         let mut mem = order(items);
         match vm.run(&mut mem) {
             Ok(total) => println!("order {items:?}: total {total}"),
             Err(fault) => println!("order {items:?}: extension failed: {fault}"),
+        }
+    }
+
+    // The same extension compiled to native code (checked mode: the same
+    // bounds checks and faults as the interpreter).
+    let prepared = Arc::new(PreparedProgram::new(
+        &program,
+        &helpers(),
+        Config::default(),
+    )?);
+    let code = userbpf::jit::jit_checked(&prepared, userbpf::jit::Options::default())?;
+    println!(
+        "compiled {} bytes of native code in {:?}",
+        code.code_size(),
+        code.compile_time()
+    );
+    let mut vm = Vm::from_prepared(prepared);
+    for items in orders {
+        match vm.run(&mut order(items)) {
+            Ok(total) => println!("order {items:?} (JIT): total {total}"),
+            Err(fault) => println!("order {items:?} (JIT): extension failed: {fault}"),
         }
     }
 

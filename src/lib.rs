@@ -2,14 +2,15 @@
 //! kernel offload.
 //!
 //! This facade crate ties the layers together for the CLI and for embedders:
-//! it reads programs from files ([`source`]) and runs them on an engine
-//! ([`engine`]). Object loading, verification, the JIT and attachment arrive
-//! with their issues; until then the interpreter runs everything in checked
-//! mode.
+//! it reads programs and objects from files ([`source`]) and runs them on an
+//! engine ([`engine`]): the checked interpreter ([`vm`]) or the Cranelift
+//! JIT ([`jit`]). Until the verifier lands, everything runs in checked
+//! mode; attachment arrives with its issues.
 #![deny(missing_docs)]
 
 pub mod engine;
 pub mod hex;
 pub mod source;
 
+pub use userbpf_jit as jit;
 pub use userbpf_vm as vm;
