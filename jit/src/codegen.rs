@@ -147,7 +147,38 @@ pub(crate) struct Shape {
     pub(crate) insns: Vec<Option<(Instruction, OpClass)>>,
     pub(crate) leaders: BTreeSet<usize>,
     pub(crate) entries: BTreeSet<usize>,
+    /// pcs reached otherwise than by falling through: jump and call
+    /// targets, subprogram entries, return sites.
+    pub(crate) targets: BTreeSet<usize>,
 }
+
+/// A chain of `if rX == K goto T` on one register: compiled as a jump
+/// table.
+struct Chain {
+    width: Width,
+    reg: userbpf_vm::Reg,
+    /// (value, chain position, target pc), first occurrence of each value.
+    cases: Vec<(u64, usize, usize)>,
+    /// Number of compares in the chain.
+    len: usize,
+}
+
+/// A block to fill once the current one is terminated.
+enum Pending {
+    /// Faults with an invalid pc.
+    InvalidPc(Block, usize),
+    /// Charges `count` instructions from `pc` (checked mode), then jumps.
+    Charge {
+        block: Block,
+        pc: usize,
+        count: u64,
+        target: Block,
+    },
+}
+
+/// Shortest chain worth a table, and the largest value in one.
+const MIN_CHAIN: usize = 4;
+const MAX_CHAIN_VALUE: u64 = 255;
 
 impl Shape {
     pub(crate) fn of(prog: &PreparedProgram) -> Result<Shape, JitError> {
@@ -155,6 +186,7 @@ impl Shape {
         let mut insns = Vec::with_capacity(len);
         let mut leaders = BTreeSet::new();
         let mut entries = BTreeSet::new();
+        let mut targets = BTreeSet::new();
         leaders.insert(0);
         entries.insert(0);
         for pc in 0..len {
@@ -168,37 +200,108 @@ impl Shape {
                 pc,
                 message: e.to_string(),
             })?;
+            let mut jump = |t: usize| {
+                leaders.insert(t);
+                targets.insert(t);
+            };
             match (i, class) {
                 (_, OpClass::Local(t)) => {
-                    leaders.insert(t);
+                    jump(t);
                     entries.insert(t);
                 }
                 (_, OpClass::LoadImm(v)) => {
                     if let Some(t) = prog.callback_target(v) {
-                        leaders.insert(t);
+                        jump(t);
                         entries.insert(t);
                     }
                 }
-                (Instruction::Ja { off }, _) => {
-                    leaders.insert(target(pc, i64::from(off)));
-                }
-                (Instruction::JaLong { imm }, _) => {
-                    leaders.insert(target(pc, i64::from(imm)));
-                }
-                (Instruction::Jump { off, .. }, _) => {
-                    leaders.insert(target(pc, i64::from(off)));
-                }
+                (Instruction::Ja { off }, _) => jump(target(pc, i64::from(off))),
+                (Instruction::JaLong { imm }, _) => jump(target(pc, i64::from(imm))),
+                (Instruction::Jump { off, .. }, _) => jump(target(pc, i64::from(off))),
                 _ => {}
+            }
+            // Whatever follows a call is a return site; after a helper call
+            // too (a helper may call back into the program).
+            if matches!(
+                class,
+                OpClass::Local(_)
+                    | OpClass::CallX
+                    | OpClass::Loop
+                    | OpClass::TailCall
+                    | OpClass::Helper(_)
+            ) {
+                targets.insert(pc + 1);
             }
             if ends_block(&i, class) {
                 leaders.insert(pc + i.slots());
             }
             insns.push(Some((i, class)));
         }
+        targets.extend(entries.iter().copied());
         Ok(Shape {
             insns,
             leaders,
             entries,
+            targets,
+        })
+    }
+
+    /// The chain of equality tests on one register starting at `pc`, if
+    /// it is long enough and its values small enough for a table. Only the
+    /// first test may be reached otherwise than by falling through.
+    fn chain(&self, pc: usize) -> Option<Chain> {
+        let first = self.insns.get(pc).copied().flatten()?;
+        let (width, reg) = match first.0 {
+            Instruction::Jump {
+                width,
+                cond: JmpCond::Eq,
+                dst,
+                src: Source::Imm(_),
+                ..
+            } => (width, dst),
+            _ => return None,
+        };
+        let mut cases: Vec<(u64, usize, usize)> = Vec::new();
+        let mut p = pc;
+        loop {
+            if p != pc && self.targets.contains(&p) {
+                break;
+            }
+            let Some((
+                Instruction::Jump {
+                    width: w,
+                    cond: JmpCond::Eq,
+                    dst,
+                    src: Source::Imm(imm),
+                    off,
+                },
+                OpClass::Plain,
+            )) = self.insns.get(p).copied().flatten()
+            else {
+                break;
+            };
+            if w != width || dst != reg {
+                break;
+            }
+            // The value the register must hold.
+            let value = match width {
+                Width::W64 => i64::from(imm) as u64,
+                Width::W32 => u64::from(imm as u32),
+            };
+            if value > MAX_CHAIN_VALUE {
+                break;
+            }
+            if !cases.iter().any(|c| c.0 == value) {
+                cases.push((value, p - pc, target(p, i64::from(off))));
+            }
+            p += 1;
+        }
+        let len = p - pc;
+        (len >= MIN_CHAIN).then_some(Chain {
+            width,
+            reg,
+            cases,
+            len,
         })
     }
 }
@@ -245,6 +348,8 @@ pub(crate) struct Translator<'a, 'b> {
     nested_exit: Block,
     /// Whether anything jumps to the dispatch block.
     dispatch_used: bool,
+    /// Blocks referred to before they could be filled.
+    pending: Vec<Pending>,
     /// Whether the current block still needs a terminator.
     open: bool,
 }
@@ -356,6 +461,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             may_nest,
             nested_exit,
             dispatch_used: many_entries,
+            pending: Vec::new(),
             open: false,
         }
     }
@@ -622,16 +728,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         match self.blocks.get(pc).copied().flatten() {
             Some(b) => b,
             None => {
-                // A jump outside the program: an invalid pc when reached.
+                // A jump outside the program: an invalid pc when reached
+                // (the block is filled at the end).
                 let bad = self.b.create_block();
-                let cur = self.b.current_block();
-                self.b.switch_to_block(bad);
-                self.b.set_cold_block(bad);
-                let zero = self.iconst(0);
-                self.fault(pc, FaultCode::InvalidPc, zero, 0);
-                if let Some(c) = cur {
-                    self.b.switch_to_block(c);
-                }
+                self.pending.push(Pending::InvalidPc(bad, pc));
                 bad
             }
         }
@@ -692,6 +792,11 @@ impl<'a, 'b> Translator<'a, 'b> {
                 pc += 1;
                 continue;
             };
+            if let Some(chain) = self.shape.chain(pc) {
+                self.jump_table(pc, &chain);
+                pc += chain.len;
+                continue;
+            }
             self.instruction(pc, insn, class)?;
             pc += insn.slots();
         }
@@ -704,9 +809,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             let zero = self.iconst(0);
             self.fault(len, FaultCode::InvalidPc, zero, 0);
         }
+        self.fill_pending();
         self.emit_nested_exit();
         self.emit_dispatch();
         self.emit_returns();
+        self.fill_pending();
         self.b.switch_to_block(self.fault_exit);
         let status = self.iconst(ctx::STATUS_FAULT as i64);
         self.b.ins().return_(&[status]);
@@ -751,6 +858,82 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .bor_imm_s(pcv, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
         self.fault(0, FaultCode::BadCallTarget, tagged, 0);
+    }
+
+    /// A chain of equality tests at `pc` as one jump table. In checked
+    /// mode each way out first charges the tests the interpreter would have
+    /// run after the first (which its block already paid for).
+    fn jump_table(&mut self, pc: usize, chain: &Chain) {
+        let mut v = self.reg(chain.reg);
+        if chain.width == Width::W32 {
+            let low = self.b.ins().ireduce(I32, v);
+            v = self.b.ins().uextend(I64, low);
+        }
+        let size = chain.cases.iter().map(|c| c.0).max().unwrap_or(0) + 1;
+        // Way out for a case at chain position `at` (or the fall-through
+        // after all `len` tests, position `len - 1`).
+        let way = |t: &mut Self, at: usize, dest: usize| -> Block {
+            let target = t.block_at(dest);
+            if t.checks == Checks::Off || at == 0 {
+                return target;
+            }
+            let block = t.b.create_block();
+            t.pending.push(Pending::Charge {
+                block,
+                pc: pc + 1,
+                count: at as u64,
+                target,
+            });
+            block
+        };
+        let default = way(self, chain.len - 1, pc + chain.len);
+        let mut table = Vec::with_capacity(size as usize);
+        for value in 0..size {
+            let blk = match chain.cases.iter().find(|c| c.0 == value) {
+                Some(&(_, at, dest)) => way(self, at, dest),
+                None => default,
+            };
+            table.push(self.b.func.dfg.block_call(blk, &[]));
+        }
+        let def = self.b.func.dfg.block_call(default, &[]);
+        let jt = self.b.create_jump_table(JumpTableData::new(def, &table));
+        let in_range = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, v, size as i64);
+        let go = self.b.create_block();
+        self.b.ins().brif(in_range, go, &[], default, &[]);
+        self.b.switch_to_block(go);
+        self.b.seal_block(go);
+        let idx = self.b.ins().ireduce(I32, v);
+        self.b.ins().br_table(idx, jt);
+        self.open = false;
+        self.fill_pending();
+    }
+
+    /// Fills the blocks referred to while the current block was open (call
+    /// only between blocks).
+    fn fill_pending(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            match p {
+                Pending::InvalidPc(block, pc) => {
+                    self.b.switch_to_block(block);
+                    self.b.set_cold_block(block);
+                    let zero = self.iconst(0);
+                    self.fault(pc, FaultCode::InvalidPc, zero, 0);
+                }
+                Pending::Charge {
+                    block,
+                    pc,
+                    count,
+                    target,
+                } => {
+                    self.b.switch_to_block(block);
+                    self.charge(pc, count);
+                    self.b.ins().jump(target, &[]);
+                }
+            }
+        }
     }
 
     /// Pushes a call frame returning to `ret_pc` (or faults past the depth
