@@ -680,3 +680,30 @@ fn the_jit_engine_runs_programs_objects_and_the_plugin() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(u64::from_str_radix(stdout(&o).trim(), 16).ok(), case.result);
 }
+
+#[test]
+fn programs_too_large_for_the_jit_run_in_the_interpreter_with_a_note() {
+    let dir = Scratch::new("jitcap");
+    // MAX_JIT_INSNS + 1 slots: `mov r0, 1` repeated, then `exit`.
+    let n = userbpf::jit::MAX_JIT_INSNS;
+    let mut code = Vec::with_capacity((n + 1) * 8);
+    for _ in 0..n {
+        code.extend_from_slice(&[0xb7, 0, 0, 0, 1, 0, 0, 0]);
+    }
+    code.extend_from_slice(&[0x95, 0, 0, 0, 0, 0, 0, 0]);
+    let file = dir.file("big.bin", &code);
+    let o = userbpf()
+        .arg("run")
+        .arg(&file)
+        .args(["--engine", "jit", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("more than the JIT's limit") && stderr(&o).contains("interpreter"),
+        "{}",
+        stderr(&o)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["r0"], 1);
+}
