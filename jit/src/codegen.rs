@@ -497,59 +497,84 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.inst_results(call)[0]
     }
 
+    /// Runs `then`, which must end its block, when `cond` is non-zero;
+    /// translation goes on in a new block where it is zero. `cold`: the
+    /// taken side is rare.
+    fn when(&mut self, cond: Value, cold: bool, then: impl FnOnce(&mut Self)) {
+        let taken = self.b.create_block();
+        let next = self.b.create_block();
+        self.b.ins().brif(cond, taken, &[], next, &[]);
+        self.b.switch_to_block(taken);
+        self.b.seal_block(taken);
+        if cold {
+            self.b.set_cold_block(taken);
+        }
+        then(self);
+        self.b.switch_to_block(next);
+        self.b.seal_block(next);
+    }
+
+    /// Records fault `code` at `pc` and leaves when `cond` is non-zero.
+    fn fault_if(&mut self, cond: Value, pc: usize, code: FaultCode, value: Value, len: u64) {
+        self.when(cond, true, |t| t.fault(pc, code, value, len));
+    }
+
+    /// Whether `v` is a subprogram address (`lddw src=4`: tagged).
+    fn is_func_addr(&mut self, v: Value) -> Value {
+        let mask = self.iconst(userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let tag = self.b.ins().band(v, mask);
+        self.b
+            .ins()
+            .icmp_imm_s(IntCC::Equal, tag, userbpf_vm::interp::FUNC_ADDR_TAG as i64)
+    }
+
     /// After a call-out: a non-zero status leaves the run (fault, exit with
     /// the returned value as r0, tail call).
     fn check_status(&mut self, ret: Value) {
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        let ok = self.b.create_block();
-        let stop = self.b.create_block();
-        self.b.ins().brif(status, stop, &[], ok, &[]);
-        self.b.switch_to_block(stop);
-        self.b.seal_block(stop);
-        // r0 = the returned value for an exit; the status is returned.
-        self.set_r(0, ret);
-        self.leave(status);
-        self.b.switch_to_block(ok);
-        self.b.seal_block(ok);
+        self.when(status, false, |t| {
+            // r0 = the returned value for an exit; the status is returned.
+            t.set_r(0, ret);
+            t.leave(status);
+        });
     }
 
     /// After a helper call: go on with r0, start the helper's callback
     /// (a frame returning here, the callback's arguments), or leave.
     fn helper_status(&mut self, pc: usize, ret: Value) {
-        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        let ok = self.b.create_block();
-        let other = self.b.create_block();
-        self.b.ins().brif(status, other, &[], ok, &[]);
-        self.b.switch_to_block(other);
-        self.b.seal_block(other);
-        let is_cb = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
-        let cb = self.b.create_block();
-        let stop = self.b.create_block();
-        self.b.ins().brif(is_cb, cb, &[], stop, &[]);
-        self.b.switch_to_block(stop);
-        self.b.seal_block(stop);
-        self.set_r(0, ret);
-        self.leave(status);
-        // The callback: a frame returning after this call, marked driven.
-        self.b.switch_to_block(cb);
-        self.b.seal_block(cb);
-        self.set_r(0, ret);
-        let cont = self.b.create_block();
-        let frame = self.push_frame_to(pc, cont);
-        let driven = self.iconst(ctx::FRAME_DRIVEN as i64);
-        self.b.ins().store(ctx_flags(), driven, frame, F_LOOP_CB);
-        let pcv = self.iconst(pc as i64);
-        self.b.ins().store(ctx_flags(), pcv, frame, F_LOOP_I);
-        self.enter_callback();
-        self.b.switch_to_block(ok);
-        self.b.seal_block(ok);
-        self.set_r(0, ret);
-        self.b.ins().jump(cont, &[]);
         // Both the plain return and the callback's end continue here.
+        let cont = self.b.create_block();
+        self.callback_status(ret, |t| {
+            // The callback: a frame returning after this call, marked
+            // driven; it starts with the helper's r0, as in the
+            // interpreter.
+            t.set_r(0, ret);
+            let frame = t.push_frame_to(pc, cont);
+            let driven = t.iconst(ctx::FRAME_DRIVEN as i64);
+            t.b.ins().store(ctx_flags(), driven, frame, F_LOOP_CB);
+            let pcv = t.iconst(pc as i64);
+            t.b.ins().store(ctx_flags(), pcv, frame, F_LOOP_I);
+            t.enter_callback();
+        });
+        self.b.ins().jump(cont, &[]);
         self.b.switch_to_block(cont);
+    }
+
+    /// After a call-out that may start or continue a helper's callback:
+    /// status 0 goes on with r0 = `ret`, [`ctx::STATUS_CALLBACK`] runs
+    /// `callback` (which must end its block), any other status leaves the
+    /// run.
+    fn callback_status(&mut self, ret: Value, callback: impl FnOnce(&mut Self)) {
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        self.when(status, false, |t| {
+            let is_cb =
+                t.b.ins()
+                    .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
+            t.when(is_cb, false, callback);
+            t.set_r(0, ret);
+            t.leave(status);
+        });
+        self.set_r(0, ret);
     }
 
     /// Loads a helper's callback arguments and jumps to the callback.
@@ -704,22 +729,16 @@ impl<'a, 'b> Translator<'a, 'b> {
             return;
         }
         let budget = self.b.use_var(self.budget);
-        let enough =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, budget, count as i64);
-        let ok = self.b.create_block();
-        let out = self.b.create_block();
-        self.b.ins().brif(enough, ok, &[], out, &[]);
-        self.b.switch_to_block(out);
-        self.b.seal_block(out);
-        self.b.set_cold_block(out);
-        // The interpreter spends the whole budget before it stops.
-        let zero = self.iconst(0);
-        self.b.def_var(self.budget, zero);
-        self.fault(pc, FaultCode::Budget, budget, 0);
-        self.b.switch_to_block(ok);
-        self.b.seal_block(ok);
+        let short = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedLessThan, budget, count as i64);
+        self.when(short, true, |t| {
+            // The interpreter spends the whole budget before it stops.
+            let zero = t.iconst(0);
+            t.b.def_var(t.budget, zero);
+            t.fault(pc, FaultCode::Budget, budget, 0);
+        });
         let left = self.b.ins().iadd_imm_s(budget, -(count as i64));
         self.b.def_var(self.budget, left);
     }
@@ -950,16 +969,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.b
                 .ins()
                 .icmp(IntCC::UnsignedGreaterThanOrEqual, depth, self.depth_limit);
-        let ok = self.b.create_block();
-        let out = self.b.create_block();
-        self.b.ins().brif(too_deep, out, &[], ok, &[]);
-        self.b.switch_to_block(out);
-        self.b.seal_block(out);
-        self.b.set_cold_block(out);
         let zero = self.iconst(0);
-        self.fault(pc, FaultCode::CallDepth, zero, 0);
-        self.b.switch_to_block(ok);
-        self.b.seal_block(ok);
+        self.fault_if(too_deep, pc, FaultCode::CallDepth, zero, 0);
         let frame = self.frame_addr(depth);
         let site = self.ret_sites.len();
         self.ret_sites.push(ret_block);
@@ -1066,30 +1077,21 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn tail_call(&mut self, pc: usize) {
+        // Not taken: falls through with -ENOENT, as in the kernel's
+        // interpreter path.
+        let fall = self.b.create_block();
         let depth = self.b.use_var(self.depth);
-        let nested = self.b.create_block();
-        let top = self.b.create_block();
-        self.b.ins().brif(depth, nested, &[], top, &[]);
-        self.b.switch_to_block(nested);
-        self.b.seal_block(nested);
-        self.tail_call_nested(pc);
-        self.b.switch_to_block(top);
-        self.b.seal_block(top);
+        self.when(depth, false, |t| t.tail_call_nested(pc, fall));
         let pcv = self.iconst(pc as i64);
         let (m, i) = (self.r(2), self.r(3));
         let (f, sig) = (self.callouts.tail_call, self.sigs.four);
         let taken = self.callout(f, sig, &[pcv, m, i]);
-        let go = self.b.create_block();
-        let fall = self.b.create_block();
-        self.b.ins().brif(taken, go, &[], fall, &[]);
-        self.b.switch_to_block(go);
-        self.b.seal_block(go);
-        let st = self.iconst(ctx::STATUS_TAIL_CALL as i64);
-        self.leave_with(st, true);
+        self.when(taken, false, |t| {
+            let st = t.iconst(ctx::STATUS_TAIL_CALL as i64);
+            t.leave_with(st, true);
+        });
+        self.b.ins().jump(fall, &[]);
         self.b.switch_to_block(fall);
-        self.b.seal_block(fall);
-        // A failed tail call falls through with -ENOENT, as in the kernel's
-        // interpreter path.
         let e = self.iconst(-i64::from(libc::ENOENT));
         self.set_r(0, e);
         let next = self.block_at(pc + 1);
@@ -1099,7 +1101,7 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// A tail call from a subprogram: the target runs in place of this
     /// function, whose exit returns its r0.
-    fn tail_call_nested(&mut self, pc: usize) {
+    fn tail_call_nested(&mut self, pc: usize, fall: Block) {
         for i in 0..11 {
             let v = self.r(i);
             self.b
@@ -1112,57 +1114,32 @@ impl<'a, 'b> Translator<'a, 'b> {
         let (f, sig) = (self.callouts.tail_call_nested, self.sigs.five);
         let ret = self.callout(f, sig, &[pcv, m, i, depth]);
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        let fall = self.b.create_block();
-        let other = self.b.create_block();
-        self.b.ins().brif(status, other, &[], fall, &[]);
-        self.b.switch_to_block(other);
-        self.b.seal_block(other);
-        let is_ret = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_RETURN as i64);
-        let ret_block = self.b.create_block();
-        let stop = self.b.create_block();
-        self.b.ins().brif(is_ret, ret_block, &[], stop, &[]);
-        self.b.switch_to_block(stop);
-        self.b.seal_block(stop);
-        self.leave(status);
-        // The target's r0 is this function's: exit.
-        self.b.switch_to_block(ret_block);
-        self.b.seal_block(ret_block);
-        self.set_r(0, ret);
-        self.exit();
-        // Not taken: falls through with -ENOENT.
-        self.b.switch_to_block(fall);
-        self.b.seal_block(fall);
-        let e = self.iconst(-i64::from(libc::ENOENT));
-        self.set_r(0, e);
-        let next = self.block_at(pc + 1);
-        self.b.ins().jump(next, &[]);
+        self.when(status, false, |t| {
+            let is_ret =
+                t.b.ins()
+                    .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_RETURN as i64);
+            // Taken: the target's r0 is this function's: exit.
+            t.when(is_ret, false, |t| {
+                t.set_r(0, ret);
+                t.exit();
+            });
+            t.leave(status);
+        });
+        self.b.ins().jump(fall, &[]);
     }
 
     fn callx(&mut self, pc: usize, reg: userbpf_vm::Reg) {
         let v = self.reg(reg);
-        let mask = self.iconst(userbpf_vm::interp::FUNC_ADDR_MASK as i64);
-        let tag = self.b.ins().band(v, mask);
-        let is_func =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::Equal, tag, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
-        let local = self.b.create_block();
-        let helper = self.b.create_block();
-        self.b.ins().brif(is_func, local, &[], helper, &[]);
+        let is_func = self.is_func_addr(v);
         // A subprogram: push a frame, dispatch.
-        self.b.switch_to_block(local);
-        self.b.seal_block(local);
-        self.push_frame(pc, pc + 1);
-        let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
-        let v2 = self.reg(reg);
-        let t = self.b.ins().band(v2, not_mask);
-        self.jump_dispatch(t);
+        self.when(is_func, false, |t| {
+            t.push_frame(pc, pc + 1);
+            let not_mask = t.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+            let v2 = t.reg(reg);
+            let target = t.b.ins().band(v2, not_mask);
+            t.jump_dispatch(target);
+        });
         // A helper id.
-        self.b.switch_to_block(helper);
-        self.b.seal_block(helper);
         let slot = self
             .b
             .create_sized_stack_slot(cranelift_codegen::ir::StackSlotData::new(
@@ -1192,57 +1169,26 @@ impl<'a, 'b> Translator<'a, 'b> {
         let n = self.b.ins().uextend(I64, n);
         let flags = self.r(4);
         let next = self.block_at(pc + 1);
-        let einval = self.b.create_block();
-        let check_n = self.b.create_block();
-        self.b.ins().brif(flags, einval, &[], check_n, &[]);
-        self.b.switch_to_block(einval);
-        self.b.seal_block(einval);
-        let e = self.iconst(-i64::from(libc::EINVAL));
-        self.set_r(0, e);
-        self.b.ins().jump(next, &[]);
-        self.b.switch_to_block(check_n);
-        self.b.seal_block(check_n);
+        // Refusals and the empty loop return at once (r0 = -EINVAL for
+        // flags, -E2BIG past BPF_MAX_LOOPS, 0 for no iteration).
+        let done_with = |t: &mut Self, r0: i64| {
+            let v = t.iconst(r0);
+            t.set_r(0, v);
+            t.b.ins().jump(next, &[]);
+        };
+        self.when(flags, false, |t| done_with(t, -i64::from(libc::EINVAL)));
         let too_many = self
             .b
             .ins()
             .icmp_imm_s(IntCC::UnsignedGreaterThan, n, BPF_MAX_LOOPS as i64);
-        let e2big = self.b.create_block();
-        let check_zero = self.b.create_block();
-        self.b.ins().brif(too_many, e2big, &[], check_zero, &[]);
-        self.b.switch_to_block(e2big);
-        self.b.seal_block(e2big);
-        let e = self.iconst(-i64::from(libc::E2BIG));
-        self.set_r(0, e);
-        self.b.ins().jump(next, &[]);
-        self.b.switch_to_block(check_zero);
-        self.b.seal_block(check_zero);
-        let none = self.b.create_block();
-        let start = self.b.create_block();
-        self.b.ins().brif(n, start, &[], none, &[]);
-        self.b.switch_to_block(none);
-        self.b.seal_block(none);
-        let z = self.iconst(0);
-        self.set_r(0, z);
-        self.b.ins().jump(next, &[]);
-        self.b.switch_to_block(start);
-        self.b.seal_block(start);
+        self.when(too_many, false, |t| done_with(t, -i64::from(libc::E2BIG)));
+        let none = self.b.ins().icmp_imm_s(IntCC::Equal, n, 0);
+        self.when(none, false, |t| done_with(t, 0));
         // The callback must be a subprogram of this program.
         let cb = self.r(2);
-        let mask = self.iconst(userbpf_vm::interp::FUNC_ADDR_MASK as i64);
-        let tag = self.b.ins().band(cb, mask);
-        let is_func =
-            self.b
-                .ins()
-                .icmp_imm_s(IntCC::Equal, tag, userbpf_vm::interp::FUNC_ADDR_TAG as i64);
-        let bad = self.b.create_block();
-        let go = self.b.create_block();
-        self.b.ins().brif(is_func, go, &[], bad, &[]);
-        self.b.switch_to_block(bad);
-        self.b.seal_block(bad);
-        self.b.set_cold_block(bad);
-        self.fault(pc, FaultCode::BadCallTarget, cb, 0);
-        self.b.switch_to_block(go);
-        self.b.seal_block(go);
+        let is_func = self.is_func_addr(cb);
+        let not_func = self.b.ins().icmp_imm_s(IntCC::Equal, is_func, 0);
+        self.fault_if(not_func, pc, FaultCode::BadCallTarget, cb, 0);
         let loop_ctx = self.r(3);
         let frame = self.push_frame(pc, pc + 1);
         let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
@@ -1323,33 +1269,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             &[self.ctx, call_pc, r0],
         );
         let ret = self.b.inst_results(call)[0];
-        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        let done = self.b.create_block();
-        let other = self.b.create_block();
-        self.b.ins().brif(status, other, &[], done, &[]);
-        self.b.switch_to_block(done);
-        self.b.seal_block(done);
-        self.set_r(0, ret);
+        self.callback_status(ret, |t| {
+            let ffp = t.b.ins().load(I64, ctx_flags(), frame, F_FP);
+            let cfp = t.b.ins().iadd_imm_s(ffp, -(STACK_SIZE as i64));
+            t.set_r(10, cfp);
+            t.enter_callback();
+        });
         self.b.ins().jump(pop, &[]);
-        self.b.switch_to_block(other);
-        self.b.seal_block(other);
-        let is_cb = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
-        let again = self.b.create_block();
-        let stop = self.b.create_block();
-        self.b.ins().brif(is_cb, again, &[], stop, &[]);
-        self.b.switch_to_block(stop);
-        self.b.seal_block(stop);
-        self.set_r(0, ret);
-        self.leave(status);
-        self.b.switch_to_block(again);
-        self.b.seal_block(again);
-        let ffp = self.b.ins().load(I64, ctx_flags(), frame, F_FP);
-        let cfp = self.b.ins().iadd_imm_s(ffp, -(STACK_SIZE as i64));
-        self.set_r(10, cfp);
-        self.enter_callback();
         self.b.switch_to_block(looping);
         self.b.seal_block(looping);
         let i = self.b.ins().load(I64, ctx_flags(), frame, F_LOOP_I);
@@ -1500,30 +1426,25 @@ impl<'a, 'b> Translator<'a, 'b> {
                 dst,
                 src,
                 off,
-            } => {
-                let base = self.reg(src);
-                let a = self.address(pc, base, off, size_bytes(size), false, src.num() == 10);
-                let v = match size {
-                    MemSize::B => self.b.ins().uload8(I64, mem_flags(), a, 0),
-                    MemSize::H => self.b.ins().uload16(I64, mem_flags(), a, 0),
-                    MemSize::W => self.b.ins().uload32(mem_flags(), a, 0),
-                    MemSize::DW => self.b.ins().load(I64, mem_flags(), a, 0),
-                };
-                self.set(dst, v);
             }
-            Instruction::LoadSx {
+            | Instruction::LoadSx {
                 size,
                 dst,
                 src,
                 off,
             } => {
+                let signed = matches!(insn, Instruction::LoadSx { .. });
                 let base = self.reg(src);
                 let a = self.address(pc, base, off, size_bytes(size), false, src.num() == 10);
-                let v = match size {
-                    MemSize::B => self.b.ins().sload8(I64, mem_flags(), a, 0),
-                    MemSize::H => self.b.ins().sload16(I64, mem_flags(), a, 0),
-                    MemSize::W => self.b.ins().sload32(mem_flags(), a, 0),
-                    MemSize::DW => self.b.ins().load(I64, mem_flags(), a, 0),
+                let f = mem_flags();
+                let v = match (size, signed) {
+                    (MemSize::B, false) => self.b.ins().uload8(I64, f, a, 0),
+                    (MemSize::H, false) => self.b.ins().uload16(I64, f, a, 0),
+                    (MemSize::W, false) => self.b.ins().uload32(f, a, 0),
+                    (MemSize::B, true) => self.b.ins().sload8(I64, f, a, 0),
+                    (MemSize::H, true) => self.b.ins().sload16(I64, f, a, 0),
+                    (MemSize::W, true) => self.b.ins().sload32(f, a, 0),
+                    (MemSize::DW, _) => self.b.ins().load(I64, f, a, 0),
                 };
                 self.set(dst, v);
             }
@@ -1643,15 +1564,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let a = self.address(pc, base, off, len, true, dst.num() == 10);
         if self.checks == Checks::On {
             let low = self.b.ins().band_imm_s(a, (len - 1) as i64);
-            let bad = self.b.create_block();
-            let ok = self.b.create_block();
-            self.b.ins().brif(low, bad, &[], ok, &[]);
-            self.b.switch_to_block(bad);
-            self.b.seal_block(bad);
-            self.b.set_cold_block(bad);
-            self.fault(pc, FaultCode::Misaligned, a, len);
-            self.b.switch_to_block(ok);
-            self.b.seal_block(ok);
+            self.fault_if(low, pc, FaultCode::Misaligned, a, len);
         }
         let flags = MemFlagsData::trusted();
         let s = self.reg(src);

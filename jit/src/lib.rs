@@ -126,11 +126,14 @@ pub struct Options {
     pub keep_asm: bool,
 }
 
+/// The compiled function: `(context, entry pc) -> status`.
+type EntryFn = extern "C" fn(*mut JitCtx, u64) -> u64;
+
 /// A compiled program.
 pub struct JitProgram {
     /// The module owning the code; freed on drop.
     module: Mutex<Option<JITModule>>,
-    entry: extern "C" fn(*mut JitCtx, u64) -> u64,
+    entry: EntryFn,
     checked: bool,
     asm: Option<String>,
     code_size: usize,
@@ -346,8 +349,7 @@ fn compile(
     let ptr = module.get_finalized_function(id);
     // SAFETY: the function was compiled with `entry_signature`, the
     // platform's C calling convention, and lives as long as `module`.
-    let entry =
-        unsafe { std::mem::transmute::<*const u8, extern "C" fn(*mut JitCtx, u64) -> u64>(ptr) };
+    let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };
     Ok(JitProgram {
         module: Mutex::new(Some(module)),
         entry,
