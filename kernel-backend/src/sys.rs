@@ -344,21 +344,8 @@ impl KernelProgram {
     /// `BPF_PROG_TEST_RUN` of a packet program (XDP, TC, socket filter) on
     /// `packet`: the return value and the packet afterwards.
     pub fn test_run_packet(&self, packet: &[u8]) -> Result<(u32, Vec<u8>), SysError> {
-        let mut out = vec![0u8; packet.len() + 512];
-        let mut attr = [0u64; 10];
-        put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
-        put32(&mut attr, 8, packet.len() as u32); // data_size_in
-        put32(&mut attr, 12, out.len() as u32); // data_size_out
-        put64(&mut attr, 16, packet.as_ptr() as u64);
-        put64(&mut attr, 24, out.as_mut_ptr() as u64);
-        put32(&mut attr, 32, 1); // repeat
-        bpf(BPF_PROG_TEST_RUN, &mut attr, 80).map_err(|source| SysError {
-            cmd: "BPF_PROG_TEST_RUN",
-            source,
-            log: String::new(),
-        })?;
-        out.truncate(get32(&attr, 12) as usize);
-        Ok((get32(&attr, 4), out))
+        let (retval, _, out) = self.run_packet(packet, 1)?;
+        Ok((retval, out))
     }
 
     /// `BPF_PROG_TEST_RUN` of a packet program `repeat` times on `packet`:
@@ -368,6 +355,12 @@ impl KernelProgram {
         packet: &[u8],
         repeat: u32,
     ) -> Result<(u32, u32), SysError> {
+        let (retval, duration, _) = self.run_packet(packet, repeat)?;
+        Ok((retval, duration))
+    }
+
+    /// The return value, mean duration and packet out of `repeat` runs.
+    fn run_packet(&self, packet: &[u8], repeat: u32) -> Result<(u32, u32, Vec<u8>), SysError> {
         let mut out = vec![0u8; packet.len() + 512];
         let mut attr = [0u64; 10];
         put32(&mut attr, 0, self.fd.as_raw_fd() as u32);
@@ -381,7 +374,8 @@ impl KernelProgram {
             source,
             log: String::new(),
         })?;
-        Ok((get32(&attr, 4), get32(&attr, 36)))
+        out.truncate(get32(&attr, 12) as usize);
+        Ok((get32(&attr, 4), get32(&attr, 36), out))
     }
 
     /// `BPF_PROG_TEST_RUN` with a context in and out (`repeat` 0 runs once;

@@ -244,14 +244,11 @@ impl<'a> HelperContext<'a> {
     /// (no copy: for keys and other read-only arguments).
     #[inline]
     pub fn bytes(&self, addr: u64, len: usize) -> Result<&[u8], HelperError> {
-        self.check(addr, len as u64, Access::Read)?;
-        if len == 0 {
-            return Ok(&[]);
-        }
-        // SAFETY: the range was checked to lie inside a region (or the live
-        // stack) that the embedder guaranteed valid for the run, which
-        // outlives this borrow of the context.
-        Ok(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
+        self.mem.readable(addr, len).ok_or(HelperError::BadAccess {
+            addr,
+            len: len as u64,
+            access: Access::Read,
+        })
     }
 
     /// Reads `len` bytes from program memory at `addr`.

@@ -201,6 +201,21 @@ impl MemoryMap {
         Err(self.classify(addr, len))
     }
 
+    /// `[addr, addr + len)` as a slice if it may be read (any address for
+    /// an empty range, as helpers treat it). The memory is
+    /// valid while the run that uses this map lasts (regions are only
+    /// added during a run).
+    pub fn readable(&self, addr: u64, len: usize) -> Option<&[u8]> {
+        if len == 0 {
+            // Nothing is touched.
+            return Some(&[]);
+        }
+        self.check(addr, len as u64, Access::Read).ok()?;
+        // SAFETY: the range lies inside a region (or the live stack) the
+        // embedder guaranteed valid for the run.
+        Some(unsafe { std::slice::from_raw_parts(addr as *const u8, len) })
+    }
+
     /// The region (not the stack) that allows `[addr, addr + len)` for
     /// `access`, if any.
     pub fn region_for(&self, addr: u64, len: u64, access: Access) -> Option<Region> {

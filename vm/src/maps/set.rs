@@ -14,7 +14,7 @@ use crate::interp::{
     Config, MapAccel, MapResolver, PrepareError, PreparedProgram, ProgramArray, Vm,
 };
 use crate::isa::Lddw;
-use crate::memory::{Access, MemoryMap, Region, RegionKind};
+use crate::memory::{MemoryMap, Region, RegionKind};
 use crate::object::{MapDef, Object};
 use crate::program::Program;
 
@@ -54,18 +54,6 @@ pub struct MapSet {
     /// scan beats hashing for the few maps an object has.
     handles: Vec<(u64, usize)>,
     by_handle: HashMap<u64, usize>,
-}
-
-/// Reads a key of `len` bytes from program memory into `buf` (no
-/// allocation for keys up to 64 bytes) and calls `f` with it.
-#[inline]
-fn with_key<R>(
-    ctx: &HelperContext<'_>,
-    addr: u64,
-    len: usize,
-    f: impl FnOnce(&[u8]) -> R,
-) -> Result<R, HelperError> {
-    Ok(f(ctx.bytes(addr, len)?))
 }
 
 impl MapSet {
@@ -230,25 +218,25 @@ impl MapSet {
         let set = Arc::clone(self);
         h.register_kernel(BPF_FUNC_MAP_LOOKUP_ELEM, move |ctx, a| {
             let map = set.map_arg(a[0])?;
-            with_key(ctx, a[1], map.spec().key_size as usize, |key| {
-                if matches!(
-                    map.spec().map_type,
-                    BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
-                ) {
-                    // Maps of maps: the inner map, named by its id.
-                    return set.inner_map(map, key).map(|m| m.handle()).unwrap_or(0);
-                }
-                map.lookup_ptr(key).map(|p| p as u64).unwrap_or(0)
-            })
+            let key = ctx.bytes(a[1], map.spec().key_size as usize)?;
+            if matches!(
+                map.spec().map_type,
+                BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+            ) {
+                // Maps of maps: the inner map, named by its id.
+                return Ok(set.inner_map(map, key).map_or(0, |m| m.handle()));
+            }
+            Ok(map.lookup_ptr(key).map_or(0, |p| p as u64))
         });
         let set = Arc::clone(self);
         h.register_kernel(
             BPF_FUNC_MAP_UPDATE_ELEM,
             move |ctx: &mut HelperContext<'_>, a| {
                 let map = set.map_arg(a[0])?;
-                let key = ctx.read(a[1], map.spec().key_size as usize)?;
+                let key = ctx.bytes(a[1], map.spec().key_size as usize)?;
+                // A copy: the value may point into the element it replaces.
                 let value = ctx.read(a[2], map.spec().value_size as usize)?;
-                Ok(match map.update_from_program(&key, &value, a[3]) {
+                Ok(match map.update_from_program(key, &value, a[3]) {
                     Ok(()) => 0,
                     Err(e) => neg_errno(e.errno()),
                 })
@@ -257,11 +245,10 @@ impl MapSet {
         let set = Arc::clone(self);
         h.register_kernel(BPF_FUNC_MAP_DELETE_ELEM, move |ctx, a| {
             let map = set.map_arg(a[0])?;
-            with_key(ctx, a[1], map.spec().key_size as usize, |key| {
-                match map.delete(key) {
-                    Ok(()) => 0,
-                    Err(e) => neg_errno(e.errno()),
-                }
+            let key = ctx.bytes(a[1], map.spec().key_size as usize)?;
+            Ok(match map.delete(key) {
+                Ok(()) => 0,
+                Err(e) => neg_errno(e.errno()),
             })
         });
         self.ringbuf_helpers(&mut h);
@@ -457,11 +444,7 @@ impl MapAccel for MapSet {
         ) {
             return None;
         }
-        let len = spec.key_size as usize;
-        let addr = mem.check(key, len as u64, Access::Read).ok()?;
-        // SAFETY: `check` proved the key readable; the memory stays valid
-        // for the run that called the helper.
-        let key = unsafe { std::slice::from_raw_parts(addr as *const u8, len) };
+        let key = mem.readable(key, spec.key_size as usize)?;
         Some(map.lookup_ptr(key).map_or(0, |p| p as u64))
     }
 }

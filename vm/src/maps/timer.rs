@@ -78,6 +78,13 @@ fn service() -> &'static Service {
     })
 }
 
+/// The timer table, locked.
+fn table(s: &Service) -> Result<std::sync::MutexGuard<'_, Timers>, HelperError> {
+    s.timers
+        .lock()
+        .map_err(|_| HelperError::Failed("the timer table is poisoned".into()))
+}
+
 fn now(clock: libc::clockid_t) -> u128 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -147,10 +154,7 @@ impl MapSet {
                 .by_handle(a[1])
                 .ok_or_else(|| HelperError::Failed(format!("r2 ({:#x}) is not a map", a[1])))?;
             let s = service();
-            let mut t = s
-                .timers
-                .lock()
-                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let mut t = table(s)?;
             // Busy: a live timer of this process at this address, or
             // one another live process initialised.
             let busy = match read_opaque(ctx, a[0])? {
@@ -202,10 +206,7 @@ impl MapSet {
         h.register_kernel(BPF_FUNC_TIMER_SET_CALLBACK, |ctx, a| {
             let program = ctx.program().cloned();
             let s = service();
-            let mut t = s
-                .timers
-                .lock()
-                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let mut t = table(s)?;
             let Some(id) = lookup(ctx, &t, a[0])? else {
                 return Ok(neg_errno(libc::EINVAL));
             };
@@ -223,10 +224,7 @@ impl MapSet {
                 return Ok(neg_errno(libc::EINVAL));
             }
             let s = service();
-            let mut t = s
-                .timers
-                .lock()
-                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let mut t = table(s)?;
             let Some(id) = lookup(ctx, &t, a[0])? else {
                 return Ok(neg_errno(libc::EINVAL));
             };
@@ -262,10 +260,7 @@ impl MapSet {
         });
         h.register_kernel(BPF_FUNC_TIMER_CANCEL, |ctx, a| {
             let s = service();
-            let mut t = s
-                .timers
-                .lock()
-                .map_err(|_| HelperError::Failed("timer table poisoned".into()))?;
+            let mut t = table(s)?;
             let Some(id) = lookup(ctx, &t, a[0])? else {
                 return Ok(neg_errno(libc::EINVAL));
             };
