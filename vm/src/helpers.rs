@@ -900,4 +900,30 @@ mod tests {
         let t2 = h.get(5).unwrap().call(&mut ctx, [0; 5]).unwrap();
         assert!(t2 >= t1 && t1 > 0);
     }
+
+    #[test]
+    fn task_time_and_random_helpers_answer_as_the_kernel_does() {
+        let h = Helpers::kernel_basics();
+        let mut mem = MemoryMap::new();
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
+        let mut call = |id: i32| h.get(id).unwrap().call(&mut ctx, [0; 5]).unwrap();
+        // bpf_get_current_uid_gid: gid << 32 | uid.
+        // SAFETY: getuid and getgid have no preconditions.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        assert_eq!(call(15), (u64::from(gid) << 32) | u64::from(uid));
+        // bpf_get_smp_processor_id: a configured CPU.
+        assert!((call(8) as usize) < crate::maps::percpu::ncpus());
+        // Boot time counts suspend, so it is never behind the monotonic
+        // clock; the coarse clock is at most a tick behind it.
+        let mono = call(5);
+        let boot = call(125);
+        let coarse = call(160);
+        assert!(boot >= mono, "boot {boot} < monotonic {mono}");
+        assert!(coarse <= call(5) && mono - coarse.min(mono) < 100_000_000);
+        // bpf_get_prandom_u32: 32-bit values that vary.
+        let draws: Vec<u64> = (0..16).map(|_| call(7)).collect();
+        assert!(draws.iter().all(|&v| v <= u64::from(u32::MAX)));
+        assert!(draws.windows(2).any(|w| w[0] != w[1]));
+    }
 }
