@@ -87,6 +87,38 @@ pub(crate) struct JitCtx {
     pub(crate) host: *mut Host<'static, 'static>,
 }
 
+impl JitCtx {
+    /// Writes the fields of a fresh context that are read before compiled
+    /// code or a call-out writes them (registers zero; `init` sets them)
+    /// into `slot`, and returns a pointer to it. Word by word, with
+    /// volatile stores: the compiler would otherwise merge the zeros into
+    /// a `memset`, whose stores the code's first loads (and ours after the
+    /// run) cannot forward from, a stall per run. The other fields (`fp`,
+    /// `status`, the region cache, the callback fields, the frames) are
+    /// written by the code or a call-out before anything reads them.
+    pub(crate) fn init(
+        slot: &mut std::mem::MaybeUninit<JitCtx>,
+        budget: u64,
+        stack_top: u64,
+        depth_limit: u64,
+        init: impl FnOnce(*mut u64),
+    ) -> *mut JitCtx {
+        let p = slot.as_mut_ptr();
+        // SAFETY: every write stays inside `slot`, at a field's address
+        // and type.
+        unsafe {
+            let word = |w: *mut u64, v: u64| std::ptr::write_volatile(w, v);
+            init(std::ptr::addr_of_mut!((*p).regs).cast());
+            word(std::ptr::addr_of_mut!((*p).budget), budget);
+            word(std::ptr::addr_of_mut!((*p).max_depth), 0);
+            word(std::ptr::addr_of_mut!((*p).stack_top), stack_top);
+            word(std::ptr::addr_of_mut!((*p).depth_limit), depth_limit);
+            std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).host), std::ptr::null_mut());
+        }
+        p
+    }
+}
+
 /// The Rust side of a run, reached from call-outs.
 pub(crate) struct Host<'r, 'a> {
     pub(crate) run: &'r mut EngineRun<'a>,
@@ -267,12 +299,14 @@ fn finish_helper(
         return exit_with(ctx, r0);
     }
     if let Some((target, args)) = callback {
-        // SAFETY: the engine's live context.
-        let c = unsafe { &mut *ctx };
-        if c.status == STATUS_OK {
-            c.cb_target = target as u64;
-            c.cb_args = args;
-            c.status = STATUS_CALLBACK;
+        // SAFETY: the engine's live context; fields by raw pointer (some
+        // are unwritten yet).
+        unsafe {
+            if (*ctx).status == STATUS_OK {
+                (*ctx).cb_target = target as u64;
+                (*ctx).cb_args = args;
+                (*ctx).status = STATUS_CALLBACK;
+            }
         }
     }
     r0
@@ -300,12 +334,13 @@ pub(crate) extern "C" fn jit_drive(ctx: *mut JitCtx, pc: u64, r0: u64) -> u64 {
         })
     };
     if let Some(args) = callback {
-        // SAFETY: the engine's live context.
-        let c = unsafe { &mut *ctx };
-        if c.status == STATUS_OK {
-            // The target stays the one the helper started with.
-            c.cb_args = args;
-            c.status = STATUS_CALLBACK;
+        // SAFETY: the engine's live context, by raw pointer.
+        unsafe {
+            if (*ctx).status == STATUS_OK {
+                // The target stays the one the helper started with.
+                (*ctx).cb_args = args;
+                (*ctx).status = STATUS_CALLBACK;
+            }
         }
     }
     v
@@ -371,10 +406,11 @@ pub(crate) extern "C" fn jit_tail_call_nested(
             }
         })
     };
-    // SAFETY: the engine's live context.
-    let c = unsafe { &mut *ctx };
-    if taken && c.status == STATUS_OK {
-        c.status = STATUS_RETURN;
+    // SAFETY: the engine's live context, by raw pointer.
+    unsafe {
+        if taken && (*ctx).status == STATUS_OK {
+            (*ctx).status = STATUS_RETURN;
+        }
     }
     r0
 }

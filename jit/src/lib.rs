@@ -193,58 +193,104 @@ impl CompiledProgram for JitProgram {
     }
 
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>> {
+        self.enter(run, entry, |regs, run| {
+            // Word by word: the VM has just written these one word at a
+            // time, and wider loads would stall on store forwarding.
+            let src = run.regs().as_ptr();
+            for i in 0..11 {
+                // SAFETY: `i < 11`: inside both register arrays.
+                unsafe {
+                    std::ptr::write_volatile(regs.add(i), std::ptr::read_volatile(src.add(i)))
+                };
+            }
+        })
+    }
+
+    fn start(
+        &self,
+        run: &mut EngineRun<'_>,
+        args: &[u64; 5],
+        entry: usize,
+    ) -> Result<EngineStop, Box<Fault>> {
+        self.enter(run, entry, |regs, run| {
+            let top = run.stack_top();
+            let v = [
+                0, args[0], args[1], args[2], args[3], args[4], 0, 0, 0, 0, top,
+            ];
+            for (i, v) in v.into_iter().enumerate() {
+                // SAFETY: `i < 11`: inside the register array; one word
+                // at a time (see `JitCtx::init`).
+                unsafe { std::ptr::write_volatile(regs.add(i), v) };
+            }
+        })
+    }
+}
+
+impl JitProgram {
+    /// Runs the code from `entry` with the registers `init` sets.
+    #[inline(always)]
+    fn enter(
+        &self,
+        run: &mut EngineRun<'_>,
+        entry: usize,
+        init: impl FnOnce(*mut u64, &mut EngineRun<'_>),
+    ) -> Result<EngineStop, Box<Fault>> {
         let prog = run.program();
-        // Word by word: the VM has just written these one word at a time,
-        // and wider loads would stall on store forwarding.
-        let mut regs = [0u64; 11];
-        let src = run.regs();
-        for (i, r) in regs.iter_mut().enumerate() {
-            // SAFETY: `i < 11 <= 16`: inside the register array.
-            *r = unsafe { std::ptr::read_volatile(src.as_ptr().add(i)) };
-        }
         let budget = *run.budget();
         let stack_top = run.stack_top();
         let base = run.base_depth();
-        let mut host = Host {
+        let mut slot = std::mem::MaybeUninit::uninit();
+        let ctx = JitCtx::init(
+            &mut slot,
+            budget,
+            stack_top,
+            (MAX_FRAMES - 1).saturating_sub(base) as u64,
+            |regs| init(regs, run),
+        );
+        // Dropped by hand: only a fault or a tail call leaves something in
+        // it, and a drop call per run is measurable.
+        let mut host = std::mem::ManuallyDrop::new(Host {
             run,
             prog,
             fault: None,
             tail: None,
+        });
+        // SAFETY: `ctx` points into `slot`, alive until the end of this
+        // function; `host` outlives the call.
+        let status = unsafe {
+            std::ptr::write_volatile(
+                std::ptr::addr_of_mut!((*ctx).host),
+                (&mut *host as *mut Host<'_, '_>).cast(),
+            );
+            (self.entry)(ctx, entry as u64)
         };
-        let mut ctx = JitCtx {
-            regs,
-            budget,
-            max_depth: 0,
-            stack_top,
-            fp: 0,
-            status: 0,
-            depth_limit: (MAX_FRAMES - 1).saturating_sub(base) as u64,
-            cb_target: 0,
-            cb_args: [0; 5],
-            cache_lo: 0,
-            cache_read: 0,
-            cache_write: 0,
-            frames: [std::mem::MaybeUninit::uninit(); MAX_FRAMES],
-            host: (&mut host as *mut Host<'_, '_>).cast(),
+        let host = &mut *host;
+        // SAFETY: the fields the code keeps current, read at their width.
+        let (budget, max_depth, r0) = unsafe {
+            (
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).budget)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).max_depth)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[0])),
+            )
         };
-        let status = (self.entry)(&mut ctx, entry as u64);
-        // Fields by reference: moving `host` out would copy it through a
-        // word the code just wrote (a store-forwarding stall per run).
-        let host = &mut host;
-        *host.run.budget() = ctx.budget;
-        host.run.note_depth(base + ctx.max_depth as usize);
-        // SAFETY: reading the word the code stored, at its width.
-        let r0 = unsafe { std::ptr::read_volatile(&ctx.regs[0]) };
+        *host.run.budget() = budget;
+        host.run.note_depth(base + max_depth as usize);
         match status {
             ctx::STATUS_OK | ctx::STATUS_EXIT => Ok(EngineStop::Exit(r0)),
             ctx::STATUS_TAIL_CALL => match host.tail.take() {
                 Some(t) => {
                     // The target starts from every register.
-                    let dst = host.run.regs();
-                    for (i, r) in ctx.regs.iter().enumerate() {
-                        // SAFETY: `i < 11 <= 16`: inside the register
-                        // array; word by word, as the code wrote them.
-                        unsafe { std::ptr::write_volatile(dst.as_mut_ptr().add(i), *r) };
+                    let dst = host.run.regs().as_mut_ptr();
+                    for i in 0..11 {
+                        // SAFETY: `i < 11 <= 16`: inside both register
+                        // arrays (the code stored every register before a
+                        // tail call); word by word, as the code wrote them.
+                        unsafe {
+                            std::ptr::write_volatile(
+                                dst.add(i),
+                                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[i])),
+                            )
+                        };
                     }
                     Ok(EngineStop::TailCall(t))
                 }

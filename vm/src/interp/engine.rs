@@ -42,6 +42,24 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     /// in registers.)
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>>;
 
+    /// Starts a run at `entry` with `r1..r5` = `args`, `r10` = the stack
+    /// top and the other registers zero. [`EngineRun::regs`] is not set:
+    /// an engine that reads its registers from there (the default) sets
+    /// them first; one that takes `args` directly skips that copy.
+    fn start(
+        &self,
+        run: &mut EngineRun<'_>,
+        args: &[u64; 5],
+        entry: usize,
+    ) -> Result<EngineStop, Box<Fault>> {
+        let top = run.stack_top();
+        let regs = run.regs();
+        *regs = [0; 16];
+        regs[1..6].copy_from_slice(args);
+        regs[10] = top;
+        self.run(run, entry)
+    }
+
     /// Whether the stack must be zeroed before each run (always, unless
     /// the verifier proved the program never reads stack it did not
     /// write).

@@ -214,6 +214,10 @@ pub struct PreparedProgram {
     pub(super) config: Config,
     pub(super) accel: Option<Arc<dyn MapAccel>>,
     pub(super) compiled: std::sync::OnceLock<(Arc<dyn super::CompiledProgram>, bool)>,
+    /// Whether any instruction names r10: a program that never does
+    /// cannot write its stack (every stack pointer derives from r10), so
+    /// its runs leave nothing to zero.
+    pub(super) touches_stack: bool,
 }
 
 impl fmt::Debug for PreparedProgram {
@@ -732,6 +736,7 @@ impl PreparedProgram {
             config,
             accel: None,
             compiled: std::sync::OnceLock::new(),
+            touches_stack: program.insns().iter().any(|i| i.dst == 10 || i.src == 10),
         })
     }
 

@@ -294,7 +294,6 @@ pub struct Vm {
     mem: MemoryMap,
     program_array: Option<Arc<dyn ProgramArray>>,
     last_insn_count: u64,
-    hook: HookInfo,
     outcome: RunOutcome,
     /// The run state, kept between runs so a run does not rebuild it.
     state: Box<State>,
@@ -340,7 +339,6 @@ impl Vm {
             mem: MemoryMap::new(),
             program_array: None,
             last_insn_count: 0,
-            hook: HookInfo::default(),
             outcome: RunOutcome::default(),
             state: Box::new(State {
                 regs: [0; 16],
@@ -400,12 +398,13 @@ impl Vm {
     /// Sets what the hook knows about the events of the following runs
     /// (attach cookie, function address, registers; see [`HookInfo`]).
     pub fn set_hook_info(&mut self, hook: HookInfo) {
-        self.hook = hook;
+        // The run state keeps it: runs do not copy it.
+        self.state.env.hook = hook;
     }
 
     /// What the hook knows about the events, as last set.
     pub fn hook_info(&self) -> &HookInfo {
-        &self.hook
+        &self.state.env.hook
     }
 
     /// What the last run asked of its hook besides `r0`
@@ -494,18 +493,19 @@ impl Vm {
         entry: usize,
     ) -> Result<u64, Box<Fault>> {
         // (The fault is boxed so the hot result comes back in registers.)
+        let compiled = if self.use_compiled {
+            self.prog.compiled()
+        } else {
+            None
+        };
         // Zero the frames the previous run used: no data crosses runs.
         // Verified native code needs no zeroing: the verifier proved that
         // the program never reads stack it did not write.
-        let needs_zeroing = !self.use_compiled || self.prog.needs_zeroed_stack();
-        let dirty_words = if needs_zeroing {
-            self.dirty_frames
+        if self.dirty_frames > 0 && compiled.is_none_or(|c| c.needs_zeroed_stack()) {
+            let dirty_words = self
+                .dirty_frames
                 .min(MAX_CALL_FRAMES)
-                .saturating_mul(STACK_SIZE / 8)
-        } else {
-            0
-        };
-        if dirty_words > 0 {
+                .saturating_mul(STACK_SIZE / 8);
             let total_words = self.stack.len();
             self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
         }
@@ -516,26 +516,54 @@ impl Vm {
         let start_budget = self.prog.config.budget.unwrap_or(u64::MAX);
         // The frames array is not cleared: frames are written before read.
         let st = &mut *self.state;
-        st.regs = [0; 16];
         st.depth = 0;
         st.base_depth = 0;
         st.max_depth = 0;
         st.budget = start_budget;
         st.tail_calls = 0;
         st.packet = packet;
-        st.env = RunEnv {
-            hook: self.hook,
-            outcome: RunOutcome::default(),
-        };
-        st.drivers.clear();
-        st.regs[1..6].copy_from_slice(&args);
-        st.regs[10] = top;
+        st.env.outcome = RunOutcome::default();
+        if !st.drivers.is_empty() {
+            st.drivers.clear();
+        }
 
-        // Programs entered by tail calls; index 0 is `self.prog`.
-        let mut extra: Vec<Arc<PreparedProgram>> = Vec::new();
-        let mut cur = 0usize;
-        let mut pc = entry;
-        let result = loop {
+        // Native code for the program takes the arguments directly (the
+        // common case: no tail call); the loop below handles the rest.
+        let result = match compiled {
+            Some(code) => {
+                let mut run = EngineRun {
+                    prog: &self.prog,
+                    st: &mut *st,
+                    mem: &mut self.mem,
+                    program_array: self.program_array.as_deref(),
+                };
+                match code.start(&mut run, &args, entry) {
+                    Ok(EngineStop::Exit(r0)) => Ok(r0),
+                    Ok(EngineStop::TailCall(next)) => self.run_loop(vec![next], 1, 0),
+                    Err(f) => Err(f),
+                }
+            }
+            None => {
+                st.regs = [0; 16];
+                st.regs[1..6].copy_from_slice(&args);
+                st.regs[10] = top;
+                self.run_loop(Vec::new(), 0, entry)
+            }
+        };
+        self.finish_run(start_budget, result)
+    }
+
+    /// Runs programs from `pc` of `cur` (0: this VM's program, `i`: the
+    /// `i`th of `extra`) until one exits: interpreted, or native code
+    /// from the outermost frame, following tail calls.
+    fn run_loop(
+        &mut self,
+        mut extra: Vec<Arc<PreparedProgram>>,
+        mut cur: usize,
+        mut pc: usize,
+    ) -> Result<u64, Box<Fault>> {
+        let st = &mut *self.state;
+        loop {
             let prog: &Arc<PreparedProgram> = match cur.checked_sub(1) {
                 None => &self.prog,
                 Some(i) => match extra.get(i) {
@@ -571,7 +599,7 @@ impl Vm {
                 ),
             };
             match stop {
-                Ok(Stop::Exit(r0)) => break Ok(r0),
+                Ok(Stop::Exit(r0)) => return Ok(r0),
                 Ok(Stop::Switch { prog, pc: next }) => {
                     cur = prog;
                     pc = next;
@@ -581,12 +609,27 @@ impl Vm {
                     cur = extra.len();
                     pc = 0;
                 }
-                Err(f) => break Err(Box::new(f)),
+                Err(f) => return Err(Box::new(f)),
             }
-        };
-        // Per-CPU slots leased by this run go back to the pool.
+        }
+    }
+
+    /// The end of every run: per-CPU leases back, what the next run must
+    /// zero, the counts and outcome the accessors report.
+    fn finish_run(
+        &mut self,
+        start_budget: u64,
+        result: Result<u64, Box<Fault>>,
+    ) -> Result<u64, Box<Fault>> {
         crate::maps::percpu::release_leases();
-        self.dirty_frames = st.max_depth.saturating_add(1);
+        let st = &mut *self.state;
+        // A run of a program that never names r10, without tail calls,
+        // wrote no stack.
+        self.dirty_frames = if self.prog.touches_stack || st.tail_calls > 0 {
+            st.max_depth.saturating_add(1)
+        } else {
+            0
+        };
         self.last_insn_count = start_budget.wrapping_sub(st.budget);
         self.mem.end_run();
         self.outcome = st.env.outcome;

@@ -23,6 +23,10 @@ pub fn ncpus() -> usize {
 thread_local! {
     /// Leases held by the current run: (lease table address, slot).
     static HELD: RefCell<Vec<(usize, usize)>> = const { RefCell::new(Vec::new()) };
+    /// Whether `HELD` may be non-empty: a run that leased nothing ends
+    /// without touching it (this one needs no destructor, so it costs a
+    /// plain thread-local load).
+    static ANY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The slot this thread's run uses in the lease table at `table` (with
@@ -50,6 +54,7 @@ pub(super) fn slot(table: *const AtomicU32, n: usize) -> usize {
                     .is_ok()
             {
                 HELD.with(|h| h.borrow_mut().push((key, i)));
+                ANY.with(|a| a.set(true));
                 return i % n;
             }
         }
@@ -61,6 +66,9 @@ pub(super) fn slot(table: *const AtomicU32, n: usize) -> usize {
 /// Releases every lease of the current thread's run (the interpreter calls
 /// this when a run ends).
 pub fn release_leases() {
+    if !ANY.with(|a| a.replace(false)) {
+        return;
+    }
     HELD.with(|h| {
         let mut h = h.borrow_mut();
         for &(table, i) in h.iter() {

@@ -1,0 +1,68 @@
+//! Runs one program of the JIT suite in a loop, for profilers
+//! (`perf record`, `valgrind --tool=callgrind`), and prints ns per run.
+//!
+//! ```sh
+//! cargo run --release -p userbpf-benches --example suite_loop -- simple [checked] [runs]
+//! ```
+//! With `ASM=1` in the environment it first prints the native code.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use userbpf_benches::engines::{insns, jit_checked, jit_verified, CHECKED_BUDGET};
+use userbpf_benches::suite::suite;
+use userbpf_jit::Options;
+use userbpf_verifier::Verified;
+use userbpf_vm::interp::PreparedProgram;
+use userbpf_vm::{Config, Helpers, Program};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(name) = args.get(1) else {
+        eprintln!("usage: suite_loop PROGRAM [checked|verified] [RUNS]");
+        std::process::exit(2);
+    };
+    let checked = args.get(2).is_some_and(|a| a == "checked");
+    let runs: u64 = args
+        .get(3)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(50_000_000);
+    let Some(p) = suite().into_iter().find(|p| p.name == name.as_str()) else {
+        eprintln!("no program `{name}` in the suite");
+        std::process::exit(2);
+    };
+    if std::env::var_os("ASM").is_some() {
+        let program = Program::new(p.name, insns(&p)).expect("suite program");
+        let budget = checked.then_some(CHECKED_BUDGET);
+        let prog = Arc::new(
+            PreparedProgram::new(&program, &Helpers::new(), Config { budget })
+                .expect("suite program"),
+        );
+        let options = Options { keep_asm: true };
+        let code = if checked {
+            userbpf_jit::compile_checked(&prog, options)
+        } else {
+            // SAFETY: as in `engines::jit_verified`: the suite's programs
+            // stay inside their memory and terminate.
+            let v = unsafe { Verified::assume_verified(prog) };
+            userbpf_jit::compile_verified(&v, options)
+        }
+        .expect("compiles");
+        println!("{}", code.asm().unwrap_or_default());
+    }
+    let mut mem = (p.input)();
+    let mut vm = if checked {
+        jit_checked(&p)
+    } else {
+        jit_verified(&p)
+    };
+    let t = std::time::Instant::now();
+    for _ in 0..runs {
+        black_box(vm.run(black_box(&mut mem)).expect("runs"));
+    }
+    println!(
+        "{}: {:.2} ns/run",
+        p.name,
+        t.elapsed().as_nanos() as f64 / runs as f64
+    );
+}
