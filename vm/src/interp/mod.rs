@@ -482,10 +482,15 @@ impl Vm {
         self.execute_at(args, None, pc).map_err(|f| *f)
     }
 
+    #[inline(always)]
     fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
         self.execute_at(args, packet, 0).map_err(|f| *f)
     }
 
+    // Inlined into each entry point: the arguments and the packet then
+    // stay in registers (passed by reference, they were copied with wide
+    // loads that stall on the caller's narrow stores).
+    #[inline(always)]
     fn execute_at(
         &mut self,
         args: [u64; 5],
