@@ -4,7 +4,9 @@
 //! ```sh
 //! cargo run --release -p userbpf-benches --example suite_loop -- simple [checked] [runs]
 //! ```
-//! With `ASM=1` in the environment it first prints the native code.
+//! With `ASM=1` in the environment it first prints the native code; with
+//! `COMPILE=1` it compiles the program `runs` times instead and prints the
+//! median compile time per instruction.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -49,6 +51,11 @@ fn main() {
         }
         .expect("compiles");
         println!("{}", code.asm().unwrap_or_default());
+    }
+    if std::env::var_os("COMPILE").is_some() {
+        let (c, v) = userbpf_benches::engines::compile_us_per_insn(&p, runs as u32);
+        println!("{}: compile µs/insn checked {c:.2} verified {v:.2}", p.name);
+        return;
     }
     let mut mem = (p.input)();
     let mut vm = if checked {
