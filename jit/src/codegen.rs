@@ -87,6 +87,7 @@ const CACHE_READ_OFF: i32 = offset_of!(JitCtx, cache_read) as i32;
 const CACHE_WRITE_OFF: i32 = offset_of!(JitCtx, cache_write) as i32;
 const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
 const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
+const SEED_OFF: i32 = offset_of!(JitCtx, seed) as i32;
 const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
 const FRAME_SIZE: i64 = std::mem::size_of::<JitFrame>() as i64;
 const F_RET: i32 = offset_of!(JitFrame, ret_site) as i32;
@@ -390,23 +391,50 @@ impl<'a, 'b> Translator<'a, 'b> {
             five: b.import_signature(sig(call_conv, 5)),
             three: b.import_signature(sig(call_conv, 3)),
         };
+        // Registers the program never names start as zero instead of being
+        // loaded: nothing can observe them (without calls of any kind, only
+        // r0 leaves the code). r0 and r10 are always loaded.
+        let calls = shape.insns.iter().flatten().any(|(_, class)| {
+            !matches!(class, OpClass::Plain | OpClass::LoadImm(_) | OpClass::Hole)
+        });
+        let mut named = [calls; 11];
+        named[0] = true;
+        named[10] = true;
+        for i in prog.insns() {
+            for r in [i.dst, i.src] {
+                if let Some(n) = named.get_mut(usize::from(r)) {
+                    *n = true;
+                }
+            }
+        }
         for (i, r) in regs.iter().enumerate() {
-            let v = b.ins().load(I64, ctx_flags(), ctx, REGS_OFF + 8 * i as i32);
+            let v = if named[i] {
+                b.ins().load(I64, ctx_flags(), ctx, REGS_OFF + 8 * i as i32)
+            } else {
+                b.ins().iconst(I64, 0)
+            };
             b.def_var(*r, v);
         }
         let bud = b.ins().load(I64, ctx_flags(), ctx, BUDGET_OFF);
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
-        // The first frame: [r10 - 512, r10) is always accessible.
-        let r10 = b.use_var(regs[10]);
-        let frame_lo = b.ins().iadd_imm_s(r10, -(STACK_SIZE as i64));
-        let frame_lim = b.ins().iconst(I64, STACK_SIZE as i64 - 7);
-        for (lo, lim) in cache {
-            b.def_var(lo, frame_lo);
-            b.def_var(lim, frame_lim);
+        // The checks start with the regions the engine chose (the first
+        // frame, or the context's region).
+        if checks == Checks::On {
+            for (i, (lo, lim)) in cache.into_iter().enumerate() {
+                let off = SEED_OFF + 16 * i as i32;
+                let v = b.ins().load(I64, ctx_flags(), ctx, off);
+                b.def_var(lo, v);
+                let v = b.ins().load(I64, ctx_flags(), ctx, off + 8);
+                b.def_var(lim, v);
+            }
+        } else {
+            for (lo, lim) in cache {
+                b.def_var(lo, zero);
+                b.def_var(lim, zero);
+            }
         }
-        let _ = zero;
         let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
         let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
         let len = shape.insns.len();

@@ -78,6 +78,10 @@ pub(crate) struct JitCtx {
     pub(crate) cache_lo: u64,
     pub(crate) cache_read: u64,
     pub(crate) cache_write: u64,
+    /// The regions the inline checks start with, for reads and writes:
+    /// start and limit (`len - 7`) of each; the first frame, or the
+    /// context's region when it has one (at least 8 bytes).
+    pub(crate) seed: [u64; 4],
     /// A helper's callback: its pc and arguments.
     pub(crate) cb_target: u64,
     pub(crate) cb_args: [u64; 5],
@@ -101,6 +105,7 @@ impl JitCtx {
         budget: u64,
         stack_top: u64,
         depth_limit: u64,
+        seed: [u64; 4],
         init: impl FnOnce(*mut u64),
     ) -> *mut JitCtx {
         let p = slot.as_mut_ptr();
@@ -113,6 +118,9 @@ impl JitCtx {
             word(std::ptr::addr_of_mut!((*p).max_depth), 0);
             word(std::ptr::addr_of_mut!((*p).stack_top), stack_top);
             word(std::ptr::addr_of_mut!((*p).depth_limit), depth_limit);
+            for (i, v) in seed.into_iter().enumerate() {
+                word(std::ptr::addr_of_mut!((*p).seed[i]), v);
+            }
             std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).host), std::ptr::null_mut());
         }
         p

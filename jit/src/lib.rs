@@ -32,6 +32,7 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use userbpf_verifier::Verified;
 use userbpf_vm::interp::{CompiledProgram, EngineRun, EngineStop, PreparedProgram};
+use userbpf_vm::memory::Access;
 use userbpf_vm::Fault;
 
 use codegen::{Checks, Shape, Translator};
@@ -193,7 +194,8 @@ impl CompiledProgram for JitProgram {
     }
 
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>> {
-        self.enter(run, entry, |regs, run| {
+        let seed = frame_seed(run.stack_top());
+        self.enter(run, entry, seed, |regs, run| {
             // Word by word: the VM has just written these one word at a
             // time, and wider loads would stall on store forwarding.
             let src = run.regs().as_ptr();
@@ -212,8 +214,13 @@ impl CompiledProgram for JitProgram {
         args: &[u64; 5],
         entry: usize,
     ) -> Result<EngineStop, Box<Fault>> {
-        self.enter(run, entry, |regs, run| {
-            let top = run.stack_top();
+        let top = run.stack_top();
+        let seed = if self.checked {
+            context_seed(run, args[0], top)
+        } else {
+            [0; 4]
+        };
+        self.enter(run, entry, seed, |regs, _| {
             let v = [
                 0, args[0], args[1], args[2], args[3], args[4], 0, 0, 0, 0, top,
             ];
@@ -226,6 +233,30 @@ impl CompiledProgram for JitProgram {
     }
 }
 
+/// The inline checks' first regions: the first frame, `[top - 512,
+/// top)`, for reads and writes.
+fn frame_seed(top: u64) -> [u64; 4] {
+    let lo = top.wrapping_sub(userbpf_vm::interp::STACK_SIZE as u64);
+    let lim = userbpf_vm::interp::STACK_SIZE as u64 - 7;
+    [lo, lim, lo, lim]
+}
+
+/// The inline checks' first regions for a run whose `r1` is `r1`: the
+/// region `r1` points into (the context, where most accesses go) when it
+/// has at least 8 bytes, the first frame otherwise.
+fn context_seed(run: &EngineRun<'_>, r1: u64, top: u64) -> [u64; 4] {
+    let mut seed = frame_seed(top);
+    if let Some(r) = run.region_for(r1, 1, Access::Read).filter(|r| r.len >= 8) {
+        seed[0] = r.start;
+        seed[1] = r.len - 7;
+        if r.writable {
+            seed[2] = r.start;
+            seed[3] = r.len - 7;
+        }
+    }
+    seed
+}
+
 impl JitProgram {
     /// Runs the code from `entry` with the registers `init` sets.
     #[inline(always)]
@@ -233,6 +264,7 @@ impl JitProgram {
         &self,
         run: &mut EngineRun<'_>,
         entry: usize,
+        seed: [u64; 4],
         init: impl FnOnce(*mut u64, &mut EngineRun<'_>),
     ) -> Result<EngineStop, Box<Fault>> {
         let prog = run.program();
@@ -245,6 +277,7 @@ impl JitProgram {
             budget,
             stack_top,
             (MAX_FRAMES - 1).saturating_sub(base) as u64,
+            seed,
             |regs| init(regs, run),
         );
         // Dropped by hand: only a fault or a tail call leaves something in

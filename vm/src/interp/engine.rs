@@ -268,6 +268,13 @@ impl<'a> EngineRun<'a> {
         Ok(self.mem.region_for(addr, len, access))
     }
 
+    /// The region (not the stack) that allows `[addr, addr + len)` for
+    /// `access`, if any; it stays valid for the run (an engine may check
+    /// accesses against it inline from the start).
+    pub fn region_for(&self, addr: u64, len: u64, access: Access) -> Option<crate::memory::Region> {
+        self.mem.region_for(addr, len, access)
+    }
+
     /// Calls helper `index` of `prog` for the `call` at `pc` (`fp`: the
     /// caller's `r10`). Helpers that call back into the program
     /// (`bpf_for_each_map_elem`, ...) are refused with a fault.
