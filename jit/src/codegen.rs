@@ -45,7 +45,6 @@ struct Callouts {
     map_lookup: Value,
     tail_call: Value,
     packet_load: Value,
-    fault: Value,
     drive: Value,
     tail_call_nested: Value,
 }
@@ -88,6 +87,7 @@ const CACHE_WRITE_OFF: i32 = offset_of!(JitCtx, cache_write) as i32;
 const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
 const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
 const SEED_OFF: i32 = offset_of!(JitCtx, seed) as i32;
+const RECORD_OFF: i32 = offset_of!(JitCtx, record) as i32;
 const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
 const FRAME_SIZE: i64 = std::mem::size_of::<JitFrame>() as i64;
 const F_RET: i32 = offset_of!(JitFrame, ret_site) as i32;
@@ -381,7 +381,6 @@ impl<'a, 'b> Translator<'a, 'b> {
             map_lookup: addr(b, ctx::jit_map_lookup as *const () as usize),
             tail_call: addr(b, ctx::jit_tail_call as *const () as usize),
             packet_load: addr(b, ctx::jit_packet_load as *const () as usize),
-            fault: addr(b, ctx::jit_fault as *const () as usize),
             drive: addr(b, ctx::jit_drive as *const () as usize),
             tail_call_nested: addr(b, ctx::jit_tail_call_nested as *const () as usize),
         };
@@ -637,14 +636,22 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().return_(&[status]);
     }
 
-    /// Records a fault and leaves.
+    /// Records a fault in the context (no call-out: the engine turns the
+    /// record into the fault after the code returns) and leaves.
     fn fault(&mut self, pc: usize, code: FaultCode, value: Value, len: u64) {
         let pcv = self.iconst(pc as i64);
         let codev = self.iconst(code as i64);
         let lenv = self.iconst(len as i64);
-        let f = self.callouts.fault;
-        let sig = self.sigs.five;
-        self.callout(f, sig, &[pcv, codev, value, lenv]);
+        let fp = self.r(10);
+        for (i, v) in [pcv, codev, value, lenv, fp].into_iter().enumerate() {
+            self.b
+                .ins()
+                .store(ctx_flags(), v, self.ctx, RECORD_OFF + 8 * i as i32);
+        }
+        let status = self.iconst(ctx::STATUS_FAULT_RECORD as i64);
+        self.b
+            .ins()
+            .store(ctx_flags(), status, self.ctx, STATUS_OFF);
         let bud = self.b.use_var(self.budget);
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         self.b.ins().jump(self.fault_exit, &[]);
@@ -861,8 +868,9 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.emit_dispatch();
         self.emit_returns();
         self.fill_pending();
+        // Every way here set the status: a fault in the host, or a record.
         self.b.switch_to_block(self.fault_exit);
-        let status = self.iconst(ctx::STATUS_FAULT as i64);
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         self.b.ins().return_(&[status]);
         self.b.seal_all_blocks();
         Ok(())

@@ -7,7 +7,9 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use userbpf_vm::interp::{DriveStep, EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram};
+use userbpf_vm::interp::{
+    DriveStep, EngineFault, EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram,
+};
 use userbpf_vm::memory::Access;
 use userbpf_vm::Fault;
 
@@ -29,6 +31,8 @@ pub(crate) const STATUS_CALLBACK: u64 = 4;
 /// A tail call from a subprogram ran its target: the function returns
 /// the value returned.
 pub(crate) const STATUS_RETURN: u64 = 5;
+/// A fault is described by [`JitCtx::record`].
+pub(crate) const STATUS_FAULT_RECORD: u64 = 6;
 
 /// [`JitFrame::loop_cb`] of a frame that is not a `bpf_loop` frame.
 pub(crate) const FRAME_PLAIN: u64 = u64::MAX;
@@ -82,6 +86,9 @@ pub(crate) struct JitCtx {
     /// start and limit (`len - 7`) of each; the first frame, or the
     /// context's region when it has one (at least 8 bytes).
     pub(crate) seed: [u64; 4],
+    /// A fault the code (or a check without a host) recorded: pc, a
+    /// [`FaultCode`], a value, a length and the frame's `r10`.
+    pub(crate) record: [u64; 5],
     /// A helper's callback: its pc and arguments.
     pub(crate) cb_target: u64,
     pub(crate) cb_args: [u64; 5],
@@ -139,7 +146,7 @@ fn boxed(f: Fault) -> Option<Box<Fault>> {
     Some(Box::new(f))
 }
 
-/// Fault codes passed to [`jit_fault`].
+/// Fault codes of [`JitCtx::record`].
 #[repr(u64)]
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum FaultCode {
@@ -149,6 +156,40 @@ pub(crate) enum FaultCode {
     BadCallTarget = 3,
     InvalidPc = 4,
     CorePoison = 5,
+    /// An access no inline check allowed, in a run without a host (value:
+    /// the address, length: `len | (1 << 32)` for a write).
+    Access = 6,
+}
+
+/// The fault a record describes. Budget: the value is the budget left at
+/// the start of the block at `pc` (the fault lands on the instruction the
+/// interpreter would stop at).
+pub(crate) fn record_fault(rec: [u64; 5]) -> EngineFault {
+    let [pc, code, value, len, fp] = rec;
+    let pc = pc as usize;
+    match code {
+        0 => EngineFault::Misaligned {
+            pc,
+            addr: value,
+            len,
+        },
+        1 => EngineFault::Budget { pc, done: value },
+        2 => EngineFault::CallDepth { pc },
+        3 => EngineFault::BadCallTarget { pc, value },
+        5 => EngineFault::PoisonedCoreRelocation { pc },
+        6 => EngineFault::Access {
+            pc,
+            fp,
+            addr: value,
+            len: len & 0xffff_ffff,
+            access: if len >> 32 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            },
+        },
+        _ => EngineFault::InvalidPc { pc },
+    }
 }
 
 /// Runs `f` on the host; a panic becomes a fault.
@@ -211,6 +252,13 @@ fn exit_with(ctx: *mut JitCtx, r0: u64) -> u64 {
 pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_access: u64) -> u64 {
     // SAFETY: called by compiled code with its context.
     unsafe {
+        if (*ctx).host.is_null() {
+            // A closed run: the inline checks knew every region (the
+            // stack, the context); the engine classifies the refusal.
+            (*ctx).record = [pc, FaultCode::Access as u64, addr, len_access, (*ctx).fp];
+            (*ctx).status = STATUS_FAULT_RECORD;
+            return 0;
+        }
         with_host(ctx, pc, |h, fp| {
             let len = len_access & 0xffff_ffff;
             let access = if len_access >> 32 != 0 {
@@ -495,49 +543,5 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
         exit_with(ctx, 0)
     } else {
         v
-    }
-}
-
-/// Records a fault found by compiled code: `code` is a [`FaultCode`];
-/// `value` the address (misaligned), the callx value (bad target) or the
-/// remaining budget (budget: `pc` is then the start of the block, and the
-/// fault lands on the instruction the interpreter would stop at).
-pub(crate) extern "C" fn jit_fault(
-    ctx: *mut JitCtx,
-    pc: u64,
-    code: u64,
-    value: u64,
-    len: u64,
-) -> u64 {
-    // SAFETY: called by compiled code with its context.
-    unsafe {
-        with_host(ctx, pc, |h, _| {
-            let prog = h.prog;
-            let mut pc = pc as usize;
-            let (addr, kind) = match code {
-                0 => (value, FaultKind::Misaligned),
-                1 => {
-                    for _ in 0..value {
-                        pc += match prog.op_class(pc) {
-                            Some(OpClass::LoadImm(_)) => 2,
-                            _ => 1,
-                        };
-                    }
-                    (
-                        0,
-                        FaultKind::BudgetExhausted {
-                            limit: prog.config().budget.unwrap_or(u64::MAX),
-                        },
-                    )
-                }
-                2 => (0, FaultKind::CallDepthExceeded { limit: MAX_FRAMES }),
-                3 => (0, FaultKind::BadCallTarget { value }),
-                5 => (0, FaultKind::PoisonedCoreRelocation),
-                _ => (0, FaultKind::InvalidPc),
-            };
-            let len = if code == 0 { len } else { 0 };
-            h.fault = boxed(h.run.fault(prog, pc, addr, len, kind));
-            0
-        })
     }
 }

@@ -335,6 +335,13 @@ impl JitProgram {
                     userbpf_vm::interp::FaultKind::InvalidPc,
                 ))),
             },
+            ctx::STATUS_FAULT_RECORD => {
+                // SAFETY: the code wrote the record before this status.
+                let rec = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*ctx).record)) };
+                Err(Box::new(
+                    host.run.engine_fault(host.prog, ctx::record_fault(rec)),
+                ))
+            }
             _ => Err(match host.fault.take() {
                 Some(f) => f,
                 None => Box::new(host.run.fault(

@@ -68,6 +68,126 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     }
 }
 
+/// A fault as compiled code reports it: what happened at which pc. The VM
+/// turns it into the [`Fault`] the interpreter reports for the same run
+/// ([`EngineRun::engine_fault`]), so compiled code needs no call-out to
+/// fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EngineFault {
+    /// An access the inline checks refused: `[addr, addr + len)` for
+    /// `access` at `pc`, `fp` being the frame's `r10`.
+    Access {
+        /// pc.
+        pc: usize,
+        /// `r10` of the frame.
+        fp: u64,
+        /// First byte.
+        addr: u64,
+        /// Length.
+        len: u64,
+        /// Read or write.
+        access: Access,
+    },
+    /// The budget ran out in the block starting at `pc`, whose first
+    /// `done` instructions ran.
+    Budget {
+        /// First pc of the block.
+        pc: usize,
+        /// Instructions of the block that ran.
+        done: u64,
+    },
+    /// A misaligned atomic access.
+    Misaligned {
+        /// pc.
+        pc: usize,
+        /// Address.
+        addr: u64,
+        /// Length.
+        len: u64,
+    },
+    /// A call beyond [`super::MAX_CALL_FRAMES`].
+    CallDepth {
+        /// pc of the call.
+        pc: usize,
+    },
+    /// `callx` (or a callback) to `value`, which is no subprogram.
+    BadCallTarget {
+        /// pc.
+        pc: usize,
+        /// The target value.
+        value: u64,
+    },
+    /// Execution reached `pc`, which holds no instruction.
+    InvalidPc {
+        /// pc.
+        pc: usize,
+    },
+    /// A poisoned CO-RE relocation ran.
+    PoisonedCoreRelocation {
+        /// pc.
+        pc: usize,
+    },
+}
+
+/// The [`Fault`] for `f` in a run of `prog` over `mem`.
+pub(super) fn engine_fault(prog: &PreparedProgram, mem: &mut MemoryMap, f: EngineFault) -> Fault {
+    let fault = |pc: usize, addr: u64, len: u64, kind: FaultKind| Fault {
+        program: Arc::clone(&prog.name),
+        pc,
+        insn: prog.insns.get(pc).copied().unwrap_or_default(),
+        addr,
+        len,
+        kind,
+    };
+    match f {
+        EngineFault::Access {
+            pc,
+            fp,
+            addr,
+            len,
+            access,
+        } => {
+            mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
+            let kind = match mem.check(addr, len, access) {
+                Err(AccessError::ReadOnly(region)) => FaultKind::ReadOnly { region },
+                // (`Ok` would be an engine refusing an allowed access: it
+                // is reported as out of bounds rather than not at all.)
+                Err(AccessError::Unmapped) | Ok(_) => FaultKind::OutOfBounds { access },
+            };
+            fault(pc, addr, len, kind)
+        }
+        EngineFault::Budget { pc, done } => {
+            // The pc the interpreter stops at: `done` instructions in (an
+            // `lddw` takes two slots).
+            let mut at = pc;
+            for _ in 0..done {
+                at += match prog.op_class(at) {
+                    Some(OpClass::LoadImm(_)) => 2,
+                    _ => 1,
+                };
+            }
+            let limit = prog.config.budget.unwrap_or(u64::MAX);
+            fault(at, 0, 0, FaultKind::BudgetExhausted { limit })
+        }
+        EngineFault::Misaligned { pc, addr, len } => fault(pc, addr, len, FaultKind::Misaligned),
+        EngineFault::CallDepth { pc } => fault(
+            pc,
+            0,
+            0,
+            FaultKind::CallDepthExceeded {
+                limit: super::MAX_CALL_FRAMES,
+            },
+        ),
+        EngineFault::BadCallTarget { pc, value } => {
+            fault(pc, 0, 0, FaultKind::BadCallTarget { value })
+        }
+        EngineFault::InvalidPc { pc } => fault(pc, 0, 0, FaultKind::InvalidPc),
+        EngineFault::PoisonedCoreRelocation { pc } => {
+            fault(pc, 0, 0, FaultKind::PoisonedCoreRelocation)
+        }
+    }
+}
+
 /// How a compiled run ended.
 #[derive(Debug)]
 pub enum EngineStop {
@@ -266,6 +386,11 @@ impl<'a> EngineRun<'a> {
     ) -> Result<Option<crate::memory::Region>, FaultKind> {
         self.check(fp, addr, len, access)?;
         Ok(self.mem.region_for(addr, len, access))
+    }
+
+    /// The [`Fault`] the interpreter reports for `f` in this run of `prog`.
+    pub fn engine_fault(&mut self, prog: &PreparedProgram, f: EngineFault) -> Fault {
+        engine_fault(prog, self.mem, f)
     }
 
     /// The region (not the stack) that allows `[addr, addr + len)` for

@@ -24,7 +24,8 @@ mod lower;
 
 pub(crate) use engine::apply_compile_hook as engine_hook;
 pub use engine::{
-    set_compile_hook, CompiledProgram, DriveStep, EngineRun, EngineStop, HelperReturn, OpClass,
+    set_compile_hook, CompiledProgram, DriveStep, EngineFault, EngineRun, EngineStop, HelperReturn,
+    OpClass,
 };
 
 pub use lower::{MapAccel, PreparedProgram};
