@@ -353,6 +353,11 @@ pub(crate) struct Translator<'a, 'b> {
     pending: Vec<Pending>,
     /// Whether the current block still needs a terminator.
     open: bool,
+    /// Whether no call-out but memory checks was emitted.
+    closed: bool,
+    /// The leader of the block being translated (charged in full on
+    /// entry, in checked mode).
+    leader: usize,
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -490,6 +495,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             dispatch_used: many_entries,
             pending: Vec::new(),
             open: false,
+            closed: true,
+            leader: 0,
         }
     }
 
@@ -516,6 +523,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Calls a call-out with `args` after `ctx` (and stores the caller's
     /// frame pointer for it); returns its result.
     fn callout(&mut self, f: Value, sig: cranelift_codegen::ir::SigRef, args: &[Value]) -> Value {
+        // Memory checks work without a host (they record the refusal);
+        // everything else needs one.
+        if f != self.callouts.check {
+            self.closed = false;
+        }
         let fp = self.r(10);
         self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
         let mut all = vec![self.ctx];
@@ -557,11 +569,14 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// After a call-out: a non-zero status leaves the run (fault, exit with
     /// the returned value as r0, tail call).
-    fn check_status(&mut self, ret: Value) {
+    fn check_status(&mut self, pc: usize, ret: Value) {
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         self.when(status, false, |t| {
-            // r0 = the returned value for an exit; the status is returned.
+            // r0 = the returned value for an exit; the status is returned
+            // (the rest of the block did not run).
             t.set_r(0, ret);
+            let bud = t.budget_at(pc);
+            t.b.def_var(t.budget, bud);
             t.leave(status);
         });
     }
@@ -652,7 +667,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b
             .ins()
             .store(ctx_flags(), status, self.ctx, STATUS_OFF);
-        let bud = self.b.use_var(self.budget);
+        // (A budget fault has spent the budget: nothing to give back.)
+        let bud = if matches!(code, FaultCode::Budget) {
+            self.b.use_var(self.budget)
+        } else {
+            self.budget_at(pc)
+        };
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         self.b.ins().jump(self.fault_exit, &[]);
     }
@@ -721,8 +741,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         let lim = self.b.ins().select(fits, new_lim, old_lim);
         self.b.def_var(lo_var, lo);
         self.b.def_var(lim_var, lim);
-        let fault = self.fault_exit;
-        self.b.ins().brif(allowed, ok, &[], fault, &[]);
+        let refused = self.b.create_block();
+        self.b.ins().brif(allowed, ok, &[], refused, &[]);
+        self.b.switch_to_block(refused);
+        self.b.seal_block(refused);
+        self.b.set_cold_block(refused);
+        let bud = self.budget_at(pc);
+        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        self.b.ins().jump(self.fault_exit, &[]);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
         addr
@@ -792,6 +818,46 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Number of instructions from leader `pc` to the end of its block.
+    /// Instructions of the current block after `pc`: charged on entry,
+    /// they do not run when the program leaves at `pc` (a fault, or a
+    /// call-out ending the run), so the count the interpreter reports
+    /// excludes them. 0 when `pc` is not in the current block.
+    fn refund(&self, pc: usize) -> u64 {
+        if self.checks == Checks::Off || pc < self.leader {
+            return 0;
+        }
+        let mut done = 0u64;
+        let mut p = self.leader;
+        while p <= pc {
+            match self.shape.insns.get(p) {
+                Some(Some((i, class))) => {
+                    done += 1;
+                    if p < pc && ends_block(i, *class) {
+                        return 0;
+                    }
+                    p += i.slots();
+                }
+                _ => {
+                    done += 1;
+                    break;
+                }
+            }
+        }
+        if p <= pc {
+            return 0;
+        }
+        self.block_len(self.leader).saturating_sub(done)
+    }
+
+    /// The budget variable plus [`Translator::refund`] of `pc`.
+    fn budget_at(&mut self, pc: usize) -> Value {
+        let bud = self.b.use_var(self.budget);
+        match self.refund(pc) {
+            0 => bud,
+            n => self.b.ins().iadd_imm_s(bud, n as i64),
+        }
+    }
+
     fn block_len(&self, pc: usize) -> u64 {
         let mut n = 0;
         let mut p = pc;
@@ -820,7 +886,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Translates the whole program.
-    pub(crate) fn translate(mut self) -> Result<(), JitError> {
+    /// Translates the program; returns whether the code is closed (calls
+    /// out for nothing but memory checks: it can run without a host).
+    pub(crate) fn translate(mut self) -> Result<bool, JitError> {
         let len = self.shape.insns.len();
         let mut pc = 0;
         while pc < len {
@@ -831,6 +899,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.b.switch_to_block(block);
                 self.open = true;
                 let n = self.block_len(pc);
+                self.leader = pc;
                 self.charge(pc, n);
             }
             if !self.open {
@@ -873,7 +942,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         self.b.ins().return_(&[status]);
         self.b.seal_all_blocks();
-        Ok(())
+        Ok(self.closed)
     }
 
     /// The dynamic jump to a subprogram entry (run_subprogram entries,
@@ -1078,7 +1147,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let (m, k) = (self.r(1), self.r(2));
                 let (f, sig) = (self.callouts.map_lookup, self.sigs.four);
                 let r0 = self.callout(f, sig, &[pcv, m, k]);
-                self.check_status(r0);
+                self.check_status(pc, r0);
                 self.set_r(0, r0);
                 Ok(())
             }
@@ -1521,7 +1590,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let sz = self.iconst(size_bytes(size) as i64);
                 let (f, sig) = (self.callouts.packet_load, self.sigs.four);
                 let v = self.callout(f, sig, &[pcv, off, sz]);
-                self.check_status(v);
+                self.check_status(pc, v);
                 self.set_r(0, v);
             }
             Instruction::Ja { off } => {

@@ -31,8 +31,10 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use userbpf_verifier::Verified;
-use userbpf_vm::interp::{CompiledProgram, EngineRun, EngineStop, PreparedProgram};
-use userbpf_vm::memory::Access;
+use userbpf_vm::interp::{
+    ClosedEntry, ClosedRun, CompiledProgram, EngineFault, EngineRun, EngineStop, PreparedProgram,
+};
+use userbpf_vm::memory::{Access, Region};
 use userbpf_vm::Fault;
 
 use codegen::{Checks, Shape, Translator};
@@ -136,6 +138,8 @@ pub struct JitProgram {
     module: Mutex<Option<JITModule>>,
     entry: EntryFn,
     checked: bool,
+    /// Calls out for nothing but memory checks (runs without a host).
+    closed: bool,
     asm: Option<String>,
     code_size: usize,
     compile_time: Duration,
@@ -193,6 +197,20 @@ impl CompiledProgram for JitProgram {
         self.checked
     }
 
+    fn closed_entry(&self) -> Option<ClosedEntry> {
+        /// # Safety
+        /// `data` is a live `JitProgram` (the entry's data).
+        unsafe fn run(data: *const (), run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>> {
+            // SAFETY: per the contract of `ClosedEntry::run`.
+            unsafe { (*data.cast::<JitProgram>()).run_closed(run) }
+        }
+        self.closed.then_some(ClosedEntry {
+            run,
+            data: (self as *const JitProgram).cast(),
+            zeroed_stack: self.checked,
+        })
+    }
+
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>> {
         let seed = frame_seed(run.stack_top());
         self.enter(run, entry, seed, |regs, run| {
@@ -233,6 +251,62 @@ impl CompiledProgram for JitProgram {
     }
 }
 
+impl JitProgram {
+    /// Runs closed code (see [`CompiledProgram::closed_entry`]).
+    #[inline(always)]
+    fn run_closed(&self, run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>> {
+        let top = run.stack_top;
+        let seed = if self.checked {
+            region_seed(run.context.copied(), top)
+        } else {
+            [0; 4]
+        };
+        let args = run.args;
+        let mut slot = std::mem::MaybeUninit::uninit();
+        // No host: the code calls out for memory checks only, and those
+        // record a refusal when there is no host.
+        let ctx = JitCtx::init(
+            &mut slot,
+            run.budget,
+            top,
+            (MAX_FRAMES - 1) as u64,
+            seed,
+            |regs| {
+                let v = [
+                    0, args[0], args[1], args[2], args[3], args[4], 0, 0, 0, 0, top,
+                ];
+                for (i, v) in v.into_iter().enumerate() {
+                    // SAFETY: `i < 11`: inside the register array.
+                    unsafe { std::ptr::write_volatile(regs.add(i), v) };
+                }
+            },
+        );
+        // SAFETY: `ctx` points into `slot`, alive until the end of this
+        // function, with every field the code reads first written.
+        let status = (self.entry)(ctx, 0);
+        // SAFETY: the fields the code keeps current, read at their width.
+        let (budget, max_depth, r0) = unsafe {
+            (
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).budget)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).max_depth)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[0])),
+            )
+        };
+        run.budget = budget;
+        run.max_depth = max_depth as usize;
+        match status {
+            ctx::STATUS_OK => Ok(r0),
+            ctx::STATUS_FAULT_RECORD => {
+                // SAFETY: the code wrote the record before this status.
+                let rec = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*ctx).record)) };
+                Err(Box::new(ctx::record_fault(rec)))
+            }
+            // Closed code has no other way out.
+            _ => Err(Box::new(EngineFault::InvalidPc { pc: 0 })),
+        }
+    }
+}
+
 /// The inline checks' first regions: the first frame, `[top - 512,
 /// top)`, for reads and writes.
 fn frame_seed(top: u64) -> [u64; 4] {
@@ -242,11 +316,16 @@ fn frame_seed(top: u64) -> [u64; 4] {
 }
 
 /// The inline checks' first regions for a run whose `r1` is `r1`: the
-/// region `r1` points into (the context, where most accesses go) when it
-/// has at least 8 bytes, the first frame otherwise.
+/// region `r1` points into (the context, where most accesses go).
 fn context_seed(run: &EngineRun<'_>, r1: u64, top: u64) -> [u64; 4] {
+    region_seed(run.region_for(r1, 1, Access::Read), top)
+}
+
+/// The inline checks' first regions: `region` when it has at least 8
+/// bytes (for writes only if writable), the first frame otherwise.
+fn region_seed(region: Option<Region>, top: u64) -> [u64; 4] {
     let mut seed = frame_seed(top);
-    if let Some(r) = run.region_for(r1, 1, Access::Read).filter(|r| r.len >= 8) {
+    if let Some(r) = region.filter(|r| r.len >= 8) {
         seed[0] = r.start;
         seed[1] = r.len - 7;
         if r.writable {
@@ -410,11 +489,12 @@ fn compile(
         let id = module
             .declare_anonymous_function(&cctx.func.signature)
             .map_err(|e| cg(e.to_string()))?;
-        {
+        let closed = {
             let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
-            Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
+            let closed = Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
             b.finalize(frontend);
-        }
+            closed
+        };
         cctx.set_disasm(options.keep_asm);
         module
             .define_function(id, &mut cctx)
@@ -424,11 +504,11 @@ fn compile(
             .compiled_code()
             .map(|c| c.code_buffer().len())
             .unwrap_or(0);
-        Ok::<_, JitError>((id, asm, code_size))
+        Ok::<_, JitError>((id, asm, code_size, closed))
     })();
     module.clear_context(&mut cctx);
     CONTEXTS.with(|c| *c.borrow_mut() = Some((cctx, fbc)));
-    let (id, asm, code_size) = compiled?;
+    let (id, asm, code_size, closed) = compiled?;
     module
         .finalize_definitions()
         .map_err(|e| cg(e.to_string()))?;
@@ -440,6 +520,7 @@ fn compile(
         module: Mutex::new(Some(module)),
         entry,
         checked: checks == Checks::On,
+        closed,
         asm,
         code_size,
         compile_time: start.elapsed(),

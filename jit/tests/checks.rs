@@ -112,3 +112,96 @@ fn a_cached_region_refuses_accesses_past_its_end() {
         }
     }
 }
+
+/// Runs `src` twice with `mem` (through [`Vm::run`]) on the interpreter
+/// and on checked native code, which must be closed (no call-outs: the VM
+/// runs it without a run's state). Results, faults (pc, offset in `mem`,
+/// kind), instruction counts and memory effects must be the interpreter's.
+/// Returns the native code's result on a fresh copy of `mem`.
+fn closed_same(src: &str, mem: &[u8], budget: Option<u64>) -> Result<u64, Fault> {
+    type Runs = Vec<(Result<u64, (usize, Option<u64>, u64, FaultKind)>, u64)>;
+    let program = Program::new("closed", assemble(src).unwrap()).unwrap();
+    let mut seen = Vec::new();
+    for jit in [false, true] {
+        let p =
+            Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config { budget }).unwrap());
+        if jit {
+            let code = jit_checked(&p, Options::default()).unwrap();
+            assert!(
+                userbpf_vm::interp::CompiledProgram::closed_entry(&*code).is_some(),
+                "not closed:\n{src}"
+            );
+        }
+        let mut vm = Vm::from_prepared(p);
+        let mut m = mem.to_vec();
+        let base = m.as_ptr() as u64;
+        let len = m.len() as u64;
+        // Addresses compare as offsets into `mem` (each VM has its own
+        // stack: addresses elsewhere compare as `None`).
+        let offset = move |a: u64| Some(a.wrapping_sub(base)).filter(|&o| o < len + 64);
+        let mut runs = Vec::new();
+        // Twice: the second run starts from what the first left behind.
+        for _ in 0..2 {
+            let r = vm.run(&mut m);
+            runs.push((
+                r.clone().map_err(|f| (f.pc, offset(f.addr), f.len, f.kind)),
+                vm.last_insn_count(),
+            ));
+        }
+        seen.push((runs, m, vm.run(&mut mem.to_vec())));
+    }
+    let key = |s: &(Runs, Vec<u8>, Result<u64, Fault>)| (s.0.clone(), s.1.clone());
+    assert_eq!(
+        key(&seen[0]),
+        key(&seen[1]),
+        "interpreter and closed JIT differ on\n{src}"
+    );
+    seen.swap_remove(1).2
+}
+
+#[test]
+fn closed_runs_report_what_the_interpreter_reports() {
+    let mem: Vec<u8> = (0..32u8).collect();
+    // A plain result, memory written in place.
+    assert_eq!(
+        closed_same(
+            "ldxdw %r2, [%r1+8]\nadd %r2, 1\nstxdw [%r1+16], %r2\nmov %r0, %r2\nexit",
+            &mem,
+            None
+        ),
+        Ok(u64::from_le_bytes([8, 9, 10, 11, 12, 13, 14, 15]) + 1)
+    );
+    // Past the end of the context: out of bounds, at the load.
+    let r = closed_same("ldxdw %r0, [%r1+28]\nexit", &mem, None);
+    assert!(
+        matches!(&r, Err(f) if f.pc == 0 && matches!(f.kind, FaultKind::OutOfBounds { access: Access::Read })),
+        "{r:?}"
+    );
+    // Below the frame: out of bounds, a write.
+    let r = closed_same("stdw [%r10-520], 1\nmov %r0, 0\nexit", &mem, None);
+    assert!(
+        matches!(&r, Err(f) if matches!(f.kind, FaultKind::OutOfBounds { access: Access::Write })),
+        "{r:?}"
+    );
+    // The budget runs out inside a loop, at the interpreter's pc.
+    let r = closed_same(
+        "mov %r0, 0\nloop:\nadd %r0, 1\njlt %r0, 1000, loop\nexit",
+        &mem,
+        Some(100),
+    );
+    assert!(
+        matches!(&r, Err(f) if matches!(f.kind, FaultKind::BudgetExhausted { limit: 100 })),
+        "{r:?}"
+    );
+    // Stack written by one run is zero in the next.
+    assert_eq!(
+        closed_same("ldxdw %r0, [%r10-8]\nstdw [%r10-8], 7\nexit", &mem, None),
+        Ok(0)
+    );
+    // bpf-to-bpf calls nest frames; too deep a recursion faults.
+    let r = closed_same("call local f\nexit\nf:\ncall local f\nexit", &mem, None);
+    assert!(
+        matches!(&r, Err(f) if matches!(f.kind, FaultKind::CallDepthExceeded { .. })),
+        "{r:?}"
+    );
+}

@@ -66,6 +66,56 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     fn needs_zeroed_stack(&self) -> bool {
         true
     }
+
+    /// The entry of *closed* code, if the code is closed: it needs nothing
+    /// from the VM but the arguments, the stack and one region (no helpers,
+    /// maps, tail calls or packet loads). The VM then runs it without
+    /// setting up a run's state, through the entry it keeps.
+    fn closed_entry(&self) -> Option<ClosedEntry> {
+        None
+    }
+}
+
+/// How the VM runs closed code ([`CompiledProgram::closed_entry`]): a plain
+/// function and its data, kept in the VM so that a run reaches the code
+/// without a chain of dependent loads through the program.
+#[derive(Clone, Copy, Debug)]
+pub struct ClosedEntry {
+    /// Runs the code from pc 0. The run has no region but `run.context`.
+    /// (The fault is boxed so the result comes back in registers.)
+    ///
+    /// # Safety
+    /// `data` must be this entry's `data`, whose program is alive.
+    pub run: unsafe fn(data: *const (), run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>>,
+    /// The compiled program the function runs (alive as long as the
+    /// [`PreparedProgram`] it is attached to).
+    pub data: *const (),
+    /// Whether runs must start on a zeroed stack.
+    pub zeroed_stack: bool,
+}
+
+// SAFETY: `data` is a `CompiledProgram`, which is `Send + Sync`.
+unsafe impl Send for ClosedEntry {}
+// SAFETY: as above.
+unsafe impl Sync for ClosedEntry {}
+
+/// A run of closed code ([`ClosedEntry::run`]). (The inputs
+/// are references: copies of arrays and regions into it would be made with
+/// wide loads that stall on the narrow stores that just wrote them.)
+#[derive(Debug)]
+pub struct ClosedRun<'a> {
+    /// `r1..r5`.
+    pub args: &'a [u64; 5],
+    /// The only region besides the stack (the context), at least 8 bytes
+    /// long; `None`: the stack only.
+    pub context: Option<&'a crate::memory::Region>,
+    /// One past the top of the stack (the first frame's `r10`).
+    pub stack_top: u64,
+    /// The instruction budget: what the run may spend; on return, what is
+    /// left.
+    pub budget: u64,
+    /// On return: the deepest frame the run used below the first.
+    pub max_depth: usize,
 }
 
 /// A fault as compiled code reports it: what happened at which pc. The VM
@@ -161,10 +211,10 @@ pub(super) fn engine_fault(prog: &PreparedProgram, mem: &mut MemoryMap, f: Engin
             // `lddw` takes two slots).
             let mut at = pc;
             for _ in 0..done {
-                at += match prog.op_class(at) {
+                at = at.saturating_add(match prog.op_class(at) {
                     Some(OpClass::LoadImm(_)) => 2,
                     _ => 1,
-                };
+                });
             }
             let limit = prog.config.budget.unwrap_or(u64::MAX);
             fault(at, 0, 0, FaultKind::BudgetExhausted { limit })
@@ -284,6 +334,12 @@ impl PreparedProgram {
     #[inline]
     pub fn needs_zeroed_stack(&self) -> bool {
         self.compiled.get().is_none_or(|&(_, zero)| zero)
+    }
+
+    /// The entry of the attached native code, if it is closed
+    /// ([`CompiledProgram::closed_entry`]).
+    pub fn closed_entry(&self) -> Option<ClosedEntry> {
+        self.compiled.get().and_then(|(c, _)| c.closed_entry())
     }
 }
 

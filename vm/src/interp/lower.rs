@@ -213,6 +213,7 @@ pub struct PreparedProgram {
     pub(super) helpers: Helpers,
     pub(super) config: Config,
     pub(super) accel: Option<Arc<dyn MapAccel>>,
+    /// Native code, and whether runs need a zeroed stack.
     pub(super) compiled: std::sync::OnceLock<(Arc<dyn super::CompiledProgram>, bool)>,
     /// Whether any instruction names r10: a program that never does
     /// cannot write its stack (every stack pointer derives from r10), so

@@ -24,8 +24,8 @@ mod lower;
 
 pub(crate) use engine::apply_compile_hook as engine_hook;
 pub use engine::{
-    set_compile_hook, CompiledProgram, DriveStep, EngineFault, EngineRun, EngineStop, HelperReturn,
-    OpClass,
+    set_compile_hook, ClosedEntry, ClosedRun, CompiledProgram, DriveStep, EngineFault, EngineRun,
+    EngineStop, HelperReturn, OpClass,
 };
 
 pub use lower::{MapAccel, PreparedProgram};
@@ -300,6 +300,8 @@ pub struct Vm {
     state: Box<State>,
     /// Whether runs use native code attached to the programs.
     use_compiled: bool,
+    /// The program's closed native code, once seen.
+    closed: Option<ClosedEntry>,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -354,6 +356,7 @@ impl Vm {
                 drivers: Vec::new(),
             }),
             use_compiled: true,
+            closed: None,
             keep_alive: Vec::new(),
         }
     }
@@ -423,20 +426,36 @@ impl Vm {
     /// empty), the convention of the conformance suite. `mem` is writable
     /// context memory and the packet for legacy packet loads.
     pub fn run(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
-        if mem.is_empty() {
-            return self.execute([0; 5], None);
+        let context = (!mem.is_empty()).then(|| Region::from_mut_slice(mem, RegionKind::Context));
+        let args = match &context {
+            Some(r) => [r.start, r.len, 0, 0, 0],
+            None => [0; 5],
+        };
+        if let Some(result) = self.try_closed(&args, context.as_ref()) {
+            return result;
         }
-        let region = Region::from_mut_slice(mem, RegionKind::Context);
-        self.mem.add_transient(region);
-        self.execute(
-            [region.start, region.len, 0, 0, 0],
-            Some((region.start, region.len)),
-        )
+        self.run_general(args, context)
+    }
+
+    /// [`Vm::run`] with a run's full state (apart, so that the closed path
+    /// stays a small function).
+    #[inline(never)]
+    fn run_general(&mut self, args: [u64; 5], context: Option<Region>) -> Result<u64, Fault> {
+        match context {
+            Some(r) => {
+                self.mem.add_transient(r);
+                self.execute(args, Some((r.start, r.len)))
+            }
+            None => self.execute(args, None),
+        }
     }
 
     /// Runs the program with `r1..r5` = `args`. Pointers among them are only
     /// usable if they fall in regions added with [`Vm::add_region`].
     pub fn run_with_args(&mut self, args: [u64; 5]) -> Result<u64, Fault> {
+        if let Some(result) = self.try_closed(&args, None) {
+            return result;
+        }
         self.execute(args, None)
     }
 
@@ -486,6 +505,75 @@ impl Vm {
     #[inline(always)]
     fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
         self.execute_at(args, packet, 0).map_err(|f| *f)
+    }
+
+    /// Runs closed native code ([`CompiledProgram::is_closed`]) from pc 0
+    /// when the run allows it (no region but `context`, which has at least
+    /// 8 bytes): none of a run's state is set up, as the code uses none of
+    /// it. `None`: the run takes the general path (nothing ran).
+    #[inline(always)]
+    fn try_closed(
+        &mut self,
+        args: &[u64; 5],
+        context: Option<&Region>,
+    ) -> Option<Result<u64, Fault>> {
+        if !self.use_compiled
+            || !self.mem.regions().is_empty()
+            || context.is_some_and(|r| r.len < 8)
+        {
+            return None;
+        }
+        let entry = match self.closed {
+            Some(e) => e,
+            None => {
+                let e = self.prog.closed_entry()?;
+                self.closed = Some(e);
+                e
+            }
+        };
+        if self.dirty_frames > 0 && entry.zeroed_stack {
+            let dirty_words = self
+                .dirty_frames
+                .min(MAX_CALL_FRAMES)
+                .saturating_mul(STACK_SIZE / 8);
+            let total_words = self.stack.len();
+            self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        }
+        let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
+        let budget = self.prog.config.budget.unwrap_or(u64::MAX);
+        let mut run = ClosedRun {
+            args,
+            context,
+            stack_top: top,
+            budget,
+            max_depth: 0,
+        };
+        // SAFETY: the entry's program is attached to `self.prog`, which
+        // this VM keeps alive.
+        let result = unsafe { (entry.run)(entry.data, &mut run) };
+        self.last_insn_count = budget.wrapping_sub(run.budget);
+        self.dirty_frames = if self.prog.touches_stack {
+            run.max_depth.saturating_add(1)
+        } else {
+            0
+        };
+        self.outcome = RunOutcome::default();
+        Some(result.map_err(|f| self.closed_fault(top, context.copied(), *f)))
+    }
+
+    /// The fault for `f` in a closed run (classified against the run's
+    /// regions, as the interpreter would).
+    #[cold]
+    #[inline(never)]
+    fn closed_fault(&mut self, top: u64, context: Option<Region>, f: EngineFault) -> Fault {
+        self.mem.stack_hi = top;
+        self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
+        if let Some(r) = context {
+            self.mem.add_transient(r);
+        }
+        let fault = engine::engine_fault(&self.prog, &mut self.mem, f);
+        self.mem.end_run();
+        fault
     }
 
     // Inlined into each entry point: the arguments and the packet then
