@@ -431,8 +431,12 @@ impl Vm {
             Some(r) => [r.start, r.len, 0, 0, 0],
             None => [0; 5],
         };
-        if let Some(result) = self.try_closed(&args, context.as_ref()) {
-            return result;
+        // (Matched arm by arm: moving a whole `Result<u64, Fault>` would
+        // copy the fault's bytes on every run.)
+        match self.try_closed(&args, context.as_ref()) {
+            Some(Ok(r0)) => return Ok(r0),
+            Some(Err(f)) => return Err(*f),
+            None => {}
         }
         self.run_general(args, context)
     }
@@ -453,8 +457,10 @@ impl Vm {
     /// Runs the program with `r1..r5` = `args`. Pointers among them are only
     /// usable if they fall in regions added with [`Vm::add_region`].
     pub fn run_with_args(&mut self, args: [u64; 5]) -> Result<u64, Fault> {
-        if let Some(result) = self.try_closed(&args, None) {
-            return result;
+        match self.try_closed(&args, None) {
+            Some(Ok(r0)) => return Ok(r0),
+            Some(Err(f)) => return Err(*f),
+            None => {}
         }
         self.execute(args, None)
     }
@@ -516,7 +522,7 @@ impl Vm {
         &mut self,
         args: &[u64; 5],
         context: Option<&Region>,
-    ) -> Option<Result<u64, Fault>> {
+    ) -> Option<Result<u64, Box<Fault>>> {
         if !self.use_compiled
             || !self.mem.regions().is_empty()
             || context.is_some_and(|r| r.len < 8)
@@ -558,7 +564,7 @@ impl Vm {
             0
         };
         self.outcome = RunOutcome::default();
-        Some(result.map_err(|f| self.closed_fault(top, context.copied(), *f)))
+        Some(result.map_err(|f| Box::new(self.closed_fault(top, context.copied(), *f))))
     }
 
     /// The fault for `f` in a closed run (classified against the run's
