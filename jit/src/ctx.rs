@@ -268,13 +268,15 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
             };
             match h.run.check_region(fp, addr, len, access) {
                 Ok(region) => {
-                    if let Some(r) = region {
-                        // SAFETY (covered by the enclosing block): the
-                        // engine's live context, written through its pointer.
-                        (*ctx).cache_lo = r.start;
-                        (*ctx).cache_read = r.len;
-                        (*ctx).cache_write = if r.writable { r.len } else { 0 };
-                    }
+                    // The cache fields are read after every allowed check
+                    // (no region: nothing to cache, spans 0).
+                    let (start, read, write) = match region {
+                        Some(r) => (r.start, r.len, if r.writable { r.len } else { 0 }),
+                        None => (0, 0, 0),
+                    };
+                    (*ctx).cache_lo = start;
+                    (*ctx).cache_read = read;
+                    (*ctx).cache_write = write;
                     1
                 }
                 Err(kind) => {
