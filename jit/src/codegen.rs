@@ -69,6 +69,23 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
     s
 }
 
+/// The body of the `preserve_all` trampoline to [`ctx::jit_check`] (see
+/// `check_trampoline`): its four parameters passed on, the result left in
+/// the context's status.
+pub(crate) fn check_trampoline_body(b: &mut FunctionBuilder<'_>, call_conv: CallConv) {
+    let blk = b.create_block();
+    b.append_block_params_for_function_params(blk);
+    b.switch_to_block(blk);
+    let params = b.block_params(blk).to_vec();
+    let callee = b
+        .ins()
+        .iconst(I64, ctx::jit_check as *const () as usize as i64);
+    let s = b.import_signature(sig(call_conv, 4));
+    b.ins().call_indirect(s, callee, &params);
+    b.ins().return_(&[]);
+    b.seal_all_blocks();
+}
+
 /// The signature of compiled programs.
 pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
     sig(call_conv, 2)
@@ -358,6 +375,9 @@ pub(crate) struct Translator<'a, 'b> {
     /// The leader of the block being translated (charged in full on
     /// entry, in checked mode).
     leader: usize,
+    /// The `preserve_all` trampoline to the memory check call-out and its
+    /// signature (checked mode).
+    check: Option<(Value, cranelift_codegen::ir::SigRef)>,
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -367,6 +387,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         checks: Checks,
         b: &'a mut FunctionBuilder<'b>,
         call_conv: CallConv,
+        check_trampoline: Option<u64>,
     ) -> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
@@ -389,6 +410,13 @@ impl<'a, 'b> Translator<'a, 'b> {
             drive: addr(b, ctx::jit_drive as *const () as usize),
             tail_call_nested: addr(b, ctx::jit_tail_call_nested as *const () as usize),
         };
+        let check = check_trampoline.map(|addr| {
+            let mut s = Signature::new(CallConv::PreserveAll);
+            for _ in 0..4 {
+                s.params.push(AbiParam::new(I64));
+            }
+            (b.ins().iconst(I64, addr as i64), b.import_signature(s))
+        });
         let sigs = Sigs {
             four: b.import_signature(sig(call_conv, 4)),
             seven: b.import_signature(sig(call_conv, 7)),
@@ -497,6 +525,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             open: false,
             closed: true,
             leader: 0,
+            check,
         }
     }
 
@@ -717,9 +746,24 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.set_cold_block(slow);
         let pcv = self.iconst(pc as i64);
         let la = self.iconst((len | (u64::from(write) << 32)) as i64);
-        let f = self.callouts.check;
-        let sig = self.sigs.four;
-        let allowed = self.callout(f, sig, &[pcv, addr, la]);
+        let allowed = match self.check {
+            Some((tramp, sig)) => {
+                // Through the trampoline: no register is clobbered; the
+                // answer is the status (0: allowed).
+                let fp = self.r(10);
+                self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
+                self.b
+                    .ins()
+                    .call_indirect(sig, tramp, &[self.ctx, pcv, addr, la]);
+                let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+                self.b.ins().icmp_imm_s(IntCC::Equal, status, 0)
+            }
+            None => {
+                let f = self.callouts.check;
+                let sig = self.sigs.four;
+                self.callout(f, sig, &[pcv, addr, la])
+            }
+        };
         // The cache takes the region the check found, if it has at least
         // 8 bytes (smaller ones keep taking the slow path).
         let (lo_var, lim_var) = self.cache[usize::from(write)];

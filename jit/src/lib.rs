@@ -77,6 +77,52 @@ fn host_isa(optimize: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, St
         .clone()
 }
 
+/// The address of a process-wide trampoline with Cranelift's
+/// `preserve_all` convention that calls [`ctx::jit_check`]
+/// `(ctx, pc, addr, len_access)` and leaves the answer in the context's
+/// status. Checked code calls memory checks through it: a call that
+/// clobbers no register keeps the register allocator from spilling every
+/// value live across the (rare) slow path of every access. Compiled once,
+/// kept for the life of the process (a few bytes).
+fn check_trampoline() -> Result<u64, String> {
+    static TRAMPOLINE: OnceLock<Result<u64, String>> = OnceLock::new();
+    TRAMPOLINE
+        .get_or_init(|| {
+            let isa = host_isa(true)?;
+            let call_conv = isa.default_call_conv();
+            let frontend = isa.frontend_config();
+            let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
+            let mut sig = cranelift_codegen::ir::Signature::new(
+                cranelift_codegen::isa::CallConv::PreserveAll,
+            );
+            for _ in 0..4 {
+                sig.params.push(cranelift_codegen::ir::AbiParam::new(
+                    cranelift_codegen::ir::types::I64,
+                ));
+            }
+            let id = module
+                .declare_anonymous_function(&sig)
+                .map_err(|e| e.to_string())?;
+            let mut cctx = module.make_context();
+            cctx.func.signature = sig;
+            let mut fbc = FunctionBuilderContext::new();
+            {
+                let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
+                codegen::check_trampoline_body(&mut b, call_conv);
+                b.finalize(frontend);
+            }
+            module
+                .define_function(id, &mut cctx)
+                .map_err(|e| format!("{e:?}"))?;
+            module.finalize_definitions().map_err(|e| e.to_string())?;
+            let ptr = module.get_finalized_function(id) as u64;
+            // The code stays mapped for the life of the process.
+            std::mem::forget(module);
+            Ok(ptr)
+        })
+        .clone()
+}
+
 /// Why a program cannot be compiled.
 #[derive(Debug, thiserror::Error)]
 pub enum JitError {
@@ -474,6 +520,11 @@ fn compile(
     let frontend = isa.frontend_config();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let shape = Shape::of(prog)?;
+    let check = if checks == Checks::On {
+        Some(check_trampoline().map_err(cg)?)
+    } else {
+        None
+    };
     // Compilation contexts are reused (per thread): their allocations
     // are a good part of compiling a small program.
     thread_local! {
@@ -491,7 +542,8 @@ fn compile(
             .map_err(|e| cg(e.to_string()))?;
         let closed = {
             let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
-            let closed = Translator::new(prog, &shape, checks, &mut b, call_conv).translate()?;
+            let closed =
+                Translator::new(prog, &shape, checks, &mut b, call_conv, check).translate()?;
             b.finalize(frontend);
             closed
         };
