@@ -378,6 +378,9 @@ pub(crate) struct Translator<'a, 'b> {
     /// The `preserve_all` trampoline to the memory check call-out and its
     /// signature (checked mode).
     check: Option<(Value, cranelift_codegen::ir::SigRef)>,
+    /// Accesses of the current block already proven by a group check:
+    /// pc -> the group's condition (see [`Translator::group_check`]).
+    grouped: Vec<(usize, Value)>,
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -526,6 +529,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             closed: true,
             leader: 0,
             check,
+            grouped: Vec::new(),
         }
     }
 
@@ -723,6 +727,19 @@ impl<'a, 'b> Translator<'a, 'b> {
             return addr;
         }
         let ok = self.b.create_block();
+        // An access a group check covers skips its own checks when the
+        // group's held (otherwise it checks as usual).
+        let covered = match self.grouped.iter().position(|&(p, _)| p == pc) {
+            Some(i) => Some(self.grouped.swap_remove(i).1),
+            None if !stack_first => self.group_check(pc, base),
+            None => None,
+        };
+        if let Some(cond) = covered {
+            let own = self.b.create_block();
+            self.b.ins().brif(cond, ok, &[], own, &[]);
+            self.b.switch_to_block(own);
+            self.b.seal_block(own);
+        }
         let second = self.b.create_block();
         let slow = self.b.create_block();
         // Accesses through r10 are almost always to the stack; others
@@ -796,6 +813,105 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
         addr
+    }
+
+    /// The memory access of `pc` (a load or store): base register,
+    /// offset, length, whether it writes.
+    fn access_of(&self, pc: usize) -> Option<(u8, i16, u64, bool)> {
+        match self.shape.insns.get(pc).copied().flatten()?.0 {
+            Instruction::Load { size, src, off, .. }
+            | Instruction::LoadSx { size, src, off, .. } => {
+                Some((src.num(), off, size_bytes(size), false))
+            }
+            Instruction::Store { size, dst, off, .. } => {
+                Some((dst.num(), off, size_bytes(size), true))
+            }
+            _ => None,
+        }
+    }
+
+    /// For the access at `pc` (through `base`, not r10) that starts a run
+    /// of accesses through the same register in its block (the register
+    /// unchanged in between, nothing but ALU instructions, loads and
+    /// stores among them): one inline test that the region cache covers
+    /// all of them (for writing if any writes), whose result each access
+    /// tests first. When it fails, every access checks itself as usual,
+    /// so faults and their pcs stay the interpreter's.
+    fn group_check(&mut self, pc: usize, base: Value) -> Option<Value> {
+        let (reg, off0, len0, w0) = self.access_of(pc)?;
+        // A load into its own base register moves the base: nothing after
+        // it shares the test.
+        if let Some((Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. }, _)) =
+            self.shape.insns[pc]
+        {
+            if dst.num() == reg {
+                return None;
+            }
+        }
+        let mut members = Vec::new();
+        let (mut lo, mut hi, mut write) = (i64::from(off0), i64::from(off0) + len0 as i64, w0);
+        let mut p = pc + 1;
+        while p < self.shape.insns.len() && !self.shape.leaders.contains(&p) {
+            let Some((insn, class)) = self.shape.insns[p] else {
+                break;
+            };
+            if class != OpClass::Plain {
+                break;
+            }
+            if let Some((r, off, len, w)) = self.access_of(p) {
+                if r == reg {
+                    members.push(p);
+                    lo = lo.min(i64::from(off));
+                    hi = hi.max(i64::from(off) + len as i64);
+                    write |= w;
+                }
+            }
+            let overwrites = match insn {
+                Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. } => dst.num() == reg,
+                Instruction::Store { .. } => false,
+                Instruction::Alu { dst, .. }
+                | Instruction::MovSx { dst, .. }
+                | Instruction::Neg { dst, .. }
+                | Instruction::Endian { dst, .. } => dst.num() == reg,
+                // Anything else (jumps, atomics, calls) ends the run.
+                _ => true,
+            };
+            if overwrites {
+                break;
+            }
+            p += insn.slots();
+        }
+        if members.is_empty() {
+            return None;
+        }
+        let span = (hi - lo) as u64;
+        let first = self.b.ins().iadd_imm_s(base, lo);
+        let cond = self.in_cached_span(first, span, write);
+        for m in members {
+            self.grouped.push((m, cond));
+        }
+        Some(cond)
+    }
+
+    /// Whether `[addr, addr + span)` lies in the cached region for
+    /// `write`, for any `span` (up to 64 KiB).
+    fn in_cached_span(&mut self, addr: Value, span: u64, write: bool) -> Value {
+        if span <= 8 {
+            return self.in_cached_region(addr, span, write);
+        }
+        // lim = region length - 7; the span fits iff lim >= span - 8 and
+        // the offset is below lim - (span - 8).
+        let (lo_var, lim_var) = self.cache[usize::from(write)];
+        let lo = self.b.use_var(lo_var);
+        let lim = self.b.use_var(lim_var);
+        // (A region too short for the span gives a limit of 0: the test
+        // fails.)
+        let t = self.b.ins().iadd_imm_s(lim, -((span - 8) as i64));
+        let room = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, lim);
+        let zero = self.b.ins().iconst(I64, 0);
+        let t = self.b.ins().select(room, t, zero);
+        let off_in = self.b.ins().isub(addr, lo);
+        self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, t)
     }
 
     /// Whether `[addr, addr + len)` lies in the current frame or the ones
@@ -944,6 +1060,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.open = true;
                 let n = self.block_len(pc);
                 self.leader = pc;
+                self.grouped.clear();
                 self.charge(pc, n);
             }
             if !self.open {

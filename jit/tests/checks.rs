@@ -205,3 +205,35 @@ fn closed_runs_report_what_the_interpreter_reports() {
         "{r:?}"
     );
 }
+
+#[test]
+fn grouped_accesses_fall_back_to_their_own_checks() {
+    // Accesses through one register in a block share one inline test;
+    // when it fails (another region, the stack, a bad offset), each checks
+    // itself: same results, same faulting pc as the interpreter.
+    let ro = [3u8; 16];
+    let mut rw = [0u8; 16];
+    for (src, expect) in [
+        // Through a copy of r10: the stack, not the cached region.
+        (
+            "mov %r2, %r10\nadd %r2, -16\nstdw [%r2], 4\nldxdw %r0, [%r2]\nldxdw %r3, [%r2+8]\nexit",
+            Ok(4),
+        ),
+        // A read-only region: the loads pass, the store faults (pc 2).
+        ("ldxb %r0, [%r2]\nldxb %r3, [%r2+15]\nstb [%r2+1], 1\nexit", Err(2)),
+        // The last of three is past the end (pc 2).
+        (
+            "ldxb %r0, [%r1]\nldxb %r3, [%r1+8]\nldxb %r3, [%r1+16]\nexit",
+            Err(2),
+        ),
+        // Far apart, both inside: one test covers them.
+        ("stb [%r1], 9\nstb [%r1+15], 9\nldxb %r0, [%r1+15]\nexit", Ok(9)),
+        // A load into its base register moves the base: the next access
+        // (now through address 0) faults (found by jit_differential).
+        ("ldxb %r1, [%r1]\nldxdw %r0, [%r1+5]\nexit", Err(1)),
+        ("ldxb %r0, [%r1+1]\nldxb %r1, [%r1]\nldxdw %r0, [%r1+5]\nexit", Err(2)),
+    ] {
+        let r = both(src, &mut rw, &ro);
+        assert_eq!(r.as_ref().map_err(|f| f.pc).copied(), expect, "{src}: {r:?}");
+    }
+}
