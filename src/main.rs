@@ -30,7 +30,8 @@ struct Cli {
 enum EngineArg {
     /// The checked interpreter.
     Interp,
-    /// The Cranelift JIT (not available yet).
+    /// The Cranelift JIT (checked mode; programs above its size limit run
+    /// in the interpreter, with a note).
     Jit,
 }
 
