@@ -86,14 +86,17 @@ pub(crate) fn check_trampoline_body(b: &mut FunctionBuilder<'_>, call_conv: Call
     b.seal_all_blocks();
 }
 
-/// The signature of compiled programs.
+/// The signature of compiled programs: `(context, entry pc, r1, r2, r3,
+/// r4) -> (status, r0)` (the other registers in the context).
 pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
-    sig(call_conv, 2)
+    let mut s = sig(call_conv, 6);
+    s.returns.push(AbiParam::new(I64));
+    s
 }
 
-const REGS_OFF: i32 = offset_of!(JitCtx, regs) as i32;
-const BUDGET_OFF: i32 = offset_of!(JitCtx, budget) as i32;
-const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, max_depth) as i32;
+const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
+const BUDGET_OFF: i32 = offset_of!(JitCtx, head.budget) as i32;
+const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, head.max_depth) as i32;
 const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;
 const FP_OFF: i32 = offset_of!(JitCtx, fp) as i32;
 const STATUS_OFF: i32 = offset_of!(JitCtx, status) as i32;
@@ -103,7 +106,7 @@ const CACHE_READ_OFF: i32 = offset_of!(JitCtx, cache_read) as i32;
 const CACHE_WRITE_OFF: i32 = offset_of!(JitCtx, cache_write) as i32;
 const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
 const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
-const SEED_OFF: i32 = offset_of!(JitCtx, seed) as i32;
+const SEED_OFF: i32 = offset_of!(JitCtx, head.seed) as i32;
 const RECORD_OFF: i32 = offset_of!(JitCtx, record) as i32;
 const FRAMES_OFF: i32 = offset_of!(JitCtx, frames) as i32;
 const FRAME_SIZE: i64 = std::mem::size_of::<JitFrame>() as i64;
@@ -402,6 +405,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.switch_to_block(entry);
         let ctx = b.block_params(entry)[0];
         let entry_pc = b.block_params(entry)[1];
+        let args: [Value; 4] = std::array::from_fn(|i| b.block_params(entry)[2 + i]);
         let addr = |b: &mut FunctionBuilder<'_>, p: usize| b.ins().iconst(I64, p as i64);
         let callouts = Callouts {
             check: addr(b, ctx::jit_check as *const () as usize),
@@ -426,9 +430,10 @@ impl<'a, 'b> Translator<'a, 'b> {
             five: b.import_signature(sig(call_conv, 5)),
             three: b.import_signature(sig(call_conv, 3)),
         };
-        // Registers the program never names start as zero instead of being
-        // loaded: nothing can observe them (without calls of any kind, only
-        // r0 leaves the code). r0 and r10 are always loaded.
+        // r1..r4 come in as arguments. Registers the program never names
+        // start as zero instead of being loaded: nothing can observe them
+        // (without calls of any kind, only r0 leaves the code). r0 and r10
+        // are always loaded.
         let calls = shape.insns.iter().flatten().any(|(_, class)| {
             !matches!(class, OpClass::Plain | OpClass::LoadImm(_) | OpClass::Hole)
         });
@@ -443,7 +448,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
         }
         for (i, r) in regs.iter().enumerate() {
-            let v = if named[i] {
+            let v = if (1..=4).contains(&i) {
+                args[i - 1]
+            } else if named[i] {
                 b.ins().load(I64, ctx_flags(), ctx, REGS_OFF + 8 * i as i32)
             } else {
                 b.ins().iconst(I64, 0)
@@ -665,23 +672,26 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.jump_dispatch(t);
     }
 
-    /// Stores the registers and budget back and returns `status`.
+    /// Stores the budget back and returns `status` and r0.
     fn leave(&mut self, status: Value) {
         self.leave_with(status, false);
     }
 
-    /// [`Translator::leave`]; `all`: every register (a tail call hands them
-    /// to its target), otherwise r0 only.
+    /// [`Translator::leave`]; `all`: every register into the context too
+    /// (a tail call hands them to its target). r0 is returned.
     fn leave_with(&mut self, status: Value, all: bool) {
-        for i in 0..if all { 11 } else { 1 } {
-            let v = self.r(i);
-            self.b
-                .ins()
-                .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
+        if all {
+            for i in 0..11 {
+                let v = self.r(i);
+                self.b
+                    .ins()
+                    .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
+            }
         }
         let bud = self.b.use_var(self.budget);
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
-        self.b.ins().return_(&[status]);
+        let r0 = self.r(0);
+        self.b.ins().return_(&[status, r0]);
     }
 
     /// Records a fault in the context (no call-out: the engine turns the
@@ -1101,7 +1111,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         // Every way here set the status: a fault in the host, or a record.
         self.b.switch_to_block(self.fault_exit);
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        self.b.ins().return_(&[status]);
+        let zero = self.iconst(0);
+        self.b.ins().return_(&[status, zero]);
         self.b.seal_all_blocks();
         Ok(self.closed)
     }

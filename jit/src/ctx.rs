@@ -8,7 +8,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use userbpf_vm::interp::{
-    DriveStep, EngineFault, EngineRun, FaultKind, HelperReturn, OpClass, PreparedProgram,
+    ClosedHead, DriveStep, EngineFault, EngineRun, FaultKind, HelperReturn, OpClass,
+    PreparedProgram,
 };
 use userbpf_vm::memory::Access;
 use userbpf_vm::Fault;
@@ -62,12 +63,11 @@ pub(crate) struct JitFrame {
 #[repr(C)]
 #[derive(Debug)]
 pub(crate) struct JitCtx {
-    /// r0..r10: in on entry, out on return.
-    pub(crate) regs: [u64; 11],
-    /// Remaining instruction budget (checked mode).
-    pub(crate) budget: u64,
-    /// Deepest frame used.
-    pub(crate) max_depth: u64,
+    /// What the VM reads and writes around a closed run (first: the VM
+    /// knows its layout): the budget, the deepest frame, the checks' first
+    /// regions, r0..r10 (r1..r4 come in as arguments; all are stored here
+    /// for a tail call).
+    pub(crate) head: ClosedHead,
     /// One past the top of the stack.
     pub(crate) stack_top: u64,
     /// The caller's r10 at a call-out.
@@ -82,10 +82,6 @@ pub(crate) struct JitCtx {
     pub(crate) cache_lo: u64,
     pub(crate) cache_read: u64,
     pub(crate) cache_write: u64,
-    /// The regions the inline checks start with, for reads and writes:
-    /// start and limit (`len - 7`) of each; the first frame, or the
-    /// context's region when it has one (at least 8 bytes).
-    pub(crate) seed: [u64; 4],
     /// A fault the code (or a check without a host) recorded: pc, a
     /// [`FaultCode`], a value, a length and the frame's `r10`.
     pub(crate) record: [u64; 5],
@@ -120,13 +116,13 @@ impl JitCtx {
         // and type.
         unsafe {
             let word = |w: *mut u64, v: u64| std::ptr::write_volatile(w, v);
-            init(std::ptr::addr_of_mut!((*p).regs).cast());
-            word(std::ptr::addr_of_mut!((*p).budget), budget);
-            word(std::ptr::addr_of_mut!((*p).max_depth), 0);
+            init(std::ptr::addr_of_mut!((*p).head.regs).cast());
+            word(std::ptr::addr_of_mut!((*p).head.budget), budget);
+            word(std::ptr::addr_of_mut!((*p).head.max_depth), 0);
             word(std::ptr::addr_of_mut!((*p).stack_top), stack_top);
             word(std::ptr::addr_of_mut!((*p).depth_limit), depth_limit);
             for (i, v) in seed.into_iter().enumerate() {
-                word(std::ptr::addr_of_mut!((*p).seed[i]), v);
+                word(std::ptr::addr_of_mut!((*p).head.seed[i]), v);
             }
             std::ptr::write_volatile(std::ptr::addr_of_mut!((*p).host), std::ptr::null_mut());
         }
@@ -445,7 +441,7 @@ pub(crate) extern "C" fn jit_tail_call_nested(
     depth: u64,
 ) -> u64 {
     // SAFETY: the engine's live context.
-    let regs = unsafe { (*ctx).regs };
+    let regs = unsafe { (*ctx).head.regs };
     let mut taken = false;
     // SAFETY: called by compiled code with its context.
     let r0 = unsafe {

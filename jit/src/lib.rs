@@ -32,9 +32,10 @@ use cranelift_jit::{JITBuilder, JITModule};
 use cranelift_module::{default_libcall_names, Module};
 use userbpf_verifier::Verified;
 use userbpf_vm::interp::{
-    ClosedEntry, ClosedRun, CompiledProgram, EngineFault, EngineRun, EngineStop, PreparedProgram,
+    ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram, EngineFault, EngineRun, EngineStop,
+    PreparedProgram,
 };
-use userbpf_vm::memory::{Access, Region};
+use userbpf_vm::memory::Access;
 use userbpf_vm::Fault;
 
 use codegen::{Checks, Shape, Translator};
@@ -175,8 +176,9 @@ pub struct Options {
     pub keep_asm: bool,
 }
 
-/// The compiled function: `(context, entry pc) -> status`.
-type EntryFn = extern "C" fn(*mut JitCtx, u64) -> u64;
+/// The compiled function: `(context, entry pc, r1, r2, r3, r4) -> (status,
+/// r0)`, the context a [`JitCtx`] (whose head is the [`ClosedHead`]).
+type EntryFn = unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn;
 
 /// A compiled program.
 pub struct JitProgram {
@@ -244,22 +246,52 @@ impl CompiledProgram for JitProgram {
     }
 
     fn closed_entry(&self) -> Option<ClosedEntry> {
+        /// Sets up a zeroed context for closed runs below `top`.
+        ///
         /// # Safety
-        /// `data` is a live `JitProgram` (the entry's data).
-        unsafe fn run(data: *const (), run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>> {
-            // SAFETY: per the contract of `ClosedEntry::run`.
-            unsafe { (*data.cast::<JitProgram>()).run_closed(run) }
+        /// `head` is a zeroed context of `ctx_words` words.
+        unsafe fn init(head: *mut ClosedHead, top: u64) {
+            let ctx = head.cast::<JitCtx>();
+            // SAFETY: per the contract: a whole `JitCtx`, zeroed (every
+            // field a valid value); no host (the code calls out for
+            // memory checks only, which record a refusal without one).
+            unsafe {
+                (*ctx).head.regs[10] = top;
+                (*ctx).stack_top = top;
+                (*ctx).depth_limit = (MAX_FRAMES - 1) as u64;
+                (*ctx).host = std::ptr::null_mut();
+            }
+        }
+        /// The fault a closed run left in its context.
+        ///
+        /// # Safety
+        /// `head` is a context `init` set up, after a run that returned
+        /// `status`.
+        unsafe fn fault(head: *const ClosedHead, status: u64) -> EngineFault {
+            if status != ctx::STATUS_FAULT_RECORD {
+                // Closed code has no other way out.
+                return EngineFault::InvalidPc { pc: 0 };
+            }
+            // SAFETY: per the contract; the code wrote the record before
+            // returning this status.
+            let rec = unsafe { (*head.cast::<JitCtx>()).record };
+            ctx::record_fault(rec)
         }
         self.closed.then_some(ClosedEntry {
-            run,
-            data: (self as *const JitProgram).cast(),
+            code: self.entry,
+            ctx_words: std::mem::size_of::<JitCtx>().div_ceil(8),
+            init,
+            fault,
             zeroed_stack: self.checked,
+            checked: self.checked,
         })
     }
 
     fn run(&self, run: &mut EngineRun<'_>, entry: usize) -> Result<EngineStop, Box<Fault>> {
         let seed = frame_seed(run.stack_top());
-        self.enter(run, entry, seed, |regs, run| {
+        let r = run.regs();
+        let args = [r[1], r[2], r[3], r[4]];
+        self.enter(run, entry, seed, args, |regs, run| {
             // Word by word: the VM has just written these one word at a
             // time, and wider loads would stall on store forwarding.
             let src = run.regs().as_ptr();
@@ -284,7 +316,8 @@ impl CompiledProgram for JitProgram {
         } else {
             [0; 4]
         };
-        self.enter(run, entry, seed, |regs, _| {
+        let params = [args[0], args[1], args[2], args[3]];
+        self.enter(run, entry, seed, params, |regs, _| {
             let v = [
                 0, args[0], args[1], args[2], args[3], args[4], 0, 0, 0, 0, top,
             ];
@@ -297,89 +330,16 @@ impl CompiledProgram for JitProgram {
     }
 }
 
-impl JitProgram {
-    /// Runs closed code (see [`CompiledProgram::closed_entry`]).
-    #[inline(always)]
-    fn run_closed(&self, run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>> {
-        let top = run.stack_top;
-        let seed = if self.checked {
-            region_seed(run.context.copied(), top)
-        } else {
-            [0; 4]
-        };
-        let args = run.args;
-        let mut slot = std::mem::MaybeUninit::uninit();
-        // No host: the code calls out for memory checks only, and those
-        // record a refusal when there is no host.
-        let ctx = JitCtx::init(
-            &mut slot,
-            run.budget,
-            top,
-            (MAX_FRAMES - 1) as u64,
-            seed,
-            |regs| {
-                let v = [
-                    0, args[0], args[1], args[2], args[3], args[4], 0, 0, 0, 0, top,
-                ];
-                for (i, v) in v.into_iter().enumerate() {
-                    // SAFETY: `i < 11`: inside the register array.
-                    unsafe { std::ptr::write_volatile(regs.add(i), v) };
-                }
-            },
-        );
-        // SAFETY: `ctx` points into `slot`, alive until the end of this
-        // function, with every field the code reads first written.
-        let status = (self.entry)(ctx, 0);
-        // SAFETY: the fields the code keeps current, read at their width.
-        let (budget, max_depth, r0) = unsafe {
-            (
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).budget)),
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).max_depth)),
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[0])),
-            )
-        };
-        run.budget = budget;
-        run.max_depth = max_depth as usize;
-        match status {
-            ctx::STATUS_OK => Ok(r0),
-            ctx::STATUS_FAULT_RECORD => {
-                // SAFETY: the code wrote the record before this status.
-                let rec = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*ctx).record)) };
-                Err(Box::new(ctx::record_fault(rec)))
-            }
-            // Closed code has no other way out.
-            _ => Err(Box::new(EngineFault::InvalidPc { pc: 0 })),
-        }
-    }
-}
-
 /// The inline checks' first regions: the first frame, `[top - 512,
 /// top)`, for reads and writes.
 fn frame_seed(top: u64) -> [u64; 4] {
-    let lo = top.wrapping_sub(userbpf_vm::interp::STACK_SIZE as u64);
-    let lim = userbpf_vm::interp::STACK_SIZE as u64 - 7;
-    [lo, lim, lo, lim]
+    ClosedHead::seed_for(None, top)
 }
 
 /// The inline checks' first regions for a run whose `r1` is `r1`: the
 /// region `r1` points into (the context, where most accesses go).
 fn context_seed(run: &EngineRun<'_>, r1: u64, top: u64) -> [u64; 4] {
-    region_seed(run.region_for(r1, 1, Access::Read), top)
-}
-
-/// The inline checks' first regions: `region` when it has at least 8
-/// bytes (for writes only if writable), the first frame otherwise.
-fn region_seed(region: Option<Region>, top: u64) -> [u64; 4] {
-    let mut seed = frame_seed(top);
-    if let Some(r) = region.filter(|r| r.len >= 8) {
-        seed[0] = r.start;
-        seed[1] = r.len - 7;
-        if r.writable {
-            seed[2] = r.start;
-            seed[3] = r.len - 7;
-        }
-    }
-    seed
+    ClosedHead::seed_for(run.region_for(r1, 1, Access::Read).as_ref(), top)
 }
 
 impl JitProgram {
@@ -390,6 +350,7 @@ impl JitProgram {
         run: &mut EngineRun<'_>,
         entry: usize,
         seed: [u64; 4],
+        args: [u64; 4],
         init: impl FnOnce(*mut u64, &mut EngineRun<'_>),
     ) -> Result<EngineStop, Box<Fault>> {
         let prog = run.program();
@@ -415,20 +376,19 @@ impl JitProgram {
         });
         // SAFETY: `ctx` points into `slot`, alive until the end of this
         // function; `host` outlives the call.
-        let status = unsafe {
+        let ClosedReturn { status, r0 } = unsafe {
             std::ptr::write_volatile(
                 std::ptr::addr_of_mut!((*ctx).host),
                 (&mut *host as *mut Host<'_, '_>).cast(),
             );
-            (self.entry)(ctx, entry as u64)
+            (self.entry)(ctx.cast(), entry as u64, args[0], args[1], args[2], args[3])
         };
         let host = &mut *host;
         // SAFETY: the fields the code keeps current, read at their width.
-        let (budget, max_depth, r0) = unsafe {
+        let (budget, max_depth) = unsafe {
             (
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).budget)),
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).max_depth)),
-                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[0])),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).head.budget)),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).head.max_depth)),
             )
         };
         *host.run.budget() = budget;
@@ -446,7 +406,7 @@ impl JitProgram {
                         unsafe {
                             std::ptr::write_volatile(
                                 dst.add(i),
-                                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).regs[i])),
+                                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).head.regs[i])),
                             )
                         };
                     }

@@ -76,46 +76,72 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     }
 }
 
-/// How the VM runs closed code ([`CompiledProgram::closed_entry`]): a plain
-/// function and its data, kept in the VM so that a run reaches the code
-/// without a chain of dependent loads through the program.
+/// How the VM runs closed code ([`CompiledProgram::closed_entry`]): the
+/// machine code itself, called straight from the VM with the arguments in
+/// registers, on a context the VM keeps (allocated and set up once).
 #[derive(Clone, Copy, Debug)]
 pub struct ClosedEntry {
-    /// Runs the code from pc 0. The run has no region but `run.context`.
-    /// (The fault is boxed so the result comes back in registers.)
-    ///
-    /// # Safety
-    /// `data` must be this entry's `data`, whose program is alive.
-    pub run: unsafe fn(data: *const (), run: &mut ClosedRun<'_>) -> Result<u64, Box<EngineFault>>,
-    /// The compiled program the function runs (alive as long as the
-    /// [`PreparedProgram`] it is attached to).
-    pub data: *const (),
+    /// The code: `(context, 0, r1, r2, r3, r4) -> (status, r0)`; status 0
+    /// is an exit, anything else a fault ([`ClosedEntry::fault`]). Before
+    /// a call the VM sets the head's budget, `max_depth` (0), `regs[5]`
+    /// (`r5`) and, for checked code, `seed`.
+    pub code: unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn,
+    /// Size of the context in words (the head first).
+    pub ctx_words: usize,
+    /// Sets up a zeroed context of `ctx_words` words for runs whose stack
+    /// top is the second argument.
+    pub init: unsafe fn(*mut ClosedHead, u64),
+    /// The fault of a run that returned a non-zero `status` (read from the
+    /// context).
+    pub fault: unsafe fn(*const ClosedHead, u64) -> EngineFault,
     /// Whether runs must start on a zeroed stack.
     pub zeroed_stack: bool,
+    /// Whether the code checks accesses (and reads `seed`).
+    pub checked: bool,
 }
 
-// SAFETY: `data` is a `CompiledProgram`, which is `Send + Sync`.
-unsafe impl Send for ClosedEntry {}
-// SAFETY: as above.
-unsafe impl Sync for ClosedEntry {}
-
-/// A run of closed code ([`ClosedEntry::run`]). (The inputs
-/// are references: copies of arrays and regions into it would be made with
-/// wide loads that stall on the narrow stores that just wrote them.)
-#[derive(Debug)]
-pub struct ClosedRun<'a> {
-    /// `r1..r5`.
-    pub args: &'a [u64; 5],
-    /// The only region besides the stack (the context), at least 8 bytes
-    /// long; `None`: the stack only.
-    pub context: Option<&'a crate::memory::Region>,
-    /// One past the top of the stack (the first frame's `r10`).
-    pub stack_top: u64,
-    /// The instruction budget: what the run may spend; on return, what is
-    /// left.
+/// The start of the context closed code runs on: what the VM writes before
+/// a closed run and reads after it (the engine's own fields follow).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ClosedHead {
+    /// In: the instruction budget; out: what is left.
     pub budget: u64,
-    /// On return: the deepest frame the run used below the first.
-    pub max_depth: usize,
+    /// Out: the deepest frame the run used below the first.
+    pub max_depth: u64,
+    /// In (checked code): the regions the inline checks start with, for
+    /// reads and writes: start and limit (length - 7) of each; the first
+    /// frame, or the context's region when it has at least 8 bytes.
+    pub seed: [u64; 4],
+    /// The registers not passed as arguments: `r5` (set per run), `r0`
+    /// and `r6..r9` (zero), `r10` (the stack top, set by `init`).
+    pub regs: [u64; 11],
+}
+
+impl ClosedHead {
+    /// The checks' first regions ([`ClosedHead::seed`]) for a run whose
+    /// context is `context` (the first frame below `stack_top` when it has
+    /// fewer than 8 bytes, and for writes when it is read-only).
+    pub fn seed_for(context: Option<&crate::memory::Region>, stack_top: u64) -> [u64; 4] {
+        let size = super::STACK_SIZE as u64;
+        let frame = [stack_top.wrapping_sub(size), size.wrapping_sub(7)];
+        let region = context.filter(|r| r.len >= 8);
+        let read = region.map_or(frame, |r| [r.start, r.len.wrapping_sub(7)]);
+        let write = region
+            .filter(|r| r.writable)
+            .map_or(frame, |r| [r.start, r.len.wrapping_sub(7)]);
+        [read[0], read[1], write[0], write[1]]
+    }
+}
+
+/// What closed code returns (in two registers).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ClosedReturn {
+    /// 0: the program exited; otherwise see [`ClosedEntry::fault`].
+    pub status: u64,
+    /// `r0` at the exit.
+    pub r0: u64,
 }
 
 /// A fault as compiled code reports it: what happened at which pc. The VM

@@ -24,8 +24,8 @@ mod lower;
 
 pub(crate) use engine::apply_compile_hook as engine_hook;
 pub use engine::{
-    set_compile_hook, ClosedEntry, ClosedRun, CompiledProgram, DriveStep, EngineFault, EngineRun,
-    EngineStop, HelperReturn, OpClass,
+    set_compile_hook, ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram, DriveStep,
+    EngineFault, EngineRun, EngineStop, HelperReturn, OpClass,
 };
 
 pub use lower::{MapAccel, PreparedProgram};
@@ -300,8 +300,9 @@ pub struct Vm {
     state: Box<State>,
     /// Whether runs use native code attached to the programs.
     use_compiled: bool,
-    /// The program's closed native code, once seen.
-    closed: Option<ClosedEntry>,
+    /// The program's closed native code, once seen, and the context it
+    /// runs on.
+    closed: Option<(ClosedEntry, Box<[u64]>)>,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -513,10 +514,11 @@ impl Vm {
         self.execute_at(args, packet, 0).map_err(|f| *f)
     }
 
-    /// Runs closed native code ([`CompiledProgram::is_closed`]) from pc 0
-    /// when the run allows it (no region but `context`, which has at least
-    /// 8 bytes): none of a run's state is set up, as the code uses none of
-    /// it. `None`: the run takes the general path (nothing ran).
+    /// Runs closed native code ([`CompiledProgram::closed_entry`]) from pc
+    /// 0 when the run allows it (no region but `context`, which has at
+    /// least 8 bytes): a call straight into the code on the context this
+    /// VM keeps for it; none of a run's state is set up, as the code uses
+    /// none of it. `None`: the run takes the general path (nothing ran).
     #[inline(always)]
     fn try_closed(
         &mut self,
@@ -529,13 +531,9 @@ impl Vm {
         {
             return None;
         }
-        let entry = match self.closed {
-            Some(e) => e,
-            None => {
-                let e = self.prog.closed_entry()?;
-                self.closed = Some(e);
-                e
-            }
+        let (entry, ctx) = match &mut self.closed {
+            Some((e, ctx)) => (*e, ctx.as_mut_ptr()),
+            None => self.closed_setup()?,
         };
         if self.dirty_frames > 0 && entry.zeroed_stack {
             let dirty_words = self
@@ -545,26 +543,58 @@ impl Vm {
             let total_words = self.stack.len();
             self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
         }
-        let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
         let budget = self.prog.config.budget.unwrap_or(u64::MAX);
-        let mut run = ClosedRun {
-            args,
-            context,
-            stack_top: top,
-            budget,
-            max_depth: 0,
+        let head = ctx.cast::<ClosedHead>();
+        // SAFETY: `ctx` is this VM's context for the entry: `ctx_words`
+        // words, at least a head, set up by the entry's `init` for this
+        // VM's stack; the code is attached to `self.prog`, which this VM
+        // keeps alive; the context region (if any) stays valid during the
+        // call (the caller's borrow).
+        let ret = unsafe {
+            (*head).budget = budget;
+            (*head).max_depth = 0;
+            (*head).regs[5] = args[4];
+            if entry.checked {
+                (*head).seed = ClosedHead::seed_for(context, self.stack_top());
+            }
+            (entry.code)(head, 0, args[0], args[1], args[2], args[3])
         };
-        // SAFETY: the entry's program is attached to `self.prog`, which
-        // this VM keeps alive.
-        let result = unsafe { (entry.run)(entry.data, &mut run) };
-        self.last_insn_count = budget.wrapping_sub(run.budget);
+        // SAFETY: as above; the code wrote these before returning.
+        let (left, max_depth) = unsafe { ((*head).budget, (*head).max_depth) };
+        self.last_insn_count = budget.wrapping_sub(left);
         self.dirty_frames = if self.prog.touches_stack {
-            run.max_depth.saturating_add(1)
+            (max_depth as usize).saturating_add(1)
         } else {
             0
         };
         self.outcome = RunOutcome::default();
-        Some(result.map_err(|f| Box::new(self.closed_fault(top, context.copied(), *f))))
+        if ret.status == 0 {
+            return Some(Ok(ret.r0));
+        }
+        // SAFETY: a non-zero status: the code left its fault in `ctx`.
+        let f = unsafe { (entry.fault)(head, ret.status) };
+        let top = self.stack_top();
+        Some(Err(Box::new(self.closed_fault(top, context.copied(), f))))
+    }
+
+    /// One past the top of this VM's stack.
+    #[inline(always)]
+    fn stack_top(&self) -> u64 {
+        (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64)
+    }
+
+    /// Looks up the program's closed code and sets up its context (once).
+    #[cold]
+    #[inline(never)]
+    fn closed_setup(&mut self) -> Option<(ClosedEntry, *mut u64)> {
+        let entry = self.prog.closed_entry()?;
+        let mut ctx = vec![0u64; entry.ctx_words.max(std::mem::size_of::<ClosedHead>() / 8)]
+            .into_boxed_slice();
+        let top = self.stack_top();
+        // SAFETY: a zeroed context of `ctx_words` words, as `init` wants.
+        unsafe { (entry.init)(ctx.as_mut_ptr().cast(), top) };
+        let (_, ctx) = self.closed.insert((entry, ctx));
+        Some((entry, ctx.as_mut_ptr()))
     }
 
     /// The fault for `f` in a closed run (classified against the run's
