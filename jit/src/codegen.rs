@@ -101,9 +101,6 @@ const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;
 const FP_OFF: i32 = offset_of!(JitCtx, fp) as i32;
 const STATUS_OFF: i32 = offset_of!(JitCtx, status) as i32;
 const DEPTH_LIMIT_OFF: i32 = offset_of!(JitCtx, depth_limit) as i32;
-const CACHE_LO_OFF: i32 = offset_of!(JitCtx, cache_lo) as i32;
-const CACHE_READ_OFF: i32 = offset_of!(JitCtx, cache_read) as i32;
-const CACHE_WRITE_OFF: i32 = offset_of!(JitCtx, cache_write) as i32;
 const CB_TARGET_OFF: i32 = offset_of!(JitCtx, cb_target) as i32;
 const CB_ARGS_OFF: i32 = offset_of!(JitCtx, cb_args) as i32;
 const SEED_OFF: i32 = offset_of!(JitCtx, head.seed) as i32;
@@ -341,12 +338,6 @@ pub(crate) struct Translator<'a, 'b> {
     regs: [Variable; 11],
     budget: Variable,
     depth: Variable,
-    /// The region caches for reads and for writes: the start of a region
-    /// of at least 8 bytes, and its length minus 7 (an 8-byte access may
-    /// start at offsets below it; a `len`-byte one below it plus
-    /// `8 - len`). They start as the current stack frame, which is always
-    /// accessible.
-    cache: [(Variable, Variable); 2],
     ctx: Value,
     stack_top: Value,
     depth_limit: Value,
@@ -398,8 +389,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
         let depth = b.declare_var(I64);
-        let cache: [(Variable, Variable); 2] =
-            std::array::from_fn(|_| (b.declare_var(I64), b.declare_var(I64)));
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
@@ -461,22 +450,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
-        // The checks start with the regions the engine chose (the first
-        // frame, or the context's region).
-        if checks == Checks::On {
-            for (i, (lo, lim)) in cache.into_iter().enumerate() {
-                let off = SEED_OFF + 16 * i as i32;
-                let v = b.ins().load(I64, ctx_flags(), ctx, off);
-                b.def_var(lo, v);
-                let v = b.ins().load(I64, ctx_flags(), ctx, off + 8);
-                b.def_var(lim, v);
-            }
-        } else {
-            for (lo, lim) in cache {
-                b.def_var(lo, zero);
-                b.def_var(lim, zero);
-            }
-        }
         let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
         let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
         let len = shape.insns.len();
@@ -517,7 +490,6 @@ impl<'a, 'b> Translator<'a, 'b> {
             regs,
             budget,
             depth,
-            cache,
             ctx,
             stack_top,
             depth_limit,
@@ -749,6 +721,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.b.ins().brif(cond, ok, &[], own, &[]);
             self.b.switch_to_block(own);
             self.b.seal_block(own);
+            self.b.set_cold_block(own);
         }
         let second = self.b.create_block();
         let slow = self.b.create_block();
@@ -762,6 +735,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().brif(first, ok, &[], second, &[]);
         self.b.switch_to_block(second);
         self.b.seal_block(second);
+        // (Out of line: the first test is the one that usually passes.)
+        self.b.set_cold_block(second);
         let other = if stack_first {
             self.in_cached_region(addr, len, write)
         } else {
@@ -791,27 +766,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.callout(f, sig, &[pcv, addr, la])
             }
         };
-        // The cache takes the region the check found, if it has at least
-        // 8 bytes (smaller ones keep taking the slow path).
-        let (lo_var, lim_var) = self.cache[usize::from(write)];
-        let new_lo = self.b.ins().load(I64, ctx_flags(), self.ctx, CACHE_LO_OFF);
-        let span_off = if write {
-            CACHE_WRITE_OFF
-        } else {
-            CACHE_READ_OFF
-        };
-        let span = self.b.ins().load(I64, ctx_flags(), self.ctx, span_off);
-        let fits = self
-            .b
-            .ins()
-            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, span, 8);
-        let new_lim = self.b.ins().iadd_imm_s(span, -7);
-        let old_lo = self.b.use_var(lo_var);
-        let old_lim = self.b.use_var(lim_var);
-        let lo = self.b.ins().select(fits, new_lo, old_lo);
-        let lim = self.b.ins().select(fits, new_lim, old_lim);
-        self.b.def_var(lo_var, lo);
-        self.b.def_var(lim_var, lim);
+        // (The check moved the cache to the region it found, if that has
+        // at least 8 bytes.)
         let refused = self.b.create_block();
         self.b.ins().brif(allowed, ok, &[], refused, &[]);
         self.b.switch_to_block(refused);
@@ -891,37 +847,32 @@ impl<'a, 'b> Translator<'a, 'b> {
             }
             p += insn.slots();
         }
-        if members.is_empty() {
+        let span = (hi - lo) as u64;
+        // (Only accesses within 8 bytes: a wider test costs about what it
+        // saves.)
+        if members.is_empty() || span > 8 {
             return None;
         }
-        let span = (hi - lo) as u64;
         let first = self.b.ins().iadd_imm_s(base, lo);
-        let cond = self.in_cached_span(first, span, write);
+        let cond = self.in_cached_region(first, span, write);
         for m in members {
             self.grouped.push((m, cond));
         }
         Some(cond)
     }
 
-    /// Whether `[addr, addr + span)` lies in the cached region for
-    /// `write`, for any `span` (up to 64 KiB).
-    fn in_cached_span(&mut self, addr: Value, span: u64, write: bool) -> Value {
-        if span <= 8 {
-            return self.in_cached_region(addr, span, write);
-        }
-        // lim = region length - 7; the span fits iff lim >= span - 8 and
-        // the offset is below lim - (span - 8).
-        let (lo_var, lim_var) = self.cache[usize::from(write)];
-        let lo = self.b.use_var(lo_var);
-        let lim = self.b.use_var(lim_var);
-        // (A region too short for the span gives a limit of 0: the test
-        // fails.)
-        let t = self.b.ins().iadd_imm_s(lim, -((span - 8) as i64));
-        let room = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, t, lim);
-        let zero = self.b.ins().iconst(I64, 0);
-        let t = self.b.ins().select(room, t, zero);
-        let off_in = self.b.ins().isub(addr, lo);
-        self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, t)
+    /// The region cache for reads or writes (`ClosedHead::seed`): the
+    /// start of a region of at least 8 bytes and its length minus 7 (an
+    /// 8-byte access may start at offsets below it; a `len`-byte one below
+    /// it plus `8 - len`). It starts as the engine chose (the first frame,
+    /// or the context's region) and follows the slow checks. It lives in
+    /// the context, read where tested: in registers it would hold four of
+    /// them through every loop.
+    fn cached(&mut self, write: bool) -> (Value, Value) {
+        let off = SEED_OFF + if write { 16 } else { 0 };
+        let lo = self.b.ins().load(I64, ctx_flags(), self.ctx, off);
+        let lim = self.b.ins().load(I64, ctx_flags(), self.ctx, off + 8);
+        (lo, lim)
     }
 
     /// Whether `[addr, addr + len)` lies in the current frame or the ones
@@ -940,11 +891,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Whether `[addr, addr + len)` lies in the region the last slow check
     /// found (for `write`, only if it is writable).
     fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
-        // The cache lives in variables (registers), set after each slow
-        // check, so loops test it without loads.
-        let (lo_var, lim_var) = self.cache[usize::from(write)];
-        let lo = self.b.use_var(lo_var);
-        let lim = self.b.use_var(lim_var);
+        let (lo, lim) = self.cached(write);
         let lim = if len < 8 {
             self.b.ins().iadd_imm_s(lim, 8 - len as i64)
         } else {

@@ -77,11 +77,6 @@ pub(crate) struct JitCtx {
     /// Frames the run may still push (`MAX_CALL_FRAMES - 1` minus the
     /// depth it starts at).
     pub(crate) depth_limit: u64,
-    /// The region the last checked access outside the stack fell in:
-    /// start, and the bytes readable and writable from it (0: none).
-    pub(crate) cache_lo: u64,
-    pub(crate) cache_read: u64,
-    pub(crate) cache_write: u64,
     /// A fault the code (or a check without a host) recorded: pc, a
     /// [`FaultCode`], a value, a length and the frame's `r10`.
     pub(crate) record: [u64; 5],
@@ -101,7 +96,7 @@ impl JitCtx {
     /// volatile stores: the compiler would otherwise merge the zeros into
     /// a `memset`, whose stores the code's first loads (and ours after the
     /// run) cannot forward from, a stall per run. The other fields (`fp`,
-    /// `status`, the region cache, the callback fields, the frames) are
+    /// `status`, the callback fields, the frames) are
     /// written by the code or a call-out before anything reads them.
     pub(crate) fn init(
         slot: &mut std::mem::MaybeUninit<JitCtx>,
@@ -264,15 +259,14 @@ pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_acc
             };
             match h.run.check_region(fp, addr, len, access) {
                 Ok(region) => {
-                    // The cache fields are read after every allowed check
-                    // (no region: nothing to cache, spans 0).
-                    let (start, read, write) = match region {
-                        Some(r) => (r.start, r.len, if r.writable { r.len } else { 0 }),
-                        None => (0, 0, 0),
-                    };
-                    (*ctx).cache_lo = start;
-                    (*ctx).cache_read = read;
-                    (*ctx).cache_write = write;
+                    // The region cache for this kind of access takes the
+                    // region, if it has at least 8 bytes (smaller ones
+                    // keep taking this path).
+                    if let Some(r) = region.filter(|r| r.len >= 8) {
+                        let at = if access == Access::Write { 2 } else { 0 };
+                        (*ctx).head.seed[at] = r.start;
+                        (*ctx).head.seed[at + 1] = r.len - 7;
+                    }
                     1
                 }
                 Err(kind) => {
