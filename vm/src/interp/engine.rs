@@ -205,16 +205,22 @@ pub enum EngineFault {
     },
 }
 
-/// The [`Fault`] for `f` in a run of `prog` over `mem`.
-pub(super) fn engine_fault(prog: &PreparedProgram, mem: &mut MemoryMap, f: EngineFault) -> Fault {
-    let fault = |pc: usize, addr: u64, len: u64, kind: FaultKind| Fault {
+/// A fault of `prog` at `pc`.
+fn fault_at(prog: &PreparedProgram, pc: usize, addr: u64, len: u64, kind: FaultKind) -> Fault {
+    Fault {
         program: Arc::clone(&prog.name),
         pc,
         insn: prog.insns.get(pc).copied().unwrap_or_default(),
         addr,
         len,
         kind,
-    };
+    }
+}
+
+/// The [`Fault`] for `f` in a run of `prog` over `mem`.
+pub(super) fn engine_fault(prog: &PreparedProgram, mem: &mut MemoryMap, f: EngineFault) -> Fault {
+    let fault =
+        |pc: usize, addr: u64, len: u64, kind: FaultKind| fault_at(prog, pc, addr, len, kind);
     match f {
         EngineFault::Access {
             pc,
@@ -694,13 +700,6 @@ impl<'a> EngineRun<'a> {
         len: u64,
         kind: FaultKind,
     ) -> Fault {
-        Fault {
-            program: Arc::clone(&prog.name),
-            pc,
-            insn: prog.insns.get(pc).copied().unwrap_or_default(),
-            addr,
-            len,
-            kind,
-        }
+        fault_at(prog, pc, addr, len, kind)
     }
 }

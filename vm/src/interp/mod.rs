@@ -535,13 +535,8 @@ impl Vm {
             Some((e, ctx)) => (*e, ctx.as_mut_ptr()),
             None => self.closed_setup()?,
         };
-        if self.dirty_frames > 0 && entry.zeroed_stack {
-            let dirty_words = self
-                .dirty_frames
-                .min(MAX_CALL_FRAMES)
-                .saturating_mul(STACK_SIZE / 8);
-            let total_words = self.stack.len();
-            self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        if entry.zeroed_stack {
+            zero_dirty_stack(&mut self.stack[..], self.dirty_frames);
         }
         let budget = self.prog.config.budget.unwrap_or(u64::MAX);
         let head = ctx.cast::<ClosedHead>();
@@ -631,13 +626,8 @@ impl Vm {
         // Zero the frames the previous run used: no data crosses runs.
         // Verified native code needs no zeroing: the verifier proved that
         // the program never reads stack it did not write.
-        if self.dirty_frames > 0 && compiled.is_none_or(|c| c.needs_zeroed_stack()) {
-            let dirty_words = self
-                .dirty_frames
-                .min(MAX_CALL_FRAMES)
-                .saturating_mul(STACK_SIZE / 8);
-            let total_words = self.stack.len();
-            self.stack[total_words.saturating_sub(dirty_words)..].fill(0);
+        if compiled.is_none_or(|c| c.needs_zeroed_stack()) {
+            zero_dirty_stack(&mut self.stack[..], self.dirty_frames);
         }
         let top = (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64);
         self.mem.stack_hi = top;
@@ -764,5 +754,18 @@ impl Vm {
         self.mem.end_run();
         self.outcome = st.env.outcome;
         result
+    }
+}
+
+/// Zeroes the top `dirty_frames` frames of `stack` (those the previous run
+/// may have written).
+#[inline(always)]
+fn zero_dirty_stack(stack: &mut [u64], dirty_frames: usize) {
+    if dirty_frames > 0 {
+        let dirty_words = dirty_frames
+            .min(MAX_CALL_FRAMES)
+            .saturating_mul(STACK_SIZE / 8);
+        let total_words = stack.len();
+        stack[total_words.saturating_sub(dirty_words)..].fill(0);
     }
 }
