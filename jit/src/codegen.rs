@@ -1355,8 +1355,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn callx(&mut self, pc: usize, reg: userbpf_vm::Reg) {
         let v = self.reg(reg);
         let is_func = self.is_func_addr(v);
-        // A subprogram: push a frame, dispatch.
+        // A subprogram: check it is one (before the frame, as the
+        // interpreter does), push a frame, dispatch.
         self.when(is_func, false, |t| {
+            let v1 = t.reg(reg);
+            t.entry_check(pc, v1);
             t.push_frame(pc, pc + 1);
             let not_mask = t.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
             let v2 = t.reg(reg);
@@ -1386,6 +1389,56 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.open = false;
     }
 
+    /// Faults at `pc` with a bad call target unless `tagged` (a
+    /// subprogram address) names a subprogram entry of the program
+    /// (`PreparedProgram::callback_target`): a forged address of another
+    /// pc is refused, as in the interpreter.
+    fn entry_check(&mut self, pc: usize, tagged: Value) {
+        let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);
+        let target = self.b.ins().band(tagged, not_mask);
+        let entries: Vec<usize> = self.shape.entries.iter().copied().collect();
+        let ok = self.b.create_block();
+        let bad = self.b.create_block();
+        if entries.len() <= 32 {
+            let mut any = self.b.ins().iconst(I8, 0);
+            for e in entries {
+                let is = self.b.ins().icmp_imm_s(IntCC::Equal, target, e as i64);
+                any = self.b.ins().bor(any, is);
+            }
+            self.b.ins().brif(any, ok, &[], bad, &[]);
+        } else {
+            let len = self.shape.insns.len();
+            let table: Vec<_> = (0..len)
+                .map(|p| {
+                    let blk = if self.shape.entries.contains(&p) {
+                        ok
+                    } else {
+                        bad
+                    };
+                    self.b.func.dfg.block_call(blk, &[])
+                })
+                .collect();
+            let def = self.b.func.dfg.block_call(bad, &[]);
+            let jt = self.b.create_jump_table(JumpTableData::new(def, &table));
+            let in_range = self
+                .b
+                .ins()
+                .icmp_imm_s(IntCC::UnsignedLessThan, target, len as i64);
+            let go = self.b.create_block();
+            self.b.ins().brif(in_range, go, &[], bad, &[]);
+            self.b.switch_to_block(go);
+            self.b.seal_block(go);
+            let idx = self.b.ins().ireduce(I32, target);
+            self.b.ins().br_table(idx, jt);
+        }
+        self.b.switch_to_block(bad);
+        self.b.seal_block(bad);
+        self.b.set_cold_block(bad);
+        self.fault(pc, FaultCode::BadCallTarget, tagged, 0);
+        self.b.switch_to_block(ok);
+        self.b.seal_block(ok);
+    }
+
     fn bpf_loop(&mut self, pc: usize) {
         // bpf_loop(nr_loops, callback_fn, callback_ctx, flags)
         let n = self.r(1);
@@ -1413,6 +1466,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let is_func = self.is_func_addr(cb);
         let not_func = self.b.ins().icmp_imm_s(IntCC::Equal, is_func, 0);
         self.fault_if(not_func, pc, FaultCode::BadCallTarget, cb, 0);
+        self.entry_check(pc, cb);
         let loop_ctx = self.r(3);
         let frame = self.push_frame(pc, pc + 1);
         let not_mask = self.iconst(!userbpf_vm::interp::FUNC_ADDR_MASK as i64);

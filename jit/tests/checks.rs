@@ -237,3 +237,25 @@ fn grouped_accesses_fall_back_to_their_own_checks() {
         assert_eq!(r.as_ref().map_err(|f| f.pc).copied(), expect, "{src}: {r:?}");
     }
 }
+
+#[test]
+fn a_forged_subprogram_address_is_a_bad_call_target_in_both_engines() {
+    // pc 4 holds an instruction but no subprogram starts there: a
+    // function address made up with lddw (not `lddw src=4`) must not
+    // enter it, in the interpreter as in native code.
+    let src = "lddw %r1, 0xc0def00d00000004\ncall %r1\nexit\nmov %r0, 7\nexit";
+    let (mut interp, mut jit) = vms(src);
+    for vm in [&mut interp, &mut jit] {
+        let f = vm.run(&mut []).unwrap_err();
+        assert_eq!(f.pc, 2, "{f}");
+        assert!(
+            matches!(
+                f.kind,
+                FaultKind::BadCallTarget {
+                    value: 0xc0de_f00d_0000_0004
+                }
+            ),
+            "{f}"
+        );
+    }
+}

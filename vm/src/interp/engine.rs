@@ -342,7 +342,7 @@ impl PreparedProgram {
             return None;
         }
         let pc = (value & !super::FUNC_ADDR_MASK) as usize;
-        self.ops.get(pc).filter(|o| o.kind != K::Hole).map(|_| pc)
+        self.entries.get(pc).copied().unwrap_or(false).then_some(pc)
     }
 
     /// Attaches native code; the VM runs it from then on. Fails (returning

@@ -287,17 +287,15 @@ pub(super) fn run_ops(
                     return Ok(Stop::Exit(r0));
                 }
                 Ok(Called::Callbacks(cb, driver)) => {
-                    let t = (cb & !FUNC_ADDR_MASK) as usize;
-                    match ops.get(t) {
-                        Some(o) if cb & FUNC_ADDR_MASK == FUNC_ADDR_TAG && o.kind != K::Hole => {}
-                        _ => bail!(fault(
+                    let Some(t) = prog.callback_target(cb) else {
+                        bail!(fault(
                             prog,
                             pc,
                             0,
                             0,
                             FaultKind::BadCallTarget { value: cb }
-                        )),
-                    }
+                        ))
+                    };
                     st.drivers.push(Driven {
                         driver,
                         callback: t,
@@ -619,11 +617,9 @@ pub(super) fn run_ops(
             K::CallX => {
                 let value = regs[d];
                 if value & FUNC_ADDR_MASK == FUNC_ADDR_TAG {
-                    let t = (value & !FUNC_ADDR_MASK) as usize;
-                    match ops.get(t) {
-                        Some(o) if o.kind != K::Hole => {}
-                        _ => bail!(fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value })),
-                    }
+                    let Some(t) = prog.callback_target(value) else {
+                        bail!(fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value }))
+                    };
                     if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
                         bail!(f);
                     }
@@ -665,17 +661,15 @@ pub(super) fn run_ops(
                 } else if n == 0 {
                     regs[0] = 0;
                 } else {
-                    let t = (cb & !FUNC_ADDR_MASK) as usize;
-                    match ops.get(t) {
-                        Some(o) if cb & FUNC_ADDR_MASK == FUNC_ADDR_TAG && o.kind != K::Hole => {}
-                        _ => bail!(fault(
+                    let Some(t) = prog.callback_target(cb) else {
+                        bail!(fault(
                             prog,
                             pc,
                             0,
                             0,
                             FaultKind::BadCallTarget { value: cb }
-                        )),
-                    }
+                        ))
+                    };
                     let ctx = regs[3];
                     if let Err(f) = push_frame(prog, prog_idx, pc, &mut regs, st, mem) {
                         bail!(f);

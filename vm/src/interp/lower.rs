@@ -215,6 +215,11 @@ pub struct PreparedProgram {
     pub(super) accel: Option<Arc<dyn MapAccel>>,
     /// Native code, and whether runs need a zeroed stack.
     pub(super) compiled: std::sync::OnceLock<(Arc<dyn super::CompiledProgram>, bool)>,
+    /// The pcs a `callx`, a helper's callback or
+    /// [`crate::Vm::run_subprogram`] may enter: pc 0, the targets of local
+    /// calls and of `lddw src=4` (a subprogram's address). A forged
+    /// address of another pc is a bad call target in every engine.
+    pub(super) entries: Box<[bool]>,
     /// Whether any instruction names r10: a program that never does
     /// cannot write its stack (every stack pointer derives from r10), so
     /// its runs leave nothing to zero.
@@ -431,6 +436,8 @@ impl PreparedProgram {
         let name = program.name().to_string();
         let mut helper_table: Vec<Helper> = Vec::new();
         let mut ops = Vec::with_capacity(program.len());
+        // Targets of `lddw src=4` (subprogram addresses).
+        let mut func_targets: Vec<usize> = Vec::new();
         for pc in 0..program.len() {
             let Some(i) = program.instruction(pc) else {
                 ops.push(Op {
@@ -594,7 +601,11 @@ impl PreparedProgram {
                     };
                     op.imm = match value {
                         Lddw::Imm(v) => v,
-                        Lddw::Func(rel) => FUNC_ADDR_TAG | target(pc, i64::from(rel)) as u32 as u64,
+                        Lddw::Func(rel) => {
+                            let t = target(pc, i64::from(rel));
+                            func_targets.push(t as u32 as usize);
+                            FUNC_ADDR_TAG | t as u32 as u64
+                        }
                         Lddw::BtfVar { btf_id, .. } => {
                             return Err(lddw_err(
                                 "src=3, kernel variable",
@@ -728,7 +739,21 @@ impl PreparedProgram {
             }
             ops.push(op);
         }
+        let mut entries = vec![false; ops.len()];
+        let mut enter = |t: usize| {
+            if let Some(e) = entries.get_mut(t) {
+                *e = true;
+            }
+        };
+        enter(0);
+        for op in ops.iter().filter(|o| o.kind == K::CallLocal) {
+            enter(op.aux as usize);
+        }
+        for t in func_targets {
+            enter(t);
+        }
         Ok(PreparedProgram {
+            entries: entries.into_boxed_slice(),
             name: Arc::from(program.name()),
             ops: ops.into_boxed_slice(),
             insns: program.insns().to_vec().into_boxed_slice(),

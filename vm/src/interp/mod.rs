@@ -489,14 +489,7 @@ impl Vm {
     /// = `args`: how timer callbacks run. Pointers among the arguments are
     /// only usable if they fall in regions added with [`Vm::add_region`].
     pub fn run_subprogram(&mut self, callback: u64, args: [u64; 5]) -> Result<u64, Fault> {
-        let pc = (callback & !FUNC_ADDR_MASK) as usize;
-        let valid = callback & FUNC_ADDR_MASK == FUNC_ADDR_TAG
-            && self
-                .prog
-                .ops
-                .get(pc)
-                .is_some_and(|o| o.kind != lower::K::Hole);
-        if !valid {
+        let Some(pc) = self.prog.callback_target(callback) else {
             return Err(Fault {
                 program: Arc::clone(&self.prog.name),
                 pc: 0,
@@ -505,7 +498,7 @@ impl Vm {
                 len: 0,
                 kind: FaultKind::BadCallTarget { value: callback },
             });
-        }
+        };
         self.execute_at(args, None, pc).map_err(|f| *f)
     }
 
