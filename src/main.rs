@@ -569,12 +569,18 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         };
     }
     let elapsed = start.elapsed();
+    // The engine that ran: the interpreter when the JIT fell back (a
+    // program above its size limit).
+    let engine = match args.engine {
+        Engine::Jit if vm.prepared().compiled().is_none() => Engine::Interp,
+        e => e,
+    };
     drop(vm);
     let ns_per_run = elapsed.as_secs_f64() * 1e9 / runs as f64;
     if args.json {
         let report = RunReport {
             program: program.name(),
-            engine: args.engine.name(),
+            engine: engine.name(),
             r0,
             runs,
             ns_per_run,

@@ -706,4 +706,6 @@ fn programs_too_large_for_the_jit_run_in_the_interpreter_with_a_note() {
     );
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(v["r0"], 1);
+    // The report names the engine that ran.
+    assert_eq!(v["engine"], "interp");
 }
