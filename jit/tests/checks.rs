@@ -259,3 +259,32 @@ fn a_forged_subprogram_address_is_a_bad_call_target_in_both_engines() {
         );
     }
 }
+
+#[test]
+fn closed_runs_check_each_run_against_its_own_memory() {
+    // One VM, runs over memories of different sizes: each run's checks
+    // start from its own context (a stale region from the run before
+    // would let the 16-byte run read past its end, or refuse the 32-byte
+    // one), whichever path the run takes (closed, or the general one for
+    // a context under 8 bytes or a VM with regions).
+    let (mut interp, mut jit) = vms("ldxdw %r0, [%r1+24]\nexit");
+    // The small memories start where the big one does: a region left over
+    // from a bigger run would cover their reads.
+    let mut mem = [2u8; 32];
+    for vm in [&mut interp, &mut jit] {
+        for _ in 0..2 {
+            assert_eq!(vm.run(&mut mem), Ok(u64::from_le_bytes([2; 8])));
+            let f = vm.run(&mut mem[..16]).unwrap_err();
+            assert!(matches!(f.kind, FaultKind::OutOfBounds { .. }), "{f}");
+            let f = vm.run(&mut mem[..4]).unwrap_err();
+            assert!(matches!(f.kind, FaultKind::OutOfBounds { .. }), "{f}");
+        }
+        let extra = [9u8; 8];
+        // SAFETY: `extra` outlives the runs below.
+        unsafe { vm.add_region(Region::from_slice(&extra, RegionKind::Other)) };
+        assert_eq!(vm.run(&mut mem), Ok(u64::from_le_bytes([2; 8])));
+        assert!(vm.run(&mut mem[..16]).is_err());
+        vm.clear_regions();
+        assert_eq!(vm.run(&mut mem), Ok(u64::from_le_bytes([2; 8])));
+    }
+}
