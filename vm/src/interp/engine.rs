@@ -205,22 +205,10 @@ pub enum EngineFault {
     },
 }
 
-/// A fault of `prog` at `pc`.
-fn fault_at(prog: &PreparedProgram, pc: usize, addr: u64, len: u64, kind: FaultKind) -> Fault {
-    Fault {
-        program: Arc::clone(&prog.name),
-        pc,
-        insn: prog.insns.get(pc).copied().unwrap_or_default(),
-        addr,
-        len,
-        kind,
-    }
-}
-
 /// The [`Fault`] for `f` in a run of `prog` over `mem`.
 pub(super) fn engine_fault(prog: &PreparedProgram, mem: &mut MemoryMap, f: EngineFault) -> Fault {
     let fault =
-        |pc: usize, addr: u64, len: u64, kind: FaultKind| fault_at(prog, pc, addr, len, kind);
+        |pc: usize, addr: u64, len: u64, kind: FaultKind| exec::fault(prog, pc, addr, len, kind);
     match f {
         EngineFault::Access {
             pc,
@@ -502,6 +490,19 @@ impl<'a> EngineRun<'a> {
         let Some(h) = prog.helper_table.get(index) else {
             return Err(self.fault(prog, pc, 0, 0, FaultKind::InvalidPc));
         };
+        self.invoke(prog, pc, h, args, fp)
+    }
+
+    /// Calls `h` for the call at `pc` with `r1..r5` = `args` (`fp`: the
+    /// caller's `r10`).
+    fn invoke(
+        &mut self,
+        prog: &Arc<PreparedProgram>,
+        pc: usize,
+        h: &crate::helpers::Helper,
+        args: [u64; 5],
+        fp: u64,
+    ) -> Result<HelperReturn, Fault> {
         self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
         let mut regs = [0u64; 16];
         regs[1..6].copy_from_slice(&args);
@@ -555,17 +556,7 @@ impl<'a> EngineRun<'a> {
             }
             Err((helper, name, error)) => {
                 self.st.drivers.pop();
-                Err(self.fault(
-                    prog,
-                    pc,
-                    0,
-                    0,
-                    FaultKind::Helper {
-                        helper,
-                        name: name.to_string(),
-                        error,
-                    },
-                ))
+                Err(exec::helper_fault(prog, pc, helper, &name, error))
             }
         }
     }
@@ -639,16 +630,7 @@ impl<'a> EngineRun<'a> {
             return Err(self.fault(prog, pc, 0, 0, FaultKind::BadCallTarget { value: id }));
         };
         let h = h.clone();
-        self.mem.stack_lo = fp.wrapping_sub(super::STACK_SIZE as u64);
-        let mut regs = [0u64; 16];
-        regs[1..6].copy_from_slice(&args);
-        match exec::call_helper(prog, pc, &h, &mut regs, self.mem, &mut self.st.env)? {
-            Called::Continue => Ok(HelperReturn::Value(regs[0])),
-            Called::Exit(r0) => Ok(HelperReturn::Exit(r0)),
-            Called::Callbacks(cb, driver) => {
-                self.start_callbacks(prog, pc, h.id(), h.name(), cb, driver)
-            }
-        }
+        self.invoke(prog, pc, &h, args, fp)
     }
 
     /// `bpf_map_lookup_elem` at `pc` through the maps' direct path, or the
@@ -700,6 +682,6 @@ impl<'a> EngineRun<'a> {
         len: u64,
         kind: FaultKind,
     ) -> Fault {
-        fault_at(prog, pc, addr, len, kind)
+        exec::fault(prog, pc, addr, len, kind)
     }
 }

@@ -82,7 +82,13 @@ pub(super) enum Stop {
 
 #[cold]
 #[inline(never)]
-fn fault(prog: &PreparedProgram, pc: usize, addr: u64, len: u64, kind: FaultKind) -> Fault {
+pub(super) fn fault(
+    prog: &PreparedProgram,
+    pc: usize,
+    addr: u64,
+    len: u64,
+    kind: FaultKind,
+) -> Fault {
     Fault {
         program: prog.name.clone(),
         pc,
@@ -178,7 +184,7 @@ pub(super) fn call_helper(
 
 #[cold]
 #[inline(never)]
-fn helper_fault(
+pub(super) fn helper_fault(
     prog: &PreparedProgram,
     pc: usize,
     helper: i32,

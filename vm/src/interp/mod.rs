@@ -300,11 +300,21 @@ pub struct Vm {
     state: Box<State>,
     /// Whether runs use native code attached to the programs.
     use_compiled: bool,
-    /// The program's closed native code, once seen, and the context it
-    /// runs on.
-    closed: Option<(ClosedEntry, Box<[u64]>)>,
+    /// Whether the program's native code is closed, once known.
+    closed: Closed,
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What a VM knows of its program's native code being closed
+/// ([`CompiledProgram::closed_entry`]).
+enum Closed {
+    /// No native code attached yet.
+    Unknown,
+    /// The code is not closed: runs take the general path.
+    No,
+    /// Closed: its entry, and the context the VM keeps for it.
+    Yes(ClosedEntry, Box<[u64]>),
 }
 
 impl fmt::Debug for Vm {
@@ -357,7 +367,7 @@ impl Vm {
                 drivers: Vec::new(),
             }),
             use_compiled: true,
-            closed: None,
+            closed: Closed::Unknown,
             keep_alive: Vec::new(),
         }
     }
@@ -525,8 +535,9 @@ impl Vm {
             return None;
         }
         let (entry, ctx) = match &mut self.closed {
-            Some((e, ctx)) => (*e, ctx.as_mut_ptr()),
-            None => self.closed_setup()?,
+            Closed::Yes(e, ctx) => (*e, ctx.as_mut_ptr()),
+            Closed::No => return None,
+            Closed::Unknown => self.closed_setup()?,
         };
         if entry.zeroed_stack {
             zero_dirty_stack(&mut self.stack[..], self.dirty_frames);
@@ -571,18 +582,25 @@ impl Vm {
         (self.stack.as_ptr() as u64).wrapping_add(TOTAL_STACK as u64)
     }
 
-    /// Looks up the program's closed code and sets up its context (once).
+    /// Looks up the program's closed code and sets up its context (once
+    /// native code is attached: it never changes after).
     #[cold]
     #[inline(never)]
     fn closed_setup(&mut self) -> Option<(ClosedEntry, *mut u64)> {
-        let entry = self.prog.closed_entry()?;
+        self.prog.compiled()?;
+        let Some(entry) = self.prog.closed_entry() else {
+            self.closed = Closed::No;
+            return None;
+        };
         let mut ctx = vec![0u64; entry.ctx_words.max(std::mem::size_of::<ClosedHead>() / 8)]
             .into_boxed_slice();
         let top = self.stack_top();
         // SAFETY: a zeroed context of `ctx_words` words, as `init` wants.
         unsafe { (entry.init)(ctx.as_mut_ptr().cast(), top) };
-        let (_, ctx) = self.closed.insert((entry, ctx));
-        Some((entry, ctx.as_mut_ptr()))
+        let ptr = ctx.as_mut_ptr();
+        // (Moving the box does not move its words.)
+        self.closed = Closed::Yes(entry, ctx);
+        Some((entry, ptr))
     }
 
     /// The fault for `f` in a closed run (classified against the run's
