@@ -39,7 +39,6 @@ pub(crate) enum Checks {
 
 /// Addresses of the call-outs, baked into the code.
 struct Callouts {
-    check: Value,
     helper: Value,
     callx_helper: Value,
     map_lookup: Value,
@@ -233,10 +232,11 @@ impl Shape {
                         entries.insert(t);
                     }
                 }
-                (Instruction::Ja { off }, _) => jump(target(pc, i64::from(off))),
-                (Instruction::JaLong { imm }, _) => jump(target(pc, i64::from(imm))),
-                (Instruction::Jump { off, .. }, _) => jump(target(pc, i64::from(off))),
-                _ => {}
+                (i, _) => {
+                    if let Some(rel) = i.jump_offset() {
+                        jump(target(pc, rel));
+                    }
+                }
             }
             // Whatever follows a call is a return site; after a helper call
             // too (a helper may call back into the program).
@@ -370,8 +370,8 @@ pub(crate) struct Translator<'a, 'b> {
     /// entry, in checked mode).
     leader: usize,
     /// The `preserve_all` trampoline to the memory check call-out and its
-    /// signature (checked mode).
-    check: Option<(Value, cranelift_codegen::ir::SigRef)>,
+    /// signature.
+    check: (Value, cranelift_codegen::ir::SigRef),
     /// Accesses of the current block already proven by a group check:
     /// pc -> the group's condition (see [`Translator::group_check`]).
     grouped: Vec<(usize, Value)>,
@@ -384,7 +384,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         checks: Checks,
         b: &'a mut FunctionBuilder<'b>,
         call_conv: CallConv,
-        check_trampoline: Option<u64>,
+        check_trampoline: u64,
     ) -> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
@@ -397,7 +397,6 @@ impl<'a, 'b> Translator<'a, 'b> {
         let args: [Value; 4] = std::array::from_fn(|i| b.block_params(entry)[2 + i]);
         let addr = |b: &mut FunctionBuilder<'_>, p: usize| b.ins().iconst(I64, p as i64);
         let callouts = Callouts {
-            check: addr(b, ctx::jit_check as *const () as usize),
             helper: addr(b, ctx::jit_helper as *const () as usize),
             callx_helper: addr(b, ctx::jit_callx_helper as *const () as usize),
             map_lookup: addr(b, ctx::jit_map_lookup as *const () as usize),
@@ -406,13 +405,16 @@ impl<'a, 'b> Translator<'a, 'b> {
             drive: addr(b, ctx::jit_drive as *const () as usize),
             tail_call_nested: addr(b, ctx::jit_tail_call_nested as *const () as usize),
         };
-        let check = check_trampoline.map(|addr| {
+        let check = {
             let mut s = Signature::new(CallConv::PreserveAll);
             for _ in 0..4 {
                 s.params.push(AbiParam::new(I64));
             }
-            (b.ins().iconst(I64, addr as i64), b.import_signature(s))
-        });
+            (
+                b.ins().iconst(I64, check_trampoline as i64),
+                b.import_signature(s),
+            )
+        };
         let sigs = Sigs {
             four: b.import_signature(sig(call_conv, 4)),
             seven: b.import_signature(sig(call_conv, 7)),
@@ -535,11 +537,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Calls a call-out with `args` after `ctx` (and stores the caller's
     /// frame pointer for it); returns its result.
     fn callout(&mut self, f: Value, sig: cranelift_codegen::ir::SigRef, args: &[Value]) -> Value {
-        // Memory checks work without a host (they record the refusal);
-        // everything else needs one.
-        if f != self.callouts.check {
-            self.closed = false;
-        }
+        // (Memory checks, which work without a host, go through the
+        // trampoline instead.)
+        self.closed = false;
         let fp = self.r(10);
         self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
         let mut all = vec![self.ctx];
@@ -748,24 +748,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.set_cold_block(slow);
         let pcv = self.iconst(pc as i64);
         let la = self.iconst((len | (u64::from(write) << 32)) as i64);
-        let allowed = match self.check {
-            Some((tramp, sig)) => {
-                // Through the trampoline: no register is clobbered; the
-                // answer is the status (0: allowed).
-                let fp = self.r(10);
-                self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
-                self.b
-                    .ins()
-                    .call_indirect(sig, tramp, &[self.ctx, pcv, addr, la]);
-                let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-                self.b.ins().icmp_imm_s(IntCC::Equal, status, 0)
-            }
-            None => {
-                let f = self.callouts.check;
-                let sig = self.sigs.four;
-                self.callout(f, sig, &[pcv, addr, la])
-            }
-        };
+        // Through the trampoline: no register is clobbered; the answer is
+        // the status (0: allowed).
+        let (tramp, sig) = self.check;
+        let fp = self.r(10);
+        self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
+        self.b
+            .ins()
+            .call_indirect(sig, tramp, &[self.ctx, pcv, addr, la]);
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let allowed = self.b.ins().icmp_imm_s(IntCC::Equal, status, 0);
         // (The check moved the cache to the region it found, if that has
         // at least 8 bytes.)
         let refused = self.b.create_block();
@@ -805,14 +797,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// so faults and their pcs stay the interpreter's.
     fn group_check(&mut self, pc: usize, base: Value) -> Option<Value> {
         let (reg, off0, len0, w0) = self.access_of(pc)?;
+        let writes_base = |i: &Instruction| i.dst_written().is_some_and(|r| r.num() == reg);
         // A load into its own base register moves the base: nothing after
         // it shares the test.
-        if let Some((Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. }, _)) =
-            self.shape.insns[pc]
-        {
-            if dst.num() == reg {
-                return None;
-            }
+        if self.shape.insns[pc].is_some_and(|(i, _)| writes_base(&i)) {
+            return None;
         }
         let mut members = Vec::new();
         let (mut lo, mut hi, mut write) = (i64::from(off0), i64::from(off0) + len0 as i64, w0);
@@ -832,17 +821,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                     write |= w;
                 }
             }
-            let overwrites = match insn {
-                Instruction::Load { dst, .. } | Instruction::LoadSx { dst, .. } => dst.num() == reg,
-                Instruction::Store { .. } => false,
-                Instruction::Alu { dst, .. }
-                | Instruction::MovSx { dst, .. }
-                | Instruction::Neg { dst, .. }
-                | Instruction::Endian { dst, .. } => dst.num() == reg,
-                // Anything else (jumps, atomics, calls) ends the run.
-                _ => true,
-            };
-            if overwrites {
+            // (A jump ends the block: what follows is a leader.)
+            if writes_base(&insn) {
                 break;
             }
             p += insn.slots();
@@ -1766,13 +1746,8 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.check_status(pc, v);
                 self.set_r(0, v);
             }
-            Instruction::Ja { off } => {
-                let t = self.block_at(target(pc, i64::from(off)));
-                self.b.ins().jump(t, &[]);
-                self.open = false;
-            }
-            Instruction::JaLong { imm } => {
-                let t = self.block_at(target(pc, i64::from(imm)));
+            Instruction::Ja { .. } | Instruction::JaLong { .. } => {
+                let t = self.block_at(target(pc, insn.jump_offset().unwrap_or(0)));
                 self.b.ins().jump(t, &[]);
                 self.open = false;
             }

@@ -480,11 +480,7 @@ fn compile(
     let frontend = isa.frontend_config();
     let mut module = JITModule::new(JITBuilder::with_isa(isa, default_libcall_names()));
     let shape = Shape::of(prog)?;
-    let check = if checks == Checks::On {
-        Some(check_trampoline().map_err(cg)?)
-    } else {
-        None
-    };
+    let check = check_trampoline().map_err(cg)?;
     // Compilation contexts are reused (per thread): their allocations
     // are a good part of compiling a small program.
     thread_local! {
