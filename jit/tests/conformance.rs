@@ -1,5 +1,6 @@
 //! The BPF ISA conformance corpus on the JIT, in checked and in verified
-//! mode: every case passes.
+//! mode: every case passes, and no compiled program holds a trapping
+//! instruction.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,14 +26,28 @@ fn run_jit(insns: &[Insn], mem: &mut [u8], verified: bool) -> Result<u64, Engine
         PreparedProgram::new(&program, &helpers(), Config::default())
             .map_err(|e| EngineError::Load(e.to_string()))?,
     );
-    if verified {
+    // With the disassembly: the code must hold no trapping instruction
+    // (division by zero and the like are branches or selects).
+    let options = Options { keep_asm: true };
+    let code = if verified {
         // SAFETY: the conformance programs are the suite's known-good
         // programs; those that fault do so on purpose and are run in
         // checked mode (see `expects_fault`).
         let v = unsafe { Verified::assume_verified(Arc::clone(&prepared)) };
-        jit_verified(&v, Options::default()).map_err(|e| EngineError::Load(e.to_string()))?;
+        jit_verified(&v, options)
     } else {
-        jit_checked(&prepared, Options::default()).map_err(|e| EngineError::Load(e.to_string()))?;
+        jit_checked(&prepared, options)
+    }
+    .map_err(|e| EngineError::Load(e.to_string()))?;
+    let asm = code.asm().unwrap_or_default();
+    assert!(!asm.is_empty(), "no disassembly kept");
+    if let Some(trap) = asm
+        .lines()
+        .find(|l| l.trim_start().starts_with("ud2") || l.trim_start().starts_with("trap"))
+    {
+        return Err(EngineError::Load(format!(
+            "the code holds a trapping instruction: {trap}"
+        )));
     }
     let mut vm = Vm::from_prepared(prepared);
     vm.run(mem).map_err(|f| EngineError::Fault(f.to_string()))
