@@ -5,6 +5,7 @@
 //! cargo run --release -p userbpf-benches --example suite_loop -- simple [checked] [runs]
 //! ```
 //! With `ASM=1` in the environment it first prints the native code; with
+//! `RAW=FILE` also writes the machine code to FILE; with
 //! `COMPILE=1` it compiles the program `runs` times instead and prints the
 //! median compile time per instruction.
 
@@ -51,6 +52,9 @@ fn main() {
         }
         .expect("compiles");
         println!("{}", code.asm().unwrap_or_default());
+        if let Some(path) = std::env::var_os("RAW") {
+            std::fs::write(path, code.code()).expect("writes the code");
+        }
     }
     if std::env::var_os("COMPILE").is_some() {
         let (c, v) = userbpf_benches::engines::compile_us_per_insn(&p, runs as u32);

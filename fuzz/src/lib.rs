@@ -224,8 +224,11 @@ impl Case {
 /// (same stack, same guarded memory), interpreted and then run as
 /// checked-mode native code. Both must end alike: the same `r0` and memory,
 /// or the same fault (pc, instruction, address, kind). Runs that exhaust
-/// the budget only need to fault on both: the JIT charges a basic block
-/// when it enters it, so the instructions before the stop differ.
+/// the budget only need to fault on both: in programs that can run more
+/// than one frame (the generator's use `callx`), the JIT charges a basic
+/// block when it enters it, so the instructions before the stop differ
+/// (single-frame programs stop exactly where the interpreter stops:
+/// `jit/tests/budget.rs`).
 pub fn jit_differential(data: &[u8]) {
     let Some(case) = Case::from_data(data) else {
         return;

@@ -9,7 +9,7 @@
 //! Division and modulo by zero and `INT_MIN / -1` are computed with
 //! selects on a divisor that can never be 0 or -1, so no division traps.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -69,8 +69,9 @@ fn sig(call_conv: CallConv, params: usize) -> Signature {
 }
 
 /// The body of the `preserve_all` trampoline to [`ctx::jit_check`] (see
-/// `check_trampoline`): its four parameters passed on, the result left in
-/// the context's status.
+/// `check_trampoline`): its one parameter (the context, which holds the
+/// access in its record) passed on, the result left in the context's
+/// status.
 pub(crate) fn check_trampoline_body(b: &mut FunctionBuilder<'_>, call_conv: CallConv) {
     let blk = b.create_block();
     b.append_block_params_for_function_params(blk);
@@ -79,7 +80,7 @@ pub(crate) fn check_trampoline_body(b: &mut FunctionBuilder<'_>, call_conv: Call
     let callee = b
         .ins()
         .iconst(I64, ctx::jit_check as *const () as usize as i64);
-    let s = b.import_signature(sig(call_conv, 4));
+    let s = b.import_signature(sig(call_conv, 1));
     b.ins().call_indirect(s, callee, &params);
     b.ins().return_(&[]);
     b.seal_all_blocks();
@@ -156,6 +157,57 @@ fn ends_block(i: &Instruction, class: OpClass) -> bool {
         class,
         OpClass::Local(_) | OpClass::Loop | OpClass::TailCall | OpClass::CorePoison
     )
+}
+
+/// The registers an instruction reads and those it surely writes (a bit
+/// per register), for liveness in a single frame: reads over-approximated
+/// (a helper reads r1..r5, a tail call all of them, whose target starts
+/// from them), writes under-approximated (a helper's clobbered r1..r5 not
+/// counted).
+fn reads_writes(i: &Instruction, class: OpClass) -> (u16, u16) {
+    let bit = |r: userbpf_vm::Reg| 1u16 << r.num();
+    let src = |s: &Source| match s {
+        Source::Reg(r) => bit(*r),
+        Source::Imm(_) => 0,
+    };
+    match class {
+        OpClass::Helper(_) | OpClass::MapLookup(_) => return (0b11_1110, 1),
+        OpClass::TailCall | OpClass::Local(_) | OpClass::Loop | OpClass::CallX => {
+            return (u16::MAX, 0)
+        }
+        OpClass::CorePoison => return (0, 0),
+        _ => {}
+    }
+    let w = i.dst_written().map_or(0, bit);
+    let r = match i {
+        Instruction::Alu {
+            op: AluOp::Mov,
+            src: s,
+            ..
+        } => src(s),
+        Instruction::Alu { dst, src: s, .. } => bit(*dst) | src(s),
+        Instruction::MovSx { src, .. } => bit(*src),
+        Instruction::Neg { dst, .. } | Instruction::Endian { dst, .. } => bit(*dst),
+        Instruction::Load { src, .. } | Instruction::LoadSx { src, .. } => bit(*src),
+        Instruction::Store { dst, src: s, .. } => bit(*dst) | src(s),
+        Instruction::Atomic { dst, src, op, .. } => {
+            bit(*dst) | bit(*src) | if *op == AtomicOp::CmpXchg { 1 } else { 0 }
+        }
+        Instruction::LoadImm64 { .. } => 0,
+        // (The packet comes with r6, the context.)
+        Instruction::LoadPacket { mode, .. } => {
+            1 << 6
+                | match mode {
+                    PacketMode::Ind(r) => bit(*r),
+                    PacketMode::Abs => 0,
+                }
+        }
+        Instruction::Jump { dst, src: s, .. } => bit(*dst) | src(s),
+        Instruction::Exit => 1,
+        Instruction::CallX { .. } | Instruction::Call(_) => u16::MAX,
+        Instruction::Ja { .. } | Instruction::JaLong { .. } => 0,
+    };
+    (r, w)
 }
 
 /// The static shape of the program: decoded instructions, block leaders,
@@ -262,6 +314,132 @@ impl Shape {
             entries,
             targets,
         })
+    }
+
+    /// Where checked code tests the budget when it need not test it at
+    /// every block: pc -> the most instructions a run can charge from
+    /// there before it reaches the next such pc (or ends). The points are
+    /// pc 0 and the targets of back-edges (of a depth-first walk from pc
+    /// 0: every cycle passes one), so the paths between them are acyclic
+    /// and the counts finite. A point whose budget is below its count
+    /// stops for the interpreter, which runs the rest and faults where the
+    /// budget runs out, at the interpreter's pc ([`ctx::STATUS_RESUME`]).
+    /// With each count, the registers live there (a bit per register):
+    /// the only ones the interpreter can read after it takes over.
+    /// `None` for programs that can run a frame other than the first
+    /// (local calls, `callx`, callbacks): the interpreter could not take
+    /// over their frames.
+    pub(crate) fn budget_points(&self) -> Option<HashMap<usize, (u64, u16)>> {
+        let len = self.insns.len();
+        if self.entries.len() > 1
+            || self.insns.iter().flatten().any(|(_, class)| {
+                matches!(class, OpClass::Local(_) | OpClass::CallX | OpClass::Loop)
+            })
+        {
+            return None;
+        }
+        // Successors of the instruction at `pc` (pcs past the end or on
+        // an lddw's second slot included: they fault when reached).
+        let succ = |pc: usize| -> ([usize; 2], usize) {
+            match self.insns[pc] {
+                None => ([0; 2], 0),
+                Some((i, class)) => match i {
+                    Instruction::Exit => ([0; 2], 0),
+                    Instruction::Ja { .. } | Instruction::JaLong { .. } => {
+                        let rel = i.jump_offset().unwrap_or(0);
+                        ([target(pc, rel), 0], 1)
+                    }
+                    Instruction::Jump { .. } => {
+                        let rel = i.jump_offset().unwrap_or(0);
+                        ([pc + 1, target(pc, rel)], 2)
+                    }
+                    _ if class == OpClass::CorePoison => ([0; 2], 0),
+                    _ => ([pc + i.slots(), 0], 1),
+                },
+            }
+        };
+        let valid = |pc: usize| pc < len && self.insns[pc].is_some();
+        // Depth-first from pc 0: colours (0 new, 1 on the stack, 2 done),
+        // the finishing order, the back-edge targets.
+        let mut colour = vec![0u8; len];
+        let mut order = Vec::new();
+        let mut points = HashMap::new();
+        points.insert(0usize, (0u64, u16::MAX));
+        if len == 0 {
+            return Some(points);
+        }
+        let mut stack = vec![(0usize, 0usize)];
+        colour[0] = 1;
+        while let Some(&mut (pc, ref mut next)) = stack.last_mut() {
+            let (s, n) = succ(pc);
+            if *next < n {
+                let t = s[*next];
+                *next += 1;
+                if valid(t) {
+                    match colour[t] {
+                        0 => {
+                            colour[t] = 1;
+                            stack.push((t, 0));
+                        }
+                        1 => {
+                            points.insert(t, (0, 0));
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                colour[pc] = 2;
+                order.push(pc);
+                stack.pop();
+            }
+        }
+        // Longest paths, successors first (the finishing order, with the
+        // edges into points cut, is a topological order of what is left).
+        let mut most = vec![0u64; len];
+        for &pc in &order {
+            let (s, n) = succ(pc);
+            let after = s[..n]
+                .iter()
+                .map(|&t| {
+                    if !valid(t) {
+                        1
+                    } else if points.contains_key(&t) {
+                        0
+                    } else {
+                        most[t]
+                    }
+                })
+                .max()
+                .unwrap_or(0);
+            most[pc] = 1 + after;
+        }
+        // Live registers, backwards to a fixed point (the finishing order
+        // visits successors first, but for back-edges).
+        let mut live = vec![0u16; len];
+        loop {
+            let mut changed = false;
+            for &pc in &order {
+                let (s, n) = succ(pc);
+                let out = s[..n]
+                    .iter()
+                    .filter(|&&t| valid(t))
+                    .fold(0u16, |acc, &t| acc | live[t]);
+                let (reads, writes) = self.insns[pc].map_or((0, 0), |(i, c)| reads_writes(&i, c));
+                let inn = reads | (out & !writes);
+                if inn != live[pc] {
+                    live[pc] = inn;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        for (pc, k) in points.iter_mut() {
+            // (r10 always: the frame.)
+            *k = (most[*pc], live[*pc] | 1 << 10);
+        }
+        Some(points)
     }
 
     /// The chain of equality tests on one register starting at `pc`, if
@@ -375,6 +553,9 @@ pub(crate) struct Translator<'a, 'b> {
     /// Accesses of the current block already proven by a group check:
     /// pc -> the group's condition (see [`Translator::group_check`]).
     grouped: Vec<(usize, Value)>,
+    /// Checked code that tests the budget only at these points
+    /// ([`Shape::budget_points`]); `None`: at every block.
+    budget_points: Option<HashMap<usize, (u64, u16)>>,
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -407,9 +588,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         let check = {
             let mut s = Signature::new(CallConv::PreserveAll);
-            for _ in 0..4 {
-                s.params.push(AbiParam::new(I64));
-            }
+            s.params.push(AbiParam::new(I64));
             (
                 b.ins().iconst(I64, check_trampoline as i64),
                 b.import_signature(s),
@@ -511,6 +690,11 @@ impl<'a, 'b> Translator<'a, 'b> {
             leader: 0,
             check,
             grouped: Vec::new(),
+            budget_points: if checks == Checks::On {
+                shape.budget_points()
+            } else {
+                None
+            },
         }
     }
 
@@ -666,6 +850,23 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().return_(&[status, r0]);
     }
 
+    /// Stops before `pc` for the interpreter to go on: the `live`
+    /// registers (the others are never read again) and the budget into the
+    /// context, `pc` returned with [`ctx::STATUS_RESUME`].
+    fn resume(&mut self, pc: usize, live: u16) {
+        for i in (0..11).filter(|i| live & 1 << i != 0) {
+            let v = self.r(i);
+            self.b
+                .ins()
+                .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
+        }
+        let bud = self.b.use_var(self.budget);
+        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        let status = self.iconst(ctx::STATUS_RESUME as i64);
+        let pcv = self.iconst(pc as i64);
+        self.b.ins().return_(&[status, pcv]);
+    }
+
     /// Records a fault in the context (no call-out: the engine turns the
     /// record into the fault after the code returns) and leaves.
     fn fault(&mut self, pc: usize, code: FaultCode, value: Value, len: u64) {
@@ -748,14 +949,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.set_cold_block(slow);
         let pcv = self.iconst(pc as i64);
         let la = self.iconst((len | (u64::from(write) << 32)) as i64);
-        // Through the trampoline: no register is clobbered; the answer is
-        // the status (0: allowed).
+        // Through the trampoline: no register is clobbered (the access goes
+        // in the context's record, the context is the one argument, already
+        // in its register); the answer is the status (0: allowed).
         let (tramp, sig) = self.check;
         let fp = self.r(10);
         self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
+        self.b.ins().store(ctx_flags(), pcv, self.ctx, RECORD_OFF);
         self.b
             .ins()
-            .call_indirect(sig, tramp, &[self.ctx, pcv, addr, la]);
+            .store(ctx_flags(), addr, self.ctx, RECORD_OFF + 16);
+        self.b
+            .ins()
+            .store(ctx_flags(), la, self.ctx, RECORD_OFF + 24);
+        self.b.ins().call_indirect(sig, tramp, &[self.ctx]);
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         let allowed = self.b.ins().icmp_imm_s(IntCC::Equal, status, 0);
         // (The check moved the cache to the region it found, if that has
@@ -887,6 +1094,20 @@ impl<'a, 'b> Translator<'a, 'b> {
             return;
         }
         let budget = self.b.use_var(self.budget);
+        if let Some(points) = &self.budget_points {
+            // Tested only where the budget must cover the way to the
+            // next point; the interpreter takes over when it may not.
+            if let Some(&(most, live)) = points.get(&pc) {
+                let short = self
+                    .b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, budget, most as i64);
+                self.when(short, true, |t| t.resume(pc, live));
+            }
+            let left = self.b.ins().iadd_imm_s(budget, -(count as i64));
+            self.b.def_var(self.budget, left);
+            return;
+        }
         let short = self
             .b
             .ins()

@@ -34,6 +34,10 @@ pub(crate) const STATUS_CALLBACK: u64 = 4;
 pub(crate) const STATUS_RETURN: u64 = 5;
 /// A fault is described by [`JitCtx::record`].
 pub(crate) const STATUS_FAULT_RECORD: u64 = 6;
+/// The code stopped before the instruction at the pc it returns, with
+/// every register in the head, for the interpreter to go on
+/// (`EngineStop::Resume`).
+pub(crate) const STATUS_RESUME: u64 = userbpf_vm::interp::ClosedEntry::RESUME;
 
 /// [`JitFrame::loop_cb`] of a frame that is not a `bpf_loop` frame.
 pub(crate) const FRAME_PLAIN: u64 = u64::MAX;
@@ -238,11 +242,13 @@ fn exit_with(ctx: *mut JitCtx, r0: u64) -> u64 {
     r0
 }
 
-/// Checks a memory access outside the stack. `len_access` = `len | (1 <<
-/// 32)` for a write. Returns 1 if allowed.
-pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx, pc: u64, addr: u64, len_access: u64) -> u64 {
+/// Checks a memory access outside the stack, described by the context's
+/// record: `[pc, _, addr, len_access, _]`, `len_access` = `len | (1 << 32)`
+/// for a write. Returns 1 if allowed (and sets the status to 0).
+pub(crate) extern "C" fn jit_check(ctx: *mut JitCtx) -> u64 {
     // SAFETY: called by compiled code with its context.
     unsafe {
+        let [pc, _, addr, len_access, _] = (*ctx).record;
         if (*ctx).host.is_null() {
             // A closed run: the inline checks knew every region (the
             // stack, the context); the engine classifies the refusal.

@@ -80,7 +80,7 @@ fn host_isa(optimize: bool) -> Result<cranelift_codegen::isa::OwnedTargetIsa, St
 
 /// The address of a process-wide trampoline with Cranelift's
 /// `preserve_all` convention that calls [`ctx::jit_check`]
-/// `(ctx, pc, addr, len_access)` and leaves the answer in the context's
+/// `(ctx)` (the access in the context's record) and leaves the answer in the context's
 /// status. Checked code calls memory checks through it: a call that
 /// clobbers no register keeps the register allocator from spilling every
 /// value live across the (rare) slow path of every access. Compiled once,
@@ -96,11 +96,9 @@ fn check_trampoline() -> Result<u64, String> {
             let mut sig = cranelift_codegen::ir::Signature::new(
                 cranelift_codegen::isa::CallConv::PreserveAll,
             );
-            for _ in 0..4 {
-                sig.params.push(cranelift_codegen::ir::AbiParam::new(
-                    cranelift_codegen::ir::types::I64,
-                ));
-            }
+            sig.params.push(cranelift_codegen::ir::AbiParam::new(
+                cranelift_codegen::ir::types::I64,
+            ));
             let id = module
                 .declare_anonymous_function(&sig)
                 .map_err(|e| e.to_string())?;
@@ -231,6 +229,14 @@ impl JitProgram {
     /// Bytes of machine code.
     pub fn code_size(&self) -> usize {
         self.code_size
+    }
+
+    /// The machine code (for disassemblers: `objdump -D -b binary
+    /// -mi386:x86-64`).
+    pub fn code(&self) -> &[u8] {
+        // SAFETY: `entry` starts `code_size` bytes of finalized (readable,
+        // executable) code that lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_size) }
     }
 
     /// How long compilation took.
@@ -398,18 +404,7 @@ impl JitProgram {
             ctx::STATUS_TAIL_CALL => match host.tail.take() {
                 Some(t) => {
                     // The target starts from every register.
-                    let dst = host.run.regs().as_mut_ptr();
-                    for i in 0..11 {
-                        // SAFETY: `i < 11 <= 16`: inside both register
-                        // arrays (the code stored every register before a
-                        // tail call); word by word, as the code wrote them.
-                        unsafe {
-                            std::ptr::write_volatile(
-                                dst.add(i),
-                                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).head.regs[i])),
-                            )
-                        };
-                    }
+                    copy_regs(ctx, host.run);
                     Ok(EngineStop::TailCall(t))
                 }
                 None => Err(Box::new(host.run.fault(
@@ -420,6 +415,10 @@ impl JitProgram {
                     userbpf_vm::interp::FaultKind::InvalidPc,
                 ))),
             },
+            ctx::STATUS_RESUME => {
+                copy_regs(ctx, host.run);
+                Ok(EngineStop::Resume(r0 as usize))
+            }
             ctx::STATUS_FAULT_RECORD => {
                 // SAFETY: the code wrote the record before this status.
                 let rec = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*ctx).record)) };
@@ -438,6 +437,23 @@ impl JitProgram {
                 )),
             }),
         }
+    }
+}
+
+/// Copies every register the code stored in `ctx` (before a tail call or
+/// a stop for the interpreter) into the run's.
+fn copy_regs(ctx: *const JitCtx, run: &mut EngineRun<'_>) {
+    let dst = run.regs().as_mut_ptr();
+    for i in 0..11 {
+        // SAFETY: `i < 11 <= 16`: inside both register arrays (`ctx` is
+        // the run's live context, whose registers the code stored); word by
+        // word, as the code wrote them.
+        unsafe {
+            std::ptr::write_volatile(
+                dst.add(i),
+                std::ptr::read_volatile(std::ptr::addr_of!((*ctx).head.regs[i])),
+            )
+        };
     }
 }
 

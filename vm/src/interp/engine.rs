@@ -82,7 +82,10 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
 #[derive(Clone, Copy, Debug)]
 pub struct ClosedEntry {
     /// The code: `(context, 0, r1, r2, r3, r4) -> (status, r0)`; status 0
-    /// is an exit, anything else a fault ([`ClosedEntry::fault`]). Before
+    /// is an exit, [`ClosedEntry::RESUME`] a stop before the instruction
+    /// at pc `r0` (see [`EngineStop::Resume`]; the registers in the head's
+    /// `regs`, the budget left in its `budget`), anything else a fault
+    /// ([`ClosedEntry::fault`]). Before
     /// a call the VM sets the head's budget, `max_depth` (0), `regs[5]`
     /// (`r5`) and, for checked code, `seed`.
     pub code: unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn,
@@ -116,6 +119,12 @@ pub struct ClosedHead {
     /// The registers not passed as arguments: `r5` (set per run), `r0`
     /// and `r6..r9` (zero), `r10` (the stack top, set by `init`).
     pub regs: [u64; 11],
+}
+
+impl ClosedEntry {
+    /// The status of a closed run that stopped for the interpreter to
+    /// continue ([`EngineStop::Resume`]).
+    pub const RESUME: u64 = 7;
 }
 
 impl ClosedHead {
@@ -265,6 +274,14 @@ pub enum EngineStop {
     Exit(u64),
     /// `bpf_tail_call` to this program (registers in [`EngineRun::regs`]).
     TailCall(Arc<PreparedProgram>),
+    /// The engine stopped before the instruction at this pc of the
+    /// program's outermost frame (registers in [`EngineRun::regs`], the
+    /// budget left in [`EngineRun::budget`]); the interpreter runs the rest.
+    /// Compiled code that tests the budget only at loop heads stops so
+    /// when the budget may run out before its next test: the interpreter
+    /// then faults at the instruction where it does, as the whole run in
+    /// the interpreter would.
+    Resume(usize),
 }
 
 /// What an instruction is, for an engine that compiles the program: the
@@ -583,30 +600,39 @@ impl<'a> EngineRun<'a> {
         self.st.depth = depth;
         self.st.base_depth = depth;
         let mut cur = target;
+        // Where the interpreter takes over from compiled code.
+        let mut resume = None;
         let result = loop {
-            let stop =
-                match cur.compiled().cloned() {
-                    Some(code) => {
-                        let mut run = EngineRun {
-                            prog: &cur,
-                            st: &mut *self.st,
-                            mem: &mut *self.mem,
-                            program_array: self.program_array,
-                        };
-                        code.run(&mut run, 0).map_err(|f| *f)
+            let stop = match cur.compiled().cloned().filter(|_| resume.is_none()) {
+                Some(code) => {
+                    let mut run = EngineRun {
+                        prog: &cur,
+                        st: &mut *self.st,
+                        mem: &mut *self.mem,
+                        program_array: self.program_array,
+                    };
+                    code.run(&mut run, 0).map_err(|f| *f)
+                }
+                None => exec::run_ops(
+                    &cur,
+                    0,
+                    resume.take().unwrap_or(0),
+                    self.st,
+                    self.mem,
+                    self.program_array,
+                )
+                .and_then(|s| match s {
+                    exec::Stop::Exit(r0) => Ok(EngineStop::Exit(r0)),
+                    exec::Stop::TailCall(t) => Ok(EngineStop::TailCall(t)),
+                    exec::Stop::Switch { pc, .. } => {
+                        Err(self.fault(&cur, pc, 0, 0, FaultKind::InvalidPc))
                     }
-                    None => exec::run_ops(&cur, 0, 0, self.st, self.mem, self.program_array)
-                        .and_then(|s| match s {
-                            exec::Stop::Exit(r0) => Ok(EngineStop::Exit(r0)),
-                            exec::Stop::TailCall(t) => Ok(EngineStop::TailCall(t)),
-                            exec::Stop::Switch { pc, .. } => {
-                                Err(self.fault(&cur, pc, 0, 0, FaultKind::InvalidPc))
-                            }
-                        }),
-                };
+                }),
+            };
             match stop {
                 Ok(EngineStop::Exit(r0)) => break Ok(r0),
                 Ok(EngineStop::TailCall(t)) => cur = t,
+                Ok(EngineStop::Resume(pc)) => resume = Some(pc),
                 Err(f) => break Err(f),
             }
         };

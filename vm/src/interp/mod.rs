@@ -570,6 +570,12 @@ impl Vm {
         if ret.status == 0 {
             return Some(Ok(ret.r0));
         }
+        if ret.status == ClosedEntry::RESUME {
+            // SAFETY: as above; the code stored every register and the
+            // budget before returning this status.
+            let (regs, left) = unsafe { ((*head).regs, (*head).budget) };
+            return Some(self.closed_resume(ret.r0 as usize, regs, budget, left, context.copied()));
+        }
         // SAFETY: a non-zero status: the code left its fault in `ctx`.
         let f = unsafe { (entry.fault)(head, ret.status) };
         let top = self.stack_top();
@@ -601,6 +607,43 @@ impl Vm {
         // (Moving the box does not move its words.)
         self.closed = Closed::Yes(entry, ctx);
         Some((entry, ptr))
+    }
+
+    /// The rest of a closed run that stopped before `pc` for the
+    /// interpreter ([`ClosedEntry::RESUME`]): the run's state set up as the
+    /// general path sets it (the context a transient region, and the
+    /// packet), the registers and the budget as the code left them.
+    #[cold]
+    #[inline(never)]
+    fn closed_resume(
+        &mut self,
+        pc: usize,
+        regs: [u64; 11],
+        start_budget: u64,
+        left: u64,
+        context: Option<Region>,
+    ) -> Result<u64, Box<Fault>> {
+        let top = self.stack_top();
+        self.mem.stack_hi = top;
+        self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
+        if let Some(r) = context {
+            self.mem.add_transient(r);
+        }
+        let st = &mut *self.state;
+        st.depth = 0;
+        st.base_depth = 0;
+        st.max_depth = 0;
+        st.budget = left;
+        st.tail_calls = 0;
+        st.packet = context.map(|r| (r.start, r.len));
+        st.env.outcome = RunOutcome::default();
+        if !st.drivers.is_empty() {
+            st.drivers.clear();
+        }
+        st.regs = [0; 16];
+        st.regs[..11].copy_from_slice(&regs);
+        let result = self.run_loop(Vec::new(), 0, pc, true);
+        self.finish_run(start_budget, result)
     }
 
     /// The fault for `f` in a closed run (classified against the run's
@@ -670,7 +713,8 @@ impl Vm {
                 };
                 match code.start(&mut run, &args, entry) {
                     Ok(EngineStop::Exit(r0)) => Ok(r0),
-                    Ok(EngineStop::TailCall(next)) => self.run_loop(vec![next], 1, 0),
+                    Ok(EngineStop::TailCall(next)) => self.run_loop(vec![next], 1, 0, false),
+                    Ok(EngineStop::Resume(pc)) => self.run_loop(Vec::new(), 0, pc, true),
                     Err(f) => Err(f),
                 }
             }
@@ -678,7 +722,7 @@ impl Vm {
                 st.regs = [0; 16];
                 st.regs[1..6].copy_from_slice(&args);
                 st.regs[10] = top;
-                self.run_loop(Vec::new(), 0, entry)
+                self.run_loop(Vec::new(), 0, entry, false)
             }
         };
         self.finish_run(start_budget, result)
@@ -692,6 +736,7 @@ impl Vm {
         mut extra: Vec<Arc<PreparedProgram>>,
         mut cur: usize,
         mut pc: usize,
+        mut interpret: bool,
     ) -> Result<u64, Box<Fault>> {
         let st = &mut *self.state;
         loop {
@@ -705,7 +750,12 @@ impl Vm {
             // Native code runs whole programs from the outermost frame (a
             // tail call from a subprogram continues in the interpreter).
             let use_compiled = self.use_compiled;
-            let compiled = prog.compiled().filter(|_| st.depth == 0 && use_compiled);
+            // (`interpret`: compiled code stopped at `pc` for the
+            // interpreter to go on.)
+            let compiled = prog
+                .compiled()
+                .filter(|_| st.depth == 0 && use_compiled && !interpret);
+            interpret = false;
             let stop = match compiled {
                 Some(code) => {
                     let mut run = EngineRun {
@@ -717,6 +767,10 @@ impl Vm {
                     match code.run(&mut run, pc) {
                         Ok(EngineStop::Exit(r0)) => Ok(Stop::Exit(r0)),
                         Ok(EngineStop::TailCall(t)) => Ok(Stop::TailCall(t)),
+                        Ok(EngineStop::Resume(at)) => {
+                            interpret = true;
+                            Ok(Stop::Switch { prog: cur, pc: at })
+                        }
                         Err(f) => Err(*f),
                     }
                 }

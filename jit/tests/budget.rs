@@ -1,0 +1,182 @@
+//! The instruction budget in checked native code. Code that runs in one
+//! frame tests the budget only at pc 0 and at loop heads; where the budget
+//! may run out before the next test, the interpreter takes over (the
+//! registers live there and the budget left) and faults where it runs out.
+//! For every budget, on the closed path (`Vm::run` calling the code
+//! itself) and the general one, the run must end as in the interpreter:
+//! the same result or fault (pc, kind), instruction count and memory.
+
+use std::sync::Arc;
+
+use userbpf_jit::{jit_checked, Options};
+use userbpf_vm::asm::assemble;
+use userbpf_vm::interp::{CompiledProgram, PreparedProgram};
+use userbpf_vm::memory::{Region, RegionKind};
+use userbpf_vm::{Config, FaultKind, Helpers, Program, Vm};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Engine {
+    Interpreter,
+    /// Native code through `Vm::run` (closed code is called directly).
+    Native,
+    /// Native code with the memory added as a region: the general path.
+    NativeGeneral,
+}
+
+type Outcome = (Result<u64, (usize, FaultKind)>, u64, Vec<u8>);
+
+fn run(src: &str, helpers: &Helpers, mem: &[u8], budget: u64, engine: Engine) -> Outcome {
+    let program = Program::new("budget", assemble(src).unwrap()).unwrap();
+    let p = Arc::new(
+        PreparedProgram::new(
+            &program,
+            helpers,
+            Config {
+                budget: Some(budget),
+            },
+        )
+        .unwrap(),
+    );
+    if engine != Engine::Interpreter {
+        jit_checked(&p, Options::default()).unwrap();
+    }
+    let mut vm = Vm::from_prepared(p);
+    let mut m = mem.to_vec();
+    let r = match engine {
+        Engine::NativeGeneral => {
+            let region = Region::from_mut_slice(&mut m, RegionKind::Context);
+            // SAFETY: `m` outlives the run.
+            unsafe { vm.run_with_regions([region.start, region.len, 0, 0, 0], &[region], None) }
+        }
+        _ => vm.run(&mut m),
+    };
+    (r.map_err(|f| (f.pc, f.kind)), vm.last_insn_count(), m)
+}
+
+/// Every budget from 1 to `max` gives the interpreter's outcome on both
+/// native paths; returns how many budgets ran out.
+fn every_budget_agrees(src: &str, helpers: &Helpers, mem: &[u8], max: u64) -> usize {
+    let mut ran_out = 0;
+    for budget in 1..=max {
+        let expected = run(src, helpers, mem, budget, Engine::Interpreter);
+        if matches!(&expected.0, Err((_, FaultKind::BudgetExhausted { .. }))) {
+            ran_out += 1;
+        }
+        for engine in [Engine::Native, Engine::NativeGeneral] {
+            assert_eq!(
+                run(src, helpers, mem, budget, engine),
+                expected,
+                "budget {budget}, {engine:?}:\n{src}"
+            );
+        }
+    }
+    ran_out
+}
+
+/// Whether checked native code for `src` is closed (runs without a host).
+fn closed(src: &str, helpers: &Helpers) -> bool {
+    let program = Program::new("budget", assemble(src).unwrap()).unwrap();
+    let p = PreparedProgram::new(&program, helpers, Config { budget: Some(10) }).unwrap();
+    jit_checked(&Arc::new(p), Options::default())
+        .unwrap()
+        .closed_entry()
+        .is_some()
+}
+
+#[test]
+fn a_loop_that_stores_stops_where_the_interpreter_stops() {
+    // 30 iterations, each storing a byte before the budget can run out at
+    // the next instruction: memory shows where the run stopped.
+    let src = "
+        mov %r6, 0
+        mov %r7, %r1
+    loop:
+        stb [%r7+0], 1
+        add %r7, 1
+        add %r6, 3
+        jlt %r6, 90, loop
+        mov %r0, %r6
+        exit";
+    let h = Helpers::new();
+    assert!(closed(src, &h));
+    let ran_out = every_budget_agrees(src, &h, &[0; 32], 130);
+    // 124 instructions in all: every smaller budget runs out.
+    assert_eq!(ran_out, 123);
+}
+
+#[test]
+fn nested_loops_keep_the_registers_live_at_their_heads() {
+    // r8 is live at both heads, r9 at neither (written before read), r2 at
+    // the inner one: whatever the code leaves the interpreter, the sums
+    // match.
+    let src = "
+        mov %r8, 0
+        mov %r2, 0
+    outer:
+        mov %r3, 0
+    inner:
+        add %r8, %r3
+        mov %r9, %r8
+        lsh %r9, 1
+        add %r8, %r2
+        add %r3, 1
+        jlt %r3, 5, inner
+        stxdw [%r1+0], %r8
+        add %r2, 1
+        jlt %r2, 4, outer
+        mov %r0, %r8
+        add %r0, %r9
+        exit";
+    let h = Helpers::new();
+    let ran_out = every_budget_agrees(src, &h, &[0; 16], 160);
+    // 2 + 4 * (1 + 5 * 6 + 3) + 3 = 141 instructions in all.
+    assert_eq!(ran_out, 140);
+}
+
+#[test]
+fn helper_calls_in_a_loop_stop_where_the_interpreter_stops() {
+    let mut h = Helpers::new();
+    h.register_fn(0x100, "sum5", |a, b, c, d, e| {
+        a.wrapping_add(b)
+            .wrapping_add(c)
+            .wrapping_add(d)
+            .wrapping_add(e)
+    });
+    let src = "
+        mov %r6, %r1
+        mov %r7, 0
+    loop:
+        mov %r1, %r7
+        mov %r2, 2
+        mov %r3, 3
+        mov %r4, 4
+        mov %r5, 5
+        call 0x100
+        stxdw [%r6+0], %r0
+        add %r7, 1
+        jlt %r7, 10, loop
+        ldxdw %r0, [%r6+0]
+        exit";
+    // (Not closed: helpers need the run's state, the general path.)
+    assert!(!closed(src, &h));
+    let ran_out = every_budget_agrees(src, &h, &[0; 8], 110);
+    // 94 instructions in all.
+    assert_eq!(ran_out, 93);
+}
+
+#[test]
+fn straight_code_and_tail_positions_agree_too() {
+    // No loop: only pc 0 tests, for the whole program.
+    let src = "
+        ldxdw %r2, [%r1+0]
+        add %r2, 5
+        stxdw [%r1+8], %r2
+        jeq %r2, 5, five
+        mov %r0, 1
+        exit
+    five:
+        mov %r0, 2
+        exit";
+    let ran_out = every_budget_agrees(src, &Helpers::new(), &[0; 16], 10);
+    assert_eq!(ran_out, 5);
+}
