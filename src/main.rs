@@ -518,9 +518,14 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
     }
     if args.dump_asm {
-        let code =
-            userbpf_jit::compile_checked(vm.prepared(), userbpf_jit::Options { keep_asm: true })
-                .with_context(|| args.file.display().to_string())?;
+        let code = userbpf_jit::compile_checked(
+            vm.prepared(),
+            userbpf_jit::Options {
+                keep_asm: true,
+                ..Default::default()
+            },
+        )
+        .with_context(|| args.file.display().to_string())?;
         let text = format!(
             "; {} (checked mode): {} bytes of x86-64, compiled in {:?}\n{}",
             program.name(),

@@ -12,7 +12,7 @@
 use std::hint::black_box;
 use std::sync::Arc;
 
-use userbpf_benches::engines::{insns, jit_checked, jit_verified, CHECKED_BUDGET};
+use userbpf_benches::engines::{insns, jit_baseline, jit_checked, jit_verified, CHECKED_BUDGET};
 use userbpf_benches::suite::suite;
 use userbpf_jit::Options;
 use userbpf_verifier::Verified;
@@ -22,10 +22,11 @@ use userbpf_vm::{Config, Helpers, Program};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(name) = args.get(1) else {
-        eprintln!("usage: suite_loop PROGRAM [checked|verified] [RUNS]");
+        eprintln!("usage: suite_loop PROGRAM [checked|verified|baseline] [RUNS]");
         std::process::exit(2);
     };
     let checked = args.get(2).is_some_and(|a| a == "checked");
+    let base = args.get(2).is_some_and(|a| a == "baseline");
     let runs: u64 = args
         .get(3)
         .and_then(|a| a.parse().ok())
@@ -41,7 +42,10 @@ fn main() {
             PreparedProgram::new(&program, &Helpers::new(), Config { budget })
                 .expect("suite program"),
         );
-        let options = Options { keep_asm: true };
+        let options = Options {
+            keep_asm: true,
+            ..Default::default()
+        };
         let code = if checked {
             userbpf_jit::compile_checked(&prog, options)
         } else {
@@ -58,12 +62,18 @@ fn main() {
     }
     if std::env::var_os("COMPILE").is_some() {
         let (c, v) = userbpf_benches::engines::compile_us_per_insn(&p, runs as u32);
-        println!("{}: compile µs/insn checked {c:.2} verified {v:.2}", p.name);
+        let b = userbpf_benches::engines::baseline_us_per_insn(&p, runs as u32);
+        println!(
+            "{}: compile µs/insn checked {c:.2} verified {v:.2} baseline {b:.2}",
+            p.name
+        );
         return;
     }
     let mut mem = (p.input)();
     let mut vm = if checked {
         jit_checked(&p)
+    } else if base {
+        jit_baseline(&p)
     } else {
         jit_verified(&p)
     };

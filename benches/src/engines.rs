@@ -56,6 +56,44 @@ pub fn jit_verified(p: &SuiteProgram) -> Vm {
     Vm::from_prepared(prog)
 }
 
+/// The JIT's baseline code generator alone (verified mode): the code a
+/// tiered compile runs until Cranelift's is in.
+pub fn jit_baseline(p: &SuiteProgram) -> Vm {
+    let prog = prepared(p, None);
+    // SAFETY: as in `jit_verified`.
+    let v = unsafe { Verified::assume_verified(Arc::clone(&prog)) };
+    let options = Options {
+        tier: userbpf_jit::Tier::Baseline,
+        ..Options::default()
+    };
+    userbpf_jit::jit_verified(&v, options).unwrap_or_else(|e| panic!("{e}"));
+    Vm::from_prepared(prog)
+}
+
+/// Time until a verified program has native code with a tiered compile
+/// (the baseline generator's), in µs per instruction (median of `rounds`).
+pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> f64 {
+    let n = insns(p).len() as f64;
+    let verified = prepared(p, None);
+    // SAFETY: as in `jit_verified`.
+    let v = unsafe { Verified::assume_verified(Arc::clone(&verified)) };
+    let options = Options {
+        tier: userbpf_jit::Tier::Baseline,
+        ..Options::default()
+    };
+    let mut b: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            let code = userbpf_jit::compile_verified(&v, options);
+            let us = t.elapsed().as_secs_f64() * 1e6 / n;
+            assert!(code.is_ok(), "{:?}", code.err());
+            us
+        })
+        .collect();
+    b.sort_by(f64::total_cmp);
+    b[b.len() / 2]
+}
+
 /// Compile time of the program (checked, verified), in µs per instruction.
 pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
     let n = insns(p).len() as f64;

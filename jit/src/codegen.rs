@@ -94,7 +94,7 @@ pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
     s
 }
 
-const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
+pub(crate) const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
 const BUDGET_OFF: i32 = offset_of!(JitCtx, head.budget) as i32;
 const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, head.max_depth) as i32;
 const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;

@@ -11,6 +11,13 @@
 //! - *verified* ([`compile_verified`]): a [`Verified`] program, without
 //!   run-time checks.
 //!
+//! Two code generators compile verified programs ([`Options::tier`]):
+//! Cranelift, for the fastest code, and a baseline generator
+//! (`baseline.rs`: one pass, fixed registers) that compiles in well under
+//! a microsecond per instruction. A *tiered* compile runs the baseline
+//! code at once and switches to Cranelift's when a background thread has
+//! it ([`Tier::Tiered`]).
+//!
 //! Compiled code attaches to its [`PreparedProgram`]
 //! ([`PreparedProgram::set_compiled`]), and [`userbpf_vm::Vm`] runs it in
 //! place of the interpreter with the same memory regions, helpers, maps,
@@ -20,10 +27,12 @@
 //! writable, filled, then made read-execute (never both).
 #![deny(missing_docs)]
 
+mod baseline;
 mod codegen;
 mod ctx;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cranelift_codegen::settings::{self, Configurable};
@@ -157,6 +166,15 @@ pub enum JitError {
         /// The limit.
         limit: usize,
     },
+    /// The baseline code generator does not take the program
+    /// ([`Tier::Baseline`]).
+    #[error("program `{program}`: the baseline code generator does not take it: {reason}")]
+    Baseline {
+        /// Program name.
+        program: String,
+        /// What it does not take, with its pc.
+        reason: String,
+    },
     /// Cranelift refused the code or the host.
     #[error("program `{program}`: code generation failed: {message}")]
     Codegen {
@@ -172,21 +190,182 @@ pub enum JitError {
 pub struct Options {
     /// Keep Cranelift's disassembly of the code ([`JitProgram::asm`]).
     pub keep_asm: bool,
+    /// Which code generator(s) compile a verified program.
+    pub tier: Tier,
+}
+
+/// Which code generator compiles a verified program (checked programs are
+/// always compiled by Cranelift).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tier {
+    /// Cranelift, before the compile returns (the default: the fastest
+    /// code, from the first run).
+    #[default]
+    Optimized,
+    /// The baseline generator only (a single pass, each BPF register in a
+    /// fixed host register): native code in well under a microsecond per
+    /// instruction. Programs it does not take (helper calls, bpf-to-bpf
+    /// calls, tail calls, packet loads, subprogram entries) are a
+    /// [`JitError::Baseline`].
+    Baseline,
+    /// The baseline code at once, and Cranelift's in the background: runs
+    /// switch to it when it is in ([`JitProgram::wait_optimized`]).
+    /// Programs the baseline generator does not take are compiled by
+    /// Cranelift before the compile returns.
+    Tiered,
+}
+
+/// The tier of code a program runs now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CodeTier {
+    /// The baseline generator's code.
+    Baseline,
+    /// Cranelift's code.
+    Optimized,
 }
 
 /// The compiled function: `(context, entry pc, r1, r2, r3, r4) -> (status,
 /// r0)`, the context a [`JitCtx`] (whose head is the [`ClosedHead`]).
 type EntryFn = unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn;
 
-/// A compiled program.
-pub struct JitProgram {
-    /// The module owning the code; freed on drop.
+/// Cranelift's code for a program.
+struct Optimized {
+    /// The module owning the code; freed on drop. (In a mutex: a module
+    /// is not `Sync`.)
     module: Mutex<Option<JITModule>>,
     entry: EntryFn,
-    checked: bool,
     /// Calls out for nothing but memory checks (runs without a host).
     closed: bool,
     asm: Option<String>,
+    code_size: usize,
+    compile_time: Duration,
+}
+
+impl Drop for Optimized {
+    fn drop(&mut self) {
+        let module = match self.module.get_mut() {
+            Ok(m) => m.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(m) = module {
+            // SAFETY: the code is only reachable through the program that
+            // owns this (through its `Tiers`), which is being dropped:
+            // nothing can run it any more (a VM holds the program, and with
+            // it this code, while it runs).
+            unsafe { m.free_memory() };
+        }
+    }
+}
+
+/// Executable memory holding the baseline generator's code: mapped
+/// writable, filled, then made read-execute (never both); unmapped on
+/// drop.
+struct ExecCode {
+    ptr: *mut u8,
+    map_len: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is never written after `ExecCode::new` and is owned
+// by this value alone.
+unsafe impl Send for ExecCode {}
+// SAFETY: as above: shared references only read or execute it.
+unsafe impl Sync for ExecCode {}
+
+impl ExecCode {
+    fn new(code: &[u8]) -> Result<ExecCode, String> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let map_len = code.len().max(1).div_ceil(page) * page;
+        // SAFETY: an anonymous private mapping; the result is checked.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(format!(
+                "mmap of {map_len} bytes for code: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let exec = ExecCode {
+            ptr: ptr.cast(),
+            map_len,
+            len: code.len(),
+        };
+        // SAFETY: the mapping has `map_len >= code.len()` writable bytes,
+        // and nothing else refers to it yet.
+        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), exec.ptr, code.len()) };
+        // SAFETY: the mapping made above, now read-execute.
+        if unsafe { libc::mprotect(ptr, map_len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
+            return Err(format!(
+                "mprotect of the code: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        Ok(exec)
+    }
+}
+
+impl Drop for ExecCode {
+    fn drop(&mut self) {
+        // SAFETY: the mapping `new` made, no longer reachable (see
+        // `Optimized`'s drop).
+        unsafe { libc::munmap(self.ptr.cast(), self.map_len) };
+    }
+}
+
+/// The code of a program, by tier, shared with its background compile.
+struct Tiers {
+    /// The entry runs take: the baseline code's until Cranelift's is in.
+    entry: AtomicUsize,
+    baseline: Option<ExecCode>,
+    optimized: OnceLock<Optimized>,
+    /// Whether the background compile is over (its code in, or failed),
+    /// and its signal.
+    done: Mutex<bool>,
+    signal: Condvar,
+}
+
+impl Tiers {
+    fn entry(&self) -> EntryFn {
+        let p = self.entry.load(Ordering::Acquire);
+        // SAFETY: `entry` only ever holds the entry of code this value
+        // owns (baseline or Cranelift), compiled with the `EntryFn`
+        // convention.
+        unsafe { std::mem::transmute::<usize, EntryFn>(p) }
+    }
+
+    /// Installs Cranelift's code (or notes it failed) and wakes waiters.
+    /// Code that is not closed cannot replace the (closed) baseline code:
+    /// VMs may call the entry as closed code.
+    fn finish(&self, optimized: Option<Optimized>) {
+        if let Some(o) = optimized.filter(|o| o.closed) {
+            let entry = o.entry as usize;
+            if self.optimized.set(o).is_ok() {
+                self.entry.store(entry, Ordering::Release);
+            }
+        }
+        let mut done = match self.done.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        *done = true;
+        self.signal.notify_all();
+    }
+}
+
+/// A compiled program.
+pub struct JitProgram {
+    tiers: Arc<Tiers>,
+    checked: bool,
+    /// The first code's size and compile time.
     code_size: usize,
     compile_time: Duration,
 }
@@ -195,23 +374,9 @@ impl std::fmt::Debug for JitProgram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JitProgram")
             .field("checked", &self.checked)
+            .field("tier", &self.tier())
             .field("code_size", &self.code_size)
             .finish_non_exhaustive()
-    }
-}
-
-impl Drop for JitProgram {
-    fn drop(&mut self) {
-        let module = match self.module.get_mut() {
-            Ok(m) => m.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
-        if let Some(m) = module {
-            // SAFETY: the code is only reachable through `self.entry`, and
-            // `self` is being dropped: nothing can run it any more (a VM
-            // holds the program, and with it this code, while it runs).
-            unsafe { m.free_memory() };
-        }
     }
 }
 
@@ -221,27 +386,65 @@ impl JitProgram {
         self.checked
     }
 
-    /// Cranelift's disassembly, if [`Options::keep_asm`] was set.
+    /// Cranelift's disassembly, if [`Options::keep_asm`] was set (and
+    /// Cranelift compiled the program).
     pub fn asm(&self) -> Option<&str> {
-        self.asm.as_deref()
+        self.tiers.optimized.get().and_then(|o| o.asm.as_deref())
     }
 
-    /// Bytes of machine code.
+    /// Bytes of machine code of the code runs take now.
     pub fn code_size(&self) -> usize {
-        self.code_size
+        self.code().len()
     }
 
-    /// The machine code (for disassemblers: `objdump -D -b binary
-    /// -mi386:x86-64`).
+    /// The machine code runs take now (for disassemblers: `objdump -D -b
+    /// binary -mi386:x86-64`).
     pub fn code(&self) -> &[u8] {
-        // SAFETY: `entry` starts `code_size` bytes of finalized (readable,
-        // executable) code that lives as long as `self`.
-        unsafe { std::slice::from_raw_parts(self.entry as *const u8, self.code_size) }
+        let (ptr, len) = match (self.tiers.optimized.get(), &self.tiers.baseline) {
+            (Some(o), _) => (o.entry as *const u8, o.code_size),
+            (None, Some(b)) => (b.ptr.cast_const(), b.len),
+            (None, None) => return &[],
+        };
+        // SAFETY: `ptr` starts `len` bytes of finalized (readable,
+        // executable) code that lives as long as `self.tiers`.
+        unsafe { std::slice::from_raw_parts(ptr, len) }
     }
 
-    /// How long compilation took.
+    /// How long the compile took until the program could run (the
+    /// baseline generator's time for tiered code).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// How long Cranelift took, once its code is in.
+    pub fn optimized_compile_time(&self) -> Option<Duration> {
+        self.tiers.optimized.get().map(|o| o.compile_time)
+    }
+
+    /// The tier of the code runs take now.
+    pub fn tier(&self) -> CodeTier {
+        if self.tiers.optimized.get().is_some() {
+            CodeTier::Optimized
+        } else {
+            CodeTier::Baseline
+        }
+    }
+
+    /// Waits for a background compile ([`Tier::Tiered`]) to end; returns
+    /// whether runs now take Cranelift's code (false: the program keeps
+    /// its baseline code, [`Tier::Baseline`], or Cranelift failed).
+    pub fn wait_optimized(&self) -> bool {
+        let mut done = match self.tiers.done.lock() {
+            Ok(d) => d,
+            Err(p) => p.into_inner(),
+        };
+        while !*done {
+            done = match self.tiers.signal.wait(done) {
+                Ok(d) => d,
+                Err(p) => p.into_inner(),
+            };
+        }
+        self.tiers.optimized.get().is_some()
     }
 }
 
@@ -283,8 +486,12 @@ impl CompiledProgram for JitProgram {
             let rec = unsafe { (*head.cast::<JitCtx>()).record };
             ctx::record_fault(rec)
         }
-        self.closed.then_some(ClosedEntry {
-            code: self.entry,
+        // (Baseline code is closed: the generator takes no call-out; the
+        // optimised code that replaces it is closed too, see
+        // `Tiers::finish`.)
+        let closed = self.tiers.optimized.get().is_none_or(|o| o.closed);
+        closed.then_some(ClosedEntry {
+            code: &self.tiers.entry,
             ctx_words: std::mem::size_of::<JitCtx>().div_ceil(8),
             init,
             fault,
@@ -387,7 +594,7 @@ impl JitProgram {
                 std::ptr::addr_of_mut!((*ctx).host),
                 (&mut *host as *mut Host<'_, '_>).cast(),
             );
-            (self.entry)(ctx.cast(), entry as u64, args[0], args[1], args[2], args[3])
+            (self.tiers.entry())(ctx.cast(), entry as u64, args[0], args[1], args[2], args[3])
         };
         let host = &mut *host;
         // SAFETY: the fields the code keeps current, read at their width.
@@ -457,24 +664,139 @@ fn copy_regs(ctx: *const JitCtx, run: &mut EngineRun<'_>) {
     }
 }
 
-/// Compiles `prog` in checked mode.
+/// Compiles `prog` in checked mode (with Cranelift, whatever the tier
+/// asked).
 pub fn compile_checked(prog: &PreparedProgram, options: Options) -> Result<JitProgram, JitError> {
-    compile(prog, Checks::On, options)
+    Ok(settled(cranelift(prog, Checks::On, options)?, true))
 }
 
-/// Compiles a verified program without run-time checks.
+/// Compiles a verified program without run-time checks, with the code
+/// generator(s) of [`Options::tier`].
 pub fn compile_verified(
     prog: &Verified<Arc<PreparedProgram>>,
     options: Options,
 ) -> Result<JitProgram, JitError> {
-    compile(prog, Checks::Off, options)
+    let prog: &Arc<PreparedProgram> = prog;
+    if options.tier == Tier::Optimized {
+        return Ok(settled(cranelift(prog, Checks::Off, options)?, false));
+    }
+    let start = Instant::now();
+    let base = match baseline(prog) {
+        Ok(b) => b,
+        // Not for the baseline generator: Cranelift now.
+        Err(JitError::Baseline { .. }) if options.tier == Tier::Tiered => {
+            return Ok(settled(cranelift(prog, Checks::Off, options)?, false));
+        }
+        Err(e) => return Err(e),
+    };
+    let code_size = base.len;
+    let tiers = Arc::new(Tiers {
+        entry: AtomicUsize::new(base.ptr as usize),
+        baseline: Some(base),
+        optimized: OnceLock::new(),
+        done: Mutex::new(options.tier == Tier::Baseline),
+        signal: Condvar::new(),
+    });
+    if options.tier == Tier::Tiered {
+        let (p, t) = (Arc::clone(prog), Arc::clone(&tiers));
+        let job: Job = Box::new(move || {
+            // (A panic in Cranelift leaves the program its baseline code.)
+            let o = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                cranelift(&p, Checks::Off, options)
+            }));
+            t.finish(o.ok().and_then(Result::ok));
+        });
+        if let Err(job) = in_background(job) {
+            // No background thread: the optimised code now.
+            job();
+        }
+    }
+    Ok(JitProgram {
+        tiers,
+        checked: false,
+        code_size,
+        compile_time: start.elapsed(),
+    })
 }
 
-fn compile(
+/// A program around Cranelift's code alone.
+fn settled(o: Optimized, checked: bool) -> JitProgram {
+    let (code_size, compile_time) = (o.code_size, o.compile_time);
+    let entry = o.entry as usize;
+    let optimized = OnceLock::new();
+    let _ = optimized.set(o);
+    JitProgram {
+        tiers: Arc::new(Tiers {
+            entry: AtomicUsize::new(entry),
+            baseline: None,
+            optimized,
+            done: Mutex::new(true),
+            signal: Condvar::new(),
+        }),
+        checked,
+        code_size,
+        compile_time,
+    }
+}
+
+/// The baseline generator's code for `prog`.
+fn baseline(prog: &PreparedProgram) -> Result<ExecCode, JitError> {
+    let name = || prog.name().to_string();
+    if prog.len() > MAX_JIT_INSNS {
+        return Err(JitError::TooLarge {
+            program: name(),
+            insns: prog.len(),
+            limit: MAX_JIT_INSNS,
+        });
+    }
+    let shape = Shape::of(prog)?;
+    let code = baseline::generate(&shape, codegen::REGS_OFF).map_err(|e| JitError::Baseline {
+        program: name(),
+        reason: e.0,
+    })?;
+    ExecCode::new(&code).map_err(|message| JitError::Codegen {
+        program: name(),
+        message,
+    })
+}
+
+/// Work for the background compile thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Hands `job` to the process's background compile thread (started on
+/// first use); gives it back if there is no such thread.
+fn in_background(job: Job) -> Result<(), Job> {
+    static WORKER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("userbpf-jit".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    match worker {
+        Some(tx) => {
+            let tx = match tx.lock() {
+                Ok(t) => t,
+                Err(p) => p.into_inner(),
+            };
+            tx.send(job).map_err(|e| e.0)
+        }
+        None => Err(job),
+    }
+}
+
+/// Compiles `prog` with Cranelift.
+fn cranelift(
     prog: &PreparedProgram,
     checks: Checks,
     options: Options,
-) -> Result<JitProgram, JitError> {
+) -> Result<Optimized, JitError> {
     let start = Instant::now();
     let name = prog.name().to_string();
     if prog.len() > MAX_JIT_INSNS {
@@ -540,10 +862,9 @@ fn compile(
     // SAFETY: the function was compiled with `entry_signature`, the
     // platform's C calling convention, and lives as long as `module`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };
-    Ok(JitProgram {
+    Ok(Optimized {
         module: Mutex::new(Some(module)),
         entry,
-        checked: checks == Checks::On,
         closed,
         asm,
         code_size,

@@ -7,6 +7,7 @@
 //! the interpreter's semantics and its [`Fault`]s.
 
 use std::fmt;
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use super::exec::{self, Called, State};
@@ -88,7 +89,11 @@ pub struct ClosedEntry {
     /// ([`ClosedEntry::fault`]). Before
     /// a call the VM sets the head's budget, `max_depth` (0), `regs[5]`
     /// (`r5`) and, for checked code, `seed`.
-    pub code: unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn,
+    ///
+    /// The address of that function is read from `code` at each run: a
+    /// tiered engine puts better code there when it has it. The slot lives
+    /// as long as the code is attached to its program.
+    pub code: *const AtomicUsize,
     /// Size of the context in words (the head first).
     pub ctx_words: usize,
     /// Sets up a zeroed context of `ctx_words` words for runs whose stack
@@ -121,10 +126,35 @@ pub struct ClosedHead {
     pub regs: [u64; 11],
 }
 
+// SAFETY: `code` points at an `AtomicUsize` (itself `Send` and `Sync`)
+// that lives as long as the program's code, which whoever holds the entry
+// keeps attached.
+unsafe impl Send for ClosedEntry {}
+// SAFETY: as above.
+unsafe impl Sync for ClosedEntry {}
+
+/// The function [`ClosedEntry::code`] holds the address of.
+pub type ClosedCode =
+    unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn;
+
 impl ClosedEntry {
     /// The status of a closed run that stopped for the interpreter to
     /// continue ([`EngineStop::Resume`]).
     pub const RESUME: u64 = 7;
+
+    /// The code to call now.
+    ///
+    /// # Safety
+    /// The entry's program still has its code attached.
+    #[inline(always)]
+    pub unsafe fn current(&self) -> ClosedCode {
+        // SAFETY: per the contract, `code` points at the live slot, which
+        // only ever holds the address of a `ClosedCode`.
+        unsafe {
+            let p = (*self.code).load(std::sync::atomic::Ordering::Acquire);
+            std::mem::transmute::<usize, ClosedCode>(p)
+        }
+    }
 }
 
 impl ClosedHead {

@@ -24,8 +24,8 @@ mod lower;
 
 pub(crate) use engine::apply_compile_hook as engine_hook;
 pub use engine::{
-    set_compile_hook, ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram, DriveStep,
-    EngineFault, EngineRun, EngineStop, HelperReturn, OpClass,
+    set_compile_hook, ClosedCode, ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram,
+    DriveStep, EngineFault, EngineRun, EngineStop, HelperReturn, OpClass,
 };
 
 pub use lower::{MapAccel, PreparedProgram};
@@ -556,7 +556,7 @@ impl Vm {
             if entry.checked {
                 (*head).seed = ClosedHead::seed_for(context, self.stack_top());
             }
-            (entry.code)(head, 0, args[0], args[1], args[2], args[3])
+            (entry.current())(head, 0, args[0], args[1], args[2], args[3])
         };
         // SAFETY: as above; the code wrote these before returning.
         let (left, max_depth) = unsafe { ((*head).budget, (*head).max_depth) };

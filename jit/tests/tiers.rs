@@ -1,0 +1,154 @@
+//! Tiered compiles of verified programs: the baseline generator's code at
+//! once, Cranelift's in the background, and runs that switch from one to
+//! the other (in several threads at once) without a visible difference.
+
+use std::sync::Arc;
+
+use userbpf_jit::{jit_checked, jit_verified, CodeTier, JitError, Options, Tier};
+use userbpf_verifier::Verified;
+use userbpf_vm::asm::assemble;
+use userbpf_vm::interp::PreparedProgram;
+use userbpf_vm::{Config, Helpers, Program, Vm};
+
+/// Sums the 64 bytes of the memory, weighted, and stores the sum.
+const SUM: &str = "
+    mov %r0, 0
+    mov %r2, 0
+loop:
+    mov %r3, %r1
+    add %r3, %r2
+    ldxb %r4, [%r3+0]
+    mul %r0, 31
+    add %r0, %r4
+    add %r2, 1
+    jlt %r2, 56, loop
+    stxdw [%r1+56], %r0
+    exit";
+
+fn prepared(src: &str, helpers: &Helpers) -> Arc<PreparedProgram> {
+    let program = Program::new("tiers", assemble(src).unwrap()).unwrap();
+    Arc::new(PreparedProgram::new(&program, helpers, Config::default()).unwrap())
+}
+
+fn verified(p: &Arc<PreparedProgram>) -> Verified<Arc<PreparedProgram>> {
+    // SAFETY: the test programs stay inside the 64 bytes they are given
+    // and terminate.
+    unsafe { Verified::assume_verified(Arc::clone(p)) }
+}
+
+fn tiered() -> Options {
+    Options {
+        tier: Tier::Tiered,
+        ..Options::default()
+    }
+}
+
+fn memory() -> Vec<u8> {
+    (0..64u8).map(|i| i.wrapping_mul(37)).collect()
+}
+
+/// The interpreter's result and memory for `SUM`.
+fn expected() -> (u64, Vec<u8>) {
+    let mut vm = Vm::from_prepared(prepared(SUM, &Helpers::new()));
+    let mut mem = memory();
+    let r0 = vm.run(&mut mem).unwrap();
+    (r0, mem)
+}
+
+#[test]
+fn a_tiered_program_runs_at_once_then_on_cranelifts_code() {
+    let (r0, after) = expected();
+    let p = prepared(SUM, &Helpers::new());
+    let code = jit_verified(&verified(&p), tiered()).unwrap();
+    let mut vm = Vm::from_prepared(Arc::clone(&p));
+    // Runs before the switch (if the background compile is not done yet)
+    // and after it agree with the interpreter.
+    for _ in 0..10_000 {
+        let mut mem = memory();
+        assert_eq!(vm.run(&mut mem), Ok(r0));
+        assert_eq!(mem, after);
+        if code.tier() == CodeTier::Optimized {
+            break;
+        }
+    }
+    assert!(code.wait_optimized(), "Cranelift's code never came in");
+    assert_eq!(code.tier(), CodeTier::Optimized);
+    assert!(code.optimized_compile_time().is_some());
+    let mut mem = memory();
+    assert_eq!(vm.run(&mut mem), Ok(r0));
+    assert_eq!(mem, after);
+}
+
+#[test]
+fn threads_running_through_the_switch_all_agree() {
+    let (r0, after) = expected();
+    for _ in 0..5 {
+        let p = prepared(SUM, &Helpers::new());
+        let code = jit_verified(&verified(&p), tiered()).unwrap();
+        let runs: Vec<_> = (0..4)
+            .map(|_| {
+                let (p, code, after) = (Arc::clone(&p), Arc::clone(&code), after.clone());
+                std::thread::spawn(move || {
+                    let mut vm = Vm::from_prepared(p);
+                    let mut optimized_runs = 0;
+                    while optimized_runs < 200 {
+                        if code.tier() == CodeTier::Optimized {
+                            optimized_runs += 1;
+                        }
+                        let mut mem = memory();
+                        assert_eq!(vm.run(&mut mem), Ok(r0));
+                        assert_eq!(mem, after);
+                    }
+                })
+            })
+            .collect();
+        for r in runs {
+            r.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn baseline_code_stays_baseline_code() {
+    let (r0, after) = expected();
+    let p = prepared(SUM, &Helpers::new());
+    let options = Options {
+        tier: Tier::Baseline,
+        ..Options::default()
+    };
+    let code = jit_verified(&verified(&p), options).unwrap();
+    assert!(!code.wait_optimized());
+    assert_eq!(code.tier(), CodeTier::Baseline);
+    assert!(code.asm().is_none());
+    assert!(!code.code().is_empty());
+    let mut mem = memory();
+    assert_eq!(Vm::from_prepared(p).run(&mut mem), Ok(r0));
+    assert_eq!(mem, after);
+}
+
+#[test]
+fn programs_the_baseline_does_not_take_go_to_cranelift() {
+    let mut h = Helpers::new();
+    h.register_fn(0x100, "twice", |a, _, _, _, _| a.wrapping_mul(2));
+    let src = "mov %r1, 21\ncall 0x100\nexit";
+    // The baseline generator alone: an error that names the call's pc.
+    let p = prepared(src, &h);
+    let options = Options {
+        tier: Tier::Baseline,
+        ..Options::default()
+    };
+    let e = jit_verified(&verified(&p), options).unwrap_err();
+    assert!(
+        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 1")),
+        "{e}"
+    );
+    // Tiered: Cranelift at once.
+    let p = prepared(src, &h);
+    let code = jit_verified(&verified(&p), tiered()).unwrap();
+    assert_eq!(code.tier(), CodeTier::Optimized);
+    assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
+    // Checked code is always Cranelift's.
+    let p = prepared(SUM, &Helpers::new());
+    let code = jit_checked(&p, tiered()).unwrap();
+    assert_eq!(code.tier(), CodeTier::Optimized);
+}
