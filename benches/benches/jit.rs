@@ -1,5 +1,6 @@
 //! The JIT suite: every program on our interpreter, our JIT (verified and
-//! checked), rbpf 0.4's interpreter and x86 JIT, the same algorithm in
+//! checked, and the baseline code a tiered compile runs first), rbpf
+//! 0.4's interpreter and x86 JIT, the same algorithm in
 //! native Rust, and (as root) the kernel's JIT through `BPF_PROG_TEST_RUN`
 //! with repeat, all in this process. Criterion measures each; with
 //! `--bench` a final pass prints a table of medians, the ratios the JIT
@@ -10,7 +11,8 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use userbpf_benches::engines::{
-    bytecode, compile_us_per_insn, interpreter, jit_checked, jit_verified,
+    baseline_us_per_insn, bytecode, compile_us_per_insn, interpreter, jit_baseline, jit_checked,
+    jit_verified,
 };
 use userbpf_benches::median_ns;
 use userbpf_benches::suite::{kernel_source, suite, SuiteProgram};
@@ -25,6 +27,10 @@ fn bench(c: &mut Criterion) {
         });
         let mut vm = jit_checked(&p);
         g.bench_function("userbpf_jit_checked", |b| {
+            b.iter(|| black_box(vm.run(black_box(&mut mem)).unwrap()))
+        });
+        let mut vm = jit_baseline(&p);
+        g.bench_function("userbpf_jit_baseline", |b| {
             b.iter(|| black_box(vm.run(black_box(&mut mem)).unwrap()))
         });
         let code = bytecode(&p);
@@ -99,11 +105,12 @@ fn table() {
         "JIT suite: median ns per run (21 batches of ~20 ms; kernel: 21 repeated test runs of ~20 ms)"
     );
     println!(
-        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7} {:>7}",
+        "{:<16} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>7} {:>7} {:>7} {:>7}",
         "program",
         "interp",
         "jit",
         "jit-chk",
+        "jit-base",
         "rbpf-int",
         "rbpf-jit",
         "native",
@@ -113,7 +120,7 @@ fn table() {
         "jit/nat",
         "chk/jit"
     );
-    let mut logs = [(0.0f64, 0u32); 4];
+    let mut logs = [(0.0f64, 0u32); 5];
     let mut worst_vs_kernel: (f64, &str) = (0.0, "");
     for p in suite() {
         let time = |f: &mut dyn FnMut()| median_ns(f, 21, batch);
@@ -128,6 +135,10 @@ fn table() {
         });
         let mut vm = jit_checked(&p);
         let chk = time(&mut || {
+            black_box(vm.run(black_box(&mut mem)).unwrap());
+        });
+        let mut vm = jit_baseline(&p);
+        let base = time(&mut || {
             black_box(vm.run(black_box(&mut mem)).unwrap());
         });
         let code = bytecode(&p);
@@ -151,6 +162,7 @@ fn table() {
             ratio(jit, Some(rjit)),
             ratio(jit, Some(native)),
             ratio(chk, Some(jit)),
+            ratio(base, Some(rjit)),
         ];
         for (i, c) in cols.iter().enumerate() {
             if let Some(r) = c {
@@ -165,11 +177,12 @@ fn table() {
         }
         let show = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{r:.2}x"));
         println!(
-            "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10} | {:>7} {:>7} {:>7} {:>7}",
+            "{:<16} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10} | {:>7} {:>7} {:>7} {:>7}",
             p.name,
             interp,
             jit,
             chk,
+            base,
             rint,
             rjit,
             native,
@@ -199,11 +212,21 @@ fn table() {
         geo(logs[2]),
         geo(logs[3])
     );
+    println!(
+        "baseline code (a tiered compile's first code)/rbpf-jit: {:.2}x",
+        geo(logs[4])
+    );
     println!();
-    println!("compile time, µs per instruction (median of 21; target < 5):");
+    println!(
+        "compile time, µs per instruction (median of 21; target < 5): Cranelift, and the baseline generator (until a tiered compile runs native code; Cranelift's follows in the background):"
+    );
     for p in suite() {
         let (c, v) = compile_us_per_insn(&p, 21);
-        println!("  {:<16} checked {c:6.2}   verified {v:6.2}", p.name);
+        let (bc, bv) = baseline_us_per_insn(&p, 21);
+        println!(
+            "  {:<16} Cranelift: checked {c:6.2} verified {v:6.2}   baseline: checked {bc:5.2} verified {bv:5.2}",
+            p.name
+        );
     }
     // A 10,000-instruction straight-line program.
     let big: String = (0..10_000)
@@ -218,7 +241,11 @@ fn table() {
         native: |_| 0,
     };
     let (c, v) = compile_us_per_insn(&p, 5);
-    println!("  {:<16} checked {c:6.2}   verified {v:6.2}", p.name);
+    let (bc, bv) = baseline_us_per_insn(&p, 5);
+    println!(
+        "  {:<16} Cranelift: checked {c:6.2} verified {v:6.2}   baseline: checked {bc:5.2} verified {bv:5.2}",
+        p.name
+    );
 }
 
 fn main() {

@@ -44,7 +44,11 @@ fn main() {
         );
         let options = Options {
             keep_asm: true,
-            ..Default::default()
+            tier: if base {
+                userbpf_jit::Tier::Baseline
+            } else {
+                userbpf_jit::Tier::Optimized
+            },
         };
         let code = if checked {
             userbpf_jit::compile_checked(&prog, options)
@@ -62,9 +66,9 @@ fn main() {
     }
     if std::env::var_os("COMPILE").is_some() {
         let (c, v) = userbpf_benches::engines::compile_us_per_insn(&p, runs as u32);
-        let b = userbpf_benches::engines::baseline_us_per_insn(&p, runs as u32);
+        let (bc, bv) = userbpf_benches::engines::baseline_us_per_insn(&p, runs as u32);
         println!(
-            "{}: compile µs/insn checked {c:.2} verified {v:.2} baseline {b:.2}",
+            "{}: compile µs/insn, Cranelift: checked {c:.2} verified {v:.2}; baseline: checked {bc:.2} verified {bv:.2}",
             p.name
         );
         return;

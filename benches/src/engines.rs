@@ -70,10 +70,12 @@ pub fn jit_baseline(p: &SuiteProgram) -> Vm {
     Vm::from_prepared(prog)
 }
 
-/// Time until a verified program has native code with a tiered compile
-/// (the baseline generator's), in µs per instruction (median of `rounds`).
-pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> f64 {
+/// Time until a program has native code with a tiered compile (the
+/// baseline generator's), checked and verified, in µs per instruction
+/// (medians of `rounds`).
+pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
     let n = insns(p).len() as f64;
+    let checked = prepared(p, Some(CHECKED_BUDGET));
     let verified = prepared(p, None);
     // SAFETY: as in `jit_verified`.
     let v = unsafe { Verified::assume_verified(Arc::clone(&verified)) };
@@ -81,17 +83,21 @@ pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> f64 {
         tier: userbpf_jit::Tier::Baseline,
         ..Options::default()
     };
-    let mut b: Vec<f64> = (0..rounds)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            let code = userbpf_jit::compile_verified(&v, options);
-            let us = t.elapsed().as_secs_f64() * 1e6 / n;
-            assert!(code.is_ok(), "{:?}", code.err());
-            us
-        })
-        .collect();
-    b.sort_by(f64::total_cmp);
-    b[b.len() / 2]
+    let mut c = Vec::new();
+    let mut u = Vec::new();
+    for _ in 0..rounds {
+        let t = std::time::Instant::now();
+        let code = userbpf_jit::compile_checked(&checked, options);
+        c.push(t.elapsed().as_secs_f64() * 1e6 / n);
+        assert!(code.is_ok(), "{:?}", code.err());
+        let t = std::time::Instant::now();
+        let code = userbpf_jit::compile_verified(&v, options);
+        u.push(t.elapsed().as_secs_f64() * 1e6 / n);
+        assert!(code.is_ok(), "{:?}", code.err());
+    }
+    c.sort_by(f64::total_cmp);
+    u.sort_by(f64::total_cmp);
+    (c[c.len() / 2], u[u.len() / 2])
 }
 
 /// Compile time of the program (checked, verified), in µs per instruction.

@@ -150,7 +150,7 @@ pub fn interp_checked(data: &[u8]) {
     let Some(case) = Case::from_data(data) else {
         return;
     };
-    let Ok(program) = Program::new("fuzz", case.insns) else {
+    let Ok(program) = Program::new("fuzz", case.insns.clone()) else {
         return;
     };
     let Ok(mut vm) = Vm::with_config(&program, &fuzz_helpers(), case.config) else {
@@ -234,7 +234,7 @@ pub fn jit_differential(data: &[u8]) {
     let Some(case) = Case::from_data(data) else {
         return;
     };
-    let Ok(program) = Program::new("fuzz", case.insns) else {
+    let Ok(program) = Program::new("fuzz", case.insns.clone()) else {
         return;
     };
     let Ok(prepared) = PreparedProgram::new(&program, &fuzz_helpers(), case.config) else {
@@ -270,6 +270,41 @@ pub fn jit_differential(data: &[u8]) {
         return;
     }
     assert_eq!(interp, jit, "the interpreter and the JIT disagree");
+    baseline_checked_agrees(&program, &case);
+}
+
+/// The same case on the baseline generator's checked code, when it takes
+/// the program (one frame, no calls), against the interpreter on the same
+/// VM: identical in every respect, budget faults included (single-frame
+/// code stops for the interpreter where the budget may run out).
+fn baseline_checked_agrees(program: &Program, case: &Case) {
+    let Ok(prepared) = PreparedProgram::new(program, &fuzz_helpers(), case.config) else {
+        return;
+    };
+    let prepared = Arc::new(prepared);
+    let options = userbpf_jit::Options {
+        tier: userbpf_jit::Tier::Baseline,
+        ..Default::default()
+    };
+    match userbpf_jit::jit_checked(&prepared, options) {
+        Ok(_) => {}
+        Err(userbpf_jit::JitError::Baseline { .. }) => return,
+        Err(e) => panic!("the baseline generator failed: {e}"),
+    }
+    let mut vm = Vm::from_prepared(prepared);
+    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
+    // SAFETY: `ro` outlives every run of `vm` below.
+    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
+    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
+    vm.set_use_compiled(false);
+    let interp = run_once(&mut vm, &mut mem, &case.fill);
+    vm.set_use_compiled(true);
+    let base = run_once(&mut vm, &mut mem, &case.fill);
+    assert_read_only_intact(&ro);
+    assert_eq!(
+        interp, base,
+        "the interpreter and the baseline checked code disagree"
+    );
 }
 
 /// The oracle behind `baseline_differential`: a random program without

@@ -46,6 +46,7 @@ const R15: u8 = 15;
 /// and shifts by a register need them; the context lives in r15.
 const MAP: [u8; 11] = [RBX, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, RBP];
 const CTX: u8 = R15;
+const RSP: u8 = 4;
 
 /// Condition codes.
 const CC_E: u8 = 0x4;
@@ -273,7 +274,11 @@ const SAVED: [u8; 6] = [RBP, RBX, R12, R13, R14, R15];
 
 /// Machine code for `prog`, or why the baseline generator leaves it to
 /// Cranelift. `regs_off`: offset of r0..r10 in the context.
-pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsupported> {
+pub(crate) fn generate(
+    shape: &Shape,
+    layout: &Layout,
+    checked: Option<u64>,
+) -> Result<Vec<u8>, Unsupported> {
     let len = shape.insns.len();
     let unsupported = |pc: usize, what: &str| Unsupported(format!("pc {pc}: {what}"));
     if shape.entries.len() > 1 {
@@ -282,36 +287,79 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
     if len == 0 {
         return Err(Unsupported("an empty program".into()));
     }
+    let checks = match checked {
+        None => None,
+        Some(trampoline) => Some(Checks {
+            trampoline,
+            points: shape
+                .budget_points()
+                .ok_or_else(|| Unsupported("more than one frame".into()))?,
+        }),
+    };
     let valid = |t: usize| t < len && shape.insns[t].is_some();
     let mut asm = Asm {
         code: Vec::with_capacity(64 + len * 12),
     };
-    // Prologue: save, the context to r15, r1 (rdx) and r2 (rcx) to their
-    // registers (r3, r4 arrive in r8, r9, theirs), the others from the
-    // context.
+    // Prologue: save; r1 (rdx) and r2 (rcx) to their registers (r3, r4
+    // arrive in r8, r9, theirs), the others from the context (in rax
+    // meanwhile). Verified code keeps the context in r15; checked code
+    // keeps the budget there, and the context, the checks' regions and
+    // the stack's bounds in its frame.
     for r in SAVED {
         asm.push(r);
     }
-    asm.mov_rr(true, CTX, RDI);
+    asm.mov_rr(true, RAX, RDI);
     asm.mov_rr(true, MAP[1], RDX);
     asm.mov_rr(true, MAP[2], RCX);
     for i in [0usize, 5, 6, 7, 8, 9, 10] {
         asm.rm(
             Enc::of(&[0x8b]).wide(),
             MAP[i],
-            CTX,
-            regs_off + 8 * i as i32,
+            RAX,
+            layout.regs + 8 * i as i32,
         );
     }
+    if checks.is_some() {
+        asm.alu_ri(true, 5, RSP, FRAME);
+        asm.rm(Enc::of(&[0x89]).wide(), RAX, RSP, F_CTX);
+        for i in 0..4 {
+            asm.rm(Enc::of(&[0x8b]).wide(), RCX, RAX, layout.seed + 8 * i);
+            asm.rm(Enc::of(&[0x89]).wide(), RCX, RSP, F_SEED + 8 * i);
+        }
+        // The stack: from r10 - 512 up to the stack's top.
+        asm.rm(Enc::of(&[0x8d]).wide(), RCX, MAP[10], -(STACK_SIZE as i32));
+        asm.rm(Enc::of(&[0x89]).wide(), RCX, RSP, F_STACK_LO);
+        asm.rm(Enc::of(&[0x8b]).wide(), RDX, RAX, layout.stack_top);
+        asm.rr(true, &[0x29], RCX, RDX);
+        asm.rm(Enc::of(&[0x89]).wide(), RDX, RSP, F_STACK_SPAN);
+        asm.rm(Enc::of(&[0x8b]).wide(), R15, RAX, layout.budget);
+    } else {
+        asm.mov_rr(true, CTX, RAX);
+    }
+    let mut g = Gen {
+        asm,
+        layout,
+        checks,
+        blk_len: 0,
+        blk_done: 0,
+    };
     let mut starts = vec![0usize; len];
     let mut fixups: Vec<(usize, usize)> = Vec::new();
     for (pc, slot) in shape.insns.iter().enumerate() {
-        starts[pc] = asm.code.len();
+        starts[pc] = g.asm.code.len();
         let Some((insn, class)) = *slot else {
             // The second slot of an lddw: reached only by falling through
             // the lddw, which jumps over it.
             continue;
         };
+        if g.checks.is_some() {
+            if shape.leaders.contains(&pc) {
+                g.charge(shape, pc);
+            }
+            g.blk_done += 1;
+            g.check_access(pc, &insn);
+        }
+        let asm = &mut g.asm;
         let next = pc + insn.slots();
         let terminates = matches!(
             insn,
@@ -337,7 +385,7 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
                 op,
                 dst,
                 src,
-            } => alu(&mut asm, width, op, host(dst), src),
+            } => alu(asm, width, op, host(dst), src),
             Instruction::MovSx {
                 width,
                 dst,
@@ -356,7 +404,7 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
                 }
             }
             Instruction::Neg { width, dst } => asm.rr(width == Width::W64, &[0xf7], 3, host(dst)),
-            Instruction::Endian { op, dst, bits } => endian(&mut asm, op, host(dst), bits),
+            Instruction::Endian { op, dst, bits } => endian(asm, op, host(dst), bits),
             Instruction::Load {
                 size,
                 dst,
@@ -435,7 +483,7 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
                     MemSize::DW => true,
                     _ => return Err(unsupported(pc, "an atomic of 1 or 2 bytes")),
                 };
-                atomic(&mut asm, w, op, fetch, host(dst), host(src), i32::from(off));
+                atomic(asm, w, op, fetch, host(dst), host(src), i32::from(off));
             }
             Instruction::LoadImm64 { .. } => {
                 return Err(unsupported(pc, "an unresolved lddw"));
@@ -491,13 +539,15 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
                 fixups.push((asm.jcc32(cc), t));
             }
             Instruction::Exit => {
-                // (status 0 in rax, r0 in rdx)
-                asm.mov_rr(true, RDX, MAP[0]);
-                asm.rr(false, &[0x31], RAX, RAX);
-                for r in SAVED.iter().rev() {
-                    asm.pop(*r);
+                if g.checks.is_some() {
+                    // The budget back into the context.
+                    g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, F_CTX);
+                    g.asm.rm(Enc::of(&[0x89]).wide(), R15, RAX, layout.budget);
                 }
-                asm.byte(0xc3);
+                // (status 0 in rax, r0 in rdx)
+                g.asm.mov_rr(true, RDX, MAP[0]);
+                g.asm.rr(false, &[0x31], RAX, RAX);
+                g.ret();
             }
             Instruction::Call(_) | Instruction::CallX { .. } => {
                 return Err(unsupported(pc, "a call"));
@@ -507,12 +557,268 @@ pub(crate) fn generate(shape: &Shape, regs_off: i32) -> Result<Vec<u8>, Unsuppor
             }
         }
     }
+    let mut code = g.asm.code;
     for (at, t) in fixups {
         let rel = starts[t] as i64 - (at as i64 + 4);
         let rel = i32::try_from(rel).map_err(|_| Unsupported("code over 2 GiB".into()))?;
-        asm.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+        code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
     }
-    Ok(asm.code)
+    Ok(code)
+}
+
+/// Where the compiled-program context keeps what the code reads and
+/// writes (offsets).
+pub(crate) struct Layout {
+    pub(crate) regs: i32,
+    pub(crate) budget: i32,
+    pub(crate) seed: i32,
+    pub(crate) stack_top: i32,
+    pub(crate) fp: i32,
+    pub(crate) status: i32,
+    pub(crate) record: i32,
+}
+
+/// What checked code needs: the memory check trampoline and where the
+/// budget is tested.
+struct Checks {
+    trampoline: u64,
+    points: std::collections::HashMap<usize, (u64, u16)>,
+}
+
+// Checked code's frame (below the saved registers): the checks' regions
+// (read start, read limit, write start, write limit, as in the context's
+// seed), the context, the stack's start and size, r2 across a check's
+// call. 72 bytes keep the stack 16-byte aligned at that call.
+const F_SEED: i32 = 0;
+const F_CTX: i32 = 32;
+const F_STACK_LO: i32 = 40;
+const F_STACK_SPAN: i32 = 48;
+const F_R2: i32 = 56;
+const FRAME: i32 = 72;
+const STACK_SIZE: u64 = userbpf_vm::interp::STACK_SIZE as u64;
+
+/// The generator's state.
+struct Gen<'l> {
+    asm: Asm,
+    layout: &'l Layout,
+    checks: Option<Checks>,
+    /// Instructions of the current block, and how many of them have
+    /// started (checked code charges a block on entry).
+    blk_len: u64,
+    blk_done: u64,
+}
+
+impl Gen<'_> {
+    /// Restores the saved registers and returns.
+    fn ret(&mut self) {
+        if self.checks.is_some() {
+            self.asm.alu_ri(true, 0, RSP, FRAME);
+        }
+        for r in SAVED.iter().rev() {
+            self.asm.pop(*r);
+        }
+        self.asm.byte(0xc3);
+    }
+
+    /// The budget at the current instruction, were the run to leave here:
+    /// the block's instructions after it were charged but do not run.
+    fn budget_here(&mut self, into: u8) {
+        let refund = self.blk_len.saturating_sub(self.blk_done);
+        self.asm
+            .rm(Enc::of(&[0x8d]).wide(), into, R15, refund as i32);
+    }
+
+    /// Charges the block at leader `pc`; at a budget point, first stops
+    /// for the interpreter if the budget may run out before the next one.
+    fn charge(&mut self, shape: &Shape, pc: usize) {
+        self.blk_len = block_len(shape, pc);
+        self.blk_done = 0;
+        let point = self
+            .checks
+            .as_ref()
+            .and_then(|c| c.points.get(&pc).copied());
+        if let Some((most, live)) = point {
+            let most = i32::try_from(most).unwrap_or(i32::MAX);
+            self.asm.alu_ri(true, 7, R15, most);
+            let enough = self.asm.jcc32(CC_AE);
+            // Stop: the live registers and the budget into the context,
+            // (STATUS_RESUME, pc) back.
+            self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+            for i in (0..11).filter(|i| live & 1 << i != 0) {
+                self.asm.rm(
+                    Enc::of(&[0x89]).wide(),
+                    MAP[i],
+                    RDX,
+                    self.layout.regs + 8 * i as i32,
+                );
+            }
+            self.asm
+                .rm(Enc::of(&[0x89]).wide(), R15, RDX, self.layout.budget);
+            self.asm
+                .mov_ri(false, RAX, crate::ctx::STATUS_RESUME as i32);
+            self.asm.mov_ri(false, RDX, pc as i32);
+            self.ret();
+            self.here32(enough);
+        }
+        let n = i32::try_from(self.blk_len).unwrap_or(i32::MAX);
+        self.asm.alu_ri(true, 5, R15, n);
+    }
+
+    /// Points the 32-bit jump displacement at `at` here.
+    fn here32(&mut self, at: usize) {
+        let rel = (self.asm.code.len() - (at + 4)) as i32;
+        self.asm.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+    }
+
+    /// Records a fault (`code`, the value in rax, `len`) in the context
+    /// and returns its status, the budget as the interpreter leaves it.
+    fn fault_record(&mut self, pc: usize, code: crate::ctx::FaultCode, len: u64) {
+        let (rec, l) = (self.layout.record, self.layout);
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec);
+        self.asm.imm32(pc as i32);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec + 8);
+        self.asm.imm32(code as i32);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RAX, RDX, rec + 16);
+        self.asm.mov_ri64(RCX, len);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, rec + 24);
+        self.asm.rm(Enc::of(&[0x89]).wide(), MAP[10], RDX, rec + 32);
+        let status = crate::ctx::STATUS_FAULT_RECORD as i32;
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, l.status);
+        self.asm.imm32(status);
+        self.budget_here(RCX);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
+        self.asm.mov_ri(false, RAX, status);
+        self.asm.rr(false, &[0x31], RDX, RDX);
+        self.ret();
+    }
+
+    /// Checks the memory access of `insn` (if it is one): the region the
+    /// last slow check found, the stack, then the trampoline to the full
+    /// check (which moves the region cache, or refuses: a fault). Atomics
+    /// must be aligned too.
+    fn check_access(&mut self, pc: usize, insn: &Instruction) {
+        let (base, off, len, write) = match *insn {
+            Instruction::Load { size, src, off, .. }
+            | Instruction::LoadSx { size, src, off, .. } => (src, off, size_len(size), false),
+            Instruction::Store { size, dst, off, .. } => (dst, off, size_len(size), true),
+            Instruction::Atomic { size, dst, off, .. } => (dst, off, size_len(size), true),
+            _ => return,
+        };
+        let (b, o) = (host(base), i32::from(off));
+        let ok_jumps = {
+            let mut oks = Vec::new();
+            let stack_first = base.num() == 10;
+            for stack in [stack_first, !stack_first] {
+                self.asm.rm(Enc::of(&[0x8d]).wide(), RAX, b, o);
+                self.asm.mov_rr(true, RCX, RAX);
+                if stack {
+                    // addr - lo <= span - len
+                    self.asm.rm(Enc::of(&[0x2b]).wide(), RCX, RSP, F_STACK_LO);
+                    self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_STACK_SPAN);
+                    self.asm.alu_ri(true, 5, RDX, len as i32);
+                    self.asm.rr(true, &[0x39], RDX, RCX);
+                    oks.push(self.asm.jcc32(CC_BE));
+                } else {
+                    // addr - lo < limit + (8 - len)
+                    let at = if write { 16 } else { 0 };
+                    self.asm.rm(Enc::of(&[0x2b]).wide(), RCX, RSP, F_SEED + at);
+                    self.asm
+                        .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_SEED + at + 8);
+                    if len < 8 {
+                        self.asm.alu_ri(true, 0, RDX, 8 - len as i32);
+                    }
+                    self.asm.rr(true, &[0x39], RDX, RCX);
+                    oks.push(self.asm.jcc32(CC_B));
+                }
+            }
+            oks
+        };
+        // The full check, through the trampoline (which clobbers no
+        // register; r2, in rdi, makes room for the context).
+        let (l, tramp) = (
+            self.layout,
+            self.checks.as_ref().map_or(0, |c| c.trampoline),
+        );
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm.rm(Enc::of(&[0x89]).wide(), MAP[10], RDX, l.fp);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, l.record);
+        self.asm.imm32(pc as i32);
+        self.asm
+            .rm(Enc::of(&[0x89]).wide(), RAX, RDX, l.record + 16);
+        self.asm.mov_ri64(RCX, len | u64::from(write) << 32);
+        self.asm
+            .rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.record + 24);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RDI, RSP, F_R2);
+        self.asm.mov_rr(true, RDI, RDX);
+        self.asm.mov_ri64(RAX, tramp);
+        self.asm.bytes(&[0xff, 0xd0]); // call rax
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDI, RSP, F_R2);
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm.rm(Enc::of(&[0x83]).wide(), 7, RDX, l.status);
+        self.asm.byte(0);
+        let allowed = self.asm.jcc32(CC_E);
+        // Refused: the check left the fault (or its record) and the
+        // status; the budget as the interpreter leaves it.
+        self.budget_here(RCX);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RDX, l.status);
+        self.asm.rr(false, &[0x31], RDX, RDX);
+        self.ret();
+        self.here32(allowed);
+        // Allowed: the region cache moved in the context; the frame's
+        // copy follows.
+        for i in 0..4 {
+            self.asm
+                .rm(Enc::of(&[0x8b]).wide(), RCX, RDX, l.seed + 8 * i);
+            self.asm
+                .rm(Enc::of(&[0x89]).wide(), RCX, RSP, F_SEED + 8 * i);
+        }
+        for at in ok_jumps {
+            self.here32(at);
+        }
+        if matches!(insn, Instruction::Atomic { .. }) {
+            self.asm.rm(Enc::of(&[0x8d]).wide(), RAX, b, o);
+            self.asm.rr(false, &[0xf7], 0, RAX);
+            self.asm.imm32((len - 1) as i32);
+            let aligned = self.asm.jcc32(CC_E);
+            self.fault_record(pc, crate::ctx::FaultCode::Misaligned, len);
+            self.here32(aligned);
+        }
+    }
+}
+
+fn size_len(size: MemSize) -> u64 {
+    match size {
+        MemSize::B => 1,
+        MemSize::H => 2,
+        MemSize::W => 4,
+        MemSize::DW => 8,
+    }
+}
+
+/// Instructions from leader `pc` to the end of its block (a jump or exit
+/// ends one, as does the next leader), as checked code charges them.
+fn block_len(shape: &Shape, pc: usize) -> u64 {
+    let mut n = 0;
+    let mut p = pc;
+    while let Some(Some((i, _))) = shape.insns.get(p) {
+        if p != pc && shape.leaders.contains(&p) {
+            break;
+        }
+        n += 1;
+        if matches!(
+            i,
+            Instruction::Exit
+                | Instruction::Ja { .. }
+                | Instruction::JaLong { .. }
+                | Instruction::Jump { .. }
+        ) {
+            break;
+        }
+        p += i.slots();
+    }
+    n
 }
 
 fn target(pc: usize, rel: i64) -> usize {

@@ -94,7 +94,17 @@ pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
     s
 }
 
-pub(crate) const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
+/// Where the context keeps what baseline code reads and writes.
+pub(crate) const LAYOUT: crate::baseline::Layout = crate::baseline::Layout {
+    regs: REGS_OFF,
+    budget: BUDGET_OFF,
+    seed: SEED_OFF,
+    stack_top: STACK_TOP_OFF,
+    fp: FP_OFF,
+    status: STATUS_OFF,
+    record: RECORD_OFF,
+};
+const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
 const BUDGET_OFF: i32 = offset_of!(JitCtx, head.budget) as i32;
 const MAX_DEPTH_OFF: i32 = offset_of!(JitCtx, head.max_depth) as i32;
 const STACK_TOP_OFF: i32 = offset_of!(JitCtx, stack_top) as i32;

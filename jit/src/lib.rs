@@ -194,8 +194,7 @@ pub struct Options {
     pub tier: Tier,
 }
 
-/// Which code generator compiles a verified program (checked programs are
-/// always compiled by Cranelift).
+/// Which code generator(s) compile a program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Tier {
     /// Cranelift, before the compile returns (the default: the fastest
@@ -664,10 +663,13 @@ fn copy_regs(ctx: *const JitCtx, run: &mut EngineRun<'_>) {
     }
 }
 
-/// Compiles `prog` in checked mode (with Cranelift, whatever the tier
-/// asked).
-pub fn compile_checked(prog: &PreparedProgram, options: Options) -> Result<JitProgram, JitError> {
-    Ok(settled(cranelift(prog, Checks::On, options)?, true))
+/// Compiles `prog` in checked mode, with the code generator(s) of
+/// [`Options::tier`].
+pub fn compile_checked(
+    prog: &Arc<PreparedProgram>,
+    options: Options,
+) -> Result<JitProgram, JitError> {
+    compile(prog, Checks::On, options)
 }
 
 /// Compiles a verified program without run-time checks, with the code
@@ -676,16 +678,24 @@ pub fn compile_verified(
     prog: &Verified<Arc<PreparedProgram>>,
     options: Options,
 ) -> Result<JitProgram, JitError> {
-    let prog: &Arc<PreparedProgram> = prog;
+    compile(prog, Checks::Off, options)
+}
+
+fn compile(
+    prog: &Arc<PreparedProgram>,
+    checks: Checks,
+    options: Options,
+) -> Result<JitProgram, JitError> {
+    let checked = checks == Checks::On;
     if options.tier == Tier::Optimized {
-        return Ok(settled(cranelift(prog, Checks::Off, options)?, false));
+        return Ok(settled(cranelift(prog, checks, options)?, checked));
     }
     let start = Instant::now();
-    let base = match baseline(prog) {
+    let base = match baseline(prog, checked) {
         Ok(b) => b,
         // Not for the baseline generator: Cranelift now.
         Err(JitError::Baseline { .. }) if options.tier == Tier::Tiered => {
-            return Ok(settled(cranelift(prog, Checks::Off, options)?, false));
+            return Ok(settled(cranelift(prog, checks, options)?, checked));
         }
         Err(e) => return Err(e),
     };
@@ -702,7 +712,7 @@ pub fn compile_verified(
         let job: Job = Box::new(move || {
             // (A panic in Cranelift leaves the program its baseline code.)
             let o = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                cranelift(&p, Checks::Off, options)
+                cranelift(&p, checks, options)
             }));
             t.finish(o.ok().and_then(Result::ok));
         });
@@ -713,7 +723,7 @@ pub fn compile_verified(
     }
     Ok(JitProgram {
         tiers,
-        checked: false,
+        checked,
         code_size,
         compile_time: start.elapsed(),
     })
@@ -739,8 +749,9 @@ fn settled(o: Optimized, checked: bool) -> JitProgram {
     }
 }
 
-/// The baseline generator's code for `prog`.
-fn baseline(prog: &PreparedProgram) -> Result<ExecCode, JitError> {
+/// The baseline generator's code for `prog` (`checked`: with the checks
+/// of checked mode).
+fn baseline(prog: &PreparedProgram, checked: bool) -> Result<ExecCode, JitError> {
     let name = || prog.name().to_string();
     if prog.len() > MAX_JIT_INSNS {
         return Err(JitError::TooLarge {
@@ -750,9 +761,19 @@ fn baseline(prog: &PreparedProgram) -> Result<ExecCode, JitError> {
         });
     }
     let shape = Shape::of(prog)?;
-    let code = baseline::generate(&shape, codegen::REGS_OFF).map_err(|e| JitError::Baseline {
-        program: name(),
-        reason: e.0,
+    let trampoline = if checked {
+        Some(check_trampoline().map_err(|message| JitError::Codegen {
+            program: name(),
+            message,
+        })?)
+    } else {
+        None
+    };
+    let code = baseline::generate(&shape, &codegen::LAYOUT, trampoline).map_err(|e| {
+        JitError::Baseline {
+            program: name(),
+            reason: e.0,
+        }
     })?;
     ExecCode::new(&code).map_err(|message| JitError::Codegen {
         program: name(),

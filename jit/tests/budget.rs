@@ -3,12 +3,13 @@
 //! may run out before the next test, the interpreter takes over (the
 //! registers live there and the budget left) and faults where it runs out.
 //! For every budget, on the closed path (`Vm::run` calling the code
-//! itself) and the general one, the run must end as in the interpreter:
+//! itself) and the general one, with Cranelift's code and the baseline
+//! generator's, the run must end as in the interpreter:
 //! the same result or fault (pc, kind), instruction count and memory.
 
 use std::sync::Arc;
 
-use userbpf_jit::{jit_checked, Options};
+use userbpf_jit::{jit_checked, JitError, Options, Tier};
 use userbpf_vm::asm::assemble;
 use userbpf_vm::interp::{CompiledProgram, PreparedProgram};
 use userbpf_vm::memory::{Region, RegionKind};
@@ -21,11 +22,16 @@ enum Engine {
     Native,
     /// Native code with the memory added as a region: the general path.
     NativeGeneral,
+    /// The baseline generator's checked code, both paths.
+    Baseline,
+    BaselineGeneral,
 }
 
 type Outcome = (Result<u64, (usize, FaultKind)>, u64, Vec<u8>);
 
-fn run(src: &str, helpers: &Helpers, mem: &[u8], budget: u64, engine: Engine) -> Outcome {
+/// The outcome of a run, `None` if the engine does not take the program
+/// (the baseline generator and calls).
+fn run(src: &str, helpers: &Helpers, mem: &[u8], budget: u64, engine: Engine) -> Option<Outcome> {
     let program = Program::new("budget", assemble(src).unwrap()).unwrap();
     let p = Arc::new(
         PreparedProgram::new(
@@ -37,20 +43,32 @@ fn run(src: &str, helpers: &Helpers, mem: &[u8], budget: u64, engine: Engine) ->
         )
         .unwrap(),
     );
+    let tier = match engine {
+        Engine::Baseline | Engine::BaselineGeneral => Tier::Baseline,
+        _ => Tier::Optimized,
+    };
     if engine != Engine::Interpreter {
-        jit_checked(&p, Options::default()).unwrap();
+        let options = Options {
+            tier,
+            ..Options::default()
+        };
+        match jit_checked(&p, options) {
+            Ok(_) => {}
+            Err(JitError::Baseline { .. }) => return None,
+            Err(e) => panic!("{e}"),
+        }
     }
     let mut vm = Vm::from_prepared(p);
     let mut m = mem.to_vec();
     let r = match engine {
-        Engine::NativeGeneral => {
+        Engine::NativeGeneral | Engine::BaselineGeneral => {
             let region = Region::from_mut_slice(&mut m, RegionKind::Context);
             // SAFETY: `m` outlives the run.
             unsafe { vm.run_with_regions([region.start, region.len, 0, 0, 0], &[region], None) }
         }
         _ => vm.run(&mut m),
     };
-    (r.map_err(|f| (f.pc, f.kind)), vm.last_insn_count(), m)
+    Some((r.map_err(|f| (f.pc, f.kind)), vm.last_insn_count(), m))
 }
 
 /// Every budget from 1 to `max` gives the interpreter's outcome on both
@@ -58,16 +76,19 @@ fn run(src: &str, helpers: &Helpers, mem: &[u8], budget: u64, engine: Engine) ->
 fn every_budget_agrees(src: &str, helpers: &Helpers, mem: &[u8], max: u64) -> usize {
     let mut ran_out = 0;
     for budget in 1..=max {
-        let expected = run(src, helpers, mem, budget, Engine::Interpreter);
+        let expected = run(src, helpers, mem, budget, Engine::Interpreter).unwrap();
         if matches!(&expected.0, Err((_, FaultKind::BudgetExhausted { .. }))) {
             ran_out += 1;
         }
-        for engine in [Engine::Native, Engine::NativeGeneral] {
-            assert_eq!(
-                run(src, helpers, mem, budget, engine),
-                expected,
-                "budget {budget}, {engine:?}:\n{src}"
-            );
+        for engine in [
+            Engine::Native,
+            Engine::NativeGeneral,
+            Engine::Baseline,
+            Engine::BaselineGeneral,
+        ] {
+            if let Some(got) = run(src, helpers, mem, budget, engine) {
+                assert_eq!(got, expected, "budget {budget}, {engine:?}:\n{src}");
+            }
         }
     }
     ran_out
@@ -179,4 +200,18 @@ fn straight_code_and_tail_positions_agree_too() {
         exit";
     let ran_out = every_budget_agrees(src, &Helpers::new(), &[0; 16], 10);
     assert_eq!(ran_out, 5);
+}
+
+#[test]
+fn faults_inside_a_block_count_the_interpreters_instructions() {
+    // An access past the memory in the middle of a block, and a
+    // misaligned atomic: the instructions after it were charged with the
+    // block but never ran.
+    for src in [
+        "mov %r2, 1\nmov %r3, 2\nldxdw %r0, [%r1+100]\nmov %r4, 3\nexit",
+        "mov %r2, 1\nmov %r3, 2\nlock add [%r1+4], %r2\nmov %r4, 3\nmov %r0, 0\nexit",
+    ] {
+        let ran_out = every_budget_agrees(src, &Helpers::new(), &[0; 16], 8);
+        assert_eq!(ran_out, 2, "{src}");
+    }
 }

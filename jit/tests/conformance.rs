@@ -1,7 +1,7 @@
 //! The BPF ISA conformance corpus on the JIT, in checked and in verified
 //! mode: every case passes, and no compiled program holds a trapping
 //! instruction. The baseline code generator passes every case it takes
-//! (those without calls: the others go to Cranelift).
+//! (those without calls: the others go to Cranelift), in both modes.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +26,8 @@ enum Mode {
     Verified,
     /// Verified, by the baseline generator only.
     Baseline,
+    /// Checked, by the baseline generator only.
+    BaselineChecked,
 }
 
 /// What a case that the baseline generator does not take fails with.
@@ -42,13 +44,13 @@ fn run_jit(insns: &[Insn], mem: &mut [u8], mode: Mode) -> Result<u64, EngineErro
     // (division by zero and the like are branches or selects).
     let options = Options {
         keep_asm: true,
-        tier: if mode == Mode::Baseline {
+        tier: if matches!(mode, Mode::Baseline | Mode::BaselineChecked) {
             Tier::Baseline
         } else {
             Tier::Optimized
         },
     };
-    let code = if mode == Mode::Checked {
+    let code = if matches!(mode, Mode::Checked | Mode::BaselineChecked) {
         jit_checked(&prepared, options)
     } else {
         // SAFETY: the conformance programs are the suite's known-good
@@ -66,7 +68,7 @@ fn run_jit(insns: &[Insn], mem: &mut [u8], mode: Mode) -> Result<u64, EngineErro
     // instruction by construction.)
     let asm = code.asm().unwrap_or_default();
     assert!(
-        !asm.is_empty() || mode == Mode::Baseline,
+        !asm.is_empty() || matches!(mode, Mode::Baseline | Mode::BaselineChecked),
         "no disassembly kept"
     );
     if let Some(trap) = asm
@@ -95,13 +97,11 @@ fn run_corpus(mode: Mode) -> usize {
     for f in &files {
         let text = std::fs::read_to_string(f).unwrap();
         // Cases that expect a fault only make sense with checks.
-        let mode_here = if text.contains("-- error") {
-            if mode == Mode::Baseline {
-                continue;
-            }
-            Mode::Checked
-        } else {
-            mode
+        let mode_here = match mode {
+            _ if !text.contains("-- error") => mode,
+            Mode::Baseline => continue,
+            Mode::Verified => Mode::Checked,
+            _ => mode,
         };
         ran += 1;
         if let Err(e) = run_case(&text, |i, m| run_jit(i, m, mode_here)) {
@@ -139,5 +139,12 @@ fn every_conformance_case_passes_on_the_verified_jit() {
 fn the_baseline_generator_passes_every_case_it_takes() {
     let taken = run_corpus(Mode::Baseline);
     // Every case without a call or an expected fault.
+    assert!(taken >= 250, "the baseline generator took {taken} cases");
+}
+
+#[test]
+fn the_checked_baseline_generator_passes_every_case_it_takes() {
+    let taken = run_corpus(Mode::BaselineChecked);
+    // Every case without a call (those that fault included).
     assert!(taken >= 250, "the baseline generator took {taken} cases");
 }

@@ -1,6 +1,7 @@
 //! Tiered compiles of verified programs: the baseline generator's code at
 //! once, Cranelift's in the background, and runs that switch from one to
-//! the other (in several threads at once) without a visible difference.
+//! the other (in several threads at once) without a visible difference,
+//! in verified and in checked mode.
 
 use std::sync::Arc;
 
@@ -147,8 +148,26 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
     let code = jit_verified(&verified(&p), tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
     assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
-    // Checked code is always Cranelift's.
+}
+
+#[test]
+fn checked_programs_tier_up_too() {
+    let (r0, after) = expected();
     let p = prepared(SUM, &Helpers::new());
     let code = jit_checked(&p, tiered()).unwrap();
+    assert!(code.is_checked());
+    let mut vm = Vm::from_prepared(Arc::clone(&p));
+    let mut mem = memory();
+    assert_eq!(vm.run(&mut mem), Ok(r0));
+    assert_eq!(mem, after);
+    assert!(code.wait_optimized());
     assert_eq!(code.tier(), CodeTier::Optimized);
+    let mut mem = memory();
+    assert_eq!(vm.run(&mut mem), Ok(r0));
+    assert_eq!(mem, after);
+    // A fault on either tier is the interpreter's.
+    let mut short = vec![0u8; 16];
+    let fault = vm.run(&mut short).unwrap_err();
+    let mut interp = Vm::from_prepared(prepared(SUM, &Helpers::new()));
+    assert_eq!(interp.run(&mut vec![0u8; 16]).unwrap_err().pc, fault.pc);
 }
