@@ -166,8 +166,8 @@ fn checked_programs_tier_up_too() {
     assert_eq!(vm.run(&mut mem), Ok(r0));
     assert_eq!(mem, after);
     // A fault on either tier is the interpreter's.
-    let mut short = vec![0u8; 16];
+    let mut short = [0u8; 16];
     let fault = vm.run(&mut short).unwrap_err();
     let mut interp = Vm::from_prepared(prepared(SUM, &Helpers::new()));
-    assert_eq!(interp.run(&mut vec![0u8; 16]).unwrap_err().pc, fault.pc);
+    assert_eq!(interp.run(&mut [0u8; 16]).unwrap_err().pc, fault.pc);
 }
