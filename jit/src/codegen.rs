@@ -2103,11 +2103,23 @@ impl<'a, 'b> Translator<'a, 'b> {
             Source::Imm(i) => Some(i64::from(i)),
             Source::Reg(_) => None,
         };
-        let d64 = self.reg(dst);
         let s64 = match src {
             Source::Reg(r) => self.reg(r),
             Source::Imm(i) => self.iconst(i64::from(i)),
         };
+        if op == AluOp::Mov {
+            // (The old value is not read: reading it would keep the
+            // register alive, a dead value carried around every loop.)
+            let v = if narrow {
+                let s = self.b.ins().ireduce(I32, s64);
+                self.b.ins().uextend(I64, s)
+            } else {
+                s64
+            };
+            self.set(dst, v);
+            return;
+        }
+        let d64 = self.reg(dst);
         let (d, s) = if narrow {
             (
                 self.b.ins().ireduce(I32, d64),
