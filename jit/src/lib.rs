@@ -271,37 +271,84 @@ unsafe impl Send for ExecCode {}
 // SAFETY: as above: shared references only read or execute it.
 unsafe impl Sync for ExecCode {}
 
+/// One-page mappings of dropped baseline code, kept (inaccessible) for the
+/// next programs: reusing one costs two `mprotect`s, where a fresh mapping
+/// costs an `mmap` and its page fault.
+static SPARE_PAGES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Most pages [`SPARE_PAGES`] keeps.
+const MAX_SPARE_PAGES: usize = 64;
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096)
+}
+
 impl ExecCode {
     fn new(code: &[u8]) -> Result<ExecCode, String> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let page = page_size();
         let map_len = code.len().max(1).div_ceil(page) * page;
-        // SAFETY: an anonymous private mapping; the result is checked.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                map_len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
+        let spare = if map_len == page {
+            match SPARE_PAGES.lock() {
+                Ok(mut p) => p.pop(),
+                Err(p) => p.into_inner().pop(),
+            }
+        } else {
+            None
         };
-        if ptr == libc::MAP_FAILED {
-            return Err(format!(
-                "mmap of {map_len} bytes for code: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        let ptr = match spare {
+            Some(p) => {
+                // SAFETY: a page of ours (from a dropped `ExecCode`) that
+                // nothing runs any more; made writable (and not
+                // executable) to be filled.
+                if unsafe { libc::mprotect(p as *mut _, page, libc::PROT_READ | libc::PROT_WRITE) }
+                    != 0
+                {
+                    return Err(format!(
+                        "mprotect of a code page: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                p as *mut libc::c_void
+            }
+            None => {
+                // SAFETY: an anonymous private mapping; the result is
+                // checked.
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        map_len,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                        -1,
+                        0,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    return Err(format!(
+                        "mmap of {map_len} bytes for code: {}",
+                        std::io::Error::last_os_error()
+                    ));
+                }
+                p
+            }
+        };
         let exec = ExecCode {
             ptr: ptr.cast(),
             map_len,
             len: code.len(),
         };
         // SAFETY: the mapping has `map_len >= code.len()` writable bytes,
-        // and nothing else refers to it yet.
-        unsafe { std::ptr::copy_nonoverlapping(code.as_ptr(), exec.ptr, code.len()) };
-        // SAFETY: the mapping made above, now read-execute.
+        // and nothing else refers to it. (The rest of a reused page is
+        // filled with int3, as the kernel's JIT fills its holes: none of
+        // the old code becomes executable again.)
+        unsafe {
+            std::ptr::copy_nonoverlapping(code.as_ptr(), exec.ptr, code.len());
+            if spare.is_some() {
+                std::ptr::write_bytes(exec.ptr.add(code.len()), 0xcc, map_len - code.len());
+            }
+        }
+        // SAFETY: the mapping above, now read-execute.
         if unsafe { libc::mprotect(ptr, map_len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
             return Err(format!(
                 "mprotect of the code: {}",
@@ -314,6 +361,23 @@ impl ExecCode {
 
 impl Drop for ExecCode {
     fn drop(&mut self) {
+        if self.map_len == page_size() {
+            let mut spare = match SPARE_PAGES.lock() {
+                Ok(p) => p,
+                Err(p) => p.into_inner(),
+            };
+            // No access at all until reused: no stale code stays
+            // executable.
+            let sealed = spare.len() < MAX_SPARE_PAGES && {
+                // SAFETY: our page, no longer reachable (see
+                // `Optimized`'s drop).
+                unsafe { libc::mprotect(self.ptr.cast(), self.map_len, libc::PROT_NONE) == 0 }
+            };
+            if sealed {
+                spare.push(self.ptr as usize);
+                return;
+            }
+        }
         // SAFETY: the mapping `new` made, no longer reachable (see
         // `Optimized`'s drop).
         unsafe { libc::munmap(self.ptr.cast(), self.map_len) };
