@@ -849,29 +849,36 @@ fn baseline(prog: &PreparedProgram, checked: bool) -> Result<ExecCode, JitError>
 type Job = Box<dyn FnOnce() + Send>;
 
 /// Hands `job` to the process's background compile thread (started on
-/// first use); gives it back if there is no such thread.
+/// first use, and again in a child after `fork`, which copies the channel
+/// but not the thread); gives it back if no thread can be started.
 fn in_background(job: Job) -> Result<(), Job> {
-    static WORKER: OnceLock<Option<Mutex<mpsc::Sender<Job>>>> = OnceLock::new();
-    let worker = WORKER.get_or_init(|| {
+    static WORKER: Mutex<Option<(u32, mpsc::Sender<Job>)>> = Mutex::new(None);
+    let mut worker = match WORKER.lock() {
+        Ok(w) => w,
+        Err(p) => p.into_inner(),
+    };
+    let pid = std::process::id();
+    if worker.as_ref().is_none_or(|(owner, _)| *owner != pid) {
+        if let Some((_, parents)) = worker.take() {
+            // (A copy of the parent's channel: nothing of it is touched,
+            // its receiving thread did not come across the fork.)
+            std::mem::forget(parents);
+        }
         let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("userbpf-jit".into())
             .spawn(move || {
                 for job in rx {
                     job();
                 }
-            })
-            .ok()
-            .map(|_| Mutex::new(tx))
-    });
-    match worker {
-        Some(tx) => {
-            let tx = match tx.lock() {
-                Ok(t) => t,
-                Err(p) => p.into_inner(),
-            };
-            tx.send(job).map_err(|e| e.0)
+            });
+        if started.is_err() {
+            return Err(job);
         }
+        *worker = Some((pid, tx));
+    }
+    match worker.as_ref() {
+        Some((_, tx)) => tx.send(job).map_err(|e| e.0),
         None => Err(job),
     }
 }
