@@ -169,6 +169,20 @@ fn ends_block(i: &Instruction, class: OpClass) -> bool {
     )
 }
 
+/// `(k, true)` for a multiplier `2^k + 1`, `(k, false)` for `2^k - 1`
+/// (k from 2 to 31; 3 = 2 + 1 and 1 are left to the multiply, which
+/// Cranelift turns into a shift or a `lea`).
+fn shift_add(m: i64) -> Option<(u8, bool)> {
+    let k = |v: i64| {
+        (v > 0 && v.count_ones() == 1)
+            .then(|| v.trailing_zeros() as u8)
+            .filter(|k| (2..32).contains(k))
+    };
+    k(m - 1)
+        .map(|k| (k, true))
+        .or_else(|| k(m + 1).map(|k| (k, false)))
+}
+
 /// The registers an instruction reads and those it surely writes (a bit
 /// per register), for liveness in a single frame: reads over-approximated
 /// (a helper reads r1..r5, a tail call all of them, whose target starts
@@ -2131,7 +2145,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         let v = match op {
             AluOp::Add => self.b.ins().iadd(d, s),
             AluOp::Sub => self.b.ins().isub(d, s),
-            AluOp::Mul => self.b.ins().imul(d, s),
+            AluOp::Mul => match imm.and_then(shift_add) {
+                // By 2^k + 1 or 2^k - 1: a shift and an add or subtract,
+                // a cycle shorter than a multiply in a chain (Cranelift
+                // keeps the multiply).
+                Some((k, plus)) => {
+                    let t = self.b.ins().ishl_imm_s(d, i64::from(k));
+                    if plus {
+                        self.b.ins().iadd(t, d)
+                    } else {
+                        self.b.ins().isub(t, d)
+                    }
+                }
+                None => self.b.ins().imul(d, s),
+            },
             AluOp::Or => self.b.ins().bor(d, s),
             AluOp::And => self.b.ins().band(d, s),
             AluOp::Xor => self.b.ins().bxor(d, s),
