@@ -215,3 +215,45 @@ fn faults_inside_a_block_count_the_interpreters_instructions() {
         assert_eq!(ran_out, 2, "{src}");
     }
 }
+
+#[test]
+fn a_stop_for_the_interpreter_leaves_nothing_to_the_next_run() {
+    // r6 is live at the loop head (read after the loop), so a stop there
+    // hands it to the interpreter; the next run must still start with r6
+    // zero, as every interpreter run does.
+    // (The branch never taken makes the loop head's test ask for more
+    // than the run needs: the code stops for the interpreter near the end
+    // of a run that then completes.)
+    let long: String = (0..20).map(|_| "add %r8, 1\n").collect();
+    let src = format!(
+        "
+        mov %r0, %r6
+        mov %r6, 77
+        mov %r7, 0
+    loop:
+        add %r7, 1
+        jeq %r7, 1000, long
+        jlt %r7, 50, loop
+        add %r0, %r6
+        exit
+    long:
+        {long}
+        ja loop"
+    );
+    let h = Helpers::new();
+    for tier in [Tier::Optimized, Tier::Baseline] {
+        // Enough budget for the run (3 + 49 * 3 + 5 instructions).
+        let program = Program::new("budget", assemble(&src).unwrap()).unwrap();
+        let p = Arc::new(PreparedProgram::new(&program, &h, Config { budget: Some(160) }).unwrap());
+        let options = Options {
+            tier,
+            ..Options::default()
+        };
+        jit_checked(&p, options).unwrap();
+        let mut vm = Vm::from_prepared(p);
+        for run in 0..3 {
+            assert_eq!(vm.run(&mut [0; 8]), Ok(77), "{tier:?}, run {run}");
+            assert_eq!(vm.last_insn_count(), 155, "{tier:?}, run {run}");
+        }
+    }
+}

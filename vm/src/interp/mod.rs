@@ -571,9 +571,17 @@ impl Vm {
             return Some(Ok(ret.r0));
         }
         if ret.status == ClosedEntry::RESUME {
-            // SAFETY: as above; the code stored every register and the
-            // budget before returning this status.
-            let (regs, left) = unsafe { ((*head).regs, (*head).budget) };
+            // SAFETY: as above; the code stored the live registers and the
+            // budget before returning this status. The head's registers go
+            // back to what every run starts from (r0 and r6..r9 zero, r10
+            // the stack top): nothing of this run reaches the next.
+            let (regs, left) = unsafe {
+                let taken = ((*head).regs, (*head).budget);
+                let top = self.stack_top();
+                (*head).regs = [0; 11];
+                (*head).regs[10] = top;
+                taken
+            };
             return Some(self.closed_resume(ret.r0 as usize, regs, budget, left, context.copied()));
         }
         // SAFETY: a non-zero status: the code left its fault in `ctx`.
