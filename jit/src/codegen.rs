@@ -626,20 +626,29 @@ impl<'a, 'b> Translator<'a, 'b> {
         };
         // r1..r4 come in as arguments. Registers the program never names
         // start as zero instead of being loaded: nothing can observe them
-        // (without calls of any kind, only r0 leaves the code). r0 and r10
-        // are always loaded.
+        // (without calls of any kind, only r0 leaves the code). r0 is
+        // loaded unless the program writes it before reading it (in
+        // programs of one frame), r10 if the program or the checks use it.
         let calls = shape.insns.iter().flatten().any(|(_, class)| {
             !matches!(class, OpClass::Plain | OpClass::LoadImm(_) | OpClass::Hole)
         });
+        let points = shape.budget_points();
+        let live_at_entry = points
+            .as_ref()
+            .and_then(|p| p.get(&0))
+            .map_or(u16::MAX, |&(_, live)| live);
         let mut named = [calls; 11];
         named[0] = true;
-        named[10] = true;
+        named[10] = calls || checks == Checks::On;
         for i in prog.insns() {
             for r in [i.dst, i.src] {
                 if let Some(n) = named.get_mut(usize::from(r)) {
                     *n = true;
                 }
             }
+        }
+        for (i, n) in named.iter_mut().enumerate() {
+            *n &= live_at_entry & 1 << i != 0;
         }
         for (i, r) in regs.iter().enumerate() {
             let v = if (1..=4).contains(&i) {
@@ -651,12 +660,27 @@ impl<'a, 'b> Translator<'a, 'b> {
             };
             b.def_var(*r, v);
         }
-        let bud = b.ins().load(I64, ctx_flags(), ctx, BUDGET_OFF);
+        // (Only checked code counts instructions; only checked code and
+        // code that pushes frames needs the stack's top and the depth
+        // limit.)
+        let bud = if checks == Checks::On {
+            b.ins().load(I64, ctx_flags(), ctx, BUDGET_OFF)
+        } else {
+            b.ins().iconst(I64, 0)
+        };
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
-        let stack_top = b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF);
-        let depth_limit = b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF);
+        let stack_top = if checks == Checks::On {
+            b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF)
+        } else {
+            zero
+        };
+        let depth_limit = if calls {
+            b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF)
+        } else {
+            zero
+        };
         let len = shape.insns.len();
         let mut blocks = vec![None; len + 1];
         for &l in &shape.leaders {
@@ -714,11 +738,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             leader: 0,
             check,
             grouped: Vec::new(),
-            budget_points: if checks == Checks::On {
-                shape.budget_points()
-            } else {
-                None
-            },
+            budget_points: if checks == Checks::On { points } else { None },
         }
     }
 
@@ -868,10 +888,18 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .store(ctx_flags(), v, self.ctx, REGS_OFF + 8 * i as i32);
             }
         }
-        let bud = self.b.use_var(self.budget);
-        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        self.store_budget();
         let r0 = self.r(0);
         self.b.ins().return_(&[status, r0]);
+    }
+
+    /// Stores the budget back into the context (checked code: verified
+    /// code counts nothing and leaves the context's budget as it was).
+    fn store_budget(&mut self) {
+        if self.checks == Checks::On {
+            let bud = self.b.use_var(self.budget);
+            self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        }
     }
 
     /// Stops before `pc` for the interpreter to go on: the `live`
@@ -908,12 +936,14 @@ impl<'a, 'b> Translator<'a, 'b> {
             .ins()
             .store(ctx_flags(), status, self.ctx, STATUS_OFF);
         // (A budget fault has spent the budget: nothing to give back.)
-        let bud = if matches!(code, FaultCode::Budget) {
-            self.b.use_var(self.budget)
-        } else {
-            self.budget_at(pc)
-        };
-        self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        if self.checks == Checks::On {
+            let bud = if matches!(code, FaultCode::Budget) {
+                self.b.use_var(self.budget)
+            } else {
+                self.budget_at(pc)
+            };
+            self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
+        }
         self.b.ins().jump(self.fault_exit, &[]);
     }
 
