@@ -1591,7 +1591,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         let (m, i) = (self.r(2), self.r(3));
         let depth = self.b.use_var(self.depth);
         let (f, sig) = (self.callouts.tail_call_nested, self.sigs.five);
+        // The target spends the same budget: it goes out with the call and
+        // comes back with what is left.
+        self.store_budget();
         let ret = self.callout(f, sig, &[pcv, m, i, depth]);
+        if self.checks == Checks::On {
+            let left = self.b.ins().load(I64, ctx_flags(), self.ctx, BUDGET_OFF);
+            self.b.def_var(self.budget, left);
+        }
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         self.when(status, false, |t| {
             let is_ret =

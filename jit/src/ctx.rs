@@ -451,13 +451,18 @@ pub(crate) extern "C" fn jit_tail_call_nested(
             };
             taken = true;
             let abs = h.run.base_depth() + depth as usize;
-            match h.run.run_tail_target(t, regs, abs) {
+            // The target runs on the budget the code left (and leaves it
+            // what it does not spend).
+            *h.run.budget() = (*ctx).head.budget;
+            let r0 = match h.run.run_tail_target(t, regs, abs) {
                 Ok(r0) => r0,
                 Err(f) => {
                     h.fault = boxed(f);
                     0
                 }
-            }
+            };
+            (*ctx).head.budget = *h.run.budget();
+            r0
         })
     };
     // SAFETY: the engine's live context, by raw pointer.

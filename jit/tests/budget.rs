@@ -257,3 +257,62 @@ fn a_stop_for_the_interpreter_leaves_nothing_to_the_next_run() {
         }
     }
 }
+
+struct Array(Arc<PreparedProgram>);
+
+impl userbpf_vm::interp::ProgramArray for Array {
+    fn get(&self, map: u64, index: u32) -> Option<Arc<PreparedProgram>> {
+        (map == 0xa77a && index == 0).then(|| Arc::clone(&self.0))
+    }
+}
+
+#[test]
+fn tail_call_targets_stop_where_the_interpreter_stops() {
+    // The target loops; it is reached by a tail call from the program's
+    // first frame and from a subprogram (which returns its r0 to the
+    // caller). The run's budget runs out in the target, or just suffices.
+    let target = "
+        mov %r0, 0
+    loop:
+        add %r0, 1
+        jlt %r0, 20, loop
+        exit";
+    let entries = [
+        "lddw %r2, 0xa77a\nmov %r3, 0\ncall 12\nexit",
+        "call local f\nadd %r0, 1\nexit\nf:\nlddw %r2, 0xa77a\nmov %r3, 0\ncall 12\nmov %r0, 100\nexit",
+    ];
+    let h = Helpers::new();
+    for entry in entries {
+        for tier in [None, Some(Tier::Optimized), Some(Tier::Baseline)] {
+            for budget in 1..=60 {
+                let prepare = |src: &str, jit: bool| {
+                    let program = Program::new("tail", assemble(src).unwrap()).unwrap();
+                    let config = Config {
+                        budget: Some(budget),
+                    };
+                    let p = Arc::new(PreparedProgram::new(&program, &h, config).unwrap());
+                    if let (true, Some(tier)) = (jit, tier) {
+                        let options = Options {
+                            tier,
+                            ..Options::default()
+                        };
+                        if let Err(e) = jit_checked(&p, options) {
+                            // (The entry with a subprogram is Cranelift's.)
+                            assert!(matches!(e, JitError::Baseline { .. }), "{e}");
+                            jit_checked(&p, Options::default()).unwrap();
+                        }
+                    }
+                    p
+                };
+                let run = |jit: bool| {
+                    let t = prepare(target, jit);
+                    let mut vm = Vm::from_prepared(prepare(entry, jit));
+                    vm.set_program_array(Some(Arc::new(Array(t))));
+                    let r = vm.run(&mut [0; 8]).map_err(|f| (f.pc, f.kind));
+                    (r, vm.last_insn_count())
+                };
+                assert_eq!(run(true), run(false), "{tier:?}, budget {budget}:\n{entry}");
+            }
+        }
+    }
+}
