@@ -244,16 +244,7 @@ pub fn jit_differential(data: &[u8]) {
     if let Err(e) = userbpf_jit::jit_checked(&prepared, userbpf_jit::Options::default()) {
         panic!("the JIT refused a valid program: {e}");
     }
-    let mut vm = Vm::from_prepared(prepared);
-    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
-    // SAFETY: `ro` outlives every run of `vm` below.
-    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
-    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
-    vm.set_use_compiled(false);
-    let interp = run_once(&mut vm, &mut mem, &case.fill);
-    vm.set_use_compiled(true);
-    let jit = run_once(&mut vm, &mut mem, &case.fill);
-    assert_read_only_intact(&ro);
+    let (interp, jit) = interpreter_then_native(prepared, &case);
     let budget = |r: &RunRecord| {
         r.result
             .as_ref()
@@ -291,16 +282,7 @@ fn baseline_checked_agrees(program: &Program, case: &Case) {
         Err(userbpf_jit::JitError::Baseline { .. }) => return,
         Err(e) => panic!("the baseline generator failed: {e}"),
     }
-    let mut vm = Vm::from_prepared(prepared);
-    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
-    // SAFETY: `ro` outlives every run of `vm` below.
-    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
-    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
-    vm.set_use_compiled(false);
-    let interp = run_once(&mut vm, &mut mem, &case.fill);
-    vm.set_use_compiled(true);
-    let base = run_once(&mut vm, &mut mem, &case.fill);
-    assert_read_only_intact(&ro);
+    let (interp, base) = interpreter_then_native(prepared, case);
     assert_eq!(
         interp, base,
         "the interpreter and the baseline checked code disagree"
@@ -410,6 +392,23 @@ pub fn baseline_differential(data: &[u8]) {
         (Ok(expected), &expected_mem[..]),
         "the interpreter and the baseline code disagree"
     );
+}
+
+/// The case on one VM (a read-only region beside the memory), in the
+/// interpreter and then as the native code attached to `prepared`; the
+/// read-only region must come out intact.
+fn interpreter_then_native(prepared: Arc<PreparedProgram>, case: &Case) -> (RunRecord, RunRecord) {
+    let mut vm = Vm::from_prepared(prepared);
+    let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
+    // SAFETY: `ro` outlives every run of `vm` below.
+    unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
+    let mut mem = GuardedBuffer::new(case.mem_len, &case.fill);
+    vm.set_use_compiled(false);
+    let interp = run_once(&mut vm, &mut mem, &case.fill);
+    vm.set_use_compiled(true);
+    let native = run_once(&mut vm, &mut mem, &case.fill);
+    assert_read_only_intact(&ro);
+    (interp, native)
 }
 
 fn run_once(vm: &mut Vm, mem: &mut GuardedBuffer, fill: &[u8]) -> RunRecord {

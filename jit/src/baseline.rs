@@ -19,7 +19,7 @@
 use userbpf_vm::interp::OpClass;
 use userbpf_vm::isa::{AluOp, AtomicOp, EndianOp, Instruction, JmpCond, MemSize, Source, Width};
 
-use crate::codegen::Shape;
+use crate::codegen::{target, Shape};
 
 /// Why the baseline generator leaves a program to Cranelift.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -631,7 +631,7 @@ impl Gen<'_> {
     /// Charges the block at leader `pc`; at a budget point, first stops
     /// for the interpreter if the budget may run out before the next one.
     fn charge(&mut self, shape: &Shape, pc: usize) {
-        self.blk_len = block_len(shape, pc);
+        self.blk_len = shape.block_len(pc);
         self.blk_done = 0;
         let point = self
             .checks
@@ -797,35 +797,6 @@ fn size_len(size: MemSize) -> u64 {
     }
 }
 
-/// Instructions from leader `pc` to the end of its block (a jump or exit
-/// ends one, as does the next leader), as checked code charges them.
-fn block_len(shape: &Shape, pc: usize) -> u64 {
-    let mut n = 0;
-    let mut p = pc;
-    while let Some(Some((i, _))) = shape.insns.get(p) {
-        if p != pc && shape.leaders.contains(&p) {
-            break;
-        }
-        n += 1;
-        if matches!(
-            i,
-            Instruction::Exit
-                | Instruction::Ja { .. }
-                | Instruction::JaLong { .. }
-                | Instruction::Jump { .. }
-        ) {
-            break;
-        }
-        p += i.slots();
-    }
-    n
-}
-
-fn target(pc: usize, rel: i64) -> usize {
-    let t = (pc as i64).saturating_add(1).saturating_add(rel);
-    usize::try_from(t).unwrap_or(usize::MAX)
-}
-
 /// An ALU instruction on `d`.
 fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
     let w = width == Width::W64;
@@ -881,19 +852,7 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
         AluOp::Div | AluOp::Mod => {
             let rem = op == AluOp::Mod;
             let s = src_reg(asm);
-            // By zero: 0 for a division; the dividend (32 bits of it for
-            // a 32-bit one) for a modulo.
-            asm.rr(w, &[0x85], s, s);
-            let nonzero = asm.j8(Some(CC_NE));
-            if rem {
-                if !w {
-                    asm.mov_rr(false, d, d);
-                }
-            } else {
-                asm.rr(false, &[0x31], d, d);
-            }
-            let done = asm.j8(None);
-            asm.here8(nonzero);
+            let done = by_zero(asm, w, rem, d, s);
             asm.mov_rr(w, RAX, d);
             asm.rr(false, &[0x31], RDX, RDX);
             asm.rr(w, &[0xf7], 6, s);
@@ -903,17 +862,7 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
         AluOp::SDiv | AluOp::SMod => {
             let rem = op == AluOp::SMod;
             let s = src_reg(asm);
-            asm.rr(w, &[0x85], s, s);
-            let nonzero = asm.j8(Some(CC_NE));
-            if rem {
-                if !w {
-                    asm.mov_rr(false, d, d);
-                }
-            } else {
-                asm.rr(false, &[0x31], d, d);
-            }
-            let done = asm.j8(None);
-            asm.here8(nonzero);
+            let done = by_zero(asm, w, rem, d, s);
             // By -1: the negation (INT_MIN stays INT_MIN), remainder 0;
             // idiv would trap on INT_MIN / -1.
             asm.alu_ri(w, 7, s, -1);
@@ -937,6 +886,25 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
             asm.here8(done2);
         }
     }
+}
+
+/// Division or modulo of `d` by zero (`s` zero): 0 for a division, the
+/// dividend (32 bits of it for a 32-bit one) for a modulo. Emits the test
+/// and that case; the division follows. Returns the short jump to point
+/// past the division.
+fn by_zero(asm: &mut Asm, w: bool, rem: bool, d: u8, s: u8) -> usize {
+    asm.rr(w, &[0x85], s, s);
+    let nonzero = asm.j8(Some(CC_NE));
+    if rem {
+        if !w {
+            asm.mov_rr(false, d, d);
+        }
+    } else {
+        asm.rr(false, &[0x31], d, d);
+    }
+    let done = asm.j8(None);
+    asm.here8(nonzero);
+    done
 }
 
 /// Byte-order conversions (little-endian host).

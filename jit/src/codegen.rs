@@ -340,6 +340,37 @@ impl Shape {
         })
     }
 
+    /// Instructions from leader `pc` to the end of its block, as checked
+    /// code charges them on entry (a jump, exit or call ends a block, as
+    /// does the next leader; reaching an lddw's second slot counts it, and
+    /// ends the block: the interpreter charges it, then faults).
+    pub(crate) fn block_len(&self, pc: usize) -> u64 {
+        let mut n = 0;
+        let mut p = pc;
+        while let Some(slot) = self.insns.get(p) {
+            if p != pc && self.leaders.contains(&p) {
+                break;
+            }
+            match slot {
+                Some((i, class)) => {
+                    n += 1;
+                    let end = ends_block(i, *class);
+                    p += i.slots();
+                    if end {
+                        break;
+                    }
+                }
+                None => {
+                    // Reached the second slot of an lddw: the interpreter
+                    // charges it, then faults.
+                    n += 1;
+                    break;
+                }
+            }
+        }
+        n
+    }
+
     /// Where checked code tests the budget when it need not test it at
     /// every block: pc -> the most instructions a run can charge from
     /// there before it reaches the next such pc (or ends). The points are
@@ -526,7 +557,7 @@ impl Shape {
     }
 }
 
-fn target(pc: usize, rel: i64) -> usize {
+pub(crate) fn target(pc: usize, rel: i64) -> usize {
     let t = (pc as i64).saturating_add(1).saturating_add(rel);
     usize::try_from(t).unwrap_or(usize::MAX)
 }
@@ -1231,30 +1262,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     fn block_len(&self, pc: usize) -> u64 {
-        let mut n = 0;
-        let mut p = pc;
-        while let Some(slot) = self.shape.insns.get(p) {
-            if p != pc && self.shape.leaders.contains(&p) {
-                break;
-            }
-            match slot {
-                Some((i, class)) => {
-                    n += 1;
-                    let end = ends_block(i, *class);
-                    p += i.slots();
-                    if end {
-                        break;
-                    }
-                }
-                None => {
-                    // Reached the second slot of an lddw: the interpreter
-                    // charges it, then faults.
-                    n += 1;
-                    break;
-                }
-            }
-        }
-        n
+        self.shape.block_len(pc)
     }
 
     /// Translates the whole program.

@@ -60,6 +60,25 @@ pub(super) struct State {
     pub(super) drivers: Vec<Driven>,
 }
 
+impl State {
+    /// The state a run starts from (the registers apart): the first frame,
+    /// `budget`, no tail call yet, `packet`, a fresh outcome, no callback
+    /// driver. (The frames are written before they are read.)
+    #[inline(always)]
+    pub(super) fn begin_run(&mut self, budget: u64, packet: Option<(u64, u64)>) {
+        self.depth = 0;
+        self.base_depth = 0;
+        self.max_depth = 0;
+        self.budget = budget;
+        self.tail_calls = 0;
+        self.packet = packet;
+        self.env.outcome = crate::helpers::RunOutcome::default();
+        if !self.drivers.is_empty() {
+            self.drivers.clear();
+        }
+    }
+}
+
 /// How a helper call ended.
 pub(super) enum Called {
     /// `r0` is set; go on.

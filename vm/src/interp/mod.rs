@@ -638,16 +638,7 @@ impl Vm {
             self.mem.add_transient(r);
         }
         let st = &mut *self.state;
-        st.depth = 0;
-        st.base_depth = 0;
-        st.max_depth = 0;
-        st.budget = left;
-        st.tail_calls = 0;
-        st.packet = context.map(|r| (r.start, r.len));
-        st.env.outcome = RunOutcome::default();
-        if !st.drivers.is_empty() {
-            st.drivers.clear();
-        }
+        st.begin_run(left, context.map(|r| (r.start, r.len)));
         st.regs = [0; 16];
         st.regs[..11].copy_from_slice(&regs);
         let result = self.run_loop(Vec::new(), 0, pc, true);
@@ -696,18 +687,8 @@ impl Vm {
         self.mem.stack_lo = top.wrapping_sub(STACK_SIZE as u64);
 
         let start_budget = self.prog.config.budget.unwrap_or(u64::MAX);
-        // The frames array is not cleared: frames are written before read.
         let st = &mut *self.state;
-        st.depth = 0;
-        st.base_depth = 0;
-        st.max_depth = 0;
-        st.budget = start_budget;
-        st.tail_calls = 0;
-        st.packet = packet;
-        st.env.outcome = RunOutcome::default();
-        if !st.drivers.is_empty() {
-            st.drivers.clear();
-        }
+        st.begin_run(start_budget, packet);
 
         // Native code for the program takes the arguments directly (the
         // common case: no tail call); the loop below handles the rest.
