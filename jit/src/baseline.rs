@@ -12,7 +12,7 @@
 //! bpf-to-bpf calls, tail calls, legacy packet loads, subprogram entries,
 //! jumps out of the program) is left to Cranelift ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
-//! `(context, entry pc, r1, r2, r3, r4) -> (status, r0)`, the other
+//! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
 //! registers read from the context's head; division and modulo by zero and
 //! `INT_MIN / -1` take branches (no instruction traps).
 
@@ -544,9 +544,9 @@ pub(crate) fn generate(
                     g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, F_CTX);
                     g.asm.rm(Enc::of(&[0x89]).wide(), R15, RAX, layout.budget);
                 }
-                // (status 0 in rax, r0 in rdx)
-                g.asm.mov_rr(true, RDX, MAP[0]);
-                g.asm.rr(false, &[0x31], RAX, RAX);
+                // (r0 in rax, status 0 in rdx)
+                g.asm.mov_rr(true, RAX, MAP[0]);
+                g.asm.rr(false, &[0x31], RDX, RDX);
                 g.ret();
             }
             Instruction::Call(_) | Instruction::CallX { .. } => {
@@ -642,7 +642,7 @@ impl Gen<'_> {
             self.asm.alu_ri(true, 7, R15, most);
             let enough = self.asm.jcc32(CC_AE);
             // Stop: the live registers and the budget into the context,
-            // (STATUS_RESUME, pc) back.
+            // (pc, STATUS_RESUME) back.
             self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
             for i in (0..11).filter(|i| live & 1 << i != 0) {
                 self.asm.rm(
@@ -655,8 +655,8 @@ impl Gen<'_> {
             self.asm
                 .rm(Enc::of(&[0x89]).wide(), R15, RDX, self.layout.budget);
             self.asm
-                .mov_ri(false, RAX, crate::ctx::STATUS_RESUME as i32);
-            self.asm.mov_ri(false, RDX, pc as i32);
+                .mov_ri(false, RDX, crate::ctx::STATUS_RESUME as i32);
+            self.asm.mov_ri(false, RAX, pc as i32);
             self.ret();
             self.here32(enough);
         }
@@ -688,8 +688,8 @@ impl Gen<'_> {
         self.asm.imm32(status);
         self.budget_here(RCX);
         self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
-        self.asm.mov_ri(false, RAX, status);
-        self.asm.rr(false, &[0x31], RDX, RDX);
+        self.asm.mov_ri(false, RDX, status);
+        self.asm.rr(false, &[0x31], RAX, RAX);
         self.ret();
     }
 
@@ -762,8 +762,8 @@ impl Gen<'_> {
         // status; the budget as the interpreter leaves it.
         self.budget_here(RCX);
         self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
-        self.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RDX, l.status);
-        self.asm.rr(false, &[0x31], RDX, RDX);
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RDX, l.status);
+        self.asm.rr(false, &[0x31], RAX, RAX);
         self.ret();
         self.here32(allowed);
         // Allowed: the region cache moved in the context; the frame's

@@ -87,7 +87,9 @@ pub(crate) fn check_trampoline_body(b: &mut FunctionBuilder<'_>, call_conv: Call
 }
 
 /// The signature of compiled programs: `(context, entry pc, r1, r2, r3,
-/// r4) -> (status, r0)` (the other registers in the context).
+/// r4) -> (r0, status)` (the other registers in the context; r0 first:
+/// it comes back in rax, where the program's result wants to be, and the
+/// register allocator keeps it out of the argument registers).
 pub(crate) fn entry_signature(call_conv: CallConv) -> Signature {
     let mut s = sig(call_conv, 6);
     s.returns.push(AbiParam::new(I64));
@@ -921,7 +923,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         self.store_budget();
         let r0 = self.r(0);
-        self.b.ins().return_(&[status, r0]);
+        self.b.ins().return_(&[r0, status]);
     }
 
     /// Stores the budget back into the context (checked code: verified
@@ -947,7 +949,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         let status = self.iconst(ctx::STATUS_RESUME as i64);
         let pcv = self.iconst(pc as i64);
-        self.b.ins().return_(&[status, pcv]);
+        self.b.ins().return_(&[pcv, status]);
     }
 
     /// Records a fault in the context (no call-out: the engine turns the
@@ -1319,10 +1321,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.emit_returns();
         self.fill_pending();
         // Every way here set the status: a fault in the host, or a record.
+        // (Cold: laid out after the hot code, not inside a loop.)
         self.b.switch_to_block(self.fault_exit);
+        self.b.set_cold_block(self.fault_exit);
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         let zero = self.iconst(0);
-        self.b.ins().return_(&[status, zero]);
+        self.b.ins().return_(&[zero, status]);
         self.b.seal_all_blocks();
         Ok(self.closed)
     }

@@ -223,8 +223,8 @@ pub enum CodeTier {
     Optimized,
 }
 
-/// The compiled function: `(context, entry pc, r1, r2, r3, r4) -> (status,
-/// r0)`, the context a [`JitCtx`] (whose head is the [`ClosedHead`]).
+/// The compiled function: `(context, entry pc, r1, r2, r3, r4) -> (r0,
+/// status)`, the context a [`JitCtx`] (whose head is the [`ClosedHead`]).
 type EntryFn = unsafe extern "C" fn(*mut ClosedHead, u64, u64, u64, u64, u64) -> ClosedReturn;
 
 /// Cranelift's code for a program.

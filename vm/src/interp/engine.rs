@@ -82,7 +82,7 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
 /// registers, on a context the VM keeps (allocated and set up once).
 #[derive(Clone, Copy, Debug)]
 pub struct ClosedEntry {
-    /// The code: `(context, 0, r1, r2, r3, r4) -> (status, r0)`; status 0
+    /// The code: `(context, 0, r1, r2, r3, r4) -> (r0, status)`; status 0
     /// is an exit, [`ClosedEntry::RESUME`] a stop before the instruction
     /// at pc `r0` (see [`EngineStop::Resume`]; the registers in the head's
     /// `regs`, the budget left in its `budget`), anything else a fault
@@ -177,10 +177,10 @@ impl ClosedHead {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct ClosedReturn {
+    /// `r0` at the exit (first: in rax, as a C function's result).
+    pub r0: u64,
     /// 0: the program exited; otherwise see [`ClosedEntry::fault`].
     pub status: u64,
-    /// `r0` at the exit.
-    pub r0: u64,
 }
 
 /// A fault as compiled code reports it: what happened at which pc. The VM
