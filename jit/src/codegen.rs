@@ -271,6 +271,10 @@ enum Pending {
     },
 }
 
+/// Programs naming at most this many of r0..r9 keep the region cache in
+/// registers ([`Translator::seed_vars`]).
+const SEED_VAR_MAX_NAMES: usize = 6;
+
 /// Shortest chain worth a table, and the largest value in one.
 const MIN_CHAIN: usize = 4;
 const MAX_CHAIN_VALUE: u64 = 255;
@@ -613,6 +617,12 @@ pub(crate) struct Translator<'a, 'b> {
     /// Checked code that tests the budget only at these points
     /// ([`Shape::budget_points`]); `None`: at every block.
     budget_points: Option<HashMap<usize, (u64, u16)>>,
+    /// The region cache in variables (registers), for programs that name
+    /// few registers: read start and limit, write start and limit, as the
+    /// run starts (a test against the context's cache, which follows the
+    /// slow checks, comes second). `None`: read from the context at each
+    /// test.
+    seed_vars: Option<[Variable; 4]>,
 }
 
 impl<'a, 'b> Translator<'a, 'b> {
@@ -704,6 +714,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         b.def_var(budget, bud);
         let zero = b.ins().iconst(I64, 0);
         b.def_var(depth, zero);
+        // Programs that name few registers keep the run's first region in
+        // registers; others read the cache from the context at each test
+        // (four registers held through every loop would spill theirs).
+        let names = (0..10u8)
+            .filter(|&r| prog.insns().iter().any(|i| i.dst == r || i.src == r))
+            .count();
+        let seed_vars = (checks == Checks::On && names <= SEED_VAR_MAX_NAMES).then(|| {
+            std::array::from_fn(|i| {
+                let var = b.declare_var(I64);
+                let v = b.ins().load(I64, ctx_flags(), ctx, SEED_OFF + 8 * i as i32);
+                b.def_var(var, v);
+                var
+            })
+        });
         let stack_top = if checks == Checks::On {
             b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF)
         } else {
@@ -772,6 +796,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             check,
             grouped: Vec::new(),
             budget_points: if checks == Checks::On { points } else { None },
+            seed_vars,
         }
     }
 
@@ -1030,7 +1055,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         } else {
             self.in_stack(addr, len)
         };
-        self.b.ins().brif(other, ok, &[], slow, &[]);
+        if self.seed_vars.is_some() {
+            // The cache in registers stays the run's first region; the one
+            // in the context follows the slow checks.
+            let third = self.b.create_block();
+            self.b.ins().brif(other, ok, &[], third, &[]);
+            self.b.switch_to_block(third);
+            self.b.seal_block(third);
+            self.b.set_cold_block(third);
+            let (lo, lim) = self.cached_in_context(write);
+            let followed = self.in_region(addr, len, lo, lim);
+            self.b.ins().brif(followed, ok, &[], slow, &[]);
+        } else {
+            self.b.ins().brif(other, ok, &[], slow, &[]);
+        }
         self.b.switch_to_block(slow);
         self.b.seal_block(slow);
         self.b.set_cold_block(slow);
@@ -1055,13 +1093,18 @@ impl<'a, 'b> Translator<'a, 'b> {
         // (The check moved the cache to the region it found, if that has
         // at least 8 bytes.)
         let refused = self.b.create_block();
-        self.b.ins().brif(allowed, ok, &[], refused, &[]);
+        let allowed_block = self.b.create_block();
+        self.b.ins().brif(allowed, allowed_block, &[], refused, &[]);
         self.b.switch_to_block(refused);
         self.b.seal_block(refused);
         self.b.set_cold_block(refused);
         let bud = self.budget_at(pc);
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         self.b.ins().jump(self.fault_exit, &[]);
+        self.b.switch_to_block(allowed_block);
+        self.b.seal_block(allowed_block);
+        self.b.set_cold_block(allowed_block);
+        self.b.ins().jump(ok, &[]);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
         addr
@@ -1143,6 +1186,18 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// the context, read where tested: in registers it would hold four of
     /// them through every loop.
     fn cached(&mut self, write: bool) -> (Value, Value) {
+        match self.seed_vars {
+            Some(vars) => {
+                let at = if write { 2 } else { 0 };
+                (self.b.use_var(vars[at]), self.b.use_var(vars[at + 1]))
+            }
+            None => self.cached_in_context(write),
+        }
+    }
+
+    /// The region cache as the context holds it (following the slow
+    /// checks).
+    fn cached_in_context(&mut self, write: bool) -> (Value, Value) {
         let off = SEED_OFF + if write { 16 } else { 0 };
         let lo = self.b.ins().load(I64, ctx_flags(), self.ctx, off);
         let lim = self.b.ins().load(I64, ctx_flags(), self.ctx, off + 8);
@@ -1166,6 +1221,12 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// found (for `write`, only if it is writable).
     fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
         let (lo, lim) = self.cached(write);
+        self.in_region(addr, len, lo, lim)
+    }
+
+    /// Whether `[addr, addr + len)` lies in the region starting at `lo`
+    /// with limit `lim` (its length - 7).
+    fn in_region(&mut self, addr: Value, len: u64, lo: Value, lim: Value) -> Value {
         let lim = if len < 8 {
             self.b.ins().iadd_imm_s(lim, 8 - len as i64)
         } else {

@@ -288,3 +288,32 @@ fn closed_runs_check_each_run_against_its_own_memory() {
         assert_eq!(vm.run(&mut mem), Ok(u64::from_le_bytes([2; 8])));
     }
 }
+
+#[test]
+fn loops_over_a_region_other_than_the_first_agree_with_the_interpreter() {
+    // The run's first region (the context, r1) is not the one the loop
+    // reads (the read-only region, r2) nor, for the last program, the one
+    // it writes past: the checks find the loop's region after the first
+    // slow check, and still refuse what lies past it.
+    let ro: Vec<u8> = (0..32u8).collect();
+    let mut rw = [0u8; 16];
+    let sum = "
+        mov %r0, 0
+        mov %r3, 0
+    loop:
+        mov %r4, %r2
+        add %r4, %r3
+        ldxb %r5, [%r4]
+        add %r0, %r5
+        add %r3, 1
+        jlt %r3, 32, loop
+        stxdw [%r1], %r0
+        exit";
+    assert_eq!(both(sum, &mut rw, &ro), Ok((0..32).sum()));
+    assert_eq!(rw[0], (0..32u8).sum::<u8>());
+    // One byte too far: out of bounds at the load, on the 33rd round.
+    let past = sum.replace("jlt %r3, 32, loop", "jlt %r3, 33, loop");
+    let f = both(&past, &mut rw, &ro).unwrap_err();
+    assert_eq!((f.pc, f.len), (4, 1));
+    assert!(matches!(f.kind, FaultKind::OutOfBounds { .. }), "{f}");
+}
