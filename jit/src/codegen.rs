@@ -578,7 +578,13 @@ pub(crate) struct Translator<'a, 'b> {
     budget: Variable,
     depth: Variable,
     ctx: Value,
-    stack_top: Value,
+    /// One past the stack's top (loaded at entry when accesses are based
+    /// on r10, else where needed).
+    stack_top: Option<Value>,
+    /// Checked code of one frame that never names r10 reads it from the
+    /// context where a check or a fault record needs it, instead of
+    /// holding it from the entry.
+    lazy_fp: bool,
     depth_limit: Value,
     callouts: Callouts,
     sigs: Sigs,
@@ -682,7 +688,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .map_or(u16::MAX, |&(_, live)| live);
         let mut named = [calls; 11];
         named[0] = true;
-        named[10] = calls || checks == Checks::On;
+        named[10] = calls;
         for i in prog.insns() {
             for r in [i.dst, i.src] {
                 if let Some(n) = named.get_mut(usize::from(r)) {
@@ -720,18 +726,41 @@ impl<'a, 'b> Translator<'a, 'b> {
         let names = (0..10u8)
             .filter(|&r| prog.insns().iter().any(|i| i.dst == r || i.src == r))
             .count();
+        // (Only the pairs the program's accesses use: a load nothing reads
+        // still costs.)
+        let (mut reads, mut writes, mut stack_based) = (false, false, false);
+        for (i, _) in shape.insns.iter().flatten() {
+            match *i {
+                Instruction::Load { src, .. } | Instruction::LoadSx { src, .. } => {
+                    reads = true;
+                    stack_based |= src.num() == 10;
+                }
+                Instruction::Store { dst, .. } | Instruction::Atomic { dst, .. } => {
+                    writes = true;
+                    stack_based |= dst.num() == 10;
+                }
+                _ => {}
+            }
+        }
         let seed_vars = (checks == Checks::On && names <= SEED_VAR_MAX_NAMES).then(|| {
             std::array::from_fn(|i| {
                 let var = b.declare_var(I64);
-                let v = b.ins().load(I64, ctx_flags(), ctx, SEED_OFF + 8 * i as i32);
+                let used = if i < 2 { reads } else { writes };
+                let v = if used {
+                    b.ins().load(I64, ctx_flags(), ctx, SEED_OFF + 8 * i as i32)
+                } else {
+                    zero
+                };
                 b.def_var(var, v);
                 var
             })
         });
-        let stack_top = if checks == Checks::On {
-            b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF)
+        // (Loaded where a check needs it when no access is based on r10:
+        // the stack is then only a fallback test.)
+        let stack_top = if checks == Checks::On && stack_based {
+            Some(b.ins().load(I64, ctx_flags(), ctx, STACK_TOP_OFF))
         } else {
-            zero
+            None
         };
         let depth_limit = if calls {
             b.ins().load(I64, ctx_flags(), ctx, DEPTH_LIMIT_OFF)
@@ -797,6 +826,17 @@ impl<'a, 'b> Translator<'a, 'b> {
             grouped: Vec::new(),
             budget_points: if checks == Checks::On { points } else { None },
             seed_vars,
+            lazy_fp: checks == Checks::On && !named[10],
+        }
+    }
+
+    /// r10, the frame pointer: from the context where the code does not
+    /// keep it ([`Translator::lazy_fp`]).
+    fn fp(&mut self) -> Value {
+        if self.lazy_fp {
+            self.b.ins().load(I64, ctx_flags(), self.ctx, REGS_OFF + 80)
+        } else {
+            self.r(10)
         }
     }
 
@@ -964,7 +1004,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// registers (the others are never read again) and the budget into the
     /// context, `pc` returned with [`ctx::STATUS_RESUME`].
     fn resume(&mut self, pc: usize, live: u16) {
-        for i in (0..11).filter(|i| live & 1 << i != 0) {
+        // (A frame pointer read from the context is there already.)
+        let lazy = self.lazy_fp;
+        for i in (0..11).filter(|&i| live & 1 << i != 0 && !(i == 10 && lazy)) {
             let v = self.r(i);
             self.b
                 .ins()
@@ -983,7 +1025,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let pcv = self.iconst(pc as i64);
         let codev = self.iconst(code as i64);
         let lenv = self.iconst(len as i64);
-        let fp = self.r(10);
+        let fp = self.fp();
         for (i, v) in [pcv, codev, value, lenv, fp].into_iter().enumerate() {
             self.b
                 .ins()
@@ -1078,7 +1120,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         // in the context's record, the context is the one argument, already
         // in its register); the answer is the status (0: allowed).
         let (tramp, sig) = self.check;
-        let fp = self.r(10);
+        let fp = self.fp();
         self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
         self.b.ins().store(ctx_flags(), pcv, self.ctx, RECORD_OFF);
         self.b
@@ -1207,9 +1249,13 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// Whether `[addr, addr + len)` lies in the current frame or the ones
     /// above it.
     fn in_stack(&mut self, addr: Value, len: u64) -> Value {
-        let fp = self.r(10);
+        let fp = self.fp();
         let lo = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
-        let span = self.b.ins().isub(self.stack_top, lo);
+        let top = match self.stack_top {
+            Some(t) => t,
+            None => self.b.ins().load(I64, ctx_flags(), self.ctx, STACK_TOP_OFF),
+        };
+        let span = self.b.ins().isub(top, lo);
         let limit = self.b.ins().iadd_imm_s(span, -(len as i64));
         let off_in = self.b.ins().isub(addr, lo);
         self.b
