@@ -313,8 +313,19 @@ enum Closed {
     Unknown,
     /// The code is not closed: runs take the general path.
     No,
-    /// Closed: its entry, and the context the VM keeps for it.
-    Yes(ClosedEntry, Box<[u64]>),
+    /// Closed: its entry, the context the VM keeps for it, and what each
+    /// run needs of the program (kept here: one load each).
+    Yes(ClosedRun),
+}
+
+/// What a closed run needs, kept by the VM.
+struct ClosedRun {
+    entry: ClosedEntry,
+    ctx: Box<[u64]>,
+    /// The program's budget (`u64::MAX` without one).
+    budget: u64,
+    /// Whether the program names r10 (the stack to zero after a run).
+    touches_stack: bool,
 }
 
 impl fmt::Debug for Vm {
@@ -534,16 +545,17 @@ impl Vm {
         {
             return None;
         }
-        let (entry, ctx) = match &mut self.closed {
-            Closed::Yes(e, ctx) => (*e, ctx.as_mut_ptr()),
-            Closed::No => return None,
-            Closed::Unknown => self.closed_setup()?,
+        if matches!(self.closed, Closed::Unknown) {
+            self.closed_setup();
+        }
+        let Closed::Yes(run) = &mut self.closed else {
+            return None;
         };
+        let (entry, budget, touches_stack) = (run.entry, run.budget, run.touches_stack);
+        let head = run.ctx.as_mut_ptr().cast::<ClosedHead>();
         if entry.zeroed_stack {
             zero_dirty_stack(&mut self.stack[..], self.dirty_frames);
         }
-        let budget = self.prog.config.budget.unwrap_or(u64::MAX);
-        let head = ctx.cast::<ClosedHead>();
         // SAFETY: `ctx` is this VM's context for the entry: `ctx_words`
         // words, at least a head, set up by the entry's `init` for this
         // VM's stack; the code is attached to `self.prog`, which this VM
@@ -561,7 +573,7 @@ impl Vm {
         // SAFETY: as above; the code wrote these before returning.
         let (left, max_depth) = unsafe { ((*head).budget, (*head).max_depth) };
         self.last_insn_count = budget.wrapping_sub(left);
-        self.dirty_frames = if self.prog.touches_stack {
+        self.dirty_frames = if touches_stack {
             (max_depth as usize).saturating_add(1)
         } else {
             0
@@ -570,6 +582,29 @@ impl Vm {
         if ret.status == 0 {
             return Some(Ok(ret.r0));
         }
+        Some(self.closed_stopped(ret, budget, context.copied()))
+    }
+
+    /// The end of a closed run that did not exit: a stop for the
+    /// interpreter, or a fault.
+    #[cold]
+    #[inline(never)]
+    fn closed_stopped(
+        &mut self,
+        ret: ClosedReturn,
+        budget: u64,
+        context: Option<Region>,
+    ) -> Result<u64, Box<Fault>> {
+        // (Only a closed run gets here; its code and context are the VM's.)
+        let Closed::Yes(run) = &mut self.closed else {
+            let top = self.stack_top();
+            return Err(Box::new(self.closed_fault(
+                top,
+                context,
+                EngineFault::InvalidPc { pc: 0 },
+            )));
+        };
+        let (fault, head) = (run.entry.fault, run.ctx.as_mut_ptr().cast::<ClosedHead>());
         if ret.status == ClosedEntry::RESUME {
             // SAFETY: as above; the code stored the live registers and the
             // budget before returning this status. The head's registers go
@@ -582,12 +617,12 @@ impl Vm {
                 (*head).regs[10] = top;
                 taken
             };
-            return Some(self.closed_resume(ret.r0 as usize, regs, budget, left, context.copied()));
+            return self.closed_resume(ret.r0 as usize, regs, budget, left, context);
         }
         // SAFETY: a non-zero status: the code left its fault in `ctx`.
-        let f = unsafe { (entry.fault)(head, ret.status) };
+        let f = unsafe { fault(head, ret.status) };
         let top = self.stack_top();
-        Some(Err(Box::new(self.closed_fault(top, context.copied(), f))))
+        Err(Box::new(self.closed_fault(top, context, f)))
     }
 
     /// One past the top of this VM's stack.
@@ -600,21 +635,26 @@ impl Vm {
     /// native code is attached: it never changes after).
     #[cold]
     #[inline(never)]
-    fn closed_setup(&mut self) -> Option<(ClosedEntry, *mut u64)> {
-        self.prog.compiled()?;
+    fn closed_setup(&mut self) {
+        if self.prog.compiled().is_none() {
+            return;
+        }
         let Some(entry) = self.prog.closed_entry() else {
             self.closed = Closed::No;
-            return None;
+            return;
         };
         let mut ctx = vec![0u64; entry.ctx_words.max(std::mem::size_of::<ClosedHead>() / 8)]
             .into_boxed_slice();
         let top = self.stack_top();
         // SAFETY: a zeroed context of `ctx_words` words, as `init` wants.
         unsafe { (entry.init)(ctx.as_mut_ptr().cast(), top) };
-        let ptr = ctx.as_mut_ptr();
         // (Moving the box does not move its words.)
-        self.closed = Closed::Yes(entry, ctx);
-        Some((entry, ptr))
+        self.closed = Closed::Yes(ClosedRun {
+            entry,
+            ctx,
+            budget: self.prog.config.budget.unwrap_or(u64::MAX),
+            touches_stack: self.prog.touches_stack,
+        });
     }
 
     /// The rest of a closed run that stopped before `pc` for the
