@@ -2352,14 +2352,54 @@ impl<'a, 'b> Translator<'a, 'b> {
         let zero = self.b.ins().icmp_imm_s(IntCC::Equal, s, 0);
         let one = self.b.ins().iconst(ty, 1);
         let safe = self.b.ins().select(zero, one, s);
+        let r = self.divide(ty, d, safe, rem, false);
         if rem {
-            let r = self.b.ins().urem(d, safe);
             self.b.ins().select(zero, d, r)
         } else {
-            let q = self.b.ins().udiv(d, safe);
             let z = self.b.ins().iconst(ty, 0);
-            self.b.ins().select(zero, z, q)
+            self.b.ins().select(zero, z, r)
         }
+    }
+
+    /// `d / s` or `d % s` for a divisor that is neither 0 nor (signed) -1.
+    /// A 64-bit one takes a 32-bit divide when both operands fit in 32
+    /// bits (as compilers do for x86: the 64-bit divide is the slower one,
+    /// and small operands are the common case); for signed operands that
+    /// also means both are non-negative, where the unsigned divide agrees.
+    fn divide(&mut self, ty: Type, d: Value, s: Value, rem: bool, signed: bool) -> Value {
+        let wide = |b: &mut FunctionBuilder<'_>, d: Value, s: Value| match (signed, rem) {
+            (false, false) => b.ins().udiv(d, s),
+            (false, true) => b.ins().urem(d, s),
+            (true, false) => b.ins().sdiv(d, s),
+            (true, true) => b.ins().srem(d, s),
+        };
+        if ty != I64 {
+            return wide(self.b, d, s);
+        }
+        let both = self.b.ins().bor(d, s);
+        let high = self.b.ins().ushr_imm_s(both, 32);
+        let narrow = self.b.create_block();
+        let full = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.append_block_param(join, I64);
+        self.b.ins().brif(high, full, &[], narrow, &[]);
+        self.b.switch_to_block(narrow);
+        self.b.seal_block(narrow);
+        let (d32, s32) = (self.b.ins().ireduce(I32, d), self.b.ins().ireduce(I32, s));
+        let r32 = if rem {
+            self.b.ins().urem(d32, s32)
+        } else {
+            self.b.ins().udiv(d32, s32)
+        };
+        let r = self.b.ins().uextend(I64, r32);
+        self.b.ins().jump(join, &[BlockArg::Value(r)]);
+        self.b.switch_to_block(full);
+        self.b.seal_block(full);
+        let r = wide(self.b, d, s);
+        self.b.ins().jump(join, &[BlockArg::Value(r)]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
+        self.b.block_params(join)[0]
     }
 
     /// Signed division or modulo: x / 0 = 0, x % 0 = x, INT_MIN / -1 =
@@ -2392,12 +2432,12 @@ impl<'a, 'b> Translator<'a, 'b> {
         let one = self.b.ins().iconst(ty, 1);
         let safe = self.b.ins().select(special, one, s);
         if rem {
-            let r = self.b.ins().srem(d, safe);
+            let r = self.divide(ty, d, safe, true, true);
             let z = self.b.ins().iconst(ty, 0);
             let r = self.b.ins().select(m1, z, r);
             self.b.ins().select(zero, d, r)
         } else {
-            let q = self.b.ins().sdiv(d, safe);
+            let q = self.divide(ty, d, safe, false, true);
             let neg = self.b.ins().ineg(d);
             let q = self.b.ins().select(m1, neg, q);
             let z = self.b.ins().iconst(ty, 0);
