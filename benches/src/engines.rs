@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use userbpf_jit::Options;
+use userbpf_jit::{Options, Tier};
 use userbpf_verifier::Verified;
 use userbpf_vm::asm::assemble;
 use userbpf_vm::insn::{insns_to_bytes, Insn};
@@ -47,40 +47,52 @@ pub fn jit_checked(p: &SuiteProgram) -> Vm {
 
 /// The JIT in verified mode: no run-time checks.
 pub fn jit_verified(p: &SuiteProgram) -> Vm {
-    let prog = prepared(p, None);
-    // SAFETY: the suite's programs bounds-check every access against the
-    // constant size of the memory they are given (the kernel's verifier
-    // accepts them where its loop limits allow), and terminate.
-    let v = unsafe { Verified::assume_verified(Arc::clone(&prog)) };
-    userbpf_jit::jit_verified(&v, Options::default()).unwrap_or_else(|e| panic!("{e}"));
-    Vm::from_prepared(prog)
+    verified_vm(p, Tier::Optimized)
 }
 
 /// The JIT's baseline code generator alone (verified mode): the code a
 /// tiered compile runs until Cranelift's is in.
 pub fn jit_baseline(p: &SuiteProgram) -> Vm {
+    verified_vm(p, Tier::Baseline)
+}
+
+fn verified_vm(p: &SuiteProgram, tier: Tier) -> Vm {
     let prog = prepared(p, None);
-    // SAFETY: as in `jit_verified`.
-    let v = unsafe { Verified::assume_verified(Arc::clone(&prog)) };
     let options = Options {
-        tier: userbpf_jit::Tier::Baseline,
+        tier,
         ..Options::default()
     };
-    userbpf_jit::jit_verified(&v, options).unwrap_or_else(|e| panic!("{e}"));
+    userbpf_jit::jit_verified(&assume_verified(&prog), options).unwrap_or_else(|e| panic!("{e}"));
     Vm::from_prepared(prog)
+}
+
+fn assume_verified(prog: &Arc<PreparedProgram>) -> Verified<Arc<PreparedProgram>> {
+    // SAFETY: the suite's programs bounds-check every access against the
+    // constant size of the memory they are given (the kernel's verifier
+    // accepts them where its loop limits allow), and terminate.
+    unsafe { Verified::assume_verified(Arc::clone(prog)) }
 }
 
 /// Time until a program has native code with a tiered compile (the
 /// baseline generator's), checked and verified, in µs per instruction
 /// (medians of `rounds`).
 pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
+    us_per_insn(p, rounds, Tier::Baseline)
+}
+
+/// Compile time of the program (checked, verified), in µs per instruction.
+pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
+    us_per_insn(p, rounds, Tier::Optimized)
+}
+
+/// Compile time of the program with `tier`'s code generator (checked,
+/// verified), in µs per instruction (medians of `rounds`).
+fn us_per_insn(p: &SuiteProgram, rounds: u32, tier: Tier) -> (f64, f64) {
     let n = insns(p).len() as f64;
     let checked = prepared(p, Some(CHECKED_BUDGET));
-    let verified = prepared(p, None);
-    // SAFETY: as in `jit_verified`.
-    let v = unsafe { Verified::assume_verified(Arc::clone(&verified)) };
+    let v = assume_verified(&prepared(p, None));
     let options = Options {
-        tier: userbpf_jit::Tier::Baseline,
+        tier,
         ..Options::default()
     };
     let mut c = Vec::new();
@@ -100,35 +112,6 @@ pub fn baseline_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
         let code = userbpf_jit::compile_verified(&v, options);
         u.push(t.elapsed().as_secs_f64() * 1e6 / n);
         assert!(code.is_ok(), "{:?}", code.err());
-    }
-    c.sort_by(f64::total_cmp);
-    u.sort_by(f64::total_cmp);
-    (c[c.len() / 2], u[u.len() / 2])
-}
-
-/// Compile time of the program (checked, verified), in µs per instruction.
-pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
-    let n = insns(p).len() as f64;
-    let checked = prepared(p, Some(CHECKED_BUDGET));
-    let verified = prepared(p, None);
-    // SAFETY: as in `jit_verified`.
-    let v = unsafe { Verified::assume_verified(Arc::clone(&verified)) };
-    let mut c = Vec::new();
-    let mut u = Vec::new();
-    // (Untimed first rounds, as in `baseline_us_per_insn`.)
-    for _ in 0..3 {
-        let _ = userbpf_jit::compile_checked(&checked, Options::default());
-        let _ = userbpf_jit::compile_verified(&v, Options::default());
-    }
-    for _ in 0..rounds {
-        let t = std::time::Instant::now();
-        let code = userbpf_jit::compile_checked(&checked, Options::default());
-        c.push(t.elapsed().as_secs_f64() * 1e6 / n);
-        drop(code);
-        let t = std::time::Instant::now();
-        let code = userbpf_jit::compile_verified(&v, Options::default());
-        u.push(t.elapsed().as_secs_f64() * 1e6 / n);
-        drop(code);
     }
     c.sort_by(f64::total_cmp);
     u.sort_by(f64::total_cmp);

@@ -6,9 +6,10 @@
 //! at once while Cranelift compiles the optimised code in the background
 //! ([`crate::Tier::Tiered`]).
 //!
-//! It takes verified programs of one frame that do nothing but compute
-//! and access memory: ALU (32/64-bit, v4 included), jumps, loads, stores,
-//! atomics, `lddw` values and `exit`. Anything else (helper calls,
+//! It takes programs of one frame that do nothing but compute and access
+//! memory: ALU (32/64-bit, v4 included), jumps, loads, stores, atomics,
+//! `lddw` values and `exit`, verified or checked (the checks and budget of
+//! Cranelift's checked code, with the same faults and stops). Anything else (helper calls,
 //! bpf-to-bpf calls, tail calls, legacy packet loads, subprogram entries,
 //! jumps out of the program) is left to Cranelift ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
@@ -43,7 +44,8 @@ const R14: u8 = 14;
 const R15: u8 = 15;
 
 /// BPF r0..r10 -> host registers. rax, rcx and rdx stay free: division
-/// and shifts by a register need them; the context lives in r15.
+/// and shifts by a register need them; r15 holds the context (verified
+/// code) or the budget (checked code).
 const MAP: [u8; 11] = [RBX, RSI, RDI, R8, R9, R10, R11, R12, R13, R14, RBP];
 const CTX: u8 = R15;
 const RSP: u8 = 4;
@@ -123,8 +125,8 @@ impl Asm {
     }
 
     /// A REX prefix when needed (`force`: byte access to sil/dil/bpl).
-    fn rex(&mut self, w: bool, reg: u8, index: u8, base: u8, force: bool) {
-        let r = 0x40 | (u8::from(w) << 3) | ((reg >> 3) << 2) | ((index >> 3) << 1) | (base >> 3);
+    fn rex(&mut self, w: bool, reg: u8, base: u8, force: bool) {
+        let r = 0x40 | (u8::from(w) << 3) | ((reg >> 3) << 2) | (base >> 3);
         if r != 0x40 || force {
             self.byte(r);
         }
@@ -132,7 +134,7 @@ impl Asm {
 
     /// `opcode reg, rm` with both registers (ModRM mode 3).
     fn rr(&mut self, w: bool, op: &[u8], reg: u8, rm: u8) {
-        self.rex(w, reg, 0, rm, false);
+        self.rex(w, reg, rm, false);
         self.bytes(op);
         self.byte(0xc0 | ((reg & 7) << 3) | (rm & 7));
     }
@@ -140,7 +142,7 @@ impl Asm {
     /// [`Asm::rr`] on byte registers.
     fn rr8(&mut self, op: &[u8], reg: u8, rm: u8) {
         let force = (4..8).contains(&reg) || (4..8).contains(&rm);
-        self.rex(false, reg, 0, rm, force);
+        self.rex(false, reg, rm, force);
         self.bytes(op);
         self.byte(0xc0 | ((reg & 7) << 3) | (rm & 7));
     }
@@ -168,7 +170,7 @@ impl Asm {
     /// `opcode reg, [base + disp]`.
     fn rm(&mut self, e: Enc<'_>, reg: u8, base: u8, disp: i32) {
         self.bytes(e.prefix);
-        self.rex(e.w, reg, 0, base, e.byte && (4..8).contains(&reg));
+        self.rex(e.w, reg, base, e.byte && (4..8).contains(&reg));
         self.bytes(e.op);
         self.mem(reg, base, disp);
     }
@@ -184,7 +186,7 @@ impl Asm {
             self.rr(true, &[0xc7], 0, dst);
             self.imm32(imm);
         } else {
-            self.rex(false, 0, 0, dst, false);
+            self.rex(false, 0, dst, false);
             self.byte(0xb8 + (dst & 7));
             self.imm32(imm);
         }
@@ -196,7 +198,7 @@ impl Asm {
         } else if let Ok(s) = i32::try_from(v as i64) {
             self.mov_ri(true, dst, s);
         } else {
-            self.rex(true, 0, 0, dst, false);
+            self.rex(true, 0, dst, false);
             self.byte(0xb8 + (dst & 7));
             self.bytes(&v.to_le_bytes());
         }
@@ -234,37 +236,24 @@ impl Asm {
         self.code.len() - 4
     }
 
-    /// A short jump forward (`cc` `None`: unconditional); patched by
-    /// [`Asm::here8`].
-    fn j8(&mut self, cc: Option<u8>) -> usize {
-        match cc {
-            Some(cc) => self.byte(0x70 | cc),
-            None => self.byte(0xeb),
-        }
-        self.byte(0);
-        self.code.len() - 1
+    /// Points the jump whose displacement is at `at` here.
+    fn here(&mut self, at: usize) {
+        self.point(at, self.code.len());
     }
 
-    /// Points the short jump at `at` here.
-    fn here8(&mut self, at: usize) {
-        let d = self.code.len() - (at + 1);
-        self.code[at] = u8::try_from(d).expect("short jump within 127 bytes");
-    }
-
-    /// A short jump backward to `to`.
-    fn j8_back(&mut self, cc: u8, to: usize) {
-        let d = to as i64 - (self.code.len() as i64 + 2);
-        self.byte(0x70 | cc);
-        self.byte(i8::try_from(d).expect("short jump within 128 bytes") as u8);
+    /// Points the jump whose displacement is at `at` to `to`.
+    fn point(&mut self, at: usize, to: usize) {
+        let rel = (to as i64 - (at as i64 + 4)) as i32;
+        self.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
     }
 
     fn push(&mut self, r: u8) {
-        self.rex(false, 0, 0, r, false);
+        self.rex(false, 0, r, false);
         self.byte(0x50 + (r & 7));
     }
 
     fn pop(&mut self, r: u8) {
-        self.rex(false, 0, 0, r, false);
+        self.rex(false, 0, r, false);
         self.byte(0x58 + (r & 7));
     }
 }
@@ -272,8 +261,9 @@ impl Asm {
 /// Registers saved by the code (callee-saved in the C convention).
 const SAVED: [u8; 6] = [RBP, RBX, R12, R13, R14, R15];
 
-/// Machine code for `prog`, or why the baseline generator leaves it to
-/// Cranelift. `regs_off`: offset of r0..r10 in the context.
+/// Machine code for the program of `shape` (`checked`: with the checks of
+/// checked mode, through this memory check trampoline), or why the
+/// baseline generator leaves it to Cranelift.
 pub(crate) fn generate(
     shape: &Shape,
     layout: &Layout,
@@ -410,28 +400,26 @@ pub(crate) fn generate(
                 dst,
                 src,
                 off,
-            } => {
-                let (d, b, o) = (host(dst), host(src), i32::from(off));
-                match size {
-                    MemSize::B => asm.rm(Enc::of(&[0x0f, 0xb6]), d, b, o),
-                    MemSize::H => asm.rm(Enc::of(&[0x0f, 0xb7]), d, b, o),
-                    MemSize::W => asm.rm(Enc::of(&[0x8b]), d, b, o),
-                    MemSize::DW => asm.rm(Enc::of(&[0x8b]).wide(), d, b, o),
-                }
             }
-            Instruction::LoadSx {
+            | Instruction::LoadSx {
                 size,
                 dst,
                 src,
                 off,
             } => {
-                let (d, b, o) = (host(dst), host(src), i32::from(off));
-                match size {
-                    MemSize::B => asm.rm(Enc::of(&[0x0f, 0xbe]).wide(), d, b, o),
-                    MemSize::H => asm.rm(Enc::of(&[0x0f, 0xbf]).wide(), d, b, o),
-                    MemSize::W => asm.rm(Enc::of(&[0x63]).wide(), d, b, o),
-                    MemSize::DW => asm.rm(Enc::of(&[0x8b]).wide(), d, b, o),
-                }
+                // Zero-extending loads (32-bit moves zero the top half),
+                // or sign-extending ones.
+                let sx = matches!(insn, Instruction::LoadSx { .. });
+                let enc = match (size, sx) {
+                    (MemSize::B, false) => Enc::of(&[0x0f, 0xb6]),
+                    (MemSize::H, false) => Enc::of(&[0x0f, 0xb7]),
+                    (MemSize::W, false) => Enc::of(&[0x8b]),
+                    (MemSize::B, true) => Enc::of(&[0x0f, 0xbe]).wide(),
+                    (MemSize::H, true) => Enc::of(&[0x0f, 0xbf]).wide(),
+                    (MemSize::W, true) => Enc::of(&[0x63]).wide(),
+                    (MemSize::DW, _) => Enc::of(&[0x8b]).wide(),
+                };
+                asm.rm(enc, host(dst), host(src), i32::from(off));
             }
             Instruction::Store {
                 size,
@@ -557,13 +545,13 @@ pub(crate) fn generate(
             }
         }
     }
-    let mut code = g.asm.code;
-    for (at, t) in fixups {
-        let rel = starts[t] as i64 - (at as i64 + 4);
-        let rel = i32::try_from(rel).map_err(|_| Unsupported("code over 2 GiB".into()))?;
-        code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
+    if g.asm.code.len() > i32::MAX as usize {
+        return Err(Unsupported("code over 2 GiB".into()));
     }
-    Ok(code)
+    for (at, t) in fixups {
+        g.asm.point(at, starts[t]);
+    }
+    Ok(g.asm.code)
 }
 
 /// Where the compiled-program context keeps what the code reads and
@@ -658,16 +646,10 @@ impl Gen<'_> {
                 .mov_ri(false, RDX, crate::ctx::STATUS_RESUME as i32);
             self.asm.mov_ri(false, RAX, pc as i32);
             self.ret();
-            self.here32(enough);
+            self.asm.here(enough);
         }
         let n = i32::try_from(self.blk_len).unwrap_or(i32::MAX);
         self.asm.alu_ri(true, 5, R15, n);
-    }
-
-    /// Points the 32-bit jump displacement at `at` here.
-    fn here32(&mut self, at: usize) {
-        let rel = (self.asm.code.len() - (at + 4)) as i32;
-        self.asm.code[at..at + 4].copy_from_slice(&rel.to_le_bytes());
     }
 
     /// Records a fault (`code`, the value in rax, `len`) in the context
@@ -709,8 +691,9 @@ impl Gen<'_> {
         let ok_jumps = {
             let mut oks = Vec::new();
             let stack_first = base.num() == 10;
+            // (The address stays in rax: the tests work in rcx and rdx.)
+            self.asm.rm(Enc::of(&[0x8d]).wide(), RAX, b, o);
             for stack in [stack_first, !stack_first] {
-                self.asm.rm(Enc::of(&[0x8d]).wide(), RAX, b, o);
                 self.asm.mov_rr(true, RCX, RAX);
                 if stack {
                     // addr - lo <= span - len
@@ -765,7 +748,7 @@ impl Gen<'_> {
         self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RDX, l.status);
         self.asm.rr(false, &[0x31], RAX, RAX);
         self.ret();
-        self.here32(allowed);
+        self.asm.here(allowed);
         // Allowed: the region cache moved in the context; the frame's
         // copy follows.
         for i in 0..4 {
@@ -775,7 +758,7 @@ impl Gen<'_> {
                 .rm(Enc::of(&[0x89]).wide(), RCX, RSP, F_SEED + 8 * i);
         }
         for at in ok_jumps {
-            self.here32(at);
+            self.asm.here(at);
         }
         if matches!(insn, Instruction::Atomic { .. }) {
             self.asm.rm(Enc::of(&[0x8d]).wide(), RAX, b, o);
@@ -783,7 +766,7 @@ impl Gen<'_> {
             self.asm.imm32((len - 1) as i32);
             let aligned = self.asm.jcc32(CC_E);
             self.fault_record(pc, crate::ctx::FaultCode::Misaligned, len);
-            self.here32(aligned);
+            self.asm.here(aligned);
         }
     }
 }
@@ -857,7 +840,7 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
             asm.rr(false, &[0x31], RDX, RDX);
             asm.rr(w, &[0xf7], 6, s);
             asm.mov_rr(w, d, if rem { RDX } else { RAX });
-            asm.here8(done);
+            asm.here(done);
         }
         AluOp::SDiv | AluOp::SMod => {
             let rem = op == AluOp::SMod;
@@ -866,14 +849,14 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
             // By -1: the negation (INT_MIN stays INT_MIN), remainder 0;
             // idiv would trap on INT_MIN / -1.
             asm.alu_ri(w, 7, s, -1);
-            let divide = asm.j8(Some(CC_NE));
+            let divide = asm.jcc32(CC_NE);
             if rem {
                 asm.rr(false, &[0x31], d, d);
             } else {
                 asm.rr(w, &[0xf7], 3, d);
             }
-            let done2 = asm.j8(None);
-            asm.here8(divide);
+            let done2 = asm.jmp32();
+            asm.here(divide);
             asm.mov_rr(w, RAX, d);
             if w {
                 asm.bytes(&[0x48, 0x99]);
@@ -882,19 +865,19 @@ fn alu(asm: &mut Asm, width: Width, op: AluOp, d: u8, src: Source) {
             }
             asm.rr(w, &[0xf7], 7, s);
             asm.mov_rr(w, d, if rem { RDX } else { RAX });
-            asm.here8(done);
-            asm.here8(done2);
+            asm.here(done);
+            asm.here(done2);
         }
     }
 }
 
 /// Division or modulo of `d` by zero (`s` zero): 0 for a division, the
 /// dividend (32 bits of it for a 32-bit one) for a modulo. Emits the test
-/// and that case; the division follows. Returns the short jump to point
-/// past the division.
+/// and that case; the division follows. Returns the jump to point past
+/// the division.
 fn by_zero(asm: &mut Asm, w: bool, rem: bool, d: u8, s: u8) -> usize {
     asm.rr(w, &[0x85], s, s);
-    let nonzero = asm.j8(Some(CC_NE));
+    let nonzero = asm.jcc32(CC_NE);
     if rem {
         if !w {
             asm.mov_rr(false, d, d);
@@ -902,8 +885,8 @@ fn by_zero(asm: &mut Asm, w: bool, rem: bool, d: u8, s: u8) -> usize {
     } else {
         asm.rr(false, &[0x31], d, d);
     }
-    let done = asm.j8(None);
-    asm.here8(nonzero);
+    let done = asm.jmp32();
+    asm.here(nonzero);
     done
 }
 
@@ -921,11 +904,11 @@ fn endian(asm: &mut Asm, op: EndianOp, d: u8, bits: u8) {
             asm.rr(false, &[0x0f, 0xb7], d, d);
         }
         (true, 32) => {
-            asm.rex(false, 0, 0, d, false);
+            asm.rex(false, 0, d, false);
             asm.bytes(&[0x0f, 0xc8 + (d & 7)]);
         }
         (true, _) => {
-            asm.rex(true, 0, 0, d, false);
+            asm.rex(true, 0, d, false);
             asm.bytes(&[0x0f, 0xc8 + (d & 7)]);
         }
     }
@@ -971,7 +954,8 @@ fn atomic(asm: &mut Asm, w: bool, op: AtomicOp, fetch: bool, b: u8, s: u8, o: i3
             asm.mov_rr(w, RDX, RAX);
             asm.rr(w, &[opcode], s, RDX);
             asm.rm(Enc::of(&[0x0f, 0xb1]).wide_if(w).prefixed(LOCK), RDX, b, o);
-            asm.j8_back(CC_NE, again);
+            let back = asm.jcc32(CC_NE);
+            asm.point(back, again);
             asm.mov_rr(w, s, RAX);
         }
     }

@@ -1135,18 +1135,13 @@ impl<'a, 'b> Translator<'a, 'b> {
         // (The check moved the cache to the region it found, if that has
         // at least 8 bytes.)
         let refused = self.b.create_block();
-        let allowed_block = self.b.create_block();
-        self.b.ins().brif(allowed, allowed_block, &[], refused, &[]);
+        self.b.ins().brif(allowed, ok, &[], refused, &[]);
         self.b.switch_to_block(refused);
         self.b.seal_block(refused);
         self.b.set_cold_block(refused);
         let bud = self.budget_at(pc);
         self.b.ins().store(ctx_flags(), bud, self.ctx, BUDGET_OFF);
         self.b.ins().jump(self.fault_exit, &[]);
-        self.b.switch_to_block(allowed_block);
-        self.b.seal_block(allowed_block);
-        self.b.set_cold_block(allowed_block);
-        self.b.ins().jump(ok, &[]);
         self.b.switch_to_block(ok);
         self.b.seal_block(ok);
         addr
@@ -1224,9 +1219,11 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// start of a region of at least 8 bytes and its length minus 7 (an
     /// 8-byte access may start at offsets below it; a `len`-byte one below
     /// it plus `8 - len`). It starts as the engine chose (the first frame,
-    /// or the context's region) and follows the slow checks. It lives in
-    /// the context, read where tested: in registers it would hold four of
-    /// them through every loop.
+    /// or the context's region) and follows the slow checks in the
+    /// context. Tested first: the run's first region, held in registers
+    /// ([`Translator::seed_vars`]) by programs that name few registers,
+    /// else the context's cache, read where tested (four registers held
+    /// through every loop would spill the program's).
     fn cached(&mut self, write: bool) -> (Value, Value) {
         match self.seed_vars {
             Some(vars) => {

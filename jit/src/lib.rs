@@ -384,6 +384,12 @@ impl Drop for ExecCode {
     }
 }
 
+/// A program's first code.
+enum FirstCode {
+    Baseline(ExecCode),
+    Optimized(Box<Optimized>),
+}
+
 /// The code of a program, by tier, shared with its background compile.
 struct Tiers {
     /// The entry runs take: the baseline code's until Cranelift's is in.
@@ -397,6 +403,27 @@ struct Tiers {
 }
 
 impl Tiers {
+    /// The code of a program, runs entering `first`. `done`: no
+    /// background compile will come.
+    fn new(first: FirstCode, done: bool) -> Tiers {
+        let (entry, baseline, optimized) = match first {
+            FirstCode::Baseline(b) => (b.ptr as usize, Some(b), OnceLock::new()),
+            FirstCode::Optimized(o) => {
+                let entry = o.entry as usize;
+                let slot = OnceLock::new();
+                let _ = slot.set(*o);
+                (entry, None, slot)
+            }
+        };
+        Tiers {
+            entry: AtomicUsize::new(entry),
+            baseline,
+            optimized,
+            done: Mutex::new(done),
+            signal: Condvar::new(),
+        }
+    }
+
     fn entry(&self) -> EntryFn {
         let p = self.entry.load(Ordering::Acquire);
         // SAFETY: `entry` only ever holds the entry of code this value
@@ -428,8 +455,7 @@ impl Tiers {
 pub struct JitProgram {
     tiers: Arc<Tiers>,
     checked: bool,
-    /// The first code's size and compile time.
-    code_size: usize,
+    /// How long the first code took.
     compile_time: Duration,
 }
 
@@ -438,7 +464,7 @@ impl std::fmt::Debug for JitProgram {
         f.debug_struct("JitProgram")
             .field("checked", &self.checked)
             .field("tier", &self.tier())
-            .field("code_size", &self.code_size)
+            .field("code_size", &self.code_size())
             .finish_non_exhaustive()
     }
 }
@@ -763,14 +789,10 @@ fn compile(
         }
         Err(e) => return Err(e),
     };
-    let code_size = base.len;
-    let tiers = Arc::new(Tiers {
-        entry: AtomicUsize::new(base.ptr as usize),
-        baseline: Some(base),
-        optimized: OnceLock::new(),
-        done: Mutex::new(options.tier == Tier::Baseline),
-        signal: Condvar::new(),
-    });
+    let tiers = Arc::new(Tiers::new(
+        FirstCode::Baseline(base),
+        options.tier == Tier::Baseline,
+    ));
     if options.tier == Tier::Tiered {
         let (p, t) = (Arc::clone(prog), Arc::clone(&tiers));
         let job: Job = Box::new(move || {
@@ -788,27 +810,16 @@ fn compile(
     Ok(JitProgram {
         tiers,
         checked,
-        code_size,
         compile_time: start.elapsed(),
     })
 }
 
 /// A program around Cranelift's code alone.
 fn settled(o: Optimized, checked: bool) -> JitProgram {
-    let (code_size, compile_time) = (o.code_size, o.compile_time);
-    let entry = o.entry as usize;
-    let optimized = OnceLock::new();
-    let _ = optimized.set(o);
+    let compile_time = o.compile_time;
     JitProgram {
-        tiers: Arc::new(Tiers {
-            entry: AtomicUsize::new(entry),
-            baseline: None,
-            optimized,
-            done: Mutex::new(true),
-            signal: Condvar::new(),
-        }),
+        tiers: Arc::new(Tiers::new(FirstCode::Optimized(Box::new(o)), true)),
         checked,
-        code_size,
         compile_time,
     }
 }
