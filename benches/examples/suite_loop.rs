@@ -2,7 +2,7 @@
 //! (`perf record`, `valgrind --tool=callgrind`), and prints ns per run.
 //!
 //! ```sh
-//! cargo run --release -p userbpf-benches --example suite_loop -- simple [checked] [runs]
+//! cargo run --release -p userbpf-benches --example suite_loop -- simple [checked|verified|baseline|rbpf] [runs]
 //! ```
 //! With `ASM=1` in the environment it first prints the native code; with
 //! `RAW=FILE` also writes the machine code to FILE; with
@@ -22,7 +22,7 @@ use userbpf_vm::{Config, Helpers, Program};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(name) = args.get(1) else {
-        eprintln!("usage: suite_loop PROGRAM [checked|verified|baseline] [RUNS]");
+        eprintln!("usage: suite_loop PROGRAM [checked|verified|baseline|rbpf] [RUNS]");
         std::process::exit(2);
     };
     let checked = args.get(2).is_some_and(|a| a == "checked");
@@ -74,6 +74,22 @@ fn main() {
         return;
     }
     let mut mem = (p.input)();
+    if args.get(2).is_some_and(|a| a == "rbpf") {
+        let code = userbpf_benches::engines::bytecode(&p);
+        let mut rvm = rbpf::EbpfVmRaw::new(Some(&code)).expect("rbpf takes the program");
+        rvm.jit_compile().expect("rbpf compiles the program");
+        let t = std::time::Instant::now();
+        for _ in 0..runs {
+            // SAFETY: the suite's programs stay inside their memory.
+            black_box(unsafe { rvm.execute_program_jit(black_box(&mut mem)) }.expect("runs"));
+        }
+        println!(
+            "{} (rbpf JIT): {:.2} ns/run",
+            p.name,
+            t.elapsed().as_nanos() as f64 / runs as f64
+        );
+        return;
+    }
     let mut vm = if checked {
         jit_checked(&p)
     } else if base {

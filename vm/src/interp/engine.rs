@@ -161,6 +161,7 @@ impl ClosedHead {
     /// The checks' first regions ([`ClosedHead::seed`]) for a run whose
     /// context is `context` (the first frame below `stack_top` when it has
     /// fewer than 8 bytes, and for writes when it is read-only).
+    #[inline]
     pub fn seed_for(context: Option<&crate::memory::Region>, stack_top: u64) -> [u64; 4] {
         let size = super::STACK_SIZE as u64;
         let frame = [stack_top.wrapping_sub(size), size.wrapping_sub(7)];

@@ -447,6 +447,7 @@ impl Vm {
     /// Runs the program with `r1` = `mem`, `r2` = its length (`r1` = 0 when
     /// empty), the convention of the conformance suite. `mem` is writable
     /// context memory and the packet for legacy packet loads.
+    #[inline]
     pub fn run(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
         let context = (!mem.is_empty()).then(|| Region::from_mut_slice(mem, RegionKind::Context));
         let args = match &context {
@@ -478,6 +479,7 @@ impl Vm {
 
     /// Runs the program with `r1..r5` = `args`. Pointers among them are only
     /// usable if they fall in regions added with [`Vm::add_region`].
+    #[inline]
     pub fn run_with_args(&mut self, args: [u64; 5]) -> Result<u64, Fault> {
         match self.try_closed(&args, None) {
             Some(Ok(r0)) => return Ok(r0),
