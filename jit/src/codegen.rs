@@ -15,8 +15,8 @@ use std::mem::offset_of;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::types::{I16, I32, I64, I8};
 use cranelift_codegen::ir::{
-    AbiParam, AtomicRmwOp, Block, BlockArg, InstBuilder, JumpTableData, MemFlagsData, Signature,
-    Type, Value,
+    AbiParam, AtomicRmwOp, Block, BlockArg, GlobalValue, InstBuilder, JumpTableData, MemFlagsData,
+    Signature, Type, Value,
 };
 use cranelift_codegen::isa::CallConv;
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -256,6 +256,27 @@ struct Chain {
     cases: Vec<(u64, usize, usize)>,
     /// Number of compares in the chain.
     len: usize,
+}
+
+/// A chain whose every way out (each case and the fall-through) is one
+/// block `rX += K` (or `rX = K`; 64-bit, one register, one operation for
+/// all) then `ja J`, or falling through to `J`, one `J` for all: compiled
+/// as a load from a table of the `K`s, as compilers turn such a `switch`
+/// into a lookup.
+struct Lookup {
+    dst: userbpf_vm::Reg,
+    /// `+=` (else `=`).
+    add: bool,
+    /// The pc every way joins at.
+    join: usize,
+    /// `K` for each chain value `0..size`, then the fall-through's.
+    ks: Vec<u64>,
+    /// The pc of each entry's block (for budget points), as `ks`.
+    ways: Vec<usize>,
+    /// The instructions the interpreter runs on each entry's way after
+    /// the chain's first test (the tests after it, the way's block), as
+    /// `ks`.
+    charges: Vec<usize>,
 }
 
 /// A block to fill once the current one is terminated.
@@ -561,6 +582,67 @@ impl Shape {
             len,
         })
     }
+
+    /// The chain's ways as a lookup table, when every one has that form
+    /// ([`Lookup`]).
+    fn lookup(&self, pc: usize, chain: &Chain) -> Option<Lookup> {
+        let size = chain.cases.iter().map(|c| c.0).max().unwrap_or(0) + 1;
+        let fall = (chain.len - 1, pc + chain.len);
+        let mut form: Option<(userbpf_vm::Reg, bool, usize)> = None;
+        let n = size as usize + 1;
+        let (mut ks, mut ways, mut charges) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for value in 0..=size {
+            let (at, dest) = chain
+                .cases
+                .iter()
+                .find(|c| c.0 == value && value < size)
+                .map_or(fall, |&(_, at, dest)| (at, dest));
+            let Some((
+                Instruction::Alu {
+                    width: Width::W64,
+                    op: op @ (AluOp::Add | AluOp::Mov),
+                    dst,
+                    src: Source::Imm(k),
+                },
+                OpClass::Plain,
+            )) = self.insns.get(dest).copied().flatten()
+            else {
+                return None;
+            };
+            // The block is the operation and a jump, or the operation
+            // alone falling through to the next block.
+            let (join, way_len) = if self.leaders.contains(&(dest + 1)) {
+                (dest + 1, 1)
+            } else {
+                let Some((Instruction::Ja { off }, OpClass::Plain)) =
+                    self.insns.get(dest + 1).copied().flatten()
+                else {
+                    return None;
+                };
+                (target(dest + 1, i64::from(off)), 2)
+            };
+            let this = (dst, op == AluOp::Add, join);
+            if *form.get_or_insert(this) != this {
+                return None;
+            }
+            ks.push(i64::from(k) as u64);
+            ways.push(dest);
+            charges.push(at + way_len);
+        }
+        let (dst, add, join) = form?;
+        (join < self.insns.len()).then_some(Lookup {
+            dst,
+            add,
+            join,
+            ks,
+            ways,
+            charges,
+        })
+    }
 }
 
 pub(crate) fn target(pc: usize, rel: i64) -> usize {
@@ -629,7 +711,15 @@ pub(crate) struct Translator<'a, 'b> {
     /// slow checks, comes second). `None`: read from the context at each
     /// test.
     seed_vars: Option<[Variable; 4]>,
+    /// Declares read-only data (lookup tables) for the function: its
+    /// address is the returned global value.
+    data: &'a mut DataFn<'a>,
 }
+
+/// Declares read-only data for a function being compiled (see
+/// [`Translator::new`]).
+pub(crate) type DataFn<'a> =
+    dyn FnMut(&mut cranelift_codegen::ir::Function, Box<[u8]>) -> Result<GlobalValue, String> + 'a;
 
 impl<'a, 'b> Translator<'a, 'b> {
     pub(crate) fn new(
@@ -639,6 +729,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         b: &'a mut FunctionBuilder<'b>,
         call_conv: CallConv,
         check_trampoline: u64,
+        data: &'a mut DataFn<'a>,
     ) -> Translator<'a, 'b> {
         let regs = std::array::from_fn(|_| b.declare_var(I64));
         let budget = b.declare_var(I64);
@@ -827,6 +918,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             budget_points: if checks == Checks::On { points } else { None },
             seed_vars,
             lazy_fp: checks == Checks::On && !named[10],
+            data,
         }
     }
 
@@ -1403,7 +1495,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                 continue;
             };
             if let Some(chain) = self.shape.chain(pc) {
-                self.jump_table(pc, &chain);
+                match self.shape.lookup(pc, &chain) {
+                    Some(l) if self.lookup_fits(&l) => self.lookup_table(pc, &chain, &l)?,
+                    _ => self.jump_table(pc, &chain),
+                }
                 pc += chain.len;
                 continue;
             }
@@ -1523,6 +1618,68 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.ins().br_table(idx, jt);
         self.open = false;
         self.fill_pending();
+    }
+
+    /// Whether a chain's lookup can stand for its ways: verified code, or
+    /// checked code that charges the budget without testing it there
+    /// (tested only at budget points, none of which is a way's block).
+    fn lookup_fits(&self, l: &Lookup) -> bool {
+        match (self.checks, &self.budget_points) {
+            (Checks::Off, _) => true,
+            (Checks::On, Some(points)) => !l.ways.iter().any(|w| points.contains_key(w)),
+            (Checks::On, None) => false,
+        }
+    }
+
+    /// A chain of equality tests at `pc` whose ways all add (or move) a
+    /// constant to one register and join ([`Lookup`]): the constant is
+    /// loaded from a table indexed by the register. In checked mode the
+    /// budget is charged what the interpreter runs on the way (the tests
+    /// after the first and the way's block), from a second table.
+    fn lookup_table(&mut self, pc: usize, chain: &Chain, l: &Lookup) -> Result<(), JitError> {
+        let mut v = self.reg(chain.reg);
+        if chain.width == Width::W32 {
+            let low = self.b.ins().ireduce(I32, v);
+            v = self.b.ins().uextend(I64, low);
+        }
+        let size = l.ks.len() as i64 - 1;
+        let checked = self.checks == Checks::On;
+        let mut bytes: Vec<u8> = l.ks.iter().flat_map(|k| k.to_le_bytes()).collect();
+        if checked {
+            bytes.extend(l.charges.iter().flat_map(|&c| (c as u64).to_le_bytes()));
+        }
+        let gv = (self.data)(self.b.func, bytes.into_boxed_slice()).map_err(|message| {
+            JitError::Codegen {
+                program: self.prog.name().to_string(),
+                message: format!("pc {pc}: lookup table: {message}"),
+            }
+        })?;
+        let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, v, size);
+        let fall = self.iconst(size);
+        let idx = self.b.ins().select(in_range, v, fall);
+        let base = self.b.ins().symbol_value(I64, gv);
+        let off = self.b.ins().ishl_imm_s(idx, 3);
+        let addr = self.b.ins().iadd(base, off);
+        let table = MemFlagsData::trusted().with_readonly();
+        let k = self.b.ins().load(I64, table, addr, 0);
+        let value = if l.add {
+            let d = self.reg(l.dst);
+            self.b.ins().iadd(d, k)
+        } else {
+            k
+        };
+        if checked {
+            let charge = self.b.ins().load(I64, table, addr, (size + 1) as i32 * 8);
+            let budget = self.b.use_var(self.budget);
+            let left = self.b.ins().isub(budget, charge);
+            self.b.def_var(self.budget, left);
+        }
+        self.set(l.dst, value);
+        let join = self.block_at(l.join);
+        self.b.ins().jump(join, &[]);
+        self.open = false;
+        self.fill_pending();
+        Ok(())
     }
 
     /// Fills the blocks referred to while the current block was open (call

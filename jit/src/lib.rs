@@ -35,10 +35,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use cranelift_codegen::ir::GlobalValueData;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{default_libcall_names, Module};
+use cranelift_module::{default_libcall_names, DataDescription, Module};
 use userbpf_verifier::Verified;
 use userbpf_vm::interp::{
     ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram, EngineFault, EngineRun, EngineStop,
@@ -939,8 +940,24 @@ fn cranelift(
             .map_err(|e| cg(e.to_string()))?;
         let closed = {
             let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
-            let closed =
-                Translator::new(prog, &shape, checks, &mut b, call_conv, check).translate()?;
+            // Lookup tables: read-only data of the module, addressed
+            // absolutely (the module's data and code need not be near).
+            let mut data = |func: &mut cranelift_codegen::ir::Function, bytes: Box<[u8]>| {
+                let id = module
+                    .declare_anonymous_data(false, false)
+                    .map_err(|e| e.to_string())?;
+                let mut desc = DataDescription::new();
+                desc.define(bytes);
+                desc.set_align(8);
+                module.define_data(id, &desc).map_err(|e| e.to_string())?;
+                let gv = module.declare_data_in_func(id, func);
+                if let GlobalValueData::Symbol { colocated, .. } = &mut func.global_values[gv] {
+                    *colocated = false;
+                }
+                Ok(gv)
+            };
+            let closed = Translator::new(prog, &shape, checks, &mut b, call_conv, check, &mut data)
+                .translate()?;
             b.finalize(frontend);
             closed
         };
