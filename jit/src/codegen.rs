@@ -711,6 +711,9 @@ pub(crate) struct Translator<'a, 'b> {
     /// slow checks, comes second). `None`: read from the context at each
     /// test.
     seed_vars: Option<[Variable; 4]>,
+    /// With `seed_vars`: the read (then write) limit for 1-, 2- and 4-byte
+    /// accesses (length - len + 1), for the sizes the program uses.
+    narrow_limits: Option<[[Option<Value>; 3]; 2]>,
     /// Declares read-only data (lookup tables) for the function: its
     /// address is the returned global value.
     data: &'a mut DataFn<'a>,
@@ -820,13 +823,31 @@ impl<'a, 'b> Translator<'a, 'b> {
         // (Only the pairs the program's accesses use: a load nothing reads
         // still costs.)
         let (mut reads, mut writes, mut stack_based) = (false, false, false);
+        // Narrow access sizes (1, 2, 4 bytes) by reads and writes.
+        let mut narrow = [[false; 3]; 2];
+        let narrow_at = |size: MemSize| match size {
+            MemSize::B => Some(0),
+            MemSize::H => Some(1),
+            MemSize::W => Some(2),
+            MemSize::DW => None,
+        };
         for (i, _) in shape.insns.iter().flatten() {
             match *i {
-                Instruction::Load { src, .. } | Instruction::LoadSx { src, .. } => {
+                Instruction::Load { src, size, .. } | Instruction::LoadSx { src, size, .. } => {
                     reads = true;
                     stack_based |= src.num() == 10;
+                    if let Some(at) = narrow_at(size) {
+                        narrow[0][at] = true;
+                    }
                 }
-                Instruction::Store { dst, .. } | Instruction::Atomic { dst, .. } => {
+                Instruction::Store { dst, size, .. } => {
+                    writes = true;
+                    stack_based |= dst.num() == 10;
+                    if let Some(at) = narrow_at(size) {
+                        narrow[1][at] = true;
+                    }
+                }
+                Instruction::Atomic { dst, .. } => {
                     writes = true;
                     stack_based |= dst.num() == 10;
                 }
@@ -846,6 +867,30 @@ impl<'a, 'b> Translator<'a, 'b> {
                 var
             })
         });
+        // The seed's limits for the narrow accesses the program makes,
+        // computed once here (in a loop, the addition would be redone at
+        // every test).
+        // (The constants are loaded from a table: Cranelift would
+        // recompute an addition of a constant at each use.)
+        let narrow_limits = match seed_vars {
+            Some(vars) if narrow.iter().flatten().any(|&n| n) => {
+                let words: Vec<u8> = [7u64, 6, 4].iter().flat_map(|w| w.to_le_bytes()).collect();
+                data(b.func, words.into_boxed_slice()).ok().map(|gv| {
+                    let table = b.ins().symbol_value(I64, gv);
+                    std::array::from_fn(|w| {
+                        std::array::from_fn(|at| {
+                            narrow[w][at].then(|| {
+                                let lim = b.use_var(vars[2 * w + 1]);
+                                let flags = MemFlagsData::trusted().with_readonly();
+                                let add = b.ins().load(I64, flags, table, 8 * at as i32);
+                                b.ins().iadd(lim, add)
+                            })
+                        })
+                    })
+                })
+            }
+            _ => None,
+        };
         // (Loaded where a check needs it when no access is based on r10:
         // the stack is then only a fallback test.)
         let stack_top = if checks == Checks::On && stack_based {
@@ -917,6 +962,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             grouped: Vec::new(),
             budget_points: if checks == Checks::On { points } else { None },
             seed_vars,
+            narrow_limits,
             lazy_fp: checks == Checks::On && !named[10],
             data,
         }
@@ -1356,7 +1402,17 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// found (for `write`, only if it is writable).
     fn in_cached_region(&mut self, addr: Value, len: u64, write: bool) -> Value {
         let (lo, lim) = self.cached(write);
-        self.in_region(addr, len, lo, lim)
+        let narrow = match (self.narrow_limits, len) {
+            (Some(l), 1 | 2 | 4) => l[usize::from(write)][len.trailing_zeros() as usize],
+            _ => None,
+        };
+        match narrow {
+            Some(lim) => {
+                let off_in = self.b.ins().isub(addr, lo);
+                self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, lim)
+            }
+            None => self.in_region(addr, len, lo, lim),
+        }
     }
 
     /// Whether `[addr, addr + len)` lies in the region starting at `lo`

@@ -317,3 +317,21 @@ fn loops_over_a_region_other_than_the_first_agree_with_the_interpreter() {
     assert_eq!((f.pc, f.len), (4, 1));
     assert!(matches!(f.kind, FaultKind::OutOfBounds { .. }), "{f}");
 }
+
+#[test]
+fn every_access_size_is_refused_exactly_past_the_region_end() {
+    // Each size read and written at every offset around a 16-byte context
+    // (narrow accesses test against limits computed once per run): the
+    // last offset that fits runs, the next faults, as in the interpreter.
+    let mem: Vec<u8> = (0..16u8).collect();
+    for (suffix, len) in [("b", 1i64), ("h", 2), ("w", 4), ("dw", 8)] {
+        for off in -9i64..=18 {
+            let load = format!("mov %r3, %r1\nadd %r3, {off}\nldx{suffix} %r0, [%r3+0]\nexit");
+            let fits = off >= 0 && off + len <= 16;
+            assert_eq!(closed_same(&load, &mem, None).is_ok(), fits, "{load}");
+            let store =
+                format!("mov %r3, %r1\nadd %r3, {off}\nst{suffix} [%r3+0], 7\nmov %r0, 1\nexit");
+            assert_eq!(closed_same(&store, &mem, None).is_ok(), fits, "{store}");
+        }
+    }
+}
