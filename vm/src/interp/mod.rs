@@ -295,6 +295,10 @@ pub struct Vm {
     mem: MemoryMap,
     program_array: Option<Arc<dyn ProgramArray>>,
     last_insn_count: u64,
+    /// The last run was closed and its instruction count and the frames
+    /// it used are still in its context's head (read when asked for: a
+    /// closed run does nothing after its call but test the status).
+    closed_pending: bool,
     outcome: RunOutcome,
     /// The run state, kept between runs so a run does not rebuild it.
     state: Box<State>,
@@ -364,6 +368,7 @@ impl Vm {
             mem: MemoryMap::new(),
             program_array: None,
             last_insn_count: 0,
+            closed_pending: false,
             outcome: RunOutcome::default(),
             state: Box::new(State {
                 regs: [0; 16],
@@ -441,13 +446,52 @@ impl Vm {
 
     /// Instructions executed by the last run.
     pub fn last_insn_count(&self) -> u64 {
-        self.last_insn_count
+        match self.closed_counts() {
+            Some((count, _)) => count,
+            None => self.last_insn_count,
+        }
+    }
+
+    /// The instruction count and the frames used of the last run, if it
+    /// was closed and they are still in its head.
+    #[inline(always)]
+    fn closed_counts(&self) -> Option<(u64, usize)> {
+        if !self.closed_pending {
+            return None;
+        }
+        let Closed::Yes(run) = &self.closed else {
+            return None;
+        };
+        let head = run.ctx.as_ptr().cast::<ClosedHead>();
+        // SAFETY: the context's head, which the last run's code wrote.
+        let (left, max_depth) = unsafe { ((*head).budget, (*head).max_depth) };
+        let frames = if run.touches_stack {
+            (max_depth as usize).saturating_add(1)
+        } else {
+            0
+        };
+        Some((run.budget.wrapping_sub(left), frames))
+    }
+
+    /// Takes the last closed run's counts out of its head (before
+    /// anything else uses its head or the counts).
+    #[inline(always)]
+    fn settle_closed(&mut self) {
+        if let Some((count, frames)) = self.closed_counts() {
+            self.last_insn_count = count;
+            self.dirty_frames = frames;
+        }
+        self.closed_pending = false;
     }
 
     /// Runs the program with `r1` = `mem`, `r2` = its length (`r1` = 0 when
     /// empty), the convention of the conformance suite. `mem` is writable
     /// context memory and the packet for legacy packet loads.
-    #[inline]
+    ///
+    /// (Always inlined: the closed path is a handful of instructions
+    /// around the call into native code, and as a function of its own it
+    /// costs ~3 ns more per run, its saved registers and frame.)
+    #[inline(always)]
     pub fn run(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
         let context = (!mem.is_empty()).then(|| Region::from_mut_slice(mem, RegionKind::Context));
         let args = match &context {
@@ -479,7 +523,7 @@ impl Vm {
 
     /// Runs the program with `r1..r5` = `args`. Pointers among them are only
     /// usable if they fall in regions added with [`Vm::add_region`].
-    #[inline]
+    #[inline(always)]
     pub fn run_with_args(&mut self, args: [u64; 5]) -> Result<u64, Fault> {
         match self.try_closed(&args, None) {
             Some(Ok(r0)) => return Ok(r0),
@@ -553,11 +597,15 @@ impl Vm {
         let Closed::Yes(run) = &mut self.closed else {
             return None;
         };
-        let (entry, budget, touches_stack) = (run.entry, run.budget, run.touches_stack);
+        let (entry, budget) = (run.entry, run.budget);
         let head = run.ctx.as_mut_ptr().cast::<ClosedHead>();
         if entry.zeroed_stack {
+            self.settle_closed();
             zero_dirty_stack(&mut self.stack[..], self.dirty_frames);
         }
+        // (The counts stay in the head: see `closed_pending`.)
+        self.closed_pending = true;
+        self.outcome = RunOutcome::default();
         // SAFETY: `ctx` is this VM's context for the entry: `ctx_words`
         // words, at least a head, set up by the entry's `init` for this
         // VM's stack; the code is attached to `self.prog`, which this VM
@@ -572,19 +620,10 @@ impl Vm {
             }
             (entry.current())(head, 0, args[0], args[1], args[2], args[3])
         };
-        // SAFETY: as above; the code wrote these before returning.
-        let (left, max_depth) = unsafe { ((*head).budget, (*head).max_depth) };
-        self.last_insn_count = budget.wrapping_sub(left);
-        self.dirty_frames = if touches_stack {
-            (max_depth as usize).saturating_add(1)
-        } else {
-            0
-        };
-        self.outcome = RunOutcome::default();
         if ret.status == 0 {
             return Some(Ok(ret.r0));
         }
-        Some(self.closed_stopped(ret, budget, context.copied()))
+        Some(self.closed_stopped(ret, context.copied()))
     }
 
     /// The end of a closed run that did not exit: a stop for the
@@ -594,9 +633,9 @@ impl Vm {
     fn closed_stopped(
         &mut self,
         ret: ClosedReturn,
-        budget: u64,
         context: Option<Region>,
     ) -> Result<u64, Box<Fault>> {
+        self.settle_closed();
         // (Only a closed run gets here; its code and context are the VM's.)
         let Closed::Yes(run) = &mut self.closed else {
             let top = self.stack_top();
@@ -606,7 +645,11 @@ impl Vm {
                 EngineFault::InvalidPc { pc: 0 },
             )));
         };
-        let (fault, head) = (run.entry.fault, run.ctx.as_mut_ptr().cast::<ClosedHead>());
+        let (fault, head, budget) = (
+            run.entry.fault,
+            run.ctx.as_mut_ptr().cast::<ClosedHead>(),
+            run.budget,
+        );
         if ret.status == ClosedEntry::RESUME {
             // SAFETY: as above; the code stored the live registers and the
             // budget before returning this status. The head's registers go
@@ -713,6 +756,7 @@ impl Vm {
         entry: usize,
     ) -> Result<u64, Box<Fault>> {
         // (The fault is boxed so the hot result comes back in registers.)
+        self.settle_closed();
         let compiled = if self.use_compiled {
             self.prog.compiled()
         } else {
