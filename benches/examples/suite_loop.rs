@@ -97,31 +97,30 @@ fn main() {
     } else {
         jit_verified(&p)
     };
-    let t = std::time::Instant::now();
+    let mut run = || {
+        black_box(vm.run(black_box(&mut mem)).expect("runs"));
+    };
     if std::env::var_os("MEDIAN").is_some() {
         // The benchmark's table pass, exactly.
-        let time = |f: &mut dyn FnMut()| {
-            userbpf_benches::median_ns(f, 21, std::time::Duration::from_millis(20))
-        };
-        let ns = time(&mut || {
-            black_box(vm.run(black_box(&mut mem)).expect("runs"));
-        });
+        let ns = userbpf_benches::median_ns(
+            &mut run as &mut dyn FnMut(),
+            21,
+            std::time::Duration::from_millis(20),
+        );
         println!("{}: {ns:.2} ns/run (median of 21 batches)", p.name);
         return;
     }
+    let t = std::time::Instant::now();
     if std::env::var_os("DYN").is_some() {
         // Through a `dyn FnMut` the compiler cannot see through, as the
         // benchmark's table pass calls.
-        let mut run = || {
-            black_box(vm.run(black_box(&mut mem)).expect("runs"));
-        };
         let f: &mut dyn FnMut() = black_box(&mut run);
         for _ in 0..runs {
             f();
         }
     } else {
         for _ in 0..runs {
-            black_box(vm.run(black_box(&mut mem)).expect("runs"));
+            run();
         }
     }
     println!(

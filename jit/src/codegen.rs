@@ -258,6 +258,13 @@ struct Chain {
     len: usize,
 }
 
+impl Chain {
+    /// One past the largest value tested (the table's length).
+    fn size(&self) -> u64 {
+        self.cases.iter().map(|c| c.0).max().unwrap_or(0) + 1
+    }
+}
+
 /// A chain whose every way out (each case and the fall-through) is one
 /// block `rX += K` (or `rX = K`; 64-bit, one register, one operation for
 /// all) then `ja J`, or falling through to `J`, one `J` for all: compiled
@@ -586,7 +593,7 @@ impl Shape {
     /// The chain's ways as a lookup table, when every one has that form
     /// ([`Lookup`]).
     fn lookup(&self, pc: usize, chain: &Chain) -> Option<Lookup> {
-        let size = chain.cases.iter().map(|c| c.0).max().unwrap_or(0) + 1;
+        let size = chain.size();
         let fall = (chain.len - 1, pc + chain.len);
         let mut form: Option<(userbpf_vm::Reg, bool, usize)> = None;
         let n = size as usize + 1;
@@ -595,11 +602,12 @@ impl Shape {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        for value in 0..=size {
+        // Each value's way, then the fall-through's.
+        for value in (0..size).map(Some).chain([None]) {
             let (at, dest) = chain
                 .cases
                 .iter()
-                .find(|c| c.0 == value && value < size)
+                .find(|c| Some(c.0) == value)
                 .map_or(fall, |&(_, at, dest)| (at, dest));
             let Some((
                 Instruction::Alu {
@@ -868,13 +876,16 @@ impl<'a, 'b> Translator<'a, 'b> {
             })
         });
         // The seed's limits for the narrow accesses the program makes,
-        // computed once here (in a loop, the addition would be redone at
-        // every test).
-        // (The constants are loaded from a table: Cranelift would
-        // recompute an addition of a constant at each use.)
+        // computed once here. The added constants (`8 - len`) are loaded
+        // from a table: Cranelift would redo an addition of a constant at
+        // each use, inside loops. (Without the table, the checks add at
+        // each test, as for the context's cache.)
         let narrow_limits = match seed_vars {
             Some(vars) if narrow.iter().flatten().any(|&n| n) => {
-                let words: Vec<u8> = [7u64, 6, 4].iter().flat_map(|w| w.to_le_bytes()).collect();
+                let words: Vec<u8> = [1u64, 2, 4]
+                    .iter()
+                    .flat_map(|len| (8 - len).to_le_bytes())
+                    .collect();
                 data(b.func, words.into_boxed_slice()).ok().map(|gv| {
                     let table = b.ins().symbol_value(I64, gv);
                     std::array::from_fn(|w| {
@@ -1407,10 +1418,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             _ => None,
         };
         match narrow {
-            Some(lim) => {
-                let off_in = self.b.ins().isub(addr, lo);
-                self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, lim)
-            }
+            Some(lim) => self.offset_below(addr, lo, lim),
             None => self.in_region(addr, len, lo, lim),
         }
     }
@@ -1423,6 +1431,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         } else {
             lim
         };
+        self.offset_below(addr, lo, lim)
+    }
+
+    /// Whether `addr - lo` is below `lim` (unsigned).
+    fn offset_below(&mut self, addr: Value, lo: Value, lim: Value) -> Value {
         let off_in = self.b.ins().isub(addr, lo);
         self.b.ins().icmp(IntCC::UnsignedLessThan, off_in, lim)
     }
@@ -1625,16 +1638,22 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.fault(0, FaultCode::BadCallTarget, tagged, 0);
     }
 
+    /// The value a chain tests (its low 32 bits for `jeq32`).
+    fn chain_value(&mut self, chain: &Chain) -> Value {
+        let v = self.reg(chain.reg);
+        if chain.width == Width::W32 {
+            let low = self.b.ins().ireduce(I32, v);
+            return self.b.ins().uextend(I64, low);
+        }
+        v
+    }
+
     /// A chain of equality tests at `pc` as one jump table. In checked
     /// mode each way out first charges the tests the interpreter would have
     /// run after the first (which its block already paid for).
     fn jump_table(&mut self, pc: usize, chain: &Chain) {
-        let mut v = self.reg(chain.reg);
-        if chain.width == Width::W32 {
-            let low = self.b.ins().ireduce(I32, v);
-            v = self.b.ins().uextend(I64, low);
-        }
-        let size = chain.cases.iter().map(|c| c.0).max().unwrap_or(0) + 1;
+        let v = self.chain_value(chain);
+        let size = chain.size();
         // Way out for a case at chain position `at` (or the fall-through
         // after all `len` tests, position `len - 1`).
         let way = |t: &mut Self, at: usize, dest: usize| -> Block {
@@ -1693,11 +1712,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// budget is charged what the interpreter runs on the way (the tests
     /// after the first and the way's block), from a second table.
     fn lookup_table(&mut self, pc: usize, chain: &Chain, l: &Lookup) -> Result<(), JitError> {
-        let mut v = self.reg(chain.reg);
-        if chain.width == Width::W32 {
-            let low = self.b.ins().ireduce(I32, v);
-            v = self.b.ins().uextend(I64, low);
-        }
+        let v = self.chain_value(chain);
         let size = l.ks.len() as i64 - 1;
         let checked = self.checks == Checks::On;
         let mut bytes: Vec<u8> = l.ks.iter().flat_map(|k| k.to_le_bytes()).collect();
