@@ -26,6 +26,7 @@ use userbpf_vm::isa::{
 };
 
 use crate::ctx::{self, FaultCode, JitCtx, JitFrame};
+use crate::hoist::{self, Bound, HoistLoop};
 use crate::JitError;
 
 /// Whether accesses, budget and depth are checked at run time.
@@ -249,13 +250,13 @@ pub(crate) struct Shape {
 
 /// A chain of `if rX == K goto T` on one register: compiled as a jump
 /// table.
-struct Chain {
+pub(crate) struct Chain {
     width: Width,
     reg: userbpf_vm::Reg,
     /// (value, chain position, target pc), first occurrence of each value.
     cases: Vec<(u64, usize, usize)>,
     /// Number of compares in the chain.
-    len: usize,
+    pub(crate) len: usize,
 }
 
 impl Chain {
@@ -534,7 +535,7 @@ impl Shape {
     /// The chain of equality tests on one register starting at `pc`, if
     /// it is long enough and its values small enough for a table. Only the
     /// first test may be reached otherwise than by falling through.
-    fn chain(&self, pc: usize) -> Option<Chain> {
+    pub(crate) fn chain(&self, pc: usize) -> Option<Chain> {
         let first = self.insns.get(pc).copied().flatten()?;
         let (width, reg) = match first.0 {
             Instruction::Jump {
@@ -725,6 +726,15 @@ pub(crate) struct Translator<'a, 'b> {
     /// Declares read-only data (lookup tables) for the function: its
     /// address is the returned global value.
     data: &'a mut DataFn<'a>,
+    /// Checked code: loops whose accesses are proven on entry
+    /// ([`crate::hoist`]), each with the blocks of its copy that skips
+    /// those accesses' checks (a block per leader of the loop, by pc; the
+    /// head's first).
+    hoisted: Vec<(HoistLoop, Vec<(usize, Block)>)>,
+    /// The accesses the loop copy being translated does not check.
+    unchecked: Vec<usize>,
+    /// The lookup tables declared, by the pc of their chain.
+    tables: Vec<(usize, GlobalValue)>,
 }
 
 /// Declares read-only data for a function being compiled (see
@@ -921,6 +931,21 @@ impl<'a, 'b> Translator<'a, 'b> {
                 blocks[l] = Some(b.create_block());
             }
         }
+        let hoisted = if checks == Checks::On {
+            crate::hoist::loops(shape)
+                .into_iter()
+                .map(|l| {
+                    let copy = shape
+                        .leaders
+                        .range(l.head..l.end)
+                        .map(|&p| (p, b.create_block()))
+                        .collect();
+                    (l, copy)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let fault_exit = b.create_block();
         let dispatch = b.create_block();
         b.append_block_param(dispatch, I64);
@@ -976,6 +1001,9 @@ impl<'a, 'b> Translator<'a, 'b> {
             narrow_limits,
             lazy_fp: checks == Checks::On && !named[10],
             data,
+            hoisted,
+            unchecked: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -1209,7 +1237,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         stack_first: bool,
     ) -> Value {
         let addr = self.b.ins().iadd_imm_s(base, i64::from(off));
-        if self.checks == Checks::Off {
+        if self.checks == Checks::Off || self.unchecked.contains(&pc) {
             return addr;
         }
         let ok = self.b.create_block();
@@ -1532,19 +1560,73 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.shape.block_len(pc)
     }
 
-    /// Translates the whole program.
     /// Translates the program; returns whether the code is closed (calls
     /// out for nothing but memory checks: it can run without a host).
     pub(crate) fn translate(mut self) -> Result<bool, JitError> {
         let len = self.shape.insns.len();
-        let mut pc = 0;
-        while pc < len {
+        self.translate_range(0, len, false)?;
+        if self.open {
+            let end = self.block_at(len);
+            self.b.ins().jump(end, &[]);
+        }
+        if let Some(end) = self.blocks[len] {
+            self.b.switch_to_block(end);
+            let zero = self.iconst(0);
+            self.fault(len, FaultCode::InvalidPc, zero, 0);
+        }
+        for i in 0..self.hoisted.len() {
+            self.loop_copy(i)?;
+        }
+        self.fill_pending();
+        self.emit_nested_exit();
+        self.emit_dispatch();
+        self.emit_returns();
+        self.fill_pending();
+        // Every way here set the status: a fault in the host, or a record.
+        // (Cold: laid out after the hot code, not inside a loop.)
+        self.b.switch_to_block(self.fault_exit);
+        self.b.set_cold_block(self.fault_exit);
+        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
+        let zero = self.iconst(0);
+        self.b.ins().return_(&[zero, status]);
+        self.b.seal_all_blocks();
+        Ok(self.closed)
+    }
+
+    /// Translates the instructions from `from` to `to`: the program, or
+    /// (`copy`) a loop's copy whose proven accesses go unchecked. In the
+    /// program, the head of a loop in [`Translator::hoisted`] tests the
+    /// loop's ranges and enters the copy when they hold; the loop's own
+    /// blocks jump back to a head without the test (a block of its own,
+    /// the head's until the loop's end).
+    fn translate_range(&mut self, from: usize, to: usize, copy: bool) -> Result<(), JitError> {
+        let mut pc = from;
+        // The loop being translated: head, end, the head's block with the
+        // test (what the rest of the program jumps to).
+        let mut inside: Option<(usize, usize, Block)> = None;
+        while pc < to {
+            if let Some((head, end, entry)) = inside {
+                if pc >= end {
+                    self.blocks[head] = Some(entry);
+                    inside = None;
+                }
+            }
             if let Some(block) = self.blocks[pc] {
                 if self.open {
                     self.b.ins().jump(block, &[]);
                 }
                 self.b.switch_to_block(block);
                 self.open = true;
+                let hoisted = self.hoisted.binary_search_by_key(&pc, |(l, _)| l.head);
+                if let (false, Ok(i)) = (copy, hoisted) {
+                    let ok = self.entry_test(i);
+                    let fast = self.hoisted[i].1[0].1;
+                    let checked = self.b.create_block();
+                    self.b.ins().brif(ok, fast, &[], checked, &[]);
+                    self.b.switch_to_block(checked);
+                    inside = Some((pc, self.hoisted[i].0.end, block));
+                    self.blocks[pc] = Some(checked);
+                }
                 let n = self.block_len(pc);
                 self.leader = pc;
                 self.grouped.clear();
@@ -1574,29 +1656,138 @@ impl<'a, 'b> Translator<'a, 'b> {
             self.instruction(pc, insn, class)?;
             pc += insn.slots();
         }
-        if self.open {
-            let end = self.block_at(len);
-            self.b.ins().jump(end, &[]);
+        if let Some((head, _, entry)) = inside {
+            self.blocks[head] = Some(entry);
         }
-        if let Some(end) = self.blocks[len] {
-            self.b.switch_to_block(end);
-            let zero = self.iconst(0);
-            self.fault(len, FaultCode::InvalidPc, zero, 0);
+        Ok(())
+    }
+
+    /// The copy of hoisted loop `i` whose proven accesses skip their
+    /// checks (entered from the loop's head when its test holds; its
+    /// back-edges stay in it, its exits leave to the program).
+    fn loop_copy(&mut self, i: usize) -> Result<(), JitError> {
+        let (head, end) = (self.hoisted[i].0.head, self.hoisted[i].0.end);
+        let saved: Vec<(usize, Option<Block>)> = self.hoisted[i]
+            .1
+            .iter()
+            .map(|&(p, b)| (p, self.blocks[p].replace(b)))
+            .collect();
+        self.unchecked = self.hoisted[i].0.accesses.clone();
+        self.open = false;
+        let done = self.translate_range(head, end, true);
+        if done.is_ok() && self.open {
+            let after = self.block_at(end);
+            self.b.ins().jump(after, &[]);
         }
-        self.fill_pending();
-        self.emit_nested_exit();
-        self.emit_dispatch();
-        self.emit_returns();
-        self.fill_pending();
-        // Every way here set the status: a fault in the host, or a record.
-        // (Cold: laid out after the hot code, not inside a loop.)
-        self.b.switch_to_block(self.fault_exit);
-        self.b.set_cold_block(self.fault_exit);
-        let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-        let zero = self.iconst(0);
-        self.b.ins().return_(&[zero, status]);
-        self.b.seal_all_blocks();
-        Ok(self.closed)
+        self.open = false;
+        for (p, b) in saved {
+            self.blocks[p] = b;
+        }
+        self.unchecked.clear();
+        done
+    }
+
+    /// Whether every access hoisted loop `i` proves stays in its region
+    /// however long the loop runs from here ([`crate::hoist::Group`]):
+    /// each group's lowest address (the induction variable as it is now)
+    /// to its highest (the variable at its largest at the head), tested
+    /// against the region cache (the stack for r10).
+    fn entry_test(&mut self, i: usize) -> Value {
+        let l = self.hoisted[i].0.clone();
+        let mut tests = Vec::new();
+        let iv = l.iv.map(|iv| {
+            let now = self.r(usize::from(iv.reg));
+            let limit = match iv.bound {
+                // (The analysis saw that an exclusive bound is not 0.)
+                Bound::Imm(n) => self.iconst(n.wrapping_sub(u64::from(!iv.inclusive)) as i64),
+                Bound::Reg(q) => {
+                    let n = self.r(usize::from(q));
+                    if iv.inclusive {
+                        n
+                    } else {
+                        self.b.ins().iadd_imm_s(n, -1)
+                    }
+                }
+            };
+            let top = if iv.at_head {
+                limit
+            } else {
+                self.b.ins().umax(now, limit)
+            };
+            // Small enough that the variable never wraps (known for a
+            // constant limit at the head). (Above the limit now, a guard
+            // at the head ends the loop before any access; at the
+            // back-edge, the top is at least where the variable is.)
+            if !(iv.at_head && matches!(iv.bound, Bound::Imm(_))) {
+                tests.push(self.b.ins().icmp_imm_s(
+                    IntCC::UnsignedLessThan,
+                    top,
+                    hoist::MAX_LIMIT as i64,
+                ));
+            }
+            // The largest value it takes at the head keeps its value now
+            // modulo the stride.
+            let top = if iv.stride > 1 {
+                let d = self.b.ins().isub(top, now);
+                let m = self.b.ins().band_imm_s(d, (iv.stride - 1) as i64);
+                self.b.ins().isub(top, m)
+            } else {
+                top
+            };
+            (now, top)
+        });
+        for g in &l.groups {
+            let (lo, size) = if g.base == Some(10) {
+                let fp = self.fp();
+                let lo = self.b.ins().iadd_imm_s(fp, -(STACK_SIZE as i64));
+                let top = match self.stack_top {
+                    Some(t) => t,
+                    None => self.b.ins().load(I64, ctx_flags(), self.ctx, STACK_TOP_OFF),
+                };
+                (lo, self.b.ins().isub(top, lo))
+            } else {
+                let (lo, lim) = self.cached(g.write);
+                (lo, self.b.ins().iadd_imm_s(lim, 7))
+            };
+            let base = match g.base {
+                Some(10) => Some(self.fp()),
+                Some(r) => Some(self.r(usize::from(r))),
+                None => None,
+            };
+            let at = |t: &mut Self, v: Option<Value>, c: i64| -> Value {
+                let from = match (base, v) {
+                    (Some(a), Some(b)) => t.b.ins().iadd(a, b),
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => t.iconst(0),
+                };
+                let from = t.b.ins().isub(from, lo);
+                t.b.ins().iadd_imm_s(from, c)
+            };
+            let (now, top) = match (g.iv, iv) {
+                (true, Some((now, top))) => (Some(now), Some(top)),
+                _ => (None, None),
+            };
+            let first = at(self, now, g.lo);
+            let last = at(self, top, g.hi);
+            tests.push(
+                self.b
+                    .ins()
+                    .icmp(IntCC::UnsignedLessThanOrEqual, first, last),
+            );
+            tests.push(
+                self.b
+                    .ins()
+                    .icmp(IntCC::UnsignedLessThanOrEqual, last, size),
+            );
+        }
+        let mut ok = match tests.pop() {
+            Some(t) => t,
+            None => self.b.ins().iconst(I8, 1),
+        };
+        for t in tests {
+            ok = self.b.ins().band(ok, t);
+        }
+        ok
     }
 
     /// The dynamic jump to a subprogram entry (run_subprogram entries,
@@ -1719,12 +1910,20 @@ impl<'a, 'b> Translator<'a, 'b> {
         if checked {
             bytes.extend(l.charges.iter().flat_map(|&c| (c as u64).to_le_bytes()));
         }
-        let gv = (self.data)(self.b.func, bytes.into_boxed_slice()).map_err(|message| {
-            JitError::Codegen {
-                program: self.prog.name().to_string(),
-                message: format!("pc {pc}: lookup table: {message}"),
+        // (A loop's copy shares the table.)
+        let gv = match self.tables.iter().find(|&&(p, _)| p == pc) {
+            Some(&(_, gv)) => gv,
+            None => {
+                let gv = (self.data)(self.b.func, bytes.into_boxed_slice()).map_err(|message| {
+                    JitError::Codegen {
+                        program: self.prog.name().to_string(),
+                        message: format!("pc {pc}: lookup table: {message}"),
+                    }
+                })?;
+                self.tables.push((pc, gv));
+                gv
             }
-        })?;
+        };
         let in_range = self.b.ins().icmp_imm_s(IntCC::UnsignedLessThan, v, size);
         let fall = self.iconst(size);
         let idx = self.b.ins().select(in_range, v, fall);

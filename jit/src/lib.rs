@@ -30,6 +30,7 @@
 mod baseline;
 mod codegen;
 mod ctx;
+mod hoist;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, OnceLock};
