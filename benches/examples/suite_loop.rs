@@ -78,6 +78,22 @@ fn main() {
         let code = userbpf_benches::engines::bytecode(&p);
         let mut rvm = rbpf::EbpfVmRaw::new(Some(&code)).expect("rbpf takes the program");
         rvm.jit_compile().expect("rbpf compiles the program");
+        if std::env::var_os("MEDIAN").is_some() {
+            let mut run = || {
+                // SAFETY: the suite's programs stay inside their memory.
+                black_box(unsafe { rvm.execute_program_jit(black_box(&mut mem)) }.expect("runs"));
+            };
+            let ns = userbpf_benches::median_ns(
+                &mut run as &mut dyn FnMut(),
+                21,
+                std::time::Duration::from_millis(20),
+            );
+            println!(
+                "{} (rbpf JIT): {ns:.2} ns/run (median of 21 batches)",
+                p.name
+            );
+            return;
+        }
         let t = std::time::Instant::now();
         for _ in 0..runs {
             // SAFETY: the suite's programs stay inside their memory.

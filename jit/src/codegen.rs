@@ -12,7 +12,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::mem::offset_of;
 
-use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::condcodes::{CondCode, IntCC};
 use cranelift_codegen::ir::types::{I16, I32, I64, I8};
 use cranelift_codegen::ir::{
     AbiParam, AtomicRmwOp, Block, BlockArg, GlobalValue, InstBuilder, JumpTableData, MemFlagsData,
@@ -303,6 +303,10 @@ enum Pending {
 /// Programs naming at most this many of r0..r9 keep the region cache in
 /// registers ([`Translator::seed_vars`]).
 const SEED_VAR_MAX_NAMES: usize = 6;
+
+/// The most instructions of a loop's test block copied to its bottom
+/// ([`Translator::rotate`]).
+const MAX_ROTATED: usize = 4;
 
 /// Shortest chain worth a table, and the largest value in one.
 const MIN_CHAIN: usize = 4;
@@ -735,6 +739,8 @@ pub(crate) struct Translator<'a, 'b> {
     unchecked: Vec<usize>,
     /// The lookup tables declared, by the pc of their chain.
     tables: Vec<(usize, GlobalValue)>,
+    /// Translating the test of a rotated loop ([`Translator::rotate`]).
+    rotating: bool,
 }
 
 /// Declares read-only data for a function being compiled (see
@@ -1004,6 +1010,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             hoisted,
             unchecked: Vec::new(),
             tables: Vec::new(),
+            rotating: false,
         }
     }
 
@@ -1790,6 +1797,50 @@ impl<'a, 'b> Translator<'a, 'b> {
         ok
     }
 
+    /// Whether a jump back to leader `t` may run a copy of `t`'s block
+    /// instead ([`Translator::rotate`]): a few ALU instructions and a
+    /// conditional jump (no chain).
+    fn rotatable(&self, t: usize) -> bool {
+        let n = self.block_len(t) as usize;
+        if self.blocks.get(t).copied().flatten().is_none()
+            || n == 0
+            || n > MAX_ROTATED
+            || self.shape.chain(t).is_some()
+        {
+            return false;
+        }
+        (t..t + n).all(|p| match self.shape.insns.get(p).copied().flatten() {
+            Some((i, OpClass::Plain)) => match i {
+                Instruction::Jump { .. } => p == t + n - 1,
+                Instruction::Alu { .. } | Instruction::MovSx { .. } | Instruction::Neg { .. } => {
+                    p < t + n - 1
+                }
+                _ => false,
+            },
+            _ => false,
+        })
+    }
+
+    /// A jump back to `t` as a copy of `t`'s block (charged as the block
+    /// is), whose test branches back into the loop on the opposite
+    /// condition: the loop's test at its bottom, one branch per iteration
+    /// (as compilers rotate loops) instead of a jump back to the test.
+    fn rotate(&mut self, t: usize) -> Result<(), JitError> {
+        let n = self.block_len(t) as usize;
+        self.leader = t;
+        self.grouped.clear();
+        self.charge(t, n as u64);
+        for p in t..t + n {
+            if let Some((insn, class)) = self.shape.insns[p] {
+                self.rotating = p == t + n - 1;
+                let done = self.instruction(p, insn, class);
+                self.rotating = false;
+                done?;
+            }
+        }
+        Ok(())
+    }
+
     /// The dynamic jump to a subprogram entry (run_subprogram entries,
     /// callx, bpf_loop callbacks): a jump table over the entries.
     fn emit_dispatch(&mut self) {
@@ -2572,8 +2623,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                 self.set_r(0, v);
             }
             Instruction::Ja { .. } | Instruction::JaLong { .. } => {
-                let t = self.block_at(target(pc, insn.jump_offset().unwrap_or(0)));
-                self.b.ins().jump(t, &[]);
+                let t = target(pc, insn.jump_offset().unwrap_or(0));
+                if t <= pc && self.rotatable(t) {
+                    self.rotate(t)?;
+                } else {
+                    let t = self.block_at(t);
+                    self.b.ins().jump(t, &[]);
+                }
                 self.open = false;
             }
             Instruction::Jump {
@@ -2592,25 +2648,37 @@ impl<'a, 'b> Translator<'a, 'b> {
                     a = self.b.ins().ireduce(I32, a);
                     b = self.b.ins().ireduce(I32, b);
                 }
+                // (A rotated loop's test branches back on the opposite
+                // condition: see `rotate`.)
+                let flip = |cc: IntCC| if self.rotating { cc.complement() } else { cc };
                 let c = match cond {
-                    JmpCond::Eq => self.b.ins().icmp(IntCC::Equal, a, b),
-                    JmpCond::Ne => self.b.ins().icmp(IntCC::NotEqual, a, b),
-                    JmpCond::Gt => self.b.ins().icmp(IntCC::UnsignedGreaterThan, a, b),
-                    JmpCond::Ge => self.b.ins().icmp(IntCC::UnsignedGreaterThanOrEqual, a, b),
-                    JmpCond::Lt => self.b.ins().icmp(IntCC::UnsignedLessThan, a, b),
-                    JmpCond::Le => self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, a, b),
-                    JmpCond::SGt => self.b.ins().icmp(IntCC::SignedGreaterThan, a, b),
-                    JmpCond::SGe => self.b.ins().icmp(IntCC::SignedGreaterThanOrEqual, a, b),
-                    JmpCond::SLt => self.b.ins().icmp(IntCC::SignedLessThan, a, b),
-                    JmpCond::SLe => self.b.ins().icmp(IntCC::SignedLessThanOrEqual, a, b),
                     JmpCond::Set => {
                         let and = self.b.ins().band(a, b);
-                        self.b.ins().icmp_imm_s(IntCC::NotEqual, and, 0)
+                        self.b.ins().icmp_imm_s(flip(IntCC::NotEqual), and, 0)
+                    }
+                    _ => {
+                        let cc = match cond {
+                            JmpCond::Eq => IntCC::Equal,
+                            JmpCond::Ne => IntCC::NotEqual,
+                            JmpCond::Gt => IntCC::UnsignedGreaterThan,
+                            JmpCond::Ge => IntCC::UnsignedGreaterThanOrEqual,
+                            JmpCond::Lt => IntCC::UnsignedLessThan,
+                            JmpCond::Le => IntCC::UnsignedLessThanOrEqual,
+                            JmpCond::SGt => IntCC::SignedGreaterThan,
+                            JmpCond::SGe => IntCC::SignedGreaterThanOrEqual,
+                            JmpCond::SLt => IntCC::SignedLessThan,
+                            JmpCond::SLe | JmpCond::Set => IntCC::SignedLessThanOrEqual,
+                        };
+                        self.b.ins().icmp(flip(cc), a, b)
                     }
                 };
                 let taken = self.block_at(target(pc, i64::from(off)));
                 let fall = self.block_at(pc + 1);
-                self.b.ins().brif(c, taken, &[], fall, &[]);
+                if self.rotating {
+                    self.b.ins().brif(c, fall, &[], taken, &[]);
+                } else {
+                    self.b.ins().brif(c, taken, &[], fall, &[]);
+                }
                 self.open = false;
             }
             Instruction::Exit => self.exit(),
