@@ -291,6 +291,8 @@ struct Lookup {
 enum Pending {
     /// Faults with an invalid pc.
     InvalidPc(Block, usize),
+    /// Jumps to the second block (an edge of a branch).
+    Edge(Block, Block),
     /// Charges `count` instructions from `pc` (checked mode), then jumps.
     Charge {
         block: Block,
@@ -1797,6 +1799,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         ok
     }
 
+    /// A block that jumps to `target` (filled after the current block's
+    /// terminator, see [`Pending::Edge`]).
+    fn edge_to(&mut self, target: Block) -> Block {
+        let edge = self.b.create_block();
+        self.pending.push(Pending::Edge(edge, target));
+        edge
+    }
+
     /// Whether a jump back to leader `t` may run a copy of `t`'s block
     /// instead ([`Translator::rotate`]): a few ALU instructions and a
     /// conditional jump (no chain).
@@ -2013,6 +2023,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                     self.b.set_cold_block(block);
                     let zero = self.iconst(0);
                     self.fault(pc, FaultCode::InvalidPc, zero, 0);
+                }
+                Pending::Edge(block, target) => {
+                    self.b.switch_to_block(block);
+                    self.b.ins().jump(target, &[]);
                 }
                 Pending::Charge {
                     block,
@@ -2672,12 +2686,28 @@ impl<'a, 'b> Translator<'a, 'b> {
                         self.b.ins().icmp(flip(cc), a, b)
                     }
                 };
-                let taken = self.block_at(target(pc, i64::from(off)));
+                let to = target(pc, i64::from(off));
+                let mut taken = self.block_at(to);
                 let fall = self.block_at(pc + 1);
+                // Checked code that charges the budget by block passes the
+                // budget a forward jump takes on an edge of its own: the
+                // value a way out of a loop takes is then computed on that
+                // way only (as an argument of the branch itself it would be
+                // computed before it, on every iteration).
+                let edges = self.checks == Checks::On
+                    && self.budget_points.is_some()
+                    && to > pc
+                    && !self.rotating;
+                if edges {
+                    taken = self.edge_to(taken);
+                }
                 if self.rotating {
                     self.b.ins().brif(c, fall, &[], taken, &[]);
                 } else {
                     self.b.ins().brif(c, taken, &[], fall, &[]);
+                }
+                if edges {
+                    self.fill_pending();
                 }
                 self.open = false;
             }
