@@ -306,6 +306,10 @@ enum Pending {
 /// registers ([`Translator::seed_vars`]).
 const SEED_VAR_MAX_NAMES: usize = 6;
 
+/// Bounds on a counted loop's trips and on its head's count for a budget
+/// test on entry (their product cannot wrap).
+const MAX_TRIPS: u64 = 1 << 31;
+
 /// The most instructions of a loop's test block copied to its bottom
 /// ([`Translator::rotate`]).
 const MAX_ROTATED: usize = 4;
@@ -741,6 +745,9 @@ pub(crate) struct Translator<'a, 'b> {
     unchecked: Vec<usize>,
     /// The lookup tables declared, by the pc of their chain.
     tables: Vec<(usize, GlobalValue)>,
+    /// The head of the loop copy being translated when its entry proved
+    /// the budget enough for the whole loop ([`Translator::budget_proven`]).
+    unbudgeted: Option<usize>,
     /// Translating the test of a rotated loop ([`Translator::rotate`]).
     rotating: bool,
 }
@@ -1012,6 +1019,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             hoisted,
             unchecked: Vec::new(),
             tables: Vec::new(),
+            unbudgeted: None,
             rotating: false,
         }
     }
@@ -1486,7 +1494,10 @@ impl<'a, 'b> Translator<'a, 'b> {
         if let Some(points) = &self.budget_points {
             // Tested only where the budget must cover the way to the
             // next point; the interpreter takes over when it may not.
-            if let Some(&(most, live)) = points.get(&pc) {
+            // (A loop copy whose entry proved the budget enough for the
+            // whole loop tests nothing at its head.)
+            let proven = self.unbudgeted == Some(pc);
+            if let Some(&(most, live)) = points.get(&pc).filter(|_| !proven) {
                 let short = self
                     .b
                     .ins()
@@ -1682,8 +1693,10 @@ impl<'a, 'b> Translator<'a, 'b> {
             .map(|&(p, b)| (p, self.blocks[p].replace(b)))
             .collect();
         self.unchecked = self.hoisted[i].0.accesses.clone();
+        self.unbudgeted = self.budget_proven(i).then_some(head);
         self.open = false;
         let done = self.translate_range(head, end, true);
+        self.unbudgeted = None;
         if done.is_ok() && self.open {
             let after = self.block_at(end);
             self.b.ins().jump(after, &[]);
@@ -1694,6 +1707,17 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         self.unchecked.clear();
         done
+    }
+
+    /// Whether hoisted loop `i`'s entry test also proves the budget enough
+    /// for the whole loop (a counted loop whose head is a budget point).
+    fn budget_proven(&self, i: usize) -> bool {
+        let l = &self.hoisted[i].0;
+        l.iv.is_some_and(|iv| iv.counted)
+            && self
+                .budget_points
+                .as_ref()
+                .is_some_and(|p| p.contains_key(&l.head))
     }
 
     /// Whether every access hoisted loop `i` proves stays in its region
@@ -1745,6 +1769,40 @@ impl<'a, 'b> Translator<'a, 'b> {
             };
             (now, top)
         });
+        // A counted loop runs its body at most `(top - now) / stride + 1`
+        // times; with the way out, each charges at most the head's count
+        // (the longest way from the head to the next budget point): a
+        // budget of `(top - now) / stride + 2` times that lasts the whole
+        // loop, whose copy then tests none.
+        if let (true, Some((now, top)), Some(iv)) = (self.budget_proven(i), iv, l.iv) {
+            let most = self
+                .budget_points
+                .as_ref()
+                .and_then(|p| p.get(&l.head))
+                .map_or(u64::MAX, |&(most, _)| most);
+            let d = self.b.ins().isub(top, now);
+            let d = self
+                .b
+                .ins()
+                .ushr_imm_s(d, i64::from(iv.stride.trailing_zeros()));
+            // (Small enough that the product cannot wrap.)
+            tests.push(
+                self.b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, d, MAX_TRIPS as i64),
+            );
+            let trips = self.b.ins().iadd_imm_s(d, 2);
+            let need = self.b.ins().imul_imm_s(trips, most.min(MAX_TRIPS) as i64);
+            let budget = self.b.use_var(self.budget);
+            tests.push(
+                self.b
+                    .ins()
+                    .icmp(IntCC::UnsignedLessThanOrEqual, need, budget),
+            );
+            if most >= MAX_TRIPS {
+                tests.push(self.b.ins().iconst(I8, 0));
+            }
+        }
         for g in &l.groups {
             let (lo, size) = if g.base == Some(10) {
                 let fp = self.fp();

@@ -54,6 +54,9 @@ pub(crate) struct Induction {
     /// A power of two every increment is a multiple of: the register
     /// keeps its value on entry modulo it.
     pub(crate) stride: u64,
+    /// Every way back to the head passes an increment: the loop runs at
+    /// most `(largest - entry) / stride + 1` times.
+    pub(crate) counted: bool,
 }
 
 /// Accesses of one loop sharing a base, whether they add the induction
@@ -325,8 +328,19 @@ fn induction(
     };
     // Every write of the register an increment by a positive constant.
     let mut steps = 0u64;
+    // An increment every way back to the head passes: no jump before it
+    // (in the loop) goes past it or back to the head.
+    let mut counted = false;
+    let mut jumps_over = false;
     for pc in head..end {
         let Some(i) = insn(pc) else { continue };
+        if let Some(rel) = i.jump_offset() {
+            let t = target(pc, rel);
+            // (The head's own guard leaves the loop.)
+            if t == head || (pc != head && t < end) || (pc == head && !at_head) {
+                jumps_over = true;
+            }
+        }
         if i.dst_written().is_none_or(|d| d.num() != reg) {
             continue;
         }
@@ -336,7 +350,10 @@ fn induction(
                 op: AluOp::Add,
                 src: Source::Imm(k),
                 ..
-            } if (1..=MAX_STEP).contains(&i64::from(k)) => steps |= k as u64,
+            } if (1..=MAX_STEP).contains(&i64::from(k)) => {
+                steps |= k as u64;
+                counted |= !jumps_over;
+            }
             _ => return None,
         }
     }
@@ -349,6 +366,7 @@ fn induction(
         inclusive,
         at_head,
         stride: 1 << steps.trailing_zeros(),
+        counted,
     })
 }
 
@@ -587,6 +605,7 @@ mod tests {
                 inclusive: false,
                 at_head: true,
                 stride: 8,
+                counted: true,
             })
         );
         assert_eq!(l.accesses, vec![6, 9]);
@@ -630,6 +649,7 @@ mod tests {
                 inclusive: true,
                 at_head: false,
                 stride: 2,
+                counted: true,
             })
         );
         assert_eq!(l.accesses, vec![4, 9]);
@@ -691,6 +711,46 @@ mod tests {
                 },
             ]
         );
+    }
+
+    #[test]
+    fn a_loop_that_can_go_round_without_its_increment_is_not_counted() {
+        // Zero bytes go back to the head before r3 grows.
+        let l = loops_of(
+            "
+            mov %r3, 0
+        loop:
+            jge %r3, 64, done
+            mov %r4, %r1
+            add %r4, %r3
+            ldxb %r5, [%r4+0]
+            jeq %r5, 0, loop
+            add %r3, 1
+            ja loop
+        done:
+            exit",
+        );
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].iv.map(|v| v.counted), Some(false));
+        // Skipping it forward is no better.
+        let l = loops_of(
+            "
+            mov %r3, 0
+        loop:
+            jge %r3, 64, done
+            mov %r4, %r1
+            add %r4, %r3
+            ldxb %r5, [%r4+0]
+            jeq %r5, 0, skip
+            add %r3, 1
+        skip:
+            add %r0, 1
+            ja loop
+        done:
+            exit",
+        );
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].iv.map(|v| v.counted), Some(false));
     }
 
     #[test]

@@ -377,3 +377,36 @@ fn joins_in_the_body_keep_only_what_every_way_in_agrees_on() {
     }
     both_kinds(&all);
 }
+
+#[test]
+fn a_loop_that_goes_round_without_its_increment_runs_out_of_budget_where_it_should() {
+    // A zero byte is made 1 and the loop goes back to its head without
+    // growing r3: up to twice as many rounds as r3's range (no bound on
+    // the rounds from r3 alone, so no budget test may be left out).
+    let src = "
+        mov %r3, 0
+        mov %r0, 0
+    loop:
+        jge %r3, 64, done
+        mov %r4, %r1
+        add %r4, %r3
+        ldxb %r5, [%r4+0]
+        jne %r5, 0, go
+        stb [%r4+0], 1
+        ja loop
+    go:
+        add %r0, %r5
+        add %r3, 1
+        ja loop
+    done:
+        exit";
+    let mut all = Vec::new();
+    for zeros in [0, 1, 32, 64] {
+        let mut mem = bytes(64, 11);
+        for b in mem.iter_mut().take(zeros) {
+            *b = 0;
+        }
+        all.push(agrees(src, &mem));
+    }
+    assert!(all.iter().all(|o| !faulted(o)));
+}
