@@ -422,6 +422,249 @@ fn run_once(vm: &mut Vm, mem: &mut GuardedBuffer, fill: &[u8]) -> RunRecord {
     }
 }
 
+/// The oracle behind `loop_differential`: a loop of the shapes checked
+/// native code proves on entry (`userbpf_jit`'s hoisted range checks),
+/// built from fuzzer bytes: an induction variable (a register, or a
+/// pointer) from a chosen start, a guard at the head or at the back-edge
+/// against a constant or a register (huge ones too), increments before,
+/// between or after the accesses, loads and stores of every size through
+/// the context, a register the loop does not write or the stack, at
+/// offsets around the memory's ends, with bounded terms from loaded bytes,
+/// early exits and jumps back to the head. The interpreter and checked
+/// native code run it on guarded memory (an access the entry test wrongly
+/// proved crashes on the guard pages), on the closed path and the general
+/// one, with an ample budget and with one the loop runs out of: the same
+/// result or fault, instruction count and memory.
+pub fn loop_differential(data: &[u8]) {
+    let mut u = Unstructured::new(data);
+    let Some((src, mem_len, fill)) = loop_case(&mut u) else {
+        return;
+    };
+    let insns = match userbpf_vm::asm::assemble(&src) {
+        Ok(i) => i,
+        Err(e) => panic!("the loop generator wrote bad assembly ({e}):\n{src}"),
+    };
+    let Ok(program) = Program::new("loop", insns) else {
+        return;
+    };
+    // An ample budget (a loop may never end: it runs out), then budgets
+    // just short of what the run takes, where a wrong proof of the budget
+    // would let the loop run on.
+    let ample = 20_000u64;
+    let mut budgets = vec![ample];
+    let short = u.int_in_range::<u64>(1..=24).unwrap_or(1);
+    budgets.push(short);
+    while let Some(budget) = budgets.pop() {
+        let config = Config {
+            budget: Some(budget),
+        };
+        let Ok(prepared) = PreparedProgram::new(&program, &fuzz_helpers(), config) else {
+            return;
+        };
+        let prepared = Arc::new(prepared);
+        if let Err(e) = userbpf_jit::jit_checked(&prepared, userbpf_jit::Options::default()) {
+            panic!("the JIT refused a valid program: {e}\n{src}");
+        }
+        for general in [false, true] {
+            let mut vm = Vm::from_prepared(Arc::clone(&prepared));
+            let ro = GuardedBuffer::new(64, &[0x5a, 0xa5]);
+            if general {
+                // SAFETY: `ro` outlives every run of `vm` below.
+                unsafe { vm.add_region(Region::from_slice(ro.as_slice(), RegionKind::Other)) };
+            }
+            let mut mem = GuardedBuffer::new(mem_len, &fill);
+            vm.set_use_compiled(false);
+            let interp = run_once(&mut vm, &mut mem, &fill);
+            let interp_count = vm.last_insn_count();
+            vm.set_use_compiled(true);
+            let native = run_once(&mut vm, &mut mem, &fill);
+            assert_eq!(
+                (&interp, interp_count),
+                (&native, vm.last_insn_count()),
+                "the interpreter and checked native code disagree (budget {budget}, general path {general}) on\n{src}"
+            );
+            assert_read_only_intact(&ro);
+            if budget == ample && !general {
+                // (`short` below the instructions the run took.)
+                budgets.push(interp_count.saturating_sub(short).max(1));
+            }
+        }
+    }
+}
+
+/// A loop program for [`loop_differential`], its memory's length and fill.
+fn loop_case(u: &mut Unstructured<'_>) -> Option<(String, usize, Vec<u8>)> {
+    let mem_len = u.int_in_range::<usize>(0..=96).ok()?;
+    // (The fill from a seed: the fuzzer's bytes go to the program's shape.)
+    let mut x = u.arbitrary::<u64>().ok()? | 1;
+    let fill = (0..mem_len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // (Some zeros, for the loops' early exits.)
+            if x % 7 == 0 {
+                0
+            } else {
+                (x >> 32) as u8
+            }
+        })
+        .collect();
+    let pick = |u: &mut Unstructured<'_>, from: &[i64]| -> Option<i64> {
+        Some(from[u.choose_index(from.len()).ok()?])
+    };
+    // The induction variable: r3 from a start, or a pointer r3 = r1 + start.
+    let pointer = u.ratio(1, 4).ok()?;
+    let start = pick(u, &[0, 0, 1, 3, 7, 8, 16, 60, 95, 96, -1, -8])?;
+    let stride = u.int_in_range::<i64>(1..=9).ok()?;
+    let at_head = u.arbitrary::<bool>().ok()?;
+    let cond = match (at_head, u.arbitrary::<bool>().ok()?) {
+        (true, false) => "jge",
+        (true, true) => "jgt",
+        (false, false) => "jlt",
+        (false, true) => "jle",
+    };
+    let mut s = String::from("mov %r0, 0\nmov %r6, %r1\n");
+    s += &format!("add %r6, {}\n", pick(u, &[0, 8, 32, 48, 64, 90])?);
+    // The bound: a constant, the memory's length (r2), or r7 (huge
+    // values included); a pointer's is r1 plus it.
+    let bound = match u.int_in_range::<u8>(0..=2).ok()? {
+        0 => format!("{}", pick(u, &[0, 1, 8, 40, 64, 90, 96, 97, 200])?),
+        1 => "%r2".to_string(),
+        _ => {
+            let v = pick(
+                u,
+                &[
+                    0,
+                    1,
+                    64,
+                    -1,
+                    -2,
+                    0x3fff_ffff_ffff_ffff,
+                    0x4000_0000_0000_0000,
+                ],
+            )?;
+            s += &format!("lddw %r7, {v}\n");
+            "%r7".to_string()
+        }
+    };
+    if pointer {
+        let b = if bound.starts_with('%') {
+            bound.clone()
+        } else {
+            s += &format!("mov %r7, {bound}\n");
+            "%r7".to_string()
+        };
+        s += &format!("add {b}, %r1\nmov %r3, %r1\nadd %r3, {start}\n");
+        s += "loop:\n";
+        if at_head {
+            s += &format!("{cond} %r3, {b}, done\n");
+        }
+        s += &loop_body(u, true, stride)?;
+        if at_head {
+            s += "ja loop\n";
+        } else {
+            s += &format!("{cond} %r3, {b}, loop\n");
+        }
+    } else {
+        s += &format!("mov %r3, {start}\nloop:\n");
+        if at_head {
+            s += &format!("{cond} %r3, {bound}, done\n");
+        }
+        s += &loop_body(u, false, stride)?;
+        if at_head {
+            s += "ja loop\n";
+        } else {
+            s += &format!("{cond} %r3, {bound}, loop\n");
+        }
+    }
+    s += "done:\nexit\n";
+    Some((s, mem_len, fill))
+}
+
+/// The body of a [`loop_case`] loop: accesses, an increment of r3 by
+/// `stride` (somewhere among them, or more than one), early exits and
+/// jumps back to the head.
+fn loop_body(u: &mut Unstructured<'_>, pointer: bool, stride: i64) -> Option<String> {
+    let mut s = String::new();
+    let items = u.int_in_range::<usize>(1..=6).ok()?;
+    let mut incremented = false;
+    // Labels of ways round an item, placed after the next one.
+    let (mut skips, mut pending) = (0, Vec::new());
+    for _ in 0..items {
+        let ends = std::mem::take(&mut pending);
+        match u.int_in_range::<u8>(0..=11).ok()? {
+            0 | 1 => {
+                s += &format!("add %r3, {stride}\n");
+                incremented = true;
+            }
+            2 => {
+                // A bounded term from a byte of the context.
+                let off = u.int_in_range::<i16>(0..=8).ok()?;
+                let mask = [1, 3, 7, 15, 63, 255][u.choose_index(6).ok()?];
+                let shift = u.int_in_range::<u8>(0..=3).ok()?;
+                s += &format!("ldxb %r8, [%r1+{off}]\nand %r8, {mask}\nlsh %r8, {shift}\n");
+            }
+            3 => {
+                let k = u.int_in_range::<u8>(0..=255).ok()?;
+                s += &format!("jeq %r5, {k}, done\n");
+            }
+            4 => {
+                // (Before an increment, the loop may go round for ever:
+                // it runs out of budget.)
+                let k = u.int_in_range::<u8>(0..=255).ok()?;
+                s += &format!("jeq %r5, {k}, loop\n");
+            }
+            5 => {
+                // A way round the next item (a join after it).
+                let k = u.int_in_range::<u8>(0..=255).ok()?;
+                s += &format!("jeq %r5, {k}, skip{skips}\n");
+                // (Ways round this one land after the next item too.)
+                pending.extend(ends);
+                pending.push(skips);
+                skips += 1;
+                continue;
+            }
+            _ => {
+                let size = ["b", "h", "w", "dw"][u.choose_index(4).ok()?];
+                let base = match (pointer, u.int_in_range::<u8>(0..=3).ok()?) {
+                    (true, 0) => "%r3",
+                    (_, 1) => "%r6",
+                    (_, 2) => "%r10",
+                    _ => "%r1",
+                };
+                let off: i16 = if base == "%r10" {
+                    -u.int_in_range::<i16>(1..=80).ok()?
+                } else {
+                    u.int_in_range::<i16>(-9..=40).ok()?
+                };
+                s += &format!("mov %r4, {base}\n");
+                if !pointer && base != "%r3" && u.ratio(3, 4).ok()? {
+                    s += "add %r4, %r3\n";
+                }
+                if u.ratio(1, 4).ok()? {
+                    s += "and %r8, 255\nadd %r4, %r8\n";
+                }
+                match u.int_in_range::<u8>(0..=2).ok()? {
+                    0 => s += &format!("ldx{size} %r5, [%r4{off:+}]\nadd %r0, %r5\n"),
+                    1 => s += &format!("stx{size} [%r4{off:+}], %r0\n"),
+                    _ => s += &format!("st{size} [%r4{off:+}], 7\n"),
+                }
+            }
+        }
+        for l in ends {
+            s += &format!("skip{l}:\n");
+        }
+    }
+    for l in pending {
+        s += &format!("skip{l}:\n");
+    }
+    if !incremented || u.ratio(1, 2).ok()? {
+        s += &format!("add %r3, {stride}\n");
+    }
+    Some(s)
+}
+
 /// The oracle behind `object_loader`: parsing and linking any bytes as a BPF
 /// object returns a program list or an error; it never panics (a panic
 /// inside the ELF parser is caught by the loader and reported, which this
