@@ -329,16 +329,18 @@ fn induction(
     // Every write of the register an increment by a positive constant.
     let mut steps = 0u64;
     // An increment every way back to the head passes: no jump before it
-    // (in the loop) goes past it or back to the head.
+    // goes back to the head or past it (but out of the loop).
     let mut counted = false;
-    let mut jumps_over = false;
+    let (mut to_head, mut farthest) = (false, 0);
     for pc in head..end {
         let Some(i) = insn(pc) else { continue };
+        let jumps_over = to_head || farthest > pc;
         if let Some(rel) = i.jump_offset() {
             let t = target(pc, rel);
-            // (The head's own guard leaves the loop.)
-            if t == head || (pc != head && t < end) || (pc == head && !at_head) {
-                jumps_over = true;
+            if t == head {
+                to_head = true;
+            } else if t < end {
+                farthest = farthest.max(t);
             }
         }
         if i.dst_written().is_none_or(|d| d.num() != reg) {
@@ -751,6 +753,33 @@ mod tests {
         );
         assert_eq!(l.len(), 1);
         assert_eq!(l[0].iv.map(|v| v.counted), Some(false));
+        // Jumps that land before the increment (a switch's ways joining
+        // there) still pass it.
+        let l = loops_of(
+            "
+            mov %r3, 0
+        loop:
+            jge %r3, 64, done
+            mov %r4, %r1
+            add %r4, %r3
+            ldxb %r5, [%r4+0]
+            jeq %r5, 1, one
+            jeq %r5, 2, two
+            add %r0, 3
+            ja next
+        one:
+            add %r0, 1
+            ja next
+        two:
+            add %r0, 2
+        next:
+            add %r3, 1
+            ja loop
+        done:
+            exit",
+        );
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].iv.map(|v| v.counted), Some(true));
     }
 
     #[test]

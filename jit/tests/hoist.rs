@@ -400,13 +400,33 @@ fn a_loop_that_goes_round_without_its_increment_runs_out_of_budget_where_it_shou
         ja loop
     done:
         exit";
+    // The same, the fix-up past the increment (a forward jump over it).
+    let past = "
+        mov %r3, 0
+        mov %r0, 0
+    loop:
+        jge %r3, 64, done
+        mov %r4, %r1
+        add %r4, %r3
+        ldxb %r5, [%r4+0]
+        jeq %r5, 0, fix
+        add %r0, %r5
+        add %r3, 1
+        ja loop
+    fix:
+        stb [%r4+0], 1
+        ja loop
+    done:
+        exit";
     let mut all = Vec::new();
-    for zeros in [0, 1, 32, 64] {
-        let mut mem = bytes(64, 11);
-        for b in mem.iter_mut().take(zeros) {
-            *b = 0;
+    for src in [src, past] {
+        for zeros in [0, 1, 32, 64] {
+            let mut mem = bytes(64, 11);
+            for b in mem.iter_mut().take(zeros) {
+                *b = 0;
+            }
+            all.push(agrees(src, &mem));
         }
-        all.push(agrees(src, &mem));
     }
     assert!(all.iter().all(|o| !faulted(o)));
 }
