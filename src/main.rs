@@ -527,10 +527,11 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         )
         .with_context(|| args.file.display().to_string())?;
         let text = format!(
-            "; {} (checked mode): {} bytes of x86-64, compiled in {:?}\n{}",
+            "; {} (checked mode): {} bytes of x86-64, compiled in {:?}; loops proven on entry: {}\n{}",
             program.name(),
             code.code_size(),
             code.compile_time(),
+            code.proven_loops().unwrap_or(0),
             code.asm().unwrap_or("")
         );
         if args.json {

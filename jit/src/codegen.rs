@@ -1581,8 +1581,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     }
 
     /// Translates the program; returns whether the code is closed (calls
-    /// out for nothing but memory checks: it can run without a host).
-    pub(crate) fn translate(mut self) -> Result<bool, JitError> {
+    /// out for nothing but memory checks: it can run without a host) and
+    /// how many loops prove their accesses on entry ([`crate::hoist`]).
+    pub(crate) fn translate(mut self) -> Result<(bool, usize), JitError> {
         let len = self.shape.insns.len();
         self.translate_range(0, len, false)?;
         if self.open {
@@ -1610,7 +1611,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let zero = self.iconst(0);
         self.b.ins().return_(&[zero, status]);
         self.b.seal_all_blocks();
-        Ok(self.closed)
+        Ok((self.closed, self.hoisted.len()))
     }
 
     /// Translates the instructions from `from` to `to`: the program, or

@@ -239,6 +239,8 @@ struct Optimized {
     closed: bool,
     asm: Option<String>,
     code_size: usize,
+    /// Checked code: loops whose accesses are proven on entry.
+    proven_loops: usize,
     compile_time: Duration,
 }
 
@@ -505,6 +507,14 @@ impl JitProgram {
     /// baseline generator's time for tiered code).
     pub fn compile_time(&self) -> Duration {
         self.compile_time
+    }
+
+    /// Checked code: how many loops Cranelift's code enters through a
+    /// test that proves their accesses (and, when they are counted, the
+    /// budget they need) for the whole loop, running a copy without those
+    /// checks; `None` until Cranelift's code is in.
+    pub fn proven_loops(&self) -> Option<usize> {
+        self.tiers.optimized.get().map(|o| o.proven_loops)
     }
 
     /// How long Cranelift took, once its code is in.
@@ -939,7 +949,7 @@ fn cranelift(
         let id = module
             .declare_anonymous_function(&cctx.func.signature)
             .map_err(|e| cg(e.to_string()))?;
-        let closed = {
+        let (closed, proven_loops) = {
             let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
             // Lookup tables: read-only data of the module, addressed
             // absolutely (the module's data and code need not be near).
@@ -957,10 +967,11 @@ fn cranelift(
                 }
                 Ok(gv)
             };
-            let closed = Translator::new(prog, &shape, checks, &mut b, call_conv, check, &mut data)
-                .translate()?;
+            let translated =
+                Translator::new(prog, &shape, checks, &mut b, call_conv, check, &mut data)
+                    .translate()?;
             b.finalize(frontend);
-            closed
+            translated
         };
         cctx.set_disasm(options.keep_asm);
         module
@@ -971,11 +982,11 @@ fn cranelift(
             .compiled_code()
             .map(|c| c.code_buffer().len())
             .unwrap_or(0);
-        Ok::<_, JitError>((id, asm, code_size, closed))
+        Ok::<_, JitError>((id, asm, code_size, closed, proven_loops))
     })();
     module.clear_context(&mut cctx);
     CONTEXTS.with(|c| *c.borrow_mut() = Some((cctx, fbc)));
-    let (id, asm, code_size, closed) = compiled?;
+    let (id, asm, code_size, closed, proven_loops) = compiled?;
     module
         .finalize_definitions()
         .map_err(|e| cg(e.to_string()))?;
@@ -989,6 +1000,7 @@ fn cranelift(
         closed,
         asm,
         code_size,
+        proven_loops,
         compile_time: start.elapsed(),
     })
 }

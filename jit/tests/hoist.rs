@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use userbpf_jit::{jit_checked, Options};
+use userbpf_jit::{compile_checked, jit_checked, Options};
 use userbpf_vm::asm::assemble;
 use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::memory::{Region, RegionKind};
@@ -429,4 +429,56 @@ fn a_loop_that_goes_round_without_its_increment_runs_out_of_budget_where_it_shou
         }
     }
     assert!(all.iter().all(|o| !faulted(o)));
+}
+
+#[test]
+fn loops_the_analysis_takes_are_entered_through_a_proof_and_others_are_not() {
+    let proven = |src: &str| {
+        let program = Program::new("hoist", assemble(src).unwrap()).unwrap();
+        let mut helpers = Helpers::new();
+        helpers.register_fn(0x100, "one", |_, _, _, _, _| 1);
+        let p = PreparedProgram::new(&program, &helpers, Config::default()).unwrap();
+        compile_checked(&Arc::new(p), Options::default())
+            .unwrap()
+            .proven_loops()
+    };
+    let copy = |body_extra: &str| {
+        format!(
+            "
+            mov %r3, 0
+        loop:
+            jge %r3, 64, done
+            mov %r4, %r1
+            add %r4, %r3
+            ldxb %r5, [%r4+0]
+            {body_extra}
+            add %r3, 1
+            ja loop
+        done:
+            exit"
+        )
+    };
+    assert_eq!(proven(&copy("")), Some(1));
+    // Two loops one after the other.
+    let first = copy("").replace("exit", "mov %r0, 0");
+    let second = copy("").replace("loop", "again").replace("done", "end");
+    assert_eq!(proven(&format!("{first}\n{second}")), Some(2));
+    // A call in the body, or an address the loop cannot bound.
+    assert_eq!(proven(&copy("call 0x100")), Some(0));
+    assert_eq!(
+        proven(
+            "
+            mov %r3, 0
+            mov %r6, %r1
+        loop:
+            jge %r3, 64, done
+            mul %r6, 1
+            ldxb %r5, [%r6+0]
+            add %r3, 1
+            ja loop
+        done:
+            exit"
+        ),
+        Some(0)
+    );
 }
