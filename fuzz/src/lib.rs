@@ -548,35 +548,29 @@ fn loop_case(u: &mut Unstructured<'_>) -> Option<(String, usize, Vec<u8>)> {
             "%r7".to_string()
         }
     };
-    if pointer {
+    // The pointer's bound is r1 plus the bound (in a register).
+    let bound = if pointer {
         let b = if bound.starts_with('%') {
-            bound.clone()
+            bound
         } else {
             s += &format!("mov %r7, {bound}\n");
             "%r7".to_string()
         };
         s += &format!("add {b}, %r1\nmov %r3, %r1\nadd %r3, {start}\n");
-        s += "loop:\n";
-        if at_head {
-            s += &format!("{cond} %r3, {b}, done\n");
-        }
-        s += &loop_body(u, true, stride)?;
-        if at_head {
-            s += "ja loop\n";
-        } else {
-            s += &format!("{cond} %r3, {b}, loop\n");
-        }
+        b
     } else {
-        s += &format!("mov %r3, {start}\nloop:\n");
-        if at_head {
-            s += &format!("{cond} %r3, {bound}, done\n");
-        }
-        s += &loop_body(u, false, stride)?;
-        if at_head {
-            s += "ja loop\n";
-        } else {
-            s += &format!("{cond} %r3, {bound}, loop\n");
-        }
+        s += &format!("mov %r3, {start}\n");
+        bound
+    };
+    s += "loop:\n";
+    if at_head {
+        s += &format!("{cond} %r3, {bound}, done\n");
+    }
+    s += &loop_body(u, pointer, stride)?;
+    if at_head {
+        s += "ja loop\n";
+    } else {
+        s += &format!("{cond} %r3, {bound}, loop\n");
     }
     s += "done:\nexit\n";
     Some((s, mem_len, fill))
