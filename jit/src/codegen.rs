@@ -2721,30 +2721,28 @@ impl<'a, 'b> Translator<'a, 'b> {
                     a = self.b.ins().ireduce(I32, a);
                     b = self.b.ins().ireduce(I32, b);
                 }
+                let cc = match cond {
+                    JmpCond::Eq => IntCC::Equal,
+                    // (`&` then `!= 0`.)
+                    JmpCond::Ne | JmpCond::Set => IntCC::NotEqual,
+                    JmpCond::Gt => IntCC::UnsignedGreaterThan,
+                    JmpCond::Ge => IntCC::UnsignedGreaterThanOrEqual,
+                    JmpCond::Lt => IntCC::UnsignedLessThan,
+                    JmpCond::Le => IntCC::UnsignedLessThanOrEqual,
+                    JmpCond::SGt => IntCC::SignedGreaterThan,
+                    JmpCond::SGe => IntCC::SignedGreaterThanOrEqual,
+                    JmpCond::SLt => IntCC::SignedLessThan,
+                    JmpCond::SLe => IntCC::SignedLessThanOrEqual,
+                };
+                if cond == JmpCond::Set {
+                    let ty = if width == Width::W32 { I32 } else { I64 };
+                    a = self.b.ins().band(a, b);
+                    b = self.b.ins().iconst(ty, 0);
+                }
                 // (A rotated loop's test branches back on the opposite
                 // condition: see `rotate`.)
-                let flip = |cc: IntCC| if self.rotating { cc.complement() } else { cc };
-                let c = match cond {
-                    JmpCond::Set => {
-                        let and = self.b.ins().band(a, b);
-                        self.b.ins().icmp_imm_s(flip(IntCC::NotEqual), and, 0)
-                    }
-                    _ => {
-                        let cc = match cond {
-                            JmpCond::Eq => IntCC::Equal,
-                            JmpCond::Ne => IntCC::NotEqual,
-                            JmpCond::Gt => IntCC::UnsignedGreaterThan,
-                            JmpCond::Ge => IntCC::UnsignedGreaterThanOrEqual,
-                            JmpCond::Lt => IntCC::UnsignedLessThan,
-                            JmpCond::Le => IntCC::UnsignedLessThanOrEqual,
-                            JmpCond::SGt => IntCC::SignedGreaterThan,
-                            JmpCond::SGe => IntCC::SignedGreaterThanOrEqual,
-                            JmpCond::SLt => IntCC::SignedLessThan,
-                            JmpCond::SLe | JmpCond::Set => IntCC::SignedLessThanOrEqual,
-                        };
-                        self.b.ins().icmp(flip(cc), a, b)
-                    }
-                };
+                let cc = if self.rotating { cc.complement() } else { cc };
+                let c = self.b.ins().icmp(cc, a, b);
                 let to = target(pc, i64::from(off));
                 let mut taken = self.block_at(to);
                 let fall = self.block_at(pc + 1);
