@@ -746,7 +746,7 @@ pub(crate) struct Translator<'a, 'b> {
     /// The lookup tables declared, by the pc of their chain.
     tables: Vec<(usize, GlobalValue)>,
     /// The head of the loop copy being translated when its entry proved
-    /// the budget enough for the whole loop ([`Translator::budget_proven`]).
+    /// the budget enough for the whole loop ([`Translator::head_most`]).
     unbudgeted: Option<usize>,
     /// Translating the test of a rotated loop ([`Translator::rotate`]).
     rotating: bool,
@@ -1694,7 +1694,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             .map(|&(p, b)| (p, self.blocks[p].replace(b)))
             .collect();
         self.unchecked = self.hoisted[i].0.accesses.clone();
-        self.unbudgeted = self.budget_proven(i).then_some(head);
+        self.unbudgeted = self.head_most(i).map(|_| head);
         self.open = false;
         let done = self.translate_range(head, end, true);
         self.unbudgeted = None;
@@ -1710,15 +1710,14 @@ impl<'a, 'b> Translator<'a, 'b> {
         done
     }
 
-    /// Whether hoisted loop `i`'s entry test also proves the budget enough
-    /// for the whole loop (a counted loop whose head is a budget point).
-    fn budget_proven(&self, i: usize) -> bool {
+    /// For a counted hoisted loop `i` whose head is a budget point (its
+    /// entry test then also proves the budget enough for the whole loop): the
+    /// most instructions a run charges from its head to the next point
+    /// (below [`MAX_TRIPS`], so the entry test's product cannot wrap).
+    fn head_most(&self, i: usize) -> Option<u64> {
         let l = &self.hoisted[i].0;
-        l.iv.is_some_and(|iv| iv.counted)
-            && self
-                .budget_points
-                .as_ref()
-                .is_some_and(|p| p.contains_key(&l.head))
+        let &(most, _) = self.budget_points.as_ref()?.get(&l.head)?;
+        (l.iv.is_some_and(|iv| iv.counted) && most < MAX_TRIPS).then_some(most)
     }
 
     /// Whether every access hoisted loop `i` proves stays in its region
@@ -1775,12 +1774,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         // (the longest way from the head to the next budget point): a
         // budget of `(top - now) / stride + 2` times that lasts the whole
         // loop, whose copy then tests none.
-        if let (true, Some((now, top)), Some(iv)) = (self.budget_proven(i), iv, l.iv) {
-            let most = self
-                .budget_points
-                .as_ref()
-                .and_then(|p| p.get(&l.head))
-                .map_or(u64::MAX, |&(most, _)| most);
+        if let (Some(most), Some((now, top)), Some(iv)) = (self.head_most(i), iv, l.iv) {
             let d = self.b.ins().isub(top, now);
             let d = self
                 .b
@@ -1793,16 +1787,13 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .icmp_imm_s(IntCC::UnsignedLessThan, d, MAX_TRIPS as i64),
             );
             let trips = self.b.ins().iadd_imm_s(d, 2);
-            let need = self.b.ins().imul_imm_s(trips, most.min(MAX_TRIPS) as i64);
+            let need = self.b.ins().imul_imm_s(trips, most as i64);
             let budget = self.b.use_var(self.budget);
             tests.push(
                 self.b
                     .ins()
                     .icmp(IntCC::UnsignedLessThanOrEqual, need, budget),
             );
-            if most >= MAX_TRIPS {
-                tests.push(self.b.ins().iconst(I8, 0));
-            }
         }
         for g in &l.groups {
             let (lo, size) = if g.base == Some(10) {
