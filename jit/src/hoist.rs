@@ -226,32 +226,24 @@ fn analyse(shape: &Shape, edges: &[(usize, usize)], head: usize, end: usize) -> 
         return None;
     }
     let iv = induction(shape, edges, head, end, &written);
-    let accesses = accesses(shape, head, end, &written, iv.map(|v| v.reg));
+    let found = accesses(shape, head, end, &written, iv.map(|v| v.reg));
+    let same = |a: &Group, b: &Group| a.base == b.base && a.iv == b.iv && a.write == b.write;
     let mut groups: Vec<Group> = Vec::new();
-    let mut covered = Vec::new();
-    for (pc, g) in accesses {
-        match groups
-            .iter_mut()
-            .find(|o| o.base == g.base && o.iv == g.iv && o.write == g.write)
-        {
+    for (_, g) in &found {
+        match groups.iter_mut().find(|o| same(o, g)) {
             Some(o) => {
                 o.lo = o.lo.min(g.lo);
                 o.hi = o.hi.max(g.hi);
             }
-            None => groups.push(g),
+            None => groups.push(*g),
         }
-        covered.push((pc, g));
     }
     // A group spanning too much is left out (with its accesses).
     groups.retain(|g| i128::from(g.hi) - i128::from(g.lo) <= TRACKED);
-    let accesses: Vec<usize> = covered
-        .into_iter()
-        .filter(|(_, g)| {
-            groups
-                .iter()
-                .any(|o| o.base == g.base && o.iv == g.iv && o.write == g.write)
-        })
-        .map(|(pc, _)| pc)
+    let accesses: Vec<usize> = found
+        .iter()
+        .filter(|(_, g)| groups.iter().any(|o| same(o, g)))
+        .map(|&(pc, _)| pc)
         .collect();
     if accesses.is_empty() {
         return None;
