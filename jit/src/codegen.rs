@@ -139,7 +139,7 @@ fn mem_flags() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
 
-fn size_bytes(s: MemSize) -> u64 {
+pub(crate) fn size_bytes(s: MemSize) -> u64 {
     match s {
         MemSize::B => 1,
         MemSize::H => 2,

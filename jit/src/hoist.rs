@@ -13,7 +13,7 @@
 use userbpf_vm::interp::OpClass;
 use userbpf_vm::isa::{AluOp, Instruction, JmpCond, MemSize, Source, Width};
 
-use crate::codegen::{target, Shape};
+use crate::codegen::{size_bytes, target, Shape};
 
 /// Largest constant part or bounded term tracked (beyond it a value is
 /// unknown), and the widest range one group may span: the entry test's
@@ -373,29 +373,28 @@ fn accesses(
     written: &[bool; 11],
     iv: Option<u8>,
 ) -> Vec<(usize, Group)> {
-    let start = || -> [Option<Sym>; 11] {
-        std::array::from_fn(|r| {
-            if iv == Some(r as u8) {
-                Some(Sym {
-                    base: None,
-                    iv: true,
-                    c: 0,
-                    var: 0,
-                })
-            } else if !written[r] {
-                Some(Sym {
-                    base: Some(r as u8),
-                    iv: false,
-                    c: 0,
-                    var: 0,
-                })
-            } else {
-                None
-            }
-        })
-    };
+    // What each register holds at a block's start.
+    let start: [Option<Sym>; 11] = std::array::from_fn(|r| {
+        if iv == Some(r as u8) {
+            Some(Sym {
+                base: None,
+                iv: true,
+                c: 0,
+                var: 0,
+            })
+        } else if !written[r] {
+            Some(Sym {
+                base: Some(r as u8),
+                iv: false,
+                c: 0,
+                var: 0,
+            })
+        } else {
+            None
+        }
+    });
     let mut out = Vec::new();
-    let mut regs = start();
+    let mut regs = start;
     // What the induction variable grew by on the way to here: at most
     // (any path from the head), and at least (in this block).
     let mut grown: i64 = 0;
@@ -404,7 +403,7 @@ fn accesses(
     while pc < end {
         if pc != head && shape.leaders.contains(&pc) {
             // A join: only what holds at every block start.
-            regs = start();
+            regs = start;
             surely = 0;
         }
         let Some((i, class)) = shape.insns[pc] else {
@@ -420,12 +419,7 @@ fn accesses(
         if let Some((r, off, size, write)) = access {
             if let Some(s) = regs[usize::from(r.num()).min(10)] {
                 if s.base.is_some() || s.iv {
-                    let len = match size {
-                        MemSize::B => 1,
-                        MemSize::H => 2,
-                        MemSize::W => 4,
-                        MemSize::DW => 8,
-                    };
+                    let len = i128::from(size_bytes(size));
                     let at = i128::from(s.c) + i128::from(off);
                     let (lo, hi) = if s.iv {
                         (at + i128::from(surely), at + i128::from(grown))
@@ -464,7 +458,7 @@ fn accesses(
                     for s in regs.iter_mut().filter(|s| s.is_some_and(|s| s.iv)) {
                         *s = s.and_then(|s| s.add_c(-i64::from(k)));
                     }
-                    regs[d] = start()[d];
+                    regs[d] = start[d];
                 }
             } else {
                 regs[d] = next;
