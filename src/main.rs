@@ -137,6 +137,29 @@ enum Cmd {
         #[arg(long)]
         dump_asm: bool,
     },
+    /// Verify the programs of a BPF object (or raw bytecode): print
+    /// `accepted` or `rejected` with the pc, the instruction and the
+    /// kernel's message, and the statistics (instructions processed,
+    /// states, time). Exits with 1 when a program is rejected.
+    Verify {
+        /// A BPF ELF object, raw bytecode (`.bin`) or assembler text (`.s`).
+        file: PathBuf,
+        /// Only this program of the object.
+        #[arg(long)]
+        prog: Option<String>,
+        /// Print the verifier log: every instruction processed with the
+        /// state before it (the kernel's log_level 2).
+        #[arg(short, long)]
+        verbose: bool,
+        /// Raw bytecode: the size of the buffer r1 points to (r2 holds it;
+        /// 0: r1 and r2 are 0), as `run --mem` passes it.
+        #[arg(long, value_name = "BYTES", default_value_t = 0)]
+        mem_size: u32,
+        /// Resolve CO-RE relocations against this BTF file instead of the
+        /// running kernel's.
+        #[arg(long, value_name = "FILE")]
+        btf: Option<PathBuf>,
+    },
     /// Act as a bpf_conformance plugin: read the program as hex bytes on
     /// stdin, run it with MEM_HEX as memory, print r0 in hex. Helper 5 is the
     /// suite's `unwind`.
@@ -231,12 +254,83 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             btf,
             dump_asm,
         }),
+        Cmd::Verify {
+            file,
+            prog,
+            verbose,
+            mem_size,
+            btf,
+        } => cmd_verify(&file, prog.as_deref(), verbose, mem_size, btf),
         Cmd::ConformancePlugin {
             mem_hex,
             engine,
             elf,
         } => cmd_plugin(mem_hex.as_deref(), engine.into(), elf),
     }
+}
+
+fn cmd_verify(
+    file: &Path,
+    prog: Option<&str>,
+    verbose: bool,
+    mem_size: u32,
+    btf: Option<PathBuf>,
+) -> Result<ExitCode> {
+    use userbpf_verifier::{check, Env, Options};
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let opts = Options {
+        log_level: if verbose { 2 } else { 0 },
+        ..Options::default()
+    };
+    let mut jobs: Vec<(Program, Env)> = Vec::new();
+    if source_kind(file, &bytes) == SourceKind::Elf {
+        let object = userbpf::source::load_object_with(file, &load_options(btf))?;
+        for p in &object.programs {
+            if prog.is_some_and(|name| name != p.name) {
+                continue;
+            }
+            let program = p.to_program().with_context(|| file.display().to_string())?;
+            jobs.push((program, Env::for_object(&object, p)));
+        }
+        if let Some(name) = prog {
+            if jobs.is_empty() {
+                object.program(name)?;
+            }
+        }
+    } else {
+        jobs.push((load_program(file, prog)?, Env::raw(mem_size)));
+    }
+    let mut all_ok = true;
+    for (program, env) in &jobs {
+        match check(program, env, &opts, None) {
+            Ok(report) => {
+                if verbose {
+                    print!("{}", report.log);
+                }
+                println!("{}: accepted ({})", program.name(), report.stats);
+            }
+            Err(e) => {
+                all_ok = false;
+                if verbose {
+                    print!("{}", e.log);
+                }
+                println!(
+                    "{}: rejected at pc {}: {}\n  {}: {}\n  ({})",
+                    program.name(),
+                    e.pc,
+                    e.message,
+                    e.pc,
+                    e.insn,
+                    e.stats
+                );
+            }
+        }
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn cmd_asm(file: &Path, output: Option<&Path>) -> Result<ExitCode> {

@@ -709,3 +709,61 @@ fn programs_too_large_for_the_jit_run_in_the_interpreter_with_a_note() {
     // The report names the engine that ran.
     assert_eq!(v["engine"], "interp");
 }
+
+#[test]
+fn verify_reports_each_program_and_fails_on_a_rejection() {
+    let out = userbpf()
+        .arg("verify")
+        .arg(fixture("xdp.bpf.o"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("filter: accepted (processed "), "{text}");
+
+    let dir = Scratch::new("verify");
+    // Reads 8 bytes of stack of which 4 were written.
+    let src = dir.file(
+        "bad.s",
+        b"*(u32 *)(r10 - 8) = 0\nr2 = r10\nr2 += -8\nr1 = 7\nr0 = *(u64 *)(r2 + 0)\nexit\n",
+    );
+    let out = userbpf().arg("verify").arg(&src).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("rejected at pc 4: invalid read from stack off -8+4 size 8"),
+        "{text}"
+    );
+    assert!(text.contains("4: r0 = *(u64 *)(r2 + 0)"), "{text}");
+
+    // -v prints the state at each instruction, kernel style.
+    let good = dir.file("good.s", b"r0 = 0\nexit\n");
+    let out = userbpf()
+        .args(["verify", "-v"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("0: R1=0 R2=0 R10=fp0\n0: r0 = 0"), "{text}");
+    assert!(text.contains("processed 2 insns"), "{text}");
+
+    // A raw program reads the buffer given by --mem-size.
+    let buf = dir.file("buf.s", b"r0 = *(u32 *)(r1 + 4)\nexit\n");
+    let out = userbpf()
+        .args(["verify", "--mem-size", "8"])
+        .arg(&buf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = userbpf()
+        .args(["verify", "--mem-size", "6"])
+        .arg(&buf)
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&out).contains("invalid access to memory, mem_size=6 off=4 size=4"),
+        "{}",
+        stdout(&out)
+    );
+}

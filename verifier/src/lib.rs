@@ -1,10 +1,116 @@
 //! userbpf's verifier: the static proof that a program is safe to run
-//! without run-time checks. The analysis itself lands with the verifier
-//! issue (#5); this crate already holds the type-state its result is:
+//! without run-time checks, in the manner of the Linux verifier.
+//!
+//! Every path of the program is executed on abstract states (registers
+//! typed as scalars with tnum and interval bounds, or pointers into the
+//! context, the stack, map values, packets, helper memory; stack bytes
+//! tracked one by one), and every memory access, helper call and exit is
+//! checked on the way. States covered by an explored, finished state are
+//! pruned; loops are explored until they exit, and a loop that comes back
+//! to a state it already had is rejected. The result is the type-state
 //! [`Verified<P>`], which the JIT's unchecked mode requires.
+//!
+//! ```
+//! use userbpf_verifier::{verify, Env, Options};
+//! use userbpf_vm::{asm, Program};
+//!
+//! let ok = Program::new("ok", asm::assemble("r0 = 0\nexit").unwrap()).unwrap();
+//! assert!(verify(ok, &Env::raw(0), &Options::default()).is_ok());
+//!
+//! // r3 is read before anything was written to it.
+//! let bad = Program::new("bad", asm::assemble("r0 = r3\nexit").unwrap()).unwrap();
+//! let err = verify(bad, &Env::raw(0), &Options::default()).unwrap_err();
+//! assert_eq!(err.message, "R3 !read_ok");
+//! assert_eq!(err.pc, 0);
+//! ```
 #![deny(missing_docs)]
+#![warn(clippy::arithmetic_side_effects)]
+
+mod call;
+pub mod ctx;
+pub mod env;
+mod error;
+mod exec;
+mod explore;
+mod liveness;
+mod mem;
+pub mod reg;
+pub mod scalar;
+pub mod state;
+pub mod tnum;
 
 use std::ops::Deref;
+
+use userbpf_vm::Program;
+
+pub use ctx::Context;
+pub use env::{Env, MapInfo};
+pub use error::{Stats, VerifyError};
+pub use state::State;
+
+/// The kernel's limit on instructions processed over all paths
+/// (`BPF_COMPLEXITY_LIMIT_INSNS`).
+pub const MAX_PROCESSED: u64 = 1_000_000;
+
+/// How to verify.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// 0: no log; 1: the verdict; 2: every instruction with the state
+    /// before it (the kernel's `log_level` 2).
+    pub log_level: u8,
+    /// States kept per instruction for pruning (the search stays sound
+    /// with fewer; it only prunes less).
+    pub max_states_per_insn: usize,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            log_level: 0,
+            max_states_per_insn: 10_000,
+        }
+    }
+}
+
+/// What the verifier reports about an accepted program.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Statistics.
+    pub stats: Stats,
+    /// The log (empty at `log_level` 0).
+    pub log: String,
+}
+
+/// Verifies `program` in `env`.
+pub fn verify(
+    program: Program,
+    env: &Env,
+    opts: &Options,
+) -> Result<(Verified<Program>, Report), Box<VerifyError>> {
+    let report = check(&program, env, opts, None)?;
+    Ok((Verified(program), report))
+}
+
+/// Verifies `program` without taking it (the verdict and the report).
+pub fn check(
+    program: &Program,
+    env: &Env,
+    opts: &Options,
+    initial: Option<State>,
+) -> Result<Report, Box<VerifyError>> {
+    let mut v = explore::Verifier::new(program, env, opts);
+    let state = initial.unwrap_or_else(|| v.initial_state());
+    v.run(state)?;
+    let mut log = std::mem::take(&mut v.log);
+    if opts.log_level > 0 {
+        log.push_str(&v.stats.to_string());
+        log.push('\n');
+    }
+    Ok(Report {
+        stats: v.stats,
+        log,
+    })
+}
 
 /// A program the verifier accepted. Only the verifier makes one (and, for
 /// tests and benchmarks of programs known to be safe, the `unsafe`

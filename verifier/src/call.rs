@@ -1,0 +1,537 @@
+//! Calls and returns: helper calls checked against their prototypes
+//! (`check_helper_call`, `check_func_arg`), bpf-to-bpf calls with their
+//! frames (`check_func_call`), and `exit` (`prepare_func_exit`,
+//! `check_return_code`, `check_reference_leak`).
+
+use userbpf_vm::helper_names::helper_name;
+use userbpf_vm::isa::{CallTarget, Reg as R};
+use userbpf_vm::object::ProgramType;
+use userbpf_vm::proto::{kernel_proto, ArgType, RetType};
+
+use crate::ctx::Context;
+use crate::env::{map_type, MapInfo};
+use crate::error::VerifyError;
+use crate::explore::{Step, Verifier};
+use crate::mem::Access;
+use crate::reg::{Reg, RegType};
+use crate::state::{Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
+
+/// Helpers every program may call (`bpf_base_func_proto`).
+const BASE: &[i32] = &[
+    1, 2, 3, 5, 6, 7, 8, 12, 87, 88, 89, 118, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169,
+    170, 171, 172, 177, 181, 182,
+];
+/// Helpers of tracing programs (`bpf_tracing_func_proto`).
+const TRACING: &[i32] = &[
+    4, 14, 15, 16, 25, 27, 36, 45, 67, 109, 112, 113, 114, 115, 117, 173, 174,
+];
+/// userbpf's user-space superset for uprobes, USDT and syscall hooks
+/// (documented difference: the kernel allows these only on fentry-style
+/// and kprobe programs): `bpf_override_return`, `bpf_get_func_arg`,
+/// `bpf_get_func_ret`, `bpf_get_func_arg_cnt`.
+const USER_SPACE: &[i32] = &[58, 183, 184, 185];
+/// Helpers packet programs may call besides the base ones.
+const PACKET: &[i32] = &[25];
+
+/// What the checks of earlier arguments tell later ones.
+#[derive(Default)]
+struct Meta {
+    map: Option<u32>,
+    /// `ARG_CONST_ALLOC_SIZE_OR_ZERO`.
+    alloc_size: Option<u64>,
+    /// The reference a release argument releases.
+    release: Option<u32>,
+}
+
+impl Verifier<'_> {
+    fn helper_allowed(&self, id: i32) -> bool {
+        use ProgramType as T;
+        if BASE.contains(&id) {
+            return true;
+        }
+        match self.env.prog_type {
+            // Embedded raw programs: every helper userbpf has.
+            None => true,
+            Some(T::Kprobe | T::Tracepoint | T::RawTracepoint | T::RawTracepointWritable) => {
+                TRACING.contains(&id) || USER_SPACE.contains(&id)
+            }
+            Some(T::PerfEvent | T::Syscall) => TRACING.contains(&id),
+            // fentry/fexit: the kernel's tracing programs also read their
+            // function's arguments and return value.
+            Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
+            Some(T::Xdp | T::SchedCls | T::SchedAct | T::SocketFilter | T::CgroupSkb) => {
+                PACKET.contains(&id)
+            }
+            Some(_) => false,
+        }
+    }
+
+    pub(crate) fn call(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        target: CallTarget,
+    ) -> Result<Step, Box<VerifyError>> {
+        match target {
+            CallTarget::Helper(id) => self.helper_call(st, pc, id),
+            CallTarget::Local(rel) => {
+                let t = i64::try_from(pc)
+                    .ok()
+                    .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
+                    .and_then(|t| usize::try_from(t).ok())
+                    .ok_or_else(|| self.error("call to an invalid target"))?;
+                self.local_call(st, pc, t, false)
+            }
+            CallTarget::Kfunc { btf_id, .. } => Err(self.error(
+                match userbpf_vm::kfunc::KFUNCS.iter().find(|(_, id)| *id == btf_id) {
+                    Some((name, _)) => format!(
+                        "kfunc {name}: open-coded iterators are not verified yet; run the program unverified (checked mode)"
+                    ),
+                    None => format!(
+                        "calling kernel function (kfunc, BTF id {btf_id}) is not allowed in user space"
+                    ),
+                },
+            )),
+        }
+    }
+
+    pub(crate) fn callx(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        reg: R,
+    ) -> Result<Step, Box<VerifyError>> {
+        let r = self.read_reg(st, reg)?;
+        match r.ty {
+            RegType::Func { pc: t } if r.off == 0 => self.local_call(st, pc, t as usize, false),
+            _ => Err(self.error(format!(
+                "R{} callx target is {}, not a subprogram",
+                reg.num(),
+                r.type_name()
+            ))),
+        }
+    }
+
+    fn local_call(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        target: usize,
+        callback: bool,
+    ) -> Result<Step, Box<VerifyError>> {
+        if st.frames.len() >= MAX_CALL_FRAMES {
+            return Err(self.error(format!(
+                "the call stack of {} frames is too deep !",
+                st.frames.len().saturating_add(1)
+            )));
+        }
+        let depth = u8::try_from(st.frames.len()).unwrap_or(u8::MAX);
+        let mut frame = Frame::new(depth, pc, target);
+        frame.callback = callback;
+        let caller = st.cur();
+        for r in 1..=5 {
+            frame.regs[r] = caller.regs[r];
+        }
+        st.frames.push(frame);
+        Ok(Step::Next(target))
+    }
+
+    pub(crate) fn exit(&mut self, st: &mut State) -> Result<Step, Box<VerifyError>> {
+        let r0 = *st.reg(0);
+        if r0.ty == RegType::NotInit {
+            return Err(self.error("R0 !read_ok"));
+        }
+        if st.frames.len() > 1 {
+            let depth = st.frames.len().saturating_sub(1);
+            if r0.ty == (RegType::Stack { frame: depth as u8 }) {
+                return Err(self.error("cannot return stack pointer to the caller"));
+            }
+            let callee = st.frames.pop().unwrap_or_else(|| unreachable!());
+            let caller = st.cur_mut();
+            caller.regs[0] = r0;
+            for r in 1..=5 {
+                caller.regs[r] = Reg::NOT_INIT;
+            }
+            return Ok(Step::Next(callee.callsite.wrapping_add(1)));
+        }
+        if !r0.is_scalar() {
+            return Err(self.error("R0 leaks addr as return value"));
+        }
+        if let Some(&(id, at)) = st.refs.first() {
+            return Err(self.error(format!("Unreleased reference id={id} alloc_insn={at}")));
+        }
+        Ok(Step::Done)
+    }
+
+    fn helper_call(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        id: i32,
+    ) -> Result<Step, Box<VerifyError>> {
+        let Some(proto) = kernel_proto(id) else {
+            return Err(self.error(format!("invalid func unknown#{id}")));
+        };
+        let name = helper_name(id).unwrap_or("unknown");
+        if !self.helper_allowed(id) {
+            return Err(self.error(format!(
+                "program of this type cannot use helper {name}#{id}"
+            )));
+        }
+        let mut meta = Meta::default();
+        for (i, arg) in proto.args.iter().enumerate() {
+            let regno = u8::try_from(i).unwrap_or(0).wrapping_add(1);
+            self.check_arg(st, &mut meta, regno, *arg, &proto.args, i, name, id)?;
+        }
+        if let Some(m) = meta.map {
+            self.check_map_compat(m, name, id)?;
+        }
+        if id == 12 && !st.refs.is_empty() {
+            return Err(self.error("tail_call would lead to reference leak"));
+        }
+        if let Some(ref_id) = meta.release {
+            st.refs.retain(|&(r, _)| r != ref_id);
+            st.for_each_reg(|r| {
+                if r.ref_id == ref_id {
+                    *r = Reg::NOT_INIT;
+                }
+            });
+            // Spilled copies: their bytes are no longer a register.
+            for frame in &mut st.frames {
+                for slot in &mut frame.stack {
+                    if slot.is_spill() && slot.spill.ty == RegType::NotInit {
+                        slot.bytes = [crate::state::ByteKind::Misc; 8];
+                    }
+                }
+            }
+        }
+        if proto.args.contains(&ArgType::PtrToFunc) {
+            return Err(self.error(format!(
+                "{name}#{id}: callbacks are not verified yet; run the program unverified (checked mode)"
+            )));
+        }
+        let r0 = match proto.ret {
+            RetType::Integer => Reg::unknown(),
+            RetType::Void => Reg::NOT_INIT,
+            RetType::PtrToMapValueOrNull => {
+                let m = meta.map.unwrap_or(0);
+                let info = self.env.maps.get(m as usize);
+                if info.is_some_and(|i| {
+                    matches!(i.map_type, map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS)
+                }) {
+                    return Err(self.error(format!(
+                        "{name}#{id} on a map of maps: inner maps are not verified yet"
+                    )));
+                }
+                Reg {
+                    maybe_null: true,
+                    id: self.fresh_id(),
+                    ..Reg::pointer(RegType::MapValue { map: m }, 0)
+                }
+            }
+            RetType::PtrToRingbufMemOrNull => {
+                let size = meta.alloc_size.unwrap_or(0);
+                let size = u32::try_from(size).map_err(|_| {
+                    self.error(format!("R2 ring buffer record size {size} is too large"))
+                })?;
+                let ref_id = self.fresh_id();
+                st.refs.push((ref_id, pc));
+                Reg {
+                    maybe_null: true,
+                    id: ref_id,
+                    ref_id,
+                    ..Reg::pointer(RegType::RingbufMem { size }, 0)
+                }
+            }
+        };
+        let frame = st.cur_mut();
+        frame.regs[0] = r0;
+        for r in 1..=5 {
+            frame.regs[r] = Reg::NOT_INIT;
+        }
+        Ok(Step::Next(pc.wrapping_add(1)))
+    }
+
+    fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {
+        let Some(m) = self.env.maps.get(map as usize) else {
+            return Ok(());
+        };
+        let t = m.map_type;
+        let map_in_map = matches!(t, map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS);
+        let ok = match id {
+            1 => m.has_values() || map_in_map,
+            2 | 3 => m.has_values() || map_in_map,
+            12 => t == map_type::PROG_ARRAY,
+            25 => t == map_type::PERF_EVENT_ARRAY,
+            27 => t == map_type::STACK_TRACE,
+            87 | 89 => matches!(
+                t,
+                map_type::QUEUE | map_type::STACK | map_type::BLOOM_FILTER
+            ),
+            88 => matches!(t, map_type::QUEUE | map_type::STACK),
+            130..=134 => t == map_type::RINGBUF,
+            164 | 169 => m.has_values(),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(self.error(format!("cannot pass map_type {t} into func {name}#{id}")))
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn check_arg(
+        &mut self,
+        st: &mut State,
+        meta: &mut Meta,
+        regno: u8,
+        arg: ArgType,
+        all: &[ArgType; 5],
+        i: usize,
+        name: &str,
+        id: i32,
+    ) -> Result<(), Box<VerifyError>> {
+        if arg == ArgType::DontCare {
+            return Ok(());
+        }
+        let reg = *st.reg(regno);
+        if reg.ty == RegType::NotInit {
+            return Err(self.error(format!("R{regno} !read_ok")));
+        }
+        let expected = |what: &str| format!("R{regno} type={} expected={what}", reg.type_name());
+        let map_info = |v: &Self, m: &Meta| -> Result<MapInfo, Box<VerifyError>> {
+            m.map
+                .and_then(|m| v.env.maps.get(m as usize).cloned())
+                .ok_or_else(|| {
+                    v.error(format!(
+                        "invalid map_ptr to access map->key for {name}#{id}"
+                    ))
+                })
+        };
+        match arg {
+            ArgType::DontCare => {}
+            ArgType::Anything => {}
+            ArgType::ConstMapPtr => match reg.ty {
+                RegType::ConstMap { map } => meta.map = Some(map),
+                _ => return Err(self.error(expected("map_ptr"))),
+            },
+            ArgType::PtrToMapKey => {
+                let m = map_info(self, meta)?;
+                self.ptr_arg_type(&reg, regno, false)?;
+                let n = u64::from(m.key_size);
+                self.helper_mem(st, regno, n, n, Access::Read, true)?;
+            }
+            ArgType::PtrToMapValue => {
+                let m = map_info(self, meta)?;
+                self.ptr_arg_type(&reg, regno, false)?;
+                let n = u64::from(m.value_size);
+                self.helper_mem(st, regno, n, n, Access::Read, true)?;
+            }
+            ArgType::PtrToUninitMapValue => {
+                let m = map_info(self, meta)?;
+                self.ptr_arg_type(&reg, regno, true)?;
+                let n = u64::from(m.value_size);
+                self.helper_mem(st, regno, n, n, Access::Write, false)?;
+            }
+            ArgType::PtrToMem { .. } | ArgType::PtrToUninitMem => {
+                let write = arg == ArgType::PtrToUninitMem;
+                let size_arg = all.get(i.wrapping_add(1)).copied();
+                let zero_ok = size_arg == Some(ArgType::ConstSizeOrZero);
+                let size_reg = *st.reg(regno.wrapping_add(1));
+                if size_reg.ty == RegType::NotInit {
+                    return Err(self.error(format!("R{} !read_ok", regno.wrapping_add(1))));
+                }
+                if !size_reg.is_scalar() {
+                    return Err(self.error(format!(
+                        "R{} type={} expected=scalar",
+                        regno.wrapping_add(1),
+                        size_reg.type_name()
+                    )));
+                }
+                let v = size_reg.val;
+                if v.smin < 0 {
+                    return Err(self.error(format!(
+                        "R{} min value is negative, either use unsigned or 'var &= const'",
+                        regno.wrapping_add(1)
+                    )));
+                }
+                if v.umin == 0 && !zero_ok {
+                    return Err(self.error(format!(
+                        "R{} invalid zero-sized read: u64=[{},{}]",
+                        regno.wrapping_add(1),
+                        v.umin,
+                        v.umax
+                    )));
+                }
+                if v.umax >= 1 << 29 {
+                    return Err(self.error(format!(
+                        "R{} unbounded memory access, use 'var &= const' or 'if (var < const)'",
+                        regno.wrapping_add(1)
+                    )));
+                }
+                if reg.const_value() == Some(0) {
+                    // A null pointer is only fine with nothing to access.
+                    if v.umax != 0 {
+                        return Err(self.error(expected("mem")));
+                    }
+                    return Ok(());
+                }
+                self.ptr_arg_type(&reg, regno, write)?;
+                let access = if write { Access::Write } else { Access::Read };
+                // Memory copied out of the program (to maps, ring buffers,
+                // perf buffers, other processes) must hold no pointers;
+                // formatting helpers read pointers for `%s` on purpose.
+                let copied_out = !matches!(id, 6 | 165 | 177 | 182);
+                self.helper_mem(st, regno, v.umin, v.umax, access, copied_out && !write)?;
+            }
+            ArgType::ConstSize | ArgType::ConstSizeOrZero => {
+                // Checked with the pointer before it.
+            }
+            ArgType::ConstAllocSizeOrZero => {
+                let Some(v) = reg.const_value() else {
+                    return Err(self.error(format!("R{regno} is not a known constant'")));
+                };
+                meta.alloc_size = Some(v);
+            }
+            ArgType::PtrToCtx => {
+                let ok = match reg.ty {
+                    RegType::Ctx => true,
+                    RegType::Mem { .. } => matches!(self.env.context, Context::Raw { .. }),
+                    _ => false,
+                };
+                if !ok || reg.maybe_null {
+                    return Err(self.error(expected("ctx")));
+                }
+                if reg.off != 0 || reg.val.is_const() != Some(0) {
+                    return Err(self.error(format!(
+                        "dereference of modified ctx ptr R{regno} off={} disallowed",
+                        reg.off
+                    )));
+                }
+            }
+            ArgType::PtrToFunc => {
+                if !matches!(reg.ty, RegType::Func { .. }) {
+                    return Err(self.error(expected("func")));
+                }
+            }
+            ArgType::PtrToStackOrNull => {
+                if !(reg.const_value() == Some(0) || matches!(reg.ty, RegType::Stack { .. })) {
+                    return Err(self.error(expected("fp")));
+                }
+            }
+            ArgType::PtrToLong => {
+                self.ptr_arg_type(&reg, regno, true)?;
+                self.helper_mem(st, regno, 8, 8, Access::Write, false)?;
+            }
+            ArgType::PtrToTimer => {
+                let RegType::MapValue { map } = reg.ty else {
+                    return Err(self.error(expected("map_value")));
+                };
+                if reg.maybe_null {
+                    return Err(self.error(expected("map_value")));
+                }
+                if reg.val.is_const().is_none() {
+                    return Err(self.error(format!(
+                        "R{regno} doesn't have constant offset. bpf_timer has to be at the constant offset"
+                    )));
+                }
+                let size = self.env.maps.get(map as usize).map_or(0, |m| m.value_size);
+                let off = i64::from(reg.off).saturating_add(reg.val.smin);
+                if off < 0 || off.saturating_add(16) > i64::from(size) || off % 8 != 0 {
+                    return Err(self.error(format!(
+                        "R{regno} offset {off} is not a bpf_timer in a value of {size} bytes"
+                    )));
+                }
+            }
+            ArgType::PtrToConstStr => self.const_str(&reg, regno)?,
+            ArgType::PtrToRingbufMemRelease => {
+                if !matches!(reg.ty, RegType::RingbufMem { .. }) || reg.maybe_null {
+                    return Err(self.error(expected("ringbuf_mem")));
+                }
+                if reg.off != 0 || reg.val.is_const() != Some(0) {
+                    return Err(self.error(format!(
+                        "R{regno} must have zero offset when passed to release func"
+                    )));
+                }
+                if reg.ref_id == 0 || !st.refs.iter().any(|&(r, _)| r == reg.ref_id) {
+                    return Err(self.error(format!(
+                        "R{regno} must be referenced when passed to release function"
+                    )));
+                }
+                meta.release = Some(reg.ref_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pointer arguments a helper reads or writes: only to memory the
+    /// program owns (not the context, not constants).
+    fn ptr_arg_type(&self, reg: &Reg, regno: u8, write: bool) -> Result<(), Box<VerifyError>> {
+        let ok = match reg.ty {
+            RegType::Stack { .. }
+            | RegType::MapValue { .. }
+            | RegType::Mem { .. }
+            | RegType::RingbufMem { .. }
+            | RegType::Packet { .. }
+            | RegType::PacketMeta { .. } => true,
+            RegType::MapKey { .. } => !write,
+            RegType::Ctx => self.env.context == Context::Syscall,
+            _ => false,
+        };
+        if !ok || reg.maybe_null {
+            return Err(self.error(format!(
+                "R{regno} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem",
+                reg.type_name()
+            )));
+        }
+        Ok(())
+    }
+
+    /// `ARG_PTR_TO_CONST_STR`: a NUL-terminated string in a read-only map.
+    fn const_str(&self, reg: &Reg, regno: u8) -> Result<(), Box<VerifyError>> {
+        let RegType::MapValue { map } = reg.ty else {
+            return Err(self.error(format!(
+                "R{regno} type={} expected=map_value",
+                reg.type_name()
+            )));
+        };
+        let Some(m) = self.env.maps.get(map as usize) else {
+            return Err(self.error(format!("R{regno} does not point to a readonly map'")));
+        };
+        if !m.read_only || reg.maybe_null {
+            return Err(self.error(format!("R{regno} does not point to a readonly map'")));
+        }
+        let Some(off) = reg.val.is_const() else {
+            return Err(self.error(format!("R{regno} is not a constant address'")));
+        };
+        let start = i64::from(reg.off).saturating_add(off as i64);
+        let Some(data) = &m.contents else {
+            return Err(self.error(format!(
+                "R{regno} points to a map whose contents are unknown"
+            )));
+        };
+        let ok = usize::try_from(start)
+            .ok()
+            .and_then(|s| data.get(s..))
+            .is_some_and(|rest| rest.contains(&0));
+        if !ok {
+            return Err(self.error("string is not zero-terminated"));
+        }
+        Ok(())
+    }
+
+    /// Checks the combined stack of the call chain.
+    pub(crate) fn check_stack_depth(&mut self, st: &State) -> Result<(), Box<VerifyError>> {
+        let total: i32 = st.frames.iter().map(Frame::depth).sum();
+        let total_u = u32::try_from(total).unwrap_or(u32::MAX);
+        self.stats.stack_depth = self.stats.stack_depth.max(total_u);
+        if total > MAX_BPF_STACK {
+            return Err(self.error(format!(
+                "combined stack size of {} calls is {total}. Too large",
+                st.frames.len()
+            )));
+        }
+        Ok(())
+    }
+}

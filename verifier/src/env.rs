@@ -1,0 +1,139 @@
+//! What the verifier knows about a program besides its instructions: its
+//! kind (which decides the context's layout and the helpers it may call)
+//! and the maps its `lddw`s refer to.
+
+use userbpf_vm::object::{MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG};
+
+use crate::ctx::Context;
+
+/// `BPF_MAP_TYPE_*` numbers the verifier treats specially.
+pub mod map_type {
+    /// `BPF_MAP_TYPE_HASH`.
+    pub const HASH: u32 = 1;
+    /// `BPF_MAP_TYPE_ARRAY`.
+    pub const ARRAY: u32 = 2;
+    /// `BPF_MAP_TYPE_PROG_ARRAY`.
+    pub const PROG_ARRAY: u32 = 3;
+    /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
+    pub const PERF_EVENT_ARRAY: u32 = 4;
+    /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
+    pub const PERCPU_ARRAY: u32 = 6;
+    /// `BPF_MAP_TYPE_STACK_TRACE`.
+    pub const STACK_TRACE: u32 = 7;
+    /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`.
+    pub const ARRAY_OF_MAPS: u32 = 12;
+    /// `BPF_MAP_TYPE_HASH_OF_MAPS`.
+    pub const HASH_OF_MAPS: u32 = 13;
+    /// `BPF_MAP_TYPE_QUEUE`.
+    pub const QUEUE: u32 = 22;
+    /// `BPF_MAP_TYPE_STACK`.
+    pub const STACK: u32 = 23;
+    /// `BPF_MAP_TYPE_RINGBUF`.
+    pub const RINGBUF: u32 = 27;
+    /// `BPF_MAP_TYPE_BLOOM_FILTER`.
+    pub const BLOOM_FILTER: u32 = 30;
+}
+
+/// A map as the verifier sees it (`struct bpf_map`'s shape).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapInfo {
+    /// The map's name, for messages.
+    pub name: String,
+    /// `enum bpf_map_type`.
+    pub map_type: u32,
+    /// Key size in bytes.
+    pub key_size: u32,
+    /// Value size in bytes.
+    pub value_size: u32,
+    /// Maximum entries.
+    pub max_entries: u32,
+    /// `BPF_F_RDONLY_PROG`: programs may read values but not write them
+    /// (`.rodata`).
+    pub read_only: bool,
+    /// Whether `lddw` may take the address of its value
+    /// (`BPF_PSEUDO_MAP_VALUE`: global data, single-value arrays).
+    pub direct_value: bool,
+    /// The value's bytes, for read-only maps whose contents are known
+    /// at verification time (`.rodata`): format strings are checked for
+    /// their terminating NUL.
+    pub contents: Option<Vec<u8>>,
+}
+
+impl MapInfo {
+    /// The verifier's view of an object's map definition.
+    pub fn from_def(def: &MapDef) -> MapInfo {
+        MapInfo {
+            name: def.name.clone(),
+            map_type: def.map_type,
+            key_size: def.key_size,
+            value_size: def.value_size,
+            max_entries: def.max_entries,
+            read_only: def.flags & BPF_F_RDONLY_PROG != 0,
+            direct_value: def.map_type == map_type::ARRAY && def.max_entries == 1,
+            contents: if def.flags & BPF_F_RDONLY_PROG != 0 {
+                def.initial.clone()
+            } else {
+                None
+            },
+        }
+    }
+
+    /// Whether a lookup returns a pointer to a value (not an inner map or a
+    /// special object).
+    pub fn has_values(&self) -> bool {
+        !matches!(
+            self.map_type,
+            map_type::PROG_ARRAY
+                | map_type::PERF_EVENT_ARRAY
+                | map_type::RINGBUF
+                | map_type::QUEUE
+                | map_type::STACK
+                | map_type::BLOOM_FILTER
+                | map_type::ARRAY_OF_MAPS
+                | map_type::HASH_OF_MAPS
+        )
+    }
+}
+
+/// Everything about a program but its instructions.
+#[derive(Clone, Debug)]
+pub struct Env {
+    /// The kernel program type, when the program comes from an object
+    /// (`None`: raw bytecode, run on a memory buffer).
+    pub prog_type: Option<ProgramType>,
+    /// The context `r1` points to at entry.
+    pub context: Context,
+    /// Maps by the index the `lddw`s carry.
+    pub maps: Vec<MapInfo>,
+    /// Function-name of each subprogram start pc, for messages.
+    pub subprogram_names: Vec<(String, usize)>,
+}
+
+impl Env {
+    /// A raw program run on a buffer of `len` bytes (`userbpf run
+    /// --mem`): `r1` points to it and `r2` holds `len`; with `len == 0`
+    /// both are 0, as the engines pass them.
+    pub fn raw(len: u32) -> Env {
+        Env {
+            prog_type: None,
+            context: Context::Raw { len },
+            maps: Vec::new(),
+            subprogram_names: Vec::new(),
+        }
+    }
+
+    /// A program of an object: its kind's context and the object's maps.
+    pub fn for_object(object: &Object, program: &ObjProgram) -> Env {
+        Env {
+            prog_type: Some(program.kind.prog_type),
+            context: Context::for_kind(&program.kind),
+            maps: object.maps.iter().map(MapInfo::from_def).collect(),
+            subprogram_names: program.subprograms.clone(),
+        }
+    }
+
+    /// The map at index `idx` of an `lddw`.
+    pub fn map(&self, idx: i32) -> Option<&MapInfo> {
+        usize::try_from(idx).ok().and_then(|i| self.maps.get(i))
+    }
+}

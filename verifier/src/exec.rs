@@ -1,0 +1,642 @@
+//! Abstract execution of ALU instructions and jumps (`check_alu_op`,
+//! `adjust_ptr_min_max_vals`, `check_cond_jmp_op`).
+
+use userbpf_vm::isa::{AluOp, Instruction, JmpCond, Lddw, Reg as R, Source, Width};
+
+use crate::error::VerifyError;
+use crate::explore::{Step, Verifier};
+use crate::reg::{Reg, RegType};
+use crate::scalar::Scalar;
+use crate::state::State;
+
+/// `BPF_MAX_VAR_OFF`: the largest offset a pointer may carry.
+pub(crate) const MAX_VAR_OFF: i64 = 1 << 29;
+/// `MAX_PACKET_OFF`.
+const MAX_PACKET_OFF: u64 = 0xffff;
+
+fn op_name(op: AluOp) -> &'static str {
+    match op {
+        AluOp::Add => "+=",
+        AluOp::Sub => "-=",
+        AluOp::Mul => "*=",
+        AluOp::Div => "/=",
+        AluOp::SDiv => "s/=",
+        AluOp::Or => "|=",
+        AluOp::And => "&=",
+        AluOp::Lsh => "<<=",
+        AluOp::Rsh => ">>=",
+        AluOp::Mod => "%=",
+        AluOp::SMod => "s%=",
+        AluOp::Xor => "^=",
+        AluOp::Mov => "=",
+        AluOp::Arsh => "s>>=",
+    }
+}
+
+impl Verifier<'_> {
+    /// Executes the instruction at `pc` on `st`.
+    pub(crate) fn step(
+        &mut self,
+        st: &mut State,
+        pc: usize,
+        insn: &Instruction,
+    ) -> Result<Step, Box<VerifyError>> {
+        let next = pc.wrapping_add(insn.slots());
+        match *insn {
+            Instruction::Alu {
+                width,
+                op,
+                dst,
+                src,
+            } => {
+                self.alu(st, width, op, dst, src)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::MovSx {
+                width,
+                dst,
+                src,
+                bits,
+            } => {
+                self.write_check(dst)?;
+                let s = self.read_reg(st, src)?;
+                if !s.is_scalar() {
+                    return Err(self.error(format!(
+                        "R{} sign-extension of a pointer prohibited",
+                        src.num()
+                    )));
+                }
+                *st.reg_mut(dst.num()) = Reg::scalar(s.val.movsx(width, bits));
+                Ok(Step::Next(next))
+            }
+            Instruction::Neg { width, dst } => {
+                self.write_check(dst)?;
+                let d = self.read_reg(st, dst)?;
+                if !d.is_scalar() {
+                    return Err(self.error(format!("R{} pointer arithmetic prohibited", dst.num())));
+                }
+                *st.reg_mut(dst.num()) = Reg::scalar(d.val.neg(width));
+                Ok(Step::Next(next))
+            }
+            Instruction::Endian { op, dst, bits } => {
+                self.write_check(dst)?;
+                let d = self.read_reg(st, dst)?;
+                if !d.is_scalar() {
+                    return Err(self.error(format!("R{} pointer arithmetic prohibited", dst.num())));
+                }
+                *st.reg_mut(dst.num()) = Reg::scalar(d.val.endian(op, bits));
+                Ok(Step::Next(next))
+            }
+            Instruction::Load {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                self.load(st, size, dst, src, off, false)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::LoadSx {
+                size,
+                dst,
+                src,
+                off,
+            } => {
+                self.load(st, size, dst, src, off, true)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::Store {
+                size,
+                dst,
+                off,
+                src,
+            } => {
+                self.store(st, size, dst, off, src)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::Atomic {
+                size,
+                op,
+                fetch,
+                dst,
+                src,
+                off,
+            } => {
+                self.atomic(st, size, op, fetch, dst, src, off)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::LoadImm64 { dst, value } => {
+                self.write_check(dst)?;
+                let reg = self.lddw(pc, value)?;
+                *st.reg_mut(dst.num()) = reg;
+                Ok(Step::Next(next))
+            }
+            Instruction::LoadPacket { size, mode, .. } => {
+                self.legacy_packet_load(st, size, mode)?;
+                Ok(Step::Next(next))
+            }
+            Instruction::Ja { .. } | Instruction::JaLong { .. } => {
+                let t = self.target(pc, insn);
+                Ok(Step::Next(t))
+            }
+            Instruction::Jump {
+                width,
+                cond,
+                dst,
+                src,
+                ..
+            } => {
+                let t = self.target(pc, insn);
+                self.cond_jump(st, width, cond, dst, src, next, t)
+            }
+            Instruction::Call(target) => self.call(st, pc, target),
+            Instruction::CallX { reg } => self.callx(st, pc, reg),
+            Instruction::Exit => self.exit(st),
+        }
+    }
+
+    /// The target pc of a jump.
+    fn target(&self, pc: usize, insn: &Instruction) -> usize {
+        insn.jump_offset()
+            .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
+            .and_then(|t| usize::try_from(t).ok())
+            .unwrap_or(pc)
+    }
+
+    /// `check_reg_arg(.., SRC_OP)`: the register must have been written.
+    pub(crate) fn read_reg(&self, st: &State, r: R) -> Result<Reg, Box<VerifyError>> {
+        let reg = *st.reg(r.num());
+        if reg.ty == RegType::NotInit {
+            return Err(self.error(format!("R{} !read_ok", r.num())));
+        }
+        Ok(reg)
+    }
+
+    /// `check_reg_arg(.., DST_OP)`: `r10` cannot be written.
+    pub(crate) fn write_check(&self, r: R) -> Result<(), Box<VerifyError>> {
+        if r.num() == 10 {
+            return Err(self.error("frame pointer is read only"));
+        }
+        Ok(())
+    }
+
+    fn alu(
+        &mut self,
+        st: &mut State,
+        width: Width,
+        op: AluOp,
+        dst: R,
+        src: Source,
+    ) -> Result<(), Box<VerifyError>> {
+        let d = dst.num();
+        let s = match src {
+            Source::Reg(r) => self.read_reg(st, r)?,
+            Source::Imm(imm) => {
+                if matches!(op, AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod) && imm == 0 {
+                    return Err(self.error("div by zero"));
+                }
+                if matches!(op, AluOp::Lsh | AluOp::Rsh | AluOp::Arsh) {
+                    let bits = if width == Width::W64 { 64 } else { 32 };
+                    if imm < 0 || imm >= bits {
+                        return Err(self.error(format!("invalid shift {imm}")));
+                    }
+                }
+                let v = match width {
+                    Width::W64 => i64::from(imm) as u64,
+                    Width::W32 => u64::from(imm as u32),
+                };
+                Reg::constant(v)
+            }
+        };
+        self.write_check(dst)?;
+        if op == AluOp::Mov {
+            let new = match width {
+                Width::W64 => {
+                    if s.is_scalar() && s.val.is_const().is_none() {
+                        // Link the copies: a check on one bounds both.
+                        let id = if s.id != 0 { s.id } else { self.fresh_id() };
+                        if let Source::Reg(r) = src {
+                            st.reg_mut(r.num()).id = id;
+                        }
+                        Reg { id, ..s }
+                    } else if s.is_scalar() {
+                        Reg { id: 0, ..s }
+                    } else {
+                        s
+                    }
+                }
+                Width::W32 => {
+                    if !s.is_scalar() {
+                        return Err(self.error(format!(
+                            "R{} partial copy of pointer",
+                            match src {
+                                Source::Reg(r) => r.num(),
+                                Source::Imm(_) => 0,
+                            }
+                        )));
+                    }
+                    Reg::scalar(s.val.zext32())
+                }
+            };
+            *st.reg_mut(d) = new;
+            return Ok(());
+        }
+        let dv = self.read_reg(st, dst)?;
+        let result = match (dv.is_scalar(), s.is_scalar()) {
+            (true, true) => Reg::scalar(dv.val.alu(op, width, &s.val)),
+            (false, true) => self.ptr_arith(width, op, d, &dv, &s, false)?,
+            (true, false) => {
+                if op == AluOp::Sub {
+                    return Err(self.error(format!("R{d} tried to subtract pointer from scalar")));
+                }
+                self.ptr_arith(width, op, d, &s, &dv, true)?
+            }
+            (false, false) => {
+                if op == AluOp::Sub && width == Width::W64 && same_region(&dv, &s) {
+                    // The distance between two pointers into one region is
+                    // an offset, not an address.
+                    Reg::unknown()
+                } else {
+                    return Err(
+                        self.error(format!("R{d} pointer {} pointer prohibited", op_name(op)))
+                    );
+                }
+            }
+        };
+        *st.reg_mut(d) = result;
+        Ok(())
+    }
+
+    /// `ptr op scalar` (or `scalar + ptr` when `swapped`).
+    fn ptr_arith(
+        &mut self,
+        width: Width,
+        op: AluOp,
+        d: u8,
+        ptr: &Reg,
+        scalar: &Reg,
+        swapped: bool,
+    ) -> Result<Reg, Box<VerifyError>> {
+        if width == Width::W32 {
+            return Err(self.error(format!("R{d} 32-bit pointer arithmetic prohibited")));
+        }
+        match op {
+            AluOp::Add | AluOp::Sub => {}
+            AluOp::And | AluOp::Or | AluOp::Xor => {
+                return Err(self.error(format!(
+                    "R{d} bitwise operator {} on pointer prohibited",
+                    op_name(op)
+                )))
+            }
+            _ => {
+                return Err(self.error(format!(
+                    "R{d} pointer arithmetic with {} operator prohibited",
+                    op_name(op)
+                )))
+            }
+        }
+        let _ = swapped;
+        if ptr.maybe_null {
+            return Err(self.error(format!(
+                "R{d} pointer arithmetic on {} prohibited, null-check it first",
+                ptr.type_name()
+            )));
+        }
+        match ptr.ty {
+            RegType::ConstMap { .. } | RegType::PacketEnd | RegType::Func { .. } => {
+                return Err(self.error(format!(
+                    "R{d} pointer arithmetic on {} prohibited",
+                    ptr.type_name()
+                )))
+            }
+            _ => {}
+        }
+        let mut out = *ptr;
+        if let Some(c) = scalar.val.is_const() {
+            let c = c as i64;
+            let delta = if op == AluOp::Sub {
+                c.checked_neg()
+            } else {
+                Some(c)
+            };
+            let new_off = delta.and_then(|dl| i64::from(ptr.off).checked_add(dl));
+            match new_off {
+                Some(o) if o > -MAX_VAR_OFF && o < MAX_VAR_OFF => {
+                    out.off = o as i32;
+                    return Ok(out);
+                }
+                _ => {
+                    return Err(self.error(format!(
+                        "R{d} pointer arithmetic on {} with an offset out of range",
+                        ptr.type_name()
+                    )))
+                }
+            }
+        }
+        let v = &scalar.val;
+        if v.smin == i64::MIN {
+            return Err(self.error(format!(
+                "R{d} math between {} pointer and register with unbounded min value is not allowed",
+                ptr.type_name()
+            )));
+        }
+        if ptr.ty == RegType::Ctx {
+            return Err(self.error(format!("R{d} variable ctx access var_off={} disallowed", v)));
+        }
+        // (An offset too large for any access is refused when the pointer
+        // is dereferenced: `unbounded memory access`.)
+        out.val = ptr.val.alu(op, Width::W64, v);
+        if let RegType::Packet { .. } | RegType::PacketMeta { .. } = ptr.ty {
+            if out.val.umax > MAX_PACKET_OFF {
+                // A negative or huge variable part: unusable for access,
+                // but not an error until dereferenced.
+            }
+            // A new variable part: the proven range no longer applies.
+            out.id = self.fresh_id();
+            out.ty = match ptr.ty {
+                RegType::Packet { .. } => RegType::Packet { range: 0 },
+                _ => RegType::PacketMeta { range: 0 },
+            };
+        }
+        Ok(out)
+    }
+
+    fn lddw(&mut self, pc: usize, value: Lddw) -> Result<Reg, Box<VerifyError>> {
+        Ok(match value {
+            Lddw::Imm(v) => Reg::constant(v),
+            Lddw::MapFd(fd) | Lddw::MapIdx(fd) => {
+                if self.env.map(fd).is_none() {
+                    return Err(self.error(format!("fd {fd} is not pointing to valid bpf_map")));
+                }
+                Reg::pointer(RegType::ConstMap { map: fd as u32 }, 0)
+            }
+            Lddw::MapValue { fd, off } | Lddw::MapIdxValue { idx: fd, off } => {
+                let Some(m) = self.env.map(fd) else {
+                    return Err(self.error(format!("fd {fd} is not pointing to valid bpf_map")));
+                };
+                if !m.direct_value {
+                    return Err(self.error(format!(
+                        "map `{}` does not support direct value access",
+                        m.name
+                    )));
+                }
+                if off >= m.value_size {
+                    return Err(self.error(format!(
+                        "invalid access to map value pointer, value_size={} off={off}",
+                        m.value_size
+                    )));
+                }
+                Reg::pointer(RegType::MapValue { map: fd as u32 }, off as i32)
+            }
+            Lddw::Func(rel) => {
+                let t = i64::try_from(pc)
+                    .ok()
+                    .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
+                    .and_then(|t| u32::try_from(t).ok())
+                    .unwrap_or(0);
+                Reg::pointer(RegType::Func { pc: t }, 0)
+            }
+            Lddw::BtfVar { btf_id, .. } => {
+                return Err(self.error(format!(
+                    "ldimm64 of kernel variable (BTF id {btf_id}) is not available in user space"
+                )))
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cond_jump(
+        &mut self,
+        st: &mut State,
+        width: Width,
+        cond: JmpCond,
+        dst: R,
+        src: Source,
+        fall: usize,
+        target: usize,
+    ) -> Result<Step, Box<VerifyError>> {
+        let a = self.read_reg(st, dst)?;
+        let b = match src {
+            Source::Reg(r) => self.read_reg(st, r)?,
+            Source::Imm(imm) => Reg::constant(match width {
+                Width::W64 => i64::from(imm) as u64,
+                Width::W32 => u64::from(imm as u32),
+            }),
+        };
+        let src_reg = match src {
+            Source::Reg(r) => Some(r.num()),
+            Source::Imm(_) => None,
+        };
+        if a.is_scalar() && b.is_scalar() {
+            if let Some(taken) = a.val.is_branch_taken(cond, width, &b.val) {
+                return Ok(Step::Next(if taken { target } else { fall }));
+            }
+            let mut other = st.clone();
+            // Fall-through: the condition is false.
+            let ok_fall = refine_pair(st, dst.num(), src_reg, &a, &b, cond, width, false);
+            let ok_taken = refine_pair(&mut other, dst.num(), src_reg, &a, &b, cond, width, true);
+            return Ok(match (ok_fall, ok_taken) {
+                (true, true) => Step::Branch(fall, Box::new(other), target),
+                (true, false) => Step::Next(fall),
+                (false, true) => {
+                    *st = other;
+                    Step::Next(target)
+                }
+                // Neither side is feasible: the state itself was empty.
+                (false, false) => Step::Done,
+            });
+        }
+        // Null checks: `if rX == 0` / `if rX != 0` on a maybe-null pointer.
+        let zero = |r: &Reg| r.const_value() == Some(0);
+        if width == Width::W64 && matches!(cond, JmpCond::Eq | JmpCond::Ne) {
+            let (ptr, ptr_reg) = if !a.is_scalar() && zero(&b) {
+                (a, Some(dst.num()))
+            } else if a.is_scalar() && zero(&a) && !b.is_scalar() {
+                (b, src_reg)
+            } else {
+                (Reg::NOT_INIT, None)
+            };
+            if ptr_reg.is_some() {
+                let ne_pc = if cond == JmpCond::Eq { fall } else { target };
+                if !ptr.maybe_null {
+                    // A valid pointer is never 0.
+                    return Ok(Step::Next(ne_pc));
+                }
+                let mut null_state = st.clone();
+                mark_null(&mut null_state, &ptr, true);
+                mark_null(st, &ptr, false);
+                return Ok(if ne_pc == fall {
+                    Step::Branch(fall, Box::new(null_state), target)
+                } else {
+                    let non_null = std::mem::replace(st, null_state);
+                    Step::Branch(fall, Box::new(non_null), target)
+                });
+            }
+        }
+        // Packet bounds: comparisons of packet pointers with data_end (or
+        // of metadata pointers with data).
+        if width == Width::W64 {
+            if let Some(step) = self.packet_compare(st, cond, &a, &b, fall, target) {
+                return Ok(step);
+            }
+        }
+        // Other comparisons involving pointers teach nothing.
+        Ok(Step::Branch(fall, Box::new(st.clone()), target))
+    }
+
+    /// `find_good_pkt_pointers`: after `pkt' <= pkt_end` (or any
+    /// equivalent form), every packet pointer with pkt's id may access
+    /// `pkt'.off` bytes.
+    fn packet_compare(
+        &self,
+        st: &mut State,
+        cond: JmpCond,
+        a: &Reg,
+        b: &Reg,
+        fall: usize,
+        target: usize,
+    ) -> Option<Step> {
+        let is_pkt = |r: &Reg| matches!(r.ty, RegType::Packet { .. });
+        let is_meta = |r: &Reg| matches!(r.ty, RegType::PacketMeta { .. });
+        // Normalise to `ptr CMP end`.
+        let (ptr, cond) = if (is_pkt(a) && b.ty == RegType::PacketEnd) || (is_meta(a) && is_pkt(b))
+        {
+            (*a, cond)
+        } else if (is_pkt(b) && a.ty == RegType::PacketEnd) || (is_meta(b) && is_pkt(a)) {
+            (*b, swap_cond(cond))
+        } else {
+            return None;
+        };
+        // Which outcome proves `ptr <= end` (range off) or `ptr < end`
+        // (range off + 1).
+        let (proof_taken, strict) = match cond {
+            JmpCond::Gt => (false, false), // not (ptr > end): ptr <= end
+            JmpCond::Ge => (false, true),  // not (ptr >= end): ptr < end
+            JmpCond::Lt => (true, true),
+            JmpCond::Le => (true, false),
+            _ => return Some(Step::Branch(fall, Box::new(st.clone()), target)),
+        };
+        if ptr.off < 0 || ptr.val.umax > MAX_PACKET_OFF {
+            return Some(Step::Branch(fall, Box::new(st.clone()), target));
+        }
+        let mut range = ptr.off as u32;
+        if strict {
+            range = range.saturating_add(1);
+        }
+        let mut proven = st.clone();
+        let meta = is_meta(&ptr);
+        proven.for_each_reg(|r| {
+            if r.id != ptr.id {
+                return;
+            }
+            match &mut r.ty {
+                RegType::Packet { range: rr } if !meta => *rr = (*rr).max(range),
+                RegType::PacketMeta { range: rr } if meta => *rr = (*rr).max(range),
+                _ => {}
+            }
+        });
+        Some(if proof_taken {
+            Step::Branch(fall, Box::new(proven), target)
+        } else {
+            let unproven = std::mem::replace(st, proven);
+            Step::Branch(fall, Box::new(unproven), target)
+        })
+    }
+}
+
+/// Whether two pointers point into the same region (their difference is
+/// an offset).
+fn same_region(a: &Reg, b: &Reg) -> bool {
+    use RegType as T;
+    let pkt = |t: T| matches!(t, T::Packet { .. } | T::PacketMeta { .. } | T::PacketEnd);
+    if pkt(a.ty) && pkt(b.ty) {
+        return true;
+    }
+    match (a.ty, b.ty) {
+        (T::Stack { frame: x }, T::Stack { frame: y }) => x == y,
+        (T::MapValue { map: x }, T::MapValue { map: y }) => {
+            x == y && a.id == b.id && !a.maybe_null && !b.maybe_null
+        }
+        (T::Ctx, T::Ctx) => true,
+        (T::Mem { .. }, T::Mem { .. }) | (T::RingbufMem { .. }, T::RingbufMem { .. }) => {
+            a.ref_id == b.ref_id && a.id == b.id && !a.maybe_null && !b.maybe_null
+        }
+        _ => false,
+    }
+}
+
+/// The condition with its operands swapped (`a < b` is `b > a`).
+fn swap_cond(c: JmpCond) -> JmpCond {
+    match c {
+        JmpCond::Gt => JmpCond::Lt,
+        JmpCond::Ge => JmpCond::Le,
+        JmpCond::Lt => JmpCond::Gt,
+        JmpCond::Le => JmpCond::Ge,
+        JmpCond::SGt => JmpCond::SLt,
+        JmpCond::SGe => JmpCond::SLe,
+        JmpCond::SLt => JmpCond::SGt,
+        JmpCond::SLe => JmpCond::SGe,
+        c => c,
+    }
+}
+
+/// Refines both operands of a scalar comparison for one outcome, and
+/// every register linked to them; false if the outcome is impossible.
+#[allow(clippy::too_many_arguments)]
+fn refine_pair(
+    st: &mut State,
+    dst: u8,
+    src: Option<u8>,
+    a: &Reg,
+    b: &Reg,
+    cond: JmpCond,
+    width: Width,
+    taken: bool,
+) -> bool {
+    let mut va = a.val;
+    let mut vb = b.val;
+    if !Scalar::refine(cond, width, taken, &mut va, &mut vb) {
+        return false;
+    }
+    apply(st, dst, a, va);
+    if let Some(s) = src {
+        let cur = *st.reg(s);
+        apply(st, s, &cur, vb);
+    }
+    true
+}
+
+/// Sets register `r` (and every register linked to it) to `val`.
+fn apply(st: &mut State, r: u8, old: &Reg, val: Scalar) {
+    if old.id != 0 {
+        let id = old.id;
+        st.for_each_reg(|x| {
+            if x.is_scalar() && x.id == id {
+                x.val = val;
+            }
+        });
+    }
+    st.reg_mut(r).val = val;
+}
+
+/// After a null check on `ptr`: on the null branch every copy becomes the
+/// scalar 0 (and a reference it held is gone), on the other every copy
+/// is a valid pointer.
+fn mark_null(st: &mut State, ptr: &Reg, is_null: bool) {
+    let id = ptr.id;
+    if id == 0 {
+        return;
+    }
+    st.for_each_reg(|x| {
+        if x.id == id && !x.is_scalar() && x.maybe_null {
+            if is_null {
+                *x = Reg::constant(0);
+            } else {
+                x.maybe_null = false;
+            }
+        }
+    });
+    if is_null && ptr.ref_id != 0 {
+        st.refs.retain(|&(r, _)| r != ptr.ref_id);
+    }
+}

@@ -1,0 +1,466 @@
+//! The search: every path of the program is executed on abstract states,
+//! depth first, the fall-through of each branch before its target
+//! (`do_check`); at prune points a state covered by an explored, finished
+//! state is dropped (`is_state_visited`), and a state covered by one of
+//! its own unfinished ancestors is a loop the verifier cannot bound.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::time::Instant;
+
+use userbpf_vm::disasm::format_instruction;
+use userbpf_vm::isa::{CallTarget, Instruction, Lddw};
+use userbpf_vm::Program;
+
+use crate::ctx::Context;
+use crate::env::Env;
+use crate::error::{Stats, VerifyError};
+use crate::liveness::{live_in, RegMask};
+use crate::reg::{Reg, RegType};
+use crate::state::{state_within, Frame, State};
+use crate::Options;
+
+/// An explored state kept for pruning.
+struct Entry {
+    state: State,
+    /// The previous entry on the path that reached it.
+    parent: Option<usize>,
+    /// Paths still being explored from it (0: finished, safe to prune
+    /// against).
+    branches: u32,
+    /// Times it pruned a path, and times it was compared in vain: states
+    /// that keep missing are dropped from the pruning list (as the
+    /// kernel drops them on `miss_cnt > hit_cnt * 3 + 3`, more patiently).
+    hits: u32,
+    misses: u32,
+    /// Where it was explored.
+    pc: usize,
+}
+
+/// A branch waiting to be explored.
+struct Pending {
+    state: State,
+    pc: usize,
+    parent: Option<usize>,
+    /// The jump that created it, for the log.
+    from: usize,
+}
+
+/// What executing one instruction did.
+pub(crate) enum Step {
+    /// Continue at this pc.
+    Next(usize),
+    /// A conditional jump with both outcomes possible: continue at the
+    /// first pc; the state for the second is returned.
+    Branch(usize, Box<State>, usize),
+    /// The path ended (exit from the entry function).
+    Done,
+}
+
+/// The verifier's working data for one program.
+pub(crate) struct Verifier<'a> {
+    pub(crate) prog: &'a Program,
+    pub(crate) env: &'a Env,
+    pub(crate) opts: &'a Options,
+    live: Vec<RegMask>,
+    prune_point: Vec<bool>,
+    entries: Vec<Entry>,
+    /// Finished entries per pc, for pruning (an entry joins its list
+    /// when its last path ends).
+    explored: Vec<Vec<usize>>,
+    /// Entries in the `explored` lists.
+    stored: u64,
+    /// Entries by (pc, hash of the state), to find a path's own earlier
+    /// state quickly (infinite loops).
+    by_hash: HashMap<(usize, u64), Vec<usize>>,
+    pending: Vec<Pending>,
+    pub(crate) stats: Stats,
+    pub(crate) log: String,
+    next_id: u32,
+    /// pc of the instruction being executed.
+    pub(crate) pc: usize,
+    /// pc of the instruction executed before it on this path.
+    prev_pc: usize,
+    start: Instant,
+}
+
+/// A finished state compared this many times per hit (plus one) without
+/// covering the state compared leaves the pruning list.
+const MISS_FACTOR: u32 = 32;
+
+/// Largest log kept, in bytes; the rest is dropped with a note.
+const MAX_LOG: usize = 16 << 20;
+
+impl<'a> Verifier<'a> {
+    pub(crate) fn new(prog: &'a Program, env: &'a Env, opts: &'a Options) -> Verifier<'a> {
+        let len = prog.len();
+        let mut prune_point = vec![false; len];
+        prune_point[0] = true;
+        for (pc, i) in prog.instructions() {
+            let target = i
+                .jump_offset()
+                .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
+                .and_then(|t| usize::try_from(t).ok());
+            let next = pc.wrapping_add(i.slots());
+            match i {
+                Instruction::Jump { .. } => {
+                    if let Some(t) = target {
+                        mark(&mut prune_point, t);
+                    }
+                    mark(&mut prune_point, next);
+                }
+                Instruction::Ja { .. } | Instruction::JaLong { .. } => {
+                    if let Some(t) = target {
+                        mark(&mut prune_point, t);
+                    }
+                }
+                Instruction::Call(CallTarget::Local(rel))
+                | Instruction::LoadImm64 {
+                    value: Lddw::Func(rel),
+                    ..
+                } => {
+                    let t = i64::try_from(pc)
+                        .ok()
+                        .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
+                        .and_then(|t| usize::try_from(t).ok());
+                    if let Some(t) = t {
+                        mark(&mut prune_point, t);
+                    }
+                    if matches!(i, Instruction::Call(_)) {
+                        mark(&mut prune_point, next);
+                    }
+                }
+                Instruction::Call(_) => mark(&mut prune_point, next),
+                _ => {}
+            }
+        }
+        Verifier {
+            prog,
+            env,
+            opts,
+            live: live_in(prog),
+            prune_point,
+            entries: Vec::new(),
+            explored: (0..len).map(|_| Vec::new()).collect(),
+            by_hash: HashMap::new(),
+            stored: 0,
+            pending: Vec::new(),
+            stats: Stats::default(),
+            log: String::new(),
+            next_id: 0,
+            pc: 0,
+            prev_pc: 0,
+            start: Instant::now(),
+        }
+    }
+
+    /// A fresh id for linking registers or naming a reference.
+    pub(crate) fn fresh_id(&mut self) -> u32 {
+        self.next_id = self.next_id.wrapping_add(1);
+        self.next_id
+    }
+
+    /// A rejection at the current pc.
+    pub(crate) fn error(&self, message: impl Into<String>) -> Box<VerifyError> {
+        self.error_at(self.pc, message)
+    }
+
+    /// A rejection at `pc`.
+    pub(crate) fn error_at(&self, pc: usize, message: impl Into<String>) -> Box<VerifyError> {
+        let message = message.into();
+        let mut stats = self.stats;
+        stats.time = self.start.elapsed();
+        let mut log = self.log.clone();
+        if self.opts.log_level > 0 {
+            let _ = writeln!(log, "{message}");
+        }
+        Box::new(VerifyError {
+            program: self.prog.name().to_string(),
+            pc,
+            insn: self
+                .prog
+                .instruction(pc)
+                .map(|i| format_instruction(&i))
+                .unwrap_or_default(),
+            message,
+            log,
+            stats,
+        })
+    }
+
+    /// Appends a line to the log (when asked for one).
+    pub(crate) fn log_line(&mut self, line: impl FnOnce() -> String) {
+        if self.opts.log_level == 0 || self.log.len() > MAX_LOG {
+            return;
+        }
+        self.log.push_str(&line());
+        self.log.push('\n');
+        if self.log.len() > MAX_LOG {
+            self.log.push_str("(log truncated)\n");
+        }
+    }
+
+    /// The state at entry: `r1` the context, `r10` the frame pointer.
+    pub(crate) fn initial_state(&self) -> State {
+        let mut frame = Frame::new(0, 0, 0);
+        match self.env.context {
+            Context::Raw { len: 0 } => {
+                frame.regs[1] = Reg::constant(0);
+                frame.regs[2] = Reg::constant(0);
+            }
+            Context::Raw { len } => {
+                frame.regs[1] = Reg::pointer(
+                    RegType::Mem {
+                        size: len,
+                        rdonly: false,
+                    },
+                    0,
+                );
+                frame.regs[2] = Reg::constant(u64::from(len));
+            }
+            _ => frame.regs[1] = Reg::pointer(RegType::Ctx, 0),
+        }
+        State {
+            frames: vec![frame],
+            refs: Vec::new(),
+        }
+    }
+
+    /// Explores every path from `state` at pc 0.
+    pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
+        self.start = Instant::now();
+        let result = self.search(state);
+        self.stats.time = self.start.elapsed();
+        result
+    }
+
+    fn search(&mut self, mut cur: State) -> Result<(), Box<VerifyError>> {
+        let mut pc = 0usize;
+        let mut parent: Option<usize> = None;
+        loop {
+            // One path.
+            loop {
+                self.pc = pc;
+                if self.prune_point.get(pc).copied().unwrap_or(false) {
+                    match self.visit(pc, &cur, parent)? {
+                        Visit::Pruned => break,
+                        Visit::Stored(e) => parent = Some(e),
+                    }
+                }
+                self.stats.processed = self.stats.processed.saturating_add(1);
+                if self.stats.processed > crate::MAX_PROCESSED {
+                    return Err(self.error(format!(
+                        "BPF program is too large. Processed {} insn",
+                        self.stats.processed
+                    )));
+                }
+                let insn = self
+                    .prog
+                    .instruction(pc)
+                    .ok_or_else(|| self.error("invalid insn idx (second slot of an lddw)"))?;
+                if self.opts.log_level > 1 {
+                    let text = format_instruction(&insn);
+                    let st = describe(&cur);
+                    self.log_line(|| format!("{pc}: {st}\n{pc}: {text}"));
+                }
+                self.prev_pc = pc;
+                match self.step(&mut cur, pc, &insn)? {
+                    Step::Next(next) => pc = next,
+                    Step::Branch(next, other, other_pc) => {
+                        if let Some(p) = parent {
+                            self.entries[p].branches = self.entries[p].branches.saturating_add(1);
+                        }
+                        self.pending.push(Pending {
+                            state: *other,
+                            pc: other_pc,
+                            parent,
+                            from: pc,
+                        });
+                        pc = next;
+                    }
+                    Step::Done => break,
+                }
+            }
+            // The path ended: its states are finished once all their
+            // branches are.
+            let mut up = parent;
+            while let Some(p) = up {
+                let e = &mut self.entries[p];
+                e.branches = e.branches.saturating_sub(1);
+                if e.branches > 0 {
+                    break;
+                }
+                up = e.parent;
+                let at = e.pc;
+                if self.explored[at].len() < self.opts.max_states_per_insn {
+                    self.explored[at].push(p);
+                    self.stored = self.stored.saturating_add(1);
+                    self.stats.peak_states = self.stats.peak_states.max(self.stored);
+                }
+            }
+            match self.pending.pop() {
+                None => return Ok(()),
+                Some(next) => {
+                    if self.opts.log_level > 1 {
+                        let st = describe(&next.state);
+                        let (from, to) = (next.from, next.pc);
+                        self.log_line(|| format!("from {from} to {to}: {st}"));
+                    }
+                    cur = next.state;
+                    pc = next.pc;
+                    self.prev_pc = next.from;
+                    parent = next.parent;
+                }
+            }
+        }
+    }
+
+    /// Registers live in each frame of `state` at `pc`.
+    fn live_masks(&self, state: &State, pc: usize) -> Vec<RegMask> {
+        let n = state.frames.len();
+        let mut masks = Vec::with_capacity(n);
+        for i in 0..n {
+            let mask = if i.wrapping_add(1) == n {
+                self.live.get(pc).copied().unwrap_or(u16::MAX)
+            } else {
+                // A caller resumes after the call with r0 from the callee
+                // and r1-r5 clobbered.
+                let callsite = state.frames[i.wrapping_add(1)].callsite;
+                self.live
+                    .get(callsite.wrapping_add(1))
+                    .copied()
+                    .unwrap_or(u16::MAX)
+                    & !0b11_1111
+            };
+            masks.push(mask);
+        }
+        masks
+    }
+
+    fn visit(
+        &mut self,
+        pc: usize,
+        cur: &State,
+        parent: Option<usize>,
+    ) -> Result<Visit, Box<VerifyError>> {
+        // A path that comes back to exactly the state it was in at this pc
+        // loops forever.
+        let hash = {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            cur.hash(&mut h);
+            h.finish()
+        };
+        if let Some(same) = self.by_hash.get(&(pc, hash)) {
+            for &e in same {
+                let entry = &self.entries[e];
+                if entry.branches > 0 && entry.state == *cur {
+                    return Err(self.error_at(
+                        pc,
+                        format!(
+                            "infinite loop detected at insn {pc} (back-edge from insn {} to {pc}: the loop comes back to the state it was in)",
+                            self.prev_pc
+                        ),
+                    ));
+                }
+            }
+        }
+        // Prune against finished states only: an unfinished one is an
+        // ancestor of this path, and covering it proves nothing about
+        // termination. Newest first; states that keep missing go.
+        let live = self.live_masks(cur, pc);
+        let list = &mut self.explored[pc];
+        let mut i = list.len();
+        while i > 0 {
+            i = i.wrapping_sub(1);
+            let e = list[i];
+            let entry = &mut self.entries[e];
+            if state_within(&entry.state, cur, &live) {
+                entry.hits = entry.hits.saturating_add(1);
+                self.stats.pruned = self.stats.pruned.saturating_add(1);
+                if self.opts.log_level > 1 {
+                    self.log_line(|| format!("{pc}: safe"));
+                }
+                return Ok(Visit::Pruned);
+            }
+            entry.misses = entry.misses.saturating_add(1);
+            if entry.misses > entry.hits.saturating_add(1).saturating_mul(MISS_FACTOR) {
+                list.swap_remove(i);
+                self.stored = self.stored.saturating_sub(1);
+            }
+        }
+        let idx = self.entries.len();
+        self.entries.push(Entry {
+            state: cur.clone(),
+            parent,
+            branches: 1,
+            hits: 0,
+            misses: 0,
+            pc,
+        });
+        self.by_hash.entry((pc, hash)).or_default().push(idx);
+        self.stats.total_states = self.stats.total_states.saturating_add(1);
+        Ok(Visit::Stored(idx))
+    }
+}
+
+enum Visit {
+    Pruned,
+    Stored(usize),
+}
+
+fn mark(points: &mut [bool], pc: usize) {
+    if let Some(p) = points.get_mut(pc) {
+        *p = true;
+    }
+}
+
+/// The state as the kernel's log prints it: `R1=ctx() R10=fp0 fp-8=mmmmmmmm`.
+pub(crate) fn describe(state: &State) -> String {
+    let mut out = String::new();
+    for (fi, frame) in state.frames.iter().enumerate() {
+        if state.frames.len() > 1 {
+            let _ = write!(out, "frame{fi}: ");
+        }
+        for (r, reg) in frame.regs.iter().enumerate() {
+            if reg.ty == RegType::NotInit {
+                continue;
+            }
+            if r == 10 {
+                let _ = write!(out, "R10=fp0 ");
+            } else {
+                let _ = write!(out, "R{r}={reg} ");
+            }
+        }
+        for (i, slot) in frame.stack.iter().enumerate() {
+            let off = i.wrapping_add(1).wrapping_mul(8);
+            if slot.is_spill() {
+                let _ = write!(out, "fp-{off}={} ", slot.spill);
+            } else if slot
+                .bytes
+                .iter()
+                .any(|&b| b != crate::state::ByteKind::Invalid)
+            {
+                let s: String = slot
+                    .bytes
+                    .iter()
+                    .rev()
+                    .map(|b| match b {
+                        crate::state::ByteKind::Invalid => '?',
+                        crate::state::ByteKind::Misc => 'm',
+                        crate::state::ByteKind::Zero => '0',
+                        crate::state::ByteKind::Spill => 'r',
+                    })
+                    .collect();
+                let _ = write!(out, "fp-{off}={s} ");
+            }
+        }
+    }
+    if !state.refs.is_empty() {
+        let _ = write!(out, "refs=");
+        for (i, (id, _)) in state.refs.iter().enumerate() {
+            let _ = write!(out, "{}{id}", if i == 0 { "" } else { "," });
+        }
+    }
+    out.trim_end().to_string()
+}

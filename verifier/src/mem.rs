@@ -1,0 +1,732 @@
+//! Memory accesses (`check_mem_access`): every load, store and atomic
+//! operation is checked against the region its base pointer points into,
+//! and loads produce the abstract value stored there.
+
+use userbpf_vm::isa::{AtomicOp, MemSize, PacketMode, Reg as R, Source};
+
+use crate::ctx::{Context, CtxField};
+use crate::error::VerifyError;
+use crate::exec::MAX_VAR_OFF;
+use crate::explore::Verifier;
+use crate::reg::{Reg, RegType};
+use crate::scalar::Scalar;
+use crate::state::{ByteKind, Slot, State, MAX_BPF_STACK};
+
+/// Read or write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    Read,
+    Write,
+}
+
+pub(crate) fn size_bytes(size: MemSize) -> u32 {
+    match size {
+        MemSize::B => 1,
+        MemSize::H => 2,
+        MemSize::W => 4,
+        MemSize::DW => 8,
+    }
+}
+
+/// What an access found: for reads, the loaded value.
+pub(crate) enum Found {
+    /// A value of the loaded size (zero-extended), unknown.
+    Unknown,
+    /// A known register (a stack fill, a packet pointer from the context).
+    Reg(Reg),
+}
+
+impl Verifier<'_> {
+    pub(crate) fn load(
+        &mut self,
+        st: &mut State,
+        size: MemSize,
+        dst: R,
+        src: R,
+        off: i16,
+        sign: bool,
+    ) -> Result<(), Box<VerifyError>> {
+        let base = self.read_reg(st, src)?;
+        self.write_check(dst)?;
+        let bytes = size_bytes(size);
+        let found = self.access(
+            st,
+            src.num(),
+            &base,
+            i32::from(off),
+            bytes,
+            Access::Read,
+            None,
+        )?;
+        let reg = match found {
+            Found::Reg(r) => {
+                if sign && r.is_scalar() {
+                    Reg::scalar(Scalar::sext_load(bytes as usize))
+                } else {
+                    r
+                }
+            }
+            Found::Unknown => {
+                if sign {
+                    Reg::scalar(Scalar::sext_load(bytes as usize))
+                } else {
+                    Reg::scalar(Scalar::unknown_bits(bytes as usize))
+                }
+            }
+        };
+        *st.reg_mut(dst.num()) = reg;
+        Ok(())
+    }
+
+    pub(crate) fn store(
+        &mut self,
+        st: &mut State,
+        size: MemSize,
+        dst: R,
+        off: i16,
+        src: Source,
+    ) -> Result<(), Box<VerifyError>> {
+        let value = match src {
+            Source::Reg(r) => self.read_reg(st, r)?,
+            Source::Imm(imm) => Reg::constant(match size {
+                MemSize::DW => i64::from(imm) as u64,
+                _ => u64::from(imm as u32),
+            }),
+        };
+        let base = self.read_reg(st, dst)?;
+        let bytes = size_bytes(size);
+        if !value.is_scalar() && !matches!(base.ty, RegType::Stack { .. }) {
+            let src_no = match src {
+                Source::Reg(r) => r.num(),
+                Source::Imm(_) => 0,
+            };
+            let into = match base.ty {
+                RegType::MapValue { .. } => "map",
+                RegType::Ctx => "ctx",
+                RegType::Packet { .. } | RegType::PacketMeta { .. } => "packet",
+                _ => "mem",
+            };
+            return Err(self.error(format!("R{src_no} leaks addr into {into}")));
+        }
+        self.access(
+            st,
+            dst.num(),
+            &base,
+            i32::from(off),
+            bytes,
+            Access::Write,
+            Some(value),
+        )?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn atomic(
+        &mut self,
+        st: &mut State,
+        size: MemSize,
+        op: AtomicOp,
+        fetch: bool,
+        dst: R,
+        src: R,
+        off: i16,
+    ) -> Result<(), Box<VerifyError>> {
+        let value = self.read_reg(st, src)?;
+        let base = self.read_reg(st, dst)?;
+        if op == AtomicOp::CmpXchg {
+            let r0 = self.read_reg(st, R::new(0).unwrap_or(src))?;
+            if !r0.is_scalar() {
+                return Err(self.error("R0 leaks addr into mem"));
+            }
+        }
+        if !value.is_scalar() {
+            return Err(self.error(format!("R{} leaks addr into mem", src.num())));
+        }
+        match base.ty {
+            RegType::Stack { .. }
+            | RegType::MapValue { .. }
+            | RegType::Mem { .. }
+            | RegType::RingbufMem { .. }
+                if !base.maybe_null => {}
+            _ => {
+                return Err(self.error(format!(
+                    "BPF_ATOMIC stores into R{} {} is not allowed",
+                    dst.num(),
+                    base.type_name()
+                )))
+            }
+        }
+        let bytes = size_bytes(size);
+        // An atomic operation both reads and writes, aligned.
+        let total = i64::from(base.off)
+            .saturating_add(i64::from(off))
+            .saturating_add(base.val.smin);
+        if base.val.is_const().is_none() || total.checked_rem(i64::from(bytes)) != Some(0) {
+            return Err(self.error(format!(
+                "misaligned access off {}+{}+{off} size {bytes}",
+                base.val, base.off
+            )));
+        }
+        self.access(
+            st,
+            dst.num(),
+            &base,
+            i32::from(off),
+            bytes,
+            Access::Read,
+            None,
+        )?;
+        self.access(
+            st,
+            dst.num(),
+            &base,
+            i32::from(off),
+            bytes,
+            Access::Write,
+            None,
+        )?;
+        let result = Reg::scalar(Scalar::unknown_bits(bytes as usize));
+        if op == AtomicOp::CmpXchg {
+            *st.reg_mut(0) = result;
+        } else if fetch {
+            self.write_check(src)?;
+            *st.reg_mut(src.num()) = result;
+        }
+        Ok(())
+    }
+
+    /// `BPF_LD | BPF_ABS/IND`: socket programs only, `r6` the skb.
+    pub(crate) fn legacy_packet_load(
+        &mut self,
+        st: &mut State,
+        size: MemSize,
+        mode: PacketMode,
+    ) -> Result<(), Box<VerifyError>> {
+        if !matches!(self.env.context, Context::SkBuff { .. }) {
+            return Err(
+                self.error("BPF_LD_[ABS|IND] instructions not allowed for this program type")
+            );
+        }
+        let r6 = self.read_reg(
+            st,
+            R::new(6).unwrap_or(R::new(0).unwrap_or_else(|| unreachable!())),
+        )?;
+        if r6.ty != RegType::Ctx || r6.off != 0 {
+            return Err(self.error("at the time of BPF_LD_ABS|IND R6 != pointer to skb"));
+        }
+        if let PacketMode::Ind(r) = mode {
+            let v = self.read_reg(st, r)?;
+            if !v.is_scalar() {
+                return Err(self.error(format!("R{} leaks addr into packet offset", r.num())));
+            }
+        }
+        if !st.refs.is_empty() {
+            return Err(self.error("BPF_LD_[ABS|IND] cannot be mixed with socket references"));
+        }
+        let frame = st.cur_mut();
+        for r in 1..=5 {
+            frame.regs[r] = Reg::NOT_INIT;
+        }
+        frame.regs[0] = Reg::scalar(Scalar::unknown_bits(size_bytes(size) as usize));
+        Ok(())
+    }
+
+    /// Checks an access of `size` bytes at `base + off` (base in register
+    /// `regno`) and performs it on the state: writes update the stack,
+    /// reads return what they find. `value` is what a store writes.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn access(
+        &mut self,
+        st: &mut State,
+        regno: u8,
+        base: &Reg,
+        off: i32,
+        size: u32,
+        access: Access,
+        value: Option<Reg>,
+    ) -> Result<Found, Box<VerifyError>> {
+        if base.maybe_null {
+            return Err(self.error(format!(
+                "R{regno} invalid mem access '{}'",
+                base.type_name()
+            )));
+        }
+        let fixed = i64::from(base.off).saturating_add(i64::from(off));
+        match base.ty {
+            RegType::NotInit => Err(self.error(format!("R{regno} !read_ok"))),
+            RegType::Scalar
+            | RegType::ConstMap { .. }
+            | RegType::PacketEnd
+            | RegType::Func { .. } => Err(self.error(format!(
+                "R{regno} invalid mem access '{}'",
+                base.type_name()
+            ))),
+            RegType::Stack { frame } => {
+                if let Some(Reg {
+                    ty: RegType::Stack { frame: from },
+                    ..
+                }) = value
+                {
+                    if from > frame {
+                        return Err(self.error(
+                            "cannot spill pointers to stack into stack frame of the caller",
+                        ));
+                    }
+                }
+                let found =
+                    self.stack_access(st, regno, base, frame, fixed, size, access, value)?;
+                if access == Access::Write {
+                    self.check_stack_depth(st)?;
+                }
+                Ok(found)
+            }
+            RegType::Ctx => {
+                if base.val.is_const() != Some(0) {
+                    return Err(self.error(format!(
+                        "variable ctx access var_off={} disallowed",
+                        base.val
+                    )));
+                }
+                if base.off != 0 && self.env.context != Context::Syscall {
+                    return Err(self.error(format!(
+                        "dereference of modified ctx ptr R{regno} off={} disallowed",
+                        base.off
+                    )));
+                }
+                let Some(field) = self
+                    .env
+                    .context
+                    .access(fixed, size, access == Access::Write)
+                else {
+                    return Err(self.error(format!(
+                        "invalid bpf_context access off={fixed} size={size}"
+                    )));
+                };
+                let end = u32::try_from(fixed.saturating_add(i64::from(size))).unwrap_or(u32::MAX);
+                self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+                Ok(match field {
+                    CtxField::Scalar => Found::Unknown,
+                    CtxField::PacketData => {
+                        let id = self.fresh_id();
+                        Found::Reg(Reg {
+                            id,
+                            ..Reg::pointer(RegType::Packet { range: 0 }, 0)
+                        })
+                    }
+                    CtxField::PacketMeta => {
+                        let id = self.fresh_id();
+                        Found::Reg(Reg {
+                            id,
+                            ..Reg::pointer(RegType::PacketMeta { range: 0 }, 0)
+                        })
+                    }
+                    CtxField::PacketEnd => Found::Reg(Reg::pointer(RegType::PacketEnd, 0)),
+                })
+            }
+            RegType::MapValue { map } => {
+                let Some(m) = self.env.maps.get(map as usize) else {
+                    return Err(self.error(format!("R{regno} points to an unknown map {map}")));
+                };
+                let value_size = m.value_size;
+                let read_only = m.read_only;
+                self.region_access(regno, base, fixed, size, value_size, |off, size| {
+                    format!("invalid access to map value, value_size={value_size} off={off} size={size}")
+                })?;
+                if access == Access::Write && read_only {
+                    return Err(self.error(format!(
+                        "write into map forbidden, value_size={value_size} off={fixed} size={size}"
+                    )));
+                }
+                // Values of read-only maps are not folded into constants
+                // (`bpf_map_direct_read`): user space may still write
+                // them, so a branch they decide is explored both ways.
+                Ok(Found::Unknown)
+            }
+            RegType::MapKey { map } => {
+                let key_size = self.env.maps.get(map as usize).map_or(0, |m| m.key_size);
+                if access == Access::Write {
+                    return Err(self.error(format!("R{regno} cannot write into map_key")));
+                }
+                self.region_access(regno, base, fixed, size, key_size, |off, size| {
+                    format!("invalid access to map key, key_size={key_size} off={off} size={size}")
+                })?;
+                Ok(Found::Unknown)
+            }
+            RegType::Mem {
+                size: mem_size,
+                rdonly,
+            } => {
+                if access == Access::Write && rdonly {
+                    return Err(self.error(format!("R{regno} cannot write into rdonly_mem")));
+                }
+                self.region_access(regno, base, fixed, size, mem_size, |off, size| {
+                    format!("invalid access to memory, mem_size={mem_size} off={off} size={size}")
+                })?;
+                if self.env.context.type_name() == "mem" {
+                    let end = u32::try_from(
+                        fixed
+                            .saturating_add(base.val.umax.min(u64::from(u32::MAX)) as i64)
+                            .saturating_add(i64::from(size)),
+                    )
+                    .unwrap_or(u32::MAX);
+                    self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+                }
+                Ok(Found::Unknown)
+            }
+            RegType::RingbufMem { size: mem_size } => {
+                self.region_access(regno, base, fixed, size, mem_size, |off, size| {
+                    format!("invalid access to memory, mem_size={mem_size} off={off} size={size}")
+                })?;
+                Ok(Found::Unknown)
+            }
+            RegType::Packet { range } | RegType::PacketMeta { range } => {
+                if access == Access::Write && !self.packet_writable() {
+                    return Err(self.error("cannot write into packet".to_string()));
+                }
+                if base.val.smin < 0 {
+                    return Err(self.error(format!(
+                        "R{regno} min value is negative, either use unsigned index or do a if (index >=0) check."
+                    )));
+                }
+                let end = fixed.saturating_add(i64::from(size));
+                if fixed < 0 || end > i64::from(range) {
+                    return Err(self.error(format!(
+                        "invalid access to packet, off={fixed} size={size}, R{regno}(id={},off={},r={range})\nR{regno} offset is outside of the packet",
+                        base.id, base.off
+                    )));
+                }
+                Ok(Found::Unknown)
+            }
+        }
+    }
+
+    fn packet_writable(&self) -> bool {
+        matches!(
+            self.env.context,
+            Context::Xdp | Context::SkBuff { tc: true, .. }
+        )
+    }
+
+    /// `check_mem_region_access`: `[fixed + var, + size)` inside
+    /// `[0, region)` for every value of the variable part.
+    fn region_access(
+        &self,
+        regno: u8,
+        base: &Reg,
+        fixed: i64,
+        size: u32,
+        region: u32,
+        msg: impl Fn(i64, u32) -> String,
+    ) -> Result<(), Box<VerifyError>> {
+        let var = &base.val;
+        if var.smin < 0
+            && (var.smin == i64::MIN
+                || var.smin <= -MAX_VAR_OFF
+                || fixed.saturating_add(var.smin) < 0)
+        {
+            return Err(self.error(format!(
+                "R{regno} min value is negative, either use unsigned index or do a if (index >=0) check."
+            )));
+        }
+        let lo = fixed.saturating_add(var.smin);
+        if lo < 0 || lo.saturating_add(i64::from(size)) > i64::from(region) {
+            return Err(self.error(msg(lo, size)));
+        }
+        if var.umax >= MAX_VAR_OFF as u64 {
+            return Err(self.error(format!(
+                "R{regno} unbounded memory access, make sure to bounds check any such access"
+            )));
+        }
+        let hi = fixed.saturating_add(var.umax as i64);
+        if hi < 0 || hi.saturating_add(i64::from(size)) > i64::from(region) {
+            return Err(self.error(msg(hi, size)));
+        }
+        Ok(())
+    }
+
+    /// Stack accesses: bounds, alignment, and the per-byte state.
+    #[allow(clippy::too_many_arguments)]
+    fn stack_access(
+        &mut self,
+        st: &mut State,
+        regno: u8,
+        base: &Reg,
+        frame: u8,
+        fixed: i64,
+        size: u32,
+        access: Access,
+        value: Option<Reg>,
+    ) -> Result<Found, Box<VerifyError>> {
+        let fi = usize::from(frame);
+        if fi >= st.frames.len() {
+            return Err(self.error(format!(
+                "R{regno} points to a stack frame that has returned"
+            )));
+        }
+        let size_i = i64::from(size);
+        let lo = fixed.saturating_add(base.val.smin);
+        let hi = fixed.saturating_add(base.val.smax);
+        let constant = base.val.is_const().is_some();
+        if constant && lo.checked_rem(size_i) != Some(0) {
+            return Err(self.error(format!(
+                "misaligned stack access off {}+{}+{} size {size}",
+                base.val,
+                base.off,
+                fixed.saturating_sub(i64::from(base.off))
+            )));
+        }
+        if base.val.smin <= -MAX_VAR_OFF
+            || base.val.smax >= MAX_VAR_OFF
+            || lo < i64::from(MAX_BPF_STACK).wrapping_neg()
+            || hi.saturating_add(size_i) > 0
+        {
+            return Err(self.error(if base.val.is_const() == Some(0) {
+                format!("invalid stack off={fixed} size={size}")
+            } else {
+                format!(
+                    "invalid variable-offset{} stack R{regno} var_off={} off={fixed} size={size}",
+                    if access == Access::Read {
+                        " read from"
+                    } else {
+                        " write to"
+                    },
+                    base.val
+                )
+            }));
+        }
+        let frame_state = &mut st.frames[fi];
+        let depth = u32::try_from(lo.unsigned_abs()).unwrap_or(u32::MAX);
+        // The deepest byte touched, rounded to a slot.
+        let _ = depth;
+        if !constant {
+            // Variable offset: reads need every possible byte written;
+            // writes may hit any of them.
+            let end = hi.saturating_add(size_i);
+            match access {
+                Access::Read => {
+                    for o in lo..end {
+                        let o = o as i32;
+                        if frame_state.byte(o) == ByteKind::Invalid {
+                            return Err(self.error(format!(
+                                "invalid variable-offset read from stack R{regno} var_off={} off={} size={size}",
+                                base.val,
+                                fixed
+                            )));
+                        }
+                    }
+                    return Ok(Found::Unknown);
+                }
+                Access::Write => {
+                    if let Some(v) = value {
+                        if !v.is_scalar() {
+                            return Err(self.error(format!(
+                                "spilled ptr in range of var-offset stack write R{regno}"
+                            )));
+                        }
+                    }
+                    for o in lo..end {
+                        let (slot, b) = frame_state.slot_mut(o as i32);
+                        if slot.is_spill() {
+                            let spilled = slot.spill;
+                            if !spilled.is_scalar() {
+                                // A pointer may be partly overwritten: it
+                                // is no longer a pointer.
+                            }
+                            for k in slot.bytes.iter_mut() {
+                                *k = ByteKind::Misc;
+                            }
+                            slot.spill = Reg::NOT_INIT;
+                        }
+                        if slot.bytes[b] == ByteKind::Zero {
+                            slot.bytes[b] = ByteKind::Misc;
+                        }
+                    }
+                    return Ok(Found::Unknown);
+                }
+            }
+        }
+        let start = lo as i32;
+        match access {
+            Access::Write => {
+                let v = value.unwrap_or_else(|| Reg::scalar(Scalar::unknown_bits(size as usize)));
+                if size == 8 {
+                    // A spill keeps the whole register state.
+                    let (slot, _) = frame_state.slot_mut(start);
+                    *slot = Slot {
+                        bytes: [ByteKind::Spill; 8],
+                        spill: v,
+                    };
+                    if v.is_scalar() && v.const_value() == Some(0) && value.is_some() {
+                        // Keep it a spill: fills give back the constant.
+                    }
+                    if value.is_none() {
+                        // Atomic or helper write: the value is unknown.
+                        slot.bytes = [ByteKind::Misc; 8];
+                        slot.spill = Reg::NOT_INIT;
+                    }
+                } else {
+                    if !v.is_scalar() {
+                        return Err(self.error("invalid size of register spill".to_string()));
+                    }
+                    let zero = v.const_value() == Some(0) && value.is_some();
+                    for o in start..start.saturating_add(size as i32) {
+                        let (slot, b) = frame_state.slot_mut(o);
+                        if slot.is_spill() {
+                            slot.bytes = [ByteKind::Misc; 8];
+                            slot.spill = Reg::NOT_INIT;
+                        }
+                        slot.bytes[b] = if zero { ByteKind::Zero } else { ByteKind::Misc };
+                    }
+                }
+                Ok(Found::Unknown)
+            }
+            Access::Read => {
+                if size == 8 {
+                    if let Some((slot, _)) = frame_state.slot(start) {
+                        if slot.is_spill() {
+                            return Ok(Found::Reg(slot.spill));
+                        }
+                    }
+                }
+                let mut all_zero = true;
+                for o in start..start.saturating_add(size as i32) {
+                    match frame_state.byte(o) {
+                        ByteKind::Invalid => {
+                            return Err(self.error(format!(
+                                "invalid read from stack off {start}+{} size {size}",
+                                o.saturating_sub(start)
+                            )));
+                        }
+                        ByteKind::Spill => {
+                            let (slot, _) = frame_state
+                                .slot(o)
+                                .ok_or_else(|| self.error("corrupted spill memory"))?;
+                            if !slot.spill.is_scalar() {
+                                return Err(self.error("invalid size of register fill".to_string()));
+                            }
+                            if slot.spill.const_value() != Some(0) {
+                                all_zero = false;
+                            }
+                        }
+                        ByteKind::Misc => all_zero = false,
+                        ByteKind::Zero => {}
+                    }
+                }
+                if all_zero {
+                    Ok(Found::Reg(Reg::constant(0)))
+                } else {
+                    Ok(Found::Unknown)
+                }
+            }
+        }
+    }
+
+    /// Checks that a helper may read (`Access::Read`, every byte
+    /// initialised) or write `size` bytes at the pointer in `regno`;
+    /// writes mark stack bytes as initialised.
+    pub(crate) fn helper_mem(
+        &mut self,
+        st: &mut State,
+        regno: u8,
+        size_min: u64,
+        size_max: u64,
+        access: Access,
+        no_pointers: bool,
+    ) -> Result<(), Box<VerifyError>> {
+        let base = *st.reg(regno);
+        if base.ty == RegType::NotInit {
+            return Err(self.error(format!("R{regno} !read_ok")));
+        }
+        if size_max == 0 {
+            return Ok(());
+        }
+        let size = u32::try_from(size_max).map_err(|_| {
+            self.error(format!(
+                "R{regno} unbounded memory access, use 'var &= const' or 'if (var < const)'"
+            ))
+        })?;
+        let _ = size_min;
+        match base.ty {
+            RegType::Stack { frame } => {
+                let fi = usize::from(frame);
+                let fixed = i64::from(base.off);
+                let lo = fixed.saturating_add(base.val.smin);
+                let hi = fixed
+                    .saturating_add(base.val.smax)
+                    .saturating_add(i64::from(size));
+                if base.val.smin <= -MAX_VAR_OFF
+                    || base.val.smax >= MAX_VAR_OFF
+                    || lo < i64::from(MAX_BPF_STACK).wrapping_neg()
+                    || hi > 0
+                    || fi >= st.frames.len()
+                {
+                    return Err(self.error(format!(
+                        "invalid indirect access to stack R{regno} off={fixed} size={size}"
+                    )));
+                }
+                let frame_state = &mut st.frames[fi];
+                match access {
+                    Access::Read => {
+                        for o in lo..hi {
+                            if frame_state.byte(o as i32) == ByteKind::Invalid {
+                                return Err(self.error(format!(
+                                    "invalid indirect read from stack R{regno} off {}+{} size {size}",
+                                    fixed,
+                                    o.saturating_sub(fixed)
+                                )));
+                            }
+                        }
+                        for o in lo..hi {
+                            if !no_pointers {
+                                break;
+                            }
+                            if let Some((slot, _)) = frame_state.slot(o as i32) {
+                                if slot.is_spill() && !slot.spill.is_scalar() {
+                                    return Err(self
+                                        .error(format!("R{regno} leaks addr into map or output")));
+                                }
+                            }
+                        }
+                    }
+                    Access::Write => {
+                        let exact = base.val.is_const().is_some();
+                        for o in lo..hi {
+                            let (slot, b) = frame_state.slot_mut(o as i32);
+                            if slot.is_spill() {
+                                slot.bytes = [ByteKind::Misc; 8];
+                                slot.spill = Reg::NOT_INIT;
+                            }
+                            if exact || slot.bytes[b] != ByteKind::Invalid {
+                                slot.bytes[b] = ByteKind::Misc;
+                            }
+                        }
+                        self.check_stack_depth(st)?;
+                    }
+                }
+                Ok(())
+            }
+            // Syscall programs: the context is a plain buffer helpers may
+            // use (the kernel checks it the same way).
+            RegType::Ctx if self.env.context == Context::Syscall => {
+                // (userbpf also takes a constant offset into the buffer,
+                // which the kernel refuses.)
+                let off = i64::from(base.off);
+                let end = off.saturating_add(i64::from(size));
+                if base.val.is_const() != Some(0)
+                    || off < 0
+                    || end > i64::from(self.env.context.size())
+                {
+                    return Err(
+                        self.error(format!("invalid bpf_context access off={off} size={size}"))
+                    );
+                }
+                let end = u32::try_from(end).unwrap_or(u32::MAX);
+                self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+                Ok(())
+            }
+            _ => self
+                .access(st, regno, &base, 0, size, access, None)
+                .map(|_| ()),
+        }
+    }
+}

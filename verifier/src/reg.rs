@@ -1,0 +1,243 @@
+//! The abstract state of one register (`struct bpf_reg_state`): its type
+//! and, for scalars, the value's bounds; for pointers, the fixed and the
+//! variable part of the offset into the region pointed to.
+
+use std::fmt;
+
+use crate::scalar::Scalar;
+
+/// What a register holds (`enum bpf_reg_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegType {
+    /// Never written (`NOT_INIT`): reading it is an error.
+    NotInit,
+    /// A number (`SCALAR_VALUE`).
+    Scalar,
+    /// The context (`PTR_TO_CTX`).
+    Ctx,
+    /// The stack of call frame `frame` (`PTR_TO_STACK`).
+    Stack {
+        /// Index of the frame in the call chain (0: the entry function).
+        frame: u8,
+    },
+    /// A map itself (`CONST_PTR_TO_MAP`), argument of map helpers.
+    ConstMap {
+        /// Index of the map in the environment.
+        map: u32,
+    },
+    /// A map value (`PTR_TO_MAP_VALUE`).
+    MapValue {
+        /// Index of the map.
+        map: u32,
+    },
+    /// A map key, in a `bpf_for_each_map_elem` callback (`PTR_TO_MAP_KEY`).
+    MapKey {
+        /// Index of the map.
+        map: u32,
+    },
+    /// Packet data (`PTR_TO_PACKET`); `range` bytes from `off` 0 of the
+    /// pointers with the same id are known to lie before `data_end`.
+    Packet {
+        /// Proven bytes.
+        range: u32,
+    },
+    /// Packet metadata (`PTR_TO_PACKET_META`).
+    PacketMeta {
+        /// Proven bytes (up to `data`).
+        range: u32,
+    },
+    /// One past the packet (`PTR_TO_PACKET_END`): only for comparisons.
+    PacketEnd,
+    /// Memory of a known size (`PTR_TO_MEM`): a raw program's buffer, or
+    /// memory a helper returned.
+    Mem {
+        /// Size in bytes.
+        size: u32,
+        /// `MEM_RDONLY`.
+        rdonly: bool,
+    },
+    /// A ring buffer record (`PTR_TO_MEM | MEM_RINGBUF`), to be submitted
+    /// or discarded.
+    RingbufMem {
+        /// Size in bytes.
+        size: u32,
+    },
+    /// A subprogram (`PTR_TO_FUNC`), as a callback argument.
+    Func {
+        /// Its first pc.
+        pc: u32,
+    },
+}
+
+impl RegType {
+    /// Whether this is a pointer type (everything but scalars and
+    /// not-init).
+    pub fn is_pointer(self) -> bool {
+        !matches!(self, RegType::NotInit | RegType::Scalar)
+    }
+
+    /// The kernel's name for the type (`reg_type_str`).
+    pub fn name(self, maybe_null: bool) -> String {
+        let base = match self {
+            RegType::NotInit => "?",
+            RegType::Scalar => "scalar",
+            RegType::Ctx => "ctx",
+            RegType::Stack { .. } => "fp",
+            RegType::ConstMap { .. } => "map_ptr",
+            RegType::MapValue { .. } => "map_value",
+            RegType::MapKey { .. } => "map_key",
+            RegType::Packet { .. } => "pkt",
+            RegType::PacketMeta { .. } => "pkt_meta",
+            RegType::PacketEnd => "pkt_end",
+            RegType::Mem { rdonly: true, .. } => "rdonly_mem",
+            RegType::Mem { .. } => "mem",
+            RegType::RingbufMem { .. } => "ringbuf_mem",
+            RegType::Func { .. } => "func",
+        };
+        if maybe_null {
+            format!("{base}_or_null")
+        } else {
+            base.to_string()
+        }
+    }
+}
+
+/// One register's abstract state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Reg {
+    /// The type.
+    pub ty: RegType,
+    /// `PTR_MAYBE_NULL`: the pointer may be 0 until checked.
+    pub maybe_null: bool,
+    /// Fixed part of a pointer's offset (0 for scalars).
+    pub off: i32,
+    /// A scalar's value, or a pointer's variable offset.
+    pub val: Scalar,
+    /// Links copies: registers with the same non-zero id hold the same
+    /// value (scalars) or the same possibly-null pointer, so a check on
+    /// one applies to all.
+    pub id: u32,
+    /// The acquired reference this pointer holds (ring buffer records),
+    /// 0 for none.
+    pub ref_id: u32,
+}
+
+impl Reg {
+    /// A never-written register.
+    pub const NOT_INIT: Reg = Reg {
+        ty: RegType::NotInit,
+        maybe_null: false,
+        off: 0,
+        val: Scalar::UNKNOWN,
+        id: 0,
+        ref_id: 0,
+    };
+
+    /// A scalar with this abstract value.
+    pub fn scalar(val: Scalar) -> Reg {
+        Reg {
+            ty: RegType::Scalar,
+            val,
+            ..Reg::NOT_INIT
+        }
+    }
+
+    /// A known constant.
+    pub fn constant(v: u64) -> Reg {
+        Reg::scalar(Scalar::constant(v))
+    }
+
+    /// An unknown scalar.
+    pub fn unknown() -> Reg {
+        Reg::scalar(Scalar::UNKNOWN)
+    }
+
+    /// A pointer of type `ty` at fixed offset `off`.
+    pub fn pointer(ty: RegType, off: i32) -> Reg {
+        Reg {
+            ty,
+            off,
+            val: Scalar::constant(0),
+            ..Reg::NOT_INIT
+        }
+    }
+
+    /// Whether this is a scalar.
+    pub fn is_scalar(&self) -> bool {
+        self.ty == RegType::Scalar
+    }
+
+    /// The constant value of a scalar, if known.
+    pub fn const_value(&self) -> Option<u64> {
+        if self.is_scalar() {
+            self.val.is_const()
+        } else {
+            None
+        }
+    }
+
+    /// The kernel's type name (`map_value_or_null`).
+    pub fn type_name(&self) -> String {
+        self.ty.name(self.maybe_null)
+    }
+}
+
+impl fmt::Display for Reg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ty {
+            RegType::NotInit => f.write_str("?"),
+            RegType::Scalar => {
+                if self.id != 0 {
+                    write!(f, "{}(id={})", self.val, self.id)
+                } else {
+                    write!(f, "{}", self.val)
+                }
+            }
+            ty => {
+                write!(f, "{}(", ty.name(self.maybe_null))?;
+                let mut sep = "";
+                if self.id != 0 {
+                    write!(f, "id={}", self.id)?;
+                    sep = ",";
+                }
+                if self.ref_id != 0 {
+                    write!(f, "{sep}ref_obj_id={}", self.ref_id)?;
+                    sep = ",";
+                }
+                match ty {
+                    RegType::MapValue { map }
+                    | RegType::ConstMap { map }
+                    | RegType::MapKey { map } => {
+                        write!(f, "{sep}map={map}")?;
+                        sep = ",";
+                    }
+                    RegType::Packet { range } | RegType::PacketMeta { range } => {
+                        write!(f, "{sep}r={range}")?;
+                        sep = ",";
+                    }
+                    RegType::Mem { size, .. } | RegType::RingbufMem { size } => {
+                        write!(f, "{sep}sz={size}")?;
+                        sep = ",";
+                    }
+                    RegType::Func { pc } => {
+                        write!(f, "{sep}pc={pc}")?;
+                        sep = ",";
+                    }
+                    RegType::Stack { frame } if frame != 0 => {
+                        write!(f, "{sep}frame={frame}")?;
+                        sep = ",";
+                    }
+                    _ => {}
+                }
+                if self.off != 0 {
+                    write!(f, "{sep}off={}", self.off)?;
+                    sep = ",";
+                }
+                if self.val.is_const() != Some(0) {
+                    write!(f, "{sep}var_off={}", self.val.var_off)?;
+                }
+                f.write_str(")")
+            }
+        }
+    }
+}

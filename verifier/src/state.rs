@@ -1,0 +1,321 @@
+//! The verifier state at one instruction (`struct bpf_verifier_state`):
+//! the call frames with their registers and stacks, and the references
+//! the program holds. Also the comparison that prunes the search: a state
+//! whose every concrete execution is covered by an already explored safe
+//! state need not be explored again (`states_equal`).
+
+use crate::reg::{Reg, RegType};
+use crate::scalar::Scalar;
+
+/// Bytes of stack per frame (`MAX_BPF_STACK`).
+pub const MAX_BPF_STACK: i32 = 512;
+/// Call depth (`MAX_CALL_FRAMES`).
+pub const MAX_CALL_FRAMES: usize = 8;
+
+/// What one stack byte holds (`enum bpf_stack_slot_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ByteKind {
+    /// Never written (`STACK_INVALID`).
+    Invalid,
+    /// Some value (`STACK_MISC`).
+    Misc,
+    /// Known zero (`STACK_ZERO`).
+    Zero,
+    /// Part of a spilled register (`STACK_SPILL`).
+    Spill,
+}
+
+/// An 8-byte stack slot (`struct bpf_stack_state`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Slot {
+    /// Byte `i` is at offset `-(8 * (slot + 1)) + i` from the frame
+    /// pointer.
+    pub bytes: [ByteKind; 8],
+    /// The register spilled here when all 8 bytes are `Spill`.
+    pub spill: Reg,
+}
+
+impl Slot {
+    /// A slot never written.
+    pub const INVALID: Slot = Slot {
+        bytes: [ByteKind::Invalid; 8],
+        spill: Reg::NOT_INIT,
+    };
+
+    /// Whether the slot holds a whole spilled register.
+    pub fn is_spill(&self) -> bool {
+        self.bytes.iter().all(|&b| b == ByteKind::Spill)
+    }
+}
+
+/// One function's frame (`struct bpf_func_state`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Frame {
+    /// `r0..r10`.
+    pub regs: [Reg; 11],
+    /// Slots from the frame pointer down; grown as the program writes.
+    pub stack: Vec<Slot>,
+    /// pc of the call instruction that created this frame (0 for the
+    /// entry frame).
+    pub callsite: usize,
+    /// First pc of the function.
+    pub subprog: usize,
+    /// Callback frames (`bpf_loop`, `bpf_for_each_map_elem`): the range
+    /// of return values the helper accepts, if it checks one.
+    pub callback: bool,
+}
+
+impl Frame {
+    /// A frame whose registers are all not-init except `r10`.
+    pub fn new(frame: u8, callsite: usize, subprog: usize) -> Frame {
+        let mut regs = [Reg::NOT_INIT; 11];
+        regs[10] = Reg::pointer(RegType::Stack { frame }, 0);
+        Frame {
+            regs,
+            stack: Vec::new(),
+            callsite,
+            subprog,
+            callback: false,
+        }
+    }
+
+    /// The slot holding byte offset `off` (negative, from the frame
+    /// pointer), growing the stack to it.
+    pub fn slot_mut(&mut self, off: i32) -> (&mut Slot, usize) {
+        let idx = slot_index(off);
+        if self.stack.len() <= idx {
+            self.stack.resize(idx.wrapping_add(1), Slot::INVALID);
+        }
+        let byte = byte_index(off);
+        (&mut self.stack[idx], byte)
+    }
+
+    /// The slot holding byte offset `off`, if the stack reaches it.
+    pub fn slot(&self, off: i32) -> Option<(&Slot, usize)> {
+        self.stack
+            .get(slot_index(off))
+            .map(|s| (s, byte_index(off)))
+    }
+
+    /// The kind of byte at offset `off`.
+    pub fn byte(&self, off: i32) -> ByteKind {
+        self.slot(off)
+            .map_or(ByteKind::Invalid, |(s, b)| s.bytes[b])
+    }
+
+    /// Depth of the stack in use, in bytes.
+    pub fn depth(&self) -> i32 {
+        i32::try_from(self.stack.len())
+            .unwrap_or(i32::MAX)
+            .saturating_mul(8)
+    }
+}
+
+/// Slot index of a (negative) frame-pointer offset.
+fn slot_index(off: i32) -> usize {
+    // off in [-512, -1]: slot (-off - 1) / 8.
+    usize::try_from(off.saturating_neg().saturating_sub(1) / 8).unwrap_or(0)
+}
+
+/// Byte index within its slot of a (negative) frame-pointer offset.
+fn byte_index(off: i32) -> usize {
+    // -8 -> 0, -1 -> 7.
+    usize::try_from(off.rem_euclid(8)).unwrap_or(0)
+}
+
+/// A whole verifier state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct State {
+    /// The call frames, the current function last.
+    pub frames: Vec<Frame>,
+    /// Acquired references not yet released: (id, pc of acquisition).
+    pub refs: Vec<(u32, usize)>,
+}
+
+impl State {
+    /// The current function's frame.
+    pub fn cur(&self) -> &Frame {
+        // A state always has at least one frame.
+        self.frames
+            .last()
+            .unwrap_or_else(|| unreachable!("a state has a frame"))
+    }
+
+    /// The current function's frame, mutable.
+    pub fn cur_mut(&mut self) -> &mut Frame {
+        self.frames
+            .last_mut()
+            .unwrap_or_else(|| unreachable!("a state has a frame"))
+    }
+
+    /// Register `r` of the current frame.
+    pub fn reg(&self, r: u8) -> &Reg {
+        &self.cur().regs[usize::from(r)]
+    }
+
+    /// Register `r` of the current frame, mutable.
+    pub fn reg_mut(&mut self, r: u8) -> &mut Reg {
+        &mut self.cur_mut().regs[usize::from(r)]
+    }
+
+    /// Every register and spilled register of every frame, mutable (to
+    /// apply a check on one copy of a value to all copies).
+    pub fn for_each_reg(&mut self, mut f: impl FnMut(&mut Reg)) {
+        for frame in &mut self.frames {
+            for r in &mut frame.regs {
+                f(r);
+            }
+            for s in &mut frame.stack {
+                if s.is_spill() {
+                    f(&mut s.spill);
+                }
+            }
+        }
+    }
+}
+
+/// Maps the ids of an old state to the ids of the current one: two states
+/// are comparable only if ids link the same registers in both
+/// (`check_ids`).
+#[derive(Debug, Default)]
+pub struct IdMap {
+    pairs: Vec<(u32, u32)>,
+}
+
+impl IdMap {
+    /// Records or checks that `old` corresponds to `cur`.
+    pub fn check(&mut self, old: u32, cur: u32) -> bool {
+        if old == 0 && cur == 0 {
+            return true;
+        }
+        if old == 0 || cur == 0 {
+            return false;
+        }
+        for &(o, c) in &self.pairs {
+            if o == old || c == cur {
+                return o == old && c == cur;
+            }
+        }
+        self.pairs.push((old, cur));
+        true
+    }
+}
+
+/// Whether every execution from `cur` is one from `old` as far as safety
+/// goes: `cur`'s registers (the live ones) and stack are within `old`'s.
+/// `live` gives, for each frame of `old`, the registers live at that
+/// frame's resume point.
+pub fn state_within(old: &State, cur: &State, live: &[u16]) -> bool {
+    if old.frames.len() != cur.frames.len() || old.refs.len() != cur.refs.len() {
+        return false;
+    }
+    let mut ids = IdMap::default();
+    for (&(o, _), &(c, _)) in old.refs.iter().zip(&cur.refs) {
+        if !ids.check(o, c) {
+            return false;
+        }
+    }
+    for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
+            return false;
+        }
+        let mask = live.get(i).copied().unwrap_or(u16::MAX);
+        for r in 0..11 {
+            if mask & (1 << r) == 0 {
+                continue;
+            }
+            if !reg_within(&fo.regs[r], &fc.regs[r], &mut ids) {
+                return false;
+            }
+        }
+        if !stack_within(fo, fc, &mut ids) {
+            return false;
+        }
+    }
+    true
+}
+
+/// `regsafe`: whether `cur` is covered by `old`.
+pub fn reg_within(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
+    match old.ty {
+        // The old path never read it: anything goes.
+        RegType::NotInit => true,
+        RegType::Scalar => {
+            if cur.ty != RegType::Scalar {
+                return false;
+            }
+            if !cur.val.within(&old.val) {
+                return false;
+            }
+            // Linked scalars: a check on one refines the other, so the
+            // links must match.
+            old.id == 0 || ids.check(old.id, cur.id)
+        }
+        RegType::Packet { range } | RegType::PacketMeta { range } => {
+            let cur_range = match cur.ty {
+                RegType::Packet { range } if matches!(old.ty, RegType::Packet { .. }) => range,
+                RegType::PacketMeta { range } if matches!(old.ty, RegType::PacketMeta { .. }) => {
+                    range
+                }
+                _ => return false,
+            };
+            cur_range >= range
+                && old.off == cur.off
+                && cur.val.within(&old.val)
+                && ids.check(old.id, cur.id)
+        }
+        _ => {
+            old.ty == cur.ty
+                && old.maybe_null == cur.maybe_null
+                && old.off == cur.off
+                && cur.val.within(&old.val)
+                && ids.check(old.id, cur.id)
+                && ids.check(old.ref_id, cur.ref_id)
+        }
+    }
+}
+
+fn stack_within(old: &Frame, cur: &Frame, ids: &mut IdMap) -> bool {
+    for (i, so) in old.stack.iter().enumerate() {
+        let sc = cur.stack.get(i).copied().unwrap_or(Slot::INVALID);
+        if so.is_spill() {
+            if sc.is_spill() {
+                if !reg_within(&so.spill, &sc.spill, ids) {
+                    return false;
+                }
+                continue;
+            }
+            // An old spilled unknown scalar covers plain bytes.
+            if so.spill.is_scalar()
+                && so.spill.val == Scalar::UNKNOWN
+                && so.spill.id == 0
+                && sc
+                    .bytes
+                    .iter()
+                    .all(|&b| matches!(b, ByteKind::Misc | ByteKind::Zero))
+            {
+                continue;
+            }
+            return false;
+        }
+        for (b, &kind) in so.bytes.iter().enumerate() {
+            let ok = match kind {
+                ByteKind::Invalid => true,
+                ByteKind::Misc => match sc.bytes[b] {
+                    ByteKind::Misc | ByteKind::Zero => true,
+                    ByteKind::Spill => sc.spill.is_scalar(),
+                    ByteKind::Invalid => false,
+                },
+                ByteKind::Zero => {
+                    sc.bytes[b] == ByteKind::Zero
+                        || (sc.bytes[b] == ByteKind::Spill && sc.spill.const_value() == Some(0))
+                }
+                ByteKind::Spill => false,
+            };
+            if !ok {
+                return false;
+            }
+        }
+    }
+    true
+}

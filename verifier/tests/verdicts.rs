@@ -1,0 +1,506 @@
+//! Programs the verifier must accept, and unsafe variants it must reject
+//! with the kernel's message at the right pc.
+
+use userbpf_verifier::{check, Context, Env, MapInfo, Options, VerifyError};
+use userbpf_vm::asm::assemble;
+use userbpf_vm::object::ProgramType;
+use userbpf_vm::Program;
+
+/// A hash map: 4-byte keys, 8-byte values (map index 0), a ring buffer
+/// (index 1) and a read-only global-data array of 8 bytes (index 2).
+fn maps() -> Vec<MapInfo> {
+    vec![
+        MapInfo {
+            name: "hash".into(),
+            map_type: 1,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 16,
+            read_only: false,
+            direct_value: false,
+            contents: None,
+        },
+        MapInfo {
+            name: "events".into(),
+            map_type: 27,
+            key_size: 0,
+            value_size: 0,
+            max_entries: 4096,
+            read_only: false,
+            direct_value: false,
+            contents: None,
+        },
+        MapInfo {
+            name: ".rodata".into(),
+            map_type: 2,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            read_only: true,
+            direct_value: true,
+            contents: Some(b"%d\0\0abcd".to_vec()),
+        },
+    ]
+}
+
+fn env(prog_type: ProgramType, context: Context) -> Env {
+    Env {
+        prog_type: Some(prog_type),
+        context,
+        maps: maps(),
+        subprogram_names: Vec::new(),
+    }
+}
+
+fn xdp() -> Env {
+    env(ProgramType::Xdp, Context::Xdp)
+}
+
+fn uprobe() -> Env {
+    env(ProgramType::Kprobe, Context::PtRegs)
+}
+
+fn run(src: &str, env: &Env) -> Result<u64, Box<VerifyError>> {
+    let code = assemble(src).unwrap_or_else(|e| panic!("{e}\n{src}"));
+    let p = Program::new("t", code).unwrap();
+    check(&p, env, &Options::default(), None).map(|r| r.stats.processed)
+}
+
+#[track_caller]
+fn accepts(src: &str, env: &Env) -> u64 {
+    match run(src, env) {
+        Ok(n) => n,
+        Err(e) => panic!("rejected: {e}\n{src}"),
+    }
+}
+
+#[track_caller]
+fn rejects(src: &str, env: &Env, pc: usize, message: &str) {
+    match run(src, env) {
+        Ok(_) => panic!("accepted, expected `{message}` at pc {pc}:\n{src}"),
+        Err(e) => {
+            assert!(
+                e.message.contains(message),
+                "expected `{message}`, got `{}` (pc {})\n{src}",
+                e.message,
+                e.pc
+            );
+            assert_eq!(e.pc, pc, "{}\n{src}", e.message);
+        }
+    }
+}
+
+const LOOKUP: &str = "
+    *(u32 *)(r10 - 4) = 0
+    r2 = r10
+    r2 += -4
+    r1 = map[idx:0]
+    call bpf_map_lookup_elem
+";
+
+#[test]
+fn a_null_checked_lookup_is_accepted_and_an_unchecked_one_rejected() {
+    accepts(
+        &format!("{LOOKUP}\nif r0 == 0 goto +1\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit"),
+        &uprobe(),
+    );
+    rejects(
+        &format!("{LOOKUP}\nr0 = *(u64 *)(r0 + 0)\nexit"),
+        &uprobe(),
+        6,
+        "R0 invalid mem access 'map_value_or_null'",
+    );
+    // A copy made before the check is checked with it.
+    accepts(
+        &format!("{LOOKUP}\nr1 = r0\nif r0 == 0 goto +1\nr0 = *(u64 *)(r1 + 0)\nr0 = 0\nexit"),
+        &uprobe(),
+    );
+    rejects(
+        &format!("{LOOKUP}\nr0 += 8\nexit"),
+        &uprobe(),
+        6,
+        "R0 pointer arithmetic on map_value_or_null prohibited, null-check it first",
+    );
+}
+
+#[test]
+fn map_values_are_bounded() {
+    rejects(
+        &format!("{LOOKUP}\nif r0 == 0 goto +1\nr0 = *(u32 *)(r0 + 8)\nr0 = 0\nexit"),
+        &uprobe(),
+        7,
+        "invalid access to map value, value_size=8 off=8 size=4",
+    );
+    // A bounded variable index is fine; an unbounded one is not.
+    let var = |check: &str| {
+        format!(
+            "{LOOKUP}\nif r0 == 0 goto +5\nr1 = *(u32 *)(r0 + 0)\n{check}\nr0 += r1\nr0 = *(u8 *)(r0 + 0)\nr0 = 0\nexit"
+        )
+    };
+    accepts(&var("r1 &= 7"), &uprobe());
+    rejects(
+        &var("r1 &= 15"),
+        &uprobe(),
+        10,
+        "invalid access to map value, value_size=8 off=15 size=1",
+    );
+    rejects(
+        &var("r1 += 0"),
+        &uprobe(),
+        10,
+        "R0 unbounded memory access, make sure to bounds check any such access",
+    );
+    // Read-only maps are read-only.
+    rejects(
+        "r1 = map[idx:2][0]+0\nr2 = 1\n*(u32 *)(r1 + 0) = r2\nr0 = 0\nexit",
+        &uprobe(),
+        3,
+        "write into map forbidden, value_size=8 off=0 size=4",
+    );
+}
+
+#[test]
+fn registers_must_be_written_before_they_are_read() {
+    rejects("r0 = r2\nexit", &xdp(), 0, "R2 !read_ok");
+    rejects("exit", &xdp(), 0, "R0 !read_ok");
+    rejects(
+        "r1 = 1\ncall bpf_ktime_get_ns\nr0 = r1\nexit",
+        &xdp(),
+        2,
+        "R1 !read_ok",
+    );
+    // (Writes to r10 do not even decode: `Program::new` refuses them.)
+}
+
+#[test]
+fn the_stack_is_tracked_byte_by_byte() {
+    rejects(
+        "r0 = *(u64 *)(r10 - 8)\nexit",
+        &xdp(),
+        0,
+        "invalid read from stack off -8+0 size 8",
+    );
+    rejects(
+        "*(u32 *)(r10 - 8) = 0\nr0 = *(u64 *)(r10 - 8)\nexit",
+        &xdp(),
+        1,
+        "invalid read from stack off -8+4 size 8",
+    );
+    accepts(
+        "*(u32 *)(r10 - 8) = 0\n*(u32 *)(r10 - 4) = 0\nr0 = *(u64 *)(r10 - 8)\nexit",
+        &xdp(),
+    );
+    rejects(
+        "*(u64 *)(r10 - 4) = 0\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "misaligned stack access",
+    );
+    rejects(
+        "*(u64 *)(r10 - 520) = 0\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "invalid stack off=-520 size=8",
+    );
+    rejects(
+        "*(u8 *)(r10 + 0) = 0\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "invalid stack off=0 size=1",
+    );
+    // A spilled pointer comes back as the same pointer.
+    accepts(
+        "*(u64 *)(r10 - 16) = r1\nr1 = 0\nr1 = *(u64 *)(r10 - 16)\nr0 = *(u32 *)(r1 + 12)\nexit",
+        &xdp(),
+    );
+    // ...but not through a narrower fill.
+    rejects(
+        "*(u64 *)(r10 - 16) = r1\nr0 = *(u32 *)(r10 - 16)\nexit",
+        &xdp(),
+        1,
+        "invalid size of register fill",
+    );
+}
+
+#[test]
+fn pointers_never_leak_into_maps_the_context_or_the_return_value() {
+    rejects(
+        &format!("{LOOKUP}\nif r0 == 0 goto +1\n*(u64 *)(r0 + 0) = r10\nr0 = 0\nexit"),
+        &uprobe(),
+        7,
+        "R10 leaks addr into map",
+    );
+    rejects("r0 = r10\nexit", &xdp(), 1, "R0 leaks addr as return value");
+    rejects(
+        "w1 = w10\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "R10 partial copy of pointer",
+    );
+    rejects(
+        "r1 &= 7\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "R1 bitwise operator &= on pointer prohibited",
+    );
+    rejects(
+        "w1 += 1\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "R1 32-bit pointer arithmetic prohibited",
+    );
+    rejects(
+        "r0 = 1\nr0 -= r1\nexit",
+        &xdp(),
+        1,
+        "R0 tried to subtract pointer from scalar",
+    );
+}
+
+#[test]
+fn context_accesses_follow_the_program_kind() {
+    accepts("r0 = *(u32 *)(r1 + 12)\nexit", &xdp());
+    rejects(
+        "r0 = 0\n*(u32 *)(r1 + 12) = r0\nexit",
+        &xdp(),
+        1,
+        "invalid bpf_context access off=12 size=4",
+    );
+    rejects(
+        "r0 = *(u64 *)(r1 + 0)\nexit",
+        &xdp(),
+        0,
+        "invalid bpf_context access off=0 size=8",
+    );
+    accepts("r0 = *(u64 *)(r1 + 112)\nexit", &uprobe());
+    rejects(
+        "r0 = *(u64 *)(r1 + 168)\nexit",
+        &uprobe(),
+        0,
+        "invalid bpf_context access off=168 size=8",
+    );
+    rejects(
+        "r1 += 8\nr0 = *(u64 *)(r1 + 0)\nexit",
+        &uprobe(),
+        1,
+        "dereference of modified ctx ptr R1 off=8 disallowed",
+    );
+}
+
+const PACKET: &str = "
+    r2 = *(u32 *)(r1 + 0)
+    r3 = *(u32 *)(r1 + 4)
+    r4 = r2
+    r4 += 14
+";
+
+#[test]
+fn packet_accesses_need_a_comparison_with_data_end() {
+    accepts(
+        &format!("{PACKET}\nr0 = 1\nif r4 > r3 goto +1\nr0 = *(u8 *)(r2 + 13)\nexit"),
+        &xdp(),
+    );
+    // The other way round, and with the check inverted.
+    accepts(
+        &format!("{PACKET}\nr0 = 1\nif r3 < r4 goto +1\nr0 = *(u16 *)(r2 + 12)\nexit"),
+        &xdp(),
+    );
+    rejects(
+        &format!("{PACKET}\nr0 = 1\nif r4 > r3 goto +1\nr0 = *(u8 *)(r2 + 14)\nexit"),
+        &xdp(),
+        6,
+        "invalid access to packet, off=14 size=1",
+    );
+    rejects(
+        &format!("{PACKET}\nr0 = *(u8 *)(r2 + 0)\nexit"),
+        &xdp(),
+        4,
+        "R2 offset is outside of the packet",
+    );
+    // The proof is on the fall-through only.
+    rejects(
+        &format!("{PACKET}\nr0 = 1\nif r4 > r3 goto +1\nexit\nr0 = *(u8 *)(r2 + 0)\nexit"),
+        &xdp(),
+        7,
+        "invalid access to packet",
+    );
+    rejects(
+        "r0 = *(u32 *)(r1 + 4)\nr0 += 1\nr0 = 0\nexit",
+        &xdp(),
+        1,
+        "pointer arithmetic on pkt_end prohibited",
+    );
+}
+
+#[test]
+fn references_are_released_on_every_path() {
+    let reserve = "
+        r1 = map[idx:1]
+        r2 = 16
+        r3 = 0
+        call bpf_ringbuf_reserve
+    ";
+    accepts(
+        &format!("{reserve}\nif r0 == 0 goto +4\nr1 = r0\nr2 = 0\ncall bpf_ringbuf_submit\nr0 = 0\nr0 = 0\nexit"),
+        &uprobe(),
+    );
+    rejects(
+        &format!("{reserve}\nif r0 == 0 goto +1\nr0 = 0\nr0 = 0\nexit"),
+        &uprobe(),
+        8,
+        "Unreleased reference id=1 alloc_insn=4",
+    );
+    // Discarded on one branch only.
+    rejects(
+        &format!(
+            "{reserve}\nif r0 == 0 goto +6\nr6 = r0\ncall bpf_get_prandom_u32\nif r0 > 5 goto +3\nr1 = r6\nr2 = 0\ncall bpf_ringbuf_discard\nr0 = 0\nexit"
+        ),
+        &uprobe(),
+        13,
+        "Unreleased reference",
+    );
+    // Used after release.
+    rejects(
+        &format!("{reserve}\nif r0 == 0 goto +5\nr6 = r0\nr1 = r0\nr2 = 0\ncall bpf_ringbuf_submit\nr0 = *(u8 *)(r6 + 0)\nr0 = 0\nexit"),
+        &uprobe(),
+        10,
+        "R6 !read_ok",
+    );
+    rejects(
+        &format!("{reserve}\nif r0 == 0 goto +4\nr1 = r0\nr1 += 8\nr2 = 0\ncall bpf_ringbuf_submit\nr0 = 0\nexit"),
+        &uprobe(),
+        9,
+        "R1 must have zero offset when passed to release func",
+    );
+    rejects(
+        &format!("{reserve}\nif r0 == 0 goto +1\nr0 = *(u8 *)(r0 + 16)\nr0 = 0\nexit"),
+        &uprobe(),
+        6,
+        "invalid access to memory, mem_size=16 off=16 size=1",
+    );
+}
+
+#[test]
+fn helper_calls_follow_their_prototypes() {
+    rejects("call 999\nexit", &xdp(), 0, "invalid func unknown#999");
+    rejects(
+        "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",
+        &xdp(),
+        4,
+        "program of this type cannot use helper bpf_probe_read#4",
+    );
+    rejects(
+        "r1 = 0\nr2 = r10\nr2 += -4\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        &uprobe(),
+        3,
+        "R1 type=scalar expected=map_ptr",
+    );
+    rejects(
+        "r2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        &uprobe(),
+        4,
+        "invalid indirect read from stack R2 off -4+0 size 4",
+    );
+    rejects(
+        "r1 = map[idx:1]\nr2 = r10\nr2 += -4\n*(u32 *)(r10 - 4) = 0\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        &uprobe(),
+        5,
+        "cannot pass map_type 27 into func bpf_map_lookup_elem#1",
+    );
+    // bpf_probe_read writes its destination: uninitialised stack is fine,
+    // and is initialised afterwards.
+    accepts(
+        "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_probe_read\nr0 = *(u64 *)(r10 - 8)\nexit",
+        &uprobe(),
+    );
+    rejects(
+        "r1 = r10\nr1 += -8\nr2 = 16\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",
+        &uprobe(),
+        4,
+        "invalid indirect access to stack R1 off=-8 size=16",
+    );
+    rejects(
+        "r1 = r10\nr1 += -8\nr2 = 0\nr3 = 0\ncall bpf_get_current_comm\nr0 = 0\nexit",
+        &uprobe(),
+        4,
+        "R2 invalid zero-sized read",
+    );
+    // A format string must be a NUL-terminated read-only string.
+    accepts(
+        "r1 = r10\nr1 += -16\nr2 = 16\nr3 = map[idx:2][0]+0\nr4 = 0\nr5 = 0\ncall bpf_snprintf\nr0 = 0\nexit",
+        &uprobe(),
+    );
+    rejects(
+        "r1 = r10\nr1 += -16\nr2 = 16\nr3 = map[idx:2][0]+4\nr4 = 0\nr5 = 0\ncall bpf_snprintf\nr0 = 0\nexit",
+        &uprobe(),
+        7,
+        "string is not zero-terminated",
+    );
+}
+
+#[test]
+fn arithmetic_is_checked() {
+    rejects("r0 = 1\nr0 /= 0\nexit", &xdp(), 1, "div by zero");
+    rejects("r0 = 1\nr0 <<= 64\nexit", &xdp(), 1, "invalid shift 64");
+    // Division by a register that may be zero is defined (0).
+    accepts("r0 = 1\nr2 = *(u32 *)(r1 + 12)\nr0 /= r2\nexit", &xdp());
+}
+
+#[test]
+fn loops_run_until_they_exit_and_unbounded_ones_are_rejected() {
+    let n = accepts("r1 = 0\nr1 += 1\nif r1 < 100 goto -2\nr0 = 0\nexit", &xdp());
+    assert!(n >= 200, "every iteration is explored ({n} insns)");
+    rejects(
+        "r0 = 0\ngoto -1\nexit",
+        &xdp(),
+        1,
+        "infinite loop detected at insn 1",
+    );
+    // A loop whose counter never reaches its bound.
+    rejects(
+        "r1 = 0\nr2 = *(u32 *)(r1 + 0)\nexit",
+        &xdp(),
+        1,
+        "R1 invalid mem access 'scalar'",
+    );
+    rejects(
+        "r0 = *(u32 *)(r1 + 12)\nif r0 != 0 goto -1\nexit",
+        &xdp(),
+        1,
+        "infinite loop detected at insn 1",
+    );
+    rejects(
+        "r1 = 0\nr1 += 1\nif r1 < 2000000 goto -2\nr0 = 0\nexit",
+        &xdp(),
+        2,
+        "BPF program is too large. Processed 1000001 insn",
+    );
+}
+
+#[test]
+fn bpf_to_bpf_calls_have_their_own_frames() {
+    // The callee writes through a pointer to the caller's stack.
+    accepts(
+        "r1 = r10\nr1 += -8\ncall pc+3\nr0 = *(u64 *)(r10 - 8)\nexit\nexit\n*(u64 *)(r1 + 0) = 7\nr0 = 0\nexit",
+        &xdp(),
+    );
+    // Callee-saved registers survive; r1-r5 do not.
+    rejects(
+        "r1 = 1\ncall pc+2\nr0 = r1\nexit\nr0 = 0\nexit",
+        &xdp(),
+        2,
+        "R1 !read_ok",
+    );
+    rejects(
+        "r0 = r10\ncall pc+1\nexit\nr0 = r10\nexit",
+        &xdp(),
+        4,
+        "cannot return stack pointer to the caller",
+    );
+    rejects(
+        "call pc-1\nexit",
+        &xdp(),
+        0,
+        "the call stack of 9 frames is too deep !",
+    );
+}
