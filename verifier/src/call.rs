@@ -104,6 +104,15 @@ impl Verifier<'_> {
         let r = self.read_reg(st, reg)?;
         match r.ty {
             RegType::Func { pc: t } if r.off == 0 => self.local_call(st, pc, t as usize, false),
+            // A number in the register is a helper id (as the engines
+            // treat it).
+            RegType::Scalar => match r.const_value().and_then(|v| i32::try_from(v).ok()) {
+                Some(id) => self.helper_call(st, pc, id),
+                None => Err(self.error(format!(
+                    "R{} callx target is not a known constant helper id or a subprogram",
+                    reg.num()
+                ))),
+            },
             _ => Err(self.error(format!(
                 "R{} callx target is {}, not a subprogram",
                 reg.num(),

@@ -50,6 +50,21 @@ pub enum Context {
     /// A program type whose context userbpf does not model: every
     /// context access is rejected.
     Opaque,
+    /// An embedder's context: `size` bytes, read (and written, when
+    /// `writable`) at aligned offsets, with 4-byte packet pointer fields
+    /// at the given offsets.
+    Generic {
+        /// Size in bytes.
+        size: u32,
+        /// Offset of the `data` field.
+        data: Option<u32>,
+        /// Offset of the `data_end` field.
+        data_end: Option<u32>,
+        /// Offset of the `data_meta` field.
+        meta: Option<u32>,
+        /// Whether plain fields may be written.
+        writable: bool,
+    },
 }
 
 /// What a context access reads.
@@ -116,6 +131,7 @@ impl Context {
             Context::SkBuff { .. } => SK_BUFF_SIZE as u32,
             Context::Syscall => u32::from(u16::MAX),
             Context::Opaque => 0,
+            Context::Generic { size, .. } => size,
         }
     }
 
@@ -161,6 +177,32 @@ impl Context {
             }
             Context::SkBuff { packet, tc, cgroup } => {
                 skb_access(off, size, write, aligned, packet, tc, cgroup)
+            }
+            Context::Generic {
+                data,
+                data_end,
+                meta,
+                writable,
+                ..
+            } => {
+                if !aligned {
+                    return None;
+                }
+                let end = off.checked_add(size)?;
+                let overlaps =
+                    |f: Option<u32>| f.is_some_and(|f| off < f.saturating_add(4) && end > f);
+                let field = if overlaps(data) {
+                    CtxField::PacketData
+                } else if overlaps(data_end) {
+                    CtxField::PacketEnd
+                } else if overlaps(meta) {
+                    CtxField::PacketMeta
+                } else {
+                    return (!write || writable).then_some(CtxField::Scalar);
+                };
+                // Pointer fields: whole 4-byte reads only.
+                (!write && size == 4 && [data, data_end, meta].contains(&Some(off)))
+                    .then_some(field)
             }
         }
     }

@@ -558,8 +558,10 @@ fn same_region(a: &Reg, b: &Reg) -> bool {
             x == y && a.id == b.id && !a.maybe_null && !b.maybe_null
         }
         (T::Ctx, T::Ctx) => true,
-        (T::Mem { .. }, T::Mem { .. }) | (T::RingbufMem { .. }, T::RingbufMem { .. }) => {
-            a.ref_id == b.ref_id && a.id == b.id && !a.maybe_null && !b.maybe_null
+        // Two pointers to memory of unknown provenance may point into
+        // different regions: only one record's pointers subtract.
+        (T::RingbufMem { .. }, T::RingbufMem { .. }) => {
+            a.ref_id == b.ref_id && a.ref_id != 0 && !a.maybe_null && !b.maybe_null
         }
         _ => false,
     }

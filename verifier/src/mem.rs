@@ -202,7 +202,10 @@ impl Verifier<'_> {
         size: MemSize,
         mode: PacketMode,
     ) -> Result<(), Box<VerifyError>> {
-        if !matches!(self.env.context, Context::SkBuff { .. }) {
+        if !matches!(
+            self.env.context,
+            Context::SkBuff { .. } | Context::Generic { data: Some(_), .. }
+        ) {
             return Err(
                 self.error("BPF_LD_[ABS|IND] instructions not allowed for this program type")
             );
@@ -403,7 +406,7 @@ impl Verifier<'_> {
     fn packet_writable(&self) -> bool {
         matches!(
             self.env.context,
-            Context::Xdp | Context::SkBuff { tc: true, .. }
+            Context::Xdp | Context::SkBuff { tc: true, .. } | Context::Generic { .. }
         )
     }
 
