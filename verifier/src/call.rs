@@ -14,6 +14,7 @@ use crate::error::VerifyError;
 use crate::explore::{Step, Verifier};
 use crate::mem::Access;
 use crate::reg::{Reg, RegType};
+use crate::scalar::Scalar;
 use crate::state::{Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 
 /// Helpers every program may call (`bpf_base_func_proto`).
@@ -37,6 +38,8 @@ const PACKET: &[i32] = &[25];
 #[derive(Default)]
 struct Meta {
     map: Option<u32>,
+    /// The map whose value holds an `ARG_PTR_TO_TIMER`.
+    timer_map: Option<u32>,
     /// `ARG_CONST_ALLOC_SIZE_OR_ZERO`.
     alloc_size: Option<u64>,
     /// The reference a release argument releases.
@@ -80,7 +83,7 @@ impl Verifier<'_> {
                     .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
                     .and_then(|t| usize::try_from(t).ok())
                     .ok_or_else(|| self.error("call to an invalid target"))?;
-                self.local_call(st, pc, t, false)
+                self.local_call(st, pc, t)
             }
             CallTarget::Kfunc { btf_id, .. } => Err(self.error(
                 match userbpf_vm::kfunc::KFUNCS.iter().find(|(_, id)| *id == btf_id) {
@@ -103,7 +106,7 @@ impl Verifier<'_> {
     ) -> Result<Step, Box<VerifyError>> {
         let r = self.read_reg(st, reg)?;
         match r.ty {
-            RegType::Func { pc: t } if r.off == 0 => self.local_call(st, pc, t as usize, false),
+            RegType::Func { pc: t } if r.off == 0 => self.local_call(st, pc, t as usize),
             // A number in the register is a helper id (as the engines
             // treat it).
             RegType::Scalar => match r.const_value().and_then(|v| i32::try_from(v).ok()) {
@@ -126,7 +129,6 @@ impl Verifier<'_> {
         st: &mut State,
         pc: usize,
         target: usize,
-        callback: bool,
     ) -> Result<Step, Box<VerifyError>> {
         if st.frames.len() >= MAX_CALL_FRAMES {
             return Err(self.error(format!(
@@ -136,7 +138,6 @@ impl Verifier<'_> {
         }
         let depth = u8::try_from(st.frames.len()).unwrap_or(u8::MAX);
         let mut frame = Frame::new(depth, pc, target);
-        frame.callback = callback;
         let caller = st.cur();
         for r in 1..=5 {
             frame.regs[r] = caller.regs[r];
@@ -156,6 +157,12 @@ impl Verifier<'_> {
                 return Err(self.error("cannot return stack pointer to the caller"));
             }
             let callee = st.frames.pop().unwrap_or_else(|| unreachable!());
+            if callee.callback {
+                // A callback returns to the helper that called it, which
+                // may call it again: the caller's registers are untouched.
+                self.callback_return(&r0, 1)?;
+                return Ok(Step::Next(callee.callsite));
+            }
             let caller = st.cur_mut();
             caller.regs[0] = r0;
             for r in 1..=5 {
@@ -165,6 +172,10 @@ impl Verifier<'_> {
         }
         if !r0.is_scalar() {
             return Err(self.error("R0 leaks addr as return value"));
+        }
+        if st.cur().callback {
+            // An asynchronous callback (a timer's) returns 0.
+            self.callback_return(&r0, 0)?;
         }
         if let Some(&(id, at)) = st.refs.first() {
             return Err(self.error(format!("Unreleased reference id={id} alloc_insn={at}")));
@@ -205,19 +216,25 @@ impl Verifier<'_> {
                     *r = Reg::NOT_INIT;
                 }
             });
-            // Spilled copies: their bytes are no longer a register.
+            // Spilled copies: their bytes are no longer readable.
             for frame in &mut st.frames {
                 for slot in &mut frame.stack {
                     if slot.is_spill() && slot.spill.ty == RegType::NotInit {
-                        slot.bytes = [crate::state::ByteKind::Misc; 8];
+                        *slot = crate::state::Slot::INVALID;
                     }
                 }
             }
         }
-        if proto.args.contains(&ArgType::PtrToFunc) {
-            return Err(self.error(format!(
-                "{name}#{id}: callbacks are not verified yet; run the program unverified (checked mode)"
-            )));
+        let callback = match proto.args.iter().position(|a| *a == ArgType::PtrToFunc) {
+            Some(i) => match st.cur().regs[i.wrapping_add(1)].ty {
+                RegType::Func { pc: cb } => Some(cb as usize),
+                _ => None,
+            },
+            None => None,
+        };
+        let mut iterate = None;
+        if let Some(cb) = callback {
+            iterate = self.callback_call(st, &meta, pc, id, name, cb)?;
         }
         let r0 = match proto.ret {
             RetType::Integer => Reg::unknown(),
@@ -225,17 +242,27 @@ impl Verifier<'_> {
             RetType::PtrToMapValueOrNull => {
                 let m = meta.map.unwrap_or(0);
                 let info = self.env.maps.get(m as usize);
-                if info.is_some_and(|i| {
+                if let Some(outer) = info.filter(|i| {
                     matches!(i.map_type, map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS)
                 }) {
-                    return Err(self.error(format!(
-                        "{name}#{id} on a map of maps: inner maps are not verified yet"
-                    )));
-                }
-                Reg {
-                    maybe_null: true,
-                    id: self.fresh_id(),
-                    ..Reg::pointer(RegType::MapValue { map: m }, 0)
+                    // A lookup in a map of maps gives an inner map.
+                    let Some(inner) = outer.inner else {
+                        return Err(self.error(format!(
+                            "{name}#{id}: the inner map of `{}` is unknown (no map in its initial slots)",
+                            outer.name
+                        )));
+                    };
+                    Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(RegType::ConstMap { map: inner }, 0)
+                    }
+                } else {
+                    Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(RegType::MapValue { map: m }, 0)
+                    }
                 }
             }
             RetType::PtrToRingbufMemOrNull => {
@@ -258,7 +285,103 @@ impl Verifier<'_> {
         for r in 1..=5 {
             frame.regs[r] = Reg::NOT_INIT;
         }
-        Ok(Step::Next(pc.wrapping_add(1)))
+        Ok(match iterate {
+            // The helper may return now, or call the callback (again).
+            Some((state, cb)) => Step::Branch(pc.wrapping_add(1), Box::new(state), cb),
+            None => Step::Next(pc.wrapping_add(1)),
+        })
+    }
+
+    /// A helper that calls a subprogram back. Synchronous callbacks
+    /// (`bpf_loop`, `bpf_for_each_map_elem`) run in a frame above the
+    /// caller's, any number of times: the state where the callback is
+    /// entered is returned, and the callback's `exit` comes back to the
+    /// helper call, a loop the search explores until its states repeat.
+    /// Asynchronous ones (`bpf_timer_set_callback`) run later, on their
+    /// own: they are verified as a separate path from a fresh state.
+    fn callback_call(
+        &mut self,
+        st: &State,
+        meta: &Meta,
+        pc: usize,
+        id: i32,
+        name: &str,
+        cb: usize,
+    ) -> Result<Option<(State, usize)>, Box<VerifyError>> {
+        let map = |m: Option<u32>| -> Result<u32, Box<VerifyError>> {
+            m.ok_or_else(|| self.error(format!("{name}#{id}: no map for the callback's arguments")))
+        };
+        let map_args = |m: u32| {
+            [
+                Reg::pointer(RegType::ConstMap { map: m }, 0),
+                Reg::pointer(RegType::MapKey { map: m }, 0),
+                Reg::pointer(RegType::MapValue { map: m }, 0),
+            ]
+        };
+        let caller = st.cur();
+        let args: Vec<Reg> = match id {
+            // bpf_loop(nr, cb, ctx, flags): cb(u32 index, void *ctx).
+            181 => vec![Reg::scalar(Scalar::unknown_bits(4)), caller.regs[3]],
+            // bpf_for_each_map_elem(map, cb, ctx, flags):
+            // cb(map, key, value, ctx).
+            164 => {
+                let m = map(meta.map)?;
+                let [a, b, c] = map_args(m);
+                vec![a, b, c, caller.regs[3]]
+            }
+            // bpf_timer_set_callback(timer, cb): cb(map, key, value), later.
+            170 => {
+                let m = map(meta.timer_map)?;
+                let mut frame = Frame::new(0, pc, cb);
+                frame.callback = true;
+                for (i, r) in map_args(m).into_iter().enumerate() {
+                    frame.regs[i.wrapping_add(1)] = r;
+                }
+                self.spawn(
+                    State {
+                        frames: vec![frame],
+                        refs: Vec::new(),
+                    },
+                    cb,
+                );
+                return Ok(None);
+            }
+            _ => {
+                return Err(self.error(format!(
+                    "{name}#{id}: callbacks of this helper are not verified"
+                )))
+            }
+        };
+        if st.frames.len() >= MAX_CALL_FRAMES {
+            return Err(self.error(format!(
+                "the call stack of {} frames is too deep !",
+                st.frames.len().saturating_add(1)
+            )));
+        }
+        let mut state = st.clone();
+        let depth = u8::try_from(state.frames.len()).unwrap_or(u8::MAX);
+        let mut frame = Frame::new(depth, pc, cb);
+        frame.callback = true;
+        for (i, r) in args.into_iter().enumerate() {
+            frame.regs[i.wrapping_add(1)] = r;
+        }
+        state.frames.push(frame);
+        Ok(Some((state, cb)))
+    }
+
+    /// A callback's `r0` must be a number in `[0, max]`.
+    fn callback_return(&self, r0: &Reg, max: u64) -> Result<(), Box<VerifyError>> {
+        if !r0.is_scalar() || r0.val.umax > max {
+            return Err(self.error(format!(
+                "At callback return the register R0 has {} should have been in [0, {max}]",
+                if r0.is_scalar() {
+                    r0.val.to_string()
+                } else {
+                    r0.type_name()
+                }
+            )));
+        }
+        Ok(())
     }
 
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {
@@ -445,6 +568,7 @@ impl Verifier<'_> {
                         "R{regno} doesn't have constant offset. bpf_timer has to be at the constant offset"
                     )));
                 }
+                meta.timer_map = Some(map);
                 let size = self.env.maps.get(map as usize).map_or(0, |m| m.value_size);
                 let off = i64::from(reg.off).saturating_add(reg.val.smin);
                 if off < 0 || off.saturating_add(16) > i64::from(size) || off % 8 != 0 {

@@ -57,6 +57,9 @@ pub struct MapInfo {
     /// at verification time (`.rodata`): format strings are checked for
     /// their terminating NUL.
     pub contents: Option<Vec<u8>>,
+    /// Maps of maps: the index of a map with the inner maps' shape (the
+    /// first map in the initial slots).
+    pub inner: Option<u32>,
 }
 
 impl MapInfo {
@@ -75,6 +78,7 @@ impl MapInfo {
             } else {
                 None
             },
+            inner: None,
         }
     }
 
@@ -127,7 +131,18 @@ impl Env {
         Env {
             prog_type: Some(program.kind.prog_type),
             context: Context::for_kind(&program.kind),
-            maps: object.maps.iter().map(MapInfo::from_def).collect(),
+            maps: object
+                .maps
+                .iter()
+                .map(|def| {
+                    let mut m = MapInfo::from_def(def);
+                    m.inner = def.initial_slots.first().and_then(|(_, name)| {
+                        let i = object.maps.iter().position(|d| &d.name == name)?;
+                        u32::try_from(i).ok()
+                    });
+                    m
+                })
+                .collect(),
             subprogram_names: program.subprograms.clone(),
         }
     }

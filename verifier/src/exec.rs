@@ -340,7 +340,7 @@ impl Verifier<'_> {
                 ptr.type_name()
             )));
         }
-        if ptr.ty == RegType::Ctx {
+        if ptr.ty == RegType::Ctx && self.env.context != crate::ctx::Context::Syscall {
             return Err(self.error(format!("R{d} variable ctx access var_off={} disallowed", v)));
         }
         // (An offset too large for any access is refused when the pointer

@@ -18,7 +18,7 @@ use crate::env::Env;
 use crate::error::{Stats, VerifyError};
 use crate::liveness::{live_in, RegMask};
 use crate::reg::{Reg, RegType};
-use crate::state::{state_within, Frame, State};
+use crate::state::{state_within, widen, Frame, State};
 use crate::Options;
 
 /// An explored state kept for pruning.
@@ -82,8 +82,21 @@ pub(crate) struct Verifier<'a> {
     pub(crate) pc: usize,
     /// pc of the instruction executed before it on this path.
     prev_pc: usize,
+    /// Paths started by the last instruction besides its own (the bodies
+    /// of asynchronous callbacks): state and first pc.
+    spawned: Vec<(State, usize)>,
+    /// Calls of helpers that call back synchronously: the loop heads of
+    /// their callbacks, where a state covered by an unfinished one is
+    /// pruned (the helper bounds the iterations).
+    callback_point: Vec<bool>,
+    /// Entries stored at callback points, finished or not.
+    at_callback: HashMap<usize, Vec<usize>>,
     start: Instant,
 }
+
+/// States reaching a helper that calls back before the next ones are
+/// widened.
+const WIDEN_AFTER: usize = 4;
 
 /// A finished state compared this many times per hit (plus one) without
 /// covering the state compared leaves the pruning list.
@@ -96,6 +109,7 @@ impl<'a> Verifier<'a> {
     pub(crate) fn new(prog: &'a Program, env: &'a Env, opts: &'a Options) -> Verifier<'a> {
         let len = prog.len();
         let mut prune_point = vec![false; len];
+        let mut callback_point = vec![false; len];
         prune_point[0] = true;
         for (pc, i) in prog.instructions() {
             let target = i
@@ -131,6 +145,13 @@ impl<'a> Verifier<'a> {
                         mark(&mut prune_point, next);
                     }
                 }
+                Instruction::Call(CallTarget::Helper(id)) => {
+                    mark(&mut prune_point, next);
+                    if matches!(id, 164 | 181) {
+                        mark(&mut prune_point, pc);
+                        mark(&mut callback_point, pc);
+                    }
+                }
                 Instruction::Call(_) => mark(&mut prune_point, next),
                 _ => {}
             }
@@ -151,8 +172,17 @@ impl<'a> Verifier<'a> {
             next_id: 0,
             pc: 0,
             prev_pc: 0,
+            spawned: Vec::new(),
+            callback_point,
+            at_callback: HashMap::new(),
             start: Instant::now(),
         }
+    }
+
+    /// Starts another path from `state` at `pc` (explored after the
+    /// current one).
+    pub(crate) fn spawn(&mut self, state: State, pc: usize) {
+        self.spawned.push((state, pc));
     }
 
     /// A fresh id for linking registers or naming a reference.
@@ -243,13 +273,13 @@ impl<'a> Verifier<'a> {
             loop {
                 self.pc = pc;
                 if self.prune_point.get(pc).copied().unwrap_or(false) {
-                    match self.visit(pc, &cur, parent)? {
+                    match self.visit(pc, &mut cur, parent)? {
                         Visit::Pruned => break,
                         Visit::Stored(e) => parent = Some(e),
                     }
                 }
                 self.stats.processed = self.stats.processed.saturating_add(1);
-                if self.stats.processed > crate::MAX_PROCESSED {
+                if self.stats.processed > self.opts.max_processed {
                     return Err(self.error(format!(
                         "BPF program is too large. Processed {} insn",
                         self.stats.processed
@@ -265,7 +295,16 @@ impl<'a> Verifier<'a> {
                     self.log_line(|| format!("{pc}: {st}\n{pc}: {text}"));
                 }
                 self.prev_pc = pc;
-                match self.step(&mut cur, pc, &insn)? {
+                let step = self.step(&mut cur, pc, &insn)?;
+                for (state, at) in self.spawned.drain(..) {
+                    self.pending.push(Pending {
+                        state,
+                        pc: at,
+                        parent: None,
+                        from: pc,
+                    });
+                }
+                match step {
                     Step::Next(next) => pc = next,
                     Step::Branch(next, other, other_pc) => {
                         if let Some(p) = parent {
@@ -324,14 +363,20 @@ impl<'a> Verifier<'a> {
             let mask = if i.wrapping_add(1) == n {
                 self.live.get(pc).copied().unwrap_or(u16::MAX)
             } else {
-                // A caller resumes after the call with r0 from the callee
-                // and r1-r5 clobbered.
-                let callsite = state.frames[i.wrapping_add(1)].callsite;
-                self.live
-                    .get(callsite.wrapping_add(1))
-                    .copied()
-                    .unwrap_or(u16::MAX)
-                    & !0b11_1111
+                let above = &state.frames[i.wrapping_add(1)];
+                if above.callback {
+                    // Below a callback, the caller resumes at the helper
+                    // call itself, arguments included.
+                    self.live.get(above.callsite).copied().unwrap_or(u16::MAX)
+                } else {
+                    // A caller resumes after the call with r0 from the
+                    // callee and r1-r5 clobbered.
+                    self.live
+                        .get(above.callsite.wrapping_add(1))
+                        .copied()
+                        .unwrap_or(u16::MAX)
+                        & !0b11_1111
+                }
             };
             masks.push(mask);
         }
@@ -341,7 +386,7 @@ impl<'a> Verifier<'a> {
     fn visit(
         &mut self,
         pc: usize,
-        cur: &State,
+        cur: &mut State,
         parent: Option<usize>,
     ) -> Result<Visit, Box<VerifyError>> {
         // A path that comes back to exactly the state it was in at this pc
@@ -351,7 +396,36 @@ impl<'a> Verifier<'a> {
             cur.hash(&mut h);
             h.finish()
         };
-        if let Some(same) = self.by_hash.get(&(pc, hash)) {
+        let callback_point = self.callback_point.get(pc).copied().unwrap_or(false);
+        if callback_point {
+            // The helper bounds the callback's iterations: a state covered
+            // by any earlier one, finished or not, adds nothing.
+            let live = self.live_masks(cur, pc);
+            for &e in self.at_callback.get(&pc).map(Vec::as_slice).unwrap_or(&[]) {
+                if state_within(&self.entries[e].state, cur, &live) {
+                    self.stats.pruned = self.stats.pruned.saturating_add(1);
+                    return Ok(Visit::Pruned);
+                }
+            }
+            // Many different states reach this helper (each call of the
+            // callback may change what it sees): go on from one covering
+            // the newest and the last, with values that keep changing
+            // widened, so the iterations converge.
+            let seen = self.at_callback.get(&pc).map_or(0, Vec::len);
+            if seen >= WIDEN_AFTER {
+                let last = self.at_callback.get(&pc).and_then(|v| v.last()).copied();
+                if let Some(w) = last.and_then(|e| widen(&self.entries[e].state, cur)) {
+                    *cur = w;
+                }
+            }
+        } else if let Some(same) = self
+            .by_hash
+            .get(&(pc, hash))
+            // Inside a callback, a state may repeat from one call of the
+            // callback to the next: the helper bounds those. (A loop of
+            // the callback's own ends at the instruction limit.)
+            .filter(|_| !cur.frames.iter().any(|f| f.callback))
+        {
             for &e in same {
                 let entry = &self.entries[e];
                 if entry.branches > 0 && entry.state == *cur {
@@ -399,6 +473,9 @@ impl<'a> Verifier<'a> {
             pc,
         });
         self.by_hash.entry((pc, hash)).or_default().push(idx);
+        if callback_point {
+            self.at_callback.entry(pc).or_default().push(idx);
+        }
         self.stats.total_states = self.stats.total_states.saturating_add(1);
         Ok(Visit::Stored(idx))
     }

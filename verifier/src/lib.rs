@@ -61,6 +61,9 @@ pub struct Options {
     /// States kept per instruction for pruning (the search stays sound
     /// with fewer; it only prunes less).
     pub max_states_per_insn: usize,
+    /// Instructions processed before the program is rejected as too
+    /// complex (the kernel's 1,000,000 by default).
+    pub max_processed: u64,
 }
 
 impl Default for Options {
@@ -68,6 +71,7 @@ impl Default for Options {
         Options {
             log_level: 0,
             max_states_per_insn: 10_000,
+            max_processed: MAX_PROCESSED,
         }
     }
 }

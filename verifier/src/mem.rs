@@ -283,6 +283,21 @@ impl Verifier<'_> {
                 }
                 Ok(found)
             }
+            // Syscall programs: the context is a plain buffer, accessed at
+            // any offset within it (userbpf; the kernel refuses variable
+            // offsets), the largest end recorded for the runtime.
+            RegType::Ctx if self.env.context == Context::Syscall => {
+                let total = self.env.context.size();
+                self.region_access(regno, base, fixed, size, total, |off, size| {
+                    format!("invalid bpf_context access off={off} size={size}")
+                })?;
+                let end = fixed
+                    .saturating_add(base.val.umax.min(u64::from(total)) as i64)
+                    .saturating_add(i64::from(size));
+                let end = u32::try_from(end).unwrap_or(u32::MAX);
+                self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+                Ok(Found::Unknown)
+            }
             RegType::Ctx => {
                 if base.val.is_const() != Some(0) {
                     return Err(self.error(format!(
@@ -529,16 +544,8 @@ impl Verifier<'_> {
                     }
                     for o in lo..end {
                         let (slot, b) = frame_state.slot_mut(o as i32);
-                        if slot.is_spill() {
-                            let spilled = slot.spill;
-                            if !spilled.is_scalar() {
-                                // A pointer may be partly overwritten: it
-                                // is no longer a pointer.
-                            }
-                            for k in slot.bytes.iter_mut() {
-                                *k = ByteKind::Misc;
-                            }
-                            slot.spill = Reg::NOT_INIT;
+                        if slot.bytes.contains(&ByteKind::Spill) {
+                            slot.forget_spill();
                         }
                         if slot.bytes[b] == ByteKind::Zero {
                             slot.bytes[b] = ByteKind::Misc;
@@ -559,9 +566,6 @@ impl Verifier<'_> {
                         bytes: [ByteKind::Spill; 8],
                         spill: v,
                     };
-                    if v.is_scalar() && v.const_value() == Some(0) && value.is_some() {
-                        // Keep it a spill: fills give back the constant.
-                    }
                     if value.is_none() {
                         // Atomic or helper write: the value is unknown.
                         slot.bytes = [ByteKind::Misc; 8];
@@ -574,21 +578,40 @@ impl Verifier<'_> {
                     let zero = v.const_value() == Some(0) && value.is_some();
                     for o in start..start.saturating_add(size as i32) {
                         let (slot, b) = frame_state.slot_mut(o);
-                        if slot.is_spill() {
-                            slot.bytes = [ByteKind::Misc; 8];
-                            slot.spill = Reg::NOT_INIT;
+                        if slot.bytes.contains(&ByteKind::Spill) {
+                            // What was spilled here is partly overwritten.
+                            slot.forget_spill();
                         }
                         slot.bytes[b] = if zero { ByteKind::Zero } else { ByteKind::Misc };
+                    }
+                    if value.is_some() && !zero {
+                        // A narrow spill of a number keeps its value (the
+                        // low `size` bytes) for a fill of the same size.
+                        let mask = 1u64
+                            .checked_shl(size.wrapping_mul(8))
+                            .map_or(u64::MAX, |m| m.wrapping_sub(1));
+                        let val = v.val.alu(
+                            userbpf_vm::isa::AluOp::And,
+                            userbpf_vm::isa::Width::W64,
+                            &Scalar::constant(mask),
+                        );
+                        let (slot, b) = frame_state.slot_mut(start);
+                        for k in slot.bytes.iter_mut().skip(b).take(size as usize) {
+                            *k = ByteKind::Spill;
+                        }
+                        slot.spill = Reg::scalar(val);
                     }
                 }
                 Ok(Found::Unknown)
             }
             Access::Read => {
-                if size == 8 {
-                    if let Some((slot, _)) = frame_state.slot(start) {
-                        if slot.is_spill() {
-                            return Ok(Found::Reg(slot.spill));
-                        }
+                if let Some((slot, b)) = frame_state.slot(start) {
+                    if size == 8 && slot.is_spill() {
+                        return Ok(Found::Reg(slot.spill));
+                    }
+                    // The fill of a narrow spill of the same size.
+                    if size < 8 && slot.spill_range() == Some((b, size as usize)) {
+                        return Ok(Found::Reg(slot.spill));
                     }
                 }
                 let mut all_zero = true;
@@ -695,9 +718,8 @@ impl Verifier<'_> {
                         let exact = base.val.is_const().is_some();
                         for o in lo..hi {
                             let (slot, b) = frame_state.slot_mut(o as i32);
-                            if slot.is_spill() {
-                                slot.bytes = [ByteKind::Misc; 8];
-                                slot.spill = Reg::NOT_INIT;
+                            if slot.bytes.contains(&ByteKind::Spill) {
+                                slot.forget_spill();
                             }
                             if exact || slot.bytes[b] != ByteKind::Invalid {
                                 slot.bytes[b] = ByteKind::Misc;

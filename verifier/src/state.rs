@@ -46,6 +46,34 @@ impl Slot {
     pub fn is_spill(&self) -> bool {
         self.bytes.iter().all(|&b| b == ByteKind::Spill)
     }
+
+    /// The bytes a spill covers: (first byte, count); a narrow spill of a
+    /// number covers fewer than 8.
+    pub fn spill_range(&self) -> Option<(usize, usize)> {
+        let first = self.bytes.iter().position(|&b| b == ByteKind::Spill)?;
+        let count = self.bytes[first..]
+            .iter()
+            .take_while(|&&b| b == ByteKind::Spill)
+            .count();
+        Some((first, count))
+    }
+
+    /// Forgets a spill that is partly overwritten: the bytes of a number
+    /// stay initialised; those of a pointer become unreadable (reading
+    /// them as a number would leak the address).
+    pub fn forget_spill(&mut self) {
+        let kind = if self.spill.is_scalar() {
+            ByteKind::Misc
+        } else {
+            ByteKind::Invalid
+        };
+        for b in self.bytes.iter_mut() {
+            if *b == ByteKind::Spill {
+                *b = kind;
+            }
+        }
+        self.spill = Reg::NOT_INIT;
+    }
 }
 
 /// One function's frame (`struct bpf_func_state`).
@@ -278,6 +306,29 @@ pub fn reg_within(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
 fn stack_within(old: &Frame, cur: &Frame, ids: &mut IdMap) -> bool {
     for (i, so) in old.stack.iter().enumerate() {
         let sc = cur.stack.get(i).copied().unwrap_or(Slot::INVALID);
+        if !so.is_spill() && so.spill_range().is_some() {
+            // A narrow spill: the same bytes spilled with a covered value,
+            // or (the old value being any number) plain bytes.
+            if sc.spill_range() == so.spill_range() && !reg_within(&so.spill, &sc.spill, ids) {
+                return false;
+            }
+            for (b, &kind) in so.bytes.iter().enumerate() {
+                let ok = match (kind, sc.bytes[b]) {
+                    (ByteKind::Invalid, _) => true,
+                    (ByteKind::Spill, ByteKind::Spill) => sc.spill_range() == so.spill_range(),
+                    (ByteKind::Spill, _) => false,
+                    (ByteKind::Misc, k) => {
+                        k != ByteKind::Invalid && (k != ByteKind::Spill || sc.spill.is_scalar())
+                    }
+                    (ByteKind::Zero, ByteKind::Zero) => true,
+                    (ByteKind::Zero, _) => false,
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            continue;
+        }
         if so.is_spill() {
             if sc.is_spill() {
                 if !reg_within(&so.spill, &sc.spill, ids) {
@@ -318,4 +369,100 @@ fn stack_within(old: &Frame, cur: &Frame, ids: &mut IdMap) -> bool {
         }
     }
     true
+}
+
+/// A state covering both `old` and `cur` (`cur` must be the newer of two
+/// states at one instruction): scalars `cur` keeps within `old`'s bounds
+/// keep them, others become unknown (widening: repeated widening ends);
+/// everything else must be the same, or is made unusable (not-init
+/// registers, invalid stack bytes), which only ever rejects more.
+/// `None` when the frames or references differ.
+pub fn widen(old: &State, cur: &State) -> Option<State> {
+    if old.frames.len() != cur.frames.len() || old.refs != cur.refs {
+        return None;
+    }
+    let mut out = cur.clone();
+    for (fo, fc) in old.frames.iter().zip(out.frames.iter_mut()) {
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog || fo.callback != fc.callback {
+            return None;
+        }
+        for (ro, rc) in fo.regs.iter().zip(fc.regs.iter_mut()) {
+            *rc = widen_reg(ro, rc);
+        }
+        let len = fo.stack.len().max(fc.stack.len());
+        fc.stack.resize(len, Slot::INVALID);
+        for (i, sc) in fc.stack.iter_mut().enumerate() {
+            let so = fo.stack.get(i).copied().unwrap_or(Slot::INVALID);
+            if so.is_spill() && sc.is_spill() {
+                let w = widen_reg(&so.spill, &sc.spill);
+                if w.ty == RegType::NotInit {
+                    *sc = Slot::INVALID;
+                } else {
+                    sc.spill = w;
+                }
+                continue;
+            }
+            let scalar_spill = |s: &Slot| s.is_spill() && s.spill.is_scalar();
+            for b in 0..8 {
+                let ko = if so.is_spill() {
+                    if scalar_spill(&so) {
+                        ByteKind::Misc
+                    } else {
+                        ByteKind::Invalid
+                    }
+                } else {
+                    so.bytes[b]
+                };
+                let kc = if sc.is_spill() {
+                    if scalar_spill(sc) {
+                        ByteKind::Misc
+                    } else {
+                        ByteKind::Invalid
+                    }
+                } else {
+                    sc.bytes[b]
+                };
+                let k = match (ko, kc) {
+                    (ByteKind::Invalid, _) | (_, ByteKind::Invalid) => ByteKind::Invalid,
+                    (ByteKind::Zero, ByteKind::Zero) => ByteKind::Zero,
+                    _ => ByteKind::Misc,
+                };
+                sc.bytes[b] = k;
+            }
+            sc.spill = Reg::NOT_INIT;
+        }
+    }
+    Some(out)
+}
+
+fn widen_reg(old: &Reg, cur: &Reg) -> Reg {
+    match (old.ty, cur.ty) {
+        (RegType::NotInit, _) | (_, RegType::NotInit) => Reg::NOT_INIT,
+        (RegType::Scalar, RegType::Scalar) => {
+            let val = if cur.val.within(&old.val) {
+                old.val
+            } else {
+                Scalar::UNKNOWN
+            };
+            Reg {
+                val,
+                id: if old.id == cur.id { cur.id } else { 0 },
+                ..*cur
+            }
+        }
+        _ if old == cur => *cur,
+        _ if old.ty == cur.ty
+            && old.maybe_null == cur.maybe_null
+            && old.off == cur.off
+            && old.id == cur.id
+            && old.ref_id == cur.ref_id
+            && cur.val.within(&old.val) =>
+        {
+            Reg {
+                val: old.val,
+                ..*cur
+            }
+        }
+        _ => Reg::NOT_INIT,
+    }
 }

@@ -19,23 +19,12 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "bitfield",
         "dereference of modified ctx ptr R1 off=4 disallowed",
     ),
-    // Not verified yet (issue #5 continues): callbacks, open-coded
-    // iterators, inner maps.
-    ("foreach.bpf.o", "walk", "callbacks are not verified yet"),
+    // Not verified yet (issue #5 continues): open-coded iterators.
     (
         "iter.bpf.o",
         "sum_range",
         "open-coded iterators are not verified yet",
     ),
-    ("loop.bpf.o", "histogram", "callbacks are not verified yet"),
-    ("mapinmap.bpf.o", "pick", "inner maps are not verified yet"),
-    (
-        "mapinmap.bpf.o",
-        "pick_by_key",
-        "inner maps are not verified yet",
-    ),
-    ("timer.bpf.o", "arm", "callbacks are not verified yet"),
-    ("timer.bpf.o", "arm_hash", "callbacks are not verified yet"),
 ];
 
 fn fixtures() -> Vec<PathBuf> {

@@ -245,6 +245,7 @@ fn initial(case: &Case) -> Result<(State, Env), String> {
             read_only: false,
             direct_value: true,
             contents: None,
+            inner: None,
         })
         .collect();
     let env = Env {

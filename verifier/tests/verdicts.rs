@@ -19,6 +19,7 @@ fn maps() -> Vec<MapInfo> {
             read_only: false,
             direct_value: false,
             contents: None,
+            inner: None,
         },
         MapInfo {
             name: "events".into(),
@@ -29,6 +30,7 @@ fn maps() -> Vec<MapInfo> {
             read_only: false,
             direct_value: false,
             contents: None,
+            inner: None,
         },
         MapInfo {
             name: ".rodata".into(),
@@ -39,6 +41,7 @@ fn maps() -> Vec<MapInfo> {
             read_only: true,
             direct_value: true,
             contents: Some(b"%d\0\0abcd".to_vec()),
+            inner: None,
         },
     ]
 }
@@ -502,5 +505,61 @@ fn bpf_to_bpf_calls_have_their_own_frames() {
         &xdp(),
         0,
         "the call stack of 9 frames is too deep !",
+    );
+}
+
+#[test]
+fn callbacks_are_verified_with_their_own_arguments() {
+    // bpf_loop(4, cb, &fp[-8], 0); cb(i, ctx) adds i to *ctx, returns 0.
+    let looped = |body: &str| {
+        format!(
+            "*(u64 *)(r10 - 8) = 0\nr1 = 4\nr2 = func[pc+7]\nr3 = r10\nr3 += -8\nr4 = 0\ncall bpf_loop\nr0 = *(u64 *)(r10 - 8)\nexit\n{body}"
+        )
+    };
+    accepts(
+        &looped("r3 = *(u64 *)(r2 + 0)\nr3 += r1\n*(u64 *)(r2 + 0) = r3\nr0 = 0\nexit"),
+        &uprobe(),
+    );
+    // The context pointer points to 8 bytes.
+    rejects(
+        &looped("r3 = *(u64 *)(r2 + 8)\nr0 = 0\nexit"),
+        &uprobe(),
+        10,
+        "invalid stack off=0 size=8",
+    );
+    // A callback returns 0 or 1.
+    rejects(
+        &looped("r0 = 2\nexit"),
+        &uprobe(),
+        11,
+        "should have been in [0, 1]",
+    );
+    // The index is a number, not a pointer.
+    rejects(
+        &looped("r0 = *(u8 *)(r1 + 0)\nexit"),
+        &uprobe(),
+        10,
+        "R1 invalid mem access 'scalar'",
+    );
+    // bpf_for_each_map_elem: cb(map, key, value, ctx) with a typed key
+    // and value.
+    let each = |body: &str| {
+        format!("r1 = map[idx:0]\nr2 = func[pc+6]\nr3 = 0\nr4 = 0\ncall bpf_for_each_map_elem\nr0 = 0\nexit\n{body}")
+    };
+    accepts(
+        &each("r0 = *(u32 *)(r2 + 0)\nr0 = *(u64 *)(r3 + 0)\nr0 = 0\nexit"),
+        &uprobe(),
+    );
+    rejects(
+        &each("r0 = *(u64 *)(r3 + 4)\nr0 = 0\nexit"),
+        &uprobe(),
+        9,
+        "invalid access to map value, value_size=8 off=4 size=8",
+    );
+    rejects(
+        &each("r0 = *(u32 *)(r2 + 4)\nr0 = 0\nexit"),
+        &uprobe(),
+        9,
+        "invalid access to map key, key_size=4 off=4 size=4",
     );
 }
