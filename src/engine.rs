@@ -2,6 +2,11 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use userbpf_verifier::Verified;
+use userbpf_vm::interp::PreparedProgram;
+use userbpf_vm::Program;
 
 /// An execution engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,10 +35,11 @@ impl Engine {
     }
 
     /// Makes every program prepared from now on in this process run on
-    /// this engine: for the JIT, checked-mode native code is attached to
-    /// each program (programs the JIT cannot take run in the interpreter,
-    /// with a note on standard error). Until the verifier lands, the
-    /// runtime only uses checked mode.
+    /// this engine: for the JIT, native code is attached to each program —
+    /// without run-time checks for the programs the verifier accepted
+    /// (see [`add_proof`]), in checked mode for the others (programs the
+    /// JIT cannot take run in the interpreter, with a note on standard
+    /// error).
     pub fn install(self) {
         if self == Engine::Jit {
             userbpf_vm::interp::set_compile_hook(jit_hook);
@@ -41,8 +47,29 @@ impl Engine {
     }
 }
 
-fn jit_hook(prog: &std::sync::Arc<userbpf_vm::interp::PreparedProgram>) {
-    if let Err(e) = userbpf_jit::jit_checked(prog, userbpf_jit::Options::default()) {
+/// The verifier's proofs for the programs this process runs: a prepared
+/// program made from one of them runs in the JIT's unchecked mode.
+static PROOFS: Mutex<Vec<Verified<Program>>> = Mutex::new(Vec::new());
+
+/// Records that `program` passed the verifier: the JIT compiles programs
+/// prepared from it without run-time checks.
+pub fn add_proof(program: Verified<Program>) {
+    if let Ok(mut p) = PROOFS.lock() {
+        p.push(program);
+    }
+}
+
+/// The proof that `prog` was verified, if [`add_proof`] recorded one.
+pub fn proof_for(prog: &Arc<PreparedProgram>) -> Option<Verified<Arc<PreparedProgram>>> {
+    PROOFS.lock().ok()?.iter().find_map(|v| v.vouch_for(prog))
+}
+
+fn jit_hook(prog: &Arc<PreparedProgram>) {
+    let result = match proof_for(prog) {
+        Some(verified) => userbpf_jit::jit_verified(&verified, userbpf_jit::Options::default()),
+        None => userbpf_jit::jit_checked(prog, userbpf_jit::Options::default()),
+    };
+    if let Err(e) = result {
         eprintln!("userbpf: note: {e}; running it in the interpreter");
     }
 }

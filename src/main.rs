@@ -136,6 +136,12 @@ enum Cmd {
         /// disassembly) before running (on standard error with --json).
         #[arg(long)]
         dump_asm: bool,
+        /// Run the program without verifying it first: it runs in checked
+        /// mode (every access checked, faults reported), never in the
+        /// JIT's unchecked mode. By default a program the verifier rejects
+        /// does not run.
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Verify the programs of a BPF object (or raw bytecode): print
     /// `accepted` or `rejected` with the pc, the instruction and the
@@ -240,6 +246,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             kconfig,
             btf,
             dump_asm,
+            no_verify,
         } => cmd_run(RunArgs {
             file,
             prog,
@@ -253,6 +260,7 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
             kconfig,
             btf,
             dump_asm,
+            no_verify,
         }),
         Cmd::Verify {
             file,
@@ -512,6 +520,33 @@ struct RunArgs {
     kconfig: Option<PathBuf>,
     btf: Option<PathBuf>,
     dump_asm: bool,
+    no_verify: bool,
+}
+
+/// Verifies `program` in `env` for `userbpf run`: a rejection stops the
+/// run; an accepted program's proof lets the JIT drop run-time checks.
+/// Returns the context bytes the program needs.
+fn verify_for_run(
+    file: &Path,
+    program: &Program,
+    env: &userbpf_verifier::Env,
+    origin: Option<&userbpf_vm::object::ObjProgram>,
+) -> Result<u32> {
+    let (proof, report) =
+        userbpf_verifier::verify(program.clone(), env, &userbpf_verifier::Options::default())
+            .map_err(|e| {
+                // A poisoned CO-RE relocation explains its instruction.
+                let core = origin
+                    .and_then(|p| p.core_failure_at(e.pc))
+                    .map(|f| format!("\n{f}"))
+                    .unwrap_or_default();
+                anyhow::anyhow!(
+                    "{}: {e}{core}\n(the verifier rejected it; `userbpf verify -v` shows why, `--no-verify` runs it unverified in checked mode)",
+                    file.display()
+                )
+            })?;
+    userbpf::engine::add_proof(proof);
+    Ok(report.stats.max_ctx_offset)
 }
 
 fn cmd_run(args: RunArgs) -> Result<ExitCode> {
@@ -526,6 +561,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     // Tracing programs: the kernel's context size (the context is padded
     // with zeros to it) and whether it starts with the registers.
     let mut trace_ctx: Option<(usize, bool)> = None;
+    // Syscall programs: the context bytes the verifier saw them use.
+    let mut syscall_ctx = 0usize;
     let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let config = match &args.kconfig {
             None => None,
@@ -575,6 +612,28 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             _ => PacketKind::Raw,
         };
         let entry = p.name.clone();
+        if !args.no_verify {
+            let env = userbpf_verifier::Env::for_object(&object, p);
+            let need = verify_for_run(&args.file, &program, &env, Some(p))?;
+            if p.kind.prog_type == T::Syscall {
+                syscall_ctx = need as usize;
+            }
+            // Programs reachable through program arrays run too.
+            for def in &object.maps {
+                if def.map_type != 3 {
+                    continue;
+                }
+                for (_, name) in &def.initial_slots {
+                    if let Ok(target) = object.program(name) {
+                        let tp = target
+                            .to_program()
+                            .with_context(|| args.file.display().to_string())?;
+                        let env = userbpf_verifier::Env::for_object(&object, target);
+                        verify_for_run(&args.file, &tp, &env, Some(target))?;
+                    }
+                }
+            }
+        }
         (program, Some(Arc::new(maps)), Some((object, entry)))
     } else {
         if !args.set.is_empty() {
@@ -592,6 +651,12 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         }
         (None, None) => Vec::new(),
     };
+    if object.is_none() && !args.no_verify {
+        // Raw bytecode runs on the --mem buffer: r1 points to it, r2 is its
+        // length.
+        let len = u32::try_from(mem.len()).context("--mem: larger than 4 GiB")?;
+        verify_for_run(&args.file, &program, &userbpf_verifier::Env::raw(len), None)?;
+    }
     let config = Config {
         budget: Some(args.budget),
     };
@@ -611,18 +676,25 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             mem.resize(size, 0);
         }
     }
+    if mem.len() < syscall_ctx {
+        mem.resize(syscall_ctx, 0);
+    }
     if args.dump_asm {
-        let code = userbpf_jit::compile_checked(
-            vm.prepared(),
-            userbpf_jit::Options {
-                keep_asm: true,
-                ..Default::default()
-            },
-        )
+        let options = userbpf_jit::Options {
+            keep_asm: true,
+            ..Default::default()
+        };
+        let proof = userbpf::engine::proof_for(vm.prepared());
+        let code = match &proof {
+            Some(verified) => userbpf_jit::compile_verified(verified, options),
+            None => userbpf_jit::compile_checked(vm.prepared(), options),
+        }
         .with_context(|| args.file.display().to_string())?;
-        let text = format!(
-            "; {} (checked mode): {} bytes of x86-64, compiled in {:?}; loops proven on entry: {}\n{}",
+        let text =
+            format!(
+            "; {} ({} mode): {} bytes of x86-64, compiled in {:?}; loops proven on entry: {}\n{}",
             program.name(),
+            if proof.is_some() { "verified" } else { "checked" },
             code.code_size(),
             code.compile_time(),
             code.proven_loops().unwrap_or(0),
@@ -681,6 +753,7 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         let report = RunReport {
             program: program.name(),
             engine: engine.name(),
+            verified: !args.no_verify,
             r0,
             runs,
             ns_per_run,
@@ -797,6 +870,8 @@ fn map_contents(set: &MapSet) -> serde_json::Map<String, serde_json::Value> {
 struct RunReport<'a> {
     program: &'a str,
     engine: &'a str,
+    /// Whether the verifier accepted the program before it ran.
+    verified: bool,
     r0: u64,
     runs: u64,
     ns_per_run: f64,

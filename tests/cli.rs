@@ -767,3 +767,57 @@ fn verify_reports_each_program_and_fails_on_a_rejection() {
         stdout(&out)
     );
 }
+
+#[test]
+fn run_verifies_first_and_no_verify_runs_in_checked_mode() {
+    let dir = Scratch::new("run-verify");
+    // Reads 4 bytes at offset 4 of the buffer: safe for 8 bytes, not for 6.
+    let src = dir.file("read.s", b"r0 = *(u32 *)(r1 + 4)\nexit\n");
+    let ok = userbpf()
+        .args([
+            "run",
+            "--engine",
+            "jit",
+            "--json",
+            "--mem",
+            "01 02 03 04 05 06 07 08",
+        ])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let v: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(v["verified"], true, "{v}");
+    assert_eq!(v["r0"], 0x0807_0605, "{v}");
+
+    let bad = userbpf()
+        .args(["run", "--mem", "01 02 03 04 05 06"])
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    let err = stderr(&bad);
+    assert!(
+        err.contains("rejected at pc 0")
+            && err.contains("mem_size=6 off=4 size=4")
+            && err.contains("--no-verify"),
+        "{err}"
+    );
+    // Unverified, the run is checked: the fault is caught and reported.
+    for engine in ["interp", "jit"] {
+        let o = userbpf()
+            .args([
+                "run",
+                "--no-verify",
+                "--engine",
+                engine,
+                "--mem",
+                "01 02 03 04 05 06",
+            ])
+            .arg(&src)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{engine}");
+        assert!(stderr(&o).contains("pc 0"), "{engine}: {}", stderr(&o));
+    }
+}

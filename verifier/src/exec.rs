@@ -473,6 +473,20 @@ impl Verifier<'_> {
                 });
             }
         }
+        // Two pointers into one region compare as their offsets (the
+        // region lies far from address 0 and the top, so nothing wraps).
+        if width == Width::W64 && same_base(&a, &b) {
+            let at = |r: &Reg| {
+                r.val.alu(
+                    AluOp::Add,
+                    Width::W64,
+                    &Scalar::constant(i64::from(r.off) as u64),
+                )
+            };
+            if let Some(taken) = at(&a).is_branch_taken(cond, width, &at(&b)) {
+                return Ok(Step::Next(if taken { target } else { fall }));
+            }
+        }
         // Packet bounds: comparisons of packet pointers with data_end (or
         // of metadata pointers with data).
         if width == Width::W64 {
@@ -563,6 +577,26 @@ fn same_region(a: &Reg, b: &Reg) -> bool {
         (T::RingbufMem { .. }, T::RingbufMem { .. }) => {
             a.ref_id == b.ref_id && a.ref_id != 0 && !a.maybe_null && !b.maybe_null
         }
+        _ => false,
+    }
+}
+
+/// Whether two pointers are known to point into the very same region
+/// (the same stack frame, map value, buffer or packet lineage).
+fn same_base(a: &Reg, b: &Reg) -> bool {
+    use RegType as T;
+    if a.maybe_null || b.maybe_null {
+        return false;
+    }
+    match (a.ty, b.ty) {
+        (T::Stack { frame: x }, T::Stack { frame: y }) => x == y,
+        (T::MapValue { map: x }, T::MapValue { map: y }) => x == y && a.id == b.id && a.id != 0,
+        (T::Mem { size: x, .. }, T::Mem { size: y, .. }) => x == y && a.id == b.id,
+        (T::RingbufMem { .. }, T::RingbufMem { .. }) => a.ref_id == b.ref_id && a.ref_id != 0,
+        (T::Packet { .. }, T::Packet { .. }) | (T::PacketMeta { .. }, T::PacketMeta { .. }) => {
+            a.id == b.id
+        }
+        (T::Ctx, T::Ctx) => true,
         _ => false,
     }
 }

@@ -40,7 +40,9 @@ pub mod state;
 pub mod tnum;
 
 use std::ops::Deref;
+use std::sync::Arc;
 
+use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::Program;
 
 pub use ctx::Context;
@@ -143,6 +145,20 @@ impl<P> Verified<P> {
     /// The program, consuming the proof.
     pub fn into_inner(self) -> P {
         self.0
+    }
+}
+
+impl Verified<Program> {
+    /// `prepared` — the engines' form of a program — as verified, if it
+    /// was prepared from exactly this program's instructions (which the
+    /// proof is about). The runtime must give the program the context and
+    /// maps of the [`Env`] it was verified with.
+    pub fn vouch_for(
+        &self,
+        prepared: &Arc<PreparedProgram>,
+    ) -> Option<Verified<Arc<PreparedProgram>>> {
+        (prepared.insns() == self.0.insns() && prepared.name() == self.0.name())
+            .then(|| Verified(Arc::clone(prepared)))
     }
 }
 

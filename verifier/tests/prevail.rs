@@ -172,9 +172,10 @@ fn initial(case: &Case) -> Result<(State, Env), String> {
                     .ok_or_else(|| format!("r{r}: shared region without a size"))?;
                 // Null only if a value fact allows 0.
                 let non_null = values.get(&r).is_none_or(|v| v.umin > 0 || v.smin > 0);
+                // (Each register its own region: distinct ids.)
                 Reg {
                     maybe_null: !non_null,
-                    id: if non_null { 0 } else { 100 + u32::from(r) },
+                    id: 100 + u32::from(r),
                     ..Reg::pointer(
                         RegType::Mem {
                             size: u32::try_from(size).map_err(|e| e.to_string())?,
