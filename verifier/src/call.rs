@@ -85,17 +85,103 @@ impl Verifier<'_> {
                     .ok_or_else(|| self.error("call to an invalid target"))?;
                 self.local_call(st, pc, t)
             }
-            CallTarget::Kfunc { btf_id, .. } => Err(self.error(
-                match userbpf_vm::kfunc::KFUNCS.iter().find(|(_, id)| *id == btf_id) {
-                    Some((name, _)) => format!(
-                        "kfunc {name}: open-coded iterators are not verified yet; run the program unverified (checked mode)"
-                    ),
-                    None => format!(
-                        "calling kernel function (kfunc, BTF id {btf_id}) is not allowed in user space"
-                    ),
-                },
-            )),
+            CallTarget::Kfunc { btf_id, .. } => self.kfunc_call(st, pc, btf_id),
         }
+    }
+
+    /// The kfuncs user space runs: the open-coded numeric iterator
+    /// (`bpf_iter_num_new`, `_next`, `_destroy`). The iterator lives in an
+    /// 8-byte stack slot the program cannot read or write; `new` acquires
+    /// it (it must be destroyed on every path), `next` returns a pointer to
+    /// the current number or NULL; the loop around `next` is bounded by
+    /// the iterator, so the search explores it until its states repeat.
+    fn kfunc_call(&mut self, st: &mut State, pc: usize, id: i32) -> Result<Step, Box<VerifyError>> {
+        use userbpf_vm::kfunc::{BPF_ITER_NUM_DESTROY, BPF_ITER_NUM_NEW, BPF_ITER_NUM_NEXT};
+        let Some(name) = userbpf_vm::kfunc::name_of(id) else {
+            return Err(self.error(format!(
+                "calling kernel function (kfunc, BTF id {id}) is not allowed in user space"
+            )));
+        };
+        let it = self.read_reg(st, R::new(1).unwrap_or_else(|| unreachable!()))?;
+        let RegType::Stack { frame } = it.ty else {
+            return Err(self.error(format!(
+                "{name}: R1 type={} expected=fp (a struct bpf_iter_num on the stack)",
+                it.type_name()
+            )));
+        };
+        let off = i64::from(it.off);
+        if it.val.is_const() != Some(0) || off % 8 != 0 || !(-512..0).contains(&off) {
+            return Err(self.error(format!(
+                "{name}: the iterator must be an aligned 8-byte stack slot at a constant offset (off={off})"
+            )));
+        }
+        let fi = usize::from(frame);
+        if fi >= st.frames.len() {
+            return Err(self.error(format!("{name}: R1 points to a returned frame")));
+        }
+        let off = off as i32;
+        let current = st.frames[fi]
+            .slot(off)
+            .filter(|(s, _)| s.is_spill() && s.spill.ty == RegType::IterNum)
+            .map(|(s, _)| s.spill);
+        let r0 = match id {
+            BPF_ITER_NUM_NEW => {
+                for r in 2..=3u8 {
+                    self.read_reg(st, R::new(r).unwrap_or_else(|| unreachable!()))?;
+                }
+                if current.is_some() {
+                    return Err(
+                        self.error(format!("{name}: expected uninitialized iter_num as arg #1"))
+                    );
+                }
+                let ref_id = self.fresh_id();
+                st.refs.push((ref_id, pc));
+                let (slot, _) = st.frames[fi].slot_mut(off);
+                *slot = crate::state::Slot {
+                    bytes: [crate::state::ByteKind::Spill; 8],
+                    spill: Reg {
+                        ref_id,
+                        ..Reg::pointer(RegType::IterNum, 0)
+                    },
+                };
+                self.check_stack_depth(st)?;
+                Reg::scalar(Scalar::sext_load(4))
+            }
+            BPF_ITER_NUM_NEXT | BPF_ITER_NUM_DESTROY => {
+                let Some(iter) = current else {
+                    return Err(self.error(format!(
+                        "{name}: expected an initialized iter_num as arg #1"
+                    )));
+                };
+                if id == BPF_ITER_NUM_NEXT {
+                    Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(
+                            RegType::Mem {
+                                size: 4,
+                                rdonly: true,
+                            },
+                            0,
+                        )
+                    }
+                } else {
+                    st.refs.retain(|&(r, _)| r != iter.ref_id);
+                    let (slot, _) = st.frames[fi].slot_mut(off);
+                    *slot = crate::state::Slot::INVALID;
+                    Reg::NOT_INIT
+                }
+            }
+            _ => {
+                return Err(self.error(format!("kfunc {name} is not verified")));
+            }
+        };
+        let frame = st.cur_mut();
+        frame.regs[0] = r0;
+        for r in 1..=5 {
+            frame.regs[r] = Reg::NOT_INIT;
+        }
+        Ok(Step::Next(pc.wrapping_add(1)))
     }
 
     pub(crate) fn callx(

@@ -303,7 +303,10 @@ impl Verifier<'_> {
             )));
         }
         match ptr.ty {
-            RegType::ConstMap { .. } | RegType::PacketEnd | RegType::Func { .. } => {
+            RegType::ConstMap { .. }
+            | RegType::PacketEnd
+            | RegType::Func { .. }
+            | RegType::IterNum => {
                 return Err(self.error(format!(
                     "R{d} pointer arithmetic on {} prohibited",
                     ptr.type_name()

@@ -152,6 +152,15 @@ impl<'a> Verifier<'a> {
                         mark(&mut callback_point, pc);
                     }
                 }
+                Instruction::Call(CallTarget::Kfunc { btf_id, .. })
+                    if btf_id == userbpf_vm::kfunc::BPF_ITER_NUM_NEXT =>
+                {
+                    // The loop around an iterator's next() is bounded by
+                    // the iterator.
+                    mark(&mut prune_point, next);
+                    mark(&mut prune_point, pc);
+                    mark(&mut callback_point, pc);
+                }
                 Instruction::Call(_) => mark(&mut prune_point, next),
                 _ => {}
             }
@@ -424,7 +433,7 @@ impl<'a> Verifier<'a> {
             // Inside a callback, a state may repeat from one call of the
             // callback to the next: the helper bounds those. (A loop of
             // the callback's own ends at the instruction limit.)
-            .filter(|_| !cur.frames.iter().any(|f| f.callback))
+            .filter(|_| !bounded_elsewhere(cur))
         {
             for &e in same {
                 let entry = &self.entries[e];
@@ -479,6 +488,18 @@ impl<'a> Verifier<'a> {
         self.stats.total_states = self.stats.total_states.saturating_add(1);
         Ok(Visit::Stored(idx))
     }
+}
+
+/// Whether a repeated state may be an iteration bounded by a helper or a
+/// kfunc rather than a loop of its own: inside a callback, or with an
+/// open-coded iterator alive.
+fn bounded_elsewhere(state: &State) -> bool {
+    state.frames.iter().any(|f| {
+        f.callback
+            || f.stack
+                .iter()
+                .any(|s| s.is_spill() && s.spill.ty == RegType::IterNum)
+    })
 }
 
 enum Visit {

@@ -260,7 +260,8 @@ impl Verifier<'_> {
             RegType::Scalar
             | RegType::ConstMap { .. }
             | RegType::PacketEnd
-            | RegType::Func { .. } => Err(self.error(format!(
+            | RegType::Func { .. }
+            | RegType::IterNum => Err(self.error(format!(
                 "R{regno} invalid mem access '{}'",
                 base.type_name()
             ))),
@@ -607,6 +608,11 @@ impl Verifier<'_> {
             Access::Read => {
                 if let Some((slot, b)) = frame_state.slot(start) {
                     if size == 8 && slot.is_spill() {
+                        if slot.spill.ty == RegType::IterNum {
+                            return Err(self.error(
+                                "the stack slot holds an iterator (iter_num): its state is not readable",
+                            ));
+                        }
                         return Ok(Found::Reg(slot.spill));
                     }
                     // The fill of a narrow spill of the same size.

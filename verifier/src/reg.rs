@@ -67,6 +67,10 @@ pub enum RegType {
         /// Its first pc.
         pc: u32,
     },
+    /// An open-coded numeric iterator (`struct bpf_iter_num`, the
+    /// kernel's `STACK_ITER`): only ever in a stack slot, opaque to the
+    /// program.
+    IterNum,
 }
 
 impl RegType {
@@ -93,6 +97,7 @@ impl RegType {
             RegType::Mem { .. } => "mem",
             RegType::RingbufMem { .. } => "ringbuf_mem",
             RegType::Func { .. } => "func",
+            RegType::IterNum => "iter_num",
         };
         if maybe_null {
             format!("{base}_or_null")

@@ -19,12 +19,6 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "bitfield",
         "dereference of modified ctx ptr R1 off=4 disallowed",
     ),
-    // Not verified yet (issue #5 continues): open-coded iterators.
-    (
-        "iter.bpf.o",
-        "sum_range",
-        "open-coded iterators are not verified yet",
-    ),
 ];
 
 fn fixtures() -> Vec<PathBuf> {

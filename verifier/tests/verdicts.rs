@@ -563,3 +563,72 @@ fn callbacks_are_verified_with_their_own_arguments() {
         "invalid access to map key, key_size=4 off=4 size=4",
     );
 }
+
+#[test]
+fn open_coded_iterators_are_acquired_iterated_and_destroyed() {
+    use userbpf_vm::kfunc::{
+        BPF_ITER_NUM_DESTROY as DESTROY, BPF_ITER_NUM_NEW as NEW, BPF_ITER_NUM_NEXT as NEXT,
+    };
+    use userbpf_vm::Insn;
+    let env = env(ProgramType::Syscall, Context::Syscall);
+    let kfunc = |id: i32| Insn::new(0x85, 0, 2, 0, id);
+    let prog = |insns: Vec<Insn>| Program::new("t", insns).unwrap();
+    let fp_minus_8 = [Insn::new(0xbf, 1, 10, 0, 0), Insn::new(0x07, 1, 0, 0, -8)];
+    let mut sum = vec![];
+    // bpf_iter_num_new(&it, 0, 10); while ((v = next(&it))) r6 += *v; destroy(&it)
+    sum.extend(fp_minus_8);
+    sum.extend([
+        Insn::new(0xb7, 2, 0, 0, 0),
+        Insn::new(0xb7, 3, 0, 0, 10),
+        kfunc(NEW),
+    ]);
+    sum.push(Insn::new(0xb7, 6, 0, 0, 0)); // r6 = 0
+    sum.extend(fp_minus_8); // loop: 6
+    sum.push(kfunc(NEXT)); // 8
+    sum.push(Insn::new(0x15, 0, 0, 3, 0)); // if r0 == 0 goto +3
+    sum.push(Insn::new(0x61, 1, 0, 0, 0)); // r1 = *(u32 *)(r0 + 0)
+    sum.push(Insn::new(0x0f, 6, 1, 0, 0)); // r6 += r1
+    sum.push(Insn::new(0x05, 0, 0, -7, 0)); // goto loop
+    let tail = |destroy: bool| {
+        let mut t = vec![];
+        if destroy {
+            t.extend(fp_minus_8);
+            t.push(kfunc(DESTROY));
+        }
+        t.extend([Insn::new(0xbf, 0, 6, 0, 0), Insn::new(0x95, 0, 0, 0, 0)]);
+        t
+    };
+    let ok = [sum.clone(), tail(true)].concat();
+    check(&prog(ok), &env, &Options::default(), None).unwrap();
+    let leak = [sum.clone(), tail(false)].concat();
+    let e = check(&prog(leak), &env, &Options::default(), None).unwrap_err();
+    assert_eq!(e.message, "Unreleased reference id=1 alloc_insn=4");
+    // next() on a slot that holds no iterator.
+    let mut bare = fp_minus_8.to_vec();
+    bare.extend([
+        kfunc(NEXT),
+        Insn::new(0xb7, 0, 0, 0, 0),
+        Insn::new(0x95, 0, 0, 0, 0),
+    ]);
+    let e = check(&prog(bare), &env, &Options::default(), None).unwrap_err();
+    assert!(
+        e.message
+            .contains("expected an initialized iter_num as arg #1"),
+        "{}",
+        e.message
+    );
+    // The iterator's bytes are not the program's to read.
+    let mut peek = fp_minus_8.to_vec();
+    peek.extend([
+        Insn::new(0xb7, 2, 0, 0, 0),
+        Insn::new(0xb7, 3, 0, 0, 10),
+        kfunc(NEW),
+    ]);
+    peek.extend([Insn::new(0x79, 0, 10, -8, 0), Insn::new(0x95, 0, 0, 0, 0)]);
+    let e = check(&prog(peek), &env, &Options::default(), None).unwrap_err();
+    assert!(
+        e.message.contains("holds an iterator (iter_num)"),
+        "{}",
+        e.message
+    );
+}
