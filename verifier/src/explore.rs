@@ -91,6 +91,9 @@ pub(crate) struct Verifier<'a> {
     callback_point: Vec<bool>,
     /// Entries stored at callback points, finished or not.
     at_callback: HashMap<usize, Vec<usize>>,
+    /// Targets of backward jumps: where a path can come back to a state
+    /// it had.
+    loop_head: Vec<bool>,
     start: Instant,
 }
 
@@ -110,6 +113,7 @@ impl<'a> Verifier<'a> {
         let len = prog.len();
         let mut prune_point = vec![false; len];
         let mut callback_point = vec![false; len];
+        let mut loop_head = vec![false; len];
         prune_point[0] = true;
         for (pc, i) in prog.instructions() {
             let target = i
@@ -117,6 +121,9 @@ impl<'a> Verifier<'a> {
                 .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
                 .and_then(|t| usize::try_from(t).ok());
             let next = pc.wrapping_add(i.slots());
+            if let Some(t) = target.filter(|&t| t <= pc) {
+                mark(&mut loop_head, t);
+            }
             match i {
                 Instruction::Jump { .. } => {
                     if let Some(t) = target {
@@ -184,6 +191,7 @@ impl<'a> Verifier<'a> {
             spawned: Vec::new(),
             callback_point,
             at_callback: HashMap::new(),
+            loop_head,
             start: Instant::now(),
         }
     }
@@ -400,10 +408,14 @@ impl<'a> Verifier<'a> {
     ) -> Result<Visit, Box<VerifyError>> {
         // A path that comes back to exactly the state it was in at this pc
         // loops forever.
-        let hash = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
+        // Only a loop's head can see its own state again.
+        let loop_head = self.loop_head.get(pc).copied().unwrap_or(false);
+        let hash = if loop_head {
+            let mut h = FxHasher::default();
             cur.hash(&mut h);
             h.finish()
+        } else {
+            0
         };
         let callback_point = self.callback_point.get(pc).copied().unwrap_or(false);
         if callback_point {
@@ -430,6 +442,7 @@ impl<'a> Verifier<'a> {
         } else if let Some(same) = self
             .by_hash
             .get(&(pc, hash))
+            .filter(|_| loop_head)
             // Inside a callback, a state may repeat from one call of the
             // callback to the next: the helper bounds those. (A loop of
             // the callback's own ends at the instruction limit.)
@@ -481,7 +494,9 @@ impl<'a> Verifier<'a> {
             misses: 0,
             pc,
         });
-        self.by_hash.entry((pc, hash)).or_default().push(idx);
+        if loop_head {
+            self.by_hash.entry((pc, hash)).or_default().push(idx);
+        }
         if callback_point {
             self.at_callback.entry(pc).or_default().push(idx);
         }
@@ -500,6 +515,45 @@ fn bounded_elsewhere(state: &State) -> bool {
                 .iter()
                 .any(|s| s.is_spill() && s.spill.ty == RegType::IterNum)
     })
+}
+
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for
+/// state fingerprints.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 enum Visit {
