@@ -242,6 +242,22 @@ impl Verifier<'_> {
             return Ok(());
         }
         let dv = self.read_reg(st, dst)?;
+        if !self.opts.allow_division_by_zero
+            && matches!(op, AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod)
+            && s.is_scalar()
+        {
+            let may_be_zero = match width {
+                Width::W64 => s.val.umin == 0,
+                Width::W32 => s.val.u32_min == 0,
+            };
+            if may_be_zero {
+                let r = match src {
+                    Source::Reg(r) => r.num(),
+                    Source::Imm(_) => 0,
+                };
+                return Err(self.error(format!("R{r} possible division by zero")));
+            }
+        }
         let result = match (dv.is_scalar(), s.is_scalar()) {
             (true, true) => Reg::scalar(dv.val.alu(op, width, &s.val)),
             (false, true) => self.ptr_arith(width, op, d, &dv, &s, false)?,

@@ -66,6 +66,10 @@ pub struct Options {
     /// Instructions processed before the program is rejected as too
     /// complex (the kernel's 1,000,000 by default).
     pub max_processed: u64,
+    /// BPF defines division and modulo by zero (`x / 0 = 0`, `x % 0 =
+    /// x`); `false` rejects a divisor register that may be zero (PREVAIL's
+    /// `!allow_division_by_zero`), for programs that want to rule it out.
+    pub allow_division_by_zero: bool,
 }
 
 impl Default for Options {
@@ -74,6 +78,7 @@ impl Default for Options {
             log_level: 0,
             max_states_per_insn: 10_000,
             max_processed: MAX_PROCESSED,
+            allow_division_by_zero: true,
         }
     }
 }

@@ -50,7 +50,7 @@ fn stack_top(case: &Case) -> i64 {
 
 /// The initial state and environment a case's `pre` facts describe, or
 /// why they cannot be expressed in userbpf's domain.
-fn initial(case: &Case) -> Result<(State, Env), String> {
+fn initial(case: &Case, choice: &BTreeMap<u8, Type>) -> Result<(State, Env), String> {
     let top = stack_top(case);
     let mut types: BTreeMap<u8, Type> = BTreeMap::new();
     let mut values: BTreeMap<u8, Scalar> = BTreeMap::new();
@@ -63,6 +63,14 @@ fn initial(case: &Case) -> Result<(State, Env), String> {
     for fact in &case.pre {
         match fact {
             Fact::Type { reg, ty } => {
+                types.insert(*reg, *ty);
+            }
+            // A union of types: the caller picks one (every combination
+            // is verified).
+            Fact::TypeIn { reg, .. } => {
+                let ty = choice
+                    .get(reg)
+                    .ok_or_else(|| format!("r{reg}: a type union with no choice"))?;
                 types.insert(*reg, *ty);
             }
             Fact::SValue { reg, min, max } => {
@@ -274,14 +282,42 @@ fn ours(case: &Case) -> Result<(bool, String), String> {
         code.clone()
     };
     let program = Program::new(case.name.clone(), code.insns.clone()).map_err(|e| e.to_string())?;
-    let (state, env) = initial(case)?;
-    match check(&program, &env, &Options::default(), Some(state)) {
-        Ok(_) => Ok((true, String::new())),
-        Err(e) => Ok((
-            false,
-            format!("{}: {}", e.pc, e.message.replace('\n', " / ")),
-        )),
+    let opts = Options {
+        allow_division_by_zero: prevail::options(case)?.allow_division_by_zero,
+        ..Options::default()
+    };
+    // `rN.type in {..}`: the program must be safe for every type.
+    let unions: Vec<(u8, Vec<Type>)> = case
+        .pre
+        .iter()
+        .filter_map(|f| match f {
+            Fact::TypeIn { reg, types } => Some((*reg, types.clone())),
+            _ => None,
+        })
+        .collect();
+    let mut choices = vec![BTreeMap::new()];
+    for (reg, types) in &unions {
+        choices = choices
+            .into_iter()
+            .flat_map(|c| {
+                types.iter().map(move |t| {
+                    let mut c = c.clone();
+                    c.insert(*reg, *t);
+                    c
+                })
+            })
+            .collect();
     }
+    for choice in &choices {
+        let (state, env) = initial(case, choice)?;
+        if let Err(e) = check(&program, &env, &opts, Some(state)) {
+            return Ok((
+                false,
+                format!("{}: {}", e.pc, e.message.replace('\n', " / ")),
+            ));
+        }
+    }
+    Ok((true, String::new()))
 }
 
 /// Why a disagreement is expected, when the reason is one of PREVAIL's
