@@ -18,7 +18,7 @@ use crate::env::Env;
 use crate::error::{Stats, VerifyError};
 use crate::liveness::{live_in, RegMask};
 use crate::reg::{Reg, RegType};
-use crate::state::{state_within, widen, Frame, State};
+use crate::state::{state_within, widen, Frame, FrameMask, State};
 use crate::Options;
 
 /// An explored state kept for pruning.
@@ -64,6 +64,8 @@ pub(crate) struct Verifier<'a> {
     pub(crate) env: &'a Env,
     pub(crate) opts: &'a Options,
     live: Vec<RegMask>,
+    /// Registers and stack slots whose values matter, per pc.
+    precise: Vec<crate::precision::Precise>,
     prune_point: Vec<bool>,
     entries: Vec<Entry>,
     /// Finished entries per pc, for pruning (an entry joins its list
@@ -177,6 +179,7 @@ impl<'a> Verifier<'a> {
             env,
             opts,
             live: live_in(prog),
+            precise: crate::precision::precise(prog),
             prune_point,
             entries: Vec::new(),
             explored: (0..len).map(|_| Vec::new()).collect(),
@@ -372,27 +375,43 @@ impl<'a> Verifier<'a> {
         }
     }
 
-    /// Registers live in each frame of `state` at `pc`.
-    fn live_masks(&self, state: &State, pc: usize) -> Vec<RegMask> {
+    /// What matters in each frame of `state` at `pc` for comparisons.
+    fn live_masks(&self, state: &State, pc: usize) -> Vec<FrameMask> {
         let n = state.frames.len();
         let mut masks = Vec::with_capacity(n);
         for i in 0..n {
             let mask = if i.wrapping_add(1) == n {
-                self.live.get(pc).copied().unwrap_or(u16::MAX)
+                let p = self.precise.get(pc).copied().unwrap_or_default();
+                FrameMask {
+                    live: self.live.get(pc).copied().unwrap_or(u16::MAX),
+                    precise_regs: p.regs,
+                    precise_stack: p.stack,
+                }
             } else {
                 let above = &state.frames[i.wrapping_add(1)];
-                if above.callback {
+                // A caller's stack may be read by the functions it called
+                // through pointers: all of it matters.
+                let (at, clobbered) = if above.callback {
                     // Below a callback, the caller resumes at the helper
                     // call itself, arguments included.
-                    self.live.get(above.callsite).copied().unwrap_or(u16::MAX)
+                    (above.callsite, 0)
                 } else {
                     // A caller resumes after the call with r0 from the
                     // callee and r1-r5 clobbered.
-                    self.live
-                        .get(above.callsite.wrapping_add(1))
-                        .copied()
-                        .unwrap_or(u16::MAX)
-                        & !0b11_1111
+                    (above.callsite.wrapping_add(1), 0b11_1111)
+                };
+                let p = self
+                    .precise
+                    .get(at)
+                    .copied()
+                    .unwrap_or(crate::precision::Precise {
+                        regs: u16::MAX,
+                        stack: u64::MAX,
+                    });
+                FrameMask {
+                    live: self.live.get(at).copied().unwrap_or(u16::MAX) & !clobbered,
+                    precise_regs: p.regs,
+                    precise_stack: u64::MAX,
                 }
             };
             masks.push(mask);

@@ -34,6 +34,7 @@ mod exec;
 mod explore;
 mod liveness;
 mod mem;
+mod precision;
 pub mod reg;
 pub mod scalar;
 pub mod state;

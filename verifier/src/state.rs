@@ -233,7 +233,7 @@ impl IdMap {
 /// goes: `cur`'s registers (the live ones) and stack are within `old`'s.
 /// `live` gives, for each frame of `old`, the registers live at that
 /// frame's resume point.
-pub fn state_within(old: &State, cur: &State, live: &[u16]) -> bool {
+pub fn state_within(old: &State, cur: &State, masks: &[FrameMask]) -> bool {
     if old.frames.len() != cur.frames.len() || old.refs.len() != cur.refs.len() {
         return false;
     }
@@ -247,20 +247,50 @@ pub fn state_within(old: &State, cur: &State, live: &[u16]) -> bool {
         if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
             return false;
         }
-        let mask = live.get(i).copied().unwrap_or(u16::MAX);
+        let mask = masks.get(i).copied().unwrap_or(FrameMask::ALL);
         for r in 0..11 {
-            if mask & (1 << r) == 0 {
+            if mask.live & (1 << r) == 0 {
                 continue;
             }
-            if !reg_within(&fo.regs[r], &fc.regs[r], &mut ids) {
+            let (o, c) = (&fo.regs[r], &fc.regs[r]);
+            if mask.precise_regs & (1 << r) == 0 && o.is_scalar() {
+                // Its value never matters: any number will do.
+                if !c.is_scalar() {
+                    return false;
+                }
+                continue;
+            }
+            if !reg_within(o, c, &mut ids) {
                 return false;
             }
         }
-        if !stack_within(fo, fc, &mut ids) {
+        if !stack_within(fo, fc, mask.precise_stack, &mut ids) {
             return false;
         }
     }
     true
+}
+
+/// What matters of one frame when states are compared: the registers
+/// live (read before written on some path), those of them whose scalar
+/// values matter, and the stack slots whose values matter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameMask {
+    /// Live registers.
+    pub live: u16,
+    /// Registers whose values matter.
+    pub precise_regs: u16,
+    /// Stack slots whose values matter.
+    pub precise_stack: u64,
+}
+
+impl FrameMask {
+    /// Everything matters.
+    pub const ALL: FrameMask = FrameMask {
+        live: u16::MAX,
+        precise_regs: u16::MAX,
+        precise_stack: u64::MAX,
+    };
 }
 
 /// `regsafe`: whether `cur` is covered by `old`.
@@ -303,9 +333,32 @@ pub fn reg_within(old: &Reg, cur: &Reg, ids: &mut IdMap) -> bool {
     }
 }
 
-fn stack_within(old: &Frame, cur: &Frame, ids: &mut IdMap) -> bool {
+fn stack_within(old: &Frame, cur: &Frame, precise: u64, ids: &mut IdMap) -> bool {
     for (i, so) in old.stack.iter().enumerate() {
         let sc = cur.stack.get(i).copied().unwrap_or(Slot::INVALID);
+        let pointer_spill = |s: &Slot| s.bytes.contains(&ByteKind::Spill) && !s.spill.is_scalar();
+        if precise
+            .checked_shr(u32::try_from(i).unwrap_or(64))
+            .unwrap_or(0)
+            & 1
+            == 0
+            && !pointer_spill(so)
+        {
+            // Numbers whose values never matter: initialised bytes cover
+            // initialised bytes.
+            if pointer_spill(&sc) {
+                return false;
+            }
+            let covered = so
+                .bytes
+                .iter()
+                .zip(sc.bytes.iter())
+                .all(|(&o, &c)| o == ByteKind::Invalid || c != ByteKind::Invalid);
+            if !covered {
+                return false;
+            }
+            continue;
+        }
         if !so.is_spill() && so.spill_range().is_some() {
             // A narrow spill: the same bytes spilled with a covered value,
             // or (the old value being any number) plain bytes.
