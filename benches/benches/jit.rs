@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::Criterion;
 use userbpf_benches::engines::{
     baseline_us_per_insn, bytecode, compile_us_per_insn, interpreter, jit_baseline, jit_checked,
-    jit_verified,
+    jit_verified, verify,
 };
 use userbpf_benches::median_ns;
 use userbpf_benches::suite::{kernel_source, suite, SuiteProgram};
@@ -194,6 +194,12 @@ fn table() {
         );
         if let Err(why) = kernel {
             println!("{:<16}   kernel: {why}", "");
+        }
+        if let Err(why) = verify(&p) {
+            println!(
+                "{:<16}   rejected by userbpf's verifier ({why}): its jit column runs checked code",
+                ""
+            );
         }
     }
     let geo = |(s, n): (f64, u32)| {
