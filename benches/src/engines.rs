@@ -74,7 +74,9 @@ pub fn verify(p: &SuiteProgram) -> Result<Verified<Program>, String> {
 
 /// The program prepared for the verified engines: with the verifier's
 /// proof, or (rejected: too complex to verify) checked.
-fn verified_or_checked(p: &SuiteProgram) -> Result<Verified<Arc<PreparedProgram>>, Arc<PreparedProgram>> {
+fn verified_or_checked(
+    p: &SuiteProgram,
+) -> Result<Verified<Arc<PreparedProgram>>, Arc<PreparedProgram>> {
     match verify(p) {
         Ok(v) => {
             let prog = prepared(p, None);

@@ -3,13 +3,23 @@
 //! (`BPF_PROG_TEST_RUN`), which the tests use to compare the user-space VM
 //! with the kernel; attachment of kernel-only hooks (aya) lands with its
 //! issue.
+//!
+//! What a load does as libbpf would: maps of maps get their inner maps'
+//! shape and initial slots, perf event arrays one slot per CPU, kfunc calls
+//! the running kernel's BTF ids, and programs that pass a callback's address
+//! BTF describing their functions (`func_info`). It loads no object BTF yet,
+//! so maps whose values hold a `bpf_timer` (or other BTF-described fields)
+//! are refused by the kernel.
 #![deny(missing_docs)]
 
 pub mod sys;
 
-use userbpf_vm::object::{MapDef, ObjProgram, Object};
+use userbpf_vm::insn::{op, Insn};
+use userbpf_vm::object::{MapDef, ObjProgram, Object, TargetBtf};
 
-pub use sys::{KernelMap, KernelProgram, SysError, TestRun};
+pub use sys::{
+    KernelMap, KernelProgram, LoadRequest, ProgBtf, SysError, TestRun, LOG_LEVEL1, LOG_STATS,
+};
 
 /// Whether kernel tests must run (`USERBPF_REQUIRE_KERNEL=1`) rather than
 /// skip when the kernel refuses.
@@ -41,13 +51,30 @@ pub struct KernelLoad {
     pub tail_targets: Vec<KernelProgram>,
 }
 
+/// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
+const PERF_EVENT_ARRAY: u32 = 4;
+/// `BPF_MAP_TYPE_ARRAY_OF_MAPS`, `BPF_MAP_TYPE_HASH_OF_MAPS`.
+const ARRAY_OF_MAPS: u32 = 12;
+const HASH_OF_MAPS: u32 = 13;
+
+fn is_map_of_maps(def: &MapDef) -> bool {
+    matches!(def.map_type, ARRAY_OF_MAPS | HASH_OF_MAPS)
+}
+
 fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
+    // A perf event array without max_entries gets one slot per possible
+    // CPU, as libbpf gives it.
+    let max_entries = if def.map_type == PERF_EVENT_ARRAY && def.max_entries == 0 {
+        sys::possible_cpus() as u32
+    } else {
+        def.max_entries
+    };
     let m = KernelMap::create(
         &def.name,
         def.map_type,
         def.key_size,
         def.value_size,
-        def.max_entries,
+        max_entries,
         def.flags,
         def.map_extra,
     )?;
@@ -59,51 +86,180 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
     Ok(m)
 }
 
-fn load_one(obj: &Object, prog: &ObjProgram, fds: &[i32]) -> Result<KernelProgram, SysError> {
+/// An array or hash of maps, its inner maps shaped like the first map its
+/// definition names (`__array(values, ...)` initialisers), as the verifier
+/// assumes; without one the kernel has no inner map to copy and refuses.
+fn create_map_of_maps(
+    obj: &Object,
+    def: &MapDef,
+    created: &[Option<KernelMap>],
+) -> Result<KernelMap, SysError> {
+    let inner = def
+        .initial_slots
+        .first()
+        .and_then(|(_, name)| obj.maps.iter().position(|m| &m.name == name))
+        .and_then(|i| created.get(i)?.as_ref())
+        .ok_or_else(|| SysError {
+            cmd: "BPF_MAP_CREATE",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            log: format!(
+                "map of maps `{}` names no inner map (userbpf takes the inner maps' shape from its first initial slot)",
+                def.name
+            ),
+        })?;
+    KernelMap::create_map_of_maps(
+        &def.name,
+        def.map_type,
+        def.key_size,
+        def.max_entries,
+        def.flags,
+        inner,
+    )
+}
+
+/// Rewrites the userbpf kfunc ids of `insns` (`call src=2`) to the
+/// running kernel's BTF ids of the same functions (`/sys/kernel/btf/vmlinux`),
+/// as libbpf resolves `__ksym` functions. Unknown ids are left for the
+/// kernel to refuse.
+fn resolve_kfuncs(insns: &mut [Insn]) {
+    let is_kfunc_call = |i: &Insn| i.code == op::CALL && i.src == op::CALL_KFUNC;
+    if !insns.iter().any(is_kfunc_call) {
+        return;
+    }
+    let Ok(vmlinux) = TargetBtf::System.load() else {
+        return;
+    };
+    let btf = &vmlinux.btf;
+    for insn in insns.iter_mut().filter(|i| is_kfunc_call(i)) {
+        let Some(name) = userbpf_vm::kfunc::name_of(insn.imm) else {
+            continue;
+        };
+        let func = btf
+            .by_name(name)
+            .into_iter()
+            .find(|&id| btf.kind(id) == Some(userbpf_vm::object::btf::Kind::Func));
+        if let Some(id) = func.and_then(|id| i32::try_from(id).ok()) {
+            insn.imm = id;
+        }
+    }
+}
+
+/// BTF describing `prog`'s functions when it takes a function's address
+/// (`lddw src=4`: a callback of `bpf_loop`, `bpf_for_each_map_elem`,
+/// `bpf_timer_set_callback`), which the kernel refuses without
+/// `func_info`.
+fn functions_btf(prog: &ObjProgram) -> Result<Option<ProgBtf>, SysError> {
+    let takes_address = prog
+        .insns
+        .iter()
+        .any(|i| i.code == op::LDDW && i.src == op::PSEUDO_FUNC);
+    if !takes_address {
+        return Ok(None);
+    }
+    let mut functions: Vec<(&str, usize)> = vec![(prog.name.as_str(), 0)];
+    functions.extend(prog.subprograms.iter().map(|(n, pc)| (n.as_str(), *pc)));
+    ProgBtf::for_functions(&functions).map(Some)
+}
+
+/// Loads `prog` against the map fds `fds`: without a log and then, if the
+/// kernel refuses it, with a log for the error (`log` `None`), or once
+/// with a log of `log` = (`log_level`, bytes), returned beside it.
+fn load_one(
+    obj: &Object,
+    prog: &ObjProgram,
+    fds: &[i32],
+    log: Option<(u32, usize)>,
+) -> Result<(KernelProgram, String), SysError> {
     let flags = if prog.kind.sleepable {
         sys::BPF_F_SLEEPABLE
     } else {
         0
     };
-    KernelProgram::load(
-        &prog.name,
-        prog.kind.prog_type as u32,
-        &prog.insns,
-        obj.license.as_deref().unwrap_or("GPL"),
-        flags,
-        fds,
-    )
+    let mut insns = prog.insns.clone();
+    resolve_kfuncs(&mut insns);
+    let btf = functions_btf(prog)?;
+    let req = LoadRequest {
+        name: &prog.name,
+        prog_type: prog.kind.prog_type as u32,
+        insns: &insns,
+        license: obj.license.as_deref().unwrap_or("GPL"),
+        prog_flags: flags,
+        fd_array: fds,
+        btf: btf.as_ref(),
+    };
+    match log {
+        None => KernelProgram::load_request(&req).map(|p| (p, String::new())),
+        Some((level, size)) => KernelProgram::load_once(&req, level, size),
+    }
 }
 
 /// Creates `obj`'s maps in the kernel and loads `prog` against them; the
 /// programs the object's program arrays name are loaded too and their fds
-/// stored in the slots.
+/// stored in the slots, and the maps that arrays and hashes of maps name
+/// are stored in theirs.
 pub fn load(obj: &Object, prog: &ObjProgram) -> Result<KernelLoad, SysError> {
-    let maps = obj
-        .maps
-        .iter()
-        .map(create_map)
-        .collect::<Result<Vec<_>, _>>()?;
+    load_maps_and(obj, prog, None).map(|(k, _)| k)
+}
+
+/// [`load`], with one load of `prog` at `log_level` ([`LOG_STATS`]: the
+/// verdict and the statistics, `processed N insns ...`) with a log of
+/// `log_size` bytes: the load and the log (a refusal carries it).
+pub fn load_logged(
+    obj: &Object,
+    prog: &ObjProgram,
+    log_level: u32,
+    log_size: usize,
+) -> Result<(KernelLoad, String), SysError> {
+    load_maps_and(obj, prog, Some((log_level, log_size)))
+}
+
+fn load_maps_and(
+    obj: &Object,
+    prog: &ObjProgram,
+    log: Option<(u32, usize)>,
+) -> Result<(KernelLoad, String), SysError> {
+    // Maps of maps last: they take an inner map's shape.
+    let mut created: Vec<Option<KernelMap>> = Vec::with_capacity(obj.maps.len());
+    for def in &obj.maps {
+        created.push(if is_map_of_maps(def) {
+            None
+        } else {
+            Some(create_map(def)?)
+        });
+    }
+    for (i, def) in obj.maps.iter().enumerate() {
+        if is_map_of_maps(def) {
+            let m = create_map_of_maps(obj, def, &created)?;
+            created[i] = Some(m);
+        }
+    }
+    let maps: Vec<KernelMap> = created.into_iter().flatten().collect();
     let fds: Vec<i32> = maps.iter().map(|m| m.raw_fd()).collect();
     let mut tail_targets = Vec::new();
     for (def, map) in obj.maps.iter().zip(&maps) {
         for (slot, name) in &def.initial_slots {
-            let Some(t) = obj.programs.iter().find(|p| &p.name == name) else {
-                continue;
+            let fd = if is_map_of_maps(def) {
+                match obj.maps.iter().position(|m| &m.name == name) {
+                    Some(i) => fds[i],
+                    None => continue,
+                }
+            } else {
+                let Some(t) = obj.programs.iter().find(|p| &p.name == name) else {
+                    continue;
+                };
+                let (loaded, _) = load_one(obj, t, &fds, None)?;
+                let fd = loaded.raw_fd();
+                tail_targets.push(loaded);
+                fd
             };
-            let loaded = load_one(obj, t, &fds)?;
-            map.update(
-                &slot.to_le_bytes(),
-                &(loaded.raw_fd() as u32).to_le_bytes(),
-                0,
-            )?;
-            tail_targets.push(loaded);
+            map.update(&slot.to_le_bytes(), &(fd as u32).to_le_bytes(), 0)?;
         }
     }
-    let program = load_one(obj, prog, &fds)?;
-    Ok(KernelLoad {
+    let (program, log) = load_one(obj, prog, &fds, log)?;
+    let load = KernelLoad {
         program,
         maps,
         tail_targets,
-    })
+    };
+    Ok((load, log))
 }

@@ -1,6 +1,7 @@
 //! The `bpf(2)` commands the kernel backend needs so far, over raw
-//! syscalls: map creation and access, program loading (maps by index through
-//! `fd_array`), and `BPF_PROG_TEST_RUN`.
+//! syscalls: map creation and access, BTF loading, program loading (maps by
+//! index through `fd_array`, functions through `func_info`), and
+//! `BPF_PROG_TEST_RUN`.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -13,6 +14,15 @@ const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
+const BPF_BTF_LOAD: u32 = 18;
+
+/// Verifier `log_level` bit: the instructions processed and the states
+/// at branches (`BPF_LOG_LEVEL1`).
+pub const LOG_LEVEL1: u32 = 1;
+/// Verifier `log_level` bit: the verification time, stack depth and
+/// `processed N insns` statistics (`BPF_LOG_STATS`); alone, the log holds
+/// only those and the reason of a refusal.
+pub const LOG_STATS: u32 = 4;
 
 /// `BPF_F_SLEEPABLE` (program flag).
 pub const BPF_F_SLEEPABLE: u32 = 1 << 4;
@@ -123,6 +133,43 @@ impl KernelMap {
         flags: u32,
         map_extra: u64,
     ) -> Result<KernelMap, SysError> {
+        Self::create_with_inner(
+            name,
+            [map_type, key_size, value_size, max_entries, flags],
+            map_extra,
+            0,
+        )
+    }
+
+    /// `BPF_MAP_CREATE` of an array or hash of maps
+    /// (`BPF_MAP_TYPE_ARRAY_OF_MAPS`/`_HASH_OF_MAPS`) whose inner maps
+    /// have `inner`'s shape (`inner_map_fd`: the kernel copies its type,
+    /// sizes and flags). Values are map fds, 4 bytes.
+    pub fn create_map_of_maps(
+        name: &str,
+        map_type: u32,
+        key_size: u32,
+        max_entries: u32,
+        flags: u32,
+        inner: &KernelMap,
+    ) -> Result<KernelMap, SysError> {
+        Self::create_with_inner(
+            name,
+            [map_type, key_size, 4, max_entries, flags],
+            0,
+            inner.raw_fd() as u32,
+        )
+    }
+
+    /// `BPF_MAP_CREATE`: `shape` is type, key size, value size, max
+    /// entries and flags; `inner_map_fd` 0 for maps of values.
+    fn create_with_inner(
+        name: &str,
+        shape: [u32; 5],
+        map_extra: u64,
+        inner_map_fd: u32,
+    ) -> Result<KernelMap, SysError> {
+        let [map_type, key_size, value_size, max_entries, flags] = shape;
         let mut attr = [0u64; 16];
         // map_extra is the u64 at offset 64.
         attr[8] = map_extra;
@@ -131,6 +178,7 @@ impl KernelMap {
         put32(&mut attr, 8, value_size);
         put32(&mut attr, 12, max_entries);
         put32(&mut attr, 16, flags);
+        put32(&mut attr, 20, inner_map_fd);
         // map_name at offset 28 (16 bytes): [a-zA-Z0-9_.] only.
         let clean: Vec<u8> = name
             .bytes()
@@ -260,44 +308,54 @@ impl KernelProgram {
         prog_flags: u32,
         fd_array: &[i32],
     ) -> Result<KernelProgram, SysError> {
-        match Self::load_with_log(name, prog_type, insns, license, prog_flags, fd_array, 0) {
-            Ok(p) => Ok(p),
-            Err(_) => Self::load_with_log(
-                name,
-                prog_type,
-                insns,
-                license,
-                prog_flags,
-                fd_array,
-                1 << 24,
-            ),
+        Self::load_request(&LoadRequest {
+            prog_flags,
+            fd_array,
+            license,
+            ..LoadRequest::new(name, prog_type, insns)
+        })
+    }
+
+    /// [`KernelProgram::load`] of a full request: without a log first,
+    /// then, if the kernel refuses it, again with a 16 MiB log for the
+    /// error.
+    pub fn load_request(req: &LoadRequest<'_>) -> Result<KernelProgram, SysError> {
+        match Self::load_once(req, 0, 0) {
+            Ok((p, _)) => Ok(p),
+            Err(_) => Self::load_once(req, LOG_LEVEL1, 1 << 24).map(|(p, _)| p),
         }
     }
 
-    fn load_with_log(
-        name: &str,
-        prog_type: u32,
-        insns: &[Insn],
-        license: &str,
-        prog_flags: u32,
-        fd_array: &[i32],
+    /// One `BPF_PROG_LOAD` with a log buffer of `log_size` bytes at
+    /// `log_level` (0 with `log_size` 0: no log; [`LOG_LEVEL1`]: every
+    /// instruction processed, which overflows any buffer on long programs
+    /// and then fails the load with `ENOSPC`; [`LOG_STATS`]: only the
+    /// verdict and the statistics): the program and the log, whose last
+    /// line is the kernel's `processed N insns ...` summary, or the refusal
+    /// with the log. Benchmarks time this call (and the drop that closes
+    /// the fd) as the kernel verifier's cost.
+    pub fn load_once(
+        req: &LoadRequest<'_>,
+        log_level: u32,
         log_size: usize,
-    ) -> Result<KernelProgram, SysError> {
+    ) -> Result<(KernelProgram, String), SysError> {
+        let insns = req.insns;
         let bytes = userbpf_vm::insn::insns_to_bytes(insns);
-        let license = CString::new(license).unwrap_or_else(|_| c"GPL".into());
+        let license = CString::new(req.license).unwrap_or_else(|_| c"GPL".into());
         let mut log = vec![0u8; log_size];
         let mut attr = [0u64; 20];
-        put32(&mut attr, 0, prog_type);
+        put32(&mut attr, 0, req.prog_type);
         put32(&mut attr, 4, insns.len() as u32);
         put64(&mut attr, 8, bytes.as_ptr() as u64);
         put64(&mut attr, 16, license.as_ptr() as u64);
         if log_size > 0 {
-            put32(&mut attr, 24, 1); // log_level
+            put32(&mut attr, 24, log_level);
             put32(&mut attr, 28, log.len() as u32);
             put64(&mut attr, 32, log.as_mut_ptr() as u64);
         }
-        put32(&mut attr, 44, prog_flags);
-        for (i, b) in name
+        put32(&mut attr, 44, req.prog_flags);
+        for (i, b) in req
+            .name
             .bytes()
             .filter(|b| b.is_ascii_alphanumeric() || *b == b'_')
             .take(15)
@@ -308,21 +366,27 @@ impl KernelProgram {
             w[off % 8] = b;
             attr[off / 8] = u64::from_le_bytes(w);
         }
-        if !fd_array.is_empty() {
+        if let Some(btf) = req.btf {
+            // prog_btf_fd, func_info_rec_size, func_info, func_info_cnt.
+            put32(&mut attr, 72, btf.raw_fd() as u32);
+            put32(&mut attr, 76, 8);
+            put64(&mut attr, 80, btf.func_info.as_ptr() as u64);
+            put32(&mut attr, 88, btf.func_info.len() as u32);
+        }
+        if !req.fd_array.is_empty() {
             // fd_array at offset 120 (union bpf_attr, BPF_PROG_LOAD).
-            put64(&mut attr, 120, fd_array.as_ptr() as u64);
+            put64(&mut attr, 120, req.fd_array.as_ptr() as u64);
         }
         let rc = bpf(BPF_PROG_LOAD, &mut attr, 152);
+        let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+        let log = String::from_utf8_lossy(&log[..end]).into_owned();
         match rc {
-            Ok(rc) => Ok(KernelProgram { fd: fd(rc) }),
-            Err(source) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                Err(SysError {
-                    cmd: "BPF_PROG_LOAD",
-                    source,
-                    log: String::from_utf8_lossy(&log[..end]).into_owned(),
-                })
-            }
+            Ok(rc) => Ok((KernelProgram { fd: fd(rc) }, log)),
+            Err(source) => Err(SysError {
+                cmd: "BPF_PROG_LOAD",
+                source,
+                log,
+            }),
         }
     }
 
@@ -401,5 +465,133 @@ impl KernelProgram {
             duration: get32(&attr, 36),
             ctx_out,
         })
+    }
+}
+
+/// One `BPF_PROG_LOAD`: the program and what the kernel takes with it.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadRequest<'a> {
+    /// The program's name (the kernel keeps 15 bytes of `[A-Za-z0-9_]`).
+    pub name: &'a str,
+    /// `enum bpf_prog_type`.
+    pub prog_type: u32,
+    /// The instructions.
+    pub insns: &'a [Insn],
+    /// The license (GPL-only helpers need a GPL-compatible one).
+    pub license: &'a str,
+    /// `prog_flags` (`BPF_F_SLEEPABLE`, ...).
+    pub prog_flags: u32,
+    /// Map fds by the index `lddw src=5/6` carry.
+    pub fd_array: &'a [i32],
+    /// BTF with a function per subprogram (`prog_btf_fd` and `func_info`),
+    /// which the kernel requires of programs that take a function's
+    /// address (callbacks).
+    pub btf: Option<&'a ProgBtf>,
+}
+
+impl<'a> LoadRequest<'a> {
+    /// A GPL program of `prog_type` without maps, flags or BTF.
+    pub fn new(name: &'a str, prog_type: u32, insns: &'a [Insn]) -> LoadRequest<'a> {
+        LoadRequest {
+            name,
+            prog_type,
+            insns,
+            license: "GPL",
+            prog_flags: 0,
+            fd_array: &[],
+            btf: None,
+        }
+    }
+}
+
+/// A BTF object loaded in the kernel (`BPF_BTF_LOAD`) describing a
+/// program's functions, with the `func_info` records that place them: the
+/// kernel wants both from a program that passes a callback's address.
+#[derive(Debug)]
+pub struct ProgBtf {
+    fd: OwnedFd,
+    /// `struct bpf_func_info`: (`insn_off`, `type_id`) per function.
+    func_info: Vec<[u32; 2]>,
+}
+
+/// `BTF_KIND_INT`, `BTF_KIND_FUNC`, `BTF_KIND_FUNC_PROTO`.
+const BTF_KIND_INT: u32 = 1;
+const BTF_KIND_FUNC: u32 = 12;
+const BTF_KIND_FUNC_PROTO: u32 = 13;
+
+impl ProgBtf {
+    /// Synthesises and loads BTF for a program whose functions start at
+    /// the given pcs (the program itself at 0, its subprograms after):
+    /// each is a static `int name(void)`. Static functions are verified at
+    /// their call sites with the caller's registers, as the kernel does
+    /// with the BTF libbpf loads; only the layout matters here. The
+    /// object's own BTF (with its data sections) is not loaded.
+    pub fn for_functions(functions: &[(&str, usize)]) -> Result<ProgBtf, SysError> {
+        let mut strings = vec![0u8];
+        let mut add_str = |s: &str| {
+            let off = strings.len() as u32;
+            strings.extend(
+                s.bytes()
+                    .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
+            );
+            strings.push(0);
+            off
+        };
+        let int_name = add_str("int");
+        let mut types: Vec<u32> = vec![
+            // [1] int: 4 bytes, signed, 32 bits.
+            int_name,
+            BTF_KIND_INT << 24,
+            4,
+            (1 << 24) | 32,
+            // [2] int (void).
+            0,
+            BTF_KIND_FUNC_PROTO << 24,
+            1,
+        ];
+        let mut func_info = Vec::with_capacity(functions.len());
+        for (i, (name, pc)) in functions.iter().enumerate() {
+            // [3 + i] static int name(void).
+            types.extend([add_str(name), BTF_KIND_FUNC << 24, 2]);
+            func_info.push([*pc as u32, 3 + i as u32]);
+        }
+        func_info.sort_unstable();
+        let type_len = (types.len() * 4) as u32;
+        let mut blob = Vec::with_capacity(24 + type_len as usize + strings.len());
+        blob.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
+        blob.extend_from_slice(&[1, 0]); // version, flags
+        for word in [24, 0, type_len, type_len, strings.len() as u32] {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        for word in &types {
+            blob.extend_from_slice(&word.to_le_bytes());
+        }
+        blob.extend_from_slice(&strings);
+        let mut log = vec![0u8; 1 << 16];
+        let mut attr = [0u64; 4];
+        put64(&mut attr, 0, blob.as_ptr() as u64); // btf
+        put64(&mut attr, 8, log.as_mut_ptr() as u64); // btf_log_buf
+        put32(&mut attr, 16, blob.len() as u32); // btf_size
+        put32(&mut attr, 20, log.len() as u32); // btf_log_size
+        put32(&mut attr, 24, 1); // btf_log_level
+        match bpf(BPF_BTF_LOAD, &mut attr, 28) {
+            Ok(rc) => Ok(ProgBtf {
+                fd: fd(rc),
+                func_info,
+            }),
+            Err(source) => {
+                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+                Err(SysError {
+                    cmd: "BPF_BTF_LOAD",
+                    source,
+                    log: String::from_utf8_lossy(&log[..end]).into_owned(),
+                })
+            }
+        }
+    }
+
+    /// The BTF object's fd.
+    pub fn raw_fd(&self) -> i32 {
+        self.fd.as_raw_fd()
     }
 }

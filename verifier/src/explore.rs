@@ -73,6 +73,10 @@ pub(crate) struct Verifier<'a> {
     explored: Vec<Vec<usize>>,
     /// Entries in the `explored` lists.
     stored: u64,
+    /// Jumps processed, and the counts when a state was last stored.
+    jumps: u64,
+    jumps_at_store: u64,
+    insns_at_store: u64,
     /// Entries by (pc, hash of the state), to find a path's own earlier
     /// state quickly (infinite loops).
     by_hash: HashMap<(usize, u64), Vec<usize>>,
@@ -185,6 +189,9 @@ impl<'a> Verifier<'a> {
             explored: (0..len).map(|_| Vec::new()).collect(),
             by_hash: HashMap::new(),
             stored: 0,
+            jumps: 0,
+            jumps_at_store: 0,
+            insns_at_store: 0,
             pending: Vec::new(),
             stats: Stats::default(),
             log: String::new(),
@@ -279,7 +286,6 @@ impl<'a> Verifier<'a> {
 
     /// Explores every path from `state` at pc 0.
     pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
-        self.start = Instant::now();
         let result = self.search(state);
         self.stats.time = self.start.elapsed();
         result
@@ -296,6 +302,7 @@ impl<'a> Verifier<'a> {
                     match self.visit(pc, &mut cur, parent)? {
                         Visit::Pruned => break,
                         Visit::Stored(e) => parent = Some(e),
+                        Visit::Unstored => {}
                     }
                 }
                 self.stats.processed = self.stats.processed.saturating_add(1);
@@ -315,6 +322,17 @@ impl<'a> Verifier<'a> {
                     self.log_line(|| format!("{pc}: {st}\n{pc}: {text}"));
                 }
                 self.prev_pc = pc;
+                if matches!(
+                    insn,
+                    Instruction::Jump { .. }
+                        | Instruction::Ja { .. }
+                        | Instruction::JaLong { .. }
+                        | Instruction::Call(_)
+                        | Instruction::CallX { .. }
+                        | Instruction::Exit
+                ) {
+                    self.jumps = self.jumps.saturating_add(1);
+                }
                 let step = self.step(&mut cur, pc, &insn)?;
                 for (state, at) in self.spawned.drain(..) {
                     self.pending.push(Pending {
@@ -504,6 +522,17 @@ impl<'a> Verifier<'a> {
                 self.stored = self.stored.saturating_sub(1);
             }
         }
+        // Keep a state only every few jumps and instructions (as the
+        // kernel does): a long loop does not store one per iteration.
+        // (Helpers' callback loops keep every state: they converge on
+        // them.)
+        let jumps = self.jumps.saturating_sub(self.jumps_at_store);
+        let insns = self.stats.processed.saturating_sub(self.insns_at_store);
+        if !callback_point && (jumps < 2 || insns < 8) {
+            return Ok(Visit::Unstored);
+        }
+        self.jumps_at_store = self.jumps;
+        self.insns_at_store = self.stats.processed;
         let idx = self.entries.len();
         self.entries.push(Entry {
             state: cur.clone(),
@@ -578,6 +607,7 @@ impl Hasher for FxHasher {
 enum Visit {
     Pruned,
     Stored(usize),
+    Unstored,
 }
 
 fn mark(points: &mut [bool], pc: usize) {
