@@ -116,11 +116,11 @@ const MAX_LOG: usize = 16 << 20;
 
 impl<'a> Verifier<'a> {
     pub(crate) fn new(prog: &'a Program, env: &'a Env, opts: &'a Options) -> Verifier<'a> {
+        let start = Instant::now();
         let len = prog.len();
         let mut prune_point = vec![false; len];
         let mut callback_point = vec![false; len];
         let mut loop_head = vec![false; len];
-        prune_point[0] = true;
         for (pc, i) in prog.instructions() {
             let target = i
                 .jump_offset()
@@ -182,8 +182,8 @@ impl<'a> Verifier<'a> {
             prog,
             env,
             opts,
-            live: live_in(prog),
-            precise: crate::precision::precise(prog),
+            live: Vec::new(),
+            precise: Vec::new(),
             prune_point,
             entries: Vec::new(),
             explored: (0..len).map(|_| Vec::new()).collect(),
@@ -202,7 +202,7 @@ impl<'a> Verifier<'a> {
             callback_point,
             at_callback: HashMap::new(),
             loop_head,
-            start: Instant::now(),
+            start,
         }
     }
 
@@ -394,6 +394,16 @@ impl<'a> Verifier<'a> {
     }
 
     /// What matters in each frame of `state` at `pc` for comparisons.
+    /// Liveness and precision, computed on the first comparison of
+    /// states (a program without branches never needs them).
+    fn ensure_analyses(&mut self) {
+        if self.live.is_empty() {
+            let cfg = crate::cfg::Cfg::new(self.prog);
+            self.live = live_in(&cfg);
+            self.precise = crate::precision::precise(self.prog, &cfg);
+        }
+    }
+
     fn live_masks(&self, state: &State, pc: usize) -> Vec<FrameMask> {
         let n = state.frames.len();
         let mut masks = Vec::with_capacity(n);
@@ -458,6 +468,8 @@ impl<'a> Verifier<'a> {
         if callback_point {
             // The helper bounds the callback's iterations: a state covered
             // by any earlier one, finished or not, adds nothing.
+            self.ensure_analyses();
+            self.ensure_analyses();
             let live = self.live_masks(cur, pc);
             for &e in self.at_callback.get(&pc).map(Vec::as_slice).unwrap_or(&[]) {
                 if state_within(&self.entries[e].state, cur, &live) {
@@ -501,6 +513,7 @@ impl<'a> Verifier<'a> {
         // Prune against finished states only: an unfinished one is an
         // ancestor of this path, and covering it proves nothing about
         // termination. Newest first; states that keep missing go.
+        self.ensure_analyses();
         let live = self.live_masks(cur, pc);
         let list = &mut self.explored[pc];
         let mut i = list.len();

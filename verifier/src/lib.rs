@@ -27,6 +27,7 @@
 #![warn(clippy::arithmetic_side_effects)]
 
 mod call;
+mod cfg;
 pub mod ctx;
 pub mod env;
 mod error;

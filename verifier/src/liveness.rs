@@ -3,9 +3,9 @@
 //! dead registers (the kernel's `REG_LIVE_READ` marks, computed ahead of
 //! the search here).
 
+use crate::cfg::Cfg;
 use userbpf_vm::isa::{CallTarget, Instruction, PacketMode, Source};
 use userbpf_vm::proto::{kernel_proto, ArgType};
-use userbpf_vm::Program;
 
 /// Bit `r` set: register `r` is read.
 pub type RegMask = u16;
@@ -88,58 +88,27 @@ fn uses_defs(i: &Instruction) -> (RegMask, RegMask) {
     }
 }
 
-/// `live_in[pc]`: registers live before the instruction at `pc`
-/// (`subprog_starts` sorted; a call continues at the next instruction and
-/// the callee is a separate function).
-pub fn live_in(program: &Program) -> Vec<RegMask> {
-    let len = program.len();
+/// `live_in[pc]`: registers live before the instruction at `pc` (a call
+/// continues at the next instruction; the callee is a separate function).
+pub fn live_in(cfg: &Cfg) -> Vec<RegMask> {
+    let len = cfg.len();
     let mut live = vec![0 as RegMask; len];
-    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); len];
-    let mut ud: Vec<(RegMask, RegMask)> = vec![(0, 0); len];
-    let succs_of = |pc: usize, i: &Instruction| -> Vec<usize> {
-        let next = pc.wrapping_add(i.slots());
-        let target = i
-            .jump_offset()
-            .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
-            .and_then(|t| usize::try_from(t).ok());
-        match i {
-            Instruction::Exit => vec![],
-            Instruction::Ja { .. } | Instruction::JaLong { .. } => target.into_iter().collect(),
-            Instruction::Jump { .. } => [Some(next), target].into_iter().flatten().collect(),
-            _ => vec![next],
-        }
-    };
-    let mut order = Vec::new();
-    for (pc, i) in program.instructions() {
-        ud[pc] = uses_defs(&i);
-        for s in succs_of(pc, &i) {
-            if s < len {
-                preds[s].push(pc);
-            }
-        }
-        order.push((pc, i));
-    }
+    let ud: Vec<(RegMask, RegMask)> = cfg
+        .insns
+        .iter()
+        .map(|i| i.as_ref().map_or((0, 0), uses_defs))
+        .collect();
     // Backward worklist to a fixpoint.
-    let mut work: Vec<usize> = order.iter().map(|&(pc, _)| pc).collect();
+    let mut work: Vec<usize> = (0..len).filter(|&pc| cfg.insns[pc].is_some()).collect();
     let mut queued = vec![true; len];
-    let succs: Vec<Vec<usize>> = {
-        let mut v = vec![Vec::new(); len];
-        for (pc, i) in &order {
-            v[*pc] = succs_of(*pc, i);
-        }
-        v
-    };
     while let Some(pc) = work.pop() {
         queued[pc] = false;
-        let out = succs[pc]
-            .iter()
-            .filter_map(|&s| live.get(s))
-            .fold(0, |m, &l| m | l);
+        let out = cfg.succs(pc).fold(0, |m, s| m | live[s]);
         let (uses, defs) = ud[pc];
         let new = uses | (out & !defs);
         if new != live[pc] {
             live[pc] = new;
-            for &p in &preds[pc] {
+            for p in cfg.preds(pc) {
                 if !queued[p] {
                     queued[p] = true;
                     work.push(p);
@@ -158,8 +127,8 @@ mod tests {
     #[test]
     fn a_register_overwritten_before_use_is_dead() {
         let code = assemble("r0 = 1\nr1 = 2\nr1 = 3\nr0 += r1\nexit").unwrap();
-        let p = Program::new("t", code).unwrap();
-        let live = live_in(&p);
+        let p = userbpf_vm::Program::new("t", code).unwrap();
+        let live = live_in(&Cfg::new(&p));
         // Before pc 1, r1 is dead (written at 1 and 2 before the read at 3).
         assert_eq!(live[1] & bit(1), 0);
         assert_ne!(live[1] & bit(0), 0);
@@ -172,8 +141,8 @@ mod tests {
     fn helper_calls_read_only_their_arguments() {
         // bpf_ktime_get_ns (5) takes no arguments.
         let code = assemble("r1 = 1\ncall 5\nexit").unwrap();
-        let p = Program::new("t", code).unwrap();
-        let live = live_in(&p);
+        let p = userbpf_vm::Program::new("t", code).unwrap();
+        let live = live_in(&Cfg::new(&p));
         assert_eq!(live[1], 0);
     }
 }

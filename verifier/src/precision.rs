@@ -12,6 +12,7 @@
 use userbpf_vm::isa::{AluOp, AtomicOp, CallTarget, Instruction, Lddw, PacketMode, Source};
 use userbpf_vm::Program;
 
+use crate::cfg::Cfg;
 use crate::liveness::RegMask;
 
 /// Bit `i` set: stack slot `i` (bytes `-(8 * (i + 1))..-(8 * i)` from the
@@ -47,27 +48,6 @@ fn slot_bit(off: i64) -> SlotMask {
 /// (`None`: not a known `r10 + c`).
 type FpRegs = [Option<i64>; 11];
 
-fn target_of(pc: usize, i: &Instruction) -> Option<usize> {
-    i.jump_offset()
-        .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
-        .and_then(|t| usize::try_from(t).ok())
-}
-
-fn successors(pc: usize, i: &Instruction) -> Vec<usize> {
-    let next = pc.wrapping_add(i.slots());
-    match i {
-        Instruction::Exit => vec![],
-        Instruction::Ja { .. } | Instruction::JaLong { .. } => {
-            target_of(pc, i).into_iter().collect()
-        }
-        Instruction::Jump { .. } => [Some(next), target_of(pc, i)]
-            .into_iter()
-            .flatten()
-            .collect(),
-        _ => vec![next],
-    }
-}
-
 /// Function entries: 0 and the targets of local calls and function
 /// addresses.
 fn entries(program: &Program) -> Vec<usize> {
@@ -95,8 +75,8 @@ fn entries(program: &Program) -> Vec<usize> {
 }
 
 /// Forward: which registers hold `r10 + c` before each instruction.
-fn frame_pointers(program: &Program, starts: &[usize]) -> Vec<Option<FpRegs>> {
-    let len = program.len();
+fn frame_pointers(cfg: &Cfg, starts: &[usize]) -> Vec<Option<FpRegs>> {
+    let len = cfg.len();
     let mut at: Vec<Option<FpRegs>> = vec![None; len];
     let mut work = Vec::new();
     for &s in starts {
@@ -108,7 +88,7 @@ fn frame_pointers(program: &Program, starts: &[usize]) -> Vec<Option<FpRegs>> {
         }
     }
     while let Some(pc) = work.pop() {
-        let (Some(regs), Some(i)) = (at[pc], program.instruction(pc)) else {
+        let (Some(regs), Some(i)) = (at[pc], cfg.insns[pc]) else {
             continue;
         };
         let mut out = regs;
@@ -132,12 +112,12 @@ fn frame_pointers(program: &Program, starts: &[usize]) -> Vec<Option<FpRegs>> {
                 }
             }
             _ => {
-                for d in defs(&i) {
+                if let Some(d) = def(&i) {
                     out[usize::from(d)] = None;
                 }
             }
         }
-        for s in successors(pc, &i) {
+        for s in cfg.succs(pc) {
             let Some(slot) = at.get_mut(s) else { continue };
             let merged = match slot {
                 None => out,
@@ -170,8 +150,8 @@ fn i_is_64(i: &Instruction) -> bool {
     )
 }
 
-/// Registers an instruction writes (besides calls).
-fn defs(i: &Instruction) -> Vec<u8> {
+/// The register an instruction writes (besides calls).
+fn def(i: &Instruction) -> Option<u8> {
     use Instruction as I;
     match i {
         I::Alu { dst, .. }
@@ -180,54 +160,42 @@ fn defs(i: &Instruction) -> Vec<u8> {
         | I::Endian { dst, .. }
         | I::Load { dst, .. }
         | I::LoadSx { dst, .. }
-        | I::LoadImm64 { dst, .. } => vec![dst.num()],
+        | I::LoadImm64 { dst, .. } => Some(dst.num()),
         I::Atomic { op, fetch, src, .. } => {
             if *op == AtomicOp::CmpXchg {
-                vec![0]
+                Some(0)
             } else if *fetch {
-                vec![src.num()]
+                Some(src.num())
             } else {
-                vec![]
+                None
             }
         }
-        _ => vec![],
+        _ => None,
     }
 }
 
 /// For each pc, the registers and stack slots whose values matter before
 /// it.
-pub fn precise(program: &Program) -> Vec<Precise> {
-    let len = program.len();
+pub fn precise(program: &Program, cfg: &Cfg) -> Vec<Precise> {
+    let len = cfg.len();
     let starts = entries(program);
-    let fp = frame_pointers(program, &starts);
+    let fp = frame_pointers(cfg, &starts);
     let main_end = starts.get(1).copied().unwrap_or(len);
-    let mut preds: Vec<Vec<usize>> = vec![Vec::new(); len];
-    let mut succs: Vec<Vec<usize>> = vec![Vec::new(); len];
-    let mut insns: Vec<Option<Instruction>> = vec![None; len];
-    for (pc, i) in program.instructions() {
-        insns[pc] = Some(i);
-        for s in successors(pc, &i) {
-            if s < len {
-                preds[s].push(pc);
-                succs[pc].push(s);
-            }
-        }
-    }
     let mut out_of = vec![Precise::default(); len];
-    let mut work: Vec<usize> = (0..len).filter(|&pc| insns[pc].is_some()).collect();
+    let mut work: Vec<usize> = (0..len).filter(|&pc| cfg.insns[pc].is_some()).collect();
     let mut queued = vec![true; len];
     while let Some(pc) = work.pop() {
         queued[pc] = false;
-        let Some(i) = insns[pc] else { continue };
+        let Some(i) = cfg.insns[pc] else { continue };
         let mut out = Precise::default();
-        for &s in &succs[pc] {
+        for s in cfg.succs(pc) {
             out.regs |= out_of[s].regs;
             out.stack |= out_of[s].stack;
         }
         let new = transfer(&i, out, fp[pc].as_ref(), pc < main_end);
         if new != out_of[pc] {
             out_of[pc] = new;
-            for &p in &preds[pc] {
+            for p in cfg.preds(pc) {
                 if !queued[p] {
                     queued[p] = true;
                     work.push(p);
@@ -351,7 +319,8 @@ mod tests {
     use userbpf_vm::asm::assemble;
 
     fn of(src: &str) -> Vec<Precise> {
-        precise(&Program::new("t", assemble(src).unwrap()).unwrap())
+        let p = Program::new("t", assemble(src).unwrap()).unwrap();
+        precise(&p, &Cfg::new(&p))
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! The control-flow graph the static analyses share: each instruction's
+//! successors within its function (a call continues at the next
+//! instruction) and predecessors, in flat arrays.
+
+use userbpf_vm::isa::Instruction;
+use userbpf_vm::Program;
+
+const NONE: u32 = u32::MAX;
+
+/// Successors and predecessors of every instruction.
+#[derive(Debug)]
+pub struct Cfg {
+    succ: Vec<[u32; 2]>,
+    pred_start: Vec<u32>,
+    preds: Vec<u32>,
+    /// The instructions, by pc (`None` for second `lddw` slots).
+    pub insns: Vec<Option<Instruction>>,
+}
+
+/// The target of a jump at `pc`.
+pub fn target_of(pc: usize, i: &Instruction) -> Option<usize> {
+    i.jump_offset()
+        .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
+        .and_then(|t| usize::try_from(t).ok())
+}
+
+fn successors(pc: usize, i: &Instruction) -> [Option<usize>; 2] {
+    let next = pc.wrapping_add(i.slots());
+    match i {
+        Instruction::Exit => [None, None],
+        Instruction::Ja { .. } | Instruction::JaLong { .. } => [target_of(pc, i), None],
+        Instruction::Jump { .. } => [Some(next), target_of(pc, i)],
+        _ => [Some(next), None],
+    }
+}
+
+impl Cfg {
+    /// The graph of `program`.
+    pub fn new(program: &Program) -> Cfg {
+        let len = program.len();
+        let to32 = |x: usize| u32::try_from(x).unwrap_or(NONE);
+        let mut succ = vec![[NONE; 2]; len];
+        let mut insns = vec![None; len];
+        let mut count = vec![0u32; len.saturating_add(1)];
+        for (pc, i) in program.instructions() {
+            insns[pc] = Some(i);
+            for (k, s) in successors(pc, &i).into_iter().enumerate() {
+                if let Some(s) = s.filter(|&s| s < len) {
+                    succ[pc][k] = to32(s);
+                    count[s] = count[s].saturating_add(1);
+                }
+            }
+        }
+        // Prefix sums: predecessors of pc are preds[pred_start[pc]..pred_start[pc + 1]].
+        let mut pred_start = vec![0u32; len.saturating_add(1)];
+        let mut acc = 0u32;
+        for pc in 0..len {
+            pred_start[pc] = acc;
+            acc = acc.saturating_add(count[pc]);
+        }
+        pred_start[len] = acc;
+        let mut fill = pred_start.clone();
+        let mut preds = vec![0u32; acc as usize];
+        for (pc, ss) in succ.iter().enumerate() {
+            for &s in ss.iter().filter(|&&s| s != NONE) {
+                let at = &mut fill[s as usize];
+                preds[*at as usize] = to32(pc);
+                *at = at.saturating_add(1);
+            }
+        }
+        Cfg {
+            succ,
+            pred_start,
+            preds,
+            insns,
+        }
+    }
+
+    /// Number of pcs.
+    pub fn len(&self) -> usize {
+        self.succ.len()
+    }
+
+    /// Successors of `pc`.
+    pub fn succs(&self, pc: usize) -> impl Iterator<Item = usize> + '_ {
+        self.succ[pc]
+            .iter()
+            .filter(|&&s| s != NONE)
+            .map(|&s| s as usize)
+    }
+
+    /// Predecessors of `pc`.
+    pub fn preds(&self, pc: usize) -> impl Iterator<Item = usize> + '_ {
+        let a = self.pred_start[pc] as usize;
+        let b = self.pred_start[pc.wrapping_add(1)] as usize;
+        self.preds[a..b].iter().map(|&p| p as usize)
+    }
+}
