@@ -561,8 +561,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
     // Tracing programs: the kernel's context size (the context is padded
     // with zeros to it) and whether it starts with the registers.
     let mut trace_ctx: Option<(usize, bool)> = None;
-    // Syscall programs: the context bytes the verifier saw them use.
-    let mut syscall_ctx = 0usize;
+    // The context bytes the verifier saw the program use.
+    let mut ctx_need = 0usize;
     let (program, maps, object) = if source_kind(&args.file, &bytes) == SourceKind::Elf {
         let config = match &args.kconfig {
             None => None,
@@ -614,10 +614,9 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
         let entry = p.name.clone();
         if !args.no_verify {
             let env = userbpf_verifier::Env::for_object(&object, p);
-            let need = verify_for_run(&args.file, &program, &env, Some(p))?;
-            if p.kind.prog_type == T::Syscall {
-                syscall_ctx = need as usize;
-            }
+            // The context is --mem, padded to what the program reads
+            // (packet programs get theirs built).
+            ctx_need = verify_for_run(&args.file, &program, &env, Some(p))? as usize;
             // Programs reachable through program arrays run too.
             for def in &object.maps {
                 if def.map_type != 3 {
@@ -676,8 +675,8 @@ fn cmd_run(args: RunArgs) -> Result<ExitCode> {
             mem.resize(size, 0);
         }
     }
-    if mem.len() < syscall_ctx {
-        mem.resize(syscall_ctx, 0);
+    if packet_kind == PacketKind::Raw && mem.len() < ctx_need {
+        mem.resize(ctx_need, 0);
     }
     if args.dump_asm {
         let options = userbpf_jit::Options {
