@@ -1,10 +1,15 @@
 //! Fuzzing oracles for userbpf. The cargo-fuzz targets in `fuzz_targets/`
-//! are a few lines each; the generators live in `userbpf_vm::gen` and the
-//! oracles here, so `cargo test` runs them too (with proptest).
+//! are a few lines each; the generators live in `userbpf_vm::gen` (and,
+//! for the verifier's oracles, in [`verifier_oracle`]) and the oracles
+//! here, so `cargo test` runs them too (with proptest).
 //!
 //! Run a target with cargo-fuzz on stable:
 //! `cargo fuzz run --fuzz-dir fuzz -s none --features fuzzing interp_checked`.
 #![deny(missing_docs)]
+
+pub mod verifier_oracle;
+
+pub use verifier_oracle::verifier_soundness;
 
 use arbitrary::Unstructured;
 use std::sync::Arc;

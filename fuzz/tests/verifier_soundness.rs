@@ -1,0 +1,77 @@
+//! The `verifier_soundness` fuzz oracle under proptest: random plausible
+//! programs that the verifier accepts (raw programs on a buffer, with
+//! maps) never fault in the checked interpreter, on several random inputs.
+//! Prints the share the verifier accepted and its most frequent reasons
+//! to reject. `PROPTEST_CASES=N` runs N cases instead of [`CASES`].
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+use userbpf_fuzz::verifier_oracle::Verdict;
+
+/// Cases per run (a debug build does them in a few seconds).
+const CASES: u32 = 2000;
+
+/// `(accepted)` or the verifier's message with its numbers replaced.
+fn verdict_key(verdict: Verdict) -> String {
+    match verdict {
+        Verdict::Accepted => "(accepted)".to_string(),
+        Verdict::Rejected(message) => {
+            let mut out = String::new();
+            let mut in_number = false;
+            for c in message.chars() {
+                if c.is_ascii_digit() {
+                    if !in_number {
+                        out.push('N');
+                    }
+                    in_number = true;
+                } else {
+                    in_number = false;
+                    out.push(c);
+                }
+            }
+            out
+        }
+    }
+}
+
+#[test]
+fn accepted_programs_never_fault() {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CASES);
+    let verdicts: Mutex<BTreeMap<String, u32>> = Mutex::new(BTreeMap::new());
+    let mut runner = TestRunner::new(Config {
+        cases,
+        source_file: Some(file!()),
+        ..Config::default()
+    });
+    let result = runner.run(&proptest::collection::vec(any::<u8>(), 0..1536), |data| {
+        let key = verdict_key(userbpf_fuzz::verifier_soundness(&data));
+        if let Ok(mut v) = verdicts.lock() {
+            *v.entry(key).or_default() += 1;
+        }
+        Ok(())
+    });
+    let verdicts = verdicts.into_inner().unwrap_or_default();
+    let total: u32 = verdicts.values().sum();
+    let accepted = verdicts.get("(accepted)").copied().unwrap_or(0);
+    println!(
+        "verifier soundness: {accepted} of {total} programs accepted ({:.1}%), each run without a fault",
+        f64::from(accepted) * 100.0 / f64::from(total.max(1)),
+    );
+    let mut rejections: Vec<(&String, &u32)> = verdicts
+        .iter()
+        .filter(|(k, _)| *k != "(accepted)")
+        .collect();
+    rejections.sort_by(|a, b| b.1.cmp(a.1));
+    for (message, n) in rejections.iter().take(20) {
+        println!("  {n:5}  rejected: {message}");
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}

@@ -1,0 +1,418 @@
+//! userbpf's verifier against the Linux verifier: random plausible socket
+//! filters (the generator of the verifier oracles,
+//! `userbpf_fuzz::verifier_oracle`) are checked by both, as
+//! `BPF_PROG_TYPE_SOCKET_FILTER` with the same maps (an array and a hash
+//! map of one entry), and the verdicts compared.
+//!
+//! The counts are printed: both accept, both reject, we accept and the
+//! kernel rejects (grouped by the kernel's message, with an example: the
+//! kernel's log line and our state at that instruction), we reject and
+//! the kernel accepts (grouped by our message).
+//!
+//! Every program we accept and the kernel rejects is also run in the
+//! checked interpreter on random contexts and map contents, where it must
+//! not fault. Four programs in five avoid the operations whose results
+//! the kernel does not bound (`BPF_DIV`, `BPF_MOD`, multiplications and
+//! left shifts of values that may be negative, shifts by a register:
+//! [`GenSpec::kernel_bounds_only`]); for those, the kernel's reason must be
+//! one that is not about memory safety ([`NOT_MEMORY_SAFETY`],
+//! [`ctx_policy`], [`UNREACHED`]): any other reason (an out-of-bounds
+//! access, an uninitialised read, a bad pointer...) that we let through is
+//! a bug of our verifier, and fails the test. With divisions, the kernel
+//! rejects many safe programs for bounds it does not know
+//! ([`WITH_DIVISIONS`]); those are judged by the interpreter runs alone.
+//! (Rejecting what the kernel accepts is allowed: the kernel runs as root
+//! here, privileged, and reads uninitialised stack, leaks pointers into
+//! maps, ...; the counts show how much.)
+//!
+//! [`GenSpec::kernel_bounds_only`]: userbpf_fuzz::verifier_oracle::GenSpec::kernel_bounds_only
+//!
+//! Needs root and bpf(); skips with a printed reason otherwise, unless
+//! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
+//! `VERIFIER_VS_KERNEL_CASES=N` and `VERIFIER_VS_KERNEL_SEED=S` run a
+//! longer or another campaign. (Bounds rejections stay strict even where
+//! the kernel is merely less precise than ours, which it is in places
+//! besides divisions, about one program in a few thousand: e.g. a
+//! sign-extended value checked with `<` and `s<`. A long campaign may
+//! flag such a program for a human to look at: the report prints our
+//! state next to the kernel's message.)
+
+use std::collections::BTreeMap;
+
+use userbpf_fuzz::verifier_oracle::{
+    run_in_interpreter, socket_filter_program, GenMap, MAP_ARRAY, MAP_HASH,
+};
+use userbpf_kernel::{kernel_required, kernel_unavailable, KernelMap, KernelProgram};
+use userbpf_verifier::{check, Options};
+
+/// Programs generated and compared (`VERIFIER_VS_KERNEL_CASES`).
+const CASES: usize = 500;
+
+/// The generator's seed (`VERIFIER_VS_KERNEL_SEED`).
+const SEED: u64 = 0x5eed_0f5e_ed0f;
+
+/// A number from the environment, or `default`.
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Interpreter runs of each program we accept and the kernel rejects.
+const RUNS: usize = 32;
+
+/// `BPF_PROG_TYPE_SOCKET_FILTER`.
+const SOCKET_FILTER: u32 = 1;
+
+/// `sizeof(struct __sk_buff)`.
+const SK_BUFF_SIZE: i64 = 192;
+
+/// The maps of the programs that have maps (`map[idx:0]`, `map[idx:1]`).
+const MAPS: [GenMap; 2] = [
+    GenMap {
+        map_type: MAP_ARRAY,
+        value_size: 16,
+    },
+    GenMap {
+        map_type: MAP_HASH,
+        value_size: 24,
+    },
+];
+
+/// Kernel rejections that are not about memory safety: the program is
+/// safe to run in user space, the kernel's rule is about something else.
+/// Matched as substrings of the kernel's message (`invalid bpf_context
+/// access` is judged by its offset: [`ctx_policy`]).
+const NOT_MEMORY_SAFETY: &[(&str, &str)] = &[
+    // The kernel's CFG check refuses dead code (an instruction no jump or
+    // fall-through reaches); the generator writes none on purpose, but a
+    // difference here would be about the program's shape, not its
+    // accesses.
+    ("unreachable insn", "dead code"),
+    // The kernel requires every stack access to be aligned to its size,
+    // variable offsets included (`check_ptr_alignment` is always strict
+    // for the stack, so that spilled registers stay whole). userbpf
+    // refuses misaligned constant offsets the same way, but accepts a
+    // variable offset all of whose values are in bounds (and forgets the
+    // spills it may touch). x86 and userbpf's engines access unaligned
+    // data; the bounds are checked apart (and the interpreter runs check
+    // them again).
+    (
+        "misaligned stack access",
+        "alignment rule (bounds checked apart)",
+    ),
+    // Termination, not memory safety: the kernel saw a loop come back to
+    // a state it had (its own bounds being wider than ours, a loop ours
+    // proves finite, or never enters, looks endless to it). The
+    // interpreter runs check termination: a run that exhausts the budget
+    // is a fault.
+    (
+        "infinite loop detected",
+        "termination (the interpreter runs end)",
+    ),
+    // The kernel refuses to form a pointer whose offset may reach
+    // +-2^29 (`BPF_MAX_VAR_OFF`, `check_reg_sane_offset`), even when the
+    // scalar added is bounded and only its link to another register
+    // carries a large delta (`r4 = r7; w4 += 0x7fffffff; if r4 > 23 ...`).
+    // Forming a pointer accesses nothing: userbpf checks the offset where
+    // the pointer is dereferenced (an offset that large is an unbounded
+    // access there).
+    (
+        "pointer offset",
+        "pointer formation rule (accesses checked apart)",
+    ),
+    (
+        "pointer be out of bounds",
+        "pointer formation rule (accesses checked apart)",
+    ),
+];
+
+/// Why a difference on a program with divisions (or multiplications,
+/// shifts) is not judged by the kernel's message: the kernel's
+/// `adjust_scalar_min_max_vals` does not track `BPF_DIV` and `BPF_MOD`
+/// (signed or not, even of two constants: `r5 = 21; r5 /= 100` leaves
+/// `R5=scalar()`), gives up on signs in multiplications and left shifts,
+/// and on shifts by a register, so a pointer plus `x % 16` is
+/// "unbounded" to it (or bounded too loosely for the access, after a mask
+/// or a sign extension), it follows branches ours proves never taken and
+/// finds uninitialised registers there, ... while ours knows `[0, 15]`.
+/// Such programs must only run without a fault (and our bounds of
+/// division results are what `verifier_soundness` tests).
+const WITH_DIVISIONS: &str =
+    "division, multiplication or shift, which the kernel does not bound (judged by the interpreter runs)";
+
+/// Why a rejection at an instruction our verifier never reaches is not a
+/// memory-safety difference: the kernel explores a branch ours proves
+/// never taken, through a value the kernel does not know. As every
+/// difference, only when the interpreter runs the program without a
+/// fault.
+const UNREACHED: &str =
+    "at an instruction ours proves unreachable (a value the kernel does not know)";
+
+/// Socket filters may not touch some `__sk_buff` fields (`tc_classid`,
+/// `data`, `tstamp`, `wire_len`, the socket fields, `tstamp_type`,
+/// `hwtstamp`...) nor read 4-byte fields with 8-byte loads: `invalid
+/// bpf_context access off=X size=Y` with the access inside the structure
+/// is that policy (the bytes are there in user space); outside it, memory
+/// safety.
+fn ctx_policy(message: &str) -> Option<&'static str> {
+    let rest = message.strip_prefix("invalid bpf_context access off=")?;
+    let (off, size) = rest.split_once(" size=")?;
+    let off: i64 = off.trim().parse().ok()?;
+    let size: i64 = size.trim().parse().ok()?;
+    (off >= 0 && off + size <= SK_BUFF_SIZE)
+        .then_some("a __sk_buff field socket filters may not access (policy; inside the context)")
+}
+
+/// Why the kernel's rejection (`message`) is not about memory safety, if
+/// it is not; `reached`: whether our verifier got to the instruction the
+/// kernel rejects; `divisions`: whether the program may divide.
+fn not_memory_safety(message: &str, reached: bool, divisions: bool) -> Option<&'static str> {
+    if let Some(why) = ctx_policy(message) {
+        return Some(why);
+    }
+    if !reached {
+        return Some(UNREACHED);
+    }
+    if let Some((_, why)) = NOT_MEMORY_SAFETY
+        .iter()
+        .find(|(pattern, _)| message.contains(pattern))
+    {
+        return Some(why);
+    }
+    divisions.then_some(WITH_DIVISIONS)
+}
+
+/// Numbers replaced by `N`, for grouping messages.
+fn group(message: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The kernel's verdict line (the last before the statistics, and before
+/// the states it prints after some messages) and the pc of the last
+/// instruction it printed.
+fn kernel_message(log: &str) -> (String, Option<usize>) {
+    let lines: Vec<&str> = log
+        .lines()
+        .take_while(|l| !l.starts_with("processed "))
+        .filter(|l| {
+            !l.trim().is_empty() && !l.starts_with("old state:") && !l.starts_with("cur state:")
+        })
+        .collect();
+    let message = lines.last().map_or("(no log)", |l| l.trim()).to_string();
+    let pc = lines.iter().rev().find_map(|l| {
+        let (n, rest) = l.split_once(": (")?;
+        rest.get(..2)?;
+        n.trim().parse::<usize>().ok()
+    });
+    (message, pc)
+}
+
+/// Our state before `pc` (the first time the verifier got there), from its
+/// log; `None` if it never got there.
+fn our_state(log: &str, pc: usize) -> Option<String> {
+    let prefix = format!("{pc}: ");
+    log.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .find(|l| l.contains("R10="))
+        .map(str::to_string)
+}
+
+/// Deterministic inputs for the generator.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}
+
+/// A program we accept and the kernel rejects.
+struct Difference {
+    source: String,
+    /// The kernel's message, with the pc it printed last.
+    kernel_log_line: String,
+    /// Our state at that pc.
+    our_state: String,
+    /// Why it is not a memory-safety difference (`None`: it is one).
+    why: Option<&'static str>,
+    /// A fault of the program in the interpreter.
+    fault: Option<String>,
+}
+
+#[test]
+fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
+    if let Some(why) = kernel_unavailable() {
+        if kernel_required() {
+            panic!("verifier_vs_kernel: kernel required but unavailable: {why}");
+        }
+        println!("SKIP verifier_vs_kernel: {why}");
+        return;
+    }
+    let kernel_maps: Vec<KernelMap> = MAPS
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            KernelMap::create(
+                &m.name(i),
+                m.map_type,
+                GenMap::KEY_SIZE,
+                m.value_size,
+                GenMap::MAX_ENTRIES,
+                0,
+                0,
+            )
+            .unwrap_or_else(|e| panic!("creating map {i}: {e}"))
+        })
+        .collect();
+    let fds: Vec<i32> = kernel_maps.iter().map(KernelMap::raw_fd).collect();
+
+    let cases = usize::try_from(env_or("VERIFIER_VS_KERNEL_CASES", CASES as u64)).unwrap_or(CASES);
+    let mut rng = XorShift(env_or("VERIFIER_VS_KERNEL_SEED", SEED) | 1);
+    let (mut both_accept, mut both_reject) = (0usize, 0usize);
+    let mut kernel_rejects: BTreeMap<String, Vec<Difference>> = BTreeMap::new();
+    // Our message: count, an example instruction.
+    let mut we_reject: BTreeMap<String, (usize, String)> = BTreeMap::new();
+    let mut kernel_errors = Vec::new();
+    for case in 0..cases {
+        let len = 64 + (rng.next() % 1472) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let maps: &[GenMap] = if case % 3 == 0 { &[] } else { &MAPS };
+        let divisions = case % 5 == 4;
+        let g = socket_filter_program(&data, maps, !divisions);
+        let ours = check(&g.program, &g.env, &Options::default(), None);
+        let fd_array: &[i32] = if maps.is_empty() { &[] } else { &fds };
+        let kernel = match KernelProgram::load(
+            "vfuzz",
+            SOCKET_FILTER,
+            g.program.insns(),
+            "GPL",
+            0,
+            fd_array,
+        ) {
+            Ok(_) => Ok(()),
+            // The verifier's verdict comes with a log; anything else is the
+            // kernel refusing the load for another reason.
+            Err(e) if !e.log.is_empty() => Err(e.log),
+            Err(e) => {
+                kernel_errors.push(format!("{e}\n{}", g.source));
+                continue;
+            }
+        };
+        match (ours, kernel) {
+            (Ok(_), Ok(())) => both_accept += 1,
+            (Err(_), Err(_)) => both_reject += 1,
+            (Ok(_), Err(log)) => {
+                let (message, pc) = kernel_message(&log);
+                let opts = Options {
+                    log_level: 2,
+                    ..Options::default()
+                };
+                let (reached, state) = match (pc, check(&g.program, &g.env, &opts, None)) {
+                    (Some(pc), Ok(report)) => match our_state(&report.log, pc) {
+                        Some(state) => (true, state),
+                        None => (false, "(never reached)".to_string()),
+                    },
+                    _ => (true, "(unknown)".to_string()),
+                };
+                let at = pc.map_or(String::new(), |pc| format!("{pc}: "));
+                let difference = Difference {
+                    why: not_memory_safety(&message, reached, divisions),
+                    fault: run_in_interpreter(&g, rng.next(), RUNS).err(),
+                    source: g.source,
+                    kernel_log_line: format!("{at}{message}"),
+                    our_state: state,
+                };
+                kernel_rejects
+                    .entry(group(&message))
+                    .or_default()
+                    .push(difference);
+            }
+            (Err(e), Ok(())) => {
+                let entry = we_reject
+                    .entry(group(&e.message))
+                    .or_insert_with(|| (0, format!("{}: {}: {}", e.pc, e.insn, e.message)));
+                entry.0 += 1;
+            }
+        }
+    }
+
+    let kernel_rejects_n: usize = kernel_rejects.values().map(Vec::len).sum();
+    let we_reject_n: usize = we_reject.values().map(|v| v.0).sum();
+    println!(
+        "verifier vs kernel ({cases} socket filters): both accept {both_accept}, both reject \
+         {both_reject}, we accept and the kernel rejects {kernel_rejects_n}, we reject and the \
+         kernel accepts {we_reject_n}, kernel load errors {}",
+        kernel_errors.len()
+    );
+    println!("we accept, the kernel rejects (by the kernel's message; each run {RUNS} times in the interpreter):");
+    let mut bad: Vec<&Difference> = Vec::new();
+    for (message, cases) in &kernel_rejects {
+        let mut reasons: Vec<&str> = cases
+            .iter()
+            .map(|d| d.why.unwrap_or("MEMORY SAFETY: a bug of ours"))
+            .collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        let faults = cases.iter().filter(|d| d.fault.is_some()).count();
+        println!(
+            "  {:4}  {message}  [{}] ({faults} faulted)",
+            cases.len(),
+            reasons.join("; ")
+        );
+        println!("          e.g. kernel: {}", cases[0].kernel_log_line);
+        println!("               ours:   {}", cases[0].our_state);
+        bad.extend(
+            cases
+                .iter()
+                .filter(|d| d.why.is_none() || d.fault.is_some()),
+        );
+    }
+    println!("we reject, the kernel accepts (by our message):");
+    let mut ours: Vec<(&String, &(usize, String))> = we_reject.iter().collect();
+    ours.sort_by_key(|o| std::cmp::Reverse(o.1 .0));
+    for (message, (n, example)) in ours {
+        println!("  {n:4}  {message}");
+        println!("          e.g. {example}");
+    }
+    assert!(
+        kernel_errors.is_empty(),
+        "the kernel refused loads without a verifier log:\n{}",
+        kernel_errors.join("\n---\n")
+    );
+    if !bad.is_empty() {
+        let mut report = String::new();
+        for d in &bad {
+            report.push_str(&format!(
+                "--- kernel: {}\n    ours:   {}\n    interpreter: {}\n{}\n",
+                d.kernel_log_line,
+                d.our_state,
+                d.fault.as_deref().unwrap_or("no fault"),
+                d.source
+            ));
+        }
+        panic!(
+            "{} programs we accept are rejected by the kernel for memory safety, or fault:\n{report}",
+            bad.len()
+        );
+    }
+}
