@@ -486,7 +486,11 @@ impl Verifier<'_> {
         let lo = fixed.saturating_add(base.val.smin);
         let hi = fixed.saturating_add(base.val.smax);
         let constant = base.val.is_const().is_some();
-        if constant && lo.checked_rem(size_i) != Some(0) {
+        // Stack accesses are aligned (the kernel's strict rule), also at
+        // a variable offset: every possible offset must be.
+        let low = u64::from(size).wrapping_sub(1);
+        let var_aligned = (base.val.var_off.value | base.val.var_off.mask) & low == 0;
+        if lo.checked_rem(size_i) != Some(0) || (!constant && !var_aligned) {
             return Err(self.error(format!(
                 "misaligned stack access off {}+{}+{} size {size}",
                 base.val,

@@ -632,3 +632,25 @@ fn open_coded_iterators_are_acquired_iterated_and_destroyed() {
         e.message
     );
 }
+
+#[test]
+fn variable_offset_stack_accesses_are_aligned_and_initialised() {
+    // r2 = fp-32 + (x & 8): 8-byte aligned either way.
+    let var = |mask: i32| {
+        format!(
+            "*(u64 *)(r10 - 32) = 0\n*(u64 *)(r10 - 24) = 0\n*(u64 *)(r10 - 16) = 0\nr1 = *(u32 *)(r1 + 12)\nr1 &= {mask}\nr2 = r10\nr2 += -32\nr2 += r1\nr0 = *(u64 *)(r2 + 0)\nexit"
+        )
+    };
+    accepts(&var(8), &xdp());
+    // (x & 12) may be 4: misaligned for 8 bytes.
+    rejects(&var(12), &xdp(), 8, "misaligned stack access");
+    // (x & 16) reaches fp-16..-8, which is initialised; (x & 24) reaches
+    // fp-8, which is not.
+    accepts(&var(16), &xdp());
+    rejects(
+        &var(24),
+        &xdp(),
+        8,
+        "invalid variable-offset read from stack",
+    );
+}
