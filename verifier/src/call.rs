@@ -78,10 +78,7 @@ impl Verifier<'_> {
         match target {
             CallTarget::Helper(id) => self.helper_call(st, pc, id),
             CallTarget::Local(rel) => {
-                let t = i64::try_from(pc)
-                    .ok()
-                    .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
-                    .and_then(|t| usize::try_from(t).ok())
+                let t = crate::cfg::rel_target(pc, i64::from(rel))
                     .ok_or_else(|| self.error("call to an invalid target"))?;
                 self.local_call(st, pc, t)
             }

@@ -2,7 +2,7 @@
 //! successors within its function (a call continues at the next
 //! instruction) and predecessors, in flat arrays.
 
-use userbpf_vm::isa::Instruction;
+use userbpf_vm::isa::{CallTarget, Instruction, Lddw};
 use userbpf_vm::Program;
 
 const NONE: u32 = u32::MAX;
@@ -17,11 +17,31 @@ pub struct Cfg {
     pub insns: Vec<Option<Instruction>>,
 }
 
+/// The pc `rel` slots after the instruction at `pc` (`pc + rel + 1`: jump,
+/// local call and function-address targets).
+pub fn rel_target(pc: usize, rel: i64) -> Option<usize> {
+    i64::try_from(pc)
+        .ok()?
+        .checked_add(1)?
+        .checked_add(rel)
+        .and_then(|t| usize::try_from(t).ok())
+}
+
 /// The target of a jump at `pc`.
 pub fn target_of(pc: usize, i: &Instruction) -> Option<usize> {
-    i.jump_offset()
-        .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
-        .and_then(|t| usize::try_from(t).ok())
+    rel_target(pc, i.jump_offset()?)
+}
+
+/// The subprogram a local call or a function address at `pc` names.
+pub fn function_target(pc: usize, i: &Instruction) -> Option<usize> {
+    match *i {
+        Instruction::Call(CallTarget::Local(rel))
+        | Instruction::LoadImm64 {
+            value: Lddw::Func(rel),
+            ..
+        } => rel_target(pc, i64::from(rel)),
+        _ => None,
+    }
 }
 
 fn successors(pc: usize, i: &Instruction) -> [Option<usize>; 2] {
@@ -94,5 +114,36 @@ impl Cfg {
         let a = self.pred_start[pc] as usize;
         let b = self.pred_start[pc.wrapping_add(1)] as usize;
         self.preds[a..b].iter().map(|&p| p as usize)
+    }
+
+    /// A backward data-flow analysis to its fixpoint: the fact before each
+    /// instruction is `transfer(pc, insn, join of the facts before its
+    /// successors)`, with `join` combining facts and `T::default()` the
+    /// fact of no path.
+    pub fn backward<T: Copy + Default + PartialEq>(
+        &self,
+        join: impl Fn(T, T) -> T,
+        transfer: impl Fn(usize, &Instruction, T) -> T,
+    ) -> Vec<T> {
+        let len = self.len();
+        let mut before = vec![T::default(); len];
+        let mut work: Vec<usize> = (0..len).filter(|&pc| self.insns[pc].is_some()).collect();
+        let mut queued = vec![true; len];
+        while let Some(pc) = work.pop() {
+            queued[pc] = false;
+            let Some(i) = self.insns[pc] else { continue };
+            let after = self.succs(pc).fold(T::default(), |m, s| join(m, before[s]));
+            let new = transfer(pc, &i, after);
+            if new != before[pc] {
+                before[pc] = new;
+                for p in self.preds(pc) {
+                    if !queued[p] {
+                        queued[p] = true;
+                        work.push(p);
+                    }
+                }
+            }
+        }
+        before
     }
 }

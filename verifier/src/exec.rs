@@ -157,10 +157,7 @@ impl Verifier<'_> {
 
     /// The target pc of a jump.
     fn target(&self, pc: usize, insn: &Instruction) -> usize {
-        insn.jump_offset()
-            .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
-            .and_then(|t| usize::try_from(t).ok())
-            .unwrap_or(pc)
+        crate::cfg::target_of(pc, insn).unwrap_or(pc)
     }
 
     /// `check_reg_arg(.., SRC_OP)`: the register must have been written.
@@ -408,9 +405,7 @@ impl Verifier<'_> {
                 Reg::pointer(RegType::MapValue { map: fd as u32 }, off as i32)
             }
             Lddw::Func(rel) => {
-                let t = i64::try_from(pc)
-                    .ok()
-                    .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
+                let t = crate::cfg::rel_target(pc, i64::from(rel))
                     .and_then(|t| u32::try_from(t).ok())
                     .unwrap_or(0);
                 Reg::pointer(RegType::Func { pc: t }, 0)

@@ -13,6 +13,7 @@ use userbpf_vm::disasm::format_instruction;
 use userbpf_vm::isa::{CallTarget, Instruction, Lddw};
 use userbpf_vm::Program;
 
+use crate::cfg::{function_target, target_of};
 use crate::ctx::Context;
 use crate::env::Env;
 use crate::error::{Stats, VerifyError};
@@ -122,10 +123,7 @@ impl<'a> Verifier<'a> {
         let mut callback_point = vec![false; len];
         let mut loop_head = vec![false; len];
         for (pc, i) in prog.instructions() {
-            let target = i
-                .jump_offset()
-                .and_then(|off| i64::try_from(pc).ok()?.checked_add(1)?.checked_add(off))
-                .and_then(|t| usize::try_from(t).ok());
+            let target = target_of(pc, &i);
             let next = pc.wrapping_add(i.slots());
             if let Some(t) = target.filter(|&t| t <= pc) {
                 mark(&mut loop_head, t);
@@ -142,16 +140,12 @@ impl<'a> Verifier<'a> {
                         mark(&mut prune_point, t);
                     }
                 }
-                Instruction::Call(CallTarget::Local(rel))
+                Instruction::Call(CallTarget::Local(_))
                 | Instruction::LoadImm64 {
-                    value: Lddw::Func(rel),
+                    value: Lddw::Func(_),
                     ..
                 } => {
-                    let t = i64::try_from(pc)
-                        .ok()
-                        .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
-                        .and_then(|t| usize::try_from(t).ok());
-                    if let Some(t) = t {
+                    if let Some(t) = function_target(pc, &i) {
                         mark(&mut prune_point, t);
                     }
                     if matches!(i, Instruction::Call(_)) {
@@ -400,7 +394,7 @@ impl<'a> Verifier<'a> {
         if self.live.is_empty() {
             let cfg = crate::cfg::Cfg::new(self.prog);
             self.live = live_in(&cfg);
-            self.precise = crate::precision::precise(self.prog, &cfg);
+            self.precise = crate::precision::precise(&cfg);
         }
     }
 

@@ -91,32 +91,13 @@ fn uses_defs(i: &Instruction) -> (RegMask, RegMask) {
 /// `live_in[pc]`: registers live before the instruction at `pc` (a call
 /// continues at the next instruction; the callee is a separate function).
 pub fn live_in(cfg: &Cfg) -> Vec<RegMask> {
-    let len = cfg.len();
-    let mut live = vec![0 as RegMask; len];
-    let ud: Vec<(RegMask, RegMask)> = cfg
-        .insns
-        .iter()
-        .map(|i| i.as_ref().map_or((0, 0), uses_defs))
-        .collect();
-    // Backward worklist to a fixpoint.
-    let mut work: Vec<usize> = (0..len).filter(|&pc| cfg.insns[pc].is_some()).collect();
-    let mut queued = vec![true; len];
-    while let Some(pc) = work.pop() {
-        queued[pc] = false;
-        let out = cfg.succs(pc).fold(0, |m, s| m | live[s]);
-        let (uses, defs) = ud[pc];
-        let new = uses | (out & !defs);
-        if new != live[pc] {
-            live[pc] = new;
-            for p in cfg.preds(pc) {
-                if !queued[p] {
-                    queued[p] = true;
-                    work.push(p);
-                }
-            }
-        }
-    }
-    live
+    cfg.backward(
+        |a: RegMask, b| a | b,
+        |_, i, out| {
+            let (uses, defs) = uses_defs(i);
+            uses | (out & !defs)
+        },
+    )
 }
 
 #[cfg(test)]

@@ -9,10 +9,9 @@
 //! pin down (stack accesses through a pointer of unknown offset, stack
 //! slots a callee or a callback may read) are kept precise.
 
-use userbpf_vm::isa::{AluOp, AtomicOp, CallTarget, Instruction, Lddw, PacketMode, Source};
-use userbpf_vm::Program;
+use userbpf_vm::isa::{AluOp, AtomicOp, CallTarget, Instruction, PacketMode, Source};
 
-use crate::cfg::Cfg;
+use crate::cfg::{function_target, Cfg};
 use crate::liveness::RegMask;
 
 /// Bit `i` set: stack slot `i` (bytes `-(8 * (i + 1))..-(8 * i)` from the
@@ -50,22 +49,10 @@ type FpRegs = [Option<i64>; 11];
 
 /// Function entries: 0 and the targets of local calls and function
 /// addresses.
-fn entries(program: &Program) -> Vec<usize> {
+fn entries(cfg: &Cfg) -> Vec<usize> {
     let mut v = vec![0];
-    for (pc, i) in program.instructions() {
-        let rel = match i {
-            Instruction::Call(CallTarget::Local(rel))
-            | Instruction::LoadImm64 {
-                value: Lddw::Func(rel),
-                ..
-            } => rel,
-            _ => continue,
-        };
-        if let Some(t) = i64::try_from(pc)
-            .ok()
-            .and_then(|p| p.checked_add(1)?.checked_add(i64::from(rel)))
-            .and_then(|t| usize::try_from(t).ok())
-        {
+    for (pc, i) in cfg.insns.iter().enumerate() {
+        if let Some(t) = i.as_ref().and_then(|i| function_target(pc, i)) {
             v.push(t);
         }
     }
@@ -176,34 +163,18 @@ fn def(i: &Instruction) -> Option<u8> {
 
 /// For each pc, the registers and stack slots whose values matter before
 /// it.
-pub fn precise(program: &Program, cfg: &Cfg) -> Vec<Precise> {
+pub fn precise(cfg: &Cfg) -> Vec<Precise> {
     let len = cfg.len();
-    let starts = entries(program);
+    let starts = entries(cfg);
     let fp = frame_pointers(cfg, &starts);
     let main_end = starts.get(1).copied().unwrap_or(len);
-    let mut out_of = vec![Precise::default(); len];
-    let mut work: Vec<usize> = (0..len).filter(|&pc| cfg.insns[pc].is_some()).collect();
-    let mut queued = vec![true; len];
-    while let Some(pc) = work.pop() {
-        queued[pc] = false;
-        let Some(i) = cfg.insns[pc] else { continue };
-        let mut out = Precise::default();
-        for s in cfg.succs(pc) {
-            out.regs |= out_of[s].regs;
-            out.stack |= out_of[s].stack;
-        }
-        let new = transfer(&i, out, fp[pc].as_ref(), pc < main_end);
-        if new != out_of[pc] {
-            out_of[pc] = new;
-            for p in cfg.preds(pc) {
-                if !queued[p] {
-                    queued[p] = true;
-                    work.push(p);
-                }
-            }
-        }
-    }
-    out_of
+    cfg.backward(
+        |a: Precise, b| Precise {
+            regs: a.regs | b.regs,
+            stack: a.stack | b.stack,
+        },
+        |pc, i, out| transfer(i, out, fp[pc].as_ref(), pc < main_end),
+    )
 }
 
 /// What matters before `i`, given what matters after it.
@@ -317,10 +288,11 @@ fn transfer(i: &Instruction, after: Precise, fp: Option<&FpRegs>, in_main: bool)
 mod tests {
     use super::*;
     use userbpf_vm::asm::assemble;
+    use userbpf_vm::Program;
 
     fn of(src: &str) -> Vec<Precise> {
         let p = Program::new("t", assemble(src).unwrap()).unwrap();
-        precise(&p, &Cfg::new(&p))
+        precise(&Cfg::new(&p))
     }
 
     #[test]
