@@ -40,7 +40,7 @@
 use std::collections::BTreeMap;
 
 use userbpf_fuzz::verifier_oracle::{
-    run_in_interpreter, socket_filter_program, GenMap, MAP_ARRAY, MAP_HASH,
+    message_group, run_in_interpreter, socket_filter_program, GenMap, XorShift, MAP_ARRAY, MAP_HASH,
 };
 use userbpf_kernel::{kernel_required, kernel_unavailable, KernelMap, KernelProgram};
 use userbpf_verifier::{check, Options};
@@ -184,24 +184,6 @@ fn not_memory_safety(message: &str, reached: bool, divisions: bool) -> Option<&'
     divisions.then_some(WITH_DIVISIONS)
 }
 
-/// Numbers replaced by `N`, for grouping messages.
-fn group(message: &str) -> String {
-    let mut out = String::new();
-    let mut in_number = false;
-    for c in message.chars() {
-        if c.is_ascii_digit() {
-            if !in_number {
-                out.push('N');
-            }
-            in_number = true;
-        } else {
-            in_number = false;
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The kernel's verdict line (the last before the statistics, and before
 /// the states it prints after some messages) and the pc of the last
 /// instruction it printed.
@@ -230,20 +212,6 @@ fn our_state(log: &str, pc: usize) -> Option<String> {
         .filter(|l| l.starts_with(&prefix))
         .find(|l| l.contains("R10="))
         .map(str::to_string)
-}
-
-/// Deterministic inputs for the generator.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
 }
 
 /// A program we accept and the kernel rejects.
@@ -294,8 +262,8 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
     let mut we_reject: BTreeMap<String, (usize, String)> = BTreeMap::new();
     let mut kernel_errors = Vec::new();
     for case in 0..cases {
-        let len = 64 + (rng.next() % 1472) as usize;
-        let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        let len = 64 + (rng.next_u64() % 1472) as usize;
+        let data: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
         let maps: &[GenMap] = if case % 3 == 0 { &[] } else { &MAPS };
         let divisions = case % 5 == 4;
         let g = socket_filter_program(&data, maps, !divisions);
@@ -337,19 +305,19 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
                 let at = pc.map_or(String::new(), |pc| format!("{pc}: "));
                 let difference = Difference {
                     why: not_memory_safety(&message, reached, divisions),
-                    fault: run_in_interpreter(&g, rng.next(), RUNS).err(),
+                    fault: run_in_interpreter(&g, rng.next_u64(), RUNS).err(),
                     source: g.source,
                     kernel_log_line: format!("{at}{message}"),
                     our_state: state,
                 };
                 kernel_rejects
-                    .entry(group(&message))
+                    .entry(message_group(&message))
                     .or_default()
                     .push(difference);
             }
             (Err(e), Ok(())) => {
                 let entry = we_reject
-                    .entry(group(&e.message))
+                    .entry(message_group(&e.message))
                     .or_insert_with(|| (0, format!("{}: {}: {}", e.pc, e.insn, e.message)));
                 entry.0 += 1;
             }

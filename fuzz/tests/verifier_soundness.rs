@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
-use userbpf_fuzz::verifier_oracle::Verdict;
+use userbpf_fuzz::verifier_oracle::{message_group, Verdict};
 
 /// Cases per run (a debug build does them in a few seconds).
 const CASES: u32 = 2000;
@@ -18,22 +18,7 @@ const CASES: u32 = 2000;
 fn verdict_key(verdict: Verdict) -> String {
     match verdict {
         Verdict::Accepted => "(accepted)".to_string(),
-        Verdict::Rejected(message) => {
-            let mut out = String::new();
-            let mut in_number = false;
-            for c in message.chars() {
-                if c.is_ascii_digit() {
-                    if !in_number {
-                        out.push('N');
-                    }
-                    in_number = true;
-                } else {
-                    in_number = false;
-                    out.push(c);
-                }
-            }
-            out
-        }
+        Verdict::Rejected(message) => message_group(&message),
     }
 }
 

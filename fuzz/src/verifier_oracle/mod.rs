@@ -396,13 +396,13 @@ impl Inputs {
     /// A value: a bound (half the time), a dictionary value, a small
     /// number or a random one.
     fn value(&mut self) -> u64 {
-        let x = self.rng.next();
+        let x = self.rng.next_u64();
         let pick = |list: &[u64]| list[((x >> 8) % list.len().max(1) as u64) as usize];
         match x % 8 {
             0..=3 if !self.bounds.is_empty() => pick(&self.bounds),
             0..=5 => pick(&self.dict),
             6 => (x >> 8) % 72,
-            _ => self.rng.next(),
+            _ => self.rng.next_u64(),
         }
     }
 
@@ -411,7 +411,7 @@ impl Inputs {
     fn bytes(&mut self, n: usize) -> Vec<u8> {
         let mut out = Vec::with_capacity(n.saturating_add(8));
         while out.len() < n {
-            let x = self.rng.next();
+            let x = self.rng.next_u64();
             if x.is_multiple_of(5) {
                 out.push((x >> 32) as u8);
             } else {
@@ -425,11 +425,13 @@ impl Inputs {
     }
 }
 
-/// A xorshift generator.
-struct XorShift(u64);
+/// A xorshift generator (deterministic inputs for oracles and tests).
+#[derive(Debug)]
+pub struct XorShift(pub u64);
 
 impl XorShift {
-    fn next(&mut self) -> u64 {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x << 13;
         x ^= x >> 7;
@@ -437,6 +439,25 @@ impl XorShift {
         self.0 = x;
         x
     }
+}
+
+/// A verifier message with its numbers replaced by `N`, to group
+/// messages that differ only in pcs, offsets and sizes.
+pub fn message_group(message: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in message.chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Runs `g` `runs` times in the checked interpreter, on a guarded context
@@ -530,7 +551,7 @@ mod tests {
     fn generated_programs_assemble() {
         let mut x = XorShift(0x9e37_79b9_7f4a_7c15);
         for i in 0..3000 {
-            let data: Vec<u8> = (0..600).map(|_| x.next() as u8).collect();
+            let data: Vec<u8> = (0..600).map(|_| x.next_u64() as u8).collect();
             let spec = if i % 2 == 0 {
                 raw_spec(&mut Unstructured::new(&data[..8]))
             } else {
