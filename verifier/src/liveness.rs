@@ -14,7 +14,8 @@ const R0: RegMask = 1;
 const ARGS: RegMask = 0b11_1110;
 const CALLER_SAVED: RegMask = 0b11_1111;
 
-fn bit(r: u8) -> RegMask {
+/// The mask of register `r`.
+pub(crate) fn bit(r: u8) -> RegMask {
     1u16.checked_shl(u32::from(r)).unwrap_or(0)
 }
 

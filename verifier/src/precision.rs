@@ -12,7 +12,7 @@
 use userbpf_vm::isa::{AluOp, AtomicOp, CallTarget, Instruction, PacketMode, Source};
 
 use crate::cfg::{function_target, Cfg};
-use crate::liveness::RegMask;
+use crate::liveness::{bit, RegMask};
 
 /// Bit `i` set: stack slot `i` (bytes `-(8 * (i + 1))..-(8 * i)` from the
 /// frame pointer) holds a value that matters.
@@ -28,10 +28,6 @@ pub struct Precise {
 }
 
 const ALL_STACK: SlotMask = u64::MAX;
-
-fn bit(r: u8) -> RegMask {
-    1u16.checked_shl(u32::from(r)).unwrap_or(0)
-}
 
 fn slot_bit(off: i64) -> SlotMask {
     // off in [-512, -1].
