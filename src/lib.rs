@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod hex;
+pub mod probe;
 pub mod source;
 
 pub use userbpf_jit as jit;

@@ -12,11 +12,15 @@
 //! are refused by the kernel.
 #![deny(missing_docs)]
 
+pub mod attach;
 pub mod sys;
 
 use userbpf_vm::insn::{op, Insn};
 use userbpf_vm::object::{MapDef, ObjProgram, Object, TargetBtf};
 
+pub use attach::{
+    attach_raw_tracepoint, attach_tracepoint, attach_uprobe, AttachError, KernelLink,
+};
 pub use sys::{
     KernelMap, KernelProgram, LoadRequest, ProgBtf, SysError, TestRun, LOG_LEVEL1, LOG_STATS,
 };

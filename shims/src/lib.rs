@@ -1,2 +1,15 @@
-//! Empty until the in-process hooks issue (#6) lands; it will hold uprobes, USDT, syscall hooks, session.
+//! userbpf-shims: the mechanisms that run BPF programs inside a process.
+//!
+//! - [`symbols`]: the modules mapped into a process and their symbols
+//!   (`binary:symbol[+offset]` to an address);
+//! - [`usdt`]: USDT probe notes (`.note.stapsdt`) and their argument specs;
+//! - [`hook`]: inline hooks on x86-64 functions (uprobes and uretprobes)
+//!   that hand a `struct pt_regs` to the probes attached at a site.
+//!
+//! This crate never depends on the facade: it knows nothing of objects or
+//! engines, only of probes (`Fn(&mut PtRegs)`).
 #![deny(missing_docs)]
+
+pub mod hook;
+pub mod symbols;
+pub mod usdt;

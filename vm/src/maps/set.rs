@@ -127,6 +127,22 @@ impl MapSet {
         Ok(vm)
     }
 
+    /// Another VM running the same prepared program as `vm` (made by
+    /// [`MapSet::vm`] or [`MapSet::vm_for_object`] on this set) on these
+    /// maps: its native code and maps are shared, its stack is its own.
+    /// One per thread: how a probe hit on many threads at once runs.
+    pub fn vm_sharing(self: &Arc<MapSet>, vm: &Vm) -> Vm {
+        let mut out = Vm::from_prepared(Arc::clone(vm.prepared()));
+        for r in self.regions() {
+            // SAFETY: as in `vm`: the regions lie in maps of this set, kept
+            // alive with the VM.
+            unsafe { out.add_region(r) };
+        }
+        out.keep_alive(Arc::clone(self) as Arc<dyn std::any::Any + Send + Sync>);
+        out.set_program_array(Some(Arc::clone(self) as Arc<dyn ProgramArray>));
+        out
+    }
+
     /// Makes `program` reachable from program arrays under `id` while
     /// something (a VM, see [`Vm::keep_alive`]) holds it.
     pub fn register_program(&self, id: u32, program: &Arc<PreparedProgram>) {

@@ -1,0 +1,409 @@
+//! Machine code for the hooks (x86-64): the prologue bytes a patch
+//! displaces, relocated into the trampoline; the entry trampoline that
+//! builds a `struct pt_regs` and calls the dispatcher; the return
+//! trampoline that uretprobes put in place of a return address.
+
+use iced_x86::code_asm::*;
+use iced_x86::{BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+
+/// Bytes of the `jmp rel32` a site is patched with.
+pub const JMP_LEN: usize = 5;
+
+/// `struct pt_regs` offsets (x86-64, the kernel's layout).
+mod off {
+    pub const R15: i32 = 0;
+    pub const R14: i32 = 8;
+    pub const R13: i32 = 16;
+    pub const R12: i32 = 24;
+    pub const BP: i32 = 32;
+    pub const BX: i32 = 40;
+    pub const R11: i32 = 48;
+    pub const R10: i32 = 56;
+    pub const R9: i32 = 64;
+    pub const R8: i32 = 72;
+    pub const AX: i32 = 80;
+    pub const CX: i32 = 88;
+    pub const DX: i32 = 96;
+    pub const SI: i32 = 104;
+    pub const DI: i32 = 112;
+    pub const ORIG_AX: i32 = 120;
+    pub const IP: i32 = 128;
+    pub const CS: i32 = 136;
+    pub const FLAGS: i32 = 144;
+    pub const SP: i32 = 152;
+    pub const SS: i32 = 160;
+}
+
+/// Size of `struct pt_regs`.
+pub const PT_REGS: i32 = 168;
+/// The System V red zone, skipped before anything is pushed (a probe in
+/// the middle of a leaf function may have live data there).
+const RED_ZONE: i32 = 128;
+
+/// The instructions a patch at a site displaces.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The site's address.
+    pub site: u64,
+    /// Bytes displaced (whole instructions, at least [`JMP_LEN`]).
+    pub len: usize,
+    /// The displaced instructions, decoded at the site.
+    pub insns: Vec<Instruction>,
+}
+
+impl Window {
+    /// Offsets (from the site) of the displaced instructions.
+    pub fn boundaries(&self) -> Vec<u64> {
+        self.insns.iter().map(|i| i.ip() - self.site).collect()
+    }
+}
+
+/// Decodes the instructions at `site` (`code` are its bytes, at least
+/// [`JMP_LEN`] + 15 when the function is that long) that a patch would
+/// displace, and checks they can run elsewhere.
+pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
+    let mut decoder = Decoder::with_ip(64, code, site, DecoderOptions::NONE);
+    let mut insns = Vec::new();
+    let mut len = 0usize;
+    while len < JMP_LEN {
+        if !decoder.can_decode() {
+            return Err(format!(
+                "only {len} bytes of instructions at {site:#x}: too short to patch"
+            ));
+        }
+        let insn = decoder.decode();
+        if insn.is_invalid() {
+            return Err(format!(
+                "invalid instruction at {:#x}: not code, or not the start of an instruction",
+                insn.ip()
+            ));
+        }
+        len += insn.len();
+        match insn.flow_control() {
+            FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception
+                if len < JMP_LEN =>
+            {
+                return Err(format!(
+                    "the function ends after {len} bytes at {:#x} ({insn}): too short for a {JMP_LEN}-byte jump",
+                    insn.ip()
+                ));
+            }
+            FlowControl::UnconditionalBranch
+            | FlowControl::IndirectBranch
+            | FlowControl::Return
+                if len < JMP_LEN =>
+            {
+                return Err(format!(
+                    "control leaves the function after {len} bytes at {:#x} ({insn}): too short to patch",
+                    insn.ip()
+                ));
+            }
+            _ => {}
+        }
+        if insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
+            return Err(format!(
+                "a syscall instruction at {:#x} is among the bytes a patch replaces",
+                insn.ip()
+            ));
+        }
+        insns.push(insn);
+    }
+    for insn in &insns {
+        if is_relative_branch(insn) {
+            let target = insn.near_branch_target();
+            if target > site && target < site + len as u64 {
+                return Err(format!(
+                    "the instruction at {:#x} ({insn}) branches into the bytes a patch replaces",
+                    insn.ip()
+                ));
+            }
+        }
+    }
+    Ok(Window { site, len, insns })
+}
+
+fn is_relative_branch(insn: &Instruction) -> bool {
+    (0..insn.op_count()).any(|i| {
+        matches!(
+            insn.op_kind(i),
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64
+        )
+    })
+}
+
+/// Checks that no instruction of the function after the window branches
+/// into it (`code`: the function's bytes from the site, `window_len`
+/// bytes displaced). Linear decoding: data in the code can only make this
+/// refuse a site, never accept a wrong one... except for branches hidden
+/// behind data, which linear decoding cannot see.
+pub fn check_no_branch_into(site: u64, code: &[u8], window_len: usize) -> Result<(), String> {
+    let mut decoder = Decoder::with_ip(64, code, site, DecoderOptions::NONE);
+    let end = site + window_len as u64;
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        if insn.ip() < end || insn.is_invalid() {
+            continue;
+        }
+        if is_relative_branch(&insn) {
+            let t = insn.near_branch_target();
+            if t > site && t < end {
+                return Err(format!(
+                    "the instruction at {:#x} ({insn}) branches to {t:#x}, inside the {window_len} bytes a patch at {site:#x} replaces",
+                    insn.ip()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the dispatcher of an entry trampoline is called with:
+/// `extern "C" fn(site: usize, regs: *mut PtRegs) -> u64`, non-zero to
+/// return from the function at once with `regs.ax`.
+pub type EntryDispatch = extern "C" fn(usize, *mut u8) -> u64;
+/// The return trampoline's dispatcher: `extern "C" fn(regs: *mut PtRegs)
+/// -> u64`, the address to return to.
+pub type ReturnDispatch = extern "C" fn(*mut u8) -> u64;
+
+/// How much vector state an entry trampoline saves around the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VectorSave {
+    /// `xmm0-7` (the argument registers: enough at a function's entry,
+    /// where the others are dead under the System V ABI).
+    Args,
+    /// `fxsave64`: x87, MXCSR and `xmm0-15` (a site inside a function).
+    All,
+}
+
+/// An entry trampoline as assembled.
+#[derive(Debug, Clone)]
+pub struct EntryCode {
+    /// The machine code.
+    pub code: Vec<u8>,
+    /// Where the displaced instructions start (run them there, then jump
+    /// back: the site unhooked).
+    pub orig: u64,
+    /// For each displaced instruction (in order), its address in the copy.
+    pub orig_insns: Vec<u64>,
+}
+
+fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(qword_ptr(rsp + off::R15), r15)?;
+    a.mov(qword_ptr(rsp + off::R14), r14)?;
+    a.mov(qword_ptr(rsp + off::R13), r13)?;
+    a.mov(qword_ptr(rsp + off::R12), r12)?;
+    a.mov(qword_ptr(rsp + off::BP), rbp)?;
+    a.mov(qword_ptr(rsp + off::BX), rbx)?;
+    a.mov(qword_ptr(rsp + off::R11), r11)?;
+    a.mov(qword_ptr(rsp + off::R10), r10)?;
+    a.mov(qword_ptr(rsp + off::R9), r9)?;
+    a.mov(qword_ptr(rsp + off::R8), r8)?;
+    a.mov(qword_ptr(rsp + off::CX), rcx)?;
+    a.mov(qword_ptr(rsp + off::DX), rdx)?;
+    a.mov(qword_ptr(rsp + off::SI), rsi)?;
+    a.mov(qword_ptr(rsp + off::DI), rdi)?;
+    a.mov(qword_ptr(rsp + off::ORIG_AX), -1i32)?;
+    a.mov(qword_ptr(rsp + off::CS), 0x33i32)?;
+    a.mov(qword_ptr(rsp + off::SS), 0x2bi32)?;
+    Ok(())
+}
+
+fn restore_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(r15, qword_ptr(rsp + off::R15))?;
+    a.mov(r14, qword_ptr(rsp + off::R14))?;
+    a.mov(r13, qword_ptr(rsp + off::R13))?;
+    a.mov(r12, qword_ptr(rsp + off::R12))?;
+    a.mov(rbp, qword_ptr(rsp + off::BP))?;
+    a.mov(rbx, qword_ptr(rsp + off::BX))?;
+    a.mov(r11, qword_ptr(rsp + off::R11))?;
+    a.mov(r10, qword_ptr(rsp + off::R10))?;
+    a.mov(r9, qword_ptr(rsp + off::R9))?;
+    a.mov(r8, qword_ptr(rsp + off::R8))?;
+    a.mov(rcx, qword_ptr(rsp + off::CX))?;
+    a.mov(rdx, qword_ptr(rsp + off::DX))?;
+    a.mov(rsi, qword_ptr(rsp + off::SI))?;
+    a.mov(rdi, qword_ptr(rsp + off::DI))?;
+    a.mov(rax, qword_ptr(rsp + off::AX))?;
+    Ok(())
+}
+
+/// Saves the flags into `pt_regs.flags` (through `rax`, already saved).
+fn save_flags(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.pushfq()?;
+    a.pop(rax)?;
+    a.mov(qword_ptr(rsp + off::FLAGS), rax)?;
+    Ok(())
+}
+
+/// Calls `target` with `rbx` = the `pt_regs` (rsp on entry) and the
+/// vectors saved, on a 16-byte aligned stack. Leaves rsp = rbx.
+fn call_saving_vectors(
+    a: &mut CodeAssembler,
+    vectors: VectorSave,
+    target: u64,
+) -> Result<(), IcedError> {
+    a.mov(rbx, rsp)?;
+    a.and(rsp, -16)?;
+    match vectors {
+        VectorSave::Args => {
+            a.lea(rsp, ptr(rsp - 128))?;
+            for (i, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
+                .into_iter()
+                .enumerate()
+            {
+                a.movdqa(xmmword_ptr(rsp + 16 * i as i32), x)?;
+            }
+        }
+        VectorSave::All => {
+            a.lea(rsp, ptr(rsp - 512))?;
+            a.fxsave64(ptr(rsp))?;
+        }
+    }
+    a.mov(rax, target)?;
+    a.call(rax)?;
+    match vectors {
+        VectorSave::Args => {
+            for (i, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
+                .into_iter()
+                .enumerate()
+            {
+                a.movdqa(x, xmmword_ptr(rsp + 16 * i as i32))?;
+            }
+        }
+        VectorSave::All => a.fxrstor64(ptr(rsp))?,
+    }
+    a.mov(rsp, rbx)?;
+    Ok(())
+}
+
+fn asm_err(e: IcedError) -> String {
+    format!("assembling a trampoline: {e}")
+}
+
+/// Assembles the entry trampoline of `window` at `ip`: it saves the
+/// registers as a `struct pt_regs` (`ip` = the site, `sp` = the site's
+/// `rsp`), calls `dispatch(site_token, regs)`, then either runs the
+/// displaced instructions and jumps back after them, or (dispatcher
+/// returned non-zero) returns from the function with `regs.ax`.
+pub fn entry_trampoline(
+    ip: u64,
+    window: &Window,
+    site_token: usize,
+    dispatch: EntryDispatch,
+    vectors: VectorSave,
+) -> Result<EntryCode, String> {
+    let frame = RED_ZONE + PT_REGS;
+    let build = || -> Result<(CodeAssembler, CodeLabel, Vec<CodeLabel>), IcedError> {
+        let mut a = CodeAssembler::new(64)?;
+        let mut over = a.create_label();
+        let mut orig = a.create_label();
+        a.lea(rsp, ptr(rsp - frame))?;
+        a.mov(qword_ptr(rsp + off::AX), rax)?;
+        save_flags(&mut a)?;
+        save_gprs(&mut a)?;
+        a.mov(rax, window.site)?;
+        a.mov(qword_ptr(rsp + off::IP), rax)?;
+        a.lea(rax, ptr(rsp + frame))?;
+        a.mov(qword_ptr(rsp + off::SP), rax)?;
+        a.mov(rdi, site_token as u64)?;
+        a.mov(rsi, rsp)?;
+        call_saving_vectors(&mut a, vectors, dispatch as *const () as u64)?;
+        a.test(rax, rax)?;
+        a.jne(over)?;
+        a.push(qword_ptr(rsp + off::FLAGS))?;
+        a.popfq()?;
+        restore_gprs(&mut a)?;
+        a.lea(rsp, ptr(rsp + frame))?;
+        a.jmp(orig)?;
+        // Return at once: the callee-saved registers as they were, rax
+        // from the dispatcher.
+        a.set_label(&mut over)?;
+        restore_gprs(&mut a)?;
+        a.lea(rsp, ptr(rsp + frame))?;
+        a.ret()?;
+        // The displaced instructions: the first one's label is `orig`.
+        let mut labels = Vec::new();
+        for (i, insn) in window.insns.iter().enumerate() {
+            if i == 0 {
+                a.set_label(&mut orig)?;
+                labels.push(orig);
+            } else {
+                let mut l = a.create_label();
+                a.set_label(&mut l)?;
+                labels.push(l);
+            }
+            a.add_instruction(*insn)?;
+        }
+        a.jmp(window.site + window.len as u64)?;
+        Ok((a, orig, labels))
+    };
+    let (mut a, orig, labels) = build().map_err(asm_err)?;
+    let result = a
+        .assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
+        .map_err(asm_err)?;
+    let orig_ip = result.label_ip(&orig).map_err(asm_err)?;
+    let orig_insns = labels
+        .iter()
+        .map(|l| result.label_ip(l))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(asm_err)?;
+    Ok(EntryCode {
+        code: result.inner.code_buffer,
+        orig: orig_ip,
+        orig_insns,
+    })
+}
+
+/// Assembles the return trampoline at `ip`: reached by the `ret` of a
+/// function whose return address a uretprobe replaced. It saves the
+/// registers as a `struct pt_regs`, asks `dispatch(regs)` for the real
+/// return address (it runs the return probes), restores them and returns
+/// there.
+pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, String> {
+    // A slot for the real return address above the pt_regs: the `ret`
+    // that brought us here popped the slot that held our address.
+    let frame = PT_REGS + 8;
+    let build = || -> Result<CodeAssembler, IcedError> {
+        let mut a = CodeAssembler::new(64)?;
+        a.lea(rsp, ptr(rsp - frame))?;
+        a.mov(qword_ptr(rsp + off::AX), rax)?;
+        save_flags(&mut a)?;
+        save_gprs(&mut a)?;
+        a.mov(qword_ptr(rsp + off::IP), 0i32)?;
+        a.lea(rax, ptr(rsp + frame))?;
+        a.mov(qword_ptr(rsp + off::SP), rax)?;
+        a.mov(rdi, rsp)?;
+        // Only xmm0/xmm1 (return values) are live after a return.
+        a.mov(rbx, rsp)?;
+        a.and(rsp, -16)?;
+        a.lea(rsp, ptr(rsp - 32))?;
+        a.movdqa(xmmword_ptr(rsp), xmm0)?;
+        a.movdqa(xmmword_ptr(rsp + 16), xmm1)?;
+        a.mov(rax, dispatch as *const () as u64)?;
+        a.call(rax)?;
+        a.movdqa(xmm0, xmmword_ptr(rsp))?;
+        a.movdqa(xmm1, xmmword_ptr(rsp + 16))?;
+        a.mov(rsp, rbx)?;
+        a.mov(qword_ptr(rsp + PT_REGS), rax)?;
+        a.push(qword_ptr(rsp + off::FLAGS))?;
+        a.popfq()?;
+        restore_gprs(&mut a)?;
+        a.lea(rsp, ptr(rsp + PT_REGS))?;
+        a.ret()?;
+        Ok(a)
+    };
+    let mut a = build().map_err(asm_err)?;
+    a.assemble(ip).map_err(asm_err)
+}
+
+/// The `jmp rel32` from `site` to `target` padded with `int3` to `len`.
+pub fn jump_bytes(site: u64, target: u64, len: usize) -> Result<Vec<u8>, String> {
+    let rel = (target as i64).wrapping_sub(site as i64 + JMP_LEN as i64);
+    let rel = i32::try_from(rel).map_err(|_| {
+        format!("trampoline at {target:#x} is out of a jump's reach from {site:#x}")
+    })?;
+    let mut out = vec![0xe9];
+    out.extend_from_slice(&rel.to_le_bytes());
+    out.resize(len.max(JMP_LEN), 0xcc);
+    Ok(out)
+}

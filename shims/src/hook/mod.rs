@@ -1,0 +1,538 @@
+//! Inline hooks on x86-64 code: uprobes and uretprobes inside the
+//! process.
+//!
+//! Attaching the first probe at an address (a *site*) builds a trampoline
+//! within reach of it, copies the instructions a 5-byte `jmp` displaces
+//! into the trampoline (relocated), and patches the site with a jump to
+//! it (see [`patch`] for how that stays safe while other threads run the
+//! code). On every hit the trampoline saves the registers as the kernel's
+//! `struct pt_regs` and calls the dispatcher, which runs the site's probes
+//! in attach order. Detaching the last probe restores the original bytes.
+//!
+//! - A hit on a thread that is already inside the dispatcher (a probe's
+//!   helper calling a hooked `malloc`, a signal handler) skips the probes
+//!   and counts a miss ([`Stats::misses`]), as the kernel counts `misses`.
+//! - Return probes replace the return address with the return
+//!   trampoline's and keep the real one on a per-thread stack; frames a
+//!   `longjmp` skipped are dropped from it when detected, and counted
+//!   ([`Stats::missed_returns`]).
+//! - A probe returning [`Action::Return`] at a function's entry makes the
+//!   function return that value at once (`bpf_override_return`).
+//! - Probe lists change by publishing a new list and waiting for a grace
+//!   period ([`thread::synchronize`]) before freeing the old one: a hit
+//!   never takes a lock.
+
+pub mod codegen;
+pub mod mem;
+pub mod patch;
+pub mod thread;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+pub use userbpf_vm::context::PtRegs;
+
+use codegen::{VectorSave, Window};
+
+/// What a probe asks for after it ran.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Let the function run.
+    Continue,
+    /// Return from the function at once with this value (only at a
+    /// function's entry; elsewhere it is ignored).
+    Return(u64),
+}
+
+/// A probe: code run at a site with the registers of the thread that hit
+/// it. It may run on many threads at once.
+pub trait Probe: Send + Sync {
+    /// Runs at a hit. `regs` is the thread's registers (`ip` the site for
+    /// an entry probe; the return address, with `ax` the return value, for
+    /// a return probe). Changes to `regs` are not written back, except
+    /// `ax` with [`Action::Return`].
+    fn hit(&self, regs: &mut PtRegs) -> Action;
+}
+
+/// Where a probe runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// When the instruction at the site is about to run (uprobe).
+    Entry,
+    /// When the function whose entry is the site returns (uretprobe).
+    Return,
+}
+
+/// The code to hook: an address, and (when known) the function that
+/// contains it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The address of the instruction.
+    pub address: u64,
+    /// The function's start and size, if known (from its symbol): the
+    /// hook checks that no branch of the function lands in the bytes it
+    /// replaces, and whether the site is the function's entry.
+    pub function: Option<(u64, u64)>,
+}
+
+impl Target {
+    /// Whether the site is a function's first instruction (assumed when
+    /// the function is not known).
+    pub fn at_entry(&self) -> bool {
+        self.function.is_none_or(|(start, _)| start == self.address)
+    }
+}
+
+/// Why a hook could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// The address is not in executable memory of this process.
+    #[error("{address:#x} is not in executable memory of this process")]
+    NotCode {
+        /// The address.
+        address: u64,
+    },
+    /// The site's code cannot be patched (too short, a branch into the
+    /// replaced bytes, an instruction that cannot move).
+    #[error("cannot hook {address:#x}: {reason}")]
+    Unpatchable {
+        /// The site.
+        address: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A return probe on an address that is not a function's entry.
+    #[error("a return probe needs a function's entry; {address:#x} is {offset:#x} bytes into its function")]
+    NotEntry {
+        /// The site.
+        address: u64,
+        /// Its offset in the function.
+        offset: u64,
+    },
+    /// Memory or system calls failed while placing the hook.
+    #[error("hooking {address:#x}: {reason}")]
+    System {
+        /// The site.
+        address: u64,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Counters of a site.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Hits that skipped their probes: the thread was already inside the
+    /// dispatcher (or exiting).
+    pub misses: u64,
+    /// Returns whose probes did not run: deeper than the per-thread limit
+    /// ([`thread::MAX_RETURN_DEPTH`]), or skipped by a `longjmp`.
+    pub missed_returns: u64,
+}
+
+type ProbeRef = (u64, Arc<dyn Probe>);
+
+#[derive(Default)]
+struct ProbeList {
+    entry: Vec<ProbeRef>,
+    ret: Vec<ProbeRef>,
+}
+
+impl ProbeList {
+    fn is_empty(&self) -> bool {
+        self.entry.is_empty() && self.ret.is_empty()
+    }
+}
+
+/// A hooked address. Sites are never freed (a thread may still run their
+/// trampoline after a detach); re-attaching reuses them.
+struct Site {
+    address: u64,
+    at_entry: bool,
+    window: Window,
+    original: Vec<u8>,
+    jump: Vec<u8>,
+    probes: AtomicPtr<ProbeList>,
+    misses: AtomicU64,
+    missed_returns: AtomicU64,
+}
+
+struct Registry {
+    sites: HashMap<u64, &'static Site>,
+    /// Sites whose jump is in place.
+    patched: HashMap<u64, bool>,
+    next_id: u64,
+}
+
+static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
+static RETURN_TRAMPOLINE: OnceLock<Result<u64, String>> = OnceLock::new();
+/// Returns skipped by `longjmp` (detected on a later push or pop: the
+/// site is not known then).
+static MISSED_RETURNS: AtomicU64 = AtomicU64::new(0);
+
+fn return_trampoline() -> Result<u64, String> {
+    RETURN_TRAMPOLINE
+        .get_or_init(|| {
+            mem::alloc_code(None, 4096, |ip| {
+                codegen::return_trampoline(ip, return_dispatch)
+            })
+            .map(|p| p.addr)
+        })
+        .clone()
+}
+
+/// The end of the executable mapping containing `addr`.
+fn executable_until(addr: u64) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        let (a, b) = parts.next()?.split_once('-')?;
+        let perms = parts.next()?;
+        let (a, b) = (
+            u64::from_str_radix(a, 16).ok()?,
+            u64::from_str_radix(b, 16).ok()?,
+        );
+        (a <= addr && addr < b && perms.contains('x')).then_some(b)
+    })
+}
+
+fn new_site(target: &Target) -> Result<&'static Site, HookError> {
+    let address = target.address;
+    let map_end = executable_until(address).ok_or(HookError::NotCode { address })?;
+    let unpatchable = |reason: String| HookError::Unpatchable { address, reason };
+    // The bytes to decode: the rest of the function (for the branch
+    // check), at most 64 KiB, never past the mapping.
+    let (fn_start, fn_size) = target.function.unwrap_or((address, 0));
+    let fn_end = fn_start.saturating_add(fn_size);
+    let avail = map_end - address;
+    let want = if fn_size > 0 {
+        fn_end.saturating_sub(address).max(codegen::JMP_LEN as u64)
+    } else {
+        32
+    };
+    let len = want.min(avail).min(64 * 1024) as usize;
+    // SAFETY: [address, address + len) is inside an executable (hence
+    // readable) mapping of this process.
+    let code = unsafe { std::slice::from_raw_parts(address as *const u8, len) };
+    let window = codegen::decode_window(address, code).map_err(unpatchable)?;
+    if fn_size > 0 {
+        // The whole function: no branch may land in the replaced bytes.
+        let start = fn_start.max(map_end.min(fn_start));
+        let flen = (fn_end.min(map_end) - start) as usize;
+        // SAFETY: inside the same mapping (the function's bytes).
+        let fcode = unsafe { std::slice::from_raw_parts(start as *const u8, flen) };
+        codegen::check_no_branch_into(address, fcode, window.len).map_err(unpatchable)?;
+        if window.len as u64 > fn_end.saturating_sub(address) {
+            return Err(unpatchable(format!(
+                "the function ends {} bytes after it: too short for a {}-byte jump",
+                fn_end.saturating_sub(address),
+                codegen::JMP_LEN
+            )));
+        }
+    }
+    let at_entry = target.at_entry();
+    let vectors = if at_entry {
+        VectorSave::Args
+    } else {
+        VectorSave::All
+    };
+    // The site is leaked first: its address is the token the trampoline
+    // passes to the dispatcher.
+    let site: &'static mut Site = Box::leak(Box::new(Site {
+        address,
+        at_entry,
+        original: code[..window.len].to_vec(),
+        window: window.clone(),
+        jump: Vec::new(),
+        probes: AtomicPtr::new(Box::into_raw(Box::<ProbeList>::default())),
+        misses: AtomicU64::new(0),
+        missed_returns: AtomicU64::new(0),
+    }));
+    let token = site as *const Site as usize;
+    let mut copies = Vec::new();
+    let page = mem::alloc_code(Some(address), 4096, |ip| {
+        let code = codegen::entry_trampoline(ip, &window, token, entry_dispatch, vectors)?;
+        copies = code.orig_insns.clone();
+        Ok(code.code)
+    })
+    .map_err(|reason| HookError::System { address, reason })?;
+    site.jump = codegen::jump_bytes(address, page.addr, window.len)
+        .map_err(|reason| HookError::System { address, reason })?;
+    patch::publish(patch::SiteCode {
+        site: address,
+        len: window.len as u64,
+        boundaries: window.boundaries(),
+        copies,
+    })
+    .map_err(|reason| HookError::System { address, reason })?;
+    Ok(site)
+}
+
+/// A probe attached at a site; dropping it detaches the probe.
+#[derive(Debug)]
+pub struct ProbeLink {
+    address: u64,
+    id: u64,
+}
+
+impl ProbeLink {
+    /// The hooked address.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// The site's counters.
+    pub fn stats(&self) -> Stats {
+        stats(self.address).unwrap_or_default()
+    }
+}
+
+impl Drop for ProbeLink {
+    fn drop(&mut self) {
+        if let Err(e) = detach(self.address, self.id) {
+            eprintln!("userbpf: detaching the probe at {:#x}: {e}", self.address);
+        }
+    }
+}
+
+/// The counters of the site at `address`, if it was ever hooked.
+pub fn stats(address: u64) -> Option<Stats> {
+    let reg = REGISTRY.lock().ok()?;
+    let site = reg.as_ref()?.sites.get(&address)?;
+    Some(Stats {
+        misses: site.misses.load(Ordering::Relaxed),
+        missed_returns: site.missed_returns.load(Ordering::Relaxed),
+    })
+}
+
+/// Returns skipped by a `longjmp` (or an exception) past frames with
+/// pending return probes, in the whole process.
+pub fn skipped_returns() -> u64 {
+    MISSED_RETURNS.load(Ordering::Relaxed)
+}
+
+/// Replaces the site's probe list, then frees the old one after a grace
+/// period.
+fn publish_list(site: &Site, list: ProbeList) {
+    let old = site
+        .probes
+        .swap(Box::into_raw(Box::new(list)), Ordering::AcqRel);
+    thread::synchronize();
+    if !old.is_null() {
+        // SAFETY: lists are boxed; after the grace period no thread can
+        // still hold the old one.
+        drop(unsafe { Box::from_raw(old) });
+    }
+}
+
+fn clone_list(site: &Site) -> ProbeList {
+    // SAFETY: the list is only replaced under the registry lock, which
+    // the caller holds; the pointer is never null.
+    let cur = unsafe { &*site.probes.load(Ordering::Acquire) };
+    ProbeList {
+        entry: cur.entry.clone(),
+        ret: cur.ret.clone(),
+    }
+}
+
+/// Attaches `probe` at `target`: an entry probe (uprobe) or a return
+/// probe (uretprobe; the target must be a function's entry).
+pub fn attach(
+    target: Target,
+    kind: ProbeKind,
+    probe: Arc<dyn Probe>,
+) -> Result<ProbeLink, HookError> {
+    let address = target.address;
+    if kind == ProbeKind::Return && !target.at_entry() {
+        let start = target.function.map_or(address, |(s, _)| s);
+        return Err(HookError::NotEntry {
+            address,
+            offset: address - start,
+        });
+    }
+    thread::init_membarrier();
+    if kind == ProbeKind::Return {
+        return_trampoline().map_err(|reason| HookError::System { address, reason })?;
+    }
+    let mut guard = REGISTRY.lock().map_err(|_| HookError::System {
+        address,
+        reason: "hook registry poisoned".into(),
+    })?;
+    let reg = guard.get_or_insert_with(|| Registry {
+        sites: HashMap::new(),
+        patched: HashMap::new(),
+        next_id: 1,
+    });
+    let site = match reg.sites.get(&address) {
+        Some(s) => *s,
+        None => {
+            let s = new_site(&target)?;
+            reg.sites.insert(address, s);
+            s
+        }
+    };
+    let id = reg.next_id;
+    reg.next_id += 1;
+    let mut list = clone_list(site);
+    match kind {
+        ProbeKind::Entry => list.entry.push((id, probe)),
+        ProbeKind::Return => list.ret.push((id, probe)),
+    }
+    publish_list(site, list);
+    if !reg.patched.get(&address).copied().unwrap_or(false) {
+        patch::write_code(address, &site.jump, site.window.insns.len())
+            .map_err(|reason| HookError::System { address, reason })?;
+        reg.patched.insert(address, true);
+    }
+    Ok(ProbeLink { address, id })
+}
+
+fn detach(address: u64, id: u64) -> Result<(), String> {
+    let mut guard = REGISTRY
+        .lock()
+        .map_err(|_| "hook registry poisoned".to_string())?;
+    let Some(reg) = guard.as_mut() else {
+        return Ok(());
+    };
+    let Some(site) = reg.sites.get(&address).copied() else {
+        return Ok(());
+    };
+    let mut list = clone_list(site);
+    list.entry.retain(|(i, _)| *i != id);
+    list.ret.retain(|(i, _)| *i != id);
+    if list.is_empty() && reg.patched.get(&address).copied().unwrap_or(false) {
+        // The original bytes first: then no new hit reaches the probes.
+        // (The patched bytes are one instruction: no thread can be
+        // inside them.)
+        patch::write_code(address, &site.original, 1)?;
+        reg.patched.insert(address, false);
+    }
+    publish_list(site, list);
+    Ok(())
+}
+
+/// Runs `probe` and contains a panic (a probe must never unwind into the
+/// traced code).
+#[inline(always)]
+fn run_probe(probe: &dyn Probe, regs: &mut PtRegs) -> Action {
+    match catch_unwind(AssertUnwindSafe(|| probe.hit(regs))) {
+        Ok(a) => a,
+        Err(_) => Action::Continue,
+    }
+}
+
+extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
+    // SAFETY: the token is the leaked `Site` the trampoline was built for.
+    let site = unsafe { &*(token as *const Site) };
+    let Some(_inside) = thread::enter() else {
+        site.misses.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    };
+    // SAFETY: the list stays valid while this thread is inside (the grace
+    // period of `publish_list`); the pointer is never null.
+    let list = unsafe { &*site.probes.load(Ordering::Acquire) };
+    // SAFETY: the trampoline passes its pt_regs frame, 8-byte aligned.
+    let regs = unsafe { &mut *regs.cast::<PtRegs>() };
+    let mut ret = None;
+    for (_, p) in &list.entry {
+        if let Action::Return(v) = run_probe(p.as_ref(), regs) {
+            ret = Some(v);
+        }
+    }
+    if !site.at_entry {
+        return 0;
+    }
+    if let Some(v) = ret {
+        // The function does not run: its return probes see the value.
+        regs.ax = v;
+        if !list.ret.is_empty() {
+            // SAFETY: at a function's entry, sp points at the return
+            // address.
+            let ret_addr = unsafe { *(regs.sp as *const u64) };
+            let saved = *regs;
+            regs.ip = ret_addr;
+            regs.sp += 8;
+            for (_, p) in &list.ret {
+                run_probe(p.as_ref(), regs);
+            }
+            *regs = saved;
+            regs.ax = v;
+        }
+        return 1;
+    }
+    if !list.ret.is_empty() {
+        if let Ok(tramp) = return_trampoline() {
+            let slot = regs.sp;
+            // SAFETY: at a function's entry, sp points at the return
+            // address, which this thread's stack holds.
+            let ret_addr = unsafe { *(slot as *const u64) };
+            let mut dropped = 0;
+            let pushed = thread::push_return(
+                thread::PendingReturn {
+                    ret_addr,
+                    slot,
+                    site: token,
+                },
+                &mut dropped,
+            );
+            if dropped > 0 {
+                MISSED_RETURNS.fetch_add(dropped, Ordering::Relaxed);
+            }
+            if pushed {
+                // SAFETY: as above; the return trampoline takes the
+                // function's `ret` and returns to `ret_addr`.
+                unsafe { *(slot as *mut u64) = tramp };
+            } else {
+                site.missed_returns.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    0
+}
+
+extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
+    // SAFETY: the return trampoline passes its pt_regs frame.
+    let regs = unsafe { &mut *regs.cast::<PtRegs>() };
+    // The `ret` popped the slot just below the current sp.
+    let slot = regs.sp.wrapping_sub(8);
+    let mut dropped = 0;
+    let Some(entry) = thread::pop_return(slot, &mut dropped) else {
+        // Only a corrupted stack gets here: there is nowhere to return.
+        let msg = b"userbpf: a hooked function returned through the uretprobe trampoline with no pending return on this thread\n";
+        // SAFETY: writing a static message to stderr, then aborting.
+        unsafe {
+            libc::write(2, msg.as_ptr().cast(), msg.len());
+            libc::abort();
+        }
+    };
+    if dropped > 0 {
+        MISSED_RETURNS.fetch_add(dropped, Ordering::Relaxed);
+    }
+    regs.ip = entry.ret_addr;
+    // SAFETY: the entry's site is a leaked `Site`.
+    let site = unsafe { &*(entry.site as *const Site) };
+    match thread::enter() {
+        Some(_inside) => {
+            // SAFETY: as in `entry_dispatch`.
+            let list = unsafe { &*site.probes.load(Ordering::Acquire) };
+            for (_, p) in &list.ret {
+                run_probe(p.as_ref(), regs);
+            }
+        }
+        None => {
+            site.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    entry.ret_addr
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("address", &format_args!("{:#x}", self.address))
+            .field("window", &self.window.len)
+            .finish_non_exhaustive()
+    }
+}

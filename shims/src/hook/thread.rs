@@ -1,0 +1,262 @@
+//! Per-thread state of the hooks: the re-entrancy guard, the pending
+//! uretprobe returns, and the quiescence counters that let a detach free a
+//! probe list once no thread can still be running it.
+//!
+//! Everything a hook touches on its fast path lives in constant-initialised
+//! thread-locals without destructors, so it is reachable at any moment of a
+//! thread's life (even while other thread-locals are being destroyed); the
+//! one thread-local with a destructor only releases the thread's counter.
+
+use std::cell::Cell;
+use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Pending uretprobe returns per thread (the kernel's
+/// `MAX_URETPROBE_DEPTH` is 64 too); deeper calls are not hijacked and
+/// count as missed.
+pub const MAX_RETURN_DEPTH: usize = 64;
+
+/// One hijacked return: where the function really returns to, the stack
+/// slot that held that address, and the site whose return probes run.
+#[derive(Clone, Copy, Debug)]
+pub struct PendingReturn {
+    /// The original return address.
+    pub ret_addr: u64,
+    /// The address of the stack slot that held it (the `rsp` at entry).
+    pub slot: u64,
+    /// The site (a `&'static Site` as an address).
+    pub site: usize,
+}
+
+const EMPTY: PendingReturn = PendingReturn {
+    ret_addr: 0,
+    slot: 0,
+    site: 0,
+};
+
+thread_local! {
+    /// Non-zero while this thread runs inside the hooks' dispatcher: a hook
+    /// hit then (a probe's helper calling a hooked `malloc`, a signal
+    /// handler) skips its probes and counts a miss.
+    static DEPTH: Cell<u32> = const { Cell::new(0) };
+    /// This thread's quiescence counter (null until registered).
+    static SLOT: Cell<*const ThreadSlot> = const { Cell::new(std::ptr::null()) };
+    static RETURNS: Cell<[PendingReturn; MAX_RETURN_DEPTH]> = const { Cell::new([EMPTY; MAX_RETURN_DEPTH]) };
+    static RETURNS_LEN: Cell<usize> = const { Cell::new(0) };
+    /// Releases the thread's slot when the thread exits.
+    static RELEASE: SlotRelease = const { SlotRelease };
+}
+
+/// A thread's quiescence counter: odd while the thread is inside the
+/// dispatcher. Slots are leaked and reused by later threads.
+#[derive(Debug)]
+pub struct ThreadSlot {
+    counter: AtomicU64,
+    in_use: AtomicBool,
+}
+
+static SLOTS: Mutex<Vec<&'static ThreadSlot>> = Mutex::new(Vec::new());
+
+/// Whether `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` works here: then
+/// readers need no fence of their own (the writer's membarrier is one on
+/// every thread).
+static MEMBARRIER: AtomicBool = AtomicBool::new(false);
+
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+/// Registers the process for expedited membarriers (once; idempotent).
+pub fn init_membarrier() {
+    if MEMBARRIER.load(Ordering::Relaxed) {
+        return;
+    }
+    // SAFETY: membarrier takes no pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_membarrier,
+            MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED,
+            0,
+            0,
+        )
+    };
+    MEMBARRIER.store(r == 0, Ordering::SeqCst);
+}
+
+/// A full memory barrier on every thread of the process (or a plain fence
+/// when membarrier is not available: the readers then fence themselves).
+pub fn barrier_all_threads() {
+    if MEMBARRIER.load(Ordering::Relaxed) {
+        // SAFETY: membarrier takes no pointers.
+        let r =
+            unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) };
+        if r == 0 {
+            return;
+        }
+    }
+    fence(Ordering::SeqCst);
+}
+
+struct SlotRelease;
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        let slot = SLOT.with(|s| s.replace(std::ptr::null()));
+        if !slot.is_null() {
+            // SAFETY: slots are leaked: the pointer stays valid.
+            let slot = unsafe { &*slot };
+            let c = slot.counter.load(Ordering::Relaxed);
+            slot.counter.store(c.wrapping_add(c & 1), Ordering::Release);
+            slot.in_use.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// This thread's slot, registering the thread on first use. `None` when
+/// the thread is exiting (its thread-locals are being destroyed).
+#[cold]
+#[inline(never)]
+fn register() -> Option<&'static ThreadSlot> {
+    // Touch the releaser first: if it is gone, the thread is exiting.
+    RELEASE.try_with(|_| ()).ok()?;
+    let mut slots = SLOTS.lock().ok()?;
+    let slot = match slots.iter().find(|s| {
+        s.in_use
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }) {
+        Some(s) => *s,
+        None => {
+            let s: &'static ThreadSlot = Box::leak(Box::new(ThreadSlot {
+                counter: AtomicU64::new(0),
+                in_use: AtomicBool::new(true),
+            }));
+            slots.push(s);
+            s
+        }
+    };
+    SLOT.with(|c| c.set(slot));
+    Some(slot)
+}
+
+/// Proof that this thread entered the dispatcher (the guard was free);
+/// leaving it (drop) marks the thread quiescent again.
+#[derive(Debug)]
+pub struct Inside {
+    slot: &'static ThreadSlot,
+    count: u64,
+}
+
+/// Enters the dispatcher on this thread: `None` if it is already inside
+/// (re-entered: the caller counts a miss) or the thread is exiting.
+#[inline(always)]
+pub fn enter() -> Option<Inside> {
+    if DEPTH.get() != 0 {
+        return None;
+    }
+    DEPTH.set(1);
+    let mut slot = SLOT.get();
+    if slot.is_null() {
+        match register() {
+            Some(s) => slot = s,
+            None => {
+                DEPTH.set(0);
+                return None;
+            }
+        }
+    }
+    // SAFETY: slots are leaked; this one is this thread's.
+    let slot: &'static ThreadSlot = unsafe { &*slot };
+    let count = slot.counter.load(Ordering::Relaxed).wrapping_add(1);
+    slot.counter.store(count, Ordering::Relaxed);
+    if MEMBARRIER.load(Ordering::Relaxed) {
+        compiler_fence(Ordering::SeqCst);
+    } else {
+        fence(Ordering::SeqCst);
+    }
+    Some(Inside { slot, count })
+}
+
+impl Drop for Inside {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.slot
+            .counter
+            .store(self.count.wrapping_add(1), Ordering::Release);
+        DEPTH.set(0);
+    }
+}
+
+/// Waits until every thread that was inside the dispatcher when this is
+/// called has left it (a grace period: what it could see before is now
+/// unreachable). Call after publishing the new state.
+pub fn synchronize() {
+    barrier_all_threads();
+    let busy: Vec<(&'static ThreadSlot, u64)> = match SLOTS.lock() {
+        Ok(slots) => slots
+            .iter()
+            .filter(|s| s.in_use.load(Ordering::Acquire))
+            .map(|s| (*s, s.counter.load(Ordering::Acquire)))
+            .filter(|(_, c)| c & 1 == 1)
+            .collect(),
+        Err(_) => return,
+    };
+    for (slot, c) in busy {
+        let mut spins = 0u32;
+        while slot.counter.load(Ordering::Acquire) == c && slot.in_use.load(Ordering::Acquire) {
+            spins = spins.saturating_add(1);
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        }
+    }
+}
+
+/// Pushes a pending return; false when the thread's return stack is full.
+/// Entries for frames at or below `entry.slot` (deeper frames that a
+/// `longjmp` or an exception skipped: the new call reuses their stack)
+/// are dropped first; their count is added to `dropped`.
+pub fn push_return(entry: PendingReturn, dropped: &mut u64) -> bool {
+    let mut len = RETURNS_LEN.get();
+    RETURNS.with(|cell| {
+        let stack = cell.as_ptr();
+        // SAFETY: this thread's array; no reference to it outlives this
+        // closure, and nothing re-enters here (the dispatcher's guard).
+        unsafe {
+            while len > 0 && (*stack)[len - 1].slot <= entry.slot {
+                len -= 1;
+                *dropped += 1;
+            }
+            if len == MAX_RETURN_DEPTH {
+                RETURNS_LEN.set(len);
+                return false;
+            }
+            (*stack)[len] = entry;
+        }
+        RETURNS_LEN.set(len + 1);
+        true
+    })
+}
+
+/// Pops the pending return whose slot is `slot` (the stack slot the
+/// returning function's `ret` read), dropping the deeper stale entries
+/// above it (their count is added to `dropped`). `None` if no entry
+/// matches (then nothing changes).
+pub fn pop_return(slot: u64, dropped: &mut u64) -> Option<PendingReturn> {
+    let len = RETURNS_LEN.get();
+    RETURNS.with(|cell| {
+        let stack = cell.as_ptr();
+        // SAFETY: as in `push_return`.
+        let entries = unsafe { &(&(*stack))[..len] };
+        let i = entries.iter().rposition(|e| e.slot == slot)?;
+        *dropped += (len - 1 - i) as u64;
+        RETURNS_LEN.set(i);
+        Some(entries[i])
+    })
+}
+
+/// The number of pending returns on this thread.
+pub fn pending_returns() -> usize {
+    RETURNS_LEN.get()
+}

@@ -1,0 +1,362 @@
+//! In-process uprobes and uretprobes on functions of this test binary.
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use userbpf_shims::hook::{self, Action, HookError, Probe, ProbeKind, PtRegs, Target};
+
+/// Counts hits and remembers the last `di` (first argument) and `ax`.
+#[derive(Default)]
+struct Recorder {
+    hits: AtomicU64,
+    last_di: AtomicU64,
+    last_ax: AtomicU64,
+    last_ip: AtomicU64,
+    seen: Mutex<Vec<u64>>,
+    keep: bool,
+}
+
+impl Probe for Recorder {
+    fn hit(&self, regs: &mut PtRegs) -> Action {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        self.last_di.store(regs.di, Ordering::SeqCst);
+        self.last_ax.store(regs.ax, Ordering::SeqCst);
+        self.last_ip.store(regs.ip, Ordering::SeqCst);
+        if self.keep {
+            if let Ok(mut s) = self.seen.lock() {
+                s.push(regs.ax);
+            }
+        }
+        Action::Continue
+    }
+}
+
+fn target(f: usize) -> Target {
+    Target {
+        address: f as u64,
+        function: None,
+    }
+}
+
+fn first_bytes(f: usize, n: usize) -> Vec<u8> {
+    // SAFETY: `f` is a function of this binary with at least `n` bytes.
+    unsafe { std::slice::from_raw_parts(f as *const u8, n).to_vec() }
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_mul_add(a: u64, b: u64) -> u64 {
+    black_box(a).wrapping_mul(3).wrapping_add(black_box(b))
+}
+
+#[test]
+fn entry_probe_sees_every_call_and_its_arguments_and_detach_restores_the_bytes() {
+    let f = hooked_mul_add as *const () as usize;
+    let before = first_bytes(f, 16);
+    let rec = Arc::new(Recorder::default());
+    let link = hook::attach(target(f), ProbeKind::Entry, rec.clone()).expect("attach");
+    assert_ne!(first_bytes(f, 16), before, "the site is patched");
+    let mut sum = 0u64;
+    for i in 0..1000u64 {
+        sum = sum.wrapping_add(black_box(hooked_mul_add)(i, 7));
+    }
+    assert_eq!(
+        sum,
+        (0..1000u64).map(|i| i * 3 + 7).sum::<u64>(),
+        "results unchanged"
+    );
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 1000);
+    assert_eq!(rec.last_di.load(Ordering::SeqCst), 999);
+    assert_eq!(
+        rec.last_ip.load(Ordering::SeqCst),
+        f as u64,
+        "ip is the probed address"
+    );
+    drop(link);
+    assert_eq!(
+        first_bytes(f, 16),
+        before,
+        "detaching restores the original bytes"
+    );
+    black_box(hooked_mul_add)(1, 2);
+    assert_eq!(
+        rec.hits.load(Ordering::SeqCst),
+        1000,
+        "no hits after detach"
+    );
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_fib(n: u64) -> u64 {
+    if black_box(n) < 2 {
+        return n;
+    }
+    hooked_fib(n - 1) + hooked_fib(n - 2)
+}
+
+#[test]
+fn return_probe_sees_every_return_value_through_recursion() {
+    let f = hooked_fib as *const () as usize;
+    let rec = Arc::new(Recorder {
+        keep: true,
+        ..Recorder::default()
+    });
+    let entry = Arc::new(Recorder::default());
+    let l1 = hook::attach(target(f), ProbeKind::Return, rec.clone()).expect("attach ret");
+    let l2 = hook::attach(target(f), ProbeKind::Entry, entry.clone()).expect("attach entry");
+    assert_eq!(black_box(hooked_fib)(10), 55);
+    // fib(10) makes 177 calls.
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 177);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 177);
+    assert_eq!(
+        rec.last_ax.load(Ordering::SeqCst),
+        55,
+        "the outermost return is last"
+    );
+    let seen = rec.seen.lock().unwrap().clone();
+    // Every return value is fib of something, and the values match a
+    // plain recursion's returns in order.
+    fn expect(n: u64, out: &mut Vec<u64>) -> u64 {
+        let r = if n < 2 {
+            n
+        } else {
+            expect(n - 1, out) + expect(n - 2, out)
+        };
+        out.push(r);
+        r
+    }
+    let mut want = Vec::new();
+    expect(10, &mut want);
+    assert_eq!(seen, want);
+    drop((l1, l2));
+    assert_eq!(black_box(hooked_fib)(5), 5);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 177);
+}
+
+static SIDE_EFFECTS: AtomicU64 = AtomicU64::new(0);
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_fallible(x: u64) -> u64 {
+    SIDE_EFFECTS.fetch_add(1, Ordering::SeqCst);
+    black_box(x) + 1
+}
+
+struct Override(u64);
+
+impl Probe for Override {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        Action::Return(self.0)
+    }
+}
+
+#[test]
+fn an_entry_probe_can_make_the_function_return_at_once() {
+    let f = hooked_fallible as *const () as usize;
+    let ret = Arc::new(Recorder::default());
+    let l1 = hook::attach(
+        target(f),
+        ProbeKind::Entry,
+        Arc::new(Override(u64::MAX - 11)),
+    )
+    .expect("attach");
+    let l2 = hook::attach(target(f), ProbeKind::Return, ret.clone()).expect("attach ret");
+    assert_eq!(black_box(hooked_fallible)(5), u64::MAX - 11);
+    assert_eq!(
+        SIDE_EFFECTS.load(Ordering::SeqCst),
+        0,
+        "the function did not run"
+    );
+    assert_eq!(
+        ret.last_ax.load(Ordering::SeqCst),
+        u64::MAX - 11,
+        "return probes see the value"
+    );
+    drop(l1);
+    assert_eq!(black_box(hooked_fallible)(5), 6);
+    assert_eq!(SIDE_EFFECTS.load(Ordering::SeqCst), 1);
+    drop(l2);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_reentered(x: u64) -> u64 {
+    black_box(x).wrapping_mul(5).rotate_left(3)
+}
+
+/// Calls the hooked function from inside the probe.
+struct Reenter(AtomicU64);
+
+impl Probe for Reenter {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        black_box(hooked_reentered)(1);
+        Action::Continue
+    }
+}
+
+#[test]
+fn a_hook_reentered_from_its_probe_skips_the_probe_and_counts_a_miss() {
+    let f = hooked_reentered as *const () as usize;
+    let p = Arc::new(Reenter(AtomicU64::new(0)));
+    let link = hook::attach(target(f), ProbeKind::Entry, p.clone()).expect("attach");
+    for _ in 0..10 {
+        black_box(hooked_reentered)(2);
+    }
+    assert_eq!(p.0.load(Ordering::SeqCst), 10);
+    assert_eq!(link.stats().misses, 10);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_ordered(x: u64) -> u64 {
+    black_box(x) ^ 0x55
+}
+
+struct Tag(u64, Arc<Mutex<Vec<u64>>>);
+
+impl Probe for Tag {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        self.1.lock().unwrap().push(self.0);
+        Action::Continue
+    }
+}
+
+struct Panics;
+
+impl Probe for Panics {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        panic!("a probe that panics");
+    }
+}
+
+#[test]
+fn probes_on_one_site_run_in_attach_order_and_a_panicking_probe_is_contained() {
+    let f = hooked_ordered as *const () as usize;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let a = hook::attach(target(f), ProbeKind::Entry, Arc::new(Tag(1, log.clone()))).unwrap();
+    let bad = hook::attach(target(f), ProbeKind::Entry, Arc::new(Panics)).unwrap();
+    let b = hook::attach(target(f), ProbeKind::Entry, Arc::new(Tag(2, log.clone()))).unwrap();
+    let c = hook::attach(target(f), ProbeKind::Entry, Arc::new(Tag(3, log.clone()))).unwrap();
+    assert_eq!(black_box(hooked_ordered)(0), 0x55);
+    drop(b);
+    assert_eq!(black_box(hooked_ordered)(1), 0x54);
+    assert_eq!(*log.lock().unwrap(), vec![1, 2, 3, 1, 3]);
+    drop((a, bad, c));
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_too_short() {}
+
+#[test]
+fn sites_that_cannot_be_patched_are_refused_with_the_reason() {
+    let f = hooked_too_short as *const () as usize;
+    let err = hook::attach(target(f), ProbeKind::Entry, Arc::new(Recorder::default()))
+        .expect_err("a 1-byte function");
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("{f:#x}")), "{msg}");
+    assert!(msg.contains("too short"), "{msg}");
+    let heap = Box::new([0u8; 64]);
+    let err = hook::attach(
+        target(heap.as_ptr() as usize),
+        ProbeKind::Entry,
+        Arc::new(Recorder::default()),
+    )
+    .expect_err("data");
+    assert!(matches!(err, HookError::NotCode { .. }), "{err}");
+    let f = hooked_mul_add as *const () as usize;
+    let err = hook::attach(
+        Target {
+            address: f as u64 + 4,
+            function: Some((f as u64, 16)),
+        },
+        ProbeKind::Return,
+        Arc::new(Recorder::default()),
+    )
+    .expect_err("a return probe inside a function");
+    assert!(
+        matches!(err, HookError::NotEntry { offset: 4, .. }),
+        "{err}"
+    );
+}
+
+// A function whose first bytes are several short instructions (`push
+// rbp` is one byte): a thread can be preempted between them, which the
+// patching must handle.
+std::arch::global_asm!(
+    ".globl hooked_hammered",
+    ".type hooked_hammered, @function",
+    "hooked_hammered:",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + 1]",
+    "nop",
+    "pop rbp",
+    "ret",
+    ".size hooked_hammered, . - hooked_hammered",
+);
+
+extern "C" {
+    fn hooked_hammered(x: u64) -> u64;
+}
+
+#[test]
+fn attach_and_detach_a_thousand_times_while_eight_threads_call_the_function() {
+    let f = hooked_hammered as *const () as usize;
+    assert_eq!(first_bytes(f, 1), [0x55], "starts with push rbp");
+    let before = first_bytes(f, 16);
+    let rec = Arc::new(Recorder::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let calls = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (stop, calls) = (stop.clone(), calls.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: an assembly function taking and returning a u64.
+                    let r = unsafe { black_box(hooked_hammered)(n) };
+                    assert_eq!(r, n.wrapping_add(1), "a hooked call returned a wrong value");
+                    n += 1;
+                    calls.fetch_add(1, Ordering::Relaxed);
+                }
+                n
+            })
+        })
+        .collect();
+    for _ in 0..1000 {
+        let link = hook::attach(target(f), ProbeKind::Entry, rec.clone()).expect("attach");
+        drop(link);
+    }
+    assert_eq!(first_bytes(f, 16), before);
+    // A final window with the probe attached: the count grows by exactly
+    // the calls made in it (workers paused around it).
+    stop.store(true, Ordering::SeqCst);
+    let total: u64 = workers.into_iter().map(|w| w.join().expect("worker")).sum();
+    assert!(
+        rec.hits.load(Ordering::SeqCst) <= total,
+        "more hits than calls"
+    );
+    let link = hook::attach(target(f), ProbeKind::Entry, rec.clone()).expect("attach");
+    let start = rec.hits.load(Ordering::SeqCst);
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let mut made = 0usize;
+                for i in 0..10_000u64 {
+                    // SAFETY: as above.
+                    black_box(unsafe { black_box(hooked_hammered)(i + t) });
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    let made: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(rec.hits.load(Ordering::SeqCst) - start, made as u64);
+    drop(link);
+    assert_eq!(first_bytes(f, 16), before);
+}

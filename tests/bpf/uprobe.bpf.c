@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+/*
+ * Uprobes and uretprobes as bcc/libbpf tools write them: a call counter
+ * (BPF_KPROBE), a return counter that keeps the last return value
+ * (BPF_KRETPROBE), and a fault injector (bpf_override_return, which
+ * userbpf allows on uprobes). The counters are array maps so the kernel
+ * and userbpf run the same program in the benchmarks.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} counts SEC(".maps");
+
+/* counts[0]: calls, [1]: last first argument, [2]: returns, [3]: last
+ * return value. */
+
+SEC("uprobe")
+int BPF_KPROBE(count_calls, __u64 arg)
+{
+	__u32 k = 0;
+	__u64 *v = bpf_map_lookup_elem(&counts, &k);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	k = 1;
+	v = bpf_map_lookup_elem(&counts, &k);
+	if (v)
+		*v = arg;
+	return 0;
+}
+
+SEC("uretprobe")
+int BPF_KRETPROBE(count_returns, __u64 ret)
+{
+	__u32 k = 2;
+	__u64 *v = bpf_map_lookup_elem(&counts, &k);
+
+	if (v)
+		__sync_fetch_and_add(v, 1);
+	k = 3;
+	v = bpf_map_lookup_elem(&counts, &k);
+	if (v)
+		*v = ret;
+	return 0;
+}
+
+/* Makes the probed function fail with -ENOMEM (-12) when its first
+ * argument is 13. */
+SEC("uprobe")
+int BPF_KPROBE(fail_unlucky, __u64 arg)
+{
+	if (arg == 13)
+		bpf_override_return(ctx, -12);
+	return 0;
+}

@@ -1,0 +1,171 @@
+//! BPF programs on in-process uprobes and uretprobes: tests/bpf/uprobe.bpf.o
+//! attached to functions of this test binary, verified and JIT-compiled.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use userbpf::probe::{self, AttachError, AttachOptions};
+use userbpf_vm::maps::MapSet;
+use userbpf_vm::object::Object;
+
+fn fixture() -> (Object, Arc<MapSet>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bpf/uprobe.bpf.o");
+    let object = userbpf::source::load_object(&path).expect("uprobe.bpf.o");
+    let maps = Arc::new(MapSet::from_object(&object).expect("maps"));
+    userbpf::engine::Engine::Jit.install();
+    (object, maps)
+}
+
+/// counts[i] of the fixture's array map.
+fn count(maps: &MapSet, i: u32) -> u64 {
+    let v = maps.maps()[0].lookup(&i.to_le_bytes()).expect("slot");
+    u64::from_le_bytes(v[..8].try_into().unwrap())
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_square(x: u64) -> u64 {
+    black_box(x).wrapping_mul(black_box(x))
+}
+
+#[test]
+fn a_kprobe_style_program_counts_every_call_and_reads_the_argument() {
+    let (object, maps) = fixture();
+    let link = probe::attach(
+        &object,
+        &maps,
+        "count_calls",
+        "self:userbpf_test_square",
+        &AttachOptions::default(),
+    )
+    .expect("attach");
+    for i in 0..1000u64 {
+        assert_eq!(black_box(userbpf_test_square)(i), i * i);
+    }
+    assert_eq!(count(&maps, 0), 1000, "calls");
+    assert_eq!(count(&maps, 1), 999, "PT_REGS_PARM1 of the last call");
+    assert_eq!(link.probe().faults().0, 0);
+    drop(link);
+    black_box(userbpf_test_square)(3);
+    assert_eq!(count(&maps, 0), 1000, "detached");
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_triple(x: u64) -> u64 {
+    black_box(x).wrapping_mul(3)
+}
+
+#[test]
+fn a_kretprobe_style_program_sees_every_return_value_from_many_threads() {
+    let (object, maps) = fixture();
+    let link = probe::attach(
+        &object,
+        &maps,
+        "count_returns",
+        "self:userbpf_test_triple",
+        &AttachOptions::default(),
+    )
+    .expect("attach");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(|| {
+                for i in 0..2500u64 {
+                    assert_eq!(black_box(userbpf_test_triple)(i), i * 3);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(count(&maps, 2), 10_000, "returns");
+    black_box(userbpf_test_triple)(7);
+    assert_eq!(count(&maps, 3), 21, "PT_REGS_RC of the last return");
+    drop(link);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_allocate(n: u64) -> i64 {
+    black_box(n as i64) + 100
+}
+
+#[test]
+fn bpf_override_return_makes_the_function_fail_without_running() {
+    let (object, maps) = fixture();
+    let link = probe::attach(
+        &object,
+        &maps,
+        "fail_unlucky",
+        "self:userbpf_test_allocate",
+        &AttachOptions::default(),
+    )
+    .expect("attach");
+    assert_eq!(black_box(userbpf_test_allocate)(12), 112);
+    assert_eq!(
+        black_box(userbpf_test_allocate)(13),
+        -12,
+        "-ENOMEM injected"
+    );
+    assert_eq!(black_box(userbpf_test_allocate)(14), 114);
+    drop(link);
+    assert_eq!(black_box(userbpf_test_allocate)(13), 113);
+}
+
+#[test]
+fn attach_errors_name_the_program_and_the_target() {
+    let (object, maps) = fixture();
+    let opts = AttachOptions::default();
+    let e = probe::attach(
+        &object,
+        &maps,
+        "count_calls",
+        "self:userbpf_no_such_fn",
+        &opts,
+    )
+    .expect_err("missing symbol");
+    assert!(matches!(e, AttachError::Target { .. }), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("count_calls") && msg.contains("userbpf_no_such_fn"),
+        "{msg}"
+    );
+    let e = probe::attach(
+        &object,
+        &maps,
+        "no_such_prog",
+        "self:userbpf_test_square",
+        &opts,
+    )
+    .expect_err("missing program");
+    assert!(e.to_string().contains("no_such_prog"), "{e}");
+    let e = probe::attach(
+        &object,
+        &maps,
+        "count_calls",
+        "libuserbpf_absent.so:f",
+        &opts,
+    )
+    .expect_err("missing module");
+    assert!(e.to_string().contains("libuserbpf_absent"), "{e}");
+}
+
+#[test]
+fn uprobe_section_names_give_the_kind_and_target() {
+    use userbpf_shims::hook::ProbeKind;
+    assert_eq!(
+        probe::section_target("uprobe"),
+        Some((ProbeKind::Entry, None))
+    );
+    assert_eq!(
+        probe::section_target("uretprobe/libc.so.6:malloc"),
+        Some((ProbeKind::Return, Some("libc.so.6:malloc")))
+    );
+    assert_eq!(
+        probe::section_target("uprobe.s/./app:f+4"),
+        Some((ProbeKind::Entry, Some("./app:f+4")))
+    );
+    assert_eq!(probe::section_target("kprobe/x"), None);
+}
