@@ -14,4 +14,5 @@ pub mod probe;
 pub mod source;
 
 pub use userbpf_jit as jit;
+pub use userbpf_shims as shims;
 pub use userbpf_vm as vm;

@@ -79,6 +79,15 @@ const DIFFERENCES: &[Difference] = &[
         reason: "user-space-only helper: bpf_override_return on a uprobe (the kernel has it \
                  only for kprobes, with CONFIG_BPF_KPROBE_OVERRIDE, not set here)",
     },
+    // The same user-space-only helper in the uprobe fault injector.
+    Difference {
+        object: "uprobe.bpf.o",
+        program: "fail_unlucky",
+        ours: Accepts,
+        kernel: Rejects("cannot use helper bpf_override_return#58"),
+        reason: "user-space-only helper: bpf_override_return on a uprobe, as for hooks.bpf.o's \
+                 `probe`",
+    },
     // A userbpf rule: a syscall program's context is a plain buffer the
     // caller passes (the runtime gives at least max_ctx_offset bytes), so we
     // take variable offsets into it; the kernel refuses any variable context

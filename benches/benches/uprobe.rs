@@ -1,0 +1,226 @@
+//! The cost of a probe on a function call: no probe, a userbpf uprobe
+//! (in-process inline hook), and a kernel uprobe (attached through the
+//! uprobe PMU, as root); the same for uprobe + uretprobe. Each probed
+//! function has its own copy (so hooks do not meet), and the programs are
+//! tests/bpf/uprobe.bpf.o's `count_calls` / `count_returns`, which update
+//! an array map counter: the same object in both places.
+//!
+//! With `cargo bench` a final pass prints the medians, the cost each probe
+//! adds to a call, and the ratio kernel / userbpf (the targets:
+//! a uprobe adds at most 10 ns, uprobe + uretprobe at most 20 ns, and at
+//! least 50x less than the kernel).
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::Criterion;
+use userbpf::probe::{self, AttachOptions, UprobeLink};
+use userbpf_benches::median_ns;
+use userbpf_kernel::attach::{attach_uprobe, mapped_file_offset};
+use userbpf_kernel::{KernelLink, KernelLoad};
+use userbpf_vm::maps::MapSet;
+use userbpf_vm::object::Object;
+
+// The probed functions begin as most compiled functions do, with `push
+// rbp` (an instruction the kernel's uprobes emulate instead of
+// single-stepping: their fast case), and differ by a constant (identical
+// functions would be merged into one).
+macro_rules! target {
+    ($name:literal, $k:literal) => {
+        std::arch::global_asm!(
+            concat!(".globl ", $name),
+            concat!(".type ", $name, ", @function"),
+            concat!($name, ":"),
+            "push rbp",
+            "mov rbp, rsp",
+            concat!("lea rax, [rdi + rdi * 2 + ", $k, "]"),
+            "pop rbp",
+            "ret",
+            concat!(".size ", $name, ", . - ", $name),
+        );
+    };
+}
+
+target!("bench_plain", 1);
+target!("bench_userbpf_uprobe", 2);
+target!("bench_userbpf_uretprobe", 3);
+target!("bench_kernel_uprobe", 4);
+target!("bench_kernel_uretprobe", 5);
+target!("bench_userbpf_empty", 6);
+
+extern "C" {
+    fn bench_plain(x: u64) -> u64;
+    fn bench_userbpf_uprobe(x: u64) -> u64;
+    fn bench_userbpf_uretprobe(x: u64) -> u64;
+    fn bench_kernel_uprobe(x: u64) -> u64;
+    fn bench_kernel_uretprobe(x: u64) -> u64;
+    fn bench_userbpf_empty(x: u64) -> u64;
+}
+
+type Target = unsafe extern "C" fn(u64) -> u64;
+
+fn fixture() -> (Object, Arc<MapSet>) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bpf/uprobe.bpf.o");
+    let object = userbpf::source::load_object(&path).expect("uprobe.bpf.o");
+    let maps = Arc::new(MapSet::from_object(&object).expect("maps"));
+    (object, maps)
+}
+
+/// The userbpf probes: entry on one function, entry + return on another.
+fn userbpf_links(object: &Object, maps: &Arc<MapSet>) -> Vec<UprobeLink> {
+    userbpf::engine::Engine::Jit.install();
+    let opts = AttachOptions::default();
+    let attach = |prog: &str, target: &str| {
+        probe::attach(object, maps, prog, target, &opts).expect("userbpf attach")
+    };
+    vec![
+        attach("count_calls", "self:bench_userbpf_uprobe"),
+        attach("count_calls", "self:bench_userbpf_uretprobe"),
+        attach("count_returns", "self:bench_userbpf_uretprobe"),
+    ]
+}
+
+/// The kernel's probes, or why there are none.
+fn kernel_links(object: &Object) -> Result<(Vec<KernelLoad>, Vec<KernelLink>), String> {
+    if let Some(why) = userbpf_kernel::kernel_unavailable() {
+        return Err(why);
+    }
+    let load = |name: &str| -> Result<KernelLoad, String> {
+        let prog = object.program(name).map_err(|e| e.to_string())?;
+        userbpf_kernel::load(object, prog).map_err(|e| e.to_string())
+    };
+    let calls = load("count_calls")?;
+    let rets = load("count_returns")?;
+    let pid = std::process::id() as i32;
+    let at = |f: Target, prog: &KernelLoad, ret: bool| -> Result<KernelLink, String> {
+        let (path, off) = mapped_file_offset(None, f as usize as u64).map_err(|e| e.to_string())?;
+        attach_uprobe(&prog.program, &path, off, ret, Some(pid)).map_err(|e| e.to_string())
+    };
+    let links = vec![
+        at(bench_kernel_uprobe, &calls, false)?,
+        at(bench_kernel_uretprobe, &calls, false)?,
+        at(bench_kernel_uretprobe, &rets, true)?,
+    ];
+    Ok((vec![calls, rets], links))
+}
+
+/// A probe that does nothing: the hook's own cost.
+struct Empty;
+
+impl userbpf::shims::hook::Probe for Empty {
+    fn hit(&self, _regs: &mut userbpf::shims::hook::PtRegs) -> userbpf::shims::hook::Action {
+        userbpf::shims::hook::Action::Continue
+    }
+}
+
+fn empty_probe() -> userbpf::shims::hook::ProbeLink {
+    use userbpf::shims::hook;
+    hook::attach(
+        hook::Target {
+            address: bench_userbpf_empty as *const () as u64,
+            function: None,
+        },
+        hook::ProbeKind::Entry,
+        Arc::new(Empty),
+    )
+    .expect("attach the empty probe")
+}
+
+fn call(f: Target) -> u64 {
+    // SAFETY: the targets are the assembly functions above (u64 -> u64).
+    unsafe { black_box(f)(black_box(7)) }
+}
+
+fn call_loop(f: Target) -> impl FnMut() {
+    move || {
+        black_box(call(f));
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let (object, maps) = fixture();
+    let _ours = userbpf_links(&object, &maps);
+    let _empty = empty_probe();
+    let kernel = kernel_links(&object);
+    if let Err(why) = &kernel {
+        eprintln!("kernel uprobes not measured: {why}");
+    }
+    let mut g = c.benchmark_group("uprobe");
+    g.measurement_time(Duration::from_secs(2));
+    g.warm_up_time(Duration::from_millis(500));
+    g.bench_function("none", |b| b.iter(|| call(bench_plain)));
+    g.bench_function("userbpf_empty_probe", |b| {
+        b.iter(|| call(bench_userbpf_empty))
+    });
+    g.bench_function("userbpf", |b| b.iter(|| call(bench_userbpf_uprobe)));
+    g.bench_function("userbpf_uretprobe", |b| {
+        b.iter(|| call(bench_userbpf_uretprobe))
+    });
+    if kernel.is_ok() {
+        g.bench_function("kernel", |b| b.iter(|| call(bench_kernel_uprobe)));
+        g.bench_function("kernel_uretprobe", |b| {
+            b.iter(|| call(bench_kernel_uretprobe))
+        });
+    }
+    g.finish();
+}
+
+fn table() {
+    let (object, maps) = fixture();
+    let ours = userbpf_links(&object, &maps);
+    let empty = empty_probe();
+    let kernel = kernel_links(&object);
+    let t = Duration::from_millis(20);
+    let m = |f: Target| median_ns(call_loop(f), 31, t);
+    let plain = m(bench_plain);
+    let up = m(bench_userbpf_uprobe);
+    let uret = m(bench_userbpf_uretprobe);
+    println!();
+    println!("call with no probe: {plain:.2} ns");
+    let e = m(bench_userbpf_empty);
+    println!(
+        "the hook alone (a probe that does nothing): {e:.2} ns (adds {:.2})",
+        e - plain
+    );
+    drop(empty);
+    let counts = maps.maps()[0]
+        .lookup(&0u32.to_le_bytes())
+        .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap_or([0; 8])))
+        .unwrap_or(0);
+    println!(
+        "(userbpf's counter saw {counts} calls; faults: {:?})",
+        ours[0].probe().faults().0
+    );
+    match &kernel {
+        Ok(_) => {
+            let kup = m(bench_kernel_uprobe);
+            let kret = m(bench_kernel_uretprobe);
+            println!(
+                "{:<22} {:>12} {:>12} {:>14} {:>14} {:>8}",
+                "probe", "userbpf ns", "kernel ns", "userbpf adds", "kernel adds", "ratio"
+            );
+            for (name, u, k) in [("uprobe", up, kup), ("uprobe + uretprobe", uret, kret)] {
+                let (ua, ka) = (u - plain, k - plain);
+                println!(
+                    "{name:<22} {u:>12.2} {k:>12.1} {ua:>14.2} {ka:>14.1} {:>7.0}x",
+                    ka / ua.max(0.01)
+                );
+            }
+        }
+        Err(why) => {
+            println!("uprobe: {up:.2} ns (adds {:.2}); uprobe + uretprobe: {uret:.2} ns (adds {:.2}); kernel not measured: {why}", up - plain, uret - plain);
+        }
+    }
+    drop(ours);
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
+    if std::env::args().any(|a| a == "--bench") {
+        table();
+    }
+}
