@@ -85,9 +85,24 @@ impl Default for AttachOptions {
 /// Ids of probes, to find a thread's VM for each.
 static NEXT_PROBE: AtomicUsize = AtomicUsize::new(1);
 
+/// A thread's VMs, by probe id (boxed: the cache below points into them),
+/// with a token telling whether the probe still exists.
+struct ThreadVms(Vec<(usize, std::sync::Weak<()>, Box<Vm>)>);
+
+impl Drop for ThreadVms {
+    fn drop(&mut self) {
+        // The cache must not outlive the VMs.
+        LAST_VM.with(|c| c.set((0, std::ptr::null_mut())));
+    }
+}
+
 thread_local! {
-    /// This thread's VMs, by probe id.
-    static VMS: RefCell<Vec<(usize, Vm)>> = const { RefCell::new(Vec::new()) };
+    /// This thread's VMs.
+    static VMS: RefCell<ThreadVms> = const { RefCell::new(ThreadVms(Vec::new())) };
+    /// The VM this thread used last, and its probe's id: most threads hit
+    /// one probe over and over.
+    static LAST_VM: std::cell::Cell<(usize, *mut Vm)> =
+        const { std::cell::Cell::new((0, std::ptr::null_mut())) };
 }
 
 /// A BPF program as a probe.
@@ -99,7 +114,8 @@ pub struct BpfProbe {
     /// alive).
     proto: Mutex<Vm>,
     cookie: u64,
-    runs: AtomicU64,
+    /// Dropped with the probe: threads then free their VMs for it.
+    alive: Arc<()>,
     faults: AtomicU64,
     last_fault: Mutex<Option<String>>,
 }
@@ -170,24 +186,48 @@ impl BpfProbe {
     }
 }
 
-impl Probe for BpfProbe {
-    fn hit(&self, regs: &mut PtRegs) -> Action {
-        self.runs.fetch_add(0, Ordering::Relaxed);
+impl BpfProbe {
+    /// This thread's VM for the probe, made on first use.
+    #[cold]
+    #[inline(never)]
+    fn thread_vm(&self) -> Option<*mut Vm> {
         VMS.try_with(|vms| {
-            let Ok(mut vms) = vms.try_borrow_mut() else {
-                return Action::Continue;
+            let mut vms = vms.try_borrow_mut().ok()?;
+            let vm: *mut Vm = match vms.0.iter_mut().find(|(id, _, _)| *id == self.id) {
+                Some((_, _, vm)) => &mut **vm,
+                None => {
+                    // VMs of detached probes go first.
+                    vms.0.retain(|(_, alive, _)| alive.strong_count() > 0);
+                    let vm = Box::new(self.new_vm()?);
+                    vms.0.push((self.id, Arc::downgrade(&self.alive), vm));
+                    let last = vms.0.len() - 1;
+                    &mut *vms.0[last].2
+                }
             };
-            if let Some((_, vm)) = vms.iter_mut().find(|(id, _)| *id == self.id) {
-                return self.run(vm, regs);
-            }
-            let Some(vm) = self.new_vm() else {
-                return Action::Continue;
-            };
-            vms.push((self.id, vm));
-            let last = vms.len() - 1;
-            self.run(&mut vms[last].1, regs)
+            LAST_VM.with(|c| c.set((self.id, vm)));
+            Some(vm)
         })
-        .unwrap_or(Action::Continue)
+        .ok()
+        .flatten()
+    }
+}
+
+impl Probe for BpfProbe {
+    #[inline]
+    fn hit(&self, regs: &mut PtRegs) -> Action {
+        let (id, cached) = LAST_VM.get();
+        let vm = if id == self.id && !cached.is_null() {
+            cached
+        } else {
+            match self.thread_vm() {
+                Some(vm) => vm,
+                None => return Action::Continue,
+            }
+        };
+        // SAFETY: the VM is boxed in this thread's `VMS` (which clears
+        // the cache before it goes); the hooks never run a probe while
+        // another runs on the same thread, so this is the only reference.
+        self.run(unsafe { &mut *vm }, regs)
     }
 }
 
@@ -298,7 +338,7 @@ pub fn attach(
         maps: Arc::clone(maps),
         proto: Mutex::new(proto),
         cookie: options.cookie,
-        runs: AtomicU64::new(0),
+        alive: Arc::new(()),
         faults: AtomicU64::new(0),
         last_fault: Mutex::new(None),
     });

@@ -1050,6 +1050,33 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.def_var(self.regs[i], v);
     }
 
+    /// In verified code, the array map `bpf_map_lookup_elem` at `pc` is
+    /// called on, when `r1` is a constant (the map's `lddw`) naming one
+    /// whose values are one block ([`MapAccel::array_values`]) and keys
+    /// are 4 bytes.
+    ///
+    /// [`MapAccel::array_values`]: userbpf_vm::interp::MapAccel::array_values
+    fn inline_array(&mut self, _pc: usize) -> Option<(u64, u64, u32)> {
+        if self.checks != Checks::Off {
+            return None;
+        }
+        let accel = self.prog.map_accel()?;
+        let v = self.r(1);
+        let dfg = &self.b.func.dfg;
+        let v = dfg.resolve_aliases(v);
+        let cranelift_codegen::ir::ValueDef::Result(inst, _) = dfg.value_def(v) else {
+            return None;
+        };
+        let cranelift_codegen::ir::InstructionData::UnaryImm {
+            opcode: cranelift_codegen::ir::Opcode::Iconst,
+            imm,
+        } = dfg.insts[inst]
+        else {
+            return None;
+        };
+        accel.array_values(imm.bits() as u64)
+    }
+
     fn iconst(&mut self, v: i64) -> Value {
         self.b.ins().iconst(I64, v)
     }
@@ -2175,6 +2202,24 @@ impl<'a, 'b> Translator<'a, 'b> {
                 Ok(())
             }
             OpClass::MapLookup(_) => {
+                if let Some((base, stride, entries)) = self.inline_array(pc) {
+                    // Verified code on an array map: the value's address
+                    // inline (the key is a readable u32, as the verifier
+                    // proved), 0 past the last index.
+                    let key_ptr = self.r(2);
+                    let key = self.b.ins().load(I32, mem_flags(), key_ptr, 0);
+                    let key = self.b.ins().uextend(I64, key);
+                    let inside =
+                        self.b
+                            .ins()
+                            .icmp_imm_u(IntCC::UnsignedLessThan, key, i64::from(entries));
+                    let off = self.b.ins().imul_imm_u(key, stride as i64);
+                    let addr = self.b.ins().iadd_imm_u(off, base as i64);
+                    let zero = self.iconst(0);
+                    let r0 = self.b.ins().select(inside, addr, zero);
+                    self.set_r(0, r0);
+                    return Ok(());
+                }
                 let pcv = self.iconst(pc as i64);
                 let (m, k) = (self.r(1), self.r(2));
                 let (f, sig) = (self.callouts.map_lookup, self.sigs.four);

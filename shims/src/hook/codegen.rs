@@ -208,12 +208,11 @@ fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
     Ok(())
 }
 
+/// Restores the registers a call may change: the caller-saved ones, and
+/// `rbx`, which the trampoline uses. (`rbp`, `r12`-`r15` are callee-saved:
+/// the dispatcher, an `extern "C"` function, left them as they were; the
+/// `pt_regs` copies are only read.)
 fn restore_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    a.mov(r15, qword_ptr(rsp + off::R15))?;
-    a.mov(r14, qword_ptr(rsp + off::R14))?;
-    a.mov(r13, qword_ptr(rsp + off::R13))?;
-    a.mov(r12, qword_ptr(rsp + off::R12))?;
-    a.mov(rbp, qword_ptr(rsp + off::BP))?;
     a.mov(rbx, qword_ptr(rsp + off::BX))?;
     a.mov(r11, qword_ptr(rsp + off::R11))?;
     a.mov(r10, qword_ptr(rsp + off::R10))?;
@@ -310,8 +309,13 @@ pub fn entry_trampoline(
         call_saving_vectors(&mut a, vectors, dispatch as *const () as u64)?;
         a.test(rax, rax)?;
         a.jne(over)?;
-        a.push(qword_ptr(rsp + off::FLAGS))?;
-        a.popfq()?;
+        // At a function's entry the status flags are dead (the System V
+        // ABI keeps none across a call, and DF is clear): `popfq`, slow,
+        // is only needed inside a function.
+        if vectors == VectorSave::All {
+            a.push(qword_ptr(rsp + off::FLAGS))?;
+            a.popfq()?;
+        }
         restore_gprs(&mut a)?;
         a.lea(rsp, ptr(rsp + frame))?;
         a.jmp(orig)?;
@@ -385,8 +389,7 @@ pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, S
         a.movdqa(xmm1, xmmword_ptr(rsp + 16))?;
         a.mov(rsp, rbx)?;
         a.mov(qword_ptr(rsp + PT_REGS), rax)?;
-        a.push(qword_ptr(rsp + off::FLAGS))?;
-        a.popfq()?;
+        // (The flags are dead after a return: no `popfq`.)
         restore_gprs(&mut a)?;
         a.lea(rsp, ptr(rsp + PT_REGS))?;
         a.ret()?;

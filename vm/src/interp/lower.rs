@@ -189,6 +189,15 @@ pub trait MapAccel: Send + Sync {
     /// `mem`: the value's address or 0 when absent; `None` to decline
     /// (anything unusual), and the engine calls the helper instead.
     fn lookup(&self, mem: &MemoryMap, handle: u64, key: u64) -> Option<u64>;
+
+    /// The values of the array map `handle` (`BPF_MAP_TYPE_ARRAY`, not
+    /// per-CPU) as one block of memory that lives as long as this accel:
+    /// the address of index 0, the bytes per index and the number of
+    /// entries. Native code computes `bpf_map_lookup_elem` on such a map
+    /// inline. `None` for other maps.
+    fn array_values(&self, _handle: u64) -> Option<(u64, u64, u32)> {
+        None
+    }
 }
 
 /// One lowered operation: 16 bytes.
@@ -390,6 +399,11 @@ fn target(pc: usize, rel: i64) -> i32 {
 }
 
 impl PreparedProgram {
+    /// The maps' direct paths the program was prepared with, if any.
+    pub fn map_accel(&self) -> Option<&Arc<dyn MapAccel>> {
+        self.accel.as_ref()
+    }
+
     /// Lowers `program` with `helpers`. Fails on unknown helpers, kfuncs and
     /// map loads (see [`PreparedProgram::with_maps`]).
     pub fn new(

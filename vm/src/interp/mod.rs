@@ -576,7 +576,7 @@ impl Vm {
 
     /// Runs closed native code ([`CompiledProgram::closed_entry`]) from pc
     /// 0 when the run allows it (no region but `context`, which has at
-    /// least 8 bytes): a call straight into the code on the context this
+    /// least 8 bytes, unless the code is verified): a call straight into the code on the context this
     /// VM keeps for it; none of a run's state is set up, as the code uses
     /// none of it. `None`: the run takes the general path (nothing ran).
     #[inline(always)]
@@ -585,10 +585,7 @@ impl Vm {
         args: &[u64; 5],
         context: Option<&Region>,
     ) -> Option<Result<u64, Box<Fault>>> {
-        if !self.use_compiled
-            || !self.mem.regions().is_empty()
-            || context.is_some_and(|r| r.len < 8)
-        {
+        if !self.use_compiled || context.is_some_and(|r| r.len < 8) {
             return None;
         }
         if matches!(self.closed, Closed::Unknown) {
@@ -597,6 +594,12 @@ impl Vm {
         let Closed::Yes(run) = &mut self.closed else {
             return None;
         };
+        // Checked closed code knows no region but its context (and the
+        // stack): others need the general path. Verified code checks
+        // nothing, so the VM's regions (maps' memory) do not matter.
+        if run.entry.checked && !self.mem.regions().is_empty() {
+            return None;
+        }
         let (entry, budget) = (run.entry, run.budget);
         let head = run.ctx.as_mut_ptr().cast::<ClosedHead>();
         if entry.zeroed_stack {

@@ -491,6 +491,22 @@ impl Map {
         Ok(())
     }
 
+    /// An array map's values (not per-CPU): the address of index 0, the
+    /// bytes per index and the number of entries (the region lives as long
+    /// as the map). `None` for other maps.
+    pub fn array_values(&self) -> Option<(u64, u64, u32)> {
+        match &self.layout {
+            Layout::Array(l) if l.percpu.is_none() && self.spec.map_type == BPF_MAP_TYPE_ARRAY => {
+                Some((
+                    self.region.as_ptr() as u64 + l.values as u64,
+                    l.elem_stride as u64,
+                    self.spec.max_entries,
+                ))
+            }
+            _ => None,
+        }
+    }
+
     /// A pointer to the value of `key` (`bpf_map_lookup_elem`).
     pub fn lookup_ptr(&self, key: &[u8]) -> Option<*mut u8> {
         if key.len() != self.spec.key_size as usize || !values_are_memory(self.spec.map_type) {

@@ -463,6 +463,10 @@ impl MapAccel for MapSet {
         let key = mem.readable(key, spec.key_size as usize)?;
         Some(map.lookup_ptr(key).map_or(0, |p| p as u64))
     }
+
+    fn array_values(&self, handle: u64) -> Option<(u64, u64, u32)> {
+        self.by_handle(handle)?.array_values()
+    }
 }
 
 impl MapResolver for MapSet {

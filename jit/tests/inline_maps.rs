@@ -1,0 +1,104 @@
+//! Verified code computes `bpf_map_lookup_elem` on array maps inline (no
+//! call-out): in-range keys give the value's address in the map, the
+//! others 0, exactly as the helper does; the code is then closed and the
+//! VM runs it on its fast path even with the maps' regions added.
+
+use std::sync::Arc;
+
+use userbpf_jit::{jit_verified, Options};
+use userbpf_verifier::Verified;
+use userbpf_vm::asm::assemble;
+use userbpf_vm::interp::{CompiledProgram, Config};
+use userbpf_vm::maps::{Map, MapSet, MapSpec};
+use userbpf_vm::{Helpers, Program};
+
+/// r0 = *(u64 *)lookup(map[idx:0], key) + 1, or 1000 when absent; the
+/// value is then incremented in place.
+const SRC: &str = "
+    r6 = *(u32 *)(r1 + 0)
+    *(u32 *)(r10 - 4) = r6
+    r2 = r10
+    r2 += -4
+    r1 = map[idx:0]
+    call bpf_map_lookup_elem
+    if r0 == 0 goto absent
+    r1 = *(u64 *)(r0 + 0)
+    r1 += 1
+    *(u64 *)(r0 + 0) = r1
+    r0 = r1
+    exit
+absent:
+    r0 = 1000
+    exit
+";
+
+fn setup(value_size: u32) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_vm::Vm) {
+    let mut set = MapSet::default();
+    set.push(
+        Map::create(MapSpec {
+            name: "arr".into(),
+            map_type: 2,
+            key_size: 4,
+            value_size,
+            max_entries: 5,
+            flags: 0,
+            map_extra: 0,
+        })
+        .unwrap(),
+    );
+    let set = Arc::new(set);
+    let program = Program::new("inline", assemble(SRC).unwrap()).unwrap();
+    let jit = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    // SAFETY: the program reads a 4-byte context, writes its stack, and
+    // accesses the looked-up value only after its null check.
+    let v = unsafe { Verified::assume_verified(Arc::clone(jit.prepared())) };
+    let code = jit_verified(&v, Options::default()).unwrap();
+    assert!(
+        code.closed_entry().is_some(),
+        "an array lookup needs no call-out"
+    );
+    let interp = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    let mut interp = interp;
+    interp.set_use_compiled(false);
+    (set, jit, interp)
+}
+
+#[test]
+fn inline_array_lookups_match_the_helper_for_every_key() {
+    for value_size in [8, 12, 16] {
+        let (set, mut jit, mut interp) = setup(value_size);
+        for round in 0..3u64 {
+            for key in [0u32, 1, 4, 5, 6, u32::MAX, 0x8000_0000] {
+                let mut ctx = key.to_le_bytes();
+                let want = interp.run(&mut ctx).unwrap();
+                let mut ctx = key.to_le_bytes();
+                let got = jit.run(&mut ctx).unwrap();
+                if key < 5 {
+                    // The interpreter and the JIT each incremented it.
+                    assert_eq!(want, 2 * round + 1, "interp, key {key}");
+                    assert_eq!(
+                        got,
+                        2 * round + 2,
+                        "jit, key {key}, value size {value_size}"
+                    );
+                } else {
+                    assert_eq!((want, got), (1000, 1000), "key {key}");
+                }
+            }
+        }
+        // Every in-range value was written where the helper's pointer
+        // points.
+        for (key, want) in [(0u32, 6), (1, 6), (2, 0), (3, 0), (4, 6)] {
+            let v = set.maps()[0].lookup(&key.to_le_bytes()).unwrap();
+            assert_eq!(
+                u64::from_le_bytes(v[..8].try_into().unwrap()),
+                want,
+                "key {key}"
+            );
+        }
+    }
+}
