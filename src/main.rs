@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod cli_exec;
+
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
@@ -81,6 +83,36 @@ enum Cmd {
         /// btf_custom_path).
         #[arg(long, value_name = "FILE")]
         btf: Option<PathBuf>,
+    },
+    /// Run a command with the agent preloaded and the object's user-space
+    /// programs (uprobes, uretprobes) attached inside it; stream their
+    /// ring-buffer and perf-buffer records and trace_printk lines, and
+    /// print the maps when the command exits. The exit status is the
+    /// command's.
+    Exec {
+        /// A BPF ELF object.
+        file: PathBuf,
+        /// A program to attach, with its target unless its section names
+        /// one (`uprobe/BINARY:FUNCTION`): NAME or NAME=BINARY:FUNCTION[+OFF]
+        /// (BINARY: a path, a library such as libc.so.6, or `self` for the
+        /// command's executable). Default: every program whose section
+        /// names its target.
+        #[arg(long = "prog", value_name = "NAME[=TARGET]")]
+        progs: Vec<String>,
+        /// One JSON object per line for each record and message, and the
+        /// maps at the end as {"maps": {"NAME": [["KEY_HEX", "VALUE_HEX"], ...]}}.
+        #[arg(long)]
+        json: bool,
+        /// Skip the verifier: the programs run in checked mode.
+        #[arg(long)]
+        no_verify: bool,
+        /// The agent library (default: libuserbpf_agent.so next to userbpf,
+        /// or $USERBPF_AGENT).
+        #[arg(long, value_name = "PATH")]
+        agent: Option<PathBuf>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<std::ffi::OsString>,
     },
     /// Run a program once (or N times) and print r0.
     ///
@@ -233,6 +265,21 @@ fn real_main(cli: Cli) -> Result<ExitCode> {
         Cmd::Asm { file, output } => cmd_asm(&file, output.as_deref()),
         Cmd::Disasm { file, prog, btf } => cmd_disasm(&file, prog.as_deref(), btf),
         Cmd::Inspect { file, btf } => cmd_inspect(&file, btf),
+        Cmd::Exec {
+            file,
+            progs,
+            json,
+            no_verify,
+            agent,
+            cmd,
+        } => cli_exec::cmd_exec(cli_exec::ExecArgs {
+            file,
+            progs,
+            json,
+            no_verify,
+            agent,
+            cmd,
+        }),
         Cmd::Run {
             file,
             prog,

@@ -70,6 +70,9 @@ pub struct AttachOptions {
     pub cookie: u64,
     /// Uprobe or uretprobe; `None` takes it from the section name.
     pub kind: Option<ProbeKind>,
+    /// The helpers beyond the maps' (`None`: [`Helpers::kernel_basics`],
+    /// `bpf_trace_printk` writing to standard error).
+    pub helpers: Option<Helpers>,
 }
 
 impl Default for AttachOptions {
@@ -78,6 +81,7 @@ impl Default for AttachOptions {
             verify: true,
             cookie: 0,
             kind: None,
+            helpers: None,
         }
     }
 }
@@ -322,7 +326,15 @@ pub fn attach(
         crate::engine::add_proof(proof);
     }
     let proto = maps
-        .vm_for_object(object, name, &Helpers::kernel_basics(), Config::default())
+        .vm_for_object(
+            object,
+            name,
+            &options
+                .helpers
+                .clone()
+                .unwrap_or_else(Helpers::kernel_basics),
+            Config::default(),
+        )
         .map_err(|e| perr(e.to_string()))?;
     let resolved = symbols::resolve(target).map_err(|source| AttachError::Target {
         program: name.to_string(),

@@ -9,6 +9,14 @@ use userbpf::probe::{self, AttachError, AttachOptions};
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::Object;
 
+/// The fixture's `counts` map.
+fn counts_map(maps: &MapSet) -> &userbpf_vm::maps::Map {
+    maps.maps()
+        .iter()
+        .find(|m| m.spec().name == "counts")
+        .expect("the counts map")
+}
+
 fn fixture() -> (Object, Arc<MapSet>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/bpf/uprobe.bpf.o");
     let object = userbpf::source::load_object(&path).expect("uprobe.bpf.o");
@@ -19,7 +27,7 @@ fn fixture() -> (Object, Arc<MapSet>) {
 
 /// counts[i] of the fixture's array map.
 fn count(maps: &MapSet, i: u32) -> u64 {
-    let v = maps.maps()[0].lookup(&i.to_le_bytes()).expect("slot");
+    let v = counts_map(maps).lookup(&i.to_le_bytes()).expect("slot");
     u64::from_le_bytes(v[..8].try_into().unwrap())
 }
 

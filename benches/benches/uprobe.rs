@@ -61,6 +61,14 @@ extern "C" {
 
 type Target = unsafe extern "C" fn(u64) -> u64;
 
+/// The fixture's `counts` map.
+fn counts_map(maps: &MapSet) -> &userbpf_vm::maps::Map {
+    maps.maps()
+        .iter()
+        .find(|m| m.spec().name == "counts")
+        .expect("the counts map")
+}
+
 fn fixture() -> (Object, Arc<MapSet>) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/bpf/uprobe.bpf.o");
     let object = userbpf::source::load_object(&path).expect("uprobe.bpf.o");
@@ -185,7 +193,7 @@ fn table() {
         e - plain
     );
     drop(empty);
-    let counts = maps.maps()[0]
+    let counts = counts_map(&maps)
         .lookup(&0u32.to_le_bytes())
         .map(|v| u64::from_le_bytes(v[..8].try_into().unwrap_or([0; 8])))
         .unwrap_or(0);

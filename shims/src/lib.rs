@@ -11,5 +11,6 @@
 #![deny(missing_docs)]
 
 pub mod hook;
+pub mod session;
 pub mod symbols;
 pub mod usdt;

@@ -2,9 +2,10 @@
 /*
  * Uprobes and uretprobes as bcc/libbpf tools write them: a call counter
  * (BPF_KPROBE), a return counter that keeps the last return value
- * (BPF_KRETPROBE), and a fault injector (bpf_override_return, which
- * userbpf allows on uprobes). The counters are array maps so the kernel
- * and userbpf run the same program in the benchmarks.
+ * (BPF_KRETPROBE), a fault injector (bpf_override_return, which userbpf
+ * allows on uprobes) and a reporter (ring buffer, trace_printk). The
+ * counters are array maps so the kernel and userbpf run the same program
+ * in the benchmarks.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -18,6 +19,11 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4096);
+} events SEC(".maps");
 
 /* counts[0]: calls, [1]: last first argument, [2]: returns, [3]: last
  * return value. */
@@ -59,5 +65,21 @@ int BPF_KPROBE(fail_unlucky, __u64 arg)
 {
 	if (arg == 13)
 		bpf_override_return(ctx, -12);
+	return 0;
+}
+
+/* Streams each call's argument through the ring buffer, and says hello
+ * through the trace pipe for the first three. */
+SEC("uprobe")
+int BPF_KPROBE(report, __u64 arg)
+{
+	__u64 *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (e) {
+		*e = arg;
+		bpf_ringbuf_submit(e, 0);
+	}
+	if (arg < 3)
+		bpf_printk("hello from call %llu", arg);
 	return 0;
 }

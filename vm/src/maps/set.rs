@@ -2,6 +2,7 @@
 //! the map helpers bound to them.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, Weak};
 
 use super::bloom::BPF_MAP_TYPE_BLOOM_FILTER;
@@ -65,6 +66,58 @@ impl MapSet {
             set.push(create(def)?);
         }
         Ok(set)
+    }
+
+    /// Creates the maps an object defines as 0600 files in `dir` (one per
+    /// map, named by [`MapSet::map_file`]) that other processes open with
+    /// [`MapSet::open_in`]: how a session shares its maps with the traced
+    /// processes. The files go when the maps are dropped.
+    pub fn create_in(obj: &Object, dir: &Path) -> Result<MapSet, MapError> {
+        let mut set = MapSet::default();
+        for (i, def) in obj.maps.iter().enumerate() {
+            let path = MapSet::map_file(dir, i, &def.name);
+            set.push(create_with(def, |spec| Map::create_at(spec, &path))?);
+        }
+        Ok(set)
+    }
+
+    /// Opens the maps [`MapSet::create_in`] made in `dir` for the same
+    /// object (their contents are shared, live).
+    pub fn open_in(obj: &Object, dir: &Path) -> Result<MapSet, MapError> {
+        let mut set = MapSet::default();
+        for (i, def) in obj.maps.iter().enumerate() {
+            let map = Map::open(&MapSet::map_file(dir, i, &def.name))?;
+            let spec = map.spec();
+            // (A perf event array without a size gets one per CPU.)
+            let entries_differ = def.max_entries != 0 && spec.max_entries != def.max_entries;
+            if (spec.map_type, spec.key_size, spec.value_size)
+                != (def.map_type, def.key_size, def.value_size)
+                || entries_differ
+            {
+                return Err(MapError::Errno {
+                    map: def.name.clone(),
+                    op: "open (the shared map's file does not match the object's definition)",
+                    errno: libc::EINVAL,
+                });
+            }
+            set.push(map);
+        }
+        Ok(set)
+    }
+
+    /// The file of map `index` (named `name`) in a session directory.
+    pub fn map_file(dir: &Path, index: usize, name: &str) -> PathBuf {
+        let clean: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        dir.join(format!("map{index}-{clean}"))
     }
 
     /// Adds a map; returns its index.
@@ -409,7 +462,14 @@ impl MapSet {
 }
 
 fn create(def: &MapDef) -> Result<Map, MapError> {
-    let map = Map::create(MapSpec {
+    create_with(def, Map::create)
+}
+
+fn create_with(
+    def: &MapDef,
+    make: impl FnOnce(MapSpec) -> Result<Map, MapError>,
+) -> Result<Map, MapError> {
+    let map = make(MapSpec {
         name: def.name.clone(),
         map_type: def.map_type,
         key_size: def.key_size,

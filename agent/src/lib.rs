@@ -1,0 +1,152 @@
+//! libuserbpf_agent.so: preloaded (`LD_PRELOAD`) into a process that
+//! `userbpf exec` starts, it joins the session named by `USERBPF_SESSION`
+//! before `main` runs: it connects to the session's control socket, opens
+//! the session's maps (shared memory files), loads the object, verifies
+//! and JIT-compiles its programs and attaches them inside the process. It
+//! reports what it attached (or why it could not) and streams
+//! `bpf_trace_printk` output over the control socket.
+//!
+//! Nothing here may take the process down: every failure is reported and
+//! the program runs on untraced. Processes the target starts with `exec`
+//! load the agent again (the environment carries it) and join too;
+//! forked children keep their parent's hooks and share its maps.
+#![deny(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use userbpf::probe::{self, AttachOptions, UprobeLink};
+use userbpf_shims::session::{ControlClient, SESSION_ENV};
+use userbpf_vm::maps::MapSet;
+use userbpf_vm::Helpers;
+
+/// What the agent keeps for the life of the process.
+struct Joined {
+    _client: Arc<ControlClient>,
+    _links: Vec<UprobeLink>,
+}
+
+static JOINED: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
+
+/// One line of the session file: a program and where it goes.
+struct Attach {
+    program: String,
+    target: String,
+}
+
+/// The session file (`session` in the directory), written by the tracer:
+/// `object PATH`, `verify 0|1`, then `attach PROGRAM TARGET` lines.
+struct SessionFile {
+    object: PathBuf,
+    verify: bool,
+    attach: Vec<Attach>,
+}
+
+fn read_session(dir: &Path) -> Result<SessionFile, String> {
+    let path = dir.join("session");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut object = None;
+    let mut verify = true;
+    let mut attach = Vec::new();
+    for line in text.lines() {
+        let (word, rest) = line.split_once(' ').unwrap_or((line, ""));
+        match word {
+            "object" => object = Some(PathBuf::from(rest)),
+            "verify" => verify = rest != "0",
+            "attach" => {
+                let (program, target) = rest
+                    .split_once(' ')
+                    .ok_or_else(|| format!("{}: bad line `{line}`", path.display()))?;
+                attach.push(Attach {
+                    program: program.to_string(),
+                    target: target.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(SessionFile {
+        object: object.ok_or_else(|| format!("{}: no `object` line", path.display()))?,
+        verify,
+        attach,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn join(dir: &Path) -> Result<(), String> {
+    let client = Arc::new(
+        ControlClient::connect(dir).map_err(|e| format!("connecting to {}: {e}", dir.display()))?,
+    );
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    let _ = client.send("hello", &exe);
+    let result = (|| -> Result<Vec<UprobeLink>, String> {
+        let session = read_session(dir)?;
+        let object = userbpf::source::load_object(&session.object).map_err(|e| e.to_string())?;
+        let maps = Arc::new(
+            MapSet::open_in(&object, dir)
+                .map_err(|e| format!("{}: the session's maps: {e}", session.object.display()))?,
+        );
+        userbpf::engine::Engine::Jit.install();
+        let sink_client = Arc::clone(&client);
+        let helpers = Helpers::kernel_basics_with_trace(Arc::new(move |msg: &[u8]| {
+            let _ = sink_client.send("printk", &hex(msg));
+        }));
+        let mut links = Vec::new();
+        for a in &session.attach {
+            let options = AttachOptions {
+                verify: session.verify,
+                helpers: Some(helpers.clone()),
+                ..AttachOptions::default()
+            };
+            match probe::attach(&object, &maps, &a.program, &a.target, &options) {
+                Ok(link) => {
+                    let _ = client.send(
+                        "attached",
+                        &format!("{} {} {:#x}", a.program, a.target, link.address()),
+                    );
+                    links.push(link);
+                }
+                Err(e) => {
+                    let _ = client.send("error", &e.to_string());
+                }
+            }
+        }
+        Ok(links)
+    })();
+    match result {
+        Ok(links) => {
+            let _ = client.send("ready", &links.len().to_string());
+            if let Ok(mut j) = JOINED.lock() {
+                j.push(Joined {
+                    _client: client,
+                    _links: links,
+                });
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let _ = client.send("error", &e);
+            let _ = client.send("ready", "0");
+            Err(e)
+        }
+    }
+}
+
+/// Runs before the process's `main`.
+#[ctor::ctor(unsafe)]
+fn userbpf_agent_start() {
+    let Some(dir) = std::env::var_os(SESSION_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    match std::panic::catch_unwind(|| join(&dir)) {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("userbpf agent: {e}"),
+        Err(_) => eprintln!("userbpf agent: internal error (panic); the process runs untraced"),
+    }
+}

@@ -1,0 +1,302 @@
+//! `userbpf exec`: the demo program traced through the LD_PRELOAD agent,
+//! with exact counts, streamed records, the target's exit status, and
+//! clear errors for what cannot be traced. Needs the agent library and
+//! the demo next to the test binaries (`cargo test --workspace` builds
+//! them; alone: `cargo build -p userbpf-agent -p userbpf-demo`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn target_dir() -> PathBuf {
+    // target/<profile>/deps/exec-HASH -> target/<profile>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn built(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p userbpf-agent -p userbpf-demo` \
+         (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bpf")
+        .join(name)
+}
+
+fn userbpf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_userbpf"))
+        .args(args)
+        .env("USERBPF_AGENT", built("libuserbpf_agent.so"))
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The final `{"maps": ...}` line's entries of `map` as (key, value) hex.
+fn final_map(stdout: &str, map: &str) -> Vec<(String, String)> {
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("{\"maps\""))
+        .unwrap_or_else(|| panic!("no maps line in {stdout}"));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["maps"][map]
+        .as_array()
+        .unwrap_or_else(|| panic!("no map {map} in {line}"))
+        .iter()
+        .map(|e| {
+            (
+                e[0].as_str().unwrap().to_string(),
+                e[1].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn u64_at(entries: &[(String, String)], key: u32) -> u64 {
+    let k: String = key
+        .to_le_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let v = &entries.iter().find(|(kk, _)| *kk == k).unwrap().1;
+    let bytes: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    u64::from_le_bytes(bytes.try_into().unwrap())
+}
+
+#[test]
+fn uprobes_and_uretprobes_in_the_demo_count_every_call() {
+    let demo = built("userbpf-demo");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=self:demo_work",
+        "--prog",
+        "count_returns=self:demo_work",
+        "--json",
+        "--",
+        demo.to_str().unwrap(),
+        "1000",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("demo: 1000 calls"), "{stdout}");
+    let counts = final_map(&stdout, "counts");
+    assert_eq!(u64_at(&counts, 0), 1000, "calls");
+    assert_eq!(u64_at(&counts, 1), 999, "the last call's argument");
+    assert_eq!(u64_at(&counts, 2), 1000, "returns");
+    assert_eq!(u64_at(&counts, 3), 999 * 999 + 1, "the last return value");
+}
+
+#[test]
+fn ring_buffer_records_and_trace_printk_lines_stream_as_they_arrive() {
+    let demo = built("userbpf-demo");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "report=self:demo_work",
+        "--json",
+        "--",
+        demo.to_str().unwrap(),
+        "50",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let records: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["map"] == "events")
+        .map(|v| {
+            let h = v["data"].as_str().unwrap();
+            let b: Vec<u8> = (0..8)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            u64::from_le_bytes(b.try_into().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        records,
+        (0..50).collect::<Vec<u64>>(),
+        "every record, in order"
+    );
+    let printk: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| v["printk"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        printk,
+        vec![
+            "hello from call 0",
+            "hello from call 1",
+            "hello from call 2"
+        ]
+    );
+}
+
+#[test]
+fn a_fault_injector_makes_the_function_fail_and_the_exit_status_is_the_commands() {
+    let demo = built("userbpf-demo");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "fail_unlucky=self:demo_reserve",
+        "--",
+        demo.to_str().unwrap(),
+        "20",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        stdout.contains("1 reservations failed"),
+        "demo_reserve(13) returned -ENOMEM: {stdout}"
+    );
+    // The command's own status comes back.
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=libc.so.6:getpid",
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+}
+
+#[test]
+fn what_cannot_be_traced_gets_a_clear_error() {
+    let demo = built("userbpf-demo");
+    let obj = fixture("uprobe.bpf.o");
+    // A malformed object.
+    let junk = std::env::temp_dir().join(format!("userbpf-junk-{}.o", std::process::id()));
+    std::fs::write(&junk, b"\x7fELF not really").unwrap();
+    let out = userbpf(&["exec", junk.to_str().unwrap(), "--", "true"]);
+    std::fs::remove_file(&junk).ok();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("userbpf-junk"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A program without a target.
+    let out = userbpf(&[
+        "exec",
+        obj.to_str().unwrap(),
+        "--prog",
+        "count_calls",
+        "--",
+        "true",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("count_calls=BINARY:FUNCTION"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A missing symbol: reported by the agent, the command still runs.
+    let out = userbpf(&[
+        "exec",
+        obj.to_str().unwrap(),
+        "--prog",
+        "count_calls=self:no_such_function",
+        "--",
+        demo.to_str().unwrap(),
+        "3",
+    ]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("demo: 3 calls"));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no_such_function") && err.contains("count_calls"),
+        "{err}"
+    );
+    // A command that does not exist.
+    let out = userbpf(&[
+        "exec",
+        obj.to_str().unwrap(),
+        "--prog",
+        "count_calls=self:demo_work",
+        "--",
+        "userbpf-no-such-command",
+    ]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("userbpf-no-such-command"));
+}
+
+#[test]
+fn static_and_setuid_targets_are_refused() {
+    let obj = fixture("uprobe.bpf.o");
+    let dir = std::env::temp_dir().join(format!("userbpf-exec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // A static executable: an ELF without an interpreter (built with the
+    // C compiler when there is one).
+    let src = dir.join("s.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let st = dir.join("static");
+    let built = Command::new("cc")
+        .args(["-static", "-o"])
+        .arg(&st)
+        .arg(&src)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if built {
+        let out = userbpf(&[
+            "exec",
+            obj.to_str().unwrap(),
+            "--prog",
+            "count_calls=self:main",
+            "--",
+            st.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("statically linked"),
+            "{}",
+            text(&out.stderr)
+        );
+    } else {
+        println!("static target not tested: no `cc -static` here");
+    }
+    // A set-user-ID copy of the demo.
+    use std::os::unix::fs::PermissionsExt;
+    let suid = dir.join("suid-demo");
+    std::fs::copy(built_demo(), &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let out = userbpf(&[
+        "exec",
+        obj.to_str().unwrap(),
+        "--prog",
+        "count_calls=self:demo_work",
+        "--",
+        suid.to_str().unwrap(),
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("set-user-ID"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+fn built_demo() -> PathBuf {
+    built("userbpf-demo")
+}
