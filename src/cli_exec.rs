@@ -234,6 +234,40 @@ fn drain(maps: &MapSet, out: &Output) {
     }
 }
 
+/// A key or value as text: 4- and 8-byte ones as little-endian numbers
+/// (the usual ids, counters and sizes), others in hex.
+fn number_or_hex(bytes: &[u8]) -> String {
+    match bytes.len() {
+        4 => u32::from_le_bytes(bytes.try_into().unwrap_or([0; 4])).to_string(),
+        8 => u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8])).to_string(),
+        _ => hex(bytes),
+    }
+}
+
+/// A map's contents for people: `KEY => VALUE` lines; array entries that
+/// are all zero are counted, not listed.
+fn print_map(out: &mut impl Write, m: &userbpf_vm::maps::Map) -> std::io::Result<()> {
+    let spec = m.spec();
+    if matches!(spec.map_type, BPF_MAP_TYPE_RINGBUF | BPF_MAP_TYPE_PERF_EVENT_ARRAY) {
+        return Ok(());
+    }
+    writeln!(out, "map {}:", spec.name)?;
+    let mut zeros = 0usize;
+    for k in m.keys() {
+        let Some(v) = m.lookup(&k) else { continue };
+        let v = &v[..(spec.value_size as usize).min(v.len())];
+        if spec.map_type == 2 && v.iter().all(|b| *b == 0) {
+            zeros += 1;
+            continue;
+        }
+        writeln!(out, "  {} => {}", number_or_hex(&k), number_or_hex(v))?;
+    }
+    if zeros > 0 {
+        writeln!(out, "  ({zeros} entries are zero)")?;
+    }
+    Ok(())
+}
+
 pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
     let Some(first) = args.cmd.first() else {
         bail!("no command: userbpf exec OBJ -- CMD ARGS...");
@@ -316,22 +350,13 @@ pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
     };
     // What the last moments left.
     poll(&mut peers);
-    let contents = super::map_contents(&maps);
     let mut stdout = std::io::stdout().lock();
     if args.json {
+        let contents = super::map_contents(&maps);
         writeln!(stdout, "{}", serde_json::json!({ "maps": contents }))?;
     } else {
-        for (name, entries) in &contents {
-            writeln!(stdout, "map {name}:")?;
-            if let Some(entries) = entries.as_array() {
-                for e in entries {
-                    let value = match e[1].as_str() {
-                        Some(v) => v.to_string(),
-                        None => e[1].to_string(),
-                    };
-                    writeln!(stdout, "  {} => {value}", e[0].as_str().unwrap_or(""))?;
-                }
-            }
+        for m in maps.maps() {
+            print_map(&mut stdout, m)?;
         }
     }
     use std::os::unix::process::ExitStatusExt;

@@ -37,7 +37,7 @@ fn main() {
         }
         // SAFETY: malloc/free of a small block.
         unsafe {
-            let p = libc::malloc(black_box(64 + i as usize));
+            let p = black_box(libc::malloc(black_box(64 + i as usize)));
             libc::free(p);
         }
     }

@@ -291,7 +291,10 @@ mod tests {
         let mode = std::fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         let server = ControlServer::bind(&dir.control_path()).unwrap();
-        let mode = std::fs::metadata(dir.control_path()).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.control_path())
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let client = ControlClient::connect(dir.path()).unwrap();
         client.send("hello", "one\ntwo").unwrap();

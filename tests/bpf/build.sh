@@ -6,7 +6,8 @@
 # default /sys/kernel/btf/vmlinux) into a temporary directory; it is never
 # committed.
 set -euo pipefail
-src_dir="$(cd "$(dirname "$0")" && pwd)"
+# SRC_DIR: another directory of sources (examples/bpf/build.sh uses it).
+src_dir="$(cd "${SRC_DIR:-$(dirname "$0")}" && pwd)"
 out_dir="${1:-$src_dir}"
 mkdir -p "$out_dir"
 clang="${CLANG:-clang-19}"
@@ -20,6 +21,6 @@ for c in "$src_dir"/*.bpf.c; do
 	"$clang" -O2 -g -target bpf -D__TARGET_ARCH_x86 \
 		-fdebug-prefix-map="$src_dir"=. -fdebug-prefix-map="$vmlinux_dir"=vmlinux \
 		-fdebug-compilation-dir=. \
-		-I "$src_dir" -I "$vmlinux_dir" -I /usr/include/x86_64-linux-gnu -c "$c" -o "$o"
+		-I "$src_dir" -I "$(dirname "$0")" -I "$vmlinux_dir" -I /usr/include/x86_64-linux-gnu -c "$c" -o "$o"
 	echo "built $o"
 done

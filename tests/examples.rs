@@ -1,0 +1,109 @@
+//! The examples in examples/bpf, run with `userbpf exec` on the demo
+//! program (their objects are committed; CI rebuilds them from source and
+//! runs this again on the rebuilt ones through USERBPF_EXAMPLES_DIR).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn built(name: &str) -> PathBuf {
+    let p = target_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p userbpf-agent -p userbpf-demo`",
+        p.display()
+    );
+    p
+}
+
+fn example(name: &str) -> PathBuf {
+    std::env::var_os("USERBPF_EXAMPLES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/bpf"))
+        .join(name)
+}
+
+/// Runs `userbpf exec EXAMPLE --json -- userbpf-demo N`: the demo's
+/// output line and the final maps.
+fn exec_demo(obj: &str, n: u64) -> (String, serde_json::Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_userbpf"))
+        .arg("exec")
+        .arg(example(obj))
+        .arg("--json")
+        .arg("--")
+        .arg(built("userbpf-demo"))
+        .arg(n.to_string())
+        .env("USERBPF_AGENT", built("libuserbpf_agent.so"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{obj}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let demo = stdout
+        .lines()
+        .find(|l| l.starts_with("demo:"))
+        .unwrap_or_default()
+        .to_string();
+    let maps = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["maps"].clone())
+        .unwrap_or_default();
+    (demo, maps)
+}
+
+fn le_u64(hex: &str) -> u64 {
+    let b: Vec<u8> = (0..8)
+        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    u64::from_le_bytes(b.try_into().unwrap())
+}
+
+/// The sum of a map's u64 values.
+fn total(maps: &serde_json::Value, map: &str) -> u64 {
+    maps[map]
+        .as_array()
+        .unwrap_or_else(|| panic!("no map {map}: {maps}"))
+        .iter()
+        .map(|e| le_u64(e[1].as_str().unwrap()))
+        .sum()
+}
+
+#[test]
+fn malloc_count_counts_every_malloc_of_the_demo() {
+    // The demo mallocs once per iteration, plus what its runtime does:
+    // 1,000 more iterations are exactly 1,000 more calls.
+    let (_, small) = exec_demo("malloc_count.bpf.o", 1000);
+    let (_, large) = exec_demo("malloc_count.bpf.o", 2000);
+    let (a, b) = (total(&small, "calls"), total(&large, "calls"));
+    assert!(a >= 1000, "{small}");
+    assert_eq!(b - a, 1000, "calls: {a} then {b}");
+    // One process: one key.
+    assert_eq!(large["calls"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn latency_histogram_has_one_sample_per_call() {
+    let (demo, maps) = exec_demo("latency.bpf.o", 500);
+    assert!(demo.contains("500 calls"), "{demo}");
+    assert_eq!(total(&maps, "hist"), 500, "{maps}");
+}
+
+#[test]
+fn fault_inject_makes_one_reservation_fail() {
+    let (demo, maps) = exec_demo("fault_inject.bpf.o", 20);
+    assert!(demo.contains("1 reservations failed"), "{demo}");
+    assert_eq!(total(&maps, "injected"), 1);
+    // Below 13 the function is never called with it: nothing injected.
+    let (demo, maps) = exec_demo("fault_inject.bpf.o", 10);
+    assert!(demo.contains("0 reservations failed"), "{demo}");
+    assert_eq!(total(&maps, "injected"), 0);
+}
