@@ -248,7 +248,10 @@ fn number_or_hex(bytes: &[u8]) -> String {
 /// are all zero are counted, not listed.
 fn print_map(out: &mut impl Write, m: &userbpf_vm::maps::Map) -> std::io::Result<()> {
     let spec = m.spec();
-    if matches!(spec.map_type, BPF_MAP_TYPE_RINGBUF | BPF_MAP_TYPE_PERF_EVENT_ARRAY) {
+    if matches!(
+        spec.map_type,
+        BPF_MAP_TYPE_RINGBUF | BPF_MAP_TYPE_PERF_EVENT_ARRAY
+    ) {
         return Ok(());
     }
     writeln!(out, "map {}:", spec.name)?;
