@@ -360,3 +360,42 @@ fn attach_and_detach_a_thousand_times_while_eight_threads_call_the_function() {
     drop(link);
     assert_eq!(first_bytes(f, 16), before);
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_detacher(x: u64) -> u64 {
+    black_box(x).wrapping_sub(3)
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_detached(x: u64) -> u64 {
+    black_box(x).wrapping_add(9)
+}
+
+/// Detaches another probe from inside its own hit.
+struct Detacher(Mutex<Option<hook::ProbeLink>>);
+
+impl Probe for Detacher {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        drop(self.0.lock().unwrap().take());
+        Action::Continue
+    }
+}
+
+#[test]
+fn a_probe_may_detach_another_from_inside_its_hit() {
+    let victim = hooked_detached as *const () as usize;
+    let rec = Arc::new(Recorder::default());
+    let link = hook::attach(target(victim), ProbeKind::Entry, rec.clone()).unwrap();
+    black_box(hooked_detached)(1);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 1);
+    let d = Arc::new(Detacher(Mutex::new(Some(link))));
+    let f = hooked_detacher as *const () as usize;
+    let l2 = hook::attach(target(f), ProbeKind::Entry, d.clone()).unwrap();
+    assert_eq!(black_box(hooked_detacher)(10), 7);
+    assert!(d.0.lock().unwrap().is_none(), "detached from the probe");
+    black_box(hooked_detached)(1);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 1, "the victim's probe is gone");
+    drop(l2);
+}

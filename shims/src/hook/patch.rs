@@ -266,6 +266,37 @@ fn stop_others() {
     }
 }
 
+/// The protection of the mapping that holds `addr` (`/proc/self/maps`).
+fn protection_of(addr: u64) -> Option<i32> {
+    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
+    text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        let (a, b) = parts.next()?.split_once('-')?;
+        let perms = parts.next()?.as_bytes();
+        let (a, b) = (
+            u64::from_str_radix(a, 16).ok()?,
+            u64::from_str_radix(b, 16).ok()?,
+        );
+        if !(a <= addr && addr < b) || perms.len() < 3 {
+            return None;
+        }
+        let mut p = libc::PROT_NONE;
+        for (i, (c, bit)) in [
+            (b'r', libc::PROT_READ),
+            (b'w', libc::PROT_WRITE),
+            (b'x', libc::PROT_EXEC),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if perms[i] == c {
+                p |= bit;
+            }
+        }
+        Some(p)
+    })
+}
+
 /// Writes `bytes` at `addr` in code that threads may be running, as the
 /// module's documentation describes. `window_insns`: how many instructions
 /// the bytes being replaced are (more than one needs every thread
@@ -280,6 +311,7 @@ pub fn write_code(addr: u64, bytes: &[u8], window_insns: usize) -> Result<(), St
     let start = addr & !(page - 1);
     let end = (addr + bytes.len() as u64).div_ceil(page) * page;
     let len = (end - start) as usize;
+    let restore = protection_of(start).unwrap_or(libc::PROT_READ | libc::PROT_EXEC);
     // The page stays executable: other threads run it meanwhile.
     // SAFETY: the range is mapped code of this process (the caller found
     // a function there); only the protection changes.
@@ -313,15 +345,8 @@ pub fn write_code(addr: u64, bytes: &[u8], window_insns: usize) -> Result<(), St
         std::ptr::write_volatile(p, bytes[0]);
         sync_core();
     }
-    // SAFETY: as above.
-    if unsafe {
-        libc::mprotect(
-            start as *mut libc::c_void,
-            len,
-            libc::PROT_READ | libc::PROT_EXEC,
-        )
-    } != 0
-    {
+    // SAFETY: as above; the protection the mapping had.
+    if unsafe { libc::mprotect(start as *mut libc::c_void, len, restore) } != 0 {
         return Err(format!(
             "mprotect({start:#x}, {len}) after patching {addr:#x}: {}",
             io::Error::last_os_error()

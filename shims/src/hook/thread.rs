@@ -191,10 +191,13 @@ impl Drop for Inside {
 /// unreachable). Call after publishing the new state.
 pub fn synchronize() {
     barrier_all_threads();
+    // (A probe that attaches or detaches runs inside the dispatcher: it
+    // must not wait for itself.)
+    let own = SLOT.try_with(|s| s.get()).unwrap_or(std::ptr::null());
     let busy: Vec<(&'static ThreadSlot, u64)> = match SLOTS.lock() {
         Ok(slots) => slots
             .iter()
-            .filter(|s| s.in_use.load(Ordering::Acquire))
+            .filter(|s| !std::ptr::eq(**s, own) && s.in_use.load(Ordering::Acquire))
             .map(|s| (*s, s.counter.load(Ordering::Acquire)))
             .filter(|(_, c)| c & 1 == 1)
             .collect(),
