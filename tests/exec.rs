@@ -300,3 +300,45 @@ fn static_and_setuid_targets_are_refused() {
 fn built_demo() -> PathBuf {
     built("userbpf-demo")
 }
+
+#[test]
+fn processes_started_by_the_target_join_and_share_the_maps() {
+    // sh runs the demo twice: each demo process loads the agent (the
+    // environment carries it) and counts into the same maps. (sh itself
+    // has no demo_work: its agent reports that and sh runs on.)
+    let demo = built("userbpf-demo");
+    let script = format!("{0} 10 && {0} 20", demo.display());
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=self:demo_work",
+        "--json",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert_eq!(u64_at(&final_map(&stdout, "counts"), 0), 30);
+}
+
+#[test]
+fn a_target_that_crashes_ends_the_trace_cleanly_with_its_status() {
+    let demo = built("userbpf-demo");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=self:demo_work",
+        "--json",
+        "--",
+        demo.to_str().unwrap(),
+        "25",
+        "abort",
+    ]);
+    // 128 + SIGABRT, and the maps as the target left them.
+    assert_eq!(out.status.code(), Some(128 + 6), "{}", text(&out.stderr));
+    assert_eq!(u64_at(&final_map(&text(&out.stdout), "counts"), 0), 25);
+}

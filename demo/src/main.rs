@@ -1,6 +1,8 @@
-//! `userbpf-demo [N]`: calls `demo_work(i)` for `i` in `0..N` (default
-//! 10), allocates with `malloc`, opens `/proc/self/stat`, and prints the
-//! sum of the results: a target for `userbpf exec` and its examples.
+//! `userbpf-demo [N] [abort]`: calls `demo_work(i)` for `i` in `0..N`
+//! (default 10), allocates with `malloc`, opens `/proc/self/stat`, and
+//! prints the sum of the results: a target for `userbpf exec` and its
+//! examples. With `abort`, it then dies of SIGABRT (a target that crashes
+//! mid-trace).
 
 use std::hint::black_box;
 
@@ -43,4 +45,7 @@ fn main() {
     }
     let opened = std::fs::read_to_string("/proc/self/stat").is_ok();
     println!("demo: {n} calls, sum {sum}, {failed} reservations failed, stat read: {opened}");
+    if std::env::args().nth(2).as_deref() == Some("abort") {
+        std::process::abort();
+    }
 }
