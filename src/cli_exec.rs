@@ -201,10 +201,8 @@ impl Output {
                 }
             }
             "error" => eprintln!("userbpf: process {pid}: {text}"),
-            "attached" => {
-                if std::env::var_os("USERBPF_VERBOSE").is_some() {
-                    eprintln!("userbpf: process {pid}: attached {text}");
-                }
+            "attached" if std::env::var_os("USERBPF_VERBOSE").is_some() => {
+                eprintln!("userbpf: process {pid}: attached {text}");
             }
             _ => {}
         }
