@@ -396,6 +396,39 @@ fn a_probe_may_detach_another_from_inside_its_hit() {
     assert_eq!(black_box(hooked_detacher)(10), 7);
     assert!(d.0.lock().unwrap().is_none(), "detached from the probe");
     black_box(hooked_detached)(1);
-    assert_eq!(rec.hits.load(Ordering::SeqCst), 1, "the victim's probe is gone");
+    assert_eq!(
+        rec.hits.load(Ordering::SeqCst),
+        1,
+        "the victim's probe is gone"
+    );
     drop(l2);
+}
+
+#[no_mangle]
+#[inline(never)]
+pub fn hooked_panicker(x: u64) -> u64 {
+    if black_box(x) == 1 {
+        panic!("unwinding through a uretprobe");
+    }
+    x + 1
+}
+
+#[test]
+fn a_panic_unwinding_through_a_pending_uretprobe_does_not_end_the_process() {
+    let f = hooked_panicker as fn(u64) -> u64 as usize;
+    let rec = Arc::new(Recorder::default());
+    let link = hook::attach(target(f), ProbeKind::Return, rec.clone()).expect("attach");
+    assert_eq!(black_box(hooked_panicker)(5), 6);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 1);
+    let before = hook::skipped_returns();
+    let r = std::panic::catch_unwind(|| black_box(hooked_panicker)(1));
+    assert!(r.is_err(), "the panic reached its catch");
+    assert!(
+        hook::skipped_returns() > before,
+        "the missed return is counted"
+    );
+    // Still working afterwards.
+    assert_eq!(black_box(hooked_panicker)(7), 8);
+    assert_eq!(rec.hits.load(Ordering::SeqCst), 2);
+    drop(link);
 }

@@ -183,6 +183,49 @@ fn return_trampoline() -> Result<u64, String> {
         .clone()
 }
 
+/// Puts the real return addresses back before an exception (C++, or a
+/// Rust panic) or a forced unwind walks this thread's stack: the unwinder
+/// knows nothing of the return trampoline and would end the process.
+struct UnwindRepair;
+
+impl Probe for UnwindRepair {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        if let Ok(tramp) = return_trampoline() {
+            let missed = thread::repair_returns(tramp);
+            MISSED_RETURNS.fetch_add(missed, Ordering::Relaxed);
+        }
+        Action::Continue
+    }
+}
+
+/// The unwinder's entry points (libgcc's, which C++ and Rust use).
+const UNWIND_ENTRIES: [&str; 2] = ["_Unwind_RaiseException", "_Unwind_ForcedUnwind"];
+
+/// Hooks the unwinder's entry points with [`UnwindRepair`], once (those
+/// of the modules loaded when the first return probe is attached).
+fn repair_before_unwinding() {
+    static DONE: OnceLock<Vec<ProbeLink>> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let mut links = Vec::new();
+        for name in UNWIND_ENTRIES {
+            for module in ["libgcc_s.so.1", "self"] {
+                let Ok(r) = crate::symbols::resolve(&format!("{module}:{name}")) else {
+                    continue;
+                };
+                let target = Target {
+                    address: r.address,
+                    function: Some((r.address - r.offset_in_symbol, r.size)),
+                };
+                if let Ok(link) = attach(target, ProbeKind::Entry, Arc::new(UnwindRepair)) {
+                    links.push(link);
+                    break;
+                }
+            }
+        }
+        links
+    });
+}
+
 /// The end of the executable mapping containing `addr`.
 fn executable_until(addr: u64) -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/maps").ok()?;
@@ -355,6 +398,7 @@ pub fn attach(
     thread::init_membarrier();
     if kind == ProbeKind::Return {
         return_trampoline().map_err(|reason| HookError::System { address, reason })?;
+        repair_before_unwinding();
     }
     let mut guard = REGISTRY.lock().map_err(|_| HookError::System {
         address,

@@ -263,3 +263,28 @@ pub fn pop_return(slot: u64, dropped: &mut u64) -> Option<PendingReturn> {
 pub fn pending_returns() -> usize {
     RETURNS_LEN.get()
 }
+
+/// Puts back every return address this thread's pending uretprobes
+/// replaced (those still in place: `tramp` in their slot) and forgets
+/// them: an exception or a forced unwind is about to walk the stack, and
+/// the unwinder must see the real callers. Returns how many were pending
+/// (their return probes will not run: missed).
+pub fn repair_returns(tramp: u64) -> u64 {
+    let len = RETURNS_LEN.get();
+    RETURNS.with(|cell| {
+        let stack = cell.as_ptr();
+        // SAFETY: as in `push_return`; each slot is a stack word of this
+        // thread that held a return address when it was pushed (a frame
+        // still live, or memory of this thread's stack).
+        unsafe {
+            for e in &(&(*stack))[..len] {
+                let slot = e.slot as *mut u64;
+                if *slot == tramp {
+                    *slot = e.ret_addr;
+                }
+            }
+        }
+    });
+    RETURNS_LEN.set(0);
+    len as u64
+}
