@@ -12,6 +12,7 @@ pub mod engine;
 pub mod hex;
 pub mod probe;
 pub mod source;
+pub mod usdt;
 
 pub use userbpf_jit as jit;
 pub use userbpf_shims as shims;

@@ -356,9 +356,10 @@ impl Verifier<'_> {
                 ptr.type_name()
             )));
         }
-        if ptr.ty == RegType::Ctx && self.env.context != crate::ctx::Context::Syscall {
-            return Err(self.error(format!("R{d} variable ctx access var_off={} disallowed", v)));
-        }
+        // (A context pointer with a variable offset is refused when it is
+        // dereferenced or passed as the context, as the kernel does; it may
+        // go to helpers that take any value: usdt.bpf.h's bpf_usdt_arg
+        // reads `ctx + reg_off` with bpf_probe_read_kernel.)
         // (An offset too large for any access is refused when the pointer
         // is dereferenced: `unbounded memory access`.)
         out.val = ptr.val.alu(op, Width::W64, v);

@@ -654,3 +654,42 @@ fn variable_offset_stack_accesses_are_aligned_and_initialised() {
         "invalid variable-offset read from stack",
     );
 }
+
+#[test]
+fn a_variable_context_offset_goes_to_any_value_helpers_but_is_never_dereferenced() {
+    // usdt.bpf.h's bpf_usdt_arg(): bpf_probe_read_kernel(&v, 8, ctx + off)
+    // with `off` a bounded number from a map.
+    let pre = "
+        r6 = r1
+        *(u64 *)(r10 - 8) = 0
+        r2 = *(u32 *)(r1 + 112)
+        r2 &= 0xf8
+        r6 += r2
+    ";
+    accepts(
+        &format!(
+            "{pre}
+            r1 = r10
+            r1 += -8
+            r2 = 8
+            r3 = r6
+            call bpf_probe_read_kernel
+            r0 = 0
+            exit"
+        ),
+        &uprobe(),
+    );
+    rejects(
+        &format!("{pre}\nr0 = *(u64 *)(r6 + 0)\nexit"),
+        &uprobe(),
+        5,
+        "variable ctx access",
+    );
+    // Nor as the context of a helper that takes one.
+    rejects(
+        &format!("{pre}\nr1 = r6\nr2 = 0\ncall bpf_override_return\nr0 = 0\nexit"),
+        &uprobe(),
+        7,
+        "ctx",
+    );
+}
