@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use userbpf::probe::section_target;
+use userbpf::usdt;
 use userbpf_shims::session::{unescape, ControlPeer, ControlServer, SessionDir, SESSION_ENV};
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::{Object, ProgramType};
@@ -26,41 +27,61 @@ pub struct ExecArgs {
     pub cmd: Vec<OsString>,
 }
 
-/// The programs to attach: (name, target). `--prog NAME=TARGET` names
-/// both; `--prog NAME` takes the target from the section
-/// (`uprobe/BINARY:FUNCTION`); no `--prog`: every uprobe/uretprobe
-/// program whose section names its target.
-fn plan(file: &Path, object: &Object, progs: &[String]) -> Result<Vec<(String, String)>> {
-    let section_of = |name: &str| -> Result<Option<String>> {
-        let p = object
-            .program(name)
-            .with_context(|| format!("{}: --prog {name}", file.display()))?;
-        if p.kind.prog_type != ProgramType::Kprobe || section_target(&p.kind.section).is_none() {
-            bail!(
-                "{}: program `{name}` (section `{}`) is not a uprobe or uretprobe program; \
-                 `userbpf exec` attaches those (USDT and syscall hooks are not supported yet)",
-                file.display(),
-                p.kind.section
-            );
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hook {
+    /// A uprobe or uretprobe: `BINARY:FUNCTION[+OFF]`.
+    Uprobe,
+    /// A USDT probe: `BINARY:PROVIDER:NAME`.
+    Usdt,
+}
+
+impl Hook {
+    fn word(self) -> &'static str {
+        match self {
+            Hook::Uprobe => "attach",
+            Hook::Usdt => "usdt",
         }
-        Ok(section_target(&p.kind.section)
-            .and_then(|(_, t)| t)
-            .map(str::to_string))
-    };
+    }
+
+    fn form(self) -> &'static str {
+        match self {
+            Hook::Uprobe => "BINARY:FUNCTION",
+            Hook::Usdt => "BINARY:PROVIDER:NAME",
+        }
+    }
+}
+
+/// A program's hook and the target its section names, if it is one
+/// `userbpf exec` attaches.
+fn hook_of(p: &userbpf_vm::object::ObjProgram) -> Option<(Hook, Option<String>)> {
+    if p.kind.prog_type != ProgramType::Kprobe {
+        return None;
+    }
+    if let Some(t) = usdt::section_target(&p.kind.section) {
+        return Some((Hook::Usdt, t.map(|t| t.to_string())));
+    }
+    section_target(&p.kind.section).map(|(_, t)| (Hook::Uprobe, t.map(str::to_string)))
+}
+
+/// The programs to attach: (name, hook, target). `--prog NAME=TARGET`
+/// names both; `--prog NAME` takes the target from the section
+/// (`uprobe/BINARY:FUNCTION`, `usdt/BINARY:PROVIDER:NAME`); no `--prog`:
+/// every uprobe, uretprobe and USDT program whose section names its
+/// target.
+fn plan(file: &Path, object: &Object, progs: &[String]) -> Result<Vec<(String, Hook, String)>> {
     let mut out = Vec::new();
     if progs.is_empty() {
         for p in &object.programs {
-            if p.kind.prog_type != ProgramType::Kprobe {
-                continue;
-            }
-            if let Some((_, Some(target))) = section_target(&p.kind.section) {
-                out.push((p.name.clone(), target.to_string()));
+            if let Some((hook, Some(target))) = hook_of(p) {
+                out.push((p.name.clone(), hook, target));
             }
         }
         if out.is_empty() {
             bail!(
-                "{}: no uprobe or uretprobe program names its target in its section \
-                 (`uprobe/BINARY:FUNCTION`); give them with --prog NAME=BINARY:FUNCTION",
+                "{}: no uprobe, uretprobe or USDT program names its target in its section \
+                 (`uprobe/BINARY:FUNCTION`, `usdt/BINARY:PROVIDER:NAME`); give them with \
+                 --prog NAME=TARGET",
                 file.display()
             );
         }
@@ -71,14 +92,25 @@ fn plan(file: &Path, object: &Object, progs: &[String]) -> Result<Vec<(String, S
             Some((n, t)) => (n.to_string(), Some(t.to_string())),
             None => (spec.clone(), None),
         };
-        let from_section = section_of(&name)?;
+        let p = object
+            .program(&name)
+            .with_context(|| format!("{}: --prog {name}", file.display()))?;
+        let Some((hook, from_section)) = hook_of(p) else {
+            bail!(
+                "{}: program `{name}` (section `{}`) is not a uprobe, uretprobe or USDT \
+                 program; `userbpf exec` attaches those (syscall hooks are not supported yet)",
+                file.display(),
+                p.kind.section
+            );
+        };
         let target = target.or(from_section).with_context(|| {
             format!(
-                "{}: program `{name}` has no target: give it as --prog {name}=BINARY:FUNCTION",
-                file.display()
+                "{}: program `{name}` has no target: give it as --prog {name}={}",
+                file.display(),
+                hook.form()
             )
         })?;
-        out.push((name, target));
+        out.push((name, hook, target));
     }
     Ok(out)
 }
@@ -246,10 +278,14 @@ fn number_or_hex(bytes: &[u8]) -> String {
 /// are all zero are counted, not listed.
 fn print_map(out: &mut impl Write, m: &userbpf_vm::maps::Map) -> std::io::Result<()> {
     let spec = m.spec();
+    // (Buffers stream; libbpf's USDT bookkeeping and .kconfig are not the
+    // program's data. --json shows every map.)
     if matches!(
         spec.map_type,
         BPF_MAP_TYPE_RINGBUF | BPF_MAP_TYPE_PERF_EVENT_ARRAY
-    ) {
+    ) || spec.name.starts_with("__bpf_usdt_")
+        || spec.name == ".kconfig"
+    {
         return Ok(());
     }
     writeln!(out, "map {}:", spec.name)?;
@@ -282,7 +318,7 @@ pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
     // Verify here first: a rejection is an error before CMD starts (the
     // agent verifies again in the target).
     if !args.no_verify {
-        for (name, _) in &plan {
+        for (name, _, _) in &plan {
             let p = object.program(name)?;
             let program = p.to_program()?;
             let env = userbpf_verifier::Env::for_object(&object, p);
@@ -310,8 +346,8 @@ pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
         object_path.display(),
         u8::from(!args.no_verify)
     );
-    for (name, target) in &plan {
-        text.push_str(&format!("attach {name} {target}\n"));
+    for (name, hook, target) in &plan {
+        text.push_str(&format!("{} {name} {target}\n", hook.word()));
     }
     std::fs::write(session.path().join("session"), text)?;
     let server = ControlServer::bind(&session.control_path())?;

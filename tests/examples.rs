@@ -5,20 +5,10 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
+#[path = "support/artifacts.rs"]
+mod artifacts;
 
-fn built(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p userbpf-agent -p userbpf-demo`",
-        p.display()
-    );
-    p
-}
+use artifacts::built;
 
 fn example(name: &str) -> PathBuf {
     std::env::var_os("USERBPF_EXAMPLES_DIR")
@@ -106,4 +96,23 @@ fn fault_inject_makes_one_reservation_fail() {
     let (demo, maps) = exec_demo("fault_inject.bpf.o", 10);
     assert!(demo.contains("0 reservations failed"), "{demo}");
     assert_eq!(total(&maps, "injected"), 0);
+}
+
+#[test]
+fn usdt_reader_sees_every_probe_and_enables_the_gated_one() {
+    let (demo, maps) = exec_demo("usdt_reader.bpf.o", 100);
+    // The semaphore-gated probe fired on every iteration: the demo counts
+    // the times its semaphore was set.
+    assert!(demo.contains("100 ticks"), "{demo}");
+    let sum: u64 = demo
+        .split("sum ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no sum in {demo}"));
+    let stat = |i: usize| le_u64(maps["stats"][i][1].as_str().unwrap());
+    assert_eq!(stat(0), 100, "demo:work probes");
+    assert_eq!(stat(1), sum, "the probes' second argument, summed");
+    assert_eq!(stat(2), 100, "demo:tick probes");
+    assert_eq!(stat(3), sum, "the last tick's running sum");
 }

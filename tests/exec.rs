@@ -7,22 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn target_dir() -> PathBuf {
-    // target/<profile>/deps/exec-HASH -> target/<profile>
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
+#[path = "support/artifacts.rs"]
+mod artifacts;
 
-fn built(name: &str) -> PathBuf {
-    let p = target_dir().join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: build it with `cargo build -p userbpf-agent -p userbpf-demo` \
-         (cargo test --workspace does)",
-        p.display()
-    );
-    p
-}
+use artifacts::built;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -20,22 +20,32 @@ use userbpf_shims::session::{ControlClient, SESSION_ENV};
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::Helpers;
 
+/// An attached program (held, never read: dropping it would detach).
+#[allow(dead_code)]
+enum Link {
+    Uprobe(UprobeLink),
+    Usdt(userbpf::usdt::UsdtLink),
+}
+
 /// What the agent keeps for the life of the process.
 struct Joined {
     _client: Arc<ControlClient>,
-    _links: Vec<UprobeLink>,
+    _links: Vec<Link>,
 }
 
 static JOINED: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
 
 /// One line of the session file: a program and where it goes.
 struct Attach {
+    /// A USDT probe (`BINARY:PROVIDER:NAME`), else a uprobe.
+    usdt: bool,
     program: String,
     target: String,
 }
 
 /// The session file (`session` in the directory), written by the tracer:
-/// `object PATH`, `verify 0|1`, then `attach PROGRAM TARGET` lines.
+/// `object PATH`, `verify 0|1`, then `attach PROGRAM TARGET` (uprobes)
+/// and `usdt PROGRAM BINARY:PROVIDER:NAME` lines.
 struct SessionFile {
     object: PathBuf,
     verify: bool,
@@ -53,11 +63,12 @@ fn read_session(dir: &Path) -> Result<SessionFile, String> {
         match word {
             "object" => object = Some(PathBuf::from(rest)),
             "verify" => verify = rest != "0",
-            "attach" => {
+            "attach" | "usdt" => {
                 let (program, target) = rest
                     .split_once(' ')
                     .ok_or_else(|| format!("{}: bad line `{line}`", path.display()))?;
                 attach.push(Attach {
+                    usdt: word == "usdt",
                     program: program.to_string(),
                     target: target.to_string(),
                 });
@@ -76,6 +87,35 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Attaches a USDT program at `BINARY:PROVIDER:NAME` (the binary may
+/// hold `:`: the last two fields are the probe's).
+fn usdt_attach(
+    object: &userbpf_vm::object::Object,
+    maps: &Arc<MapSet>,
+    a: &Attach,
+    verify: bool,
+    helpers: &Helpers,
+) -> Result<(Link, String), String> {
+    let mut parts = a.target.rsplitn(3, ':');
+    let (Some(name), Some(provider), Some(binary)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!(
+            "program `{}`: `{}` is not BINARY:PROVIDER:NAME",
+            a.program, a.target
+        ));
+    };
+    let options = userbpf::usdt::UsdtOptions {
+        verify,
+        helpers: Some(helpers.clone()),
+        ..userbpf::usdt::UsdtOptions::default()
+    };
+    let link =
+        userbpf::usdt::attach_usdt(object, maps, &a.program, binary, provider, name, &options)
+            .map_err(|e| e.to_string())?;
+    let sites = link.sites().len();
+    Ok((Link::Usdt(link), format!("{sites} site(s)")))
+}
+
 fn join(dir: &Path) -> Result<(), String> {
     let client = Arc::new(
         ControlClient::connect(dir).map_err(|e| format!("connecting to {}: {e}", dir.display()))?,
@@ -84,7 +124,7 @@ fn join(dir: &Path) -> Result<(), String> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let _ = client.send("hello", &exe);
-    let result = (|| -> Result<Vec<UprobeLink>, String> {
+    let result = (|| -> Result<Vec<Link>, String> {
         let session = read_session(dir)?;
         let object = userbpf::source::load_object(&session.object).map_err(|e| e.to_string())?;
         let maps = Arc::new(
@@ -98,21 +138,28 @@ fn join(dir: &Path) -> Result<(), String> {
         }));
         let mut links = Vec::new();
         for a in &session.attach {
-            let options = AttachOptions {
-                verify: session.verify,
-                helpers: Some(helpers.clone()),
-                ..AttachOptions::default()
+            let attached = if a.usdt {
+                usdt_attach(&object, &maps, a, session.verify, &helpers)
+            } else {
+                let options = AttachOptions {
+                    verify: session.verify,
+                    helpers: Some(helpers.clone()),
+                    ..AttachOptions::default()
+                };
+                probe::attach(&object, &maps, &a.program, &a.target, &options)
+                    .map(|l| {
+                        let addr = l.address();
+                        (Link::Uprobe(l), format!("{addr:#x}"))
+                    })
+                    .map_err(|e| e.to_string())
             };
-            match probe::attach(&object, &maps, &a.program, &a.target, &options) {
-                Ok(link) => {
-                    let _ = client.send(
-                        "attached",
-                        &format!("{} {} {:#x}", a.program, a.target, link.address()),
-                    );
+            match attached {
+                Ok((link, at)) => {
+                    let _ = client.send("attached", &format!("{} {} {at}", a.program, a.target));
                     links.push(link);
                 }
                 Err(e) => {
-                    let _ = client.send("error", &e.to_string());
+                    let _ = client.send("error", &e);
                 }
             }
         }
