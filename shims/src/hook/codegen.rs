@@ -361,11 +361,10 @@ pub fn entry_trampoline(
 /// Assembles the return trampoline at `ip`: reached by the `ret` of a
 /// function whose return address a uretprobe replaced. It saves the
 /// registers as a `struct pt_regs`, asks `dispatch(regs)` for the real
-/// return address (it runs the return probes), restores them and returns
-/// there.
+/// return address (it runs the return probes), restores them and jumps
+/// there (through r11, dead after a return).
 pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, String> {
-    // A slot for the real return address above the pt_regs: the `ret`
-    // that brought us here popped the slot that held our address.
+    // The pt_regs, and 8 bytes that keep the frame a multiple of 16.
     let frame = PT_REGS + 8;
     let build = || -> Result<CodeAssembler, IcedError> {
         let mut a = CodeAssembler::new(64)?;
@@ -388,11 +387,23 @@ pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, S
         a.movdqa(xmm0, xmmword_ptr(rsp))?;
         a.movdqa(xmm1, xmmword_ptr(rsp + 16))?;
         a.mov(rsp, rbx)?;
-        a.mov(qword_ptr(rsp + PT_REGS), rax)?;
-        // (The flags are dead after a return: no `popfq`.)
-        restore_gprs(&mut a)?;
-        a.lea(rsp, ptr(rsp + PT_REGS))?;
-        a.ret()?;
+        // Back to the real return address with a jump through r11, not a
+        // `ret`: r11 is dead after a return (caller-saved, no return
+        // value), and a `ret` here would pop the return stack buffer's
+        // entry of the caller's own caller, mispredicting every return up
+        // the stack. (The flags are dead too: no `popfq`.)
+        a.mov(r11, rax)?;
+        a.mov(rbx, qword_ptr(rsp + off::BX))?;
+        a.mov(r10, qword_ptr(rsp + off::R10))?;
+        a.mov(r9, qword_ptr(rsp + off::R9))?;
+        a.mov(r8, qword_ptr(rsp + off::R8))?;
+        a.mov(rcx, qword_ptr(rsp + off::CX))?;
+        a.mov(rdx, qword_ptr(rsp + off::DX))?;
+        a.mov(rsi, qword_ptr(rsp + off::SI))?;
+        a.mov(rdi, qword_ptr(rsp + off::DI))?;
+        a.mov(rax, qword_ptr(rsp + off::AX))?;
+        a.lea(rsp, ptr(rsp + frame))?;
+        a.jmp(r11)?;
         Ok(a)
     };
     let mut a = build().map_err(asm_err)?;
