@@ -41,6 +41,13 @@ static SITE_COUNT: AtomicUsize = AtomicUsize::new(0);
 /// Serialises patching (and the handler set-up).
 static PATCH_LOCK: Mutex<()> = Mutex::new(());
 
+/// The lock every writer of code in this process holds while a code page
+/// is writable (the hooks here, the syscall rewriter): one writer's
+/// `mprotect` back to read-execute must not land while another writes.
+pub fn code_lock() -> std::sync::MutexGuard<'static, ()> {
+    PATCH_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Publishes a site's code for the signal handlers.
 pub fn publish(code: SiteCode) -> Result<&'static SiteCode, String> {
     let _g = PATCH_LOCK

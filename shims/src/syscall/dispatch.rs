@@ -1,0 +1,370 @@
+//! The dispatcher the trampoline calls on its slow path: runs the hooks,
+//! and prepares the syscalls that cannot simply be made from the
+//! trampoline (`clone` onto a new stack, `clone3`, `vfork`), the ones
+//! whose effects the dispatcher tracks (`fork`, `exit`), and the signal
+//! calls Syscall User Dispatch must see ([`super::sud`]).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+
+use super::trampoline::{self, Call, ChildRecord, Frame, Mode, HOOKED, TABLE_LEN};
+use super::{current_list, quiesce, sud, SyscallAction, SyscallCtx, MISSES};
+
+/// [`HOOKED`] bit: some hook is attached to the number.
+const HOOK: u8 = 1;
+/// [`HOOKED`] bit: the number needs the dispatcher even without hooks.
+const SPECIAL: u8 = 2;
+
+/// [`Call::exit`] bit: run the exit hooks.
+const EXIT_HOOKS: u64 = 1;
+/// [`Call::exit`] bit: a fork-like clone; the child (result 0) must reset
+/// the per-thread bookkeeping it inherited.
+const EXIT_FORK: u64 = 2;
+
+const CLONE_ARGS_SIZE_VER0: u64 = 64;
+
+/// Marks the numbers the dispatcher always handles.
+pub fn init_table() {
+    for nr in [
+        libc::SYS_clone,
+        libc::SYS_clone3,
+        libc::SYS_fork,
+        libc::SYS_vfork,
+        libc::SYS_exit,
+    ] {
+        mark_special(nr);
+    }
+}
+
+/// Sends every `nr` syscall through the dispatcher.
+pub fn mark_special(nr: i64) {
+    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+        b.fetch_or(SPECIAL, Ordering::Release);
+    }
+}
+
+/// Sets the hook bits of the table for hooks with these filters.
+pub fn update_table(filters: impl Iterator<Item = Option<u64>>) {
+    let mut all = false;
+    let mut hooked = [false; TABLE_LEN];
+    for f in filters {
+        match f {
+            None => all = true,
+            Some(nr) => {
+                if let Some(h) = usize::try_from(nr).ok().and_then(|n| hooked.get_mut(n)) {
+                    *h = true;
+                }
+            }
+        }
+    }
+    for (b, h) in HOOKED.iter().zip(hooked) {
+        if all || h {
+            b.fetch_or(HOOK, Ordering::Release);
+        } else {
+            b.fetch_and(!HOOK, Ordering::Release);
+        }
+    }
+}
+
+#[inline]
+fn may_hook(nr: u64) -> bool {
+    match usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+        Some(b) => b.load(Ordering::Relaxed) & HOOK != 0,
+        None => true,
+    }
+}
+
+/// The trampoline's slow path, before the syscall. Returns a [`Mode`].
+pub extern "C" fn enter(frame: *mut Frame) -> u32 {
+    // SAFETY: the trampoline passes its own frame, aligned and
+    // initialised (regs and xmm), used by nothing else meanwhile.
+    let f = unsafe { &mut *frame };
+    let r = f.regs;
+    f.call = Call {
+        nr: r.nr,
+        args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+        result: 0,
+        exit: 0,
+    };
+    if may_hook(r.nr) {
+        if let Some(v) = run_enter_hooks(f) {
+            f.call.result = v as u64;
+            return Mode::Skip as u32;
+        }
+    }
+    special(f) as u32
+}
+
+fn run_enter_hooks(f: &mut Frame) -> Option<i64> {
+    let nr = f.call.nr;
+    let Some(_inside) = quiesce::enter() else {
+        note_miss(nr);
+        return None;
+    };
+    // SAFETY: this thread is inside until `_inside` drops.
+    let list = unsafe { current_list() }?;
+    let mut ctx = SyscallCtx {
+        nr,
+        args: f.call.args,
+        ip: f.regs.ret,
+        sp: f.regs.caller_rsp,
+    };
+    let mut result = None;
+    let mut any = false;
+    for e in list.entries.iter().filter(|e| e.matches(nr)) {
+        any = true;
+        ctx.nr = nr;
+        let action = catch_unwind(AssertUnwindSafe(|| e.hook.enter(&mut ctx)))
+            .unwrap_or(SyscallAction::Continue);
+        if let SyscallAction::Return(v) = action {
+            result.get_or_insert(v);
+        }
+    }
+    f.call.args = ctx.args;
+    if any {
+        f.call.exit |= EXIT_HOOKS;
+    }
+    result
+}
+
+/// A syscall made while this thread runs hooks: straight to the kernel.
+#[cold]
+fn note_miss(nr: u64) {
+    MISSES.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: this thread is inside (that is why it missed), further up
+    // its stack.
+    if let Some(list) = unsafe { current_list() } {
+        for e in list.entries.iter().filter(|e| e.matches(nr)) {
+            e.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The trampoline's slow path, after the syscall (when [`Call::exit`] is
+/// set).
+pub extern "C" fn exit(frame: *mut Frame) {
+    // SAFETY: as in `enter`.
+    let f = unsafe { &mut *frame };
+    let ret = f.call.result as i64;
+    if f.call.exit & EXIT_FORK != 0 && ret == 0 {
+        child_after_fork();
+    }
+    if f.call.exit & EXIT_HOOKS == 0 {
+        return;
+    }
+    let nr = f.call.nr;
+    let Some(_inside) = quiesce::enter() else {
+        return;
+    };
+    // SAFETY: inside until `_inside` drops.
+    let Some(list) = (unsafe { current_list() }) else {
+        return;
+    };
+    let ctx = SyscallCtx {
+        nr,
+        args: f.call.args,
+        ip: f.regs.ret,
+        sp: f.regs.caller_rsp,
+    };
+    for e in list.entries.iter().filter(|e| e.matches(nr)) {
+        let _ = catch_unwind(AssertUnwindSafe(|| e.hook.exit(&ctx, ret)));
+    }
+}
+
+/// The first code a clone child onto a new stack runs (on that stack,
+/// before it returns to the caller). `flags` are the clone flags.
+pub extern "C" fn child_entry(flags: u64) {
+    let vm = flags & libc::CLONE_VM as u64 != 0;
+    if !vm {
+        child_after_fork();
+    } else if flags & libc::CLONE_SETTLS as u64 != 0 {
+        // A thread with thread-locals of its own.
+        sud::arm_new_thread();
+    }
+}
+
+fn child_after_fork() {
+    quiesce::after_fork();
+    sud::after_fork();
+}
+
+fn special(f: &mut Frame) -> Mode {
+    match f.call.nr as i64 {
+        libc::SYS_clone => clone(f),
+        libc::SYS_clone3 => clone3(f),
+        libc::SYS_vfork => {
+            sud::claim_owner();
+            f.call.exit = 0;
+            Mode::Vfork
+        }
+        libc::SYS_fork => {
+            f.call.exit |= EXIT_FORK;
+            Mode::Syscall
+        }
+        libc::SYS_exit => {
+            quiesce::thread_exiting();
+            Mode::Syscall
+        }
+        libc::SYS_rt_sigprocmask => sud::filter_sigprocmask(f),
+        libc::SYS_rt_sigaction => sud::filter_sigaction(f),
+        _ => Mode::Syscall,
+    }
+}
+
+fn skip(f: &mut Frame, errno: i32) -> Mode {
+    f.call.result = (-(errno as i64)) as u64;
+    Mode::Skip
+}
+
+fn child_record(f: &Frame, flags: u64) -> ChildRecord {
+    let r = &f.regs;
+    ChildRecord {
+        xmm: f.xmm,
+        rdi: r.rdi,
+        rsi: r.rsi,
+        rdx: r.rdx,
+        r10: r.r10,
+        r8: r.r8,
+        r9: r.r9,
+        rbp: r.rbp,
+        rflags: r.rflags,
+        info: flags,
+        ret: r.ret,
+    }
+}
+
+/// Writes the child's record just below `top` (its initial stack
+/// pointer); returns the record's address.
+fn place_record(f: &Frame, flags: u64, top: u64) -> Option<u64> {
+    let size = std::mem::size_of::<ChildRecord>();
+    let at = top.checked_sub(size as u64)?;
+    let record = child_record(f, flags);
+    copy_user(
+        (&raw const record).cast_mut().cast(),
+        at,
+        size,
+        Direction::Write,
+    )
+    .then_some(at)
+}
+
+/// `clone(flags, stack, parent_tid, child_tid, tls)`.
+fn clone(f: &mut Frame) -> Mode {
+    let flags = f.call.args[0];
+    let stack = f.call.args[1];
+    if flags & libc::CLONE_VM as u64 != 0 && flags & libc::CLONE_SETTLS as u64 == 0 {
+        // The child will share this thread's thread-locals.
+        sud::claim_owner();
+    }
+    if stack != 0 {
+        match place_record(f, flags, stack) {
+            Some(at) => {
+                f.call.args[1] = at;
+                Mode::NewStack
+            }
+            None => skip(f, libc::EFAULT),
+        }
+    } else if flags & libc::CLONE_VM as u64 != 0 {
+        // The child runs on this very stack (vfork-like).
+        f.call.exit = 0;
+        Mode::Vfork
+    } else {
+        f.call.exit |= EXIT_FORK;
+        Mode::Syscall
+    }
+}
+
+/// `clone3(struct clone_args *args, size_t size)`.
+fn clone3(f: &mut Frame) -> Mode {
+    let ptr = f.call.args[0];
+    let size = f.call.args[1];
+    if ptr == 0 || size < CLONE_ARGS_SIZE_VER0 {
+        // The kernel refuses it.
+        return Mode::Syscall;
+    }
+    let room = std::mem::size_of_val(&f.scratch) as u64;
+    if size > room {
+        // Larger than any `struct clone_args` this kernel knows.
+        return skip(f, libc::E2BIG);
+    }
+    f.scratch = [0; 16];
+    if !copy_user(
+        f.scratch.as_mut_ptr().cast(),
+        ptr,
+        size as usize,
+        Direction::Read,
+    ) {
+        return skip(f, libc::EFAULT);
+    }
+    let flags = f.scratch[0];
+    let stack = f.scratch[5];
+    let stack_size = f.scratch[6];
+    if flags & libc::CLONE_VM as u64 != 0 && flags & libc::CLONE_SETTLS as u64 == 0 {
+        sud::claim_owner();
+    }
+    if stack != 0 {
+        let record = std::mem::size_of::<ChildRecord>() as u64;
+        let Some(top) = stack.checked_add(stack_size) else {
+            return skip(f, libc::EINVAL);
+        };
+        if stack_size <= record {
+            return skip(f, libc::EINVAL);
+        }
+        let Some(at) = place_record(f, flags, top) else {
+            return skip(f, libc::EFAULT);
+        };
+        f.scratch[6] = at - stack;
+        f.call.args[0] = f.scratch.as_ptr() as u64;
+        Mode::NewStack
+    } else if flags & libc::CLONE_VM as u64 != 0 {
+        f.call.exit = 0;
+        Mode::Vfork
+    } else {
+        f.call.exit |= EXIT_FORK;
+        Mode::Syscall
+    }
+}
+
+/// Which way [`copy_user`] copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the process's memory at `remote` to `local`.
+    Read,
+    /// From `local` to the process's memory at `remote`.
+    Write,
+}
+
+/// Copies `len` bytes between `local` and an address the hooked code
+/// passed (`remote`), through the kernel so a bad address gives false
+/// instead of a fault. `local` must be valid for `len` bytes.
+pub fn copy_user(local: *mut u8, remote: u64, len: usize, dir: Direction) -> bool {
+    let liov = libc::iovec {
+        iov_base: local.cast(),
+        iov_len: len,
+    };
+    let riov = libc::iovec {
+        iov_base: remote as *mut libc::c_void,
+        iov_len: len,
+    };
+    let nr = match dir {
+        Direction::Read => libc::SYS_process_vm_readv,
+        Direction::Write => libc::SYS_process_vm_writev,
+    };
+    // SAFETY: getpid takes no arguments; process_vm_{read,write}v on this
+    // process with one local iovec the caller vouches for, and a remote
+    // one the kernel checks.
+    unsafe {
+        let pid = trampoline::raw_syscall(libc::SYS_getpid, [0; 6]);
+        trampoline::raw_syscall(
+            nr,
+            [
+                pid as u64,
+                (&raw const liov) as u64,
+                1,
+                (&raw const riov) as u64,
+                1,
+                0,
+            ],
+        ) == len as i64
+    }
+}

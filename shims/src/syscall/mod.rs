@@ -1,0 +1,444 @@
+//! In-process syscall hooks: every syscall of the process, whether it goes
+//! through a libc wrapper or an inline `syscall` instruction, reaches the
+//! hooks attached with [`attach`] before the kernel sees it (and after it
+//! returns), at the cost of a few function calls instead of a trap.
+//!
+//! This is the mechanism only; the facade runs BPF programs (syscall
+//! tracepoints, a user-space seccomp/LSM policy) as [`SyscallHook`]s.
+//!
+//! # How syscalls are caught
+//!
+//! 1. **zpoline rewriting.** The first [`attach`] maps page 0 (root can,
+//!    despite `vm.mmap_min_addr`) with a jump sled that ends in a jump to
+//!    the trampoline, then rewrites every `syscall` instruction (`0f 05`)
+//!    of every loaded module (the executable, libc, `ld.so`, every
+//!    library; not the vDSO) into `call *%rax` (`ff d0`): `rax` holds the
+//!    syscall number, so the call lands in the sled. Sites are found by
+//!    decoding with iced-x86 over the extent of every function the module
+//!    describes (`.eh_frame_hdr` FDEs, `.symtab`/`.dynsym` functions),
+//!    never by a byte search, so only real instruction boundaries change.
+//!    A site changes with one atomic 2-byte compare-and-swap (a site that
+//!    straddles a cache line: one byte at a time, the half-written state
+//!    being an invalid opcode whose SIGILL is sent to the trampoline), so
+//!    other threads may run the code meanwhile. Libraries loaded later are
+//!    rewritten by [`rescan`].
+//! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (JIT
+//!    code, code mapped later): outside the trampoline's address range a
+//!    syscall raises SIGSYS, whose handler resumes the thread in the
+//!    trampoline as if the site had been rewritten. Threads are armed
+//!    while hooks are attached (an armed thread takes the kernel's slower
+//!    syscall path): the attaching thread directly, the others through a
+//!    signal, new threads as they are created by a hooked `clone`/`clone3`
+//!    and fork children in the dispatcher. [`set_user_dispatch`] turns it
+//!    off (or `USERBPF_SYSCALL_SUD=0`).
+//!
+//! The trampoline saves the registers, runs the hooks in attach order,
+//! performs the real syscall from inside its own code (never rewritten,
+//! and the range SUD allows), runs the exit hooks and returns with the
+//! syscall ABI intact. `rt_sigreturn` runs directly on the caller's stack;
+//! the child of a `clone`/`clone3` onto a new stack returns through a
+//! record written on that stack, never through the parent's frame; a
+//! `vfork` (or a clone that shares the caller's stack) returns through a
+//! thread-local slot, since the child reuses the stack.
+//!
+//! # Semantics
+//!
+//! - Hooks run in attach order; each sees the arguments as the previous
+//!   ones left them. The first [`SyscallAction::Return`] decides the
+//!   result (the syscall is not made); the remaining hooks still run.
+//!   Changes to [`SyscallCtx::args`] are passed to the kernel (the
+//!   caller's registers are restored unchanged); the number cannot
+//!   change. [`SyscallHook::exit`] runs after the syscall (or the
+//!   override) with the value the caller gets, for the hooks attached at
+//!   that moment (like the kernel's `sys_exit` tracepoints).
+//! - A syscall made while a hook runs on the same thread (the hook's own
+//!   syscalls, a signal handler interrupting it) goes straight to the
+//!   kernel and counts as a miss ([`SyscallLink::misses`]).
+//! - Not reported: `rt_sigreturn`; the exit of `vfork` and of a clone
+//!   that shares the caller's stack; the child's side of a `clone`/`fork`
+//!   onto a new stack (the parent's is); `exit`, `exit_group` and a
+//!   successful `execve` have no exit.
+//! - Hooks may run inside `malloc`, in signal handlers, during thread
+//!   start and exit, in vfork children: they must not allocate, take locks
+//!   the hooked code may hold, attach or detach hooks, or panic (a panic
+//!   is caught and counts as [`SyscallAction::Continue`]). They run on the
+//!   caller's stack, below its red zone.
+//! - Detaching waits until no thread runs the detached hook any more (a
+//!   grace period; after 5 s it gives up and leaks the hook).
+//! - To keep SUD working, the dispatcher keeps SIGSYS unblocked in armed
+//!   threads (it edits the sets given to `rt_sigprocmask` and the
+//!   `sa_mask` of `rt_sigaction`) and keeps the SIGSYS handler: a program
+//!   that installs one gets it called for every SIGSYS that is not SUD's,
+//!   and `sigaction` reports it back as installed.
+//!
+//! # Costs and side effects
+//!
+//! - Installation is permanent: page 0 stays mapped (reading a null
+//!   pointer no longer faults; writing still does; a call through a null
+//!   function pointer becomes syscall 0), sites stay rewritten. With no
+//!   hook attached a syscall costs the trampoline's table check (~10 ns
+//!   on the development machine, on a ~140 ns `getpid`); a hooked
+//!   syscall ~35 ns plus the hooks; while hooks are attached SUD adds
+//!   ~35 ns to every syscall of an armed thread (the kernel's slow path);
+//!   a syscall caught by SUD (not rewritten) costs ~2.4 µs (a signal
+//!   round trip).
+//! - The `call` of a rewritten site writes 8 bytes below the caller's
+//!   stack pointer: code that keeps data in the red zone across an inline
+//!   `syscall` loses that slot (zpoline's known caveat).
+//! - The trampoline saves `xmm0`-`xmm15`, not the upper halves of
+//!   `ymm`/`zmm` nor `zmm16`-`zmm31`/`k` registers: hooks must not use AVX
+//!   when the hooked code keeps AVX state live across a syscall.
+//! - Syscall numbers 1025-1042 and above 4064 crash (they land inside or
+//!   past the sled's stubs); no such syscall exists on x86-64.
+//! - Thread-locals of this crate must be static TLS (the crate linked
+//!   into the executable or a library loaded at start-up, such as an
+//!   `LD_PRELOAD` agent), not a library `dlopen`ed later.
+//! - Arming and disarming SUD (the first attach after none, the last
+//!   detach, [`set_user_dispatch`]) interrupts every other thread with a
+//!   signal (`SIGRTMAX-2`, or `USERBPF_SYSCALL_SIGNAL`): a thread blocked
+//!   in `poll`, `epoll_wait`, `nanosleep`... may see `EINTR` then.
+//! - Code pages are writable and executable while they are patched (other
+//!   threads may be running them); page 0 is written read-write, then
+//!   sealed read-execute.
+
+mod dispatch;
+mod eh_frame;
+mod quiesce;
+mod signals;
+mod sud;
+mod trampoline;
+mod zpoline;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// What a hook sees of a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyscallCtx {
+    /// The syscall number (`libc::SYS_openat`, ...). Read-only: changing it
+    /// has no effect.
+    pub nr: u64,
+    /// The arguments, in the kernel's order (`rdi`, `rsi`, `rdx`, `r10`,
+    /// `r8`, `r9`). An [`SyscallHook::enter`] may change them: the kernel
+    /// gets the changed values.
+    pub args: [u64; 6],
+    /// The address of the instruction after the syscall site.
+    pub ip: u64,
+    /// The caller's stack pointer at the syscall.
+    pub sp: u64,
+}
+
+impl SyscallCtx {
+    /// A context for syscall `nr` with `args` (for tests of hooks).
+    pub fn new(nr: u64, args: [u64; 6]) -> Self {
+        SyscallCtx {
+            nr,
+            args,
+            ip: 0,
+            sp: 0,
+        }
+    }
+}
+
+/// What a hook wants done with a syscall.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyscallAction {
+    /// Make the syscall.
+    Continue,
+    /// Do not make it: the caller gets this value instead (`-errno` for
+    /// a failure, e.g. `-libc::EACCES as i64`).
+    Return(i64),
+}
+
+/// Code run around the syscalls of the process, on the thread that makes
+/// them, possibly on many threads at once.
+pub trait SyscallHook: Send + Sync {
+    /// Runs before the syscall.
+    fn enter(&self, ctx: &mut SyscallCtx) -> SyscallAction;
+
+    /// Runs after it, with the value the caller gets (`-errno` on
+    /// failure).
+    fn exit(&self, ctx: &SyscallCtx, ret: i64) {
+        let _ = (ctx, ret);
+    }
+}
+
+/// Why hooks could not be attached.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SyscallError {
+    /// Syscall hooks exist on x86-64 Linux only.
+    #[error("in-process syscall hooks are only implemented on x86-64 Linux")]
+    Unsupported,
+    /// Page 0 could not be mapped (not root: mapping below
+    /// `vm.mmap_min_addr` needs `CAP_SYS_RAWIO`; or something is there).
+    #[error("cannot map the syscall trampoline page at address 0: {source} (mapping below vm.mmap_min_addr needs root/CAP_SYS_RAWIO)")]
+    PageZero {
+        /// The error from `mmap`.
+        #[source]
+        source: io::Error,
+    },
+    /// Installing the interception failed.
+    #[error("installing the syscall interception: {reason}")]
+    Install {
+        /// What failed.
+        reason: String,
+    },
+    /// A previous attach or detach panicked while holding the registry.
+    #[error("the syscall hook registry is poisoned")]
+    Poisoned,
+}
+
+/// Counters of the interception, for the whole process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SyscallStats {
+    /// Whether the interception is installed.
+    pub installed: bool,
+    /// Modules scanned by the rewriter.
+    pub modules: u64,
+    /// `syscall` instructions rewritten.
+    pub sites_rewritten: u64,
+    /// `syscall` instructions found but left alone (on a page that could
+    /// not be made writable): SUD catches them.
+    pub sites_skipped: u64,
+    /// Whether Syscall User Dispatch is available (the kernel has it and
+    /// `USERBPF_SYSCALL_SUD` is not `0`).
+    pub sud_enabled: bool,
+    /// Whether threads are armed now (they are while hooks are attached).
+    pub sud_active: bool,
+    /// Times a thread armed SUD (at the first attach after none, by
+    /// signal, at creation).
+    pub sud_threads: u64,
+    /// Syscalls caught by SUD (SIGSYS) and sent to the trampoline.
+    pub sud_dispatched: u64,
+    /// Syscalls that skipped the hooks because the thread was already
+    /// running hooks.
+    pub misses: u64,
+}
+
+/// An attached hook; dropping it detaches the hook.
+#[derive(Debug)]
+pub struct SyscallLink {
+    id: u64,
+    filter: Option<u64>,
+    misses: Arc<AtomicU64>,
+}
+
+impl SyscallLink {
+    /// The syscall number the hook is attached to (`None`: all).
+    pub fn filter(&self) -> Option<u64> {
+        self.filter
+    }
+
+    /// Syscalls this hook would have seen but that went straight to the
+    /// kernel: made while a hook was running on the same thread.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for SyscallLink {
+    fn drop(&mut self) {
+        detach(self.id);
+    }
+}
+
+/// A hook in the published list.
+pub(crate) struct Entry {
+    id: u64,
+    filter: Option<u64>,
+    hook: Arc<dyn SyscallHook>,
+    misses: Arc<AtomicU64>,
+}
+
+impl Entry {
+    #[inline]
+    fn matches(&self, nr: u64) -> bool {
+        self.filter.is_none_or(|f| f == nr)
+    }
+}
+
+impl Clone for Entry {
+    fn clone(&self) -> Self {
+        Entry {
+            id: self.id,
+            filter: self.filter,
+            hook: self.hook.clone(),
+            misses: self.misses.clone(),
+        }
+    }
+}
+
+/// The hooks, in attach order; replaced as a whole on attach and detach.
+pub(crate) struct HookList {
+    entries: Vec<Entry>,
+}
+
+/// The current list (null: none). Readers load it only while inside
+/// ([`quiesce::enter`]); a replaced list is freed after a grace period.
+static LIST: AtomicPtr<HookList> = AtomicPtr::new(std::ptr::null_mut());
+static MISSES: AtomicU64 = AtomicU64::new(0);
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// The current hook list.
+///
+/// # Safety
+///
+/// The caller is inside the hooks ([`quiesce::enter`] succeeded on this
+/// thread, possibly further up the stack) for as long as it uses the
+/// reference.
+unsafe fn current_list<'a>() -> Option<&'a HookList> {
+    let p = LIST.load(Ordering::Acquire);
+    // SAFETY: a published list stays alive until a grace period that waits
+    // for this thread has passed (the caller's contract).
+    unsafe { p.as_ref() }
+}
+
+struct Registry {
+    installed: bool,
+    entries: Vec<Entry>,
+    next_id: u64,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    installed: false,
+    entries: Vec::new(),
+    next_id: 1,
+});
+
+/// How long a detach waits for threads running hooks before it leaks the
+/// old list instead of freeing it.
+const GRACE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Attaches `hook` to syscall `filter` (a `libc::SYS_*` number), or to
+/// every syscall with `None`. The first attach of the process installs the
+/// interception (see the module documentation); it stays installed.
+pub fn attach(
+    filter: Option<u64>,
+    hook: Arc<dyn SyscallHook>,
+) -> Result<SyscallLink, SyscallError> {
+    if !cfg!(all(target_arch = "x86_64", target_os = "linux")) {
+        return Err(SyscallError::Unsupported);
+    }
+    let mut reg = REGISTRY.lock().map_err(|_| SyscallError::Poisoned)?;
+    if !reg.installed {
+        install()?;
+        reg.installed = true;
+        INSTALLED.store(true, Ordering::Release);
+    }
+    let id = reg.next_id;
+    reg.next_id += 1;
+    let misses = Arc::new(AtomicU64::new(0));
+    reg.entries.push(Entry {
+        id,
+        filter,
+        hook,
+        misses: misses.clone(),
+    });
+    publish(&reg.entries);
+    Ok(SyscallLink { id, filter, misses })
+}
+
+fn detach(id: u64) {
+    let Ok(mut reg) = REGISTRY.lock() else {
+        return;
+    };
+    let before = reg.entries.len();
+    reg.entries.retain(|e| e.id != id);
+    if reg.entries.len() != before {
+        publish(&reg.entries);
+    }
+}
+
+/// Publishes `entries` as the new list, updates the trampoline's table,
+/// and frees the old list after a grace period. Called with the registry
+/// locked.
+fn publish(entries: &[Entry]) {
+    if !entries.is_empty() {
+        sud::set_hooks_attached(true);
+    }
+    let new = if entries.is_empty() {
+        std::ptr::null_mut()
+    } else {
+        Box::into_raw(Box::new(HookList {
+            entries: entries.to_vec(),
+        }))
+    };
+    let old = LIST.swap(new, Ordering::AcqRel);
+    dispatch::update_table(entries.iter().map(|e| e.filter));
+    if !old.is_null() {
+        if quiesce::synchronize(GRACE_TIMEOUT) {
+            // SAFETY: lists are boxed; after the grace period no thread can
+            // still hold the old one.
+            drop(unsafe { Box::from_raw(old) });
+        } else {
+            eprintln!(
+                "userbpf: a thread stayed inside a syscall hook for {GRACE_TIMEOUT:?}; leaking the old hook list"
+            );
+        }
+    }
+    if entries.is_empty() {
+        sud::set_hooks_attached(false);
+    }
+}
+
+/// Maps page 0, rewrites the loaded modules, arms SUD.
+fn install() -> Result<(), SyscallError> {
+    quiesce::init();
+    zpoline::map_page_zero(trampoline::zp_entry())
+        .map_err(|source| SyscallError::PageZero { source })?;
+    dispatch::init_table();
+    zpoline::rewrite_loaded_modules();
+    if let Err(reason) = sud::install() {
+        if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
+            eprintln!("userbpf: Syscall User Dispatch not armed: {reason}");
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the modules loaded since the last scan (a `dlopen`ed
+/// library); returns how many sites were rewritten. Does nothing before
+/// the first [`attach`].
+pub fn rescan() -> Result<u64, SyscallError> {
+    let reg = REGISTRY.lock().map_err(|_| SyscallError::Poisoned)?;
+    if !reg.installed {
+        return Ok(0);
+    }
+    Ok(zpoline::rewrite_loaded_modules())
+}
+
+/// Whether Syscall User Dispatch backs up the rewrite (the default, unless
+/// `USERBPF_SYSCALL_SUD=0`). With it, syscalls of code the rewrite did not
+/// see (JIT code, code mapped later) reach the hooks too, but every
+/// syscall of an armed thread takes the kernel's slower path while hooks
+/// are attached (about +35 ns per syscall on the development machine); a
+/// tracer that only cares about libc and the loaded binaries can turn it
+/// off. Takes effect at once.
+pub fn set_user_dispatch(enabled: bool) -> Result<(), SyscallError> {
+    let _reg = REGISTRY.lock().map_err(|_| SyscallError::Poisoned)?;
+    sud::set_wanted(enabled);
+    Ok(())
+}
+
+/// The counters of the interception.
+pub fn stats() -> SyscallStats {
+    let installed = INSTALLED.load(Ordering::Acquire);
+    let rewrite = zpoline::counters();
+    let sud = sud::counters();
+    SyscallStats {
+        installed,
+        modules: rewrite.modules,
+        sites_rewritten: rewrite.rewritten,
+        sites_skipped: rewrite.skipped,
+        sud_enabled: sud.enabled,
+        sud_active: sud.active,
+        sud_threads: sud.threads,
+        sud_dispatched: sud.dispatched,
+        misses: MISSES.load(Ordering::Relaxed),
+    }
+}

@@ -1,0 +1,560 @@
+//! The syscall trampoline: the only code of the process that executes a
+//! real `syscall` instruction once the interception is installed (apart
+//! from the vDSO). It lives in this crate's text, between two labels that
+//! form Syscall User Dispatch's allowed range.
+//!
+//! # Entry
+//!
+//! - From page 0 (a rewritten site `call *%rax` ran through the sled):
+//!   `rsp` = caller's `rsp` - 136 (the `call` pushed the return address at
+//!   caller's `rsp` - 8, then the page-0 stub stepped over the red zone).
+//!   [`zp_entry`] loads the return address into `r11` and the caller's
+//!   `rsp` into `rcx` (both registers are clobbered by the syscall ABI, so
+//!   they are free scratch) and falls into the common path.
+//! - From the SIGSYS handler (Syscall User Dispatch caught a syscall): the
+//!   handler sets `r11` and `rcx` itself and `rsp` = caller's `rsp` - 136,
+//!   and resumes at [`sud_entry`], the common path.
+//!
+//! # Common path
+//!
+//! `rt_sigreturn` runs at once on the caller's stack (never returns).
+//! A syscall number whose byte in [`HOOKED`] is 0 takes the fast path:
+//! the real syscall, then back to the caller. Anything else builds a
+//! [`Frame`] (argument registers, flags, `xmm0`-`xmm15`), calls the
+//! dispatcher's `enter`, then does what it asks ([`Mode`]): the syscall
+//! (with the arguments the hooks left), nothing (a hook's return value),
+//! a `clone` onto a new stack (the child returns through a record written
+//! on its own stack, never through the parent's frame), or a `vfork` (the
+//! return address goes to a thread-local slot and the syscall runs on the
+//! caller's own stack, so parent and child both jump back directly); then
+//! the dispatcher's `exit` when hooks want it, restores the registers and
+//! returns. The caller sees every register but `rax`, `rcx` and `r11`
+//! unchanged, as after a real `syscall`; arithmetic flags are restored on
+//! the slow path only (compilers treat a `syscall` as clobbering them).
+
+use std::arch::global_asm;
+use std::mem::offset_of;
+use std::sync::atomic::AtomicU8;
+
+/// Syscall numbers below this have a byte in [`HOOKED`]; larger numbers
+/// always take the slow path.
+pub const TABLE_LEN: usize = 512;
+
+/// One byte per syscall number: 0 = fast path (no hook and no special
+/// handling), else slow path. Written by the registry, read by the
+/// trampoline without synchronisation (a stale read either runs the
+/// dispatcher for nothing or misses a hook attached at that instant).
+pub static HOOKED: [AtomicU8; TABLE_LEN] = [const { AtomicU8::new(0) }; TABLE_LEN];
+
+/// `xmm0`-`xmm15`, as 16 pairs of `u64`.
+pub type XmmSave = [[u64; 2]; 16];
+
+/// The caller's registers as the trampoline saved them.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct SavedRegs {
+    /// `rdi` (first argument).
+    pub rdi: u64,
+    /// `rsi`.
+    pub rsi: u64,
+    /// `rdx`.
+    pub rdx: u64,
+    /// `r10` (fourth argument of a syscall).
+    pub r10: u64,
+    /// `r8`.
+    pub r8: u64,
+    /// `r9`.
+    pub r9: u64,
+    /// `rax`: the syscall number.
+    pub nr: u64,
+    /// `rflags`.
+    pub rflags: u64,
+    /// The return address (the instruction after the syscall site).
+    pub ret: u64,
+    /// The caller's `rsp` (as at the syscall instruction).
+    pub caller_rsp: u64,
+    /// The caller's `rbp`.
+    pub rbp: u64,
+}
+
+/// The syscall the dispatcher asks the trampoline to perform, and its
+/// result.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Call {
+    /// The number.
+    pub nr: u64,
+    /// The arguments (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`).
+    pub args: [u64; 6],
+    /// The result (`rax` for the caller).
+    pub result: u64,
+    /// Non-zero: call the dispatcher's `exit` after the syscall.
+    pub exit: u64,
+}
+
+/// The trampoline's frame on the caller's stack (16-byte aligned).
+#[repr(C, align(16))]
+#[derive(Debug)]
+pub struct Frame {
+    /// `xmm0`-`xmm15` of the caller.
+    pub xmm: XmmSave,
+    /// The caller's registers.
+    pub regs: SavedRegs,
+    /// What to perform.
+    pub call: Call,
+    /// Scratch the dispatcher points syscall arguments at (a copy of
+    /// `struct clone_args`, a signal mask, a `struct sigaction`).
+    pub scratch: [u64; 16],
+}
+
+/// What a clone child onto a new stack finds at its stack pointer: the
+/// registers to restore, then the return address (popped by `ret`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct ChildRecord {
+    /// `xmm0`-`xmm15` of the caller.
+    pub xmm: XmmSave,
+    /// `rdi`.
+    pub rdi: u64,
+    /// `rsi`.
+    pub rsi: u64,
+    /// `rdx`.
+    pub rdx: u64,
+    /// `r10`.
+    pub r10: u64,
+    /// `r8`.
+    pub r8: u64,
+    /// `r9`.
+    pub r9: u64,
+    /// `rbp`.
+    pub rbp: u64,
+    /// `rflags`.
+    pub rflags: u64,
+    /// The clone flags (for the child's set-up).
+    pub info: u64,
+    /// The return address.
+    pub ret: u64,
+}
+
+/// What the trampoline does after the dispatcher's `enter`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Perform `call` (nr and args).
+    Syscall = 0,
+    /// Perform nothing: `call.result` is the result.
+    Skip = 1,
+    /// A clone whose child starts on a new stack, with a [`ChildRecord`]
+    /// at that stack pointer (the argument already points at it).
+    NewStack = 2,
+    /// A vfork-like clone: the child shares the caller's stack.
+    Vfork = 3,
+}
+
+const F_XMM: usize = offset_of!(Frame, xmm);
+const F_RDI: usize = offset_of!(Frame, regs.rdi);
+const F_RSI: usize = offset_of!(Frame, regs.rsi);
+const F_RDX: usize = offset_of!(Frame, regs.rdx);
+const F_R10: usize = offset_of!(Frame, regs.r10);
+const F_R8: usize = offset_of!(Frame, regs.r8);
+const F_R9: usize = offset_of!(Frame, regs.r9);
+const F_NR: usize = offset_of!(Frame, regs.nr);
+const F_RFLAGS: usize = offset_of!(Frame, regs.rflags);
+const F_RET: usize = offset_of!(Frame, regs.ret);
+const F_CALLER_RSP: usize = offset_of!(Frame, regs.caller_rsp);
+const F_RBP: usize = offset_of!(Frame, regs.rbp);
+const C_NR: usize = offset_of!(Frame, call.nr);
+const C_ARGS: usize = offset_of!(Frame, call.args);
+const C_RESULT: usize = offset_of!(Frame, call.result);
+const C_EXIT: usize = offset_of!(Frame, call.exit);
+const R_RDI: usize = offset_of!(ChildRecord, rdi);
+const R_RSI: usize = offset_of!(ChildRecord, rsi);
+const R_RDX: usize = offset_of!(ChildRecord, rdx);
+const R_R10: usize = offset_of!(ChildRecord, r10);
+const R_R8: usize = offset_of!(ChildRecord, r8);
+const R_R9: usize = offset_of!(ChildRecord, r9);
+const R_RBP: usize = offset_of!(ChildRecord, rbp);
+const R_RFLAGS: usize = offset_of!(ChildRecord, rflags);
+const R_INFO: usize = offset_of!(ChildRecord, info);
+const R_RET: usize = offset_of!(ChildRecord, ret);
+
+const _: () = assert!(std::mem::size_of::<Frame>().is_multiple_of(16));
+const _: () = assert!(F_XMM == 0);
+const _: () = assert!(offset_of!(ChildRecord, xmm) == 0);
+const _: () = assert!(R_RET + 8 == std::mem::size_of::<ChildRecord>());
+
+global_asm!(
+    r#"
+    .pushsection .text.userbpf_syscall_trampoline,"ax",@progbits
+    .p2align 6
+    .globl userbpf_sys_text_start
+    .hidden userbpf_sys_text_start
+userbpf_sys_text_start:
+    int3
+
+    // ---- entry from page 0: rsp = caller rsp - 136, [rsp+128] = ret
+    .p2align 4
+    .globl userbpf_sys_zp_entry
+    .hidden userbpf_sys_zp_entry
+userbpf_sys_zp_entry:
+    mov 128(%rsp), %r11
+    lea 136(%rsp), %rcx
+
+    // ---- entry from the SIGSYS handler; r11 = ret, rcx = caller rsp
+    .globl userbpf_sys_sud_entry
+    .hidden userbpf_sys_sud_entry
+userbpf_sys_sud_entry:
+    cmp $15, %rax
+    je .Luserbpf_sigreturn
+    cmp ${table_len}, %rax
+    jae .Luserbpf_slow
+    push %rcx
+    lea {table}(%rip), %rcx
+    cmpb $0, (%rcx,%rax)
+    pop %rcx
+    jne .Luserbpf_slow
+    // fast path: no hook, nothing special
+    push %rcx
+    push %r11
+    syscall
+    pop %r11
+    pop %rcx
+    cmp %r11, -8(%rcx)
+    jne .Luserbpf_fast_jmp
+    lea -8(%rcx), %rsp
+    ret
+.Luserbpf_fast_jmp:
+    mov %rcx, %rsp
+    jmp *%r11
+
+.Luserbpf_sigreturn:
+    mov %rcx, %rsp
+    syscall
+    ud2
+
+.Luserbpf_slow:
+    push %rbp
+    mov %rsp, %rbp
+    and $-16, %rsp
+    sub ${frame_size}, %rsp
+    mov %rdi, {f_rdi}(%rsp)
+    mov %rsi, {f_rsi}(%rsp)
+    mov %rdx, {f_rdx}(%rsp)
+    mov %r10, {f_r10}(%rsp)
+    mov %r8, {f_r8}(%rsp)
+    mov %r9, {f_r9}(%rsp)
+    mov %rax, {f_nr}(%rsp)
+    mov %r11, {f_ret}(%rsp)
+    mov %rcx, {f_caller_rsp}(%rsp)
+    mov (%rbp), %rcx
+    mov %rcx, {f_rbp}(%rsp)
+    pushfq
+    pop %rcx
+    mov %rcx, {f_rflags}(%rsp)
+    cld
+    movaps %xmm0, 0(%rsp)
+    movaps %xmm1, 16(%rsp)
+    movaps %xmm2, 32(%rsp)
+    movaps %xmm3, 48(%rsp)
+    movaps %xmm4, 64(%rsp)
+    movaps %xmm5, 80(%rsp)
+    movaps %xmm6, 96(%rsp)
+    movaps %xmm7, 112(%rsp)
+    movaps %xmm8, 128(%rsp)
+    movaps %xmm9, 144(%rsp)
+    movaps %xmm10, 160(%rsp)
+    movaps %xmm11, 176(%rsp)
+    movaps %xmm12, 192(%rsp)
+    movaps %xmm13, 208(%rsp)
+    movaps %xmm14, 224(%rsp)
+    movaps %xmm15, 240(%rsp)
+    mov %rsp, %rdi
+    call {enter}
+    cmp $1, %eax
+    je .Luserbpf_after
+    cmp $2, %eax
+    je .Luserbpf_newstack
+    cmp $3, %eax
+    je .Luserbpf_vfork
+    mov {c_args}+0(%rsp), %rdi
+    mov {c_args}+8(%rsp), %rsi
+    mov {c_args}+16(%rsp), %rdx
+    mov {c_args}+24(%rsp), %r10
+    mov {c_args}+32(%rsp), %r8
+    mov {c_args}+40(%rsp), %r9
+    mov {c_nr}(%rsp), %rax
+    syscall
+    mov %rax, {c_result}(%rsp)
+.Luserbpf_after:
+    cmpq $0, {c_exit}(%rsp)
+    je .Luserbpf_restore
+    mov %rsp, %rdi
+    call {exit}
+.Luserbpf_restore:
+    movaps 0(%rsp), %xmm0
+    movaps 16(%rsp), %xmm1
+    movaps 32(%rsp), %xmm2
+    movaps 48(%rsp), %xmm3
+    movaps 64(%rsp), %xmm4
+    movaps 80(%rsp), %xmm5
+    movaps 96(%rsp), %xmm6
+    movaps 112(%rsp), %xmm7
+    movaps 128(%rsp), %xmm8
+    movaps 144(%rsp), %xmm9
+    movaps 160(%rsp), %xmm10
+    movaps 176(%rsp), %xmm11
+    movaps 192(%rsp), %xmm12
+    movaps 208(%rsp), %xmm13
+    movaps 224(%rsp), %xmm14
+    movaps 240(%rsp), %xmm15
+    mov {f_rdi}(%rsp), %rdi
+    mov {f_rsi}(%rsp), %rsi
+    mov {f_rdx}(%rsp), %rdx
+    mov {f_r10}(%rsp), %r10
+    mov {f_r8}(%rsp), %r8
+    mov {f_r9}(%rsp), %r9
+    mov {c_result}(%rsp), %rax
+    mov {f_ret}(%rsp), %r11
+    mov {f_caller_rsp}(%rsp), %rcx
+    // Return with `ret` when the call's return address is still there
+    // (a rewritten site: keeps the return stack buffer balanced).
+    cmp %r11, -8(%rcx)
+    jne .Luserbpf_slow_jmp
+    pushq {f_rflags}(%rsp)
+    popfq
+    mov %rbp, %rsp
+    pop %rbp
+    lea -8(%rcx), %rsp
+    ret
+.Luserbpf_slow_jmp:
+    pushq {f_rflags}(%rsp)
+    popfq
+    mov %rbp, %rsp
+    pop %rbp
+    mov %rcx, %rsp
+    jmp *%r11
+
+    // ---- clone onto a new stack: the argument points at a ChildRecord
+.Luserbpf_newstack:
+    mov {c_args}+0(%rsp), %rdi
+    mov {c_args}+8(%rsp), %rsi
+    mov {c_args}+16(%rsp), %rdx
+    mov {c_args}+24(%rsp), %r10
+    mov {c_args}+32(%rsp), %r8
+    mov {c_args}+40(%rsp), %r9
+    mov {c_nr}(%rsp), %rax
+    syscall
+    test %rax, %rax
+    jz .Luserbpf_child
+    mov %rax, {c_result}(%rsp)
+    jmp .Luserbpf_after
+.Luserbpf_child:
+    // rsp = the ChildRecord on the child's stack; rbx, r12-r15 are the
+    // caller's (nothing here or in Rust changed them).
+    mov %rsp, %rcx
+    and $-16, %rsp
+    push %rcx
+    push %rcx
+    mov {r_info}(%rcx), %rdi
+    call {child_entry}
+    pop %rcx
+    mov %rcx, %rsp
+    movups 0(%rsp), %xmm0
+    movups 16(%rsp), %xmm1
+    movups 32(%rsp), %xmm2
+    movups 48(%rsp), %xmm3
+    movups 64(%rsp), %xmm4
+    movups 80(%rsp), %xmm5
+    movups 96(%rsp), %xmm6
+    movups 112(%rsp), %xmm7
+    movups 128(%rsp), %xmm8
+    movups 144(%rsp), %xmm9
+    movups 160(%rsp), %xmm10
+    movups 176(%rsp), %xmm11
+    movups 192(%rsp), %xmm12
+    movups 208(%rsp), %xmm13
+    movups 224(%rsp), %xmm14
+    movups 240(%rsp), %xmm15
+    mov {r_rdi}(%rsp), %rdi
+    mov {r_rsi}(%rsp), %rsi
+    mov {r_rdx}(%rsp), %rdx
+    mov {r_r10}(%rsp), %r10
+    mov {r_r8}(%rsp), %r8
+    mov {r_r9}(%rsp), %r9
+    mov {r_rbp}(%rsp), %rbp
+    pushq {r_rflags}(%rsp)
+    popfq
+    lea {r_ret}(%rsp), %rsp
+    mov $0, %eax
+    ret
+
+    // ---- vfork: the child shares this stack; the return address goes
+    // to a thread-local slot (the child shares the thread pointer too
+    // and runs first; the parent reads it when it resumes)
+.Luserbpf_vfork:
+    mov userbpf_sys_vfork_ret@gottpoff(%rip), %rcx
+    mov {f_ret}(%rsp), %r11
+    mov %r11, %fs:(%rcx)
+    movaps 0(%rsp), %xmm0
+    movaps 16(%rsp), %xmm1
+    movaps 32(%rsp), %xmm2
+    movaps 48(%rsp), %xmm3
+    movaps 64(%rsp), %xmm4
+    movaps 80(%rsp), %xmm5
+    movaps 96(%rsp), %xmm6
+    movaps 112(%rsp), %xmm7
+    movaps 128(%rsp), %xmm8
+    movaps 144(%rsp), %xmm9
+    movaps 160(%rsp), %xmm10
+    movaps 176(%rsp), %xmm11
+    movaps 192(%rsp), %xmm12
+    movaps 208(%rsp), %xmm13
+    movaps 224(%rsp), %xmm14
+    movaps 240(%rsp), %xmm15
+    mov {c_args}+0(%rsp), %rdi
+    mov {c_args}+8(%rsp), %rsi
+    mov {c_args}+16(%rsp), %rdx
+    mov {c_args}+24(%rsp), %r10
+    mov {c_args}+32(%rsp), %r8
+    mov {c_args}+40(%rsp), %r9
+    mov {c_nr}(%rsp), %rax
+    mov {f_caller_rsp}(%rsp), %rcx
+    pushq {f_rflags}(%rsp)
+    popfq
+    mov %rbp, %rsp
+    pop %rbp
+    mov %rcx, %rsp
+    syscall
+    mov userbpf_sys_vfork_ret@gottpoff(%rip), %rcx
+    jmp *%fs:(%rcx)
+
+    // ---- SA_RESTORER of this crate's signal handlers
+    .p2align 4
+    .globl userbpf_sys_restorer
+    .hidden userbpf_sys_restorer
+userbpf_sys_restorer:
+    mov $15, %eax
+    syscall
+    ud2
+
+    // ---- raw syscall for this crate's own needs:
+    // fn(nr, a0, a1, a2, a3, a4, a5) -> i64
+    .p2align 4
+    .globl userbpf_sys_raw
+    .hidden userbpf_sys_raw
+userbpf_sys_raw:
+    mov %rdi, %rax
+    mov %rsi, %rdi
+    mov %rdx, %rsi
+    mov %rcx, %rdx
+    mov %r8, %r10
+    mov %r9, %r8
+    mov 8(%rsp), %r9
+    syscall
+    ret
+
+    .globl userbpf_sys_text_end
+    .hidden userbpf_sys_text_end
+userbpf_sys_text_end:
+    int3
+    .popsection
+
+    .pushsection .tbss,"awT",@nobits
+    .p2align 3
+    .type userbpf_sys_vfork_ret, @object
+    .size userbpf_sys_vfork_ret, 8
+userbpf_sys_vfork_ret:
+    .zero 8
+    .popsection
+"#,
+    table_len = const TABLE_LEN,
+    table = sym HOOKED,
+    frame_size = const std::mem::size_of::<Frame>(),
+    f_rdi = const F_RDI,
+    f_rsi = const F_RSI,
+    f_rdx = const F_RDX,
+    f_r10 = const F_R10,
+    f_r8 = const F_R8,
+    f_r9 = const F_R9,
+    f_nr = const F_NR,
+    f_rflags = const F_RFLAGS,
+    f_ret = const F_RET,
+    f_caller_rsp = const F_CALLER_RSP,
+    f_rbp = const F_RBP,
+    c_nr = const C_NR,
+    c_args = const C_ARGS,
+    c_result = const C_RESULT,
+    c_exit = const C_EXIT,
+    r_rdi = const R_RDI,
+    r_rsi = const R_RSI,
+    r_rdx = const R_RDX,
+    r_r10 = const R_R10,
+    r_r8 = const R_R8,
+    r_r9 = const R_R9,
+    r_rbp = const R_RBP,
+    r_rflags = const R_RFLAGS,
+    r_info = const R_INFO,
+    r_ret = const R_RET,
+    enter = sym super::dispatch::enter,
+    exit = sym super::dispatch::exit,
+    child_entry = sym super::dispatch::child_entry,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    static userbpf_sys_text_start: u8;
+    static userbpf_sys_text_end: u8;
+    fn userbpf_sys_zp_entry();
+    fn userbpf_sys_sud_entry();
+    fn userbpf_sys_restorer();
+    fn userbpf_sys_raw(nr: u64, a0: u64, a1: u64, a2: u64, a3: u64, a4: u64, a5: u64) -> i64;
+}
+
+/// The address range `[start, end)` of the trampoline code: the only
+/// place real syscalls run from (Syscall User Dispatch's allowed range);
+/// the rewriter leaves it alone.
+pub fn text_range() -> (u64, u64) {
+    (
+        (&raw const userbpf_sys_text_start) as u64,
+        (&raw const userbpf_sys_text_end) as u64 + 1,
+    )
+}
+
+/// Where page 0's stub jumps.
+pub fn zp_entry() -> u64 {
+    userbpf_sys_zp_entry as *const () as u64
+}
+
+/// Where the SIGSYS handler sends a caught syscall.
+pub fn sud_entry() -> u64 {
+    userbpf_sys_sud_entry as *const () as u64
+}
+
+/// The `SA_RESTORER` of this crate's signal handlers.
+pub fn restorer() -> u64 {
+    userbpf_sys_restorer as *const () as u64
+}
+
+/// A syscall from inside the trampoline range: never hooked, never
+/// caught by Syscall User Dispatch. Returns the raw result (`-errno` on
+/// failure).
+///
+/// # Safety
+///
+/// The syscall must be valid with these arguments (pointers valid for
+/// what the kernel does with them).
+pub unsafe fn raw_syscall(nr: i64, args: [u64; 6]) -> i64 {
+    // SAFETY: the stub performs the syscall as the kernel ABI expects; the
+    // caller vouches for the arguments.
+    unsafe {
+        userbpf_sys_raw(
+            nr as u64, args[0], args[1], args[2], args[3], args[4], args[5],
+        )
+    }
+}
+
+/// This thread's id (a raw `gettid`, never hooked).
+pub fn gettid() -> u32 {
+    // SAFETY: gettid takes no arguments.
+    unsafe { raw_syscall(libc::SYS_gettid, [0; 6]) as u32 }
+}
