@@ -12,6 +12,8 @@ pub mod engine;
 pub mod hex;
 pub mod probe;
 pub mod source;
+pub mod syscall;
+pub mod syscall_names;
 pub mod usdt;
 
 pub use userbpf_jit as jit;

@@ -88,6 +88,17 @@ const DIFFERENCES: &[Difference] = &[
         reason: "user-space-only helper: bpf_override_return on a uprobe, as for hooks.bpf.o's \
                  `probe`",
     },
+    // The syscall policy: bpf_override_return on a sys_enter tracepoint
+    // denies the call in userbpf's in-process hooks (a user-space
+    // seccomp/LSM); the kernel has no such helper for tracepoints.
+    Difference {
+        object: "syscall_policy.bpf.o",
+        program: "deny_prefix",
+        ours: Accepts,
+        kernel: Rejects("cannot use helper bpf_override_return#58"),
+        reason: "user-space-only helper: bpf_override_return on an in-process sys_enter hook \
+                 denies the call",
+    },
     // A userbpf rule: a syscall program's context is a plain buffer the
     // caller passes (the runtime gives at least max_ctx_offset bytes), so we
     // take variable offsets into it; the kernel refuses any variable context

@@ -133,6 +133,11 @@ impl MemoryMap {
     }
 
     /// Adds a region for the current run only.
+    /// Room for `n` more regions without allocating.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.regions.reserve(n);
+    }
+
     pub(crate) fn add_transient(&mut self, r: Region) {
         self.regions.push(r);
     }

@@ -388,6 +388,17 @@ impl Vm {
         }
     }
 
+    /// Allocates now what a VM otherwise allocates on its first runs (its
+    /// native code's context, room for a run's regions), so that runs of
+    /// programs that call no allocating helper allocate nothing: for hooks
+    /// that may run inside `malloc` or a signal handler.
+    pub fn warm_up(&mut self) {
+        if self.use_compiled && matches!(self.closed, Closed::Unknown) {
+            self.closed_setup();
+        }
+        self.mem.reserve(16);
+    }
+
     /// Keeps `owner` alive as long as this VM (for the memory behind
     /// regions added with [`Vm::add_region`]).
     pub fn keep_alive(&mut self, owner: Arc<dyn std::any::Any + Send + Sync>) {
