@@ -34,6 +34,8 @@ enum Hook {
     Uprobe,
     /// A USDT probe: `BINARY:PROVIDER:NAME`.
     Usdt,
+    /// A syscall tracepoint (the section says which).
+    Syscall,
 }
 
 impl Hook {
@@ -41,6 +43,7 @@ impl Hook {
         match self {
             Hook::Uprobe => "attach",
             Hook::Usdt => "usdt",
+            Hook::Syscall => "syscall",
         }
     }
 
@@ -48,6 +51,7 @@ impl Hook {
         match self {
             Hook::Uprobe => "BINARY:FUNCTION",
             Hook::Usdt => "BINARY:PROVIDER:NAME",
+            Hook::Syscall => "(none: the section names the syscall)",
         }
     }
 }
@@ -55,6 +59,9 @@ impl Hook {
 /// A program's hook and the target its section names, if it is one
 /// `userbpf exec` attaches.
 fn hook_of(p: &userbpf_vm::object::ObjProgram) -> Option<(Hook, Option<String>)> {
+    if let Some(Ok(_)) = userbpf::syscall::SyscallProgram::of_section(&p.kind.section) {
+        return Some((Hook::Syscall, Some(p.kind.section.clone())));
+    }
     if p.kind.prog_type != ProgramType::Kprobe {
         return None;
     }
@@ -79,9 +86,9 @@ fn plan(file: &Path, object: &Object, progs: &[String]) -> Result<Vec<(String, H
         }
         if out.is_empty() {
             bail!(
-                "{}: no uprobe, uretprobe or USDT program names its target in its section \
-                 (`uprobe/BINARY:FUNCTION`, `usdt/BINARY:PROVIDER:NAME`); give them with \
-                 --prog NAME=TARGET",
+                "{}: no syscall program, and no uprobe, uretprobe or USDT program that \
+                 names its target in its section (`uprobe/BINARY:FUNCTION`, \
+                 `usdt/BINARY:PROVIDER:NAME`); give them with --prog NAME=TARGET",
                 file.display()
             );
         }
@@ -97,8 +104,8 @@ fn plan(file: &Path, object: &Object, progs: &[String]) -> Result<Vec<(String, H
             .with_context(|| format!("{}: --prog {name}", file.display()))?;
         let Some((hook, from_section)) = hook_of(p) else {
             bail!(
-                "{}: program `{name}` (section `{}`) is not a uprobe, uretprobe or USDT \
-                 program; `userbpf exec` attaches those (syscall hooks are not supported yet)",
+                "{}: program `{name}` (section `{}`) is not a uprobe, uretprobe, USDT or \
+                 syscall program, the hooks `userbpf exec` attaches in the process",
                 file.display(),
                 p.kind.section
             );

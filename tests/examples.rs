@@ -116,3 +116,49 @@ fn usdt_reader_sees_every_probe_and_enables_the_gated_one() {
     assert_eq!(stat(2), 100, "demo:tick probes");
     assert_eq!(stat(3), sum, "the last tick's running sum");
 }
+
+#[test]
+fn opensnoop_sees_the_demos_opens_through_syscall_hooks() {
+    let out = Command::new(env!("CARGO_BIN_EXE_userbpf"))
+        .arg("exec")
+        .arg(example("opensnoop.bpf.o"))
+        .arg("--json")
+        .arg("--")
+        .arg(built("userbpf-demo"))
+        .arg("3")
+        .env("USERBPF_AGENT", built("libuserbpf_agent.so"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Records: u32 pid, s32 result, char name[64].
+    let opens: Vec<(i32, String)> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["map"] == "events")
+        .map(|v| {
+            let h = v["data"].as_str().unwrap();
+            let b: Vec<u8> = (0..h.len() / 2)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            let ret = i32::from_le_bytes(b[4..8].try_into().unwrap());
+            let name = &b[8..72];
+            let end = name.iter().position(|c| *c == 0).unwrap_or(64);
+            (ret, String::from_utf8_lossy(&name[..end]).into_owned())
+        })
+        .collect();
+    let stat: Vec<_> = opens
+        .iter()
+        .filter(|(_, n)| n == "/proc/self/stat")
+        .collect();
+    assert_eq!(
+        stat.len(),
+        1,
+        "the demo opens /proc/self/stat once: {opens:?}"
+    );
+    assert!(stat[0].0 >= 0, "and gets a descriptor: {opens:?}");
+}

@@ -25,6 +25,7 @@ use userbpf_vm::Helpers;
 enum Link {
     Uprobe(UprobeLink),
     Usdt(userbpf::usdt::UsdtLink),
+    Syscall(userbpf::syscall::SyscallProbeLink),
 }
 
 /// What the agent keeps for the life of the process.
@@ -37,15 +38,16 @@ static JOINED: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
 
 /// One line of the session file: a program and where it goes.
 struct Attach {
-    /// A USDT probe (`BINARY:PROVIDER:NAME`), else a uprobe.
-    usdt: bool,
+    /// `attach` (uprobe), `usdt` or `syscall`.
+    kind: &'static str,
     program: String,
     target: String,
 }
 
 /// The session file (`session` in the directory), written by the tracer:
 /// `object PATH`, `verify 0|1`, then `attach PROGRAM TARGET` (uprobes)
-/// and `usdt PROGRAM BINARY:PROVIDER:NAME` lines.
+/// `usdt PROGRAM BINARY:PROVIDER:NAME` and `syscall PROGRAM SECTION`
+/// lines.
 struct SessionFile {
     object: PathBuf,
     verify: bool,
@@ -63,12 +65,16 @@ fn read_session(dir: &Path) -> Result<SessionFile, String> {
         match word {
             "object" => object = Some(PathBuf::from(rest)),
             "verify" => verify = rest != "0",
-            "attach" | "usdt" => {
+            "attach" | "usdt" | "syscall" => {
                 let (program, target) = rest
                     .split_once(' ')
                     .ok_or_else(|| format!("{}: bad line `{line}`", path.display()))?;
                 attach.push(Attach {
-                    usdt: word == "usdt",
+                    kind: match word {
+                        "usdt" => "usdt",
+                        "syscall" => "syscall",
+                        _ => "attach",
+                    },
                     program: program.to_string(),
                     target: target.to_string(),
                 });
@@ -138,8 +144,16 @@ fn join(dir: &Path) -> Result<(), String> {
         }));
         let mut links = Vec::new();
         for a in &session.attach {
-            let attached = if a.usdt {
+            let attached = if a.kind == "usdt" {
                 usdt_attach(&object, &maps, a, session.verify, &helpers)
+            } else if a.kind == "syscall" {
+                let options = userbpf::syscall::SyscallOptions {
+                    verify: session.verify,
+                    helpers: Some(helpers.clone()),
+                };
+                userbpf::syscall::attach(&object, &maps, &a.program, &options)
+                    .map(|l| (Link::Syscall(l), "syscalls".to_string()))
+                    .map_err(|e| e.to_string())
             } else {
                 let options = AttachOptions {
                     verify: session.verify,
