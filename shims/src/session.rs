@@ -325,4 +325,69 @@ mod tests {
         drop(dir);
         assert!(!path.exists(), "the session directory is removed");
     }
+
+    #[test]
+    fn a_peer_running_as_another_user_is_refused() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            println!("SKIP: needs root to connect as another user");
+            return;
+        }
+        let dir = SessionDir::create(Some(&std::env::temp_dir())).unwrap();
+        let server = ControlServer::bind(&dir.control_path()).unwrap();
+        // Let `nobody` reach the socket: the uid check must be what
+        // refuses it (the directory's 0700 would stop it first).
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.control_path(), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let path = std::ffi::CString::new(dir.control_path().to_str().unwrap()).unwrap();
+        // SAFETY: the child only drops to uid 65534, connects, writes and
+        // leaves with _exit.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            // SAFETY: plain syscalls on a valid path and a zeroed address.
+            unsafe {
+                if libc::setgid(65534) != 0 || libc::setuid(65534) != 0 {
+                    libc::_exit(2);
+                }
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+                let mut addr: libc::sockaddr_un = std::mem::zeroed();
+                addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (i, b) in path.as_bytes().iter().enumerate() {
+                    addr.sun_path[i] = *b as libc::c_char;
+                }
+                let ok = libc::connect(
+                    fd,
+                    (&raw const addr).cast(),
+                    std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                ) == 0;
+                let msg = b"hello intruder\n";
+                libc::write(fd, msg.as_ptr().cast(), msg.len());
+                libc::_exit(if ok { 0 } else { 3 });
+            }
+        }
+        let mut status = 0;
+        // SAFETY: our child.
+        unsafe { libc::waitpid(child, &mut status, 0) };
+        assert_eq!(libc::WEXITSTATUS(status), 0, "the child connected");
+        let mut refused = Vec::new();
+        let mut accepted = 0;
+        for _ in 0..100 {
+            let (ok, r) = server.accept_pending();
+            accepted += ok.len();
+            refused.extend(r);
+            if !refused.is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(accepted, 0);
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].cred.uid, 65534);
+        assert!(
+            refused[0].reason.contains("uid 65534"),
+            "{}",
+            refused[0].reason
+        );
+    }
 }
