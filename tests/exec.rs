@@ -215,6 +215,28 @@ fn what_cannot_be_traced_gets_a_clear_error() {
         err.contains("no_such_function") && err.contains("count_calls"),
         "{err}"
     );
+    // A program the verifier rejects: an error before the command runs,
+    // naming the program, the pc and the reason (`--no-verify` is the
+    // explicit way to run it checked).
+    let out = userbpf(&[
+        "exec",
+        fixture("core.bpf.o").to_str().unwrap(),
+        "--prog",
+        "bitfield=self:demo_work",
+        "--",
+        demo.to_str().unwrap(),
+        "3",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("bitfield") && err.contains("pc 16") && err.contains("--no-verify"),
+        "{err}"
+    );
+    assert!(
+        !text(&out.stdout).contains("demo:"),
+        "the command did not start"
+    );
     // A command that does not exist.
     let out = userbpf(&[
         "exec",
