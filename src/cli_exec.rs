@@ -325,18 +325,16 @@ pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
     // Verify here first: a rejection is an error before CMD starts (the
     // agent verifies again in the target).
     if !args.no_verify {
+        use userbpf::engine::{verify_object_program, ProgramRefused};
         for (name, _, _) in &plan {
-            let p = object.program(name)?;
-            let program = p.to_program()?;
-            let env = userbpf_verifier::Env::for_object(&object, p);
-            if let Err(e) =
-                userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
-            {
-                bail!(
+            match verify_object_program(&object, name, true) {
+                Ok(()) => {}
+                Err(ProgramRefused::Invalid(e)) => bail!("{}: {e}", args.file.display()),
+                Err(ProgramRefused::Rejected(e)) => bail!(
                     "{}: {e}\n(the verifier rejected it; `userbpf verify -v` shows why, \
                      `--no-verify` runs it unverified in checked mode)",
                     args.file.display()
-                );
+                ),
             }
         }
     }

@@ -59,6 +59,40 @@ pub fn add_proof(program: Verified<Program>) {
     }
 }
 
+/// Why [`verify_object_program`] refused a program.
+#[derive(Debug)]
+pub enum ProgramRefused {
+    /// It is not a program this object can run (a bad instruction, a
+    /// missing map...).
+    Invalid(String),
+    /// The verifier rejected it (the message names the pc).
+    Rejected(String),
+}
+
+/// Verifies program `name` of `object` (`verify` false skips it: the
+/// program then runs in checked mode) and records the proof, so the JIT
+/// compiles it without run-time checks. The hooks' common first step.
+pub fn verify_object_program(
+    object: &userbpf_vm::object::Object,
+    name: &str,
+    verify: bool,
+) -> Result<(), ProgramRefused> {
+    let prog = object
+        .program(name)
+        .map_err(|e| ProgramRefused::Invalid(e.to_string()))?;
+    let program = prog
+        .to_program()
+        .map_err(|e| ProgramRefused::Invalid(e.to_string()))?;
+    if verify {
+        let env = userbpf_verifier::Env::for_object(object, prog);
+        let (proof, _) =
+            userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
+                .map_err(|e| ProgramRefused::Rejected(e.to_string()))?;
+        add_proof(proof);
+    }
+    Ok(())
+}
+
 /// The proof that `prog` was verified, if [`add_proof`] recorded one.
 pub fn proof_for(prog: &Arc<PreparedProgram>) -> Option<Verified<Arc<PreparedProgram>>> {
     PROOFS.lock().ok()?.iter().find_map(|v| v.vouch_for(prog))

@@ -314,17 +314,13 @@ pub fn attach(
             .map(|(k, _)| k)
             .unwrap_or(ProbeKind::Entry),
     };
-    let program = prog.to_program().map_err(|e| perr(e.to_string()))?;
-    if options.verify {
-        let env = userbpf_verifier::Env::for_object(object, prog);
-        let (proof, _report) =
-            userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
-                .map_err(|e| AttachError::Rejected {
-                    program: name.to_string(),
-                    message: e.to_string(),
-                })?;
-        crate::engine::add_proof(proof);
-    }
+    crate::engine::verify_object_program(object, name, options.verify).map_err(|e| match e {
+        crate::engine::ProgramRefused::Invalid(m) => perr(m),
+        crate::engine::ProgramRefused::Rejected(message) => AttachError::Rejected {
+            program: name.to_string(),
+            message,
+        },
+    })?;
     let proto = maps
         .vm_for_object(
             object,

@@ -586,18 +586,15 @@ pub fn attach_usdt(
                 .to_string(),
         ));
     }
-    if options.verify {
-        let env = userbpf_verifier::Env::for_object(object, obj_prog);
-        let (proof, _report) =
-            userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
-                .map_err(|e| UsdtAttachError::Rejected {
-                    program: prog.to_string(),
-                    message: e.to_string(),
-                })?;
-        // Every site's VM is prepared from the same instructions: the one
-        // proof vouches for them all.
-        crate::engine::add_proof(proof);
-    }
+    // Every site's VM is prepared from the same instructions: the one
+    // proof vouches for them all.
+    crate::engine::verify_object_program(object, prog, options.verify).map_err(|e| match e {
+        crate::engine::ProgramRefused::Invalid(m) => program_err(m),
+        crate::engine::ProgramRefused::Rejected(message) => UsdtAttachError::Rejected {
+            program: prog.to_string(),
+            message,
+        },
+    })?;
 
     // usdt.bpf.h's maps.
     let map_of = |map_name: &str| -> Option<&Arc<Map>> {
