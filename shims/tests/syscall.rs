@@ -60,6 +60,16 @@ fn marked_by(test: u32) -> bool {
     MARK.with(|m| m.get()) == test
 }
 
+/// Removes a test's file however the test ends (an early return, a
+/// failed assertion).
+struct Cleanup(PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn temp_path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!(
         "userbpf-syscall-test-{}-{name}",
@@ -133,6 +143,7 @@ impl SyscallHook for OpenCounter {
 #[test]
 fn openat_hook_sees_libc_and_inline_syscalls_with_their_path() {
     let path = temp_path("openat");
+    let _cleanup_path = Cleanup(path.clone());
     std::fs::write(&path, b"hello").expect("create the test file");
     let hook = Arc::new(OpenCounter {
         path: path.as_os_str().as_bytes().to_vec(),
@@ -222,6 +233,7 @@ impl SyscallHook for Deny {
 #[test]
 fn returning_eacces_denies_the_open_and_the_file_is_not_created() {
     let path = temp_path("denied");
+    let _cleanup_path = Cleanup(path.clone());
     let _ = std::fs::remove_file(&path);
     let hook = Arc::new(Deny {
         path: path.as_os_str().as_bytes().to_vec(),
@@ -274,7 +286,9 @@ impl SyscallHook for Redirect {
 #[test]
 fn a_hook_can_change_the_arguments() {
     let from = temp_path("redirect-from");
+    let _cleanup_from = Cleanup(from.clone());
     let to = temp_path("redirect-to");
+    let _cleanup_to = Cleanup(to.clone());
     std::fs::write(&from, b"original").expect("write");
     std::fs::write(&to, b"redirected").expect("write");
     let hook = Arc::new(Redirect {
