@@ -352,3 +352,36 @@ fn a_target_that_crashes_ends_the_trace_cleanly_with_its_status() {
     assert_eq!(out.status.code(), Some(128 + 6), "{}", text(&out.stderr));
     assert_eq!(u64_at(&final_map(&text(&out.stdout), "counts"), 0), 25);
 }
+
+#[test]
+fn perf_buffer_records_stream_with_their_cpu() {
+    let demo = built("userbpf-demo");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "perf_report=self:demo_work",
+        "--json",
+        "--",
+        demo.to_str().unwrap(),
+        "40",
+    ]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let mut args: Vec<u64> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["map"] == "perf_events")
+        .map(|v| {
+            assert!(v["cpu"].is_u64(), "a CPU with each record: {v}");
+            let h = v["data"].as_str().unwrap();
+            let b: Vec<u8> = (0..8)
+                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+                .collect();
+            u64::from_le_bytes(b.try_into().unwrap())
+        })
+        .collect();
+    // (Per-CPU rings: in order per CPU, so compare as a set.)
+    args.sort_unstable();
+    assert_eq!(args, (0..40).collect::<Vec<u64>>(), "every call's record");
+}

@@ -3,9 +3,9 @@
  * Uprobes and uretprobes as bcc/libbpf tools write them: a call counter
  * (BPF_KPROBE), a return counter that keeps the last return value
  * (BPF_KRETPROBE), a fault injector (bpf_override_return, which userbpf
- * allows on uprobes) and a reporter (ring buffer, trace_printk). The
- * counters are array maps so the kernel and userbpf run the same program
- * in the benchmarks.
+ * allows on uprobes) and reporters (ring buffer, trace_printk, perf
+ * buffer). The counters are array maps so the kernel and userbpf run the
+ * same program in the benchmarks.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,6 +24,12 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4096);
 } events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERF_EVENT_ARRAY);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, sizeof(__u32));
+} perf_events SEC(".maps");
 
 /* counts[0]: calls, [1]: last first argument, [2]: returns, [3]: last
  * return value. */
@@ -81,5 +87,13 @@ int BPF_KPROBE(report, __u64 arg)
 	}
 	if (arg < 3)
 		bpf_printk("hello from call %llu", arg);
+	return 0;
+}
+
+/* The same through a perf buffer (bpf_perf_event_output). */
+SEC("uprobe")
+int BPF_KPROBE(perf_report, __u64 arg)
+{
+	bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, &arg, sizeof(arg));
 	return 0;
 }
