@@ -10,6 +10,7 @@
 
 pub mod engine;
 pub mod hex;
+pub mod hooked;
 pub mod probe;
 pub mod source;
 pub mod syscall;

@@ -8,13 +8,15 @@
 //! code and maps), with the thread's registers as the `struct pt_regs`
 //! context, so `BPF_KPROBE`/`BPF_KRETPROBE` programs work unmodified.
 
+use crate::engine::ProgramRefused;
+use crate::hooked::{self, FaultLog};
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use userbpf_shims::hook::{self, Action, Probe, ProbeKind, ProbeLink, PtRegs, Target};
 use userbpf_shims::symbols;
-use userbpf_vm::interp::{Config, Vm};
+use userbpf_vm::interp::Vm;
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::{Object, ProgramType};
 use userbpf_vm::{Helpers, HookInfo};
@@ -120,8 +122,7 @@ pub struct BpfProbe {
     cookie: u64,
     /// Dropped with the probe: threads then free their VMs for it.
     alive: Arc<()>,
-    faults: AtomicU64,
-    last_fault: Mutex<Option<String>>,
+    faults: FaultLog,
 }
 
 impl std::fmt::Debug for BpfProbe {
@@ -142,8 +143,7 @@ impl BpfProbe {
     /// Runs that faulted (checked mode: an access out of bounds, the
     /// instruction budget), and the last fault's message.
     pub fn faults(&self) -> (u64, Option<String>) {
-        let last = self.last_fault.lock().ok().and_then(|l| l.clone());
-        (self.faults.load(Ordering::Relaxed), last)
+        self.faults.get()
     }
 
     #[cold]
@@ -153,22 +153,13 @@ impl BpfProbe {
         Some(self.maps.vm_sharing(&proto))
     }
 
-    #[cold]
-    #[inline(never)]
-    fn record_fault(&self, fault: String) {
-        self.faults.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut l) = self.last_fault.lock() {
-            *l = Some(fault);
-        }
-    }
-
     fn run(&self, vm: &mut Vm, regs: &mut PtRegs) -> Action {
-        vm.set_hook_info(HookInfo {
+        let hook = HookInfo {
             attach_cookie: self.cookie,
             func_ip: regs.ip,
             user_regs: Some(regs as *mut PtRegs as u64),
             ..HookInfo::default()
-        });
+        };
         // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes, no
         // padding) for the duration of the run.
         let bytes = unsafe {
@@ -177,15 +168,9 @@ impl BpfProbe {
                 std::mem::size_of::<PtRegs>(),
             )
         };
-        match vm.run(bytes) {
-            Ok(_) => match vm.last_outcome().override_return {
-                Some(v) => Action::Return(v),
-                None => Action::Continue,
-            },
-            Err(fault) => {
-                self.record_fault(fault.to_string());
-                Action::Continue
-            }
+        match hooked::run(vm, bytes, hook, &self.faults) {
+            Some(v) => Action::Return(v),
+            None => Action::Continue,
         }
     }
 }
@@ -314,24 +299,14 @@ pub fn attach(
             .map(|(k, _)| k)
             .unwrap_or(ProbeKind::Entry),
     };
-    crate::engine::verify_object_program(object, name, options.verify).map_err(|e| match e {
-        crate::engine::ProgramRefused::Invalid(m) => perr(m),
-        crate::engine::ProgramRefused::Rejected(message) => AttachError::Rejected {
-            program: name.to_string(),
-            message,
-        },
-    })?;
-    let proto = maps
-        .vm_for_object(
-            object,
-            name,
-            &options
-                .helpers
-                .clone()
-                .unwrap_or_else(Helpers::kernel_basics),
-            Config::default(),
-        )
-        .map_err(|e| perr(e.to_string()))?;
+    let proto = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
+        .map_err(|e| match e {
+            ProgramRefused::Invalid(m) => perr(m),
+            ProgramRefused::Rejected(message) => AttachError::Rejected {
+                program: name.to_string(),
+                message,
+            },
+        })?;
     let resolved = symbols::resolve(target).map_err(|source| AttachError::Target {
         program: name.to_string(),
         source,
@@ -347,8 +322,7 @@ pub fn attach(
         proto: Mutex::new(proto),
         cookie: options.cookie,
         alive: Arc::new(()),
-        faults: AtomicU64::new(0),
-        last_fault: Mutex::new(None),
+        faults: FaultLog::default(),
     });
     let link = hook::attach(
         Target {

@@ -13,13 +13,15 @@
 //! made at attach time ([`POOL`] per program); threads beyond it run
 //! nothing and count a miss.
 
+use crate::engine::ProgramRefused;
+use crate::hooked::{self, FaultLog};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use userbpf_shims::syscall::{self as sys, SyscallAction, SyscallCtx, SyscallHook};
 use userbpf_vm::context::{PtRegs, SysEnter, SysExit, TraceEntry};
-use userbpf_vm::interp::{Config, Vm};
+use userbpf_vm::interp::Vm;
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::{Object, ProgramType};
 use userbpf_vm::{Helpers, HookInfo};
@@ -163,8 +165,7 @@ struct BpfSyscall {
     /// `common_type`: the tracepoint's id in tracefs, when readable.
     event_id: u16,
     runs_without_vm: AtomicU64,
-    faults: AtomicU64,
-    last_fault: Mutex<Option<String>>,
+    faults: FaultLog,
 }
 
 // SAFETY: the raw VM pointers are owned by this value (`all`), each used
@@ -221,25 +222,12 @@ impl BpfSyscall {
         // SAFETY: the VM was taken by this thread alone; the hooks never
         // run a hook while another runs on the same thread.
         let vm = unsafe { &mut *vm };
-        vm.set_hook_info(HookInfo {
+        let hook = HookInfo {
             func_ip: ip,
             user_regs: regs.map(|r| r as *const PtRegs as u64),
             ..HookInfo::default()
-        });
-        match vm.run(ctx) {
-            Ok(_) => vm.last_outcome().override_return,
-            Err(fault) => {
-                self.faults.fetch_add(1, Ordering::Relaxed);
-                if let Ok(mut l) = self.last_fault.try_lock() {
-                    // (No allocation while hooked: the message is made
-                    // only if the slot is empty... it allocates once.)
-                    if l.is_none() {
-                        *l = Some(fault.to_string());
-                    }
-                }
-                None
-            }
-        }
+        };
+        hooked::run(vm, ctx, hook, &self.faults)
     }
 
     fn entry(&self) -> TraceEntry {
@@ -405,8 +393,7 @@ impl SyscallProbeLink {
 
     /// Runs that faulted (checked mode), and the first fault's message.
     pub fn faults(&self) -> (u64, Option<String>) {
-        let last = self.probe.last_fault.lock().ok().and_then(|l| l.clone());
-        (self.probe.faults.load(Ordering::Relaxed), last)
+        self.probe.faults.get()
     }
 }
 
@@ -444,24 +431,14 @@ pub fn attach(
             prog.kind.section
         )));
     }
-    crate::engine::verify_object_program(object, name, options.verify).map_err(|e| match e {
-        crate::engine::ProgramRefused::Invalid(m) => perr(m),
-        crate::engine::ProgramRefused::Rejected(message) => SyscallAttachError::Rejected {
-            program: name.to_string(),
-            message,
-        },
-    })?;
-    let proto = maps
-        .vm_for_object(
-            object,
-            name,
-            &options
-                .helpers
-                .clone()
-                .unwrap_or_else(Helpers::kernel_basics),
-            Config::default(),
-        )
-        .map_err(|e| perr(e.to_string()))?;
+    let proto = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
+        .map_err(|e| match e {
+            ProgramRefused::Invalid(m) => perr(m),
+            ProgramRefused::Rejected(message) => SyscallAttachError::Rejected {
+                program: name.to_string(),
+                message,
+            },
+        })?;
     let all: Vec<*mut Vm> = (0..POOL)
         .map(|_| {
             let mut vm = maps.vm_sharing(&proto);
@@ -481,8 +458,7 @@ pub fn attach(
         all,
         event_id: event_id(&prog.kind.section),
         runs_without_vm: AtomicU64::new(0),
-        faults: AtomicU64::new(0),
-        last_fault: Mutex::new(None),
+        faults: FaultLog::default(),
     });
     let link = sys::attach(kind.filter(), Arc::clone(&probe) as Arc<dyn SyscallHook>).map_err(
         |source| SyscallAttachError::Hook {
