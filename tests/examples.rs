@@ -8,7 +8,7 @@ use std::process::Command;
 #[path = "support/artifacts.rs"]
 mod artifacts;
 
-use artifacts::built;
+use artifacts::{built, json_records, le_u64, unhex};
 
 fn example(name: &str) -> PathBuf {
     std::env::var_os("USERBPF_EXAMPLES_DIR")
@@ -48,13 +48,6 @@ fn exec_demo(obj: &str, n: u64) -> (String, serde_json::Value) {
         .map(|v| v["maps"].clone())
         .unwrap_or_default();
     (demo, maps)
-}
-
-fn le_u64(hex: &str) -> u64 {
-    let b: Vec<u8> = (0..8)
-        .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    u64::from_le_bytes(b.try_into().unwrap())
 }
 
 /// The sum of a map's u64 values.
@@ -136,15 +129,10 @@ fn opensnoop_sees_the_demos_opens_through_syscall_hooks() {
         String::from_utf8_lossy(&out.stderr)
     );
     // Records: u32 pid, s32 result, char name[64].
-    let opens: Vec<(i32, String)> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["map"] == "events")
+    let opens: Vec<(i32, String)> = json_records(&stdout, "events")
+        .iter()
         .map(|v| {
-            let h = v["data"].as_str().unwrap();
-            let b: Vec<u8> = (0..h.len() / 2)
-                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
+            let b = unhex(v["data"].as_str().unwrap());
             let ret = i32::from_le_bytes(b[4..8].try_into().unwrap());
             let name = &b[8..72];
             let end = name.iter().position(|c| *c == 0).unwrap_or(64);

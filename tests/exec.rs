@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 #[path = "support/artifacts.rs"]
 mod artifacts;
 
-use artifacts::built;
+use artifacts::{built, json_records, le_u64};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,11 +57,7 @@ fn u64_at(entries: &[(String, String)], key: u32) -> u64 {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let v = &entries.iter().find(|(kk, _)| *kk == k).unwrap().1;
-    let bytes: Vec<u8> = (0..8)
-        .map(|i| u8::from_str_radix(&v[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
-    u64::from_le_bytes(bytes.try_into().unwrap())
+    le_u64(&entries.iter().find(|(kk, _)| *kk == k).unwrap().1)
 }
 
 #[test]
@@ -104,17 +100,9 @@ fn ring_buffer_records_and_trace_printk_lines_stream_as_they_arrive() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let records: Vec<u64> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["map"] == "events")
-        .map(|v| {
-            let h = v["data"].as_str().unwrap();
-            let b: Vec<u8> = (0..8)
-                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            u64::from_le_bytes(b.try_into().unwrap())
-        })
+    let records: Vec<u64> = json_records(&stdout, "events")
+        .iter()
+        .map(|v| le_u64(v["data"].as_str().unwrap()))
         .collect();
     assert_eq!(
         records,
@@ -368,17 +356,11 @@ fn perf_buffer_records_stream_with_their_cpu() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    let mut args: Vec<u64> = stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["map"] == "perf_events")
+    let mut args: Vec<u64> = json_records(&stdout, "perf_events")
+        .iter()
         .map(|v| {
             assert!(v["cpu"].is_u64(), "a CPU with each record: {v}");
-            let h = v["data"].as_str().unwrap();
-            let b: Vec<u8> = (0..8)
-                .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
-                .collect();
-            u64::from_le_bytes(b.try_into().unwrap())
+            le_u64(v["data"].as_str().unwrap())
         })
         .collect();
     // (Per-CPU rings: in order per CPU, so compare as a set.)

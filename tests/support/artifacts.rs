@@ -1,7 +1,8 @@
-//! The agent library and the demo program for the tests that trace a
-//! process: `cargo test` builds neither (they are other packages' cdylib
+//! What the tests that trace a process share: the agent library and the
+//! demo program (`cargo test` builds neither (they are other packages' cdylib
 //! and binary), so the first test that needs them builds them, with the
-//! same cargo, profile and target directory as the test itself.
+//! same cargo, profile and target directory as the test itself), and
+//! readers of `userbpf exec --json` output.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -50,4 +51,26 @@ pub fn built(name: &str) -> PathBuf {
     }
     assert!(p.exists(), "{} is missing after the build", p.display());
     p
+}
+
+/// Bytes from hex text.
+pub fn unhex(h: &str) -> Vec<u8> {
+    (0..h.len() / 2)
+        .map(|i| u8::from_str_radix(&h[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The little-endian u64 in the first 8 bytes of hex text.
+pub fn le_u64(h: &str) -> u64 {
+    u64::from_le_bytes(unhex(&h[..16]).try_into().unwrap())
+}
+
+/// The records `userbpf exec --json` streamed from buffer map `map`
+/// (`{"map": ..., "data": HEX, ["cpu": N]}` lines).
+pub fn json_records(stdout: &str, map: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["map"] == map)
+        .collect()
 }
