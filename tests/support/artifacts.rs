@@ -1,8 +1,8 @@
-//! What the tests that trace a process share: the agent library and the
-//! demo program (`cargo test` builds neither (they are other packages' cdylib
-//! and binary), so the first test that needs them builds them, with the
-//! same cargo, profile and target directory as the test itself), and
-//! readers of `userbpf exec --json` output.
+//! What the tests that trace a process share: readers of `userbpf exec
+//! --json` output, and the agent library and the demo program. `cargo
+//! test` builds neither of those two (other packages' cdylib and binary),
+//! so the first test that needs them builds them, with the same cargo,
+//! profile and target directory as the test itself.
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
