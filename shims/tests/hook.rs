@@ -432,3 +432,46 @@ fn a_panic_unwinding_through_a_pending_uretprobe_does_not_end_the_process() {
     assert_eq!(rec.hits.load(Ordering::SeqCst), 2);
     drop(link);
 }
+
+// A loop whose branch lands in the bytes a patch would replace (the
+// `add` at +2, inside the first 5 bytes).
+std::arch::global_asm!(
+    ".globl hooked_branch_into_prologue",
+    ".type hooked_branch_into_prologue, @function",
+    "hooked_branch_into_prologue:",
+    "xor eax, eax",
+    "2: add rax, rdi",
+    "dec rdi",
+    "jnz 2b",
+    "ret",
+    ".size hooked_branch_into_prologue, . - hooked_branch_into_prologue",
+);
+
+extern "C" {
+    fn hooked_branch_into_prologue(n: u64) -> u64;
+}
+
+#[test]
+fn a_site_that_a_branch_of_its_function_lands_in_is_refused() {
+    let f = hooked_branch_into_prologue as *const () as usize;
+    let r = userbpf_shims::symbols::resolve("self:hooked_branch_into_prologue").expect("symbol");
+    assert_eq!(r.address, f as u64);
+    let before = first_bytes(f, 12);
+    let err = hook::attach(
+        Target {
+            address: r.address,
+            function: Some((r.address, r.size)),
+        },
+        ProbeKind::Entry,
+        Arc::new(Recorder::default()),
+    )
+    .expect_err("a branch into the patched bytes");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("branches to") && msg.contains(&format!("{f:#x}")),
+        "{msg}"
+    );
+    assert_eq!(first_bytes(f, 12), before, "nothing was patched");
+    // SAFETY: an assembly function taking and returning a u64.
+    assert_eq!(unsafe { black_box(hooked_branch_into_prologue)(4) }, 10);
+}
