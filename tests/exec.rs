@@ -367,3 +367,89 @@ fn perf_buffer_records_stream_with_their_cpu() {
     args.sort_unstable();
     assert_eq!(args, (0..40).collect::<Vec<u64>>(), "every call's record");
 }
+
+/// A C target built as a non-PIE executable (`ET_EXEC`, fixed addresses)
+/// that forks: the child and the parent each call `np_work(i)` for `i`
+/// in `0..N`.
+const NOPIE_FORK_C: &str = r#"
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+__attribute__((noinline)) long np_work(long i)
+{
+	return i * i + 1;
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 10;
+	volatile long sum = 0;
+	pid_t child = fork();
+	if (child < 0)
+		return 2;
+	for (long i = 0; i < n; i++)
+		sum += np_work(i);
+	if (child == 0)
+		return 0;
+	int status = 0;
+	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		return 3;
+	printf("nopie: %ld calls in each of two processes, sum %ld\n", n, sum);
+	return 0;
+}
+"#;
+
+#[test]
+fn a_non_pie_target_and_its_forked_child_are_traced_with_exact_counts() {
+    let dir = std::env::temp_dir().join(format!("userbpf-exec-nopie-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("nopie.c");
+    std::fs::write(&src, NOPIE_FORK_C).unwrap();
+    let exe = dir.join("nopie");
+    let built = Command::new("cc")
+        .args(["-O1", "-fno-pie", "-no-pie", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output();
+    match built {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("cc -no-pie failed: {}", text(&o.stderr)),
+        Err(e) => {
+            std::fs::remove_dir_all(&dir).ok();
+            println!("skipped: no C compiler (`cc`): {e}");
+            return;
+        }
+    }
+    // ELF e_type at offset 16: ET_EXEC (2), not ET_DYN: really non-PIE.
+    let elf = std::fs::read(&exe).unwrap();
+    assert_eq!(u16::from_le_bytes([elf[16], elf[17]]), 2, "ET_EXEC");
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=self:np_work",
+        "--prog",
+        "count_returns=self:np_work",
+        "--json",
+        "--",
+        exe.to_str().unwrap(),
+        "500",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    let sum: u64 = (0..500u64).map(|i| i * i + 1).sum();
+    assert!(
+        stdout.contains(&format!(
+            "nopie: 500 calls in each of two processes, sum {sum}"
+        )),
+        "{stdout}"
+    );
+    let counts = final_map(&stdout, "counts");
+    assert_eq!(u64_at(&counts, 0), 1000, "calls in both processes");
+    assert_eq!(u64_at(&counts, 1), 499, "the last call's argument");
+    assert_eq!(u64_at(&counts, 2), 1000, "returns in both processes");
+    assert_eq!(u64_at(&counts, 3), 499 * 499 + 1, "the last return value");
+}

@@ -14,7 +14,9 @@
 //!   and counts a miss ([`Stats::misses`]), as the kernel counts `misses`.
 //! - Return probes replace the return address with the return
 //!   trampoline's and keep the real one on a per-thread stack; frames a
-//!   `longjmp` skipped are dropped from it when detected, and counted
+//!   `longjmp` skipped are dropped from it when detected, an exception or
+//!   a forced unwind puts every real return address back before the
+//!   unwinder walks the stack, and both count as missed
 //!   ([`Stats::missed_returns`]).
 //! - A probe returning [`Action::Return`] at a function's entry makes the
 //!   function return that value at once (`bpf_override_return`).
@@ -128,7 +130,8 @@ pub struct Stats {
     /// dispatcher (or exiting).
     pub misses: u64,
     /// Returns whose probes did not run: deeper than the per-thread limit
-    /// ([`thread::MAX_RETURN_DEPTH`]), or skipped by a `longjmp`.
+    /// ([`thread::MAX_RETURN_DEPTH`]), or whose frames a `longjmp` or an
+    /// exception skipped.
     pub missed_returns: u64,
 }
 
@@ -168,9 +171,18 @@ struct Registry {
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
 static RETURN_TRAMPOLINE: OnceLock<Result<u64, String>> = OnceLock::new();
-/// Returns skipped by `longjmp` (detected on a later push or pop: the
-/// site is not known then).
+/// Returns skipped by a `longjmp` or an exception (detected on a later
+/// push or pop, or when the unwinder starts), in the whole process.
 static MISSED_RETURNS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts a pending return whose probes will not run (its frame was
+/// skipped), for its site and the process.
+fn missed_return(entry: &thread::PendingReturn) {
+    MISSED_RETURNS.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: the entry's site is a leaked `Site`.
+    let site = unsafe { &*(entry.site as *const Site) };
+    site.missed_returns.fetch_add(1, Ordering::Relaxed);
+}
 
 fn return_trampoline() -> Result<u64, String> {
     RETURN_TRAMPOLINE
@@ -191,8 +203,7 @@ struct UnwindRepair;
 impl Probe for UnwindRepair {
     fn hit(&self, _regs: &mut PtRegs) -> Action {
         if let Ok(tramp) = return_trampoline() {
-            let missed = thread::repair_returns(tramp);
-            MISSED_RETURNS.fetch_add(missed, Ordering::Relaxed);
+            thread::repair_returns(tramp, missed_return);
         }
         Action::Continue
     }
@@ -512,18 +523,14 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
             // SAFETY: at a function's entry, sp points at the return
             // address, which this thread's stack holds.
             let ret_addr = unsafe { *(slot as *const u64) };
-            let mut dropped = 0;
             let pushed = thread::push_return(
                 thread::PendingReturn {
                     ret_addr,
                     slot,
                     site: token,
                 },
-                &mut dropped,
+                missed_return,
             );
-            if dropped > 0 {
-                MISSED_RETURNS.fetch_add(dropped, Ordering::Relaxed);
-            }
             if pushed {
                 // SAFETY: as above; the return trampoline takes the
                 // function's `ret` and returns to `ret_addr`.
@@ -541,8 +548,7 @@ extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
     let regs = unsafe { &mut *regs.cast::<PtRegs>() };
     // The `ret` popped the slot just below the current sp.
     let slot = regs.sp.wrapping_sub(8);
-    let mut dropped = 0;
-    let Some(entry) = thread::pop_return(slot, &mut dropped) else {
+    let Some(entry) = thread::pop_return(slot, missed_return) else {
         // Only a corrupted stack gets here: there is nowhere to return.
         let msg = b"userbpf: a hooked function returned through the uretprobe trampoline with no pending return on this thread\n";
         // SAFETY: writing a static message to stderr, then aborting.
@@ -551,9 +557,6 @@ extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
             libc::abort();
         }
     };
-    if dropped > 0 {
-        MISSED_RETURNS.fetch_add(dropped, Ordering::Relaxed);
-    }
     regs.ip = entry.ret_addr;
     // SAFETY: the entry's site is a leaked `Site`.
     let site = unsafe { &*(entry.site as *const Site) };

@@ -219,8 +219,8 @@ pub fn synchronize() {
 /// Pushes a pending return; false when the thread's return stack is full.
 /// Entries for frames at or below `entry.slot` (deeper frames that a
 /// `longjmp` or an exception skipped: the new call reuses their stack)
-/// are dropped first; their count is added to `dropped`.
-pub fn push_return(entry: PendingReturn, dropped: &mut u64) -> bool {
+/// are dropped first, each passed to `dropped`.
+pub fn push_return(entry: PendingReturn, mut dropped: impl FnMut(&PendingReturn)) -> bool {
     let mut len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
@@ -229,7 +229,7 @@ pub fn push_return(entry: PendingReturn, dropped: &mut u64) -> bool {
         unsafe {
             while len > 0 && (*stack)[len - 1].slot <= entry.slot {
                 len -= 1;
-                *dropped += 1;
+                dropped(&(*stack)[len]);
             }
             if len == MAX_RETURN_DEPTH {
                 RETURNS_LEN.set(len);
@@ -244,16 +244,18 @@ pub fn push_return(entry: PendingReturn, dropped: &mut u64) -> bool {
 
 /// Pops the pending return whose slot is `slot` (the stack slot the
 /// returning function's `ret` read), dropping the deeper stale entries
-/// above it (their count is added to `dropped`). `None` if no entry
-/// matches (then nothing changes).
-pub fn pop_return(slot: u64, dropped: &mut u64) -> Option<PendingReturn> {
+/// above it (each passed to `dropped`). `None` if no entry matches (then
+/// nothing changes).
+pub fn pop_return(slot: u64, mut dropped: impl FnMut(&PendingReturn)) -> Option<PendingReturn> {
     let len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
         // SAFETY: as in `push_return`.
         let entries = unsafe { &(&(*stack))[..len] };
         let i = entries.iter().rposition(|e| e.slot == slot)?;
-        *dropped += (len - 1 - i) as u64;
+        for e in &entries[i + 1..] {
+            dropped(e);
+        }
         RETURNS_LEN.set(i);
         Some(entries[i])
     })
@@ -267,9 +269,9 @@ pub fn pending_returns() -> usize {
 /// Puts back every return address this thread's pending uretprobes
 /// replaced (those still in place: `tramp` in their slot) and forgets
 /// them: an exception or a forced unwind is about to walk the stack, and
-/// the unwinder must see the real callers. Returns how many were pending
-/// (their return probes will not run: missed).
-pub fn repair_returns(tramp: u64) -> u64 {
+/// the unwinder must see the real callers. Each entry that was pending is
+/// passed to `missed` (its return probes will not run).
+pub fn repair_returns(tramp: u64, mut missed: impl FnMut(&PendingReturn)) {
     let len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
@@ -282,9 +284,9 @@ pub fn repair_returns(tramp: u64) -> u64 {
                 if *slot == tramp {
                     *slot = e.ret_addr;
                 }
+                missed(e);
             }
         }
     });
     RETURNS_LEN.set(0);
-    len as u64
 }
