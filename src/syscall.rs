@@ -310,6 +310,10 @@ impl SyscallHook for BpfSyscall {
             _ => {}
         }
     }
+
+    fn wants_exit(&self) -> bool {
+        matches!(self.kind, SyscallProgram::Exit(_) | SyscallProgram::RawExit)
+    }
 }
 
 /// `struct trace_event_raw_sys_enter` into `out` (no allocation).

@@ -1023,3 +1023,83 @@ fn a_library_loaded_later_is_rewritten_by_rescan() {
     assert_eq!(hook.enters.load(Ordering::Relaxed), 1);
     drop(link);
 }
+
+// ---------------------------------------------------------------------------
+// Flags
+// ---------------------------------------------------------------------------
+
+/// Sets the flags to `flags`, makes syscall `nr` with an inline `syscall`
+/// (a rewritten site) and returns the flags right after it.
+#[inline(never)]
+fn syscall_with_flags(nr: i64, flags: u64) -> u64 {
+    let out: u64;
+    // SAFETY: a syscall without arguments that cannot fail; the flags are
+    // the asm's own (`cld` before it returns: Rust code expects DF clear);
+    // it clobbers what a syscall clobbers and uses the stack evenly.
+    unsafe {
+        asm!(
+            "push {f}",
+            "popfq",
+            "syscall",
+            "pushfq",
+            "pop {f}",
+            "cld",
+            f = inout(reg) flags => out,
+            inlateout("rax") nr => _,
+            lateout("rcx") _,
+            lateout("r11") _,
+        );
+    }
+    out
+}
+
+#[test]
+fn the_callers_flags_survive_a_hooked_and_an_unhooked_syscall() {
+    const CF: u64 = 1;
+    const PF: u64 = 1 << 2;
+    const AF: u64 = 1 << 4;
+    const ZF: u64 = 1 << 6;
+    const SF: u64 = 1 << 7;
+    const DF: u64 = 1 << 10;
+    const OF: u64 = 1 << 11;
+    // Bit 1 is always set; IF is always set in user mode.
+    const BASE: u64 = 0x202;
+    const CHECKED: u64 = CF | PF | AF | ZF | SF | DF | OF;
+    let hook = MarkedCounter::new(40);
+    let Some(link) = attach_or_skip(Some(libc::SYS_getpgrp), hook.clone()) else {
+        return;
+    };
+    mark(40);
+    let patterns = [
+        0,
+        CF,
+        ZF,
+        OF,
+        SF | OF,
+        CF | PF | AF | ZF | SF | OF,
+        ZF | PF,
+        DF,
+        DF | CF | OF,
+    ];
+    // getpgrp: hooked (the slow path, through the dispatcher); geteuid:
+    // no hook (the fast path).
+    for nr in [libc::SYS_getpgrp, libc::SYS_geteuid] {
+        for &p in &patterns {
+            let after = syscall_with_flags(nr, BASE | p);
+            assert_eq!(
+                after & CHECKED,
+                p,
+                "syscall {nr}: flags {:#x} came back as {:#x}",
+                BASE | p,
+                after
+            );
+        }
+    }
+    mark(0);
+    assert_eq!(
+        hook.enters.load(Ordering::Relaxed),
+        patterns.len() as u64,
+        "every getpgrp went through the hook"
+    );
+    drop(link);
+}

@@ -26,6 +26,9 @@ const CLONE_ARGS_SIZE_VER0: u64 = 64;
 /// Marks the numbers the dispatcher always handles.
 pub fn init_table() {
     for nr in [
+        // (Runs on the caller's stack: never the fast path, which runs a
+        // syscall on the trampoline's.)
+        libc::SYS_rt_sigreturn,
         libc::SYS_clone,
         libc::SYS_clone3,
         libc::SYS_fork,
@@ -112,7 +115,7 @@ fn run_enter_hooks(f: &mut Frame) -> Option<i64> {
     let mut result = None;
     let mut any = false;
     for e in list.entries.iter().filter(|e| e.matches(nr)) {
-        any = true;
+        any |= e.exit;
         ctx.nr = nr;
         let action = catch_unwind(AssertUnwindSafe(|| e.hook.enter(&mut ctx)))
             .unwrap_or(SyscallAction::Continue);
@@ -166,7 +169,7 @@ pub extern "C" fn exit(frame: *mut Frame) {
         ip: f.regs.ret,
         sp: f.regs.caller_rsp,
     };
-    for e in list.entries.iter().filter(|e| e.matches(nr)) {
+    for e in list.entries.iter().filter(|e| e.exit && e.matches(nr)) {
         let _ = catch_unwind(AssertUnwindSafe(|| e.hook.exit(&ctx, ret)));
     }
 }

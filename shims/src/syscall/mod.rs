@@ -164,6 +164,13 @@ pub trait SyscallHook: Send + Sync {
     fn exit(&self, ctx: &SyscallCtx, ret: i64) {
         let _ = (ctx, ret);
     }
+
+    /// Whether [`SyscallHook::exit`] does anything (asked once, when the
+    /// hook is attached): a syscall whose hooks all say no skips the exit
+    /// dispatch.
+    fn wants_exit(&self) -> bool {
+        true
+    }
 }
 
 /// Why hooks could not be attached.
@@ -253,6 +260,8 @@ pub(crate) struct Entry {
     filter: Option<u64>,
     hook: Arc<dyn SyscallHook>,
     misses: Arc<AtomicU64>,
+    /// [`SyscallHook::wants_exit`], as the hook said at attach.
+    exit: bool,
 }
 
 impl Entry {
@@ -269,6 +278,7 @@ impl Clone for Entry {
             filter: self.filter,
             hook: self.hook.clone(),
             misses: self.misses.clone(),
+            exit: self.exit,
         }
     }
 }
@@ -333,11 +343,13 @@ pub fn attach(
     let id = reg.next_id;
     reg.next_id += 1;
     let misses = Arc::new(AtomicU64::new(0));
+    let exit = hook.wants_exit();
     reg.entries.push(Entry {
         id,
         filter,
         hook,
         misses: misses.clone(),
+        exit,
     });
     publish(&reg.entries);
     Ok(SyscallLink { id, filter, misses })
