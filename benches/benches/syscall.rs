@@ -124,39 +124,76 @@ fn in_child(f: impl FnOnce() -> f64) -> Option<f64> {
     (n == 8).then(|| f64::from_le_bytes(b))
 }
 
+/// Rounds of the table pass: each case is measured once per round in a
+/// fresh child, the cases in turn, and what a case adds is the median over
+/// the rounds of its difference with the same round's `getpid` with
+/// nothing attached (the machine's drift cancels; a single pair of
+/// children can read 10 ns apart).
+const ROUNDS: usize = 7;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| x.is_finite());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn table() {
-    let t = Duration::from_millis(20);
-    let m = || median_ns(getpid, 31, t);
-    let plain = in_child(m).unwrap_or(f64::NAN);
-    let kernel = in_child(|| match kernel_link(&object()) {
-        Ok(_k) => m(),
-        Err(_) => f64::NAN,
-    })
-    .unwrap_or(f64::NAN);
-    let other = in_child(|| {
-        let _o = other_hook();
-        m()
-    })
-    .unwrap_or(f64::NAN);
-    let ours = in_child(|| {
-        let (_maps, _l) = userbpf_link(&object());
-        m()
-    })
-    .unwrap_or(f64::NAN);
+    let t = Duration::from_millis(10);
+    let m = || median_ns(getpid, 21, t);
+    let cases: [(&str, &dyn Fn() -> f64); 4] = [
+        ("nothing attached", &|| in_child(m).unwrap_or(f64::NAN)),
+        ("kernel sys_enter_getpid tracepoint", &|| {
+            in_child(|| match kernel_link(&object()) {
+                Ok(_k) => m(),
+                Err(_) => f64::NAN,
+            })
+            .unwrap_or(f64::NAN)
+        }),
+        ("userbpf in-process hook", &|| {
+            in_child(|| {
+                let (_maps, _l) = userbpf_link(&object());
+                m()
+            })
+            .unwrap_or(f64::NAN)
+        }),
+        ("userbpf, unhooked syscall, hooks installed", &|| {
+            in_child(|| {
+                let _o = other_hook();
+                m()
+            })
+            .unwrap_or(f64::NAN)
+        }),
+    ];
+    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for _ in 0..ROUNDS {
+        for (i, (_, f)) in cases.iter().enumerate() {
+            runs[i].push(f());
+        }
+    }
+    let adds = |i: usize| median(runs[i].iter().zip(&runs[0]).map(|(a, b)| a - b).collect());
     println!();
-    println!("getpid, nothing attached: {plain:.1} ns");
+    println!(
+        "getpid, nothing attached: {:.1} ns (median of {ROUNDS} rounds, one child per case and round)",
+        median(runs[0].clone())
+    );
     println!("{:<44} {:>10} {:>10}", "case", "ns", "adds");
-    for (name, v) in [
-        ("kernel sys_enter_getpid tracepoint", kernel),
-        ("userbpf in-process hook", ours),
-        ("userbpf, unhooked syscall, hooks installed", other),
-    ] {
-        println!("{name:<44} {v:>10.1} {:>10.1}", v - plain);
+    for (i, (name, _)) in cases.iter().enumerate().skip(1) {
+        println!(
+            "{name:<44} {:>10.1} {:>10.1}",
+            median(runs[i].clone()),
+            adds(i)
+        );
     }
     println!(
         "ratio (kernel adds / userbpf adds): {:.1}x",
-        (kernel - plain) / (ours - plain)
+        adds(1) / adds(2)
     );
+    for (i, (name, _)) in cases.iter().enumerate() {
+        println!("  {name}, each round: {:.1?}", runs[i]);
+    }
 }
 
 fn main() {

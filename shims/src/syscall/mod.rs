@@ -88,7 +88,7 @@
 //! - The trampoline saves `xmm0`-`xmm15`, not the upper halves of
 //!   `ymm`/`zmm` nor `zmm16`-`zmm31`/`k` registers: hooks must not use AVX
 //!   when the hooked code keeps AVX state live across a syscall.
-//! - Syscall numbers 1025-1042 and above 4064 crash (they land inside or
+//! - Syscall numbers 549-566 and above 4064 crash (they land inside or
 //!   past the sled's stubs); no such syscall exists on x86-64.
 //! - Thread-locals of this crate must be static TLS (the crate linked
 //!   into the executable or a library loaded at start-up, such as an

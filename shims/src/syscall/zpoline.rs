@@ -39,11 +39,12 @@ use crate::symbols::{SymbolKind, SymbolTable};
 const PAGE: u64 = 4096;
 /// Where the first stub starts in page 0: every syscall number below it
 /// (all of them: x86-64 numbers end below 500, the x32 range 512-547
-/// included) enters the first sled.
-const STUB_A: usize = 1024;
+/// included) enters the first sled. As close to them as that allows: a
+/// syscall hops through the sled to the stub, and every hop and nop costs.
+const STUB_A: usize = 548;
 /// The second stub, at the end of a second sled for numbers past the first
 /// stub (none exist: they get `ENOSYS` rather than a crash). Numbers that
-/// land inside the first stub (1025-1042) or after the second crash.
+/// land inside the first stub (549-566) or after the second crash.
 const STUB_B: usize = 4096 - 32;
 /// Bytes of a stub: `lea -128(%rsp), %rsp; jmp *0(%rip); .quad target`.
 const STUB_LEN: usize = 19;
