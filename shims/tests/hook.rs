@@ -135,6 +135,47 @@ fn return_probe_sees_every_return_value_through_recursion() {
     assert_eq!(rec.hits.load(Ordering::SeqCst), 177);
 }
 
+/// Eight arguments: the last two arrive on the stack, just above the
+/// return address the uretprobe replaces.
+#[no_mangle]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+pub extern "C" fn hooked_eight(
+    a: u64,
+    b: u64,
+    c: u64,
+    d: u64,
+    e: u64,
+    f: u64,
+    g: u64,
+    h: u64,
+) -> u64 {
+    black_box(a) + 2 * b + 3 * c + 4 * d + 5 * e + 6 * f + 7 * black_box(g) + 8 * black_box(h)
+}
+
+#[test]
+fn a_function_with_stack_arguments_sees_them_under_a_return_probe() {
+    let f = hooked_eight as *const () as usize;
+    let rec = Arc::new(Recorder {
+        keep: true,
+        ..Recorder::default()
+    });
+    let link = hook::attach(target(f), ProbeKind::Return, rec.clone()).expect("attach ret");
+    let mut want = Vec::new();
+    for i in 0..100u64 {
+        let r = black_box(hooked_eight)(i, 1, 2, 3, 4, 5, 1000 + i, 2000 + i);
+        let expect = i + 2 + 6 + 12 + 20 + 30 + 7 * (1000 + i) + 8 * (2000 + i);
+        assert_eq!(r, expect, "call {i}");
+        want.push(expect);
+    }
+    assert_eq!(
+        *rec.seen.lock().unwrap(),
+        want,
+        "the return probe saw every value"
+    );
+    drop(link);
+}
+
 static SIDE_EFFECTS: AtomicU64 = AtomicU64::new(0);
 
 #[no_mangle]

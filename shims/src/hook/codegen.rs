@@ -158,12 +158,23 @@ pub fn check_no_branch_into(site: u64, code: &[u8], window_len: usize) -> Result
 }
 
 /// What the dispatcher of an entry trampoline is called with:
-/// `extern "C" fn(site: usize, regs: *mut PtRegs) -> u64`, non-zero to
-/// return from the function at once with `regs.ax`.
+/// `extern "C" fn(site: usize, regs: *mut PtRegs) -> u64`, one of
+/// [`RUN`], [`RETURN_NOW`], [`RUN_AND_RETURN_HERE`].
 pub type EntryDispatch = extern "C" fn(usize, *mut u8) -> u64;
-/// The return trampoline's dispatcher: `extern "C" fn(regs: *mut PtRegs)
-/// -> u64`, the address to return to.
+/// The return handler's dispatcher: `extern "C" fn(regs: *mut PtRegs) ->
+/// u64`, the address to return to.
 pub type ReturnDispatch = extern "C" fn(*mut u8) -> u64;
+
+/// Entry dispatcher's answer: run the function.
+pub const RUN: u64 = 0;
+/// Entry dispatcher's answer: return from the function at once with
+/// `regs.ax`.
+pub const RETURN_NOW: u64 = 1;
+/// Entry dispatcher's answer: run the function as a call from the
+/// trampoline, whose return comes back to the return handler (the
+/// dispatcher has kept the real return address: the call puts the
+/// trampoline's in its stack slot).
+pub const RUN_AND_RETURN_HERE: u64 = 2;
 
 /// How much vector state an entry trampoline saves around the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +196,9 @@ pub struct EntryCode {
     pub orig: u64,
     /// For each displaced instruction (in order), its address in the copy.
     pub orig_insns: Vec<u64>,
+    /// The return address a [`RUN_AND_RETURN_HERE`] call leaves in the
+    /// function's return slot (0: the trampoline has no such way).
+    pub wrap_return: u64,
 }
 
 fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
@@ -281,20 +295,27 @@ fn asm_err(e: IcedError) -> String {
 
 /// Assembles the entry trampoline of `window` at `ip`: it saves the
 /// registers as a `struct pt_regs` (`ip` = the site, `sp` = the site's
-/// `rsp`), calls `dispatch(site_token, regs)`, then either runs the
-/// displaced instructions and jumps back after them, or (dispatcher
-/// returned non-zero) returns from the function with `regs.ax`.
+/// `rsp`), calls `dispatch(site_token, regs)`, then, as it answers:
+/// runs the displaced instructions and jumps back after them ([`RUN`]);
+/// returns from the function with `regs.ax` ([`RETURN_NOW`]); or, with a
+/// `return_handler` (a function's entry), calls the displaced
+/// instructions from the function's own return slot, so that the
+/// function's `ret` comes back here (where the return stack buffer
+/// expects it) and jumps to the handler ([`RUN_AND_RETURN_HERE`]).
 pub fn entry_trampoline(
     ip: u64,
     window: &Window,
     site_token: usize,
     dispatch: EntryDispatch,
     vectors: VectorSave,
+    return_handler: Option<u64>,
 ) -> Result<EntryCode, String> {
     let frame = RED_ZONE + PT_REGS;
-    let build = || -> Result<(CodeAssembler, CodeLabel, Vec<CodeLabel>), IcedError> {
+    type Built = (CodeAssembler, CodeLabel, Vec<CodeLabel>, Option<CodeLabel>);
+    let build = || -> Result<Built, IcedError> {
         let mut a = CodeAssembler::new(64)?;
         let mut over = a.create_label();
+        let mut wrap = a.create_label();
         let mut orig = a.create_label();
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
@@ -307,8 +328,11 @@ pub fn entry_trampoline(
         a.mov(rdi, site_token as u64)?;
         a.mov(rsi, rsp)?;
         call_saving_vectors(&mut a, vectors, dispatch as *const () as u64)?;
-        a.test(rax, rax)?;
-        a.jne(over)?;
+        a.cmp(rax, RETURN_NOW as i32)?;
+        a.je(over)?;
+        if return_handler.is_some() {
+            a.ja(wrap)?;
+        }
         // At a function's entry the status flags are dead (the System V
         // ABI keeps none across a call, and DF is clear): `popfq`, slow,
         // is only needed inside a function.
@@ -325,6 +349,22 @@ pub fn entry_trampoline(
         restore_gprs(&mut a)?;
         a.lea(rsp, ptr(rsp + frame))?;
         a.ret()?;
+        // Run the function as a call from its own return slot (the
+        // dispatcher kept the real return address): the same stack for
+        // the function, with this trampoline's return address.
+        let mut back = None;
+        if let Some(handler) = return_handler {
+            a.set_label(&mut wrap)?;
+            restore_gprs(&mut a)?;
+            a.lea(rsp, ptr(rsp + frame + 8))?;
+            a.call(orig)?;
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            back = Some(l);
+            // r11: dead after a return (caller-saved, no return value).
+            a.mov(r11, handler)?;
+            a.jmp(r11)?;
+        }
         // The displaced instructions: the first one's label is `orig`.
         let mut labels = Vec::new();
         for (i, insn) in window.insns.iter().enumerate() {
@@ -339,9 +379,9 @@ pub fn entry_trampoline(
             a.add_instruction(*insn)?;
         }
         a.jmp(window.site + window.len as u64)?;
-        Ok((a, orig, labels))
+        Ok((a, orig, labels, back))
     };
-    let (mut a, orig, labels) = build().map_err(asm_err)?;
+    let (mut a, orig, labels, back) = build().map_err(asm_err)?;
     let result = a
         .assemble_options(ip, BlockEncoderOptions::RETURN_NEW_INSTRUCTION_OFFSETS)
         .map_err(asm_err)?;
@@ -351,19 +391,27 @@ pub fn entry_trampoline(
         .map(|l| result.label_ip(l))
         .collect::<Result<Vec<_>, _>>()
         .map_err(asm_err)?;
+    let wrap_return = match back {
+        Some(l) => result.label_ip(&l).map_err(asm_err)?,
+        None => 0,
+    };
     Ok(EntryCode {
         code: result.inner.code_buffer,
         orig: orig_ip,
         orig_insns,
+        wrap_return,
     })
 }
 
-/// Assembles the return trampoline at `ip`: reached by the `ret` of a
-/// function whose return address a uretprobe replaced. It saves the
-/// registers as a `struct pt_regs`, asks `dispatch(regs)` for the real
-/// return address (it runs the return probes), restores them and jumps
-/// there (through r11, dead after a return).
-pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, String> {
+/// Assembles the return handler at `ip`: reached (through `r11`) right
+/// after a function run by [`RUN_AND_RETURN_HERE`] returned, with `rsp`
+/// just above the function's return slot. It saves the registers as a
+/// `struct pt_regs`, asks `dispatch(regs)` for the real return address
+/// (it runs the return probes), puts it back in the slot, restores the
+/// registers and returns through it with `ret`: the return stack buffer
+/// holds that address (the caller's call pushed it), so the return is
+/// predicted.
+pub fn return_handler(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, String> {
     // The pt_regs, and 8 bytes that keep the frame a multiple of 16.
     let frame = PT_REGS + 8;
     let build = || -> Result<CodeAssembler, IcedError> {
@@ -387,12 +435,9 @@ pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, S
         a.movdqa(xmm0, xmmword_ptr(rsp))?;
         a.movdqa(xmm1, xmmword_ptr(rsp + 16))?;
         a.mov(rsp, rbx)?;
-        // Back to the real return address with a jump through r11, not a
-        // `ret`: r11 is dead after a return (caller-saved, no return
-        // value), and a `ret` here would pop the return stack buffer's
-        // entry of the caller's own caller, mispredicting every return up
-        // the stack. (The flags are dead too: no `popfq`.)
-        a.mov(r11, rax)?;
+        // The real return address back in the slot, and `ret` through it.
+        // (The flags are dead after a return: no `popfq`.)
+        a.mov(qword_ptr(rsp + frame - 8), rax)?;
         a.mov(rbx, qword_ptr(rsp + off::BX))?;
         a.mov(r10, qword_ptr(rsp + off::R10))?;
         a.mov(r9, qword_ptr(rsp + off::R9))?;
@@ -402,8 +447,8 @@ pub fn return_trampoline(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, S
         a.mov(rsi, qword_ptr(rsp + off::SI))?;
         a.mov(rdi, qword_ptr(rsp + off::DI))?;
         a.mov(rax, qword_ptr(rsp + off::AX))?;
-        a.lea(rsp, ptr(rsp + frame))?;
-        a.jmp(r11)?;
+        a.lea(rsp, ptr(rsp + frame - 8))?;
+        a.ret()?;
         Ok(a)
     };
     let mut a = build().map_err(asm_err)?;

@@ -12,8 +12,12 @@
 //! - A hit on a thread that is already inside the dispatcher (a probe's
 //!   helper calling a hooked `malloc`, a signal handler) skips the probes
 //!   and counts a miss ([`Stats::misses`]), as the kernel counts `misses`.
-//! - Return probes replace the return address with the return
-//!   trampoline's and keep the real one on a per-thread stack; frames a
+//! - Return probes keep the real return address on a per-thread stack,
+//!   and the entry trampoline runs the function as a call from its own
+//!   return slot (the stack the function sees is unchanged, but for the
+//!   return address): the function's `ret` comes back to the trampoline,
+//!   which runs the return probes and returns to the real address with a
+//!   `ret`, both predicted by the return stack buffer. Frames a
 //!   `longjmp` skipped are dropped from it when detected, an exception or
 //!   a forced unwind puts every real return address back before the
 //!   unwinder walks the stack, and both count as missed
@@ -157,6 +161,9 @@ struct Site {
     window: Window,
     original: Vec<u8>,
     jump: Vec<u8>,
+    /// The return address a function run for its return probes returns
+    /// to (in the entry trampoline; 0: return probes cannot run here).
+    wrap_return: u64,
     probes: AtomicPtr<ProbeList>,
     misses: AtomicU64,
     missed_returns: AtomicU64,
@@ -170,7 +177,7 @@ struct Registry {
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-static RETURN_TRAMPOLINE: OnceLock<Result<u64, String>> = OnceLock::new();
+static RETURN_HANDLER: OnceLock<Result<u64, String>> = OnceLock::new();
 /// Returns skipped by a `longjmp` or an exception (detected on a later
 /// push or pop, or when the unwinder starts), in the whole process.
 static MISSED_RETURNS: AtomicU64 = AtomicU64::new(0);
@@ -184,11 +191,13 @@ fn missed_return(entry: &thread::PendingReturn) {
     site.missed_returns.fetch_add(1, Ordering::Relaxed);
 }
 
-fn return_trampoline() -> Result<u64, String> {
-    RETURN_TRAMPOLINE
+/// The return handler every entry trampoline's return probes go through
+/// (made once).
+fn return_handler() -> Result<u64, String> {
+    RETURN_HANDLER
         .get_or_init(|| {
             mem::alloc_code(None, 4096, |ip| {
-                codegen::return_trampoline(ip, return_dispatch)
+                codegen::return_handler(ip, return_dispatch)
             })
             .map(|p| p.addr)
         })
@@ -197,14 +206,13 @@ fn return_trampoline() -> Result<u64, String> {
 
 /// Puts the real return addresses back before an exception (C++, or a
 /// Rust panic) or a forced unwind walks this thread's stack: the unwinder
-/// knows nothing of the return trampoline and would end the process.
+/// knows nothing of the trampolines' return addresses and would end the
+/// process.
 struct UnwindRepair;
 
 impl Probe for UnwindRepair {
     fn hit(&self, _regs: &mut PtRegs) -> Action {
-        if let Ok(tramp) = return_trampoline() {
-            thread::repair_returns(tramp, missed_return);
-        }
+        thread::repair_returns(missed_return);
         Action::Continue
     }
 }
@@ -292,6 +300,13 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     } else {
         VectorSave::All
     };
+    // A function's entry can take return probes: its trampoline knows the
+    // return handler (made first).
+    let handler = if at_entry {
+        Some(return_handler().map_err(|reason| HookError::System { address, reason })?)
+    } else {
+        None
+    };
     // The site is leaked first: its address is the token the trampoline
     // passes to the dispatcher.
     let site: &'static mut Site = Box::leak(Box::new(Site {
@@ -300,18 +315,22 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         original: code[..window.len].to_vec(),
         window: window.clone(),
         jump: Vec::new(),
+        wrap_return: 0,
         probes: AtomicPtr::new(Box::into_raw(Box::<ProbeList>::default())),
         misses: AtomicU64::new(0),
         missed_returns: AtomicU64::new(0),
     }));
     let token = site as *const Site as usize;
     let mut copies = Vec::new();
+    let mut wrap_return = 0;
     let page = mem::alloc_code(Some(address), 4096, |ip| {
-        let code = codegen::entry_trampoline(ip, &window, token, entry_dispatch, vectors)?;
+        let code = codegen::entry_trampoline(ip, &window, token, entry_dispatch, vectors, handler)?;
         copies = code.orig_insns.clone();
+        wrap_return = code.wrap_return;
         Ok(code.code)
     })
     .map_err(|reason| HookError::System { address, reason })?;
+    site.wrap_return = wrap_return;
     site.jump = codegen::jump_bytes(address, page.addr, window.len)
         .map_err(|reason| HookError::System { address, reason })?;
     patch::publish(patch::SiteCode {
@@ -408,7 +427,7 @@ pub fn attach(
     }
     thread::init_membarrier();
     if kind == ProbeKind::Return {
-        return_trampoline().map_err(|reason| HookError::System { address, reason })?;
+        return_handler().map_err(|reason| HookError::System { address, reason })?;
         repair_before_unwinding();
     }
     let mut guard = REGISTRY.lock().map_err(|_| HookError::System {
@@ -483,7 +502,7 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
     let site = unsafe { &*(token as *const Site) };
     let Some(_inside) = thread::enter() else {
         site.misses.fetch_add(1, Ordering::Relaxed);
-        return 0;
+        return codegen::RUN;
     };
     // SAFETY: the list stays valid while this thread is inside (the grace
     // period of `publish_list`); the pointer is never null.
@@ -497,7 +516,7 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
         }
     }
     if !site.at_entry {
-        return 0;
+        return codegen::RUN;
     }
     if let Some(v) = ret {
         // The function does not run: its return probes see the value.
@@ -515,42 +534,42 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
             *regs = saved;
             regs.ax = v;
         }
-        return 1;
+        return codegen::RETURN_NOW;
     }
-    if !list.ret.is_empty() {
-        if let Ok(tramp) = return_trampoline() {
-            let slot = regs.sp;
-            // SAFETY: at a function's entry, sp points at the return
-            // address, which this thread's stack holds.
-            let ret_addr = unsafe { *(slot as *const u64) };
-            let pushed = thread::push_return(
-                thread::PendingReturn {
-                    ret_addr,
-                    slot,
-                    site: token,
-                },
-                missed_return,
-            );
-            if pushed {
-                // SAFETY: as above; the return trampoline takes the
-                // function's `ret` and returns to `ret_addr`.
-                unsafe { *(slot as *mut u64) = tramp };
-            } else {
-                site.missed_returns.fetch_add(1, Ordering::Relaxed);
-            }
-        }
+    if list.ret.is_empty() || site.wrap_return == 0 {
+        return codegen::RUN;
     }
-    0
+    let slot = regs.sp;
+    // SAFETY: at a function's entry, sp points at the return address,
+    // which this thread's stack holds.
+    let ret_addr = unsafe { *(slot as *const u64) };
+    let pushed = thread::push_return(
+        thread::PendingReturn {
+            ret_addr,
+            slot,
+            hijack: site.wrap_return,
+            site: token,
+        },
+        missed_return,
+    );
+    if pushed {
+        // The trampoline calls the function from the slot: the function
+        // returns to `wrap_return`, then the return handler.
+        codegen::RUN_AND_RETURN_HERE
+    } else {
+        site.missed_returns.fetch_add(1, Ordering::Relaxed);
+        codegen::RUN
+    }
 }
 
 extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
-    // SAFETY: the return trampoline passes its pt_regs frame.
+    // SAFETY: the return handler passes its pt_regs frame.
     let regs = unsafe { &mut *regs.cast::<PtRegs>() };
     // The `ret` popped the slot just below the current sp.
     let slot = regs.sp.wrapping_sub(8);
     let Some(entry) = thread::pop_return(slot, missed_return) else {
         // Only a corrupted stack gets here: there is nowhere to return.
-        let msg = b"userbpf: a hooked function returned through the uretprobe trampoline with no pending return on this thread\n";
+        let msg = b"userbpf: a hooked function returned through the uretprobe handler with no pending return on this thread\n";
         // SAFETY: writing a static message to stderr, then aborting.
         unsafe {
             libc::write(2, msg.as_ptr().cast(), msg.len());

@@ -17,13 +17,16 @@ use std::sync::Mutex;
 pub const MAX_RETURN_DEPTH: usize = 64;
 
 /// One hijacked return: where the function really returns to, the stack
-/// slot that held that address, and the site whose return probes run.
+/// slot that held that address (and what holds it instead), and the site
+/// whose return probes run.
 #[derive(Clone, Copy, Debug)]
 pub struct PendingReturn {
     /// The original return address.
     pub ret_addr: u64,
     /// The address of the stack slot that held it (the `rsp` at entry).
     pub slot: u64,
+    /// The return address the slot holds instead (the trampoline's).
+    pub hijack: u64,
     /// The site (a `&'static Site` as an address).
     pub site: usize,
 }
@@ -31,6 +34,7 @@ pub struct PendingReturn {
 const EMPTY: PendingReturn = PendingReturn {
     ret_addr: 0,
     slot: 0,
+    hijack: 0,
     site: 0,
 };
 
@@ -267,11 +271,11 @@ pub fn pending_returns() -> usize {
 }
 
 /// Puts back every return address this thread's pending uretprobes
-/// replaced (those still in place: `tramp` in their slot) and forgets
-/// them: an exception or a forced unwind is about to walk the stack, and
-/// the unwinder must see the real callers. Each entry that was pending is
-/// passed to `missed` (its return probes will not run).
-pub fn repair_returns(tramp: u64, mut missed: impl FnMut(&PendingReturn)) {
+/// replaced (those still in place: the hijacking address in their slot)
+/// and forgets them: an exception or a forced unwind is about to walk the
+/// stack, and the unwinder must see the real callers. Each entry that was
+/// pending is passed to `missed` (its return probes will not run).
+pub fn repair_returns(mut missed: impl FnMut(&PendingReturn)) {
     let len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
@@ -281,7 +285,7 @@ pub fn repair_returns(tramp: u64, mut missed: impl FnMut(&PendingReturn)) {
         unsafe {
             for e in &(&(*stack))[..len] {
                 let slot = e.slot as *mut u64;
-                if *slot == tramp {
+                if *slot == e.hijack {
                     *slot = e.ret_addr;
                 }
                 missed(e);
