@@ -75,6 +75,49 @@ pub struct AttachOptions {
     /// The helpers beyond the maps' (`None`: [`Helpers::kernel_basics`],
     /// `bpf_trace_printk` writing to standard error).
     pub helpers: Option<Helpers>,
+    /// Values computed at each hit and placed after the context's `struct
+    /// pt_regs` (`None`: the context is the `pt_regs` alone).
+    pub scratch: Option<ContextScratch>,
+}
+
+/// At most this many scratch values follow a probe's `pt_regs`
+/// (`BPF_USDT_MAX_ARG_CNT`: one per USDT argument).
+pub const MAX_SCRATCH_SLOTS: usize = 12;
+
+/// The function that fills a probe's scratch slots from the registers.
+pub type ScratchFill = Arc<dyn Fn(&PtRegs, &mut [u64]) + Send + Sync>;
+
+/// Values a probe computes from the registers each time it fires and
+/// hands its program right after the `struct pt_regs` of its context, 8
+/// bytes each (little-endian): how in-process USDT probes serve arguments
+/// libbpf's spec cannot describe (`userbpf_shims::usdt::USDT_SCRATCH_OFFSET`).
+/// The program reads them with `bpf_probe_read_kernel(ctx + offset)`;
+/// direct context loads stay within `pt_regs`, as the verifier checks.
+#[derive(Clone)]
+pub struct ContextScratch {
+    slots: usize,
+    fill: ScratchFill,
+}
+
+impl ContextScratch {
+    /// `slots` values (at most [`MAX_SCRATCH_SLOTS`]; `None` beyond),
+    /// written by `fill` at each hit.
+    pub fn new(slots: usize, fill: ScratchFill) -> Option<ContextScratch> {
+        (slots <= MAX_SCRATCH_SLOTS).then_some(ContextScratch { slots, fill })
+    }
+
+    /// How many values.
+    pub fn slots(&self) -> usize {
+        self.slots
+    }
+}
+
+impl std::fmt::Debug for ContextScratch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContextScratch")
+            .field("slots", &self.slots)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for AttachOptions {
@@ -84,6 +127,7 @@ impl Default for AttachOptions {
             cookie: 0,
             kind: None,
             helpers: None,
+            scratch: None,
         }
     }
 }
@@ -123,6 +167,7 @@ pub struct BpfProbe {
     /// Dropped with the probe: threads then free their VMs for it.
     alive: Arc<()>,
     faults: FaultLog,
+    scratch: Option<ContextScratch>,
 }
 
 impl std::fmt::Debug for BpfProbe {
@@ -160,13 +205,27 @@ impl BpfProbe {
             user_regs: Some(regs as *mut PtRegs as u64),
             ..HookInfo::default()
         };
-        // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes, no
-        // padding) for the duration of the run.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(
-                (regs as *mut PtRegs).cast::<u8>(),
-                std::mem::size_of::<PtRegs>(),
-            )
+        const REGS: usize = std::mem::size_of::<PtRegs>();
+        let mut with_scratch = [0u8; REGS + 8 * MAX_SCRATCH_SLOTS];
+        let mut values = [0u64; MAX_SCRATCH_SLOTS];
+        let bytes: &mut [u8] = match &self.scratch {
+            None => {
+                // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes,
+                // no padding) for the duration of the run.
+                unsafe { std::slice::from_raw_parts_mut((regs as *mut PtRegs).cast::<u8>(), REGS) }
+            }
+            Some(s) => {
+                // SAFETY: as above, read only.
+                let raw = unsafe {
+                    std::slice::from_raw_parts((regs as *const PtRegs).cast::<u8>(), REGS)
+                };
+                with_scratch[..REGS].copy_from_slice(raw);
+                (s.fill)(regs, &mut values[..s.slots]);
+                for (k, v) in values[..s.slots].iter().enumerate() {
+                    with_scratch[REGS + 8 * k..REGS + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                &mut with_scratch[..REGS + 8 * s.slots]
+            }
         };
         match hooked::run(vm, bytes, hook, &self.faults) {
             Some(v) => Action::Return(v),
@@ -323,6 +382,7 @@ pub fn attach(
         cookie: options.cookie,
         alive: Arc::new(()),
         faults: FaultLog::default(),
+        scratch: options.scratch.clone(),
     });
     let link = hook::attach(
         Target {

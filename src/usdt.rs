@@ -41,9 +41,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
-use userbpf_shims::hook::{self, ProbeKind};
+use userbpf_shims::hook::{self, ProbeKind, PtRegs};
 use userbpf_shims::symbols::{Module, ProcessModules};
-use userbpf_shims::usdt::{UsdtError, UsdtFile, UsdtProbe, USDT_SPEC_SIZE};
+use userbpf_shims::usdt::{UsdtArg, UsdtError, UsdtFile, UsdtProbe, USDT_SPEC_SIZE};
 use userbpf_vm::insn::op;
 use userbpf_vm::maps::{Map, MapSet};
 use userbpf_vm::object::{AttachTarget, Object, ProgramType};
@@ -198,8 +198,11 @@ pub enum UsdtAttachError {
         /// A few of the probes it has.
         available: String,
     },
-    /// An argument that libbpf 1.1's `usdt.bpf.h` cannot describe (SIB
-    /// addressing, a symbol plus a register...).
+    /// An argument whose value cannot be found (a symbol the file's symbol
+    /// tables do not have). Forms libbpf 1.1's `usdt.bpf.h` cannot
+    /// describe (SIB addressing, a symbol plus a register, an absolute
+    /// address) are served through scratch slots
+    /// (`userbpf_shims::usdt::USDT_SCRATCH_OFFSET`).
     #[error("program `{program}`, USDT probe {probe}: argument `{argument}` cannot be expressed: {reason}")]
     Inexpressible {
         /// The program.
@@ -528,6 +531,25 @@ struct PlannedSite {
     address: u64,
     semaphore: Option<u64>,
     spec: Vec<u8>,
+    /// The arguments whose addresses fill the scratch slots, in order.
+    scratch: Vec<UsdtArg>,
+}
+
+/// The scratch values of a site: the addresses of its arguments that
+/// libbpf's spec cannot describe, computed at each hit.
+fn scratch_of(args: &[UsdtArg]) -> Option<probe::ContextScratch> {
+    if args.is_empty() {
+        return None;
+    }
+    let args = args.to_vec();
+    probe::ContextScratch::new(
+        args.len(),
+        Arc::new(move |regs: &PtRegs, out: &mut [u64]| {
+            for (o, a) in out.iter_mut().zip(&args) {
+                *o = a.address_at(regs).unwrap_or(0);
+            }
+        }),
+    )
 }
 
 /// Verifies program `prog` of `object` (unless `options.verify` is false)
@@ -668,23 +690,20 @@ pub fn attach_usdt(
     let mut planned = Vec::with_capacity(found.len());
     for site in found {
         let address = file.runtime_address(site.file_pc(file.stapsdt_base), module.load_bias);
-        for arg in &site.args {
-            if let Err(UsdtError::Inexpressible { text, reason }) = arg.to_spec() {
-                return Err(UsdtAttachError::Inexpressible {
-                    program: prog.to_string(),
-                    probe: full_name.clone(),
-                    argument: text,
-                    reason,
-                });
-            }
-        }
-        let spec = site
-            .spec(options.cookie)
-            .map_err(|e| UsdtAttachError::Spec {
+        let (spec, scratch) = site.spec_in_process(options.cookie).map_err(|e| match e {
+            UsdtError::Inexpressible { text, reason } => UsdtAttachError::Inexpressible {
+                program: prog.to_string(),
+                probe: full_name.clone(),
+                argument: text,
+                reason,
+            },
+            e => UsdtAttachError::Spec {
                 program: prog.to_string(),
                 probe: full_name.clone(),
                 reason: e.to_string(),
-            })?;
+            },
+        })?;
+        let scratch: Vec<UsdtArg> = scratch.iter().map(|&i| site.args[i].clone()).collect();
         let semaphore = site
             .file_semaphore(file.stapsdt_base)
             .map(|s| file.runtime_address(s, module.load_bias));
@@ -706,6 +725,7 @@ pub fn attach_usdt(
             address,
             semaphore,
             spec: spec.to_bytes(),
+            scratch,
         });
     }
 
@@ -777,6 +797,7 @@ pub fn attach_usdt(
                 cookie: u64::from(spec_id),
                 kind: Some(ProbeKind::Entry),
                 helpers: options.helpers.clone(),
+                scratch: scratch_of(&site.scratch),
             },
         )
         .map_err(|e| UsdtAttachError::Hook {

@@ -21,8 +21,11 @@ use userbpf_vm::object::Object;
 const LIB_NAME: &str = "libuserbpf_usdt_demo.so";
 
 /// Probes without semaphores: `demo:add` (an int and a long), `demo:multi`
-/// (one argument, two sites), and `demo:sib` (an argument libbpf 1.1
-/// cannot express). Each site has code after it, so a 5-byte jump fits.
+/// (one argument, two sites), `demo:sib` (arguments in SIB memory
+/// operands, which libbpf 1.1's spec cannot express: `demo_sib(arr, i)`
+/// passes the upper half of `arr[i]` and `arr[i + 2]`) and `demo:nosym`
+/// (an argument at a symbol the library does not have). Each site has code
+/// after it, so a 5-byte jump fits.
 const DEMO_C: &str = r#"
 #include <sys/sdt.h>
 volatile long demo_sink;
@@ -47,9 +50,20 @@ __attribute__((noinline)) void demo_multi_two(long k)
 	demo_sink -= k;
 }
 
-void demo_sib(void)
+__asm__(".pushsection .text\n"
+	".globl demo_sib\n"
+	".type demo_sib, @function\n"
+	"demo_sib:\n"
+	STAP_PROBE_ASM(demo, sib, -4@4(%rdi,%rsi,8) 8@16(%rdi,%rsi,8))
+	"\tmov 16(%rdi,%rsi,8), %rax\n"
+	"\tret\n"
+	".size demo_sib, . - demo_sib\n"
+	".popsection\n");
+
+void demo_nosym(void)
 {
-	__asm__ __volatile__(STAP_PROBE_ASM(demo, sib, 8@16(%rax,%rbx,8)));
+	__asm__ __volatile__(STAP_PROBE_ASM(demo, nosym, 8@nosuchsym(%rip)));
+	demo_sink++;
 }
 "#;
 
@@ -83,6 +97,8 @@ struct DemoLib {
     multi_one: extern "C" fn(c_long),
     multi_two: extern "C" fn(c_long),
     gated: extern "C" fn(c_long) -> c_int,
+    /// `long demo_sib(const long *arr, long i)`: returns `arr[i + 2]`.
+    sib: extern "C" fn(*const i64, c_long) -> c_long,
     /// `demo_gated_semaphore`.
     semaphore: usize,
 }
@@ -198,6 +214,9 @@ fn build() -> Result<DemoLib, String> {
                 handle,
                 "demo_gated",
             )),
+            sib: std::mem::transmute::<*mut c_void, extern "C" fn(*const i64, c_long) -> c_long>(
+                sym(handle, "demo_sib"),
+            ),
             semaphore: sym(handle, "demo_gated_semaphore") as usize,
             path,
         })
@@ -363,6 +382,41 @@ fn bpf_usdt_reads_the_arguments_count_and_cookie_of_every_hit() {
 }
 
 #[test]
+fn sib_arguments_are_read_through_scratch_slots_after_pt_regs() {
+    let Some(lib) = demo_lib("sib_arguments_are_read_through_scratch_slots_after_pt_regs") else {
+        return;
+    };
+    let _serial = serial();
+    let (object, maps) = fixture();
+    // on_add: `int a` is arg 0 (-4@4(%rdi,%rsi,8): the upper half of
+    // arr[i]), `long b` is arg 1 (8@16(%rdi,%rsi,8): arr[i + 2]).
+    let link = attach(&object, &maps, "on_add", "demo:sib", 7).expect("attach");
+    let specs = &maps.maps()[map_index(&object, usdt::SPECS_MAP)];
+    let bytes = specs
+        .lookup(&(link.sites()[0].spec_id() as i32).to_le_bytes())
+        .expect("spec");
+    let spec = UsdtSpec::from_bytes(&bytes).expect("a valid spec");
+    let scratch = userbpf_shims::usdt::USDT_SCRATCH_OFFSET as i16;
+    assert_eq!(
+        spec.args().iter().map(|a| a.reg_off).collect::<Vec<_>>(),
+        vec![scratch, scratch + 8],
+        "both arguments read their address from a scratch slot"
+    );
+    let arr: Vec<i64> = (0..12i64)
+        .map(|j| ((-(j + 1)) << 32) | (0x1000 + j))
+        .collect();
+    for i in 0..10usize {
+        assert_eq!(black_box(lib.sib)(arr.as_ptr(), i as c_long), arr[i + 2]);
+        assert_eq!(count(&object, &maps, 0), i as u64 + 1, "hits");
+        assert_eq!(count(&object, &maps, 1) as i64, -(i as i64 + 1), "int a");
+        assert_eq!(count(&object, &maps, 2) as i64, arr[i + 2], "long b");
+    }
+    assert_eq!(count(&object, &maps, 3), 2, "bpf_usdt_arg_cnt");
+    assert_eq!(count(&object, &maps, 4), 7, "bpf_usdt_cookie");
+    assert_eq!(link.faults(), (0, None));
+}
+
+#[test]
 fn the_semaphore_counts_attachments_and_gates_the_probe() {
     let Some(lib) = demo_lib("the_semaphore_counts_attachments_and_gates_the_probe") else {
         return;
@@ -484,16 +538,16 @@ fn errors_name_the_program_the_binary_and_the_probe() {
         assert!(msg.contains(part), "`{part}` missing in: {msg}");
     }
 
-    let e = attach(&object, &maps, "on_multi", "demo:sib", 0).expect_err("SIB argument");
+    let e = attach(&object, &maps, "on_multi", "demo:nosym", 0).expect_err("unknown symbol");
     assert!(matches!(&e, UsdtAttachError::Inexpressible { .. }), "{e}");
     let msg = e.to_string();
     println!("{msg}");
     for part in [
         "on_multi",
-        "demo:sib",
+        "demo:nosym",
         LIB_NAME,
-        "8@16(%rax,%rbx,8)",
-        "BPF_USDT_ARG_SIB",
+        "8@nosuchsym(%rip)",
+        "nosuchsym",
     ] {
         assert!(msg.contains(part), "`{part}` missing in: {msg}");
     }

@@ -51,7 +51,11 @@
 //! (`/usr/include/bpf/usdt.bpf.h`), which knows three argument kinds
 //! (`BPF_USDT_ARG_CONST`, `_REG`, `_REG_DEREF`) and **no SIB kind**: SIB
 //! operands parse, and [`UsdtArg::value`] evaluates them, but
-//! [`UsdtArg::to_spec`] reports them as [`UsdtError::Inexpressible`].
+//! [`UsdtArg::to_spec`] reports them as [`UsdtError::Inexpressible`]. A
+//! probe that runs in the traced process serves them anyway: it computes
+//! such an argument's address when it fires, into a scratch slot after the
+//! `pt_regs` its program receives, and the spec reads the memory there
+//! ([`USDT_SCRATCH_OFFSET`], [`UsdtSpec::from_args_in_process`]).
 //!
 //! Registers are named by their offset in the kernel's x86-64 `struct
 //! pt_regs` ([`PtRegs`]); a sub-register (`%edi`, `%ax`, `%sil`, `%r8d`)
@@ -83,6 +87,17 @@ pub const USDT_ARG_SPEC_SIZE: usize = 16;
 /// `sizeof(struct __bpf_usdt_spec)`: 12 argument specs, `usdt_cookie` at 192,
 /// `arg_cnt` at 200, padded to 8.
 pub const USDT_SPEC_SIZE: usize = 208;
+
+/// Where the scratch slots of an in-process USDT probe's context begin:
+/// right after its `struct pt_regs`. An argument libbpf 1.1's spec cannot
+/// describe (SIB addressing, a symbol plus a register, an absolute
+/// address) gets a slot of 8 bytes there; the probe writes the argument's
+/// address into it each time it fires, and the spec reads memory at the
+/// slot's content (see [`UsdtSpec::from_args_in_process`]).
+/// `bpf_usdt_arg()` reads registers with `bpf_probe_read_kernel(ctx +
+/// reg_off)`, so an unmodified `usdt.bpf.h` program reads the slot as it
+/// reads a register.
+pub const USDT_SCRATCH_OFFSET: usize = PT_REGS_SIZE;
 
 /// What went wrong reading USDT notes or arguments.
 #[derive(Debug, thiserror::Error)]
@@ -602,6 +617,48 @@ impl UsdtArg {
         cast(raw, self.bitshift(), self.signed)
     }
 
+    /// The address the argument reads when a probe fires with `regs`
+    /// (`None`: not a memory operand, or a symbol that was not resolved).
+    pub fn address_at(&self, regs: &PtRegs) -> Option<u64> {
+        match &self.location {
+            UsdtArgLocation::Memory(mem) => Self::address(mem, regs),
+            _ => None,
+        }
+    }
+
+    /// Whether an in-process probe serves the argument through a scratch
+    /// slot ([`USDT_SCRATCH_OFFSET`]): a memory operand whose address
+    /// computes but that libbpf 1.1's spec cannot describe.
+    pub fn needs_scratch(&self) -> bool {
+        let UsdtArgLocation::Memory(mem) = &self.location else {
+            return false;
+        };
+        let resolved = mem.symbol.as_ref().is_none_or(|s| s.ip_offset.is_some());
+        resolved && self.to_spec().is_err()
+    }
+
+    /// Lowers the argument for an in-process probe: as [`to_spec`]
+    /// (Self::to_spec), except that an argument that
+    /// [`needs_scratch`](Self::needs_scratch) reads the memory at the
+    /// address found in scratch slot `slot` (`BPF_USDT_ARG_REG_DEREF`,
+    /// `reg_off` = [`USDT_SCRATCH_OFFSET`] + 8 * `slot`, `val_off` = 0).
+    pub fn to_spec_in_process(&self, slot: usize) -> Result<UsdtArgSpec, UsdtError> {
+        if !self.needs_scratch() {
+            return self.to_spec();
+        }
+        let reg_off = USDT_SCRATCH_OFFSET + 8 * slot;
+        let reg_off = i16::try_from(reg_off).map_err(|_| {
+            inexpressible(&self.text, format!("scratch slot {slot} is out of reach"))
+        })?;
+        Ok(UsdtArgSpec {
+            val_off: 0,
+            arg_type: UsdtArgType::RegDeref,
+            reg_off,
+            arg_signed: self.signed,
+            arg_bitshift: self.bitshift() as i8,
+        })
+    }
+
     /// The address a memory operand reads, or `None` when it names a symbol
     /// that was not resolved.
     fn address(mem: &MemoryOperand, regs: &PtRegs) -> Option<u64> {
@@ -858,6 +915,36 @@ impl UsdtSpec {
         Ok(UsdtSpec { args, cookie })
     }
 
+    /// Lowers parsed arguments for an in-process probe
+    /// ([`UsdtArg::to_spec_in_process`]): the arguments that
+    /// [`need scratch`](UsdtArg::needs_scratch) get slots 0, 1, ... in
+    /// order. Returns the spec and the indices (in `args`) of those
+    /// arguments, slot by slot: the probe fills slot `k` with
+    /// `args[indices[k]].address_at(regs)` each time it fires.
+    pub fn from_args_in_process(
+        args: &[UsdtArg],
+        cookie: u64,
+    ) -> Result<(UsdtSpec, Vec<usize>), UsdtError> {
+        if args.len() > BPF_USDT_MAX_ARG_CNT {
+            return Err(UsdtError::TooManyArgs { count: args.len() });
+        }
+        let mut scratch = Vec::new();
+        let mut specs = Vec::with_capacity(args.len());
+        for (i, a) in args.iter().enumerate() {
+            specs.push(a.to_spec_in_process(scratch.len())?);
+            if a.needs_scratch() {
+                scratch.push(i);
+            }
+        }
+        Ok((
+            UsdtSpec {
+                args: specs,
+                cookie,
+            },
+            scratch,
+        ))
+    }
+
     /// The argument specs (`arg_cnt` of them).
     pub fn args(&self) -> &[UsdtArgSpec] {
         &self.args
@@ -950,6 +1037,13 @@ impl UsdtProbe {
     /// The `struct __bpf_usdt_spec` for this probe ([`UsdtSpec::from_args`]).
     pub fn spec(&self, cookie: u64) -> Result<UsdtSpec, UsdtError> {
         UsdtSpec::from_args(&self.args, cookie)
+    }
+
+    /// The spec for a probe that runs in the traced process, and the
+    /// arguments it computes into scratch slots
+    /// ([`UsdtSpec::from_args_in_process`]).
+    pub fn spec_in_process(&self, cookie: u64) -> Result<(UsdtSpec, Vec<usize>), UsdtError> {
+        UsdtSpec::from_args_in_process(&self.args, cookie)
     }
 }
 
@@ -1447,6 +1541,50 @@ mod tests {
         assert!(
             matches!(UsdtArg::parse("8@$18446744073709551615"), Ok(a) if a.location == UsdtArgLocation::Const(-1))
         );
+    }
+
+    #[test]
+    fn in_process_specs_read_what_libbpf_cannot_express_from_scratch_slots() {
+        let args =
+            UsdtArg::parse_list("-4@%edi 8@16(%rax,%rbx,8) 8@-8(%rbp) 2@(,%rcx,2)").expect("parse");
+        assert_eq!(
+            args.iter().map(UsdtArg::needs_scratch).collect::<Vec<_>>(),
+            vec![false, true, false, true]
+        );
+        let (spec, scratch) = UsdtSpec::from_args_in_process(&args, 9).expect("lowered");
+        assert_eq!(scratch, vec![1, 3]);
+        let base = USDT_SCRATCH_OFFSET as i16;
+        let got: Vec<_> = spec
+            .args()
+            .iter()
+            .map(|s| (s.arg_type, s.reg_off, s.val_off, s.arg_bitshift))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (UsdtArgType::Reg, 112, 0, 32),
+                (UsdtArgType::RegDeref, base, 0, 0),
+                (UsdtArgType::RegDeref, 32, (-8i64) as u64, 0),
+                (UsdtArgType::RegDeref, base + 8, 0, 48),
+            ]
+        );
+        // The addresses the slots get: base + index * scale + disp.
+        let regs = PtRegs {
+            ax: 0x1000,
+            bx: 3,
+            cx: 5,
+            ..PtRegs::default()
+        };
+        assert_eq!(args[1].address_at(&regs), Some(0x1000 + 3 * 8 + 16));
+        assert_eq!(args[3].address_at(&regs), Some(10));
+        assert_eq!(args[0].address_at(&regs), None, "a register has no address");
+        // A symbol the file does not have stays inexpressible.
+        let nosym = arg("8@nosuchsym(%rip)");
+        assert!(!nosym.needs_scratch());
+        assert!(matches!(
+            nosym.to_spec_in_process(0),
+            Err(UsdtError::Inexpressible { .. })
+        ));
     }
 
     #[test]
