@@ -56,6 +56,39 @@ extern "C" __attribute__((noinline)) long uw_throw_work(long i)
 	return i * 2 + 1;
 }
 
+/* Calls uw_throw_work in its first bytes: `push %rbx; call`, 6 bytes, so
+ * a hook's patch displaces the call (written in assembly to be sure). */
+extern "C" long uw_call_first(long i);
+__asm__(".text\n"
+	".globl uw_call_first\n"
+	".type uw_call_first, @function\n"
+	"uw_call_first:\n"
+	".cfi_startproc\n"
+	"push %rbx\n"
+	".cfi_def_cfa_offset 16\n"
+	".cfi_offset %rbx, -16\n"
+	"call uw_throw_work@PLT\n"
+	"add $1000, %rax\n"
+	"pop %rbx\n"
+	".cfi_def_cfa_offset 8\n"
+	"ret\n"
+	".cfi_endproc\n"
+	".size uw_call_first, . - uw_call_first\n");
+
+extern "C" long uw_call_run(long n, long *caught)
+{
+	long sum = 0, c = 0;
+	for (long i = 0; i < n; i++) {
+		try {
+			sum += uw_call_first(i);
+		} catch (long) {
+			c++;
+		}
+	}
+	*caught = c;
+	return sum;
+}
+
 extern "C" long uw_throw_run(long n, long *caught)
 {
 	long sum = 0, c = 0;
@@ -229,4 +262,51 @@ fn a_cpp_exception_through_a_pending_uretprobe_is_counted_and_harmless() {
         symbol(&lib, "uw_throw_run"),
         "C++ exception",
     );
+}
+
+#[test]
+fn an_exception_through_a_call_the_patch_displaced_unwinds_through_the_original_caller() {
+    // The entry hook of uw_call_first moves its `call` into the trampoline:
+    // the callee must still return to (and unwind through) the function.
+    let dir = Scratch::new("call");
+    let lib = match build_lib(&dir.0, "c++", "call.cc", THROW_CC) {
+        Ok(l) => l,
+        Err(why) => {
+            println!("skipped: {why}");
+            return;
+        }
+    };
+    let f = symbol(&lib, "uw_call_first");
+    // SAFETY: the first 6 bytes of the assembly function above.
+    let first = unsafe { std::slice::from_raw_parts(f as *const u8, 6) };
+    assert_eq!(first[0], 0x53, "push %rbx");
+    assert_eq!(first[1], 0xe8, "call rel32");
+    let entry = Arc::new(Counter::default());
+    let ret = Arc::new(Counter::default());
+    let target = Target {
+        address: f as u64,
+        function: None,
+    };
+    let link = hook::attach(target, ProbeKind::Entry, entry.clone()).expect("attach");
+    let rlink = hook::attach(target, ProbeKind::Return, ret.clone()).expect("attach return");
+    // SAFETY: the driver has this signature.
+    let run: Run = unsafe {
+        std::mem::transmute::<*const c_void, Run>(symbol(&lib, "uw_call_run") as *const c_void)
+    };
+    let n: c_long = 31;
+    let mut caught: c_long = 0;
+    // SAFETY: the driver writes one long through the pointer.
+    let sum = unsafe { run(n, &mut caught) };
+    let expected: u64 = (0..n as u64)
+        .filter(|i| i % 3 != 2)
+        .map(|i| 2 * i + 1 + 1000)
+        .sum();
+    assert_eq!(caught as u64, (0..n).filter(|i| i % 3 == 2).count() as u64);
+    assert_eq!(sum as u64, expected);
+    assert_eq!(entry.hits.load(Ordering::SeqCst), n as u64);
+    let left = (0..n).filter(|i| i % 3 == 2).count() as u64;
+    assert_eq!(ret.hits.load(Ordering::SeqCst), n as u64 - left, "returns");
+    assert_eq!(ret.sum_ax.load(Ordering::SeqCst), expected, "return values");
+    assert_eq!(rlink.stats().missed_returns, left, "exceptions: missed");
+    drop((link, rlink));
 }

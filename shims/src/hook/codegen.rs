@@ -4,7 +4,9 @@
 //! trampoline that uretprobes put in place of a return address.
 
 use iced_x86::code_asm::*;
-use iced_x86::{BlockEncoderOptions, Decoder, DecoderOptions, FlowControl, Instruction, OpKind};
+use iced_x86::{
+    BlockEncoderOptions, Code, Decoder, DecoderOptions, FlowControl, Instruction, OpKind,
+};
 
 /// Bytes of the `jmp rel32` a site is patched with.
 pub const JMP_LEN: usize = 5;
@@ -100,6 +102,17 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
             }
             _ => {}
         }
+        if matches!(
+            insn.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        ) && (call_as_jump(&insn).is_none()
+            || (insn.op0_kind() == OpKind::Memory && insn.memory_base() == iced_x86::Register::RSP))
+        {
+            return Err(format!(
+                "the call at {:#x} ({insn}) cannot be moved out of the bytes a patch replaces",
+                insn.ip()
+            ));
+        }
         if insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
             return Err(format!(
                 "a syscall instruction at {:#x} is among the bytes a patch replaces",
@@ -120,6 +133,21 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
         }
     }
     Ok(Window { site, len, insns })
+}
+
+/// The jump that stands for `insn` if it is a call (after a push of its
+/// return address): `call rel32` -> `jmp rel32`, `call r/m64` -> `jmp
+/// r/m64` (a memory operand based on `rsp` is refused by
+/// [`decode_window`]: the push moves it).
+fn call_as_jump(insn: &Instruction) -> Option<Instruction> {
+    let code = match insn.code() {
+        Code::Call_rel32_64 => Code::Jmp_rel32_64,
+        Code::Call_rm64 => Code::Jmp_rm64,
+        _ => return None,
+    };
+    let mut j = *insn;
+    j.set_code(code);
+    Some(j)
 }
 
 fn is_relative_branch(insn: &Instruction) -> bool {
@@ -367,6 +395,7 @@ pub fn entry_trampoline(
         }
         // The displaced instructions: the first one's label is `orig`.
         let mut labels = Vec::new();
+        let mut return_address = None;
         for (i, insn) in window.insns.iter().enumerate() {
             if i == 0 {
                 a.set_label(&mut orig)?;
@@ -376,9 +405,28 @@ pub fn entry_trampoline(
                 a.set_label(&mut l)?;
                 labels.push(l);
             }
-            a.add_instruction(*insn)?;
+            match call_as_jump(insn) {
+                // A call (always the window's last instruction: it
+                // reaches past JMP_LEN) returns to the function, after
+                // the window, as it would have: push that address and
+                // jump (the callee's frames unwind through the function,
+                // not the trampoline).
+                Some(jump) => {
+                    let data = a.create_label();
+                    a.push(qword_ptr(data))?;
+                    a.add_instruction(jump)?;
+                    return_address = Some((data, insn.next_ip()));
+                }
+                None => a.add_instruction(*insn)?,
+            }
         }
-        a.jmp(window.site + window.len as u64)?;
+        match return_address {
+            Some((mut data, ret)) => {
+                a.set_label(&mut data)?;
+                a.dq(&[ret])?;
+            }
+            None => a.jmp(window.site + window.len as u64)?,
+        }
         Ok((a, orig, labels, back))
     };
     let (mut a, orig, labels, back) = build().map_err(asm_err)?;
