@@ -211,6 +211,54 @@ struct Output {
 }
 
 impl Output {
+    /// A program's counters at its process's exit (`PROGRAM TARGET MISSES
+    /// MISSED_RETURNS FAULTS [LAST FAULT]`): what was lost goes to stderr;
+    /// with `--json`, one line each, lost or not.
+    fn stats(&self, pid: i32, text: &str) {
+        let mut f = text.splitn(6, ' ');
+        let (Some(program), Some(target)) = (f.next(), f.next()) else {
+            return;
+        };
+        let mut num = || f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let (misses, missed_returns, faults) = (num(), num(), num());
+        let last = f.next().filter(|l| !l.is_empty());
+        if self.json {
+            let v = serde_json::json!({
+                "pid": pid,
+                "program": program,
+                "target": target,
+                "misses": misses,
+                "missed_returns": missed_returns,
+                "faults": faults,
+                "last_fault": last,
+            });
+            let _ = writeln!(std::io::stdout().lock(), "{v}");
+        }
+        let mut lost = Vec::new();
+        if misses > 0 {
+            lost.push(format!(
+                "{misses} hit(s) skipped (the thread was already running a probe)"
+            ));
+        }
+        if missed_returns > 0 {
+            lost.push(format!(
+                "{missed_returns} return(s) missed (longjmp, exception, or deeper than 64 pending returns)"
+            ));
+        }
+        if faults > 0 {
+            lost.push(format!(
+                "{faults} run(s) faulted{}",
+                last.map(|l| format!(" (last: {l})")).unwrap_or_default()
+            ));
+        }
+        if !lost.is_empty() {
+            eprintln!(
+                "userbpf: process {pid}: {program} at {target}: {}",
+                lost.join(", ")
+            );
+        }
+    }
+
     fn record(&self, map: &str, cpu: Option<usize>, data: &[u8]) {
         let mut out = std::io::stdout().lock();
         if self.json {
@@ -240,6 +288,7 @@ impl Output {
                 }
             }
             "error" => eprintln!("userbpf: process {pid}: {text}"),
+            "stats" => self.stats(pid, &text),
             "attached" if std::env::var_os("USERBPF_VERBOSE").is_some() => {
                 eprintln!("userbpf: process {pid}: attached {text}");
             }

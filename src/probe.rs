@@ -286,6 +286,7 @@ pub struct UprobeLink {
     link: ProbeLink,
     probe: Arc<BpfProbe>,
     target: String,
+    kind: ProbeKind,
 }
 
 impl UprobeLink {
@@ -302,6 +303,11 @@ impl UprobeLink {
     /// The target as given.
     pub fn target(&self) -> &str {
         &self.target
+    }
+
+    /// Uprobe or uretprobe.
+    pub fn kind(&self) -> ProbeKind {
+        self.kind
     }
 
     /// Hits that skipped the program (re-entered on a thread already
@@ -401,5 +407,6 @@ pub fn attach(
         link,
         probe,
         target: target.to_string(),
+        kind,
     })
 }

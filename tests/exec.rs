@@ -453,3 +453,104 @@ fn a_non_pie_target_and_its_forked_child_are_traced_with_exact_counts() {
     assert_eq!(u64_at(&counts, 2), 1000, "returns in both processes");
     assert_eq!(u64_at(&counts, 3), 499 * 499 + 1, "the last return value");
 }
+
+/// A C target whose `lj_work(i)` leaves through `longjmp` when `i % 3 ==
+/// 2`: those returns never happen.
+const LONGJMP_C: &str = r#"
+#include <setjmp.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static jmp_buf env;
+
+__attribute__((noinline)) void lj_bail(long i)
+{
+	longjmp(env, (int)i + 1);
+}
+
+__attribute__((noinline)) long lj_work(long i)
+{
+	if (i % 3 == 2)
+		lj_bail(i);
+	return i * 2 + 1;
+}
+
+int main(int argc, char **argv)
+{
+	long n = argc > 1 ? atol(argv[1]) : 10;
+	volatile long sum = 0, jumped = 0;
+	for (volatile long i = 0; i < n; i++) {
+		if (setjmp(env) == 0)
+			sum += lj_work(i);
+		else
+			jumped++;
+	}
+	printf("longjmp: %ld calls, sum %ld, %ld left by longjmp\n", n, sum, jumped);
+	return 0;
+}
+"#;
+
+#[test]
+fn what_the_probes_lost_is_reported_when_the_target_exits() {
+    let dir = std::env::temp_dir().join(format!("userbpf-exec-lj-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = dir.join("lj.c");
+    std::fs::write(&src, LONGJMP_C).unwrap();
+    let exe = dir.join("lj");
+    match Command::new("cc")
+        .args(["-O1", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("cc failed: {}", text(&o.stderr)),
+        Err(e) => {
+            std::fs::remove_dir_all(&dir).ok();
+            println!("skipped: no C compiler (`cc`): {e}");
+            return;
+        }
+    }
+    // 31 calls: 10 leave by longjmp (i = 2, 5, ..., 29); the last call
+    // returns, so every skipped frame is found.
+    let out = userbpf(&[
+        "exec",
+        fixture("uprobe.bpf.o").to_str().unwrap(),
+        "--prog",
+        "count_calls=self:lj_work",
+        "--prog",
+        "count_returns=self:lj_work",
+        "--json",
+        "--",
+        exe.to_str().unwrap(),
+        "31",
+    ]);
+    std::fs::remove_dir_all(&dir).ok();
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("31 calls"), "{stdout}");
+    assert!(stdout.contains("10 left by longjmp"), "{stdout}");
+    let counts = final_map(&stdout, "counts");
+    assert_eq!(u64_at(&counts, 0), 31, "calls");
+    assert_eq!(u64_at(&counts, 2), 21, "returns");
+    let stats: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("program").is_some())
+        .collect();
+    let of = |p: &str| {
+        stats
+            .iter()
+            .find(|v| v["program"] == p)
+            .unwrap_or_else(|| panic!("no stats line for {p} in {stdout}"))
+    };
+    assert_eq!(of("count_returns")["missed_returns"], 10, "{stdout}");
+    assert_eq!(of("count_returns")["target"], "self:lj_work");
+    assert_eq!(of("count_calls")["missed_returns"], 0);
+    assert_eq!(of("count_calls")["faults"], 0);
+    assert!(
+        stderr.contains("count_returns at self:lj_work: 10 return(s) missed"),
+        "{stderr}"
+    );
+}

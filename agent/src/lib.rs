@@ -20,18 +20,68 @@ use userbpf_shims::session::{ControlClient, SESSION_ENV};
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::Helpers;
 
-/// An attached program (held, never read: dropping it would detach).
-#[allow(dead_code)]
+/// An attached program (dropping it would detach).
 enum Link {
     Uprobe(UprobeLink),
     Usdt(userbpf::usdt::UsdtLink),
     Syscall(userbpf::syscall::SyscallProbeLink),
 }
 
-/// What the agent keeps for the life of the process.
+impl Link {
+    /// Hits skipped (re-entered, or no VM for the thread), returns
+    /// missed, runs that faulted, and the last fault.
+    fn counters(&self) -> (u64, u64, u64, Option<String>) {
+        match self {
+            Link::Uprobe(l) => {
+                let s = l.stats();
+                let (faults, last) = l.probe().faults();
+                // (The site's returns: a uretprobe's concern only.)
+                let missed_returns = match l.kind() {
+                    userbpf_shims::hook::ProbeKind::Return => s.missed_returns,
+                    _ => 0,
+                };
+                (s.misses, missed_returns, faults, last)
+            }
+            Link::Usdt(l) => {
+                let (faults, last) = l.faults();
+                (l.stats().misses, 0, faults, last)
+            }
+            Link::Syscall(l) => {
+                let (faults, last) = l.faults();
+                (l.misses(), 0, faults, last)
+            }
+        }
+    }
+}
+
+/// What the agent keeps for the life of the process: the control
+/// channel, and each attached program with its name and target.
 struct Joined {
-    _client: Arc<ControlClient>,
-    _links: Vec<Link>,
+    client: Arc<ControlClient>,
+    links: Vec<(Link, String, String)>,
+}
+
+/// At exit: each program's counters to the tracer (`stats PROGRAM TARGET
+/// MISSES MISSED_RETURNS FAULTS [LAST FAULT]`), which reports what was
+/// lost. (Never blocks: a process exiting while another thread holds the
+/// list skips the report.)
+extern "C" fn report_at_exit() {
+    let _ = std::panic::catch_unwind(|| {
+        let Ok(joined) = JOINED.try_lock() else {
+            return;
+        };
+        for j in joined.iter() {
+            for (link, program, target) in &j.links {
+                let (misses, missed_returns, faults, last) = link.counters();
+                let mut line = format!("{program} {target} {misses} {missed_returns} {faults}");
+                if let Some(last) = last {
+                    line.push(' ');
+                    line.push_str(&last);
+                }
+                let _ = j.client.send("stats", &line);
+            }
+        }
+    });
 }
 
 static JOINED: Mutex<Vec<Joined>> = Mutex::new(Vec::new());
@@ -130,7 +180,7 @@ fn join(dir: &Path) -> Result<(), String> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let _ = client.send("hello", &exe);
-    let result = (|| -> Result<Vec<Link>, String> {
+    let result = (|| -> Result<Vec<(Link, String, String)>, String> {
         let session = read_session(dir)?;
         let object = userbpf::source::load_object(&session.object).map_err(|e| e.to_string())?;
         let maps = Arc::new(
@@ -170,7 +220,7 @@ fn join(dir: &Path) -> Result<(), String> {
             match attached {
                 Ok((link, at)) => {
                     let _ = client.send("attached", &format!("{} {} {at}", a.program, a.target));
-                    links.push(link);
+                    links.push((link, a.program.clone(), a.target.clone()));
                 }
                 Err(e) => {
                     let _ = client.send("error", &e);
@@ -183,10 +233,11 @@ fn join(dir: &Path) -> Result<(), String> {
         Ok(links) => {
             let _ = client.send("ready", &links.len().to_string());
             if let Ok(mut j) = JOINED.lock() {
-                j.push(Joined {
-                    _client: client,
-                    _links: links,
-                });
+                if j.is_empty() && !links.is_empty() {
+                    // SAFETY: registering a plain extern "C" function.
+                    unsafe { libc::atexit(report_at_exit) };
+                }
+                j.push(Joined { client, links });
             }
             Ok(())
         }
