@@ -167,7 +167,6 @@ pub struct BpfProbe {
     /// Dropped with the probe: threads then free their VMs for it.
     alive: Arc<()>,
     faults: FaultLog,
-    scratch: Option<ContextScratch>,
 }
 
 impl std::fmt::Debug for BpfProbe {
@@ -205,32 +204,71 @@ impl BpfProbe {
             user_regs: Some(regs as *mut PtRegs as u64),
             ..HookInfo::default()
         };
-        const REGS: usize = std::mem::size_of::<PtRegs>();
-        let mut with_scratch = [0u8; REGS + 8 * MAX_SCRATCH_SLOTS];
-        let mut values = [0u64; MAX_SCRATCH_SLOTS];
-        let bytes: &mut [u8] = match &self.scratch {
-            None => {
-                // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes,
-                // no padding) for the duration of the run.
-                unsafe { std::slice::from_raw_parts_mut((regs as *mut PtRegs).cast::<u8>(), REGS) }
-            }
-            Some(s) => {
-                // SAFETY: as above, read only.
-                let raw = unsafe {
-                    std::slice::from_raw_parts((regs as *const PtRegs).cast::<u8>(), REGS)
-                };
-                with_scratch[..REGS].copy_from_slice(raw);
-                (s.fill)(regs, &mut values[..s.slots]);
-                for (k, v) in values[..s.slots].iter().enumerate() {
-                    with_scratch[REGS + 8 * k..REGS + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
-                }
-                &mut with_scratch[..REGS + 8 * s.slots]
-            }
+        // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes, no
+        // padding) for the duration of the run.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(
+                (regs as *mut PtRegs).cast::<u8>(),
+                std::mem::size_of::<PtRegs>(),
+            )
         };
-        match hooked::run(vm, bytes, hook, &self.faults) {
+        self.run_on(vm, hook, bytes)
+    }
+
+    /// Runs the program on `ctx` with `hook` for its helpers.
+    #[inline(always)]
+    fn run_on(&self, vm: &mut Vm, hook: HookInfo, ctx: &mut [u8]) -> Action {
+        match hooked::run(vm, ctx, hook, &self.faults) {
             Some(v) => Action::Return(v),
             None => Action::Continue,
         }
+    }
+
+    /// This thread's VM for the probe.
+    #[inline(always)]
+    fn vm(&self) -> Option<*mut Vm> {
+        let (id, cached) = LAST_VM.get();
+        if id == self.id && !cached.is_null() {
+            Some(cached)
+        } else {
+            self.thread_vm()
+        }
+    }
+}
+
+/// A [`BpfProbe`] whose context is a copy of the registers followed by
+/// scratch values ([`ContextScratch`]): a probe of its own, so that the
+/// others pay nothing for it.
+struct ScratchProbe {
+    probe: Arc<BpfProbe>,
+    scratch: ContextScratch,
+}
+
+impl Probe for ScratchProbe {
+    fn hit(&self, regs: &mut PtRegs) -> Action {
+        let Some(vm) = self.probe.vm() else {
+            return Action::Continue;
+        };
+        const REGS: usize = std::mem::size_of::<PtRegs>();
+        let mut ctx = [0u8; REGS + 8 * MAX_SCRATCH_SLOTS];
+        let mut values = [0u64; MAX_SCRATCH_SLOTS];
+        let slots = self.scratch.slots;
+        // SAFETY: `regs` is a live `PtRegs` (168 bytes, no padding), read.
+        let raw = unsafe { std::slice::from_raw_parts((regs as *const PtRegs).cast::<u8>(), REGS) };
+        ctx[..REGS].copy_from_slice(raw);
+        (self.scratch.fill)(regs, &mut values[..slots]);
+        for (k, v) in values[..slots].iter().enumerate() {
+            ctx[REGS + 8 * k..REGS + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let hook = HookInfo {
+            attach_cookie: self.probe.cookie,
+            func_ip: regs.ip,
+            user_regs: Some(regs as *mut PtRegs as u64),
+            ..HookInfo::default()
+        };
+        // SAFETY: as in `BpfProbe::hit`.
+        self.probe
+            .run_on(unsafe { &mut *vm }, hook, &mut ctx[..REGS + 8 * slots])
     }
 }
 
@@ -388,15 +426,21 @@ pub fn attach(
         cookie: options.cookie,
         alive: Arc::new(()),
         faults: FaultLog::default(),
-        scratch: options.scratch.clone(),
     });
+    let hooked: Arc<dyn Probe> = match &options.scratch {
+        None => Arc::clone(&probe) as Arc<dyn Probe>,
+        Some(scratch) => Arc::new(ScratchProbe {
+            probe: Arc::clone(&probe),
+            scratch: scratch.clone(),
+        }),
+    };
     let link = hook::attach(
         Target {
             address: resolved.address,
             function,
         },
         kind,
-        Arc::clone(&probe) as Arc<dyn Probe>,
+        hooked,
     )
     .map_err(|source| AttachError::Hook {
         program: name.to_string(),
