@@ -211,12 +211,16 @@ struct Output {
 }
 
 impl Output {
-    /// A program's counters at its process's exit (`PROGRAM TARGET MISSES
-    /// MISSED_RETURNS FAULTS [LAST FAULT]`): what was lost goes to stderr;
-    /// with `--json`, one line each, lost or not.
-    fn stats(&self, pid: i32, text: &str) {
-        let mut f = text.splitn(6, ' ');
-        let (Some(program), Some(target)) = (f.next(), f.next()) else {
+    /// A program's counters at its process's exit (`PID PROGRAM TARGET
+    /// MISSES MISSED_RETURNS FAULTS [LAST FAULT]`; the pid the agent
+    /// gives, as a fork child shares its parent's connection): what was
+    /// lost goes to stderr; with `--json`, one line each, lost or not.
+    fn stats(&self, _peer: i32, text: &str) {
+        let mut f = text.splitn(7, ' ');
+        let (Some(pid), Some(program), Some(target)) = (f.next(), f.next(), f.next()) else {
+            return;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
             return;
         };
         let mut num = || f.next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);

@@ -455,11 +455,14 @@ fn a_non_pie_target_and_its_forked_child_are_traced_with_exact_counts() {
 }
 
 /// A C target whose `lj_work(i)` leaves through `longjmp` when `i % 3 ==
-/// 2`: those returns never happen.
+/// 2`: those returns never happen. Then it forks a child that calls
+/// `lj_work(0)` once (its probes lose nothing).
 const LONGJMP_C: &str = r#"
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static jmp_buf env;
 
@@ -486,7 +489,15 @@ int main(int argc, char **argv)
 			jumped++;
 	}
 	printf("longjmp: %ld calls, sum %ld, %ld left by longjmp\n", n, sum, jumped);
-	return 0;
+	fflush(stdout);
+	pid_t child = fork();
+	if (child == 0) {
+		sum += lj_work(0);
+		exit(0);
+	}
+	int status = 0;
+	waitpid(child, &status, 0);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 3;
 }
 "#;
 
@@ -532,23 +543,35 @@ fn what_the_probes_lost_is_reported_when_the_target_exits() {
     assert!(stdout.contains("31 calls"), "{stdout}");
     assert!(stdout.contains("10 left by longjmp"), "{stdout}");
     let counts = final_map(&stdout, "counts");
-    assert_eq!(u64_at(&counts, 0), 31, "calls");
-    assert_eq!(u64_at(&counts, 2), 21, "returns");
+    assert_eq!(u64_at(&counts, 0), 32, "calls (the child's one too)");
+    assert_eq!(u64_at(&counts, 2), 22, "returns");
     let stats: Vec<serde_json::Value> = stdout
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v.get("program").is_some())
         .collect();
-    let of = |p: &str| {
-        stats
-            .iter()
-            .find(|v| v["program"] == p)
-            .unwrap_or_else(|| panic!("no stats line for {p} in {stdout}"))
+    // One line per program and process: the parent's and the child's.
+    let of = |p: &str| -> Vec<&serde_json::Value> {
+        stats.iter().filter(|v| v["program"] == p).collect()
     };
-    assert_eq!(of("count_returns")["missed_returns"], 10, "{stdout}");
-    assert_eq!(of("count_returns")["target"], "self:lj_work");
-    assert_eq!(of("count_calls")["missed_returns"], 0);
-    assert_eq!(of("count_calls")["faults"], 0);
+    let rets = of("count_returns");
+    assert_eq!(rets.len(), 2, "{stdout}");
+    let mut missed: Vec<u64> = rets
+        .iter()
+        .map(|v| v["missed_returns"].as_u64().unwrap())
+        .collect();
+    missed.sort_unstable();
+    assert_eq!(
+        missed,
+        vec![0, 10],
+        "the parent's 10, none for the child (not its parent's again): {stdout}"
+    );
+    assert!(rets.iter().all(|v| v["target"] == "self:lj_work"));
+    assert_ne!(rets[0]["pid"], rets[1]["pid"]);
+    for v in of("count_calls") {
+        assert_eq!(v["missed_returns"], 0);
+        assert_eq!(v["faults"], 0);
+    }
     assert!(
         stderr.contains("count_returns at self:lj_work: 10 return(s) missed"),
         "{stderr}"

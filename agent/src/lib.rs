@@ -58,11 +58,32 @@ impl Link {
 /// channel, and each attached program with its name and target.
 struct Joined {
     client: Arc<ControlClient>,
-    links: Vec<(Link, String, String)>,
+    links: Vec<JoinedLink>,
 }
 
-/// At exit: each program's counters to the tracer (`stats PROGRAM TARGET
-/// MISSES MISSED_RETURNS FAULTS [LAST FAULT]`), which reports what was
+/// An attached program, and its counters when this process began (a fork
+/// child inherits its parent's: it reports its own only).
+struct JoinedLink {
+    link: Link,
+    program: String,
+    target: String,
+    base: (u64, u64, u64),
+}
+
+/// In a fork child: the counters so far are the parent's.
+extern "C" fn rebase_after_fork() {
+    if let Ok(mut joined) = JOINED.try_lock() {
+        for j in joined.iter_mut() {
+            for l in &mut j.links {
+                let (m, r, f, _) = l.link.counters();
+                l.base = (m, r, f);
+            }
+        }
+    }
+}
+
+/// At exit: each program's counters to the tracer (`stats PID PROGRAM
+/// TARGET MISSES MISSED_RETURNS FAULTS [LAST FAULT]`), which reports what was
 /// lost. (Never blocks: a process exiting while another thread holds the
 /// list skips the report.)
 extern "C" fn report_at_exit() {
@@ -71,9 +92,22 @@ extern "C" fn report_at_exit() {
             return;
         };
         for j in joined.iter() {
-            for (link, program, target) in &j.links {
-                let (misses, missed_returns, faults, last) = link.counters();
-                let mut line = format!("{program} {target} {misses} {missed_returns} {faults}");
+            for l in &j.links {
+                let (misses, missed_returns, faults, last) = l.link.counters();
+                let (misses, missed_returns, faults) = (
+                    misses.saturating_sub(l.base.0),
+                    missed_returns.saturating_sub(l.base.1),
+                    faults.saturating_sub(l.base.2),
+                );
+                let last = last.filter(|_| faults > 0);
+                // (The pid: a fork child shares its parent's connection,
+                // whose peer credentials name the parent.)
+                let mut line = format!(
+                    "{} {} {} {misses} {missed_returns} {faults}",
+                    std::process::id(),
+                    l.program,
+                    l.target
+                );
                 if let Some(last) = last {
                     line.push(' ');
                     line.push_str(&last);
@@ -180,7 +214,7 @@ fn join(dir: &Path) -> Result<(), String> {
         .map(|p| p.display().to_string())
         .unwrap_or_default();
     let _ = client.send("hello", &exe);
-    let result = (|| -> Result<Vec<(Link, String, String)>, String> {
+    let result = (|| -> Result<Vec<JoinedLink>, String> {
         let session = read_session(dir)?;
         let object = userbpf::source::load_object(&session.object).map_err(|e| e.to_string())?;
         let maps = Arc::new(
@@ -220,7 +254,12 @@ fn join(dir: &Path) -> Result<(), String> {
             match attached {
                 Ok((link, at)) => {
                     let _ = client.send("attached", &format!("{} {} {at}", a.program, a.target));
-                    links.push((link, a.program.clone(), a.target.clone()));
+                    links.push(JoinedLink {
+                        link,
+                        program: a.program.clone(),
+                        target: a.target.clone(),
+                        base: (0, 0, 0),
+                    });
                 }
                 Err(e) => {
                     let _ = client.send("error", &e);
@@ -234,8 +273,11 @@ fn join(dir: &Path) -> Result<(), String> {
             let _ = client.send("ready", &links.len().to_string());
             if let Ok(mut j) = JOINED.lock() {
                 if j.is_empty() && !links.is_empty() {
-                    // SAFETY: registering a plain extern "C" function.
-                    unsafe { libc::atexit(report_at_exit) };
+                    // SAFETY: registering plain extern "C" functions.
+                    unsafe {
+                        libc::atexit(report_at_exit);
+                        libc::pthread_atfork(None, None, Some(rebase_after_fork));
+                    }
                 }
                 j.push(Joined { client, links });
             }
