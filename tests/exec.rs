@@ -368,6 +368,49 @@ fn perf_buffer_records_stream_with_their_cpu() {
     assert_eq!(args, (0..40).collect::<Vec<u64>>(), "every call's record");
 }
 
+/// A C target of a test: built from `source` with `cc` and `flags` into a
+/// directory of its own (removed on drop), or `None` (the reason printed)
+/// without a C compiler.
+struct CTarget {
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl CTarget {
+    fn build(name: &str, source: &str, flags: &[&str]) -> Option<CTarget> {
+        let dir = std::env::temp_dir().join(format!("userbpf-exec-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join(format!("{name}.c"));
+        std::fs::write(&src, source).unwrap();
+        let exe = dir.join(name);
+        let target = CTarget { dir, exe };
+        match Command::new("cc")
+            .args(flags)
+            .arg("-o")
+            .arg(&target.exe)
+            .arg(&src)
+            .output()
+        {
+            Ok(o) if o.status.success() => Some(target),
+            Ok(o) => panic!("cc {flags:?} failed on {name}.c: {}", text(&o.stderr)),
+            Err(e) => {
+                println!("skipped: no C compiler (`cc`): {e}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &str {
+        self.exe.to_str().unwrap()
+    }
+}
+
+impl Drop for CTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// A C target built as a non-PIE executable (`ET_EXEC`, fixed addresses)
 /// that forks: the child and the parent each call `np_work(i)` for `i`
 /// in `0..N`.
@@ -403,27 +446,11 @@ int main(int argc, char **argv)
 
 #[test]
 fn a_non_pie_target_and_its_forked_child_are_traced_with_exact_counts() {
-    let dir = std::env::temp_dir().join(format!("userbpf-exec-nopie-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("nopie.c");
-    std::fs::write(&src, NOPIE_FORK_C).unwrap();
-    let exe = dir.join("nopie");
-    let built = Command::new("cc")
-        .args(["-O1", "-fno-pie", "-no-pie", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output();
-    match built {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("cc -no-pie failed: {}", text(&o.stderr)),
-        Err(e) => {
-            std::fs::remove_dir_all(&dir).ok();
-            println!("skipped: no C compiler (`cc`): {e}");
-            return;
-        }
-    }
+    let Some(exe) = CTarget::build("nopie", NOPIE_FORK_C, &["-O1", "-fno-pie", "-no-pie"]) else {
+        return;
+    };
     // ELF e_type at offset 16: ET_EXEC (2), not ET_DYN: really non-PIE.
-    let elf = std::fs::read(&exe).unwrap();
+    let elf = std::fs::read(&exe.exe).unwrap();
     assert_eq!(u16::from_le_bytes([elf[16], elf[17]]), 2, "ET_EXEC");
     let out = userbpf(&[
         "exec",
@@ -434,10 +461,9 @@ fn a_non_pie_target_and_its_forked_child_are_traced_with_exact_counts() {
         "count_returns=self:np_work",
         "--json",
         "--",
-        exe.to_str().unwrap(),
+        exe.path(),
         "500",
     ]);
-    std::fs::remove_dir_all(&dir).ok();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     let sum: u64 = (0..500u64).map(|i| i * i + 1).sum();
@@ -503,25 +529,9 @@ int main(int argc, char **argv)
 
 #[test]
 fn what_the_probes_lost_is_reported_when_the_target_exits() {
-    let dir = std::env::temp_dir().join(format!("userbpf-exec-lj-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let src = dir.join("lj.c");
-    std::fs::write(&src, LONGJMP_C).unwrap();
-    let exe = dir.join("lj");
-    match Command::new("cc")
-        .args(["-O1", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-    {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => panic!("cc failed: {}", text(&o.stderr)),
-        Err(e) => {
-            std::fs::remove_dir_all(&dir).ok();
-            println!("skipped: no C compiler (`cc`): {e}");
-            return;
-        }
-    }
+    let Some(exe) = CTarget::build("lj", LONGJMP_C, &["-O1"]) else {
+        return;
+    };
     // 31 calls: 10 leave by longjmp (i = 2, 5, ..., 29); the last call
     // returns, so every skipped frame is found.
     let out = userbpf(&[
@@ -533,10 +543,9 @@ fn what_the_probes_lost_is_reported_when_the_target_exits() {
         "count_returns=self:lj_work",
         "--json",
         "--",
-        exe.to_str().unwrap(),
+        exe.path(),
         "31",
     ]);
-    std::fs::remove_dir_all(&dir).ok();
     let stdout = text(&out.stdout);
     let stderr = text(&out.stderr);
     assert!(out.status.success(), "{stdout}\n{stderr}");
