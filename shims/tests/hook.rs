@@ -288,18 +288,94 @@ fn probes_on_one_site_run_in_attach_order_and_a_panicking_probe_is_contained() {
     drop((a, bad, c));
 }
 
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn hooked_too_short() {}
+// Functions shorter than a jump: `hooked_tiny` (3 bytes) is followed by
+// alignment padding, `hooked_tiny_a` (1 byte) directly by another
+// function.
+std::arch::global_asm!(
+    ".p2align 4",
+    ".globl hooked_tiny",
+    ".type hooked_tiny, @function",
+    "hooked_tiny:",
+    "lea eax, [rdi + 1]",
+    "ret",
+    ".size hooked_tiny, . - hooked_tiny",
+    ".p2align 4",
+    ".globl hooked_tiny_a",
+    ".type hooked_tiny_a, @function",
+    "hooked_tiny_a:",
+    "ret",
+    ".size hooked_tiny_a, . - hooked_tiny_a",
+    ".globl hooked_tiny_b",
+    ".type hooked_tiny_b, @function",
+    "hooked_tiny_b:",
+    "mov eax, 7",
+    "ret",
+    ".size hooked_tiny_b, . - hooked_tiny_b",
+    ".p2align 4",
+);
+
+extern "C" {
+    fn hooked_tiny(x: u32) -> u32;
+    fn hooked_tiny_a();
+    fn hooked_tiny_b() -> u32;
+}
+
+/// The target of a symbol of this binary, with its function's extent.
+fn symbol_target(name: &str) -> Target {
+    let r = userbpf_shims::symbols::resolve(&format!("self:{name}")).expect("symbol");
+    Target {
+        address: r.address,
+        function: Some((r.address - r.offset_in_symbol, r.size)),
+    }
+}
+
+#[test]
+fn a_function_shorter_than_a_jump_is_hooked_through_the_padding_after_it() {
+    let t = symbol_target("hooked_tiny");
+    assert_eq!(t.function.map(|f| f.1), Some(4), "lea (3 bytes) and ret");
+    let entry = Arc::new(Recorder::default());
+    let ret = Arc::new(Recorder {
+        keep: true,
+        ..Recorder::default()
+    });
+    let l1 = hook::attach(t, ProbeKind::Entry, entry.clone()).expect("entry probe");
+    let l2 = hook::attach(t, ProbeKind::Return, ret.clone()).expect("return probe");
+    for i in 0..10u32 {
+        // SAFETY: the assembly function above (u32 -> u32).
+        assert_eq!(unsafe { black_box(hooked_tiny)(i) }, i + 1);
+    }
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 10);
+    assert_eq!(entry.last_di.load(Ordering::SeqCst), 9);
+    assert_eq!(*ret.seen.lock().unwrap(), (1..=10).collect::<Vec<u64>>());
+    drop((l1, l2));
+    // SAFETY: as above.
+    assert_eq!(unsafe { black_box(hooked_tiny)(41) }, 42);
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 10, "detached");
+}
 
 #[test]
 fn sites_that_cannot_be_patched_are_refused_with_the_reason() {
-    let f = hooked_too_short as *const () as usize;
-    let err = hook::attach(target(f), ProbeKind::Entry, Arc::new(Recorder::default()))
-        .expect_err("a 1-byte function");
+    // A 1-byte function with another function right after it: no room.
+    let t = symbol_target("hooked_tiny_a");
+    let before = first_bytes(t.address as usize, 8);
+    let err = hook::attach(t, ProbeKind::Entry, Arc::new(Recorder::default()))
+        .expect_err("a 1-byte function without padding");
     let msg = err.to_string();
-    assert!(msg.contains(&format!("{f:#x}")), "{msg}");
-    assert!(msg.contains("too short"), "{msg}");
+    assert!(msg.contains(&format!("{:#x}", t.address)), "{msg}");
+    assert!(
+        msg.contains("too short") && msg.contains("padding"),
+        "{msg}"
+    );
+    assert_eq!(
+        first_bytes(t.address as usize, 8),
+        before,
+        "nothing patched"
+    );
+    // SAFETY: the assembly functions above.
+    unsafe {
+        black_box(hooked_tiny_a)();
+        assert_eq!(black_box(hooked_tiny_b)(), 7);
+    }
     let heap = Box::new([0u8; 64]);
     let err = hook::attach(
         target(heap.as_ptr() as usize),

@@ -135,6 +135,75 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
     Ok(Window { site, len, insns })
 }
 
+/// For a site too close to its function's end for a jump (a function of
+/// a `ret`, `xor eax, eax; ret`): the window made of the function's
+/// remaining instructions, which must end in a `ret` or a jump (control
+/// never reaches past them), followed by the alignment padding after the
+/// function (`nop`s or `int3`s, never executed) up to [`JMP_LEN`] bytes.
+/// `code` holds the bytes from `site`; `fn_end` is where the function's
+/// symbol ends.
+pub fn decode_window_into_padding(site: u64, code: &[u8], fn_end: u64) -> Result<Window, String> {
+    let mut decoder = Decoder::with_ip(64, code, site, DecoderOptions::NONE);
+    let mut insns = Vec::new();
+    let mut len = 0usize;
+    let mut last_flow = FlowControl::Next;
+    while site + (len as u64) < fn_end {
+        if !decoder.can_decode() {
+            return Err(format!("the function at {site:#x} is cut short"));
+        }
+        let insn = decoder.decode();
+        if insn.is_invalid() || insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
+            return Err(format!(
+                "the instruction at {:#x} ({insn}) cannot be moved",
+                insn.ip()
+            ));
+        }
+        if matches!(
+            insn.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall
+        ) {
+            return Err(format!(
+                "the call at {:#x} ({insn}) is too close to the function's end",
+                insn.ip()
+            ));
+        }
+        last_flow = insn.flow_control();
+        len += insn.len();
+        insns.push(insn);
+    }
+    if site + len as u64 != fn_end
+        || !matches!(
+            last_flow,
+            FlowControl::Return | FlowControl::UnconditionalBranch | FlowControl::IndirectBranch
+        )
+    {
+        return Err(format!(
+            "the function ends {} bytes after {site:#x} without a return or a jump: too short for a {JMP_LEN}-byte jump",
+            fn_end.saturating_sub(site)
+        ));
+    }
+    while len < JMP_LEN {
+        let insn = if decoder.can_decode() {
+            decoder.decode()
+        } else {
+            Instruction::default()
+        };
+        let padding = insn.code() == Code::Int3
+            || insn.mnemonic() == iced_x86::Mnemonic::Nop
+            || insn.code() == Code::Nopw
+            || insn.code() == Code::Nopd
+            || insn.code() == Code::Nopq;
+        if insn.is_invalid() || !padding {
+            return Err(format!(
+                "only {len} bytes from {site:#x} to the end of its function, and no padding after it: too short for a {JMP_LEN}-byte jump"
+            ));
+        }
+        len += insn.len();
+        insns.push(insn);
+    }
+    Ok(Window { site, len, insns })
+}
+
 /// The jump that stands for `insn` if it is a call (after a push of its
 /// return address): `call rel32` -> `jmp rel32`, `call r/m64` -> `jmp
 /// r/m64` (a memory operand based on `rsp` is refused by

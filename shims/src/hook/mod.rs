@@ -269,8 +269,10 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     let (fn_start, fn_size) = target.function.unwrap_or((address, 0));
     let fn_end = fn_start.saturating_add(fn_size);
     let avail = map_end - address;
+    // (16 bytes more than the function: the alignment padding after a
+    // function too short for a jump can take the rest of it.)
     let want = if fn_size > 0 {
-        fn_end.saturating_sub(address).max(codegen::JMP_LEN as u64)
+        fn_end.saturating_sub(address).max(codegen::JMP_LEN as u64) + 16
     } else {
         32
     };
@@ -278,7 +280,27 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     // SAFETY: [address, address + len) is inside an executable (hence
     // readable) mapping of this process.
     let code = unsafe { std::slice::from_raw_parts(address as *const u8, len) };
-    let window = codegen::decode_window(address, code).map_err(unpatchable)?;
+    let within = |w: &codegen::Window| fn_size == 0 || address + w.len as u64 <= fn_end;
+    let window = match codegen::decode_window(address, code) {
+        Ok(w) if within(&w) => w,
+        first => {
+            // Too close to the function's end: the padding after it may
+            // take the rest of the jump.
+            let reason = match first {
+                Ok(_) => format!(
+                    "the function ends {} bytes after it: too short for a {}-byte jump",
+                    fn_end.saturating_sub(address),
+                    codegen::JMP_LEN
+                ),
+                Err(e) => e,
+            };
+            if fn_size == 0 {
+                return Err(unpatchable(reason));
+            }
+            codegen::decode_window_into_padding(address, code, fn_end)
+                .map_err(|e| unpatchable(format!("{reason}; {e}")))?
+        }
+    };
     if fn_size > 0 {
         // The whole function: no branch may land in the replaced bytes.
         let start = fn_start.max(map_end.min(fn_start));
@@ -286,13 +308,6 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         // SAFETY: inside the same mapping (the function's bytes).
         let fcode = unsafe { std::slice::from_raw_parts(start as *const u8, flen) };
         codegen::check_no_branch_into(address, fcode, window.len).map_err(unpatchable)?;
-        if window.len as u64 > fn_end.saturating_sub(address) {
-            return Err(unpatchable(format!(
-                "the function ends {} bytes after it: too short for a {}-byte jump",
-                fn_end.saturating_sub(address),
-                codegen::JMP_LEN
-            )));
-        }
     }
     let at_entry = target.at_entry();
     let vectors = if at_entry {
