@@ -981,22 +981,30 @@ fn attach_and_detach_while_threads_make_syscalls() {
 }
 
 #[test]
-fn a_library_loaded_later_is_rewritten_by_rescan() {
+fn a_library_loaded_later_is_rewritten_as_it_is_loaded() {
     let hook = MarkedCounter::new(12);
     let Some(link) = attach_or_skip(Some(libc::SYS_io_uring_setup), hook.clone()) else {
         return;
     };
     // liburing makes its syscalls with inline `syscall` instructions.
+    let before = syscall::stats().sites_rewritten;
     // SAFETY: loading a system library by name.
     let lib = unsafe { libc::dlopen(c"liburing.so.2".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
     if lib.is_null() {
         eprintln!("skipped: liburing.so.2 is not installed");
         return;
     }
-    let rewritten = syscall::rescan().expect("rescan");
     if !rewrite_disabled() {
-        assert!(rewritten >= 10, "liburing's sites: {rewritten}");
-        assert_eq!(syscall::rescan().expect("rescan"), 0, "nothing new");
+        let rewritten = syscall::stats().sites_rewritten - before;
+        assert!(
+            rewritten >= 10,
+            "liburing's sites, rewritten by the dlopen: {rewritten}"
+        );
+        assert_eq!(
+            syscall::rescan().expect("rescan"),
+            0,
+            "nothing left to rescan"
+        );
     }
     // SAFETY: looking up liburing's documented entry points.
     let (get_probe, free_probe) = unsafe {
@@ -1102,4 +1110,87 @@ fn the_callers_flags_survive_a_hooked_and_an_unhooked_syscall() {
         "every getpgrp went through the hook"
     );
     drop(link);
+}
+
+/// A library with an inline `syscall` at a known label (`getppid`).
+const INLINE_SYSCALL_C: &str = r#"
+long lib_getppid(void)
+{
+	long r;
+	__asm__ volatile(".globl lib_sys_site\n"
+			 "lib_sys_site:\n"
+			 "syscall"
+			 : "=a"(r)
+			 : "a"(110L)
+			 : "rcx", "r11", "memory");
+	return r;
+}
+"#;
+
+#[test]
+fn a_dlopened_library_is_rewritten_before_its_code_runs_without_a_rescan() {
+    let hook = MarkedCounter::new(13);
+    let Some(link) = attach_or_skip(Some(libc::SYS_getppid), hook.clone()) else {
+        return;
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("syscall-dlopen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch directory");
+    let _cleanup = CleanupDir(dir.clone());
+    let src = dir.join("inline.c");
+    std::fs::write(&src, INLINE_SYSCALL_C).expect("write");
+    let so = dir.join("libinline_syscall.so");
+    match std::process::Command::new("cc")
+        .args(["-O1", "-shared", "-fPIC", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .output()
+    {
+        Ok(o) if o.status.success() => {}
+        Ok(o) => panic!("cc: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => {
+            eprintln!("skipped: no C compiler (`cc`): {e}");
+            return;
+        }
+    }
+    let path = c_path(&so);
+    // SAFETY: a library built above, without constructors.
+    let lib = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!lib.is_null(), "dlopen {}", so.display());
+    // SAFETY: looking up the library's symbols.
+    let (site, f) = unsafe {
+        (
+            libc::dlsym(lib, c"lib_sys_site".as_ptr()),
+            libc::dlsym(lib, c"lib_getppid".as_ptr()),
+        )
+    };
+    assert!(!site.is_null() && !f.is_null());
+    if !rewrite_disabled() {
+        // SAFETY: two bytes of the library's code.
+        let bytes = unsafe { std::ptr::read(site.cast::<[u8; 2]>()) };
+        assert_eq!(
+            bytes,
+            [0xff, 0xd0],
+            "`call *%rax`, rewritten by the dlopen itself"
+        );
+    }
+    // SAFETY: `long lib_getppid(void)`.
+    let get: extern "C" fn() -> libc::c_long = unsafe { std::mem::transmute(f) };
+    mark(13);
+    let ppid = get();
+    mark(0);
+    // SAFETY: getppid has no preconditions.
+    assert_eq!(ppid, unsafe { libc::getppid() } as libc::c_long);
+    assert_eq!(hook.enters.load(Ordering::Relaxed), 1, "the hook saw it");
+    drop(link);
+}
+
+/// Removes a test's directory however the test ends.
+struct CleanupDir(PathBuf);
+
+impl Drop for CleanupDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

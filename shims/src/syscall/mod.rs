@@ -20,8 +20,11 @@
 //!    A site changes with one atomic 2-byte compare-and-swap (a site that
 //!    straddles a cache line: one byte at a time, the half-written state
 //!    being an invalid opcode whose SIGILL is sent to the trampoline), so
-//!    other threads may run the code meanwhile. Libraries loaded later are
-//!    rewritten by [`rescan`].
+//!    other threads may run the code meanwhile. Libraries loaded later
+//!    (`dlopen`) are rewritten as the dynamic loader lists them, before
+//!    any of their code runs (a hook on its `_dl_debug_state`, where
+//!    debuggers learn of new libraries); [`rescan`] does it by hand where
+//!    that hook cannot be placed.
 //! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (JIT
 //!    code, code mapped later): outside the trampoline's address range a
 //!    syscall raises SIGSYS, whose handler resumes the thread in the
@@ -406,6 +409,11 @@ fn install() -> Result<(), SyscallError> {
         .map_err(|source| SyscallError::PageZero { source })?;
     dispatch::init_table();
     zpoline::rewrite_loaded_modules();
+    if let Err(reason) = zpoline::watch_dlopen() {
+        if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
+            eprintln!("userbpf: libraries loaded later are not rewritten by themselves ({reason}): call rescan()");
+        }
+    }
     if let Err(reason) = sud::install() {
         if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
             eprintln!("userbpf: Syscall User Dispatch not armed: {reason}");

@@ -252,12 +252,94 @@ fn loaded_modules() -> Vec<LoadedModule> {
 /// Rewrites every module not rewritten yet; returns the number of sites
 /// rewritten.
 pub fn rewrite_loaded_modules() -> u64 {
-    // SAFETY: getauxval has no preconditions.
-    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     let Ok(mut scanned) = SCANNED.lock() else {
         return 0;
     };
-    let scanned = scanned.get_or_insert_with(HashMap::new);
+    let mut total = rewrite_new(scanned.get_or_insert_with(HashMap::new));
+    // A rescan the dynamic loader asked for meanwhile (see
+    // `rewrite_after_dlopen`).
+    while PENDING.swap(false, Ordering::AcqRel) {
+        total += rewrite_new(scanned.get_or_insert_with(HashMap::new));
+    }
+    drop(scanned);
+    // (One asked for between the last check and the unlock.)
+    if PENDING.load(Ordering::Acquire) {
+        rewrite_after_dlopen();
+    }
+    total
+}
+
+/// A rescan was asked for while another ran.
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Rewrites the modules the dynamic loader has just added, from inside
+/// the loader (never waits: if a scan is running on another thread, that
+/// scan runs again for this one before it returns).
+fn rewrite_after_dlopen() {
+    PENDING.store(true, Ordering::Release);
+    while PENDING.load(Ordering::Acquire) {
+        let Ok(mut scanned) = SCANNED.try_lock() else {
+            return;
+        };
+        if PENDING.swap(false, Ordering::AcqRel) {
+            rewrite_new(scanned.get_or_insert_with(HashMap::new));
+        }
+    }
+}
+
+/// Calls [`rewrite_after_dlopen`] whenever the dynamic loader changes its
+/// list of modules: a hook on `_dl_debug_state` (`ld.so`'s function for
+/// debuggers, called before and after a `dlopen` or `dlclose` maps or
+/// unmaps objects; at the second call the new objects are listed and none
+/// of their code has run). Libraries loaded later are then rewritten
+/// before their constructors run, and no syscall of theirs has to be
+/// caught by Syscall User Dispatch. `Err`: why there is no such hook (the
+/// rescans are then [`super::rescan`]'s to make).
+pub fn watch_dlopen() -> Result<(), String> {
+    struct Rescan;
+    impl crate::hook::Probe for Rescan {
+        fn hit(&self, _regs: &mut crate::hook::PtRegs) -> crate::hook::Action {
+            rewrite_after_dlopen();
+            crate::hook::Action::Continue
+        }
+    }
+    static LINK: Mutex<Option<crate::hook::ProbeLink>> = Mutex::new(None);
+    let mut link = LINK.lock().map_err(|_| "poisoned".to_string())?;
+    if link.is_some() {
+        return Ok(());
+    }
+    let mut last = String::from("no dynamic loader");
+    for module in ["ld-linux-x86-64.so.2", "ld.so"] {
+        let r = match crate::symbols::resolve(&format!("{module}:_dl_debug_state")) {
+            Ok(r) => r,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        let target = crate::hook::Target {
+            address: r.address,
+            function: Some((r.address - r.offset_in_symbol, r.size)),
+        };
+        match crate::hook::attach(
+            target,
+            crate::hook::ProbeKind::Entry,
+            std::sync::Arc::new(Rescan),
+        ) {
+            Ok(l) => {
+                *link = Some(l);
+                return Ok(());
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+/// One pass over the loaded modules: rewrites those not scanned yet.
+fn rewrite_new(scanned: &mut Scanned) -> u64 {
+    // SAFETY: getauxval has no preconditions.
+    let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     let mut total = 0;
     for m in loaded_modules() {
         let is_vdso = vdso != 0 && m.segments.iter().any(|&(s, e, _)| s <= vdso && vdso < e);
