@@ -26,7 +26,7 @@
 //!    debuggers learn of new libraries); [`rescan`] does it by hand where
 //!    that hook cannot be placed.
 //! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (JIT
-//!    code, code mapped later): outside the trampoline's address range a
+//!    code, code mapped without the dynamic loader, the vDSO's fallbacks): outside the trampoline's address range a
 //!    syscall raises SIGSYS, whose handler resumes the thread in the
 //!    trampoline as if the site had been rewritten. Threads are armed
 //!    while hooks are attached (an armed thread takes the kernel's slower
@@ -435,7 +435,7 @@ pub fn rescan() -> Result<u64, SyscallError> {
 
 /// Whether Syscall User Dispatch backs up the rewrite (the default, unless
 /// `USERBPF_SYSCALL_SUD=0`). With it, syscalls of code the rewrite did not
-/// see (JIT code, code mapped later) reach the hooks too, but every
+/// see (JIT code, the vDSO's fallbacks) reach the hooks too, but every
 /// syscall of an armed thread takes the kernel's slower path while hooks
 /// are attached (about +35 ns per syscall on the development machine); a
 /// tracer that only cares about libc and the loaded binaries can turn it
