@@ -637,8 +637,8 @@ impl UsdtArg {
         resolved && self.to_spec().is_err()
     }
 
-    /// Lowers the argument for an in-process probe: as [`to_spec`]
-    /// (Self::to_spec), except that an argument that
+    /// Lowers the argument for an in-process probe: as
+    /// [`to_spec`](Self::to_spec), except that an argument that
     /// [`needs_scratch`](Self::needs_scratch) reads the memory at the
     /// address found in scratch slot `slot` (`BPF_USDT_ARG_REG_DEREF`,
     /// `reg_off` = [`USDT_SCRATCH_OFFSET`] + 8 * `slot`, `val_off` = 0).

@@ -26,8 +26,9 @@
 //!    debuggers learn of new libraries); [`rescan`] does it by hand where
 //!    that hook cannot be placed.
 //! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (JIT
-//!    code, code mapped without the dynamic loader, the vDSO's fallbacks): outside the trampoline's address range a
-//!    syscall raises SIGSYS, whose handler resumes the thread in the
+//!    code, code mapped without the dynamic loader, the vDSO's
+//!    fallbacks): outside the trampoline's address range a syscall raises
+//!    SIGSYS, whose handler resumes the thread in the
 //!    trampoline as if the site had been rewritten. Threads are armed
 //!    while hooks are attached (an armed thread takes the kernel's slower
 //!    syscall path): the attaching thread directly, the others through a
