@@ -1194,3 +1194,91 @@ impl Drop for CleanupDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// The ids a hook sees in a child
+// ---------------------------------------------------------------------------
+
+/// Records `userbpf_vm::identity::pid()` (the cached ids that
+/// `bpf_get_current_pid_tgid` returns) for syscalls made under mark 14: in
+/// a vfork or posix_spawn child, which runs on its parent's thread-locals
+/// (mark included). No allocation: the child shares our memory.
+struct IdRecorder {
+    pids: [AtomicI64; 4],
+    n: AtomicU64,
+}
+
+impl SyscallHook for IdRecorder {
+    fn enter(&self, _ctx: &mut SyscallCtx) -> SyscallAction {
+        if marked_by(14) {
+            let i = self.n.fetch_add(1, Ordering::SeqCst) as usize;
+            if let Some(slot) = self.pids.get(i) {
+                slot.store(i64::from(userbpf_vm::identity::pid()), Ordering::SeqCst);
+            }
+        }
+        SyscallAction::Continue
+    }
+}
+
+#[test]
+fn hooks_in_vfork_and_posix_spawn_children_see_the_childs_ids_and_the_parent_keeps_its_own() {
+    let rec = Arc::new(IdRecorder {
+        pids: [const { AtomicI64::new(0) }; 4],
+        n: AtomicU64::new(0),
+    });
+    let Some(l1) = attach_or_skip(Some(libc::SYS_exit_group), rec.clone()) else {
+        return;
+    };
+    let Some(l2) = attach_or_skip(Some(libc::SYS_execve), rec.clone()) else {
+        return;
+    };
+    let parent = userbpf_vm::identity::pid_tgid();
+    // vfork: the child's exit_group.
+    mark(14);
+    let child = vfork_and_exit(5);
+    mark(0);
+    assert!(child > 0);
+    let mut status = 0;
+    // SAFETY: waiting for our child.
+    assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+    assert_eq!(libc::WEXITSTATUS(status), 5);
+    assert_eq!(
+        userbpf_vm::identity::pid_tgid(),
+        parent,
+        "the parent's ids, after the vfork"
+    );
+    // posix_spawn (clone3 with CLONE_VM | CLONE_VFORK onto a new stack):
+    // the child's execve.
+    mark(14);
+    let spawned = std::process::Command::new("/bin/true")
+        .spawn()
+        .expect("spawn /bin/true");
+    mark(0);
+    let spawned_pid = spawned.id() as i64;
+    let out = spawned.wait_with_output().expect("wait");
+    assert!(out.status.success());
+    assert_eq!(
+        userbpf_vm::identity::pid_tgid(),
+        parent,
+        "the parent's ids, after the spawn"
+    );
+    drop((l1, l2));
+    if rewrite_disabled() {
+        // (Syscall User Dispatch does not arm vfork children.)
+        return;
+    }
+    assert!(
+        rec.n.load(Ordering::SeqCst) >= 2,
+        "both children's syscalls seen"
+    );
+    assert_eq!(
+        rec.pids[0].load(Ordering::SeqCst),
+        i64::from(child),
+        "the vfork child's own pid"
+    );
+    assert_eq!(
+        rec.pids[1].load(Ordering::SeqCst),
+        spawned_pid,
+        "the spawned child's own pid"
+    );
+}

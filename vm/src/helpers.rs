@@ -563,11 +563,7 @@ impl Helpers {
             let cpu = unsafe { libc::sched_getcpu() };
             u64::try_from(cpu).unwrap_or(0)
         });
-        h.register_kernel_fn(14, |_, _, _, _, _| {
-            // SAFETY: getpid and gettid have no preconditions.
-            let (tgid, tid) = unsafe { (libc::getpid(), libc::gettid()) };
-            (u64::from(tgid as u32) << 32) | u64::from(tid as u32)
-        });
+        h.register_kernel_fn(14, |_, _, _, _, _| crate::identity::pid_tgid());
         h.register_kernel_fn(15, |_, _, _, _, _| {
             // SAFETY: getuid and getgid have no preconditions.
             let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };

@@ -27,6 +27,7 @@ pub mod disasm;
 pub mod gen;
 pub mod helper_names;
 pub mod helpers;
+pub mod identity;
 pub mod insn;
 pub mod interp;
 pub mod isa;

@@ -19,7 +19,7 @@ pub fn read(dst: &mut [u8], src: u64) -> bool {
     };
     // SAFETY: `local` describes `dst`, which we own; the remote side is only
     // read by the kernel, which checks it.
-    let n = unsafe { libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_readv(crate::identity::pid(), &local, 1, &remote, 1, 0) };
     if n == dst.len() as isize {
         return true;
     }
@@ -43,7 +43,7 @@ pub fn write(dst: u64, src: &[u8]) -> bool {
     };
     // SAFETY: `local` describes `src`, which the kernel only reads; the
     // remote side is checked by the kernel.
-    let n = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let n = unsafe { libc::process_vm_writev(crate::identity::pid(), &local, 1, &remote, 1, 0) };
     n == src.len() as isize
 }
 

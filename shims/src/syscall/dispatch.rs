@@ -20,6 +20,10 @@ const EXIT_HOOKS: u64 = 1;
 /// [`Call::exit`] bit: a fork-like clone; the child (result 0) must reset
 /// the per-thread bookkeeping it inherited.
 const EXIT_FORK: u64 = 2;
+/// [`Call::exit`] bit: a clone whose child ran on this thread's
+/// thread-locals (`CLONE_VM` without `CLONE_SETTLS`, onto a new stack):
+/// the ids cached there may be the child's.
+const EXIT_SHARED_TLS: u64 = 4;
 
 const CLONE_ARGS_SIZE_VER0: u64 = 64;
 
@@ -152,6 +156,11 @@ pub extern "C" fn exit(frame: *mut Frame) {
     if f.call.exit & EXIT_FORK != 0 && ret == 0 {
         child_after_fork();
     }
+    if f.call.exit & EXIT_SHARED_TLS != 0 {
+        // The parent, once the child no longer runs on its thread-locals
+        // (a vfork-like child has exec'd or exited).
+        userbpf_vm::identity::invalidate();
+    }
     if f.call.exit & EXIT_HOOKS == 0 {
         return;
     }
@@ -183,12 +192,17 @@ pub extern "C" fn child_entry(flags: u64) {
     } else if flags & libc::CLONE_SETTLS as u64 != 0 {
         // A thread with thread-locals of its own.
         sud::arm_new_thread();
+    } else {
+        // Its parent's thread-locals: the ids cached there are not its own.
+        userbpf_vm::identity::invalidate();
     }
 }
 
 fn child_after_fork() {
     quiesce::after_fork();
     sud::after_fork();
+    // (A raw fork runs no pthread_atfork handler.)
+    userbpf_vm::identity::invalidate();
 }
 
 fn special(f: &mut Frame) -> Mode {
@@ -263,6 +277,9 @@ fn clone(f: &mut Frame) -> Mode {
         match place_record(f, flags, stack) {
             Some(at) => {
                 f.call.args[1] = at;
+                if shares_tls(flags) {
+                    f.call.exit |= EXIT_SHARED_TLS;
+                }
                 Mode::NewStack
             }
             None => skip(f, libc::EFAULT),
@@ -275,6 +292,11 @@ fn clone(f: &mut Frame) -> Mode {
         f.call.exit |= EXIT_FORK;
         Mode::Syscall
     }
+}
+
+/// Whether a clone's child runs on its parent's thread-locals.
+fn shares_tls(flags: u64) -> bool {
+    flags & libc::CLONE_VM as u64 != 0 && flags & libc::CLONE_SETTLS as u64 == 0
 }
 
 /// `clone3(struct clone_args *args, size_t size)`.
@@ -318,6 +340,9 @@ fn clone3(f: &mut Frame) -> Mode {
         };
         f.scratch[6] = at - stack;
         f.call.args[0] = f.scratch.as_ptr() as u64;
+        if shares_tls(flags) {
+            f.call.exit |= EXIT_SHARED_TLS;
+        }
         Mode::NewStack
     } else if flags & libc::CLONE_VM as u64 != 0 {
         f.call.exit = 0;

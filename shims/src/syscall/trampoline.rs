@@ -440,6 +440,12 @@ userbpf_sys_sud_entry:
     pop %rbp
     mov %rcx, %rsp
     syscall
+    // The child, then the parent when it resumes: the thread-locals they
+    // share hold ids that are not the child's, then the child's (a plain
+    // increment: it leaves the flags alone and never goes back).
+    mov {pid_generation}(%rip), %r11
+    lea 1(%r11), %r11
+    mov %r11, {pid_generation}(%rip)
     mov userbpf_sys_vfork_ret@gottpoff(%rip), %rcx
     jmp *%fs:(%rcx)
 
@@ -509,6 +515,7 @@ userbpf_sys_vfork_ret:
     r_rflags = const R_RFLAGS,
     r_info = const R_INFO,
     r_ret = const R_RET,
+    pid_generation = sym userbpf_vm::identity::GENERATION,
     enter = sym super::dispatch::enter,
     exit = sym super::dispatch::exit,
     child_entry = sym super::dispatch::child_entry,
