@@ -251,6 +251,21 @@ impl<'a> HelperContext<'a> {
         })
     }
 
+    /// Writable program memory at `addr` as a slice, valid while the helper
+    /// runs (no copy: for helpers that fill a buffer the program passed).
+    #[inline]
+    pub fn bytes_mut(&mut self, addr: u64, len: usize) -> Result<&mut [u8], HelperError> {
+        self.check(addr, len as u64, Access::Write)?;
+        if len == 0 {
+            return Ok(&mut []);
+        }
+        // SAFETY: the range was checked to lie inside a writable region (or
+        // the live stack) that the embedder guaranteed valid for the run;
+        // the borrow of `self` keeps this context's other accessors away
+        // while the slice lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(addr as *mut u8, len) })
+    }
+
     /// Reads `len` bytes from program memory at `addr`.
     pub fn read(&self, addr: u64, len: usize) -> Result<Vec<u8>, HelperError> {
         let mut v = vec![0; len];
@@ -606,21 +621,38 @@ pub fn stderr_sink() -> TraceSink {
 }
 
 fn register_probe_helpers(h: &mut Helpers) {
-    // bpf_probe_read, bpf_probe_read_user, bpf_probe_read_kernel.
+    // bpf_probe_read, bpf_probe_read_user, bpf_probe_read_kernel: straight
+    // into the program's buffer, no allocation (a probe on `malloc` may
+    // call them).
     for id in [4, 112, 113] {
         h.register_kernel(id, |ctx, a| {
-            let mut buf = vec![0u8; a[1] as usize];
-            let ok = crate::probe::read(&mut buf, a[2]);
-            ctx.write(a[0], &buf)?;
-            Ok(if ok { 0 } else { neg_errno(libc::EFAULT) })
+            let n = a[1] as usize;
+            // Memory the run knows (its stack, its context, map values:
+            // a `usdt.bpf.h` register read) is copied without a syscall.
+            if let Ok(src) = ctx.bytes(a[2], n).map(<[u8]>::as_ptr) {
+                let dst = ctx.bytes_mut(a[0], n)?;
+                // SAFETY: both ranges were checked inside memory valid for
+                // the run; they may overlap (a copy within the stack).
+                unsafe { std::ptr::copy(src, dst.as_mut_ptr(), n) };
+                return Ok(0);
+            }
+            let dst = ctx.bytes_mut(a[0], n)?;
+            Ok(if crate::probe::read(dst, a[2]) {
+                0
+            } else {
+                neg_errno(libc::EFAULT)
+            })
         });
     }
-    // bpf_probe_read_str, bpf_probe_read_user_str, bpf_probe_read_kernel_str.
+    // bpf_probe_read_str, bpf_probe_read_user_str, bpf_probe_read_kernel_str
+    // (the buffer past the string zeroed).
     for id in [45, 114, 115] {
         h.register_kernel(id, |ctx, a| {
-            let mut buf = vec![0u8; a[1] as usize];
-            let r = crate::probe::read_str(&mut buf, a[2]);
-            ctx.write(a[0], &buf)?;
+            let dst = ctx.bytes_mut(a[0], a[1] as usize)?;
+            let r = crate::probe::read_str(dst, a[2]);
+            if let Some(n) = r {
+                dst[n..].fill(0);
+            }
             Ok(match r {
                 Some(n) => n as u64,
                 None => neg_errno(libc::EFAULT),
@@ -859,6 +891,66 @@ mod tests {
         ctx.write(base, &[9]).unwrap();
         assert!(ctx.write(base + 4, &[9]).is_err());
         assert_eq!(buf[0], 9);
+    }
+
+    #[test]
+    fn probe_reads_fill_the_programs_buffer_from_any_memory_and_zero_it_on_a_fault() {
+        let h = Helpers::kernel_basics();
+        let mut dst = [7u8; 8];
+        let mut known = *b"regions!";
+        // Memory of this process the run does not know of.
+        let elsewhere = Box::new(*b"process\0");
+        let mut mem = MemoryMap::new();
+        mem.add_transient(Region::from_mut_slice(
+            &mut dst,
+            crate::memory::RegionKind::Other,
+        ));
+        mem.add_transient(Region::from_mut_slice(
+            &mut known,
+            crate::memory::RegionKind::Other,
+        ));
+        let (d, k, e) = (
+            dst.as_ptr() as u64,
+            known.as_ptr() as u64,
+            elsewhere.as_ptr() as u64,
+        );
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
+        for id in [4, 112, 113] {
+            let read = h.get(id).unwrap();
+            assert_eq!(read.call(&mut ctx, [d, 8, k, 0, 0]), Ok(0));
+            assert_eq!(ctx.read(d, 8).unwrap(), b"regions!");
+            assert_eq!(read.call(&mut ctx, [d, 8, e, 0, 0]), Ok(0));
+            assert_eq!(ctx.read(d, 8).unwrap(), b"process\0");
+            // A bad source: -EFAULT and the buffer zeroed, as the kernel.
+            assert_eq!(
+                read.call(&mut ctx, [d, 8, 16, 0, 0]),
+                Ok(neg_errno(libc::EFAULT))
+            );
+            assert_eq!(ctx.read(d, 8).unwrap(), [0; 8]);
+            // A destination outside the program's memory is a fault.
+            assert!(read.call(&mut ctx, [e, 8, k, 0, 0]).is_err());
+        }
+        for id in [45, 114, 115] {
+            let read = h.get(id).unwrap();
+            ctx.write(d, &[7; 8]).unwrap();
+            // "process" and its NUL: 8; the rest of the buffer zeroed.
+            assert_eq!(read.call(&mut ctx, [d, 8, e, 0, 0]), Ok(8));
+            assert_eq!(ctx.read(d, 8).unwrap(), b"process\0");
+            ctx.write(d, &[7; 8]).unwrap();
+            assert_eq!(
+                read.call(&mut ctx, [d, 4, e, 0, 0]),
+                Ok(4),
+                "cut at 3 and a NUL"
+            );
+            assert_eq!(ctx.read(d, 8).unwrap(), b"pro\0\x07\x07\x07\x07");
+            assert_eq!(
+                read.call(&mut ctx, [d, 8, 16, 0, 0]),
+                Ok(neg_errno(libc::EFAULT))
+            );
+            assert_eq!(ctx.read(d, 8).unwrap(), [0; 8]);
+        }
+        drop(elsewhere);
     }
 
     #[test]
