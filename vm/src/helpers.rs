@@ -589,10 +589,11 @@ impl Helpers {
             if size == 0 {
                 return Ok(neg_errno(libc::EINVAL));
             }
-            let mut comm = current_comm();
-            comm.truncate(size - 1);
-            comm.resize(size, 0);
-            ctx.write(a[0], &comm)?;
+            let (comm, len) = current_comm();
+            let dst = ctx.bytes_mut(a[0], size)?;
+            let n = len.min(size - 1);
+            dst[..n].copy_from_slice(&comm[..n]);
+            dst[n..].fill(0);
             Ok(0)
         });
         h.register_kernel_fn(125, |_, _, _, _, _| clock_ns(libc::CLOCK_BOOTTIME));
@@ -821,7 +822,8 @@ fn prandom_u32() -> u32 {
     })
 }
 
-fn current_comm() -> Vec<u8> {
+/// The thread's name (`comm`, at most 15 bytes) and its length.
+fn current_comm() -> ([u8; 16], usize) {
     let mut buf = [0u8; 16];
     // SAFETY: PR_GET_NAME writes at most 16 bytes into the buffer.
     let rc = unsafe {
@@ -834,10 +836,10 @@ fn current_comm() -> Vec<u8> {
         )
     };
     if rc != 0 {
-        return Vec::new();
+        return ([0; 16], 0);
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    buf[..end].to_vec()
+    (buf, end)
 }
 
 #[cfg(test)]
@@ -951,6 +953,37 @@ mod tests {
             assert_eq!(ctx.read(d, 8).unwrap(), [0; 8]);
         }
         drop(elsewhere);
+    }
+
+    #[test]
+    fn current_comm_is_the_threads_name_cut_and_nul_terminated() {
+        let h = Helpers::kernel_basics();
+        let want = std::fs::read_to_string("/proc/thread-self/comm").expect("comm");
+        let want = want.trim_end_matches('\n').as_bytes().to_vec();
+        let mut buf = [0xffu8; 16];
+        let mut mem = MemoryMap::new();
+        mem.add_transient(Region::from_mut_slice(
+            &mut buf,
+            crate::memory::RegionKind::Other,
+        ));
+        let b = buf.as_ptr() as u64;
+        let mut env = RunEnv::default();
+        let mut ctx = HelperContext::new(&mut mem, &mut env, None);
+        let comm = h.get(16).unwrap();
+        assert_eq!(comm.call(&mut ctx, [b, 16, 0, 0, 0]), Ok(0));
+        let got = ctx.read(b, 16).unwrap();
+        assert_eq!(&got[..want.len()], want.as_slice());
+        assert!(got[want.len()..].iter().all(|&c| c == 0));
+        // A 4-byte buffer: 3 bytes and a NUL.
+        ctx.write(b, &[0xff; 16]).unwrap();
+        assert_eq!(comm.call(&mut ctx, [b, 4, 0, 0, 0]), Ok(0));
+        let got = ctx.read(b, 5).unwrap();
+        assert_eq!(&got[..3], &want[..3]);
+        assert_eq!(&got[3..], &[0, 0xff]);
+        assert_eq!(
+            comm.call(&mut ctx, [b, 0, 0, 0, 0]),
+            Ok(neg_errno(libc::EINVAL))
+        );
     }
 
     #[test]
