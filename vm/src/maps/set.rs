@@ -303,9 +303,19 @@ impl MapSet {
             move |ctx: &mut HelperContext<'_>, a| {
                 let map = set.map_arg(a[0])?;
                 let key = ctx.bytes(a[1], map.spec().key_size as usize)?;
-                // A copy: the value may point into the element it replaces.
-                let value = ctx.read(a[2], map.spec().value_size as usize)?;
-                Ok(match map.update_from_program(key, &value, a[3]) {
+                // A copy: the value may point into the element it replaces
+                // (on the stack when it is small: no allocation).
+                let size = map.spec().value_size as usize;
+                let mut small = [0u8; 128];
+                let heap;
+                let value: &[u8] = if size <= small.len() {
+                    ctx.read_into(a[2], &mut small[..size])?;
+                    &small[..size]
+                } else {
+                    heap = ctx.read(a[2], size)?;
+                    &heap
+                };
+                Ok(match map.update_from_program(key, value, a[3]) {
                     Ok(()) => 0,
                     Err(e) => neg_errno(e.errno()),
                 })
@@ -332,11 +342,12 @@ impl MapSet {
             if a[2] >> 32 != 0 {
                 return Ok(neg_errno(libc::EINVAL));
             }
-            let data = ctx.read(
+            // (Copied into the buffer from the program's memory directly.)
+            let data = ctx.bytes(
                 a[3],
                 usize::try_from(a[4]).unwrap_or(usize::MAX).min(1 << 16),
             )?;
-            Ok(match map.perf_output(a[2] & 0xffff_ffff, &data) {
+            Ok(match map.perf_output(a[2] & 0xffff_ffff, data) {
                 Ok(()) => 0,
                 Err(e) => neg_errno(e),
             })
@@ -352,8 +363,9 @@ impl MapSet {
             if len > map.spec().max_entries as usize {
                 return Ok(neg_errno(libc::E2BIG));
             }
-            let data = ctx.read(a[1], len)?;
-            Ok(if map.ringbuf_output(&data) {
+            // (A new record: never the memory `data` is in.)
+            let data = ctx.bytes(a[1], len)?;
+            Ok(if map.ringbuf_output(data) {
                 0
             } else {
                 neg_errno(libc::EAGAIN)
