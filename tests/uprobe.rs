@@ -122,6 +122,36 @@ fn bpf_override_return_makes_the_function_fail_without_running() {
     assert_eq!(black_box(userbpf_test_allocate)(13), 113);
 }
 
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_reserve(n: u64) -> i64 {
+    black_box(n as i64) * 2
+}
+
+#[test]
+fn bpf_set_retval_makes_the_function_return_its_int_without_running() {
+    let (object, maps) = fixture();
+    let link = probe::attach(
+        &object,
+        &maps,
+        "fail_with_retval",
+        "self:userbpf_test_reserve",
+        &AttachOptions::default(),
+    )
+    .expect("attach (verified: a user-space helper on a uprobe)");
+    assert_eq!(black_box(userbpf_test_reserve)(20), 40);
+    assert_eq!(
+        black_box(userbpf_test_reserve)(21),
+        -7,
+        "the int set, sign-extended"
+    );
+    assert_eq!(count(&maps, 1) as i64, -7, "bpf_get_retval read it back");
+    assert_eq!(black_box(userbpf_test_reserve)(22), 44);
+    assert_eq!(link.probe().faults(), (0, None));
+    drop(link);
+    assert_eq!(black_box(userbpf_test_reserve)(21), 42);
+}
+
 #[test]
 fn attach_errors_name_the_program_and_the_target() {
     let (object, maps) = fixture();

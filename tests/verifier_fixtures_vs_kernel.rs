@@ -88,6 +88,17 @@ const DIFFERENCES: &[Difference] = &[
         reason: "user-space-only helper: bpf_override_return on a uprobe, as for hooks.bpf.o's \
                  `probe`",
     },
+    // bpf_set_retval / bpf_get_retval on a uprobe: the kernel's cgroup
+    // helpers, which userbpf's in-process hooks take as an int-valued
+    // bpf_override_return.
+    Difference {
+        object: "uprobe.bpf.o",
+        program: "fail_with_retval",
+        ours: Accepts,
+        kernel: Rejects("cannot use helper bpf_set_retval#187"),
+        reason: "user-space-only helper: bpf_set_retval on a uprobe makes the function return \
+                 the int (the kernel has it for cgroup programs only)",
+    },
     // The syscall policy: bpf_override_return on a sys_enter tracepoint
     // denies the call in userbpf's in-process hooks (a user-space
     // seccomp/LSM); the kernel has no such helper for tracepoints.

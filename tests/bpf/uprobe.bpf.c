@@ -97,3 +97,22 @@ int BPF_KPROBE(perf_report, __u64 arg)
 	bpf_perf_event_output(ctx, &perf_events, BPF_F_CURRENT_CPU, &arg, sizeof(arg));
 	return 0;
 }
+
+/* Makes the probed function return -7 without running when its first
+ * argument is 21: bpf_set_retval, the kernel's cgroup helper, which
+ * userbpf's in-process hooks take as bpf_override_return with an int
+ * (bpf_get_retval reads it back). */
+SEC("uprobe")
+int BPF_KPROBE(fail_with_retval, __u64 arg)
+{
+	__u32 k = 1;
+	__u64 *v;
+
+	if (arg != 21)
+		return 0;
+	bpf_set_retval(-7);
+	v = bpf_map_lookup_elem(&counts, &k);
+	if (v)
+		*v = (__u64)(long)bpf_get_retval();
+	return 0;
+}

@@ -28,9 +28,10 @@ const TRACING: &[i32] = &[
 ];
 /// userbpf's user-space superset for uprobes, USDT and syscall hooks
 /// (documented difference: the kernel allows these only on fentry-style
-/// and kprobe programs): `bpf_override_return`, `bpf_get_func_arg`,
-/// `bpf_get_func_ret`, `bpf_get_func_arg_cnt`.
-const USER_SPACE: &[i32] = &[58, 183, 184, 185];
+/// and kprobe programs, or cgroup programs for the last two):
+/// `bpf_override_return`, `bpf_get_func_arg`, `bpf_get_func_ret`,
+/// `bpf_get_func_arg_cnt`, `bpf_get_retval`, `bpf_set_retval`.
+const USER_SPACE: &[i32] = &[58, 183, 184, 185, 186, 187];
 /// Helpers packet programs may call besides the base ones.
 const PACKET: &[i32] = &[25];
 

@@ -209,6 +209,12 @@ impl<'a> HelperContext<'a> {
         self.env.outcome.override_return = Some(value);
     }
 
+    /// The value the hook will make the probed function return, if a
+    /// helper asked for one during this run.
+    pub fn override_return(&self) -> Option<u64> {
+        self.env.outcome.override_return
+    }
+
     /// After this helper returns, calls the subprogram at `callback` (a
     /// `lddw src=4` value) with the arguments `driver` yields; the helper's
     /// `r0` becomes `driver.result()`. A callback address that is not a

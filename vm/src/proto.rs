@@ -226,6 +226,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(183, Integer, &[PtrToCtx, Anything, PtrToLong]),
     proto(184, Integer, &[PtrToCtx, PtrToLong]),
     proto(185, Integer, &[PtrToCtx]),
+    proto(186, Integer, &[]),
+    proto(187, Integer, &[Anything]),
 ];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it.

@@ -2,6 +2,7 @@
 //! traced thread: `bpf_get_func_ip` (173), `bpf_get_attach_cookie` (174),
 //! `bpf_get_func_arg` (183), `bpf_get_func_ret` (184),
 //! `bpf_get_func_arg_cnt` (185), `bpf_override_return` (58),
+//! `bpf_get_retval` (186), `bpf_set_retval` (187),
 //! `bpf_send_signal` (109), `bpf_send_signal_thread` (117) and
 //! `bpf_jiffies64` (118). The event's facts come from the [`HookInfo`] the
 //! hook sets on the VM.
@@ -129,6 +130,20 @@ pub(crate) fn register(h: &mut Helpers) {
         // of running it.
         ctx.set_override_return(a[1]);
         Ok(0)
+    });
+    // bpf_set_retval(int retval), bpf_get_retval(): the kernel's cgroup
+    // helpers, which in-process hooks take as `bpf_override_return` with
+    // an `int` (sign-extended): the probed function (or syscall) returns
+    // it instead of running; get_retval reads back what was set in this
+    // run (0 if nothing).
+    h.register_kernel(187, |ctx, a| {
+        ctx.set_override_return(a[0] as u32 as i32 as i64 as u64);
+        Ok(0)
+    });
+    h.register_kernel(186, |ctx, _| {
+        Ok(ctx
+            .override_return()
+            .map_or(0, |v| v as u32 as i32 as i64 as u64))
     });
     // bpf_send_signal, bpf_send_signal_thread.
     for (id, thread) in [(109, false), (117, true)] {
