@@ -524,36 +524,63 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
     let list = unsafe { &*site.probes.load(Ordering::Acquire) };
     // SAFETY: the trampoline passes its pt_regs frame, 8-byte aligned.
     let regs = unsafe { &mut *regs.cast::<PtRegs>() };
-    let mut ret = None;
-    for (_, p) in &list.entry {
-        if let Action::Return(v) = run_probe(p.as_ref(), regs) {
-            ret = Some(v);
-        }
-    }
+    let ret = match list.entry.as_slice() {
+        [] => None,
+        [(_, p)] => match run_probe(p.as_ref(), regs) {
+            Action::Return(v) => Some(v),
+            Action::Continue => None,
+        },
+        many => run_entry_probes(many, regs),
+    };
     if !site.at_entry {
         return codegen::RUN;
     }
     if let Some(v) = ret {
-        // The function does not run: its return probes see the value.
-        regs.ax = v;
-        if !list.ret.is_empty() {
-            // SAFETY: at a function's entry, sp points at the return
-            // address.
-            let ret_addr = unsafe { *(regs.sp as *const u64) };
-            let saved = *regs;
-            regs.ip = ret_addr;
-            regs.sp += 8;
-            for (_, p) in &list.ret {
-                run_probe(p.as_ref(), regs);
-            }
-            *regs = saved;
-            regs.ax = v;
-        }
-        return codegen::RETURN_NOW;
+        return return_now(list, regs, v);
     }
     if list.ret.is_empty() || site.wrap_return == 0 {
         return codegen::RUN;
     }
+    hijack_return(site, token, regs)
+}
+
+/// Runs several entry probes in attach order: the last `Action::Return`
+/// wins.
+#[inline(never)]
+fn run_entry_probes(probes: &[ProbeRef], regs: &mut PtRegs) -> Option<u64> {
+    let mut ret = None;
+    for (_, p) in probes {
+        if let Action::Return(v) = run_probe(p.as_ref(), regs) {
+            ret = Some(v);
+        }
+    }
+    ret
+}
+
+/// A probe asked the function to return `v` at once: its return probes
+/// see that value (the function does not run).
+#[cold]
+#[inline(never)]
+fn return_now(list: &ProbeList, regs: &mut PtRegs, v: u64) -> u64 {
+    regs.ax = v;
+    if !list.ret.is_empty() {
+        // SAFETY: at a function's entry, sp points at the return address.
+        let ret_addr = unsafe { *(regs.sp as *const u64) };
+        let saved = *regs;
+        regs.ip = ret_addr;
+        regs.sp += 8;
+        for (_, p) in &list.ret {
+            run_probe(p.as_ref(), regs);
+        }
+        *regs = saved;
+        regs.ax = v;
+    }
+    codegen::RETURN_NOW
+}
+
+/// Keeps the real return address of a function whose return probes must
+/// run: the trampoline then calls the function from its return slot.
+fn hijack_return(site: &Site, token: usize, regs: &mut PtRegs) -> u64 {
     let slot = regs.sp;
     // SAFETY: at a function's entry, sp points at the return address,
     // which this thread's stack holds.
