@@ -12,3 +12,17 @@ proptest! {
         userbpf_fuzz::jit_differential(&data);
     }
 }
+
+/// Inputs the fuzzer once failed on (fuzz/regressions/jit_differential/).
+#[test]
+fn past_failures_stay_fixed() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/jit_differential");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).expect("the regressions directory") {
+        let path = e.expect("entry").path();
+        let data = std::fs::read(&path).expect("read");
+        userbpf_fuzz::jit_differential(&data);
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
+}

@@ -1886,13 +1886,15 @@ impl<'a, 'b> Translator<'a, 'b> {
 
     /// Whether a jump back to leader `t` may run a copy of `t`'s block
     /// instead ([`Translator::rotate`]): a few ALU instructions and a
-    /// conditional jump (no chain).
+    /// conditional jump (no chain: neither the block nor its jump may
+    /// start one, whose later tests have no blocks of their own).
     fn rotatable(&self, t: usize) -> bool {
         let n = self.block_len(t) as usize;
         if self.blocks.get(t).copied().flatten().is_none()
             || n == 0
             || n > MAX_ROTATED
             || self.shape.chain(t).is_some()
+            || self.shape.chain(t + n - 1).is_some()
         {
             return false;
         }
