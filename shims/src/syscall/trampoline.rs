@@ -210,6 +210,30 @@ global_asm!(
 2:
     .endm
 
+    // xmm0-xmm15 to and from the frame's (or a child record's) first 256
+    // bytes; `insn`: movaps, or movups where it may be unaligned.
+    .macro userbpf_xmm_store
+    .irp i,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    movaps %xmm\i, \i*16(%rsp)
+    .endr
+    .endm
+    .macro userbpf_xmm_load insn
+    .irp i,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    \insn \i*16(%rsp), %xmm\i
+    .endr
+    .endm
+
+    // The syscall the dispatcher prepared: its number and arguments.
+    .macro userbpf_call_args
+    mov {c_args}+0(%rsp), %rdi
+    mov {c_args}+8(%rsp), %rsi
+    mov {c_args}+16(%rsp), %rdx
+    mov {c_args}+24(%rsp), %r10
+    mov {c_args}+32(%rsp), %r8
+    mov {c_args}+40(%rsp), %r9
+    mov {c_nr}(%rsp), %rax
+    .endm
+
     .pushsection .text.userbpf_syscall_trampoline,"ax",@progbits
     .p2align 6
     .globl userbpf_sys_text_start
@@ -263,22 +287,7 @@ userbpf_sys_sud_entry:
     mov 8(%rbp), %rcx
     mov %rcx, {f_rflags}(%rsp)
     cld
-    movaps %xmm0, 0(%rsp)
-    movaps %xmm1, 16(%rsp)
-    movaps %xmm2, 32(%rsp)
-    movaps %xmm3, 48(%rsp)
-    movaps %xmm4, 64(%rsp)
-    movaps %xmm5, 80(%rsp)
-    movaps %xmm6, 96(%rsp)
-    movaps %xmm7, 112(%rsp)
-    movaps %xmm8, 128(%rsp)
-    movaps %xmm9, 144(%rsp)
-    movaps %xmm10, 160(%rsp)
-    movaps %xmm11, 176(%rsp)
-    movaps %xmm12, 192(%rsp)
-    movaps %xmm13, 208(%rsp)
-    movaps %xmm14, 224(%rsp)
-    movaps %xmm15, 240(%rsp)
+    userbpf_xmm_store
     mov %rsp, %rdi
     call {enter}
     cmp $1, %eax
@@ -287,13 +296,7 @@ userbpf_sys_sud_entry:
     je .Luserbpf_newstack
     cmp $3, %eax
     je .Luserbpf_vfork
-    mov {c_args}+0(%rsp), %rdi
-    mov {c_args}+8(%rsp), %rsi
-    mov {c_args}+16(%rsp), %rdx
-    mov {c_args}+24(%rsp), %r10
-    mov {c_args}+32(%rsp), %r8
-    mov {c_args}+40(%rsp), %r9
-    mov {c_nr}(%rsp), %rax
+    userbpf_call_args
     syscall
     mov %rax, {c_result}(%rsp)
 .Luserbpf_after:
@@ -302,22 +305,7 @@ userbpf_sys_sud_entry:
     mov %rsp, %rdi
     call {exit}
 .Luserbpf_restore:
-    movaps 0(%rsp), %xmm0
-    movaps 16(%rsp), %xmm1
-    movaps 32(%rsp), %xmm2
-    movaps 48(%rsp), %xmm3
-    movaps 64(%rsp), %xmm4
-    movaps 80(%rsp), %xmm5
-    movaps 96(%rsp), %xmm6
-    movaps 112(%rsp), %xmm7
-    movaps 128(%rsp), %xmm8
-    movaps 144(%rsp), %xmm9
-    movaps 160(%rsp), %xmm10
-    movaps 176(%rsp), %xmm11
-    movaps 192(%rsp), %xmm12
-    movaps 208(%rsp), %xmm13
-    movaps 224(%rsp), %xmm14
-    movaps 240(%rsp), %xmm15
+    userbpf_xmm_load movaps
     mov {f_rdi}(%rsp), %rdi
     mov {f_rsi}(%rsp), %rsi
     mov {f_rdx}(%rsp), %rdx
@@ -351,13 +339,7 @@ userbpf_sys_sud_entry:
 
     // ---- clone onto a new stack: the argument points at a ChildRecord
 .Luserbpf_newstack:
-    mov {c_args}+0(%rsp), %rdi
-    mov {c_args}+8(%rsp), %rsi
-    mov {c_args}+16(%rsp), %rdx
-    mov {c_args}+24(%rsp), %r10
-    mov {c_args}+32(%rsp), %r8
-    mov {c_args}+40(%rsp), %r9
-    mov {c_nr}(%rsp), %rax
+    userbpf_call_args
     syscall
     test %rax, %rax
     jz .Luserbpf_child
@@ -374,22 +356,7 @@ userbpf_sys_sud_entry:
     call {child_entry}
     pop %rcx
     mov %rcx, %rsp
-    movups 0(%rsp), %xmm0
-    movups 16(%rsp), %xmm1
-    movups 32(%rsp), %xmm2
-    movups 48(%rsp), %xmm3
-    movups 64(%rsp), %xmm4
-    movups 80(%rsp), %xmm5
-    movups 96(%rsp), %xmm6
-    movups 112(%rsp), %xmm7
-    movups 128(%rsp), %xmm8
-    movups 144(%rsp), %xmm9
-    movups 160(%rsp), %xmm10
-    movups 176(%rsp), %xmm11
-    movups 192(%rsp), %xmm12
-    movups 208(%rsp), %xmm13
-    movups 224(%rsp), %xmm14
-    movups 240(%rsp), %xmm15
+    userbpf_xmm_load movups
     mov {r_rdi}(%rsp), %rdi
     mov {r_rsi}(%rsp), %rsi
     mov {r_rdx}(%rsp), %rdx
@@ -410,29 +377,8 @@ userbpf_sys_sud_entry:
     mov userbpf_sys_vfork_ret@gottpoff(%rip), %rcx
     mov {f_ret}(%rsp), %r11
     mov %r11, %fs:(%rcx)
-    movaps 0(%rsp), %xmm0
-    movaps 16(%rsp), %xmm1
-    movaps 32(%rsp), %xmm2
-    movaps 48(%rsp), %xmm3
-    movaps 64(%rsp), %xmm4
-    movaps 80(%rsp), %xmm5
-    movaps 96(%rsp), %xmm6
-    movaps 112(%rsp), %xmm7
-    movaps 128(%rsp), %xmm8
-    movaps 144(%rsp), %xmm9
-    movaps 160(%rsp), %xmm10
-    movaps 176(%rsp), %xmm11
-    movaps 192(%rsp), %xmm12
-    movaps 208(%rsp), %xmm13
-    movaps 224(%rsp), %xmm14
-    movaps 240(%rsp), %xmm15
-    mov {c_args}+0(%rsp), %rdi
-    mov {c_args}+8(%rsp), %rsi
-    mov {c_args}+16(%rsp), %rdx
-    mov {c_args}+24(%rsp), %r10
-    mov {c_args}+32(%rsp), %r8
-    mov {c_args}+40(%rsp), %r9
-    mov {c_nr}(%rsp), %rax
+    userbpf_xmm_load movaps
+    userbpf_call_args
     mov {f_caller_rsp}(%rsp), %rcx
     pushq {f_rflags}(%rsp)
     popfq
