@@ -555,15 +555,7 @@ pub fn return_handler(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, Stri
         // The real return address back in the slot, and `ret` through it.
         // (The flags are dead after a return: no `popfq`.)
         a.mov(qword_ptr(rsp + frame - 8), rax)?;
-        a.mov(rbx, qword_ptr(rsp + off::BX))?;
-        a.mov(r10, qword_ptr(rsp + off::R10))?;
-        a.mov(r9, qword_ptr(rsp + off::R9))?;
-        a.mov(r8, qword_ptr(rsp + off::R8))?;
-        a.mov(rcx, qword_ptr(rsp + off::CX))?;
-        a.mov(rdx, qword_ptr(rsp + off::DX))?;
-        a.mov(rsi, qword_ptr(rsp + off::SI))?;
-        a.mov(rdi, qword_ptr(rsp + off::DI))?;
-        a.mov(rax, qword_ptr(rsp + off::AX))?;
+        restore_gprs(&mut a)?;
         a.lea(rsp, ptr(rsp + frame - 8))?;
         a.ret()?;
         Ok(a)
