@@ -74,12 +74,7 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
             ));
         }
         let insn = decoder.decode();
-        if insn.is_invalid() {
-            return Err(format!(
-                "invalid instruction at {:#x}: not code, or not the start of an instruction",
-                insn.ip()
-            ));
-        }
+        movable(&insn)?;
         len += insn.len();
         match insn.flow_control() {
             FlowControl::Return | FlowControl::Interrupt | FlowControl::Exception
@@ -113,15 +108,34 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
                 insn.ip()
             ));
         }
-        if insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
-            return Err(format!(
-                "a syscall instruction at {:#x} is among the bytes a patch replaces",
-                insn.ip()
-            ));
-        }
         insns.push(insn);
     }
-    for insn in &insns {
+    no_branch_inside(site, len, &insns)?;
+    Ok(Window { site, len, insns })
+}
+
+/// Refuses an instruction that cannot run elsewhere: not code, or a
+/// `syscall` (the syscall rewriter's).
+fn movable(insn: &Instruction) -> Result<(), String> {
+    if insn.is_invalid() {
+        return Err(format!(
+            "invalid instruction at {:#x}: not code, or not the start of an instruction",
+            insn.ip()
+        ));
+    }
+    if insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
+        return Err(format!(
+            "a syscall instruction at {:#x} is among the bytes a patch replaces",
+            insn.ip()
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a window one of whose instructions branches into its middle
+/// (the copy would jump into the patch).
+fn no_branch_inside(site: u64, len: usize, insns: &[Instruction]) -> Result<(), String> {
+    for insn in insns {
         if is_relative_branch(insn) {
             let target = insn.near_branch_target();
             if target > site && target < site + len as u64 {
@@ -132,7 +146,7 @@ pub fn decode_window(site: u64, code: &[u8]) -> Result<Window, String> {
             }
         }
     }
-    Ok(Window { site, len, insns })
+    Ok(())
 }
 
 /// For a site too close to its function's end for a jump (a function of
@@ -152,12 +166,7 @@ pub fn decode_window_into_padding(site: u64, code: &[u8], fn_end: u64) -> Result
             return Err(format!("the function at {site:#x} is cut short"));
         }
         let insn = decoder.decode();
-        if insn.is_invalid() || insn.op_code().mnemonic() == iced_x86::Mnemonic::Syscall {
-            return Err(format!(
-                "the instruction at {:#x} ({insn}) cannot be moved",
-                insn.ip()
-            ));
-        }
+        movable(&insn)?;
         if matches!(
             insn.flow_control(),
             FlowControl::Call | FlowControl::IndirectCall
@@ -201,6 +210,7 @@ pub fn decode_window_into_padding(site: u64, code: &[u8], fn_end: u64) -> Result
         len += insn.len();
         insns.push(insn);
     }
+    no_branch_inside(site, len, &insns)?;
     Ok(Window { site, len, insns })
 }
 
