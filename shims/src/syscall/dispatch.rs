@@ -269,7 +269,7 @@ fn place_record(f: &Frame, flags: u64, top: u64) -> Option<u64> {
 fn clone(f: &mut Frame) -> Mode {
     let flags = f.call.args[0];
     let stack = f.call.args[1];
-    if flags & libc::CLONE_VM as u64 != 0 && flags & libc::CLONE_SETTLS as u64 == 0 {
+    if shares_tls(flags) {
         // The child will share this thread's thread-locals.
         sud::claim_owner();
     }
@@ -277,15 +277,25 @@ fn clone(f: &mut Frame) -> Mode {
         match place_record(f, flags, stack) {
             Some(at) => {
                 f.call.args[1] = at;
-                if shares_tls(flags) {
-                    f.call.exit |= EXIT_SHARED_TLS;
-                }
-                Mode::NewStack
+                clone_mode(f, flags, true)
             }
             None => skip(f, libc::EFAULT),
         }
+    } else {
+        clone_mode(f, flags, false)
+    }
+}
+
+/// How the trampoline makes a clone (once a child onto a new stack has
+/// its record): onto the new stack, on this very stack (vfork-like: the
+/// child shares the caller's memory and stack), or as a fork.
+fn clone_mode(f: &mut Frame, flags: u64, onto_new_stack: bool) -> Mode {
+    if onto_new_stack {
+        if shares_tls(flags) {
+            f.call.exit |= EXIT_SHARED_TLS;
+        }
+        Mode::NewStack
     } else if flags & libc::CLONE_VM as u64 != 0 {
-        // The child runs on this very stack (vfork-like).
         f.call.exit = 0;
         Mode::Vfork
     } else {
@@ -324,7 +334,7 @@ fn clone3(f: &mut Frame) -> Mode {
     let flags = f.scratch[0];
     let stack = f.scratch[5];
     let stack_size = f.scratch[6];
-    if flags & libc::CLONE_VM as u64 != 0 && flags & libc::CLONE_SETTLS as u64 == 0 {
+    if shares_tls(flags) {
         sud::claim_owner();
     }
     if stack != 0 {
@@ -340,16 +350,9 @@ fn clone3(f: &mut Frame) -> Mode {
         };
         f.scratch[6] = at - stack;
         f.call.args[0] = f.scratch.as_ptr() as u64;
-        if shares_tls(flags) {
-            f.call.exit |= EXIT_SHARED_TLS;
-        }
-        Mode::NewStack
-    } else if flags & libc::CLONE_VM as u64 != 0 {
-        f.call.exit = 0;
-        Mode::Vfork
+        clone_mode(f, flags, true)
     } else {
-        f.call.exit |= EXIT_FORK;
-        Mode::Syscall
+        clone_mode(f, flags, false)
     }
 }
 
