@@ -198,12 +198,7 @@ impl BpfProbe {
     }
 
     fn run(&self, vm: &mut Vm, regs: &mut PtRegs) -> Action {
-        let hook = HookInfo {
-            attach_cookie: self.cookie,
-            func_ip: regs.ip,
-            user_regs: Some(regs as *mut PtRegs as u64),
-            ..HookInfo::default()
-        };
+        let hook = self.hook_info(regs);
         // SAFETY: `regs` is a live, exclusive `PtRegs` (168 bytes, no
         // padding) for the duration of the run.
         let bytes = unsafe {
@@ -213,6 +208,17 @@ impl BpfProbe {
             )
         };
         self.run_on(vm, hook, bytes)
+    }
+
+    /// What the helpers know of a hit with `regs`.
+    #[inline(always)]
+    fn hook_info(&self, regs: &mut PtRegs) -> HookInfo {
+        HookInfo {
+            attach_cookie: self.cookie,
+            func_ip: regs.ip,
+            user_regs: Some(regs as *mut PtRegs as u64),
+            ..HookInfo::default()
+        }
     }
 
     /// Runs the program on `ctx` with `hook` for its helpers.
@@ -260,12 +266,7 @@ impl Probe for ScratchProbe {
         for (k, v) in values[..slots].iter().enumerate() {
             ctx[REGS + 8 * k..REGS + 8 * k + 8].copy_from_slice(&v.to_le_bytes());
         }
-        let hook = HookInfo {
-            attach_cookie: self.probe.cookie,
-            func_ip: regs.ip,
-            user_regs: Some(regs as *mut PtRegs as u64),
-            ..HookInfo::default()
-        };
+        let hook = self.probe.hook_info(regs);
         // SAFETY: as in `BpfProbe::hit`.
         self.probe
             .run_on(unsafe { &mut *vm }, hook, &mut ctx[..REGS + 8 * slots])
@@ -301,14 +302,8 @@ impl BpfProbe {
 impl Probe for BpfProbe {
     #[inline]
     fn hit(&self, regs: &mut PtRegs) -> Action {
-        let (id, cached) = LAST_VM.get();
-        let vm = if id == self.id && !cached.is_null() {
-            cached
-        } else {
-            match self.thread_vm() {
-                Some(vm) => vm,
-                None => return Action::Continue,
-            }
+        let Some(vm) = self.vm() else {
+            return Action::Continue;
         };
         // SAFETY: the VM is boxed in this thread's `VMS` (which clears
         // the cache before it goes); the hooks never run a probe while
