@@ -312,6 +312,13 @@ std::arch::global_asm!(
     "ret",
     ".size hooked_tiny_b, . - hooked_tiny_b",
     ".p2align 4",
+    ".globl hooked_tiny_spin",
+    ".type hooked_tiny_spin, @function",
+    "hooked_tiny_spin:",
+    "nop",
+    "2: jmp 2b",
+    ".size hooked_tiny_spin, . - hooked_tiny_spin",
+    ".p2align 4",
 );
 
 extern "C" {
@@ -351,6 +358,22 @@ fn a_function_shorter_than_a_jump_is_hooked_through_the_padding_after_it() {
     // SAFETY: as above.
     assert_eq!(unsafe { black_box(hooked_tiny)(41) }, 42);
     assert_eq!(entry.hits.load(Ordering::SeqCst), 10, "detached");
+}
+
+#[test]
+fn a_function_shorter_than_a_jump_that_branches_into_its_own_first_bytes_is_refused() {
+    // `nop; 2: jmp 2b` (never called): padding follows, but the jump
+    // lands inside the bytes a patch would replace.
+    let t = symbol_target("hooked_tiny_spin");
+    let before = first_bytes(t.address as usize, 8);
+    let err = hook::attach(t, ProbeKind::Entry, Arc::new(Recorder::default()))
+        .expect_err("a branch into the window");
+    assert!(err.to_string().contains("branches into"), "{err}");
+    assert_eq!(
+        first_bytes(t.address as usize, 8),
+        before,
+        "nothing patched"
+    );
 }
 
 #[test]
