@@ -26,7 +26,7 @@ use userbpf_vm::isa::{
 };
 
 use crate::ctx::{self, FaultCode, JitCtx, JitFrame};
-use crate::hoist::{self, Bound, HoistLoop};
+use crate::hoist::{self, Bound, CopyLoop, HoistLoop};
 use crate::JitError;
 
 /// Whether accesses, budget and depth are checked at run time.
@@ -750,6 +750,40 @@ pub(crate) struct Translator<'a, 'b> {
     unbudgeted: Option<usize>,
     /// Translating the test of a rotated loop ([`Translator::rotate`]).
     rotating: bool,
+    /// Loops that copy memory forward ([`crate::hoist::copy_loop`]), by
+    /// head: verified code copies all rounds but the last in bulk where
+    /// the loop is entered; checked code where it enters the loop's copy
+    /// with proven accesses and budget ([`Translator::bulk_copy`]).
+    copies: Vec<(usize, CopyLoop)>,
+    /// How many copy loops the code enters through a bulk copy.
+    bulk_copies: usize,
+}
+
+/// What [`Translator::translate`] found out about the code.
+pub(crate) struct Translated {
+    /// The code is closed: it calls out for nothing but memory checks (and
+    /// `memmove`), so it can run without a host.
+    pub(crate) closed: bool,
+    /// Loops that prove their accesses on entry ([`crate::hoist`]).
+    pub(crate) proven_loops: usize,
+    /// Copy loops entered through a bulk copy ([`Translator::bulk_copy`]).
+    pub(crate) bulk_copies: usize,
+}
+
+/// Fewest bytes a copy loop's rounds copy in bulk (`memmove`): below, the
+/// call costs more than the rounds.
+const BULK_MIN: i64 = 256;
+
+/// `memmove` for [`Translator::bulk_copy`] (the signature of the other
+/// call-outs: the first argument, the context, unused).
+extern "C" fn jit_bulk_copy(_ctx: u64, dst: u64, src: u64, len: u64) -> u64 {
+    // SAFETY: the code calls this only for the rounds of a copy loop that
+    // would run, whose every access is proven inside one region (verified
+    // code, or the loop's entry test in checked code), with `dst` at or
+    // below `src` or at least `len` past it: the copy reads what the
+    // rounds would read and writes what they would write.
+    unsafe { std::ptr::copy(src as *const u8, dst as *mut u8, len as usize) };
+    0
 }
 
 /// Declares read-only data for a function being compiled (see
@@ -946,8 +980,14 @@ impl<'a, 'b> Translator<'a, 'b> {
                 blocks[l] = Some(b.create_block());
             }
         }
+        let simple = crate::hoist::loops(shape);
+        let mut copies: Vec<(usize, CopyLoop)> = simple
+            .iter()
+            .filter_map(|l| Some((l.head, crate::hoist::copy_loop(shape, l)?)))
+            .collect();
+        copies.sort_unstable_by_key(|c| c.0);
         let hoisted = if checks == Checks::On {
-            crate::hoist::loops(shape)
+            simple
                 .into_iter()
                 .map(|l| {
                     let copy = shape
@@ -1021,6 +1061,8 @@ impl<'a, 'b> Translator<'a, 'b> {
             tables: Vec::new(),
             unbudgeted: None,
             rotating: false,
+            copies,
+            bulk_copies: 0,
         }
     }
 
@@ -1607,10 +1649,8 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.shape.block_len(pc)
     }
 
-    /// Translates the program; returns whether the code is closed (calls
-    /// out for nothing but memory checks: it can run without a host) and
-    /// how many loops prove their accesses on entry ([`crate::hoist`]).
-    pub(crate) fn translate(mut self) -> Result<(bool, usize), JitError> {
+    /// Translates the program.
+    pub(crate) fn translate(mut self) -> Result<Translated, JitError> {
         let len = self.shape.insns.len();
         self.translate_range(0, len, false)?;
         if self.open {
@@ -1638,7 +1678,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         let zero = self.iconst(0);
         self.b.ins().return_(&[zero, status]);
         self.b.seal_all_blocks();
-        Ok((self.closed, self.hoisted.len()))
+        Ok(Translated {
+            closed: self.closed,
+            proven_loops: self.hoisted.len(),
+            bulk_copies: self.bulk_copies,
+        })
     }
 
     /// Translates the instructions from `from` to `to`: the program, or
@@ -1670,10 +1714,33 @@ impl<'a, 'b> Translator<'a, 'b> {
                     let ok = self.entry_test(i);
                     let fast = self.hoisted[i].1[0].1;
                     let checked = self.b.create_block();
-                    self.b.ins().brif(ok, fast, &[], checked, &[]);
+                    // A copy loop whose entry test also proved the budget
+                    // copies in bulk on the way into its proven copy.
+                    match self.head_most(i).and_then(|_| self.copy_at(pc)) {
+                        Some(c) => {
+                            let bulk = self.b.create_block();
+                            self.b.ins().brif(ok, bulk, &[], checked, &[]);
+                            self.b.switch_to_block(bulk);
+                            self.bulk_copy(&c);
+                            self.b.ins().jump(fast, &[]);
+                        }
+                        None => {
+                            self.b.ins().brif(ok, fast, &[], checked, &[]);
+                        }
+                    }
                     self.b.switch_to_block(checked);
                     inside = Some((pc, self.hoisted[i].0.end, block));
                     self.blocks[pc] = Some(checked);
+                } else if let (false, Checks::Off, Some(c)) = (copy, self.checks, self.copy_at(pc))
+                {
+                    // Verified code: in bulk where the loop is entered;
+                    // its way back goes to the head without it.
+                    self.bulk_copy(&c);
+                    let round = self.b.create_block();
+                    self.b.ins().jump(round, &[]);
+                    self.b.switch_to_block(round);
+                    inside = Some((pc, c.end, block));
+                    self.blocks[pc] = Some(round);
                 }
                 let n = self.block_len(pc);
                 self.leader = pc;
@@ -1735,6 +1802,95 @@ impl<'a, 'b> Translator<'a, 'b> {
         }
         self.unchecked.clear();
         done
+    }
+
+    /// The copy loop ([`crate::hoist::copy_loop`]) whose head is `pc`.
+    fn copy_at(&self, pc: usize) -> Option<CopyLoop> {
+        let i = self.copies.binary_search_by_key(&pc, |c| c.0).ok()?;
+        Some(self.copies[i].1)
+    }
+
+    /// Where copy loop `c` is entered: all its rounds but the last as one
+    /// `memmove` when they copy at least [`BULK_MIN`] bytes and the
+    /// destination is at or below the source or past every byte those
+    /// rounds read (then no round reads what an earlier one wrote, and a
+    /// forward copy is a `memmove`); the induction variable, and in
+    /// checked code the budget, as those rounds would leave them. The loop
+    /// runs the rest (its last round sets every other register it
+    /// writes, none of which a round reads before writing). The rounds'
+    /// accesses are proven: by the verifier, or by the entry test of the
+    /// loop's checked copy, which also proved the budget enough.
+    fn bulk_copy(&mut self, c: &CopyLoop) {
+        self.bulk_copies += 1;
+        let shift = i64::from(c.size.trailing_zeros());
+        let now = self.r(usize::from(c.iv.reg));
+        let limit = match c.iv.bound {
+            Bound::Imm(n) => self.iconst(n as i64),
+            Bound::Reg(q) => self.r(usize::from(q)),
+        };
+        // The largest value the variable has in a round: the limit, or one
+        // below it (an exclusive limit above the variable is not 0).
+        let (runs, last) = if c.iv.inclusive {
+            let runs = self
+                .b
+                .ins()
+                .icmp(IntCC::UnsignedLessThanOrEqual, now, limit);
+            (runs, limit)
+        } else {
+            let runs = self.b.ins().icmp(IntCC::UnsignedLessThan, now, limit);
+            (runs, self.b.ins().iadd_imm_s(limit, -1))
+        };
+        // Rounds before the last (as many at the head as at the back-edge:
+        // a back-edge guard lets the first round run whatever the bound).
+        let span = self.b.ins().isub(last, now);
+        let rounds = self.b.ins().ushr_imm_s(span, shift);
+        let zero = self.iconst(0);
+        let rounds = self.b.ins().select(runs, rounds, zero);
+        let bytes = self.b.ins().ishl_imm_s(rounds, shift);
+        let at = |t: &mut Self, (base, off): (u8, i64)| {
+            let b = if base == 10 {
+                t.fp()
+            } else {
+                t.r(usize::from(base))
+            };
+            let a = t.b.ins().iadd(b, now);
+            t.b.ins().iadd_imm_s(a, off)
+        };
+        let src = at(self, c.src);
+        let dst = at(self, c.dst);
+        let behind = self.b.ins().icmp(IntCC::UnsignedLessThanOrEqual, dst, src);
+        let gap = self.b.ins().isub(dst, src);
+        let apart = self
+            .b
+            .ins()
+            .icmp(IntCC::UnsignedGreaterThanOrEqual, gap, bytes);
+        let forward = self.b.ins().bor(behind, apart);
+        let many = self
+            .b
+            .ins()
+            .icmp_imm_s(IntCC::UnsignedGreaterThanOrEqual, bytes, BULK_MIN);
+        let go = self.b.ins().band(forward, many);
+        let bulk = self.b.create_block();
+        let join = self.b.create_block();
+        self.b.ins().brif(go, bulk, &[], join, &[]);
+        self.b.switch_to_block(bulk);
+        self.b.seal_block(bulk);
+        let f = self.iconst(jit_bulk_copy as *const () as usize as i64);
+        let sig = self.sigs.four;
+        self.b
+            .ins()
+            .call_indirect(sig, f, &[self.ctx, dst, src, bytes]);
+        let moved = self.b.ins().iadd(now, bytes);
+        self.set_r(usize::from(c.iv.reg), moved);
+        if self.checks == Checks::On {
+            let budget = self.b.use_var(self.budget);
+            let spent = self.b.ins().imul_imm_s(rounds, c.per_round as i64);
+            let left = self.b.ins().isub(budget, spent);
+            self.b.def_var(self.budget, left);
+        }
+        self.b.ins().jump(join, &[]);
+        self.b.switch_to_block(join);
+        self.b.seal_block(join);
     }
 
     /// For a counted hoisted loop `i` whose head is a budget point (its

@@ -469,6 +469,155 @@ fn accesses(
     out
 }
 
+/// A loop that copies memory forward, one element a round: the same
+/// effect as `memmove` of all its rounds but the last, when the
+/// destination does not start inside the source ahead of where the copy
+/// reads ([`copy_loop`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CopyLoop {
+    /// The induction variable: it grows by `size` once a round.
+    pub(crate) iv: Induction,
+    /// Bytes a round copies (the access size and the step).
+    pub(crate) size: u64,
+    /// Where round `k` reads: `base + iv + off` (`iv` at the round's start).
+    pub(crate) src: (u8, i64),
+    /// Where round `k` writes, in the same form.
+    pub(crate) dst: (u8, i64),
+    /// Instructions a round executes (the whole straight-line body).
+    pub(crate) per_round: u64,
+    /// One past the loop's last instruction.
+    pub(crate) end: usize,
+}
+
+/// Whether simple loop `l` is a forward copy: a straight-line body (no
+/// jump but its guard and its way back) of ALU instructions, one load and
+/// one store of the same size that stores what the load read, at addresses
+/// an invariant register plus the induction variable plus a constant, and
+/// one increment of the induction variable by that size; every other
+/// register it writes is written before it is read in a round, so a round's
+/// effect on registers depends only on the induction variable. Skipping
+/// rounds then changes nothing but memory (copied in bulk instead) and the
+/// induction variable (set to where the rounds leave it).
+pub(crate) fn copy_loop(shape: &Shape, l: &HoistLoop) -> Option<CopyLoop> {
+    let iv = l.iv.filter(|iv| iv.counted)?;
+    let (head, end) = (l.head, l.end);
+    let back = end.checked_sub(1)?;
+    let mut written = [false; 11];
+    let mut body = Vec::with_capacity(end - head);
+    for pc in head..end {
+        let (i, OpClass::Plain) = shape.insns[pc]? else {
+            return None;
+        };
+        if let Some(d) = i.dst_written() {
+            written[usize::from(d.num()).min(10)] = true;
+        }
+        body.push((pc, i));
+    }
+    // Jumps: the guard and the way back only.
+    for &(pc, i) in &body {
+        let Some(rel) = i.jump_offset() else { continue };
+        let t = target(pc, rel);
+        let guard = if iv.at_head { head } else { back };
+        let ok = match i {
+            Instruction::Jump { .. } => pc == guard,
+            Instruction::Ja { .. } => iv.at_head && pc == back && t == head,
+            _ => false,
+        };
+        if !ok {
+            return None;
+        }
+    }
+    if iv.at_head && !matches!(body.last(), Some((_, Instruction::Ja { .. }))) {
+        return None;
+    }
+    let (mut load, mut store, mut steps, mut step) = (None, None, 0, 0);
+    // Registers written so far in the round.
+    let mut set = [false; 11];
+    for &(pc, i) in &body {
+        let mut reads: [Option<u8>; 2] = [None, None];
+        match i {
+            Instruction::Alu { op, dst, src, .. } => {
+                if op != AluOp::Mov {
+                    reads[0] = Some(dst.num());
+                }
+                if let Source::Reg(r) = src {
+                    reads[1] = Some(r.num());
+                }
+                if dst.num() == iv.reg {
+                    // (An increment by a positive constant: see `induction`.)
+                    steps += 1;
+                    step = match src {
+                        Source::Imm(k) => i64::from(k) as u64,
+                        Source::Reg(_) => return None,
+                    };
+                }
+            }
+            Instruction::MovSx { src, .. } => reads[0] = Some(src.num()),
+            Instruction::Neg { dst, .. } | Instruction::Endian { dst, .. } => {
+                reads[0] = Some(dst.num())
+            }
+            Instruction::Load { size, dst, src, .. } if load.is_none() => {
+                reads[0] = Some(src.num());
+                load = Some((pc, size, dst.num()));
+            }
+            Instruction::Store {
+                size,
+                dst,
+                src: Source::Reg(v),
+                ..
+            } if store.is_none() => {
+                // What the load read, unchanged since.
+                let (lpc, lsize, ldst) = load?;
+                let rewritten = body.iter().any(|&(p, j)| {
+                    p > lpc && p < pc && j.dst_written().is_some_and(|d| d.num() == ldst)
+                });
+                if lsize != size || v.num() != ldst || rewritten {
+                    return None;
+                }
+                reads = [Some(dst.num()), Some(v.num())];
+                store = Some((pc, size));
+            }
+            Instruction::Jump { dst, src, .. } => {
+                reads[0] = Some(dst.num());
+                if let Source::Reg(r) = src {
+                    reads[1] = Some(r.num());
+                }
+            }
+            Instruction::Ja { .. } => {}
+            _ => return None,
+        }
+        for r in reads.into_iter().flatten() {
+            let r = usize::from(r).min(10);
+            if written[r] && r != usize::from(iv.reg) && !set[r] {
+                return None;
+            }
+        }
+        if let Some(d) = i.dst_written() {
+            set[usize::from(d.num()).min(10)] = true;
+        }
+    }
+    let ((lpc, size, _), (spc, _)) = (load?, store?);
+    let size = size_bytes(size);
+    // One increment, by the element's size.
+    if steps != 1 || step != size {
+        return None;
+    }
+    let found = accesses(shape, head, end, &written, Some(iv.reg));
+    let at = |pc: usize| -> Option<(u8, i64)> {
+        let &(_, g) = found.iter().find(|(p, _)| *p == pc)?;
+        (g.iv && i128::from(g.hi) - i128::from(g.lo) == i128::from(size)).then_some(())?;
+        Some((g.base?, g.lo))
+    };
+    Some(CopyLoop {
+        iv,
+        size,
+        src: at(lpc)?,
+        dst: at(spc)?,
+        per_round: (end - head) as u64,
+        end,
+    })
+}
+
 /// What `i` leaves in its destination register, given `regs` before it.
 fn effect(i: &Instruction, class: OpClass, regs: &[Option<Sym>; 11]) -> Option<Sym> {
     let reg = |r: userbpf_vm::Reg| regs[usize::from(r.num()).min(10)];

@@ -241,6 +241,8 @@ struct Optimized {
     code_size: usize,
     /// Checked code: loops whose accesses are proven on entry.
     proven_loops: usize,
+    /// Loops that copy all rounds but their last in bulk.
+    bulk_copies: usize,
     compile_time: Duration,
 }
 
@@ -515,6 +517,14 @@ impl JitProgram {
     /// checks; `None` until Cranelift's code is in.
     pub fn proven_loops(&self) -> Option<usize> {
         self.tiers.optimized.get().map(|o| o.proven_loops)
+    }
+
+    /// How many loops that copy memory forward, one element a round,
+    /// Cranelift's code runs as one `memmove` of all rounds but the last
+    /// where it is entered (when the copy is long enough and a `memmove`
+    /// has the same effect); `None` until Cranelift's code is in.
+    pub fn bulk_copies(&self) -> Option<usize> {
+        self.tiers.optimized.get().map(|o| o.bulk_copies)
     }
 
     /// How long Cranelift took, once its code is in.
@@ -949,7 +959,7 @@ fn cranelift(
         let id = module
             .declare_anonymous_function(&cctx.func.signature)
             .map_err(|e| cg(e.to_string()))?;
-        let (closed, proven_loops) = {
+        let translated = {
             let mut b = FunctionBuilder::new(&mut cctx.func, &mut fbc);
             // Lookup tables: read-only data of the module, addressed
             // absolutely (the module's data and code need not be near).
@@ -982,11 +992,11 @@ fn cranelift(
             .compiled_code()
             .map(|c| c.code_buffer().len())
             .unwrap_or(0);
-        Ok::<_, JitError>((id, asm, code_size, closed, proven_loops))
+        Ok::<_, JitError>((id, asm, code_size, translated))
     })();
     module.clear_context(&mut cctx);
     CONTEXTS.with(|c| *c.borrow_mut() = Some((cctx, fbc)));
-    let (id, asm, code_size, closed, proven_loops) = compiled?;
+    let (id, asm, code_size, translated) = compiled?;
     module
         .finalize_definitions()
         .map_err(|e| cg(e.to_string()))?;
@@ -997,10 +1007,11 @@ fn cranelift(
     Ok(Optimized {
         module: Mutex::new(Some(module)),
         entry,
-        closed,
+        closed: translated.closed,
         asm,
         code_size,
-        proven_loops,
+        proven_loops: translated.proven_loops,
+        bulk_copies: translated.bulk_copies,
         compile_time: start.elapsed(),
     })
 }
