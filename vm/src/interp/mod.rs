@@ -306,6 +306,10 @@ pub struct Vm {
     use_compiled: bool,
     /// Whether the program's native code is closed, once known.
     closed: Closed,
+    /// [`Vm::run`]'s fast path into closed code, when it has one.
+    fast: Option<FastClosed>,
+    /// The context (start, length) of the last run on that path.
+    fast_context: (u64, u64),
     /// Owners of memory behind persistent regions, kept alive with the VM.
     keep_alive: Vec<Arc<dyn std::any::Any + Send + Sync>>,
 }
@@ -321,6 +325,24 @@ enum Closed {
     /// run needs of the program (kept here: one load each).
     Yes(ClosedRun),
 }
+
+/// What [`Vm::run`] needs to call closed code that wants no zeroed
+/// stack (copied out of [`ClosedRun`] when runs use compiled code: one
+/// test for the whole path, no enum to match).
+#[derive(Clone, Copy)]
+struct FastClosed {
+    code: *const std::sync::atomic::AtomicUsize,
+    head: *mut ClosedHead,
+    budget: u64,
+    checked: bool,
+}
+
+// SAFETY: the pointers are into the VM's own `ClosedRun` (its context's
+// words, boxed) and its program's code slot, which move with the VM and
+// are only used by it (`ClosedEntry` is `Send` for the slot's sake).
+unsafe impl Send for FastClosed {}
+// SAFETY: as above; a shared VM never dereferences them.
+unsafe impl Sync for FastClosed {}
 
 /// What a closed run needs, kept by the VM.
 struct ClosedRun {
@@ -384,6 +406,8 @@ impl Vm {
             }),
             use_compiled: true,
             closed: Closed::Unknown,
+            fast: None,
+            fast_context: (0, 0),
             keep_alive: Vec::new(),
         }
     }
@@ -435,6 +459,23 @@ impl Vm {
     /// it). Differential tests run one VM both ways.
     pub fn set_use_compiled(&mut self, use_compiled: bool) {
         self.use_compiled = use_compiled;
+        self.fast = self.fast_closed();
+    }
+
+    /// The fast path into closed code, if runs may take it: they use
+    /// compiled code and the code is closed.
+    fn fast_closed(&mut self) -> Option<FastClosed> {
+        let Closed::Yes(run) = &mut self.closed else {
+            return None;
+        };
+        // (Code that wants a zeroed stack takes the other path, unless
+        // its program never names r10 and so leaves the stack as it was.)
+        (self.use_compiled && !(run.entry.zeroed_stack && run.touches_stack)).then(|| FastClosed {
+            code: run.entry.code,
+            head: run.ctx.as_mut_ptr().cast::<ClosedHead>(),
+            budget: run.budget,
+            checked: run.entry.checked,
+        })
     }
 
     /// Sets what the hook knows about the events of the following runs
@@ -504,6 +545,63 @@ impl Vm {
     /// costs ~3 ns more per run, its saved registers and frame.)
     #[inline(always)]
     pub fn run(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
+        // Closed code on an empty context or one of at least 8 bytes (and
+        // for checked code, no other region): a call with nothing set up
+        // but the head.
+        let len = mem.len() as u64;
+        if let Some(f) = self.fast.filter(|_| len == 0 || len >= 8) {
+            if !f.checked || self.mem.regions().is_empty() {
+                let start = if len == 0 { 0 } else { mem.as_mut_ptr() as u64 };
+                // (Kept for a run that does not exit, so that only `self`
+                // lives across the call.)
+                self.fast_context = (start, len);
+                // (The counts stay in the head: see `closed_pending`.)
+                self.closed_pending = true;
+                self.outcome = RunOutcome::default();
+                // SAFETY: as in `try_closed`: `head` is this VM's context
+                // for the entry, set up by its `init` for this VM's stack;
+                // the code slot lives while the program keeps its code,
+                // which this VM's `prog` does; `mem` stays valid during the
+                // call (the caller's borrow).
+                let ret = unsafe {
+                    let head = f.head;
+                    (*head).budget = f.budget;
+                    (*head).max_depth = 0;
+                    (*head).regs[5] = 0;
+                    if f.checked {
+                        let context =
+                            (len != 0).then(|| Region::from_mut_slice(mem, RegionKind::Context));
+                        (*head).seed = ClosedHead::seed_for(context.as_ref(), self.stack_top());
+                    }
+                    let code = (*f.code).load(std::sync::atomic::Ordering::Acquire);
+                    let code = std::mem::transmute::<usize, ClosedCode>(code);
+                    code(head, 0, start, len, 0, 0)
+                };
+                if ret.status == 0 {
+                    return Ok(ret.r0);
+                }
+                return self.fast_stopped(ret);
+            }
+        }
+        self.run_other(mem)
+    }
+
+    /// The end of a fast closed run that did not exit
+    /// ([`Vm::closed_stopped`] with the run's context).
+    #[cold]
+    #[inline(never)]
+    fn fast_stopped(&mut self, ret: ClosedReturn) -> Result<u64, Fault> {
+        let (start, len) = self.fast_context;
+        let context = (len != 0)
+            .then(|| Region::new(start as *const u8, len as usize, true, RegionKind::Context));
+        self.closed_stopped(ret, context).map_err(|f| *f)
+    }
+
+    /// [`Vm::run`] off its fast path: the first run, contexts of 1 to 7
+    /// bytes, checked code with other regions, code that wants a zeroed
+    /// stack, the interpreter.
+    #[inline(never)]
+    fn run_other(&mut self, mem: &mut [u8]) -> Result<u64, Fault> {
         let context = (!mem.is_empty()).then(|| Region::from_mut_slice(mem, RegionKind::Context));
         let args = match &context {
             Some(r) => [r.start, r.len, 0, 0, 0],
@@ -714,6 +812,7 @@ impl Vm {
             budget: self.prog.config.budget.unwrap_or(u64::MAX),
             touches_stack: self.prog.touches_stack,
         });
+        self.fast = self.fast_closed();
     }
 
     /// The rest of a closed run that stopped before `pc` for the
