@@ -294,8 +294,8 @@ fn baseline_checked_agrees(program: &Program, case: &Case) {
     );
 }
 
-/// The oracle behind `baseline_differential`: a random program without
-/// calls runs on the checked interpreter; if it ends without a fault (so
+/// The oracle behind `baseline_differential`: a random program (helper
+/// calls included, no other calls) runs on the checked interpreter; if it ends without a fault (so
 /// every access it made on this input was in bounds, and it ends), the
 /// JIT's baseline code (verified mode: no checks) runs it on the same
 /// input and must give the same `r0` and memory. Both runs use the same
@@ -312,7 +312,7 @@ pub fn baseline_differential(data: &[u8]) {
     };
     let cfg = GenConfig {
         max_insns: 48,
-        helper_ids: Vec::new(),
+        helper_ids: vec![1, 2, 3, 5, 12],
         callx: false,
         packet_loads: false,
     };
@@ -351,7 +351,7 @@ pub fn baseline_differential(data: &[u8]) {
     let Ok(program) = Program::new("fuzz", insns) else {
         return;
     };
-    let helpers = Helpers::new();
+    let helpers = fuzz_helpers();
     let Ok(checked) = PreparedProgram::new(
         &program,
         &helpers,

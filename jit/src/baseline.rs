@@ -6,18 +6,22 @@
 //! at once while Cranelift compiles the optimised code in the background
 //! ([`crate::Tier::Tiered`]).
 //!
-//! It takes programs of one frame that do nothing but compute and access
-//! memory: ALU (32/64-bit, v4 included), jumps, loads, stores, atomics,
-//! `lddw` values and `exit`, verified or checked (the checks and budget of
-//! Cranelift's checked code, with the same faults and stops). Anything else (helper calls,
-//! bpf-to-bpf calls, tail calls, legacy packet loads, subprogram entries,
-//! jumps out of the program) is left to Cranelift ([`Unsupported`]). The
+//! It takes programs of one frame: ALU (32/64-bit, v4 included), jumps,
+//! loads, stores, atomics, `lddw` values, helper calls (through the same
+//! call-outs as Cranelift's code: such code is not closed), map lookups
+//! (on an array map named by an `lddw` in the same block, computed
+//! inline in verified code, as Cranelift's is) and `exit`, verified or
+//! checked (the checks and budget of Cranelift's checked code, with the
+//! same faults and stops). Anything else (bpf-to-bpf calls, tail calls,
+//! `bpf_loop`, `callx`, legacy packet loads, subprogram entries and so
+//! helper callbacks, jumps out of the program) is left to Cranelift
+//! ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
 //! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
 //! registers read from the context's head; division and modulo by zero and
 //! `INT_MIN / -1` take branches (no instruction traps).
 
-use userbpf_vm::interp::OpClass;
+use userbpf_vm::interp::{OpClass, PreparedProgram};
 use userbpf_vm::isa::{AluOp, AtomicOp, EndianOp, Instruction, JmpCond, MemSize, Source, Width};
 
 use crate::codegen::{target, Shape};
@@ -261,14 +265,25 @@ impl Asm {
 /// Registers saved by the code (callee-saved in the C convention).
 const SAVED: [u8; 6] = [RBP, RBX, R12, R13, R14, R15];
 
+/// The baseline generator's code for a program.
+pub(crate) struct Generated {
+    /// The machine code.
+    pub(crate) code: Vec<u8>,
+    /// Whether it calls out for nothing (it makes no helper call): runs
+    /// need no host ([`userbpf_vm::interp::ClosedEntry`]).
+    pub(crate) closed: bool,
+}
+
 /// Machine code for the program of `shape` (`checked`: with the checks of
-/// checked mode, through this memory check trampoline), or why the
-/// baseline generator leaves it to Cranelift.
+/// checked mode, through this memory check trampoline; `prog`: its
+/// helpers and maps), or why the baseline generator leaves it to
+/// Cranelift.
 pub(crate) fn generate(
     shape: &Shape,
+    prog: &PreparedProgram,
     layout: &Layout,
     checked: Option<u64>,
-) -> Result<Vec<u8>, Unsupported> {
+) -> Result<Generated, Unsupported> {
     let len = shape.insns.len();
     let unsupported = |pc: usize, what: &str| Unsupported(format!("pc {pc}: {what}"));
     if shape.entries.len() > 1 {
@@ -333,6 +348,10 @@ pub(crate) fn generate(
         blk_len: 0,
         blk_done: 0,
     };
+    let mut closed = true;
+    // Registers known to hold a constant (an `lddw` earlier in the same
+    // block, not written since): the map of an inline array lookup.
+    let mut consts: [Option<u64>; 11] = [None; 11];
     let mut starts = vec![0usize; len];
     let mut fixups: Vec<(usize, usize)> = Vec::new();
     for (pc, slot) in shape.insns.iter().enumerate() {
@@ -342,12 +361,23 @@ pub(crate) fn generate(
             // the lddw, which jumps over it.
             continue;
         };
+        if shape.leaders.contains(&pc) {
+            consts = [None; 11];
+        }
         if g.checks.is_some() {
             if shape.leaders.contains(&pc) {
                 g.charge(shape, pc);
             }
             g.blk_done += 1;
             g.check_access(pc, &insn);
+        }
+        let known = consts;
+        if let Some(d) = insn.dst_written() {
+            consts[usize::from(d.num()).min(10)] = None;
+        }
+        if matches!(class, OpClass::Helper(_) | OpClass::MapLookup(_)) {
+            // (r0..r5 are not known after a call.)
+            consts = [None; 11];
         }
         let asm = &mut g.asm;
         let next = pc + insn.slots();
@@ -363,9 +393,34 @@ pub(crate) fn generate(
             OpClass::LoadImm(v) => {
                 if let Instruction::LoadImm64 { dst, .. } = insn {
                     asm.mov_ri64(host(dst), v);
+                    consts[usize::from(dst.num()).min(10)] = Some(v);
                     continue;
                 }
                 return Err(unsupported(pc, "a resolved value on another instruction"));
+            }
+            OpClass::Helper(_) => {
+                g.call_out(pc, crate::ctx::jit_helper as *const () as u64, true);
+                g.leave_on_status();
+                closed = false;
+                continue;
+            }
+            OpClass::MapLookup(_) => {
+                // (Inline in verified code only, as Cranelift's.)
+                let array = known[1]
+                    .filter(|_| g.checks.is_none())
+                    .and_then(|m| prog.map_accel()?.array_values(m))
+                    .and_then(|(base, stride, entries)| {
+                        Some((base, i32::try_from(stride).ok()?, entries))
+                    });
+                match array {
+                    Some((base, stride, entries)) => g.inline_array(base, stride, entries),
+                    None => {
+                        g.call_out(pc, crate::ctx::jit_map_lookup as *const () as u64, false);
+                        g.leave_on_status();
+                        closed = false;
+                    }
+                }
+                continue;
             }
             _ => return Err(unsupported(pc, "a call")),
         }
@@ -551,7 +606,10 @@ pub(crate) fn generate(
     for (at, t) in fixups {
         g.asm.point(at, starts[t]);
     }
-    Ok(g.asm.code)
+    Ok(Generated {
+        code: g.asm.code,
+        closed,
+    })
 }
 
 /// Where the compiled-program context keeps what the code reads and
@@ -597,6 +655,101 @@ struct Gen<'l> {
 }
 
 impl Gen<'_> {
+    /// Calls call-out `f` (`(context, pc, r1, r2, r3, r4[, r5])`: the
+    /// helper's with `five`, else the map lookup's) for the call at `pc`,
+    /// its value in rax; r1..r6 (in caller-saved registers) as they were,
+    /// r0, r7..r10 and the budget in callee-saved ones.
+    fn call_out(&mut self, pc: usize, f: u64, five: bool) {
+        let checked = self.checks.is_some();
+        let fp = self.layout.fp;
+        let a = &mut self.asm;
+        // The context (checked code keeps it in its frame), and in it the
+        // caller's frame pointer, for the host's checks of stack
+        // arguments.
+        if checked {
+            a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, F_CTX);
+        } else {
+            a.mov_rr(true, RAX, CTX);
+        }
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], RAX, fp);
+        let kept = [MAP[1], MAP[2], MAP[3], MAP[4], MAP[5], MAP[6]];
+        for r in kept {
+            a.push(r);
+        }
+        // The stack 16-byte aligned at the call: after the saved
+        // registers (and checked code's frame) it is 8 (verified) or 0
+        // (checked) past a multiple of 16; r5 goes on it as the seventh
+        // argument.
+        let pad = if five == checked { 8 } else { 0 };
+        if pad != 0 {
+            a.alu_ri(true, 5, RSP, pad);
+        }
+        if five {
+            a.push(MAP[5]);
+        }
+        a.mov_rr(true, RDX, MAP[1]);
+        a.mov_rr(true, RCX, MAP[2]);
+        a.mov_rr(true, RDI, RAX);
+        a.mov_ri(false, RSI, pc as i32);
+        a.mov_ri64(RAX, f);
+        a.bytes(&[0xff, 0xd0]); // call rax
+        let popped = pad + if five { 8 } else { 0 };
+        if popped != 0 {
+            a.alu_ri(true, 0, RSP, popped);
+        }
+        for r in kept.iter().rev() {
+            a.pop(*r);
+        }
+    }
+
+    /// After a call-out at `pc`: a non-zero status (a fault, a helper that
+    /// ended the program) leaves with it and the call's value (checked
+    /// code: and the budget, less what the rest of the block would have
+    /// charged); else r0 is the value.
+    fn leave_on_status(&mut self) {
+        let status = self.layout.status;
+        let ctx = if self.checks.is_some() {
+            self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+            RDX
+        } else {
+            CTX
+        };
+        self.asm.rm(Enc::of(&[0x83]).wide(), 7, ctx, status);
+        self.asm.byte(0);
+        let ok = self.asm.jcc32(CC_E);
+        if self.checks.is_some() {
+            self.budget_here(RCX);
+            let budget = self.layout.budget;
+            self.asm.rm(Enc::of(&[0x89]).wide(), RCX, ctx, budget);
+        }
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, ctx, status);
+        self.ret();
+        self.asm.here(ok);
+        self.asm.mov_rr(true, MAP[0], RAX);
+    }
+
+    /// Verified code: `bpf_map_lookup_elem` on an array map whose values
+    /// start at `base`, `stride` bytes apart, `entries` of them: the
+    /// value's address computed inline (the key, a u32 the verifier
+    /// proved readable, at r2), 0 past the last index; r1..r5 kept.
+    fn inline_array(&mut self, base: u64, stride: i32, entries: u32) {
+        let a = &mut self.asm;
+        a.rm(Enc::of(&[0x8b]), RAX, MAP[2], 0);
+        a.rr(false, &[0x31], MAP[0], MAP[0]);
+        // `cmp eax, entries`, unsigned: an index past the last has no
+        // value.
+        a.rr(false, &[0x81], 7, RAX);
+        a.imm32(entries as i32);
+        let past = a.jcc32(CC_AE);
+        // r0 = key * stride + base (the key zero-extended).
+        a.rr(true, &[0x69], RAX, RAX);
+        a.imm32(stride);
+        a.mov_ri64(RCX, base);
+        a.rr(true, &[0x01], RCX, RAX);
+        a.mov_rr(true, MAP[0], RAX);
+        a.here(past);
+    }
+
     /// Restores the saved registers and returns.
     fn ret(&mut self) {
         if self.checks.is_some() {

@@ -205,8 +205,8 @@ pub enum Tier {
     Optimized,
     /// The baseline generator only (a single pass, each BPF register in a
     /// fixed host register): native code in well under a microsecond per
-    /// instruction. Programs it does not take (helper calls, bpf-to-bpf
-    /// calls, tail calls, packet loads, subprogram entries) are a
+    /// instruction. Programs it does not take (bpf-to-bpf calls, tail
+    /// calls, `bpf_loop`, `callx`, packet loads, subprogram entries) are a
     /// [`JitError::Baseline`].
     Baseline,
     /// The baseline code at once, and Cranelift's in the background: runs
@@ -269,6 +269,8 @@ struct ExecCode {
     ptr: *mut u8,
     map_len: usize,
     len: usize,
+    /// The code makes no call-out (runs need no host).
+    closed: bool,
 }
 
 // SAFETY: the mapping is never written after `ExecCode::new` and is owned
@@ -343,6 +345,7 @@ impl ExecCode {
             ptr: ptr.cast(),
             map_len,
             len: code.len(),
+            closed: true,
         };
         // SAFETY: the mapping has `map_len >= code.len()` writable bytes,
         // and nothing else refers to it. (The rest of a reused page is
@@ -406,6 +409,9 @@ struct Tiers {
     /// and its signal.
     done: Mutex<bool>,
     signal: Condvar,
+    /// `done`, readable without the lock (by VMs deciding whether closed
+    /// code may still come).
+    finished: std::sync::atomic::AtomicBool,
 }
 
 impl Tiers {
@@ -426,6 +432,7 @@ impl Tiers {
             baseline,
             optimized,
             done: Mutex::new(done),
+            finished: std::sync::atomic::AtomicBool::new(done),
             signal: Condvar::new(),
         }
     }
@@ -439,10 +446,12 @@ impl Tiers {
     }
 
     /// Installs Cranelift's code (or notes it failed) and wakes waiters.
-    /// Code that is not closed cannot replace the (closed) baseline code:
-    /// VMs may call the entry as closed code.
+    /// Code that is not closed cannot replace closed baseline code: VMs
+    /// may call the entry as closed code. (Baseline code that is not
+    /// closed runs with a host, which any code takes.)
     fn finish(&self, optimized: Option<Optimized>) {
-        if let Some(o) = optimized.filter(|o| o.closed) {
+        let baseline_closed = self.baseline.as_ref().is_none_or(|b| b.closed);
+        if let Some(o) = optimized.filter(|o| o.closed || !baseline_closed) {
             let entry = o.entry as usize;
             if self.optimized.set(o).is_ok() {
                 self.entry.store(entry, Ordering::Release);
@@ -453,6 +462,7 @@ impl Tiers {
             Err(p) => p.into_inner(),
         };
         *done = true;
+        self.finished.store(true, Ordering::Release);
         self.signal.notify_all();
     }
 }
@@ -565,6 +575,15 @@ impl CompiledProgram for JitProgram {
         self.checked
     }
 
+    fn closed_may_come(&self) -> bool {
+        // Baseline code that calls out, while Cranelift's (which may be
+        // closed: it computes array lookups the baseline generator calls
+        // for) is on its way.
+        self.tiers.baseline.as_ref().is_some_and(|b| !b.closed)
+            && self.tiers.optimized.get().is_none()
+            && !self.tiers.finished.load(Ordering::Acquire)
+    }
+
     fn closed_entry(&self) -> Option<ClosedEntry> {
         /// Sets up a zeroed context for closed runs below `top`.
         ///
@@ -597,10 +616,12 @@ impl CompiledProgram for JitProgram {
             let rec = unsafe { (*head.cast::<JitCtx>()).record };
             ctx::record_fault(rec)
         }
-        // (Baseline code is closed: the generator takes no call-out; the
-        // optimised code that replaces it is closed too, see
-        // `Tiers::finish`.)
-        let closed = self.tiers.optimized.get().is_none_or(|o| o.closed);
+        // (Closed baseline code is only replaced by closed optimised
+        // code, see `Tiers::finish`.)
+        let closed = match self.tiers.optimized.get() {
+            Some(o) => o.closed,
+            None => self.tiers.baseline.as_ref().is_none_or(|b| b.closed),
+        };
         closed.then_some(ClosedEntry {
             code: &self.tiers.entry,
             ctx_words: std::mem::size_of::<JitCtx>().div_ceil(8),
@@ -866,16 +887,19 @@ fn baseline(prog: &PreparedProgram, checked: bool) -> Result<ExecCode, JitError>
     } else {
         None
     };
-    let code = baseline::generate(&shape, &codegen::LAYOUT, trampoline).map_err(|e| {
-        JitError::Baseline {
-            program: name(),
-            reason: e.0,
-        }
-    })?;
-    ExecCode::new(&code).map_err(|message| JitError::Codegen {
+    let generated =
+        baseline::generate(&shape, prog, &codegen::LAYOUT, trampoline).map_err(|e| {
+            JitError::Baseline {
+                program: name(),
+                reason: e.0,
+            }
+        })?;
+    let mut code = ExecCode::new(&generated.code).map_err(|message| JitError::Codegen {
         program: name(),
         message,
-    })
+    })?;
+    code.closed = generated.closed;
+    Ok(code)
 }
 
 /// Work for the background compile thread.

@@ -1,11 +1,12 @@
 //! Verified code computes `bpf_map_lookup_elem` on array maps inline (no
 //! call-out): in-range keys give the value's address in the map, the
 //! others 0, exactly as the helper does; the code is then closed and the
-//! VM runs it on its fast path even with the maps' regions added.
+//! VM runs it on its fast path even with the maps' regions added. Both
+//! code generators: Cranelift and the baseline generator.
 
 use std::sync::Arc;
 
-use userbpf_jit::{jit_verified, Options};
+use userbpf_jit::{jit_verified, CodeTier, Options, Tier};
 use userbpf_verifier::Verified;
 use userbpf_vm::asm::assemble;
 use userbpf_vm::interp::{CompiledProgram, Config};
@@ -32,7 +33,7 @@ absent:
     exit
 ";
 
-fn setup(value_size: u32) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_vm::Vm) {
+fn setup(value_size: u32, tier: Tier) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_vm::Vm) {
     let mut set = MapSet::default();
     set.push(
         Map::create(MapSpec {
@@ -54,7 +55,19 @@ fn setup(value_size: u32) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_vm::Vm) {
     // SAFETY: the program reads a 4-byte context, writes its stack, and
     // accesses the looked-up value only after its null check.
     let v = unsafe { Verified::assume_verified(Arc::clone(jit.prepared())) };
-    let code = jit_verified(&v, Options::default()).unwrap();
+    let code = jit_verified(
+        &v,
+        Options {
+            tier,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let want = match tier {
+        Tier::Baseline => CodeTier::Baseline,
+        _ => CodeTier::Optimized,
+    };
+    assert_eq!(code.tier(), want);
     assert!(
         code.closed_entry().is_some(),
         "an array lookup needs no call-out"
@@ -69,8 +82,11 @@ fn setup(value_size: u32) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_vm::Vm) {
 
 #[test]
 fn inline_array_lookups_match_the_helper_for_every_key() {
-    for value_size in [8, 12, 16] {
-        let (set, mut jit, mut interp) = setup(value_size);
+    for (value_size, tier) in [8, 12, 16]
+        .into_iter()
+        .flat_map(|v| [(v, Tier::Optimized), (v, Tier::Baseline)])
+    {
+        let (set, mut jit, mut interp) = setup(value_size, tier);
         for round in 0..3u64 {
             for key in [0u32, 1, 4, 5, 6, u32::MAX, 0x8000_0000] {
                 let mut ctx = key.to_le_bytes();

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use userbpf_jit::{jit_checked, jit_verified, CodeTier, JitError, Options, Tier};
 use userbpf_verifier::Verified;
 use userbpf_vm::asm::assemble;
+use userbpf_vm::helpers::{HelperError, HelperProto};
 use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::{Config, Helpers, Program, Vm};
 
@@ -129,25 +130,110 @@ fn baseline_code_stays_baseline_code() {
 
 #[test]
 fn programs_the_baseline_does_not_take_go_to_cranelift() {
-    let mut h = Helpers::new();
-    h.register_fn(0x100, "twice", |a, _, _, _, _| a.wrapping_mul(2));
-    let src = "mov %r1, 21\ncall 0x100\nexit";
-    // The baseline generator alone: an error that names the call's pc.
-    let p = prepared(src, &h);
+    // A bpf-to-bpf call: more than one frame.
+    let src = "mov %r1, 21\ncall local f\nexit\nf:\nmov %r0, %r1\nmul %r0, 2\nexit";
+    // The baseline generator alone: an error that says why.
+    let p = prepared(src, &Helpers::new());
     let options = Options {
         tier: Tier::Baseline,
         ..Options::default()
     };
     let e = jit_verified(&verified(&p), options).unwrap_err();
     assert!(
-        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 1")),
+        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("subprogram")),
         "{e}"
     );
     // Tiered: Cranelift at once.
-    let p = prepared(src, &h);
+    let p = prepared(src, &Helpers::new());
     let code = jit_verified(&verified(&p), tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
     assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
+}
+
+/// Calls a helper on every byte of the memory and adds the results; a
+/// helper that fails on a byte (0xff) ends the run with a fault at the
+/// call.
+const HELPED: &str = "
+    mov %r6, %r1
+    mov %r7, 0
+    mov %r8, 0
+loop:
+    mov %r2, %r6
+    add %r2, %r7
+    ldxb %r1, [%r2+0]
+    mov %r3, 5
+    mov %r4, 7
+    mov %r5, 11
+    call 0x100
+    add %r8, %r0
+    add %r7, 1
+    jlt %r7, 64, loop
+    mov %r0, %r8
+    exit";
+
+fn helpers() -> Helpers {
+    let mut h = Helpers::new();
+    h.register(0x100, "mix", HelperProto::SCALARS, |_, a| {
+        if a[0] == 0xff {
+            return Err(HelperError::Failed("byte 0xff".into()));
+        }
+        Ok(a[0] * a[2] + a[3] * a[4])
+    });
+    h
+}
+
+#[test]
+fn helper_calls_run_on_baseline_code_then_on_cranelifts() {
+    // The interpreter's results: a sum, and a fault on a memory with 0xff.
+    let mut clean = memory();
+    clean.iter_mut().for_each(|b| *b &= 0x7f);
+    let mut bad = clean.clone();
+    bad[40] = 0xff;
+    let interp = |mem: &[u8]| {
+        let mut vm = Vm::from_prepared(prepared(HELPED, &helpers()));
+        vm.set_use_compiled(false);
+        vm.run(&mut mem.to_vec()).map_err(|f| (f.pc, f.kind))
+    };
+    let (sum, fault) = (interp(&clean), interp(&bad));
+    assert!(sum.is_ok() && fault.is_err());
+    for checked in [false, true] {
+        // Baseline code alone (it calls out: not closed), then tiered.
+        let p = prepared(HELPED, &helpers());
+        let options = Options {
+            tier: Tier::Baseline,
+            ..Options::default()
+        };
+        let code = if checked {
+            jit_checked(&p, options)
+        } else {
+            jit_verified(&verified(&p), options)
+        }
+        .unwrap();
+        assert_eq!(code.tier(), CodeTier::Baseline);
+        let mut vm = Vm::from_prepared(Arc::clone(&p));
+        let run = |vm: &mut Vm, mem: &[u8]| vm.run(&mut mem.to_vec()).map_err(|f| (f.pc, f.kind));
+        assert_eq!(run(&mut vm, &clean), sum, "checked: {checked}");
+        if checked {
+            // (Verified code is only run where the verifier would accept
+            // it: the helper's fault is a run-time one, fine either way.)
+            assert_eq!(run(&mut vm, &bad), fault, "checked: {checked}");
+        } else {
+            assert_eq!(run(&mut vm, &bad), fault);
+        }
+        let p = prepared(HELPED, &helpers());
+        let code = if checked {
+            jit_checked(&p, tiered())
+        } else {
+            jit_verified(&verified(&p), tiered())
+        }
+        .unwrap();
+        let mut vm = Vm::from_prepared(Arc::clone(&p));
+        assert_eq!(run(&mut vm, &clean), sum);
+        assert!(code.wait_optimized());
+        assert_eq!(code.tier(), CodeTier::Optimized);
+        assert_eq!(run(&mut vm, &clean), sum);
+        assert_eq!(run(&mut vm, &bad), fault);
+    }
 }
 
 #[test]

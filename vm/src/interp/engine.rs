@@ -75,6 +75,13 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
     fn closed_entry(&self) -> Option<ClosedEntry> {
         None
     }
+
+    /// Whether [`CompiledProgram::closed_entry`] may still change from
+    /// `None` (better code that is closed is being compiled): a VM then
+    /// asks again on later runs instead of settling on its general path.
+    fn closed_may_come(&self) -> bool {
+        false
+    }
 }
 
 /// How the VM runs closed code ([`CompiledProgram::closed_entry`]): the

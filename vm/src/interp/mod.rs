@@ -796,8 +796,12 @@ impl Vm {
         if self.prog.compiled().is_none() {
             return;
         }
+        // (Asked first: once it says no, `closed_entry` is final.)
+        let may_come = self.prog.compiled().is_some_and(|c| c.closed_may_come());
         let Some(entry) = self.prog.closed_entry() else {
-            self.closed = Closed::No;
+            if !may_come {
+                self.closed = Closed::No;
+            }
             return;
         };
         let mut ctx = vec![0u64; entry.ctx_words.max(std::mem::size_of::<ClosedHead>() / 8)]
