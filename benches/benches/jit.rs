@@ -7,6 +7,7 @@
 //! issue targets, and compile time per instruction.
 
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::Criterion;
@@ -16,6 +17,9 @@ use userbpf_benches::engines::{
 };
 use userbpf_benches::median_ns;
 use userbpf_benches::suite::{kernel_source, suite, SuiteProgram};
+use userbpf_jit::{Options, Tier};
+use userbpf_verifier::Verified;
+use userbpf_vm::interp::PreparedProgram;
 
 fn bench(c: &mut Criterion) {
     for p in suite() {
@@ -252,6 +256,151 @@ fn table() {
         "  {:<16} Cranelift: checked {c:6.2} verified {v:6.2}   baseline: checked {bc:5.2} verified {bv:5.2}",
         p.name
     );
+    objects_compile_time();
+}
+
+/// Compile time of every program of the project's BPF objects, in the
+/// mode the runtime compiles it: the time until it runs native code with
+/// a tiered compile (the baseline generator's, where it takes the
+/// program; Cranelift's otherwise).
+fn objects_compile_time() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let programs = object_programs(&[root.join("tests/bpf"), root.join("examples/bpf")]);
+    println!();
+    println!(
+        "compile time of the project's BPF objects' programs, µs per instruction (median of 11; target < 5): Cranelift, the baseline generator, and the first code of a tiered compile:"
+    );
+    let (mut worst, mut over, mut untaken) = ((0.0f64, String::new()), 0, 0);
+    for p in &programs {
+        let n = p.prepared.len();
+        let mode = if p.verified.is_some() {
+            "verified"
+        } else {
+            "checked"
+        };
+        let (cl, base) = object_us_per_insn(p, 11);
+        let first = match &base {
+            Ok(b) => *b,
+            Err(_) => cl,
+        };
+        if first > worst.0 {
+            worst = (first, p.name.clone());
+        }
+        over += usize::from(first >= 5.0);
+        untaken += usize::from(base.is_err());
+        let base = match base {
+            Ok(b) => format!("{b:6.2}"),
+            Err(e) => format!("- ({})", e.rsplit(": ").next().unwrap_or(&e)),
+        };
+        println!(
+            "  {:<44} {n:>5} insns {mode:<8} Cranelift {cl:7.2}  baseline {base}  first {first:6.2}",
+            p.name
+        );
+    }
+    println!(
+        "{} programs: {} taken by the baseline generator; first code under 5 µs per instruction for {} (worst {:.2}, {})",
+        programs.len(),
+        programs.len() - untaken,
+        programs.len() - over,
+        worst.0,
+        worst.1
+    );
+}
+
+/// A program of one of the project's BPF objects, prepared on its maps
+/// as the in-process hooks prepare it (`kernel_basics` and the maps'
+/// helpers): with the verifier's proof, or (rejected, or of a kind the
+/// hooks do not verify) checked.
+struct ObjectProgram {
+    /// `file:program`.
+    name: String,
+    /// The program (checked form).
+    prepared: Arc<PreparedProgram>,
+    /// The proof, when the verifier accepts it.
+    verified: Option<Verified<Arc<PreparedProgram>>>,
+}
+
+/// Every program of the BPF objects under `dirs` that the in-process
+/// runtime can prepare (the others need helpers only their hook kind
+/// registers, or maps this process cannot create: left out).
+fn object_programs(dirs: &[std::path::PathBuf]) -> Vec<ObjectProgram> {
+    let mut files: Vec<std::path::PathBuf> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(".bpf.o"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for path in files {
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let file = path
+            .file_name()
+            .map_or_else(String::new, |f| f.to_string_lossy().into_owned());
+        let Ok(object) = userbpf_vm::object::Object::parse(&file, &bytes) else {
+            continue;
+        };
+        let Ok(maps) = userbpf_vm::maps::MapSet::from_object(&object) else {
+            continue;
+        };
+        let maps = Arc::new(maps);
+        for p in &object.programs {
+            let Ok(vm) = userbpf::hooked::prepare(&object, &maps, &p.name, false, None) else {
+                continue;
+            };
+            let prepared = Arc::clone(vm.prepared());
+            let verified = userbpf::engine::verify_object_program(&object, &p.name, true)
+                .ok()
+                .and_then(|()| userbpf::engine::proof_for(&prepared));
+            out.push(ObjectProgram {
+                name: format!("{file}:{}", p.name),
+                prepared,
+                verified,
+            });
+        }
+    }
+    out
+}
+
+/// Compile time of an object program in µs per instruction, median of
+/// `rounds` (after 3 untimed): Cranelift's, and the baseline
+/// generator's (or why it does not take the program), in the mode the
+/// runtime compiles it (verified when the verifier accepts it).
+fn object_us_per_insn(p: &ObjectProgram, rounds: u32) -> (f64, Result<f64, String>) {
+    let n = p.prepared.len() as f64;
+    let compile = |tier: Tier| {
+        let options = Options {
+            tier,
+            ..Options::default()
+        };
+        match &p.verified {
+            Some(v) => userbpf_jit::compile_verified(v, options),
+            None => userbpf_jit::compile_checked(&p.prepared, options),
+        }
+    };
+    let time = |tier: Tier| -> Result<f64, String> {
+        for _ in 0..3 {
+            compile(tier).map_err(|e| e.to_string())?;
+        }
+        let mut t: Vec<f64> = (0..rounds)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                let code = compile(tier);
+                let us = start.elapsed().as_secs_f64() * 1e6 / n;
+                drop(code);
+                us
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        Ok(t[t.len() / 2])
+    };
+    (
+        time(Tier::Optimized).unwrap_or(f64::NAN),
+        time(Tier::Baseline),
+    )
 }
 
 fn main() {
