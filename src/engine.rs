@@ -98,10 +98,22 @@ pub fn proof_for(prog: &Arc<PreparedProgram>) -> Option<Verified<Arc<PreparedPro
     PROOFS.lock().ok()?.iter().find_map(|v| v.vouch_for(prog))
 }
 
+/// How the runtime compiles: tiered, so a program runs native code at
+/// once (the baseline generator's, well under a microsecond per
+/// instruction) and Cranelift's optimised code as soon as a background
+/// thread has it; programs the baseline generator does not take get
+/// Cranelift's before they run.
+pub fn jit_options() -> userbpf_jit::Options {
+    userbpf_jit::Options {
+        tier: userbpf_jit::Tier::Tiered,
+        ..userbpf_jit::Options::default()
+    }
+}
+
 fn jit_hook(prog: &Arc<PreparedProgram>) {
     let result = match proof_for(prog) {
-        Some(verified) => userbpf_jit::jit_verified(&verified, userbpf_jit::Options::default()),
-        None => userbpf_jit::jit_checked(prog, userbpf_jit::Options::default()),
+        Some(verified) => userbpf_jit::jit_verified(&verified, jit_options()),
+        None => userbpf_jit::jit_checked(prog, jit_options()),
     };
     if let Err(e) = result {
         eprintln!("userbpf: note: {e}; running it in the interpreter");
