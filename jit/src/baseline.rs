@@ -6,16 +6,17 @@
 //! at once while Cranelift compiles the optimised code in the background
 //! ([`crate::Tier::Tiered`]).
 //!
-//! It takes programs of one frame: ALU (32/64-bit, v4 included), jumps,
-//! loads, stores, atomics, `lddw` values, helper calls (through the same
-//! call-outs as Cranelift's code: such code is not closed), map lookups
-//! (on an array map named by an `lddw` in the same block, computed
-//! inline in verified code, as Cranelift's is) and `exit`, verified or
-//! checked (the checks and budget of Cranelift's checked code, with the
-//! same faults and stops). Anything else (bpf-to-bpf calls, tail calls,
-//! `bpf_loop`, `callx`, legacy packet loads, subprogram entries and so
-//! helper callbacks, jumps out of the program) is left to Cranelift
-//! ([`Unsupported`]). The
+//! It takes ALU (32/64-bit, v4 included), jumps, loads, stores, atomics,
+//! `lddw` values, helper calls (through the same call-outs as Cranelift's
+//! code: such code is not closed), map lookups (on an array map named by
+//! an `lddw` in the same block, computed inline in verified code, as
+//! Cranelift's is) and `exit`, verified or checked (the checks and budget
+//! of Cranelift's checked code, with the same faults and stops), and in
+//! verified code bpf-to-bpf calls (the host's `call`, the depth tested as
+//! Cranelift's code tests it). Anything else (subprograms in checked code,
+//! tail calls, `bpf_loop`, `callx`, function addresses and so helper
+//! callbacks, legacy packet loads, jumps out of the program) is left to
+//! Cranelift ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
 //! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
 //! registers read from the context's head; division and modulo by zero and
@@ -234,6 +235,13 @@ impl Asm {
         self.code.len() - 4
     }
 
+    /// `call rel32` with a displacement to patch (as [`Asm::jmp32`]).
+    fn call32(&mut self) -> usize {
+        self.byte(0xe8);
+        self.imm32(0);
+        self.code.len() - 4
+    }
+
     fn jmp32(&mut self) -> usize {
         self.byte(0xe9);
         self.imm32(0);
@@ -286,9 +294,36 @@ pub(crate) fn generate(
 ) -> Result<Generated, Unsupported> {
     let len = shape.insns.len();
     let unsupported = |pc: usize, what: &str| Unsupported(format!("pc {pc}: {what}"));
-    if shape.entries.len() > 1 {
-        return Err(Unsupported("subprogram entries".into()));
+    // Subprograms: verified code only (the verifier keeps every jump
+    // inside its function and bounds the frames), called with the host's
+    // `call` (a frame: r6..r10 pushed, r10 a stack frame lower), none
+    // entered otherwise (no function addresses: callbacks need frames a
+    // helper starts).
+    let multi = shape.entries.len() > 1;
+    if multi && checked.is_some() {
+        return Err(Unsupported("subprogram entries in checked code".into()));
     }
+    if let Some(pc) = shape.insns.iter().position(|slot| {
+        matches!(
+            slot,
+            Some((
+                Instruction::LoadImm64 {
+                    value: userbpf_vm::isa::Lddw::Func(_),
+                    ..
+                },
+                _
+            ))
+        )
+    }) {
+        return Err(unsupported(pc, "a function address (callbacks)"));
+    }
+    // Where the first function (the program's own frame) ends.
+    let main_end = shape
+        .entries
+        .iter()
+        .copied()
+        .find(|&e| e > 0)
+        .unwrap_or(len);
     if len == 0 {
         return Err(Unsupported("an empty program".into()));
     }
@@ -397,6 +432,12 @@ pub(crate) fn generate(
                     continue;
                 }
                 return Err(unsupported(pc, "a resolved value on another instruction"));
+            }
+            OpClass::Local(t) if multi && valid(t) => {
+                g.local_call(pc);
+                fixups.push((g.asm.call32(), t));
+                g.local_return();
+                continue;
             }
             OpClass::Helper(_) => {
                 g.call_out(pc, crate::ctx::jit_helper as *const () as u64, true);
@@ -581,6 +622,10 @@ pub(crate) fn generate(
                 };
                 fixups.push((asm.jcc32(cc), t));
             }
+            Instruction::Exit if pc >= main_end => {
+                // The end of a subprogram: back to its caller's `call`.
+                g.asm.byte(0xc3);
+            }
             Instruction::Exit => {
                 if g.checks.is_some() {
                     // The budget back into the context.
@@ -622,6 +667,8 @@ pub(crate) struct Layout {
     pub(crate) fp: i32,
     pub(crate) status: i32,
     pub(crate) record: i32,
+    pub(crate) max_depth: i32,
+    pub(crate) depth_limit: i32,
 }
 
 /// What checked code needs: the memory check trampoline and where the
@@ -642,6 +689,11 @@ const F_STACK_SPAN: i32 = 48;
 const F_R2: i32 = 56;
 const FRAME: i32 = 72;
 const STACK_SIZE: u64 = userbpf_vm::interp::STACK_SIZE as u64;
+/// log2 of [`STACK_SIZE`].
+const STACK_SHIFT: u8 = STACK_SIZE.trailing_zeros() as u8;
+/// Bytes of host stack a bpf-to-bpf call's frame takes: r6..r10 and the
+/// return address.
+const FRAME_PUSHED: i32 = 6 * 8;
 
 /// The generator's state.
 struct Gen<'l> {
@@ -699,6 +751,67 @@ impl Gen<'_> {
         }
         for r in kept.iter().rev() {
             a.pop(*r);
+        }
+    }
+
+    /// Verified code, a bpf-to-bpf call at `pc`: a frame more than the
+    /// run may push is a `CallDepth` fault (the depth from r10, a stack
+    /// frame below the entry's per frame), else the deepest frame is noted
+    /// and the caller's r6..r10 saved; r10 moves a stack frame down. The
+    /// `call` follows.
+    fn local_call(&mut self, pc: usize) {
+        let l = self.layout;
+        let a = &mut self.asm;
+        // rax = bytes of stack frames below the entry's.
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, CTX, l.regs + 8 * 10);
+        a.rr(true, &[0x29], MAP[10], RAX);
+        a.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, l.depth_limit);
+        a.shift_ri(true, 4, RCX, STACK_SHIFT);
+        a.rr(true, &[0x39], RCX, RAX);
+        let ok = a.jcc32(CC_B);
+        // The fault: recorded (pc, code, no value, the frame's r10), then
+        // out of every frame (each pushed 5 registers and a return
+        // address) and of the code.
+        let rec = l.record;
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec);
+        a.imm32(pc as i32);
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 8);
+        a.imm32(crate::ctx::FaultCode::CallDepth as i32);
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 16);
+        a.imm32(0);
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 24);
+        a.imm32(0);
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, rec + 32);
+        let status = crate::ctx::STATUS_FAULT_RECORD as i32;
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.status);
+        a.imm32(status);
+        a.shift_ri(true, 5, RAX, STACK_SHIFT);
+        a.rr(true, &[0x69], RAX, RAX);
+        a.imm32(FRAME_PUSHED);
+        a.rr(true, &[0x01], RAX, RSP);
+        a.mov_ri(false, RDX, status);
+        a.rr(false, &[0x31], RAX, RAX);
+        self.ret();
+        let a = &mut self.asm;
+        a.here(ok);
+        // The deepest frame: max(head.max_depth, depth + 1).
+        a.shift_ri(true, 5, RAX, STACK_SHIFT);
+        a.alu_ri(true, 0, RAX, 1);
+        a.rm(Enc::of(&[0x3b]).wide(), RAX, CTX, l.max_depth);
+        let shallower = a.jcc32(CC_BE);
+        a.rm(Enc::of(&[0x89]).wide(), RAX, CTX, l.max_depth);
+        a.here(shallower);
+        for r in [MAP[6], MAP[7], MAP[8], MAP[9], MAP[10]] {
+            a.push(r);
+        }
+        a.alu_ri(true, 5, MAP[10], STACK_SIZE as i32);
+    }
+
+    /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is
+    /// the callee's; r1..r5 are unreadable).
+    fn local_return(&mut self) {
+        for r in [MAP[10], MAP[9], MAP[8], MAP[7], MAP[6]] {
+            self.asm.pop(r);
         }
     }
 

@@ -106,6 +106,8 @@ pub(crate) const LAYOUT: crate::baseline::Layout = crate::baseline::Layout {
     fp: FP_OFF,
     status: STATUS_OFF,
     record: RECORD_OFF,
+    max_depth: MAX_DEPTH_OFF,
+    depth_limit: DEPTH_LIMIT_OFF,
 };
 const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
 const BUDGET_OFF: i32 = offset_of!(JitCtx, head.budget) as i32;

@@ -130,8 +130,8 @@ fn baseline_code_stays_baseline_code() {
 
 #[test]
 fn programs_the_baseline_does_not_take_go_to_cranelift() {
-    // A bpf-to-bpf call: more than one frame.
-    let src = "mov %r1, 21\ncall local f\nexit\nf:\nmov %r0, %r1\nmul %r0, 2\nexit";
+    // A legacy packet load (the memory is the packet).
+    let src = "mov %r6, %r1\nldabsb 0\nadd %r0, 35\nexit";
     // The baseline generator alone: an error that says why.
     let p = prepared(src, &Helpers::new());
     let options = Options {
@@ -140,14 +140,14 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
     };
     let e = jit_verified(&verified(&p), options).unwrap_err();
     assert!(
-        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("subprogram")),
+        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 1")),
         "{e}"
     );
     // Tiered: Cranelift at once.
     let p = prepared(src, &Helpers::new());
     let code = jit_verified(&verified(&p), tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
-    assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
+    assert_eq!(Vm::from_prepared(p).run(&mut [7u8; 16]), Ok(42));
 }
 
 /// Calls a helper on every byte of the memory and adds the results; a
@@ -256,4 +256,74 @@ fn checked_programs_tier_up_too() {
     let fault = vm.run(&mut short).unwrap_err();
     let mut interp = Vm::from_prepared(prepared(SUM, &Helpers::new()));
     assert_eq!(interp.run(&mut [0u8; 16]).unwrap_err().pc, fault.pc);
+}
+
+/// main calls f, f calls g: each frame keeps its r6 and its stack slot.
+const CALLS: &str = "
+    mov %r6, 100
+    mov %r1, 5
+    stxdw [%r10-8], %r6
+    call local f
+    ldxdw %r2, [%r10-8]
+    add %r0, %r2
+    add %r0, %r6
+    exit
+f:
+    mov %r6, %r1
+    stxdw [%r10-8], %r1
+    mov %r1, 7
+    call local g
+    ldxdw %r3, [%r10-8]
+    mul %r0, %r3
+    add %r0, %r6
+    exit
+g:
+    mov %r6, 1000
+    stxdw [%r10-16], %r6
+    mov %r0, %r1
+    ldxdw %r2, [%r10-16]
+    add %r0, %r2
+    exit";
+
+#[test]
+fn bpf_to_bpf_calls_run_on_baseline_code() {
+    let interp = |src: &str| {
+        let mut vm = Vm::from_prepared(prepared(src, &Helpers::new()));
+        vm.set_use_compiled(false);
+        vm.run(&mut []).map_err(|f| (f.pc, f.kind))
+    };
+    let baseline = Options {
+        tier: Tier::Baseline,
+        ..Options::default()
+    };
+    let want = interp(CALLS);
+    assert_eq!(want, Ok((7 + 1000) * 5 + 5 + 100 + 100));
+    let p = prepared(CALLS, &Helpers::new());
+    let code = jit_verified(&verified(&p), baseline).unwrap();
+    assert_eq!(code.tier(), CodeTier::Baseline);
+    let mut vm = Vm::from_prepared(Arc::clone(&p));
+    for _ in 0..3 {
+        assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
+    }
+    // Calls past the frames a run may push: the interpreter's fault, at
+    // the same call (the baseline code tests the depth before it pushes a
+    // frame: no frame goes below the stack).
+    let deep = "mov %r0, 1\ncall local f\nexit\nf:\ncall local f\nexit";
+    let want = interp(deep);
+    assert!(
+        matches!(
+            want,
+            Err((_, userbpf_vm::FaultKind::CallDepthExceeded { .. }))
+        ),
+        "{want:?}"
+    );
+    let p = prepared(deep, &Helpers::new());
+    jit_verified(&verified(&p), baseline).unwrap();
+    let mut vm = Vm::from_prepared(p);
+    assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
+    assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
+    // Checked code with subprograms stays Cranelift's.
+    let p = prepared(CALLS, &Helpers::new());
+    let e = jit_checked(&p, baseline).unwrap_err();
+    assert!(matches!(e, JitError::Baseline { .. }), "{e}");
 }
