@@ -382,6 +382,7 @@ pub(crate) fn generate(
         checks,
         blk_len: 0,
         blk_done: 0,
+        frames: multi,
     };
     let mut closed = true;
     // Registers known to hold a constant (an `lddw` earlier in the same
@@ -704,6 +705,9 @@ struct Gen<'l> {
     /// started (checked code charges a block on entry).
     blk_len: u64,
     blk_done: u64,
+    /// Verified code with subprograms: a way out of the run may start in
+    /// a frame below the first ([`Gen::ret`] unwinds them).
+    frames: bool,
 }
 
 impl Gen<'_> {
@@ -770,8 +774,7 @@ impl Gen<'_> {
         a.rr(true, &[0x39], RCX, RAX);
         let ok = a.jcc32(CC_B);
         // The fault: recorded (pc, code, no value, the frame's r10), then
-        // out of every frame (each pushed 5 registers and a return
-        // address) and of the code.
+        // out of every frame and of the code.
         let rec = l.record;
         a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec);
         a.imm32(pc as i32);
@@ -785,10 +788,6 @@ impl Gen<'_> {
         let status = crate::ctx::STATUS_FAULT_RECORD as i32;
         a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.status);
         a.imm32(status);
-        a.shift_ri(true, 5, RAX, STACK_SHIFT);
-        a.rr(true, &[0x69], RAX, RAX);
-        a.imm32(FRAME_PUSHED);
-        a.rr(true, &[0x01], RAX, RSP);
         a.mov_ri(false, RDX, status);
         a.rr(false, &[0x31], RAX, RAX);
         self.ret();
@@ -867,6 +866,18 @@ impl Gen<'_> {
     fn ret(&mut self) {
         if self.checks.is_some() {
             self.asm.alu_ri(true, 0, RSP, FRAME);
+        }
+        if self.frames {
+            // Out of the frames below the first (each pushed r6..r10 and a
+            // return address; their number from r10, a stack frame lower
+            // each): rsp += (entry r10 - r10) / STACK_SIZE * FRAME_PUSHED.
+            let regs10 = self.layout.regs + 8 * 10;
+            self.asm.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, regs10);
+            self.asm.rr(true, &[0x29], MAP[10], RCX);
+            self.asm.shift_ri(true, 5, RCX, STACK_SHIFT);
+            self.asm.rr(true, &[0x69], RCX, RCX);
+            self.asm.imm32(FRAME_PUSHED);
+            self.asm.rr(true, &[0x01], RCX, RSP);
         }
         for r in SAVED.iter().rev() {
             self.asm.pop(*r);

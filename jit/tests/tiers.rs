@@ -322,6 +322,31 @@ fn bpf_to_bpf_calls_run_on_baseline_code() {
     let mut vm = Vm::from_prepared(p);
     assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
     assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
+    // A helper that fails two frames down: the fault, out of every frame.
+    let failing = "
+        mov %r6, 3
+        call local f
+        add %r0, %r6
+        exit
+    f:
+        mov %r6, 9
+        call local g
+        add %r0, %r6
+        exit
+    g:
+        mov %r1, 0xff
+        call 0x100
+        exit";
+    let p = prepared(failing, &helpers());
+    let mut interp = Vm::from_prepared(prepared(failing, &helpers()));
+    interp.set_use_compiled(false);
+    let want = interp.run(&mut []).map_err(|f| (f.pc, f.kind));
+    assert!(want.is_err());
+    jit_verified(&verified(&p), baseline).unwrap();
+    let mut vm = Vm::from_prepared(p);
+    for _ in 0..3 {
+        assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
+    }
     // Checked code with subprograms stays Cranelift's.
     let p = prepared(CALLS, &Helpers::new());
     let e = jit_checked(&p, baseline).unwrap_err();
