@@ -296,26 +296,12 @@ pub(crate) fn generate(
     let unsupported = |pc: usize, what: &str| Unsupported(format!("pc {pc}: {what}"));
     // Subprograms: verified code only (the verifier keeps every jump
     // inside its function and bounds the frames), called with the host's
-    // `call` (a frame: r6..r10 pushed, r10 a stack frame lower), none
-    // entered otherwise (no function addresses: callbacks need frames a
-    // helper starts).
+    // `call` (a frame: r6..r10 pushed, r10 a stack frame lower): by
+    // bpf-to-bpf calls, `bpf_loop` and helpers' callbacks; a run may also
+    // start at one (a timer's callback).
     let multi = shape.entries.len() > 1;
     if multi && checked.is_some() {
         return Err(Unsupported("subprogram entries in checked code".into()));
-    }
-    if let Some(pc) = shape.insns.iter().position(|slot| {
-        matches!(
-            slot,
-            Some((
-                Instruction::LoadImm64 {
-                    value: userbpf_vm::isa::Lddw::Func(_),
-                    ..
-                },
-                _
-            ))
-        )
-    }) {
-        return Err(unsupported(pc, "a function address (callbacks)"));
     }
     // Where the first function (the program's own frame) ends.
     let main_end = shape
@@ -347,6 +333,12 @@ pub(crate) fn generate(
     // the stack's bounds in its frame.
     for r in SAVED {
         asm.push(r);
+    }
+    if multi {
+        // The entry pc (the run may start at a subprogram) and the stack
+        // pointer every way out returns to.
+        asm.rm(Enc::of(&[0x89]).wide(), RSI, RDI, layout.record);
+        asm.rm(Enc::of(&[0x89]).wide(), RSP, RDI, layout.frames);
     }
     asm.mov_rr(true, RAX, RDI);
     asm.mov_rr(true, MAP[1], RDX);
@@ -385,6 +377,15 @@ pub(crate) fn generate(
         frames: multi,
     };
     let mut closed = true;
+    // A run that starts at a subprogram: to its code (the dispatch at the
+    // end).
+    let mut to_dispatch = None;
+    if multi {
+        g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, CTX, layout.record);
+        g.asm.rr(true, &[0x85], RAX, RAX);
+        to_dispatch = Some(g.asm.jcc32(CC_NE));
+    }
+    let entries: Vec<usize> = shape.entries.iter().copied().filter(|&e| e > 0).collect();
     // Registers known to hold a constant (an `lddw` earlier in the same
     // block, not written since): the map of an inline array lookup.
     let mut consts: [Option<u64>; 11] = [None; 11];
@@ -434,6 +435,16 @@ pub(crate) fn generate(
                 }
                 return Err(unsupported(pc, "a resolved value on another instruction"));
             }
+            // (Without subprograms no callback is valid: the checks, then
+            // a `BadCallTarget` fault.)
+            OpClass::Loop => {
+                g.bpf_loop(pc, &entries, &mut fixups);
+                continue;
+            }
+            OpClass::CorePoison => {
+                g.fault_at(pc, crate::ctx::FaultCode::CorePoison, None);
+                continue;
+            }
             OpClass::Local(t) if multi && valid(t) => {
                 g.local_call(pc);
                 fixups.push((g.asm.call32(), t));
@@ -442,6 +453,9 @@ pub(crate) fn generate(
             }
             OpClass::Helper(_) => {
                 g.call_out(pc, crate::ctx::jit_helper as *const () as u64, true);
+                if multi {
+                    g.drive_callbacks(pc, &entries, &mut fixups);
+                }
                 g.leave_on_status();
                 closed = false;
                 continue;
@@ -624,7 +638,16 @@ pub(crate) fn generate(
                 fixups.push((asm.jcc32(cc), t));
             }
             Instruction::Exit if pc >= main_end => {
-                // The end of a subprogram: back to its caller's `call`.
+                // The end of a subprogram: back to its caller's `call`, or
+                // (the run started here: r10 is the entry's) the run's end.
+                let regs10 = layout.regs + 8 * 10;
+                g.asm.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, regs10);
+                g.asm.rr(true, &[0x39], MAP[10], RCX);
+                let nested = g.asm.jcc32(CC_NE);
+                g.asm.mov_rr(true, RAX, MAP[0]);
+                g.asm.rr(false, &[0x31], RDX, RDX);
+                g.ret();
+                g.asm.here(nested);
                 g.asm.byte(0xc3);
             }
             Instruction::Exit => {
@@ -645,6 +668,16 @@ pub(crate) fn generate(
                 return Err(unsupported(pc, "a legacy packet load"));
             }
         }
+    }
+    if let Some(at) = to_dispatch {
+        // A run that starts at a subprogram (its pc in rax): jumps to it,
+        // whose `exit` ends the run; any other pc is no entry.
+        g.asm.here(at);
+        for &e in &entries {
+            g.asm.alu_ri(true, 7, RAX, e as i32);
+            fixups.push((g.asm.jcc32(CC_E), e));
+        }
+        g.fault_at(0, crate::ctx::FaultCode::InvalidPc, None);
     }
     if g.asm.code.len() > i32::MAX as usize {
         return Err(Unsupported("code over 2 GiB".into()));
@@ -670,6 +703,11 @@ pub(crate) struct Layout {
     pub(crate) record: i32,
     pub(crate) max_depth: i32,
     pub(crate) depth_limit: i32,
+    pub(crate) cb_target: i32,
+    pub(crate) cb_args: i32,
+    /// Scratch the baseline code owns (Cranelift's call frames, which it
+    /// does not use): the host stack pointer at the entry.
+    pub(crate) frames: i32,
 }
 
 /// What checked code needs: the memory check trampoline and where the
@@ -692,9 +730,6 @@ const FRAME: i32 = 72;
 const STACK_SIZE: u64 = userbpf_vm::interp::STACK_SIZE as u64;
 /// log2 of [`STACK_SIZE`].
 const STACK_SHIFT: u8 = STACK_SIZE.trailing_zeros() as u8;
-/// Bytes of host stack a bpf-to-bpf call's frame takes: r6..r10 and the
-/// return address.
-const FRAME_PUSHED: i32 = 6 * 8;
 
 /// The generator's state.
 struct Gen<'l> {
@@ -806,6 +841,185 @@ impl Gen<'_> {
         a.alu_ri(true, 5, MAP[10], STACK_SIZE as i32);
     }
 
+    /// Verified code: records fault `code` at `pc` (value: `value`'s
+    /// register, or 0; the frame's r10) and leaves the run.
+    fn fault_at(&mut self, pc: usize, code: crate::ctx::FaultCode, value: Option<u8>) {
+        if self.checks.is_some() {
+            if value.is_some() {
+                self.asm.mov_rr(true, RAX, value.unwrap_or(RAX));
+            } else {
+                self.asm.rr(false, &[0x31], RAX, RAX);
+            }
+            self.fault_record(pc, code, 0);
+            return;
+        }
+        let l = self.layout;
+        let a = &mut self.asm;
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record);
+        a.imm32(pc as i32);
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 8);
+        a.imm32(code as i32);
+        match value {
+            Some(r) => a.rm(Enc::of(&[0x89]).wide(), r, CTX, l.record + 16),
+            None => {
+                a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 16);
+                a.imm32(0);
+            }
+        }
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 24);
+        a.imm32(0);
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, l.record + 32);
+        let status = crate::ctx::STATUS_FAULT_RECORD as i32;
+        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.status);
+        a.imm32(status);
+        a.mov_ri(false, RDX, status);
+        a.rr(false, &[0x31], RAX, RAX);
+        self.ret();
+    }
+
+    /// Calls the subprogram whose pc is in rdx (one of `entries`, else
+    /// an `InvalidPc` fault at `pc`), a frame already pushed.
+    fn call_dynamic(&mut self, pc: usize, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
+        let mut done = Vec::new();
+        for &e in entries {
+            self.asm.alu_ri(true, 7, RDX, e as i32);
+            let next = self.asm.jcc32(CC_NE);
+            fixups.push((self.asm.call32(), e));
+            done.push(self.asm.jmp32());
+            self.asm.here(next);
+        }
+        self.fault_at(pc, crate::ctx::FaultCode::InvalidPc, None);
+        for at in done {
+            self.asm.here(at);
+        }
+    }
+
+    /// Verified code: `bpf_loop(nr_loops, callback, ctx, flags)` at `pc`
+    /// as Cranelift's code runs it: -EINVAL for flags, -E2BIG past
+    /// `BPF_MAX_LOOPS`, 0 for no iteration, a `BadCallTarget` fault for a
+    /// callback that is not a subprogram; else the callback (r1 = the
+    /// index, r2 = ctx) in one frame until it returns non-zero or the
+    /// count is done, r0 = the iterations run.
+    fn bpf_loop(&mut self, pc: usize, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
+        let mut out = Vec::new();
+        let early = |g: &mut Self, cc: u8, r0: i32, out: &mut Vec<usize>| {
+            let skip = g.asm.jcc32(cc);
+            g.asm.mov_ri(true, MAP[0], r0);
+            out.push(g.asm.jmp32());
+            g.asm.here(skip);
+        };
+        // r1 (rsi) as a u32.
+        self.asm.mov_rr(false, MAP[1], MAP[1]);
+        self.asm.rr(true, &[0x85], MAP[4], MAP[4]);
+        early(self, CC_E, -libc::EINVAL, &mut out);
+        self.asm
+            .alu_ri(true, 7, MAP[1], userbpf_vm::interp::BPF_MAX_LOOPS as i32);
+        early(self, CC_BE, -libc::E2BIG, &mut out);
+        self.asm.rr(true, &[0x85], MAP[1], MAP[1]);
+        early(self, CC_NE, 0, &mut out);
+        // The callback: a function address of this program.
+        self.asm.mov_rr(true, RDX, MAP[2]);
+        self.asm.shift_ri(true, 5, RDX, 32);
+        self.asm.alu_ri(
+            false,
+            7,
+            RDX,
+            (userbpf_vm::interp::FUNC_ADDR_TAG >> 32) as u32 as i32,
+        );
+        let tagged = self.asm.jcc32(CC_E);
+        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(MAP[2]));
+        self.asm.here(tagged);
+        self.asm.mov_rr(false, RDX, MAP[2]);
+        let mut known = Vec::new();
+        for &e in entries {
+            self.asm.alu_ri(true, 7, RDX, e as i32);
+            known.push(self.asm.jcc32(CC_E));
+        }
+        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(MAP[2]));
+        for at in known {
+            self.asm.here(at);
+        }
+        // One frame for the whole loop (r6..r10 saved, r10 lower; the
+        // callback's pc stays in rdx), then its state below it: the
+        // callback's pc, ctx, the count, the index.
+        self.local_call(pc);
+        let a = &mut self.asm;
+        a.push(RDX);
+        a.push(MAP[3]);
+        a.push(MAP[1]);
+        a.rr(false, &[0x31], RAX, RAX);
+        a.push(RAX);
+        let round = a.code.len();
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[1], RSP, 0);
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[2], RSP, 16);
+        for r in [MAP[3], MAP[4], MAP[5]] {
+            a.rr(false, &[0x31], r, r);
+        }
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, 24);
+        self.call_dynamic(pc, entries, fixups);
+        let a = &mut self.asm;
+        // rax = the index + 1; a non-zero r0 stops with it, else the next
+        // round while it is below the count, else the count.
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, 0);
+        a.alu_ri(true, 0, RAX, 1);
+        a.rr(true, &[0x85], MAP[0], MAP[0]);
+        let stopped = a.jcc32(CC_NE);
+        a.rm(Enc::of(&[0x3b]).wide(), RAX, RSP, 8);
+        let all = a.jcc32(CC_AE);
+        a.rm(Enc::of(&[0x89]).wide(), RAX, RSP, 0);
+        let back = a.jmp32();
+        a.point(back, round);
+        a.here(stopped);
+        a.mov_rr(true, MAP[0], RAX);
+        let to_end = a.jmp32();
+        a.here(all);
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[0], RSP, 8);
+        a.here(to_end);
+        a.alu_ri(true, 0, RSP, 32);
+        self.local_return();
+        for at in out {
+            self.asm.here(at);
+        }
+    }
+
+    /// Verified code, after the helper call-out at `pc`: while the helper
+    /// asks for its callback (`STATUS_CALLBACK`), calls it in a frame with
+    /// the arguments it gave, and hands its r0 back (`jit_drive`), whose
+    /// value and status are then the call's.
+    fn drive_callbacks(&mut self, pc: usize, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
+        let l = self.layout;
+        let again = self.asm.code.len();
+        self.asm.rm(Enc::of(&[0x81]).wide(), 7, CTX, l.status);
+        self.asm.imm32(crate::ctx::STATUS_CALLBACK as i32);
+        let not_cb = self.asm.jcc32(CC_NE);
+        self.local_call(pc);
+        let a = &mut self.asm;
+        for (i, r) in [MAP[1], MAP[2], MAP[3], MAP[4], MAP[5]]
+            .into_iter()
+            .enumerate()
+        {
+            a.rm(Enc::of(&[0x8b]).wide(), r, CTX, l.cb_args + 8 * i as i32);
+        }
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, CTX, l.cb_target);
+        self.call_dynamic(pc, entries, fixups);
+        self.local_return();
+        let a = &mut self.asm;
+        // jit_drive(ctx, pc, r0), the caller's frame pointer noted; r6 (in
+        // a caller-saved register) kept, which also aligns the stack for
+        // the call.
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, l.fp);
+        a.push(MAP[6]);
+        a.mov_rr(true, RDI, CTX);
+        a.mov_ri(false, RSI, pc as i32);
+        a.mov_rr(true, RDX, MAP[0]);
+        a.mov_ri64(RAX, crate::ctx::jit_drive as *const () as u64);
+        a.bytes(&[0xff, 0xd0]); // call rax
+        a.pop(MAP[6]);
+        let back = a.jmp32();
+        a.point(back, again);
+        a.here(not_cb);
+    }
+
     /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is
     /// the callee's; r1..r5 are unreadable).
     fn local_return(&mut self) {
@@ -868,16 +1082,10 @@ impl Gen<'_> {
             self.asm.alu_ri(true, 0, RSP, FRAME);
         }
         if self.frames {
-            // Out of the frames below the first (each pushed r6..r10 and a
-            // return address; their number from r10, a stack frame lower
-            // each): rsp += (entry r10 - r10) / STACK_SIZE * FRAME_PUSHED.
-            let regs10 = self.layout.regs + 8 * 10;
-            self.asm.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, regs10);
-            self.asm.rr(true, &[0x29], MAP[10], RCX);
-            self.asm.shift_ri(true, 5, RCX, STACK_SHIFT);
-            self.asm.rr(true, &[0x69], RCX, RCX);
-            self.asm.imm32(FRAME_PUSHED);
-            self.asm.rr(true, &[0x01], RCX, RSP);
+            // Out of every frame below the first: the stack pointer of the
+            // entry, after the saved registers.
+            self.asm
+                .rm(Enc::of(&[0x8b]).wide(), RSP, CTX, self.layout.frames);
         }
         for r in SAVED.iter().rev() {
             self.asm.pop(*r);

@@ -108,6 +108,9 @@ pub(crate) const LAYOUT: crate::baseline::Layout = crate::baseline::Layout {
     record: RECORD_OFF,
     max_depth: MAX_DEPTH_OFF,
     depth_limit: DEPTH_LIMIT_OFF,
+    cb_target: CB_TARGET_OFF,
+    cb_args: CB_ARGS_OFF,
+    frames: FRAMES_OFF,
 };
 const REGS_OFF: i32 = offset_of!(JitCtx, head.regs) as i32;
 const BUDGET_OFF: i32 = offset_of!(JitCtx, head.budget) as i32;

@@ -1,0 +1,287 @@
+//! The baseline generator's subprograms in verified code: `bpf_loop`,
+//! helpers that call back (`bpf_for_each_map_elem`), bpf-to-bpf calls in
+//! clang-built objects, and runs that start at a subprogram (a timer's
+//! callback). Programs the verifier accepts (the real verifier, for the
+//! objects) run on baseline code and in the interpreter, on separate maps:
+//! the same results, context bytes and map contents.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use userbpf_jit::{jit_verified, CodeTier, Options, Tier};
+use userbpf_verifier::Verified;
+use userbpf_vm::asm::assemble;
+use userbpf_vm::interp::{Config, PreparedProgram};
+use userbpf_vm::maps::MapSet;
+use userbpf_vm::object::Object;
+use userbpf_vm::{FaultKind, Helpers, Program, Vm};
+
+fn baseline() -> Options {
+    Options {
+        tier: Tier::Baseline,
+        ..Options::default()
+    }
+}
+
+/// r0 = bpf_loop(10, cb, ctx = mem, flags); the callback stores its index
+/// into mem[0] and stops at index `stop`.
+fn loop_program(flags: i32, stop: i32, nr: i32) -> Program {
+    let src = format!(
+        "
+        mov %r6, %r1
+        mov %r1, {nr}
+        lddw %r2, 0
+        mov %r3, %r6
+        mov %r4, {flags}
+        call 181
+        exit
+    cb:
+        stxdw [%r2], %r1
+        mov %r0, 0
+        jne %r1, {stop}, out
+        mov %r0, 1
+    out:
+        exit"
+    );
+    let mut insns = assemble(&src).unwrap();
+    insns[2].src = userbpf_vm::insn::op::PSEUDO_FUNC;
+    insns[2].imm = 8 - 2 - 1;
+    Program::new("loop", insns).unwrap()
+}
+
+/// A run's result (or fault's pc and kind) and memory after it.
+type Outcome = (Result<u64, (usize, FaultKind)>, Vec<u8>);
+
+fn run_both(program: &Program, mem: &[u8]) -> [Outcome; 2] {
+    let p = Arc::new(PreparedProgram::new(program, &Helpers::new(), Config::default()).unwrap());
+    let mut interp = Vm::from_prepared(Arc::clone(&p));
+    interp.set_use_compiled(false);
+    let mut m = mem.to_vec();
+    let want = (interp.run(&mut m).map_err(|f| (f.pc, f.kind)), m);
+    // SAFETY: the loop programs store only into their 8-byte context and
+    // end (at most 10 rounds).
+    let v = unsafe { Verified::assume_verified(Arc::clone(&p)) };
+    let code = jit_verified(&v, baseline()).unwrap();
+    assert_eq!(code.tier(), CodeTier::Baseline);
+    let mut vm = Vm::from_prepared(p);
+    let mut m = mem.to_vec();
+    let got = (vm.run(&mut m).map_err(|f| (f.pc, f.kind)), m);
+    [want, got]
+}
+
+#[test]
+fn bpf_loop_runs_its_callback_on_baseline_code() {
+    // (flags, stop, nr): stops early, runs them all, no round, bad flags,
+    // too many rounds.
+    for (flags, stop, nr) in [
+        (0, 5, 10),
+        (0, 99, 10),
+        (0, 5, 0),
+        (1, 5, 10),
+        (0, 5, 1 << 24),
+    ] {
+        let [want, got] = run_both(&loop_program(flags, stop, nr), &[0u8; 8]);
+        assert_eq!(got, want, "flags {flags}, stop {stop}, nr {nr}");
+    }
+    let [want, _] = run_both(&loop_program(0, 5, 10), &[0u8; 8]);
+    assert_eq!(want.0, Ok(6));
+    // A callback that is not a function address: the interpreter's fault.
+    let mut insns = loop_program(0, 5, 10).insns().to_vec();
+    insns[2].src = 0;
+    insns[2].imm = 77;
+    let bad = Program::new("bad", insns).unwrap();
+    let [want, got] = run_both(&bad, &[0u8; 8]);
+    assert!(want.0.is_err(), "{want:?}");
+    assert_eq!(got, want);
+}
+
+fn fixture(name: &str) -> Object {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/bpf")
+        .join(name);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Object::parse(name, &bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Program `name` of `file`, verified by the verifier, on fresh maps: a
+/// VM running baseline code and one interpreting, each on maps of its
+/// own.
+fn object_vms(file: &str, name: &str) -> ([Vm; 2], [Arc<MapSet>; 2]) {
+    let obj = fixture(file);
+    let prog = obj.program(name).unwrap();
+    let program = prog.to_program().unwrap();
+    let env = userbpf_verifier::Env::for_object(&obj, prog);
+    let (proof, _) =
+        userbpf_verifier::verify(program.clone(), &env, &userbpf_verifier::Options::default())
+            .unwrap_or_else(|e| panic!("{file}:{name}: {e}"));
+    let mut vms = Vec::new();
+    let mut sets = Vec::new();
+    for native in [true, false] {
+        let set = Arc::new(MapSet::from_object(&obj).unwrap());
+        let mut vm = set
+            .vm_for_object(&obj, name, &Helpers::new(), Config::default())
+            .unwrap();
+        if native {
+            let v = proof
+                .vouch_for(vm.prepared())
+                .expect("the proof is of this program");
+            let code =
+                jit_verified(&v, baseline()).unwrap_or_else(|e| panic!("{file}:{name}: {e}"));
+            assert_eq!(code.tier(), CodeTier::Baseline);
+        } else {
+            vm.set_use_compiled(false);
+        }
+        vms.push(vm);
+        sets.push(set);
+    }
+    let [a, b] = <[Vm; 2]>::try_from(vms).ok().unwrap();
+    let [c, d] = <[Arc<MapSet>; 2]>::try_from(sets).ok().unwrap();
+    ([a, b], [c, d])
+}
+
+fn map_contents(set: &MapSet) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
+    set.maps()
+        .iter()
+        .map(|m| {
+            let mut all: Vec<_> = m
+                .keys()
+                .into_iter()
+                .map(|k| {
+                    let v = m.lookup(&k).map(|v| v.to_vec()).unwrap_or_default();
+                    (k, v)
+                })
+                .collect();
+            all.sort();
+            all
+        })
+        .collect()
+}
+
+#[test]
+fn object_programs_with_callbacks_and_calls_agree_with_the_interpreter() {
+    // (file, program, contexts to run on, in turn).
+    let hist_ctx = {
+        let mut ctx = Vec::new();
+        for v in [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5] {
+            ctx.extend_from_slice(&v.to_le_bytes());
+        }
+        ctx.extend_from_slice(&16u32.to_le_bytes());
+        ctx.extend_from_slice(&0u32.to_le_bytes());
+        ctx
+    };
+    let walk_ctx = |n: u32, stop: u32| {
+        let mut ctx = vec![0u8; 48];
+        ctx[..4].copy_from_slice(&n.to_le_bytes());
+        ctx[4..8].copy_from_slice(&stop.to_le_bytes());
+        ctx
+    };
+    let cases: Vec<(&str, &str, Vec<Vec<u8>>)> = vec![
+        ("loop.bpf.o", "histogram", vec![hist_ctx.clone(), hist_ctx]),
+        (
+            "foreach.bpf.o",
+            "walk",
+            vec![walk_ctx(5, 3), walk_ctx(5, 99)],
+        ),
+        (
+            "calls.bpf.o",
+            "calls",
+            vec![vec![0u8; 24], {
+                let mut c = vec![0u8; 24];
+                c[..8].copy_from_slice(&5u64.to_le_bytes());
+                c[8..16].copy_from_slice(&9u64.to_le_bytes());
+                c
+            }],
+        ),
+    ];
+    for (file, name, contexts) in cases {
+        let ([mut native, mut interp], [native_maps, interp_maps]) = object_vms(file, name);
+        for ctx in contexts {
+            let mut a = ctx.clone();
+            let mut b = ctx;
+            let got = native.run(&mut a).map_err(|f| (f.pc, f.kind));
+            let want = interp.run(&mut b).map_err(|f| (f.pc, f.kind));
+            assert_eq!(got, want, "{file}:{name}");
+            assert!(want.is_ok(), "{file}:{name}: {want:?}");
+            assert_eq!(a, b, "{file}:{name}: context");
+            assert_eq!(
+                map_contents(&native_maps),
+                map_contents(&interp_maps),
+                "{file}:{name}: maps"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_run_may_start_at_a_subprogram() {
+    // main returns the callback's address; the callback (run directly, as
+    // a timer runs its callback) calls a subprogram of its own.
+    let src = "
+        lddw %r0, 0
+        exit
+    cb:
+        mov %r6, %r1
+        call local twice
+        add %r0, %r2
+        add %r0, %r6
+        exit
+    twice:
+        mov %r0, %r1
+        lsh %r0, 1
+        exit";
+    let mut insns = assemble(src).unwrap();
+    insns[0].src = userbpf_vm::insn::op::PSEUDO_FUNC;
+    // (`cb` is at pc 3: relative to the lddw's second slot.)
+    insns[0].imm = 2;
+    let program = Program::new("entries", insns).unwrap();
+    let p = Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
+    let mut interp = Vm::from_prepared(Arc::clone(&p));
+    interp.set_use_compiled(false);
+    let cb = interp.run(&mut []).unwrap();
+    let want = interp.run_subprogram(cb, [21, 5, 0, 0, 0]);
+    assert_eq!(want, Ok(21 * 2 + 5 + 21));
+    // SAFETY: the program touches no memory and ends.
+    let v = unsafe { Verified::assume_verified(Arc::clone(&p)) };
+    let code = jit_verified(&v, baseline()).unwrap();
+    assert_eq!(code.tier(), CodeTier::Baseline);
+    let mut vm = Vm::from_prepared(p);
+    assert_eq!(vm.run(&mut []), Ok(cb));
+    for _ in 0..3 {
+        assert_eq!(vm.run_subprogram(cb, [21, 5, 0, 0, 0]), want);
+    }
+    assert_eq!(vm.run(&mut []), Ok(cb));
+}
+
+#[test]
+fn a_poisoned_core_relocation_faults_on_baseline_code_as_in_the_interpreter() {
+    let program = Program::new(
+        "poison",
+        assemble("mov %r0, 1\njeq %r1, 0, skip\ncall 0xbad2310\nskip:\nexit").unwrap(),
+    )
+    .unwrap();
+    for checked in [false, true] {
+        let p =
+            Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
+        let mut interp = Vm::from_prepared(Arc::clone(&p));
+        interp.set_use_compiled(false);
+        let code = if checked {
+            userbpf_jit::jit_checked(&p, baseline())
+        } else {
+            // SAFETY: the program touches no memory and ends.
+            jit_verified(
+                &unsafe { Verified::assume_verified(Arc::clone(&p)) },
+                baseline(),
+            )
+        }
+        .unwrap();
+        assert_eq!(code.tier(), CodeTier::Baseline);
+        let mut vm = Vm::from_prepared(p);
+        for mem in [vec![0u8; 8], vec![1u8; 8]] {
+            let want = interp.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
+            let got = vm.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
+            assert_eq!(got, want, "checked: {checked}");
+        }
+        let fault = interp.run(&mut [1u8; 8]).unwrap_err();
+        assert_eq!(fault.pc, 2);
+    }
+}
