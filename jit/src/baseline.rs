@@ -12,11 +12,12 @@
 //! an `lddw` in the same block, computed inline in verified code, as
 //! Cranelift's is) and `exit`, verified or checked (the checks and budget
 //! of Cranelift's checked code, with the same faults and stops), and in
-//! verified code bpf-to-bpf calls (the host's `call`, the depth tested as
-//! Cranelift's code tests it). Anything else (subprograms in checked code,
-//! tail calls, `bpf_loop`, `callx`, function addresses and so helper
-//! callbacks, legacy packet loads, jumps out of the program) is left to
-//! Cranelift ([`Unsupported`]). The
+//! verified code subprograms: bpf-to-bpf calls (the host's `call`, the
+//! depth tested as Cranelift's code tests it), `bpf_loop`, helpers that
+//! call back, runs that start at a subprogram; tail calls from the first
+//! frame and legacy packet loads (call-outs). Anything else (subprograms
+//! in checked code, tail calls from a subprogram, `callx`, jumps out of the
+//! program) is left to Cranelift ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
 //! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
 //! registers read from the context's head; division and modulo by zero and
@@ -270,6 +271,15 @@ impl Asm {
     }
 }
 
+/// A call-out's argument: a register, a register plus a constant, a
+/// constant.
+#[derive(Clone, Copy)]
+enum Arg {
+    Reg(u8),
+    RegPlus(u8, i32),
+    Imm(i32),
+}
+
 /// Registers saved by the code (callee-saved in the C convention).
 const SAVED: [u8; 6] = [RBP, RBX, R12, R13, R14, R15];
 
@@ -449,6 +459,13 @@ pub(crate) fn generate(
                 g.local_call(pc);
                 fixups.push((g.asm.call32(), t));
                 g.local_return();
+                continue;
+            }
+            // In the first frame only (one from a subprogram hands its
+            // frames to the target: Cranelift's).
+            OpClass::TailCall if pc < main_end => {
+                g.tail_call(pc);
+                closed = false;
                 continue;
             }
             OpClass::Helper(_) => {
@@ -664,8 +681,16 @@ pub(crate) fn generate(
             Instruction::Call(_) | Instruction::CallX { .. } => {
                 return Err(unsupported(pc, "a call"));
             }
-            Instruction::LoadPacket { .. } => {
-                return Err(unsupported(pc, "a legacy packet load"));
+            Instruction::LoadPacket { size, mode, imm } => {
+                let off = match mode {
+                    userbpf_vm::isa::PacketMode::Abs => Arg::Imm(imm),
+                    userbpf_vm::isa::PacketMode::Ind(r) => Arg::RegPlus(host(r), imm),
+                };
+                let f = crate::ctx::jit_packet_load as *const () as u64;
+                let len = size_len(size) as i32;
+                g.call_out_with(pc, f, false, off, Arg::Imm(len));
+                g.leave_on_status();
+                closed = false;
             }
         }
     }
@@ -751,6 +776,12 @@ impl Gen<'_> {
     /// its value in rax; r1..r6 (in caller-saved registers) as they were,
     /// r0, r7..r10 and the budget in callee-saved ones.
     fn call_out(&mut self, pc: usize, f: u64, five: bool) {
+        self.call_out_with(pc, f, five, Arg::Reg(MAP[1]), Arg::Reg(MAP[2]));
+    }
+
+    /// [`Gen::call_out`] with `third` and `fourth` as the call-out's
+    /// third and fourth arguments.
+    fn call_out_with(&mut self, pc: usize, f: u64, five: bool, third: Arg, fourth: Arg) {
         let checked = self.checks.is_some();
         let fp = self.layout.fp;
         let a = &mut self.asm;
@@ -778,8 +809,13 @@ impl Gen<'_> {
         if five {
             a.push(MAP[5]);
         }
-        a.mov_rr(true, RDX, MAP[1]);
-        a.mov_rr(true, RCX, MAP[2]);
+        for (into, arg) in [(RDX, third), (RCX, fourth)] {
+            match arg {
+                Arg::Reg(r) => a.mov_rr(true, into, r),
+                Arg::RegPlus(r, k) => a.rm(Enc::of(&[0x8d]).wide(), into, r, k),
+                Arg::Imm(k) => a.mov_ri(true, into, k),
+            }
+        }
         a.mov_rr(true, RDI, RAX);
         a.mov_ri(false, RSI, pc as i32);
         a.mov_ri64(RAX, f);
@@ -1018,6 +1054,37 @@ impl Gen<'_> {
         let back = a.jmp32();
         a.point(back, again);
         a.here(not_cb);
+    }
+
+    /// `bpf_tail_call(ctx, map, index)` at `pc`, in the first frame: when
+    /// the host takes it, every register into the context (the target
+    /// starts from them) and out with `STATUS_TAIL_CALL`; else r0 =
+    /// -ENOENT and on.
+    fn tail_call(&mut self, pc: usize) {
+        let f = crate::ctx::jit_tail_call as *const () as u64;
+        self.call_out_with(pc, f, false, Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
+        self.asm.rr(true, &[0x85], RAX, RAX);
+        let not_taken = self.asm.jcc32(CC_E);
+        let ctx = if self.checks.is_some() {
+            self.asm.rm(Enc::of(&[0x8b]).wide(), RCX, RSP, F_CTX);
+            RCX
+        } else {
+            CTX
+        };
+        let l = self.layout;
+        for (i, r) in MAP.iter().enumerate() {
+            self.asm
+                .rm(Enc::of(&[0x89]).wide(), *r, ctx, l.regs + 8 * i as i32);
+        }
+        if self.checks.is_some() {
+            self.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, l.budget);
+        }
+        self.asm
+            .mov_ri(false, RDX, crate::ctx::STATUS_TAIL_CALL as i32);
+        self.asm.mov_rr(true, RAX, MAP[0]);
+        self.ret();
+        self.asm.here(not_taken);
+        self.asm.mov_ri(true, MAP[0], -libc::ENOENT);
     }
 
     /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is

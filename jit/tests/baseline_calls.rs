@@ -285,3 +285,54 @@ fn a_poisoned_core_relocation_faults_on_baseline_code_as_in_the_interpreter() {
         assert_eq!(fault.pc, 2);
     }
 }
+
+#[test]
+fn tail_calls_and_packet_loads_leave_baseline_code_as_the_interpreter_does() {
+    // tail.bpf.o: entry tail-calls target_a or target_b by the packet's
+    // first word (empty slots and bad indexes fall through).
+    let ([mut native, mut interp], _) = object_vms("tail.bpf.o", "entry");
+    for index in [1u32, 3, 0, 7] {
+        let mut pkt = index.to_le_bytes().to_vec();
+        pkt.extend_from_slice(&[0; 12]);
+        let run = |vm: &mut Vm| {
+            let out = userbpf_vm::context::run_xdp(vm, &pkt).unwrap();
+            (out.r0, out.packet)
+        };
+        assert_eq!(run(&mut native), run(&mut interp), "index {index}");
+    }
+    // Legacy packet loads, absolute and indirect, inside the packet, past
+    // its end (the program ends with 0) and without one, in both modes.
+    let src = "
+        mov %r6, %r1
+        mov %r7, 3
+        ldabsh 2
+        mov %r8, %r0
+        ldindw %r7, 1
+        add %r0, %r8
+        exit";
+    let program = Program::new("packet", assemble(src).unwrap()).unwrap();
+    for checked in [false, true] {
+        let p =
+            Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
+        let mut interp = Vm::from_prepared(Arc::clone(&p));
+        interp.set_use_compiled(false);
+        let code = if checked {
+            userbpf_jit::jit_checked(&p, baseline())
+        } else {
+            // SAFETY: legacy packet loads check their own bounds.
+            jit_verified(
+                &unsafe { Verified::assume_verified(Arc::clone(&p)) },
+                baseline(),
+            )
+        }
+        .unwrap();
+        assert_eq!(code.tier(), CodeTier::Baseline);
+        let mut vm = Vm::from_prepared(p);
+        for len in [16usize, 8, 5, 0] {
+            let mem: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(29) ^ 0x5a).collect();
+            let want = interp.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
+            let got = vm.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
+            assert_eq!(got, want, "checked: {checked}, {len} bytes");
+        }
+    }
+}

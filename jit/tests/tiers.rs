@@ -130,24 +130,26 @@ fn baseline_code_stays_baseline_code() {
 
 #[test]
 fn programs_the_baseline_does_not_take_go_to_cranelift() {
-    // A legacy packet load (the memory is the packet).
-    let src = "mov %r6, %r1\nldabsb 0\nadd %r0, 35\nexit";
-    // The baseline generator alone: an error that says why.
-    let p = prepared(src, &Helpers::new());
+    // `callx` (here on a helper's id, the conformance suite's convention).
+    let mut h = Helpers::new();
+    h.register_fn(1, "twice", |a, _, _, _, _| a.wrapping_mul(2));
+    let src = "r1 = 21\nr2 = 1\ncallx r2\nexit";
+    // The baseline generator alone: an error that names the call's pc.
+    let p = prepared(src, &h);
     let options = Options {
         tier: Tier::Baseline,
         ..Options::default()
     };
     let e = jit_verified(&verified(&p), options).unwrap_err();
     assert!(
-        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 1")),
+        matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 2")),
         "{e}"
     );
     // Tiered: Cranelift at once.
-    let p = prepared(src, &Helpers::new());
+    let p = prepared(src, &h);
     let code = jit_verified(&verified(&p), tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
-    assert_eq!(Vm::from_prepared(p).run(&mut [7u8; 16]), Ok(42));
+    assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
 }
 
 /// Calls a helper on every byte of the memory and adds the results; a
