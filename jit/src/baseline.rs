@@ -844,24 +844,8 @@ impl Gen<'_> {
         a.shift_ri(true, 4, RCX, STACK_SHIFT);
         a.rr(true, &[0x39], RCX, RAX);
         let ok = a.jcc32(CC_B);
-        // The fault: recorded (pc, code, no value, the frame's r10), then
-        // out of every frame and of the code.
-        let rec = l.record;
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec);
-        a.imm32(pc as i32);
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 8);
-        a.imm32(crate::ctx::FaultCode::CallDepth as i32);
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 16);
-        a.imm32(0);
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, rec + 24);
-        a.imm32(0);
-        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, rec + 32);
-        let status = crate::ctx::STATUS_FAULT_RECORD as i32;
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.status);
-        a.imm32(status);
-        a.mov_ri(false, RDX, status);
-        a.rr(false, &[0x31], RAX, RAX);
-        self.ret();
+        // The fault: recorded, then out of every frame and of the code.
+        self.fault_at(pc, crate::ctx::FaultCode::CallDepth, None);
         let a = &mut self.asm;
         a.here(ok);
         // The deepest frame: max(head.max_depth, depth + 1).

@@ -95,6 +95,21 @@ fn bpf_loop_runs_its_callback_on_baseline_code() {
     assert_eq!(got, want);
 }
 
+/// `p` compiled by the baseline generator alone, checked or verified.
+fn on_baseline(p: &Arc<PreparedProgram>, checked: bool) -> Arc<userbpf_jit::JitProgram> {
+    if checked {
+        userbpf_jit::jit_checked(p, baseline())
+    } else {
+        // SAFETY: the callers' programs touch no memory but through legacy
+        // packet loads (which check their own bounds), and end.
+        jit_verified(
+            &unsafe { Verified::assume_verified(Arc::clone(p)) },
+            baseline(),
+        )
+    }
+    .unwrap()
+}
+
 fn fixture(name: &str) -> Object {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/bpf")
@@ -264,16 +279,7 @@ fn a_poisoned_core_relocation_faults_on_baseline_code_as_in_the_interpreter() {
             Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
         let mut interp = Vm::from_prepared(Arc::clone(&p));
         interp.set_use_compiled(false);
-        let code = if checked {
-            userbpf_jit::jit_checked(&p, baseline())
-        } else {
-            // SAFETY: the program touches no memory and ends.
-            jit_verified(
-                &unsafe { Verified::assume_verified(Arc::clone(&p)) },
-                baseline(),
-            )
-        }
-        .unwrap();
+        let code = on_baseline(&p, checked);
         assert_eq!(code.tier(), CodeTier::Baseline);
         let mut vm = Vm::from_prepared(p);
         for mem in [vec![0u8; 8], vec![1u8; 8]] {
@@ -316,16 +322,7 @@ fn tail_calls_and_packet_loads_leave_baseline_code_as_the_interpreter_does() {
             Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
         let mut interp = Vm::from_prepared(Arc::clone(&p));
         interp.set_use_compiled(false);
-        let code = if checked {
-            userbpf_jit::jit_checked(&p, baseline())
-        } else {
-            // SAFETY: legacy packet loads check their own bounds.
-            jit_verified(
-                &unsafe { Verified::assume_verified(Arc::clone(&p)) },
-                baseline(),
-            )
-        }
-        .unwrap();
+        let code = on_baseline(&p, checked);
         assert_eq!(code.tier(), CodeTier::Baseline);
         let mut vm = Vm::from_prepared(p);
         for len in [16usize, 8, 5, 0] {
