@@ -11,12 +11,15 @@
 //! code: such code is not closed), map lookups (on an array map named by
 //! an `lddw` in the same block, computed inline in verified code, as
 //! Cranelift's is) and `exit`, verified or checked (the checks and budget
-//! of Cranelift's checked code, with the same faults and stops), and in
-//! verified code subprograms: bpf-to-bpf calls (the host's `call`, the
-//! depth tested as Cranelift's code tests it), `bpf_loop`, helpers that
-//! call back, runs that start at a subprogram; tail calls from the first
-//! frame and legacy packet loads (call-outs). Anything else (subprograms
-//! in checked code, tail calls from a subprogram, `callx`, jumps out of the
+//! of Cranelift's checked code, with the same faults and stops), and
+//! subprograms: bpf-to-bpf calls (the host's `call`, the depth tested as
+//! Cranelift's code tests it), `bpf_loop`, helpers that call back, runs
+//! that start at a subprogram; tail calls from the first frame and legacy
+//! packet loads (call-outs). Checked code with subprograms keeps a copy of
+//! its frame data (region cache, context, the frame's stack) per frame and
+//! tests the budget at every stretch that ends with an effect (no budget
+//! points: a run never stops for the interpreter inside a subprogram).
+//! Anything else (tail calls from a subprogram, `callx`, jumps out of the
 //! program) is left to Cranelift ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
 //! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
@@ -310,9 +313,6 @@ pub(crate) fn generate(
     // bpf-to-bpf calls, `bpf_loop` and helpers' callbacks; a run may also
     // start at one (a timer's callback).
     let multi = shape.entries.len() > 1;
-    if multi && checked.is_some() {
-        return Err(Unsupported("subprogram entries in checked code".into()));
-    }
     // Where the first function (the program's own frame) ends.
     let main_end = shape
         .entries
@@ -323,15 +323,12 @@ pub(crate) fn generate(
     if len == 0 {
         return Err(Unsupported("an empty program".into()));
     }
-    let checks = match checked {
-        None => None,
-        Some(trampoline) => Some(Checks {
-            trampoline,
-            points: shape
-                .budget_points()
-                .ok_or_else(|| Unsupported("more than one frame".into()))?,
-        }),
-    };
+    // (With subprograms, no budget points: every block tests the budget,
+    // a `Budget` fault where it runs out.)
+    let checks = checked.map(|trampoline| Checks {
+        trampoline,
+        points: shape.budget_points(),
+    });
     let valid = |t: usize| t < len && shape.insns[t].is_some();
     let mut asm = Asm {
         code: Vec::with_capacity(64 + len * 12),
@@ -385,13 +382,15 @@ pub(crate) fn generate(
         blk_len: 0,
         blk_done: 0,
         frames: multi,
+        fdisp: 0,
     };
     let mut closed = true;
     // A run that starts at a subprogram: to its code (the dispatch at the
     // end).
     let mut to_dispatch = None;
     if multi {
-        g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, CTX, layout.record);
+        let ctx = g.ctx_into(RAX);
+        g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, ctx, layout.record);
         g.asm.rr(true, &[0x85], RAX, RAX);
         to_dispatch = Some(g.asm.jcc32(CC_NE));
     }
@@ -399,10 +398,52 @@ pub(crate) fn generate(
     // Registers known to hold a constant (an `lddw` earlier in the same
     // block, not written since): the map of an inline array lookup.
     let mut consts: [Option<u64>; 11] = [None; 11];
+    // Checked code that tests the budget at every block (no budget
+    // points) charges each stretch that ends with an instruction with
+    // effects (a store, an atomic, a call-out) on its own: when the
+    // budget runs out inside a stretch, the interpreter too stops before
+    // its effect (it ran only instructions without any), at the pc the
+    // fault names.
+    let per_block = g.checks.as_ref().is_some_and(|c| c.points.is_none());
+    let mut charge_at = shape.leaders.clone();
+    if per_block {
+        for (pc, slot) in shape.insns.iter().enumerate() {
+            if let Some((i, class)) = slot {
+                let effect = matches!(class, OpClass::Helper(_) | OpClass::MapLookup(_))
+                    || matches!(
+                        i,
+                        Instruction::LoadPacket { .. }
+                            | Instruction::Store { .. }
+                            | Instruction::Atomic { .. }
+                    );
+                if effect {
+                    charge_at.insert(pc + i.slots());
+                }
+            }
+        }
+    }
+    // Instructions from `pc` to the next place that charges.
+    let span = |pc: usize| -> u64 {
+        let (mut n, mut p) = (0, pc);
+        while let Some(slot) = shape.insns.get(p) {
+            if p != pc && charge_at.contains(&p) {
+                break;
+            }
+            match slot {
+                Some((i, _)) => {
+                    n += 1;
+                    p += i.slots();
+                }
+                None => p += 1,
+            }
+        }
+        n
+    };
     let mut starts = vec![0usize; len];
     let mut fixups: Vec<(usize, usize)> = Vec::new();
     for (pc, slot) in shape.insns.iter().enumerate() {
         starts[pc] = g.asm.code.len();
+        g.fdisp = if pc >= main_end { 8 } else { 0 };
         let Some((insn, class)) = *slot else {
             // The second slot of an lddw: reached only by falling through
             // the lddw, which jumps over it.
@@ -412,8 +453,13 @@ pub(crate) fn generate(
             consts = [None; 11];
         }
         if g.checks.is_some() {
-            if shape.leaders.contains(&pc) {
-                g.charge(shape, pc);
+            if charge_at.contains(&pc) {
+                let n = if per_block {
+                    span(pc)
+                } else {
+                    shape.block_len(pc)
+                };
+                g.charge(pc, n);
             }
             g.blk_done += 1;
             g.check_access(pc, &insn);
@@ -658,9 +704,12 @@ pub(crate) fn generate(
                 // The end of a subprogram: back to its caller's `call`, or
                 // (the run started here: r10 is the entry's) the run's end.
                 let regs10 = layout.regs + 8 * 10;
-                g.asm.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, regs10);
-                g.asm.rr(true, &[0x39], MAP[10], RCX);
+                let ctx = g.ctx_into(RCX);
+                g.asm.rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, regs10);
                 let nested = g.asm.jcc32(CC_NE);
+                if g.checks.is_some() {
+                    g.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, layout.budget);
+                }
                 g.asm.mov_rr(true, RAX, MAP[0]);
                 g.asm.rr(false, &[0x31], RDX, RDX);
                 g.ret();
@@ -670,7 +719,7 @@ pub(crate) fn generate(
             Instruction::Exit => {
                 if g.checks.is_some() {
                     // The budget back into the context.
-                    g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, F_CTX);
+                    g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, g.f(F_CTX));
                     g.asm.rm(Enc::of(&[0x89]).wide(), R15, RAX, layout.budget);
                 }
                 // (r0 in rax, status 0 in rdx)
@@ -698,11 +747,20 @@ pub(crate) fn generate(
         // A run that starts at a subprogram (its pc in rax): jumps to it,
         // whose `exit` ends the run; any other pc is no entry.
         g.asm.here(at);
+        g.fdisp = 0;
+        let mut found = Vec::new();
         for &e in &entries {
             g.asm.alu_ri(true, 7, RAX, e as i32);
-            fixups.push((g.asm.jcc32(CC_E), e));
+            found.push((g.asm.jcc32(CC_E), e));
         }
         g.fault_at(0, crate::ctx::FaultCode::InvalidPc, None);
+        for (at, e) in found {
+            g.asm.here(at);
+            // Checked code: the frame data copied where a subprogram finds
+            // it (past a slot in place of a return address).
+            g.frame_copy(0, 8);
+            fixups.push((g.asm.jmp32(), e));
+        }
     }
     if g.asm.code.len() > i32::MAX as usize {
         return Err(Unsupported("code over 2 GiB".into()));
@@ -739,7 +797,7 @@ pub(crate) struct Layout {
 /// budget is tested.
 struct Checks {
     trampoline: u64,
-    points: std::collections::HashMap<usize, (u64, u16)>,
+    points: Option<std::collections::HashMap<usize, (u64, u16)>>,
 }
 
 // Checked code's frame (below the saved registers): the checks' regions
@@ -753,6 +811,9 @@ const F_STACK_SPAN: i32 = 48;
 const F_R2: i32 = 56;
 const FRAME: i32 = 72;
 const STACK_SIZE: u64 = userbpf_vm::interp::STACK_SIZE as u64;
+/// Bytes of a checked frame's copy of the frame data, with the pad that
+/// keeps a callee's stack aligned as the first frame's.
+const COPY: i32 = FRAME + 8;
 /// log2 of [`STACK_SIZE`].
 const STACK_SHIFT: u8 = STACK_SIZE.trailing_zeros() as u8;
 
@@ -768,6 +829,10 @@ struct Gen<'l> {
     /// Verified code with subprograms: a way out of the run may start in
     /// a frame below the first ([`Gen::ret`] unwinds them).
     frames: bool,
+    /// Checked code: where the frame data is from the stack pointer, past
+    /// its offsets (0 in the first frame; 8 in a subprogram, whose copy
+    /// lies past the return address).
+    fdisp: i32,
 }
 
 impl Gen<'_> {
@@ -784,12 +849,13 @@ impl Gen<'_> {
     fn call_out_with(&mut self, pc: usize, f: u64, five: bool, third: Arg, fourth: Arg) {
         let checked = self.checks.is_some();
         let fp = self.layout.fp;
+        let ctx_at = self.f(F_CTX);
         let a = &mut self.asm;
         // The context (checked code keeps it in its frame), and in it the
         // caller's frame pointer, for the host's checks of stack
         // arguments.
         if checked {
-            a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, F_CTX);
+            a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, ctx_at);
         } else {
             a.mov_rr(true, RAX, CTX);
         }
@@ -829,18 +895,38 @@ impl Gen<'_> {
         }
     }
 
-    /// Verified code, a bpf-to-bpf call at `pc`: a frame more than the
-    /// run may push is a `CallDepth` fault (the depth from r10, a stack
-    /// frame below the entry's per frame), else the deepest frame is noted
-    /// and the caller's r6..r10 saved; r10 moves a stack frame down. The
-    /// `call` follows.
-    fn local_call(&mut self, pc: usize) {
+    /// The frame data's offset `off` from the stack pointer, in the code
+    /// being generated.
+    fn f(&self, off: i32) -> i32 {
+        off + self.fdisp
+    }
+
+    /// The register that holds the context: r15 in verified code; in
+    /// checked code `into`, loaded from the frame data.
+    fn ctx_into(&mut self, into: u8) -> u8 {
+        if self.checks.is_some() {
+            let at = self.f(F_CTX);
+            self.asm.rm(Enc::of(&[0x8b]).wide(), into, RSP, at);
+            into
+        } else {
+            CTX
+        }
+    }
+
+    /// A bpf-to-bpf call at `pc` (the callee's code follows it, after
+    /// [`Gen::frame_copy`]): a frame more than the run may push is a
+    /// `CallDepth` fault (the depth from r10, a stack frame below the
+    /// entry's per frame), else the deepest frame is noted and the
+    /// caller's r6..r10 saved; r10 moves a stack frame down. (rax, rcx
+    /// and, in checked code, rdx are clobbered.)
+    fn frame_push(&mut self, pc: usize) {
         let l = self.layout;
+        let ctx = self.ctx_into(RDX);
         let a = &mut self.asm;
         // rax = bytes of stack frames below the entry's.
-        a.rm(Enc::of(&[0x8b]).wide(), RAX, CTX, l.regs + 8 * 10);
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, ctx, l.regs + 8 * 10);
         a.rr(true, &[0x29], MAP[10], RAX);
-        a.rm(Enc::of(&[0x8b]).wide(), RCX, CTX, l.depth_limit);
+        a.rm(Enc::of(&[0x8b]).wide(), RCX, ctx, l.depth_limit);
         a.shift_ri(true, 4, RCX, STACK_SHIFT);
         a.rr(true, &[0x39], RCX, RAX);
         let ok = a.jcc32(CC_B);
@@ -851,14 +937,46 @@ impl Gen<'_> {
         // The deepest frame: max(head.max_depth, depth + 1).
         a.shift_ri(true, 5, RAX, STACK_SHIFT);
         a.alu_ri(true, 0, RAX, 1);
-        a.rm(Enc::of(&[0x3b]).wide(), RAX, CTX, l.max_depth);
+        a.rm(Enc::of(&[0x3b]).wide(), RAX, ctx, l.max_depth);
         let shallower = a.jcc32(CC_BE);
-        a.rm(Enc::of(&[0x89]).wide(), RAX, CTX, l.max_depth);
+        a.rm(Enc::of(&[0x89]).wide(), RAX, ctx, l.max_depth);
         a.here(shallower);
         for r in [MAP[6], MAP[7], MAP[8], MAP[9], MAP[10]] {
             a.push(r);
         }
         a.alu_ri(true, 5, MAP[10], STACK_SIZE as i32);
+    }
+
+    /// Checked code: room for a frame's copy of the frame data (the
+    /// region cache and the context as the caller's, whose data is
+    /// `above` bytes over the room; the stack from the new r10's frame up)
+    /// at `base` bytes from the new stack pointer, which stays aligned as
+    /// in the first frame. Nothing in verified code.
+    fn frame_copy(&mut self, above: i32, base: i32) {
+        if self.checks.is_none() {
+            return;
+        }
+        let old = COPY + above;
+        let a = &mut self.asm;
+        a.alu_ri(true, 5, RSP, COPY);
+        for w in [F_SEED, F_SEED + 8, F_SEED + 16, F_SEED + 24, F_CTX] {
+            a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, old + w);
+            a.rm(Enc::of(&[0x89]).wide(), RAX, RSP, base + w);
+        }
+        a.rm(Enc::of(&[0x8d]).wide(), RCX, MAP[10], -(STACK_SIZE as i32));
+        a.rm(Enc::of(&[0x89]).wide(), RCX, RSP, base + F_STACK_LO);
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, RAX, self.layout.stack_top);
+        a.rr(true, &[0x29], RCX, RAX);
+        a.rm(Enc::of(&[0x89]).wide(), RAX, RSP, base + F_STACK_SPAN);
+    }
+
+    /// A call's frame set up: [`Gen::frame_push`], then
+    /// [`Gen::frame_copy`] (the caller's data past the pushed registers);
+    /// `call` next.
+    fn local_call(&mut self, pc: usize) {
+        self.frame_push(pc);
+        let above = 40 + self.fdisp;
+        self.frame_copy(above, 0);
     }
 
     /// Verified code: records fault `code` at `pc` (value: `value`'s
@@ -908,7 +1026,10 @@ impl Gen<'_> {
             done.push(self.asm.jmp32());
             self.asm.here(next);
         }
+        // (The frame's copy of the data is at the stack pointer.)
+        let fdisp = std::mem::replace(&mut self.fdisp, 0);
         self.fault_at(pc, crate::ctx::FaultCode::InvalidPc, None);
+        self.fdisp = fdisp;
         for at in done {
             self.asm.here(at);
         }
@@ -959,81 +1080,104 @@ impl Gen<'_> {
         for at in known {
             self.asm.here(at);
         }
-        // One frame for the whole loop (r6..r10 saved, r10 lower; the
-        // callback's pc stays in rdx), then its state below it: the
-        // callback's pc, ctx, the count, the index.
-        self.local_call(pc);
+        // One frame for the whole loop (r6..r10 saved, r10 lower), then
+        // its state: the callback's pc, ctx, the count, the index; checked
+        // code's copy of the frame data below it all.
+        self.frame_push(pc);
+        let above = 40 + 32 + self.fdisp;
         let a = &mut self.asm;
+        a.mov_rr(false, RDX, MAP[2]);
         a.push(RDX);
         a.push(MAP[3]);
         a.push(MAP[1]);
         a.rr(false, &[0x31], RAX, RAX);
         a.push(RAX);
+        self.frame_copy(above, 0);
+        // The state's place from the stack pointer.
+        let st = if self.checks.is_some() { COPY } else { 0 };
+        let a = &mut self.asm;
         let round = a.code.len();
-        a.rm(Enc::of(&[0x8b]).wide(), MAP[1], RSP, 0);
-        a.rm(Enc::of(&[0x8b]).wide(), MAP[2], RSP, 16);
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[1], RSP, st);
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[2], RSP, st + 16);
         for r in [MAP[3], MAP[4], MAP[5]] {
             a.rr(false, &[0x31], r, r);
         }
-        a.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, 24);
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, st + 24);
         self.call_dynamic(pc, entries, fixups);
         let a = &mut self.asm;
         // rax = the index + 1; a non-zero r0 stops with it, else the next
         // round while it is below the count, else the count.
-        a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, 0);
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, st);
         a.alu_ri(true, 0, RAX, 1);
         a.rr(true, &[0x85], MAP[0], MAP[0]);
         let stopped = a.jcc32(CC_NE);
-        a.rm(Enc::of(&[0x3b]).wide(), RAX, RSP, 8);
+        a.rm(Enc::of(&[0x3b]).wide(), RAX, RSP, st + 8);
         let all = a.jcc32(CC_AE);
-        a.rm(Enc::of(&[0x89]).wide(), RAX, RSP, 0);
+        a.rm(Enc::of(&[0x89]).wide(), RAX, RSP, st);
         let back = a.jmp32();
         a.point(back, round);
         a.here(stopped);
         a.mov_rr(true, MAP[0], RAX);
         let to_end = a.jmp32();
         a.here(all);
-        a.rm(Enc::of(&[0x8b]).wide(), MAP[0], RSP, 8);
+        a.rm(Enc::of(&[0x8b]).wide(), MAP[0], RSP, st + 8);
         a.here(to_end);
-        a.alu_ri(true, 0, RSP, 32);
-        self.local_return();
+        a.alu_ri(true, 0, RSP, st + 32);
+        for r in [MAP[10], MAP[9], MAP[8], MAP[7], MAP[6]] {
+            a.pop(r);
+        }
         for at in out {
             self.asm.here(at);
         }
     }
 
-    /// Verified code, after the helper call-out at `pc`: while the helper
-    /// asks for its callback (`STATUS_CALLBACK`), calls it in a frame with
-    /// the arguments it gave, and hands its r0 back (`jit_drive`), whose
+    /// After the helper call-out at `pc`: while the helper asks for its
+    /// callback (`STATUS_CALLBACK`), calls it in a frame with the
+    /// arguments it gave, and hands its r0 back (`jit_drive`), whose
     /// value and status are then the call's.
     fn drive_callbacks(&mut self, pc: usize, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
         let l = self.layout;
+        let checked = self.checks.is_some();
         let again = self.asm.code.len();
-        self.asm.rm(Enc::of(&[0x81]).wide(), 7, CTX, l.status);
+        let ctx = self.ctx_into(RCX);
+        self.asm.rm(Enc::of(&[0x81]).wide(), 7, ctx, l.status);
         self.asm.imm32(crate::ctx::STATUS_CALLBACK as i32);
         let not_cb = self.asm.jcc32(CC_NE);
         self.local_call(pc);
+        // (The context from the new frame's copy in checked code.)
+        let ctx = if checked {
+            self.asm.rm(Enc::of(&[0x8b]).wide(), RCX, RSP, F_CTX);
+            RCX
+        } else {
+            CTX
+        };
         let a = &mut self.asm;
         for (i, r) in [MAP[1], MAP[2], MAP[3], MAP[4], MAP[5]]
             .into_iter()
             .enumerate()
         {
-            a.rm(Enc::of(&[0x8b]).wide(), r, CTX, l.cb_args + 8 * i as i32);
+            a.rm(Enc::of(&[0x8b]).wide(), r, ctx, l.cb_args + 8 * i as i32);
         }
-        a.rm(Enc::of(&[0x8b]).wide(), RDX, CTX, l.cb_target);
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, ctx, l.cb_target);
         self.call_dynamic(pc, entries, fixups);
         self.local_return();
-        let a = &mut self.asm;
         // jit_drive(ctx, pc, r0), the caller's frame pointer noted; r6 (in
-        // a caller-saved register) kept, which also aligns the stack for
-        // the call.
-        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, l.fp);
+        // a caller-saved register) kept; the stack aligned for the call.
+        let ctx = self.ctx_into(RDI);
+        let a = &mut self.asm;
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], ctx, l.fp);
         a.push(MAP[6]);
-        a.mov_rr(true, RDI, CTX);
+        if checked {
+            a.alu_ri(true, 5, RSP, 8);
+        }
+        a.mov_rr(true, RDI, ctx);
         a.mov_ri(false, RSI, pc as i32);
         a.mov_rr(true, RDX, MAP[0]);
         a.mov_ri64(RAX, crate::ctx::jit_drive as *const () as u64);
         a.bytes(&[0xff, 0xd0]); // call rax
+        if checked {
+            a.alu_ri(true, 0, RSP, 8);
+        }
         a.pop(MAP[6]);
         let back = a.jmp32();
         a.point(back, again);
@@ -1050,7 +1194,8 @@ impl Gen<'_> {
         self.asm.rr(true, &[0x85], RAX, RAX);
         let not_taken = self.asm.jcc32(CC_E);
         let ctx = if self.checks.is_some() {
-            self.asm.rm(Enc::of(&[0x8b]).wide(), RCX, RSP, F_CTX);
+            self.asm
+                .rm(Enc::of(&[0x8b]).wide(), RCX, RSP, self.f(F_CTX));
             RCX
         } else {
             CTX
@@ -1074,6 +1219,9 @@ impl Gen<'_> {
     /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is
     /// the callee's; r1..r5 are unreadable).
     fn local_return(&mut self) {
+        if self.checks.is_some() {
+            self.asm.alu_ri(true, 0, RSP, COPY);
+        }
         for r in [MAP[10], MAP[9], MAP[8], MAP[7], MAP[6]] {
             self.asm.pop(r);
         }
@@ -1086,7 +1234,8 @@ impl Gen<'_> {
     fn leave_on_status(&mut self) {
         let status = self.layout.status;
         let ctx = if self.checks.is_some() {
-            self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+            self.asm
+                .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
             RDX
         } else {
             CTX
@@ -1129,14 +1278,14 @@ impl Gen<'_> {
 
     /// Restores the saved registers and returns.
     fn ret(&mut self) {
-        if self.checks.is_some() {
-            self.asm.alu_ri(true, 0, RSP, FRAME);
-        }
         if self.frames {
             // Out of every frame below the first: the stack pointer of the
             // entry, after the saved registers.
+            let ctx = self.ctx_into(RCX);
             self.asm
-                .rm(Enc::of(&[0x8b]).wide(), RSP, CTX, self.layout.frames);
+                .rm(Enc::of(&[0x8b]).wide(), RSP, ctx, self.layout.frames);
+        } else if self.checks.is_some() {
+            self.asm.alu_ri(true, 0, RSP, FRAME);
         }
         for r in SAVED.iter().rev() {
             self.asm.pop(*r);
@@ -1154,20 +1303,32 @@ impl Gen<'_> {
 
     /// Charges the block at leader `pc`; at a budget point, first stops
     /// for the interpreter if the budget may run out before the next one.
-    fn charge(&mut self, shape: &Shape, pc: usize) {
-        self.blk_len = shape.block_len(pc);
+    fn charge(&mut self, pc: usize, len: u64) {
+        self.blk_len = len;
         self.blk_done = 0;
+        if self.checks.as_ref().is_some_and(|c| c.points.is_none()) {
+            // Every block tests the budget: short of it, a `Budget` fault
+            // (the budget before as its value, none left).
+            let n = i32::try_from(self.blk_len).unwrap_or(i32::MAX);
+            self.asm.alu_ri(true, 7, R15, n);
+            let enough = self.asm.jcc32(CC_AE);
+            self.asm.mov_rr(true, RAX, R15);
+            self.asm.rr(false, &[0x31], R15, R15);
+            self.fault_record(pc, crate::ctx::FaultCode::Budget, 0);
+            self.asm.here(enough);
+        }
         let point = self
             .checks
             .as_ref()
-            .and_then(|c| c.points.get(&pc).copied());
+            .and_then(|c| c.points.as_ref()?.get(&pc).copied());
         if let Some((most, live)) = point {
             let most = i32::try_from(most).unwrap_or(i32::MAX);
             self.asm.alu_ri(true, 7, R15, most);
             let enough = self.asm.jcc32(CC_AE);
             // Stop: the live registers and the budget into the context,
             // (pc, STATUS_RESUME) back.
-            self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+            self.asm
+                .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
             for i in (0..11).filter(|i| live & 1 << i != 0) {
                 self.asm.rm(
                     Enc::of(&[0x89]).wide(),
@@ -1192,7 +1353,8 @@ impl Gen<'_> {
     /// and returns its status, the budget as the interpreter leaves it.
     fn fault_record(&mut self, pc: usize, code: crate::ctx::FaultCode, len: u64) {
         let (rec, l) = (self.layout.record, self.layout);
-        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm
+            .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
         self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec);
         self.asm.imm32(pc as i32);
         self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec + 8);
@@ -1204,7 +1366,12 @@ impl Gen<'_> {
         let status = crate::ctx::STATUS_FAULT_RECORD as i32;
         self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, l.status);
         self.asm.imm32(status);
-        self.budget_here(RCX);
+        if matches!(code, crate::ctx::FaultCode::Budget) {
+            // (A budget fault has spent the budget.)
+            self.asm.mov_rr(true, RCX, R15);
+        } else {
+            self.budget_here(RCX);
+        }
         self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
         self.asm.mov_ri(false, RDX, status);
         self.asm.rr(false, &[0x31], RAX, RAX);
@@ -1233,17 +1400,20 @@ impl Gen<'_> {
                 self.asm.mov_rr(true, RCX, RAX);
                 if stack {
                     // addr - lo <= span - len
-                    self.asm.rm(Enc::of(&[0x2b]).wide(), RCX, RSP, F_STACK_LO);
-                    self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_STACK_SPAN);
+                    self.asm
+                        .rm(Enc::of(&[0x2b]).wide(), RCX, RSP, self.f(F_STACK_LO));
+                    self.asm
+                        .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_STACK_SPAN));
                     self.asm.alu_ri(true, 5, RDX, len as i32);
                     self.asm.rr(true, &[0x39], RDX, RCX);
                     oks.push(self.asm.jcc32(CC_BE));
                 } else {
                     // addr - lo < limit + (8 - len)
                     let at = if write { 16 } else { 0 };
-                    self.asm.rm(Enc::of(&[0x2b]).wide(), RCX, RSP, F_SEED + at);
                     self.asm
-                        .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_SEED + at + 8);
+                        .rm(Enc::of(&[0x2b]).wide(), RCX, RSP, self.f(F_SEED + at));
+                    self.asm
+                        .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_SEED + at + 8));
                     if len < 8 {
                         self.asm.alu_ri(true, 0, RDX, 8 - len as i32);
                     }
@@ -1259,7 +1429,8 @@ impl Gen<'_> {
             self.layout,
             self.checks.as_ref().map_or(0, |c| c.trampoline),
         );
-        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm
+            .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
         self.asm.rm(Enc::of(&[0x89]).wide(), MAP[10], RDX, l.fp);
         self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, l.record);
         self.asm.imm32(pc as i32);
@@ -1268,12 +1439,13 @@ impl Gen<'_> {
         self.asm.mov_ri64(RCX, len | u64::from(write) << 32);
         self.asm
             .rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.record + 24);
-        self.asm.rm(Enc::of(&[0x89]).wide(), RDI, RSP, F_R2);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RDI, RSP, self.f(F_R2));
         self.asm.mov_rr(true, RDI, RDX);
         self.asm.mov_ri64(RAX, tramp);
         self.asm.bytes(&[0xff, 0xd0]); // call rax
-        self.asm.rm(Enc::of(&[0x8b]).wide(), RDI, RSP, F_R2);
-        self.asm.rm(Enc::of(&[0x8b]).wide(), RDX, RSP, F_CTX);
+        self.asm.rm(Enc::of(&[0x8b]).wide(), RDI, RSP, self.f(F_R2));
+        self.asm
+            .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
         self.asm.rm(Enc::of(&[0x83]).wide(), 7, RDX, l.status);
         self.asm.byte(0);
         let allowed = self.asm.jcc32(CC_E);
@@ -1291,7 +1463,7 @@ impl Gen<'_> {
             self.asm
                 .rm(Enc::of(&[0x8b]).wide(), RCX, RDX, l.seed + 8 * i);
             self.asm
-                .rm(Enc::of(&[0x89]).wide(), RCX, RSP, F_SEED + 8 * i);
+                .rm(Enc::of(&[0x89]).wide(), RCX, RSP, self.f(F_SEED + 8 * i));
         }
         for at in ok_jumps {
             self.asm.here(at);

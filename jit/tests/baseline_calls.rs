@@ -333,3 +333,78 @@ fn tail_calls_and_packet_loads_leave_baseline_code_as_the_interpreter_does() {
         }
     }
 }
+
+/// Program `name` of `file` checked with `budget`, on fresh maps: native
+/// (baseline code) or interpreted.
+fn checked_object_vm(file: &str, name: &str, budget: u64, native: bool) -> (Vm, Arc<MapSet>) {
+    let obj = fixture(file);
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let config = Config {
+        budget: Some(budget),
+    };
+    let mut vm = set
+        .vm_for_object(&obj, name, &Helpers::new(), config)
+        .unwrap();
+    if native {
+        let code = userbpf_jit::jit_checked(vm.prepared(), baseline()).unwrap();
+        assert_eq!(code.tier(), CodeTier::Baseline);
+    } else {
+        vm.set_use_compiled(false);
+    }
+    (vm, set)
+}
+
+#[test]
+fn checked_subprograms_stop_where_the_interpreter_stops_for_every_budget() {
+    // Calls, bpf_loop's callbacks and a helper's callbacks charge the
+    // budget as the interpreter does: with every budget from none to
+    // enough, the same fault (or result), instruction count, context and
+    // maps.
+    let walk_ctx = {
+        let mut ctx = vec![0u8; 48];
+        ctx[..4].copy_from_slice(&5u32.to_le_bytes());
+        ctx[4..8].copy_from_slice(&3u32.to_le_bytes());
+        ctx
+    };
+    let hist_ctx = {
+        let mut ctx = Vec::new();
+        for v in [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5] {
+            ctx.extend_from_slice(&v.to_le_bytes());
+        }
+        ctx.extend_from_slice(&16u32.to_le_bytes());
+        ctx.extend_from_slice(&0u32.to_le_bytes());
+        ctx
+    };
+    // (A walk over a hash map stopped midway has changed the elements
+    // its order reached first: the two runs' maps hash differently, so
+    // only whole walks leave the same maps.)
+    for (file, name, ctx, partial_maps) in [
+        ("calls.bpf.o", "calls", vec![3u8; 24], true),
+        ("loop.bpf.o", "histogram", hist_ctx, true),
+        ("foreach.bpf.o", "walk", walk_ctx, false),
+    ] {
+        let run = |budget: u64, native: bool| {
+            let (mut vm, set) = checked_object_vm(file, name, budget, native);
+            let mut c = ctx.clone();
+            let r = vm.run(&mut c).map_err(|f| (f.pc, f.kind));
+            let maps = (partial_maps || r.is_ok()).then(|| map_contents(&set));
+            (r, vm.last_insn_count(), c, maps)
+        };
+        let full = run(1 << 30, false);
+        assert!(full.0.is_ok(), "{file}:{name}: {:?}", full.0);
+        for budget in (1..=full.1 + 1).chain([1 << 30]) {
+            assert!(
+                run(budget, true) == run(budget, false),
+                "{file}:{name}, budget {budget}: {:?} against {:?}",
+                {
+                    let r = run(budget, true);
+                    (r.0, r.1, r.2)
+                },
+                {
+                    let r = run(budget, false);
+                    (r.0, r.1, r.2)
+                }
+            );
+        }
+    }
+}

@@ -349,8 +349,34 @@ fn bpf_to_bpf_calls_run_on_baseline_code() {
     for _ in 0..3 {
         assert_eq!(vm.run(&mut []).map_err(|f| (f.pc, f.kind)), want);
     }
-    // Checked code with subprograms stays Cranelift's.
-    let p = prepared(CALLS, &Helpers::new());
-    let e = jit_checked(&p, baseline).unwrap_err();
-    assert!(matches!(e, JitError::Baseline { .. }), "{e}");
+    // Checked code with subprograms: every block tests the budget (a
+    // helper call ends what a test covers); runs with every budget from
+    // ample to none stop where the interpreter stops (fault, pc,
+    // instructions), a helper failing at the last instruction the budget
+    // allows included.
+    let with_budget = |src: &str, budget: u64, native: bool| {
+        let program = Program::new("budget", assemble(src).unwrap()).unwrap();
+        let config = Config {
+            budget: Some(budget),
+        };
+        let p = Arc::new(PreparedProgram::new(&program, &helpers(), config).unwrap());
+        if native {
+            let code = jit_checked(&p, baseline).unwrap();
+            assert_eq!(code.tier(), CodeTier::Baseline);
+        }
+        let mut vm = Vm::from_prepared(p);
+        let r = vm.run(&mut []).map_err(|f| (f.pc, f.kind));
+        (r, vm.last_insn_count())
+    };
+    let flat = "mov %r1, 0xff\ncall 0x100\nexit";
+    for src in [flat, CALLS, failing] {
+        let (_, count) = with_budget(src, 1 << 20, false);
+        for budget in [1 << 20].into_iter().chain(1..=count + 1) {
+            assert_eq!(
+                with_budget(src, budget, true),
+                with_budget(src, budget, false),
+                "budget {budget}:\n{src}"
+            );
+        }
+    }
 }
