@@ -320,6 +320,40 @@ pub(crate) fn generate(
         .copied()
         .find(|&e| e > 0)
         .unwrap_or(len);
+    // Every function stays in itself (as the verifier demands; checked
+    // code may break it): no jump lands in another function, none falls
+    // off its end into the next. (Each function's code assumes its own
+    // frame.)
+    {
+        let function = |pc: usize| shape.entries.range(..=pc).next_back().copied();
+        for (pc, slot) in shape.insns.iter().enumerate() {
+            let Some((i, class)) = slot else { continue };
+            // (The first function is never called: its `exit` ends the
+            // run.)
+            let to_first = match class {
+                OpClass::Local(t) => *t == 0,
+                OpClass::LoadImm(v) => prog.callback_target(*v) == Some(0),
+                _ => false,
+            };
+            if to_first {
+                return Err(unsupported(pc, "a call of the program's first function"));
+            }
+            if let Some(rel) = i.jump_offset() {
+                let t = target(pc, rel);
+                if t < len && function(t) != function(pc) {
+                    return Err(unsupported(pc, "a jump into another function"));
+                }
+            }
+            let next = pc + i.slots();
+            let ends = matches!(
+                i,
+                Instruction::Exit | Instruction::Ja { .. } | Instruction::JaLong { .. }
+            );
+            if !ends && next < len && shape.entries.contains(&next) {
+                return Err(unsupported(pc, "falls into the next function"));
+            }
+        }
+    }
     if len == 0 {
         return Err(Unsupported("an empty program".into()));
     }

@@ -150,6 +150,47 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
     let code = jit_verified(&verified(&p), tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
     assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
+    // Checked code whose control leaves a function otherwise than by a
+    // call (a jump into another function, a fall into the next one, a
+    // call of the first function): each function's code assumes its own
+    // frame, so these are Cranelift's too, and run as the interpreter
+    // runs them.
+    let first_called = {
+        // (f calls pc 0: its call's offset patched.)
+        let mut insns = assemble(
+            "mov %r0, 1\njne %r1, 0, out\nmov %r1, 1\ncall local f\nout:\nexit\nf:\ncall local f\nexit",
+        )
+        .unwrap();
+        insns[5].imm = -6;
+        insns
+    };
+    for insns in [
+        assemble("mov %r0, 1\njeq %r1, 0, g\ncall local f\nexit\nf:\nmov %r0, 2\ng:\nexit")
+            .unwrap(),
+        assemble("mov %r0, 1\ncall local f\nmov %r0, 5\nf:\nmov %r0, 2\nexit").unwrap(),
+        first_called,
+    ] {
+        let src = userbpf_vm::disasm::disassemble(&insns).unwrap_or_default();
+        let program = Program::new("cross", insns).unwrap();
+        let p = Arc::new(
+            PreparedProgram::new(&program, &Helpers::new(), Config { budget: Some(1000) }).unwrap(),
+        );
+        let e = jit_checked(&p, options).unwrap_err();
+        assert!(matches!(e, JitError::Baseline { .. }), "{e}\n{src}");
+        let mut interp = Vm::from_prepared(Arc::clone(&p));
+        interp.set_use_compiled(false);
+        let code = jit_checked(&p, tiered()).unwrap();
+        assert_eq!(code.tier(), CodeTier::Optimized);
+        let mut vm = Vm::from_prepared(p);
+        for mem in [vec![0u8; 8], vec![]] {
+            let want = interp.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
+            assert_eq!(
+                vm.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind)),
+                want,
+                "{src}"
+            );
+        }
+    }
 }
 
 /// Calls a helper on every byte of the memory and adds the results; a
