@@ -14,13 +14,14 @@
 //! of Cranelift's checked code, with the same faults and stops), and
 //! subprograms: bpf-to-bpf calls (the host's `call`, the depth tested as
 //! Cranelift's code tests it), `bpf_loop`, helpers that call back, runs
-//! that start at a subprogram; tail calls from the first frame and legacy
-//! packet loads (call-outs). Checked code with subprograms keeps a copy of
+//! that start at a subprogram; tail calls and legacy packet loads
+//! (call-outs). Checked code with subprograms keeps a copy of
 //! its frame data (region cache, context, the frame's stack) per frame and
 //! tests the budget at every stretch that ends with an effect (no budget
 //! points: a run never stops for the interpreter inside a subprogram).
-//! Anything else (tail calls from a subprogram, `callx`, jumps out of the
-//! program) is left to Cranelift ([`Unsupported`]). The
+//! Anything else (`callx`, control that leaves a function otherwise than
+//! by a call, jumps out of the program) is left to Cranelift
+//! ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
 //! `(context, entry pc, r1, r2, r3, r4) -> (r0, status)`, the other
 //! registers read from the context's head; division and modulo by zero and
@@ -281,6 +282,8 @@ enum Arg {
     Reg(u8),
     RegPlus(u8, i32),
     Imm(i32),
+    /// The frames below the entry's (computed from the context in rax).
+    Depth,
 }
 
 /// Registers saved by the code (callee-saved in the C convention).
@@ -390,6 +393,17 @@ pub(crate) fn generate(
             MAP[i],
             RAX,
             layout.regs + 8 * i as i32,
+        );
+    }
+    if multi {
+        // The entry's r10 (frames below it are a stack frame lower each),
+        // kept where a tail call from a subprogram, which stores every
+        // register into the context, leaves it.
+        asm.rm(
+            Enc::of(&[0x89]).wide(),
+            MAP[10],
+            RAX,
+            layout.frames + ENTRY_R10,
         );
     }
     if checks.is_some() {
@@ -541,10 +555,12 @@ pub(crate) fn generate(
                 g.local_return();
                 continue;
             }
-            // In the first frame only (one from a subprogram hands its
-            // frames to the target: Cranelift's).
-            OpClass::TailCall if pc < main_end => {
-                g.tail_call(pc);
+            OpClass::TailCall => {
+                if pc < main_end {
+                    g.tail_call(pc);
+                } else {
+                    g.tail_call_in_subprogram(pc);
+                }
                 closed = false;
                 continue;
             }
@@ -737,9 +753,9 @@ pub(crate) fn generate(
             Instruction::Exit if pc >= main_end => {
                 // The end of a subprogram: back to its caller's `call`, or
                 // (the run started here: r10 is the entry's) the run's end.
-                let regs10 = layout.regs + 8 * 10;
                 let ctx = g.ctx_into(RCX);
-                g.asm.rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, regs10);
+                let entry_r10 = layout.frames + ENTRY_R10;
+                g.asm.rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, entry_r10);
                 let nested = g.asm.jcc32(CC_NE);
                 if g.checks.is_some() {
                     g.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, layout.budget);
@@ -771,7 +787,7 @@ pub(crate) fn generate(
                 };
                 let f = crate::ctx::jit_packet_load as *const () as u64;
                 let len = size_len(size) as i32;
-                g.call_out_with(pc, f, false, off, Arg::Imm(len));
+                g.call_out_with(pc, f, false, off, Arg::Imm(len), Arg::Reg(R8));
                 g.leave_on_status();
                 closed = false;
             }
@@ -845,6 +861,9 @@ const F_STACK_SPAN: i32 = 48;
 const F_R2: i32 = 56;
 const FRAME: i32 = 72;
 const STACK_SIZE: u64 = userbpf_vm::interp::STACK_SIZE as u64;
+/// Where the entry's r10 is kept in the baseline code's scratch
+/// ([`Layout::frames`]; the entry's stack pointer is at 0).
+const ENTRY_R10: i32 = 8;
 /// Bytes of a checked frame's copy of the frame data, with the pad that
 /// keeps a callee's stack aligned as the first frame's.
 const COPY: i32 = FRAME + 8;
@@ -875,13 +894,24 @@ impl Gen<'_> {
     /// its value in rax; r1..r6 (in caller-saved registers) as they were,
     /// r0, r7..r10 and the budget in callee-saved ones.
     fn call_out(&mut self, pc: usize, f: u64, five: bool) {
-        self.call_out_with(pc, f, five, Arg::Reg(MAP[1]), Arg::Reg(MAP[2]));
+        let (r1, r2, r3) = (Arg::Reg(MAP[1]), Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
+        self.call_out_with(pc, f, five, r1, r2, r3);
     }
 
-    /// [`Gen::call_out`] with `third` and `fourth` as the call-out's
-    /// third and fourth arguments.
-    fn call_out_with(&mut self, pc: usize, f: u64, five: bool, third: Arg, fourth: Arg) {
+    /// [`Gen::call_out`] with `third`, `fourth` and `fifth` as the
+    /// call-out's third to fifth arguments (r1 and r2 are read before
+    /// rdi and rsi take the first two).
+    fn call_out_with(
+        &mut self,
+        pc: usize,
+        f: u64,
+        five: bool,
+        third: Arg,
+        fourth: Arg,
+        fifth: Arg,
+    ) {
         let checked = self.checks.is_some();
+        let entry_r10 = self.layout.frames + ENTRY_R10;
         let fp = self.layout.fp;
         let ctx_at = self.f(F_CTX);
         let a = &mut self.asm;
@@ -909,11 +939,17 @@ impl Gen<'_> {
         if five {
             a.push(MAP[5]);
         }
-        for (into, arg) in [(RDX, third), (RCX, fourth)] {
+        for (into, arg) in [(RDX, third), (RCX, fourth), (R8, fifth)] {
             match arg {
+                Arg::Reg(r) if r == into => {}
                 Arg::Reg(r) => a.mov_rr(true, into, r),
                 Arg::RegPlus(r, k) => a.rm(Enc::of(&[0x8d]).wide(), into, r, k),
                 Arg::Imm(k) => a.mov_ri(true, into, k),
+                Arg::Depth => {
+                    a.rm(Enc::of(&[0x8b]).wide(), into, RAX, entry_r10);
+                    a.rr(true, &[0x29], MAP[10], into);
+                    a.shift_ri(true, 5, into, STACK_SHIFT);
+                }
             }
         }
         a.mov_rr(true, RDI, RAX);
@@ -958,7 +994,7 @@ impl Gen<'_> {
         let ctx = self.ctx_into(RDX);
         let a = &mut self.asm;
         // rax = bytes of stack frames below the entry's.
-        a.rm(Enc::of(&[0x8b]).wide(), RAX, ctx, l.regs + 8 * 10);
+        a.rm(Enc::of(&[0x8b]).wide(), RAX, ctx, l.frames + ENTRY_R10);
         a.rr(true, &[0x29], MAP[10], RAX);
         a.rm(Enc::of(&[0x8b]).wide(), RCX, ctx, l.depth_limit);
         a.shift_ri(true, 4, RCX, STACK_SHIFT);
@@ -1224,7 +1260,8 @@ impl Gen<'_> {
     /// -ENOENT and on.
     fn tail_call(&mut self, pc: usize) {
         let f = crate::ctx::jit_tail_call as *const () as u64;
-        self.call_out_with(pc, f, false, Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
+        let (r2, r3) = (Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
+        self.call_out_with(pc, f, false, r2, r3, Arg::Reg(R8));
         self.asm.rr(true, &[0x85], RAX, RAX);
         let not_taken = self.asm.jcc32(CC_E);
         let ctx = if self.checks.is_some() {
@@ -1248,6 +1285,59 @@ impl Gen<'_> {
         self.ret();
         self.asm.here(not_taken);
         self.asm.mov_ri(true, MAP[0], -libc::ENOENT);
+    }
+
+    /// `bpf_tail_call` at `pc` in a subprogram: in a run that started
+    /// there, as from the first frame ([`Gen::tail_call`]); in a frame
+    /// below it, the host runs the target in place of this function
+    /// (every register and the budget handed over through the context,
+    /// the budget taken back): taken, its r0 is this function's, which
+    /// returns; not taken, r0 = -ENOENT and on; a fault leaves the run.
+    fn tail_call_in_subprogram(&mut self, pc: usize) {
+        let l = self.layout;
+        let checked = self.checks.is_some();
+        let ctx = self.ctx_into(RCX);
+        self.asm
+            .rm(Enc::of(&[0x8b]).wide(), RAX, ctx, l.frames + ENTRY_R10);
+        self.asm.rr(true, &[0x39], MAP[10], RAX);
+        let nested = self.asm.jcc32(CC_NE);
+        self.tail_call(pc);
+        let done = self.asm.jmp32();
+        self.asm.here(nested);
+        let ctx = self.ctx_into(RCX);
+        for (i, r) in MAP.iter().enumerate() {
+            self.asm
+                .rm(Enc::of(&[0x89]).wide(), *r, ctx, l.regs + 8 * i as i32);
+        }
+        if checked {
+            self.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, l.budget);
+        }
+        let f = crate::ctx::jit_tail_call_nested as *const () as u64;
+        let (r2, r3) = (Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
+        self.call_out_with(pc, f, false, r2, r3, Arg::Depth);
+        let ctx = self.ctx_into(RCX);
+        if checked {
+            self.asm.rm(Enc::of(&[0x8b]).wide(), R15, ctx, l.budget);
+        }
+        let a = &mut self.asm;
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, ctx, l.status);
+        a.rr(true, &[0x85], RDX, RDX);
+        let fall = a.jcc32(CC_E);
+        a.alu_ri(true, 7, RDX, crate::ctx::STATUS_RETURN as i32);
+        let failed = a.jcc32(CC_NE);
+        // Taken: the target's r0, back to this function's caller.
+        a.mov_rr(true, MAP[0], RAX);
+        a.byte(0xc3);
+        a.here(failed);
+        if checked {
+            a.rm(Enc::of(&[0x89]).wide(), R15, ctx, l.budget);
+        }
+        a.rm(Enc::of(&[0x8b]).wide(), RDX, ctx, l.status);
+        self.ret();
+        let a = &mut self.asm;
+        a.here(fall);
+        a.mov_ri(true, MAP[0], -libc::ENOENT);
+        a.here(done);
     }
 
     /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is

@@ -205,8 +205,9 @@ pub enum Tier {
     Optimized,
     /// The baseline generator only (a single pass, each BPF register in a
     /// fixed host register): native code in well under a microsecond per
-    /// instruction. Programs it does not take (tail calls from a
-    /// subprogram, `callx`) are a [`JitError::Baseline`].
+    /// instruction. Programs it does not take (`callx`, control that
+    /// leaves a function otherwise than by a call) are a
+    /// [`JitError::Baseline`].
     Baseline,
     /// The baseline code at once, and Cranelift's in the background: runs
     /// switch to it when it is in ([`JitProgram::wait_optimized`]).

@@ -408,3 +408,58 @@ fn checked_subprograms_stop_where_the_interpreter_stops_for_every_budget() {
         }
     }
 }
+
+/// A program array whose one slot (map 0xa77a, index 0) is `self.0`.
+struct Array(Arc<PreparedProgram>);
+
+impl userbpf_vm::interp::ProgramArray for Array {
+    fn get(&self, map: u64, index: u32) -> Option<Arc<PreparedProgram>> {
+        (map == 0xa77a && index == 0).then(|| Arc::clone(&self.0))
+    }
+}
+
+#[test]
+fn verified_tail_calls_from_a_subprogram_return_the_targets_r0() {
+    // f tail-calls the target (index 0) or falls through (index 1); the
+    // caller adds 1 to whatever f returns.
+    let target = "mov %r0, 41\nexit";
+    let entry = "
+        mov %r6, %r1
+        call local f
+        add %r0, 1
+        exit
+    f:
+        ldxw %r3, [%r6+0]
+        lddw %r2, 0xa77a
+        call 12
+        mov %r0, 100
+        exit";
+    let prepare = |src: &str| {
+        let program = Program::new("tail", assemble(src).unwrap()).unwrap();
+        Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap())
+    };
+    for index in [0u32, 1] {
+        let run = |native: bool| {
+            let (t, e) = (prepare(target), prepare(entry));
+            if native {
+                for p in [&t, &e] {
+                    // SAFETY: the programs read the 4-byte context and end.
+                    let v = unsafe { Verified::assume_verified(Arc::clone(p)) };
+                    assert_eq!(
+                        jit_verified(&v, baseline()).unwrap().tier(),
+                        CodeTier::Baseline
+                    );
+                }
+            }
+            let mut vm = Vm::from_prepared(e);
+            if !native {
+                vm.set_use_compiled(false);
+            }
+            vm.set_program_array(Some(Arc::new(Array(t))));
+            vm.run(&mut index.to_le_bytes()).map_err(|f| (f.pc, f.kind))
+        };
+        let want = run(false);
+        assert_eq!(want, Ok(if index == 0 { 42 } else { 101 }));
+        assert_eq!(run(true), want, "index {index}");
+    }
+}
