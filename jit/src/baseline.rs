@@ -19,7 +19,8 @@
 //! its frame data (region cache, context, the frame's stack) per frame and
 //! tests the budget at every stretch that ends with an effect (no budget
 //! points: a run never stops for the interpreter inside a subprogram).
-//! Anything else (`callx`, control that leaves a function otherwise than
+//! `callx` in verified code (the verifier knows its target). Anything else
+//! (`callx` in checked code, control that leaves a function otherwise than
 //! by a call, jumps out of the program) is left to Cranelift
 //! ([`Unsupported`]). The
 //! code follows the compiled-program convention of the Cranelift code:
@@ -588,6 +589,16 @@ pub(crate) fn generate(
                         g.leave_on_status();
                         closed = false;
                     }
+                }
+                continue;
+            }
+            // Verified code only (the verifier knows the target: a
+            // subprogram or a helper's id); checked code may forge an
+            // address of the first function, which this code cannot call.
+            OpClass::CallX if g.checks.is_none() => {
+                if let Instruction::CallX { reg } = insn {
+                    g.callx(pc, host(reg), &entries, &mut fixups);
+                    closed = false;
                 }
                 continue;
             }
@@ -1338,6 +1349,61 @@ impl Gen<'_> {
         a.here(fall);
         a.mov_ri(true, MAP[0], -libc::ENOENT);
         a.here(done);
+    }
+
+    /// Verified code, `callx` at `pc` on `v`: a subprogram's address calls
+    /// it in a frame (as a bpf-to-bpf call; not one of this program's: a
+    /// `BadCallTarget` fault); anything else is a helper's id, called
+    /// with r1..r5 (as the interpreter's `callx`).
+    fn callx(&mut self, pc: usize, v: u8, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
+        let l = self.layout;
+        let a = &mut self.asm;
+        a.mov_rr(true, RDX, v);
+        a.shift_ri(true, 5, RDX, 32);
+        a.alu_ri(
+            false,
+            7,
+            RDX,
+            (userbpf_vm::interp::FUNC_ADDR_TAG >> 32) as u32 as i32,
+        );
+        let helper = a.jcc32(CC_NE);
+        a.mov_rr(false, RDX, v);
+        let mut known = Vec::new();
+        for &e in entries {
+            a.alu_ri(true, 7, RDX, e as i32);
+            known.push(a.jcc32(CC_E));
+        }
+        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(v));
+        for at in known {
+            self.asm.here(at);
+        }
+        self.local_call(pc);
+        self.call_dynamic(pc, entries, fixups);
+        self.local_return();
+        let done = self.asm.jmp32();
+        // A helper's id: jit_callx_helper(ctx, pc, id, &[r1..r5]), r1..r6
+        // kept (pushed so that r1..r5 lie in order from the stack pointer,
+        // past a pad that aligns the call).
+        let a = &mut self.asm;
+        a.here(helper);
+        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, l.fp);
+        for r in [MAP[6], MAP[5], MAP[4], MAP[3], MAP[2], MAP[1]] {
+            a.push(r);
+        }
+        a.mov_rr(true, RDX, v);
+        a.mov_rr(true, RCX, RSP);
+        a.alu_ri(true, 5, RSP, 8);
+        a.mov_rr(true, RDI, CTX);
+        a.mov_ri(false, RSI, pc as i32);
+        a.mov_ri64(RAX, crate::ctx::jit_callx_helper as *const () as u64);
+        a.bytes(&[0xff, 0xd0]); // call rax
+        a.alu_ri(true, 0, RSP, 8);
+        for r in [MAP[1], MAP[2], MAP[3], MAP[4], MAP[5], MAP[6]] {
+            a.pop(r);
+        }
+        self.drive_callbacks(pc, entries, fixups);
+        self.leave_on_status();
+        self.asm.here(done);
     }
 
     /// After a bpf-to-bpf call returned: the caller's r6..r10 back (r0 is

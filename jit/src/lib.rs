@@ -205,8 +205,8 @@ pub enum Tier {
     Optimized,
     /// The baseline generator only (a single pass, each BPF register in a
     /// fixed host register): native code in well under a microsecond per
-    /// instruction. Programs it does not take (`callx`, control that
-    /// leaves a function otherwise than by a call) are a
+    /// instruction. Programs it does not take (`callx` in checked code,
+    /// control that leaves a function otherwise than by a call) are a
     /// [`JitError::Baseline`].
     Baseline,
     /// The baseline code at once, and Cranelift's in the background: runs

@@ -130,26 +130,48 @@ fn baseline_code_stays_baseline_code() {
 
 #[test]
 fn programs_the_baseline_does_not_take_go_to_cranelift() {
-    // `callx` (here on a helper's id, the conformance suite's convention).
+    // `callx` (here on a helper's id, the conformance suite's convention)
+    // in checked code: the baseline generator refuses it (checked code may
+    // forge a call of the first function), naming the pc.
     let mut h = Helpers::new();
     h.register_fn(1, "twice", |a, _, _, _, _| a.wrapping_mul(2));
     let src = "r1 = 21\nr2 = 1\ncallx r2\nexit";
-    // The baseline generator alone: an error that names the call's pc.
-    let p = prepared(src, &h);
+    let checked = |src: &str| {
+        let program = Program::new("callx", assemble(src).unwrap()).unwrap();
+        let config = Config { budget: Some(100) };
+        Arc::new(PreparedProgram::new(&program, &h, config).unwrap())
+    };
     let options = Options {
         tier: Tier::Baseline,
         ..Options::default()
     };
-    let e = jit_verified(&verified(&p), options).unwrap_err();
+    let e = jit_checked(&checked(src), options).unwrap_err();
     assert!(
         matches!(&e, JitError::Baseline { reason, .. } if reason.contains("pc 2")),
         "{e}"
     );
     // Tiered: Cranelift at once.
-    let p = prepared(src, &h);
-    let code = jit_verified(&verified(&p), tiered()).unwrap();
+    let p = checked(src);
+    let code = jit_checked(&p, tiered()).unwrap();
     assert_eq!(code.tier(), CodeTier::Optimized);
-    assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(42));
+    assert_eq!(Vm::from_prepared(Arc::clone(&p)).run(&mut []), Ok(42));
+    // Verified code's `callx` (a helper's id, a subprogram) is the
+    // baseline generator's.
+    let func = {
+        let mut insns =
+            assemble("r1 = 20\nr2 = 0 ll\ncallx r2\nr0 += 1\nexit\nr0 = r1\nr0 *= 2\nexit")
+                .unwrap();
+        insns[1].src = userbpf_vm::insn::op::PSEUDO_FUNC;
+        insns[1].imm = 4;
+        insns
+    };
+    for (insns, want) in [(assemble(src).unwrap(), 42), (func, 41)] {
+        let program = Program::new("callx", insns).unwrap();
+        let p = Arc::new(PreparedProgram::new(&program, &h, Config::default()).unwrap());
+        let code = jit_verified(&verified(&p), options).unwrap();
+        assert_eq!(code.tier(), CodeTier::Baseline);
+        assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(want));
+    }
     // Checked code whose control leaves a function otherwise than by a
     // call (a jump into another function, a fall into the next one, a
     // call of the first function): each function's code assumes its own
