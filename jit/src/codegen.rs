@@ -1192,7 +1192,7 @@ impl<'a, 'b> Translator<'a, 'b> {
     fn helper_status(&mut self, pc: usize, ret: Value) {
         // Both the plain return and the callback's end continue here.
         let cont = self.b.create_block();
-        self.callback_status(ret, |t| {
+        self.callback_status(ret, Some(pc), |t| {
             // The callback: a frame returning after this call, marked
             // driven; it starts with the helper's r0, as in the
             // interpreter.
@@ -1211,8 +1211,9 @@ impl<'a, 'b> Translator<'a, 'b> {
     /// After a call-out that may start or continue a helper's callback:
     /// status 0 goes on with r0 = `ret`, [`ctx::STATUS_CALLBACK`] runs
     /// `callback` (which must end its block), any other status leaves the
-    /// run.
-    fn callback_status(&mut self, ret: Value, callback: impl FnOnce(&mut Self)) {
+    /// run (with the call at `pc`: the budget given back the rest of its
+    /// block, which does not run, as for any fault).
+    fn callback_status(&mut self, ret: Value, pc: Option<usize>, callback: impl FnOnce(&mut Self)) {
         let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
         self.when(status, false, |t| {
             let is_cb =
@@ -1220,6 +1221,10 @@ impl<'a, 'b> Translator<'a, 'b> {
                     .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_CALLBACK as i64);
             t.when(is_cb, false, callback);
             t.set_r(0, ret);
+            if let Some(pc) = pc {
+                let bud = t.budget_at(pc);
+                t.b.def_var(t.budget, bud);
+            }
             t.leave(status);
         });
         self.set_r(0, ret);
@@ -2675,7 +2680,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             &[self.ctx, call_pc, r0],
         );
         let ret = self.b.inst_results(call)[0];
-        self.callback_status(ret, |t| {
+        self.callback_status(ret, None, |t| {
             let ffp = t.b.ins().load(I64, ctx_flags(), frame, F_FP);
             let cfp = t.b.ins().iadd_imm_s(ffp, -(STACK_SIZE as i64));
             t.set_r(10, cfp);

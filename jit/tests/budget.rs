@@ -186,6 +186,35 @@ fn helper_calls_in_a_loop_stop_where_the_interpreter_stops() {
 }
 
 #[test]
+fn a_helper_that_fails_or_ends_the_program_counts_the_interpreters_instructions() {
+    // The call is the last instruction run: its block's instructions after
+    // it are not counted, whether the helper fails or ends the program.
+    let mut h = Helpers::new();
+    h.register(
+        0x100,
+        "fails_on_7",
+        userbpf_vm::helpers::HelperProto::SCALARS,
+        |_, a| {
+            if a[0] == 7 {
+                return Err(userbpf_vm::helpers::HelperError::Failed("seven".into()));
+            }
+            Ok(a[0] + 1)
+        },
+    );
+    let src = "
+        mov %r6, 0
+    loop:
+        mov %r1, %r6
+        call 0x100
+        add %r6, 1
+        mov %r0, %r6
+        jlt %r6, 10, loop
+        exit";
+    let ran_out = every_budget_agrees(src, &h, &[0; 8], 60);
+    assert!(ran_out > 0);
+}
+
+#[test]
 fn straight_code_and_tail_positions_agree_too() {
     // No loop: only pc 0 tests, for the whole program.
     let src = "
