@@ -311,11 +311,10 @@ pub(crate) fn generate(
 ) -> Result<Generated, Unsupported> {
     let len = shape.insns.len();
     let unsupported = |pc: usize, what: &str| Unsupported(format!("pc {pc}: {what}"));
-    // Subprograms: verified code only (the verifier keeps every jump
-    // inside its function and bounds the frames), called with the host's
-    // `call` (a frame: r6..r10 pushed, r10 a stack frame lower): by
-    // bpf-to-bpf calls, `bpf_loop` and helpers' callbacks; a run may also
-    // start at one (a timer's callback).
+    // Subprograms run with the host's `call` (a frame: r6..r10 pushed,
+    // r10 a stack frame lower): by bpf-to-bpf calls, `bpf_loop`, helpers'
+    // callbacks and `callx`; a run may also start at one (a timer's
+    // callback).
     let multi = shape.entries.len() > 1;
     // Where the first function (the program's own frame) ends.
     let main_end = shape
@@ -768,26 +767,11 @@ pub(crate) fn generate(
                 let entry_r10 = layout.frames + ENTRY_R10;
                 g.asm.rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, entry_r10);
                 let nested = g.asm.jcc32(CC_NE);
-                if g.checks.is_some() {
-                    g.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, layout.budget);
-                }
-                g.asm.mov_rr(true, RAX, MAP[0]);
-                g.asm.rr(false, &[0x31], RDX, RDX);
-                g.ret();
+                g.end_run();
                 g.asm.here(nested);
                 g.asm.byte(0xc3);
             }
-            Instruction::Exit => {
-                if g.checks.is_some() {
-                    // The budget back into the context.
-                    g.asm.rm(Enc::of(&[0x8b]).wide(), RAX, RSP, g.f(F_CTX));
-                    g.asm.rm(Enc::of(&[0x89]).wide(), R15, RAX, layout.budget);
-                }
-                // (r0 in rax, status 0 in rdx)
-                g.asm.mov_rr(true, RAX, MAP[0]);
-                g.asm.rr(false, &[0x31], RDX, RDX);
-                g.ret();
-            }
+            Instruction::Exit => g.end_run(),
             Instruction::Call(_) | Instruction::CallX { .. } => {
                 return Err(unsupported(pc, "a call"));
             }
@@ -1060,40 +1044,51 @@ impl Gen<'_> {
         self.frame_copy(above, 0);
     }
 
-    /// Verified code: records fault `code` at `pc` (value: `value`'s
-    /// register, or 0; the frame's r10) and leaves the run.
+    /// Records fault `code` at `pc` (value: `value`'s register, or 0) and
+    /// leaves the run ([`Gen::fault_record`]).
     fn fault_at(&mut self, pc: usize, code: crate::ctx::FaultCode, value: Option<u8>) {
-        if self.checks.is_some() {
-            if value.is_some() {
-                self.asm.mov_rr(true, RAX, value.unwrap_or(RAX));
-            } else {
-                self.asm.rr(false, &[0x31], RAX, RAX);
-            }
-            self.fault_record(pc, code, 0);
-            return;
-        }
-        let l = self.layout;
-        let a = &mut self.asm;
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record);
-        a.imm32(pc as i32);
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 8);
-        a.imm32(code as i32);
         match value {
-            Some(r) => a.rm(Enc::of(&[0x89]).wide(), r, CTX, l.record + 16),
-            None => {
-                a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 16);
-                a.imm32(0);
-            }
+            Some(r) => self.asm.mov_rr(true, RAX, r),
+            None => self.asm.rr(false, &[0x31], RAX, RAX),
         }
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.record + 24);
-        a.imm32(0);
-        a.rm(Enc::of(&[0x89]).wide(), MAP[10], CTX, l.record + 32);
-        let status = crate::ctx::STATUS_FAULT_RECORD as i32;
-        a.rm(Enc::of(&[0xc7]).wide(), 0, CTX, l.status);
-        a.imm32(status);
-        a.mov_ri(false, RDX, status);
-        a.rr(false, &[0x31], RAX, RAX);
+        self.fault_record(pc, code, 0);
+    }
+
+    /// The run's end at an `exit`: r0 and status 0 back (checked code:
+    /// the budget into the context first).
+    fn end_run(&mut self) {
+        if self.checks.is_some() {
+            let ctx = self.ctx_into(RAX);
+            let budget = self.layout.budget;
+            self.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, budget);
+        }
+        self.asm.mov_rr(true, RAX, MAP[0]);
+        self.asm.rr(false, &[0x31], RDX, RDX);
         self.ret();
+    }
+
+    /// Sets the flags for a test whether `v` holds a subprogram's address
+    /// (`E`: it does), through rdx.
+    fn test_function_address(&mut self, v: u8) {
+        self.asm.mov_rr(true, RDX, v);
+        self.asm.shift_ri(true, 5, RDX, 32);
+        let tag = (userbpf_vm::interp::FUNC_ADDR_TAG >> 32) as u32 as i32;
+        self.asm.alu_ri(false, 7, RDX, tag);
+    }
+
+    /// rdx = the pc of subprogram address `v` when it is one of `entries`,
+    /// else a `BadCallTarget` fault at `pc` (the value `v`).
+    fn entry_of(&mut self, pc: usize, v: u8, entries: &[usize]) {
+        self.asm.mov_rr(false, RDX, v);
+        let mut known = Vec::new();
+        for &e in entries {
+            self.asm.alu_ri(true, 7, RDX, e as i32);
+            known.push(self.asm.jcc32(CC_E));
+        }
+        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(v));
+        for at in known {
+            self.asm.here(at);
+        }
     }
 
     /// Calls the subprogram whose pc is in rdx (one of `entries`, else
@@ -1140,27 +1135,11 @@ impl Gen<'_> {
         self.asm.rr(true, &[0x85], MAP[1], MAP[1]);
         early(self, CC_NE, 0, &mut out);
         // The callback: a function address of this program.
-        self.asm.mov_rr(true, RDX, MAP[2]);
-        self.asm.shift_ri(true, 5, RDX, 32);
-        self.asm.alu_ri(
-            false,
-            7,
-            RDX,
-            (userbpf_vm::interp::FUNC_ADDR_TAG >> 32) as u32 as i32,
-        );
+        self.test_function_address(MAP[2]);
         let tagged = self.asm.jcc32(CC_E);
         self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(MAP[2]));
         self.asm.here(tagged);
-        self.asm.mov_rr(false, RDX, MAP[2]);
-        let mut known = Vec::new();
-        for &e in entries {
-            self.asm.alu_ri(true, 7, RDX, e as i32);
-            known.push(self.asm.jcc32(CC_E));
-        }
-        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(MAP[2]));
-        for at in known {
-            self.asm.here(at);
-        }
+        self.entry_of(pc, MAP[2], entries);
         // One frame for the whole loop (r6..r10 saved, r10 lower), then
         // its state: the callback's pc, ctx, the count, the index; checked
         // code's copy of the frame data below it all.
@@ -1357,26 +1336,9 @@ impl Gen<'_> {
     /// with r1..r5 (as the interpreter's `callx`).
     fn callx(&mut self, pc: usize, v: u8, entries: &[usize], fixups: &mut Vec<(usize, usize)>) {
         let l = self.layout;
-        let a = &mut self.asm;
-        a.mov_rr(true, RDX, v);
-        a.shift_ri(true, 5, RDX, 32);
-        a.alu_ri(
-            false,
-            7,
-            RDX,
-            (userbpf_vm::interp::FUNC_ADDR_TAG >> 32) as u32 as i32,
-        );
-        let helper = a.jcc32(CC_NE);
-        a.mov_rr(false, RDX, v);
-        let mut known = Vec::new();
-        for &e in entries {
-            a.alu_ri(true, 7, RDX, e as i32);
-            known.push(a.jcc32(CC_E));
-        }
-        self.fault_at(pc, crate::ctx::FaultCode::BadCallTarget, Some(v));
-        for at in known {
-            self.asm.here(at);
-        }
+        self.test_function_address(v);
+        let helper = self.asm.jcc32(CC_NE);
+        self.entry_of(pc, v, entries);
         self.local_call(pc);
         self.call_dynamic(pc, entries, fixups);
         self.local_return();
@@ -1543,26 +1505,27 @@ impl Gen<'_> {
     /// and returns its status, the budget as the interpreter leaves it.
     fn fault_record(&mut self, pc: usize, code: crate::ctx::FaultCode, len: u64) {
         let (rec, l) = (self.layout.record, self.layout);
-        self.asm
-            .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
-        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec);
+        let ctx = self.ctx_into(RDX);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, ctx, rec);
         self.asm.imm32(pc as i32);
-        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, rec + 8);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, ctx, rec + 8);
         self.asm.imm32(code as i32);
-        self.asm.rm(Enc::of(&[0x89]).wide(), RAX, RDX, rec + 16);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RAX, ctx, rec + 16);
         self.asm.mov_ri64(RCX, len);
-        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, rec + 24);
-        self.asm.rm(Enc::of(&[0x89]).wide(), MAP[10], RDX, rec + 32);
+        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, ctx, rec + 24);
+        self.asm.rm(Enc::of(&[0x89]).wide(), MAP[10], ctx, rec + 32);
         let status = crate::ctx::STATUS_FAULT_RECORD as i32;
-        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, RDX, l.status);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, ctx, l.status);
         self.asm.imm32(status);
-        if matches!(code, crate::ctx::FaultCode::Budget) {
-            // (A budget fault has spent the budget.)
-            self.asm.mov_rr(true, RCX, R15);
-        } else {
-            self.budget_here(RCX);
+        if self.checks.is_some() {
+            if matches!(code, crate::ctx::FaultCode::Budget) {
+                // (A budget fault has spent the budget.)
+                self.asm.mov_rr(true, RCX, R15);
+            } else {
+                self.budget_here(RCX);
+            }
+            self.asm.rm(Enc::of(&[0x89]).wide(), RCX, ctx, l.budget);
         }
-        self.asm.rm(Enc::of(&[0x89]).wide(), RCX, RDX, l.budget);
         self.asm.mov_ri(false, RDX, status);
         self.asm.rr(false, &[0x31], RAX, RAX);
         self.ret();
