@@ -1254,13 +1254,19 @@ impl Gen<'_> {
         self.call_out_with(pc, f, false, r2, r3, Arg::Reg(R8));
         self.asm.rr(true, &[0x85], RAX, RAX);
         let not_taken = self.asm.jcc32(CC_E);
-        let ctx = if self.checks.is_some() {
-            self.asm
-                .rm(Enc::of(&[0x8b]).wide(), RCX, RSP, self.f(F_CTX));
-            RCX
-        } else {
-            CTX
-        };
+        let ctx = self.ctx_into(RCX);
+        self.store_registers(ctx);
+        self.asm
+            .mov_ri(false, RDX, crate::ctx::STATUS_TAIL_CALL as i32);
+        self.asm.mov_rr(true, RAX, MAP[0]);
+        self.ret();
+        self.asm.here(not_taken);
+        self.asm.mov_ri(true, MAP[0], -libc::ENOENT);
+    }
+
+    /// Every register, and in checked code the budget, into the context
+    /// (in `ctx`): what a tail call's target starts from.
+    fn store_registers(&mut self, ctx: u8) {
         let l = self.layout;
         for (i, r) in MAP.iter().enumerate() {
             self.asm
@@ -1269,12 +1275,6 @@ impl Gen<'_> {
         if self.checks.is_some() {
             self.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, l.budget);
         }
-        self.asm
-            .mov_ri(false, RDX, crate::ctx::STATUS_TAIL_CALL as i32);
-        self.asm.mov_rr(true, RAX, MAP[0]);
-        self.ret();
-        self.asm.here(not_taken);
-        self.asm.mov_ri(true, MAP[0], -libc::ENOENT);
     }
 
     /// `bpf_tail_call` at `pc` in a subprogram: in a run that started
@@ -1295,13 +1295,7 @@ impl Gen<'_> {
         let done = self.asm.jmp32();
         self.asm.here(nested);
         let ctx = self.ctx_into(RCX);
-        for (i, r) in MAP.iter().enumerate() {
-            self.asm
-                .rm(Enc::of(&[0x89]).wide(), *r, ctx, l.regs + 8 * i as i32);
-        }
-        if checked {
-            self.asm.rm(Enc::of(&[0x89]).wide(), R15, ctx, l.budget);
-        }
+        self.store_registers(ctx);
         let f = crate::ctx::jit_tail_call_nested as *const () as u64;
         let (r2, r3) = (Arg::Reg(MAP[2]), Arg::Reg(MAP[3]));
         self.call_out_with(pc, f, false, r2, r3, Arg::Depth);
@@ -1385,13 +1379,7 @@ impl Gen<'_> {
     /// charged); else r0 is the value.
     fn leave_on_status(&mut self) {
         let status = self.layout.status;
-        let ctx = if self.checks.is_some() {
-            self.asm
-                .rm(Enc::of(&[0x8b]).wide(), RDX, RSP, self.f(F_CTX));
-            RDX
-        } else {
-            CTX
-        };
+        let ctx = self.ctx_into(RDX);
         self.asm.rm(Enc::of(&[0x83]).wide(), 7, ctx, status);
         self.asm.byte(0);
         let ok = self.asm.jcc32(CC_E);
