@@ -155,10 +155,20 @@ impl ClosedEntry {
     /// The entry's program still has its code attached.
     #[inline(always)]
     pub unsafe fn current(&self) -> ClosedCode {
-        // SAFETY: per the contract, `code` points at the live slot, which
-        // only ever holds the address of a `ClosedCode`.
+        // SAFETY: per the contract, the entry's slot is live.
+        unsafe { Self::code_in(self.code) }
+    }
+
+    /// The code a slot like [`ClosedEntry::code`] holds now.
+    ///
+    /// # Safety
+    /// `slot` is a live code slot of attached code.
+    #[inline(always)]
+    pub unsafe fn code_in(slot: *const AtomicUsize) -> ClosedCode {
+        // SAFETY: per the contract, `slot` only ever holds the address of a
+        // `ClosedCode`.
         unsafe {
-            let p = (*self.code).load(std::sync::atomic::Ordering::Acquire);
+            let p = (*slot).load(std::sync::atomic::Ordering::Acquire);
             std::mem::transmute::<usize, ClosedCode>(p)
         }
     }
