@@ -1814,6 +1814,16 @@ impl<'a, 'b> Translator<'a, 'b> {
         done
     }
 
+    /// Register `r` as an access's base: r10 is the frame pointer (read
+    /// from the context where the code does not keep it).
+    fn base(&mut self, r: u8) -> Value {
+        if r == 10 {
+            self.fp()
+        } else {
+            self.r(usize::from(r))
+        }
+    }
+
     /// The copy loop ([`crate::hoist::copy_loop`]) whose head is `pc`.
     fn copy_at(&self, pc: usize) -> Option<CopyLoop> {
         let i = self.copies.binary_search_by_key(&pc, |c| c.0).ok()?;
@@ -1858,11 +1868,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         let rounds = self.b.ins().select(runs, rounds, zero);
         let bytes = self.b.ins().ishl_imm_s(rounds, shift);
         let at = |t: &mut Self, (base, off): (u8, i64)| {
-            let b = if base == 10 {
-                t.fp()
-            } else {
-                t.r(usize::from(base))
-            };
+            let b = t.base(base);
             let a = t.b.ins().iadd(b, now);
             t.b.ins().iadd_imm_s(a, off)
         };
@@ -2001,11 +2007,7 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let (lo, lim) = self.cached(g.write);
                 (lo, self.b.ins().iadd_imm_s(lim, 7))
             };
-            let base = match g.base {
-                Some(10) => Some(self.fp()),
-                Some(r) => Some(self.r(usize::from(r))),
-                None => None,
-            };
+            let base = g.base.map(|r| self.base(r));
             let at = |t: &mut Self, v: Option<Value>, c: i64| -> Value {
                 let from = match (base, v) {
                     (Some(a), Some(b)) => t.b.ins().iadd(a, b),
