@@ -172,26 +172,32 @@ fn map_contents(set: &MapSet) -> Vec<Vec<(Vec<u8>, Vec<u8>)>> {
         .collect()
 }
 
+/// loop.bpf.o's `histogram` context: 16 values (a 0 among them: the
+/// callback stops there), their count and a result slot.
+fn hist_ctx() -> Vec<u8> {
+    let mut ctx = Vec::new();
+    for v in [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5] {
+        ctx.extend_from_slice(&v.to_le_bytes());
+    }
+    ctx.extend_from_slice(&16u32.to_le_bytes());
+    ctx.extend_from_slice(&0u32.to_le_bytes());
+    ctx
+}
+
+/// foreach.bpf.o's `walk` context: keys 1..=`n` into the hash map, the
+/// array walk stopping at `stop`, and the result fields.
+fn walk_ctx(n: u32, stop: u32) -> Vec<u8> {
+    let mut ctx = vec![0u8; 48];
+    ctx[..4].copy_from_slice(&n.to_le_bytes());
+    ctx[4..8].copy_from_slice(&stop.to_le_bytes());
+    ctx
+}
+
 #[test]
 fn object_programs_with_callbacks_and_calls_agree_with_the_interpreter() {
     // (file, program, contexts to run on, in turn).
-    let hist_ctx = {
-        let mut ctx = Vec::new();
-        for v in [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5] {
-            ctx.extend_from_slice(&v.to_le_bytes());
-        }
-        ctx.extend_from_slice(&16u32.to_le_bytes());
-        ctx.extend_from_slice(&0u32.to_le_bytes());
-        ctx
-    };
-    let walk_ctx = |n: u32, stop: u32| {
-        let mut ctx = vec![0u8; 48];
-        ctx[..4].copy_from_slice(&n.to_le_bytes());
-        ctx[4..8].copy_from_slice(&stop.to_le_bytes());
-        ctx
-    };
     let cases: Vec<(&str, &str, Vec<Vec<u8>>)> = vec![
-        ("loop.bpf.o", "histogram", vec![hist_ctx.clone(), hist_ctx]),
+        ("loop.bpf.o", "histogram", vec![hist_ctx(), hist_ctx()]),
         (
             "foreach.bpf.o",
             "walk",
@@ -360,28 +366,13 @@ fn checked_subprograms_stop_where_the_interpreter_stops_for_every_budget() {
     // budget as the interpreter does: with every budget from none to
     // enough, the same fault (or result), instruction count, context and
     // maps.
-    let walk_ctx = {
-        let mut ctx = vec![0u8; 48];
-        ctx[..4].copy_from_slice(&5u32.to_le_bytes());
-        ctx[4..8].copy_from_slice(&3u32.to_le_bytes());
-        ctx
-    };
-    let hist_ctx = {
-        let mut ctx = Vec::new();
-        for v in [1u64, 2, 3, 4, 100, 1000, 7, 0, 5, 5, 5, 5, 5, 5, 5, 5] {
-            ctx.extend_from_slice(&v.to_le_bytes());
-        }
-        ctx.extend_from_slice(&16u32.to_le_bytes());
-        ctx.extend_from_slice(&0u32.to_le_bytes());
-        ctx
-    };
     // (A walk over a hash map stopped midway has changed the elements
     // its order reached first: the two runs' maps hash differently, so
     // only whole walks leave the same maps.)
     for (file, name, ctx, partial_maps) in [
         ("calls.bpf.o", "calls", vec![3u8; 24], true),
-        ("loop.bpf.o", "histogram", hist_ctx, true),
-        ("foreach.bpf.o", "walk", walk_ctx, false),
+        ("loop.bpf.o", "histogram", hist_ctx(), true),
+        ("foreach.bpf.o", "walk", walk_ctx(5, 3), false),
     ] {
         let run = |budget: u64, native: bool| {
             let (mut vm, set) = checked_object_vm(file, name, budget, native);

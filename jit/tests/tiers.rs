@@ -28,8 +28,17 @@ loop:
     exit";
 
 fn prepared(src: &str, helpers: &Helpers) -> Arc<PreparedProgram> {
-    let program = Program::new("tiers", assemble(src).unwrap()).unwrap();
-    Arc::new(PreparedProgram::new(&program, helpers, Config::default()).unwrap())
+    prepared_insns(assemble(src).unwrap(), helpers, None)
+}
+
+/// `insns` prepared with `helpers` and the instruction budget `budget`.
+fn prepared_insns(
+    insns: Vec<userbpf_vm::insn::Insn>,
+    helpers: &Helpers,
+    budget: Option<u64>,
+) -> Arc<PreparedProgram> {
+    let program = Program::new("tiers", insns).unwrap();
+    Arc::new(PreparedProgram::new(&program, helpers, Config { budget }).unwrap())
 }
 
 fn verified(p: &Arc<PreparedProgram>) -> Verified<Arc<PreparedProgram>> {
@@ -136,11 +145,7 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
     let mut h = Helpers::new();
     h.register_fn(1, "twice", |a, _, _, _, _| a.wrapping_mul(2));
     let src = "r1 = 21\nr2 = 1\ncallx r2\nexit";
-    let checked = |src: &str| {
-        let program = Program::new("callx", assemble(src).unwrap()).unwrap();
-        let config = Config { budget: Some(100) };
-        Arc::new(PreparedProgram::new(&program, &h, config).unwrap())
-    };
+    let checked = |src: &str| prepared_insns(assemble(src).unwrap(), &h, Some(100));
     let options = Options {
         tier: Tier::Baseline,
         ..Options::default()
@@ -166,8 +171,7 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
         insns
     };
     for (insns, want) in [(assemble(src).unwrap(), 42), (func, 41)] {
-        let program = Program::new("callx", insns).unwrap();
-        let p = Arc::new(PreparedProgram::new(&program, &h, Config::default()).unwrap());
+        let p = prepared_insns(insns, &h, None);
         let code = jit_verified(&verified(&p), options).unwrap();
         assert_eq!(code.tier(), CodeTier::Baseline);
         assert_eq!(Vm::from_prepared(p).run(&mut []), Ok(want));
@@ -193,10 +197,7 @@ fn programs_the_baseline_does_not_take_go_to_cranelift() {
         first_called,
     ] {
         let src = userbpf_vm::disasm::disassemble(&insns).unwrap_or_default();
-        let program = Program::new("cross", insns).unwrap();
-        let p = Arc::new(
-            PreparedProgram::new(&program, &Helpers::new(), Config { budget: Some(1000) }).unwrap(),
-        );
+        let p = prepared_insns(insns, &Helpers::new(), Some(1000));
         let e = jit_checked(&p, options).unwrap_err();
         assert!(matches!(e, JitError::Baseline { .. }), "{e}\n{src}");
         let mut interp = Vm::from_prepared(Arc::clone(&p));
@@ -418,11 +419,7 @@ fn bpf_to_bpf_calls_run_on_baseline_code() {
     // instructions), a helper failing at the last instruction the budget
     // allows included.
     let with_budget = |src: &str, budget: u64, native: bool| {
-        let program = Program::new("budget", assemble(src).unwrap()).unwrap();
-        let config = Config {
-            budget: Some(budget),
-        };
-        let p = Arc::new(PreparedProgram::new(&program, &helpers(), config).unwrap());
+        let p = prepared_insns(assemble(src).unwrap(), &helpers(), Some(budget));
         if native {
             let code = jit_checked(&p, baseline).unwrap();
             assert_eq!(code.tier(), CodeTier::Baseline);
