@@ -13,7 +13,7 @@ use std::time::Duration;
 use criterion::Criterion;
 use userbpf_benches::engines::{
     baseline_us_per_insn, bytecode, compile_us_per_insn, interpreter, jit_baseline, jit_checked,
-    jit_verified, verify,
+    jit_verified, median_us_per_insn, verify,
 };
 use userbpf_benches::median_ns;
 use userbpf_benches::suite::{kernel_source, suite, SuiteProgram};
@@ -370,32 +370,15 @@ fn object_programs(dirs: &[std::path::PathBuf]) -> Vec<ObjectProgram> {
 /// generator's (or why it does not take the program), in the mode the
 /// runtime compiles it (verified when the verifier accepts it).
 fn object_us_per_insn(p: &ObjectProgram, rounds: u32) -> (f64, Result<f64, String>) {
-    let n = p.prepared.len() as f64;
-    let compile = |tier: Tier| {
+    let time = |tier: Tier| {
         let options = Options {
             tier,
             ..Options::default()
         };
-        match &p.verified {
+        median_us_per_insn(p.prepared.len(), rounds, || match &p.verified {
             Some(v) => userbpf_jit::compile_verified(v, options),
             None => userbpf_jit::compile_checked(&p.prepared, options),
-        }
-    };
-    let time = |tier: Tier| -> Result<f64, String> {
-        for _ in 0..3 {
-            compile(tier).map_err(|e| e.to_string())?;
-        }
-        let mut t: Vec<f64> = (0..rounds)
-            .map(|_| {
-                let start = std::time::Instant::now();
-                let code = compile(tier);
-                let us = start.elapsed().as_secs_f64() * 1e6 / n;
-                drop(code);
-                us
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        Ok(t[t.len() / 2])
+        })
     };
     (
         time(Tier::Optimized).unwrap_or(f64::NAN),

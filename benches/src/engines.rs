@@ -119,38 +119,48 @@ pub fn compile_us_per_insn(p: &SuiteProgram, rounds: u32) -> (f64, f64) {
 /// Compile time of the program with `tier`'s code generator (checked,
 /// verified), in µs per instruction (medians of `rounds`).
 fn us_per_insn(p: &SuiteProgram, rounds: u32, tier: Tier) -> (f64, f64) {
-    let n = insns(p).len() as f64;
+    let n = insns(p).len();
     let checked = prepared(p, Some(CHECKED_BUDGET));
     let v = verified_or_checked(p);
     let options = Options {
         tier,
         ..Options::default()
     };
-    let mut c = Vec::new();
-    let mut u = Vec::new();
-    // (Untimed first rounds: the process's one-time set-up, such as the
-    // check trampoline, is not a program's compile time.)
-    let compile_verified = |options| match &v {
+    let c = median_us_per_insn(n, rounds, || {
+        userbpf_jit::compile_checked(&checked, options)
+    });
+    let u = median_us_per_insn(n, rounds, || match &v {
         Ok(v) => userbpf_jit::compile_verified(v, options),
         Err(c) => userbpf_jit::compile_checked(c, options),
-    };
+    });
+    match (c, u) {
+        (Ok(c), Ok(u)) => (c, u),
+        (c, u) => panic!("{}: {:?} {:?}", p.name, c.err(), u.err()),
+    }
+}
+
+/// The median time of `rounds` calls of `compile` in µs per instruction
+/// of a program of `insns` instructions (each result dropped outside the
+/// timing), after 3 untimed calls (the process's one-time set-up, such as
+/// the check trampoline, is not a program's compile time); the first
+/// failure's message if one fails.
+pub fn median_us_per_insn<T, E: std::fmt::Display>(
+    insns: usize,
+    rounds: u32,
+    mut compile: impl FnMut() -> Result<T, E>,
+) -> Result<f64, String> {
     for _ in 0..3 {
-        let _ = userbpf_jit::compile_checked(&checked, options);
-        let _ = compile_verified(options);
+        compile().map_err(|e| e.to_string())?;
     }
-    for _ in 0..rounds {
-        let t = std::time::Instant::now();
-        let code = userbpf_jit::compile_checked(&checked, options);
-        c.push(t.elapsed().as_secs_f64() * 1e6 / n);
-        assert!(code.is_ok(), "{:?}", code.err());
-        let t = std::time::Instant::now();
-        let code = compile_verified(options);
-        u.push(t.elapsed().as_secs_f64() * 1e6 / n);
-        assert!(code.is_ok(), "{:?}", code.err());
+    let mut t = Vec::with_capacity(rounds as usize);
+    for _ in 0..rounds.max(1) {
+        let start = std::time::Instant::now();
+        let code = compile();
+        t.push(start.elapsed().as_secs_f64() * 1e6 / insns.max(1) as f64);
+        code.map_err(|e| e.to_string())?;
     }
-    c.sort_by(f64::total_cmp);
-    u.sort_by(f64::total_cmp);
-    (c[c.len() / 2], u[u.len() / 2])
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
 }
 
 #[cfg(test)]
