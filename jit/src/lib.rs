@@ -293,7 +293,8 @@ fn page_size() -> usize {
 }
 
 impl ExecCode {
-    fn new(code: &[u8]) -> Result<ExecCode, String> {
+    /// `code` made executable (`closed`: see [`ExecCode::closed`]).
+    fn new(code: &[u8], closed: bool) -> Result<ExecCode, String> {
         let page = page_size();
         let map_len = code.len().max(1).div_ceil(page) * page;
         let spare = if map_len == page {
@@ -345,7 +346,7 @@ impl ExecCode {
             ptr: ptr.cast(),
             map_len,
             len: code.len(),
-            closed: true,
+            closed,
         };
         // SAFETY: the mapping has `map_len >= code.len()` writable bytes,
         // and nothing else refers to it. (The rest of a reused page is
@@ -894,12 +895,10 @@ fn baseline(prog: &PreparedProgram, checked: bool) -> Result<ExecCode, JitError>
                 reason: e.0,
             }
         })?;
-    let mut code = ExecCode::new(&generated.code).map_err(|message| JitError::Codegen {
+    ExecCode::new(&generated.code, generated.closed).map_err(|message| JitError::Codegen {
         program: name(),
         message,
-    })?;
-    code.closed = generated.closed;
-    Ok(code)
+    })
 }
 
 /// Work for the background compile thread.
