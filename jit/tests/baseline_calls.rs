@@ -110,6 +110,17 @@ fn on_baseline(p: &Arc<PreparedProgram>, checked: bool) -> Arc<userbpf_jit::JitP
     .unwrap()
 }
 
+/// Two VMs for `program`: one interpreting, one running the baseline
+/// generator's code (checked or verified).
+fn interpreter_and_baseline(program: &Program, checked: bool) -> (Vm, Vm) {
+    let p = Arc::new(PreparedProgram::new(program, &Helpers::new(), Config::default()).unwrap());
+    let mut interp = Vm::from_prepared(Arc::clone(&p));
+    interp.set_use_compiled(false);
+    let code = on_baseline(&p, checked);
+    assert_eq!(code.tier(), CodeTier::Baseline);
+    (interp, Vm::from_prepared(p))
+}
+
 fn fixture(name: &str) -> Object {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/bpf")
@@ -281,13 +292,7 @@ fn a_poisoned_core_relocation_faults_on_baseline_code_as_in_the_interpreter() {
     )
     .unwrap();
     for checked in [false, true] {
-        let p =
-            Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
-        let mut interp = Vm::from_prepared(Arc::clone(&p));
-        interp.set_use_compiled(false);
-        let code = on_baseline(&p, checked);
-        assert_eq!(code.tier(), CodeTier::Baseline);
-        let mut vm = Vm::from_prepared(p);
+        let (mut interp, mut vm) = interpreter_and_baseline(&program, checked);
         for mem in [vec![0u8; 8], vec![1u8; 8]] {
             let want = interp.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
             let got = vm.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
@@ -324,13 +329,7 @@ fn tail_calls_and_packet_loads_leave_baseline_code_as_the_interpreter_does() {
         exit";
     let program = Program::new("packet", assemble(src).unwrap()).unwrap();
     for checked in [false, true] {
-        let p =
-            Arc::new(PreparedProgram::new(&program, &Helpers::new(), Config::default()).unwrap());
-        let mut interp = Vm::from_prepared(Arc::clone(&p));
-        interp.set_use_compiled(false);
-        let code = on_baseline(&p, checked);
-        assert_eq!(code.tier(), CodeTier::Baseline);
-        let mut vm = Vm::from_prepared(p);
+        let (mut interp, mut vm) = interpreter_and_baseline(&program, checked);
         for len in [16usize, 8, 5, 0] {
             let mem: Vec<u8> = (0..len as u8).map(|b| b.wrapping_mul(29) ^ 0x5a).collect();
             let want = interp.run(&mut mem.clone()).map_err(|f| (f.pc, f.kind));
