@@ -232,7 +232,11 @@ impl Verifier<'_> {
 
     pub(crate) fn exit(&mut self, st: &mut State) -> Result<Step, Box<VerifyError>> {
         let r0 = *st.reg(0);
-        if r0.ty == RegType::NotInit {
+        // As the kernel's `prepare_func_exit`: a subprogram returns
+        // whatever its r0 holds, set or not (the caller may not read it
+        // then); the entry function and callbacks must set it.
+        let returns_to_caller = st.frames.len() > 1 && !st.cur().callback;
+        if r0.ty == RegType::NotInit && !returns_to_caller {
             return Err(self.error("R0 !read_ok"));
         }
         if st.frames.len() > 1 {

@@ -44,6 +44,49 @@ pub fn function_target(pc: usize, i: &Instruction) -> Option<usize> {
     }
 }
 
+/// The kernel's `check_subprogs`: the functions are the entry and every
+/// target of a local call or a function address; no jump leaves its
+/// function (`jump out of range from insn 4 to 2`) and every function
+/// ends with `exit` or an unconditional jump, so none falls into the next
+/// (`last insn is not an exit or jmp`). On failure, the pc and the
+/// kernel's message.
+pub fn check_functions(program: &Program) -> Result<(), (usize, String)> {
+    let len = program.len();
+    let mut starts: Vec<usize> = program
+        .instructions()
+        .filter_map(|(pc, i)| function_target(pc, &i))
+        .filter(|&t| t < len)
+        .collect();
+    starts.push(0);
+    starts.sort_unstable();
+    starts.dedup();
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k.wrapping_add(1)).copied().unwrap_or(len);
+        let mut last = None;
+        for pc in start..end {
+            let Some(i) = program.instruction(pc) else {
+                // The second slot of an `lddw` ends the function.
+                last = None;
+                continue;
+            };
+            if let Some(t) = target_of(pc, &i).filter(|&t| t < start || t >= end) {
+                return Err((pc, format!("jump out of range from insn {pc} to {t}")));
+            }
+            last = Some((pc, i));
+        }
+        match last {
+            Some((_, Instruction::Exit | Instruction::Ja { .. } | Instruction::JaLong { .. })) => {}
+            _ => {
+                return Err((
+                    end.saturating_sub(1),
+                    "last insn is not an exit or jmp".to_string(),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn successors(pc: usize, i: &Instruction) -> [Option<usize>; 2] {
     let next = pc.wrapping_add(i.slots());
     match i {

@@ -280,7 +280,9 @@ impl<'a> Verifier<'a> {
 
     /// Explores every path from `state` at pc 0.
     pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
-        let result = self.search(state);
+        let result = crate::cfg::check_functions(self.prog)
+            .map_err(|(pc, message)| self.error_at(pc, message))
+            .and_then(|()| self.search(state));
         self.stats.time = self.start.elapsed();
         result
     }

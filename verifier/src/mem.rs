@@ -162,8 +162,14 @@ impl Verifier<'_> {
             .saturating_add(i64::from(off))
             .saturating_add(base.val.smin);
         if base.val.is_const().is_none() || total.checked_rem(i64::from(bytes)) != Some(0) {
+            // The kernel's words (`check_generic_ptr_alignment`).
+            let desc = match base.ty {
+                RegType::Stack { .. } => "stack ",
+                RegType::MapValue { .. } => "value ",
+                _ => "",
+            };
             return Err(self.error(format!(
-                "misaligned access off {}+{}+{off} size {bytes}",
+                "misaligned {desc}access off {}+{}+{off} size {bytes}",
                 base.val, base.off
             )));
         }

@@ -455,6 +455,8 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
         ("div by zero", "domain: the kernel rejects division by an immediate 0"),
         ("invalid shift", "domain: the kernel rejects shifts by an immediate outside 0..width"),
         ("R0 !read_ok", "domain: the kernel requires r0 to be set at exit"),
+        ("jump out of range", "domain: the kernel rejects a jump out of a function (`jump out of range`)"),
+        ("last insn is not an exit or jmp", "domain: the kernel rejects a function that falls into the next one"),
         ("misaligned", "domain: the kernel requires aligned stack and atomic accesses"),
         ("invalid read from stack", "domain: userbpf rejects reads of uninitialised stack"),
         ("!read_ok", "domain: the kernel rejects reading a register never written (callee frames start with r1-r5 only)"),

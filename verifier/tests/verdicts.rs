@@ -500,6 +500,43 @@ fn bpf_to_bpf_calls_have_their_own_frames() {
         4,
         "cannot return stack pointer to the caller",
     );
+    // A subprogram may return without setting r0, as in the kernel
+    // (`prepare_func_exit` copies it whatever it is); the caller may not
+    // read it then, and the entry function must set it before its exit.
+    accepts("r6 = 0\ncall pc+2\nr0 = 0\nexit\nr6 = 1\nexit", &xdp());
+    rejects(
+        "r6 = 0\ncall pc+1\nexit\nr6 = 1\nexit",
+        &xdp(),
+        2,
+        "R0 !read_ok",
+    );
+    rejects(
+        "r0 = 0\ncall pc+2\nr0 += 1\nexit\nr6 = 1\nexit",
+        &xdp(),
+        2,
+        "R0 !read_ok",
+    );
+    // No jump leaves its function, and none falls into the next (the
+    // kernel's `check_subprogs`); a callback's address starts a function
+    // too.
+    rejects(
+        "r0 = 1\ncall pc+2\nr0 = 2\nexit\ngoto -3",
+        &xdp(),
+        4,
+        "jump out of range from insn 4 to 2",
+    );
+    rejects(
+        "r0 = 0\ncall pc+2\nexit\nexit\nr0 = 1\nr0 = 2\ncall pc+0\nr0 = 3\nexit",
+        &xdp(),
+        6,
+        "last insn is not an exit or jmp",
+    );
+    rejects(
+        "r0 = 0\nif r0 == 0 goto +3\nr2 = func[pc+2]\nexit\nr0 = 0\nexit",
+        &xdp(),
+        1,
+        "jump out of range from insn 1 to 5",
+    );
     rejects(
         "call pc-1\nexit",
         &xdp(),

@@ -1312,55 +1312,162 @@ fn strip_comment(line: &str) -> &str {
 /// instruction index) for the first line that has no encoding in our ISA, or
 /// whose encoding `isa::decode` does not read back as the same instruction.
 pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
-    let mut parsed = Vec::new();
-    let mut labels = BTreeMap::new();
-    let mut source = Vec::new();
-    let mut pc = 0usize;
+    // Every line parsed first (its index is PREVAIL's instruction index).
+    let mut blocks_parsed = Vec::with_capacity(blocks.len());
+    let mut index = 0usize;
     for (label, lines) in blocks {
-        if labels.insert(label.clone(), pc).is_some() {
-            return Err(format!("duplicate label {label}"));
-        }
+        let mut items = Vec::with_capacity(lines.len());
         for line in lines {
-            let index = parsed.len();
             let text = strip_comment(line);
             let item = parse_line(text).map_err(|why| {
                 format!("unsupported instruction `{text}` at line {index}: {why}")
             })?;
-            source.push((pc, line.clone()));
-            pc += item.slots();
-            parsed.push(item);
+            items.push((item, line.clone()));
+            index += 1;
         }
+        blocks_parsed.push((label, items));
     }
-
-    // Failed `assume`s end here.
-    if parsed
+    // The blocks local calls target start functions. Each function's
+    // failed `assume`s end in its own `r0 = 0; exit` tail, after its last
+    // block: a jump to another function's code is no valid program (the
+    // kernel's `jump out of range`).
+    let call_targets: std::collections::BTreeSet<&str> = blocks_parsed
         .iter()
-        .any(|l| matches!(l, Line::Jump { target, .. } if target == ASSUME_FAILED))
-    {
-        labels.insert(ASSUME_FAILED.to_string(), pc);
+        .flat_map(|(_, items)| items.iter())
+        .filter_map(|(item, _)| match item {
+            Line::CallLocal { target } => Some(target.as_str()),
+            _ => None,
+        })
+        .collect();
+    let mut function_of_block = Vec::with_capacity(blocks_parsed.len());
+    let mut function = 0usize;
+    for (k, (label, _)) in blocks_parsed.iter().enumerate() {
+        if k > 0 && call_targets.contains(label.as_str()) {
+            function += 1;
+        }
+        function_of_block.push(function);
+    }
+    let tail_label = |f: usize| {
+        if f == 0 {
+            ASSUME_FAILED.to_string()
+        } else {
+            format!("{ASSUME_FAILED}{f}")
+        }
+    };
+    let assumes_in = |f: usize| {
+        blocks_parsed
+            .iter()
+            .zip(&function_of_block)
+            .filter(|(_, &g)| g == f)
+            .flat_map(|((_, items), _)| items.iter())
+            .any(|(l, _)| matches!(l, Line::Jump { target, .. } if target == ASSUME_FAILED))
+    };
+
+    let mut parsed = Vec::new();
+    // The text of each parsed line, for errors.
+    let mut texts: Vec<(usize, String)> = Vec::new();
+    let mut labels = BTreeMap::new();
+    let mut source = Vec::new();
+    let mut pc = 0usize;
+    let emit_tail = |f: usize,
+                     next: Option<&str>,
+                     parsed: &mut Vec<Line>,
+                     texts: &mut Vec<(usize, String)>,
+                     labels: &mut BTreeMap<String, usize>,
+                     source: &mut Vec<(usize, String)>,
+                     pc: &mut usize|
+     -> Result<(), String> {
+        if !assumes_in(f) {
+            return Ok(());
+        }
+        // A function that falls through into the next keeps doing so.
+        let falls = !matches!(
+            parsed.last(),
+            Some(Line::Insn(
+                Instruction::Exit | Instruction::Ja { .. } | Instruction::JaLong { .. }
+            )) | Some(Line::Jump { cond: None, .. })
+        );
+        if let (true, Some(next)) = (falls, next) {
+            parsed.push(Line::Jump {
+                cond: None,
+                target: next.to_string(),
+            });
+            texts.push((
+                *pc,
+                format!("goto {next} ; (over the tail of failed assumes)"),
+            ));
+            *pc += 1;
+        }
+        labels.insert(tail_label(f), *pc);
         for text in ["r0 = 0", "exit"] {
             let item = parse_line(text)?;
-            source.push((pc, format!("{text} ; (tail of failed assumes)")));
+            let text = format!("{text} ; (tail of failed assumes)");
+            // Only the tail at the end is listed in `source` (whose indices
+            // are PREVAIL's).
+            if next.is_none() {
+                source.push((*pc, text.clone()));
+            }
+            texts.push((*pc, text));
+            *pc += item.slots();
+            parsed.push(item);
+        }
+        Ok(())
+    };
+    for (k, (label, items)) in blocks_parsed.iter().enumerate() {
+        let f = function_of_block[k];
+        if k > 0 && function_of_block[k - 1] != f {
+            emit_tail(
+                function_of_block[k - 1],
+                Some(label.as_str()),
+                &mut parsed,
+                &mut texts,
+                &mut labels,
+                &mut source,
+                &mut pc,
+            )?;
+        }
+        if labels.insert((*label).clone(), pc).is_some() {
+            return Err(format!("duplicate label {label}"));
+        }
+        for (item, line) in items {
+            let item = match item {
+                Line::Jump { cond, target } if target == ASSUME_FAILED => Line::Jump {
+                    cond: *cond,
+                    target: tail_label(f),
+                },
+                other => other.clone(),
+            };
+            source.push((pc, line.clone()));
+            texts.push((pc, line.clone()));
             pc += item.slots();
             parsed.push(item);
         }
     }
+    emit_tail(
+        function,
+        None,
+        &mut parsed,
+        &mut texts,
+        &mut labels,
+        &mut source,
+        &mut pc,
+    )?;
     let resolve = |target: &str, at: usize, index: usize| -> Result<i64, String> {
         let to = labels.get(target).ok_or_else(|| {
             format!(
                 "unsupported instruction `{}` at line {index}: undefined label {target}",
-                strip_comment(&source[index].1)
+                strip_comment(&texts[index].1)
             )
         })?;
         Ok(*to as i64 - at as i64 - 1)
     };
     let mut instructions = Vec::with_capacity(parsed.len());
     for (index, item) in parsed.iter().enumerate() {
-        let at = source[index].0;
+        let at = texts[index].0;
         let out_of_range = || {
             format!(
                 "unsupported instruction `{}` at line {index}: target out of range",
-                strip_comment(&source[index].1)
+                strip_comment(&texts[index].1)
             )
         };
         let insn = match item {

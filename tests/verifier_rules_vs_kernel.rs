@@ -1,0 +1,242 @@
+//! The kernel's rules that userbpf's verifier follows, each shown on a
+//! small program checked by both verifiers: the Linux verifier (as root,
+//! `BPF_PROG_LOAD`) and ours must give the same verdict, and on a
+//! rejection the same message. The few rules where userbpf differs on
+//! purpose are listed with the verdict each side gives and the reason.
+//!
+//! These are the rules `verifier/tests/prevail-disagreements.txt` cites
+//! as "the kernel rejects ..." where PREVAIL accepts: this test keeps
+//! those reasons true on the running kernel.
+//!
+//! Needs root and bpf(); skips with a printed reason otherwise, unless
+//! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
+
+use userbpf_kernel::{kernel_required, kernel_unavailable, KernelProgram};
+use userbpf_verifier::{check, Context, Env, Options};
+use userbpf_vm::object::ProgramType;
+use userbpf_vm::Program;
+
+/// One side's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Accepted.
+    Accepts,
+    /// Rejected with a message containing this text.
+    Rejects(&'static str),
+}
+
+use Verdict::{Accepts, Rejects};
+
+/// A program and what each verifier says of it.
+struct Rule {
+    /// What the program shows.
+    name: &'static str,
+    /// `BPF_PROG_TYPE_SOCKET_FILTER` or `BPF_PROG_TYPE_SCHED_CLS`.
+    prog_type: ProgramType,
+    /// The program (C-like assembly).
+    source: &'static str,
+    /// The kernel's verdict.
+    kernel: Verdict,
+    /// Ours, when it differs on purpose, with the reason.
+    ours: Option<(Verdict, &'static str)>,
+}
+
+const fn same(
+    name: &'static str,
+    prog_type: ProgramType,
+    source: &'static str,
+    verdict: Verdict,
+) -> Rule {
+    Rule {
+        name,
+        prog_type,
+        source,
+        kernel: verdict,
+        ours: None,
+    }
+}
+
+const SOCKET: ProgramType = ProgramType::SocketFilter;
+const TC: ProgramType = ProgramType::SchedCls;
+
+const RULES: &[Rule] = &[
+    same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
+    same("modulo by an immediate 0", SOCKET, "r0 = 0\nr0 %= 0\nexit", Rejects("div by zero")),
+    same(
+        "division by a register that may be 0 (defined: x / 0 = 0)",
+        SOCKET,
+        "r0 = *(u32 *)(r1 + 0)\nr2 = 7\nr2 /= r0\nexit",
+        Accepts,
+    ),
+    same("64-bit shift by 80", SOCKET, "r0 = 0\nr0 >>= 80\nexit", Rejects("invalid shift 80")),
+    same("64-bit shift by -48", SOCKET, "r0 = 0\nr0 <<= -48\nexit", Rejects("invalid shift -48")),
+    same("32-bit shift by 40", SOCKET, "w0 = 0\nw0 s>>= 40\nexit", Rejects("invalid shift 40")),
+    same(
+        "misaligned stack store",
+        SOCKET,
+        "r0 = 0\n*(u32 *)(r10 - 6) = 1\nexit",
+        Rejects("misaligned stack access off 0+0+-6 size 4"),
+    ),
+    same(
+        "misaligned stack atomic",
+        SOCKET,
+        "r0 = 0\n*(u64 *)(r10 - 16) = r0\n*(u64 *)(r10 - 8) = r0\nlock *(u64 *)(r10 - 12) += r0\nexit",
+        Rejects("misaligned stack access off 0+0+-12 size 8"),
+    ),
+    same(
+        "a pointer spilled with a 4-byte store",
+        SOCKET,
+        "r0 = 0\n*(u32 *)(r10 - 8) = r1\nexit",
+        Rejects("invalid size of register spill"),
+    ),
+    same(
+        "a packet pointer field of the context read in 2 bytes",
+        TC,
+        "r2 = *(u16 *)(r1 + 76)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=76 size=2"),
+    ),
+    same(
+        "a packet pointer field of the context read whole",
+        TC,
+        "r2 = *(u32 *)(r1 + 76)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same("a register never written, read", SOCKET, "r0 = r3\nexit", Rejects("R3 !read_ok")),
+    same(
+        "a register never written, stored",
+        SOCKET,
+        "*(u64 *)(r10 - 8) = r6\nr0 = 0\nexit",
+        Rejects("R6 !read_ok"),
+    ),
+    same("exit without r0", SOCKET, "r1 = 0\nexit", Rejects("R0 !read_ok")),
+    same(
+        "a callee reads the caller's r6 (callee frames start with r1-r5)",
+        SOCKET,
+        "r6 = 1\ncall pc+2\nr0 = 0\nexit\nr0 = r6\nexit",
+        Rejects("R6 !read_ok"),
+    ),
+    same(
+        "a callee reads the caller's r0",
+        SOCKET,
+        "r0 = 1\ncall pc+2\nr0 = 0\nexit\nr0 += 3\nexit",
+        Rejects("R0 !read_ok"),
+    ),
+    same(
+        "a subprogram returns without setting r0, the caller sets it",
+        SOCKET,
+        "r6 = 0\ncall pc+2\nr0 = 0\nexit\nr6 = 1\nexit",
+        Accepts,
+    ),
+    same(
+        "a subprogram returns without setting r0, the caller returns it",
+        SOCKET,
+        "r6 = 0\ncall pc+1\nexit\nr6 = 1\nexit",
+        Rejects("R0 !read_ok"),
+    ),
+    same(
+        "a pointer compared with 0 by `<`: both branches are explored",
+        SOCKET,
+        "if r1 < 0 goto +1\nr0 = 1\nexit",
+        Rejects("R0 !read_ok"),
+    ),
+    same(
+        "a jump out of a subprogram",
+        SOCKET,
+        "r0 = 1\ncall pc+2\nr0 = 2\nexit\ngoto -3",
+        Rejects("jump out of range from insn 4 to 2"),
+    ),
+    same(
+        "a subprogram that falls into the next one",
+        SOCKET,
+        "r0 = 0\ncall pc+2\nexit\nexit\nr0 = 1\nr0 = 2\ncall pc+0\nr0 = 3\nexit",
+        Rejects("last insn is not an exit or jmp"),
+    ),
+    same(
+        "a stack pointer returned to the caller",
+        SOCKET,
+        "r0 = r10\ncall pc+2\nr0 = 0\nexit\nr0 = r10\nexit",
+        Rejects("cannot return stack pointer to the caller"),
+    ),
+    Rule {
+        name: "a read of stack never written",
+        prog_type: SOCKET,
+        source: "r0 = *(u64 *)(r10 - 8)\nexit",
+        kernel: Accepts,
+        ours: Some((
+            Rejects("invalid read from stack off -8+0 size 8"),
+            "userbpf rejects reads of uninitialised stack; the kernel allows them to root",
+        )),
+    },
+    Rule {
+        name: "an instruction no path reaches",
+        prog_type: SOCKET,
+        source: "r0 = 0\nexit\nr0 = 1\nexit",
+        kernel: Rejects("unreachable insn 2"),
+        ours: Some((
+            Accepts,
+            "userbpf verifies the paths that run and accepts dead code (no memory is accessed)",
+        )),
+    },
+];
+
+fn env(prog_type: ProgramType) -> Env {
+    Env {
+        prog_type: Some(prog_type),
+        context: Context::SkBuff {
+            packet: prog_type == TC,
+            tc: prog_type == TC,
+            cgroup: false,
+        },
+        maps: Vec::new(),
+        subprogram_names: Vec::new(),
+    }
+}
+
+#[test]
+fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
+    match kernel_unavailable() {
+        None => {}
+        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
+        Some(why) => {
+            println!("SKIP the_kernel_rules_userbpf_follows: {why}");
+            return;
+        }
+    }
+    let mut failures = Vec::new();
+    for rule in RULES {
+        let insns =
+            userbpf_vm::asm::assemble(rule.source).unwrap_or_else(|e| panic!("{}: {e}", rule.name));
+        let program = Program::new(rule.name, insns.clone()).expect("valid program");
+        let ours = match check(&program, &env(rule.prog_type), &Options::default(), None) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => format!("rejected at {}: {}", e.pc, e.message),
+        };
+        let kernel =
+            match KernelProgram::load("rules", rule.prog_type as u32, &insns, "GPL", 0, &[]) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => format!("rejected: {e}\n{}", e.log),
+            };
+        let holds = |text: &str, v: Verdict| match v {
+            Accepts => text == "accepted",
+            Rejects(m) => text.starts_with("rejected") && text.contains(m),
+        };
+        let (expected_ours, reason) = rule.ours.unwrap_or((rule.kernel, "same rule"));
+        println!(
+            "{}: kernel {:?}, userbpf {expected_ours:?} ({reason})",
+            rule.name, rule.kernel
+        );
+        if !holds(&kernel, rule.kernel) {
+            failures.push(format!(
+                "{}: the kernel was expected to give {:?}, it gave {kernel}",
+                rule.name, rule.kernel
+            ));
+        }
+        if !holds(&ours, expected_ours) {
+            failures.push(format!(
+                "{}: userbpf was expected to give {expected_ours:?}, it gave {ours}",
+                rule.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
