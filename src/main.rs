@@ -19,8 +19,9 @@ use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::{LoadOptions, TargetBtf};
 use userbpf_vm::{conformance, disasm, Config, Helpers, Program, Vm};
 
-/// userbpf: run eBPF programs in user space (checked interpreter today; the
-/// verifier, the Cranelift JIT, in-process hooks and kernel offload follow).
+/// userbpf: verify eBPF programs and run them in user space, JIT-compiled:
+/// once (`run`), or attached inside a process (`exec`: uprobes, uretprobes,
+/// USDT probes and syscall hooks).
 #[derive(Parser, Debug)]
 #[command(name = "userbpf", version, propagate_version = true)]
 struct Cli {
