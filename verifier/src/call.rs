@@ -15,7 +15,7 @@ use crate::explore::{Step, Verifier};
 use crate::mem::Access;
 use crate::reg::{Reg, RegType};
 use crate::scalar::Scalar;
-use crate::state::{Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
+use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 
 /// Helpers every program may call (`bpf_base_func_proto`).
 const BASE: &[i32] = &[
@@ -345,6 +345,10 @@ impl Verifier<'_> {
                         id: self.fresh_id(),
                         ..Reg::pointer(RegType::ConstMap { map: inner }, 0)
                     }
+                } else if id == 1 && self.constant_key_in_range(st, m) {
+                    // The kernel's nullness elision: a lookup in an array
+                    // with a constant key below max_entries finds a value.
+                    Reg::pointer(RegType::MapValue { map: m }, 0)
                 } else {
                     Reg {
                         maybe_null: true,
@@ -470,6 +474,60 @@ impl Verifier<'_> {
             )));
         }
         Ok(())
+    }
+
+    /// Whether `bpf_map_lookup_elem`'s key (r2) is a constant below the
+    /// array `map`'s max_entries, as the kernel finds it
+    /// (`get_constant_map_key`, Linux 6.14): for an array or a per-CPU
+    /// array that is no map of maps' inner map, r2 points at a constant
+    /// stack offset whose four key bytes are either known zeros, or the
+    /// end of a number spilled at the start of its 8-byte slot whose
+    /// value (the whole spill's, as the kernel takes it) is known.
+    ///
+    /// Where the kernel's stack model and ours could differ, this answers
+    /// no: zeros at the start of a slot (the kernel keeps an aligned
+    /// narrow store of zero as a spill, whose size decides) and spills
+    /// that do not start a slot (the kernel keeps only aligned ones).
+    fn constant_key_in_range(&self, st: &State, map: u32) -> bool {
+        let Some(info) = self.env.maps.get(map as usize) else {
+            return false;
+        };
+        if !matches!(info.map_type, map_type::ARRAY | map_type::PERCPU_ARRAY)
+            || info.key_size != 4
+            || self.env.maps.iter().any(|m| m.inner == Some(map))
+        {
+            return false;
+        }
+        let key = st.cur().regs[2];
+        let RegType::Stack { frame } = key.ty else {
+            return false;
+        };
+        let (Some(frame), Some(var)) = (st.frames.get(usize::from(frame)), key.val.is_const())
+        else {
+            return false;
+        };
+        let Some(off) = i64::from(key.off)
+            .checked_add(var as i64)
+            .and_then(|o| i32::try_from(o).ok())
+        else {
+            return false;
+        };
+        let Some((slot, k)) = frame.slot(off) else {
+            return false;
+        };
+        if k.saturating_add(4) > 8 {
+            return false;
+        }
+        let key_bytes = &slot.bytes[k..k.saturating_add(4)];
+        let value = if k > 0 && key_bytes.iter().all(|&b| b == ByteKind::Zero) {
+            0
+        } else {
+            match (slot.spill_range(), slot.spill.const_value()) {
+                (Some((0, count)), Some(v)) if count.checked_sub(k) == Some(4) => v,
+                _ => return false,
+            }
+        };
+        value < u64::from(info.max_entries)
     }
 
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {

@@ -262,6 +262,14 @@ fn transfer(i: &Instruction, after: Precise, fp: Option<&FpRegs>, in_main: bool)
             if calls_back {
                 p.stack = ALL_STACK;
             }
+            // bpf_map_lookup_elem: an array's constant key makes the
+            // result non-null (`get_constant_map_key` marks it precise).
+            if matches!(target, CallTarget::Helper(1)) {
+                p.stack |= match fp.and_then(|regs| regs[2]) {
+                    Some(o) => slot_bit(o) | o.checked_add(3).map_or(ALL_STACK, slot_bit),
+                    None => ALL_STACK,
+                };
+            }
         }
         I::CallX { reg } => {
             p.regs &= !0b11_1111;
