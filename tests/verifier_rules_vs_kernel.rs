@@ -196,17 +196,24 @@ const RULES: &[Rule] = &[
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:1]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
         Rejects("R0 invalid mem access 'map_value_or_null'"),
     ),
-    Rule {
-        name: "an array lookup with the key 0 stored at the start of its slot",
-        prog_type: SOCKET,
-        source: "*(u32 *)(r10 - 8) = 0\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
-        kernel: Accepts,
-        ours: Some((
-            Rejects("R0 invalid mem access 'map_value_or_null'"),
-            "the kernel keeps an aligned narrow store of 0 as a spill of that size, userbpf as \
-             zero bytes, which do not say the store's size: userbpf does not elide the null check",
-        )),
-    },
+    same(
+        "an array lookup with the key 0 stored at the start of its slot",
+        SOCKET,
+        "*(u32 *)(r10 - 8) = 0\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "an array lookup whose key's zeros were stored in two halves",
+        SOCKET,
+        "*(u16 *)(r10 - 8) = 0\n*(u16 *)(r10 - 6) = 0\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Rejects("R0 invalid mem access 'map_value_or_null'"),
+    ),
+    same(
+        "an array lookup whose key's zeros were stored in two halves, off the slot's start",
+        SOCKET,
+        "*(u16 *)(r10 - 4) = 0\n*(u16 *)(r10 - 2) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
     Rule {
         name: "a read of stack never written",
         prog_type: SOCKET,

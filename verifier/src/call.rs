@@ -484,10 +484,9 @@ impl Verifier<'_> {
     /// end of a number spilled at the start of its 8-byte slot whose
     /// value (the whole spill's, as the kernel takes it) is known.
     ///
-    /// Where the kernel's stack model and ours could differ, this answers
-    /// no: zeros at the start of a slot (the kernel keeps an aligned
-    /// narrow store of zero as a spill, whose size decides) and spills
-    /// that do not start a slot (the kernel keeps only aligned ones).
+    /// Stores at the start of a slot are spills of their size, as in the
+    /// kernel. Spills that do not start a slot (which the kernel does not
+    /// keep, but we do) give no constant key.
     fn constant_key_in_range(&self, st: &State, map: u32) -> bool {
         let Some(info) = self.env.maps.get(map as usize) else {
             return false;

@@ -586,7 +586,13 @@ impl Verifier<'_> {
                     if !v.is_scalar() {
                         return Err(self.error("invalid size of register spill".to_string()));
                     }
-                    let zero = v.const_value() == Some(0) && value.is_some();
+                    // As the kernel (`check_stack_write_fixed_off`): a
+                    // number stored at the start of a slot is a spill of
+                    // the store's size, zero or not (its size decides
+                    // what `get_constant_map_key` finds); zeros elsewhere
+                    // are STACK_ZERO bytes.
+                    let at_slot_start = start.rem_euclid(8) == 0;
+                    let zero = v.const_value() == Some(0) && value.is_some() && !at_slot_start;
                     for o in start..start.saturating_add(size as i32) {
                         let (slot, b) = frame_state.slot_mut(o);
                         if slot.bytes.contains(&ByteKind::Spill) {

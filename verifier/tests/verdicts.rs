@@ -149,6 +149,15 @@ fn an_array_lookup_with_a_constant_key_in_range_finds_a_value() {
     };
     // Zeros written at fp-4; a number spilled at the start of its slot.
     accepts(&lookup("*(u32 *)(r10 - 4) = 0", -4), &xdp());
+    accepts(&lookup("*(u32 *)(r10 - 8) = 0", -8), &xdp());
+    // The kernel's model: the first store is a 2-byte spill, which the
+    // second (not at a slot's start) makes unreadable as a spill.
+    rejects(
+        &lookup("*(u16 *)(r10 - 8) = 0\n*(u16 *)(r10 - 6) = 0", -8),
+        &xdp(),
+        7,
+        "R0 invalid mem access 'map_value_or_null'",
+    );
     accepts(&lookup("r1 = 3\n*(u32 *)(r10 - 8) = r1", -8), &xdp());
     // The key is the upper half of an 8-byte spill of 3: the kernel
     // takes the spill's value, 3 (its upper half is 0, also in range).
