@@ -31,7 +31,7 @@ use Verdict::{Accepts, Rejects};
 struct Rule {
     /// What the program shows.
     name: &'static str,
-    /// `BPF_PROG_TYPE_SOCKET_FILTER` or `BPF_PROG_TYPE_SCHED_CLS`.
+    /// `BPF_PROG_TYPE_SOCKET_FILTER`, `_SCHED_CLS` or `_KPROBE`.
     prog_type: ProgramType,
     /// The program (C-like assembly).
     source: &'static str,
@@ -58,6 +58,7 @@ const fn same(
 
 const SOCKET: ProgramType = ProgramType::SocketFilter;
 const TC: ProgramType = ProgramType::SchedCls;
+const KPROBE: ProgramType = ProgramType::Kprobe;
 
 const RULES: &[Rule] = &[
     same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
@@ -214,6 +215,31 @@ const RULES: &[Rule] = &[
         "*(u16 *)(r10 - 4) = 0\n*(u16 *)(r10 - 2) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
         Accepts,
     ),
+    // do_refine_retval_range: what some helpers may return.
+    same(
+        "bpf_get_smp_processor_id returns a CPU number",
+        SOCKET,
+        "call bpf_get_smp_processor_id\nif r0 > 0xffff goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_prandom_u32 returns any number",
+        SOCKET,
+        "call bpf_get_prandom_u32\nif r0 > 0xffff goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        Rejects("R0 invalid mem access 'scalar'"),
+    ),
+    same(
+        "bpf_probe_read_str returns at most its size, or an errno",
+        KPROBE,
+        "r1 = r10\nr1 += -16\nr2 = 8\nr3 = 0\ncall bpf_probe_read_str\nif r0 s> 8 goto +3\nif r0 s< -4095 goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_probe_read_str may return its size",
+        KPROBE,
+        "r1 = r10\nr1 += -16\nr2 = 8\nr3 = 0\ncall bpf_probe_read_str\nif r0 s> 7 goto +3\nif r0 s< -4095 goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        Rejects("R0 invalid mem access 'scalar'"),
+    ),
     Rule {
         name: "a read of stack never written",
         prog_type: SOCKET,
@@ -243,10 +269,14 @@ const MAPS: [(u32, &str); 2] = [(2, "array"), (1, "hash")];
 fn env(prog_type: ProgramType) -> Env {
     Env {
         prog_type: Some(prog_type),
-        context: Context::SkBuff {
-            packet: prog_type == TC,
-            tc: prog_type == TC,
-            cgroup: false,
+        context: if prog_type == KPROBE {
+            Context::PtRegs
+        } else {
+            Context::SkBuff {
+                packet: prog_type == TC,
+                tc: prog_type == TC,
+                cgroup: false,
+            }
         },
         maps: MAPS
             .iter()

@@ -325,7 +325,7 @@ impl Verifier<'_> {
             iterate = self.callback_call(st, &meta, pc, id, name, cb)?;
         }
         let r0 = match proto.ret {
-            RetType::Integer => Reg::unknown(),
+            RetType::Integer => Reg::scalar(self.integer_return(st, id)),
             RetType::Void => Reg::NOT_INIT,
             RetType::PtrToMapValueOrNull => {
                 let m = meta.map.unwrap_or(0);
@@ -527,6 +527,32 @@ impl Verifier<'_> {
             }
         };
         value < u64::from(info.max_entries)
+    }
+
+    /// What a helper returning an integer may return, as the kernel's
+    /// `do_refine_retval_range` knows it: a CPU number below the CPUs'
+    /// count for `bpf_get_smp_processor_id`; at most the buffer's size, or
+    /// an errno, for the helpers that fill a buffer with a string or a
+    /// stack. (userbpf's helpers keep to these ranges.)
+    fn integer_return(&self, st: &State, id: i32) -> Scalar {
+        const MAX_ERRNO: i64 = 4095;
+        // The size argument of the buffer-filling helpers.
+        let size_arg = match id {
+            // bpf_probe_read_str(dst, size, src) and its user/kernel forms.
+            45 | 114 | 115 => 2,
+            // bpf_get_stack(ctx, buf, size, flags), bpf_get_task_stack.
+            67 | 141 => 3,
+            8 => {
+                let last = userbpf_vm::maps::percpu::ncpus().saturating_sub(1);
+                return Scalar::from_range_u64(0, last as u64);
+            }
+            _ => return Scalar::unknown(),
+        };
+        let max = st.cur().regs[size_arg].val.umax;
+        let Ok(max) = i32::try_from(max) else {
+            return Scalar::unknown();
+        };
+        Scalar::from_range_i64(-MAX_ERRNO, i64::from(max))
     }
 
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {

@@ -311,6 +311,25 @@ impl Scalar {
         .finish()
     }
 
+    /// The values `lo..=hi` (signed, within `i32`); `lo > hi` gives
+    /// [`Scalar::UNKNOWN`].
+    pub fn from_range_i64(lo: i64, hi: i64) -> Scalar {
+        let (Ok(lo32), Ok(hi32)) = (i32::try_from(lo), i32::try_from(hi)) else {
+            return Scalar::UNKNOWN;
+        };
+        if lo > hi {
+            return Scalar::UNKNOWN;
+        }
+        Scalar {
+            smin: lo,
+            smax: hi,
+            s32_min: lo32,
+            s32_max: hi32,
+            ..Scalar::UNKNOWN
+        }
+        .finish()
+    }
+
     /// The value of a zero-extending load of `bytes` bytes (1, 2, 4 or 8):
     /// any value below `2^(8 * bytes)`.
     pub fn unknown_bits(bytes: usize) -> Scalar {

@@ -475,6 +475,29 @@ fn references_are_released_on_every_path() {
 }
 
 #[test]
+fn some_helpers_return_numbers_in_a_known_range() {
+    // A CPU number is below the CPUs' count (at most 65536 here).
+    accepts(
+        "call bpf_get_smp_processor_id\nif r0 > 0xffff goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        &xdp(),
+    );
+    rejects(
+        "call bpf_get_prandom_u32\nif r0 > 0xffff goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit",
+        &xdp(),
+        4,
+        "R0 invalid mem access 'scalar'",
+    );
+    // A string read returns at most its size, or an errno.
+    let str_read = |max: i32| {
+        format!(
+            "r1 = r10\nr1 += -16\nr2 = 8\nr3 = 0\ncall bpf_probe_read_str\nif r0 s> {max} goto +3\nif r0 s< -4095 goto +2\nr0 = 0\nexit\nr1 = *(u64 *)(r0 + 0)\nexit"
+        )
+    };
+    accepts(&str_read(8), &uprobe());
+    rejects(&str_read(7), &uprobe(), 9, "R0 invalid mem access 'scalar'");
+}
+
+#[test]
 fn helper_calls_follow_their_prototypes() {
     rejects("call 999\nexit", &xdp(), 0, "invalid func unknown#999");
     rejects(

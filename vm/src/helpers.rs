@@ -582,7 +582,10 @@ impl Helpers {
         h.register_kernel_fn(8, |_, _, _, _, _| {
             // SAFETY: sched_getcpu has no preconditions.
             let cpu = unsafe { libc::sched_getcpu() };
-            u64::try_from(cpu).unwrap_or(0)
+            // Below ncpus(), as the verifier assumes (the kernel's
+            // nr_cpu_ids - 1 bound on the result).
+            let last = crate::maps::percpu::ncpus().saturating_sub(1);
+            u64::try_from(cpu).unwrap_or(0).min(last as u64)
         });
         h.register_kernel_fn(14, |_, _, _, _, _| crate::identity::pid_tgid());
         h.register_kernel_fn(15, |_, _, _, _, _| {

@@ -13,11 +13,15 @@
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Number of CPU slots: the configured CPUs.
+/// Number of CPU slots: the configured CPUs (read once). CPU numbers
+/// the runtime hands programs (`bpf_get_smp_processor_id`) are below it.
 pub fn ncpus() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-    usize::try_from(n).unwrap_or(1).max(1)
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        // SAFETY: sysconf has no preconditions.
+        let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+        usize::try_from(n).unwrap_or(1).max(1)
+    })
 }
 
 thread_local! {
