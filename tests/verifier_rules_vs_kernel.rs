@@ -31,7 +31,8 @@ use Verdict::{Accepts, Rejects};
 struct Rule {
     /// What the program shows.
     name: &'static str,
-    /// `BPF_PROG_TYPE_SOCKET_FILTER`, `_SCHED_CLS` or `_KPROBE`.
+    /// `BPF_PROG_TYPE_SOCKET_FILTER`, `_SCHED_CLS`, `_CGROUP_SKB` or
+    /// `_KPROBE`.
     prog_type: ProgramType,
     /// The program (C-like assembly).
     source: &'static str,
@@ -59,6 +60,7 @@ const fn same(
 const SOCKET: ProgramType = ProgramType::SocketFilter;
 const TC: ProgramType = ProgramType::SchedCls;
 const KPROBE: ProgramType = ProgramType::Kprobe;
+const CGROUP_SKB: ProgramType = ProgramType::CgroupSkb;
 
 const RULES: &[Rule] = &[
     same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
@@ -100,6 +102,60 @@ const RULES: &[Rule] = &[
         "a packet pointer field of the context read whole",
         TC,
         "r2 = *(u32 *)(r1 + 76)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a socket filter reads tstamp_type",
+        SOCKET,
+        "r2 = *(u8 *)(r1 + 180)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=180 size=1"),
+    ),
+    same(
+        "a TC program reads tstamp_type",
+        TC,
+        "r2 = *(u8 *)(r1 + 180)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a TC program reads the padding after tstamp_type",
+        TC,
+        "r2 = *(u8 *)(r1 + 181)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=181 size=1"),
+    ),
+    same(
+        "a socket filter reads gso_size in 2 bytes",
+        SOCKET,
+        "r2 = *(u16 *)(r1 + 176)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a socket filter reads tstamp",
+        SOCKET,
+        "r2 = *(u64 *)(r1 + 152)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=152 size=8"),
+    ),
+    same(
+        "a socket filter reads wire_len",
+        SOCKET,
+        "r2 = *(u32 *)(r1 + 160)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=160 size=4"),
+    ),
+    same(
+        "a TC program reads wire_len and hwtstamp",
+        TC,
+        "r2 = *(u32 *)(r1 + 160)\nr2 = *(u64 *)(r1 + 184)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a cgroup_skb program reads data_meta",
+        CGROUP_SKB,
+        "r2 = *(u32 *)(r1 + 140)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=140 size=4"),
+    ),
+    same(
+        "a cgroup_skb program writes tstamp and mark",
+        CGROUP_SKB,
+        "r2 = 1\n*(u64 *)(r1 + 152) = r2\n*(u32 *)(r1 + 8) = r2\nr0 = 1\nexit",
         Accepts,
     ),
     same("a register never written, read", SOCKET, "r0 = r3\nexit", Rejects("R3 !read_ok")),
@@ -273,9 +329,9 @@ fn env(prog_type: ProgramType) -> Env {
             Context::PtRegs
         } else {
             Context::SkBuff {
-                packet: prog_type == TC,
+                packet: prog_type != SOCKET,
                 tc: prog_type == TC,
-                cgroup: false,
+                cgroup: prog_type == CGROUP_SKB,
             }
         },
         maps: MAPS

@@ -16,7 +16,7 @@
 //! left shifts of values that may be negative, shifts by a register:
 //! [`GenSpec::kernel_bounds_only`]); for those, the kernel's reason must be
 //! one that is not about memory safety ([`NOT_MEMORY_SAFETY`],
-//! [`ctx_policy`], [`UNREACHED`]): any other reason (an out-of-bounds
+//! [`ctx_policy`], [`UNREACHED`], [`SET_ON_EVERY_PATH`]): any other reason (an out-of-bounds
 //! access, an uninitialised read, a bad pointer...) that we let through is
 //! a bug of our verifier, and fails the test. With divisions, the kernel
 //! rejects many safe programs for bounds it does not know
@@ -149,6 +149,34 @@ const WITH_DIVISIONS: &str =
 /// fault.
 const UNREACHED: &str =
     "at an instruction ours proves unreachable (a value the kernel does not know)";
+
+/// Why the kernel's `RN !read_ok` at an instruction where every one of our
+/// states has rN set is not a memory-safety difference: the kernel reaches
+/// the instruction on a path ours proves never taken (a branch the kernel
+/// does not decide, such as `if w9 s< w9`), without rN written on it.
+const SET_ON_EVERY_PATH: &str =
+    "a register the kernel finds unset on a path ours proves never taken (set in each of our states there)";
+
+/// Whether register `n` is set in every one of our states before `pc`
+/// (at least one), from the verifier's log.
+fn set_in_every_state(log: &str, pc: usize, n: u8) -> bool {
+    let prefix = format!("{pc}: ");
+    let reg = format!("R{n}=");
+    let mut states = log
+        .lines()
+        .filter(|l| l.starts_with(&prefix) && l.contains("R10="))
+        .peekable();
+    states.peek().is_some() && states.all(|l| l.split_whitespace().any(|t| t.starts_with(&reg)))
+}
+
+/// The register of the kernel's `RN !read_ok`.
+fn unset_register(message: &str) -> Option<u8> {
+    message
+        .strip_suffix(" !read_ok")?
+        .strip_prefix('R')?
+        .parse()
+        .ok()
+}
 
 /// Socket filters may not touch some `__sk_buff` fields (`tc_classid`,
 /// `data`, `tstamp`, `wire_len`, the socket fields, `tstamp_type`,
@@ -295,16 +323,26 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
                     log_level: 2,
                     ..Options::default()
                 };
+                let mut set_everywhere = false;
                 let (reached, state) = match (pc, check(&g.program, &g.env, &opts, None)) {
-                    (Some(pc), Ok(report)) => match our_state(&report.log, pc) {
-                        Some(state) => (true, state),
-                        None => (false, "(never reached)".to_string()),
-                    },
+                    (Some(pc), Ok(report)) => {
+                        set_everywhere = unset_register(&message)
+                            .is_some_and(|n| set_in_every_state(&report.log, pc, n));
+                        match our_state(&report.log, pc) {
+                            Some(state) => (true, state),
+                            None => (false, "(never reached)".to_string()),
+                        }
+                    }
                     _ => (true, "(unknown)".to_string()),
                 };
                 let at = pc.map_or(String::new(), |pc| format!("{pc}: "));
+                let why = if set_everywhere {
+                    Some(SET_ON_EVERY_PATH)
+                } else {
+                    not_memory_safety(&message, reached, divisions)
+                };
                 let difference = Difference {
-                    why: not_memory_safety(&message, reached, divisions),
+                    why,
                     fault: run_in_interpreter(&g, rng.next_u64(), RUNS).err(),
                     source: g.source,
                     kernel_log_line: format!("{at}{message}"),

@@ -223,7 +223,9 @@ mod skb {
     pub const DATA_META: u32 = 140;
     pub const FLOW_KEYS: u32 = 144;
     pub const TSTAMP: u32 = 152;
+    pub const WIRE_LEN: u32 = 160;
     pub const SK: u32 = 168;
+    pub const TSTAMP_TYPE: u32 = 180;
     pub const HWTSTAMP: u32 = 184;
 }
 
@@ -241,6 +243,16 @@ fn skb_access(
     }
     let end = off.checked_add(size)?;
     let within = |start: u32, len: u32| off >= start && end <= start.saturating_add(len);
+    let socket_filter = !tc && !cgroup;
+    // The program types' own refusals (sk_filter_, cg_skb_ and
+    // tc_cls_act_is_valid_access): data_meta, tc_classid and wire_len
+    // are TC's; socket filters see no timestamps.
+    if (!tc
+        && (within(skb::DATA_META, 4) || within(skb::TC_CLASSID, 4) || within(skb::WIRE_LEN, 4)))
+        || (socket_filter && (within(skb::TSTAMP, 8) || within(skb::HWTSTAMP, 8)))
+    {
+        return None;
+    }
     // Pointer fields: exactly their own size.
     if within(skb::DATA, 4) || within(skb::DATA_END, 4) || within(skb::DATA_META, 4) {
         if write || !packet || size != 4 {
@@ -256,11 +268,15 @@ fn skb_access(
         // Kernel pointers userbpf does not model.
         return None;
     }
+    // `tstamp_type` (a byte TC programs read) and the padding after it.
+    if (skb::TSTAMP_TYPE..skb::HWTSTAMP).contains(&off) {
+        return (off == skb::TSTAMP_TYPE && size == 1 && !write && tc).then_some(CtxField::Scalar);
+    }
     if within(skb::TSTAMP, 8) || within(skb::HWTSTAMP, 8) {
         if size != 8 {
             return None;
         }
-        return (!write || (tc && off == skb::TSTAMP)).then_some(CtxField::Scalar);
+        return (!write || ((tc || cgroup) && off == skb::TSTAMP)).then_some(CtxField::Scalar);
     }
     // The socket fields (family .. local_port) exist only with a socket.
     if off >= skb::FAMILY && end <= skb::DATA_META && !cgroup {
@@ -277,9 +293,6 @@ fn skb_access(
                     || within(skb::TC_CLASSID, 4)
                     || within(skb::QUEUE_MAPPING, 4)));
         return ok.then_some(CtxField::Scalar);
-    }
-    if within(skb::TC_CLASSID, 4) && !tc {
-        return None;
     }
     Some(CtxField::Scalar)
 }
@@ -317,6 +330,30 @@ mod tests {
         };
         assert_eq!(tc.access(76, 4, false), Some(CtxField::PacketData));
         assert_eq!(tc.access(8, 4, true), Some(CtxField::Scalar));
+        // tstamp_type: a byte only TC programs read; then padding.
+        assert_eq!(tc.access(180, 1, false), Some(CtxField::Scalar));
+        assert_eq!(tc.access(180, 1, true), None);
+        assert_eq!(tc.access(180, 4, false), None);
+        assert_eq!(tc.access(181, 1, false), None);
+        assert_eq!(sf.access(180, 1, false), None);
+        assert_eq!(sf.access(176, 4, false), Some(CtxField::Scalar));
+        // Socket filters see no timestamps and no wire_len; TC does.
+        for (off, size) in [(152, 8), (184, 8), (160, 4)] {
+            assert_eq!(sf.access(off, size, false), None, "{off}");
+            assert_eq!(tc.access(off, size, false), Some(CtxField::Scalar), "{off}");
+        }
+        let cg = Context::SkBuff {
+            packet: true,
+            tc: false,
+            cgroup: true,
+        };
+        // cgroup_skb: data and data_end, no data_meta, wire_len or
+        // tc_classid; it may write tstamp.
+        assert_eq!(cg.access(76, 4, false), Some(CtxField::PacketData));
+        assert_eq!(cg.access(140, 4, false), None);
+        assert_eq!(cg.access(160, 4, false), None);
+        assert_eq!(cg.access(72, 4, false), None);
+        assert_eq!(cg.access(152, 8, true), Some(CtxField::Scalar));
     }
 
     #[test]
