@@ -302,16 +302,20 @@ fn raw_spec(u: &mut Unstructured<'_>) -> GenSpec {
 /// The kernel helpers that need no hook (the current task, ...), with
 /// `bpf_trace_printk` output dropped, and `bpf_ktime_get_ns` (5),
 /// `bpf_get_prandom_u32` (7) and `bpf_get_smp_processor_id` (8) returning
-/// [`Inputs`] values (the verifier knows nothing of their results, so
-/// these are as valid as the real ones, and they reach the bounds the
-/// program checks).
+/// [`Inputs`] values (the verifier knows nothing of the first two's
+/// results and only the range of the third's, a CPU number below
+/// `ncpus()`, which the stand-in keeps to: so these are as valid as the
+/// real ones, and they reach the bounds the program checks).
 fn base_helpers() -> &'static Helpers {
     static HELPERS: OnceLock<Helpers> = OnceLock::new();
     HELPERS.get_or_init(|| {
         let mut h = Helpers::kernel_basics_with_trace(Arc::new(|_: &[u8]| {}));
         h.register_kernel_fn(5, |_, _, _, _, _| helper_value(u64::MAX));
         h.register_kernel_fn(7, |_, _, _, _, _| helper_value(u64::from(u32::MAX)));
-        h.register_kernel_fn(8, |_, _, _, _, _| helper_value(u64::from(u32::MAX)));
+        h.register_kernel_fn(8, |_, _, _, _, _| {
+            let cpus = userbpf_vm::maps::percpu::ncpus() as u64;
+            helper_value(u64::MAX) % cpus.max(1)
+        });
         h
     })
 }
