@@ -11,8 +11,11 @@
 //! Needs root and bpf(); skips with a printed reason otherwise, unless
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
 
-use userbpf_kernel::{kernel_required, kernel_unavailable, KernelMap, KernelProgram};
+use userbpf_kernel::{
+    kernel_required, kernel_unavailable, KernelMap, KernelProgram, LoadRequest, ProgBtf,
+};
 use userbpf_verifier::{check, Context, Env, MapInfo, Options};
+use userbpf_vm::isa::{CallTarget, Instruction};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::Program;
 
@@ -209,6 +212,30 @@ const RULES: &[Rule] = &[
         Rejects("last insn is not an exit or jmp"),
     ),
     same(
+        "the functions' deepest stacks add up to more than 512 bytes",
+        SOCKET,
+        "r6 = 0\ncall pc+3\n*(u64 *)(r10 - 448) = r6\nr0 = 0\nexit\n*(u64 *)(r10 - 96) = r1\nr0 = 0\nexit",
+        Rejects("combined stack size of 2 calls is 544. Too large"),
+    ),
+    same(
+        "the functions' deepest stacks add up to 512 bytes",
+        SOCKET,
+        "r6 = 0\ncall pc+3\n*(u64 *)(r10 - 448) = r6\nr0 = 0\nexit\n*(u64 *)(r10 - 64) = r1\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a tail call from a function entered with 256 bytes of stack",
+        SOCKET,
+        "*(u64 *)(r10 - 256) = r1\ncall pc+2\nr0 = 0\nexit\nr2 = map[idx:2]\nr3 = 0\ncall bpf_tail_call\nr0 = 0\nexit",
+        Rejects("tail_calls are not allowed when call stack of previous frames is 256 bytes. Too large"),
+    ),
+    same(
+        "a tail call from a function entered with 240 bytes of stack",
+        SOCKET,
+        "*(u64 *)(r10 - 240) = r1\ncall pc+2\nr0 = 0\nexit\nr2 = map[idx:2]\nr3 = 0\ncall bpf_tail_call\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "a stack pointer returned to the caller",
         SOCKET,
         "r0 = r10\ncall pc+2\nr0 = 0\nexit\nr0 = r10\nexit",
@@ -318,9 +345,9 @@ const RULES: &[Rule] = &[
     },
 ];
 
-/// The maps the programs use: (type, name), 4-byte keys, 8-byte values,
-/// 4 entries.
-const MAPS: [(u32, &str); 2] = [(2, "array"), (1, "hash")];
+/// The maps the programs use: (type, name, value size), 4-byte keys, 4
+/// entries.
+const MAPS: [(u32, &str, u32); 3] = [(2, "array", 8), (1, "hash", 8), (3, "progs", 4)];
 
 fn env(prog_type: ProgramType) -> Env {
     Env {
@@ -336,11 +363,11 @@ fn env(prog_type: ProgramType) -> Env {
         },
         maps: MAPS
             .iter()
-            .map(|&(map_type, name)| MapInfo {
+            .map(|&(map_type, name, value_size)| MapInfo {
                 name: name.to_string(),
                 map_type,
                 key_size: 4,
-                value_size: 8,
+                value_size,
                 max_entries: 4,
                 read_only: false,
                 direct_value: false,
@@ -364,8 +391,8 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
     }
     let maps: Vec<KernelMap> = MAPS
         .iter()
-        .map(|&(map_type, name)| {
-            KernelMap::create(name, map_type, 4, 8, 4, 0, 0)
+        .map(|&(map_type, name, value_size)| {
+            KernelMap::create(name, map_type, 4, value_size, 4, 0, 0)
                 .unwrap_or_else(|e| panic!("creating map {name}: {e}"))
         })
         .collect();
@@ -379,11 +406,31 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
             Ok(_) => "accepted".to_string(),
             Err(e) => format!("rejected at {}: {}", e.pc, e.message),
         };
-        let kernel =
-            match KernelProgram::load("rules", rule.prog_type as u32, &insns, "GPL", 0, &fds) {
-                Ok(_) => "accepted".to_string(),
-                Err(e) => format!("rejected: {e}\n{}", e.log),
-            };
+        // With BTF for the subprograms, as libbpf loads them (the kernel
+        // wants it of subprograms that tail-call).
+        let starts: Vec<usize> = std::iter::once(0)
+            .chain(program.instructions().filter_map(|(pc, i)| match i {
+                Instruction::Call(CallTarget::Local(rel)) => {
+                    usize::try_from(pc as i64 + 1 + i64::from(rel)).ok()
+                }
+                _ => None,
+            }))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let names: Vec<String> = (0..starts.len()).map(|k| format!("f{k}")).collect();
+        let functions: Vec<(&str, usize)> = names.iter().map(String::as_str).zip(starts).collect();
+        let btf =
+            (functions.len() > 1).then(|| ProgBtf::for_functions(&functions).expect("program BTF"));
+        let request = LoadRequest {
+            fd_array: &fds,
+            btf: btf.as_ref(),
+            ..LoadRequest::new("rules", rule.prog_type as u32, &insns)
+        };
+        let kernel = match KernelProgram::load_request(&request) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => format!("rejected: {e}\n{}", e.log),
+        };
         let holds = |text: &str, v: Verdict| match v {
             Accepts => text == "accepted",
             Rejects(m) => text.starts_with("rejected") && text.contains(m),

@@ -429,6 +429,7 @@ impl Verifier<'_> {
                 for (i, r) in map_args(m).into_iter().enumerate() {
                     frame.regs[i.wrapping_add(1)] = r;
                 }
+                self.async_callbacks.insert(cb);
                 self.spawn(
                     State {
                         frames: vec![frame],
@@ -825,8 +826,13 @@ impl Verifier<'_> {
         Ok(())
     }
 
-    /// Checks the combined stack of the call chain.
+    /// Checks the combined stack of the call chain, and records each
+    /// function's deepest stack for [`Self::check_max_stack_depth`].
     pub(crate) fn check_stack_depth(&mut self, st: &State) -> Result<(), Box<VerifyError>> {
+        for f in &st.frames {
+            let d = self.subprog_depth.entry(f.subprog).or_insert(0);
+            *d = (*d).max(f.depth());
+        }
         let total: i32 = st.frames.iter().map(Frame::depth).sum();
         let total_u = u32::try_from(total).unwrap_or(u32::MAX);
         self.stats.stack_depth = self.stats.stack_depth.max(total_u);
@@ -835,6 +841,80 @@ impl Verifier<'_> {
                 "combined stack size of {} calls is {total}. Too large",
                 st.frames.len()
             )));
+        }
+        Ok(())
+    }
+
+    /// The kernel's `check_max_stack_depth`, after the search: along every
+    /// chain of calls (and synchronous callbacks) the code holds, from the
+    /// entry function and from each asynchronous callback, the functions'
+    /// deepest stacks, each rounded up to 16 bytes as for JIT-compiled
+    /// programs, add up to at most 512 bytes; the chain is at most 8
+    /// frames; a function with a tail call is entered with less than 256
+    /// bytes of stack below and in it. (During the search, the frames
+    /// present at each point are checked too, where the pc is known.)
+    pub(crate) fn check_max_stack_depth(&mut self) -> Result<(), Box<VerifyError>> {
+        let starts = crate::cfg::function_starts(self.prog);
+        let len = self.prog.len();
+        let range = |f: usize| {
+            let k = starts.partition_point(|&s| s <= f);
+            let end = starts.get(k).copied().unwrap_or(len);
+            f..end
+        };
+        // Each function's calls: (pc, callee).
+        let calls = |f: usize| -> Vec<(usize, usize)> {
+            range(f)
+                .filter_map(|pc| {
+                    let i = self.prog.instruction(pc)?;
+                    crate::cfg::function_target(pc, &i).map(|t| (pc, t))
+                })
+                .filter(|&(_, t)| !self.async_callbacks.contains(&t))
+                .collect()
+        };
+        let tail_calls = |f: usize| {
+            range(f).any(|pc| {
+                matches!(
+                    self.prog.instruction(pc),
+                    Some(userbpf_vm::isa::Instruction::Call(CallTarget::Helper(12)))
+                )
+            })
+        };
+        let rounded = |f: usize| {
+            let d = self.subprog_depth.get(&f).copied().unwrap_or(0).max(0);
+            d.saturating_add(15) & !15
+        };
+        let roots: Vec<usize> = std::iter::once(0)
+            .chain(self.async_callbacks.iter().copied())
+            .collect();
+        for root in roots {
+            // Depth-first: (function, pc of the call into it, depth below it).
+            let mut work = vec![(root, 0usize, 0i32, 1usize)];
+            while let Some((f, at, below, frames)) = work.pop() {
+                if frames > MAX_CALL_FRAMES {
+                    return Err(self.error_at(
+                        at,
+                        format!("the call stack of {frames} frames is too deep !"),
+                    ));
+                }
+                let depth = below.saturating_add(rounded(f));
+                if depth > MAX_BPF_STACK {
+                    return Err(self.error_at(
+                        at,
+                        format!("combined stack size of {frames} calls is {depth}. Too large"),
+                    ));
+                }
+                if f != 0 && tail_calls(f) && depth >= 256 {
+                    return Err(self.error_at(
+                        at,
+                        format!(
+                            "tail_calls are not allowed when call stack of previous frames is {depth} bytes. Too large"
+                        ),
+                    ));
+                }
+                for (pc, callee) in calls(f) {
+                    work.push((callee, pc, depth, frames.saturating_add(1)));
+                }
+            }
         }
         Ok(())
     }

@@ -44,13 +44,9 @@ pub fn function_target(pc: usize, i: &Instruction) -> Option<usize> {
     }
 }
 
-/// The kernel's `check_subprogs`: the functions are the entry and every
-/// target of a local call or a function address; no jump leaves its
-/// function (`jump out of range from insn 4 to 2`) and every function
-/// ends with `exit` or an unconditional jump, so none falls into the next
-/// (`last insn is not an exit or jmp`). On failure, the pc and the
-/// kernel's message.
-pub fn check_functions(program: &Program) -> Result<(), (usize, String)> {
+/// The first pc of each function, sorted: 0 and every target of a local
+/// call or a function address.
+pub fn function_starts(program: &Program) -> Vec<usize> {
     let len = program.len();
     let mut starts: Vec<usize> = program
         .instructions()
@@ -60,6 +56,18 @@ pub fn check_functions(program: &Program) -> Result<(), (usize, String)> {
     starts.push(0);
     starts.sort_unstable();
     starts.dedup();
+    starts
+}
+
+/// The kernel's `check_subprogs`: the functions are the entry and every
+/// target of a local call or a function address; no jump leaves its
+/// function (`jump out of range from insn 4 to 2`) and every function
+/// ends with `exit` or an unconditional jump, so none falls into the next
+/// (`last insn is not an exit or jmp`). On failure, the pc and the
+/// kernel's message.
+pub fn check_functions(program: &Program) -> Result<(), (usize, String)> {
+    let len = program.len();
+    let starts = function_starts(program);
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k.wrapping_add(1)).copied().unwrap_or(len);
         let mut last = None;

@@ -98,6 +98,11 @@ pub(crate) struct Verifier<'a> {
     callback_point: Vec<bool>,
     /// Entries stored at callback points, finished or not.
     at_callback: HashMap<usize, Vec<usize>>,
+    /// The deepest stack each function (by its first pc) used on any
+    /// path, in bytes (the kernel's `subprog_info[].stack_depth`).
+    pub(crate) subprog_depth: std::collections::BTreeMap<usize, i32>,
+    /// Asynchronous callbacks (timers'): their own call chains' roots.
+    pub(crate) async_callbacks: std::collections::BTreeSet<usize>,
     /// Targets of backward jumps: where a path can come back to a state
     /// it had.
     loop_head: Vec<bool>,
@@ -195,6 +200,8 @@ impl<'a> Verifier<'a> {
             spawned: Vec::new(),
             callback_point,
             at_callback: HashMap::new(),
+            subprog_depth: std::collections::BTreeMap::new(),
+            async_callbacks: std::collections::BTreeSet::new(),
             loop_head,
             start,
         }
@@ -282,7 +289,8 @@ impl<'a> Verifier<'a> {
     pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
         let result = crate::cfg::check_functions(self.prog)
             .map_err(|(pc, message)| self.error_at(pc, message))
-            .and_then(|()| self.search(state));
+            .and_then(|()| self.search(state))
+            .and_then(|()| self.check_max_stack_depth());
         self.stats.time = self.start.elapsed();
         result
     }

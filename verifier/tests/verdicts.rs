@@ -7,8 +7,8 @@ use userbpf_vm::object::ProgramType;
 use userbpf_vm::Program;
 
 /// A hash map: 4-byte keys, 8-byte values (map index 0), a ring buffer
-/// (index 1), a read-only global-data array of 8 bytes (index 2) and an
-/// array of 4 8-byte values (index 3).
+/// (index 1), a read-only global-data array of 8 bytes (index 2), an
+/// array of 4 8-byte values (index 3) and a program array (index 4).
 fn maps() -> Vec<MapInfo> {
     vec![
         MapInfo {
@@ -49,6 +49,17 @@ fn maps() -> Vec<MapInfo> {
             map_type: 2,
             key_size: 4,
             value_size: 8,
+            max_entries: 4,
+            read_only: false,
+            direct_value: false,
+            contents: None,
+            inner: None,
+        },
+        MapInfo {
+            name: "progs".into(),
+            map_type: 3,
+            key_size: 4,
+            value_size: 4,
             max_entries: 4,
             read_only: false,
             direct_value: false,
@@ -650,6 +661,32 @@ fn bpf_to_bpf_calls_have_their_own_frames() {
         &xdp(),
         1,
         "jump out of range from insn 1 to 5",
+    );
+    // The functions' deepest stacks add up along each chain of calls,
+    // wherever on their paths they reach them (the kernel's
+    // check_max_stack_depth): here the caller goes deep after the call.
+    rejects(
+        "r6 = 0\ncall pc+3\n*(u64 *)(r10 - 448) = r6\nr0 = 0\nexit\n*(u64 *)(r10 - 96) = r1\nr0 = 0\nexit",
+        &xdp(),
+        1,
+        "combined stack size of 2 calls is 544. Too large",
+    );
+    accepts(
+        "r6 = 0\ncall pc+3\n*(u64 *)(r10 - 448) = r6\nr0 = 0\nexit\n*(u64 *)(r10 - 64) = r1\nr0 = 0\nexit",
+        &xdp(),
+    );
+    // A tail call from a function entered with 256 bytes of stack or more.
+    let tail = |depth: i32| {
+        format!(
+            "*(u64 *)(r10 - {depth}) = r1\ncall pc+2\nr0 = 0\nexit\nr2 = map[idx:4]\nr3 = 0\ncall bpf_tail_call\nr0 = 0\nexit"
+        )
+    };
+    accepts(&tail(240), &xdp());
+    rejects(
+        &tail(256),
+        &xdp(),
+        1,
+        "tail_calls are not allowed when call stack of previous frames is 256 bytes. Too large",
     );
     rejects(
         "call pc-1\nexit",

@@ -21,8 +21,19 @@ pub(super) fn program_source(u: &mut Unstructured<'_>, spec: &GenSpec) -> String
     let n = g.range(2, 16);
     g.items(n, 0);
     g.epilogue();
-    g.out
+    // The subprograms the main program calls, after it.
+    let mut out = g.out;
+    for sub in g.subs {
+        out.push_str(&sub);
+    }
+    out
 }
+
+/// Subprograms in one program, at most.
+const MAX_FUNCTIONS: u32 = 4;
+
+/// Nested bpf-to-bpf calls, at most (the kernel allows 8 frames).
+const MAX_CALL_DEPTH: u32 = 2;
 
 /// What a register holds, as far as the generator keeps track.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,6 +154,7 @@ enum Item {
     Helper,
     Comm,
     Atomic,
+    Call,
 }
 
 /// Where a variable-offset access points.
@@ -171,6 +183,14 @@ struct Gen<'a, 'd> {
     /// iteration would read it as what it was), it only writes registers
     /// and slots that held nothing usable there.
     frozen: Vec<Snapshot>,
+    /// Labels' prefix: `""` in the main program, `fN_` in subprogram N.
+    prefix: String,
+    /// Subprograms generated so far in the whole program.
+    functions: u32,
+    /// Frames below this one.
+    call_depth: u32,
+    /// The text of the subprograms this function calls (and theirs).
+    subs: Vec<String>,
 }
 
 impl<'a, 'd> Gen<'a, 'd> {
@@ -199,6 +219,10 @@ impl<'a, 'd> Gen<'a, 'd> {
             budget: 40,
             counters: Vec::new(),
             frozen: Vec::new(),
+            prefix: String::new(),
+            functions: 0,
+            call_depth: 0,
+            subs: Vec::new(),
         }
     }
 
@@ -257,7 +281,7 @@ impl<'a, 'd> Gen<'a, 'd> {
 
     fn label(&mut self) -> String {
         self.labels += 1;
-        format!("l{}", self.labels)
+        format!("{}l{}", self.prefix, self.labels)
     }
 
     fn place(&mut self, label: &str) {
@@ -461,7 +485,8 @@ impl<'a, 'd> Gen<'a, 'd> {
         let raw = matches!(self.spec.flavour, Flavour::Raw { .. });
         let ctx = !self.regs_where(|k| k == Kind::Ctx).is_empty();
         let mapvals = !self.map_regs().is_empty();
-        let table: [(u32, Item, bool); 17] = [
+        let call = self.call_depth < MAX_CALL_DEPTH && self.functions < MAX_FUNCTIONS;
+        let table: [(u32, Item, bool); 18] = [
             (20, Item::Alu, true),
             (6, Item::Mov, true),
             (10, Item::CtxLoad, ctx),
@@ -479,6 +504,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             (4, Item::Helper, true),
             (2, Item::Comm, raw),
             (2, Item::Atomic, true),
+            (3, Item::Call, call),
         ];
         let total: u32 = table.iter().filter(|t| t.2).map(|t| t.0).sum();
         let mut x = self.below(total);
@@ -516,7 +542,66 @@ impl<'a, 'd> Gen<'a, 'd> {
             Item::Helper => self.helper(),
             Item::Comm => self.get_comm(),
             Item::Atomic => self.atomic(),
+            Item::Call => self.local_call(),
         }
+    }
+
+    /// `call local fN`: a bpf-to-bpf call of a subprogram generated here
+    /// (placed after the main program), which gets `r1..r5` as they are
+    /// and a frame of its own; it returns in `r0` and leaves `r1..r5`
+    /// unset, `r6..r9` and this frame's stack as they were.
+    fn local_call(&mut self) {
+        self.functions += 1;
+        let name = format!("f{}", self.functions);
+        // Now and then an argument is set for the call.
+        if self.chance(1, 3) {
+            if let Some(d) = self.dst_among(Kind::Scalar, &[1, 2, 3, 4, 5]) {
+                let v = self.imm32();
+                let _ = writeln!(self.out, "r{d} = {v}");
+                self.set(d, Kind::Scalar);
+            }
+        }
+        let mut regs = [Kind::Uninit; 10];
+        for (callee, &caller) in regs.iter_mut().zip(&self.st.regs).take(6).skip(1) {
+            *callee = match caller {
+                k @ (Kind::Scalar | Kind::Ctx | Kind::MapVal(_)) => k,
+                _ => Kind::Uninit,
+            };
+        }
+        let budget = self.range(1, 10);
+        let mut sub = Gen {
+            u: &mut *self.u,
+            spec: self.spec,
+            out: format!("{name}:\n"),
+            st: Snapshot {
+                regs,
+                stack: [Slot::default(); SLOTS],
+            },
+            labels: 0,
+            budget,
+            counters: Vec::new(),
+            frozen: Vec::new(),
+            prefix: format!("{name}_"),
+            functions: self.functions,
+            call_depth: self.call_depth + 1,
+            subs: Vec::new(),
+        };
+        if sub.st.regs[1] == Kind::Ctx && sub.chance(1, 2) {
+            sub.emit("r6 = r1");
+            sub.st.regs[6] = Kind::Ctx;
+        }
+        sub.items(budget, 0);
+        sub.epilogue();
+        let returns = sub.st.regs[0];
+        self.functions = sub.functions;
+        self.subs.push(sub.out);
+        self.subs.append(&mut sub.subs);
+        let _ = writeln!(self.out, "call local {name}");
+        self.clobber(if returns == Kind::Scalar {
+            Kind::Scalar
+        } else {
+            Kind::Dead
+        });
     }
 
     /// `rD = imm` into a fresh scalar register.
