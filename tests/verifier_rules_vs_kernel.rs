@@ -15,7 +15,7 @@ use userbpf_kernel::{
     kernel_required, kernel_unavailable, KernelMap, KernelProgram, LoadRequest, ProgBtf,
 };
 use userbpf_verifier::{check, Context, Env, MapInfo, Options};
-use userbpf_vm::isa::{CallTarget, Instruction};
+use userbpf_vm::isa::{CallTarget, Instruction, Lddw};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::Program;
 
@@ -235,6 +235,25 @@ const RULES: &[Rule] = &[
         "*(u64 *)(r10 - 240) = r1\ncall pc+2\nr0 = 0\nexit\nr2 = map[idx:2]\nr3 = 0\ncall bpf_tail_call\nr0 = 0\nexit",
         Accepts,
     ),
+    Rule {
+        name: "a loop that never ends, through bpf_loop's call",
+        prog_type: SOCKET,
+        source: "r6 = 1\nl1:\nif r6 >= 8 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
+        kernel: Accepts,
+        ours: Some((
+            Rejects("BPF program is too large"),
+            "the kernel prunes a state at a callback-calling instruction against any earlier \
+             one still being explored, also when the path came round a loop of the caller's \
+             own rather than from the callback: it accepts this loop, which never ends (never \
+             run it in the kernel); userbpf prunes so only on the callback's return",
+        )),
+    },
+    same(
+        "a bounded loop around bpf_loop's call",
+        SOCKET,
+        "r6 = 1\nl1:\nif r6 >= 8 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr6 += 1\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
+        Accepts,
+    ),
     same(
         "a stack pointer returned to the caller",
         SOCKET,
@@ -410,9 +429,11 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
         // wants it of subprograms that tail-call).
         let starts: Vec<usize> = std::iter::once(0)
             .chain(program.instructions().filter_map(|(pc, i)| match i {
-                Instruction::Call(CallTarget::Local(rel)) => {
-                    usize::try_from(pc as i64 + 1 + i64::from(rel)).ok()
-                }
+                Instruction::Call(CallTarget::Local(rel))
+                | Instruction::LoadImm64 {
+                    value: Lddw::Func(rel),
+                    ..
+                } => usize::try_from(pc as i64 + 1 + i64::from(rel)).ok(),
                 _ => None,
             }))
             .collect::<std::collections::BTreeSet<_>>()

@@ -469,7 +469,19 @@ impl<'a> Verifier<'a> {
             0
         };
         let callback_point = self.callback_point.get(pc).copied().unwrap_or(false);
-        if callback_point {
+        // A helper's callback iterations come back to its call from the
+        // callback's `exit`; the helper bounds those. Any other arrival
+        // at the call (a loop of the caller's own going around it) is
+        // not bounded by the helper, and is checked as any loop is. (The
+        // kernel prunes both alike, and so accepts a loop that never
+        // ends through a bpf_loop call.) An iterator's next() bounds the
+        // loop around it, however it is reached.
+        let iterates = callback_point
+            && (matches!(
+                self.prog.instruction(pc),
+                Some(Instruction::Call(CallTarget::Kfunc { .. }))
+            ) || matches!(self.prog.instruction(self.prev_pc), Some(Instruction::Exit)));
+        if iterates {
             // The helper bounds the callback's iterations: a state covered
             // by any earlier one, finished or not, adds nothing.
             self.ensure_analyses();

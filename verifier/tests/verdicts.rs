@@ -697,6 +697,20 @@ fn bpf_to_bpf_calls_have_their_own_frames() {
 }
 
 #[test]
+fn a_loop_around_a_callback_helper_must_end_on_its_own() {
+    // bpf_loop bounds its callback's iterations, not a loop of the
+    // caller's going around the call: this one never ends (the kernel
+    // accepts it, pruning at the call as for the callback's iterations).
+    let around = |step: &str| {
+        format!(
+            "r6 = 1\nl1:\nif r6 >= 8 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\n{step}goto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit"
+        )
+    };
+    rejects(&around(""), &xdp(), 1, "BPF program is too large");
+    accepts(&around("r6 += 1\n"), &xdp());
+}
+
+#[test]
 fn callbacks_are_verified_with_their_own_arguments() {
     // bpf_loop(4, cb, &fp[-8], 0); cb(i, ctx) adds i to *ctx, returns 0.
     let looped = |body: &str| {

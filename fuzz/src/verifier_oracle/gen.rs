@@ -155,6 +155,7 @@ enum Item {
     Comm,
     Atomic,
     Call,
+    LoopCallback,
 }
 
 /// Where a variable-offset access points.
@@ -486,7 +487,7 @@ impl<'a, 'd> Gen<'a, 'd> {
         let ctx = !self.regs_where(|k| k == Kind::Ctx).is_empty();
         let mapvals = !self.map_regs().is_empty();
         let call = self.call_depth < MAX_CALL_DEPTH && self.functions < MAX_FUNCTIONS;
-        let table: [(u32, Item, bool); 18] = [
+        let table: [(u32, Item, bool); 19] = [
             (20, Item::Alu, true),
             (6, Item::Mov, true),
             (10, Item::CtxLoad, ctx),
@@ -505,6 +506,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             (2, Item::Comm, raw),
             (2, Item::Atomic, true),
             (3, Item::Call, call),
+            (2, Item::LoopCallback, call),
         ];
         let total: u32 = table.iter().filter(|t| t.2).map(|t| t.0).sum();
         let mut x = self.below(total);
@@ -543,31 +545,17 @@ impl<'a, 'd> Gen<'a, 'd> {
             Item::Comm => self.get_comm(),
             Item::Atomic => self.atomic(),
             Item::Call => self.local_call(),
+            Item::LoopCallback => self.loop_callback(),
         }
     }
 
-    /// `call local fN`: a bpf-to-bpf call of a subprogram generated here
-    /// (placed after the main program), which gets `r1..r5` as they are
-    /// and a frame of its own; it returns in `r0` and leaves `r1..r5`
-    /// unset, `r6..r9` and this frame's stack as they were.
-    fn local_call(&mut self) {
+    /// A subprogram generated here (placed after the main program) with
+    /// `regs` on entry and a frame of its own; its name, and what it
+    /// leaves in `r0`. `callback`: it returns 0 or 1 (bpf_loop's
+    /// continue or stop), now and then something else (a bug).
+    fn subprogram(&mut self, regs: [Kind; 10], callback: bool) -> (String, Kind) {
         self.functions += 1;
         let name = format!("f{}", self.functions);
-        // Now and then an argument is set for the call.
-        if self.chance(1, 3) {
-            if let Some(d) = self.dst_among(Kind::Scalar, &[1, 2, 3, 4, 5]) {
-                let v = self.imm32();
-                let _ = writeln!(self.out, "r{d} = {v}");
-                self.set(d, Kind::Scalar);
-            }
-        }
-        let mut regs = [Kind::Uninit; 10];
-        for (callee, &caller) in regs.iter_mut().zip(&self.st.regs).take(6).skip(1) {
-            *callee = match caller {
-                k @ (Kind::Scalar | Kind::Ctx | Kind::MapVal(_)) => k,
-                _ => Kind::Uninit,
-            };
-        }
         let budget = self.range(1, 10);
         let mut sub = Gen {
             u: &mut *self.u,
@@ -591,11 +579,70 @@ impl<'a, 'd> Gen<'a, 'd> {
             sub.st.regs[6] = Kind::Ctx;
         }
         sub.items(budget, 0);
-        sub.epilogue();
+        if callback {
+            let r0 = if sub.bug() {
+                sub.imm32()
+            } else {
+                i64::from(sub.below(2))
+            };
+            let _ = writeln!(sub.out, "r0 = {r0}");
+            sub.st.regs[0] = Kind::Scalar;
+            sub.emit("exit");
+        } else {
+            sub.epilogue();
+        }
         let returns = sub.st.regs[0];
         self.functions = sub.functions;
         self.subs.push(sub.out);
         self.subs.append(&mut sub.subs);
+        (name, returns)
+    }
+
+    /// `bpf_loop(nr, cb, NULL, 0)` with a callback generated here: it
+    /// gets the iteration's index in `r1` and the NULL context in `r2`.
+    fn loop_callback(&mut self) {
+        let mut regs = [Kind::Uninit; 10];
+        regs[1] = Kind::Scalar;
+        regs[2] = Kind::Scalar;
+        let (name, _) = self.subprogram(regs, true);
+        match self.scalar() {
+            Some(s) if self.chance(1, 3) => {
+                let _ = writeln!(self.out, "r1 = r{s}");
+                self.emit("r1 &= 7");
+            }
+            _ => {
+                let nr = self.range(0, 8);
+                let _ = writeln!(self.out, "r1 = {nr}");
+            }
+        }
+        let _ = writeln!(self.out, "r2 = func[{name}]");
+        self.emit("r3 = 0");
+        self.emit("r4 = 0");
+        self.emit("call bpf_loop#181");
+        self.clobber(Kind::Scalar);
+    }
+
+    /// `call local fN`: a bpf-to-bpf call of a subprogram generated here
+    /// (placed after the main program), which gets `r1..r5` as they are
+    /// and a frame of its own; it returns in `r0` and leaves `r1..r5`
+    /// unset, `r6..r9` and this frame's stack as they were.
+    fn local_call(&mut self) {
+        // Now and then an argument is set for the call.
+        if self.chance(1, 3) {
+            if let Some(d) = self.dst_among(Kind::Scalar, &[1, 2, 3, 4, 5]) {
+                let v = self.imm32();
+                let _ = writeln!(self.out, "r{d} = {v}");
+                self.set(d, Kind::Scalar);
+            }
+        }
+        let mut regs = [Kind::Uninit; 10];
+        for (callee, &caller) in regs.iter_mut().zip(&self.st.regs).take(6).skip(1) {
+            *callee = match caller {
+                k @ (Kind::Scalar | Kind::Ctx | Kind::MapVal(_)) => k,
+                _ => Kind::Uninit,
+            };
+        }
+        let (name, returns) = self.subprogram(regs, false);
         let _ = writeln!(self.out, "call local {name}");
         self.clobber(if returns == Kind::Scalar {
             Kind::Scalar

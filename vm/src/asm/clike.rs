@@ -54,6 +54,8 @@ fn lex(s: &str) -> Res<Vec<Tok<'_>>> {
 struct Parser<'a> {
     toks: Vec<Tok<'a>>,
     pos: usize,
+    /// The label a `func[label]` named, for the assembler to resolve.
+    func_label: Option<String>,
 }
 
 fn width_letter(w: Width) -> char {
@@ -616,9 +618,17 @@ impl<'a> Parser<'a> {
         Ok(Lddw::BtfVar { btf_id, btf_fd })
     }
 
-    /// `[pc+5]` (after `func`).
+    /// `[pc+5]` or `[label]` (after `func`).
     fn func(&mut self) -> Res<Lddw> {
         self.expect("[")?;
+        if let Some(Tok::Word(w)) = self.peek() {
+            if w != "pc" && is_label(w) {
+                self.bump();
+                self.func_label = Some(w.to_string());
+                self.expect("]")?;
+                return Ok(Lddw::Func(0));
+            }
+        }
         self.expect_word("pc")?;
         if !matches!(self.peek(), Some(Tok::Sym("+" | "-"))) {
             return Err("expected `func[pc+N]`".into());
@@ -711,8 +721,12 @@ pub(super) fn parse_c(s: &str, force_lddw: bool) -> Res<Parsed> {
     let mut p = Parser {
         toks: lex(s)?,
         pos: 0,
+        func_label: None,
     };
-    let parsed = p.statement(force_lddw)?;
+    let mut parsed = p.statement(force_lddw)?;
     p.finish()?;
+    if let Some(label) = p.func_label.take() {
+        parsed.label = Some(label);
+    }
     Ok(parsed)
 }

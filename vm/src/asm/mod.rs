@@ -177,7 +177,12 @@ fn set_relative(insn: &mut Instruction, rel: i64) -> Res<()> {
             *off = i16::try_from(rel)
                 .map_err(|_| format!("jump offset {rel} is out of 16-bit range"))?;
         }
-        Instruction::JaLong { imm } | Instruction::Call(CallTarget::Local(imm)) => {
+        Instruction::JaLong { imm }
+        | Instruction::Call(CallTarget::Local(imm))
+        | Instruction::LoadImm64 {
+            value: Lddw::Func(imm),
+            ..
+        } => {
             *imm = i32::try_from(rel)
                 .map_err(|_| format!("jump offset {rel} is out of 32-bit range"))?;
         }

@@ -719,6 +719,17 @@ fn label_offsets_count_slots_and_are_range_checked() {
     );
     let got = assemble_instructions("ja l\nlddw %r0, 1\nl:\nexit").unwrap();
     assert_eq!(got[0], Instruction::Ja { off: 2 });
+    // A function's address by its label: `func[cb]` (C-like syntax;
+    // relative to the lddw's first slot).
+    let got = assemble_instructions("r2 = func[cb]\nexit\ncb:\nr0 = 0\nexit").unwrap();
+    assert_eq!(
+        got[0],
+        Instruction::LoadImm64 {
+            dst: Reg::R2,
+            value: Lddw::Func(2),
+        }
+    );
+    assert_error("r2 = func[nowhere]\nexit", "undefined label `nowhere`");
 }
 
 #[test]
