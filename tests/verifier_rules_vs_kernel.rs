@@ -15,7 +15,6 @@ use userbpf_kernel::{
     kernel_required, kernel_unavailable, KernelMap, KernelProgram, LoadRequest, ProgBtf,
 };
 use userbpf_verifier::{check, Context, Env, MapInfo, Options};
-use userbpf_vm::isa::{CallTarget, Instruction, Lddw};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::Program;
 
@@ -426,23 +425,8 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
             Err(e) => format!("rejected at {}: {}", e.pc, e.message),
         };
         // With BTF for the subprograms, as libbpf loads them (the kernel
-        // wants it of subprograms that tail-call).
-        let starts: Vec<usize> = std::iter::once(0)
-            .chain(program.instructions().filter_map(|(pc, i)| match i {
-                Instruction::Call(CallTarget::Local(rel))
-                | Instruction::LoadImm64 {
-                    value: Lddw::Func(rel),
-                    ..
-                } => usize::try_from(pc as i64 + 1 + i64::from(rel)).ok(),
-                _ => None,
-            }))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        let names: Vec<String> = (0..starts.len()).map(|k| format!("f{k}")).collect();
-        let functions: Vec<(&str, usize)> = names.iter().map(String::as_str).zip(starts).collect();
-        let btf =
-            (functions.len() > 1).then(|| ProgBtf::for_functions(&functions).expect("program BTF"));
+        // wants it of subprograms that tail-call, and of callbacks).
+        let btf = ProgBtf::for_subprograms(&insns).expect("program BTF");
         let request = LoadRequest {
             fd_array: &fds,
             btf: btf.as_ref(),

@@ -520,6 +520,35 @@ const BTF_KIND_FUNC: u32 = 12;
 const BTF_KIND_FUNC_PROTO: u32 = 13;
 
 impl ProgBtf {
+    /// BTF for raw bytecode with subprograms (the targets of local calls
+    /// and function addresses), named `f0` (the program), `f1`, ...; `None`
+    /// when the code has none. For programs assembled by hand: objects
+    /// carry their functions' names.
+    pub fn for_subprograms(insns: &[Insn]) -> Result<Option<ProgBtf>, SysError> {
+        let mut starts: Vec<usize> = vec![0];
+        let mut pc = 0usize;
+        while let Some(i) = insns.get(pc) {
+            let local_call = i.code == 0x85 && i.src == 1;
+            let function_address = i.code == 0x18 && i.src == 4;
+            if local_call || function_address {
+                let target = i64::try_from(pc)
+                    .ok()
+                    .and_then(|p| p.checked_add(1)?.checked_add(i64::from(i.imm)))
+                    .and_then(|t| usize::try_from(t).ok());
+                starts.extend(target.filter(|&t| t < insns.len()));
+            }
+            pc = pc.saturating_add(if i.code == 0x18 { 2 } else { 1 });
+        }
+        starts.sort_unstable();
+        starts.dedup();
+        if starts.len() < 2 {
+            return Ok(None);
+        }
+        let names: Vec<String> = (0..starts.len()).map(|k| format!("f{k}")).collect();
+        let functions: Vec<(&str, usize)> = names.iter().map(String::as_str).zip(starts).collect();
+        ProgBtf::for_functions(&functions).map(Some)
+    }
+
     /// Synthesises and loads BTF for a program whose functions start at
     /// the given pcs (the program itself at 0, its subprograms after):
     /// each is a static `int name(void)`. Static functions are verified at
