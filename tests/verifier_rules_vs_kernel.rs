@@ -254,6 +254,12 @@ const RULES: &[Rule] = &[
         Accepts,
     ),
     same(
+        "a pointer to the caller's stack returned to the caller",
+        SOCKET,
+        "r1 = r10\nr1 += -8\ncall pc+2\nr0 = 0\nexit\nr0 = r1\nexit",
+        Rejects("cannot return stack pointer to the caller"),
+    ),
+    same(
         "a stack pointer returned to the caller",
         SOCKET,
         "r0 = r10\ncall pc+2\nr0 = 0\nexit\nr0 = r10\nexit",

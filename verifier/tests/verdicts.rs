@@ -625,6 +625,13 @@ fn bpf_to_bpf_calls_have_their_own_frames() {
         4,
         "cannot return stack pointer to the caller",
     );
+    // Nor the caller's own stack (the kernel refuses any stack pointer).
+    rejects(
+        "r1 = r10\nr1 += -8\ncall pc+2\nr0 = 0\nexit\nr0 = r1\nexit",
+        &xdp(),
+        6,
+        "cannot return stack pointer to the caller",
+    );
     // A subprogram may return without setting r0, as in the kernel
     // (`prepare_func_exit` copies it whatever it is); the caller may not
     // read it then, and the entry function must set it before its exit.
