@@ -248,6 +248,18 @@ const RULES: &[Rule] = &[
         )),
     },
     same(
+        "bpf_loop with no iteration does not call its callback",
+        SOCKET,
+        "r1 = 0\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\n*(u32 *)(r10 + 0) = 7\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_loop with an iteration calls its callback",
+        SOCKET,
+        "r1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\n*(u32 *)(r10 + 0) = 7\nr0 = 0\nexit",
+        Rejects("invalid write to stack R10 off=0 size=4"),
+    ),
+    same(
         "a bounded loop around bpf_loop's call",
         SOCKET,
         "r6 = 1\nl1:\nif r6 >= 8 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr6 += 1\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",

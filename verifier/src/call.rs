@@ -322,7 +322,12 @@ impl Verifier<'_> {
             None => None,
         };
         let mut iterate = None;
-        if let Some(cb) = callback {
+        // bpf_loop with no iteration (`nr_loops` at most 0) never calls its
+        // callback: the kernel explores it as many times as `nr_loops`
+        // may be large, here none.
+        let nr = &st.cur().regs[1];
+        let never_called = id == 181 && nr.is_scalar() && nr.val.umax == 0;
+        if let Some(cb) = callback.filter(|_| !never_called) {
             iterate = self.callback_call(st, &meta, pc, id, name, cb)?;
         }
         let r0 = match proto.ret {

@@ -509,16 +509,16 @@ impl Verifier<'_> {
             || lo < i64::from(MAX_BPF_STACK).wrapping_neg()
             || hi.saturating_add(size_i) > 0
         {
-            return Err(self.error(if base.val.is_const() == Some(0) {
-                format!("invalid stack off={fixed} size={size}")
+            let what = if access == Access::Read {
+                " read from"
+            } else {
+                " write to"
+            };
+            return Err(self.error(if base.val.is_const().is_some() {
+                format!("invalid{what} stack R{regno} off={fixed} size={size}")
             } else {
                 format!(
-                    "invalid variable-offset{} stack R{regno} var_off={} off={fixed} size={size}",
-                    if access == Access::Read {
-                        " read from"
-                    } else {
-                        " write to"
-                    },
+                    "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",
                     base.val
                 )
             }));

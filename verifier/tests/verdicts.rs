@@ -305,13 +305,13 @@ fn the_stack_is_tracked_byte_by_byte() {
         "*(u64 *)(r10 - 520) = 0\nr0 = 0\nexit",
         &xdp(),
         0,
-        "invalid stack off=-520 size=8",
+        "invalid write to stack R10 off=-520 size=8",
     );
     rejects(
         "*(u8 *)(r10 + 0) = 0\nr0 = 0\nexit",
         &xdp(),
         0,
-        "invalid stack off=0 size=1",
+        "invalid write to stack R10 off=0 size=1",
     );
     // A spilled pointer comes back as the same pointer.
     accepts(
@@ -734,7 +734,7 @@ fn callbacks_are_verified_with_their_own_arguments() {
         &looped("r3 = *(u64 *)(r2 + 8)\nr0 = 0\nexit"),
         &uprobe(),
         10,
-        "invalid stack off=0 size=8",
+        "invalid read from stack R2 off=0 size=8",
     );
     // A callback returns 0 or 1.
     rejects(

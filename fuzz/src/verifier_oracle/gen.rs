@@ -46,6 +46,9 @@ enum Kind {
     Ctx,
     /// A map value of this map, null-checked, at offset 0.
     MapVal(u8),
+    /// In a subprogram: a pointer to the caller's `len` bytes below its
+    /// frame pointer, every byte of them written (`readable`) or not.
+    CallerStack { len: u8, readable: bool },
     /// Something else, or different things on different paths: written
     /// before it is read again.
     Dead,
@@ -156,6 +159,7 @@ enum Item {
     Atomic,
     Call,
     LoopCallback,
+    CallerStack,
 }
 
 /// Where a variable-offset access points.
@@ -487,7 +491,10 @@ impl<'a, 'd> Gen<'a, 'd> {
         let ctx = !self.regs_where(|k| k == Kind::Ctx).is_empty();
         let mapvals = !self.map_regs().is_empty();
         let call = self.call_depth < MAX_CALL_DEPTH && self.functions < MAX_FUNCTIONS;
-        let table: [(u32, Item, bool); 19] = [
+        let caller_stack = !self
+            .regs_where(|k| matches!(k, Kind::CallerStack { .. }))
+            .is_empty();
+        let table: [(u32, Item, bool); 20] = [
             (20, Item::Alu, true),
             (6, Item::Mov, true),
             (10, Item::CtxLoad, ctx),
@@ -507,6 +514,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             (2, Item::Atomic, true),
             (3, Item::Call, call),
             (2, Item::LoopCallback, call),
+            (8, Item::CallerStack, caller_stack),
         ];
         let total: u32 = table.iter().filter(|t| t.2).map(|t| t.0).sum();
         let mut x = self.below(total);
@@ -546,6 +554,44 @@ impl<'a, 'd> Gen<'a, 'd> {
             Item::Atomic => self.atomic(),
             Item::Call => self.local_call(),
             Item::LoopCallback => self.loop_callback(),
+            Item::CallerStack => self.caller_stack_access(),
+        }
+    }
+
+    /// In a subprogram, a store through (or a load from) a pointer to the
+    /// caller's stack.
+    fn caller_stack_access(&mut self) {
+        let regs = self.regs_where(|k| matches!(k, Kind::CallerStack { .. }));
+        let Some(r) = self.choose(&regs) else {
+            return;
+        };
+        let Kind::CallerStack { len, readable } = self.st.regs[r as usize] else {
+            return;
+        };
+        let size = self.pick(&[8u32, 8, 4, 2, 1]).min(u32::from(len));
+        let slots = u32::from(len) / size;
+        let mut off = i64::from(size * self.below(slots));
+        if self.bug() {
+            off = self.pick(&[i64::from(len), -8, off + 1]);
+        }
+        if readable && self.chance(1, 2) {
+            if let Some(d) = self.dst(Kind::Scalar) {
+                let _ = writeln!(
+                    self.out,
+                    "r{d} = *({} *)({})",
+                    mem_type(size, false),
+                    addr(r, off)
+                );
+                self.set(d, Kind::Scalar);
+            }
+        } else {
+            let value = self.store_value(size);
+            let _ = writeln!(
+                self.out,
+                "*({} *)({}) = {value}",
+                mem_type(size, false),
+                addr(r, off)
+            );
         }
     }
 
@@ -635,12 +681,32 @@ impl<'a, 'd> Gen<'a, 'd> {
                 self.set(d, Kind::Scalar);
             }
         }
+        // Now and then the caller passes a window of its stack that holds
+        // no pointer: the callee writes it, or reads it if written.
+        let mut window = None;
+        if self.chance(1, 3) {
+            let len = self.pick(&[8u8, 16, 32]);
+            let slots = usize::from(len / 8);
+            let no_pointers = self.st.stack[..slots].iter().all(|s| s.ptr.is_none());
+            if no_pointers {
+                if let Some(d) = self.dst_among(Kind::Dead, &[1, 2, 3, 4, 5]) {
+                    let readable = self.st.stack[..slots].iter().all(|s| s.init == 0xff);
+                    let _ = writeln!(self.out, "r{d} = r10");
+                    let _ = writeln!(self.out, "r{d} += -{len}");
+                    self.set(d, Kind::Dead);
+                    window = Some((d, Kind::CallerStack { len, readable }));
+                }
+            }
+        }
         let mut regs = [Kind::Uninit; 10];
         for (callee, &caller) in regs.iter_mut().zip(&self.st.regs).take(6).skip(1) {
             *callee = match caller {
                 k @ (Kind::Scalar | Kind::Ctx | Kind::MapVal(_)) => k,
                 _ => Kind::Uninit,
             };
+        }
+        if let Some((d, kind)) = window {
+            regs[usize::from(d)] = kind;
         }
         let (name, returns) = self.subprogram(regs, false);
         let _ = writeln!(self.out, "call local {name}");
