@@ -160,6 +160,7 @@ enum Item {
     Call,
     LoopCallback,
     CallerStack,
+    ForEachCallback,
 }
 
 /// Where a variable-offset access points.
@@ -494,7 +495,7 @@ impl<'a, 'd> Gen<'a, 'd> {
         let caller_stack = !self
             .regs_where(|k| matches!(k, Kind::CallerStack { .. }))
             .is_empty();
-        let table: [(u32, Item, bool); 20] = [
+        let table: [(u32, Item, bool); 21] = [
             (20, Item::Alu, true),
             (6, Item::Mov, true),
             (10, Item::CtxLoad, ctx),
@@ -515,6 +516,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             (3, Item::Call, call),
             (2, Item::LoopCallback, call),
             (8, Item::CallerStack, caller_stack),
+            (2, Item::ForEachCallback, call && maps),
         ];
         let total: u32 = table.iter().filter(|t| t.2).map(|t| t.0).sum();
         let mut x = self.below(total);
@@ -555,6 +557,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             Item::Call => self.local_call(),
             Item::LoopCallback => self.loop_callback(),
             Item::CallerStack => self.caller_stack_access(),
+            Item::ForEachCallback => self.for_each_callback(),
         }
     }
 
@@ -597,8 +600,9 @@ impl<'a, 'd> Gen<'a, 'd> {
 
     /// A subprogram generated here (placed after the main program) with
     /// `regs` on entry and a frame of its own; its name, and what it
-    /// leaves in `r0`. `callback`: it returns 0 or 1 (bpf_loop's
-    /// continue or stop), now and then something else (a bug).
+    /// leaves in `r0`. `callback`: it returns 0 or 1 (continue or stop,
+    /// for bpf_loop and bpf_for_each_map_elem), now and then something
+    /// else (a bug).
     fn subprogram(&mut self, regs: [Kind; 10], callback: bool) -> (String, Kind) {
         self.functions += 1;
         let name = format!("f{}", self.functions);

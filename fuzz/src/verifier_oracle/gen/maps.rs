@@ -236,6 +236,25 @@ impl Gen<'_, '_> {
         self.clobber(Kind::Scalar);
     }
 
+    /// `bpf_for_each_map_elem(map, cb, NULL, 0)` with a callback generated
+    /// here: it gets the map in `r1`, the key in `r2`, the value (of the
+    /// map's size) in `r3` and the NULL context in `r4`.
+    pub(super) fn for_each_callback(&mut self) {
+        let m = self.map_index();
+        let mut regs = [Kind::Uninit; 10];
+        regs[1] = Kind::Dead;
+        regs[2] = Kind::Dead;
+        regs[3] = Kind::MapVal(m);
+        regs[4] = Kind::Scalar;
+        let (name, _) = self.subprogram(regs, true);
+        let _ = writeln!(self.out, "r1 = map[idx:{m}]");
+        let _ = writeln!(self.out, "r2 = func[{name}]");
+        self.emit("r3 = 0");
+        self.emit("r4 = 0");
+        self.emit("call bpf_for_each_map_elem#164");
+        self.clobber(Kind::Scalar);
+    }
+
     pub(super) fn helper(&mut self) {
         let name = self.pick(&[
             "bpf_ktime_get_ns#5",
