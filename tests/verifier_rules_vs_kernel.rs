@@ -160,6 +160,12 @@ const RULES: &[Rule] = &[
         "r2 = 1\n*(u64 *)(r1 + 152) = r2\n*(u32 *)(r1 + 8) = r2\nr0 = 1\nexit",
         Accepts,
     ),
+    same(
+        "an atomic fetch returns the number spilled there",
+        SOCKET,
+        "*(u64 *)(r10 - 8) = 4\nr2 = 1\nr2 = atomic_fetch_or((u64 *)(r10 - 8), r2)\nif r2 == 4 goto +1\nr0 = *(u64 *)(r2 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
     same("a register never written, read", SOCKET, "r0 = r3\nexit", Rejects("R3 !read_ok")),
     same(
         "a register never written, stored",

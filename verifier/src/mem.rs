@@ -173,7 +173,7 @@ impl Verifier<'_> {
                 base.val, base.off
             )));
         }
-        self.access(
+        let old = self.access(
             st,
             dst.num(),
             &base,
@@ -191,7 +191,13 @@ impl Verifier<'_> {
             Access::Write,
             None,
         )?;
-        let result = Reg::scalar(Scalar::unknown_bits(bytes as usize));
+        // What a fetch returns is what a load would read there (as the
+        // kernel's check_atomic has it): a number spilled on the stack
+        // comes back whole.
+        let result = match old {
+            Found::Reg(r) if r.is_scalar() => r,
+            _ => Reg::scalar(Scalar::unknown_bits(bytes as usize)),
+        };
         if op == AtomicOp::CmpXchg {
             *st.reg_mut(0) = result;
         } else if fetch {

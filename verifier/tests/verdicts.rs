@@ -486,6 +486,24 @@ fn references_are_released_on_every_path() {
 }
 
 #[test]
+fn an_atomic_fetch_returns_what_was_there() {
+    // A number spilled on the stack comes back whole (the kernel's
+    // check_atomic reads it as a load would); then the slot is unknown.
+    let fetch = |then: &str| {
+        format!(
+            "*(u64 *)(r10 - 8) = 4\nr2 = 1\nr2 = atomic_fetch_or((u64 *)(r10 - 8), r2)\n{then}\nr0 = *(u64 *)(r2 + 0)\nr0 = 0\nexit"
+        )
+    };
+    accepts(&fetch("if r2 == 4 goto +1"), &xdp());
+    rejects(
+        &fetch("r2 = *(u64 *)(r10 - 8)\nif r2 == 4 goto +1"),
+        &xdp(),
+        5,
+        "R2 invalid mem access 'scalar'",
+    );
+}
+
+#[test]
 fn some_helpers_return_numbers_in_a_known_range() {
     // A CPU number is below the CPUs' count (at most 65536 here).
     accepts(
