@@ -30,6 +30,8 @@
 //!
 //! Needs root and bpf(); skips with a printed reason otherwise, unless
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
+//! `VERIFIER_VS_KERNEL_SHOW=TEXT` prints the programs we reject with a
+//! message containing TEXT and the kernel accepts.
 //! `VERIFIER_VS_KERNEL_CASES=N` and `VERIFIER_VS_KERNEL_SEED=S` run a
 //! longer or another campaign. (Bounds rejections stay strict even where
 //! the kernel is merely less precise than ours, which it is in places
@@ -314,6 +316,7 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
 
     let cases = usize::try_from(env_or("VERIFIER_VS_KERNEL_CASES", CASES as u64)).unwrap_or(CASES);
     let mut rng = XorShift(env_or("VERIFIER_VS_KERNEL_SEED", SEED) | 1);
+    let show = std::env::var("VERIFIER_VS_KERNEL_SHOW").ok();
     let (mut both_accept, mut both_reject) = (0usize, 0usize);
     let mut kernel_rejects: BTreeMap<String, Vec<Difference>> = BTreeMap::new();
     // Our message: count, an example instruction.
@@ -392,6 +395,12 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
                     .push(difference);
             }
             (Err(e), Ok(())) => {
+                if show.as_deref().is_some_and(|m| e.message.contains(m)) {
+                    println!(
+                        "--- we reject ({}: {}), the kernel accepts:\n{}",
+                        e.pc, e.message, g.source
+                    );
+                }
                 let entry = we_reject
                     .entry(message_group(&e.message))
                     .or_insert_with(|| (0, format!("{}: {}: {}", e.pc, e.insn, e.message)));
