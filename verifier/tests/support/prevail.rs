@@ -1363,70 +1363,70 @@ pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
             .any(|(l, _)| matches!(l, Line::Jump { target, .. } if target == ASSUME_FAILED))
     };
 
-    let mut parsed = Vec::new();
-    // The text of each parsed line, for errors.
-    let mut texts: Vec<(usize, String)> = Vec::new();
-    let mut labels = BTreeMap::new();
-    let mut source = Vec::new();
-    let mut pc = 0usize;
-    let emit_tail = |f: usize,
-                     next: Option<&str>,
-                     parsed: &mut Vec<Line>,
-                     texts: &mut Vec<(usize, String)>,
-                     labels: &mut BTreeMap<String, usize>,
-                     source: &mut Vec<(usize, String)>,
-                     pc: &mut usize|
-     -> Result<(), String> {
+    /// The program as laid out so far.
+    #[derive(Default)]
+    struct Layout {
+        parsed: Vec<Line>,
+        /// The pc and text of each parsed line, for errors.
+        texts: Vec<(usize, String)>,
+        labels: BTreeMap<String, usize>,
+        /// PREVAIL's lines (and the final tail): index = PREVAIL's.
+        source: Vec<(usize, String)>,
+        pc: usize,
+    }
+    impl Layout {
+        fn push(&mut self, item: Line, text: String, in_source: bool) {
+            if in_source {
+                self.source.push((self.pc, text.clone()));
+            }
+            self.texts.push((self.pc, text));
+            self.pc += item.slots();
+            self.parsed.push(item);
+        }
+    }
+    let mut out = Layout::default();
+    // Function `f`'s tail of failed assumes, if it has any; `next`: the
+    // block after it (none at the program's end, where a fall-through
+    // reaches the tail as PREVAIL's implicit end).
+    let emit_tail = |out: &mut Layout, f: usize, next: Option<&str>| -> Result<(), String> {
         if !assumes_in(f) {
             return Ok(());
         }
         // A function that falls through into the next keeps doing so.
         let falls = !matches!(
-            parsed.last(),
+            out.parsed.last(),
             Some(Line::Insn(
                 Instruction::Exit | Instruction::Ja { .. } | Instruction::JaLong { .. }
             )) | Some(Line::Jump { cond: None, .. })
         );
         if let (true, Some(next)) = (falls, next) {
-            parsed.push(Line::Jump {
+            let jump = Line::Jump {
                 cond: None,
                 target: next.to_string(),
-            });
-            texts.push((
-                *pc,
+            };
+            out.push(
+                jump,
                 format!("goto {next} ; (over the tail of failed assumes)"),
-            ));
-            *pc += 1;
+                false,
+            );
         }
-        labels.insert(tail_label(f), *pc);
+        out.labels.insert(tail_label(f), out.pc);
         for text in ["r0 = 0", "exit"] {
-            let item = parse_line(text)?;
-            let text = format!("{text} ; (tail of failed assumes)");
-            // Only the tail at the end is listed in `source` (whose indices
-            // are PREVAIL's).
-            if next.is_none() {
-                source.push((*pc, text.clone()));
-            }
-            texts.push((*pc, text));
-            *pc += item.slots();
-            parsed.push(item);
+            // Only the tail at the end is listed in `source`.
+            out.push(
+                parse_line(text)?,
+                format!("{text} ; (tail of failed assumes)"),
+                next.is_none(),
+            );
         }
         Ok(())
     };
     for (k, (label, items)) in blocks_parsed.iter().enumerate() {
         let f = function_of_block[k];
         if k > 0 && function_of_block[k - 1] != f {
-            emit_tail(
-                function_of_block[k - 1],
-                Some(label.as_str()),
-                &mut parsed,
-                &mut texts,
-                &mut labels,
-                &mut source,
-                &mut pc,
-            )?;
+            emit_tail(&mut out, function_of_block[k - 1], Some(label.as_str()))?;
         }
-        if labels.insert((*label).clone(), pc).is_some() {
+        if out.labels.insert((*label).clone(), out.pc).is_some() {
             return Err(format!("duplicate label {label}"));
         }
         for (item, line) in items {
@@ -1437,21 +1437,17 @@ pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
                 },
                 other => other.clone(),
             };
-            source.push((pc, line.clone()));
-            texts.push((pc, line.clone()));
-            pc += item.slots();
-            parsed.push(item);
+            out.push(item, line.clone(), true);
         }
     }
-    emit_tail(
-        function,
-        None,
-        &mut parsed,
-        &mut texts,
-        &mut labels,
-        &mut source,
-        &mut pc,
-    )?;
+    emit_tail(&mut out, function, None)?;
+    let Layout {
+        parsed,
+        texts,
+        labels,
+        source,
+        pc,
+    } = out;
     let resolve = |target: &str, at: usize, index: usize| -> Result<i64, String> {
         let to = labels.get(target).ok_or_else(|| {
             format!(
