@@ -836,8 +836,9 @@ impl Verifier<'_> {
     /// function's deepest stack for [`Self::check_max_stack_depth`].
     pub(crate) fn check_stack_depth(&mut self, st: &State) -> Result<(), Box<VerifyError>> {
         for f in &st.frames {
-            let d = self.subprog_depth.entry(f.subprog).or_insert(0);
-            *d = (*d).max(f.depth());
+            if let Some(d) = self.subprog_depth.get_mut(f.subprog) {
+                *d = (*d).max(f.depth());
+            }
         }
         let total: i32 = st.frames.iter().map(Frame::depth).sum();
         let total_u = u32::try_from(total).unwrap_or(u32::MAX);
@@ -861,41 +862,55 @@ impl Verifier<'_> {
     /// present at each point are checked too, where the pc is known.)
     pub(crate) fn check_max_stack_depth(&mut self) -> Result<(), Box<VerifyError>> {
         let starts = crate::cfg::function_starts(self.prog);
-        let len = self.prog.len();
-        let range = |f: usize| {
-            let k = starts.partition_point(|&s| s <= f);
-            let end = starts.get(k).copied().unwrap_or(len);
-            f..end
-        };
-        // Each function's calls: (pc, callee).
-        let calls = |f: usize| -> Vec<(usize, usize)> {
-            range(f)
-                .filter_map(|pc| {
-                    let i = self.prog.instruction(pc)?;
-                    crate::cfg::function_target(pc, &i).map(|t| (pc, t))
-                })
-                .filter(|&(_, t)| !self.async_callbacks.contains(&t))
-                .collect()
-        };
-        let tail_calls = |f: usize| {
-            range(f).any(|pc| {
-                matches!(
-                    self.prog.instruction(pc),
-                    Some(userbpf_vm::isa::Instruction::Call(CallTarget::Helper(12)))
-                )
-            })
-        };
+        let n = starts.len();
+        let index_of = |pc: usize| starts.binary_search(&pc).ok();
+        // Per function (by its index in `starts`): its calls (pc, callee),
+        // whether it tail-calls, its deepest stack rounded up.
+        let mut calls: Vec<Vec<(usize, usize)>> = vec![Vec::new(); n];
+        let mut tail_calls = vec![false; n];
+        for (pc, i) in self.prog.instructions() {
+            let f = starts.partition_point(|&s| s <= pc).saturating_sub(1);
+            if matches!(
+                i,
+                userbpf_vm::isa::Instruction::Call(CallTarget::Helper(12))
+            ) {
+                tail_calls[f] = true;
+            }
+            let callee = crate::cfg::function_target(pc, &i)
+                .filter(|t| !self.async_callbacks.contains(t))
+                .and_then(index_of);
+            if let Some(callee) = callee {
+                calls[f].push((pc, callee));
+            }
+        }
         let rounded = |f: usize| {
-            let d = self.subprog_depth.get(&f).copied().unwrap_or(0).max(0);
+            let d = self
+                .subprog_depth
+                .get(starts[f])
+                .copied()
+                .unwrap_or(0)
+                .max(0);
             d.saturating_add(15) & !15
         };
-        let roots: Vec<usize> = std::iter::once(0)
-            .chain(self.async_callbacks.iter().copied())
-            .collect();
-        for root in roots {
-            // Depth-first: (function, pc of the call into it, depth below it).
-            let mut work = vec![(root, 0usize, 0i32, 1usize)];
-            while let Some((f, at, below, frames)) = work.pop() {
+        // Frame by frame: the deepest stack below each function entered at
+        // this many frames, and the call that enters it so (every check
+        // is the stricter the deeper it is, so the deepest stands for all
+        // the chains). Linear in the calls, where walking every chain
+        // could take exponential time.
+        let mut layer: Vec<Option<(i32, usize)>> = vec![None; n];
+        for root in std::iter::once(0).chain(self.async_callbacks.iter().copied()) {
+            if let Some(f) = index_of(root) {
+                layer[f] = Some((0, 0));
+            }
+        }
+        for frames in 1..=MAX_CALL_FRAMES.saturating_add(1) {
+            let mut next: Vec<Option<(i32, usize)>> = vec![None; n];
+            let mut reached = false;
+            for (f, entered) in layer.iter().enumerate() {
+                let Some((below, at)) = *entered else {
+                    continue;
+                };
+                reached = true;
                 if frames > MAX_CALL_FRAMES {
                     return Err(self.error_at(
                         at,
@@ -909,7 +924,7 @@ impl Verifier<'_> {
                         format!("combined stack size of {frames} calls is {depth}. Too large"),
                     ));
                 }
-                if f != 0 && tail_calls(f) && depth >= 256 {
+                if f != 0 && tail_calls[f] && depth >= 256 {
                     return Err(self.error_at(
                         at,
                         format!(
@@ -917,10 +932,17 @@ impl Verifier<'_> {
                         ),
                     ));
                 }
-                for (pc, callee) in calls(f) {
-                    work.push((callee, pc, depth, frames.saturating_add(1)));
+                for &(pc, callee) in &calls[f] {
+                    let deepest = &mut next[callee];
+                    if deepest.is_none_or(|(b, _)| b < depth) {
+                        *deepest = Some((depth, pc));
+                    }
                 }
             }
+            if !reached {
+                break;
+            }
+            layer = next;
         }
         Ok(())
     }

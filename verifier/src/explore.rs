@@ -100,7 +100,7 @@ pub(crate) struct Verifier<'a> {
     at_callback: HashMap<usize, Vec<usize>>,
     /// The deepest stack each function (by its first pc) used on any
     /// path, in bytes (the kernel's `subprog_info[].stack_depth`).
-    pub(crate) subprog_depth: std::collections::BTreeMap<usize, i32>,
+    pub(crate) subprog_depth: Vec<i32>,
     /// Asynchronous callbacks (timers'): their own call chains' roots.
     pub(crate) async_callbacks: std::collections::BTreeSet<usize>,
     /// Targets of backward jumps: where a path can come back to a state
@@ -200,7 +200,7 @@ impl<'a> Verifier<'a> {
             spawned: Vec::new(),
             callback_point,
             at_callback: HashMap::new(),
-            subprog_depth: std::collections::BTreeMap::new(),
+            subprog_depth: vec![0; len],
             async_callbacks: std::collections::BTreeSet::new(),
             loop_head,
             start,
