@@ -665,10 +665,16 @@ impl<'a, 'd> Gen<'a, 'd> {
                 let _ = writeln!(self.out, "r1 = {nr}");
             }
         }
+        self.call_back("bpf_loop#181", &name);
+    }
+
+    /// `r2 = func[name]`, a NULL context and no flags, and the call of
+    /// `helper`, whose first argument is in `r1` already.
+    fn call_back(&mut self, helper: &str, name: &str) {
         let _ = writeln!(self.out, "r2 = func[{name}]");
         self.emit("r3 = 0");
         self.emit("r4 = 0");
-        self.emit("call bpf_loop#181");
+        let _ = writeln!(self.out, "call {helper}");
         self.clobber(Kind::Scalar);
     }
 

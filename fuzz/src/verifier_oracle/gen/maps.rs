@@ -248,11 +248,7 @@ impl Gen<'_, '_> {
         regs[4] = Kind::Scalar;
         let (name, _) = self.subprogram(regs, true);
         let _ = writeln!(self.out, "r1 = map[idx:{m}]");
-        let _ = writeln!(self.out, "r2 = func[{name}]");
-        self.emit("r3 = 0");
-        self.emit("r4 = 0");
-        self.emit("call bpf_for_each_map_elem#164");
-        self.clobber(Kind::Scalar);
+        self.call_back("bpf_for_each_map_elem#164", &name);
     }
 
     pub(super) fn helper(&mut self) {
