@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use userbpf_vm::insn::Insn;
+use userbpf_vm::insn::{op, Insn};
 
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -528,8 +528,8 @@ impl ProgBtf {
         let mut starts: Vec<usize> = vec![0];
         let mut pc = 0usize;
         while let Some(i) = insns.get(pc) {
-            let local_call = i.code == 0x85 && i.src == 1;
-            let function_address = i.code == 0x18 && i.src == 4;
+            let local_call = i.code == op::CALL && i.src == op::CALL_LOCAL;
+            let function_address = i.code == op::LDDW && i.src == op::PSEUDO_FUNC;
             if local_call || function_address {
                 let target = i64::try_from(pc)
                     .ok()
@@ -537,7 +537,7 @@ impl ProgBtf {
                     .and_then(|t| usize::try_from(t).ok());
                 starts.extend(target.filter(|&t| t < insns.len()));
             }
-            pc = pc.saturating_add(if i.code == 0x18 { 2 } else { 1 });
+            pc = pc.saturating_add(if i.code == op::LDDW { 2 } else { 1 });
         }
         starts.sort_unstable();
         starts.dedup();
