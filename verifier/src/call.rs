@@ -860,8 +860,10 @@ impl Verifier<'_> {
     /// frames; a function with a tail call is entered with less than 256
     /// bytes of stack below and in it. (During the search, the frames
     /// present at each point are checked too, where the pc is known.)
-    pub(crate) fn check_max_stack_depth(&mut self) -> Result<(), Box<VerifyError>> {
-        let starts = crate::cfg::function_starts(self.prog);
+    pub(crate) fn check_max_stack_depth(
+        &mut self,
+        starts: &[usize],
+    ) -> Result<(), Box<VerifyError>> {
         let n = starts.len();
         let index_of = |pc: usize| starts.binary_search(&pc).ok();
         // Per function (by its index in `starts`): its calls (pc, callee),

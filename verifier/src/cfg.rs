@@ -47,9 +47,13 @@ pub fn function_target(pc: usize, i: &Instruction) -> Option<usize> {
 /// The first pc of each function, sorted: 0 and every target of a local
 /// call or a function address.
 pub fn function_starts(program: &Program) -> Vec<usize> {
-    let len = program.len();
-    let mut starts: Vec<usize> = program
-        .instructions()
+    starts_of(program.instructions(), program.len())
+}
+
+/// [`function_starts`] of the instructions `insns` (pc, instruction) of a
+/// program `len` slots long.
+fn starts_of(insns: impl Iterator<Item = (usize, Instruction)>, len: usize) -> Vec<usize> {
+    let mut starts: Vec<usize> = insns
         .filter_map(|(pc, i)| function_target(pc, &i))
         .filter(|&t| t < len)
         .collect();
@@ -59,15 +63,15 @@ pub fn function_starts(program: &Program) -> Vec<usize> {
     starts
 }
 
-/// The kernel's `check_subprogs`: the functions are the entry and every
-/// target of a local call or a function address; no jump leaves its
+/// The kernel's `check_subprogs`: the functions (starting at `starts`,
+/// [`function_starts`]) are the entry and every target of a local call
+/// or a function address; no jump leaves its
 /// function (`jump out of range from insn 4 to 2`) and every function
 /// ends with `exit` or an unconditional jump, so none falls into the next
 /// (`last insn is not an exit or jmp`). On failure, the pc and the
 /// kernel's message.
-pub fn check_functions(program: &Program) -> Result<(), (usize, String)> {
+pub fn check_functions(program: &Program, starts: &[usize]) -> Result<(), (usize, String)> {
     let len = program.len();
-    let starts = function_starts(program);
     for (k, &start) in starts.iter().enumerate() {
         let end = starts.get(k.wrapping_add(1)).copied().unwrap_or(len);
         let mut last = None;
@@ -145,6 +149,16 @@ impl Cfg {
             preds,
             insns,
         }
+    }
+
+    /// [`function_starts`] of the program.
+    pub fn function_starts(&self) -> Vec<usize> {
+        let insns = self
+            .insns
+            .iter()
+            .enumerate()
+            .filter_map(|(pc, i)| i.map(|i| (pc, i)));
+        starts_of(insns, self.len())
     }
 
     /// Number of pcs.

@@ -287,10 +287,11 @@ impl<'a> Verifier<'a> {
 
     /// Explores every path from `state` at pc 0.
     pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
-        let result = crate::cfg::check_functions(self.prog)
+        let starts = crate::cfg::function_starts(self.prog);
+        let result = crate::cfg::check_functions(self.prog, &starts)
             .map_err(|(pc, message)| self.error_at(pc, message))
             .and_then(|()| self.search(state))
-            .and_then(|()| self.check_max_stack_depth());
+            .and_then(|()| self.check_max_stack_depth(&starts));
         self.stats.time = self.start.elapsed();
         result
     }

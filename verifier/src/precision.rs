@@ -11,7 +11,7 @@
 
 use userbpf_vm::isa::{AluOp, AtomicOp, CallTarget, Instruction, PacketMode, Source};
 
-use crate::cfg::{function_target, Cfg};
+use crate::cfg::Cfg;
 use crate::liveness::{bit, RegMask};
 
 /// Bit `i` set: stack slot `i` (bytes `-(8 * (i + 1))..-(8 * i)` from the
@@ -42,20 +42,6 @@ fn slot_bit(off: i64) -> SlotMask {
 /// Known frame-pointer offsets of registers before an instruction
 /// (`None`: not a known `r10 + c`).
 type FpRegs = [Option<i64>; 11];
-
-/// Function entries: 0 and the targets of local calls and function
-/// addresses.
-fn entries(cfg: &Cfg) -> Vec<usize> {
-    let mut v = vec![0];
-    for (pc, i) in cfg.insns.iter().enumerate() {
-        if let Some(t) = i.as_ref().and_then(|i| function_target(pc, i)) {
-            v.push(t);
-        }
-    }
-    v.sort_unstable();
-    v.dedup();
-    v
-}
 
 /// Forward: which registers hold `r10 + c` before each instruction.
 fn frame_pointers(cfg: &Cfg, starts: &[usize]) -> Vec<Option<FpRegs>> {
@@ -161,7 +147,7 @@ fn def(i: &Instruction) -> Option<u8> {
 /// it.
 pub fn precise(cfg: &Cfg) -> Vec<Precise> {
     let len = cfg.len();
-    let starts = entries(cfg);
+    let starts = cfg.function_starts();
     let fp = frame_pointers(cfg, &starts);
     let main_end = starts.get(1).copied().unwrap_or(len);
     cfg.backward(
