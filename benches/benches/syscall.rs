@@ -5,6 +5,10 @@
 //! counter), and an unhooked syscall in a process whose hooks are
 //! installed for another syscall.
 //!
+//! The userbpf cases run with the default Syscall User Dispatch policy
+//! (armed only when some executable memory escapes the rewrite: not
+//! here), and again with SUD always on (`USERBPF_SYSCALL_SUD=1`).
+//!
 //! Installing userbpf's interception rewrites the process's syscall
 //! instructions for good, so the criterion pass measures in that order
 //! (nothing first), and the table pass (`cargo bench`) measures each case
@@ -124,6 +128,25 @@ fn in_child(f: impl FnOnce() -> f64) -> Option<f64> {
     (n == 8).then(|| f64::from_le_bytes(b))
 }
 
+/// Says so when Syscall User Dispatch is armed under the default policy
+/// (some executable memory escapes the rewrite): the figures then include
+/// its cost.
+fn report_sud() {
+    use userbpf::shims::syscall as shim;
+    if shim::stats().sud_active {
+        eprintln!("(Syscall User Dispatch armed: {:?})", shim::sud_reason());
+    }
+}
+
+/// Arms Syscall User Dispatch whatever the code (`USERBPF_SYSCALL_SUD=1`).
+fn sud_always() {
+    use userbpf::shims::syscall as shim;
+    shim::set_user_dispatch(shim::UserDispatch::Always).expect("SUD policy");
+    if !shim::stats().sud_active {
+        eprintln!("(Syscall User Dispatch not available here)");
+    }
+}
+
 /// Rounds of the table pass: each case is measured once per round in a
 /// fresh child, the cases in turn, and what a case adds is the median over
 /// the rounds of its difference with the same round's `getpid` with
@@ -143,7 +166,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn table() {
     let t = Duration::from_millis(10);
     let m = || median_ns(getpid, 21, t);
-    let cases: [(&str, &dyn Fn() -> f64); 4] = [
+    let cases: [(&str, &dyn Fn() -> f64); 6] = [
         ("nothing attached", &|| in_child(m).unwrap_or(f64::NAN)),
         ("kernel sys_enter_getpid tracepoint", &|| {
             in_child(|| match kernel_link(&object()) {
@@ -155,6 +178,7 @@ fn table() {
         ("userbpf in-process hook", &|| {
             in_child(|| {
                 let (_maps, _l) = userbpf_link(&object());
+                report_sud();
                 m()
             })
             .unwrap_or(f64::NAN)
@@ -162,6 +186,23 @@ fn table() {
         ("userbpf, unhooked syscall, hooks installed", &|| {
             in_child(|| {
                 let _o = other_hook();
+                report_sud();
+                m()
+            })
+            .unwrap_or(f64::NAN)
+        }),
+        ("userbpf in-process hook, SUD always on", &|| {
+            in_child(|| {
+                let (_maps, _l) = userbpf_link(&object());
+                sud_always();
+                m()
+            })
+            .unwrap_or(f64::NAN)
+        }),
+        ("userbpf, unhooked syscall, SUD always on", &|| {
+            in_child(|| {
+                let _o = other_hook();
+                sud_always();
                 m()
             })
             .unwrap_or(f64::NAN)

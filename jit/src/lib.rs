@@ -124,8 +124,12 @@ fn check_trampoline() -> Result<u64, String> {
             module
                 .define_function(id, &mut cctx)
                 .map_err(|e| format!("{e:?}"))?;
-            module.finalize_definitions().map_err(|e| e.to_string())?;
+            let size = cctx.compiled_code().map_or(0, |c| c.code_buffer().len());
+            userbpf_vm::own_code::scope(|| {
+                module.finalize_definitions().map_err(|e| e.to_string())
+            })?;
             let ptr = module.get_finalized_function(id) as u64;
+            userbpf_vm::own_code::register(ptr, size as u64);
             // The code stays mapped for the life of the process.
             std::mem::forget(module);
             Ok(ptr)
@@ -253,6 +257,7 @@ impl Drop for Optimized {
             Err(poisoned) => poisoned.into_inner().take(),
         };
         if let Some(m) = module {
+            userbpf_vm::own_code::unregister(self.entry as usize as u64);
             // SAFETY: the code is only reachable through the program that
             // owns this (through its `Tiers`), which is being dropped:
             // nothing can run it any more (a VM holds the program, and with
@@ -358,6 +363,7 @@ impl ExecCode {
                 std::ptr::write_bytes(exec.ptr.add(code.len()), 0xcc, map_len - code.len());
             }
         }
+        userbpf_vm::own_code::register(ptr as u64, map_len as u64);
         // SAFETY: the mapping above, now read-execute.
         if unsafe { libc::mprotect(ptr, map_len, libc::PROT_READ | libc::PROT_EXEC) } != 0 {
             return Err(format!(
@@ -371,6 +377,7 @@ impl ExecCode {
 
 impl Drop for ExecCode {
     fn drop(&mut self) {
+        userbpf_vm::own_code::unregister(self.ptr as u64);
         if self.map_len == page_size() {
             let mut spare = match SPARE_PAGES.lock() {
                 Ok(p) => p,
@@ -1020,10 +1027,10 @@ fn cranelift(
     module.clear_context(&mut cctx);
     CONTEXTS.with(|c| *c.borrow_mut() = Some((cctx, fbc)));
     let (id, asm, code_size, translated) = compiled?;
-    module
-        .finalize_definitions()
-        .map_err(|e| cg(e.to_string()))?;
+    userbpf_vm::own_code::scope(|| module.finalize_definitions().map_err(|e| e.to_string()))
+        .map_err(cg)?;
     let ptr = module.get_finalized_function(id);
+    userbpf_vm::own_code::register(ptr as u64, code_size as u64);
     // SAFETY: the function was compiled with `entry_signature`, the
     // platform's C calling convention, and lives as long as `module`.
     let entry = unsafe { std::mem::transmute::<*const u8, EntryFn>(ptr) };

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use userbpf_shims::syscall::{self, SyscallAction, SyscallCtx, SyscallError, SyscallHook};
+use userbpf_shims::syscall::{
+    self, SyscallAction, SyscallCtx, SyscallError, SyscallHook, UserDispatch,
+};
 
 const ITERS: u64 = 100_000;
 const RUNS: usize = 7;
@@ -95,6 +97,9 @@ fn syscall_hook_overhead() {
         "every getpid counted"
     );
     let sud = syscall::stats().sud_enabled;
+    // The stub (mapped before the install) escapes the rewrite: the
+    // default policy arms SUD for it.
+    assert!(syscall::stats().sud_needed, "{:?}", syscall::sud_reason());
     let hooked_sud = if sud {
         let before = count.0.load(Ordering::Relaxed);
         let ns = ns_per_call(|| {
@@ -109,7 +114,7 @@ fn syscall_hook_overhead() {
         None
     };
     // Without SUD: only rewritten sites reach the hooks.
-    syscall::set_user_dispatch(false).expect("registry");
+    syscall::set_user_dispatch(UserDispatch::Off).expect("registry");
     assert!(!syscall::stats().sud_active);
     let before = count.0.load(Ordering::Relaxed);
     let hooked_no_sud = ns_per_call(getpid);
@@ -124,7 +129,7 @@ fn syscall_hook_overhead() {
         before,
         "JIT code escapes without SUD"
     );
-    syscall::set_user_dispatch(true).expect("registry");
+    syscall::set_user_dispatch(UserDispatch::Auto).expect("registry");
     assert_eq!(syscall::stats().sud_active, sud);
     drop(link);
 

@@ -35,6 +35,7 @@ pub mod kfunc;
 pub mod maps;
 pub mod memory;
 pub mod object;
+pub mod own_code;
 pub mod printk;
 pub mod probe;
 pub mod program;

@@ -103,6 +103,9 @@ pub fn alloc_code(
         // Fill the rest with int3.
         std::ptr::write_bytes((addr as *mut u8).add(code.len()), 0xcc, size - code.len());
     }
+    // Userbpf's own code (see `userbpf_vm::own_code`); trampolines are
+    // never unmapped once in use.
+    userbpf_vm::own_code::register(addr, size as u64);
     // SAFETY: the mapping is ours; from now on it is never writable.
     if unsafe {
         libc::mprotect(
@@ -113,6 +116,7 @@ pub fn alloc_code(
     } != 0
     {
         let e = io::Error::last_os_error();
+        userbpf_vm::own_code::unregister(addr);
         unmap(addr, size);
         return Err(format!("mprotect: {e}"));
     }

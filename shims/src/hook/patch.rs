@@ -309,6 +309,11 @@ fn protection_of(addr: u64) -> Option<i32> {
 /// the bytes being replaced are (more than one needs every thread
 /// stopped once).
 pub fn write_code(addr: u64, bytes: &[u8], window_insns: usize) -> Result<(), String> {
+    // Userbpf's own code change (see `userbpf_vm::own_code`).
+    userbpf_vm::own_code::scope(|| write_code_in_scope(addr, bytes, window_insns))
+}
+
+fn write_code_in_scope(addr: u64, bytes: &[u8], window_insns: usize) -> Result<(), String> {
     let _g = PATCH_LOCK
         .lock()
         .map_err(|_| "patch lock poisoned".to_string())?;

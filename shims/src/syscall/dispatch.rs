@@ -8,12 +8,15 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 
 use super::trampoline::{self, Call, ChildRecord, Frame, Mode, HOOKED, TABLE_LEN};
-use super::{current_list, quiesce, sud, SyscallAction, SyscallCtx, MISSES};
+use super::{coverage, current_list, quiesce, sud, SyscallAction, SyscallCtx, MISSES};
 
 /// [`HOOKED`] bit: some hook is attached to the number.
 const HOOK: u8 = 1;
 /// [`HOOKED`] bit: the number needs the dispatcher even without hooks.
 const SPECIAL: u8 = 2;
+/// [`HOOKED`] bit: the number may make executable memory
+/// ([`super::coverage`] judges it after the syscall).
+const WATCH: u8 = 4;
 
 /// [`Call::exit`] bit: run the exit hooks.
 const EXIT_HOOKS: u64 = 1;
@@ -24,6 +27,8 @@ const EXIT_FORK: u64 = 2;
 /// thread-locals (`CLONE_VM` without `CLONE_SETTLS`, onto a new stack):
 /// the ids cached there may be the child's.
 const EXIT_SHARED_TLS: u64 = 4;
+/// [`Call::exit`] bit: [`super::coverage::after`] judges the result.
+const EXIT_WATCH: u64 = 8;
 
 const CLONE_ARGS_SIZE_VER0: u64 = 64;
 
@@ -47,6 +52,21 @@ pub fn init_table() {
 pub fn mark_special(nr: i64) {
     if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
         b.fetch_or(SPECIAL, Ordering::Release);
+    }
+}
+
+/// Sends every `nr` syscall through the dispatcher, which judges what it
+/// made ([`super::coverage::after`]).
+pub fn mark_watched(nr: i64) {
+    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+        b.fetch_or(WATCH, Ordering::Release);
+    }
+}
+
+/// Undoes [`mark_watched`].
+pub fn unmark_watched(nr: i64) {
+    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+        b.fetch_and(!WATCH, Ordering::Release);
     }
 }
 
@@ -81,6 +101,14 @@ fn may_hook(nr: u64) -> bool {
     }
 }
 
+#[inline]
+fn watched(nr: u64) -> bool {
+    usize::try_from(nr)
+        .ok()
+        .and_then(|n| HOOKED.get(n))
+        .is_some_and(|b| b.load(Ordering::Relaxed) & WATCH != 0)
+}
+
 /// The trampoline's slow path, before the syscall. Returns a [`Mode`].
 pub extern "C" fn enter(frame: *mut Frame) -> u32 {
     // SAFETY: the trampoline passes its own frame, aligned and
@@ -98,6 +126,9 @@ pub extern "C" fn enter(frame: *mut Frame) -> u32 {
             f.call.result = v as u64;
             return Mode::Skip as u32;
         }
+    }
+    if watched(r.nr) {
+        f.call.exit |= EXIT_WATCH;
     }
     special(f) as u32
 }
@@ -160,6 +191,9 @@ pub extern "C" fn exit(frame: *mut Frame) {
         // The parent, once the child no longer runs on its thread-locals
         // (a vfork-like child has exec'd or exited).
         userbpf_vm::identity::invalidate();
+    }
+    if f.call.exit & EXIT_WATCH != 0 {
+        coverage::after(f.call.nr, &f.call.args, ret, f.regs.ret);
     }
     if f.call.exit & EXIT_HOOKS == 0 {
         return;

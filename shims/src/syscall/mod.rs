@@ -12,7 +12,7 @@
 //!    despite `vm.mmap_min_addr`) with a jump sled that ends in a jump to
 //!    the trampoline, then rewrites every `syscall` instruction (`0f 05`)
 //!    of every loaded module (the executable, libc, `ld.so`, every
-//!    library; not the vDSO) into `call *%rax` (`ff d0`): `rax` holds the
+//!    library, the vDSO's private copy) into `call *%rax` (`ff d0`): `rax` holds the
 //!    syscall number, so the call lands in the sled. Sites are found by
 //!    decoding with iced-x86 over the extent of every function the module
 //!    describes (`.eh_frame_hdr` FDEs, `.symtab`/`.dynsym` functions),
@@ -25,16 +25,24 @@
 //!    any of their code runs (a hook on its `_dl_debug_state`, where
 //!    debuggers learn of new libraries); [`rescan`] does it by hand where
 //!    that hook cannot be placed.
-//! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (JIT
-//!    code, code mapped without the dynamic loader, the vDSO's
-//!    fallbacks): outside the trampoline's address range a syscall raises
-//!    SIGSYS, whose handler resumes the thread in the
-//!    trampoline as if the site had been rewritten. Threads are armed
-//!    while hooks are attached (an armed thread takes the kernel's slower
-//!    syscall path): the attaching thread directly, the others through a
-//!    signal, new threads as they are created by a hooked `clone`/`clone3`
-//!    and fork children in the dispatcher. [`set_user_dispatch`] turns it
-//!    off (or `USERBPF_SYSCALL_SUD=0`).
+//! 2. **Syscall User Dispatch** (SUD) catches what the rewrite missed (a
+//!    JIT's code, code mapped without the dynamic loader): outside the
+//!    trampoline's address range a syscall raises SIGSYS, whose handler
+//!    resumes the thread in the trampoline as if the site had been
+//!    rewritten. An armed thread takes the kernel's slower syscall path
+//!    (~35 ns here, hooked or not), so by default ([`UserDispatch::Auto`])
+//!    threads are armed only while hooks are attached *and* some
+//!    executable memory escapes the rewrite: the rewrite checks that
+//!    every system call instruction of each module was rewritten, the
+//!    other executable memory is judged at installation, and the syscalls
+//!    that make executable memory (`mmap`, `mprotect`, `mremap`, `shmat`,
+//!    opening `/proc/self/mem` for writing) are judged as they return,
+//!    before the new code can run (see `coverage.rs`; [`sud_reason`]
+//!    says what escaped). The attaching thread arms directly, the others
+//!    through a signal, new threads as they are created by a hooked
+//!    `clone`/`clone3` and fork children in the dispatcher.
+//!    [`set_user_dispatch`] (or `USERBPF_SYSCALL_SUD=0`/`1`) turns it off
+//!    or always on.
 //!
 //! The trampoline saves the registers, runs the hooks in attach order,
 //! performs the real syscall from inside its own code (never rewritten,
@@ -83,8 +91,10 @@
 //!   hook attached a syscall costs the trampoline's table check (~10 ns
 //!   on the development machine, on a ~140 ns `getpid`); a hooked
 //!   syscall ~27 ns plus the hooks (~35 ns with a BPF program counting
-//!   in an array map); while hooks are attached SUD adds
-//!   ~35 ns to every syscall of an armed thread (the kernel's slow path);
+//!   in an array map); while threads are armed SUD adds
+//!   ~35 ns to every syscall (the kernel's slow path); the syscalls that
+//!   can make executable memory take the dispatcher's path while SUD is
+//!   not needed;
 //!   a syscall caught by SUD (not rewritten) costs ~2.4 µs (a signal
 //!   round trip).
 //! - The `call` of a rewritten site writes 8 bytes below the caller's
@@ -106,6 +116,7 @@
 //!   threads may be running them); page 0 is written read-write, then
 //!   sealed read-execute.
 
+mod coverage;
 mod dispatch;
 mod eh_frame;
 mod quiesce;
@@ -220,8 +231,12 @@ pub struct SyscallStats {
     /// Whether Syscall User Dispatch is available (the kernel has it and
     /// `USERBPF_SYSCALL_SUD` is not `0`).
     pub sud_enabled: bool,
-    /// Whether threads are armed now (they are while hooks are attached).
+    /// Whether threads are armed now (while hooks are attached, if SUD is
+    /// needed or always on: [`UserDispatch`]).
     pub sud_active: bool,
+    /// Whether some executable memory escapes the rewrite (then
+    /// [`UserDispatch::Auto`] arms the threads; [`sud_reason`] says why).
+    pub sud_needed: bool,
     /// Times a thread armed SUD (at the first attach after none, by
     /// signal, at creation).
     pub sud_threads: u64,
@@ -403,7 +418,8 @@ fn publish(entries: &[Entry]) {
     }
 }
 
-/// Maps page 0, rewrites the loaded modules, arms SUD.
+/// Maps page 0, rewrites the loaded modules, judges the other executable
+/// memory, installs SUD.
 fn install() -> Result<(), SyscallError> {
     quiesce::init();
     zpoline::map_page_zero(trampoline::zp_entry())
@@ -414,7 +430,12 @@ fn install() -> Result<(), SyscallError> {
         if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
             eprintln!("userbpf: libraries loaded later are not rewritten by themselves ({reason}): call rescan()");
         }
+        coverage::need(format!(
+            "libraries loaded later are not rewritten before their code runs ({reason})"
+        ));
     }
+    coverage::classify_mappings();
+    coverage::watch();
     if let Err(reason) = sud::install() {
         if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
             eprintln!("userbpf: Syscall User Dispatch not armed: {reason}");
@@ -434,17 +455,42 @@ pub fn rescan() -> Result<u64, SyscallError> {
     Ok(zpoline::rewrite_loaded_modules())
 }
 
-/// Whether Syscall User Dispatch backs up the rewrite (the default, unless
-/// `USERBPF_SYSCALL_SUD=0`). With it, syscalls of code the rewrite did not
-/// see (JIT code, the vDSO's fallbacks) reach the hooks too, but every
-/// syscall of an armed thread takes the kernel's slower path while hooks
-/// are attached (about +35 ns per syscall on the development machine); a
-/// tracer that only cares about libc and the loaded binaries can turn it
-/// off. Takes effect at once.
-pub fn set_user_dispatch(enabled: bool) -> Result<(), SyscallError> {
+/// When Syscall User Dispatch backs up the rewrite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UserDispatch {
+    /// Never: syscalls of code the rewrite did not see (a JIT's code made
+    /// after a check, a file mapped executable by hand) are not hooked.
+    /// (`USERBPF_SYSCALL_SUD=0`.)
+    Off,
+    /// While hooks are attached and some executable memory escapes the
+    /// rewrite (the default; see [`sud_reason`]): a process whose code is
+    /// all rewritten pays nothing for SUD, and one that makes code the
+    /// rewrite cannot see arms it before that code can run.
+    #[default]
+    Auto,
+    /// While hooks are attached, whatever the code (`USERBPF_SYSCALL_SUD=1`).
+    Always,
+}
+
+/// Sets when Syscall User Dispatch backs up the rewrite. Armed threads
+/// take the kernel's slower syscall path while hooks are attached (about
+/// +35 ns per syscall on the development machine, hooked or not).
+/// Takes effect at once.
+pub fn set_user_dispatch(when: UserDispatch) -> Result<(), SyscallError> {
     let _reg = REGISTRY.lock().map_err(|_| SyscallError::Poisoned)?;
-    sud::set_wanted(enabled);
+    sud::set_policy(match when {
+        UserDispatch::Off => sud::POLICY_OFF,
+        UserDispatch::Auto => sud::POLICY_AUTO,
+        UserDispatch::Always => sud::POLICY_ALWAYS,
+    });
     Ok(())
+}
+
+/// Why Syscall User Dispatch is needed ([`UserDispatch::Auto`]): the
+/// first executable memory found that the rewrite does not cover, or
+/// `None` while all of it is covered.
+pub fn sud_reason() -> Option<String> {
+    coverage::reason()
 }
 
 /// The counters of the interception.
@@ -459,6 +505,7 @@ pub fn stats() -> SyscallStats {
         sites_skipped: rewrite.skipped,
         sud_enabled: sud.enabled,
         sud_active: sud.active,
+        sud_needed: coverage::needed(),
         sud_threads: sud.threads,
         sud_dispatched: sud.dispatched,
         misses: MISSES.load(Ordering::Relaxed),

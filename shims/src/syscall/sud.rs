@@ -12,15 +12,18 @@
 //! blocked unless rewritten).
 //!
 //! SUD is per thread and not inherited by `clone`/`fork`. Threads are
-//! armed only while hooks are attached (an armed thread takes the kernel's
-//! slow syscall path, tens of ns per syscall, even for allowed syscalls):
-//! on the first attach the attaching thread arms itself and asks every
-//! other thread to do the same with a signal (`SIGRTMAX-2`, or
+//! armed only while hooks are attached, and by default only while some
+//! executable memory escapes the rewrite (see `coverage.rs`; an armed
+//! thread takes the kernel's slow syscall path, tens of ns per syscall,
+//! even for allowed syscalls): the thread that arms (at an attach, or
+//! that made the code that needs SUD) arms itself and asks every other
+//! thread to do the same with a signal (`SIGRTMAX-2`, or
 //! `USERBPF_SYSCALL_SIGNAL`; threads that block it stay unarmed); on the
 //! last detach they disarm the same way. Clone children onto a new stack
 //! arm themselves before they return to their caller, fork children in the
 //! dispatcher; vfork children (which share their parent's thread-locals,
-//! hence its selector) are not armed. `USERBPF_SYSCALL_SUD=0` disables SUD.
+//! hence its selector) are not armed. `USERBPF_SYSCALL_SUD=0` disables SUD,
+//! `USERBPF_SYSCALL_SUD=1` arms it whenever hooks are attached.
 //!
 //! A SIGSYS that arrives while SIGSYS is blocked kills the process, so the
 //! dispatcher keeps SIGSYS out of the signal masks of armed threads (it
@@ -30,7 +33,8 @@
 //! that are not SUD's (seccomp's `SECCOMP_RET_TRAP`, `kill`).
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::dispatch::{self, copy_user, Direction};
@@ -67,8 +71,18 @@ static ENABLED: AtomicBool = AtomicBool::new(false);
 static ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Hooks are attached.
 static HOOKS: AtomicBool = AtomicBool::new(false);
-/// The program wants SUD ([`set_wanted`]).
-static WANTED: AtomicBool = AtomicBool::new(true);
+/// When threads are armed: [`POLICY_OFF`], [`POLICY_AUTO`] or
+/// [`POLICY_ALWAYS`] ([`set_policy`]).
+static POLICY: AtomicU8 = AtomicU8::new(POLICY_AUTO);
+/// Never.
+pub const POLICY_OFF: u8 = 0;
+/// While hooks are attached and some code escapes the rewrite
+/// ([`super::coverage::needed`]).
+pub const POLICY_AUTO: u8 = 1;
+/// While hooks are attached.
+pub const POLICY_ALWAYS: u8 = 2;
+/// Serialises [`switch`]es.
+static SWITCH: Mutex<()> = Mutex::new(());
 static ARM_SIGNAL: AtomicUsize = AtomicUsize::new(0);
 static THREADS: AtomicU64 = AtomicU64::new(0);
 static DISPATCHED: AtomicU64 = AtomicU64::new(0);
@@ -83,7 +97,7 @@ static PREV: SavedAction = SavedAction::new();
 pub struct Counters {
     /// SUD is available (handler installed).
     pub enabled: bool,
-    /// Threads are armed (hooks attached).
+    /// Threads are armed (hooks attached, and SUD needed or always on).
     pub active: bool,
     /// Times a thread armed itself.
     pub threads: u64,
@@ -226,8 +240,10 @@ fn arm_signal() -> i32 {
 /// Installs the SIGSYS handler and checks that the kernel has SUD. No
 /// thread is armed until [`set_active`].
 pub fn install() -> Result<(), String> {
-    if std::env::var("USERBPF_SYSCALL_SUD").is_ok_and(|v| v == "0") {
-        return Err("disabled by USERBPF_SYSCALL_SUD=0".into());
+    match std::env::var("USERBPF_SYSCALL_SUD").as_deref() {
+        Ok("0" | "off") => return Err("disabled by USERBPF_SYSCALL_SUD=0".into()),
+        Ok("1" | "on" | "always") => POLICY.store(POLICY_ALWAYS, Ordering::Release),
+        _ => {}
     }
     if let Err(r) = arm_current() {
         return Err(format!(
@@ -287,23 +303,35 @@ pub fn set_hooks_attached(attached: bool) {
     switch();
 }
 
-/// Records whether SUD is wanted at all, and arms or disarms the threads
-/// accordingly ([`switch`]).
-pub fn set_wanted(wanted: bool) {
-    WANTED.store(wanted, Ordering::Release);
+/// Sets when threads are armed ([`POLICY_OFF`], [`POLICY_AUTO`],
+/// [`POLICY_ALWAYS`]), and arms or disarms them accordingly ([`switch`]).
+pub fn set_policy(policy: u8) {
+    POLICY.store(policy, Ordering::Release);
     switch();
 }
 
-/// Arms (hooks attached and SUD wanted) or disarms every thread: the
-/// calling one directly, the others through a signal, waiting up to half
-/// a second for them. Disarmed threads pay nothing for SUD; armed ones
-/// pay the kernel's slow syscall path (tens of ns per syscall). Called
-/// with the registry locked.
+/// [`super::coverage::needed`] changed: arms the threads if the policy
+/// is [`POLICY_AUTO`] and hooks are attached.
+pub fn needs_changed() {
+    switch();
+}
+
+/// Arms (hooks attached, and the policy says so) or disarms every
+/// thread: the calling one directly, the others through a signal, waiting
+/// up to half a second for them. Disarmed threads pay nothing for SUD;
+/// armed ones pay the kernel's slow syscall path (tens of ns per
+/// syscall).
 fn switch() {
-    let active = HOOKS.load(Ordering::Acquire) && WANTED.load(Ordering::Acquire);
     if !ENABLED.load(Ordering::Acquire) {
         return;
     }
+    let _one = SWITCH.lock();
+    let wanted = match POLICY.load(Ordering::Acquire) {
+        POLICY_ALWAYS => true,
+        POLICY_AUTO => super::coverage::needed(),
+        _ => false,
+    };
+    let active = HOOKS.load(Ordering::Acquire) && wanted;
     if ACTIVE.load(Ordering::Acquire) == active {
         // The calling thread at least (it may have been created while
         // nothing was armed, by a clone no hook saw).

@@ -4,8 +4,8 @@
 //! enter and that ends in a stub jumping to the trampoline. A rewritten
 //! site is `call *%rax` (`ff d0`), as long as `syscall` (`0f 05`).
 //!
-//! Sites are found per loaded module (`dl_iterate_phdr`; the vDSO is
-//! skipped) by decoding with iced-x86 from the start of every function the
+//! Sites are found per loaded module (`dl_iterate_phdr`, the vDSO
+//! included: writing to it makes a private copy of its page) by decoding with iced-x86 from the start of every function the
 //! module describes, over that function's extent: FDEs of `.eh_frame` (via
 //! `.eh_frame_hdr`, present for nearly all code, static functions
 //! included) and function symbols of `.symtab`/`.dynsym`. Bytes outside
@@ -328,6 +328,17 @@ pub fn watch_dlopen() -> Result<(), String> {
         ) {
             Ok(l) => {
                 *link = Some(l);
+                if let Some(m) = loaded_modules().into_iter().find(|m| {
+                    m.segments
+                        .iter()
+                        .any(|&(s, e, _)| s <= r.address && r.address < e)
+                }) {
+                    for (s, e) in exec_ranges(&m) {
+                        if s <= r.address && r.address < e {
+                            super::coverage::set_loader(s, e);
+                        }
+                    }
+                }
                 return Ok(());
             }
             Err(e) => last = e.to_string(),
@@ -341,13 +352,15 @@ fn rewrite_new(scanned: &mut Scanned) -> u64 {
     // SAFETY: getauxval has no preconditions.
     let vdso = unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) };
     let mut total = 0;
-    for m in loaded_modules() {
-        let is_vdso = vdso != 0 && m.segments.iter().any(|&(s, e, _)| s <= vdso && vdso < e);
-        if is_vdso
-            || m.path.to_str().is_some_and(|p| p.contains("linux-vdso"))
-            || !m.segments.iter().any(|&(_, _, f)| f & libc::PF_X != 0)
-        {
+    for mut m in loaded_modules() {
+        if !m.segments.iter().any(|&(_, _, f)| f & libc::PF_X != 0) {
             continue;
+        }
+        let is_vdso = (vdso != 0 && m.segments.iter().any(|&(s, e, _)| s <= vdso && vdso < e))
+            || m.path.to_str().is_some_and(|p| p.contains("linux-vdso"));
+        if is_vdso {
+            // Its in-memory image: no file to read symbols from.
+            m.path = PathBuf::from("[vdso]");
         }
         let key = (m.bias, m.path.clone());
         if let Some(&first) = scanned.get(&key) {
@@ -357,11 +370,17 @@ fn rewrite_new(scanned: &mut Scanned) -> u64 {
         }
         MODULES.fetch_add(1, Ordering::Relaxed);
         if std::env::var("USERBPF_SYSCALL_REWRITE").is_ok_and(|v| v == "0") {
+            super::coverage::module_scanned(
+                &m.path,
+                &exec_ranges(&m),
+                Some("the rewrite is off (USERBPF_SYSCALL_REWRITE=0)".into()),
+            );
             continue;
         }
-        let sites = find_sites(&m);
+        let found = find_sites(&m);
+        let sites = &found.sites;
         if std::env::var("USERBPF_SYSCALL_DEBUG").is_ok_and(|v| v == "2") {
-            for s in &sites {
+            for s in sites {
                 eprintln!(
                     "userbpf-site {} {:#x}",
                     m.path.display(),
@@ -369,8 +388,9 @@ fn rewrite_new(scanned: &mut Scanned) -> u64 {
                 );
             }
         }
-        let rewritten = patch_sites(&m, &sites);
+        let rewritten = patch_sites(&m, sites);
         scanned.insert(key, sites.first().copied());
+        super::coverage::module_scanned(&m.path, &exec_ranges(&m), uncovered(&m, &found));
         if std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some() {
             eprintln!(
                 "userbpf: {} (bias {:#x}): {} syscall sites, {rewritten} rewritten",
@@ -422,11 +442,99 @@ fn functions(m: &LoadedModule) -> BTreeMap<u64, u64> {
     fns
 }
 
+/// What decoding a module's functions found.
+#[derive(Debug, Default)]
+struct Found {
+    /// The `syscall` instructions (sorted).
+    sites: Vec<u64>,
+    /// The byte ranges decoded as instructions (sorted, merged).
+    decoded: Vec<(u64, u64)>,
+    /// Other system call instructions (`sysenter`, `int 0x80`): the
+    /// rewrite leaves them alone.
+    others: Vec<u64>,
+}
+
+/// The page-rounded executable segments of a module.
+fn exec_ranges(m: &LoadedModule) -> Vec<(u64, u64)> {
+    m.segments
+        .iter()
+        .filter(|&&(_, _, f)| f & libc::PF_X != 0)
+        .map(|&(s, e, _)| (s & !(PAGE - 1), e.div_ceil(PAGE) * PAGE))
+        .collect()
+}
+
+/// Why some system call instruction of module `m` may escape the
+/// rewrite (checked after it), or `None`: every `syscall` of its
+/// executable segments was decoded and rewritten, and no byte pair that
+/// could be one (`0f 05`, `0f 34` sysenter, `cd 80` int 0x80) lies outside
+/// the decoded instructions (code no function describes).
+fn uncovered(m: &LoadedModule, found: &Found) -> Option<String> {
+    let (tramp_start, tramp_end) = trampoline::text_range();
+    if let Some(&at) = found.others.first() {
+        return Some(format!(
+            "{}: a sysenter or int 0x80 at {:#x} (offset {:#x})",
+            m.path.display(),
+            at,
+            at.wrapping_sub(m.bias)
+        ));
+    }
+    for &(seg_start, seg_end, flags) in &m.segments {
+        if flags & libc::PF_X == 0 {
+            continue;
+        }
+        if flags & libc::PF_R == 0 {
+            return Some(format!(
+                "{}: an executable segment at {seg_start:#x} that cannot be read",
+                m.path.display()
+            ));
+        }
+        // SAFETY: a readable segment of a loaded module (its file-backed
+        // part).
+        let code = unsafe {
+            std::slice::from_raw_parts(seg_start as *const u8, (seg_end - seg_start) as usize)
+        };
+        for at in syscall_byte_pairs(seg_start, code) {
+            if tramp_start <= at && at < tramp_end {
+                continue;
+            }
+            let inside = match found.decoded.binary_search_by(|&(s, _)| s.cmp(&at)) {
+                Ok(_) => true,
+                Err(0) => false,
+                Err(i) => at < found.decoded[i - 1].1,
+            };
+            let is_site = found.sites.binary_search(&at).is_ok();
+            if !inside || is_site {
+                return Some(format!(
+                    "{}: {} at {at:#x} (offset {:#x})",
+                    m.path.display(),
+                    if is_site {
+                        "a syscall instruction left unrewritten"
+                    } else {
+                        "system call instruction bytes outside every decoded function"
+                    },
+                    at.wrapping_sub(m.bias)
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The addresses in `code` (at `ip`) where the bytes of `syscall` (`0f
+/// 05`), `sysenter` (`0f 34`) or `int 0x80` (`cd 80`) start.
+pub fn syscall_byte_pairs(ip: u64, code: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    code.windows(2).enumerate().filter_map(move |(i, w)| {
+        matches!(w, [0x0f, 0x05] | [0x0f, 0x34] | [0xcd, 0x80]).then_some(ip + i as u64)
+    })
+}
+
 /// The `syscall` instructions of a module's executable segments.
-fn find_sites(m: &LoadedModule) -> Vec<u64> {
+fn find_sites(m: &LoadedModule) -> Found {
     let fns = functions(m);
     let (tramp_start, tramp_end) = trampoline::text_range();
     let mut sites = HashSet::new();
+    let mut decoded = Vec::new();
+    let mut others = Vec::new();
     for &(seg_start, seg_end, flags) in &m.segments {
         if flags & libc::PF_X == 0 || flags & libc::PF_R == 0 {
             continue;
@@ -454,20 +562,48 @@ fn find_sites(m: &LoadedModule) -> Vec<u64> {
             // SAFETY: [start, end) lies in a readable, executable PT_LOAD
             // segment of a loaded module (its file-backed part).
             let code = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
-            for site in decode_syscalls(start, code) {
-                sites.insert(site);
-            }
+            let stream = decode_stream(start, code);
+            sites.extend(stream.syscalls);
+            others.extend(stream.others);
+            decoded.push((start, stream.end));
         }
     }
     let mut sites: Vec<u64> = sites.into_iter().collect();
     sites.sort_unstable();
-    sites
+    decoded.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(decoded.len());
+    for (s, e) in decoded {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    others.sort_unstable();
+    Found {
+        sites,
+        decoded: merged,
+        others,
+    }
 }
 
-/// The addresses of the `syscall` instructions met decoding `code` (at
-/// `ip`) linearly; stops at the first invalid instruction.
-pub fn decode_syscalls(ip: u64, code: &[u8]) -> Vec<u64> {
-    let mut out = Vec::new();
+/// What decoding one instruction stream met.
+struct Stream {
+    /// `syscall` instructions.
+    syscalls: Vec<u64>,
+    /// `sysenter` and `int 0x80` instructions.
+    others: Vec<u64>,
+    /// Where decoding stopped (the end, or the first invalid
+    /// instruction).
+    end: u64,
+}
+
+/// Decodes `code` (at `ip`) linearly up to the first invalid instruction.
+fn decode_stream(ip: u64, code: &[u8]) -> Stream {
+    let mut out = Stream {
+        syscalls: Vec::new(),
+        others: Vec::new(),
+        end: ip,
+    };
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
     let mut instr = Instruction::default();
     while decoder.can_decode() {
@@ -475,11 +611,22 @@ pub fn decode_syscalls(ip: u64, code: &[u8]) -> Vec<u64> {
         if instr.is_invalid() {
             break;
         }
-        if instr.code() == Code::Syscall {
-            out.push(instr.ip());
+        match instr.code() {
+            Code::Syscall => out.syscalls.push(instr.ip()),
+            Code::Sysenter => out.others.push(instr.ip()),
+            Code::Int_imm8 if instr.immediate8() == 0x80 => out.others.push(instr.ip()),
+            _ => {}
         }
+        out.end = instr.next_ip();
     }
     out
+}
+
+/// The addresses of the `syscall` instructions met decoding `code` (at
+/// `ip`) linearly; stops at the first invalid instruction.
+#[cfg(test)]
+pub fn decode_syscalls(ip: u64, code: &[u8]) -> Vec<u64> {
+    decode_stream(ip, code).syscalls
 }
 
 const SYSCALL: u16 = u16::from_le_bytes([0x0f, 0x05]);
@@ -533,6 +680,10 @@ fn with_writable<T>(start: u64, len: u64, prot: i32, f: impl FnOnce() -> T) -> O
     // One code writer at a time (the uprobe patcher changes protections
     // too).
     let _code = crate::hook::patch::code_lock();
+    userbpf_vm::own_code::scope(|| with_writable_locked(start, len, prot, f))
+}
+
+fn with_writable_locked<T>(start: u64, len: u64, prot: i32, f: impl FnOnce() -> T) -> Option<T> {
     // The pages stay executable: other threads may be running them.
     // SAFETY: the pages belong to a loaded module's executable segment;
     // only their protection changes.
@@ -552,16 +703,31 @@ fn with_writable<T>(start: u64, len: u64, prot: i32, f: impl FnOnce() -> T) -> O
     Some(out)
 }
 
+/// The pages made writable to rewrite `site`: its own page, or for the
+/// vDSO its whole executable segment (the kernel refuses to split that
+/// mapping: `mprotect` of a part of it fails).
+fn writable_range(m: &LoadedModule, site: u64) -> (u64, u64) {
+    if m.path.as_os_str() == "[vdso]" {
+        if let Some((s, e)) = exec_ranges(m)
+            .into_iter()
+            .find(|&(s, e)| s <= site && site < e)
+        {
+            return (s, e - s);
+        }
+    }
+    (site & !(PAGE - 1), PAGE)
+}
+
 /// Rewrites `sites` (sorted) of module `m`, page by page.
 fn patch_sites(m: &LoadedModule, sites: &[u64]) -> u64 {
     let debug = std::env::var_os("USERBPF_SYSCALL_DEBUG").is_some();
     let mut rewritten = 0;
     let mut skipped = 0;
     let (straddling, plain): (Vec<u64>, Vec<u64>) = sites.iter().partition(|&&s| s % 64 == 63);
-    for group in plain.chunk_by(|a, b| a & !(PAGE - 1) == b & !(PAGE - 1)) {
-        let page = group[0] & !(PAGE - 1);
+    for group in plain.chunk_by(|a, b| writable_range(m, *a) == writable_range(m, *b)) {
+        let (start, len) = writable_range(m, group[0]);
         let prot = prot_of(segment_flags(m, group[0]));
-        let done = with_writable(page, PAGE, prot, || {
+        let done = with_writable(start, len, prot, || {
             group
                 .iter()
                 // SAFETY: the page is writable now; a plain site does not
@@ -653,11 +819,13 @@ fn patch_straddling(m: &LoadedModule, site: u64) -> bool {
     }
     STRADDLING[n].store(site, Ordering::Release);
     STRADDLING_LEN.store(n + 1, Ordering::Release);
-    let start = site & !(PAGE - 1);
-    let end = (site + 2).div_ceil(PAGE) * PAGE;
+    let (start, len) = match writable_range(m, site) {
+        (s, l) if s + l >= site + 2 => (s, l),
+        (s, _) => (s, (site + 2).div_ceil(PAGE) * PAGE - s),
+    };
     let prot = prot_of(segment_flags(m, site));
     let p = site as *mut u8;
-    with_writable(start, end - start, prot, || {
+    with_writable(start, len, prot, || {
         // SAFETY: both bytes are writable now; single-byte stores.
         unsafe {
             if p.read_volatile() != 0x0f || p.add(1).read_volatile() != 0x05 {
