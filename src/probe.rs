@@ -142,17 +142,18 @@ struct ThreadVms(Vec<(usize, std::sync::Weak<()>, Box<Vm>)>);
 impl Drop for ThreadVms {
     fn drop(&mut self) {
         // The cache must not outlive the VMs.
-        LAST_VM.with(|c| c.set((0, std::ptr::null_mut())));
+        LAST_VMS.with(|c| c.set([(0, std::ptr::null_mut()); 2]));
     }
 }
 
 thread_local! {
     /// This thread's VMs.
     static VMS: RefCell<ThreadVms> = const { RefCell::new(ThreadVms(Vec::new())) };
-    /// The VM this thread used last, and its probe's id: most threads hit
-    /// one probe over and over.
-    static LAST_VM: std::cell::Cell<(usize, *mut Vm)> =
-        const { std::cell::Cell::new((0, std::ptr::null_mut())) };
+    /// The VMs this thread used last, the latest first, with their
+    /// probes' ids: most threads hit one probe over and over, or an entry
+    /// and a return probe in turn.
+    static LAST_VMS: std::cell::Cell<[(usize, *mut Vm); 2]> =
+        const { std::cell::Cell::new([(0, std::ptr::null_mut()); 2]) };
 }
 
 /// A BPF program as a probe.
@@ -233,9 +234,11 @@ impl BpfProbe {
     /// This thread's VM for the probe.
     #[inline(always)]
     fn vm(&self) -> Option<*mut Vm> {
-        let (id, cached) = LAST_VM.get();
-        if id == self.id && !cached.is_null() {
-            Some(cached)
+        let [(id0, vm0), (id1, vm1)] = LAST_VMS.get();
+        if id0 == self.id && !vm0.is_null() {
+            Some(vm0)
+        } else if id1 == self.id && !vm1.is_null() {
+            Some(vm1)
         } else {
             self.thread_vm()
         }
@@ -291,7 +294,10 @@ impl BpfProbe {
                     &mut *vms.0[last].2
                 }
             };
-            LAST_VM.with(|c| c.set((self.id, vm)));
+            LAST_VMS.with(|c| {
+                let [latest, _] = c.get();
+                c.set([(self.id, vm), latest]);
+            });
             Some(vm)
         })
         .ok()

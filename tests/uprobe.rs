@@ -96,6 +96,79 @@ fn a_kretprobe_style_program_sees_every_return_value_from_many_threads() {
 
 #[no_mangle]
 #[inline(never)]
+pub extern "C" fn userbpf_test_plus_one(x: u64) -> u64 {
+    black_box(x).wrapping_add(1)
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_minus_one(x: u64) -> u64 {
+    black_box(x).wrapping_sub(1)
+}
+
+/// Each thread runs three programs in turn (an entry and a return probe
+/// on one function, an entry probe on another, with maps of its own):
+/// more than the per-thread cache of VMs holds, so every way a thread
+/// finds its VM is taken, and no run is lost or goes to another
+/// program's VM.
+#[test]
+fn three_programs_in_turn_on_many_threads_count_exactly() {
+    let (object, maps) = fixture();
+    let other = Arc::new(MapSet::from_object(&object).expect("maps"));
+    let opts = AttachOptions::default();
+    let links = [
+        probe::attach(
+            &object,
+            &maps,
+            "count_calls",
+            "self:userbpf_test_plus_one",
+            &opts,
+        ),
+        probe::attach(
+            &object,
+            &maps,
+            "count_returns",
+            "self:userbpf_test_plus_one",
+            &opts,
+        ),
+        probe::attach(
+            &object,
+            &other,
+            "count_calls",
+            "self:userbpf_test_minus_one",
+            &opts,
+        ),
+    ]
+    .map(|l| l.expect("attach"));
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..2000u64 {
+                    assert_eq!(black_box(userbpf_test_plus_one)(i), i + 1);
+                    if i % 3 == t % 3 {
+                        assert_eq!(black_box(userbpf_test_minus_one)(i + 10), i + 9);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let minus_calls: u64 = (0..4u64)
+        .map(|t| (0..2000u64).filter(|i| i % 3 == t % 3).count() as u64)
+        .sum();
+    assert_eq!(count(&maps, 0), 8000, "entries of plus_one");
+    assert_eq!(count(&maps, 2), 8000, "returns of plus_one");
+    assert_eq!(count(&other, 0), minus_calls, "entries of minus_one");
+    assert_eq!(count(&other, 2), 0, "no return probe on minus_one");
+    for l in &links {
+        assert_eq!(l.probe().faults().0, 0);
+    }
+}
+
+#[no_mangle]
+#[inline(never)]
 pub extern "C" fn userbpf_test_allocate(n: u64) -> i64 {
     black_box(n as i64) + 100
 }
