@@ -386,6 +386,17 @@ pub fn attach(
     target: &str,
     options: &AttachOptions,
 ) -> Result<UprobeLink, AttachError> {
+    // Userbpf's own work: the process's hooks do not see it.
+    userbpf_vm::quiet::scope(|| attach_unseen(object, maps, name, target, options))
+}
+
+fn attach_unseen(
+    object: &Object,
+    maps: &Arc<MapSet>,
+    name: &str,
+    target: &str,
+    options: &AttachOptions,
+) -> Result<UprobeLink, AttachError> {
     let perr = |message: String| AttachError::Program {
         program: name.to_string(),
         message,

@@ -410,6 +410,16 @@ pub fn attach(
     name: &str,
     options: &SyscallOptions,
 ) -> Result<SyscallProbeLink, SyscallAttachError> {
+    // Userbpf's own work: the process's hooks do not see it.
+    userbpf_vm::quiet::scope(|| attach_unseen(object, maps, name, options))
+}
+
+fn attach_unseen(
+    object: &Object,
+    maps: &Arc<MapSet>,
+    name: &str,
+    options: &SyscallOptions,
+) -> Result<SyscallProbeLink, SyscallAttachError> {
     let perr = |message: String| SyscallAttachError::Program {
         program: name.to_string(),
         message,

@@ -571,6 +571,21 @@ pub fn attach_usdt(
     name: &str,
     options: &UsdtOptions,
 ) -> Result<UsdtLink, UsdtAttachError> {
+    // Userbpf's own work: the process's hooks do not see it.
+    userbpf_vm::quiet::scope(|| {
+        attach_usdt_unseen(object, maps, prog, binary, provider, name, options)
+    })
+}
+
+fn attach_usdt_unseen(
+    object: &Object,
+    maps: &Arc<MapSet>,
+    prog: &str,
+    binary: &str,
+    provider: &str,
+    name: &str,
+    options: &UsdtOptions,
+) -> Result<UsdtLink, UsdtAttachError> {
     let target = UsdtTarget {
         binary: binary.to_string(),
         provider: provider.to_string(),
@@ -841,6 +856,16 @@ pub fn attach_usdt(
 /// (`usdt/BINARY:PROVIDER:NAME`), as [`attach_usdt`] does. Errors when the
 /// section is a bare `usdt` (the caller must name the probe).
 pub fn attach_usdt_section(
+    object: &Object,
+    maps: &Arc<MapSet>,
+    prog: &str,
+    options: &UsdtOptions,
+) -> Result<UsdtLink, UsdtAttachError> {
+    // Userbpf's own work: the process's hooks do not see it.
+    userbpf_vm::quiet::scope(|| attach_usdt_section_unseen(object, maps, prog, options))
+}
+
+fn attach_usdt_section_unseen(
     object: &Object,
     maps: &Arc<MapSet>,
     prog: &str,

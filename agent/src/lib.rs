@@ -87,34 +87,37 @@ extern "C" fn rebase_after_fork() {
 /// lost. (Never blocks: a process exiting while another thread holds the
 /// list skips the report.)
 extern "C" fn report_at_exit() {
+    // Userbpf's own work: the process's hooks do not see it.
     let _ = std::panic::catch_unwind(|| {
-        let Ok(joined) = JOINED.try_lock() else {
-            return;
-        };
-        for j in joined.iter() {
-            for l in &j.links {
-                let (misses, missed_returns, faults, last) = l.link.counters();
-                let (misses, missed_returns, faults) = (
-                    misses.saturating_sub(l.base.0),
-                    missed_returns.saturating_sub(l.base.1),
-                    faults.saturating_sub(l.base.2),
-                );
-                let last = last.filter(|_| faults > 0);
-                // (The pid: a fork child shares its parent's connection,
-                // whose peer credentials name the parent.)
-                let mut line = format!(
-                    "{} {} {} {misses} {missed_returns} {faults}",
-                    std::process::id(),
-                    l.program,
-                    l.target
-                );
-                if let Some(last) = last {
-                    line.push(' ');
-                    line.push_str(&last);
+        userbpf_vm::quiet::scope(|| {
+            let Ok(joined) = JOINED.try_lock() else {
+                return;
+            };
+            for j in joined.iter() {
+                for l in &j.links {
+                    let (misses, missed_returns, faults, last) = l.link.counters();
+                    let (misses, missed_returns, faults) = (
+                        misses.saturating_sub(l.base.0),
+                        missed_returns.saturating_sub(l.base.1),
+                        faults.saturating_sub(l.base.2),
+                    );
+                    let last = last.filter(|_| faults > 0);
+                    // (The pid: a fork child shares its parent's connection,
+                    // whose peer credentials name the parent.)
+                    let mut line = format!(
+                        "{} {} {} {misses} {missed_returns} {faults}",
+                        std::process::id(),
+                        l.program,
+                        l.target
+                    );
+                    if let Some(last) = last {
+                        line.push(' ');
+                        line.push_str(&last);
+                    }
+                    let _ = j.client.send("stats", &line);
                 }
-                let _ = j.client.send("stats", &line);
             }
-        }
+        })
     });
 }
 
@@ -298,7 +301,8 @@ fn userbpf_agent_start() {
         return;
     };
     let dir = PathBuf::from(dir);
-    match std::panic::catch_unwind(|| join(&dir)) {
+    // Userbpf's own work: the hooks it attaches do not see it.
+    match std::panic::catch_unwind(|| userbpf_vm::quiet::scope(|| join(&dir))) {
         Ok(Ok(())) => {}
         Ok(Err(e)) => eprintln!("userbpf agent: {e}"),
         Err(_) => eprintln!("userbpf agent: internal error (panic); the process runs untraced"),

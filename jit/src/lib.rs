@@ -931,6 +931,8 @@ fn in_background(job: Job) -> Result<(), Job> {
         let started = std::thread::Builder::new()
             .name("userbpf-jit".into())
             .spawn(move || {
+                // Userbpf's own work: in-process hooks do not see it.
+                userbpf_vm::quiet::thread();
                 for job in rx {
                     job();
                 }

@@ -615,3 +615,35 @@ fn a_site_that_a_branch_of_its_function_lands_in_is_refused() {
     // SAFETY: an assembly function taking and returning a u64.
     assert_eq!(unsafe { black_box(hooked_branch_into_prologue)(4) }, 10);
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_during_own_work(x: u64) -> u64 {
+    black_box(x).wrapping_add(11)
+}
+
+/// Calls made during userbpf's own work (`userbpf_vm::quiet`: loading,
+/// attaching, background compilation) run no probe, entry or return, and
+/// count no miss; the same calls outside it do.
+#[test]
+fn calls_during_userbpfs_own_work_run_no_probe_and_count_no_miss() {
+    let t = symbol_target("hooked_during_own_work");
+    let entry = Arc::new(Recorder::default());
+    let ret = Arc::new(Recorder::default());
+    let e = hook::attach(t, ProbeKind::Entry, entry.clone()).expect("attach");
+    let r = hook::attach(t, ProbeKind::Return, ret.clone()).expect("attach");
+    userbpf_vm::quiet::scope(|| {
+        for i in 0..5 {
+            assert_eq!(black_box(hooked_during_own_work)(i), i + 11);
+        }
+    });
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 0);
+    assert_eq!(ret.hits.load(Ordering::SeqCst), 0);
+    assert_eq!((e.stats().misses, r.stats().missed_returns), (0, 0));
+    for i in 0..3 {
+        assert_eq!(black_box(hooked_during_own_work)(i), i + 11);
+    }
+    assert_eq!(entry.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(ret.hits.load(Ordering::SeqCst), 3);
+    assert_eq!(ret.last_ax.load(Ordering::SeqCst), 13);
+}

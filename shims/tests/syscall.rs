@@ -1282,3 +1282,31 @@ fn hooks_in_vfork_and_posix_spawn_children_see_the_childs_ids_and_the_parent_kee
         "the spawned child's own pid"
     );
 }
+
+/// Syscalls made during userbpf's own work (`userbpf_vm::quiet`) run no
+/// hook and count no miss; the same syscalls outside it do.
+#[test]
+fn syscalls_during_userbpfs_own_work_run_no_hook_and_count_no_miss() {
+    let hook = MarkedCounter::new(41);
+    let Some(link) = attach_or_skip(Some(libc::SYS_getsid), hook.clone()) else {
+        return;
+    };
+    mark(41);
+    userbpf_vm::quiet::scope(|| {
+        for _ in 0..5 {
+            // SAFETY: getsid(0) has no preconditions.
+            unsafe { libc::getsid(0) };
+        }
+    });
+    assert_eq!(hook.enters.load(Ordering::Relaxed), 0);
+    assert_eq!(hook.exits.load(Ordering::Relaxed), 0);
+    assert_eq!(link.misses(), 0);
+    for _ in 0..3 {
+        // SAFETY: as above.
+        unsafe { libc::getsid(0) };
+    }
+    mark(0);
+    assert_eq!(hook.enters.load(Ordering::Relaxed), 3);
+    assert_eq!(hook.exits.load(Ordering::Relaxed), 3);
+    drop(link);
+}

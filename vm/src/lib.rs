@@ -40,6 +40,7 @@ pub mod printk;
 pub mod probe;
 pub mod program;
 pub mod proto;
+pub mod quiet;
 pub mod stack;
 pub mod tracing;
 

@@ -12,6 +12,8 @@
 //! - A hit on a thread that is already inside the dispatcher (a probe's
 //!   helper calling a hooked `malloc`, a signal handler) skips the probes
 //!   and counts a miss ([`Stats::misses`]), as the kernel counts `misses`.
+//!   A hit during userbpf's own work (`userbpf_vm::quiet`: loading and
+//!   attaching programs, background compilation) skips them silently.
 //! - Return probes keep the real return address on a per-thread stack,
 //!   and the entry trampoline runs the function as a call from its own
 //!   return slot (the stack the function sees is unchanged, but for the
@@ -519,6 +521,10 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
         site.misses.fetch_add(1, Ordering::Relaxed);
         return codegen::RUN;
     };
+    if userbpf_vm::quiet::active() {
+        // Userbpf's own work (see `userbpf_vm::quiet`): not a hit.
+        return codegen::RUN;
+    }
     // SAFETY: the list stays valid while this thread is inside (the grace
     // period of `publish_list`); the pointer is never null.
     let list = unsafe { &*site.probes.load(Ordering::Acquire) };
@@ -622,6 +628,7 @@ extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
     // SAFETY: the entry's site is a leaked `Site`.
     let site = unsafe { &*(entry.site as *const Site) };
     match thread::enter() {
+        Some(_inside) if userbpf_vm::quiet::active() => {}
         Some(_inside) => {
             // SAFETY: as in `entry_dispatch`.
             let list = unsafe { &*site.probes.load(Ordering::Acquire) };

@@ -121,7 +121,7 @@ pub extern "C" fn enter(frame: *mut Frame) -> u32 {
         result: 0,
         exit: 0,
     };
-    if may_hook(r.nr) {
+    if may_hook(r.nr) && !userbpf_vm::quiet::active() {
         if let Some(v) = run_enter_hooks(f) {
             f.call.result = v as u64;
             return Mode::Skip as u32;

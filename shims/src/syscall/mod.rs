@@ -65,7 +65,10 @@
 //!   that moment (like the kernel's `sys_exit` tracepoints).
 //! - A syscall made while a hook runs on the same thread (the hook's own
 //!   syscalls, a signal handler interrupting it) goes straight to the
-//!   kernel and counts as a miss ([`SyscallLink::misses`]).
+//!   kernel and counts as a miss ([`SyscallLink::misses`]). One made
+//!   during userbpf's own work (`userbpf_vm::quiet`: loading and
+//!   attaching programs, background compilation) skips the hooks
+//!   silently.
 //! - Not reported: `rt_sigreturn`; the exit of `vfork` and of a clone
 //!   that shares the caller's stack; the child's side of a `clone`/`fork`
 //!   onto a new stack (the parent's is); `exit`, `exit_group` and a
