@@ -381,7 +381,7 @@ pub fn cmd_exec(args: ExecArgs) -> Result<ExitCode> {
         use userbpf::engine::{verify_object_program, ProgramRefused};
         for (name, _, _) in &plan {
             match verify_object_program(&object, name, true) {
-                Ok(()) => {}
+                Ok(_) => {}
                 Err(ProgramRefused::Invalid(e)) => bail!("{}: {e}", args.file.display()),
                 Err(ProgramRefused::Rejected(e)) => bail!(
                     "{}: {e}\n(the verifier rejected it; `userbpf verify -v` shows why, \

@@ -72,25 +72,28 @@ pub enum ProgramRefused {
 /// Verifies program `name` of `object` (`verify` false skips it: the
 /// program then runs in checked mode) and records the proof, so the JIT
 /// compiles it without run-time checks. The hooks' common first step.
+/// Returns the verifier's statistics (`None` unverified), which say what
+/// of its context the program reads.
 pub fn verify_object_program(
     object: &userbpf_vm::object::Object,
     name: &str,
     verify: bool,
-) -> Result<(), ProgramRefused> {
+) -> Result<Option<userbpf_verifier::Stats>, ProgramRefused> {
     let prog = object
         .program(name)
         .map_err(|e| ProgramRefused::Invalid(e.to_string()))?;
     let program = prog
         .to_program()
         .map_err(|e| ProgramRefused::Invalid(e.to_string()))?;
-    if verify {
-        let env = userbpf_verifier::Env::for_object(object, prog);
-        let (proof, _) =
-            userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
-                .map_err(|e| ProgramRefused::Rejected(e.to_string()))?;
-        add_proof(proof);
+    if !verify {
+        return Ok(None);
     }
-    Ok(())
+    let env = userbpf_verifier::Env::for_object(object, prog);
+    let (proof, report) =
+        userbpf_verifier::verify(program, &env, &userbpf_verifier::Options::default())
+            .map_err(|e| ProgramRefused::Rejected(e.to_string()))?;
+    add_proof(proof);
+    Ok(Some(report.stats))
 }
 
 /// The proof that `prog` was verified, if [`add_proof`] recorded one.

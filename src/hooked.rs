@@ -15,14 +15,15 @@ use crate::engine::{verify_object_program, ProgramRefused};
 /// Verifies program `name` of `object` (unless `verify` is false: checked
 /// mode), records the proof, and makes its VM on `maps` with `helpers`
 /// (`None`: [`Helpers::kernel_basics`]) and the object's program arrays.
+/// Also returns the verifier's statistics (`None` when not verified).
 pub fn prepare(
     object: &Object,
     maps: &Arc<MapSet>,
     name: &str,
     verify: bool,
     helpers: Option<&Helpers>,
-) -> Result<Vm, ProgramRefused> {
-    verify_object_program(object, name, verify)?;
+) -> Result<(Vm, Option<userbpf_verifier::Stats>), ProgramRefused> {
+    let stats = verify_object_program(object, name, verify)?;
     let basics;
     let helpers = match helpers {
         Some(h) => h,
@@ -31,8 +32,10 @@ pub fn prepare(
             &basics
         }
     };
-    maps.vm_for_object(object, name, helpers, Config::default())
-        .map_err(|e| ProgramRefused::Invalid(e.to_string()))
+    let vm = maps
+        .vm_for_object(object, name, helpers, Config::default())
+        .map_err(|e| ProgramRefused::Invalid(e.to_string()))?;
+    Ok((vm, stats))
 }
 
 /// The runs of a hooked program that faulted (checked mode: an access out

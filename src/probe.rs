@@ -164,6 +164,8 @@ pub struct BpfProbe {
     /// The VM the others are made from (and that keeps tail-call targets
     /// alive).
     proto: Mutex<Vm>,
+    /// See [`Probe::lean`].
+    lean: bool,
     cookie: u64,
     /// Dropped with the probe: threads then free their VMs for it.
     alive: Arc<()>,
@@ -316,6 +318,10 @@ impl Probe for BpfProbe {
         // another runs on the same thread, so this is the only reference.
         self.run(unsafe { &mut *vm }, regs)
     }
+
+    fn lean(&self) -> bool {
+        self.lean
+    }
 }
 
 /// A BPF program attached in this process; dropping it detaches.
@@ -414,14 +420,16 @@ fn attach_unseen(
             .map(|(k, _)| k)
             .unwrap_or(ProbeKind::Entry),
     };
-    let proto = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
-        .map_err(|e| match e {
-            ProgramRefused::Invalid(m) => perr(m),
-            ProgramRefused::Rejected(message) => AttachError::Rejected {
-                program: name.to_string(),
-                message,
+    let (proto, stats) =
+        hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref()).map_err(
+            |e| match e {
+                ProgramRefused::Invalid(m) => perr(m),
+                ProgramRefused::Rejected(message) => AttachError::Rejected {
+                    program: name.to_string(),
+                    message,
+                },
             },
-        })?;
+        )?;
     let resolved = symbols::resolve(target).map_err(|source| AttachError::Target {
         program: name.to_string(),
         source,
@@ -435,6 +443,9 @@ fn attach_unseen(
         program: name.to_string(),
         maps: Arc::clone(maps),
         proto: Mutex::new(proto),
+        // Verified to read no more of its `pt_regs` than a lean frame
+        // holds (a helper given the context may read any of it).
+        lean: stats.is_some_and(|s| !s.ctx_escapes && s.ctx_words & !hook::LEAN_WORDS == 0),
         cookie: options.cookie,
         alive: Arc::new(()),
         faults: FaultLog::default(),

@@ -445,7 +445,7 @@ fn attach_unseen(
             prog.kind.section
         )));
     }
-    let proto = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
+    let (proto, _) = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
         .map_err(|e| match e {
             ProgramRefused::Invalid(m) => perr(m),
             ProgramRefused::Rejected(message) => SyscallAttachError::Rejected {

@@ -464,6 +464,8 @@ impl UsdtLink {
             hook::Stats {
                 misses: acc.misses + st.misses,
                 missed_returns: acc.missed_returns + st.missed_returns,
+                // (USDT sites are inside functions: never lean.)
+                lean_frame: false,
             }
         })
     }

@@ -280,3 +280,53 @@ fn uprobe_section_names_give_the_kind_and_target() {
     );
     assert_eq!(probe::section_target("kprobe/x"), None);
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_lean(x: u64) -> u64 {
+    black_box(x) ^ 0x5a
+}
+
+/// A verified program whose context reads a lean frame holds (the
+/// arguments) gets one; a program that hands the context to a helper
+/// (`bpf_override_return`, `bpf_perf_event_output`), or runs unverified,
+/// gets the full `pt_regs`; programs still see their arguments.
+#[test]
+fn programs_that_read_only_arguments_get_a_lean_frame() {
+    use userbpf::shims::hook::Probe;
+    let (object, maps) = fixture();
+    let opts = AttachOptions::default();
+    let target = "self:userbpf_test_lean";
+    let calls = probe::attach(&object, &maps, "count_calls", target, &opts).expect("attach");
+    assert!(calls.probe().lean());
+    assert!(calls.stats().lean_frame);
+    assert_eq!(black_box(userbpf_test_lean)(40), 40 ^ 0x5a);
+    assert_eq!(count(&maps, 1), 40, "PT_REGS_PARM1 from a lean frame");
+    let printk = probe::attach(&object, &maps, "report", target, &opts).expect("attach");
+    assert!(
+        printk.probe().lean(),
+        "ring buffer and trace_printk take no context"
+    );
+    for prog in ["fail_unlucky", "perf_report"] {
+        let l = probe::attach(&object, &maps, prog, target, &opts).expect("attach");
+        assert!(!l.probe().lean(), "{prog} hands the context to a helper");
+        assert!(
+            !calls.stats().lean_frame,
+            "{prog} makes the site's frame full"
+        );
+        assert_eq!(black_box(userbpf_test_lean)(41), 41 ^ 0x5a);
+        assert_eq!(count(&maps, 1), 41);
+        drop(l);
+        assert!(calls.stats().lean_frame, "lean again without {prog}");
+    }
+    let unverified = AttachOptions {
+        verify: false,
+        ..AttachOptions::default()
+    };
+    let l = probe::attach(&object, &maps, "count_calls", target, &unverified).expect("attach");
+    assert!(!l.probe().lean(), "checked mode reads the whole frame");
+    drop((l, printk));
+    assert_eq!(black_box(userbpf_test_lean)(42), 42 ^ 0x5a);
+    assert_eq!(count(&maps, 1), 42);
+    assert_eq!(calls.probe().faults().0, 0);
+}

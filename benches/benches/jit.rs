@@ -348,13 +348,13 @@ fn object_programs(dirs: &[std::path::PathBuf]) -> Vec<ObjectProgram> {
         };
         let maps = Arc::new(maps);
         for p in &object.programs {
-            let Ok(vm) = userbpf::hooked::prepare(&object, &maps, &p.name, false, None) else {
+            let Ok((vm, _)) = userbpf::hooked::prepare(&object, &maps, &p.name, false, None) else {
                 continue;
             };
             let prepared = Arc::clone(vm.prepared());
             let verified = userbpf::engine::verify_object_program(&object, &p.name, true)
                 .ok()
-                .and_then(|()| userbpf::engine::proof_for(&prepared));
+                .and_then(|_| userbpf::engine::proof_for(&prepared));
             out.push(ObjectProgram {
                 name: format!("{file}:{}", p.name),
                 prepared,

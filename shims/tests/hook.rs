@@ -647,3 +647,96 @@ fn calls_during_userbpfs_own_work_run_no_probe_and_count_no_miss() {
     assert_eq!(ret.hits.load(Ordering::SeqCst), 3);
     assert_eq!(ret.last_ax.load(Ordering::SeqCst), 13);
 }
+
+/// [`hook::LEAN_WORDS`] names the `pt_regs` fields a lean frame saves.
+#[test]
+fn lean_words_are_the_saved_fields() {
+    use std::mem::offset_of;
+    let word = |off: usize| 1u64 << (off / 8);
+    let lean = [
+        offset_of!(PtRegs, bx),
+        offset_of!(PtRegs, r11),
+        offset_of!(PtRegs, r10),
+        offset_of!(PtRegs, r9),
+        offset_of!(PtRegs, r8),
+        offset_of!(PtRegs, ax),
+        offset_of!(PtRegs, cx),
+        offset_of!(PtRegs, dx),
+        offset_of!(PtRegs, si),
+        offset_of!(PtRegs, di),
+        offset_of!(PtRegs, ip),
+        offset_of!(PtRegs, sp),
+    ];
+    assert_eq!(hook::LEAN_WORDS, lean.iter().fold(0, |m, &o| m | word(o)));
+}
+
+/// `di`, `ip`, `sp`, `cs`, `orig_ax` of a frame.
+type FrameWords = (u64, u64, u64, u64, u64);
+
+/// Records what a probe saw of the frame.
+struct Seen {
+    lean: bool,
+    hits: AtomicU64,
+    last: Mutex<Option<FrameWords>>,
+}
+
+impl Seen {
+    fn new(lean: bool) -> Arc<Seen> {
+        Arc::new(Seen {
+            lean,
+            hits: AtomicU64::new(0),
+            last: Mutex::new(None),
+        })
+    }
+}
+
+impl Probe for Seen {
+    fn hit(&self, regs: &mut PtRegs) -> Action {
+        self.hits.fetch_add(1, Ordering::SeqCst);
+        *self.last.lock().unwrap() = Some((regs.di, regs.ip, regs.sp, regs.cs, regs.orig_ax));
+        if regs.di == 99 {
+            return Action::Return(4242);
+        }
+        Action::Continue
+    }
+
+    fn lean(&self) -> bool {
+        self.lean
+    }
+}
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hooked_lean(x: u64) -> u64 {
+    black_box(x).wrapping_mul(5)
+}
+
+/// A site whose probes are all lean saves a lean frame, which still gives
+/// them the arguments, `ip` and `sp`, and lets them return at once; a
+/// probe that is not lean, attached to the same site, gets the full
+/// frame (`cs`, `orig_ax` as the kernel's), and detaching it goes back.
+#[test]
+fn lean_probes_get_a_lean_frame_and_a_full_probe_gets_the_full_one() {
+    let t = symbol_target("hooked_lean");
+    let lean = Seen::new(true);
+    let l = hook::attach(t, ProbeKind::Entry, lean.clone()).expect("attach");
+    assert!(l.stats().lean_frame);
+    assert_eq!(black_box(hooked_lean)(7), 35);
+    let (di, ip, sp, _, _) = lean.last.lock().unwrap().expect("a hit");
+    assert_eq!((di, ip), (7, t.address));
+    assert_eq!(sp % 16, 8, "the stack pointer at a function's entry");
+    assert_eq!(black_box(hooked_lean)(99), 4242, "returned at once");
+    let full = Seen::new(false);
+    let f = hook::attach(t, ProbeKind::Entry, full.clone()).expect("attach");
+    assert!(!l.stats().lean_frame);
+    assert_eq!(black_box(hooked_lean)(8), 40);
+    let (di, ip, _, cs, orig_ax) = full.last.lock().unwrap().expect("a hit");
+    assert_eq!((di, ip, cs, orig_ax), (8, t.address, 0x33, u64::MAX));
+    drop(f);
+    assert!(l.stats().lean_frame);
+    assert_eq!(black_box(hooked_lean)(9), 45);
+    assert_eq!(lean.last.lock().unwrap().expect("a hit").0, 9);
+    assert_eq!(lean.hits.load(Ordering::SeqCst), 4);
+    assert_eq!(full.hits.load(Ordering::SeqCst), 1);
+    assert_eq!(l.stats().misses, 0);
+}

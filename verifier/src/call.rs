@@ -100,6 +100,10 @@ impl Verifier<'_> {
                 "calling kernel function (kfunc, BTF id {id}) is not allowed in user space"
             )));
         };
+        if (1..=5u8).any(|r| st.reg(r).ty == RegType::Ctx) {
+            // (A context address as a number: see `Stats::ctx_escapes`.)
+            self.stats.ctx_escapes = true;
+        }
         let it = self.read_reg(st, R::new(1).unwrap_or_else(|| unreachable!()))?;
         let RegType::Stack { frame } = it.ty else {
             return Err(self.error(format!(
@@ -608,6 +612,11 @@ impl Verifier<'_> {
         let reg = *st.reg(regno);
         if reg.ty == RegType::NotInit {
             return Err(self.error(format!("R{regno} !read_ok")));
+        }
+        if reg.ty == RegType::Ctx {
+            // The helper may read any of the context (`get_stack`,
+            // `probe_read` through a context address, a tail call).
+            self.stats.ctx_escapes = true;
         }
         let expected = |what: &str| format!("R{regno} type={} expected={what}", reg.type_name());
         let map_info = |v: &Self, m: &Meta| -> Result<MapInfo, Box<VerifyError>> {

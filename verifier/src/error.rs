@@ -24,6 +24,15 @@ pub struct Stats {
     /// runtime must pass at least that many bytes, as the kernel's
     /// `max_ctx_offset`).
     pub max_ctx_offset: u32,
+    /// The 8-byte words of the context the program's instructions load
+    /// or store (bit `i`: bytes `8i..8i+8`; offsets past 512 bytes set
+    /// bit 63). A context access is always at a constant offset, so this
+    /// is exact for every path.
+    pub ctx_words: u64,
+    /// The context pointer reaches a helper (as an argument), or is
+    /// stored to memory: the program may read any of the context, not
+    /// only [`Stats::ctx_words`].
+    pub ctx_escapes: bool,
 }
 
 impl fmt::Display for Stats {

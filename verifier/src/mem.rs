@@ -267,6 +267,9 @@ impl Verifier<'_> {
             )));
         }
         let fixed = i64::from(base.off).saturating_add(i64::from(off));
+        if value.is_some_and(|v| v.ty == RegType::Ctx) {
+            self.stats.ctx_escapes = true;
+        }
         match base.ty {
             RegType::NotInit => Err(self.error(format!("R{regno} !read_ok"))),
             RegType::Scalar
@@ -335,6 +338,7 @@ impl Verifier<'_> {
                 };
                 let end = u32::try_from(fixed.saturating_add(i64::from(size))).unwrap_or(u32::MAX);
                 self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+                self.stats.ctx_words |= ctx_words(fixed, size);
                 Ok(match field {
                     CtxField::Scalar => Found::Unknown,
                     CtxField::PacketData => {
@@ -782,4 +786,15 @@ impl Verifier<'_> {
                 .map(|_| ()),
         }
     }
+}
+
+/// The bits of [`crate::Stats::ctx_words`] for `size` bytes at `off`.
+fn ctx_words(off: i64, size: u32) -> u64 {
+    let first = off.max(0) / 8;
+    let last = off
+        .max(0)
+        .saturating_add(i64::from(size.max(1)))
+        .saturating_sub(1)
+        / 8;
+    (first..=last).fold(0, |m, w| m | 1u64 << w.min(63))
 }

@@ -265,9 +265,11 @@ pub fn check_no_branch_into(site: u64, code: &[u8], window_len: usize) -> Result
 }
 
 /// What the dispatcher of an entry trampoline is called with:
-/// `extern "C" fn(site: usize, regs: *mut PtRegs) -> u64`, one of
-/// [`RUN`], [`RETURN_NOW`], [`RUN_AND_RETURN_HERE`].
-pub type EntryDispatch = extern "C" fn(usize, *mut u8) -> u64;
+/// `extern "C" fn(site: usize, regs: *mut PtRegs, full: u64) -> u64`
+/// (`full` zero: only the lean words of `regs` were saved; see
+/// [`entry_trampoline`]), one of [`RUN`], [`RETURN_NOW`],
+/// [`RUN_AND_RETURN_HERE`].
+pub type EntryDispatch = extern "C" fn(usize, *mut u8, u64) -> u64;
 /// The return handler's dispatcher: `extern "C" fn(regs: *mut PtRegs) ->
 /// u64`, the address to return to.
 pub type ReturnDispatch = extern "C" fn(*mut u8) -> u64;
@@ -309,11 +311,33 @@ pub struct EntryCode {
 }
 
 fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    save_callee_saved(a)?;
+    save_lean_gprs(a)?;
+    save_constants(a)
+}
+
+/// `r15`-`r12` and `bp` (`bx` is among the lean ones: the trampoline
+/// uses it).
+fn save_callee_saved(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(qword_ptr(rsp + off::R15), r15)?;
     a.mov(qword_ptr(rsp + off::R14), r14)?;
     a.mov(qword_ptr(rsp + off::R13), r13)?;
     a.mov(qword_ptr(rsp + off::R12), r12)?;
     a.mov(qword_ptr(rsp + off::BP), rbp)?;
+    Ok(())
+}
+
+/// `orig_ax`, `cs` and `ss`, as the kernel's uprobes show them.
+fn save_constants(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    a.mov(qword_ptr(rsp + off::ORIG_AX), -1i32)?;
+    a.mov(qword_ptr(rsp + off::CS), 0x33i32)?;
+    a.mov(qword_ptr(rsp + off::SS), 0x2bi32)?;
+    Ok(())
+}
+
+/// What the dispatcher's call may change (and `bx`, which the trampoline
+/// uses), but `ax` (saved first).
+fn save_lean_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(qword_ptr(rsp + off::BX), rbx)?;
     a.mov(qword_ptr(rsp + off::R11), r11)?;
     a.mov(qword_ptr(rsp + off::R10), r10)?;
@@ -323,9 +347,6 @@ fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
     a.mov(qword_ptr(rsp + off::DX), rdx)?;
     a.mov(qword_ptr(rsp + off::SI), rsi)?;
     a.mov(qword_ptr(rsp + off::DI), rdi)?;
-    a.mov(qword_ptr(rsp + off::ORIG_AX), -1i32)?;
-    a.mov(qword_ptr(rsp + off::CS), 0x33i32)?;
-    a.mov(qword_ptr(rsp + off::SS), 0x2bi32)?;
     Ok(())
 }
 
@@ -409,6 +430,11 @@ fn asm_err(e: IcedError) -> String {
 /// instructions from the function's own return slot, so that the
 /// function's `ret` comes back here (where the return stack buffer
 /// expects it) and jumps to the handler ([`RUN_AND_RETURN_HERE`]).
+///
+/// With `full_flag` (the address of a byte; only at a function's entry,
+/// where the flags are dead), the trampoline saves the callee-saved
+/// registers, `orig_ax`, `cs`, `ss` and the flags only while that byte is
+/// non-zero, and tells the dispatcher which it did (`full`).
 pub fn entry_trampoline(
     ip: u64,
     window: &Window,
@@ -416,6 +442,7 @@ pub fn entry_trampoline(
     dispatch: EntryDispatch,
     vectors: VectorSave,
     return_handler: Option<u64>,
+    full_flag: Option<u64>,
 ) -> Result<EntryCode, String> {
     let frame = RED_ZONE + PT_REGS;
     type Built = (CodeAssembler, CodeLabel, Vec<CodeLabel>, Option<CodeLabel>);
@@ -426,8 +453,30 @@ pub fn entry_trampoline(
         let mut orig = a.create_label();
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
-        save_flags(&mut a)?;
-        save_gprs(&mut a)?;
+        match full_flag {
+            None => {
+                save_flags(&mut a)?;
+                save_gprs(&mut a)?;
+                a.mov(edx, 1)?;
+            }
+            Some(flag) => {
+                // (No flag changes before `save_flags`: `jrcxz`.)
+                save_lean_gprs(&mut a)?;
+                let mut lean = a.create_label();
+                let mut saved = a.create_label();
+                a.mov(rcx, flag)?;
+                a.movzx(ecx, byte_ptr(rcx))?;
+                a.jrcxz(lean)?;
+                save_flags(&mut a)?;
+                save_callee_saved(&mut a)?;
+                save_constants(&mut a)?;
+                a.mov(edx, 1)?;
+                a.jmp(saved)?;
+                a.set_label(&mut lean)?;
+                a.xor(edx, edx)?;
+                a.set_label(&mut saved)?;
+            }
+        }
         a.mov(rax, window.site)?;
         a.mov(qword_ptr(rsp + off::IP), rax)?;
         a.lea(rax, ptr(rsp + frame))?;

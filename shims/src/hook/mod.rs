@@ -62,7 +62,31 @@ pub trait Probe: Send + Sync {
     /// a return probe). Changes to `regs` are not written back, except
     /// `ax` with [`Action::Return`].
     fn hit(&self, regs: &mut PtRegs) -> Action;
+
+    /// Whether the probe, as an entry probe, reads only the words of its
+    /// `PtRegs` in [`LEAN_WORDS`] (and writes at most `ax`, with
+    /// [`Action::Return`]). A function entry whose probes all do saves
+    /// only those (the other fields then hold stale stack bytes): about
+    /// 2 ns less per hit. Default: false.
+    fn lean(&self) -> bool {
+        false
+    }
 }
+
+/// The words of `struct pt_regs` (bit `i`: bytes `8i..8i+8`) that every
+/// hit at a function's entry saves: `bx`, `r11`-`r8`, `ax`, `cx`, `dx`,
+/// `si`, `di`, `ip` and `sp`. The others (`r15`-`r12`, `bp`, `orig_ax`,
+/// `cs`, `flags`, `ss`) only for probes that are not [`Probe::lean`].
+pub const LEAN_WORDS: u64 = {
+    // bx (word 5) to di (14), ip (16), sp (19).
+    let mut w = 0u64;
+    let mut i = 5;
+    while i <= 14 {
+        w |= 1 << i;
+        i += 1;
+    }
+    w | 1 << 16 | 1 << 19
+};
 
 /// Where a probe runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,6 +163,9 @@ pub struct Stats {
     /// ([`thread::MAX_RETURN_DEPTH`]), or whose frames a `longjmp` or an
     /// exception skipped.
     pub missed_returns: u64,
+    /// Whether hits save a lean frame now (every entry probe of the site
+    /// is [`Probe::lean`]).
+    pub lean_frame: bool,
 }
 
 type ProbeRef = (u64, Arc<dyn Probe>);
@@ -147,11 +174,23 @@ type ProbeRef = (u64, Arc<dyn Probe>);
 struct ProbeList {
     entry: Vec<ProbeRef>,
     ret: Vec<ProbeRef>,
+    /// Some entry probe is not [`Probe::lean`]: hits need the full
+    /// `pt_regs`.
+    needs_full: bool,
 }
 
 impl ProbeList {
     fn is_empty(&self) -> bool {
         self.entry.is_empty() && self.ret.is_empty()
+    }
+
+    fn new(entry: Vec<ProbeRef>, ret: Vec<ProbeRef>) -> ProbeList {
+        let needs_full = entry.iter().any(|(_, p)| !p.lean());
+        ProbeList {
+            entry,
+            ret,
+            needs_full,
+        }
     }
 }
 
@@ -167,6 +206,11 @@ struct Site {
     /// to (in the entry trampoline; 0: return probes cannot run here).
     wrap_return: u64,
     probes: AtomicPtr<ProbeList>,
+    /// Read by the entry trampoline of a function's entry: non-zero, it
+    /// saves the full `pt_regs`; zero, only [`LEAN_WORDS`]. Set before a
+    /// list that needs the full frame is published, cleared once none
+    /// does (a hit that read it before still gets a full list's check).
+    full: Box<std::sync::atomic::AtomicU8>,
     misses: AtomicU64,
     missed_returns: AtomicU64,
 }
@@ -334,14 +378,25 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         jump: Vec::new(),
         wrap_return: 0,
         probes: AtomicPtr::new(Box::into_raw(Box::<ProbeList>::default())),
+        full: Box::new(std::sync::atomic::AtomicU8::new(1)),
         misses: AtomicU64::new(0),
         missed_returns: AtomicU64::new(0),
     }));
     let token = site as *const Site as usize;
+    // Mid-function sites always save everything.
+    let full_flag = at_entry.then_some(&*site.full as *const std::sync::atomic::AtomicU8 as u64);
     let mut copies = Vec::new();
     let mut wrap_return = 0;
     let page = mem::alloc_code(Some(address), 4096, |ip| {
-        let code = codegen::entry_trampoline(ip, &window, token, entry_dispatch, vectors, handler)?;
+        let code = codegen::entry_trampoline(
+            ip,
+            &window,
+            token,
+            entry_dispatch,
+            vectors,
+            handler,
+            full_flag,
+        )?;
         copies = code.orig_insns.clone();
         wrap_return = code.wrap_return;
         Ok(code.code)
@@ -394,6 +449,7 @@ pub fn stats(address: u64) -> Option<Stats> {
     Some(Stats {
         misses: site.misses.load(Ordering::Relaxed),
         missed_returns: site.missed_returns.load(Ordering::Relaxed),
+        lean_frame: site.at_entry && site.full.load(Ordering::Relaxed) == 0,
     })
 }
 
@@ -417,13 +473,23 @@ fn publish_list(site: &Site, list: ProbeList) {
     }
 }
 
-fn clone_list(site: &Site) -> ProbeList {
+fn clone_list(site: &Site) -> (Vec<ProbeRef>, Vec<ProbeRef>) {
     // SAFETY: the list is only replaced under the registry lock, which
     // the caller holds; the pointer is never null.
     let cur = unsafe { &*site.probes.load(Ordering::Acquire) };
-    ProbeList {
-        entry: cur.entry.clone(),
-        ret: cur.ret.clone(),
+    (cur.entry.clone(), cur.ret.clone())
+}
+
+/// Publishes `list` at `site`, with the trampoline's frame as full as the
+/// list needs: widened before, narrowed after the grace period.
+fn publish_with_frame(site: &Site, list: ProbeList) {
+    let full = list.needs_full;
+    if full {
+        site.full.store(1, Ordering::SeqCst);
+    }
+    publish_list(site, list);
+    if !full {
+        site.full.store(0, Ordering::SeqCst);
     }
 }
 
@@ -466,12 +532,12 @@ pub fn attach(
     };
     let id = reg.next_id;
     reg.next_id += 1;
-    let mut list = clone_list(site);
+    let (mut entry, mut ret) = clone_list(site);
     match kind {
-        ProbeKind::Entry => list.entry.push((id, probe)),
-        ProbeKind::Return => list.ret.push((id, probe)),
+        ProbeKind::Entry => entry.push((id, probe)),
+        ProbeKind::Return => ret.push((id, probe)),
     }
-    publish_list(site, list);
+    publish_with_frame(site, ProbeList::new(entry, ret));
     if !reg.patched.get(&address).copied().unwrap_or(false) {
         patch::write_code(address, &site.jump, site.window.insns.len())
             .map_err(|reason| HookError::System { address, reason })?;
@@ -490,9 +556,10 @@ fn detach(address: u64, id: u64) -> Result<(), String> {
     let Some(site) = reg.sites.get(&address).copied() else {
         return Ok(());
     };
-    let mut list = clone_list(site);
-    list.entry.retain(|(i, _)| *i != id);
-    list.ret.retain(|(i, _)| *i != id);
+    let (mut entry, mut ret) = clone_list(site);
+    entry.retain(|(i, _)| *i != id);
+    ret.retain(|(i, _)| *i != id);
+    let list = ProbeList::new(entry, ret);
     if list.is_empty() && reg.patched.get(&address).copied().unwrap_or(false) {
         // The original bytes first: then no new hit reaches the probes.
         // (The patched bytes are one instruction: no thread can be
@@ -500,7 +567,7 @@ fn detach(address: u64, id: u64) -> Result<(), String> {
         patch::write_code(address, &site.original, 1)?;
         reg.patched.insert(address, false);
     }
-    publish_list(site, list);
+    publish_with_frame(site, list);
     Ok(())
 }
 
@@ -514,7 +581,7 @@ fn run_probe(probe: &dyn Probe, regs: &mut PtRegs) -> Action {
     }
 }
 
-extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
+extern "C" fn entry_dispatch(token: usize, regs: *mut u8, full: u64) -> u64 {
     // SAFETY: the token is the leaked `Site` the trampoline was built for.
     let site = unsafe { &*(token as *const Site) };
     let Some(_inside) = thread::enter() else {
@@ -528,7 +595,15 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8) -> u64 {
     // SAFETY: the list stays valid while this thread is inside (the grace
     // period of `publish_list`); the pointer is never null.
     let list = unsafe { &*site.probes.load(Ordering::Acquire) };
-    // SAFETY: the trampoline passes its pt_regs frame, 8-byte aligned.
+    if full == 0 && list.needs_full {
+        // The frame was saved lean just before a probe that needs it full
+        // was attached.
+        site.misses.fetch_add(1, Ordering::Relaxed);
+        return codegen::RUN;
+    }
+    // SAFETY: the trampoline passes its pt_regs frame, 8-byte aligned
+    // (stack memory: the words a lean frame did not save hold stale
+    // bytes, which lean probes never read).
     let regs = unsafe { &mut *regs.cast::<PtRegs>() };
     let ret = match list.entry.as_slice() {
         [] => None,
