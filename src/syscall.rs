@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use userbpf_shims::syscall::{self as sys, SyscallAction, SyscallCtx, SyscallHook};
-use userbpf_vm::context::{PtRegs, SysEnter, SysExit, TraceEntry};
+use userbpf_vm::context::{PtRegs, SysExit, TraceEntry};
 use userbpf_vm::interp::Vm;
 use userbpf_vm::maps::MapSet;
 use userbpf_vm::object::{Object, ProgramType};
@@ -230,6 +230,14 @@ impl BpfSyscall {
         hooked::run(vm, ctx, hook, &self.faults)
     }
 
+    /// [`BpfSyscall::entry`] as the first word of a record.
+    #[inline(always)]
+    fn entry_word(&self) -> u64 {
+        let mut w = [0u8; 8];
+        write_entry(&mut w, &self.entry());
+        u64::from_le_bytes(w)
+    }
+
     fn entry(&self) -> TraceEntry {
         TraceEntry {
             common_type: self.event_id,
@@ -264,14 +272,16 @@ impl SyscallHook for BpfSyscall {
     fn enter(&self, ctx: &mut SyscallCtx) -> SyscallAction {
         let out = match self.kind {
             SyscallProgram::Enter(_) => {
-                let mut image = [0u8; 64];
-                let e = SysEnter {
-                    ent: self.entry(),
-                    id: ctx.nr as i64,
-                    args: ctx.args,
-                };
-                write_sys_enter(&mut image, &e);
-                self.run(&mut image, None, ctx.ip)
+                // `struct trace_event_raw_sys_enter` as eight words (x86-64
+                // is little-endian): the common fields, the number, the
+                // arguments. (Eight stores: the hot path of every hooked
+                // syscall.)
+                let [a0, a1, a2, a3, a4, a5] = ctx.args;
+                let mut image = [self.entry_word(), ctx.nr, a0, a1, a2, a3, a4, a5];
+                // SAFETY: the 64 bytes of `image`, which outlives the run.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts_mut(image.as_mut_ptr().cast::<u8>(), 64) };
+                self.run(bytes, None, ctx.ip)
             }
             SyscallProgram::RawEnter => {
                 let regs = regs_of(ctx, (-libc::ENOSYS) as u64);
@@ -317,7 +327,8 @@ impl SyscallHook for BpfSyscall {
 }
 
 /// `struct trace_event_raw_sys_enter` into `out` (no allocation).
-fn write_sys_enter(out: &mut [u8; 64], e: &SysEnter) {
+#[cfg(test)]
+fn write_sys_enter(out: &mut [u8; 64], e: &userbpf_vm::context::SysEnter) {
     write_entry(out, &e.ent);
     out[8..16].copy_from_slice(&e.id.to_le_bytes());
     for (i, a) in e.args.iter().enumerate() {
@@ -485,4 +496,41 @@ fn attach_unseen(
         probe,
         program: name.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The eight words the hook writes are `struct
+    /// trace_event_raw_sys_enter` field by field.
+    #[test]
+    fn the_sys_enter_words_are_the_kernels_record() {
+        let ent = TraceEntry {
+            common_type: 0x1234,
+            common_flags: 0x56,
+            common_preempt_count: 0x78,
+            common_pid: 0x0abc_def0,
+        };
+        let args = [1, u64::MAX, 3, 0x1122_3344_5566_7788, 5, 6];
+        let mut want = [0u8; 64];
+        write_sys_enter(
+            &mut want,
+            &userbpf_vm::context::SysEnter { ent, id: 257, args },
+        );
+        let mut w = [0u8; 8];
+        write_entry(&mut w, &ent);
+        let words = [
+            u64::from_le_bytes(w),
+            257,
+            1,
+            u64::MAX,
+            3,
+            0x1122_3344_5566_7788,
+            5,
+            6,
+        ];
+        let got: Vec<u8> = words.iter().flat_map(|x| x.to_le_bytes()).collect();
+        assert_eq!(got, want);
+    }
 }

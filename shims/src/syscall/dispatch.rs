@@ -116,8 +116,12 @@ pub extern "C" fn enter(frame: *mut Frame) -> u32 {
     let f = unsafe { &mut *frame };
     let r = f.regs;
     f.call = Call {
-        nr: r.nr,
-        args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+        ctx: SyscallCtx {
+            nr: r.nr,
+            args: [r.rdi, r.rsi, r.rdx, r.r10, r.r8, r.r9],
+            ip: r.ret,
+            sp: r.caller_rsp,
+        },
         result: 0,
         exit: 0,
     };
@@ -134,31 +138,27 @@ pub extern "C" fn enter(frame: *mut Frame) -> u32 {
 }
 
 fn run_enter_hooks(f: &mut Frame) -> Option<i64> {
-    let nr = f.call.nr;
+    let nr = f.call.ctx.nr;
     let Some(_inside) = quiesce::enter() else {
         note_miss(nr);
         return None;
     };
     // SAFETY: this thread is inside until `_inside` drops.
     let list = unsafe { current_list() }?;
-    let mut ctx = SyscallCtx {
-        nr,
-        args: f.call.args,
-        ip: f.regs.ret,
-        sp: f.regs.caller_rsp,
-    };
+    let ctx = &mut f.call.ctx;
     let mut result = None;
     let mut any = false;
     for e in list.entries.iter().filter(|e| e.matches(nr)) {
         any |= e.exit;
-        ctx.nr = nr;
-        let action = catch_unwind(AssertUnwindSafe(|| e.hook.enter(&mut ctx)))
-            .unwrap_or(SyscallAction::Continue);
+        let action =
+            catch_unwind(AssertUnwindSafe(|| e.hook.enter(ctx))).unwrap_or(SyscallAction::Continue);
+        // (The number, the return address and the stack pointer are
+        // read-only.)
+        (ctx.nr, ctx.ip, ctx.sp) = (nr, f.regs.ret, f.regs.caller_rsp);
         if let SyscallAction::Return(v) = action {
             result.get_or_insert(v);
         }
     }
-    f.call.args = ctx.args;
     if any {
         f.call.exit |= EXIT_HOOKS;
     }
@@ -193,12 +193,12 @@ pub extern "C" fn exit(frame: *mut Frame) {
         userbpf_vm::identity::invalidate();
     }
     if f.call.exit & EXIT_WATCH != 0 {
-        coverage::after(f.call.nr, &f.call.args, ret, f.regs.ret);
+        coverage::after(f.call.ctx.nr, &f.call.ctx.args, ret, f.regs.ret);
     }
     if f.call.exit & EXIT_HOOKS == 0 {
         return;
     }
-    let nr = f.call.nr;
+    let nr = f.call.ctx.nr;
     let Some(_inside) = quiesce::enter() else {
         return;
     };
@@ -206,14 +206,9 @@ pub extern "C" fn exit(frame: *mut Frame) {
     let Some(list) = (unsafe { current_list() }) else {
         return;
     };
-    let ctx = SyscallCtx {
-        nr,
-        args: f.call.args,
-        ip: f.regs.ret,
-        sp: f.regs.caller_rsp,
-    };
+    let ctx = &f.call.ctx;
     for e in list.entries.iter().filter(|e| e.exit && e.matches(nr)) {
-        let _ = catch_unwind(AssertUnwindSafe(|| e.hook.exit(&ctx, ret)));
+        let _ = catch_unwind(AssertUnwindSafe(|| e.hook.exit(ctx, ret)));
     }
 }
 
@@ -240,7 +235,7 @@ fn child_after_fork() {
 }
 
 fn special(f: &mut Frame) -> Mode {
-    match f.call.nr as i64 {
+    match f.call.ctx.nr as i64 {
         libc::SYS_clone => clone(f),
         libc::SYS_clone3 => clone3(f),
         libc::SYS_vfork => {
@@ -301,8 +296,8 @@ fn place_record(f: &Frame, flags: u64, top: u64) -> Option<u64> {
 
 /// `clone(flags, stack, parent_tid, child_tid, tls)`.
 fn clone(f: &mut Frame) -> Mode {
-    let flags = f.call.args[0];
-    let stack = f.call.args[1];
+    let flags = f.call.ctx.args[0];
+    let stack = f.call.ctx.args[1];
     if shares_tls(flags) {
         // The child will share this thread's thread-locals.
         sud::claim_owner();
@@ -310,7 +305,7 @@ fn clone(f: &mut Frame) -> Mode {
     if stack != 0 {
         match place_record(f, flags, stack) {
             Some(at) => {
-                f.call.args[1] = at;
+                f.call.ctx.args[1] = at;
                 clone_mode(f, flags, true)
             }
             None => skip(f, libc::EFAULT),
@@ -345,8 +340,8 @@ fn shares_tls(flags: u64) -> bool {
 
 /// `clone3(struct clone_args *args, size_t size)`.
 fn clone3(f: &mut Frame) -> Mode {
-    let ptr = f.call.args[0];
-    let size = f.call.args[1];
+    let ptr = f.call.ctx.args[0];
+    let size = f.call.ctx.args[1];
     if ptr == 0 || size < CLONE_ARGS_SIZE_VER0 {
         // The kernel refuses it.
         return Mode::Syscall;
@@ -383,7 +378,7 @@ fn clone3(f: &mut Frame) -> Mode {
             return skip(f, libc::EFAULT);
         };
         f.scratch[6] = at - stack;
-        f.call.args[0] = f.scratch.as_ptr() as u64;
+        f.call.ctx.args[0] = f.scratch.as_ptr() as u64;
         clone_mode(f, flags, true)
     } else {
         clone_mode(f, flags, false)

@@ -507,7 +507,7 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
 /// `rt_sigprocmask(how, set, oldset, size)` from an armed thread: SIGSYS
 /// stays unblocked.
 pub fn filter_sigprocmask(f: &mut Frame) -> Mode {
-    let [how, set, _, size, ..] = f.call.args;
+    let [how, set, _, size, ..] = f.call.ctx.args;
     // (A vfork child sees its parent's mark: keeping SIGSYS unblocked
     // there is harmless.)
     if !ARMED.get()
@@ -523,7 +523,7 @@ pub fn filter_sigprocmask(f: &mut Frame) -> Mode {
     }
     if mask & SIGSYS_BIT != 0 {
         f.scratch[0] = mask & !SIGSYS_BIT;
-        f.call.args[1] = f.scratch.as_ptr() as u64;
+        f.call.ctx.args[1] = f.scratch.as_ptr() as u64;
     }
     Mode::Syscall
 }
@@ -532,7 +532,7 @@ pub fn filter_sigprocmask(f: &mut Frame) -> Mode {
 /// SUD (the program's is remembered and chained to); other handlers never
 /// block SIGSYS.
 pub fn filter_sigaction(f: &mut Frame) -> Mode {
-    let [sig, act, oact, size, ..] = f.call.args;
+    let [sig, act, oact, size, ..] = f.call.ctx.args;
     if !ENABLED.load(Ordering::Acquire) || size != SIGSET_SIZE {
         return Mode::Syscall;
     }
@@ -565,7 +565,7 @@ pub fn filter_sigaction(f: &mut Frame) -> Mode {
         let scratch = f.scratch.as_mut_ptr().cast::<KernelSigaction>();
         // SAFETY: the scratch area is 128 bytes, 8-aligned, this frame's.
         unsafe { scratch.write(new) };
-        f.call.args[1] = scratch as u64;
+        f.call.ctx.args[1] = scratch as u64;
     }
     Mode::Syscall
 }

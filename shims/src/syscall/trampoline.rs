@@ -87,10 +87,10 @@ pub struct SavedRegs {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct Call {
-    /// The number.
-    pub nr: u64,
-    /// The arguments (`rdi`, `rsi`, `rdx`, `r10`, `r8`, `r9`).
-    pub args: [u64; 6],
+    /// The number and the arguments (`rdi`, `rsi`, `rdx`, `r10`, `r8`,
+    /// `r9`), as the hooks see and change them (they get this very
+    /// context: no copy in or out).
+    pub ctx: super::SyscallCtx,
     /// The result (`rax` for the caller).
     pub result: u64,
     /// Non-zero: call the dispatcher's `exit` after the syscall.
@@ -168,8 +168,8 @@ const F_RFLAGS: usize = offset_of!(Frame, regs.rflags);
 const F_RET: usize = offset_of!(Frame, regs.ret);
 const F_CALLER_RSP: usize = offset_of!(Frame, regs.caller_rsp);
 const F_RBP: usize = offset_of!(Frame, regs.rbp);
-const C_NR: usize = offset_of!(Frame, call.nr);
-const C_ARGS: usize = offset_of!(Frame, call.args);
+const C_NR: usize = offset_of!(Frame, call.ctx.nr);
+const C_ARGS: usize = offset_of!(Frame, call.ctx.args);
 const C_RESULT: usize = offset_of!(Frame, call.result);
 const C_EXIT: usize = offset_of!(Frame, call.exit);
 const R_RDI: usize = offset_of!(ChildRecord, rdi);
