@@ -740,3 +740,156 @@ fn lean_probes_get_a_lean_frame_and_a_full_probe_gets_the_full_one() {
     assert_eq!(full.hits.load(Ordering::SeqCst), 1);
     assert_eq!(l.stats().misses, 0);
 }
+
+// A caller that keeps values in vector registers across a call, as GCC's
+// interprocedural register allocation (`-fipa-ra`, on at -O2) does when
+// it knows the callee leaves them alone: 3.0 in xmm2, 5.0 in xmm9.
+std::arch::global_asm!(
+    ".globl userbpf_ipra_callee",
+    ".type userbpf_ipra_callee, @function",
+    "userbpf_ipra_callee:",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + 1]",
+    "pop rbp",
+    "ret",
+    ".size userbpf_ipra_callee, . - userbpf_ipra_callee",
+    ".globl userbpf_ipra_caller",
+    ".type userbpf_ipra_caller, @function",
+    "userbpf_ipra_caller:",
+    "push rbx",
+    "mov rax, 0x4008000000000000",
+    "movq xmm2, rax",
+    "mov rax, 0x4014000000000000",
+    "movq xmm9, rax",
+    "call userbpf_ipra_callee",
+    "cvtsi2sd xmm0, rax",
+    "addsd xmm0, xmm2",
+    "addsd xmm0, xmm9",
+    "pop rbx",
+    "ret",
+    ".size userbpf_ipra_caller, . - userbpf_ipra_caller",
+);
+
+extern "C" {
+    fn userbpf_ipra_caller(x: u64) -> f64;
+}
+
+/// Clobbers every vector register (as any code may), and counts.
+struct ClobbersVectors(AtomicU64);
+
+impl Probe for ClobbersVectors {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: zeroes the vector registers, declared clobbered.
+        unsafe {
+            std::arch::asm!(
+                "xorps xmm0, xmm0", "xorps xmm1, xmm1", "xorps xmm2, xmm2", "xorps xmm3, xmm3",
+                "xorps xmm4, xmm4", "xorps xmm5, xmm5", "xorps xmm6, xmm6", "xorps xmm7, xmm7",
+                "xorps xmm8, xmm8", "xorps xmm9, xmm9", "xorps xmm10, xmm10", "xorps xmm11, xmm11",
+                "xorps xmm12, xmm12", "xorps xmm13, xmm13", "xorps xmm14, xmm14", "xorps xmm15, xmm15",
+                out("xmm0") _, out("xmm1") _, out("xmm2") _, out("xmm3") _,
+                out("xmm4") _, out("xmm5") _, out("xmm6") _, out("xmm7") _,
+                out("xmm8") _, out("xmm9") _, out("xmm10") _, out("xmm11") _,
+                out("xmm12") _, out("xmm13") _, out("xmm14") _, out("xmm15") _,
+            );
+        }
+        Action::Continue
+    }
+}
+
+/// Entry and return probes keep every SSE register of the caller, even
+/// those the calling convention lets a callee change (a caller compiled
+/// with interprocedural register allocation keeps values there).
+#[test]
+fn probes_keep_the_vector_registers_a_caller_keeps_across_the_call() {
+    // SAFETY: the assembly function above (u64 -> f64).
+    let call = |x| unsafe { userbpf_ipra_caller(black_box(x)) };
+    assert_eq!(call(7), 16.0);
+    let t = symbol_target("userbpf_ipra_callee");
+    let entry = Arc::new(ClobbersVectors(AtomicU64::new(0)));
+    let ret = Arc::new(ClobbersVectors(AtomicU64::new(0)));
+    let e = hook::attach(t, ProbeKind::Entry, entry.clone()).expect("attach");
+    assert_eq!(call(7), 16.0, "an entry probe");
+    let r = hook::attach(t, ProbeKind::Return, ret.clone()).expect("attach");
+    assert_eq!(call(10), 19.0, "entry and return probes");
+    drop(e);
+    assert_eq!(call(20), 29.0, "a return probe");
+    drop(r);
+    assert_eq!(entry.0.load(Ordering::SeqCst), 2);
+    assert_eq!(ret.0.load(Ordering::SeqCst), 2);
+}
+
+// A caller with `__m256` state live across a call: an argument in ymm0
+// (all ones) and a value kept in ymm9 (all ones). Returns the low word of
+// the upper half of each, and-ed: all ones when both survived.
+std::arch::global_asm!(
+    ".globl userbpf_avx_callee",
+    ".type userbpf_avx_callee, @function",
+    "userbpf_avx_callee:",
+    "push rbp",
+    "mov rbp, rsp",
+    "mov rax, rdi",
+    "pop rbp",
+    "ret",
+    ".size userbpf_avx_callee, . - userbpf_avx_callee",
+    ".globl userbpf_avx_caller",
+    ".type userbpf_avx_caller, @function",
+    "userbpf_avx_caller:",
+    "push rbx",
+    "vpcmpeqd ymm0, ymm0, ymm0",
+    "vpcmpeqd ymm9, ymm9, ymm9",
+    "call userbpf_avx_callee",
+    "vextractf128 xmm1, ymm0, 1",
+    "vextractf128 xmm2, ymm9, 1",
+    "movq rax, xmm1",
+    "movq rbx, xmm2",
+    "and rax, rbx",
+    "vzeroupper",
+    "pop rbx",
+    "ret",
+    ".size userbpf_avx_caller, . - userbpf_avx_caller",
+);
+
+extern "C" {
+    fn userbpf_avx_caller() -> u64;
+}
+
+/// Zeroes the upper halves of every ymm register, as libc's AVX `memcpy`
+/// does on its way out.
+struct Vzeroupper(AtomicU64);
+
+impl Probe for Vzeroupper {
+    fn hit(&self, _regs: &mut PtRegs) -> Action {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        // SAFETY: vzeroupper on a CPU with AVX (checked by the test);
+        // changes only the vector registers' upper halves.
+        unsafe { std::arch::asm!("vzeroupper") };
+        Action::Continue
+    }
+}
+
+/// With AVX, entry and return probes keep the `ymm` registers whole: a
+/// `__m256` argument, and what a caller keeps across the call.
+#[test]
+fn probes_keep_the_avx_state_of_arguments_and_of_the_caller() {
+    if !std::arch::is_x86_feature_detected!("avx") {
+        eprintln!("skipped: no AVX on this CPU");
+        return;
+    }
+    // SAFETY: the assembly function above, on a CPU with AVX.
+    let call = || unsafe { userbpf_avx_caller() };
+    assert_eq!(call(), u64::MAX);
+    let t = symbol_target("userbpf_avx_callee");
+    let entry = Arc::new(Vzeroupper(AtomicU64::new(0)));
+    let ret = Arc::new(Vzeroupper(AtomicU64::new(0)));
+    let e = hook::attach(t, ProbeKind::Entry, entry.clone()).expect("attach");
+    assert_eq!(call(), u64::MAX, "an entry probe");
+    let r = hook::attach(t, ProbeKind::Return, ret.clone()).expect("attach");
+    assert_eq!(call(), u64::MAX, "entry and return probes");
+    drop(e);
+    assert_eq!(call(), u64::MAX, "a return probe");
+    drop(r);
+    assert_eq!(entry.0.load(Ordering::SeqCst), 2);
+    assert_eq!(ret.0.load(Ordering::SeqCst), 2);
+}

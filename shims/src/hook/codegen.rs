@@ -288,9 +288,14 @@ pub const RUN_AND_RETURN_HERE: u64 = 2;
 /// How much vector state an entry trampoline saves around the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VectorSave {
-    /// `xmm0-7` (the argument registers: enough at a function's entry,
-    /// where the others are dead under the System V ABI).
-    Args,
+    /// `xmm0-15` (`ymm0-15` whole where the CPU has AVX), at a
+    /// function's entry. The System V ABI lets a callee change all of
+    /// them, but `__m256` arguments live in the upper halves, and a
+    /// caller built with interprocedural register allocation (GCC's
+    /// `-fipa-ra`, on at -O2) keeps values in those it knows the callee
+    /// leaves alone; the dispatcher's code may change any of them (libc's
+    /// AVX `memcpy` ends with `vzeroupper`).
+    Sse,
     /// `fxsave64`: x87, MXCSR and `xmm0-15` (a site inside a function).
     All,
 }
@@ -386,14 +391,9 @@ fn call_saving_vectors(
     a.mov(rbx, rsp)?;
     a.and(rsp, -16)?;
     match vectors {
-        VectorSave::Args => {
-            a.lea(rsp, ptr(rsp - 128))?;
-            for (i, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
-                .into_iter()
-                .enumerate()
-            {
-                a.movdqa(xmmword_ptr(rsp + 16 * i as i32), x)?;
-            }
+        VectorSave::Sse => {
+            a.lea(rsp, ptr(rsp - VECTOR_BYTES))?;
+            store_vectors(a)?;
         }
         VectorSave::All => {
             a.lea(rsp, ptr(rsp - 512))?;
@@ -403,17 +403,58 @@ fn call_saving_vectors(
     a.mov(rax, target)?;
     a.call(rax)?;
     match vectors {
-        VectorSave::Args => {
-            for (i, x) in [xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7]
-                .into_iter()
-                .enumerate()
-            {
-                a.movdqa(x, xmmword_ptr(rsp + 16 * i as i32))?;
-            }
-        }
+        VectorSave::Sse => load_vectors(a)?,
         VectorSave::All => a.fxrstor64(ptr(rsp))?,
     }
     a.mov(rsp, rbx)?;
+    Ok(())
+}
+
+const XMM: [AsmRegisterXmm; 16] = [
+    xmm0, xmm1, xmm2, xmm3, xmm4, xmm5, xmm6, xmm7, xmm8, xmm9, xmm10, xmm11, xmm12, xmm13, xmm14,
+    xmm15,
+];
+
+const YMM: [AsmRegisterYmm; 16] = [
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
+    ymm15,
+];
+
+/// Bytes [`store_vectors`] takes (room for `ymm0-15`).
+const VECTOR_BYTES: i32 = 512;
+
+/// Whether the CPU (and the kernel) has AVX: the vector saves then keep
+/// `ymm0-15` whole, at the same number of stores.
+fn avx() -> bool {
+    std::arch::is_x86_feature_detected!("avx")
+}
+
+/// `xmm0-15`, or `ymm0-15` with AVX, to `[rsp]` ([`VECTOR_BYTES`],
+/// 16-byte aligned).
+fn store_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    if avx() {
+        for (i, y) in YMM.into_iter().enumerate() {
+            a.vmovdqu(ymmword_ptr(rsp + 32 * i as i32), y)?;
+        }
+    } else {
+        for (i, x) in XMM.into_iter().enumerate() {
+            a.movdqa(xmmword_ptr(rsp + 16 * i as i32), x)?;
+        }
+    }
+    Ok(())
+}
+
+/// The vector registers back from `[rsp]`.
+fn load_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
+    if avx() {
+        for (i, y) in YMM.into_iter().enumerate() {
+            a.vmovdqu(y, ymmword_ptr(rsp + 32 * i as i32))?;
+        }
+    } else {
+        for (i, x) in XMM.into_iter().enumerate() {
+            a.movdqa(x, xmmword_ptr(rsp + 16 * i as i32))?;
+        }
+    }
     Ok(())
 }
 
@@ -600,16 +641,16 @@ pub fn return_handler(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, Stri
         a.lea(rax, ptr(rsp + frame))?;
         a.mov(qword_ptr(rsp + off::SP), rax)?;
         a.mov(rdi, rsp)?;
-        // Only xmm0/xmm1 (return values) are live after a return.
+        // Every vector register: the return values in xmm0/xmm1 (ymm0
+        // for `__m256`), and what a caller built with interprocedural
+        // register allocation keeps in the others (see `VectorSave::Sse`).
         a.mov(rbx, rsp)?;
         a.and(rsp, -16)?;
-        a.lea(rsp, ptr(rsp - 32))?;
-        a.movdqa(xmmword_ptr(rsp), xmm0)?;
-        a.movdqa(xmmword_ptr(rsp + 16), xmm1)?;
+        a.lea(rsp, ptr(rsp - VECTOR_BYTES))?;
+        store_vectors(&mut a)?;
         a.mov(rax, dispatch as *const () as u64)?;
         a.call(rax)?;
-        a.movdqa(xmm0, xmmword_ptr(rsp))?;
-        a.movdqa(xmm1, xmmword_ptr(rsp + 16))?;
+        load_vectors(&mut a)?;
         a.mov(rsp, rbx)?;
         // The real return address back in the slot, and `ret` through it.
         // (The flags are dead after a return: no `popfq`.)

@@ -26,6 +26,16 @@
 //!   ([`Stats::missed_returns`]).
 //! - A probe returning [`Action::Return`] at a function's entry makes the
 //!   function return that value at once (`bpf_override_return`).
+//! - The trampolines keep every general register and `xmm0-15` (`ymm0-15`
+//!   with AVX) of the hooked code, at the entry and at the return: the
+//!   calling convention lets a callee change most of them, but `__m256`
+//!   arguments and return values live in the upper halves, and a caller
+//!   built with interprocedural register allocation (GCC's `-fipa-ra`, on
+//!   at -O2) keeps values in the registers it knows its callee leaves
+//!   alone, which the probes' code (libc's `memcpy` among it) may change.
+//!   Not kept: `zmm16-31` and the upper halves of `zmm0-15`, the opmask
+//!   and x87 registers (a site inside a function keeps x87 and `xmm0-15`
+//!   through `fxsave`).
 //! - Probe lists change by publishing a new list and waiting for a grace
 //!   period ([`thread::synchronize`]) before freeing the old one: a hit
 //!   never takes a lock.
@@ -357,7 +367,7 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     }
     let at_entry = target.at_entry();
     let vectors = if at_entry {
-        VectorSave::Args
+        VectorSave::Sse
     } else {
         VectorSave::All
     };
