@@ -893,3 +893,53 @@ fn probes_keep_the_avx_state_of_arguments_and_of_the_caller() {
     assert_eq!(entry.0.load(Ordering::SeqCst), 2);
     assert_eq!(ret.0.load(Ordering::SeqCst), 2);
 }
+
+// A function with AVX state live in its middle (ymm4 all ones) at a
+// 5-byte nop where a probe goes (a site inside a function).
+std::arch::global_asm!(
+    ".globl userbpf_avx_middle",
+    ".type userbpf_avx_middle, @function",
+    "userbpf_avx_middle:",
+    "vpcmpeqd ymm4, ymm4, ymm4",
+    "mov rax, 0x2a",
+    ".globl userbpf_avx_middle_site",
+    "userbpf_avx_middle_site:",
+    "nop dword ptr [rax + rax * 1 + 0]",
+    "add rax, 1",
+    "vextractf128 xmm1, ymm4, 1",
+    "movq rdx, xmm1",
+    "and rax, rdx",
+    "vzeroupper",
+    "ret",
+    ".size userbpf_avx_middle, . - userbpf_avx_middle",
+);
+
+extern "C" {
+    fn userbpf_avx_middle() -> u64;
+    static userbpf_avx_middle_site: u8;
+}
+
+/// A probe inside a function keeps the AVX state live there, and the
+/// registers and flags.
+#[test]
+fn a_probe_inside_a_function_keeps_its_avx_state() {
+    if !std::arch::is_x86_feature_detected!("avx") {
+        eprintln!("skipped: no AVX on this CPU");
+        return;
+    }
+    // SAFETY: the assembly function above, on a CPU with AVX.
+    let call = || unsafe { userbpf_avx_middle() };
+    assert_eq!(call(), 0x2b);
+    let f = symbol_target("userbpf_avx_middle");
+    let t = Target {
+        address: &raw const userbpf_avx_middle_site as u64,
+        function: f.function,
+    };
+    assert!(!t.at_entry());
+    let p = Arc::new(Vzeroupper(AtomicU64::new(0)));
+    let link = hook::attach(t, ProbeKind::Entry, p.clone()).expect("attach");
+    assert_eq!(call(), 0x2b);
+    assert_eq!(call(), 0x2b);
+    assert_eq!(p.0.load(Ordering::SeqCst), 2);
+    assert_eq!(link.stats().misses, 0);
+}

@@ -296,7 +296,9 @@ pub enum VectorSave {
     /// leaves alone; the dispatcher's code may change any of them (libc's
     /// AVX `memcpy` ends with `vzeroupper`).
     Sse,
-    /// `fxsave64`: x87, MXCSR and `xmm0-15` (a site inside a function).
+    /// x87, MXCSR and `xmm0-15` (`fxsave64`), and `ymm0-15` whole where
+    /// the CPU has AVX (`xsave64`): a site inside a function, where every
+    /// register may be live.
     All,
 }
 
@@ -395,6 +397,22 @@ fn call_saving_vectors(
             a.lea(rsp, ptr(rsp - VECTOR_BYTES))?;
             store_vectors(a)?;
         }
+        VectorSave::All if avx() => {
+            // x87, SSE and AVX state: `ymm0-15` whole. (The flags are
+            // saved in the frame already.)
+            a.lea(rsp, ptr(rsp - XSAVE_BYTES))?;
+            a.and(rsp, -64)?;
+            // XRSTOR wants the header's reserved bytes zero.
+            for i in 0..8 {
+                a.mov(qword_ptr(rsp + 512 + 8 * i), 0i32)?;
+            }
+            a.mov(eax, XSAVE_COMPONENTS)?;
+            a.xor(edx, edx)?;
+            a.xsave64(ptr(rsp))?;
+            // The dispatcher's `full` (a site inside a function saves the
+            // full frame).
+            a.mov(edx, 1)?;
+        }
         VectorSave::All => {
             a.lea(rsp, ptr(rsp - 512))?;
             a.fxsave64(ptr(rsp))?;
@@ -404,6 +422,14 @@ fn call_saving_vectors(
     a.call(rax)?;
     match vectors {
         VectorSave::Sse => load_vectors(a)?,
+        VectorSave::All if avx() => {
+            // (rax: the dispatcher's answer; r11 is restored later.)
+            a.mov(r11, rax)?;
+            a.mov(eax, XSAVE_COMPONENTS)?;
+            a.xor(edx, edx)?;
+            a.xrstor64(ptr(rsp))?;
+            a.mov(rax, r11)?;
+        }
         VectorSave::All => a.fxrstor64(ptr(rsp))?,
     }
     a.mov(rsp, rbx)?;
@@ -419,6 +445,13 @@ const YMM: [AsmRegisterYmm; 16] = [
     ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
     ymm15,
 ];
+
+/// `XSAVE` components a site inside a function keeps: x87, SSE, AVX.
+const XSAVE_COMPONENTS: u32 = 0b111;
+
+/// Room for the `XSAVE` area of [`XSAVE_COMPONENTS`] (legacy 512 bytes,
+/// header 64, AVX 256) and its 64-byte alignment.
+const XSAVE_BYTES: i32 = 512 + 64 + 256 + 64;
 
 /// Bytes [`store_vectors`] takes (room for `ymm0-15`).
 const VECTOR_BYTES: i32 = 512;
