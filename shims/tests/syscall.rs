@@ -17,6 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod support;
+
 use userbpf_shims::syscall::{
     self, SyscallAction, SyscallCtx, SyscallError, SyscallHook, SyscallLink,
 };
@@ -709,29 +711,6 @@ fn hooks_run_in_attach_order_and_the_first_return_wins() {
 // JIT code: no symbol, not rewritten, caught by Syscall User Dispatch
 // ---------------------------------------------------------------------------
 
-/// Maps `mov %rdi, %rax; syscall; ret` read-write, then read-execute.
-fn jit_syscall_stub() -> extern "C" fn(u64) -> i64 {
-    let code = [0x48, 0x89, 0xf8, 0x0f, 0x05, 0xc3];
-    // SAFETY: a fresh anonymous mapping, written, then sealed RX.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len());
-        assert_eq!(
-            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC),
-            0
-        );
-        std::mem::transmute::<*mut libc::c_void, extern "C" fn(u64) -> i64>(p)
-    }
-}
-
 #[test]
 fn syscalls_from_jit_code_are_caught_by_syscall_user_dispatch() {
     let hook = MarkedCounter::new(8);
@@ -743,7 +722,7 @@ fn syscalls_from_jit_code_are_caught_by_syscall_user_dispatch() {
         eprintln!("skipped: Syscall User Dispatch is not armed");
         return;
     }
-    let stub = jit_syscall_stub();
+    let stub = support::jit_syscall_stub();
     // SAFETY: getegid has no preconditions.
     let egid = i64::from(unsafe { libc::getegid() });
     let dispatched = syscall::stats().sud_dispatched;
@@ -844,24 +823,9 @@ fn jit_syscall_stub_3() -> extern "C" fn(u64, u64, u64, u64) -> i64 {
     let code = [
         0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6, 0x48, 0x89, 0xca, 0x0f, 0x05, 0xc3,
     ];
-    // SAFETY: a fresh anonymous mapping, written, then sealed RX.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len());
-        assert_eq!(
-            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC),
-            0
-        );
-        std::mem::transmute::<*mut libc::c_void, extern "C" fn(u64, u64, u64, u64) -> i64>(p)
-    }
+    let p = support::map_code(&code, false);
+    // SAFETY: the code above: four u64 in, the syscall's i64 out.
+    unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn(u64, u64, u64, u64) -> i64>(p) }
 }
 
 static PROGRAM_SIGSYS: AtomicU64 = AtomicU64::new(0);

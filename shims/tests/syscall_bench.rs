@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+mod support;
+
 use userbpf_shims::syscall::{
     self, SyscallAction, SyscallCtx, SyscallError, SyscallHook, UserDispatch,
 };
@@ -47,32 +49,9 @@ impl SyscallHook for Count {
     }
 }
 
-/// Maps `mov %rdi, %rax; syscall; ret` (code the rewriter never saw).
-fn jit_stub() -> extern "C" fn(u64) -> i64 {
-    let code = [0x48, 0x89, 0xf8, 0x0f, 0x05, 0xc3];
-    // SAFETY: a fresh anonymous mapping, written, then sealed RX.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len());
-        assert_eq!(
-            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC),
-            0
-        );
-        std::mem::transmute::<*mut libc::c_void, extern "C" fn(u64) -> i64>(p)
-    }
-}
-
 #[test]
 fn syscall_hook_overhead() {
-    let jit = jit_stub();
+    let jit = support::jit_syscall_stub();
     let plain = ns_per_call(getpid);
     let plain_jit = ns_per_call(|| {
         black_box(jit(libc::SYS_getpid as u64));

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+mod support;
+
 use userbpf_shims::syscall::{
     self, SyscallAction, SyscallCtx, SyscallError, SyscallHook, SyscallLink, UserDispatch,
 };
@@ -78,31 +80,6 @@ fn assert_needed_for(what: &str) {
     assert_armed(true);
 }
 
-/// Maps `code` read-write, copies it, then makes it read-execute.
-fn map_code(code: &[u8], register_as_own: bool) -> *mut libc::c_void {
-    // SAFETY: a fresh anonymous mapping, written, then sealed RX.
-    unsafe {
-        let p = libc::mmap(
-            std::ptr::null_mut(),
-            4096,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        );
-        assert_ne!(p, libc::MAP_FAILED);
-        std::ptr::copy_nonoverlapping(code.as_ptr(), p.cast::<u8>(), code.len());
-        if register_as_own {
-            userbpf_vm::own_code::register(p as u64, 4096);
-        }
-        assert_eq!(
-            libc::mprotect(p, 4096, libc::PROT_READ | libc::PROT_EXEC),
-            0
-        );
-        p
-    }
-}
-
 /// `mov %rdi, %rax; syscall; ret`.
 const SYSCALL_STUB: [u8; 6] = [0x48, 0x89, 0xf8, 0x0f, 0x05, 0xc3];
 
@@ -165,7 +142,7 @@ fn every_module_is_covered_so_libc_inline_and_vdso_syscalls_are_hooked_without_s
 fn code_made_by_mprotect_arms_sud_before_it_runs() {
     let (c, _link) = count(libc::SYS_getegid);
     assert_not_needed();
-    let stub = map_code(&SYSCALL_STUB, false);
+    let stub = support::map_code(&SYSCALL_STUB, false);
     assert_needed_for("mprotect");
     if !syscall::stats().sud_enabled {
         eprintln!("(SUD not available: the stub's syscalls are not caught)");
@@ -183,7 +160,7 @@ fn code_made_by_mprotect_arms_sud_before_it_runs() {
 }
 
 fn code_mapped_before_the_first_attach_arms_sud_at_installation() {
-    let stub = map_code(&SYSCALL_STUB, false);
+    let stub = support::map_code(&SYSCALL_STUB, false);
     let (_c, _link) = count(libc::SYS_getegid);
     // (The reason names where the `syscall` bytes are.)
     assert_needed_for(&format!("{:#x}", stub as u64 + 3));
@@ -192,7 +169,7 @@ fn code_mapped_before_the_first_attach_arms_sud_at_installation() {
 fn anonymous_code_without_system_call_bytes_leaves_sud_off() {
     let (_c, _link) = count(libc::SYS_getegid);
     // mov $42, %eax; ret
-    let f = map_code(&[0xb8, 0x2a, 0, 0, 0, 0xc3], false);
+    let f = support::map_code(&[0xb8, 0x2a, 0, 0, 0, 0xc3], false);
     // SAFETY: the code above: () -> i32.
     let f = unsafe { std::mem::transmute::<*mut libc::c_void, extern "C" fn() -> i32>(f) };
     assert_eq!(f(), 42);
@@ -203,9 +180,9 @@ fn userbpf_own_code_leaves_sud_off_and_the_same_bytes_elsewhere_arm_it() {
     let (_c, _link) = count(libc::SYS_getegid);
     // mov $0x50f, %eax; ret: `0f 05` inside an immediate.
     let code = [0xb8, 0x0f, 0x05, 0, 0, 0xc3];
-    map_code(&code, true);
+    support::map_code(&code, true);
     assert_not_needed();
-    map_code(&code, false);
+    support::map_code(&code, false);
     assert_needed_for("system call instruction bytes");
 }
 
@@ -321,7 +298,7 @@ fn the_policy_decides_whether_threads_are_armed() {
     assert!(!syscall::stats().sud_active);
     syscall::set_user_dispatch(UserDispatch::Auto).expect("policy");
     assert!(!syscall::stats().sud_active);
-    map_code(&SYSCALL_STUB, false);
+    support::map_code(&SYSCALL_STUB, false);
     assert!(syscall::stats().sud_active);
     syscall::set_user_dispatch(UserDispatch::Off).expect("policy");
     assert!(!syscall::stats().sud_active);

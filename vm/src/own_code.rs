@@ -50,20 +50,12 @@ pub fn contains(start: u64, len: u64) -> bool {
 /// mappings and protection changes it makes (patching code pages) are
 /// userbpf's and add no `syscall` instruction.
 pub fn scope<T>(f: impl FnOnce() -> T) -> T {
-    struct Leave;
-    impl Drop for Leave {
-        fn drop(&mut self) {
-            let _ = SCOPE.try_with(|s| s.set(s.get().saturating_sub(1)));
-        }
-    }
-    let _ = SCOPE.try_with(|s| s.set(s.get() + 1));
-    let _leave = Leave;
-    f()
+    crate::quiet::counted_scope(&SCOPE, f)
 }
 
 /// Whether this thread is inside a [`scope`].
 pub fn in_scope() -> bool {
-    SCOPE.try_with(|s| s.get() > 0).unwrap_or(false)
+    SCOPE.get() > 0
 }
 
 #[cfg(test)]

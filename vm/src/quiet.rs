@@ -17,14 +17,23 @@ thread_local! {
 
 /// Runs `f` as userbpf's own work on this thread: hooks do not see it.
 pub fn scope<T>(f: impl FnOnce() -> T) -> T {
-    struct Leave;
+    counted_scope(&QUIET, f)
+}
+
+/// Runs `f` with the thread's counter `key` one higher (until `f` returns
+/// or unwinds).
+pub(crate) fn counted_scope<T>(
+    key: &'static std::thread::LocalKey<Cell<u32>>,
+    f: impl FnOnce() -> T,
+) -> T {
+    struct Leave(&'static std::thread::LocalKey<Cell<u32>>);
     impl Drop for Leave {
         fn drop(&mut self) {
-            QUIET.set(QUIET.get().saturating_sub(1));
+            self.0.set(self.0.get().saturating_sub(1));
         }
     }
-    QUIET.set(QUIET.get() + 1);
-    let _leave = Leave;
+    key.set(key.get().saturating_add(1));
+    let _leave = Leave(key);
     f()
 }
 
