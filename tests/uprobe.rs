@@ -67,6 +67,7 @@ pub extern "C" fn userbpf_test_triple(x: u64) -> u64 {
 
 #[test]
 fn a_kretprobe_style_program_sees_every_return_value_from_many_threads() {
+    use userbpf::shims::hook::Probe;
     let (object, maps) = fixture();
     let link = probe::attach(
         &object,
@@ -88,6 +89,10 @@ fn a_kretprobe_style_program_sees_every_return_value_from_many_threads() {
     for t in threads {
         t.join().unwrap();
     }
+    assert!(
+        link.probe().lean(),
+        "reads only ax: the lean return handler"
+    );
     assert_eq!(count(&maps, 2), 10_000, "returns");
     black_box(userbpf_test_triple)(7);
     assert_eq!(count(&maps, 3), 21, "PT_REGS_RC of the last return");

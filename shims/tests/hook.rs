@@ -943,3 +943,84 @@ fn a_probe_inside_a_function_keeps_its_avx_state() {
     assert_eq!(p.0.load(Ordering::SeqCst), 2);
     assert_eq!(link.stats().misses, 0);
 }
+
+// A caller that keeps values in caller-saved general registers across a
+// call (r11 = 1000, rcx = 200, rsi = 30), as interprocedural register
+// allocation does when the callee leaves them alone.
+std::arch::global_asm!(
+    ".globl userbpf_ipra_gpr_callee",
+    ".type userbpf_ipra_gpr_callee, @function",
+    "userbpf_ipra_gpr_callee:",
+    "push rbp",
+    "mov rbp, rsp",
+    "lea rax, [rdi + 1]",
+    "pop rbp",
+    "ret",
+    ".size userbpf_ipra_gpr_callee, . - userbpf_ipra_gpr_callee",
+    ".globl userbpf_ipra_gpr_caller",
+    ".type userbpf_ipra_gpr_caller, @function",
+    "userbpf_ipra_gpr_caller:",
+    "push rbx",
+    "mov r11, 1000",
+    "mov rcx, 200",
+    "mov rsi, 30",
+    "call userbpf_ipra_gpr_callee",
+    "add rax, r11",
+    "add rax, rcx",
+    "add rax, rsi",
+    "pop rbx",
+    "ret",
+    ".size userbpf_ipra_gpr_caller, . - userbpf_ipra_gpr_caller",
+);
+
+extern "C" {
+    fn userbpf_ipra_gpr_caller(x: u64) -> u64;
+}
+
+/// Clobbers the caller-saved general registers, and counts; lean or not.
+struct ClobbersGprs(AtomicU64, bool);
+
+impl Probe for ClobbersGprs {
+    fn hit(&self, regs: &mut PtRegs) -> Action {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        assert!(regs.ax > 0 || regs.di > 0);
+        // SAFETY: changes only registers declared clobbered.
+        unsafe {
+            std::arch::asm!(
+                "mov rcx, -1", "mov rdx, -1", "mov rsi, -1", "mov rdi, -1",
+                "mov r8, -1", "mov r9, -1", "mov r10, -1", "mov r11, -1",
+                out("rcx") _, out("rdx") _, out("rsi") _, out("rdi") _,
+                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
+            );
+        }
+        Action::Continue
+    }
+
+    fn lean(&self) -> bool {
+        self.1
+    }
+}
+
+/// Entry and return probes, through full and lean frames, keep every
+/// general register a caller keeps across the call (r11 included, which
+/// the way back to the return handler used to take).
+#[test]
+fn probes_keep_the_general_registers_a_caller_keeps_across_the_call() {
+    // SAFETY: the assembly function above (u64 -> u64).
+    let call = |x| unsafe { userbpf_ipra_gpr_caller(black_box(x)) };
+    assert_eq!(call(7), 1238);
+    let t = symbol_target("userbpf_ipra_gpr_callee");
+    for lean in [false, true] {
+        let entry = Arc::new(ClobbersGprs(AtomicU64::new(0), lean));
+        let ret = Arc::new(ClobbersGprs(AtomicU64::new(0), lean));
+        let e = hook::attach(t, ProbeKind::Entry, entry.clone()).expect("attach");
+        let r = hook::attach(t, ProbeKind::Return, ret.clone()).expect("attach");
+        assert_eq!(e.stats().lean_frame, lean);
+        assert_eq!(call(10), 1241, "lean: {lean}");
+        drop(e);
+        assert_eq!(call(20), 1251, "a return probe, lean: {lean}");
+        drop(r);
+        assert_eq!(entry.0.load(Ordering::SeqCst), 1);
+        assert_eq!(ret.0.load(Ordering::SeqCst), 2);
+    }
+}

@@ -270,9 +270,10 @@ pub fn check_no_branch_into(site: u64, code: &[u8], window_len: usize) -> Result
 /// [`entry_trampoline`]), one of [`RUN`], [`RETURN_NOW`],
 /// [`RUN_AND_RETURN_HERE`].
 pub type EntryDispatch = extern "C" fn(usize, *mut u8, u64) -> u64;
-/// The return handler's dispatcher: `extern "C" fn(regs: *mut PtRegs) ->
-/// u64`, the address to return to.
-pub type ReturnDispatch = extern "C" fn(*mut u8) -> u64;
+/// The return handler's dispatcher: `extern "C" fn(regs: *mut PtRegs,
+/// full: u64) -> u64` (`full` zero: a lean handler saved only the lean
+/// words), the address to return to.
+pub type ReturnDispatch = extern "C" fn(*mut u8, u64) -> u64;
 
 /// Entry dispatcher's answer: run the function.
 pub const RUN: u64 = 0;
@@ -284,6 +285,9 @@ pub const RETURN_NOW: u64 = 1;
 /// dispatcher has kept the real return address: the call puts the
 /// trampoline's in its stack slot).
 pub const RUN_AND_RETURN_HERE: u64 = 2;
+/// Entry dispatcher's answer: as [`RUN_AND_RETURN_HERE`], through the
+/// lean return handler (every return probe of the site is lean).
+pub const RUN_AND_RETURN_LEAN: u64 = 3;
 
 /// How much vector state an entry trampoline saves around the dispatcher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,6 +319,8 @@ pub struct EntryCode {
     /// The return address a [`RUN_AND_RETURN_HERE`] call leaves in the
     /// function's return slot (0: the trampoline has no such way).
     pub wrap_return: u64,
+    /// The same for [`RUN_AND_RETURN_LEAN`].
+    pub wrap_return_lean: u64,
 }
 
 fn save_gprs(a: &mut CodeAssembler) -> Result<(), IcedError> {
@@ -515,15 +521,21 @@ pub fn entry_trampoline(
     site_token: usize,
     dispatch: EntryDispatch,
     vectors: VectorSave,
-    return_handler: Option<u64>,
+    return_handler: Option<ReturnHandlers>,
     full_flag: Option<u64>,
 ) -> Result<EntryCode, String> {
     let frame = RED_ZONE + PT_REGS;
-    type Built = (CodeAssembler, CodeLabel, Vec<CodeLabel>, Option<CodeLabel>);
+    type Built = (
+        CodeAssembler,
+        CodeLabel,
+        Vec<CodeLabel>,
+        Option<(CodeLabel, CodeLabel)>,
+    );
     let build = || -> Result<Built, IcedError> {
         let mut a = CodeAssembler::new(64)?;
         let mut over = a.create_label();
-        let mut wrap = a.create_label();
+        let wrap = a.create_label();
+        let wrap_lean = a.create_label();
         let mut orig = a.create_label();
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
@@ -561,7 +573,9 @@ pub fn entry_trampoline(
         a.cmp(rax, RETURN_NOW as i32)?;
         a.je(over)?;
         if return_handler.is_some() {
-            a.ja(wrap)?;
+            a.cmp(rax, RUN_AND_RETURN_HERE as i32)?;
+            a.je(wrap)?;
+            a.ja(wrap_lean)?;
         }
         // At a function's entry the status flags are dead (the System V
         // ABI keeps none across a call, and DF is clear): `popfq`, slow,
@@ -583,17 +597,26 @@ pub fn entry_trampoline(
         // dispatcher kept the real return address): the same stack for
         // the function, with this trampoline's return address.
         let mut back = None;
-        if let Some(handler) = return_handler {
-            a.set_label(&mut wrap)?;
-            restore_gprs(&mut a)?;
-            a.lea(rsp, ptr(rsp + frame + 8))?;
-            a.call(orig)?;
-            let mut l = a.create_label();
-            a.set_label(&mut l)?;
-            back = Some(l);
-            // r11: dead after a return (caller-saved, no return value).
-            a.mov(r11, handler)?;
-            a.jmp(r11)?;
+        if let Some(handlers) = return_handler {
+            let mut labels = [a.create_label(), a.create_label()];
+            for (i, (mut entry, handler)) in [(wrap, handlers.full), (wrap_lean, handlers.lean)]
+                .into_iter()
+                .enumerate()
+            {
+                a.set_label(&mut entry)?;
+                restore_gprs(&mut a)?;
+                a.lea(rsp, ptr(rsp + frame + 8))?;
+                a.call(orig)?;
+                a.set_label(&mut labels[i])?;
+                // Through memory: every register still holds what the
+                // function left (a caller built with interprocedural
+                // register allocation may keep values even in r11).
+                let mut data = a.create_label();
+                a.jmp(qword_ptr(data))?;
+                a.set_label(&mut data)?;
+                a.dq(&[handler])?;
+            }
+            back = Some((labels[0], labels[1]));
         }
         // The displaced instructions: the first one's label is `orig`.
         let mut labels = Vec::new();
@@ -641,15 +664,19 @@ pub fn entry_trampoline(
         .map(|l| result.label_ip(l))
         .collect::<Result<Vec<_>, _>>()
         .map_err(asm_err)?;
-    let wrap_return = match back {
-        Some(l) => result.label_ip(&l).map_err(asm_err)?,
-        None => 0,
+    let (wrap_return, wrap_return_lean) = match back {
+        Some((full, lean)) => (
+            result.label_ip(&full).map_err(asm_err)?,
+            result.label_ip(&lean).map_err(asm_err)?,
+        ),
+        None => (0, 0),
     };
     Ok(EntryCode {
         code: result.inner.code_buffer,
         orig: orig_ip,
         orig_insns,
         wrap_return,
+        wrap_return_lean,
     })
 }
 
@@ -661,19 +688,29 @@ pub fn entry_trampoline(
 /// registers and returns through it with `ret`: the return stack buffer
 /// holds that address (the caller's call pushed it), so the return is
 /// predicted.
-pub fn return_handler(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, String> {
+///
+/// A `lean` handler saves only the lean words (the general registers a
+/// call may change, which a caller built with interprocedural register
+/// allocation may still keep values in, and `ip`, `sp`); the full one
+/// all of `pt_regs`.
+pub fn return_handler(ip: u64, dispatch: ReturnDispatch, lean: bool) -> Result<Vec<u8>, String> {
     // The pt_regs, and 8 bytes that keep the frame a multiple of 16.
     let frame = PT_REGS + 8;
     let build = || -> Result<CodeAssembler, IcedError> {
         let mut a = CodeAssembler::new(64)?;
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
-        save_flags(&mut a)?;
-        save_gprs(&mut a)?;
+        if lean {
+            save_lean_gprs(&mut a)?;
+        } else {
+            save_flags(&mut a)?;
+            save_gprs(&mut a)?;
+        }
         a.mov(qword_ptr(rsp + off::IP), 0i32)?;
         a.lea(rax, ptr(rsp + frame))?;
         a.mov(qword_ptr(rsp + off::SP), rax)?;
         a.mov(rdi, rsp)?;
+        a.mov(esi, u32::from(!lean))?;
         // Every vector register: the return values in xmm0/xmm1 (ymm0
         // for `__m256`), and what a caller built with interprocedural
         // register allocation keeps in the others (see `VectorSave::Sse`).
@@ -695,6 +732,15 @@ pub fn return_handler(ip: u64, dispatch: ReturnDispatch) -> Result<Vec<u8>, Stri
     };
     let mut a = build().map_err(asm_err)?;
     a.assemble(ip).map_err(asm_err)
+}
+
+/// The two return handlers a function's entry trampoline jumps to.
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnHandlers {
+    /// Saves the full `pt_regs`.
+    pub full: u64,
+    /// Saves the lean words.
+    pub lean: u64,
 }
 
 /// The `jmp rel32` from `site` to `target` padded with `int3` to `len`.

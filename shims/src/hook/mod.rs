@@ -73,11 +73,11 @@ pub trait Probe: Send + Sync {
     /// `ax` with [`Action::Return`].
     fn hit(&self, regs: &mut PtRegs) -> Action;
 
-    /// Whether the probe, as an entry probe, reads only the words of its
-    /// `PtRegs` in [`LEAN_WORDS`] (and writes at most `ax`, with
-    /// [`Action::Return`]). A function entry whose probes all do saves
-    /// only those (the other fields then hold stale stack bytes): about
-    /// 2 ns less per hit. Default: false.
+    /// Whether the probe reads only the words of its `PtRegs` in
+    /// [`LEAN_WORDS`] (and writes at most `ax`, with [`Action::Return`]).
+    /// A function entry whose entry probes all do, and a return whose
+    /// return probes all do, save only those (the other fields then hold
+    /// stale stack bytes): about 2 ns less per hit. Default: false.
     fn lean(&self) -> bool {
         false
     }
@@ -187,6 +187,9 @@ struct ProbeList {
     /// Some entry probe is not [`Probe::lean`]: hits need the full
     /// `pt_regs`.
     needs_full: bool,
+    /// Some return probe is not lean: returns go through the full
+    /// return handler.
+    ret_needs_full: bool,
 }
 
 impl ProbeList {
@@ -196,10 +199,12 @@ impl ProbeList {
 
     fn new(entry: Vec<ProbeRef>, ret: Vec<ProbeRef>) -> ProbeList {
         let needs_full = entry.iter().any(|(_, p)| !p.lean());
+        let ret_needs_full = ret.iter().any(|(_, p)| !p.lean());
         ProbeList {
             entry,
             ret,
             needs_full,
+            ret_needs_full,
         }
     }
 }
@@ -215,6 +220,8 @@ struct Site {
     /// The return address a function run for its return probes returns
     /// to (in the entry trampoline; 0: return probes cannot run here).
     wrap_return: u64,
+    /// The same, on the way to the lean return handler.
+    wrap_return_lean: u64,
     probes: AtomicPtr<ProbeList>,
     /// Read by the entry trampoline of a function's entry: non-zero, it
     /// saves the full `pt_regs`; zero, only [`LEAN_WORDS`]. Set before a
@@ -233,7 +240,7 @@ struct Registry {
 }
 
 static REGISTRY: Mutex<Option<Registry>> = Mutex::new(None);
-static RETURN_HANDLER: OnceLock<Result<u64, String>> = OnceLock::new();
+static RETURN_HANDLER: OnceLock<Result<codegen::ReturnHandlers, String>> = OnceLock::new();
 /// Returns skipped by a `longjmp` or an exception (detected on a later
 /// push or pop, or when the unwinder starts), in the whole process.
 static MISSED_RETURNS: AtomicU64 = AtomicU64::new(0);
@@ -249,13 +256,19 @@ fn missed_return(entry: &thread::PendingReturn) {
 
 /// The return handler every entry trampoline's return probes go through
 /// (made once).
-fn return_handler() -> Result<u64, String> {
+fn return_handler() -> Result<codegen::ReturnHandlers, String> {
     RETURN_HANDLER
         .get_or_init(|| {
-            mem::alloc_code(None, 4096, |ip| {
-                codegen::return_handler(ip, return_dispatch)
+            let make = |lean: bool| {
+                mem::alloc_code(None, 4096, |ip| {
+                    codegen::return_handler(ip, return_dispatch, lean)
+                })
+                .map(|p| p.addr)
+            };
+            Ok(codegen::ReturnHandlers {
+                full: make(false)?,
+                lean: make(true)?,
             })
-            .map(|p| p.addr)
         })
         .clone()
 }
@@ -387,6 +400,7 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         window: window.clone(),
         jump: Vec::new(),
         wrap_return: 0,
+        wrap_return_lean: 0,
         probes: AtomicPtr::new(Box::into_raw(Box::<ProbeList>::default())),
         full: Box::new(std::sync::atomic::AtomicU8::new(1)),
         misses: AtomicU64::new(0),
@@ -396,7 +410,7 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     // Mid-function sites always save everything.
     let full_flag = at_entry.then_some(&*site.full as *const std::sync::atomic::AtomicU8 as u64);
     let mut copies = Vec::new();
-    let mut wrap_return = 0;
+    let mut wrap_return = (0, 0);
     let page = mem::alloc_code(Some(address), 4096, |ip| {
         let code = codegen::entry_trampoline(
             ip,
@@ -408,11 +422,11 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
             full_flag,
         )?;
         copies = code.orig_insns.clone();
-        wrap_return = code.wrap_return;
+        wrap_return = (code.wrap_return, code.wrap_return_lean);
         Ok(code.code)
     })
     .map_err(|reason| HookError::System { address, reason })?;
-    site.wrap_return = wrap_return;
+    (site.wrap_return, site.wrap_return_lean) = wrap_return;
     site.jump = codegen::jump_bytes(address, page.addr, window.len)
         .map_err(|reason| HookError::System { address, reason })?;
     patch::publish(patch::SiteCode {
@@ -627,12 +641,12 @@ extern "C" fn entry_dispatch(token: usize, regs: *mut u8, full: u64) -> u64 {
         return codegen::RUN;
     }
     if let Some(v) = ret {
-        return return_now(list, regs, v);
+        return return_now(site, list, regs, v, full != 0);
     }
     if list.ret.is_empty() || site.wrap_return == 0 {
         return codegen::RUN;
     }
-    hijack_return(site, token, regs)
+    hijack_return(site, token, regs, !list.ret_needs_full)
 }
 
 /// Runs several entry probes in attach order: the last `Action::Return`
@@ -652,9 +666,12 @@ fn run_entry_probes(probes: &[ProbeRef], regs: &mut PtRegs) -> Option<u64> {
 /// see that value (the function does not run).
 #[cold]
 #[inline(never)]
-fn return_now(list: &ProbeList, regs: &mut PtRegs, v: u64) -> u64 {
+fn return_now(site: &Site, list: &ProbeList, regs: &mut PtRegs, v: u64, full: bool) -> u64 {
     regs.ax = v;
-    if !list.ret.is_empty() {
+    if !list.ret.is_empty() && !full && list.ret_needs_full {
+        // The entry saved a lean frame; these return probes need more.
+        site.missed_returns.fetch_add(1, Ordering::Relaxed);
+    } else if !list.ret.is_empty() {
         // SAFETY: at a function's entry, sp points at the return address.
         let ret_addr = unsafe { *(regs.sp as *const u64) };
         let saved = *regs;
@@ -671,7 +688,7 @@ fn return_now(list: &ProbeList, regs: &mut PtRegs, v: u64) -> u64 {
 
 /// Keeps the real return address of a function whose return probes must
 /// run: the trampoline then calls the function from its return slot.
-fn hijack_return(site: &Site, token: usize, regs: &mut PtRegs) -> u64 {
+fn hijack_return(site: &Site, token: usize, regs: &mut PtRegs, lean: bool) -> u64 {
     let slot = regs.sp;
     // SAFETY: at a function's entry, sp points at the return address,
     // which this thread's stack holds.
@@ -680,7 +697,11 @@ fn hijack_return(site: &Site, token: usize, regs: &mut PtRegs) -> u64 {
         thread::PendingReturn {
             ret_addr,
             slot,
-            hijack: site.wrap_return,
+            hijack: if lean {
+                site.wrap_return_lean
+            } else {
+                site.wrap_return
+            },
             site: token,
         },
         missed_return,
@@ -688,14 +709,18 @@ fn hijack_return(site: &Site, token: usize, regs: &mut PtRegs) -> u64 {
     if pushed {
         // The trampoline calls the function from the slot: the function
         // returns to `wrap_return`, then the return handler.
-        codegen::RUN_AND_RETURN_HERE
+        if lean {
+            codegen::RUN_AND_RETURN_LEAN
+        } else {
+            codegen::RUN_AND_RETURN_HERE
+        }
     } else {
         site.missed_returns.fetch_add(1, Ordering::Relaxed);
         codegen::RUN
     }
 }
 
-extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
+extern "C" fn return_dispatch(regs: *mut u8, full: u64) -> u64 {
     // SAFETY: the return handler passes its pt_regs frame.
     let regs = unsafe { &mut *regs.cast::<PtRegs>() };
     // The `ret` popped the slot just below the current sp.
@@ -717,6 +742,12 @@ extern "C" fn return_dispatch(regs: *mut u8) -> u64 {
         Some(_inside) => {
             // SAFETY: as in `entry_dispatch`.
             let list = unsafe { &*site.probes.load(Ordering::Acquire) };
+            if full == 0 && list.ret_needs_full {
+                // A probe that needs the full frame was attached while
+                // the function ran.
+                site.missed_returns.fetch_add(1, Ordering::Relaxed);
+                return entry.ret_addr;
+            }
             for (_, p) in &list.ret {
                 run_probe(p.as_ref(), regs);
             }
