@@ -1274,3 +1274,76 @@ fn syscalls_during_userbpfs_own_work_run_no_hook_and_count_no_miss() {
     assert_eq!(hook.exits.load(Ordering::Relaxed), 3);
     drop(link);
 }
+
+/// A hook that zeroes the upper halves of the ymm registers (as libc's
+/// AVX `memcpy` does on its way out) and counts.
+struct Vzeroupper(AtomicU64);
+
+impl SyscallHook for Vzeroupper {
+    fn enter(&self, _ctx: &mut SyscallCtx) -> SyscallAction {
+        if marked_by(42) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            // SAFETY: vzeroupper on a CPU with AVX (checked by the test);
+            // changes only the vector registers' upper halves.
+            unsafe { asm!("vzeroupper") };
+        }
+        SyscallAction::Continue
+    }
+
+    fn exit(&self, _ctx: &SyscallCtx, _ret: i64) {
+        if marked_by(42) {
+            // SAFETY: as above.
+            unsafe { asm!("vzeroupper") };
+        }
+    }
+}
+
+/// An inline `getppid` with ymm2 and ymm12 all ones across it: the low
+/// word of each upper half, and-ed (all ones when both survived).
+#[inline(never)]
+fn avx_state_across_a_syscall() -> u64 {
+    let out: u64;
+    // SAFETY: AVX instructions on a CPU with AVX (checked by the caller),
+    // a getppid (no arguments); clobbers only what it declares.
+    unsafe {
+        asm!(
+            "vpcmpeqd ymm2, ymm2, ymm2",
+            "vpcmpeqd ymm12, ymm12, ymm12",
+            "mov eax, {nr}",
+            "syscall",
+            "vextractf128 xmm3, ymm2, 1",
+            "vextractf128 xmm4, ymm12, 1",
+            "movq rax, xmm3",
+            "movq rdx, xmm4",
+            "and rax, rdx",
+            "vzeroupper",
+            nr = const libc::SYS_getppid,
+            out("rax") out,
+            out("rcx") _, out("rdx") _, out("r11") _,
+            out("xmm2") _, out("xmm3") _, out("xmm4") _, out("xmm12") _,
+        );
+    }
+    out
+}
+
+/// With AVX, a hooked syscall keeps the ymm registers whole, whatever the
+/// hooks' code does to them.
+#[test]
+fn a_hooked_syscall_keeps_the_avx_state_of_its_caller() {
+    if !std::arch::is_x86_feature_detected!("avx") {
+        eprintln!("skipped: no AVX on this CPU");
+        return;
+    }
+    assert_eq!(avx_state_across_a_syscall(), u64::MAX);
+    let hook = Arc::new(Vzeroupper(AtomicU64::new(0)));
+    let Some(link) = attach_or_skip(Some(libc::SYS_getppid), hook.clone()) else {
+        return;
+    };
+    mark(42);
+    for _ in 0..3 {
+        assert_eq!(avx_state_across_a_syscall(), u64::MAX);
+    }
+    mark(0);
+    assert_eq!(hook.0.load(Ordering::SeqCst), 3);
+    drop(link);
+}

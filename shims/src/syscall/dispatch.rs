@@ -265,7 +265,7 @@ fn skip(f: &mut Frame, errno: i32) -> Mode {
 fn child_record(f: &Frame, flags: u64) -> ChildRecord {
     let r = &f.regs;
     ChildRecord {
-        xmm: f.xmm,
+        xmm: trampoline::saved_xmm(f),
         rdi: r.rdi,
         rsi: r.rsi,
         rdx: r.rdx,

@@ -103,9 +103,12 @@
 //! - The `call` of a rewritten site writes 8 bytes below the caller's
 //!   stack pointer: code that keeps data in the red zone across an inline
 //!   `syscall` loses that slot (zpoline's known caveat).
-//! - The trampoline saves `xmm0`-`xmm15`, not the upper halves of
-//!   `ymm`/`zmm` nor `zmm16`-`zmm31`/`k` registers: hooks must not use AVX
-//!   when the hooked code keeps AVX state live across a syscall.
+//! - The trampoline keeps `xmm0`-`xmm15` (`ymm0`-`ymm15` whole where the
+//!   CPU has AVX: an inline `syscall` in AVX code may keep values in the
+//!   upper halves, and a hook's code may change them), not `zmm16`-`zmm31`,
+//!   the upper halves of `zmm0`-`zmm15` or the `k` registers; a clone
+//!   child onto a new stack gets `xmm0`-`xmm15` back, not the upper
+//!   halves.
 //! - Syscall numbers 549-566 and above 4064 crash (they land inside or
 //!   past the sled's stubs); no such syscall exists on x86-64.
 //! - Thread-locals of this crate must be static TLS (the crate linked
@@ -425,6 +428,7 @@ fn publish(entries: &[Entry]) {
 /// memory, installs SUD.
 fn install() -> Result<(), SyscallError> {
     quiesce::init();
+    trampoline::init_vector_save();
     zpoline::map_page_zero(trampoline::zp_entry())
         .map_err(|source| SyscallError::PageZero { source })?;
     dispatch::init_table();

@@ -54,6 +54,31 @@ pub static HOOKED: [AtomicU8; TABLE_LEN] = [const { AtomicU8::new(0) }; TABLE_LE
 /// `xmm0`-`xmm15`, as 16 pairs of `u64`.
 pub type XmmSave = [[u64; 2]; 16];
 
+/// `ymm0`-`ymm15`, as 16 quadruples of `u64`.
+pub type YmmSave = [[u64; 4]; 16];
+
+/// Non-zero where the CPU has AVX: the slow path keeps `ymm0-15` whole
+/// (an inline `syscall` in AVX code may keep values in their upper
+/// halves, which a hook's code may change: libc's AVX `memcpy` ends with
+/// `vzeroupper`). Set by [`init_vector_save`].
+pub static USE_YMM: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses how the slow path saves the vector registers (at
+/// installation).
+pub fn init_vector_save() {
+    let avx = std::arch::is_x86_feature_detected!("avx");
+    USE_YMM.store(u8::from(avx), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The caller's `xmm0-15` as the slow path saved them in `f`.
+pub fn saved_xmm(f: &Frame) -> XmmSave {
+    if USE_YMM.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        f.ymm.map(|y| [y[0], y[1]])
+    } else {
+        f.xmm
+    }
+}
+
 /// The caller's registers as the trampoline saved them.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -101,8 +126,10 @@ pub struct Call {
 #[repr(C, align(16))]
 #[derive(Debug)]
 pub struct Frame {
-    /// `xmm0`-`xmm15` of the caller.
+    /// `xmm0`-`xmm15` of the caller (without AVX).
     pub xmm: XmmSave,
+    /// `ymm0`-`ymm15` of the caller (with AVX: [`USE_YMM`]).
+    pub ymm: YmmSave,
     /// The caller's registers.
     pub regs: SavedRegs,
     /// What to perform.
@@ -157,6 +184,7 @@ pub enum Mode {
 }
 
 const F_XMM: usize = offset_of!(Frame, xmm);
+const F_YMM: usize = offset_of!(Frame, ymm);
 const F_RDI: usize = offset_of!(Frame, regs.rdi);
 const F_RSI: usize = offset_of!(Frame, regs.rsi);
 const F_RDX: usize = offset_of!(Frame, regs.rdx);
@@ -223,6 +251,31 @@ global_asm!(
     .endr
     .endm
 
+    // The frame's vector registers: ymm0-ymm15 whole with AVX, else
+    // xmm0-xmm15 (changes the flags: used where they are saved).
+    .macro userbpf_vec_store
+    testb $1, {use_ymm}(%rip)
+    jz 1f
+    .irp i,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    vmovdqu %ymm\i, {f_ymm}+\i*32(%rsp)
+    .endr
+    jmp 2f
+1:
+    userbpf_xmm_store
+2:
+    .endm
+    .macro userbpf_vec_load
+    testb $1, {use_ymm}(%rip)
+    jz 1f
+    .irp i,0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+    vmovdqu {f_ymm}+\i*32(%rsp), %ymm\i
+    .endr
+    jmp 2f
+1:
+    userbpf_xmm_load movaps
+2:
+    .endm
+
     // The syscall the dispatcher prepared: its number and arguments.
     .macro userbpf_call_args
     mov {c_args}+0(%rsp), %rdi
@@ -287,7 +340,7 @@ userbpf_sys_sud_entry:
     mov 8(%rbp), %rcx
     mov %rcx, {f_rflags}(%rsp)
     cld
-    userbpf_xmm_store
+    userbpf_vec_store
     mov %rsp, %rdi
     call {enter}
     cmp $1, %eax
@@ -305,7 +358,7 @@ userbpf_sys_sud_entry:
     mov %rsp, %rdi
     call {exit}
 .Luserbpf_restore:
-    userbpf_xmm_load movaps
+    userbpf_vec_load
     mov {f_rdi}(%rsp), %rdi
     mov {f_rsi}(%rsp), %rsi
     mov {f_rdx}(%rsp), %rdx
@@ -377,7 +430,7 @@ userbpf_sys_sud_entry:
     mov userbpf_sys_vfork_ret@gottpoff(%rip), %rcx
     mov {f_ret}(%rsp), %r11
     mov %r11, %fs:(%rcx)
-    userbpf_xmm_load movaps
+    userbpf_vec_load
     userbpf_call_args
     mov {f_caller_rsp}(%rsp), %rcx
     pushq {f_rflags}(%rsp)
@@ -436,6 +489,8 @@ userbpf_sys_vfork_ret:
 "#,
     table = sym HOOKED,
     frame_size = const std::mem::size_of::<Frame>(),
+    use_ymm = sym USE_YMM,
+    f_ymm = const F_YMM,
     f_rdi = const F_RDI,
     f_rsi = const F_RSI,
     f_rdx = const F_RDX,
