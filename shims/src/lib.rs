@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod hook;
+mod maps;
 pub mod session;
 pub mod symbols;
 pub mod syscall;

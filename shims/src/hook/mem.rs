@@ -26,17 +26,9 @@ fn page_size() -> usize {
 /// The free gaps of the address space (between mappings of
 /// `/proc/self/maps`), as `(start, end)`.
 fn gaps() -> io::Result<Vec<(u64, u64)>> {
-    let text = std::fs::read_to_string("/proc/self/maps")?;
-    let mut maps: Vec<(u64, u64)> = text
-        .lines()
-        .filter_map(|l| {
-            let range = l.split_whitespace().next()?;
-            let (a, b) = range.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })
+    let mut maps: Vec<(u64, u64)> = crate::maps::mappings()?
+        .into_iter()
+        .map(|m| (m.start, m.end))
         .collect();
     maps.sort_unstable();
     let mut out = Vec::new();

@@ -316,17 +316,9 @@ fn repair_before_unwinding() {
 
 /// The end of the executable mapping containing `addr`.
 fn executable_until(addr: u64) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
-    text.lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        let (a, b) = parts.next()?.split_once('-')?;
-        let perms = parts.next()?;
-        let (a, b) = (
-            u64::from_str_radix(a, 16).ok()?,
-            u64::from_str_radix(b, 16).ok()?,
-        );
-        (a <= addr && addr < b && perms.contains('x')).then_some(b)
-    })
+    crate::maps::mapping_of(addr)
+        .filter(|m| m.exec())
+        .map(|m| m.end)
 }
 
 fn new_site(target: &Target) -> Result<&'static Site, HookError> {

@@ -275,33 +275,7 @@ fn stop_others() {
 
 /// The protection of the mapping that holds `addr` (`/proc/self/maps`).
 fn protection_of(addr: u64) -> Option<i32> {
-    let text = std::fs::read_to_string("/proc/self/maps").ok()?;
-    text.lines().find_map(|l| {
-        let mut parts = l.split_whitespace();
-        let (a, b) = parts.next()?.split_once('-')?;
-        let perms = parts.next()?.as_bytes();
-        let (a, b) = (
-            u64::from_str_radix(a, 16).ok()?,
-            u64::from_str_radix(b, 16).ok()?,
-        );
-        if !(a <= addr && addr < b) || perms.len() < 3 {
-            return None;
-        }
-        let mut p = libc::PROT_NONE;
-        for (i, (c, bit)) in [
-            (b'r', libc::PROT_READ),
-            (b'w', libc::PROT_WRITE),
-            (b'x', libc::PROT_EXEC),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            if perms[i] == c {
-                p |= bit;
-            }
-        }
-        Some(p)
-    })
+    crate::maps::mapping_of(addr).map(|m| m.prot())
 }
 
 /// Writes `bytes` at `addr` in code that threads may be running, as the

@@ -37,6 +37,7 @@ use std::sync::Mutex;
 
 use super::dispatch::{self, copy_user, Direction};
 use super::{sud, zpoline};
+use crate::maps::Mapping;
 
 /// The syscalls that can make executable memory or write code.
 pub const WATCHED: [i64; 9] = [
@@ -161,48 +162,8 @@ fn touches_modules(start: u64, end: u64) -> bool {
         .unwrap_or(true)
 }
 
-/// A line of `/proc/self/maps`.
-#[derive(Debug, Clone)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    perms: [u8; 4],
-    name: String,
-}
-
-impl Mapping {
-    fn exec(&self) -> bool {
-        self.perms[2] == b'x'
-    }
-    fn writable(&self) -> bool {
-        self.perms[1] == b'w'
-    }
-    fn shared(&self) -> bool {
-        self.perms[3] == b's'
-    }
-    fn file_backed(&self) -> bool {
-        self.name.starts_with('/')
-    }
-}
-
 fn mappings() -> Vec<Mapping> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/maps") else {
-        return Vec::new();
-    };
-    text.lines()
-        .filter_map(|l| {
-            let mut parts = l.split_whitespace();
-            let (a, b) = parts.next()?.split_once('-')?;
-            let perms: [u8; 4] = parts.next()?.as_bytes().try_into().ok()?;
-            let name = parts.nth(3).unwrap_or("").to_string();
-            Some(Mapping {
-                start: u64::from_str_radix(a, 16).ok()?,
-                end: u64::from_str_radix(b, 16).ok()?,
-                perms,
-                name,
-            })
-        })
-        .collect()
+    crate::maps::mappings().unwrap_or_default()
 }
 
 /// Judges the executable mappings present at installation (after the
