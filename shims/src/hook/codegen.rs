@@ -471,27 +471,22 @@ fn avx() -> bool {
 /// `xmm0-15`, or `ymm0-15` with AVX, to `[rsp]` ([`VECTOR_BYTES`],
 /// 16-byte aligned).
 fn store_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    if avx() {
-        for (i, y) in YMM.into_iter().enumerate() {
-            a.vmovdqu(ymmword_ptr(rsp + 32 * i as i32), y)?;
-        }
-    } else {
-        for (i, x) in XMM.into_iter().enumerate() {
-            a.movdqa(xmmword_ptr(rsp + 16 * i as i32), x)?;
-        }
-    }
-    Ok(())
+    move_vectors(a, true)
 }
 
 /// The vector registers back from `[rsp]`.
 fn load_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
-    if avx() {
-        for (i, y) in YMM.into_iter().enumerate() {
-            a.vmovdqu(y, ymmword_ptr(rsp + 32 * i as i32))?;
-        }
-    } else {
-        for (i, x) in XMM.into_iter().enumerate() {
-            a.movdqa(x, xmmword_ptr(rsp + 16 * i as i32))?;
+    move_vectors(a, false)
+}
+
+fn move_vectors(a: &mut CodeAssembler, store: bool) -> Result<(), IcedError> {
+    let avx = avx();
+    for i in 0..16 {
+        match (avx, store) {
+            (true, true) => a.vmovdqu(ymmword_ptr(rsp + 32 * i as i32), YMM[i])?,
+            (true, false) => a.vmovdqu(YMM[i], ymmword_ptr(rsp + 32 * i as i32))?,
+            (false, true) => a.movdqa(xmmword_ptr(rsp + 16 * i as i32), XMM[i])?,
+            (false, false) => a.movdqa(XMM[i], xmmword_ptr(rsp + 16 * i as i32))?,
         }
     }
     Ok(())

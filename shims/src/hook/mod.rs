@@ -33,9 +33,9 @@
 //!   built with interprocedural register allocation (GCC's `-fipa-ra`, on
 //!   at -O2) keeps values in the registers it knows its callee leaves
 //!   alone, which the probes' code (libc's `memcpy` among it) may change.
-//!   Not kept: `zmm16-31` and the upper halves of `zmm0-15`, the opmask
-//!   and x87 registers (a site inside a function keeps x87 and `xmm0-15`
-//!   through `fxsave`).
+//!   A site inside a function keeps the x87 state too (`xsave64`, or
+//!   `fxsave64` without AVX). Not kept: `zmm16-31`, the upper halves of
+//!   `zmm0-15` and the opmask registers.
 //! - Probe lists change by publishing a new list and waiting for a grace
 //!   period ([`thread::synchronize`]) before freeing the old one: a hit
 //!   never takes a lock.
@@ -227,7 +227,7 @@ struct Site {
     /// saves the full `pt_regs`; zero, only [`LEAN_WORDS`]. Set before a
     /// list that needs the full frame is published, cleared once none
     /// does (a hit that read it before still gets a full list's check).
-    full: Box<std::sync::atomic::AtomicU8>,
+    full: std::sync::atomic::AtomicU8,
     misses: AtomicU64,
     missed_returns: AtomicU64,
 }
@@ -394,13 +394,13 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         wrap_return: 0,
         wrap_return_lean: 0,
         probes: AtomicPtr::new(Box::into_raw(Box::<ProbeList>::default())),
-        full: Box::new(std::sync::atomic::AtomicU8::new(1)),
+        full: std::sync::atomic::AtomicU8::new(1),
         misses: AtomicU64::new(0),
         missed_returns: AtomicU64::new(0),
     }));
     let token = site as *const Site as usize;
     // Mid-function sites always save everything.
-    let full_flag = at_entry.then_some(&*site.full as *const std::sync::atomic::AtomicU8 as u64);
+    let full_flag = at_entry.then_some(&site.full as *const std::sync::atomic::AtomicU8 as u64);
     let mut copies = Vec::new();
     let mut wrap_return = (0, 0);
     let page = mem::alloc_code(Some(address), 4096, |ip| {

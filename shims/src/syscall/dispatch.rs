@@ -5,7 +5,7 @@
 //! calls Syscall User Dispatch must see ([`super::sud`]).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use super::trampoline::{self, Call, ChildRecord, Frame, Mode, HOOKED, TABLE_LEN};
 use super::{coverage, current_list, quiesce, sud, SyscallAction, SyscallCtx, MISSES};
@@ -48,9 +48,14 @@ pub fn init_table() {
     }
 }
 
+/// The [`HOOKED`] byte of syscall `nr`, if the table has one.
+fn table_byte(nr: u64) -> Option<&'static AtomicU8> {
+    usize::try_from(nr).ok().and_then(|n| HOOKED.get(n))
+}
+
 /// Sends every `nr` syscall through the dispatcher.
 pub fn mark_special(nr: i64) {
-    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+    if let Some(b) = table_byte(nr as u64) {
         b.fetch_or(SPECIAL, Ordering::Release);
     }
 }
@@ -58,14 +63,14 @@ pub fn mark_special(nr: i64) {
 /// Sends every `nr` syscall through the dispatcher, which judges what it
 /// made ([`super::coverage::after`]).
 pub fn mark_watched(nr: i64) {
-    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+    if let Some(b) = table_byte(nr as u64) {
         b.fetch_or(WATCH, Ordering::Release);
     }
 }
 
 /// Undoes [`mark_watched`].
 pub fn unmark_watched(nr: i64) {
-    if let Some(b) = usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
+    if let Some(b) = table_byte(nr as u64) {
         b.fetch_and(!WATCH, Ordering::Release);
     }
 }
@@ -93,20 +98,11 @@ pub fn update_table(filters: impl Iterator<Item = Option<u64>>) {
     }
 }
 
+/// The table's bits for `nr` (a number past the table may be hooked:
+/// [`HOOK`]).
 #[inline]
-fn may_hook(nr: u64) -> bool {
-    match usize::try_from(nr).ok().and_then(|n| HOOKED.get(n)) {
-        Some(b) => b.load(Ordering::Relaxed) & HOOK != 0,
-        None => true,
-    }
-}
-
-#[inline]
-fn watched(nr: u64) -> bool {
-    usize::try_from(nr)
-        .ok()
-        .and_then(|n| HOOKED.get(n))
-        .is_some_and(|b| b.load(Ordering::Relaxed) & WATCH != 0)
+fn table_bits(nr: u64) -> u8 {
+    table_byte(nr).map_or(HOOK, |b| b.load(Ordering::Relaxed))
 }
 
 /// The trampoline's slow path, before the syscall. Returns a [`Mode`].
@@ -125,13 +121,14 @@ pub extern "C" fn enter(frame: *mut Frame) -> u32 {
         result: 0,
         exit: 0,
     };
-    if may_hook(r.nr) && !userbpf_vm::quiet::active() {
+    let bits = table_bits(r.nr);
+    if bits & HOOK != 0 && !userbpf_vm::quiet::active() {
         if let Some(v) = run_enter_hooks(f) {
             f.call.result = v as u64;
             return Mode::Skip as u32;
         }
     }
-    if watched(r.nr) {
+    if bits & WATCH != 0 {
         f.call.exit |= EXIT_WATCH;
     }
     special(f) as u32

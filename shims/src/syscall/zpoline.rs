@@ -5,8 +5,8 @@
 //! site is `call *%rax` (`ff d0`), as long as `syscall` (`0f 05`).
 //!
 //! Sites are found per loaded module (`dl_iterate_phdr`, the vDSO
-//! included: writing to it makes a private copy of its page) by decoding with iced-x86 from the start of every function the
-//! module describes, over that function's extent: FDEs of `.eh_frame` (via
+//! included: writing to it makes a private copy of its page) by decoding
+//! with iced-x86 from the start of every function the module describes, over that function's extent: FDEs of `.eh_frame` (via
 //! `.eh_frame_hdr`, present for nearly all code, static functions
 //! included) and function symbols of `.symtab`/`.dynsym`. Bytes outside
 //! every function are never decoded, and a function whose decoding meets
@@ -328,16 +328,12 @@ pub fn watch_dlopen() -> Result<(), String> {
         ) {
             Ok(l) => {
                 *link = Some(l);
-                if let Some(m) = loaded_modules().into_iter().find(|m| {
-                    m.segments
-                        .iter()
-                        .any(|&(s, e, _)| s <= r.address && r.address < e)
-                }) {
-                    for (s, e) in exec_ranges(&m) {
-                        if s <= r.address && r.address < e {
-                            super::coverage::set_loader(s, e);
-                        }
-                    }
+                if let Some((s, e)) = loaded_modules()
+                    .iter()
+                    .flat_map(exec_ranges)
+                    .find(|&(s, e)| s <= r.address && r.address < e)
+                {
+                    super::coverage::set_loader(s, e);
                 }
                 return Ok(());
             }
