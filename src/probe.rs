@@ -166,6 +166,9 @@ pub struct BpfProbe {
     proto: Mutex<Vm>,
     /// See [`Probe::lean`].
     lean: bool,
+    /// See [`Probe::direct`]: the program's native code, when it is a
+    /// leaf that reads only lean words.
+    leaf: Option<hook::LeafCode>,
     cookie: u64,
     /// Dropped with the probe: threads then free their VMs for it.
     alive: Arc<()>,
@@ -322,6 +325,10 @@ impl Probe for BpfProbe {
     fn lean(&self) -> bool {
         self.lean
     }
+
+    fn direct(&self) -> Option<hook::LeafCode> {
+        self.leaf
+    }
 }
 
 /// A BPF program attached in this process; dropping it detaches.
@@ -438,14 +445,24 @@ fn attach_unseen(
         .symbol
         .as_ref()
         .map(|_| (resolved.address - resolved.offset_in_symbol, resolved.size));
+    // Verified to read no more of its `pt_regs` than a lean frame holds
+    // (a helper given the context may read any of it).
+    let lean = stats.is_some_and(|s| !s.ctx_escapes && s.ctx_words & !hook::LEAN_WORDS == 0);
+    // A lean leaf (no helper: no cookie, hook information or override to
+    // give it) runs straight from the trampoline. (Waits for the
+    // program's final code.)
+    let leaf = if lean && options.scratch.is_none() {
+        proto.prepared().leaf_code()
+    } else {
+        None
+    };
     let probe = Arc::new(BpfProbe {
         id: NEXT_PROBE.fetch_add(1, Ordering::Relaxed),
         program: name.to_string(),
         maps: Arc::clone(maps),
         proto: Mutex::new(proto),
-        // Verified to read no more of its `pt_regs` than a lean frame
-        // holds (a helper given the context may read any of it).
-        lean: stats.is_some_and(|s| !s.ctx_escapes && s.ctx_words & !hook::LEAN_WORDS == 0),
+        lean,
+        leaf,
         cookie: options.cookie,
         alive: Arc::new(()),
         faults: FaultLog::default(),

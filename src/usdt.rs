@@ -464,8 +464,11 @@ impl UsdtLink {
             hook::Stats {
                 misses: acc.misses + st.misses,
                 missed_returns: acc.missed_returns + st.missed_returns,
-                // (USDT sites are inside functions: never lean.)
+                // (USDT sites are inside functions: never lean, never
+                // direct.)
                 lean_frame: false,
+                direct: false,
+                direct_faults: acc.direct_faults + st.direct_faults,
             }
         })
     }

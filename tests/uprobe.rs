@@ -335,3 +335,53 @@ fn programs_that_read_only_arguments_get_a_lean_frame() {
     assert_eq!(count(&maps, 1), 42);
     assert_eq!(calls.probe().faults().0, 0);
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_direct(x: u64) -> u64 {
+    black_box(x) ^ 0xa5
+}
+
+/// A verified program that calls nothing (its array lookups are inline)
+/// and reads only the arguments runs straight from the trampoline
+/// (`Stats::direct`), with exact counts on many threads; a program with a
+/// helper call, a second probe on the site, or an unverified program
+/// takes the dispatcher.
+#[test]
+fn verified_leaf_programs_run_straight_from_the_trampoline() {
+    let (object, maps) = fixture();
+    let opts = AttachOptions::default();
+    let target = "self:userbpf_test_direct";
+    let calls = probe::attach(&object, &maps, "count_calls", target, &opts).expect("attach");
+    assert!(calls.stats().direct, "{:?}", calls.stats());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..2500u64 {
+                    assert_eq!(black_box(userbpf_test_direct)(t + i), (t + i) ^ 0xa5);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(count(&maps, 0), 10_000, "every call counted once");
+    black_box(userbpf_test_direct)(77);
+    assert_eq!(count(&maps, 1), 77, "PT_REGS_PARM1");
+    let printk = probe::attach(&object, &maps, "report", target, &opts).expect("attach");
+    assert!(!calls.stats().direct, "two probes");
+    drop(printk);
+    assert!(calls.stats().direct);
+    drop(calls);
+    let unverified = AttachOptions {
+        verify: false,
+        ..AttachOptions::default()
+    };
+    let checked =
+        probe::attach(&object, &maps, "count_calls", target, &unverified).expect("attach");
+    assert!(!checked.stats().direct, "checked code");
+    black_box(userbpf_test_direct)(78);
+    assert_eq!(count(&maps, 0), 10_002);
+    assert_eq!(checked.stats().direct_faults, 0);
+}

@@ -717,6 +717,8 @@ pub(crate) struct Translator<'a, 'b> {
     open: bool,
     /// Whether no call-out but memory checks was emitted.
     closed: bool,
+    /// The code is a leaf ([`Translated::leaf`]) so far.
+    leaf: bool,
     /// The leader of the block being translated (charged in full on
     /// entry, in checked mode).
     leader: usize,
@@ -769,6 +771,11 @@ pub(crate) struct Translated {
     /// The code is closed: it calls out for nothing but memory checks (and
     /// `memmove`), so it can run without a host.
     pub(crate) closed: bool,
+    /// The code is a leaf: verified code that calls nothing (no call-out,
+    /// helper, map lookup but inlined array ones, tail call, subprogram
+    /// or bulk copy) and reads nothing of its context but the head's
+    /// registers (see [`userbpf_vm::interp::LeafCode`]).
+    pub(crate) leaf: bool,
     /// Loops that prove their accesses on entry ([`crate::hoist`]).
     pub(crate) proven_loops: usize,
     /// Copy loops entered through a bulk copy ([`Translator::bulk_copy`]).
@@ -1053,6 +1060,7 @@ impl<'a, 'b> Translator<'a, 'b> {
             pending: Vec::new(),
             open: false,
             closed: true,
+            leaf: checks == Checks::Off,
             leader: 0,
             check,
             grouped: Vec::new(),
@@ -1134,6 +1142,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         // (Memory checks, which work without a host, go through the
         // trampoline instead.)
         self.closed = false;
+        self.leaf = false;
         let fp = self.r(10);
         self.b.ins().store(ctx_flags(), fp, self.ctx, FP_OFF);
         let mut all = vec![self.ctx];
@@ -1690,6 +1699,7 @@ impl<'a, 'b> Translator<'a, 'b> {
         self.b.seal_all_blocks();
         Ok(Translated {
             closed: self.closed,
+            leaf: self.leaf && self.closed && self.bulk_copies == 0,
             proven_loops: self.hoisted.len(),
             bulk_copies: self.bulk_copies,
         })
@@ -2351,6 +2361,11 @@ impl<'a, 'b> Translator<'a, 'b> {
         insn: Instruction,
         class: OpClass,
     ) -> Result<(), JitError> {
+        match class {
+            OpClass::Plain | OpClass::Hole | OpClass::LoadImm(_) => {}
+            OpClass::MapLookup(_) if self.inline_array(pc).is_some() => {}
+            _ => self.leaf = false,
+        }
         match class {
             OpClass::Plain => self.plain(pc, insn),
             OpClass::Hole => Ok(()),

@@ -241,6 +241,8 @@ struct Optimized {
     entry: EntryFn,
     /// Calls out for nothing but memory checks (runs without a host).
     closed: bool,
+    /// A leaf ([`userbpf_vm::interp::LeafCode`]).
+    leaf: bool,
     asm: Option<String>,
     code_size: usize,
     /// Checked code: loops whose accesses are proven on entry.
@@ -590,6 +592,21 @@ impl CompiledProgram for JitProgram {
         self.tiers.baseline.as_ref().is_some_and(|b| !b.closed)
             && self.tiers.optimized.get().is_none()
             && !self.tiers.finished.load(Ordering::Acquire)
+    }
+
+    fn leaf_code(&self) -> Option<userbpf_vm::interp::LeafCode> {
+        if self.checked {
+            return None;
+        }
+        // (Only Cranelift's code can be a leaf: the final form.)
+        if !self.tiers.finished.load(Ordering::Acquire) {
+            self.wait_optimized();
+        }
+        let o = self.tiers.optimized.get()?;
+        (o.leaf && o.closed).then_some(userbpf_vm::interp::LeafCode {
+            entry: o.entry as usize,
+            len: o.code_size,
+        })
     }
 
     fn closed_entry(&self) -> Option<ClosedEntry> {
@@ -1040,6 +1057,7 @@ fn cranelift(
         module: Mutex::new(Some(module)),
         entry,
         closed: translated.closed,
+        leaf: translated.leaf,
         asm,
         code_size,
         proven_loops: translated.proven_loops,

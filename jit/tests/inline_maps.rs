@@ -65,7 +65,10 @@ fn setup(value_size: u32, tier: Tier) -> (Arc<MapSet>, userbpf_vm::Vm, userbpf_v
     .unwrap();
     let want = match tier {
         Tier::Baseline => CodeTier::Baseline,
-        _ => CodeTier::Optimized,
+        Tier::Optimized => CodeTier::Optimized,
+        // (Baseline code first, Cranelift's when the background compile
+        // is in.)
+        _ => code.tier(),
     };
     assert_eq!(code.tier(), want);
     assert!(
@@ -117,4 +120,66 @@ fn inline_array_lookups_match_the_helper_for_every_key() {
             );
         }
     }
+}
+
+/// Verified Cranelift code that calls nothing (array lookups inline) is a
+/// leaf: it runs on a context that is only a head (registers, stack top)
+/// and gives what the VM gives. The baseline generator's code, checked
+/// code and code with a helper call are not leaves.
+#[test]
+fn verified_code_without_calls_is_a_leaf_that_runs_on_a_head_alone() {
+    use userbpf_vm::interp::{ClosedCode, ClosedHead, LEAF_STACK};
+    for tier in [Tier::Optimized, Tier::Tiered] {
+        let (set, jit, mut interp) = setup(8, tier);
+        let leaf = jit
+            .prepared()
+            .leaf_code()
+            .unwrap_or_else(|| panic!("{tier:?}: a leaf"));
+        assert!(leaf.len > 0);
+        // SAFETY: leaf code has the `ClosedCode` signature.
+        let code: ClosedCode = unsafe { std::mem::transmute(leaf.entry) };
+        let mut stack = [0u64; LEAF_STACK / 8];
+        for key in [0u32, 3, 4, 5] {
+            let mut head = ClosedHead {
+                budget: 0,
+                max_depth: 0,
+                seed: [0; 4],
+                regs: [0; 11],
+            };
+            head.regs[10] = stack.as_mut_ptr_range().end as u64;
+            let mut ctx = key.to_le_bytes();
+            // SAFETY: the head and stack above; the context is 4 bytes.
+            let got = unsafe { code(&mut head, 0, ctx.as_mut_ptr() as u64, 4, 0, 0) };
+            assert_eq!(got.status, 0);
+            let want = interp.run(&mut key.to_le_bytes()).unwrap();
+            // (Both increment the value: the interpreter's run is the
+            // next one.)
+            let expect = if key < 5 { want - 1 } else { want };
+            assert_eq!(got.r0, expect, "{tier:?} key {key}");
+        }
+        drop(set);
+    }
+    let (_set, baseline, _) = setup(8, Tier::Baseline);
+    assert!(baseline.prepared().leaf_code().is_none(), "baseline code");
+
+    let program = Program::new(
+        "helper",
+        assemble("call bpf_ktime_get_ns\nr0 = 0\nexit").unwrap(),
+    )
+    .unwrap();
+    let set = Arc::new(MapSet::default());
+    let vm = set
+        .vm(&program, &Helpers::kernel_basics(), Config::default())
+        .unwrap();
+    // SAFETY: a helper call and an exit.
+    let v = unsafe { Verified::assume_verified(Arc::clone(vm.prepared())) };
+    jit_verified(&v, Options::default()).unwrap();
+    assert!(vm.prepared().leaf_code().is_none(), "a helper call");
+
+    let program = Program::new("plain", assemble("r0 = 7\nexit").unwrap()).unwrap();
+    let vm = set
+        .vm(&program, &Helpers::new(), Config::default())
+        .unwrap();
+    userbpf_jit::jit_checked(vm.prepared(), Options::default()).unwrap();
+    assert!(vm.prepared().leaf_code().is_none(), "checked code");
 }

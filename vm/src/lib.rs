@@ -42,6 +42,7 @@ pub mod program;
 pub mod proto;
 pub mod quiet;
 pub mod stack;
+pub mod thread_words;
 pub mod tracing;
 
 pub use helpers::{CallbackDriver, HelperContext, HelperError, Helpers, HookInfo, RunOutcome};

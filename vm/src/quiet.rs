@@ -7,27 +7,50 @@
 //! another process.
 //!
 //! This crate is the lowest layer the hooks and every part of the runtime
-//! share, so the flag lives here.
+//! share, so the flag lives here, in one of the [`crate::thread_words`]
+//! (the trampolines of direct hooks read it there).
 
 use std::cell::Cell;
 
-thread_local! {
-    static QUIET: Cell<u32> = const { Cell::new(0) };
-}
+use crate::thread_words::{self, QUIET};
 
 /// Runs `f` as userbpf's own work on this thread: hooks do not see it.
 pub fn scope<T>(f: impl FnOnce() -> T) -> T {
-    counted_scope(&QUIET, f)
+    /// The quiet word, as a counter.
+    struct Quiet;
+    impl Counter for Quiet {
+        fn get(&self) -> u64 {
+            thread_words::get(QUIET)
+        }
+        fn set(&self, v: u64) {
+            thread_words::set(QUIET, v)
+        }
+    }
+    counted_scope(Quiet, f)
+}
+
+/// A per-thread count of nested scopes.
+pub(crate) trait Counter {
+    /// The count.
+    fn get(&self) -> u64;
+    /// Sets it.
+    fn set(&self, v: u64);
+}
+
+impl Counter for &'static std::thread::LocalKey<Cell<u32>> {
+    fn get(&self) -> u64 {
+        u64::from(self.with(Cell::get))
+    }
+    fn set(&self, v: u64) {
+        self.with(|c| c.set(u32::try_from(v).unwrap_or(u32::MAX)))
+    }
 }
 
 /// Runs `f` with the thread's counter `key` one higher (until `f` returns
 /// or unwinds).
-pub(crate) fn counted_scope<T>(
-    key: &'static std::thread::LocalKey<Cell<u32>>,
-    f: impl FnOnce() -> T,
-) -> T {
-    struct Leave(&'static std::thread::LocalKey<Cell<u32>>);
-    impl Drop for Leave {
+pub(crate) fn counted_scope<C: Counter, T>(key: C, f: impl FnOnce() -> T) -> T {
+    struct Leave<C: Counter>(C);
+    impl<C: Counter> Drop for Leave<C> {
         fn drop(&mut self) {
             self.0.set(self.0.get().saturating_sub(1));
         }
@@ -40,13 +63,13 @@ pub(crate) fn counted_scope<T>(
 /// Marks the calling thread as userbpf's own for the rest of its life (a
 /// background compiler).
 pub fn thread() {
-    QUIET.set(QUIET.get() + 1);
+    thread_words::set(QUIET, thread_words::get(QUIET) + 1);
 }
 
 /// Whether this thread is doing userbpf's own work now.
 #[inline(always)]
 pub fn active() -> bool {
-    QUIET.get() != 0
+    thread_words::get(QUIET) != 0
 }
 
 #[cfg(test)]

@@ -480,7 +480,10 @@ fn load_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
 }
 
 fn move_vectors(a: &mut CodeAssembler, store: bool) -> Result<(), IcedError> {
-    let avx = avx();
+    if std::env::var_os("ZZ_NOVEC").is_some() {
+        return Ok(());
+    }
+    let avx = avx() && std::env::var_os("ZZ_XMM").is_none();
     for i in 0..16 {
         match (avx, store) {
             (true, true) => a.vmovdqu(ymmword_ptr(rsp + 32 * i as i32), YMM[i])?,
@@ -496,6 +499,201 @@ fn asm_err(e: IcedError) -> String {
     format!("assembling a trampoline: {e}")
 }
 
+/// What an entry trampoline's *direct lane* needs: a hit whose site's
+/// probe list names leaf code (one lean probe that is verified native
+/// code calling nothing, see `userbpf_vm::interp::LeafCode`) runs it
+/// from the trampoline, on a frame of the general registers and a stack
+/// of its own, with no call into the dispatcher and no vector register
+/// saved (the code uses none: [`check_leaf`]). The lane enters and leaves
+/// the dispatcher's per-thread state itself (`userbpf_vm::thread_words`:
+/// the re-entrancy guard, the quiet flag, the quiescence counter), so the
+/// grace periods that free probe lists cover it.
+#[derive(Debug, Clone, Copy)]
+pub struct DirectLane {
+    /// The address of the site's probe-list pointer.
+    pub list: u64,
+    /// The offset in a probe list of the leaf code's entry (0: none).
+    pub entry_offset: i32,
+    /// The offset of the thread words from the thread pointer (`fs`).
+    pub words: i32,
+    /// The address of a counter of leaf runs that returned a non-zero
+    /// status (none should).
+    pub faults: u64,
+}
+
+/// What the trampoline of a function's entry (where the status flags
+/// are dead) can do that others cannot.
+#[derive(Debug, Clone, Copy)]
+pub struct FunctionEntry {
+    /// The address of a byte: the trampoline saves the callee-saved
+    /// registers, `orig_ax`, `cs`, `ss` and the flags only while it is
+    /// non-zero, and tells the dispatcher which it did (`full`).
+    pub full_flag: u64,
+    /// The direct lane, if the trampoline has one.
+    pub direct: Option<DirectLane>,
+}
+
+/// Bytes the direct lane reserves for a leaf run's head
+/// (`userbpf_vm::interp::ClosedHead`, rounded up to 16).
+const LEAF_HEAD: i32 = (std::mem::size_of::<userbpf_vm::interp::ClosedHead>() as i32 + 15) & !15;
+
+/// Checks that `code` (at `ip`) can run from a direct lane, which saves
+/// only the general registers: every instruction decodes, uses
+/// (explicitly or implicitly) only general registers, calls nothing,
+/// makes no system call, and needs nothing beyond the integer
+/// instruction set (no x87, MMX, SSE or AVX state, even through memory).
+pub fn check_leaf(ip: u64, code: &[u8]) -> Result<(), String> {
+    use iced_x86::{CpuidFeature as F, InstructionInfoFactory, Mnemonic};
+    const PLAIN: [F; 17] = [
+        F::INTEL8086,
+        F::INTEL186,
+        F::INTEL286,
+        F::INTEL386,
+        F::INTEL486,
+        F::X64,
+        F::CMOV,
+        F::CX8,
+        F::BMI1,
+        F::BMI2,
+        F::LZCNT,
+        F::POPCNT,
+        F::MOVBE,
+        F::ADX,
+        F::MULTIBYTENOP,
+        F::PAUSE,
+        F::CET_IBT,
+    ];
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut info = InstructionInfoFactory::new();
+    while decoder.can_decode() {
+        let insn = decoder.decode();
+        let at = insn.ip();
+        if insn.is_invalid() {
+            return Err(format!("undecodable code at {at:#x}"));
+        }
+        if matches!(
+            insn.flow_control(),
+            FlowControl::Call | FlowControl::IndirectCall | FlowControl::Interrupt
+        ) || matches!(
+            insn.mnemonic(),
+            Mnemonic::Syscall | Mnemonic::Sysenter | Mnemonic::Int | Mnemonic::Int1
+        ) {
+            return Err(format!("{insn} at {at:#x} leaves the code"));
+        }
+        if let Some(f) = insn.cpuid_features().iter().find(|f| !PLAIN.contains(f)) {
+            return Err(format!("{insn} at {at:#x} needs {f:?}"));
+        }
+        for used in info.info(&insn).used_registers() {
+            let r = used.register();
+            if !(r.is_gpr() || r.is_ip() || r.is_segment_register()) {
+                return Err(format!("{insn} at {at:#x} uses {r:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The direct lane (see [`DirectLane`]), after `ax` and the lean general
+/// registers are saved in the frame (`frame` bytes from `rsp` to the
+/// site's `rsp`); falls through to `normal` when the hit must take the
+/// dispatcher, leaves through `orig` otherwise.
+fn direct_lane(
+    a: &mut CodeAssembler,
+    d: &DirectLane,
+    site: u64,
+    frame: i32,
+    orig: CodeLabel,
+) -> Result<(), IcedError> {
+    use userbpf_vm::thread_words::{HOOK_DEPTH, HOOK_SLOT, QUIET};
+    // Thread word `i`, with r11 = `d.words`: fs:[r11 + 8i].
+    let word = |i: usize| qword_ptr(r11 + 8 * i as i32).fs();
+    let mut normal = a.create_label();
+    let mut to_normal = a.create_label();
+    let mut depth_ok = a.create_label();
+    let mut quiet_ok = a.create_label();
+    let mut has_leaf = a.create_label();
+    let mut leave = a.create_label();
+    let mut ok = a.create_label();
+    // Until the leaf runs, nothing changes the flags (a full frame saved
+    // after the lane records them): `jrcxz`, `lea`.
+    // Enter: the thread registered (a slot), not inside the dispatcher,
+    // not doing userbpf's own work.
+    a.mov(r11, i64::from(d.words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.mov(rcx, rax)?;
+    a.jrcxz(to_normal)?;
+    a.mov(rcx, word(HOOK_DEPTH))?;
+    a.jrcxz(depth_ok)?;
+    a.set_label(&mut to_normal)?;
+    a.jmp(normal)?;
+    a.set_label(&mut depth_ok)?;
+    a.mov(rcx, word(QUIET))?;
+    a.jrcxz(quiet_ok)?;
+    a.jmp(normal)?;
+    a.set_label(&mut quiet_ok)?;
+    a.mov(word(HOOK_DEPTH), 1i32)?;
+    // The quiescence counter odd (only this thread writes it); the list
+    // is read after it (the writer's membarrier orders the two).
+    a.mov(rcx, qword_ptr(rax))?;
+    a.lea(rcx, ptr(rcx + 1))?;
+    a.mov(qword_ptr(rax), rcx)?;
+    a.mov(rcx, d.list)?;
+    a.mov(rcx, qword_ptr(rcx))?;
+    a.mov(rcx, qword_ptr(rcx + d.entry_offset))?;
+    a.jrcxz(leave)?;
+    a.jmp(has_leaf)?;
+    // No leaf code in the list (any more): leave, and take the dispatcher.
+    a.set_label(&mut leave)?;
+    a.mov(rcx, qword_ptr(rax))?;
+    a.lea(rcx, ptr(rcx + 1))?;
+    a.mov(qword_ptr(rax), rcx)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
+    a.jmp(normal)?;
+    a.set_label(&mut has_leaf)?;
+    a.mov(rax, site)?;
+    a.mov(qword_ptr(rsp + off::IP), rax)?;
+    a.lea(rax, ptr(rsp + frame))?;
+    a.mov(qword_ptr(rsp + off::SP), rax)?;
+    // The head and 512 bytes of stack below the frame, 16-aligned.
+    let regs = std::mem::offset_of!(userbpf_vm::interp::ClosedHead, regs) as i32;
+    let stack = userbpf_vm::interp::LEAF_STACK as i32;
+    a.mov(rbx, rsp)?;
+    a.and(rsp, -16)?;
+    a.sub(rsp, LEAF_HEAD + stack)?;
+    a.xor(eax, eax)?;
+    for r in [0, 5, 6, 7, 8, 9] {
+        a.mov(qword_ptr(rsp + regs + 8 * r), rax)?;
+    }
+    a.lea(rdx, ptr(rsp + LEAF_HEAD + stack))?;
+    a.mov(qword_ptr(rsp + regs + 80), rdx)?;
+    // (head, pc 0, r1 = the pt_regs, r2 = its length, r3, r4 = 0), as a
+    // VM calls closed code on a context.
+    a.mov(rax, rcx)?;
+    a.mov(rdi, rsp)?;
+    a.xor(esi, esi)?;
+    a.mov(rdx, rbx)?;
+    a.mov(ecx, PT_REGS)?;
+    a.xor(r8d, r8d)?;
+    a.xor(r9d, r9d)?;
+    a.call(rax)?;
+    a.mov(rsp, rbx)?;
+    a.test(rdx, rdx)?;
+    a.je(ok)?;
+    a.mov(rax, d.faults)?;
+    a.lock().inc(qword_ptr(rax))?;
+    a.set_label(&mut ok)?;
+    // Leave: the counter even, the guard down.
+    a.mov(r11, i64::from(d.words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.add(qword_ptr(rax), 1i32)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
+    restore_gprs(a)?;
+    a.lea(rsp, ptr(rsp + frame))?;
+    a.jmp(orig)?;
+    a.set_label(&mut normal)?;
+    Ok(())
+}
+
 /// Assembles the entry trampoline of `window` at `ip`: it saves the
 /// registers as a `struct pt_regs` (`ip` = the site, `sp` = the site's
 /// `rsp`), calls `dispatch(site_token, regs)`, then, as it answers:
@@ -506,10 +704,9 @@ fn asm_err(e: IcedError) -> String {
 /// function's `ret` comes back here (where the return stack buffer
 /// expects it) and jumps to the handler ([`RUN_AND_RETURN_HERE`]).
 ///
-/// With `full_flag` (the address of a byte; only at a function's entry,
-/// where the flags are dead), the trampoline saves the callee-saved
-/// registers, `orig_ax`, `cs`, `ss` and the flags only while that byte is
-/// non-zero, and tells the dispatcher which it did (`full`).
+/// At a function's entry (`at_entry`), the trampoline saves the full
+/// frame only while the entry's flag says so, and may run leaf code
+/// itself (see [`FunctionEntry`]).
 pub fn entry_trampoline(
     ip: u64,
     window: &Window,
@@ -517,7 +714,7 @@ pub fn entry_trampoline(
     dispatch: EntryDispatch,
     vectors: VectorSave,
     return_handler: Option<ReturnHandlers>,
-    full_flag: Option<u64>,
+    at_entry: Option<FunctionEntry>,
 ) -> Result<EntryCode, String> {
     let frame = RED_ZONE + PT_REGS;
     type Built = (
@@ -534,18 +731,22 @@ pub fn entry_trampoline(
         let mut orig = a.create_label();
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
-        match full_flag {
+        match at_entry {
             None => {
                 save_flags(&mut a)?;
                 save_gprs(&mut a)?;
                 a.mov(edx, 1)?;
             }
-            Some(flag) => {
+            Some(FunctionEntry { full_flag, direct }) => {
                 // (No flag changes before `save_flags`: `jrcxz`.)
                 save_lean_gprs(&mut a)?;
+                if let Some(d) = &direct {
+                    // (The flags are dead at a function's entry.)
+                    direct_lane(&mut a, d, window.site, frame, orig)?;
+                }
                 let mut lean = a.create_label();
                 let mut saved = a.create_label();
-                a.mov(rcx, flag)?;
+                a.mov(rcx, full_flag)?;
                 a.movzx(ecx, byte_ptr(rcx))?;
                 a.jrcxz(lean)?;
                 save_flags(&mut a)?;
@@ -748,4 +949,35 @@ pub fn jump_bytes(site: u64, target: u64, len: usize) -> Result<Vec<u8>, String>
     out.extend_from_slice(&rel.to_le_bytes());
     out.resize(len.max(JMP_LEN), 0xcc);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_leaf;
+
+    #[test]
+    fn leaf_code_may_use_the_general_registers_only() {
+        // mov rax, [rdx + 0x70]; lock xadd [rcx], rax; cmovz rax, rcx;
+        // imul rax, rax, 3; xor edx, edx; ret
+        let plain = [
+            0x48, 0x8b, 0x42, 0x70, 0xf0, 0x48, 0x0f, 0xc1, 0x01, 0x48, 0x0f, 0x44, 0xc1, 0x48,
+            0x6b, 0xc0, 0x03, 0x31, 0xd2, 0xc3,
+        ];
+        assert_eq!(check_leaf(0x1000, &plain), Ok(()));
+        let refused: [(&[u8], &str); 6] = [
+            (&[0xe8, 0, 0, 0, 0, 0xc3], "call"),
+            (&[0xff, 0xd0, 0xc3], "call"),
+            (&[0x0f, 0x05, 0xc3], "syscall"),
+            // fld qword [rax]: x87 state, through memory only
+            (&[0xdd, 0x00, 0xc3], "fld"),
+            (&[0xc5, 0xf8, 0x77, 0xc3], "vzeroupper"),
+            // movq xmm0, rax
+            (&[0x66, 0x48, 0x0f, 0x6e, 0xc0, 0xc3], "movq"),
+        ];
+        for (code, what) in refused {
+            let e = check_leaf(0x1000, code).expect_err(what);
+            assert!(e.contains(what), "{what}: {e}");
+        }
+        assert!(check_leaf(0x1000, &[0x0f, 0xff]).is_err(), "undecodable");
+    }
 }

@@ -39,6 +39,15 @@
 //! - Probe lists change by publishing a new list and waiting for a grace
 //!   period ([`thread::synchronize`]) before freeing the old one: a hit
 //!   never takes a lock.
+//! - A function's entry whose only probe is leaf code ([`Probe::direct`]:
+//!   a verified BPF program that calls nothing, JIT-compiled) runs it
+//!   from the trampoline itself ([`codegen::DirectLane`]): no call into
+//!   the dispatcher, and no vector register saved, since the code is
+//!   checked to use none ([`codegen::check_leaf`]). The lane takes the
+//!   same per-thread guard, quiet flag and quiescence counter as the
+//!   dispatcher (they live in `userbpf_vm::thread_words`, at a fixed
+//!   offset from `fs`), so misses and grace periods work as for any
+//!   probe.
 
 pub mod codegen;
 pub mod mem;
@@ -51,6 +60,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 pub use userbpf_vm::context::PtRegs;
+pub use userbpf_vm::interp::LeafCode;
 
 use codegen::{VectorSave, Window};
 
@@ -80,6 +90,19 @@ pub trait Probe: Send + Sync {
     /// stale stack bytes): about 2 ns less per hit. Default: false.
     fn lean(&self) -> bool {
         false
+    }
+
+    /// Native code that does all [`Probe::hit`] does, for a trampoline to
+    /// call straight on the hit's lean `pt_regs` (as `r1`; see
+    /// [`LeafCode`]): no call into the dispatcher, no vector register
+    /// saved. The probe must be [`Probe::lean`], and [`Probe::hit`] must
+    /// do nothing but run that code (no helper, no hook information, no
+    /// [`Action::Return`]); the code must live as long as the probe. A
+    /// site whose only probe is such an entry probe, on a function's
+    /// entry, runs it so ([`Stats::direct`]) once the code passes
+    /// [`codegen::check_leaf`]. Default: none.
+    fn direct(&self) -> Option<LeafCode> {
+        None
     }
 }
 
@@ -176,6 +199,12 @@ pub struct Stats {
     /// Whether hits save a lean frame now (every entry probe of the site
     /// is [`Probe::lean`]).
     pub lean_frame: bool,
+    /// Whether hits run the site's probe as leaf code straight from the
+    /// trampoline now ([`Probe::direct`]).
+    pub direct: bool,
+    /// Runs of leaf code that returned a fault status (none should:
+    /// leaf code is verified and cannot fault).
+    pub direct_faults: u64,
 }
 
 type ProbeRef = (u64, Arc<dyn Probe>);
@@ -190,6 +219,9 @@ struct ProbeList {
     /// Some return probe is not lean: returns go through the full
     /// return handler.
     ret_needs_full: bool,
+    /// The entry of the leaf code the trampoline runs itself
+    /// ([`Probe::direct`]; 0: none), read by the direct lane.
+    direct: u64,
 }
 
 impl ProbeList {
@@ -200,13 +232,28 @@ impl ProbeList {
     fn new(entry: Vec<ProbeRef>, ret: Vec<ProbeRef>) -> ProbeList {
         let needs_full = entry.iter().any(|(_, p)| !p.lean());
         let ret_needs_full = ret.iter().any(|(_, p)| !p.lean());
+        let direct = match (entry.as_slice(), ret.is_empty()) {
+            ([(_, p)], true) if p.lean() && thread::membarrier_ok() => {
+                p.direct().filter(leaf_ok).map_or(0, |c| c.entry as u64)
+            }
+            _ => 0,
+        };
         ProbeList {
             entry,
             ret,
             needs_full,
             ret_needs_full,
+            direct,
         }
     }
+}
+
+/// Whether `code` may run from a direct lane ([`codegen::check_leaf`]).
+fn leaf_ok(code: &LeafCode) -> bool {
+    // SAFETY: leaf code is `len` bytes of finalized (readable) code that
+    // lives as long as its probe, which the caller holds.
+    let bytes = unsafe { std::slice::from_raw_parts(code.entry as *const u8, code.len) };
+    codegen::check_leaf(code.entry as u64, bytes).is_ok()
 }
 
 /// A hooked address. Sites are never freed (a thread may still run their
@@ -230,6 +277,8 @@ struct Site {
     full: std::sync::atomic::AtomicU8,
     misses: AtomicU64,
     missed_returns: AtomicU64,
+    /// Leaf runs that returned a fault status (the direct lane counts).
+    direct_faults: AtomicU64,
 }
 
 struct Registry {
@@ -397,10 +446,23 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
         full: std::sync::atomic::AtomicU8::new(1),
         misses: AtomicU64::new(0),
         missed_returns: AtomicU64::new(0),
+        direct_faults: AtomicU64::new(0),
     }));
     let token = site as *const Site as usize;
-    // Mid-function sites always save everything.
-    let full_flag = at_entry.then_some(&site.full as *const std::sync::atomic::AtomicU8 as u64);
+    // Mid-function sites always save everything. A function's entry runs
+    // leaf code itself, where the thread words are within a
+    // displacement's reach of `fs`.
+    let function_entry = at_entry.then(|| codegen::FunctionEntry {
+        full_flag: &site.full as *const std::sync::atomic::AtomicU8 as u64,
+        direct: i32::try_from(userbpf_vm::thread_words::fs_offset())
+            .ok()
+            .map(|words| codegen::DirectLane {
+                list: &site.probes as *const AtomicPtr<ProbeList> as u64,
+                entry_offset: std::mem::offset_of!(ProbeList, direct) as i32,
+                words,
+                faults: &site.direct_faults as *const AtomicU64 as u64,
+            }),
+    });
     let mut copies = Vec::new();
     let mut wrap_return = (0, 0);
     let page = mem::alloc_code(Some(address), 4096, |ip| {
@@ -411,7 +473,7 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
             entry_dispatch,
             vectors,
             handler,
-            full_flag,
+            function_entry,
         )?;
         copies = code.orig_insns.clone();
         wrap_return = (code.wrap_return, code.wrap_return_lean);
@@ -466,6 +528,9 @@ pub fn stats(address: u64) -> Option<Stats> {
         misses: site.misses.load(Ordering::Relaxed),
         missed_returns: site.missed_returns.load(Ordering::Relaxed),
         lean_frame: site.at_entry && site.full.load(Ordering::Relaxed) == 0,
+        // SAFETY: the list is only replaced under the registry lock, held.
+        direct: unsafe { (*site.probes.load(Ordering::Acquire)).direct != 0 },
+        direct_faults: site.direct_faults.load(Ordering::Relaxed),
     })
 }
 

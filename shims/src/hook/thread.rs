@@ -11,6 +11,8 @@ use std::cell::Cell;
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use userbpf_vm::thread_words::{self, HOOK_DEPTH, HOOK_SLOT};
+
 /// Pending uretprobe returns per thread (the kernel's
 /// `MAX_URETPROBE_DEPTH` is 64 too); deeper calls are not hijacked and
 /// count as missed.
@@ -38,13 +40,12 @@ const EMPTY: PendingReturn = PendingReturn {
     site: 0,
 };
 
+// Two of the thread's `userbpf_vm::thread_words`: `HOOK_DEPTH`, non-zero
+// while this thread runs inside the hooks' dispatcher (a hook hit then, a
+// probe's helper calling a hooked `malloc` or a signal handler, skips its
+// probes and counts a miss); `HOOK_SLOT`, the address of this thread's
+// quiescence counter (0 until registered). Direct trampolines use both.
 thread_local! {
-    /// Non-zero while this thread runs inside the hooks' dispatcher: a hook
-    /// hit then (a probe's helper calling a hooked `malloc`, a signal
-    /// handler) skips its probes and counts a miss.
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// This thread's quiescence counter (null until registered).
-    static SLOT: Cell<*const ThreadSlot> = const { Cell::new(std::ptr::null()) };
     static RETURNS: Cell<[PendingReturn; MAX_RETURN_DEPTH]> = const { Cell::new([EMPTY; MAX_RETURN_DEPTH]) };
     static RETURNS_LEN: Cell<usize> = const { Cell::new(0) };
     /// Releases the thread's slot when the thread exits.
@@ -52,8 +53,11 @@ thread_local! {
 }
 
 /// A thread's quiescence counter: odd while the thread is inside the
-/// dispatcher. Slots are leaked and reused by later threads.
+/// dispatcher. Slots are leaked and reused by later threads. (The
+/// counter first: direct trampolines increment the word the thread's
+/// `HOOK_SLOT` points at.)
 #[derive(Debug)]
+#[repr(C)]
 pub struct ThreadSlot {
     counter: AtomicU64,
     in_use: AtomicBool,
@@ -86,6 +90,12 @@ pub fn init_membarrier() {
     MEMBARRIER.store(r == 0, Ordering::SeqCst);
 }
 
+/// Whether [`barrier_all_threads`] is a membarrier (registered by
+/// [`init_membarrier`]): readers then need no fence of their own.
+pub fn membarrier_ok() -> bool {
+    MEMBARRIER.load(Ordering::Relaxed)
+}
+
 /// A full memory barrier on every thread of the process (or a plain fence
 /// when membarrier is not available: the readers then fence themselves).
 pub fn barrier_all_threads() {
@@ -104,7 +114,8 @@ struct SlotRelease;
 
 impl Drop for SlotRelease {
     fn drop(&mut self) {
-        let slot = SLOT.with(|s| s.replace(std::ptr::null()));
+        let slot = thread_words::get(HOOK_SLOT) as *const ThreadSlot;
+        thread_words::set(HOOK_SLOT, 0);
         if !slot.is_null() {
             // SAFETY: slots are leaked: the pointer stays valid.
             let slot = unsafe { &*slot };
@@ -138,7 +149,7 @@ fn register() -> Option<&'static ThreadSlot> {
             s
         }
     };
-    SLOT.with(|c| c.set(slot));
+    thread_words::set(HOOK_SLOT, slot as *const ThreadSlot as u64);
     Some(slot)
 }
 
@@ -154,16 +165,16 @@ pub struct Inside {
 /// (re-entered: the caller counts a miss) or the thread is exiting.
 #[inline(always)]
 pub fn enter() -> Option<Inside> {
-    if DEPTH.get() != 0 {
+    if thread_words::get(HOOK_DEPTH) != 0 {
         return None;
     }
-    DEPTH.set(1);
-    let mut slot = SLOT.get();
+    thread_words::set(HOOK_DEPTH, 1);
+    let mut slot = thread_words::get(HOOK_SLOT) as *const ThreadSlot;
     if slot.is_null() {
         match register() {
             Some(s) => slot = s,
             None => {
-                DEPTH.set(0);
+                thread_words::set(HOOK_DEPTH, 0);
                 return None;
             }
         }
@@ -186,7 +197,7 @@ impl Drop for Inside {
         self.slot
             .counter
             .store(self.count.wrapping_add(1), Ordering::Release);
-        DEPTH.set(0);
+        thread_words::set(HOOK_DEPTH, 0);
     }
 }
 
@@ -197,7 +208,7 @@ pub fn synchronize() {
     barrier_all_threads();
     // (A probe that attaches or detaches runs inside the dispatcher: it
     // must not wait for itself.)
-    let own = SLOT.try_with(|s| s.get()).unwrap_or(std::ptr::null());
+    let own = thread_words::get(HOOK_SLOT) as *const ThreadSlot;
     let busy: Vec<(&'static ThreadSlot, u64)> = match SLOTS.lock() {
         Ok(slots) => slots
             .iter()

@@ -76,6 +76,13 @@ pub trait CompiledProgram: Send + Sync + fmt::Debug {
         None
     }
 
+    /// The program's code as a *leaf* ([`LeafCode`]), if it is one. May
+    /// wait for a background compile to end (the leaf must be the code's
+    /// final form).
+    fn leaf_code(&self) -> Option<LeafCode> {
+        None
+    }
+
     /// Whether [`CompiledProgram::closed_entry`] may still change from
     /// `None` (better code that is closed is being compiled): a VM then
     /// asks again on later runs instead of settling on its general path.
@@ -139,6 +146,25 @@ pub struct ClosedHead {
 unsafe impl Send for ClosedEntry {}
 // SAFETY: as above.
 unsafe impl Sync for ClosedEntry {}
+
+/// Closed native code that is a *leaf*: it calls no function, uses no
+/// register but the general ones (a caller may check that in `code`),
+/// and reads nothing of its context but [`ClosedHead::regs`]. So it runs
+/// on a context that is only a head, set up by whoever calls it (`regs`:
+/// `r0` and `r5`-`r9` zero, `r10` the top of 512 bytes of stack,
+/// `MAX_BPF_STACK`), and always returns status 0. Verified code only:
+/// nothing in it can fault.
+#[derive(Clone, Copy, Debug)]
+pub struct LeafCode {
+    /// The code: `extern "C" fn(head, 0, r1, r2, r3, r4) -> (r0, status)`
+    /// ([`ClosedCode`]). It lives as long as the program keeps its code.
+    pub entry: usize,
+    /// Bytes of machine code from `entry`.
+    pub len: usize,
+}
+
+/// Bytes of stack a [`LeafCode`] run needs below its `r10`.
+pub const LEAF_STACK: usize = 512;
 
 /// The function [`ClosedEntry::code`] holds the address of.
 pub type ClosedCode =
@@ -425,6 +451,13 @@ impl PreparedProgram {
     /// ([`CompiledProgram::closed_entry`]).
     pub fn closed_entry(&self) -> Option<ClosedEntry> {
         self.compiled.get().and_then(|(c, _)| c.closed_entry())
+    }
+
+    /// The attached native code as a leaf, if it is one
+    /// ([`CompiledProgram::leaf_code`]; may wait for a background
+    /// compile).
+    pub fn leaf_code(&self) -> Option<LeafCode> {
+        self.compiled.get().and_then(|(c, _)| c.leaf_code())
     }
 }
 

@@ -25,7 +25,7 @@ mod lower;
 pub(crate) use engine::apply_compile_hook as engine_hook;
 pub use engine::{
     set_compile_hook, ClosedCode, ClosedEntry, ClosedHead, ClosedReturn, CompiledProgram,
-    DriveStep, EngineFault, EngineRun, EngineStop, HelperReturn, OpClass,
+    DriveStep, EngineFault, EngineRun, EngineStop, HelperReturn, LeafCode, OpClass, LEAF_STACK,
 };
 
 pub use lower::{MapAccel, PreparedProgram};
