@@ -385,3 +385,46 @@ fn verified_leaf_programs_run_straight_from_the_trampoline() {
     assert_eq!(count(&maps, 0), 10_002);
     assert_eq!(checked.stats().direct_faults, 0);
 }
+
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn userbpf_test_direct_ret(x: u64) -> u64 {
+    black_box(x).wrapping_mul(5)
+}
+
+/// A leaf entry program and a leaf return program on one function run
+/// from the trampoline and the return handler: exact counts from many
+/// threads, and the return value as `PT_REGS_RC`.
+#[test]
+fn verified_leaf_entry_and_return_programs_run_without_the_dispatcher() {
+    let (object, maps) = fixture();
+    let opts = AttachOptions::default();
+    let target = "self:userbpf_test_direct_ret";
+    let calls = probe::attach(&object, &maps, "count_calls", target, &opts).expect("attach");
+    let rets = probe::attach(&object, &maps, "count_returns", target, &opts).expect("attach");
+    assert!(rets.stats().direct, "{:?}", rets.stats());
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..2500u64 {
+                    assert_eq!(black_box(userbpf_test_direct_ret)(t + i), (t + i) * 5);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(count(&maps, 0), 10_000, "calls");
+    assert_eq!(count(&maps, 2), 10_000, "returns");
+    black_box(userbpf_test_direct_ret)(9);
+    assert_eq!(count(&maps, 3), 45, "PT_REGS_RC");
+    assert_eq!(rets.stats().missed_returns, 0);
+    drop(calls);
+    assert!(rets.stats().direct, "a return leaf alone");
+    black_box(userbpf_test_direct_ret)(2);
+    assert_eq!(
+        (count(&maps, 0), count(&maps, 2), count(&maps, 3)),
+        (10_001, 10_002, 10)
+    );
+}

@@ -141,6 +141,7 @@ target!("userbpf_direct_d", 4);
 target!("userbpf_direct_e", 5);
 target!("userbpf_direct_f", 6);
 target!("userbpf_direct_keep_callee", 7);
+target!("userbpf_direct_g", 8);
 
 extern "C" {
     fn userbpf_direct_a(x: u64, c: *const Counters) -> u64;
@@ -149,6 +150,7 @@ extern "C" {
     fn userbpf_direct_d(x: u64, c: *const Counters) -> u64;
     fn userbpf_direct_e(x: u64, c: *const Counters) -> u64;
     fn userbpf_direct_f(x: u64, c: *const Counters) -> u64;
+    fn userbpf_direct_g(x: u64, c: *const Counters) -> u64;
 }
 
 type Hooked = unsafe extern "C" fn(u64, *const Counters) -> u64;
@@ -409,10 +411,11 @@ fn the_lane_keeps_every_register_a_caller_keeps_across_the_call() {
 }
 
 /// 8 threads call a function with a leaf probe while another thread
-/// attaches and detaches it 1,000 times (and now and then a second probe
-/// that turns the lane off): no crash, no run counted twice or beyond the
-/// calls, and in a final window with the probe attached every call runs
-/// it once.
+/// attaches and detaches it 1,000 times (and now and then a return leaf,
+/// or a second probe that turns the lanes off): no crash, every call
+/// returns its value, no more runs than an entry and a return per call,
+/// and in a final window with the entry probe attached every call runs it
+/// once.
 #[test]
 fn attaching_and_detaching_a_leaf_probe_under_eight_calling_threads() {
     let counters = Arc::new(Counters::default());
@@ -435,10 +438,12 @@ fn attaching_and_detaching_a_leaf_probe_under_eight_calling_threads() {
     let plain = Arc::new(Plain(AtomicU64::new(0)));
     for i in 0..1000 {
         let link = hook::attach(t, ProbeKind::Entry, counting()).unwrap();
+        let ret = (i % 3 == 0).then(|| hook::attach(t, ProbeKind::Return, counting()).unwrap());
         let other = (i % 7 == 0).then(|| hook::attach(t, ProbeKind::Entry, plain.clone()).unwrap());
         std::thread::yield_now();
         drop(other);
         drop(link);
+        drop(ret);
     }
     stop.store(true, Ordering::SeqCst);
     for t in threads {
@@ -458,4 +463,81 @@ fn attaching_and_detaching_a_leaf_probe_under_eight_calling_threads() {
     assert_eq!(counters.runs() - before, 10_000);
     assert_eq!(link.stats().direct_faults, 0);
     drop(link);
+}
+
+/// An entry and a return probe that are both leaves run from the
+/// trampoline and the lean return handler: each call runs both once, on
+/// many threads, and the thread's pending returns are all taken.
+#[test]
+fn leaf_entry_and_return_probes_run_without_the_dispatcher() {
+    let t = entry_of(userbpf_direct_g);
+    let e = hook::attach(t, ProbeKind::Entry, counting()).unwrap();
+    let r = hook::attach(t, ProbeKind::Return, counting()).unwrap();
+    assert!(r.stats().direct, "{:?}", r.stats());
+    let n = 2000u64;
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let c = Counters::default();
+                for i in 0..n {
+                    assert_eq!(call(userbpf_direct_g, i, &c), i + 8);
+                }
+                assert_eq!(hook::thread::pending_returns(), 0);
+                (
+                    c.leaf.load(Ordering::SeqCst),
+                    c.runs(),
+                    c.sum.load(Ordering::SeqCst),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        let (leaf, runs, sum) = t.join().unwrap();
+        assert_eq!(runs, 2 * n, "an entry and a return run per call");
+        assert_eq!(sum, n * (n - 1), "both saw the argument");
+        assert!(leaf >= 2 * n - 2, "the lanes ran the leaves: {leaf}");
+    }
+    assert_eq!(r.stats().missed_returns, 0);
+    // A return leaf alone.
+    drop(e);
+    assert!(r.stats().direct);
+    let c = Counters::default();
+    for i in 0..100 {
+        call(userbpf_direct_g, i, &c);
+    }
+    assert_eq!(c.runs(), 100);
+    assert_eq!(r.stats().direct_faults, 0);
+    drop(r);
+}
+
+/// A return leaf on a recursive function: every level's return runs it,
+/// deepest first, and the pending returns end empty.
+#[test]
+fn a_return_leaf_sees_every_level_of_a_recursion() {
+    #[inline(never)]
+    extern "C" fn down(x: u64, c: *const Counters) -> u64 {
+        // SAFETY: `c` is a live `Counters`.
+        let r = if x == 0 {
+            0
+        } else {
+            black_box(down)(x - 1, c) + 1
+        };
+        black_box(r)
+    }
+    let address = down as *const () as u64;
+    let sym = userbpf_shims::symbols::resolve(&format!("{address:#x}")).ok();
+    let t = Target {
+        address,
+        function: sym.and_then(|s| s.symbol.map(|_| (s.address - s.offset_in_symbol, s.size))),
+    };
+    let r = hook::attach(t, ProbeKind::Return, counting()).unwrap();
+    assert!(r.stats().direct);
+    let c = Counters::default();
+    assert_eq!(down(20, &c), 20);
+    // The return leaf reads `rdi`/`rsi` as the function left them: only
+    // the count is exact.
+    assert_eq!(c.runs(), 21);
+    assert_eq!(hook::thread::pending_returns(), 0);
+    assert_eq!(r.stats().missed_returns, 0);
+    drop(r);
 }

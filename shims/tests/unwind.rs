@@ -179,15 +179,42 @@ type Run = unsafe extern "C" fn(c_long, *mut c_long) -> c_long;
 /// Attaches an entry and a return counter to `work`, runs `run(n)` and
 /// checks what the probes saw against what the run reports: `left` calls
 /// (`i % 3 == 2`) left `work` without returning.
+/// What a pair of probes (entry, return) counted: entries, returns, and
+/// the sum of the return values.
+type Seen = Box<dyn Fn() -> (u64, u64, u64)>;
+
 fn check(work: usize, run: usize, what: &str) {
     let entry = Arc::new(Counter::default());
     let ret = Arc::new(Counter::default());
+    let (e, r) = (entry.clone(), ret.clone());
+    let seen: Seen = Box::new(move || {
+        (
+            e.hits.load(Ordering::SeqCst),
+            r.hits.load(Ordering::SeqCst),
+            r.sum_ax.load(Ordering::SeqCst),
+        )
+    });
+    check_probes(work, run, what, entry, ret, seen, false);
+}
+
+fn check_probes(
+    work: usize,
+    run: usize,
+    what: &str,
+    entry: Arc<dyn Probe>,
+    ret: Arc<dyn Probe>,
+    seen: Seen,
+    direct: bool,
+) {
     let target = Target {
         address: work as u64,
         function: None,
     };
-    let l1 = hook::attach(target, ProbeKind::Entry, entry.clone()).expect("attach entry");
-    let l2 = hook::attach(target, ProbeKind::Return, ret.clone()).expect("attach return");
+    let l1 = hook::attach(target, ProbeKind::Entry, entry).expect("attach entry");
+    let l2 = hook::attach(target, ProbeKind::Return, ret).expect("attach return");
+    assert_eq!(l2.stats().direct, direct, "{what}: the lanes");
+    // (The site's counter counts from its first probe.)
+    let missed_before = l2.stats().missed_returns;
     // SAFETY: `run` is the library's driver with this signature.
     let run: Run = unsafe { std::mem::transmute::<*const c_void, Run>(run as *const c_void) };
     // 31 calls: the last one returns, so the frame the last skipped call
@@ -203,23 +230,12 @@ fn check(work: usize, run: usize, what: &str) {
         .sum();
     assert_eq!(left as u64, expected_left, "{what}: calls that left");
     assert_eq!(sum as u64, expected_sum, "{what}: the driver's sum");
+    let (entries, returns, sum_ax) = seen();
+    assert_eq!(entries, n as u64, "{what}: entries");
+    assert_eq!(returns, n as u64 - expected_left, "{what}: returns seen");
+    assert_eq!(sum_ax, expected_sum, "{what}: the return values seen");
     assert_eq!(
-        entry.hits.load(Ordering::SeqCst),
-        n as u64,
-        "{what}: entries"
-    );
-    assert_eq!(
-        ret.hits.load(Ordering::SeqCst),
-        n as u64 - expected_left,
-        "{what}: returns seen"
-    );
-    assert_eq!(
-        ret.sum_ax.load(Ordering::SeqCst),
-        expected_sum,
-        "{what}: the return values seen"
-    );
-    assert_eq!(
-        l2.stats().missed_returns,
+        l2.stats().missed_returns - missed_before,
         expected_left,
         "{what}: each skipped return counted for the site"
     );
@@ -227,12 +243,84 @@ fn check(work: usize, run: usize, what: &str) {
     let mut again: c_long = 0;
     // SAFETY: as above.
     assert_eq!(unsafe { run(n, &mut again) } as u64, expected_sum);
-    assert_eq!(
-        ret.hits.load(Ordering::SeqCst),
-        2 * (n as u64 - expected_left)
-    );
+    assert_eq!(seen().1, 2 * (n as u64 - expected_left));
+    assert_eq!(hook::thread::pending_returns(), 0);
     drop((l1, l2));
 }
+
+/// Leaf code (see `Probe::direct`) that counts its runs and sums `ax`
+/// into two statics, and a probe made of it.
+macro_rules! leaf_counter {
+    ($probe:ident, $code:ident, $end:ident, $hits:ident, $sum:ident) => {
+        static $hits: AtomicU64 = AtomicU64::new(0);
+        static $sum: AtomicU64 = AtomicU64::new(0);
+        std::arch::global_asm!(
+            concat!(".globl ", stringify!($code)),
+            concat!(stringify!($code), ":"),
+            "lock inc qword ptr [rip + {hits}]",
+            "mov rax, qword ptr [rdx + 80]",
+            "lock add qword ptr [rip + {sum}], rax",
+            "xor eax, eax",
+            "xor edx, edx",
+            "ret",
+            concat!(".globl ", stringify!($end)),
+            concat!(stringify!($end), ":"),
+            hits = sym $hits,
+            sum = sym $sum,
+        );
+        extern "C" {
+            fn $code();
+            fn $end();
+        }
+        struct $probe;
+        impl Probe for $probe {
+            fn hit(&self, regs: &mut PtRegs) -> Action {
+                $hits.fetch_add(1, Ordering::SeqCst);
+                $sum.fetch_add(regs.ax, Ordering::SeqCst);
+                Action::Continue
+            }
+            fn lean(&self) -> bool {
+                true
+            }
+            fn direct(&self) -> Option<hook::LeafCode> {
+                let (s, e) = ($code as *const () as usize, $end as *const () as usize);
+                Some(hook::LeafCode {
+                    entry: s,
+                    len: e - s,
+                })
+            }
+        }
+    };
+}
+
+leaf_counter!(
+    JmpEntry,
+    uw_leaf_jmp_entry,
+    uw_leaf_jmp_entry_end,
+    JMP_E_HITS,
+    JMP_E_SUM
+);
+leaf_counter!(
+    JmpRet,
+    uw_leaf_jmp_ret,
+    uw_leaf_jmp_ret_end,
+    JMP_R_HITS,
+    JMP_R_SUM
+);
+leaf_counter!(
+    ThrowEntry,
+    uw_leaf_throw_entry,
+    uw_leaf_throw_entry_end,
+    THROW_E_HITS,
+    THROW_E_SUM
+);
+leaf_counter!(
+    ThrowRet,
+    uw_leaf_throw_ret,
+    uw_leaf_throw_ret_end,
+    THROW_R_HITS,
+    THROW_R_SUM
+);
 
 #[test]
 fn a_longjmp_out_of_a_function_with_a_pending_uretprobe_is_counted_and_harmless() {
@@ -245,6 +333,25 @@ fn a_longjmp_out_of_a_function_with_a_pending_uretprobe_is_counted_and_harmless(
         }
     };
     check(symbol(&lib, "uw_work"), symbol(&lib, "uw_run"), "longjmp");
+    // The same with leaf probes, which the trampoline and the return
+    // handler run themselves (pushing and popping the pending returns).
+    let seen: Seen = Box::new(|| {
+        (
+            JMP_E_HITS.load(Ordering::SeqCst),
+            JMP_R_HITS.load(Ordering::SeqCst),
+            JMP_R_SUM.load(Ordering::SeqCst),
+        )
+    });
+    let _ = &JMP_E_SUM;
+    check_probes(
+        symbol(&lib, "uw_work"),
+        symbol(&lib, "uw_run"),
+        "longjmp, leaf probes",
+        Arc::new(JmpEntry),
+        Arc::new(JmpRet),
+        seen,
+        true,
+    );
 }
 
 #[test]
@@ -261,6 +368,23 @@ fn a_cpp_exception_through_a_pending_uretprobe_is_counted_and_harmless() {
         symbol(&lib, "uw_throw_work"),
         symbol(&lib, "uw_throw_run"),
         "C++ exception",
+    );
+    let seen: Seen = Box::new(|| {
+        (
+            THROW_E_HITS.load(Ordering::SeqCst),
+            THROW_R_HITS.load(Ordering::SeqCst),
+            THROW_R_SUM.load(Ordering::SeqCst),
+        )
+    });
+    let _ = &THROW_E_SUM;
+    check_probes(
+        symbol(&lib, "uw_throw_work"),
+        symbol(&lib, "uw_throw_run"),
+        "C++ exception, leaf probes",
+        Arc::new(ThrowEntry),
+        Arc::new(ThrowRet),
+        seen,
+        true,
     );
 }
 

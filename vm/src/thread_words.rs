@@ -3,7 +3,8 @@
 //! hooks' trampolines) reads and writes them as `fs:[offset]`, with no
 //! call: whether the thread is doing userbpf's own work ([`QUIET`],
 //! see [`crate::quiet`]), whether it is inside the hooks' dispatcher
-//! ([`HOOK_DEPTH`]), and its quiescence counter ([`HOOK_SLOT`]).
+//! ([`HOOK_DEPTH`]), its quiescence counter ([`HOOK_SLOT`]) and its
+//! pending uretprobe returns ([`HOOK_RETURNS`]).
 //!
 //! The words are a thread-local block of the initial-exec model (defined
 //! in assembly: Rust has no stable way to choose a TLS model), so they
@@ -24,6 +25,9 @@ pub const HOOK_DEPTH: usize = 1;
 /// Word index: the address of the thread's quiescence counter (0 until
 /// registered) (`userbpf_shims::hook`).
 pub const HOOK_SLOT: usize = 2;
+/// Word index: the address of the thread's pending uretprobe returns (0
+/// until registered) (`userbpf_shims::hook`).
+pub const HOOK_RETURNS: usize = 3;
 /// Number of words.
 pub const WORDS: usize = 4;
 

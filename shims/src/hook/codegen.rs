@@ -512,8 +512,13 @@ fn asm_err(e: IcedError) -> String {
 pub struct DirectLane {
     /// The address of the site's probe-list pointer.
     pub list: u64,
-    /// The offset in a probe list of the leaf code's entry (0: none).
+    /// The offset in a probe list of the entry probe's leaf code (0:
+    /// none).
     pub entry_offset: i32,
+    /// The offset in a probe list of the return probe's leaf code (0:
+    /// none). A list with leaf code has no probe that is not a leaf: at
+    /// most one entry and one return probe.
+    pub ret_offset: i32,
     /// The offset of the thread words from the thread pointer (`fs`).
     pub words: i32,
     /// The address of a counter of leaf runs that returned a non-zero
@@ -593,68 +598,11 @@ pub fn check_leaf(ip: u64, code: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// The direct lane (see [`DirectLane`]), after `ax` and the lean general
-/// registers are saved in the frame (`frame` bytes from `rsp` to the
-/// site's `rsp`); falls through to `normal` when the hit must take the
-/// dispatcher, leaves through `orig` otherwise.
-fn direct_lane(
-    a: &mut CodeAssembler,
-    d: &DirectLane,
-    site: u64,
-    frame: i32,
-    orig: CodeLabel,
-) -> Result<(), IcedError> {
-    use userbpf_vm::thread_words::{HOOK_DEPTH, HOOK_SLOT, QUIET};
-    // Thread word `i`, with r11 = `d.words`: fs:[r11 + 8i].
-    let word = |i: usize| qword_ptr(r11 + 8 * i as i32).fs();
-    let mut normal = a.create_label();
-    let mut to_normal = a.create_label();
-    let mut depth_ok = a.create_label();
-    let mut quiet_ok = a.create_label();
-    let mut has_leaf = a.create_label();
-    let mut leave = a.create_label();
-    let mut ok = a.create_label();
-    // Until the leaf runs, nothing changes the flags (a full frame saved
-    // after the lane records them): `jrcxz`, `lea`.
-    // Enter: the thread registered (a slot), not inside the dispatcher,
-    // not doing userbpf's own work.
-    a.mov(r11, i64::from(d.words))?;
-    a.mov(rax, word(HOOK_SLOT))?;
-    a.mov(rcx, rax)?;
-    a.jrcxz(to_normal)?;
-    a.mov(rcx, word(HOOK_DEPTH))?;
-    a.jrcxz(depth_ok)?;
-    a.set_label(&mut to_normal)?;
-    a.jmp(normal)?;
-    a.set_label(&mut depth_ok)?;
-    a.mov(rcx, word(QUIET))?;
-    a.jrcxz(quiet_ok)?;
-    a.jmp(normal)?;
-    a.set_label(&mut quiet_ok)?;
-    a.mov(word(HOOK_DEPTH), 1i32)?;
-    // The quiescence counter odd (only this thread writes it); the list
-    // is read after it (the writer's membarrier orders the two).
-    a.mov(rcx, qword_ptr(rax))?;
-    a.lea(rcx, ptr(rcx + 1))?;
-    a.mov(qword_ptr(rax), rcx)?;
-    a.mov(rcx, d.list)?;
-    a.mov(rcx, qword_ptr(rcx))?;
-    a.mov(rcx, qword_ptr(rcx + d.entry_offset))?;
-    a.jrcxz(leave)?;
-    a.jmp(has_leaf)?;
-    // No leaf code in the list (any more): leave, and take the dispatcher.
-    a.set_label(&mut leave)?;
-    a.mov(rcx, qword_ptr(rax))?;
-    a.lea(rcx, ptr(rcx + 1))?;
-    a.mov(qword_ptr(rax), rcx)?;
-    a.mov(word(HOOK_DEPTH), 0i32)?;
-    a.jmp(normal)?;
-    a.set_label(&mut has_leaf)?;
-    a.mov(rax, site)?;
-    a.mov(qword_ptr(rsp + off::IP), rax)?;
-    a.lea(rax, ptr(rsp + frame))?;
-    a.mov(qword_ptr(rsp + off::SP), rax)?;
-    // The head and 512 bytes of stack below the frame, 16-aligned.
+/// Runs the leaf code at `rcx` on the `pt_regs` frame at `rsp` (`r1`),
+/// with a head and 512 bytes of stack below it; leaves the status in
+/// `rdx` and `rsp` as it was. Changes every register a call may, and
+/// `rbx`.
+fn call_leaf(a: &mut CodeAssembler) -> Result<(), IcedError> {
     let regs = std::mem::offset_of!(userbpf_vm::interp::ClosedHead, regs) as i32;
     let stack = userbpf_vm::interp::LEAF_STACK as i32;
     a.mov(rbx, rsp)?;
@@ -677,19 +625,250 @@ fn direct_lane(
     a.xor(r9d, r9d)?;
     a.call(rax)?;
     a.mov(rsp, rbx)?;
+    Ok(())
+}
+
+/// Thread word `i` with `r11` = the words' offset: `fs:[r11 + 8i]`.
+fn word(i: usize) -> AsmMemoryOperand {
+    qword_ptr(r11 + 8 * i as i32).fs()
+}
+
+/// Offsets in [`crate::hook::thread::ReturnStack`].
+mod rs {
+    use crate::hook::thread::{PendingReturn, ReturnStack};
+    use std::mem::{offset_of, size_of};
+    pub const LEN: i32 = offset_of!(ReturnStack, len) as i32;
+    pub const ENTRIES: i32 = offset_of!(ReturnStack, entries) as i32;
+    pub const ENTRY: i32 = size_of::<PendingReturn>() as i32;
+    pub const RET_ADDR: i32 = offset_of!(PendingReturn, ret_addr) as i32;
+    pub const SLOT: i32 = offset_of!(PendingReturn, slot) as i32;
+    pub const HIJACK: i32 = offset_of!(PendingReturn, hijack) as i32;
+    pub const SITE: i32 = offset_of!(PendingReturn, site) as i32;
+    pub const MAX: i32 = crate::hook::thread::MAX_RETURN_DEPTH as i32;
+}
+
+/// The labels of an entry trampoline the direct lane goes to.
+struct LaneExits {
+    /// The displaced instructions (the function unhooked).
+    orig: CodeLabel,
+    /// Runs the function as a call from its return slot, through the
+    /// lean return handler ([`RUN_AND_RETURN_LEAN`]).
+    wrap_lean: CodeLabel,
+    /// Where that call returns (the hijacking return address).
+    back_lean: CodeLabel,
+}
+
+/// The direct lane (see [`DirectLane`]), after `ax` and the lean general
+/// registers are saved in the frame (`frame` bytes from `rsp` to the
+/// site's `rsp`): falls through when the hit must take the dispatcher.
+fn direct_lane(
+    a: &mut CodeAssembler,
+    d: &DirectLane,
+    site: u64,
+    token: usize,
+    frame: i32,
+    exits: &LaneExits,
+) -> Result<(), IcedError> {
+    use userbpf_vm::thread_words::{HOOK_DEPTH, HOOK_RETURNS, HOOK_SLOT, QUIET};
+    let mut normal = a.create_label();
+    let mut to_normal = a.create_label();
+    let mut depth_ok = a.create_label();
+    let mut quiet_ok = a.create_label();
+    let mut no_return = a.create_label();
+    let mut with_return = a.create_label();
+    let mut to_leave = a.create_label();
+    let mut leave = a.create_label();
+    let mut run_leaf = a.create_label();
+    let mut ran = a.create_label();
+    let mut push = a.create_label();
+    let mut entry_exit = a.create_label();
+    // Until the list shows leaf code, nothing changes the flags (a full
+    // frame saved after the lane records them): `jrcxz`, `lea`.
+    // Enter: the thread registered (a slot), not inside the dispatcher,
+    // not doing userbpf's own work.
+    a.mov(r11, i64::from(d.words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.mov(rcx, rax)?;
+    a.jrcxz(to_normal)?;
+    a.mov(rcx, word(HOOK_DEPTH))?;
+    a.jrcxz(depth_ok)?;
+    a.set_label(&mut to_normal)?;
+    a.jmp(normal)?;
+    a.set_label(&mut depth_ok)?;
+    a.mov(rcx, word(QUIET))?;
+    a.jrcxz(quiet_ok)?;
+    a.jmp(normal)?;
+    a.set_label(&mut quiet_ok)?;
+    a.mov(word(HOOK_DEPTH), 1i32)?;
+    // The quiescence counter odd (only this thread writes it); the list
+    // is read after it (the writer's membarrier orders the two).
+    a.mov(rcx, qword_ptr(rax))?;
+    a.lea(rcx, ptr(rcx + 1))?;
+    a.mov(qword_ptr(rax), rcx)?;
+    a.mov(r8, d.list)?;
+    a.mov(r8, qword_ptr(r8))?;
+    // The return probe's leaf, kept in the frame's `orig_ax` (which lean
+    // probes never read) across the entry leaf's run.
+    a.mov(rcx, qword_ptr(r8 + d.ret_offset))?;
+    a.mov(qword_ptr(rsp + off::ORIG_AX), rcx)?;
+    a.jrcxz(no_return)?;
+    a.jmp(with_return)?;
+    a.set_label(&mut no_return)?;
+    a.mov(rcx, qword_ptr(r8 + d.entry_offset))?;
+    a.jrcxz(to_leave)?;
+    a.jmp(run_leaf)?;
+    a.set_label(&mut to_leave)?;
+    a.jmp(leave)?;
+
+    // A return probe: push the pending return (as `hijack_return` does)
+    // unless the thread's return stack is full or holds entries a
+    // `longjmp` skipped (the dispatcher drops those).
+    a.set_label(&mut with_return)?;
+    a.mov(r9, word(HOOK_RETURNS))?;
+    a.test(r9, r9)?;
+    a.je(leave)?;
+    a.mov(r10, qword_ptr(r9 + rs::LEN))?;
+    a.cmp(r10, rs::MAX)?;
+    a.jae(leave)?;
+    a.lea(rdx, ptr(rsp + frame))?;
+    a.test(r10, r10)?;
+    a.je(push)?;
+    a.imul_3(rsi, r10, rs::ENTRY)?;
+    a.cmp(
+        qword_ptr(r9 + rsi + (rs::ENTRIES - rs::ENTRY + rs::SLOT)),
+        rdx,
+    )?;
+    a.jbe(leave)?;
+    a.set_label(&mut push)?;
+    a.imul_3(rsi, r10, rs::ENTRY)?;
+    a.lea(rsi, ptr(r9 + rsi + rs::ENTRIES))?;
+    a.mov(rdi, qword_ptr(rdx))?;
+    a.mov(qword_ptr(rsi + rs::RET_ADDR), rdi)?;
+    a.mov(qword_ptr(rsi + rs::SLOT), rdx)?;
+    a.lea(rdi, ptr(exits.back_lean))?;
+    a.mov(qword_ptr(rsi + rs::HIJACK), rdi)?;
+    a.mov(rdi, token as u64)?;
+    a.mov(qword_ptr(rsi + rs::SITE), rdi)?;
+    a.add(r10, 1)?;
+    a.mov(qword_ptr(r9 + rs::LEN), r10)?;
+    a.mov(rcx, qword_ptr(r8 + d.entry_offset))?;
+    a.test(rcx, rcx)?;
+    a.je(ran)?;
+
+    // The entry probe's leaf.
+    a.set_label(&mut run_leaf)?;
+    a.mov(rax, site)?;
+    a.mov(qword_ptr(rsp + off::IP), rax)?;
+    a.lea(rax, ptr(rsp + frame))?;
+    a.mov(qword_ptr(rsp + off::SP), rax)?;
+    call_leaf(a)?;
     a.test(rdx, rdx)?;
-    a.je(ok)?;
+    a.je(ran)?;
     a.mov(rax, d.faults)?;
     a.lock().inc(qword_ptr(rax))?;
+    a.set_label(&mut ran)?;
+    // Leave: the counter even, the guard down; then the function, as a
+    // call from its return slot when a return probe waits.
+    a.mov(r11, i64::from(d.words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.add(qword_ptr(rax), 1i32)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
+    a.mov(rcx, qword_ptr(rsp + off::ORIG_AX))?;
+    a.jrcxz(entry_exit)?;
+    a.jmp(exits.wrap_lean)?;
+    a.set_label(&mut entry_exit)?;
+    restore_gprs(a)?;
+    a.lea(rsp, ptr(rsp + frame))?;
+    a.jmp(exits.orig)?;
+    // No leaf code in the list (any more), or no room for the return:
+    // leave, and take the dispatcher.
+    a.set_label(&mut leave)?;
+    a.mov(rcx, qword_ptr(rax))?;
+    a.lea(rcx, ptr(rcx + 1))?;
+    a.mov(qword_ptr(rax), rcx)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
+    a.set_label(&mut normal)?;
+    Ok(())
+}
+
+/// The lean return handler's direct lane: what [`return_handler`] needs
+/// to run a site's return leaf itself.
+#[derive(Debug, Clone, Copy)]
+pub struct ReturnLane {
+    /// The offset of the thread words from the thread pointer (`fs`).
+    pub words: i32,
+    /// The offset in a site of its probe-list pointer.
+    pub site_list: i32,
+    /// The offset in a probe list of the return probe's leaf code.
+    pub ret_offset: i32,
+    /// The offset in a site of its counter of leaf runs that returned a
+    /// non-zero status.
+    pub site_faults: i32,
+}
+
+/// The return handler's direct lane, after `ax` and the lean general
+/// registers are saved (`frame` bytes from `rsp` to the `rsp` after the
+/// function's `ret`): when the thread's latest pending return is this
+/// one and its site's list has a return leaf, pops it, runs the leaf and
+/// returns; otherwise falls through to the dispatcher's way.
+fn return_lane(a: &mut CodeAssembler, d: &ReturnLane, frame: i32) -> Result<(), IcedError> {
+    use userbpf_vm::thread_words::{HOOK_DEPTH, HOOK_RETURNS, HOOK_SLOT, QUIET};
+    let mut normal = a.create_label();
+    let mut leave = a.create_label();
+    let mut ok = a.create_label();
+    // (The flags are dead after a return.)
+    a.mov(r11, i64::from(d.words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.test(rax, rax)?;
+    a.je(normal)?;
+    a.mov(rcx, word(HOOK_DEPTH))?;
+    a.or(rcx, word(QUIET))?;
+    a.jne(normal)?;
+    a.mov(r9, word(HOOK_RETURNS))?;
+    a.test(r9, r9)?;
+    a.je(normal)?;
+    a.mov(r10, qword_ptr(r9 + rs::LEN))?;
+    a.test(r10, r10)?;
+    a.je(normal)?;
+    a.imul_3(rsi, r10, rs::ENTRY)?;
+    a.lea(rsi, ptr(r9 + rsi + (rs::ENTRIES - rs::ENTRY)))?;
+    a.lea(rdx, ptr(rsp + frame - 8))?;
+    a.cmp(qword_ptr(rsi + rs::SLOT), rdx)?;
+    a.jne(normal)?;
+    // Enter (as the entry lane does).
+    a.mov(word(HOOK_DEPTH), 1i32)?;
+    a.add(qword_ptr(rax), 1i32)?;
+    a.mov(rdi, qword_ptr(rsi + rs::SITE))?;
+    a.mov(rcx, qword_ptr(rdi + d.site_list))?;
+    a.mov(rcx, qword_ptr(rcx + d.ret_offset))?;
+    a.test(rcx, rcx)?;
+    a.je(leave)?;
+    // Pop; the real return address back in the slot and in `ip`.
+    a.sub(r10, 1)?;
+    a.mov(qword_ptr(r9 + rs::LEN), r10)?;
+    a.mov(rdx, qword_ptr(rsi + rs::RET_ADDR))?;
+    a.mov(qword_ptr(rsp + off::IP), rdx)?;
+    a.mov(qword_ptr(rsp + frame - 8), rdx)?;
+    a.lea(rdx, ptr(rsp + frame))?;
+    a.mov(qword_ptr(rsp + off::SP), rdx)?;
+    // (The site, for a fault, in `orig_ax`: lean probes never read it.)
+    a.mov(qword_ptr(rsp + off::ORIG_AX), rdi)?;
+    call_leaf(a)?;
+    a.test(rdx, rdx)?;
+    a.je(ok)?;
+    a.mov(rax, qword_ptr(rsp + off::ORIG_AX))?;
+    a.lock().inc(qword_ptr(rax + d.site_faults))?;
     a.set_label(&mut ok)?;
-    // Leave: the counter even, the guard down.
     a.mov(r11, i64::from(d.words))?;
     a.mov(rax, word(HOOK_SLOT))?;
     a.add(qword_ptr(rax), 1i32)?;
     a.mov(word(HOOK_DEPTH), 0i32)?;
     restore_gprs(a)?;
-    a.lea(rsp, ptr(rsp + frame))?;
-    a.jmp(orig)?;
+    a.lea(rsp, ptr(rsp + frame - 8))?;
+    a.ret()?;
+    a.set_label(&mut leave)?;
+    a.add(qword_ptr(rax), 1i32)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
     a.set_label(&mut normal)?;
     Ok(())
 }
@@ -728,6 +907,8 @@ pub fn entry_trampoline(
         let mut over = a.create_label();
         let wrap = a.create_label();
         let wrap_lean = a.create_label();
+        let back_full = a.create_label();
+        let back_lean = a.create_label();
         let mut orig = a.create_label();
         a.lea(rsp, ptr(rsp - frame))?;
         a.mov(qword_ptr(rsp + off::AX), rax)?;
@@ -740,9 +921,13 @@ pub fn entry_trampoline(
             Some(FunctionEntry { full_flag, direct }) => {
                 // (No flag changes before `save_flags`: `jrcxz`.)
                 save_lean_gprs(&mut a)?;
-                if let Some(d) = &direct {
-                    // (The flags are dead at a function's entry.)
-                    direct_lane(&mut a, d, window.site, frame, orig)?;
+                if let Some(d) = direct.filter(|_| return_handler.is_some()) {
+                    let exits = LaneExits {
+                        orig,
+                        wrap_lean,
+                        back_lean,
+                    };
+                    direct_lane(&mut a, &d, window.site, site_token, frame, &exits)?;
                 }
                 let mut lean = a.create_label();
                 let mut saved = a.create_label();
@@ -794,7 +979,7 @@ pub fn entry_trampoline(
         // the function, with this trampoline's return address.
         let mut back = None;
         if let Some(handlers) = return_handler {
-            let mut labels = [a.create_label(), a.create_label()];
+            let mut labels = [back_full, back_lean];
             for (i, (mut entry, handler)) in [(wrap, handlers.full), (wrap_lean, handlers.lean)]
                 .into_iter()
                 .enumerate()
@@ -889,7 +1074,15 @@ pub fn entry_trampoline(
 /// call may change, which a caller built with interprocedural register
 /// allocation may still keep values in, and `ip`, `sp`); the full one
 /// all of `pt_regs`.
-pub fn return_handler(ip: u64, dispatch: ReturnDispatch, lean: bool) -> Result<Vec<u8>, String> {
+///
+/// A lean handler with a `direct` lane runs a return leaf itself (see
+/// [`ReturnLane`]).
+pub fn return_handler(
+    ip: u64,
+    dispatch: ReturnDispatch,
+    lean: bool,
+    direct: Option<ReturnLane>,
+) -> Result<Vec<u8>, String> {
     // The pt_regs, and 8 bytes that keep the frame a multiple of 16.
     let frame = PT_REGS + 8;
     let build = || -> Result<CodeAssembler, IcedError> {
@@ -898,6 +1091,9 @@ pub fn return_handler(ip: u64, dispatch: ReturnDispatch, lean: bool) -> Result<V
         a.mov(qword_ptr(rsp + off::AX), rax)?;
         if lean {
             save_lean_gprs(&mut a)?;
+            if let Some(d) = &direct {
+                return_lane(&mut a, d, frame)?;
+            }
         } else {
             save_flags(&mut a)?;
             save_gprs(&mut a)?;

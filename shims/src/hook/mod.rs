@@ -39,15 +39,18 @@
 //! - Probe lists change by publishing a new list and waiting for a grace
 //!   period ([`thread::synchronize`]) before freeing the old one: a hit
 //!   never takes a lock.
-//! - A function's entry whose only probe is leaf code ([`Probe::direct`]:
-//!   a verified BPF program that calls nothing, JIT-compiled) runs it
-//!   from the trampoline itself ([`codegen::DirectLane`]): no call into
-//!   the dispatcher, and no vector register saved, since the code is
-//!   checked to use none ([`codegen::check_leaf`]). The lane takes the
+//! - A function's entry whose probes are leaf code ([`Probe::direct`]: a
+//!   verified BPF program that calls nothing, JIT-compiled; one entry
+//!   probe, one return probe, or one of each) runs them from the
+//!   trampoline and the lean return handler themselves
+//!   ([`codegen::DirectLane`], [`codegen::ReturnLane`]): no call into the
+//!   dispatcher, and no vector register saved, since the code is checked
+//!   to use none ([`codegen::check_leaf`]). The lanes take the
 //!   same per-thread guard, quiet flag and quiescence counter as the
-//!   dispatcher (they live in `userbpf_vm::thread_words`, at a fixed
-//!   offset from `fs`), so misses and grace periods work as for any
-//!   probe.
+//!   dispatcher and push and pop the same pending returns (they live in
+//!   or are reached from `userbpf_vm::thread_words`, at a fixed offset
+//!   from `fs`), so misses, grace periods, `longjmp` and exceptions work
+//!   as for any probe.
 
 pub mod codegen;
 pub mod mem;
@@ -98,9 +101,11 @@ pub trait Probe: Send + Sync {
     /// saved. The probe must be [`Probe::lean`], and [`Probe::hit`] must
     /// do nothing but run that code (no helper, no hook information, no
     /// [`Action::Return`]); the code must live as long as the probe. A
-    /// site whose only probe is such an entry probe, on a function's
-    /// entry, runs it so ([`Stats::direct`]) once the code passes
-    /// [`codegen::check_leaf`]. Default: none.
+    /// function's entry whose probes are all such (at most one entry and
+    /// one return probe) runs them so ([`Stats::direct`]): the entry
+    /// trampoline the entry probe's code and pushes the pending return,
+    /// the lean return handler the return probe's code, once the code
+    /// passes [`codegen::check_leaf`]. Default: none.
     fn direct(&self) -> Option<LeafCode> {
         None
     }
@@ -219,9 +224,13 @@ struct ProbeList {
     /// Some return probe is not lean: returns go through the full
     /// return handler.
     ret_needs_full: bool,
-    /// The entry of the leaf code the trampoline runs itself
-    /// ([`Probe::direct`]; 0: none), read by the direct lane.
+    /// The entry of the entry probe's leaf code the trampoline runs
+    /// itself ([`Probe::direct`]; 0: none), read by the direct lane.
     direct: u64,
+    /// The same for the return probe, run by the lean return handler.
+    /// (A list with leaf code holds nothing else: at most one entry and
+    /// one return probe, both leaves.)
+    direct_ret: u64,
 }
 
 impl ProbeList {
@@ -232,11 +241,17 @@ impl ProbeList {
     fn new(entry: Vec<ProbeRef>, ret: Vec<ProbeRef>) -> ProbeList {
         let needs_full = entry.iter().any(|(_, p)| !p.lean());
         let ret_needs_full = ret.iter().any(|(_, p)| !p.lean());
-        let direct = match (entry.as_slice(), ret.is_empty()) {
-            ([(_, p)], true) if p.lean() && thread::membarrier_ok() => {
-                p.direct().filter(leaf_ok).map_or(0, |c| c.entry as u64)
+        // Each side: no probe, or one lean leaf.
+        let leaf = |probes: &[ProbeRef]| -> Option<u64> {
+            match probes {
+                [] => Some(0),
+                [(_, p)] if p.lean() => p.direct().filter(leaf_ok).map(|c| c.entry as u64),
+                _ => None,
             }
-            _ => 0,
+        };
+        let (direct, direct_ret) = match (leaf(&entry), leaf(&ret)) {
+            (Some(e), Some(r)) if thread::membarrier_ok() => (e, r),
+            _ => (0, 0),
         };
         ProbeList {
             entry,
@@ -244,6 +259,7 @@ impl ProbeList {
             needs_full,
             ret_needs_full,
             direct,
+            direct_ret,
         }
     }
 }
@@ -308,9 +324,19 @@ fn missed_return(entry: &thread::PendingReturn) {
 fn return_handler() -> Result<codegen::ReturnHandlers, String> {
     RETURN_HANDLER
         .get_or_init(|| {
+            // The lean handler runs return leaves itself, where the
+            // thread words are within a displacement's reach of `fs`.
+            let lane = i32::try_from(userbpf_vm::thread_words::fs_offset())
+                .ok()
+                .map(|words| codegen::ReturnLane {
+                    words,
+                    site_list: std::mem::offset_of!(Site, probes) as i32,
+                    ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
+                    site_faults: std::mem::offset_of!(Site, direct_faults) as i32,
+                });
             let make = |lean: bool| {
                 mem::alloc_code(None, 4096, |ip| {
-                    codegen::return_handler(ip, return_dispatch, lean)
+                    codegen::return_handler(ip, return_dispatch, lean, lane.filter(|_| lean))
                 })
                 .map(|p| p.addr)
             };
@@ -459,6 +485,7 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
             .map(|words| codegen::DirectLane {
                 list: &site.probes as *const AtomicPtr<ProbeList> as u64,
                 entry_offset: std::mem::offset_of!(ProbeList, direct) as i32,
+                ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
                 words,
                 faults: &site.direct_faults as *const AtomicU64 as u64,
             }),
@@ -529,7 +556,10 @@ pub fn stats(address: u64) -> Option<Stats> {
         missed_returns: site.missed_returns.load(Ordering::Relaxed),
         lean_frame: site.at_entry && site.full.load(Ordering::Relaxed) == 0,
         // SAFETY: the list is only replaced under the registry lock, held.
-        direct: unsafe { (*site.probes.load(Ordering::Acquire)).direct != 0 },
+        direct: unsafe {
+            let list = &*site.probes.load(Ordering::Acquire);
+            list.direct != 0 || list.direct_ret != 0
+        },
         direct_faults: site.direct_faults.load(Ordering::Relaxed),
     })
 }

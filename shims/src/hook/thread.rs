@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use userbpf_vm::thread_words::{self, HOOK_DEPTH, HOOK_SLOT};
+use userbpf_vm::thread_words::{self, HOOK_DEPTH, HOOK_RETURNS, HOOK_SLOT};
 
 /// Pending uretprobe returns per thread (the kernel's
 /// `MAX_URETPROBE_DEPTH` is 64 too); deeper calls are not hijacked and
@@ -22,6 +22,7 @@ pub const MAX_RETURN_DEPTH: usize = 64;
 /// slot that held that address (and what holds it instead), and the site
 /// whose return probes run.
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub struct PendingReturn {
     /// The original return address.
     pub ret_addr: u64,
@@ -44,12 +45,24 @@ const EMPTY: PendingReturn = PendingReturn {
 // while this thread runs inside the hooks' dispatcher (a hook hit then, a
 // probe's helper calling a hooked `malloc` or a signal handler, skips its
 // probes and counts a miss); `HOOK_SLOT`, the address of this thread's
-// quiescence counter (0 until registered). Direct trampolines use both.
+// quiescence counter (0 until registered). Direct trampolines use both,
+// and `HOOK_RETURNS`: the address of this thread's `RETURNS` (set when the
+// thread registers).
 thread_local! {
-    static RETURNS: Cell<[PendingReturn; MAX_RETURN_DEPTH]> = const { Cell::new([EMPTY; MAX_RETURN_DEPTH]) };
-    static RETURNS_LEN: Cell<usize> = const { Cell::new(0) };
+    static RETURNS: Cell<ReturnStack> = const { Cell::new(ReturnStack { len: 0, entries: [EMPTY; MAX_RETURN_DEPTH] }) };
     /// Releases the thread's slot when the thread exits.
     static RELEASE: SlotRelease = const { SlotRelease };
+}
+
+/// A thread's pending returns, the latest last. (Direct trampolines push
+/// and pop them too: the layout is fixed.)
+#[derive(Clone, Copy, Debug)]
+#[repr(C)]
+pub struct ReturnStack {
+    /// How many entries are pending.
+    pub len: usize,
+    /// The entries.
+    pub entries: [PendingReturn; MAX_RETURN_DEPTH],
 }
 
 /// A thread's quiescence counter: odd while the thread is inside the
@@ -150,6 +163,7 @@ fn register() -> Option<&'static ThreadSlot> {
         }
     };
     thread_words::set(HOOK_SLOT, slot as *const ThreadSlot as u64);
+    thread_words::set(HOOK_RETURNS, RETURNS.with(|r| r.as_ptr()) as u64);
     Some(slot)
 }
 
@@ -236,23 +250,23 @@ pub fn synchronize() {
 /// `longjmp` or an exception skipped: the new call reuses their stack)
 /// are dropped first, each passed to `dropped`.
 pub fn push_return(entry: PendingReturn, mut dropped: impl FnMut(&PendingReturn)) -> bool {
-    let mut len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
-        // SAFETY: this thread's array; no reference to it outlives this
+        // SAFETY: this thread's stack; no reference to it outlives this
         // closure, and nothing re-enters here (the dispatcher's guard).
         unsafe {
-            while len > 0 && (*stack)[len - 1].slot <= entry.slot {
+            let mut len = (*stack).len;
+            while len > 0 && (*stack).entries[len - 1].slot <= entry.slot {
                 len -= 1;
-                dropped(&(*stack)[len]);
+                dropped(&(*stack).entries[len]);
             }
             if len == MAX_RETURN_DEPTH {
-                RETURNS_LEN.set(len);
+                (*stack).len = len;
                 return false;
             }
-            (*stack)[len] = entry;
+            (*stack).entries[len] = entry;
+            (*stack).len = len + 1;
         }
-        RETURNS_LEN.set(len + 1);
         true
     })
 }
@@ -262,23 +276,26 @@ pub fn push_return(entry: PendingReturn, mut dropped: impl FnMut(&PendingReturn)
 /// above it (each passed to `dropped`). `None` if no entry matches (then
 /// nothing changes).
 pub fn pop_return(slot: u64, mut dropped: impl FnMut(&PendingReturn)) -> Option<PendingReturn> {
-    let len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
         // SAFETY: as in `push_return`.
-        let entries = unsafe { &(&(*stack))[..len] };
+        let (len, entries) = unsafe { ((*stack).len, &(*stack).entries) };
+        let entries = &entries[..len];
         let i = entries.iter().rposition(|e| e.slot == slot)?;
         for e in &entries[i + 1..] {
             dropped(e);
         }
-        RETURNS_LEN.set(i);
-        Some(entries[i])
+        let found = entries[i];
+        // SAFETY: as above (the shared borrow ends first).
+        unsafe { (*stack).len = i };
+        Some(found)
     })
 }
 
 /// The number of pending returns on this thread.
 pub fn pending_returns() -> usize {
-    RETURNS_LEN.get()
+    // SAFETY: this thread's stack, read.
+    RETURNS.with(|r| unsafe { (*r.as_ptr()).len })
 }
 
 /// Puts back every return address this thread's pending uretprobes
@@ -287,21 +304,21 @@ pub fn pending_returns() -> usize {
 /// stack, and the unwinder must see the real callers. Each entry that was
 /// pending is passed to `missed` (its return probes will not run).
 pub fn repair_returns(mut missed: impl FnMut(&PendingReturn)) {
-    let len = RETURNS_LEN.get();
     RETURNS.with(|cell| {
         let stack = cell.as_ptr();
         // SAFETY: as in `push_return`; each slot is a stack word of this
         // thread that held a return address when it was pushed (a frame
         // still live, or memory of this thread's stack).
         unsafe {
-            for e in &(&(*stack))[..len] {
+            let len = (*stack).len;
+            for e in &(&(*stack).entries)[..len] {
                 let slot = e.slot as *mut u64;
                 if *slot == e.hijack {
                     *slot = e.ret_addr;
                 }
                 missed(e);
             }
+            (*stack).len = 0;
         }
     });
-    RETURNS_LEN.set(0);
 }
