@@ -164,6 +164,9 @@ struct BpfSyscall {
     all: Vec<*mut Vm>,
     /// `common_type`: the tracepoint's id in tracefs, when readable.
     event_id: u16,
+    /// The program's native code, when it is a leaf on one syscall's
+    /// `sys_enter` ([`SyscallHook::direct`]).
+    leaf: Option<userbpf_vm::interp::LeafCode>,
     runs_without_vm: AtomicU64,
     faults: FaultLog,
 }
@@ -324,6 +327,13 @@ impl SyscallHook for BpfSyscall {
     fn wants_exit(&self) -> bool {
         matches!(self.kind, SyscallProgram::Exit(_) | SyscallProgram::RawExit)
     }
+
+    fn direct(&self) -> Option<sys::SyscallLeaf> {
+        self.leaf.map(|code| sys::SyscallLeaf {
+            code,
+            common: self.entry_word(),
+        })
+    }
 }
 
 /// `struct trace_event_raw_sys_enter` into `out` (no allocation).
@@ -456,14 +466,16 @@ fn attach_unseen(
             prog.kind.section
         )));
     }
-    let (proto, _) = hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref())
-        .map_err(|e| match e {
-            ProgramRefused::Invalid(m) => perr(m),
-            ProgramRefused::Rejected(message) => SyscallAttachError::Rejected {
-                program: name.to_string(),
-                message,
+    let (proto, stats) =
+        hooked::prepare(object, maps, name, options.verify, options.helpers.as_ref()).map_err(
+            |e| match e {
+                ProgramRefused::Invalid(m) => perr(m),
+                ProgramRefused::Rejected(message) => SyscallAttachError::Rejected {
+                    program: name.to_string(),
+                    message,
+                },
             },
-        })?;
+        )?;
     let all: Vec<*mut Vm> = (0..POOL)
         .map(|_| {
             let mut vm = maps.vm_sharing(&proto);
@@ -473,6 +485,12 @@ fn attach_unseen(
         .collect();
     // The prototype keeps the tail-call targets alive with the pool's
     // VMs: keep it as one of them.
+    // A verified `sys_enter_NAME` program whose code calls nothing runs
+    // from the trampoline itself. (Waits for the program's final code.)
+    let leaf = match kind {
+        SyscallProgram::Enter(Some(_)) if stats.is_some() => proto.prepared().leaf_code(),
+        _ => None,
+    };
     let mut all = all;
     all.push(Box::into_raw(Box::new(proto)));
     let probe = Arc::new(BpfSyscall {
@@ -482,6 +500,7 @@ fn attach_unseen(
         next: AtomicUsize::new(0),
         all,
         event_id: event_id(&prog.kind.section),
+        leaf,
         runs_without_vm: AtomicU64::new(0),
         faults: FaultLog::default(),
     });

@@ -154,4 +154,46 @@ fn syscall_programs_see_every_call_and_can_deny_one() {
     std::fs::File::create(&denied).expect("allowed once detached");
     std::fs::remove_file(&denied).ok();
     std::fs::remove_dir_all(&dir).ok();
+
+    // A verified sys_enter program that calls nothing (its array lookup
+    // is inline) runs from the trampoline itself: exact counts on four
+    // threads, through libc and inline syscalls.
+    let (object, maps) = fixture("syscount.bpf.o");
+    // (Before the attach: `std::process::id` is a getpid.)
+    let pid = std::process::id() as i64;
+    let link = syscall::attach(&object, &maps, "count_getpid", &opts).expect("count_getpid");
+    assert_eq!(
+        userbpf::shims::syscall::stats().direct_numbers,
+        1,
+        "the trampoline runs it"
+    );
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            std::thread::spawn(move || {
+                for _ in 0..1000 {
+                    // SAFETY: no preconditions.
+                    assert_eq!(i64::from(unsafe { libc::getpid() }), pid);
+                    let r: i64;
+                    // SAFETY: the getpid syscall; rcx and r11 clobbered.
+                    unsafe {
+                        std::arch::asm!(
+                            "syscall",
+                            inlateout("rax") libc::SYS_getpid => r,
+                            lateout("rcx") _,
+                            lateout("r11") _,
+                            options(nostack),
+                        );
+                    }
+                    assert_eq!(r, pid);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(u64_at(map(&maps, "calls"), 0), 8000);
+    drop(link);
+    assert_eq!(userbpf::shims::syscall::stats().direct_numbers, 0);
+    assert_eq!(userbpf::shims::syscall::stats().direct_faults, 0);
 }

@@ -4,7 +4,8 @@
 //! call: whether the thread is doing userbpf's own work ([`QUIET`],
 //! see [`crate::quiet`]), whether it is inside the hooks' dispatcher
 //! ([`HOOK_DEPTH`]), its quiescence counter ([`HOOK_SLOT`]) and its
-//! pending uretprobe returns ([`HOOK_RETURNS`]).
+//! pending uretprobe returns ([`HOOK_RETURNS`]), and the same for the
+//! syscall hooks ([`SYS_DEPTH`], [`SYS_SLOT`]).
 //!
 //! The words are a thread-local block of the initial-exec model (defined
 //! in assembly: Rust has no stable way to choose a TLS model), so they
@@ -28,8 +29,14 @@ pub const HOOK_SLOT: usize = 2;
 /// Word index: the address of the thread's pending uretprobe returns (0
 /// until registered) (`userbpf_shims::hook`).
 pub const HOOK_RETURNS: usize = 3;
+/// Word index: non-zero while the thread runs syscall hooks (the
+/// re-entrancy guard of `userbpf_shims::syscall`).
+pub const SYS_DEPTH: usize = 4;
+/// Word index: the thread's syscall quiescence slot, plus one (0: none
+/// yet) (`userbpf_shims::syscall`).
+pub const SYS_SLOT: usize = 5;
 /// Number of words.
-pub const WORDS: usize = 4;
+pub const WORDS: usize = 6;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 std::arch::global_asm!(
@@ -39,12 +46,12 @@ std::arch::global_asm!(
     ".hidden userbpf_vm_thread_words",
     ".type userbpf_vm_thread_words, @object",
     "userbpf_vm_thread_words:",
-    ".zero 32",
-    ".size userbpf_vm_thread_words, 32",
+    ".zero 48",
+    ".size userbpf_vm_thread_words, 48",
     ".popsection",
 );
 
-const _: () = assert!(WORDS * 8 == 32);
+const _: () = assert!(WORDS * 8 == 48);
 
 /// The words' offset from the thread pointer: the same in every thread.
 #[inline(always)]

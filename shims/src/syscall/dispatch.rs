@@ -17,6 +17,12 @@ const SPECIAL: u8 = 2;
 /// [`HOOKED`] bit: the number may make executable memory
 /// ([`super::coverage`] judges it after the syscall).
 const WATCH: u8 = 4;
+/// [`HOOKED`] bit: the number's one hook is leaf code, which the
+/// trampoline's direct lane runs itself ([`super::SyscallHook::direct`]).
+const DIRECT: u8 = 8;
+/// The [`HOOKED`] byte of a number the direct lane takes: hooked, direct,
+/// nothing special or watched.
+pub const DIRECT_BYTE: u8 = HOOK | DIRECT;
 
 /// [`Call::exit`] bit: run the exit hooks.
 const EXIT_HOOKS: u64 = 1;
@@ -75,8 +81,13 @@ pub fn unmark_watched(nr: i64) {
     }
 }
 
-/// Sets the hook bits of the table for hooks with these filters.
-pub fn update_table(filters: impl Iterator<Item = Option<u64>>) {
+/// Sets the hook bits of the table for hooks with these filters, and the
+/// direct bit of the numbers in `direct` (the published list's
+/// [`super::HookList::direct`]).
+pub fn update_table(
+    filters: impl Iterator<Item = Option<u64>>,
+    direct: Option<&super::DirectTable>,
+) {
     let mut all = false;
     let mut hooked = [false; TABLE_LEN];
     for f in filters {
@@ -89,11 +100,16 @@ pub fn update_table(filters: impl Iterator<Item = Option<u64>>) {
             }
         }
     }
-    for (b, h) in HOOKED.iter().zip(hooked) {
+    for (i, (b, h)) in HOOKED.iter().zip(hooked).enumerate() {
         if all || h {
             b.fetch_or(HOOK, Ordering::Release);
         } else {
             b.fetch_and(!HOOK, Ordering::Release);
+        }
+        if direct.is_some_and(|d| d[i][0] != 0) {
+            b.fetch_or(DIRECT, Ordering::Release);
+        } else {
+            b.fetch_and(!DIRECT, Ordering::Release);
         }
     }
 }

@@ -193,7 +193,33 @@ pub trait SyscallHook: Send + Sync {
     fn wants_exit(&self) -> bool {
         true
     }
+
+    /// Native code that does all [`SyscallHook::enter`] does, for the
+    /// trampoline to run itself on the syscall's `struct
+    /// trace_event_raw_sys_enter` (64 bytes: [`SyscallLeaf::common`], the
+    /// number, the six arguments; `r1` = the record, `r2` = 64): no call
+    /// into the dispatcher, no vector register saved. Only for a hook on
+    /// one number that wants no exit, whose `enter` does nothing but run
+    /// that code and return [`SyscallAction::Continue`]; the code must
+    /// live as long as the hook. The trampoline runs it when it is the
+    /// number's only hook and passes [`crate::hook::codegen::check_leaf`]
+    /// ([`SyscallStats::direct_numbers`]). Default: none.
+    fn direct(&self) -> Option<SyscallLeaf> {
+        None
+    }
 }
+
+/// Leaf code a syscall hook's `enter` is ([`SyscallHook::direct`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SyscallLeaf {
+    /// The code (see [`LeafCode`]).
+    pub code: LeafCode,
+    /// The record's first word: `common_type`, `common_flags`,
+    /// `common_preempt_count`, `common_pid`.
+    pub common: u64,
+}
+
+pub use userbpf_vm::interp::LeafCode;
 
 /// Why hooks could not be attached.
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +277,11 @@ pub struct SyscallStats {
     /// Syscalls that skipped the hooks because the thread was already
     /// running hooks.
     pub misses: u64,
+    /// Syscall numbers whose hook the trampoline runs itself now
+    /// ([`SyscallHook::direct`]).
+    pub direct_numbers: u64,
+    /// Runs of leaf code that returned a fault status (none should).
+    pub direct_faults: u64,
 }
 
 /// An attached hook; dropping it detaches the hook.
@@ -312,12 +343,61 @@ impl Clone for Entry {
 /// The hooks, in attach order; replaced as a whole on attach and detach.
 pub(crate) struct HookList {
     entries: Vec<Entry>,
+    /// By number: the leaf code of the number's one hook and its record's
+    /// first word, where the hook is direct ([`SyscallHook::direct`];
+    /// zeros elsewhere), read by the trampoline's direct lane.
+    pub(crate) direct: Option<Box<DirectTable>>,
+}
+
+/// [`HookList::direct`]: `[code, common word]` per syscall number.
+pub(crate) type DirectTable = [[u64; 2]; trampoline::TABLE_LEN];
+
+/// The direct table of `entries`: numbers whose only hook is leaf code
+/// that passes [`crate::hook::codegen::check_leaf`] and wants no exit.
+/// `None` when there are none, when a hook sees every number, or when
+/// readers need fences of their own (no membarrier).
+fn direct_table(entries: &[Entry]) -> Option<Box<DirectTable>> {
+    if !quiesce::membarrier_ok() || entries.iter().any(|e| e.filter.is_none()) {
+        return None;
+    }
+    let len = trampoline::TABLE_LEN;
+    let mut hooks = vec![0u32; len];
+    let mut table = vec![[0u64; 2]; len];
+    for e in entries {
+        let Some(nr) = e
+            .filter
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n < len)
+        else {
+            continue;
+        };
+        hooks[nr] += 1;
+        if let Some(leaf) = e.hook.direct().filter(|_| !e.exit) {
+            // SAFETY: leaf code is `len` bytes of finalized (readable)
+            // code that lives as long as its hook, which `e` holds.
+            let bytes =
+                unsafe { std::slice::from_raw_parts(leaf.code.entry as *const u8, leaf.code.len) };
+            if crate::hook::codegen::check_leaf(leaf.code.entry as u64, bytes).is_ok() {
+                table[nr] = [leaf.code.entry as u64, leaf.common];
+            }
+        }
+    }
+    let mut any = false;
+    for (t, n) in table.iter_mut().zip(hooks) {
+        if n != 1 {
+            *t = [0, 0];
+        }
+        any |= t[0] != 0;
+    }
+    any.then(|| table.into_boxed_slice().try_into().ok())?
 }
 
 /// The current list (null: none). Readers load it only while inside
 /// ([`quiesce::enter`]); a replaced list is freed after a grace period.
 static LIST: AtomicPtr<HookList> = AtomicPtr::new(std::ptr::null_mut());
 static MISSES: AtomicU64 = AtomicU64::new(0);
+/// Leaf runs of the direct lane that returned a fault status.
+static DIRECT_FAULTS: AtomicU64 = AtomicU64::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// The current hook list.
@@ -404,10 +484,14 @@ fn publish(entries: &[Entry]) {
     } else {
         Box::into_raw(Box::new(HookList {
             entries: entries.to_vec(),
+            direct: direct_table(entries),
         }))
     };
     let old = LIST.swap(new, Ordering::AcqRel);
-    dispatch::update_table(entries.iter().map(|e| e.filter));
+    // SAFETY: the list just published; only this writer (registry lock
+    // held) frees lists.
+    let direct = unsafe { new.as_ref() }.and_then(|l| l.direct.as_deref());
+    dispatch::update_table(entries.iter().map(|e| e.filter), direct);
     if !old.is_null() {
         if quiesce::synchronize(GRACE_TIMEOUT) {
             // SAFETY: lists are boxed; after the grace period no thread can
@@ -516,5 +600,10 @@ pub fn stats() -> SyscallStats {
         sud_threads: sud.threads,
         sud_dispatched: sud.dispatched,
         misses: MISSES.load(Ordering::Relaxed),
+        direct_numbers: trampoline::HOOKED
+            .iter()
+            .filter(|b| b.load(Ordering::Relaxed) == dispatch::DIRECT_BYTE)
+            .count() as u64,
+        direct_faults: DIRECT_FAULTS.load(Ordering::Relaxed),
     }
 }

@@ -10,23 +10,24 @@
 //! destructor); the counter is odd while the thread runs hooks. When
 //! every slot is taken, readers fall back to one shared counter.
 
-use std::cell::Cell;
 use std::sync::atomic::{compiler_fence, fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use userbpf_vm::thread_words;
 
 use super::trampoline;
 
 /// How many threads get a counter of their own.
 pub const SLOTS: usize = 1024;
 
-#[repr(align(64))]
-struct Slot {
+#[repr(C, align(64))]
+pub(crate) struct Slot {
     counter: AtomicU64,
     /// The owning thread's id; 0 = free.
     owner: AtomicU32,
 }
 
-static TABLE: [Slot; SLOTS] = [const {
+pub(crate) static TABLE: [Slot; SLOTS] = [const {
     Slot {
         counter: AtomicU64::new(0),
         owner: AtomicU32::new(0),
@@ -44,11 +45,31 @@ static MEMBARRIER: AtomicBool = AtomicBool::new(false);
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: u64 = 1 << 3;
 const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: u64 = 1 << 4;
 
-thread_local! {
-    /// Non-zero while this thread runs the dispatcher's hooks.
-    static DEPTH: Cell<u32> = const { Cell::new(0) };
-    /// This thread's slot index + 1 (0: none yet).
-    static MY_SLOT: Cell<u32> = const { Cell::new(0) };
+// Two of the thread's `userbpf_vm::thread_words` (the trampoline's direct
+// lane uses them too): `SYS_DEPTH`, non-zero while this thread runs the
+// dispatcher's hooks; `SYS_SLOT`, this thread's slot index + 1 (0: none
+// yet).
+struct Word(usize);
+
+impl Word {
+    #[inline(always)]
+    fn get(&self) -> u32 {
+        thread_words::get(self.0) as u32
+    }
+
+    #[inline(always)]
+    fn set(&self, v: u32) {
+        thread_words::set(self.0, u64::from(v))
+    }
+}
+
+const DEPTH: Word = Word(thread_words::SYS_DEPTH);
+const MY_SLOT: Word = Word(thread_words::SYS_SLOT);
+
+/// Whether readers may skip their own fence (the writer's membarrier is
+/// one): the trampoline's direct lane needs it.
+pub fn membarrier_ok() -> bool {
+    MEMBARRIER.load(Ordering::Relaxed)
 }
 
 /// Registers the process for expedited membarriers (idempotent).

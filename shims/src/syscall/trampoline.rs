@@ -211,7 +211,17 @@ const R_RFLAGS: usize = offset_of!(ChildRecord, rflags);
 const R_INFO: usize = offset_of!(ChildRecord, info);
 const R_RET: usize = offset_of!(ChildRecord, ret);
 
+/// The direct lane's room below the frame: a leaf's head, its 512 bytes
+/// of stack, then the 64-byte `sys_enter` record.
+const LANE_HEAD: usize = std::mem::size_of::<userbpf_vm::interp::ClosedHead>().next_multiple_of(16);
+const LANE_RECORD: usize = LANE_HEAD + userbpf_vm::interp::LEAF_STACK;
+const LANE_BYTES: usize = LANE_RECORD + 64;
+
 const _: () = assert!(std::mem::size_of::<Frame>().is_multiple_of(16));
+const _: () = assert!(LANE_BYTES.is_multiple_of(16));
+const _: () = assert!(F_RSI == F_RDI + 8 && F_RDX == F_RDI + 16 && F_R10 == F_RDI + 24);
+const _: () = assert!(F_R8 == F_RDI + 32 && F_R9 == F_RDI + 40);
+const _: () = assert!(std::mem::size_of::<super::quiesce::Slot>() == 64);
 const _: () = assert!(F_XMM == 0);
 const _: () = assert!(offset_of!(ChildRecord, xmm) == 0);
 const _: () = assert!(R_RET + 8 == std::mem::size_of::<ChildRecord>());
@@ -340,6 +350,101 @@ userbpf_sys_sud_entry:
     mov 8(%rbp), %rcx
     mov %rcx, {f_rflags}(%rsp)
     cld
+    // ---- the direct lane: the number's one hook is leaf code (see
+    // `SyscallHook::direct`); the table byte says so and nothing else.
+    // It enters the hooks as `quiesce::enter` does, runs the leaf on the
+    // `sys_enter` record with a head and 512 bytes of stack below the
+    // frame, leaves, and makes the syscall: no vector register is saved
+    // (leaf code uses none) and no Rust runs. Anything unusual takes the
+    // dispatcher (`.Luserbpf_no_lane`).
+    cmp ${table_len}, %rax
+    jae .Luserbpf_no_lane
+    lea {table}(%rip), %rcx
+    cmpb ${direct_byte}, (%rcx,%rax)
+    jne .Luserbpf_no_lane
+    mov userbpf_vm_thread_words@gottpoff(%rip), %r11
+    cmpq $0, %fs:{w_quiet}(%r11)
+    jne .Luserbpf_no_lane
+    cmpq $0, %fs:{w_depth}(%r11)
+    jne .Luserbpf_no_lane
+    mov %fs:{w_slot}(%r11), %rdx
+    test %rdx, %rdx
+    jz .Luserbpf_no_lane
+    movq $1, %fs:{w_depth}(%r11)
+    // The slot's counter odd (and changed), as `quiesce::enter` makes it;
+    // the list is read after (the writer's membarrier orders the two).
+    shl $6, %rdx
+    lea {qtable}-64(%rip), %rcx
+    add %rcx, %rdx
+    mov (%rdx), %rcx
+    add $1, %rcx
+    or $1, %rcx
+    mov %rcx, (%rdx)
+    mov {list}(%rip), %rcx
+    test %rcx, %rcx
+    jz .Luserbpf_lane_leave
+    mov {l_direct}(%rcx), %rcx
+    test %rcx, %rcx
+    jz .Luserbpf_lane_leave
+    mov %rax, %rsi
+    shl $4, %rsi
+    add %rsi, %rcx
+    mov (%rcx), %rsi
+    test %rsi, %rsi
+    jz .Luserbpf_lane_leave
+    mov 8(%rcx), %rcx
+    sub ${lane}, %rsp
+    // The record: the common word, the number, the arguments.
+    mov %rcx, {rec}(%rsp)
+    mov %rax, {rec}+8(%rsp)
+    .irp i,0,1,2,3,4,5
+    mov {lane}+{f_rdi}+\i*8(%rsp), %rdi
+    mov %rdi, {rec}+16+\i*8(%rsp)
+    .endr
+    // The head: r0 and r5-r9 zero, r10 the top of the stack.
+    xor %edi, %edi
+    .irp r,0,5,6,7,8,9
+    mov %rdi, {h_regs}+\r*8(%rsp)
+    .endr
+    lea {stack_top}(%rsp), %rdi
+    mov %rdi, {h_regs}+80(%rsp)
+    // (head, pc 0, r1 = the record, r2 = its length, r3, r4 = 0)
+    mov %rsi, %rax
+    mov %rsp, %rdi
+    xor %esi, %esi
+    lea {rec}(%rsp), %rdx
+    mov $64, %ecx
+    xor %r8d, %r8d
+    xor %r9d, %r9d
+    call *%rax
+    add ${lane}, %rsp
+    test %rdx, %rdx
+    jz 1f
+    lock incq {direct_faults}(%rip)
+1:
+    mov userbpf_vm_thread_words@gottpoff(%rip), %r11
+    mov %fs:{w_slot}(%r11), %rdx
+    shl $6, %rdx
+    lea {qtable}-64(%rip), %rcx
+    addq $1, (%rcx,%rdx)
+    movq $0, %fs:{w_depth}(%r11)
+    mov {f_rdi}(%rsp), %rdi
+    mov {f_rsi}(%rsp), %rsi
+    mov {f_rdx}(%rsp), %rdx
+    mov {f_r10}(%rsp), %r10
+    mov {f_r8}(%rsp), %r8
+    mov {f_r9}(%rsp), %r9
+    mov {f_nr}(%rsp), %rax
+    syscall
+    mov %rax, {c_result}(%rsp)
+    jmp .Luserbpf_restore_gprs
+.Luserbpf_lane_leave:
+    mov %fs:{w_slot}(%r11), %rdx
+    shl $6, %rdx
+    lea {qtable}-64(%rip), %rcx
+    addq $1, (%rcx,%rdx)
+    movq $0, %fs:{w_depth}(%r11)
+.Luserbpf_no_lane:
     userbpf_vec_store
     mov %rsp, %rdi
     call {enter}
@@ -359,6 +464,7 @@ userbpf_sys_sud_entry:
     call {exit}
 .Luserbpf_restore:
     userbpf_vec_load
+.Luserbpf_restore_gprs:
     mov {f_rdi}(%rsp), %rdi
     mov {f_rsi}(%rsp), %rsi
     mov {f_rdx}(%rsp), %rdx
@@ -520,6 +626,19 @@ userbpf_sys_vfork_ret:
     enter = sym super::dispatch::enter,
     exit = sym super::dispatch::exit,
     child_entry = sym super::dispatch::child_entry,
+    table_len = const TABLE_LEN,
+    direct_byte = const super::dispatch::DIRECT_BYTE,
+    w_quiet = const 8 * userbpf_vm::thread_words::QUIET,
+    w_depth = const 8 * userbpf_vm::thread_words::SYS_DEPTH,
+    w_slot = const 8 * userbpf_vm::thread_words::SYS_SLOT,
+    qtable = sym super::quiesce::TABLE,
+    list = sym super::LIST,
+    l_direct = const offset_of!(super::HookList, direct),
+    lane = const LANE_BYTES,
+    rec = const LANE_RECORD,
+    h_regs = const offset_of!(userbpf_vm::interp::ClosedHead, regs),
+    stack_top = const LANE_HEAD + userbpf_vm::interp::LEAF_STACK,
+    direct_faults = sym super::DIRECT_FAULTS,
     options(att_syntax)
 );
 
