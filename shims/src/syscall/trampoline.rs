@@ -286,6 +286,16 @@ global_asm!(
 2:
     .endm
 
+    // The direct lane leaves the hooks (r11 = the thread words' offset):
+    // the slot's counter even, the guard down.
+    .macro userbpf_lane_leave
+    mov %fs:{w_slot}(%r11), %rdx
+    shl $6, %rdx
+    lea {qtable}-64(%rip), %rcx
+    addq $1, (%rcx,%rdx)
+    movq $0, %fs:{w_depth}(%r11)
+    .endm
+
     // The syscall the dispatcher prepared: its number and arguments.
     .macro userbpf_call_args
     mov {c_args}+0(%rsp), %rdi
@@ -423,11 +433,7 @@ userbpf_sys_sud_entry:
     lock incq {direct_faults}(%rip)
 1:
     mov userbpf_vm_thread_words@gottpoff(%rip), %r11
-    mov %fs:{w_slot}(%r11), %rdx
-    shl $6, %rdx
-    lea {qtable}-64(%rip), %rcx
-    addq $1, (%rcx,%rdx)
-    movq $0, %fs:{w_depth}(%r11)
+    userbpf_lane_leave
     mov {f_rdi}(%rsp), %rdi
     mov {f_rsi}(%rsp), %rsi
     mov {f_rdx}(%rsp), %rdx
@@ -439,11 +445,7 @@ userbpf_sys_sud_entry:
     mov %rax, {c_result}(%rsp)
     jmp .Luserbpf_restore_gprs
 .Luserbpf_lane_leave:
-    mov %fs:{w_slot}(%r11), %rdx
-    shl $6, %rdx
-    lea {qtable}-64(%rip), %rcx
-    addq $1, (%rcx,%rdx)
-    movq $0, %fs:{w_depth}(%r11)
+    userbpf_lane_leave
 .Luserbpf_no_lane:
     userbpf_vec_store
     mov %rsp, %rdi
