@@ -483,14 +483,14 @@ fn attach_unseen(
             Box::into_raw(Box::new(vm))
         })
         .collect();
-    // The prototype keeps the tail-call targets alive with the pool's
-    // VMs: keep it as one of them.
     // A verified `sys_enter_NAME` program whose code calls nothing runs
     // from the trampoline itself. (Waits for the program's final code.)
     let leaf = match kind {
         SyscallProgram::Enter(Some(_)) if stats.is_some() => proto.prepared().leaf_code(),
         _ => None,
     };
+    // The prototype keeps the tail-call targets alive with the pool's
+    // VMs: keep it as one of them.
     let mut all = all;
     all.push(Box::into_raw(Box::new(proto)));
     let probe = Arc::new(BpfSyscall {

@@ -50,7 +50,11 @@ pub fn contains(start: u64, len: u64) -> bool {
 /// mappings and protection changes it makes (patching code pages) are
 /// userbpf's and add no `syscall` instruction.
 pub fn scope<T>(f: impl FnOnce() -> T) -> T {
-    crate::quiet::counted_scope(&SCOPE, f)
+    crate::quiet::counted_scope(
+        || u64::from(SCOPE.get()),
+        |v| SCOPE.set(u32::try_from(v).unwrap_or(u32::MAX)),
+        f,
+    )
 }
 
 /// Whether this thread is inside a [`scope`].

@@ -10,53 +10,28 @@
 //! share, so the flag lives here, in one of the [`crate::thread_words`]
 //! (the trampolines of direct hooks read it there).
 
-use std::cell::Cell;
-
 use crate::thread_words::{self, QUIET};
 
 /// Runs `f` as userbpf's own work on this thread: hooks do not see it.
 pub fn scope<T>(f: impl FnOnce() -> T) -> T {
-    /// The quiet word, as a counter.
-    struct Quiet;
-    impl Counter for Quiet {
-        fn get(&self) -> u64 {
-            thread_words::get(QUIET)
-        }
-        fn set(&self, v: u64) {
-            thread_words::set(QUIET, v)
-        }
-    }
-    counted_scope(Quiet, f)
+    counted_scope(
+        || thread_words::get(QUIET),
+        |v| thread_words::set(QUIET, v),
+        f,
+    )
 }
 
-/// A per-thread count of nested scopes.
-pub(crate) trait Counter {
-    /// The count.
-    fn get(&self) -> u64;
-    /// Sets it.
-    fn set(&self, v: u64);
-}
-
-impl Counter for &'static std::thread::LocalKey<Cell<u32>> {
-    fn get(&self) -> u64 {
-        u64::from(self.with(Cell::get))
-    }
-    fn set(&self, v: u64) {
-        self.with(|c| c.set(u32::try_from(v).unwrap_or(u32::MAX)))
-    }
-}
-
-/// Runs `f` with the thread's counter `key` one higher (until `f` returns
-/// or unwinds).
-pub(crate) fn counted_scope<C: Counter, T>(key: C, f: impl FnOnce() -> T) -> T {
-    struct Leave<C: Counter>(C);
-    impl<C: Counter> Drop for Leave<C> {
+/// Runs `f` with the thread's counter (read by `get`, written by `set`)
+/// one higher, until `f` returns or unwinds.
+pub(crate) fn counted_scope<T>(get: fn() -> u64, set: fn(u64), f: impl FnOnce() -> T) -> T {
+    struct Leave(fn() -> u64, fn(u64));
+    impl Drop for Leave {
         fn drop(&mut self) {
-            self.0.set(self.0.get().saturating_sub(1));
+            (self.1)(self.0().saturating_sub(1));
         }
     }
-    key.set(key.get().saturating_add(1));
-    let _leave = Leave(key);
+    set(get().saturating_add(1));
+    let _leave = Leave(get, set);
     f()
 }
 

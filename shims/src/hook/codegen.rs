@@ -480,10 +480,7 @@ fn load_vectors(a: &mut CodeAssembler) -> Result<(), IcedError> {
 }
 
 fn move_vectors(a: &mut CodeAssembler, store: bool) -> Result<(), IcedError> {
-    if std::env::var_os("ZZ_NOVEC").is_some() {
-        return Ok(());
-    }
-    let avx = avx() && std::env::var_os("ZZ_XMM").is_none();
+    let avx = avx();
     for i in 0..16 {
         match (avx, store) {
             (true, true) => a.vmovdqu(ymmword_ptr(rsp + 32 * i as i32), YMM[i])?,
@@ -500,9 +497,9 @@ fn asm_err(e: IcedError) -> String {
 }
 
 /// What an entry trampoline's *direct lane* needs: a hit whose site's
-/// probe list names leaf code (one lean probe that is verified native
-/// code calling nothing, see `userbpf_vm::interp::LeafCode`) runs it
-/// from the trampoline, on a frame of the general registers and a stack
+/// probe list names leaf code (at most one entry and one return probe,
+/// each lean and verified native code calling nothing, see
+/// `userbpf_vm::interp::LeafCode`) runs it from the trampoline, on a frame of the general registers and a stack
 /// of its own, with no call into the dispatcher and no vector register
 /// saved (the code uses none: [`check_leaf`]). The lane enters and leaves
 /// the dispatcher's per-thread state itself (`userbpf_vm::thread_words`:
@@ -595,6 +592,34 @@ pub fn check_leaf(ip: u64, code: &[u8]) -> Result<(), String> {
             }
         }
     }
+    Ok(())
+}
+
+/// [`check_leaf`] on the machine code of `code`.
+///
+/// # Safety
+/// `code` is live: its `len` bytes from `entry` are mapped (leaf code
+/// lives as long as the program that owns it; the caller holds that).
+pub unsafe fn check_leaf_code(code: &userbpf_vm::interp::LeafCode) -> Result<(), String> {
+    // SAFETY: per the contract, `len` bytes of finalized (readable) code.
+    let bytes = unsafe { std::slice::from_raw_parts(code.entry as *const u8, code.len) };
+    check_leaf(code.entry as u64, bytes)
+}
+
+/// The offset of `userbpf_vm::thread_words` from `fs`, if a displacement
+/// reaches it (the lanes address the words as `fs:[r11 + 8i]`).
+pub fn thread_words_offset() -> Option<i32> {
+    i32::try_from(userbpf_vm::thread_words::fs_offset()).ok()
+}
+
+/// Leaves the hooks after a lane's leaf ran (`r11`, `rax` changed): the
+/// thread's quiescence counter even, the guard down.
+fn leave_hooks(a: &mut CodeAssembler, words: i32) -> Result<(), IcedError> {
+    use userbpf_vm::thread_words::{HOOK_DEPTH, HOOK_SLOT};
+    a.mov(r11, i64::from(words))?;
+    a.mov(rax, word(HOOK_SLOT))?;
+    a.add(qword_ptr(rax), 1i32)?;
+    a.mov(word(HOOK_DEPTH), 0i32)?;
     Ok(())
 }
 
@@ -731,17 +756,14 @@ fn direct_lane(
     a.cmp(r10, rs::MAX)?;
     a.jae(leave)?;
     a.lea(rdx, ptr(rsp + frame))?;
-    a.test(r10, r10)?;
-    a.je(push)?;
-    a.imul_3(rsi, r10, rs::ENTRY)?;
-    a.cmp(
-        qword_ptr(r9 + rsi + (rs::ENTRIES - rs::ENTRY + rs::SLOT)),
-        rdx,
-    )?;
-    a.jbe(leave)?;
-    a.set_label(&mut push)?;
+    // rsi: the new entry (the latest pending one just below it).
     a.imul_3(rsi, r10, rs::ENTRY)?;
     a.lea(rsi, ptr(r9 + rsi + rs::ENTRIES))?;
+    a.test(r10, r10)?;
+    a.je(push)?;
+    a.cmp(qword_ptr(rsi + (rs::SLOT - rs::ENTRY)), rdx)?;
+    a.jbe(leave)?;
+    a.set_label(&mut push)?;
     a.mov(rdi, qword_ptr(rdx))?;
     a.mov(qword_ptr(rsi + rs::RET_ADDR), rdi)?;
     a.mov(qword_ptr(rsi + rs::SLOT), rdx)?;
@@ -767,12 +789,9 @@ fn direct_lane(
     a.mov(rax, d.faults)?;
     a.lock().inc(qword_ptr(rax))?;
     a.set_label(&mut ran)?;
-    // Leave: the counter even, the guard down; then the function, as a
-    // call from its return slot when a return probe waits.
-    a.mov(r11, i64::from(d.words))?;
-    a.mov(rax, word(HOOK_SLOT))?;
-    a.add(qword_ptr(rax), 1i32)?;
-    a.mov(word(HOOK_DEPTH), 0i32)?;
+    // Leave; then the function, as a call from its return slot when a
+    // return probe waits.
+    leave_hooks(a, d.words)?;
     a.mov(rcx, qword_ptr(rsp + off::ORIG_AX))?;
     a.jrcxz(entry_exit)?;
     a.jmp(exits.wrap_lean)?;
@@ -859,10 +878,7 @@ fn return_lane(a: &mut CodeAssembler, d: &ReturnLane, frame: i32) -> Result<(), 
     a.mov(rax, qword_ptr(rsp + off::ORIG_AX))?;
     a.lock().inc(qword_ptr(rax + d.site_faults))?;
     a.set_label(&mut ok)?;
-    a.mov(r11, i64::from(d.words))?;
-    a.mov(rax, word(HOOK_SLOT))?;
-    a.add(qword_ptr(rax), 1i32)?;
-    a.mov(word(HOOK_DEPTH), 0i32)?;
+    leave_hooks(a, d.words)?;
     restore_gprs(a)?;
     a.lea(rsp, ptr(rsp + frame - 8))?;
     a.ret()?;

@@ -266,10 +266,9 @@ impl ProbeList {
 
 /// Whether `code` may run from a direct lane ([`codegen::check_leaf`]).
 fn leaf_ok(code: &LeafCode) -> bool {
-    // SAFETY: leaf code is `len` bytes of finalized (readable) code that
-    // lives as long as its probe, which the caller holds.
-    let bytes = unsafe { std::slice::from_raw_parts(code.entry as *const u8, code.len) };
-    codegen::check_leaf(code.entry as u64, bytes).is_ok()
+    // SAFETY: leaf code lives as long as its probe, which the caller
+    // holds.
+    unsafe { codegen::check_leaf_code(code) }.is_ok()
 }
 
 /// A hooked address. Sites are never freed (a thread may still run their
@@ -326,14 +325,12 @@ fn return_handler() -> Result<codegen::ReturnHandlers, String> {
         .get_or_init(|| {
             // The lean handler runs return leaves itself, where the
             // thread words are within a displacement's reach of `fs`.
-            let lane = i32::try_from(userbpf_vm::thread_words::fs_offset())
-                .ok()
-                .map(|words| codegen::ReturnLane {
-                    words,
-                    site_list: std::mem::offset_of!(Site, probes) as i32,
-                    ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
-                    site_faults: std::mem::offset_of!(Site, direct_faults) as i32,
-                });
+            let lane = codegen::thread_words_offset().map(|words| codegen::ReturnLane {
+                words,
+                site_list: std::mem::offset_of!(Site, probes) as i32,
+                ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
+                site_faults: std::mem::offset_of!(Site, direct_faults) as i32,
+            });
             let make = |lean: bool| {
                 mem::alloc_code(None, 4096, |ip| {
                     codegen::return_handler(ip, return_dispatch, lean, lane.filter(|_| lean))
@@ -480,15 +477,13 @@ fn new_site(target: &Target) -> Result<&'static Site, HookError> {
     // displacement's reach of `fs`.
     let function_entry = at_entry.then(|| codegen::FunctionEntry {
         full_flag: &site.full as *const std::sync::atomic::AtomicU8 as u64,
-        direct: i32::try_from(userbpf_vm::thread_words::fs_offset())
-            .ok()
-            .map(|words| codegen::DirectLane {
-                list: &site.probes as *const AtomicPtr<ProbeList> as u64,
-                entry_offset: std::mem::offset_of!(ProbeList, direct) as i32,
-                ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
-                words,
-                faults: &site.direct_faults as *const AtomicU64 as u64,
-            }),
+        direct: codegen::thread_words_offset().map(|words| codegen::DirectLane {
+            list: &site.probes as *const AtomicPtr<ProbeList> as u64,
+            entry_offset: std::mem::offset_of!(ProbeList, direct) as i32,
+            ret_offset: std::mem::offset_of!(ProbeList, direct_ret) as i32,
+            words,
+            faults: &site.direct_faults as *const AtomicU64 as u64,
+        }),
     });
     let mut copies = Vec::new();
     let mut wrap_return = (0, 0);

@@ -373,11 +373,8 @@ fn direct_table(entries: &[Entry]) -> Option<Box<DirectTable>> {
         };
         hooks[nr] += 1;
         if let Some(leaf) = e.hook.direct().filter(|_| !e.exit) {
-            // SAFETY: leaf code is `len` bytes of finalized (readable)
-            // code that lives as long as its hook, which `e` holds.
-            let bytes =
-                unsafe { std::slice::from_raw_parts(leaf.code.entry as *const u8, leaf.code.len) };
-            if crate::hook::codegen::check_leaf(leaf.code.entry as u64, bytes).is_ok() {
+            // SAFETY: leaf code lives as long as its hook, which `e` holds.
+            if unsafe { crate::hook::codegen::check_leaf_code(&leaf.code) }.is_ok() {
                 table[nr] = [leaf.code.entry as u64, leaf.common];
             }
         }
