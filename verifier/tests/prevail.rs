@@ -68,6 +68,8 @@ fn initial(
     let mut attrs: BTreeMap<(u8, Kind), (i64, i64)> = BTreeMap::new();
     let mut packet_size: Option<(i64, i64)> = None;
     let mut packet_end_regs = Vec::new();
+    // `meta_offset=rN.packet_offset`: rN points at data_meta.
+    let mut meta_regs = Vec::new();
     let mut nonneg = Vec::new();
     let mut stack_numbers: Vec<(i64, i64)> = Vec::new();
     let mut stack_values: BTreeMap<(i64, i64), u64> = BTreeMap::new();
@@ -145,6 +147,22 @@ fn initial(
                     },
                 rhs: Var::PacketSize,
             } => packet_end_regs.push(*reg),
+            Fact::Equal {
+                lhs: Var::MetaOffset,
+                rhs:
+                    Var::Reg {
+                        reg,
+                        kind: Kind::PacketOffset,
+                    },
+            }
+            | Fact::Equal {
+                lhs:
+                    Var::Reg {
+                        reg,
+                        kind: Kind::PacketOffset,
+                    },
+                rhs: Var::MetaOffset,
+            } => meta_regs.push(*reg),
             Fact::StackType {
                 start,
                 end,
@@ -190,7 +208,23 @@ fn initial(
                 }
                 Reg::scalar(v)
             }
-            Type::Ctx => Reg::pointer(RegType::Ctx, fixed(Kind::CtxOffset)?),
+            // A range of context offsets is a variable offset (which
+            // the kernel, and userbpf, refuse to dereference).
+            Type::Ctx => match attr(Kind::CtxOffset) {
+                Some((a, b)) if a < b => {
+                    let mut var = Scalar::UNKNOWN;
+                    (var.umin, var.umax) = (0, (b - a) as u64);
+                    (var.smin, var.smax) = (0, b - a);
+                    if !var.try_sync() {
+                        return Err(format!("r{r}: empty context offset"));
+                    }
+                    Reg {
+                        val: var,
+                        ..Reg::pointer(RegType::Ctx, i32::try_from(a).map_err(|e| e.to_string())?)
+                    }
+                }
+                _ => Reg::pointer(RegType::Ctx, fixed(Kind::CtxOffset)?),
+            },
             Type::Stack => {
                 let off = attr(Kind::StackOffset).map(|(a, _)| a).unwrap_or(top);
                 Reg::pointer(
@@ -199,6 +233,12 @@ fn initial(
                 )
             }
             Type::Packet if packet_end_regs.contains(&r) => Reg::pointer(RegType::PacketEnd, 0),
+            // data_meta itself: nothing after it is known to be readable
+            // before a comparison.
+            Type::Packet if meta_regs.contains(&r) => Reg {
+                id: 1,
+                ..Reg::pointer(RegType::PacketMeta { range: 0 }, 0)
+            },
             // An empty packet behind a data_meta area of fixed size: the
             // pointer reaches only the meta area, which userbpf models as
             // its own region starting at data_meta (`meta_offset` bytes
@@ -595,4 +635,57 @@ fn prevail_corpus_verdicts_agree_except_the_listed_cases() {
             "PREVAIL rejects `{key}`, userbpf accepts it, and no domain reason explains it: `{reason}`"
         );
     }
+}
+
+/// PREVAIL's forms with no BPF encoding become their exact equivalents:
+/// the negated jset `&!=` (in `if` and as the failure of an `assume` of a
+/// jset) a jset over a `goto`, and `w2 s32= r2` a 32-bit move.
+#[test]
+fn harness_lowers_forms_without_an_encoding() {
+    use userbpf_vm::isa::{decode_all, AluOp, Instruction, JmpCond, Source, Width};
+    use userbpf_vm::Reg as R;
+    let block = |label: &str, lines: &[&str]| {
+        (
+            label.to_string(),
+            lines.iter().map(|l| l.to_string()).collect::<Vec<_>>(),
+        )
+    };
+    let code = prevail::assemble(&[
+        block(
+            "<start>",
+            &["if w1 &!= 6 goto <out>", "assume r2 &== 1", "w3 s32= r4"],
+        ),
+        block("<out>", &["exit"]),
+    ])
+    .expect("assembles");
+    let got: Vec<Instruction> = decode_all(&code.insns)
+        .expect("decodes")
+        .into_iter()
+        .map(|(_, i)| i)
+        .collect();
+    let jset = |width, dst: u8, imm, off| Instruction::Jump {
+        width,
+        cond: JmpCond::Set,
+        dst: R::new(dst).unwrap(),
+        src: Source::Imm(imm),
+        off,
+    };
+    let out = code.labels["<out>"] as i16;
+    // pc 0-1: the `if`; 2-3: the `assume`; 4: the move; 5: exit at <out>;
+    // then the failed-assume tail `r0 = 0; exit` at 6.
+    assert_eq!(out, 5);
+    assert_eq!(got[0], jset(Width::W32, 1, 6, 1));
+    assert_eq!(got[1], Instruction::Ja { off: out - 2 });
+    assert_eq!(got[2], jset(Width::W64, 2, 1, 1));
+    assert_eq!(got[3], Instruction::Ja { off: 6 - 4 });
+    assert_eq!(
+        got[4],
+        Instruction::Alu {
+            width: Width::W32,
+            op: AluOp::Mov,
+            dst: R::new(3).unwrap(),
+            src: Source::Reg(R::new(4).unwrap()),
+        }
+    );
+    assert_eq!(got[5], Instruction::Exit);
 }

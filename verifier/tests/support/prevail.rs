@@ -1285,6 +1285,15 @@ enum Line {
         cond: Option<(Width, JmpCond, Reg, Source)>,
         target: String,
     },
+    /// `if dst &!= src goto <L>`: PREVAIL's negated jset (no bit in
+    /// common), which has no BPF encoding; laid out as its equivalent pair
+    /// `if dst & src goto +1; goto <L>`.
+    JumpUnset {
+        width: Width,
+        dst: Reg,
+        src: Source,
+        target: String,
+    },
     /// `call <L>`.
     CallLocal {
         target: String,
@@ -1295,7 +1304,16 @@ impl Line {
     fn slots(&self) -> usize {
         match self {
             Line::Insn(i) => i.slots(),
+            Line::JumpUnset { .. } => 2,
             _ => 1,
+        }
+    }
+
+    /// The label a jump of this line goes to.
+    fn jump_target(&self) -> Option<&str> {
+        match self {
+            Line::Jump { target, .. } | Line::JumpUnset { target, .. } => Some(target),
+            _ => None,
         }
     }
 }
@@ -1360,7 +1378,7 @@ pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
             .zip(&function_of_block)
             .filter(|(_, &g)| g == f)
             .flat_map(|((_, items), _)| items.iter())
-            .any(|(l, _)| matches!(l, Line::Jump { target, .. } if target == ASSUME_FAILED))
+            .any(|(l, _)| l.jump_target() == Some(ASSUME_FAILED))
     };
 
     /// The program as laid out so far.
@@ -1435,6 +1453,17 @@ pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
                     cond: *cond,
                     target: tail_label(f),
                 },
+                Line::JumpUnset {
+                    width,
+                    dst,
+                    src,
+                    target,
+                } if target == ASSUME_FAILED => Line::JumpUnset {
+                    width: *width,
+                    dst: *dst,
+                    src: *src,
+                    target: tail_label(f),
+                },
                 other => other.clone(),
             };
             out.push(item, line.clone(), true);
@@ -1484,6 +1513,32 @@ pub fn assemble(blocks: &[(String, Vec<String>)]) -> Result<Code, String> {
                     },
                     (Some(_), Err(_)) => return Err(out_of_range()),
                 }
+            }
+            Line::JumpUnset {
+                width,
+                dst,
+                src,
+                target,
+            } => {
+                // The jset skips the `goto`; the `goto` is one slot later.
+                instructions.push((
+                    at,
+                    Instruction::Jump {
+                        width: *width,
+                        cond: JmpCond::Set,
+                        dst: *dst,
+                        src: *src,
+                        off: 1,
+                    },
+                ));
+                let rel = resolve(target, at + 1, index)?;
+                instructions.push((
+                    at + 1,
+                    Instruction::Ja {
+                        off: i16::try_from(rel).map_err(|_| out_of_range())?,
+                    },
+                ));
+                continue;
             }
             Line::CallLocal { target } => {
                 let rel = resolve(target, at, index)?;
@@ -1709,23 +1764,21 @@ fn parse_line(text: &str) -> Result<Line, String> {
         "assume" => {
             c.eat_word("assume");
             let (width, cond, dst, src) = condition(&mut c)?;
-            let negated = match cond {
-                JmpCond::Eq => JmpCond::Ne,
-                JmpCond::Ne => JmpCond::Eq,
-                JmpCond::Gt => JmpCond::Le,
-                JmpCond::Le => JmpCond::Gt,
-                JmpCond::Ge => JmpCond::Lt,
-                JmpCond::Lt => JmpCond::Ge,
-                JmpCond::SGt => JmpCond::SLe,
-                JmpCond::SLe => JmpCond::SGt,
-                JmpCond::SGe => JmpCond::SLt,
-                JmpCond::SLt => JmpCond::SGe,
-                JmpCond::Set => return Err("`assume` of a jset has no negation in BPF".into()),
-            };
-            Line::Jump {
-                cond: Some((width, negated, dst, src)),
-                target: ASSUME_FAILED.to_string(),
-            }
+            let negated = cond.map_or(Some(JmpCond::Set), |cond| match cond {
+                JmpCond::Eq => Some(JmpCond::Ne),
+                JmpCond::Ne => Some(JmpCond::Eq),
+                JmpCond::Gt => Some(JmpCond::Le),
+                JmpCond::Le => Some(JmpCond::Gt),
+                JmpCond::Ge => Some(JmpCond::Lt),
+                JmpCond::Lt => Some(JmpCond::Ge),
+                JmpCond::SGt => Some(JmpCond::SLe),
+                JmpCond::SLe => Some(JmpCond::SGt),
+                JmpCond::SGe => Some(JmpCond::SLt),
+                JmpCond::SLt => Some(JmpCond::SGe),
+                // A jset fails where no bit is in common.
+                JmpCond::Set => None,
+            });
+            conditional(Some((width, negated, dst, src)), ASSUME_FAILED.to_string())
         }
         "lock" => {
             c.eat_word("lock");
@@ -1792,14 +1845,32 @@ fn jump(c: &mut Cur<'_>) -> Result<Line, String> {
     }
     let _ignored = c.number();
     let target = c.label().ok_or("expected a label")?.to_string();
-    Ok(Line::Jump { cond, target })
+    Ok(conditional(cond, target))
+}
+
+/// A jump to `target` when `cond` holds (always without one).
+fn conditional(cond: Option<(Width, Option<JmpCond>, Reg, Source)>, target: String) -> Line {
+    match cond {
+        None => Line::Jump { cond: None, target },
+        Some((width, Some(cond), dst, src)) => Line::Jump {
+            cond: Some((width, cond, dst, src)),
+            target,
+        },
+        Some((width, None, dst, src)) => Line::JumpUnset {
+            width,
+            dst,
+            src,
+            target,
+        },
+    }
 }
 
 /// The label of the `r0 = 0; exit` tail that failed `assume`s jump to.
 pub const ASSUME_FAILED: &str = "<assume-failed>";
 
-/// `w1 s< r2`: a comparison (of `if` and `assume`).
-fn condition(c: &mut Cur<'_>) -> Result<(Width, JmpCond, Reg, Source), String> {
+/// `w1 s< r2`: a comparison (of `if` and `assume`); `None` is PREVAIL's
+/// negated jset `&!=` (no bit in common).
+fn condition(c: &mut Cur<'_>) -> Result<(Width, Option<JmpCond>, Reg, Source), String> {
     {
         let (is64, n) = c.reg().ok_or("expected a register")?;
         let dst = reg_of(n)?;
@@ -1822,10 +1893,8 @@ fn condition(c: &mut Cur<'_>) -> Result<(Width, JmpCond, Reg, Source), String> {
             .iter()
             .find(|(op, _)| c.eat(op))
             .ok_or("unknown comparison operator")?;
-        let cond =
-            cond.ok_or("`&!=` (no bit in common) is PREVAIL's negated jset, with no BPF encoding")?;
         let src = c.reg_or_imm()?;
-        Ok((width_of(is64), cond, dst, src))
+        Ok((width_of(is64), *cond, dst, src))
     }
 }
 
@@ -1884,6 +1953,16 @@ fn assignment(c: &mut Cur<'_>) -> Result<Line, String> {
                 None => return Err("sign-extending move of an immediate".into()),
             };
             let bits = op[1..].parse().map_err(|_| "bad width")?;
+            if width == Width::W32 && bits == 32 {
+                // Sign-extending 32 bits into 32 bits is PREVAIL's spelling
+                // of a plain 32-bit move, which has no movsx encoding.
+                return Ok(Line::Insn(Instruction::Alu {
+                    width,
+                    op: AluOp::Mov,
+                    dst,
+                    src: Source::Reg(src),
+                }));
+            }
             return Ok(Line::Insn(Instruction::MovSx {
                 width,
                 dst,
