@@ -88,6 +88,26 @@ const RULES: &[Rule] = &[
         "r0 = 0\n*(u64 *)(r10 - 16) = r0\n*(u64 *)(r10 - 8) = r0\nlock *(u64 *)(r10 - 12) += r0\nexit",
         Rejects("misaligned stack access off 0+0+-12 size 8"),
     ),
+    // Atomics are aligned at every offset a variable pointer may have
+    // (`tnum_is_aligned`), as histogram code's `slots[i]` increments are.
+    same(
+        "an atomic add at a variable 4-aligned offset of a map value",
+        SOCKET,
+        "r6 = *(u32 *)(r1 + 0)\nr6 &= 4\n*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 += r6\nr1 = 1\nlock *(u32 *)(r0 + 0) += w1\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "an atomic add at a variable 2-aligned offset of a map value",
+        SOCKET,
+        "r6 = *(u32 *)(r1 + 0)\nr6 &= 2\n*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 += r6\nr1 = 1\nlock *(u32 *)(r0 + 0) += w1\nr0 = 0\nexit",
+        Rejects("misaligned value access off (0x0; 0x2)+0+0 size 4"),
+    ),
+    same(
+        "an atomic add at a variable offset of the stack (the kernel refuses any)",
+        SOCKET,
+        "r6 = *(u32 *)(r1 + 0)\nr6 &= 8\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr3 = r10\nr3 += -16\nr3 += r6\nr1 = 1\nlock *(u64 *)(r3 + 0) += r1\nr0 = 0\nexit",
+        Rejects("variable offset stack pointer cannot be passed into helper function; var_off=(0x0; 0x8) off=-16 size=8"),
+    ),
     same(
         "a pointer spilled with a 4-byte store",
         SOCKET,

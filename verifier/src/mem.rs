@@ -11,6 +11,7 @@ use crate::explore::Verifier;
 use crate::reg::{Reg, RegType};
 use crate::scalar::Scalar;
 use crate::state::{ByteKind, Slot, State, MAX_BPF_STACK};
+use crate::tnum::Tnum;
 
 /// Read or write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,11 +158,12 @@ impl Verifier<'_> {
             }
         }
         let bytes = size_bytes(size);
-        // An atomic operation both reads and writes, aligned.
-        let total = i64::from(base.off)
-            .saturating_add(i64::from(off))
-            .saturating_add(base.val.smin);
-        if base.val.is_const().is_none() || total.checked_rem(i64::from(bytes)) != Some(0) {
+        // An atomic operation both reads and writes, aligned at every
+        // offset the pointer may have (`tnum_is_aligned` on the variable
+        // offset plus the fixed ones, as the kernel checks).
+        let fixed = i64::from(base.off).wrapping_add(i64::from(off)) as u64;
+        let at = base.val.var_off.add(Tnum::constant(fixed));
+        if (at.value | at.mask) & u64::from(bytes.wrapping_sub(1)) != 0 {
             // The kernel's words (`check_generic_ptr_alignment`).
             let desc = match base.ty {
                 RegType::Stack { .. } => "stack ",
@@ -170,7 +172,17 @@ impl Verifier<'_> {
             };
             return Err(self.error(format!(
                 "misaligned {desc}access off {}+{}+{off} size {bytes}",
-                base.val, base.off
+                var_off_text(&base.val),
+                base.off
+            )));
+        }
+        if matches!(base.ty, RegType::Stack { .. }) && base.val.is_const().is_none() {
+            // The kernel reads the stack for an atomic operation as it does
+            // for a helper, which takes no variable offset.
+            return Err(self.error(format!(
+                "variable offset stack pointer cannot be passed into helper function; var_off={} off={} size={bytes}",
+                base.val.var_off,
+                i64::from(base.off).wrapping_add(i64::from(off))
             )));
         }
         let old = self.access(
@@ -509,7 +521,7 @@ impl Verifier<'_> {
         if lo.checked_rem(size_i) != Some(0) || (!constant && !var_aligned) {
             return Err(self.error(format!(
                 "misaligned stack access off {}+{}+{} size {size}",
-                base.val,
+                var_off_text(&base.val),
                 base.off,
                 fixed.saturating_sub(i64::from(base.off))
             )));
@@ -797,4 +809,13 @@ fn ctx_words(off: i64, size: u32) -> u64 {
         .saturating_sub(1)
         / 8;
     (first..=last).fold(0, |m, w| m | 1u64 << w.min(63))
+}
+
+/// A pointer's variable offset as the kernel's alignment messages print it:
+/// the number when it is known, else the tnum.
+fn var_off_text(val: &Scalar) -> String {
+    match val.is_const() {
+        Some(v) => (v as i64).to_string(),
+        None => val.var_off.to_string(),
+    }
 }

@@ -504,6 +504,36 @@ fn an_atomic_fetch_returns_what_was_there() {
 }
 
 #[test]
+fn atomics_are_aligned_at_every_offset_a_variable_pointer_may_have() {
+    // `slots[i]` of a histogram value: an offset of 0 or 4 keeps a 4-byte
+    // add aligned; 0 or 2 does not; the stack takes no variable offset.
+    let slot = |mask: u32, size: &str| {
+        format!(
+            "r6 = *(u32 *)(r1 + 12)\nr6 &= {mask}\n*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +3\nr0 += r6\nr1 = 1\nlock *({size} *)(r0 + 0) += r1\nr0 = 0\nexit"
+        )
+    };
+    accepts(&slot(4, "u32"), &xdp());
+    rejects(
+        &slot(2, "u32"),
+        &xdp(),
+        11,
+        "misaligned value access off (0x0; 0x2)+0+0 size 4",
+    );
+    rejects(
+        &slot(4, "u64"),
+        &xdp(),
+        11,
+        "misaligned value access off (0x0; 0x4)+0+0 size 8",
+    );
+    rejects(
+        "r6 = *(u32 *)(r1 + 12)\nr6 &= 8\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr3 = r10\nr3 += -16\nr3 += r6\nr1 = 1\nlock *(u64 *)(r3 + 0) += r1\nr0 = 0\nexit",
+        &xdp(),
+        9,
+        "variable offset stack pointer cannot be passed into helper function; var_off=(0x0; 0x8) off=-16 size=8",
+    );
+}
+
+#[test]
 fn some_helpers_return_numbers_in_a_known_range() {
     // A CPU number is below the CPUs' count (at most 65536 here).
     accepts(
