@@ -108,6 +108,99 @@ const RULES: &[Rule] = &[
         "r6 = *(u32 *)(r1 + 0)\nr6 &= 8\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr3 = r10\nr3 += -16\nr3 += r6\nr1 = 1\nlock *(u64 *)(r3 + 0) += r1\nr0 = 0\nexit",
         Rejects("variable offset stack pointer cannot be passed into helper function; var_off=(0x0; 0x8) off=-16 size=8"),
     ),
+    // Kernel-only tracing helpers (libbpf-tools call them): the verifier
+    // knows their prototypes and which programs may call them; user space
+    // does not run them.
+    same(
+        "bpf_get_current_task in a kprobe",
+        KPROBE,
+        "call bpf_get_current_task\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_current_task in a socket filter (root: CAP_PERFMON)",
+        SOCKET,
+        "call bpf_get_current_task\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_current_cgroup_id in a kprobe",
+        KPROBE,
+        "call bpf_get_current_cgroup_id\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_current_cgroup_id in a socket filter (root: CAP_PERFMON)",
+        SOCKET,
+        "call bpf_get_current_cgroup_id\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_current_task_under_cgroup with a cgroup array in a kprobe",
+        KPROBE,
+        "r1 = map[idx:3]\nr2 = 0\ncall bpf_current_task_under_cgroup\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_current_task_under_cgroup with an array",
+        KPROBE,
+        "r1 = map[idx:0]\nr2 = 0\ncall bpf_current_task_under_cgroup\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 2 into func bpf_current_task_under_cgroup#37"),
+    ),
+    same(
+        "bpf_current_task_under_cgroup in a socket filter (root: CAP_PERFMON)",
+        SOCKET,
+        "r1 = map[idx:3]\nr2 = 0\ncall bpf_current_task_under_cgroup\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_socket_cookie in a socket filter",
+        SOCKET,
+        "call bpf_get_socket_cookie\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_socket_cookie in a kprobe",
+        KPROBE,
+        "call bpf_get_socket_cookie\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_get_socket_cookie#46"),
+    ),
+    same(
+        "a lookup in a cgroup array",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 8 into func bpf_map_lookup_elem#1"),
+    ),
+    same(
+        "a lookup in a stack trace map",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:4]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 7 into func bpf_map_lookup_elem#1"),
+    ),
+    same(
+        "bpf_get_ns_current_pid_tgid into 8 bytes of stack in a kprobe",
+        KPROBE,
+        "r1 = 1\nr2 = 2\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_get_ns_current_pid_tgid\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_ns_current_pid_tgid past the stack",
+        KPROBE,
+        "r1 = 1\nr2 = 2\nr3 = r10\nr3 += -8\nr4 = 16\ncall bpf_get_ns_current_pid_tgid\nr0 = 0\nexit",
+        Rejects("invalid write to stack R3 off=-8 size=16"),
+    ),
+    same(
+        "bpf_trace_printk of a format past the stack",
+        KPROBE,
+        "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 16\ncall bpf_trace_printk\nr0 = 0\nexit",
+        Rejects("invalid read from stack R1 off=-8 size=16"),
+    ),
+    same(
+        "bpf_get_ns_current_pid_tgid in a socket filter (root: CAP_PERFMON)",
+        SOCKET,
+        "r1 = 1\nr2 = 2\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_get_ns_current_pid_tgid\nr0 = 0\nexit",
+        Accepts,
+    ),
     same(
         "a pointer spilled with a 4-byte store",
         SOCKET,
@@ -409,7 +502,13 @@ const RULES: &[Rule] = &[
 
 /// The maps the programs use: (type, name, value size), 4-byte keys, 4
 /// entries.
-const MAPS: [(u32, &str, u32); 3] = [(2, "array", 8), (1, "hash", 8), (3, "progs", 4)];
+const MAPS: [(u32, &str, u32); 5] = [
+    (2, "array", 8),
+    (1, "hash", 8),
+    (3, "progs", 4),
+    (8, "cgroups", 4),
+    (7, "stacks", 8),
+];
 
 fn env(prog_type: ProgramType) -> Env {
     Env {

@@ -17,10 +17,11 @@ use crate::reg::{Reg, RegType};
 use crate::scalar::Scalar;
 use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 
-/// Helpers every program may call (`bpf_base_func_proto`).
+/// Helpers every program may call (`bpf_base_func_proto`, with root's
+/// CAP_BPF and CAP_PERFMON).
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 87, 88, 89, 118, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169,
-    170, 171, 172, 177, 181, 182,
+    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 118, 120, 125, 130, 131, 132, 133, 134, 160,
+    164, 165, 169, 170, 171, 172, 177, 181, 182,
 ];
 /// Helpers of tracing programs (`bpf_tracing_func_proto`).
 const TRACING: &[i32] = &[
@@ -34,6 +35,9 @@ const TRACING: &[i32] = &[
 const USER_SPACE: &[i32] = &[58, 183, 184, 185, 186, 187];
 /// Helpers packet programs may call besides the base ones.
 const PACKET: &[i32] = &[25];
+/// Helpers of `__sk_buff` programs (socket filters, TC, cgroup_skb)
+/// besides the packet ones: `bpf_get_socket_cookie`.
+const SKB: &[i32] = &[46];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -63,8 +67,9 @@ impl Verifier<'_> {
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
             Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
-            Some(T::Xdp | T::SchedCls | T::SchedAct | T::SocketFilter | T::CgroupSkb) => {
-                PACKET.contains(&id)
+            Some(T::Xdp) => PACKET.contains(&id),
+            Some(T::SchedCls | T::SchedAct | T::SocketFilter | T::CgroupSkb) => {
+                PACKET.contains(&id) || SKB.contains(&id)
             }
             Some(_) => false,
         }
@@ -283,7 +288,13 @@ impl Verifier<'_> {
         id: i32,
     ) -> Result<Step, Box<VerifyError>> {
         let Some(proto) = kernel_proto(id) else {
-            return Err(self.error(format!("invalid func unknown#{id}")));
+            return Err(self.error(match helper_name(id) {
+                // A helper the kernel has and userbpf does not model.
+                Some(name) => format!(
+                    "helper {name}#{id} is not supported by userbpf's verifier (no prototype)"
+                ),
+                None => format!("invalid func unknown#{id}"),
+            }));
         };
         let name = helper_name(id).unwrap_or("unknown");
         if !self.helper_allowed(id) {
@@ -585,6 +596,14 @@ impl Verifier<'_> {
             88 => matches!(t, map_type::QUEUE | map_type::STACK),
             130..=134 => t == map_type::RINGBUF,
             164 | 169 => m.has_values(),
+            37 => t == map_type::CGROUP_ARRAY,
+            _ => true,
+        } && match t {
+            // The map's side (`check_map_func_compatibility`): these maps
+            // serve only their own helpers.
+            map_type::STACK_TRACE => id == 27,
+            // bpf_skb_under_cgroup, bpf_current_task_under_cgroup.
+            map_type::CGROUP_ARRAY => matches!(id, 33 | 37),
             _ => true,
         };
         if ok {

@@ -20,6 +20,8 @@ pub mod map_type {
     pub const PERCPU_ARRAY: u32 = 6;
     /// `BPF_MAP_TYPE_STACK_TRACE`.
     pub const STACK_TRACE: u32 = 7;
+    /// `BPF_MAP_TYPE_CGROUP_ARRAY`.
+    pub const CGROUP_ARRAY: u32 = 8;
     /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`.
     pub const ARRAY_OF_MAPS: u32 = 12;
     /// `BPF_MAP_TYPE_HASH_OF_MAPS`.

@@ -730,9 +730,21 @@ impl Verifier<'_> {
                     || hi > 0
                     || fi >= st.frames.len()
                 {
-                    return Err(self.error(format!(
-                        "invalid indirect access to stack R{regno} off={fixed} size={size}"
-                    )));
+                    // The kernel's words (`check_stack_access_within_bounds`):
+                    // a helper reads or writes the stack.
+                    let what = if access == Access::Read {
+                        " read from"
+                    } else {
+                        " write to"
+                    };
+                    return Err(self.error(if base.val.is_const().is_some() {
+                        format!("invalid{what} stack R{regno} off={fixed} size={size}")
+                    } else {
+                        format!(
+                            "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",
+                            base.val.var_off
+                        )
+                    }));
                 }
                 let frame_state = &mut st.frames[fi];
                 match access {

@@ -501,6 +501,10 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
         ("invalid read from stack", "domain: userbpf rejects reads of uninitialised stack"),
         ("!read_ok", "domain: the kernel rejects reading a register never written (callee frames start with r1-r5 only)"),
         ("invalid func unknown", "domain: userbpf has no such helper"),
+        (
+            "is not supported by userbpf's verifier",
+            "domain: userbpf's verifier has no prototype of this kernel helper",
+        ),
         ("Unreleased reference", "domain: the kernel requires every ring-buffer reservation to be submitted or discarded; PREVAIL tracks no references"),
         ("invalid size of register spill", "domain: the kernel rejects spilling a pointer with a store narrower than 8 bytes"),
         ("invalid bpf_context access off=4", "domain: packet pointer fields of the context are read whole (4 bytes)"),

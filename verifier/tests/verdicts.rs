@@ -559,6 +559,13 @@ fn some_helpers_return_numbers_in_a_known_range() {
 #[test]
 fn helper_calls_follow_their_prototypes() {
     rejects("call 999\nexit", &xdp(), 0, "invalid func unknown#999");
+    // A helper the kernel has, which userbpf does not model, says so.
+    rejects(
+        "call 158\nexit",
+        &uprobe(),
+        0,
+        "helper bpf_get_current_task_btf#158 is not supported by userbpf's verifier (no prototype)",
+    );
     rejects(
         "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",
         &xdp(),
@@ -593,7 +600,7 @@ fn helper_calls_follow_their_prototypes() {
         "r1 = r10\nr1 += -8\nr2 = 16\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",
         &uprobe(),
         4,
-        "invalid indirect access to stack R1 off=-8 size=16",
+        "invalid write to stack R1 off=-8 size=16",
     );
     rejects(
         "r1 = r10\nr1 += -8\nr2 = 0\nr3 = 0\ncall bpf_get_current_comm\nr0 = 0\nexit",

@@ -2,6 +2,14 @@
 //! bpf_func_proto`: return type and argument types, as in the kernel's
 //! `*_proto` definitions), the one source of truth for both the engines'
 //! run-time checks ([`KernelProto::runtime`]) and the verifier.
+//!
+//! A few tracing helpers are here only so that the verifier checks
+//! programs for the kernel as the kernel does (libbpf-tools call them):
+//! `bpf_get_current_task`, `bpf_current_task_under_cgroup`,
+//! `bpf_get_socket_cookie` (of an `__sk_buff`), `bpf_get_current_cgroup_id`
+//! and `bpf_get_ns_current_pid_tgid`. User
+//! space has no implementation of them: preparing a program that calls
+//! one fails with the helper's name and pc (`UnknownHelper`).
 
 use crate::helper_names::helper_name;
 use crate::helpers::{ArgKind, ArgSize, HelperProto};
@@ -161,7 +169,13 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[PtrToCtx, ConstMapPtr, Anything, MEM, ConstSizeOrZero],
     ),
     proto(27, Integer, &[PtrToCtx, ConstMapPtr, Anything]),
+    // Kernel only (no user-space implementation: see the module docs).
+    proto(35, Integer, &[]),
     proto(36, Integer, &[Anything, MEM, ConstSize]),
+    // Kernel only.
+    proto(37, Integer, &[ConstMapPtr, Anything]),
+    // Kernel only; the `__sk_buff` form (socket filters, TC, cgroup_skb).
+    proto(46, Integer, &[PtrToCtx]),
     proto(45, Integer, &PROBE_READ),
     proto(58, Integer, &[PtrToCtx, Anything]),
     proto(
@@ -169,6 +183,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         Integer,
         &[PtrToCtx, PtrToUninitMem, ConstSizeOrZero, Anything],
     ),
+    // Kernel only.
+    proto(80, Integer, &[]),
     proto(87, Integer, &[ConstMapPtr, PtrToMapValue, Anything]),
     proto(88, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
     proto(89, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
@@ -179,6 +195,12 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(115, Integer, &PROBE_READ),
     proto(117, Integer, &[Anything]),
     proto(118, Integer, &[]),
+    // Kernel only.
+    proto(
+        120,
+        Integer,
+        &[Anything, Anything, PtrToUninitMem, ConstSize],
+    ),
     proto(125, Integer, &[]),
     proto(130, Integer, &[ConstMapPtr, MEM, ConstSizeOrZero, Anything]),
     proto(
