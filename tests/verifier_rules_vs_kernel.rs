@@ -359,11 +359,12 @@ const RULES: &[Rule] = &[
         source: "r6 = 1\nl1:\nif r6 >= 8 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
         kernel: Accepts,
         ours: Some((
-            Rejects("BPF program is too large"),
+            Rejects("infinite loop detected at insn 7"),
             "the kernel prunes a state at a callback-calling instruction against any earlier \
              one still being explored, also when the path came round a loop of the caller's \
              own rather than from the callback: it accepts this loop, which never ends (never \
-             run it in the kernel); userbpf prunes so only on the callback's return",
+             run it in the kernel); userbpf prunes so only on the callback's return, and finds \
+             the loop's state again at the call",
         )),
     },
     same(

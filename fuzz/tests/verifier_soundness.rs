@@ -60,3 +60,24 @@ fn accepted_programs_never_fault() {
         panic!("{e}");
     }
 }
+
+/// An input the fuzzer once ran out of memory on
+/// (`fuzz/regressions/verifier_soundness/loop-around-for-each-oom`): a
+/// loop of the caller's own around `bpf_for_each_map_elem` that never
+/// changes its state. Its head never stored a state, so the search went
+/// round it to the limit of 1,000,000 processed instructions, keeping
+/// 142,856 states of 64 stack slots (2.4 GB). The call stores every state
+/// reaching it, and now finds the same one again there.
+#[test]
+fn a_loop_around_a_callback_helper_is_found_at_the_call() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("regressions/verifier_soundness/loop-around-for-each-oom");
+    let data = std::fs::read(&path).expect("the regression input");
+    match userbpf_fuzz::verifier_soundness(&data) {
+        Verdict::Rejected(message) => assert!(
+            message.starts_with("infinite loop detected at insn 22"),
+            "{message}"
+        ),
+        Verdict::Accepted => panic!("the loop that never ends was accepted"),
+    }
+}

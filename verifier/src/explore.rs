@@ -37,6 +37,25 @@ struct Entry {
     misses: u32,
     /// Where it was explored.
     pc: usize,
+    /// Still compared with later states: in its pc's pruning list, or
+    /// reaching a helper that calls back (`at_callback`). A finished entry
+    /// that is neither keeps only its place in the tree of paths: its
+    /// state is dropped, so memory follows the states that can still prune
+    /// (as the kernel frees its states), not every state ever stored.
+    listed: bool,
+    at_callback: bool,
+}
+
+impl Entry {
+    /// Drops the state of a finished entry nothing compares any more.
+    fn release_if_unused(&mut self) {
+        if self.branches == 0 && !self.listed && !self.at_callback {
+            self.state = State {
+                frames: Vec::new(),
+                refs: Vec::new(),
+            };
+        }
+    }
 }
 
 /// A branch waiting to be explored.
@@ -377,8 +396,11 @@ impl<'a> Verifier<'a> {
                 let at = e.pc;
                 if self.explored[at].len() < self.opts.max_states_per_insn {
                     self.explored[at].push(p);
+                    self.entries[p].listed = true;
                     self.stored = self.stored.saturating_add(1);
                     self.stats.peak_states = self.stats.peak_states.max(self.stored);
+                } else {
+                    self.entries[p].release_if_unused();
                 }
             }
             match self.pending.pop() {
@@ -462,14 +484,18 @@ impl<'a> Verifier<'a> {
         // loops forever.
         // Only a loop's head can see its own state again.
         let loop_head = self.loop_head.get(pc).copied().unwrap_or(false);
-        let hash = if loop_head {
+        let callback_point = self.callback_point.get(pc).copied().unwrap_or(false);
+        // A helper that calls back stores every state reaching it: a loop
+        // of the caller's own around it comes back to one of those (the
+        // loop's head itself may never store one).
+        let repeats_here = loop_head || callback_point;
+        let hash = if repeats_here {
             let mut h = FxHasher::default();
             cur.hash(&mut h);
             h.finish()
         } else {
             0
         };
-        let callback_point = self.callback_point.get(pc).copied().unwrap_or(false);
         // A helper's callback iterations come back to its call from the
         // callback's `exit`; the helper bounds those. Any other arrival
         // at the call (a loop of the caller's own going around it) is
@@ -508,7 +534,7 @@ impl<'a> Verifier<'a> {
         } else if let Some(same) = self
             .by_hash
             .get(&(pc, hash))
-            .filter(|_| loop_head)
+            .filter(|_| repeats_here)
             // Inside a callback, a state may repeat from one call of the
             // callback to the next: the helper bounds those. (A loop of
             // the callback's own ends at the instruction limit.)
@@ -549,6 +575,8 @@ impl<'a> Verifier<'a> {
             entry.misses = entry.misses.saturating_add(1);
             if entry.misses > entry.hits.saturating_add(1).saturating_mul(MISS_FACTOR) {
                 list.swap_remove(i);
+                entry.listed = false;
+                entry.release_if_unused();
                 self.stored = self.stored.saturating_sub(1);
             }
         }
@@ -571,8 +599,10 @@ impl<'a> Verifier<'a> {
             hits: 0,
             misses: 0,
             pc,
+            listed: false,
+            at_callback: callback_point,
         });
-        if loop_head {
+        if repeats_here {
             self.by_hash.entry((pc, hash)).or_default().push(idx);
         }
         if callback_point {
