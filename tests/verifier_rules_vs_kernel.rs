@@ -166,6 +166,18 @@ const RULES: &[Rule] = &[
         Rejects("program of this type cannot use helper bpf_get_socket_cookie#46"),
     ),
     same(
+        "bpf_probe_read_kernel of 0 bytes into NULL",
+        KPROBE,
+        "r1 = 0\nr2 = 0\nr3 = 0\ncall bpf_probe_read_kernel\nr0 = 0\nexit",
+        Rejects("R1 type=scalar expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"),
+    ),
+    same(
+        "bpf_get_stack of 0 bytes into NULL",
+        KPROBE,
+        "r2 = 0\nr3 = 0\nr4 = 0\ncall bpf_get_stack\nr0 = 0\nexit",
+        Rejects("R2 type=scalar expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"),
+    ),
+    same(
         "a lookup in a cgroup array",
         KPROBE,
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
@@ -200,6 +212,83 @@ const RULES: &[Rule] = &[
         SOCKET,
         "r1 = 1\nr2 = 2\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_get_ns_current_pid_tgid\nr0 = 0\nexit",
         Accepts,
+    ),
+    // Pointer arithmetic the kernel forbids (`adjust_ptr_min_max_vals`,
+    // `check_reg_sane_offset`), though it accesses nothing.
+    same(
+        "subtracting from a stack pointer",
+        SOCKET,
+        "r0 = 0\nr1 = r10\nr1 -= 8\n*(u64 *)(r1 + 0) = r0\nexit",
+        Rejects("R1 subtraction from stack pointer prohibited"),
+    ),
+    same(
+        "adding 2^29 to a map value pointer",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr1 = 0x20000000\nr0 += r1\nr0 = 0\nexit",
+        Rejects("math between map_value pointer and 536870912 is not allowed"),
+    ),
+    same(
+        "a map value pointer whose fixed offset passes 2^29",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 += 0x1fffffff\nr0 += 0x1fffffff\nr0 = 0\nexit",
+        Rejects("map_value pointer offset 1073741822 is not allowed"),
+    ),
+    same(
+        "a map value pointer plus a value down to -2^29",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr1 = *(u8 *)(r0 + 0)\nr1 += -0x20000000\nr0 += r1\nr0 = 0\nexit",
+        Rejects("value -536870912 makes map_value pointer be out of bounds"),
+    ),
+    same(
+        "a map value pointer plus a value of unbounded minimum",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr1 = *(u64 *)(r0 + 0)\nr0 += r1\nr0 = 0\nexit",
+        Rejects("math between map_value pointer and register with unbounded min value is not allowed"),
+    ),
+    // A sign mask (`x s>> 31`: 0 or -1) ANDed or ORed with a constant is
+    // one of two values; the kernel decides branches on that, and does not
+    // check the dead division by zero behind them.
+    same(
+        "a 32-bit sign mask ANDed with -134 is 0 or -134",
+        SOCKET,
+        "call bpf_get_prandom_u32\nw2 = w0\nw2 s>>= 31\nw2 &= -134\nif w2 s> -1 goto +2\nif w2 != -136 goto +1\nw0 /= 0\nw0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a 64-bit sign mask ORed with 6 is 6 or -1",
+        SOCKET,
+        "call bpf_get_prandom_u32\nr2 = r0\nr2 <<= 32\nr2 s>>= 63\nr2 |= 6\nif r2 == 6 goto +2\nif r2 == -1 goto +1\nr0 /= 0\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a sign mask ORed with 6 is not 5",
+        SOCKET,
+        "call bpf_get_prandom_u32\nr2 = r0\nr2 <<= 32\nr2 s>>= 63\nr2 |= 6\nif r2 == 6 goto +1\nr0 /= 0\nr0 = 0\nexit",
+        Rejects("div by zero"),
+    ),
+    same(
+        "a lookup's result equal to a checked one is not null",
+        SOCKET,
+        "*(u32 *)(r10 - 8) = 0\nr1 = map[idx:1]\nr2 = r10\nr2 += -8\ncall bpf_map_lookup_elem\nr6 = r0\nr1 = map[idx:1]\nr2 = r10\nr2 += -8\ncall bpf_map_lookup_elem\nr7 = r0\nif r6 == 0 goto +2\nif r6 != r7 goto +1\nr0 = *(u32 *)(r7 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a lookup's result different from a checked one may be null",
+        SOCKET,
+        "*(u32 *)(r10 - 8) = 0\nr1 = map[idx:1]\nr2 = r10\nr2 += -8\ncall bpf_map_lookup_elem\nr6 = r0\nr1 = map[idx:1]\nr2 = r10\nr2 += -8\ncall bpf_map_lookup_elem\nr7 = r0\nif r6 == 0 goto +2\nif r6 == r7 goto +1\nr0 = *(u32 *)(r7 + 0)\nr0 = 0\nexit",
+        Rejects("R7 invalid mem access 'map_value_or_null'"),
+    ),
+    same(
+        "a 32-bit copy of a number below 2^32 is linked to it",
+        SOCKET,
+        "call bpf_ktime_get_ns\n*(u64 *)(r10 - 8) = r0\nr2 = *(u32 *)(r10 - 8)\nw3 = w2\nif w2 < 9 goto +1\nexit\nif r3 < 9 goto +1\nr0 -= r1\nexit",
+        Accepts,
+    ),
+    same(
+        "a 32-bit copy of a wider number is not linked to it",
+        SOCKET,
+        "call bpf_ktime_get_ns\nr2 = r0\nw3 = w2\nif w2 < 9 goto +1\nexit\nif r3 < 9 goto +1\nr0 -= r1\nexit",
+        Rejects("R1 !read_ok"),
     ),
     same(
         "a pointer spilled with a 4-byte store",
@@ -532,6 +621,7 @@ fn env(prog_type: ProgramType) -> Env {
                 value_size,
                 max_entries: 4,
                 read_only: false,
+                write_only: false,
                 direct_value: false,
                 contents: None,
                 inner: None,

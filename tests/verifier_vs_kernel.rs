@@ -117,12 +117,12 @@ const NOT_MEMORY_SAFETY: &[(&str, &str)] = &[
         "termination (the interpreter runs end)",
     ),
     // The kernel refuses to form a pointer whose offset may reach
-    // +-2^29 (`BPF_MAX_VAR_OFF`, `check_reg_sane_offset`), even when the
-    // scalar added is bounded and only its link to another register
-    // carries a large delta (`r4 = r7; w4 += 0x7fffffff; if r4 > 23 ...`).
-    // Forming a pointer accesses nothing: userbpf checks the offset where
-    // the pointer is dereferenced (an offset that large is an unbounded
-    // access there).
+    // +-2^29 (`BPF_MAX_VAR_OFF`, `check_reg_sane_offset`). userbpf applies
+    // the same rule to its own bounds, which are tighter in places: a
+    // scalar the kernel bounds only through its link to another register
+    // with a large delta (`r4 = r7; w4 += 0x7fffffff; if r4 > 23 ...`) is
+    // in range for ours. Forming a pointer accesses nothing, and the
+    // access is checked where the pointer is dereferenced.
     (
         "pointer offset",
         "pointer formation rule (accesses checked apart)",

@@ -708,8 +708,9 @@ impl Verifier<'_> {
                         regno.wrapping_add(1)
                     )));
                 }
-                if reg.const_value() == Some(0) {
-                    // A null pointer is only fine with nothing to access.
+                if reg.const_value() == Some(0) && arg == (ArgType::PtrToMem { maybe_null: true }) {
+                    // A null pointer is only fine where the prototype allows
+                    // one (`PTR_MAYBE_NULL`), with nothing to access.
                     if v.umax != 0 {
                         return Err(self.error(expected("mem")));
                     }
@@ -820,7 +821,7 @@ impl Verifier<'_> {
         };
         if !ok || reg.maybe_null {
             return Err(self.error(format!(
-                "R{regno} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem",
+                "R{regno} type={} expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_",
                 reg.type_name()
             )));
         }

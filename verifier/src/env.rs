@@ -2,7 +2,9 @@
 //! kind (which decides the context's layout and the helpers it may call)
 //! and the maps its `lddw`s refer to.
 
-use userbpf_vm::object::{MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG};
+use userbpf_vm::object::{
+    MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
+};
 
 use crate::ctx::Context;
 
@@ -52,6 +54,8 @@ pub struct MapInfo {
     /// `BPF_F_RDONLY_PROG`: programs may read values but not write them
     /// (`.rodata`).
     pub read_only: bool,
+    /// `BPF_F_WRONLY_PROG`: programs may write values but not read them.
+    pub write_only: bool,
     /// Whether `lddw` may take the address of its value
     /// (`BPF_PSEUDO_MAP_VALUE`: global data, single-value arrays).
     pub direct_value: bool,
@@ -74,6 +78,7 @@ impl MapInfo {
             value_size: def.value_size,
             max_entries: def.max_entries,
             read_only: def.flags & BPF_F_RDONLY_PROG != 0,
+            write_only: def.flags & BPF_F_WRONLY_PROG != 0,
             direct_value: def.map_type == map_type::ARRAY && def.max_entries == 1,
             contents: if def.flags & BPF_F_RDONLY_PROG != 0 {
                 def.initial.clone()

@@ -232,7 +232,18 @@ impl Verifier<'_> {
                             }
                         )));
                     }
-                    Reg::scalar(s.val.zext32())
+                    if s.val.umax <= u64::from(u32::MAX) && s.val.is_const().is_none() {
+                        // Upper half zero: the copy is the whole number,
+                        // linked as a 64-bit copy is (the kernel's
+                        // `is_src_reg_u32`).
+                        let id = if s.id != 0 { s.id } else { self.fresh_id() };
+                        if let Source::Reg(r) = src {
+                            st.reg_mut(r.num()).id = id;
+                        }
+                        Reg { id, ..s }
+                    } else {
+                        Reg::scalar(s.val.zext32())
+                    }
                 }
             };
             *st.reg_mut(d) = new;
@@ -327,42 +338,45 @@ impl Verifier<'_> {
             }
             _ => {}
         }
+        // The kernel's `check_reg_sane_offset`, on both operands and on
+        // the result: pointer offsets stay within +-2^29
+        // (`BPF_MAX_VAR_OFF`) and a variable part has a bounded minimum.
+        // (Forming such a pointer accesses nothing, but the kernel forbids
+        // the arithmetic, and so do we.)
+        self.sane_offset(scalar, ptr)?;
+        self.sane_offset(ptr, ptr)?;
+        if op == AluOp::Sub && matches!(ptr.ty, RegType::Stack { .. }) {
+            // The kernel's rule for JITs: the frame pointer only grows
+            // down by addition (`r1 += -8`, as compilers write it).
+            return Err(self.error(format!("R{d} subtraction from stack pointer prohibited")));
+        }
         let mut out = *ptr;
         if let Some(c) = scalar.val.is_const() {
             let c = c as i64;
             let delta = if op == AluOp::Sub {
-                c.checked_neg()
+                c.wrapping_neg()
             } else {
-                Some(c)
+                c
             };
-            let new_off = delta.and_then(|dl| i64::from(ptr.off).checked_add(dl));
-            match new_off {
-                Some(o) if o > -MAX_VAR_OFF && o < MAX_VAR_OFF => {
-                    out.off = o as i32;
-                    return Ok(out);
-                }
-                _ => {
-                    return Err(self.error(format!(
-                        "R{d} pointer arithmetic on {} with an offset out of range",
-                        ptr.type_name()
-                    )))
-                }
+            // Both within +-2^29 (checked above): no overflow.
+            out.off = i64::from(ptr.off).wrapping_add(delta) as i32;
+            if i64::from(ptr.off).wrapping_add(delta) != i64::from(out.off) {
+                return Err(self.error(format!(
+                    "{} pointer offset {} is not allowed",
+                    ptr.type_name(),
+                    i64::from(ptr.off).wrapping_add(delta)
+                )));
             }
+            self.sane_offset(&out, ptr)?;
+            return Ok(out);
         }
         let v = &scalar.val;
-        if v.smin == i64::MIN {
-            return Err(self.error(format!(
-                "R{d} math between {} pointer and register with unbounded min value is not allowed",
-                ptr.type_name()
-            )));
-        }
         // (A context pointer with a variable offset is refused when it is
         // dereferenced or passed as the context, as the kernel does; it may
         // go to helpers that take any value: usdt.bpf.h's bpf_usdt_arg
         // reads `ctx + reg_off` with bpf_probe_read_kernel.)
-        // (An offset too large for any access is refused when the pointer
-        // is dereferenced: `unbounded memory access`.)
         out.val = ptr.val.alu(op, Width::W64, v);
+        self.sane_offset(&out, ptr)?;
         if let RegType::Packet { .. } | RegType::PacketMeta { .. } = ptr.ty {
             if out.val.umax > MAX_PACKET_OFF {
                 // A negative or huge variable part: unusable for access,
@@ -376,6 +390,33 @@ impl Verifier<'_> {
             };
         }
         Ok(out)
+    }
+
+    /// `check_reg_sane_offset`: `reg` (an operand or the result of
+    /// arithmetic on `ptr`) keeps the pointer's offsets in range.
+    fn sane_offset(&self, reg: &Reg, ptr: &Reg) -> Result<(), Box<VerifyError>> {
+        let ty = ptr.type_name();
+        if let Some(val) = reg.val.is_const() {
+            let val = val as i64;
+            if val >= MAX_VAR_OFF || val <= -MAX_VAR_OFF {
+                return Err(self.error(format!(
+                    "math between {ty} pointer and {val} is not allowed"
+                )));
+            }
+        }
+        if i64::from(reg.off) >= MAX_VAR_OFF || i64::from(reg.off) <= -MAX_VAR_OFF {
+            return Err(self.error(format!("{ty} pointer offset {} is not allowed", reg.off)));
+        }
+        let smin = reg.val.smin;
+        if smin == i64::MIN {
+            return Err(self.error(format!(
+                "math between {ty} pointer and register with unbounded min value is not allowed"
+            )));
+        }
+        if smin >= MAX_VAR_OFF || smin <= -MAX_VAR_OFF {
+            return Err(self.error(format!("value {smin} makes {ty} pointer be out of bounds")));
+        }
+        Ok(())
     }
 
     fn lddw(&mut self, pc: usize, value: Lddw) -> Result<Reg, Box<VerifyError>> {
@@ -502,6 +543,24 @@ impl Verifier<'_> {
                 return Ok(Step::Next(if taken { target } else { fall }));
             }
         }
+        // A maybe-null pointer equal to one that is not null is not null
+        // either ("jne/jeq infer not null", as the kernel does).
+        if width == Width::W64
+            && matches!(cond, JmpCond::Eq | JmpCond::Ne)
+            && !a.is_scalar()
+            && !b.is_scalar()
+            && a.maybe_null != b.maybe_null
+        {
+            let maybe = if a.maybe_null { a } else { b };
+            let mut equal = st.clone();
+            mark_null(&mut equal, &maybe, false);
+            return Ok(if cond == JmpCond::Eq {
+                Step::Branch(fall, Box::new(equal), target)
+            } else {
+                let differ = std::mem::replace(st, equal);
+                Step::Branch(fall, Box::new(differ), target)
+            });
+        }
         // Packet bounds: comparisons of packet pointers with data_end (or
         // of metadata pointers with data).
         if width == Width::W64 {
@@ -527,11 +586,15 @@ impl Verifier<'_> {
     ) -> Option<Step> {
         let is_pkt = |r: &Reg| matches!(r.ty, RegType::Packet { .. });
         let is_meta = |r: &Reg| matches!(r.ty, RegType::PacketMeta { .. });
+        // The end of the metadata is `data` itself, not a pointer moved
+        // from it (`reg_is_init_pkt_pointer`): `meta + 8 <= data + 8`
+        // says nothing of the metadata's length.
+        let is_data = |r: &Reg| is_pkt(r) && r.off == 0 && r.val.is_const() == Some(0);
         // Normalise to `ptr CMP end`.
-        let (ptr, cond) = if (is_pkt(a) && b.ty == RegType::PacketEnd) || (is_meta(a) && is_pkt(b))
+        let (ptr, cond) = if (is_pkt(a) && b.ty == RegType::PacketEnd) || (is_meta(a) && is_data(b))
         {
             (*a, cond)
-        } else if (is_pkt(b) && a.ty == RegType::PacketEnd) || (is_meta(b) && is_pkt(a)) {
+        } else if (is_pkt(b) && a.ty == RegType::PacketEnd) || (is_meta(b) && is_data(a)) {
             (*b, swap_cond(cond))
         } else {
             return None;
@@ -545,7 +608,10 @@ impl Verifier<'_> {
             JmpCond::Le => (true, false),
             _ => return Some(Step::Branch(fall, Box::new(st.clone()), target)),
         };
-        if ptr.off < 0 || ptr.val.umax > MAX_PACKET_OFF {
+        if ptr.off < 0
+            || ptr.val.umax > MAX_PACKET_OFF
+            || ptr.val.umax.saturating_add(ptr.off as u64) > MAX_PACKET_OFF
+        {
             return Some(Step::Branch(fall, Box::new(st.clone()), target));
         }
         let mut range = ptr.off as u32;

@@ -376,12 +376,18 @@ impl Verifier<'_> {
                 };
                 let value_size = m.value_size;
                 let read_only = m.read_only;
+                let write_only = m.write_only;
                 self.region_access(regno, base, fixed, size, value_size, |off, size| {
                     format!("invalid access to map value, value_size={value_size} off={off} size={size}")
                 })?;
                 if access == Access::Write && read_only {
                     return Err(self.error(format!(
                         "write into map forbidden, value_size={value_size} off={fixed} size={size}"
+                    )));
+                }
+                if access == Access::Read && write_only {
+                    return Err(self.error(format!(
+                        "read from map forbidden, value_size={value_size} off={fixed} size={size}"
                     )));
                 }
                 // Values of read-only maps are not folded into constants

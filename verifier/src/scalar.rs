@@ -1385,10 +1385,51 @@ fn arith_rng(op: AluOp, bits: u32, a: Rng, b: Rng, t: Tnum) -> Rng {
                 umax: uh,
             }
         }
-        AluOp::And => Rng::from_unsigned(bits, t.umin(), min(a.umax, b.umax)),
-        AluOp::Or => Rng::from_unsigned(bits, max(a.umin, b.umin), t.umax()),
+        AluOp::And => zero_or_all_ones(
+            op,
+            bits,
+            a,
+            b,
+            Rng::from_unsigned(bits, t.umin(), min(a.umax, b.umax)),
+        ),
+        AluOp::Or => zero_or_all_ones(
+            op,
+            bits,
+            a,
+            b,
+            Rng::from_unsigned(bits, max(a.umin, b.umin), t.umax()),
+        ),
         AluOp::Xor => Rng::from_unsigned(bits, t.umin(), t.umax()),
         _ => Rng::full(bits),
+    }
+}
+
+/// `x & y` or `x | y` where one operand is 0 or -1 (a sign mask, as
+/// `x s>> 31` makes): the result is 0 or the other operand (`&`), the
+/// other operand or -1 (`|`), which tnums and unsigned bounds lose when
+/// the other operand is negative (the kernel's special case since Linux
+/// 6.17, for code compilers emit, e.g. cilium's). `rng`: the general
+/// bounds, which the special ones narrow.
+fn zero_or_all_ones(op: AluOp, bits: u32, a: Rng, b: Rng, rng: Rng) -> Rng {
+    let mask = |r: &Rng| r.smin == -1 && r.smax == 0;
+    let other = if mask(&a) {
+        b
+    } else if mask(&b) {
+        a
+    } else {
+        return rng;
+    };
+    let (lo, hi) = if op == AluOp::And {
+        (min(0, other.smin), max(0, other.smax))
+    } else {
+        (min(-1, other.smin), max(-1, other.smax))
+    };
+    let special = Rng::from_signed(bits, lo, hi);
+    Rng {
+        smin: max(rng.smin, special.smin),
+        smax: min(rng.smax, special.smax),
+        umin: max(rng.umin, special.umin),
+        umax: min(rng.umax, special.umax),
     }
 }
 
@@ -1803,6 +1844,25 @@ mod tests {
                     prop_assert!(r.contains(v),
                         "{:?} {:?}: {:#x} op {:#x} = {:#x} not in {} from a={} b={}",
                         op, w, x, y, v, r, a, b);
+                }
+            }
+        }
+
+        #[test]
+        fn sign_masks_and_or_sound((b, y) in member(), neg in any::<bool>(), wide in any::<bool>()) {
+            // `x s>> 31` / `s>> 63`: 0 or -1, ANDed or ORed with anything.
+            check(&b, y)?;
+            let w = if wide { Width::W64 } else { Width::W32 };
+            let shift = if wide { 63 } else { 31 };
+            let mask = Scalar::UNKNOWN.alu(AluOp::Arsh, w, &Scalar::constant(shift));
+            let x = if neg { u64::MAX } else { 0 };
+            prop_assert!(mask.contains(ref_alu(AluOp::Arsh, w, x, shift)));
+            for op in [AluOp::And, AluOp::Or] {
+                for (l, r, lx, ry) in [(&mask, &b, x, y), (&b, &mask, y, x)] {
+                    let out = l.alu(op, w, r);
+                    let v = ref_alu(op, w, lx, ry);
+                    prop_assert!(out.is_valid());
+                    prop_assert!(out.contains(v), "{:?} {:?}: {:#x} not in {}", op, w, v, out);
                 }
             }
         }

@@ -398,6 +398,7 @@ fn initial(
                 prevail::MAP_MAX_ENTRIES
             },
             read_only: false,
+            write_only: false,
             direct_value: true,
             contents: None,
             inner: None,
@@ -506,6 +507,10 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
             "domain: userbpf's verifier has no prototype of this kernel helper",
         ),
         ("Unreleased reference", "domain: the kernel requires every ring-buffer reservation to be submitted or discarded; PREVAIL tracks no references"),
+        (
+            "subtraction from stack pointer prohibited",
+            "domain: the kernel forbids subtracting from a stack pointer (`r1 -= 8`; compilers add a negative offset) (shown on the kernel by tests/verifier_rules_vs_kernel.rs)",
+        ),
         ("invalid size of register spill", "domain: the kernel rejects spilling a pointer with a store narrower than 8 bytes"),
         ("invalid bpf_context access off=4", "domain: packet pointer fields of the context are read whole (4 bytes)"),
     ];

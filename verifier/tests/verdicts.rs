@@ -18,6 +18,7 @@ fn maps() -> Vec<MapInfo> {
             value_size: 8,
             max_entries: 16,
             read_only: false,
+            write_only: false,
             direct_value: false,
             contents: None,
             inner: None,
@@ -29,6 +30,7 @@ fn maps() -> Vec<MapInfo> {
             value_size: 0,
             max_entries: 4096,
             read_only: false,
+            write_only: false,
             direct_value: false,
             contents: None,
             inner: None,
@@ -40,6 +42,7 @@ fn maps() -> Vec<MapInfo> {
             value_size: 8,
             max_entries: 1,
             read_only: true,
+            write_only: false,
             direct_value: true,
             contents: Some(b"%d\0\0abcd".to_vec()),
             inner: None,
@@ -51,6 +54,7 @@ fn maps() -> Vec<MapInfo> {
             value_size: 8,
             max_entries: 4,
             read_only: false,
+            write_only: false,
             direct_value: false,
             contents: None,
             inner: None,
@@ -62,6 +66,19 @@ fn maps() -> Vec<MapInfo> {
             value_size: 4,
             max_entries: 4,
             read_only: false,
+            write_only: false,
+            direct_value: false,
+            contents: None,
+            inner: None,
+        },
+        MapInfo {
+            name: "wronly".into(),
+            map_type: 2,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 4,
+            read_only: false,
+            write_only: true,
             direct_value: false,
             contents: None,
             inner: None,
@@ -534,6 +551,37 @@ fn atomics_are_aligned_at_every_offset_a_variable_pointer_may_have() {
 }
 
 #[test]
+fn write_only_and_read_only_map_values() {
+    // BPF_F_WRONLY_PROG: stores, but no loads (nor atomics, which load);
+    // BPF_F_RDONLY_PROG: loads, but no stores.
+    let value = |map: u32, then: &str| {
+        format!(
+            "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:{map}]\ncall bpf_map_lookup_elem\n{then}\nr0 = 0\nexit"
+        )
+    };
+    accepts(&value(5, "*(u64 *)(r0 + 0) = 1"), &xdp());
+    rejects(
+        &value(5, "r1 = *(u64 *)(r0 + 0)"),
+        &xdp(),
+        6,
+        "read from map forbidden, value_size=8 off=0 size=8",
+    );
+    rejects(
+        &value(5, "r1 = 1\nlock *(u64 *)(r0 + 0) += r1"),
+        &xdp(),
+        7,
+        "read from map forbidden, value_size=8 off=0 size=8",
+    );
+    accepts(&value(2, "r1 = *(u64 *)(r0 + 0)"), &xdp());
+    rejects(
+        &value(2, "*(u64 *)(r0 + 0) = 1"),
+        &xdp(),
+        6,
+        "write into map forbidden, value_size=8 off=0 size=8",
+    );
+}
+
+#[test]
 fn some_helpers_return_numbers_in_a_known_range() {
     // A CPU number is below the CPUs' count (at most 65536 here).
     accepts(
@@ -992,7 +1040,7 @@ fn the_context_words_read_and_escapes_are_reported() {
         "a load through the pointer's own register"
     );
     // Helpers: any argument that is the context.
-    let (_, escapes) = ctx_use("r2 = 0\nr3 = 0\nr4 = 0\ncall 67\nr0 = 0\nexit");
+    let (_, escapes) = ctx_use("r2 = r10\nr2 += -8\nr3 = 8\nr4 = 0\ncall 67\nr0 = 0\nexit");
     assert!(escapes, "bpf_get_stack(ctx, ...)");
     let (_, escapes) = ctx_use("r6 = r1\ncall 5\nr0 = *(u64 *)(r6 + 112)\nexit");
     assert!(

@@ -252,7 +252,12 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(187, Integer, &[Anything]),
 ];
 
-/// The kernel's prototype of helper `id`, if userbpf implements it.
+/// The helpers of [`KERNEL_PROTOS`] user space does not run: their
+/// prototypes are there for the verifier's checks of kernel programs.
+pub const KERNEL_ONLY: &[i32] = &[35, 37, 46, 80, 120];
+
+/// The kernel's prototype of helper `id`, if userbpf implements it (or
+/// checks it for the kernel: [`KERNEL_ONLY`]).
 pub fn kernel_proto(id: i32) -> Option<&'static KernelProto> {
     KERNEL_PROTOS.iter().find(|p| p.id == id)
 }

@@ -98,6 +98,7 @@ impl GenMap {
             value_size: self.value_size,
             max_entries: Self::MAX_ENTRIES,
             read_only: false,
+            write_only: false,
             direct_value: false,
             contents: None,
             inner: None,

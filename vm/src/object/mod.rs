@@ -60,6 +60,8 @@ pub const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
 pub const BPF_MAP_TYPE_HASH_OF_MAPS: u32 = 13;
 /// `BPF_F_RDONLY_PROG`: set on `.rodata` maps.
 pub const BPF_F_RDONLY_PROG: u32 = 1 << 7;
+/// `BPF_F_WRONLY_PROG`: programs may write values but not read them.
+pub const BPF_F_WRONLY_PROG: u32 = 1 << 8;
 /// `BPF_F_MMAPABLE`: set on global data maps.
 pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
