@@ -291,6 +291,24 @@ const RULES: &[Rule] = &[
         Rejects("R1 !read_ok"),
     ),
     same(
+        "a context pointer moved back",
+        SOCKET,
+        "r1 += -8\nr0 = *(u32 *)(r1 + 8)\nexit",
+        Rejects("negative offset ctx ptr R1 off=-8 disallowed"),
+    ),
+    same(
+        "a context pointer moved forward",
+        SOCKET,
+        "r1 += 8\nr0 = *(u32 *)(r1 + 0)\nexit",
+        Rejects("dereference of modified ctx ptr R1 off=8 disallowed"),
+    ),
+    same(
+        "a context pointer moved by a variable",
+        SOCKET,
+        "r2 = *(u32 *)(r1 + 0)\nr2 &= 4\nr1 += r2\nr0 = *(u32 *)(r1 + 0)\nexit",
+        Rejects("variable ctx access var_off=(0x0; 0x4) disallowed"),
+    ),
+    same(
         "a pointer spilled with a 4-byte store",
         SOCKET,
         "r0 = 0\n*(u32 *)(r10 - 8) = r1\nexit",

@@ -742,12 +742,7 @@ impl Verifier<'_> {
                 if !ok || reg.maybe_null {
                     return Err(self.error(expected("ctx")));
                 }
-                if reg.off != 0 || reg.val.is_const() != Some(0) {
-                    return Err(self.error(format!(
-                        "dereference of modified ctx ptr R{regno} off={} disallowed",
-                        reg.off
-                    )));
-                }
+                self.ctx_ptr_offset(regno, &reg, false)?;
             }
             ArgType::PtrToFunc => {
                 if !matches!(reg.ty, RegType::Func { .. }) {

@@ -327,18 +327,7 @@ impl Verifier<'_> {
                 Ok(Found::Unknown)
             }
             RegType::Ctx => {
-                if base.val.is_const() != Some(0) {
-                    return Err(self.error(format!(
-                        "variable ctx access var_off={} disallowed",
-                        base.val
-                    )));
-                }
-                if base.off != 0 && self.env.context != Context::Syscall {
-                    return Err(self.error(format!(
-                        "dereference of modified ctx ptr R{regno} off={} disallowed",
-                        base.off
-                    )));
-                }
+                self.ctx_ptr_offset(regno, base, self.env.context == Context::Syscall)?;
                 let Some(field) = self
                     .env
                     .context
@@ -493,6 +482,35 @@ impl Verifier<'_> {
         let hi = fixed.saturating_add(var.umax as i64);
         if hi < 0 || hi.saturating_add(i64::from(size)) > i64::from(region) {
             return Err(self.error(msg(hi, size)));
+        }
+        Ok(())
+    }
+
+    /// The kernel's `__check_ptr_off_reg` for a context pointer: no
+    /// negative offset, no fixed one (unless `fixed_ok`), no variable one.
+    pub(crate) fn ctx_ptr_offset(
+        &self,
+        regno: u8,
+        reg: &Reg,
+        fixed_ok: bool,
+    ) -> Result<(), Box<VerifyError>> {
+        if reg.off < 0 {
+            return Err(self.error(format!(
+                "negative offset ctx ptr R{regno} off={} disallowed",
+                reg.off
+            )));
+        }
+        if reg.off != 0 && !fixed_ok {
+            return Err(self.error(format!(
+                "dereference of modified ctx ptr R{regno} off={} disallowed",
+                reg.off
+            )));
+        }
+        if reg.val.is_const() != Some(0) {
+            return Err(self.error(format!(
+                "variable ctx access var_off={} disallowed",
+                reg.val.var_off
+            )));
         }
         Ok(())
     }
