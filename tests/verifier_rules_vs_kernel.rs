@@ -178,6 +178,42 @@ const RULES: &[Rule] = &[
         Rejects("R2 type=scalar expected=fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_"),
     ),
     same(
+        "bpf_skb_load_bytes into the stack in a socket filter",
+        SOCKET,
+        "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_skb_load_bytes\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_skb_load_bytes past the stack",
+        TC,
+        "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 16\ncall bpf_skb_load_bytes\nr0 = 0\nexit",
+        Rejects("invalid write to stack R3 off=-8 size=16"),
+    ),
+    same(
+        "bpf_skb_load_bytes in a kprobe",
+        KPROBE,
+        "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_skb_load_bytes\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_skb_load_bytes#26"),
+    ),
+    same(
+        "bpf_csum_diff of the stack in TC",
+        TC,
+        "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = 0\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 0\ncall bpf_csum_diff\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_csum_diff in a socket filter",
+        SOCKET,
+        "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = 0\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 0\ncall bpf_csum_diff\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_csum_diff#28"),
+    ),
+    same(
+        "bpf_csum_diff in a kprobe",
+        KPROBE,
+        "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = 0\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 0\ncall bpf_csum_diff\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_csum_diff#28"),
+    ),
+    same(
         "a lookup in a cgroup array",
         KPROBE,
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",

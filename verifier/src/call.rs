@@ -36,8 +36,12 @@ const USER_SPACE: &[i32] = &[58, 183, 184, 185, 186, 187];
 /// Helpers packet programs may call besides the base ones.
 const PACKET: &[i32] = &[25];
 /// Helpers of `__sk_buff` programs (socket filters, TC, cgroup_skb)
-/// besides the packet ones: `bpf_get_socket_cookie`.
-const SKB: &[i32] = &[46];
+/// besides the packet ones: `bpf_skb_load_bytes`, `bpf_get_socket_cookie`.
+/// (None that changes the packet: those would have to forget every
+/// packet pointer's range.)
+const SKB: &[i32] = &[26, 46];
+/// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
+const TC_XDP: &[i32] = &[28];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -67,10 +71,11 @@ impl Verifier<'_> {
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
             Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
-            Some(T::Xdp) => PACKET.contains(&id),
-            Some(T::SchedCls | T::SchedAct | T::SocketFilter | T::CgroupSkb) => {
-                PACKET.contains(&id) || SKB.contains(&id)
+            Some(T::Xdp) => PACKET.contains(&id) || TC_XDP.contains(&id),
+            Some(T::SchedCls | T::SchedAct) => {
+                PACKET.contains(&id) || SKB.contains(&id) || TC_XDP.contains(&id)
             }
+            Some(T::SocketFilter | T::CgroupSkb) => PACKET.contains(&id) || SKB.contains(&id),
             Some(_) => false,
         }
     }

@@ -6,8 +6,9 @@
 //! A few tracing helpers are here only so that the verifier checks
 //! programs for the kernel as the kernel does (libbpf-tools call them):
 //! `bpf_get_current_task`, `bpf_current_task_under_cgroup`,
-//! `bpf_get_socket_cookie` (of an `__sk_buff`), `bpf_get_current_cgroup_id`
-//! and `bpf_get_ns_current_pid_tgid`. User
+//! `bpf_get_socket_cookie` and `bpf_skb_load_bytes` (of an `__sk_buff`),
+//! `bpf_csum_diff`, `bpf_get_current_cgroup_id` and
+//! `bpf_get_ns_current_pid_tgid` ([`KERNEL_ONLY`]). User
 //! space has no implementation of them: preparing a program that calls
 //! one fails with the helper's name and pc (`UnknownHelper`).
 
@@ -168,7 +169,25 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         Integer,
         &[PtrToCtx, ConstMapPtr, Anything, MEM, ConstSizeOrZero],
     ),
+    // Kernel only: the `__sk_buff` form.
+    proto(
+        26,
+        Integer,
+        &[PtrToCtx, Anything, PtrToUninitMem, ConstSize],
+    ),
     proto(27, Integer, &[PtrToCtx, ConstMapPtr, Anything]),
+    // Kernel only.
+    proto(
+        28,
+        Integer,
+        &[
+            MEM_OR_NULL,
+            ConstSizeOrZero,
+            MEM_OR_NULL,
+            ConstSizeOrZero,
+            Anything,
+        ],
+    ),
     // Kernel only (no user-space implementation: see the module docs).
     proto(35, Integer, &[]),
     proto(36, Integer, &[Anything, MEM, ConstSize]),
@@ -254,7 +273,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
-pub const KERNEL_ONLY: &[i32] = &[35, 37, 46, 80, 120];
+pub const KERNEL_ONLY: &[i32] = &[26, 28, 35, 37, 46, 80, 120];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
 /// checks it for the kernel: [`KERNEL_ONLY`]).
