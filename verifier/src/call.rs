@@ -20,8 +20,8 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON).
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 118, 120, 125, 130, 131, 132, 133, 134, 160,
-    164, 165, 169, 170, 171, 172, 177, 181, 182,
+    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 112, 113, 114, 115, 118, 120, 125, 130, 131,
+    132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
 ];
 /// Helpers of tracing programs (`bpf_tracing_func_proto`).
 const TRACING: &[i32] = &[
@@ -717,7 +717,9 @@ impl Verifier<'_> {
                     // A null pointer is only fine where the prototype allows
                     // one (`PTR_MAYBE_NULL`), with nothing to access.
                     if v.umax != 0 {
-                        return Err(self.error(expected("mem")));
+                        return Err(self.error(expected(
+                            "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_",
+                        )));
                     }
                     return Ok(());
                 }

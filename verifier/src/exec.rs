@@ -301,23 +301,10 @@ impl Verifier<'_> {
         scalar: &Reg,
         swapped: bool,
     ) -> Result<Reg, Box<VerifyError>> {
+        // In the kernel's order (`adjust_ptr_min_max_vals`): width, null
+        // check, pointer type, offsets, then the operator.
         if width == Width::W32 {
             return Err(self.error(format!("R{d} 32-bit pointer arithmetic prohibited")));
-        }
-        match op {
-            AluOp::Add | AluOp::Sub => {}
-            AluOp::And | AluOp::Or | AluOp::Xor => {
-                return Err(self.error(format!(
-                    "R{d} bitwise operator {} on pointer prohibited",
-                    op_name(op)
-                )))
-            }
-            _ => {
-                return Err(self.error(format!(
-                    "R{d} pointer arithmetic with {} operator prohibited",
-                    op_name(op)
-                )))
-            }
         }
         let _ = swapped;
         if ptr.maybe_null {
@@ -327,6 +314,10 @@ impl Verifier<'_> {
             )));
         }
         match ptr.ty {
+            // `map_ptr += 0` is allowed (and changes nothing).
+            RegType::ConstMap { .. } if op == AluOp::Add && scalar.val.is_const() == Some(0) => {
+                return Ok(*ptr);
+            }
             RegType::ConstMap { .. }
             | RegType::PacketEnd
             | RegType::Func { .. }
@@ -345,6 +336,21 @@ impl Verifier<'_> {
         // the arithmetic, and so do we.)
         self.sane_offset(scalar, ptr)?;
         self.sane_offset(ptr, ptr)?;
+        match op {
+            AluOp::Add | AluOp::Sub => {}
+            AluOp::And | AluOp::Or | AluOp::Xor => {
+                return Err(self.error(format!(
+                    "R{d} bitwise operator {} on pointer prohibited",
+                    op_name(op)
+                )))
+            }
+            _ => {
+                return Err(self.error(format!(
+                    "R{d} pointer arithmetic with {} operator prohibited",
+                    op_name(op)
+                )))
+            }
+        }
         if op == AluOp::Sub && matches!(ptr.ty, RegType::Stack { .. }) {
             // The kernel's rule for JITs: the frame pointer only grows
             // down by addition (`r1 += -8`, as compilers write it).
