@@ -214,6 +214,24 @@ const RULES: &[Rule] = &[
         Rejects("program of this type cannot use helper bpf_csum_diff#28"),
     ),
     same(
+        "bpf_skb_load_bytes into the packet",
+        TC,
+        "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +4\nr2 = 0\nr3 = r6\nr4 = 4\ncall bpf_skb_load_bytes\nr0 = 0\nexit",
+        Rejects("helper access to the packet is not allowed"),
+    ),
+    same(
+        "a map update with a value in the packet",
+        TC,
+        "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +8\n*(u32 *)(r10 - 4) = 0\nr1 = map[idx:1]\nr2 = r10\nr2 += -4\nr3 = r6\nr4 = 0\ncall bpf_map_update_elem\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_csum_diff of the packet",
+        TC,
+        "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +6\nr1 = r6\nr2 = 8\nr3 = 0\nr4 = 0\nr5 = 0\ncall bpf_csum_diff\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "a lookup in a cgroup array",
         KPROBE,
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",

@@ -40,6 +40,10 @@ const PACKET: &[i32] = &[25];
 /// (None that changes the packet: those would have to forget every
 /// packet pointer's range.)
 const SKB: &[i32] = &[26, 46];
+/// Helpers that may read or write packet memory through a pointer
+/// argument (`pkt_access` in their kernel prototype): the map helpers and
+/// `bpf_csum_diff`.
+const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
 
@@ -661,19 +665,19 @@ impl Verifier<'_> {
             },
             ArgType::PtrToMapKey => {
                 let m = map_info(self, meta)?;
-                self.ptr_arg_type(&reg, regno, false)?;
+                self.ptr_arg_type(&reg, regno, false, id)?;
                 let n = u64::from(m.key_size);
                 self.helper_mem(st, regno, n, n, Access::Read, true)?;
             }
             ArgType::PtrToMapValue => {
                 let m = map_info(self, meta)?;
-                self.ptr_arg_type(&reg, regno, false)?;
+                self.ptr_arg_type(&reg, regno, false, id)?;
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Read, true)?;
             }
             ArgType::PtrToUninitMapValue => {
                 let m = map_info(self, meta)?;
-                self.ptr_arg_type(&reg, regno, true)?;
+                self.ptr_arg_type(&reg, regno, true, id)?;
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Write, false)?;
             }
@@ -723,7 +727,7 @@ impl Verifier<'_> {
                     }
                     return Ok(());
                 }
-                self.ptr_arg_type(&reg, regno, write)?;
+                self.ptr_arg_type(&reg, regno, write, id)?;
                 let access = if write { Access::Write } else { Access::Read };
                 // Memory copied out of the program (to maps, ring buffers,
                 // perf buffers, other processes) must hold no pointers;
@@ -762,7 +766,7 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToLong => {
-                self.ptr_arg_type(&reg, regno, true)?;
+                self.ptr_arg_type(&reg, regno, true, id)?;
                 self.helper_mem(st, regno, 8, 8, Access::Write, false)?;
             }
             ArgType::PtrToTimer => {
@@ -809,7 +813,20 @@ impl Verifier<'_> {
 
     /// Pointer arguments a helper reads or writes: only to memory the
     /// program owns (not the context, not constants).
-    fn ptr_arg_type(&self, reg: &Reg, regno: u8, write: bool) -> Result<(), Box<VerifyError>> {
+    fn ptr_arg_type(
+        &self,
+        reg: &Reg,
+        regno: u8,
+        write: bool,
+        id: i32,
+    ) -> Result<(), Box<VerifyError>> {
+        if matches!(reg.ty, RegType::Packet { .. } | RegType::PacketMeta { .. })
+            && !PKT_ACCESS.contains(&id)
+        {
+            // Only helpers whose prototype says `pkt_access` may take a
+            // packet pointer.
+            return Err(self.error("helper access to the packet is not allowed"));
+        }
         let ok = match reg.ty {
             RegType::Stack { .. }
             | RegType::MapValue { .. }
