@@ -232,6 +232,18 @@ const RULES: &[Rule] = &[
         Accepts,
     ),
     same(
+        "a helper access of 0 bytes at a stack pointer past the frame",
+        SOCKET,
+        "r0 = 0\n*(u64 *)(r10 - 16) = r0\n*(u64 *)(r10 - 8) = r0\nr1 = *(u32 *)(r1 + 0)\nr1 &= 63\nr1 += -16\nr1 += r10\nr2 = 0\nr3 = 0\ncall bpf_probe_read_kernel\nr0 = 0\nexit",
+        Rejects("invalid variable-offset write to stack R1"),
+    ),
+    same(
+        "a helper access of 0 bytes at a stack pointer in the frame",
+        SOCKET,
+        "r0 = 0\n*(u64 *)(r10 - 16) = r0\n*(u64 *)(r10 - 8) = r0\nr1 = *(u32 *)(r1 + 0)\nr1 &= 15\nr1 += -16\nr1 += r10\nr2 = 0\nr3 = 0\ncall bpf_probe_read_kernel\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "a lookup in a cgroup array",
         KPROBE,
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",

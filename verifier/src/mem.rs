@@ -731,7 +731,9 @@ impl Verifier<'_> {
         if base.ty == RegType::NotInit {
             return Err(self.error(format!("R{regno} !read_ok")));
         }
-        if size_max == 0 {
+        // Nothing to access; a stack pointer must still lie in the frame
+        // (the kernel checks its bounds with size 0).
+        if size_max == 0 && !matches!(base.ty, RegType::Stack { .. }) {
             return Ok(());
         }
         let size = u32::try_from(size_max).map_err(|_| {
@@ -769,6 +771,9 @@ impl Verifier<'_> {
                             base.val.var_off
                         )
                     }));
+                }
+                if size == 0 {
+                    return Ok(());
                 }
                 let frame_state = &mut st.frames[fi];
                 match access {
