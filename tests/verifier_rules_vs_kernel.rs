@@ -244,6 +244,42 @@ const RULES: &[Rule] = &[
         Accepts,
     ),
     same(
+        "bpf_strtoul into an aligned long in a socket filter (root)",
+        SOCKET,
+        "r1 = 0x31\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_strtoul\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_strtoul into a misaligned long",
+        KPROBE,
+        "r1 = 0x31\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -20\ncall bpf_strtoul\nr0 = 0\nexit",
+        Rejects("misaligned stack access off 0+-20+0 size 8"),
+    ),
+    same(
+        "bpf_strtoul in a kprobe",
+        KPROBE,
+        "r1 = 0x31\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_strtoul\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_strtol in a socket filter (root)",
+        SOCKET,
+        "r1 = 0x31\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_strtol\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_csum_update in TC",
+        TC,
+        "r2 = 0\ncall bpf_csum_update\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_csum_update in a socket filter",
+        SOCKET,
+        "r2 = 0\ncall bpf_csum_update\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_csum_update#40"),
+    ),
+    same(
         "a lookup in a cgroup array",
         KPROBE,
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",

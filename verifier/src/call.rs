@@ -20,8 +20,8 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON).
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 112, 113, 114, 115, 118, 120, 125, 130, 131,
-    132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
+    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 105, 106, 112, 113, 114, 115, 118, 120, 125,
+    130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
 ];
 /// Helpers of tracing programs (`bpf_tracing_func_proto`).
 const TRACING: &[i32] = &[
@@ -46,6 +46,8 @@ const SKB: &[i32] = &[26, 46];
 const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
+/// Helpers of TC programs only: `bpf_csum_update`.
+const TC: &[i32] = &[40];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -77,7 +79,10 @@ impl Verifier<'_> {
             Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
             Some(T::Xdp) => PACKET.contains(&id) || TC_XDP.contains(&id),
             Some(T::SchedCls | T::SchedAct) => {
-                PACKET.contains(&id) || SKB.contains(&id) || TC_XDP.contains(&id)
+                PACKET.contains(&id)
+                    || SKB.contains(&id)
+                    || TC_XDP.contains(&id)
+                    || TC.contains(&id)
             }
             Some(T::SocketFilter | T::CgroupSkb) => PACKET.contains(&id) || SKB.contains(&id),
             Some(_) => false,
@@ -767,6 +772,8 @@ impl Verifier<'_> {
             }
             ArgType::PtrToLong => {
                 self.ptr_arg_type(&reg, regno, true, id)?;
+                // `MEM_ALIGNED`.
+                self.aligned(&reg, 0, 8)?;
                 self.helper_mem(st, regno, 8, 8, Access::Write, false)?;
             }
             ArgType::PtrToTimer => {

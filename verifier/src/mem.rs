@@ -158,24 +158,8 @@ impl Verifier<'_> {
             }
         }
         let bytes = size_bytes(size);
-        // An atomic operation both reads and writes, aligned at every
-        // offset the pointer may have (`tnum_is_aligned` on the variable
-        // offset plus the fixed ones, as the kernel checks).
-        let fixed = i64::from(base.off).wrapping_add(i64::from(off)) as u64;
-        let at = base.val.var_off.add(Tnum::constant(fixed));
-        if (at.value | at.mask) & u64::from(bytes.wrapping_sub(1)) != 0 {
-            // The kernel's words (`check_generic_ptr_alignment`).
-            let desc = match base.ty {
-                RegType::Stack { .. } => "stack ",
-                RegType::MapValue { .. } => "value ",
-                _ => "",
-            };
-            return Err(self.error(format!(
-                "misaligned {desc}access off {}+{}+{off} size {bytes}",
-                var_off_text(&base.val),
-                base.off
-            )));
-        }
+        // An atomic operation both reads and writes, aligned.
+        self.aligned(&base, i32::from(off), bytes)?;
         if matches!(base.ty, RegType::Stack { .. }) && base.val.is_const().is_none() {
             // The kernel reads the stack for an atomic operation as it does
             // for a helper, which takes no variable offset.
@@ -482,6 +466,28 @@ impl Verifier<'_> {
         let hi = fixed.saturating_add(var.umax as i64);
         if hi < 0 || hi.saturating_add(i64::from(size)) > i64::from(region) {
             return Err(self.error(msg(hi, size)));
+        }
+        Ok(())
+    }
+
+    /// Accesses the kernel always aligns (atomics, `MEM_ALIGNED` helper
+    /// arguments): aligned at every offset the pointer may have
+    /// (`tnum_is_aligned` on the variable offset plus the fixed ones), in
+    /// the kernel's words (`check_generic_ptr_alignment`).
+    pub(crate) fn aligned(&self, base: &Reg, off: i32, bytes: u32) -> Result<(), Box<VerifyError>> {
+        let fixed = i64::from(base.off).wrapping_add(i64::from(off)) as u64;
+        let at = base.val.var_off.add(Tnum::constant(fixed));
+        if (at.value | at.mask) & u64::from(bytes.wrapping_sub(1)) != 0 {
+            let desc = match base.ty {
+                RegType::Stack { .. } => "stack ",
+                RegType::MapValue { .. } => "value ",
+                _ => "",
+            };
+            return Err(self.error(format!(
+                "misaligned {desc}access off {}+{}+{off} size {bytes}",
+                var_off_text(&base.val),
+                base.off
+            )));
         }
         Ok(())
     }

@@ -7,8 +7,9 @@
 //! programs for the kernel as the kernel does (libbpf-tools call them):
 //! `bpf_get_current_task`, `bpf_current_task_under_cgroup`,
 //! `bpf_get_socket_cookie` and `bpf_skb_load_bytes` (of an `__sk_buff`),
-//! `bpf_csum_diff`, `bpf_get_current_cgroup_id` and
-//! `bpf_get_ns_current_pid_tgid` ([`KERNEL_ONLY`]). User
+//! `bpf_csum_diff` and `bpf_csum_update`, `bpf_strtol`, `bpf_strtoul`,
+//! `bpf_get_current_cgroup_id` and `bpf_get_ns_current_pid_tgid`
+//! ([`KERNEL_ONLY`]). User
 //! space has no implementation of them: preparing a program that calls
 //! one fails with the helper's name and pc (`UnknownHelper`).
 
@@ -192,6 +193,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(35, Integer, &[]),
     proto(36, Integer, &[Anything, MEM, ConstSize]),
     // Kernel only.
+    proto(40, Integer, &[PtrToCtx, Anything]),
+    // Kernel only.
     proto(37, Integer, &[ConstMapPtr, Anything]),
     // Kernel only; the `__sk_buff` form (socket filters, TC, cgroup_skb).
     proto(46, Integer, &[PtrToCtx]),
@@ -207,6 +210,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(87, Integer, &[ConstMapPtr, PtrToMapValue, Anything]),
     proto(88, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
     proto(89, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
+    // Kernel only.
+    proto(105, Integer, &[MEM, ConstSize, Anything, PtrToLong]),
+    proto(106, Integer, &[MEM, ConstSize, Anything, PtrToLong]),
     proto(109, Integer, &[Anything]),
     proto(112, Integer, &PROBE_READ),
     proto(113, Integer, &PROBE_READ),
@@ -273,7 +279,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
-pub const KERNEL_ONLY: &[i32] = &[26, 28, 35, 37, 46, 80, 120];
+pub const KERNEL_ONLY: &[i32] = &[26, 28, 35, 37, 40, 46, 80, 105, 106, 120];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
 /// checks it for the kernel: [`KERNEL_ONLY`]).
