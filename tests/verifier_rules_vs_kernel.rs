@@ -63,6 +63,7 @@ const SOCKET: ProgramType = ProgramType::SocketFilter;
 const TC: ProgramType = ProgramType::SchedCls;
 const KPROBE: ProgramType = ProgramType::Kprobe;
 const CGROUP_SKB: ProgramType = ProgramType::CgroupSkb;
+const XDP: ProgramType = ProgramType::Xdp;
 
 const RULES: &[Rule] = &[
     same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
@@ -279,6 +280,26 @@ const RULES: &[Rule] = &[
         "r2 = 0\ncall bpf_csum_update\nr0 = 0\nexit",
         Rejects("program of this type cannot use helper bpf_csum_update#40"),
     ),
+    Rule {
+        name: "a packet pointer after bpf_skb_store_bytes",
+        prog_type: TC,
+        source: "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +11\nr8 = r1\nr1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = r8\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 4\nr5 = 0\ncall bpf_skb_store_bytes\nr0 = *(u8 *)(r6 + 0)\nr0 = 0\nexit",
+        kernel: Rejects("R6 invalid mem access 'scalar'"),
+        ours: Some((Rejects("R6 !read_ok"), "the kernel makes stale packet pointers numbers for root, which would carry addresses; userbpf makes them unreadable, as the kernel does for unprivileged programs")),
+    },
+    same(
+        "packet pointers read again after bpf_skb_store_bytes",
+        TC,
+        "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +16\nr8 = r1\nr1 = 0\n*(u64 *)(r10 - 8) = r1\nr1 = r8\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 4\nr5 = 0\ncall bpf_skb_store_bytes\nr6 = *(u32 *)(r8 + 76)\nr7 = *(u32 *)(r8 + 80)\nr3 = r6\nr3 += 1\nif r3 > r7 goto +1\nr0 = *(u8 *)(r6 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    Rule {
+        name: "a packet pointer after bpf_xdp_adjust_head",
+        prog_type: XDP,
+        source: "r0 = 2\nr6 = *(u32 *)(r1 + 0)\nr7 = *(u32 *)(r1 + 4)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +3\nr2 = 4\ncall bpf_xdp_adjust_head\nr0 = *(u8 *)(r6 + 0)\nr0 = 2\nexit",
+        kernel: Rejects("R6 invalid mem access 'scalar'"),
+        ours: Some((Rejects("R6 !read_ok"), "as after bpf_skb_store_bytes")),
+    },
     same(
         "a lookup in a cgroup array",
         KPROBE,
@@ -779,6 +800,8 @@ fn env(prog_type: ProgramType) -> Env {
         prog_type: Some(prog_type),
         context: if prog_type == KPROBE {
             Context::PtRegs
+        } else if prog_type == XDP {
+            Context::Xdp
         } else {
             Context::SkBuff {
                 packet: prog_type != SOCKET,

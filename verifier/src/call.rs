@@ -46,8 +46,13 @@ const SKB: &[i32] = &[26, 46];
 const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
-/// Helpers of TC programs only: `bpf_csum_update`.
-const TC: &[i32] = &[40];
+/// Helpers of TC programs only: `bpf_csum_update`, and those that change
+/// the packet: `bpf_skb_store_bytes`, `bpf_l3_csum_replace`,
+/// `bpf_l4_csum_replace`, `bpf_skb_change_tail`, `bpf_skb_pull_data`,
+/// `bpf_skb_change_head`.
+const TC: &[i32] = &[9, 10, 11, 38, 39, 40, 43];
+/// Helpers of XDP programs only: `bpf_xdp_adjust_head`, `_meta`, `_tail`.
+const XDP: &[i32] = &[44, 54, 65];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -77,7 +82,7 @@ impl Verifier<'_> {
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
             Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
-            Some(T::Xdp) => PACKET.contains(&id) || TC_XDP.contains(&id),
+            Some(T::Xdp) => PACKET.contains(&id) || TC_XDP.contains(&id) || XDP.contains(&id),
             Some(T::SchedCls | T::SchedAct) => {
                 PACKET.contains(&id)
                     || SKB.contains(&id)
@@ -329,19 +334,19 @@ impl Verifier<'_> {
         }
         if let Some(ref_id) = meta.release {
             st.refs.retain(|&(r, _)| r != ref_id);
-            st.for_each_reg(|r| {
-                if r.ref_id == ref_id {
-                    *r = Reg::NOT_INIT;
-                }
+            forget(st, |r| r.ref_id == ref_id);
+        }
+        if userbpf_vm::proto::CHANGES_PACKET.contains(&id) {
+            // The packet moved or changed size: every packet pointer is
+            // stale (`clear_all_pkt_pointers`). As for an unprivileged
+            // program, they become unreadable (root's kernel makes them
+            // numbers, which would carry addresses).
+            forget(st, |r| {
+                matches!(
+                    r.ty,
+                    RegType::Packet { .. } | RegType::PacketMeta { .. } | RegType::PacketEnd
+                )
             });
-            // Spilled copies: their bytes are no longer readable.
-            for frame in &mut st.frames {
-                for slot in &mut frame.stack {
-                    if slot.is_spill() && slot.spill.ty == RegType::NotInit {
-                        *slot = crate::state::Slot::INVALID;
-                    }
-                }
-            }
         }
         let callback = match proto.args.iter().position(|a| *a == ArgType::PtrToFunc) {
             Some(i) => match st.cur().regs[i.wrapping_add(1)].ty {
@@ -1002,5 +1007,22 @@ impl Verifier<'_> {
             layer = next;
         }
         Ok(())
+    }
+}
+
+/// Makes every register `stale` picks unreadable, in every frame, and the
+/// stack bytes of its spilled copies uninitialised.
+fn forget(st: &mut State, stale: impl Fn(&Reg) -> bool) {
+    st.for_each_reg(|r| {
+        if stale(r) {
+            *r = Reg::NOT_INIT;
+        }
+    });
+    for frame in &mut st.frames {
+        for slot in &mut frame.stack {
+            if slot.is_spill() && slot.spill.ty == RegType::NotInit {
+                *slot = crate::state::Slot::INVALID;
+            }
+        }
     }
 }

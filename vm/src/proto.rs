@@ -8,8 +8,9 @@
 //! `bpf_get_current_task`, `bpf_current_task_under_cgroup`,
 //! `bpf_get_socket_cookie` and `bpf_skb_load_bytes` (of an `__sk_buff`),
 //! `bpf_csum_diff` and `bpf_csum_update`, `bpf_strtol`, `bpf_strtoul`,
-//! `bpf_get_current_cgroup_id` and `bpf_get_ns_current_pid_tgid`
-//! ([`KERNEL_ONLY`]). User
+//! `bpf_get_current_cgroup_id`, `bpf_get_ns_current_pid_tgid`, and the
+//! helpers that change a packet ([`CHANGES_PACKET`]); all in
+//! [`KERNEL_ONLY`]. User
 //! space has no implementation of them: preparing a program that calls
 //! one fails with the helper's name and pc (`UnknownHelper`).
 
@@ -161,6 +162,19 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(6, Integer, &[MEM, ConstSize]),
     proto(7, Integer, &[]),
     proto(8, Integer, &[]),
+    // Kernel only, and they change the packet (the verifier forgets every
+    // packet pointer after them: `CHANGES_PACKET`).
+    proto(9, Integer, &[PtrToCtx, Anything, MEM, ConstSize, Anything]),
+    proto(
+        10,
+        Integer,
+        &[PtrToCtx, Anything, Anything, Anything, Anything],
+    ),
+    proto(
+        11,
+        Integer,
+        &[PtrToCtx, Anything, Anything, Anything, Anything],
+    ),
     proto(12, Void, &[PtrToCtx, ConstMapPtr, Anything]),
     proto(14, Integer, &[]),
     proto(15, Integer, &[]),
@@ -192,14 +206,22 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only (no user-space implementation: see the module docs).
     proto(35, Integer, &[]),
     proto(36, Integer, &[Anything, MEM, ConstSize]),
-    // Kernel only.
+    // Kernel only (38, 39, 43: they change the packet).
+    proto(38, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(39, Integer, &[PtrToCtx, Anything]),
     proto(40, Integer, &[PtrToCtx, Anything]),
+    proto(43, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(44, Integer, &[PtrToCtx, Anything]),
     // Kernel only.
     proto(37, Integer, &[ConstMapPtr, Anything]),
     // Kernel only; the `__sk_buff` form (socket filters, TC, cgroup_skb).
     proto(46, Integer, &[PtrToCtx]),
     proto(45, Integer, &PROBE_READ),
+    // Kernel only, changes the packet.
+    proto(54, Integer, &[PtrToCtx, Anything]),
     proto(58, Integer, &[PtrToCtx, Anything]),
+    // Kernel only, changes the packet.
+    proto(65, Integer, &[PtrToCtx, Anything]),
     proto(
         67,
         Integer,
@@ -279,7 +301,16 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
-pub const KERNEL_ONLY: &[i32] = &[26, 28, 35, 37, 40, 46, 80, 105, 106, 120];
+pub const KERNEL_ONLY: &[i32] = &[
+    9, 10, 11, 26, 28, 35, 37, 38, 39, 40, 43, 44, 46, 54, 65, 80, 105, 106, 120,
+];
+
+/// The helpers of [`KERNEL_ONLY`] that change the packet
+/// (`bpf_helper_changes_pkt_data`): `bpf_skb_store_bytes`,
+/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_skb_change_tail`,
+/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_xdp_adjust_head`,
+/// `bpf_xdp_adjust_meta`, `bpf_xdp_adjust_tail`.
+pub const CHANGES_PACKET: &[i32] = &[9, 10, 11, 38, 39, 43, 44, 54, 65];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
 /// checks it for the kernel: [`KERNEL_ONLY`]).
