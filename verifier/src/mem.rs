@@ -470,6 +470,31 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    /// A stack access out of the frame, in the kernel's words
+    /// (`check_stack_access_within_bounds`).
+    fn stack_bounds_error(
+        &self,
+        regno: u8,
+        base: &Reg,
+        fixed: i64,
+        size: u32,
+        access: Access,
+    ) -> Box<VerifyError> {
+        let what = if access == Access::Read {
+            " read from"
+        } else {
+            " write to"
+        };
+        self.error(if base.val.is_const().is_some() {
+            format!("invalid{what} stack R{regno} off={fixed} size={size}")
+        } else {
+            format!(
+                "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",
+                base.val.var_off
+            )
+        })
+    }
+
     /// Accesses the kernel always aligns (atomics, `MEM_ALIGNED` helper
     /// arguments): aligned at every offset the pointer may have
     /// (`tnum_is_aligned` on the variable offset plus the fixed ones), in
@@ -561,19 +586,7 @@ impl Verifier<'_> {
             || lo < i64::from(MAX_BPF_STACK).wrapping_neg()
             || hi.saturating_add(size_i) > 0
         {
-            let what = if access == Access::Read {
-                " read from"
-            } else {
-                " write to"
-            };
-            return Err(self.error(if base.val.is_const().is_some() {
-                format!("invalid{what} stack R{regno} off={fixed} size={size}")
-            } else {
-                format!(
-                    "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",
-                    base.val
-                )
-            }));
+            return Err(self.stack_bounds_error(regno, base, fixed, size, access));
         }
         let frame_state = &mut st.frames[fi];
         let depth = u32::try_from(lo.unsigned_abs()).unwrap_or(u32::MAX);
@@ -590,7 +603,7 @@ impl Verifier<'_> {
                         if frame_state.byte(o) == ByteKind::Invalid {
                             return Err(self.error(format!(
                                 "invalid variable-offset read from stack R{regno} var_off={} off={} size={size}",
-                                base.val,
+                                base.val.var_off,
                                 fixed
                             )));
                         }
@@ -762,21 +775,8 @@ impl Verifier<'_> {
                     || hi > 0
                     || fi >= st.frames.len()
                 {
-                    // The kernel's words (`check_stack_access_within_bounds`):
-                    // a helper reads or writes the stack.
-                    let what = if access == Access::Read {
-                        " read from"
-                    } else {
-                        " write to"
-                    };
-                    return Err(self.error(if base.val.is_const().is_some() {
-                        format!("invalid{what} stack R{regno} off={fixed} size={size}")
-                    } else {
-                        format!(
-                            "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",
-                            base.val.var_off
-                        )
-                    }));
+                    // A helper reads or writes the stack.
+                    return Err(self.stack_bounds_error(regno, &base, fixed, size, access));
                 }
                 if size == 0 {
                     return Ok(());
