@@ -486,6 +486,12 @@ const RULES: &[Rule] = &[
         Rejects("program of this type cannot use helper bpf_probe_read_str#45"),
     ),
     same(
+        "a loop around bpf_loop whose counter indexes the stack",
+        SOCKET,
+        "r8 = 0\nr1 = 0\n*(u64 *)(r10 - 56) = r1\nl1:\nif r8 >= 6 goto l2\nr1 = 8\nr2 = func[cb]\nr3 = r10\nr3 += -56\nr4 = 0\ncall bpf_loop\nr1 = r10\nr1 += -48\nr2 = r8\nr2 <<= 3\nr1 += r2\nr3 = 0\n*(u64 *)(r1 + 0) = r3\nr8 += 1\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr6 = *(u64 *)(r2 + 0)\nr6 += 1\n*(u64 *)(r2 + 0) = r6\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "a pointer spilled with a 4-byte store",
         SOCKET,
         "r0 = 0\n*(u32 *)(r10 - 8) = r1\nexit",

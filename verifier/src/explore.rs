@@ -132,6 +132,12 @@ pub(crate) struct Verifier<'a> {
 /// widened.
 const WIDEN_AFTER: usize = 4;
 
+/// A state reaching a helper that calls back, compared this many times
+/// per hit (plus one) without covering the state compared, leaves the
+/// list of such states (which keeps `WIDEN_AFTER` of them, so widening
+/// goes on).
+const CALLBACK_MISSES: u32 = 64;
+
 /// A finished state compared this many times per hit (plus one) without
 /// covering the state compared leaves the pruning list.
 const MISS_FACTOR: u32 = 32;
@@ -514,20 +520,51 @@ impl<'a> Verifier<'a> {
             self.ensure_analyses();
             self.ensure_analyses();
             let live = self.live_masks(cur, pc);
-            for &e in self.at_callback.get(&pc).map(Vec::as_slice).unwrap_or(&[]) {
-                if state_within(&self.entries[e].state, cur, &live) {
-                    self.stats.pruned = self.stats.pruned.saturating_add(1);
-                    return Ok(Visit::Pruned);
+            // States that keep missing leave the list (as the kernel
+            // evicts a checkpoint's after 64 misses per hit): without that,
+            // callback iterations that never converge compare every new
+            // state with all the earlier ones.
+            if let Some(list) = self.at_callback.get_mut(&pc) {
+                let mut i = 0;
+                while let Some(&e) = list.get(i) {
+                    let entry = &mut self.entries[e];
+                    if state_within(&entry.state, cur, &live) {
+                        entry.hits = entry.hits.saturating_add(1);
+                        self.stats.pruned = self.stats.pruned.saturating_add(1);
+                        return Ok(Visit::Pruned);
+                    }
+                    entry.misses = entry.misses.saturating_add(1);
+                    let limit = entry.hits.saturating_add(1).saturating_mul(CALLBACK_MISSES);
+                    if entry.misses > limit && list.len() > WIDEN_AFTER {
+                        list.remove(i);
+                        entry.at_callback = false;
+                        entry.release_if_unused();
+                    } else {
+                        i = i.wrapping_add(1);
+                    }
                 }
             }
             // Many different states reach this helper (each call of the
             // callback may change what it sees): go on from one covering
-            // the newest and the last, with values that keep changing
-            // widened, so the iterations converge.
+            // this one and the previous iteration's, with values that keep
+            // changing widened, so the iterations converge.
             let seen = self.at_callback.get(&pc).map_or(0, Vec::len);
             if seen >= WIDEN_AFTER {
-                let last = self.at_callback.get(&pc).and_then(|v| v.last()).copied();
-                if let Some(w) = last.and_then(|e| widen(&self.entries[e].state, cur)) {
+                // Against the previous arrival at this call on this path
+                // (the callback's previous iteration), not a state another
+                // path left here: values of a loop around the call that
+                // differ between its iterations are not the callback's.
+                let mut up = parent;
+                let mut previous = None;
+                while let Some(p) = up {
+                    let e = &self.entries[p];
+                    if e.pc == pc {
+                        previous = Some(p);
+                        break;
+                    }
+                    up = e.parent;
+                }
+                if let Some(w) = previous.and_then(|e| widen(&self.entries[e].state, cur)) {
                     *cur = w;
                 }
             }

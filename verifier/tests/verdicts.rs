@@ -824,6 +824,16 @@ fn a_loop_around_a_callback_helper_must_end_on_its_own() {
 }
 
 #[test]
+fn callback_iterations_widen_against_their_own_previous_iteration() {
+    // A loop of the caller's around bpf_loop: each outer iteration reaches
+    // the call with another r8. Widening the callback's iterations against
+    // a state another outer iteration left at the call made r8 unbounded,
+    // and the stack index below unprovable.
+    let src = "r8 = 0\nr1 = 0\n*(u64 *)(r10 - 56) = r1\nl1:\nif r8 >= 6 goto l2\nr1 = 8\nr2 = func[cb]\nr3 = r10\nr3 += -56\nr4 = 0\ncall bpf_loop\nr1 = r10\nr1 += -48\nr2 = r8\nr2 <<= 3\nr1 += r2\nr3 = 0\n*(u64 *)(r1 + 0) = r3\nr8 += 1\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr6 = *(u64 *)(r2 + 0)\nr6 += 1\n*(u64 *)(r2 + 0) = r6\nr0 = 0\nexit";
+    accepts(src, &xdp());
+}
+
+#[test]
 fn callbacks_are_verified_with_their_own_arguments() {
     // bpf_loop(4, cb, &fp[-8], 0); cb(i, ctx) adds i to *ctx, returns 0.
     let looped = |body: &str| {
