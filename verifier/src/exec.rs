@@ -207,44 +207,31 @@ impl Verifier<'_> {
         };
         self.write_check(dst)?;
         if op == AluOp::Mov {
-            let new = match width {
-                Width::W64 => {
-                    if s.is_scalar() && s.val.is_const().is_none() {
-                        // Link the copies: a check on one bounds both.
-                        let id = if s.id != 0 { s.id } else { self.fresh_id() };
-                        if let Source::Reg(r) = src {
-                            st.reg_mut(r.num()).id = id;
-                        }
-                        Reg { id, ..s }
-                    } else if s.is_scalar() {
-                        Reg { id: 0, ..s }
-                    } else {
-                        s
+            if width == Width::W32 && !s.is_scalar() {
+                return Err(self.error(format!(
+                    "R{} partial copy of pointer",
+                    match src {
+                        Source::Reg(r) => r.num(),
+                        Source::Imm(_) => 0,
                     }
+                )));
+            }
+            // A 32-bit copy of a number whose upper half is zero is the
+            // whole number (the kernel's `is_src_reg_u32`).
+            let whole = width == Width::W64 || s.val.umax <= u64::from(u32::MAX);
+            let new = if !s.is_scalar() {
+                s
+            } else if s.val.is_const().is_none() && whole {
+                // Link the copies: a check on one bounds both.
+                let id = if s.id != 0 { s.id } else { self.fresh_id() };
+                if let Source::Reg(r) = src {
+                    st.reg_mut(r.num()).id = id;
                 }
-                Width::W32 => {
-                    if !s.is_scalar() {
-                        return Err(self.error(format!(
-                            "R{} partial copy of pointer",
-                            match src {
-                                Source::Reg(r) => r.num(),
-                                Source::Imm(_) => 0,
-                            }
-                        )));
-                    }
-                    if s.val.umax <= u64::from(u32::MAX) && s.val.is_const().is_none() {
-                        // Upper half zero: the copy is the whole number,
-                        // linked as a 64-bit copy is (the kernel's
-                        // `is_src_reg_u32`).
-                        let id = if s.id != 0 { s.id } else { self.fresh_id() };
-                        if let Source::Reg(r) = src {
-                            st.reg_mut(r.num()).id = id;
-                        }
-                        Reg { id, ..s }
-                    } else {
-                        Reg::scalar(s.val.zext32())
-                    }
-                }
+                Reg { id, ..s }
+            } else if width == Width::W64 {
+                Reg { id: 0, ..s }
+            } else {
+                Reg::scalar(s.val.zext32())
             };
             *st.reg_mut(d) = new;
             return Ok(());
@@ -364,15 +351,9 @@ impl Verifier<'_> {
             } else {
                 c
             };
-            // Both within +-2^29 (checked above): no overflow.
+            // Both within +-2^29 (checked above): the sum fits an i32, and
+            // `sane_offset` bounds it.
             out.off = i64::from(ptr.off).wrapping_add(delta) as i32;
-            if i64::from(ptr.off).wrapping_add(delta) != i64::from(out.off) {
-                return Err(self.error(format!(
-                    "{} pointer offset {} is not allowed",
-                    ptr.type_name(),
-                    i64::from(ptr.off).wrapping_add(delta)
-                )));
-            }
             self.sane_offset(&out, ptr)?;
             return Ok(out);
         }

@@ -443,7 +443,8 @@ userbpf_sys_sud_entry:
     mov {f_nr}(%rsp), %rax
     syscall
     mov %rax, {c_result}(%rsp)
-    jmp .Luserbpf_restore_gprs
+    // `syscall` kept rdi, rsi, rdx, r10, r8 and r9: the caller's.
+    jmp .Luserbpf_restore_ret
 .Luserbpf_lane_leave:
     userbpf_lane_leave
 .Luserbpf_no_lane:
@@ -473,6 +474,7 @@ userbpf_sys_sud_entry:
     mov {f_r10}(%rsp), %r10
     mov {f_r8}(%rsp), %r8
     mov {f_r9}(%rsp), %r9
+.Luserbpf_restore_ret:
     mov {f_ret}(%rsp), %r11
     mov {f_caller_rsp}(%rsp), %rcx
     // Return with `ret` when the call's return address is still there
