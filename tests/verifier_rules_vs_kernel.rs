@@ -14,7 +14,7 @@
 use userbpf_kernel::{
     kernel_required, kernel_unavailable, KernelMap, KernelProgram, LoadRequest, ProgBtf,
 };
-use userbpf_verifier::{check, Context, Env, MapInfo, Options};
+use userbpf_verifier::{check, Context, Env, MapInfo, Options, SkbKind};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::Program;
 
@@ -807,13 +807,13 @@ fn env(prog_type: ProgramType) -> Env {
         context: if prog_type == KPROBE {
             Context::PtRegs
         } else if prog_type == XDP {
-            Context::Xdp
+            Context::Xdp { egress: false }
+        } else if prog_type == TC {
+            Context::SkBuff(SkbKind::Tc)
+        } else if prog_type == CGROUP_SKB {
+            Context::SkBuff(SkbKind::CgroupSkb)
         } else {
-            Context::SkBuff {
-                packet: prog_type != SOCKET,
-                tc: prog_type == TC,
-                cgroup: prog_type == CGROUP_SKB,
-            }
+            Context::SkBuff(SkbKind::SocketFilter)
         },
         maps: MAPS
             .iter()

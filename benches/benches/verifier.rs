@@ -19,7 +19,7 @@ use std::time::Duration;
 use criterion::Criterion;
 use userbpf_benches::median_ns;
 use userbpf_kernel::{KernelProgram, LoadRequest, SysError, LOG_STATS};
-use userbpf_verifier::{check, Context, Env, Options, Report, VerifyError};
+use userbpf_verifier::{check, Context, Env, Options, Report, SkbKind, VerifyError};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::{asm, Program};
 
@@ -107,11 +107,7 @@ fn cases() -> Vec<Case> {
 fn socket_filter_env() -> Env {
     Env {
         prog_type: Some(ProgramType::SocketFilter),
-        context: Context::SkBuff {
-            packet: false,
-            tc: false,
-            cgroup: false,
-        },
+        context: Context::SkBuff(SkbKind::SocketFilter),
         ..Env::raw(0)
     }
 }

@@ -188,6 +188,7 @@ fn load_one(
         insns: &insns,
         license: obj.license.as_deref().unwrap_or("GPL"),
         prog_flags: flags,
+        expected_attach_type: prog.kind.attach_type.map_or(0, |a| a as u32),
         fd_array: fds,
         btf: btf.as_ref(),
     };

@@ -354,6 +354,7 @@ impl KernelProgram {
             put64(&mut attr, 32, log.as_mut_ptr() as u64);
         }
         put32(&mut attr, 44, req.prog_flags);
+        put32(&mut attr, 68, req.expected_attach_type);
         for (i, b) in req
             .name
             .bytes()
@@ -481,6 +482,9 @@ pub struct LoadRequest<'a> {
     pub license: &'a str,
     /// `prog_flags` (`BPF_F_SLEEPABLE`, ...).
     pub prog_flags: u32,
+    /// `expected_attach_type` (`enum bpf_attach_type`; 0 when the program
+    /// type needs none).
+    pub expected_attach_type: u32,
     /// Map fds by the index `lddw src=5/6` carry.
     pub fd_array: &'a [i32],
     /// BTF with a function per subprogram (`prog_btf_fd` and `func_info`),
@@ -498,6 +502,7 @@ impl<'a> LoadRequest<'a> {
             insns,
             license: "GPL",
             prog_flags: 0,
+            expected_attach_type: 0,
             fd_array: &[],
             btf: None,
         }

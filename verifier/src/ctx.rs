@@ -4,7 +4,7 @@
 
 use userbpf_vm::context::trace::{context_size, PT_REGS_SIZE};
 use userbpf_vm::context::{SK_BUFF_SIZE, XDP_MD_SIZE};
-use userbpf_vm::object::{ProgramKind, ProgramType};
+use userbpf_vm::object::{AttachType, ProgramKind, ProgramType};
 
 /// The context a program receives in `r1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,19 +31,13 @@ pub enum Context {
     /// `struct bpf_raw_tracepoint_args`: `u64 args[]`, read only.
     RawTracepoint,
     /// `struct xdp_md`.
-    Xdp,
-    /// `struct __sk_buff`, with the rules of the program type.
-    SkBuff {
-        /// Direct packet access (`data`, `data_end`, `data_meta`):
-        /// TC and cgroup_skb programs, not socket filters.
-        packet: bool,
-        /// TC programs may write `mark`, `priority`, `tc_index`,
-        /// `tc_classid`, `queue_mapping`, `tstamp`; others `mark` and
-        /// `priority` (cgroup_skb) or only `cb[]` (socket filters).
-        tc: bool,
-        /// cgroup_skb programs may write `mark` and `priority`.
-        cgroup: bool,
+    Xdp {
+        /// `egress_ifindex` is readable: programs attached to a devmap
+        /// entry (`BPF_XDP_DEVMAP`).
+        egress: bool,
     },
+    /// `struct __sk_buff`, with the rules of the program type.
+    SkBuff(SkbKind),
     /// `BPF_PROG_TYPE_SYSCALL`: a buffer of up to 65,535 bytes the caller
     /// provides; the runtime passes at least the largest offset accessed.
     Syscall,
@@ -65,6 +59,47 @@ pub enum Context {
         /// Whether plain fields may be written.
         writable: bool,
     },
+}
+
+/// The program types whose context is a `struct __sk_buff`: each has its
+/// own `*_is_valid_access` rules and packet permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkbKind {
+    /// `BPF_PROG_TYPE_SOCKET_FILTER`: no direct packet access; writes
+    /// only `cb[]`.
+    SocketFilter,
+    /// `BPF_PROG_TYPE_SCHED_CLS` and `_SCHED_ACT`: reads and writes the
+    /// packet, `data_meta`, the TC fields.
+    Tc,
+    /// `BPF_PROG_TYPE_CGROUP_SKB`: reads the packet and the socket
+    /// fields; writes `mark`, `priority`, `tstamp`, `cb[]`.
+    CgroupSkb,
+    /// `BPF_PROG_TYPE_LWT_IN`, `_LWT_OUT`, `_LWT_SEG6LOCAL`: reads the
+    /// packet; writes `mark`, `priority`, `cb[]`.
+    Lwt,
+    /// `BPF_PROG_TYPE_LWT_XMIT`: as the other LWT types, and writes the
+    /// packet.
+    LwtXmit,
+    /// `BPF_PROG_TYPE_SK_SKB`: reads and writes the packet, reads the
+    /// socket fields but not `mark`; writes `priority` and `tc_index`.
+    SkSkb,
+}
+
+impl SkbKind {
+    /// `data` and `data_end` are readable (`may_access_direct_pkt_data`).
+    pub fn packet_readable(self) -> bool {
+        self != SkbKind::SocketFilter
+    }
+
+    /// The packet is writable through direct packet pointers.
+    pub fn packet_writable(self) -> bool {
+        matches!(self, SkbKind::Tc | SkbKind::LwtXmit | SkbKind::SkSkb)
+    }
+
+    /// `BPF_LD_[ABS|IND]` is allowed (`may_access_skb`).
+    pub fn legacy_packet_loads(self) -> bool {
+        matches!(self, SkbKind::SocketFilter | SkbKind::Tc)
+    }
 }
 
 /// What a context access reads.
@@ -98,22 +133,15 @@ impl Context {
             // fentry/fexit read their function's arguments (and return
             // value) as an array of u64, like raw tracepoints.
             T::RawTracepoint | T::RawTracepointWritable | T::Tracing => Context::RawTracepoint,
-            T::Xdp => Context::Xdp,
-            T::SocketFilter => Context::SkBuff {
-                packet: false,
-                tc: false,
-                cgroup: false,
+            T::Xdp => Context::Xdp {
+                egress: kind.attach_type == Some(AttachType::XdpDevmap),
             },
-            T::SchedCls | T::SchedAct => Context::SkBuff {
-                packet: true,
-                tc: true,
-                cgroup: false,
-            },
-            T::CgroupSkb => Context::SkBuff {
-                packet: true,
-                tc: false,
-                cgroup: true,
-            },
+            T::SocketFilter => Context::SkBuff(SkbKind::SocketFilter),
+            T::SchedCls | T::SchedAct => Context::SkBuff(SkbKind::Tc),
+            T::CgroupSkb => Context::SkBuff(SkbKind::CgroupSkb),
+            T::LwtIn | T::LwtOut | T::LwtSeg6local => Context::SkBuff(SkbKind::Lwt),
+            T::LwtXmit => Context::SkBuff(SkbKind::LwtXmit),
+            T::SkSkb => Context::SkBuff(SkbKind::SkSkb),
             T::Syscall => Context::Syscall,
             _ => Context::Opaque,
         }
@@ -127,8 +155,8 @@ impl Context {
             Context::PerfEvent => (PT_REGS_SIZE as u32).wrapping_add(16),
             Context::Tracepoint { size } => size.unwrap_or(PERF_MAX_TRACE_SIZE),
             Context::RawTracepoint => MAX_BPF_FUNC_ARGS * 8,
-            Context::Xdp => XDP_MD_SIZE as u32,
-            Context::SkBuff { .. } => SK_BUFF_SIZE as u32,
+            Context::Xdp { .. } => XDP_MD_SIZE as u32,
+            Context::SkBuff(_) => SK_BUFF_SIZE as u32,
             Context::Syscall => u32::from(u16::MAX),
             Context::Opaque => 0,
             Context::Generic { size, .. } => size,
@@ -156,16 +184,20 @@ impl Context {
         let off = u32::try_from(off).ok()?;
         match *self {
             Context::Raw { .. } => Some(CtxField::Scalar),
-            Context::PtRegs | Context::PerfEvent | Context::RawTracepoint => {
+            Context::PtRegs | Context::RawTracepoint => {
                 (!write && aligned).then_some(CtxField::Scalar)
             }
+            // `pe_prog_is_valid_access`: the registers are read whole;
+            // `sample_period` and `addr` also in parts.
+            Context::PerfEvent => (!write && aligned && (size == 8 || off >= PT_REGS_SIZE as u32))
+                .then_some(CtxField::Scalar),
             Context::Tracepoint { .. } => {
                 (!write && aligned && off >= 8).then_some(CtxField::Scalar)
             }
             Context::Syscall => aligned.then_some(CtxField::Scalar),
             Context::Opaque => None,
-            Context::Xdp => {
-                if write || size != 4 || !aligned {
+            Context::Xdp { egress } => {
+                if write || size != 4 || !aligned || (off == XDP_EGRESS_IFINDEX && !egress) {
                     return None;
                 }
                 Some(match off {
@@ -175,8 +207,11 @@ impl Context {
                     _ => CtxField::Scalar,
                 })
             }
-            Context::SkBuff { packet, tc, cgroup } => {
-                skb_access(off, size, write, aligned, packet, tc, cgroup)
+            Context::SkBuff(kind) => {
+                if !aligned {
+                    return None;
+                }
+                skb_access(kind, off, size, write)
             }
             Context::Generic {
                 data,
@@ -208,6 +243,9 @@ impl Context {
     }
 }
 
+/// `struct xdp_md`'s `egress_ifindex`.
+const XDP_EGRESS_IFINDEX: u32 = 20;
+
 /// `struct __sk_buff` offsets.
 mod skb {
     pub const MARK: u32 = 8;
@@ -219,43 +257,53 @@ mod skb {
     pub const TC_CLASSID: u32 = 72;
     pub const DATA: u32 = 76;
     pub const DATA_END: u32 = 80;
+    pub const NAPI_ID: u32 = 84;
     pub const FAMILY: u32 = 88;
+    pub const REMOTE_IP4: u32 = 92;
+    pub const REMOTE_PORT: u32 = 132;
     pub const DATA_META: u32 = 140;
     pub const FLOW_KEYS: u32 = 144;
     pub const TSTAMP: u32 = 152;
     pub const WIRE_LEN: u32 = 160;
+    pub const GSO_SEGS: u32 = 164;
     pub const SK: u32 = 168;
+    pub const GSO_SIZE: u32 = 176;
     pub const TSTAMP_TYPE: u32 = 180;
     pub const HWTSTAMP: u32 = 184;
 }
 
-fn skb_access(
-    off: u32,
-    size: u32,
-    write: bool,
-    aligned: bool,
-    packet: bool,
-    tc: bool,
-    cgroup: bool,
-) -> Option<CtxField> {
-    if !aligned {
-        return None;
-    }
+/// An aligned access of `size` bytes at `off` of a `struct __sk_buff`
+/// under the rules of `kind` (`bpf_skb_is_valid_access` and the program
+/// types' own callbacks, as Linux 6.18 applies them; see
+/// tests/ctx_layouts_vs_kernel.rs).
+fn skb_access(kind: SkbKind, off: u32, size: u32, write: bool) -> Option<CtxField> {
+    use SkbKind as K;
     let end = off.checked_add(size)?;
     let within = |start: u32, len: u32| off >= start && end <= start.saturating_add(len);
-    let socket_filter = !tc && !cgroup;
-    // The program types' own refusals (sk_filter_, cg_skb_ and
-    // tc_cls_act_is_valid_access): data_meta, tc_classid and wire_len
-    // are TC's; socket filters see no timestamps.
-    if (!tc
-        && (within(skb::DATA_META, 4) || within(skb::TC_CLASSID, 4) || within(skb::WIRE_LEN, 4)))
-        || (socket_filter && (within(skb::TSTAMP, 8) || within(skb::HWTSTAMP, 8)))
-    {
-        return None;
+    let tc = kind == K::Tc;
+    let cgroup = kind == K::CgroupSkb;
+    let cb = within(skb::CB, skb::CB_END - skb::CB);
+    if write {
+        // Every writable field but `cb[]` and `tstamp` is written whole.
+        let word = size == 4;
+        let ok = match off {
+            _ if cb => kind != K::SkSkb,
+            skb::MARK => word && matches!(kind, K::Tc | K::CgroupSkb | K::Lwt | K::LwtXmit),
+            skb::PRIORITY => word && kind != K::SocketFilter,
+            skb::QUEUE_MAPPING | skb::TC_CLASSID => word && tc,
+            skb::TC_INDEX => word && (tc || kind == K::SkSkb),
+            skb::TSTAMP => size == 8 && (tc || cgroup),
+            _ => false,
+        };
+        return ok.then_some(CtxField::Scalar);
+    }
+    if cb {
+        return Some(CtxField::Scalar);
     }
     // Pointer fields: exactly their own size.
-    if within(skb::DATA, 4) || within(skb::DATA_END, 4) || within(skb::DATA_META, 4) {
-        if write || !packet || size != 4 {
+    if within(skb::DATA, 8) || within(skb::DATA_META, 4) {
+        let meta = off >= skb::DATA_META;
+        if size != 4 || !kind.packet_readable() || (meta && !tc) {
             return None;
         }
         return Some(match off {
@@ -264,37 +312,31 @@ fn skb_access(
             _ => CtxField::PacketMeta,
         });
     }
-    if within(skb::FLOW_KEYS, 8) || within(skb::SK, 8) {
-        // Kernel pointers userbpf does not model.
-        return None;
-    }
-    // `tstamp_type` (a byte TC programs read) and the padding after it.
-    if (skb::TSTAMP_TYPE..skb::HWTSTAMP).contains(&off) {
-        return (off == skb::TSTAMP_TYPE && size == 1 && !write && tc).then_some(CtxField::Scalar);
-    }
     if within(skb::TSTAMP, 8) || within(skb::HWTSTAMP, 8) {
-        if size != 8 {
-            return None;
+        return (size == 8 && (tc || cgroup)).then_some(CtxField::Scalar);
+    }
+    // `flow_keys` (flow dissectors only) and `sk`, a socket pointer
+    // userbpf does not model; every other field is at most 4 bytes.
+    if size > 4 || within(skb::FLOW_KEYS, 8) || within(skb::SK, 8) {
+        return None;
+    }
+    let field = off & !3;
+    let ok = match field {
+        skb::MARK => kind != K::SkSkb,
+        0..skb::TC_CLASSID => true,
+        skb::TC_CLASSID | skb::WIRE_LEN => tc,
+        skb::NAPI_ID | skb::GSO_SEGS | skb::GSO_SIZE => true,
+        // The socket fields exist only with a socket; the addresses are
+        // read whole.
+        skb::FAMILY..skb::DATA_META => {
+            matches!(kind, K::CgroupSkb | K::SkSkb)
+                && (size == 4 || !(skb::REMOTE_IP4..skb::REMOTE_PORT).contains(&field))
         }
-        return (!write || ((tc || cgroup) && off == skb::TSTAMP)).then_some(CtxField::Scalar);
-    }
-    // The socket fields (family .. local_port) exist only with a socket.
-    if off >= skb::FAMILY && end <= skb::DATA_META && !cgroup {
-        return None;
-    }
-    if size > 4 && !within(skb::CB, skb::CB_END - skb::CB) {
-        return None;
-    }
-    if write {
-        let ok = within(skb::CB, skb::CB_END - skb::CB)
-            || ((tc || cgroup) && (within(skb::MARK, 4) || within(skb::PRIORITY, 4)))
-            || (tc
-                && (within(skb::TC_INDEX, 4)
-                    || within(skb::TC_CLASSID, 4)
-                    || within(skb::QUEUE_MAPPING, 4)));
-        return ok.then_some(CtxField::Scalar);
-    }
-    Some(CtxField::Scalar)
+        // `tstamp_type`, a byte TC programs read, then padding.
+        skb::TSTAMP_TYPE => tc && off == skb::TSTAMP_TYPE && size == 1,
+        _ => false,
+    };
+    ok.then_some(CtxField::Scalar)
 }
 
 #[cfg(test)]
@@ -303,33 +345,35 @@ mod tests {
 
     #[test]
     fn xdp_fields_are_four_byte_reads() {
-        let x = Context::Xdp;
+        let x = Context::Xdp { egress: false };
         assert_eq!(x.access(0, 4, false), Some(CtxField::PacketData));
         assert_eq!(x.access(4, 4, false), Some(CtxField::PacketEnd));
         assert_eq!(x.access(12, 4, false), Some(CtxField::Scalar));
         assert_eq!(x.access(0, 8, false), None);
         assert_eq!(x.access(0, 4, true), None);
         assert_eq!(x.access(24, 4, false), None);
+        // egress_ifindex: devmap programs only.
+        assert_eq!(x.access(20, 4, false), None);
+        let devmap = Context::Xdp { egress: true };
+        assert_eq!(devmap.access(20, 4, false), Some(CtxField::Scalar));
     }
 
     #[test]
-    fn socket_filters_have_no_direct_packet_access() {
-        let sf = Context::SkBuff {
-            packet: false,
-            tc: false,
-            cgroup: false,
-        };
+    fn skb_rules_follow_the_program_type() {
+        let sf = Context::SkBuff(SkbKind::SocketFilter);
+        let tc = Context::SkBuff(SkbKind::Tc);
+        let cg = Context::SkBuff(SkbKind::CgroupSkb);
+        let lwt = Context::SkBuff(SkbKind::Lwt);
+        let sk_skb = Context::SkBuff(SkbKind::SkSkb);
         assert_eq!(sf.access(76, 4, false), None);
         assert_eq!(sf.access(0, 4, false), Some(CtxField::Scalar));
         assert_eq!(sf.access(48, 4, true), Some(CtxField::Scalar));
         assert_eq!(sf.access(8, 4, true), None);
-        let tc = Context::SkBuff {
-            packet: true,
-            tc: true,
-            cgroup: false,
-        };
         assert_eq!(tc.access(76, 4, false), Some(CtxField::PacketData));
         assert_eq!(tc.access(8, 4, true), Some(CtxField::Scalar));
+        // Fields other than cb[] are written whole.
+        assert_eq!(tc.access(8, 2, true), None);
+        assert_eq!(tc.access(48, 2, true), Some(CtxField::Scalar));
         // tstamp_type: a byte only TC programs read; then padding.
         assert_eq!(tc.access(180, 1, false), Some(CtxField::Scalar));
         assert_eq!(tc.access(180, 1, true), None);
@@ -342,18 +386,40 @@ mod tests {
             assert_eq!(sf.access(off, size, false), None, "{off}");
             assert_eq!(tc.access(off, size, false), Some(CtxField::Scalar), "{off}");
         }
-        let cg = Context::SkBuff {
-            packet: true,
-            tc: false,
-            cgroup: true,
-        };
         // cgroup_skb: data and data_end, no data_meta, wire_len or
-        // tc_classid; it may write tstamp.
+        // tc_classid; it may write tstamp; it reads the socket's fields,
+        // the addresses whole.
         assert_eq!(cg.access(76, 4, false), Some(CtxField::PacketData));
         assert_eq!(cg.access(140, 4, false), None);
         assert_eq!(cg.access(160, 4, false), None);
         assert_eq!(cg.access(72, 4, false), None);
         assert_eq!(cg.access(152, 8, true), Some(CtxField::Scalar));
+        assert_eq!(cg.access(92, 4, false), Some(CtxField::Scalar));
+        assert_eq!(cg.access(92, 2, false), None);
+        assert_eq!(cg.access(132, 2, false), Some(CtxField::Scalar));
+        assert_eq!(tc.access(92, 4, false), None);
+        // LWT: packet reads, mark/priority/cb writes, no socket fields.
+        assert_eq!(lwt.access(80, 4, false), Some(CtxField::PacketEnd));
+        assert_eq!(lwt.access(8, 4, true), Some(CtxField::Scalar));
+        assert_eq!(lwt.access(88, 4, false), None);
+        // sk_skb: no mark, no cb writes; priority and tc_index writes.
+        assert_eq!(sk_skb.access(8, 4, false), None);
+        assert_eq!(sk_skb.access(48, 4, true), None);
+        assert_eq!(sk_skb.access(44, 4, true), Some(CtxField::Scalar));
+        assert_eq!(sk_skb.access(88, 4, false), Some(CtxField::Scalar));
+        assert!(SkbKind::LwtXmit.packet_writable() && !SkbKind::Lwt.packet_writable());
+        assert!(!SkbKind::CgroupSkb.legacy_packet_loads());
+    }
+
+    #[test]
+    fn perf_event_registers_are_read_whole() {
+        let pe = Context::PerfEvent;
+        assert_eq!(pe.access(112, 8, false), Some(CtxField::Scalar));
+        assert_eq!(pe.access(112, 4, false), None);
+        // sample_period and addr: also in parts.
+        assert_eq!(pe.access(168, 4, false), Some(CtxField::Scalar));
+        assert_eq!(pe.access(176, 1, false), Some(CtxField::Scalar));
+        assert_eq!(pe.access(184, 1, false), None);
     }
 
     #[test]

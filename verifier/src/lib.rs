@@ -47,7 +47,7 @@ use std::sync::Arc;
 use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::Program;
 
-pub use ctx::Context;
+pub use ctx::{Context, SkbKind};
 pub use env::{Env, MapInfo};
 pub use error::{Stats, VerifyError};
 pub use state::State;

@@ -210,10 +210,12 @@ impl Verifier<'_> {
         size: MemSize,
         mode: PacketMode,
     ) -> Result<(), Box<VerifyError>> {
-        if !matches!(
-            self.env.context,
-            Context::SkBuff { .. } | Context::Generic { data: Some(_), .. }
-        ) {
+        let allowed = match self.env.context {
+            Context::SkBuff(kind) => kind.legacy_packet_loads(),
+            Context::Generic { data, .. } => data.is_some(),
+            _ => false,
+        };
+        if !allowed {
             return Err(
                 self.error("BPF_LD_[ABS|IND] instructions not allowed for this program type")
             );
@@ -427,10 +429,11 @@ impl Verifier<'_> {
     }
 
     fn packet_writable(&self) -> bool {
-        matches!(
-            self.env.context,
-            Context::Xdp | Context::SkBuff { tc: true, .. } | Context::Generic { .. }
-        )
+        match self.env.context {
+            Context::Xdp { .. } | Context::Generic { .. } => true,
+            Context::SkBuff(kind) => kind.packet_writable(),
+            _ => false,
+        }
     }
 
     /// `check_mem_region_access`: `[fixed + var, + size)` inside

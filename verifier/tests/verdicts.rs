@@ -96,7 +96,7 @@ fn env(prog_type: ProgramType, context: Context) -> Env {
 }
 
 fn xdp() -> Env {
-    env(ProgramType::Xdp, Context::Xdp)
+    env(ProgramType::Xdp, Context::Xdp { egress: false })
 }
 
 fn uprobe() -> Env {

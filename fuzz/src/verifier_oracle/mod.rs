@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
 use arbitrary::Unstructured;
-use userbpf_verifier::{check, Context, Env, MapInfo, Options};
+use userbpf_verifier::{check, Context, Env, MapInfo, Options, SkbKind};
 use userbpf_vm::maps::{Map, MapSet, MapSpec, BPF_ANY};
 use userbpf_vm::object::ProgramType;
 use userbpf_vm::{asm, Config, Helpers, Program};
@@ -151,11 +151,7 @@ impl GenSpec {
             },
             Flavour::SocketFilter => Env {
                 prog_type: Some(ProgramType::SocketFilter),
-                context: Context::SkBuff {
-                    packet: false,
-                    tc: false,
-                    cgroup: false,
-                },
+                context: Context::SkBuff(SkbKind::SocketFilter),
                 maps,
                 subprogram_names: Vec::new(),
             },
