@@ -18,11 +18,14 @@ use crate::scalar::Scalar;
 use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
-/// CAP_BPF and CAP_PERFMON).
+/// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 35, 37, 80, 87, 88, 89, 105, 106, 112, 113, 114, 115, 118, 120, 125,
-    130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 35, 37, 80, 87, 88, 89, 105, 106, 109, 112, 113, 114, 115,
+    117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
 ];
+/// Base helpers tracing programs (kprobes, tracepoints, perf events,
+/// fentry) may not call: `bpf_ktime_get_coarse_ns`.
+const NOT_TRACING: &[i32] = &[160];
 /// Helpers of tracing programs (`bpf_tracing_func_proto`).
 const TRACING: &[i32] = &[
     4, 14, 15, 16, 25, 27, 36, 45, 67, 109, 112, 113, 114, 115, 117, 173, 174,
@@ -53,6 +56,17 @@ const TC_XDP: &[i32] = &[28];
 const TC: &[i32] = &[9, 10, 11, 38, 39, 40, 43];
 /// Helpers of XDP programs only: `bpf_xdp_adjust_head`, `_meta`, `_tail`.
 const XDP: &[i32] = &[44, 54, 65];
+/// Helpers of LWT programs besides the packet ones: `bpf_skb_load_bytes`,
+/// `bpf_csum_diff`, `bpf_skb_pull_data`.
+const LWT: &[i32] = &[26, 28, 39];
+/// Helpers of LWT_XMIT programs only: `bpf_skb_store_bytes`,
+/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_skb_change_tail`,
+/// `bpf_csum_update`, `bpf_skb_change_head`.
+const LWT_XMIT: &[i32] = &[9, 10, 11, 38, 40, 43];
+/// Helpers of sk_skb programs besides the packet ones:
+/// `bpf_skb_store_bytes`, `bpf_skb_load_bytes`, `bpf_skb_change_tail`,
+/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`.
+const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -69,8 +83,19 @@ struct Meta {
 impl Verifier<'_> {
     fn helper_allowed(&self, id: i32) -> bool {
         use ProgramType as T;
+        let tracing = matches!(
+            self.env.prog_type,
+            Some(
+                T::Kprobe
+                    | T::Tracepoint
+                    | T::RawTracepoint
+                    | T::RawTracepointWritable
+                    | T::PerfEvent
+                    | T::Tracing
+            )
+        );
         if BASE.contains(&id) {
-            return true;
+            return !(tracing && NOT_TRACING.contains(&id));
         }
         match self.env.prog_type {
             // Embedded raw programs: every helper userbpf has.
@@ -90,6 +115,11 @@ impl Verifier<'_> {
                     || TC.contains(&id)
             }
             Some(T::SocketFilter | T::CgroupSkb) => PACKET.contains(&id) || SKB.contains(&id),
+            Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
+                PACKET.contains(&id) || LWT.contains(&id)
+            }
+            Some(T::LwtXmit) => PACKET.contains(&id) || LWT.contains(&id) || LWT_XMIT.contains(&id),
+            Some(T::SkSkb) => PACKET.contains(&id) || SK_SKB.contains(&id),
             Some(_) => false,
         }
     }

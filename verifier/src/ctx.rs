@@ -275,7 +275,7 @@ mod skb {
 /// An aligned access of `size` bytes at `off` of a `struct __sk_buff`
 /// under the rules of `kind` (`bpf_skb_is_valid_access` and the program
 /// types' own callbacks, as Linux 6.18 applies them; see
-/// tests/ctx_layouts_vs_kernel.rs).
+/// tests/program_types_vs_kernel.rs).
 fn skb_access(kind: SkbKind, off: u32, size: u32, write: bool) -> Option<CtxField> {
     use SkbKind as K;
     let end = off.checked_add(size)?;

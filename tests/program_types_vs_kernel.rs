@@ -1,9 +1,11 @@
-//! Every context access, checked by both verifiers: for each program
-//! type whose context userbpf's verifier models, every load and store of
-//! 1, 2, 4 and 8 bytes at every offset from 8 bytes before the context to
-//! 8 bytes past it is loaded into the Linux verifier (as root,
-//! `BPF_PROG_LOAD`) and given to ours; the verdicts must agree, except
-//! where a listed userbpf rule differs.
+//! What each program type may do, checked by both verifiers: the Linux
+//! verifier (as root, `BPF_PROG_LOAD`) and ours must give the same
+//! verdicts, except where a listed userbpf rule differs, on
+//! - every context access: for each program type whose context userbpf's
+//!   verifier models, every load and store of 1, 2, 4 and 8 bytes at every
+//!   offset from 8 bytes before the context to 8 bytes past it;
+//! - the packet: direct reads and writes, `BPF_LD_[ABS|IND]`;
+//! - the helpers each program type may call.
 //!
 //! Needs root and bpf(); skips with a printed reason otherwise, unless
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
@@ -29,6 +31,7 @@ const SECTIONS: &[&str] = &[
     "kprobe/f",
     "perf_event",
     "raw_tp/x",
+    TRACEPOINT,
 ];
 
 /// The sections above whose context is a `struct __sk_buff`.
@@ -80,7 +83,24 @@ const DIFFERENCES: &[(&str, Op, std::ops::Range<i64>, u32, &str)] = &[(
     168..169,
     8,
     "`__sk_buff->sk` is a socket pointer (PTR_TO_SOCK_COMMON_OR_NULL); userbpf's verifier does not model socket pointers yet and refuses the read",
+), (
+    TRACEPOINT,
+    Op::Load,
+    -8..0,
+    0,
+    TRACEPOINT_REASON,
+), (
+    TRACEPOINT,
+    Op::Load,
+    64..2048,
+    0,
+    TRACEPOINT_REASON,
 )];
+
+/// A syscall tracepoint: its record is `struct trace_event_raw_sys_enter`
+/// (64 bytes).
+const TRACEPOINT: &str = "tracepoint/syscalls/sys_enter_openat";
+const TRACEPOINT_REASON: &str = "Linux 6.18 does not bound a tracepoint program's context reads by the record at load time (it accepts reads before and past it, and compares only the largest offset with the record's size when the program is attached); userbpf knows the record and refuses reads outside it at load";
 
 fn listed(section: &str, op: Op, off: i64, size: u32) -> Option<&'static str> {
     DIFFERENCES
@@ -231,5 +251,97 @@ fn packet_permissions_follow_the_program_type() {
             }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Helpers userbpf allows where the kernel does not, on purpose: the
+/// user-space superset of uprobes, USDT and syscall hooks (whose programs
+/// are kprobe, tracepoint and raw tracepoint programs):
+/// `bpf_override_return`, `bpf_get_func_arg`, `bpf_get_func_ret`,
+/// `bpf_get_func_arg_cnt`, `bpf_get_retval`, `bpf_set_retval`.
+const USER_SPACE_HELPERS: &[i32] = &[58, 183, 184, 185, 186, 187];
+const USER_SPACE_SECTIONS: &[&str] = &["kprobe/f", "raw_tp/x", TRACEPOINT];
+/// `bpf_probe_write_user`: tracing programs may call it, but a kernel
+/// locked down against it (`LOCKDOWN_BPF_WRITE_USER`, as this machine's
+/// is) refuses it; userbpf allows it (in user space it writes the traced
+/// process's own memory).
+const LOCKDOWN_HELPERS: &[i32] = &[36];
+const TRACING_SECTIONS: &[&str] = &["kprobe/f", "raw_tp/x", "perf_event", TRACEPOINT];
+
+/// `__BPF_FUNC_MAX_ID` of Linux 6.18's `enum bpf_func_id`.
+const BPF_FUNC_MAX_ID: i32 = 212;
+
+/// Whether a verifier's refusal of `call N` says the program type may not
+/// call the helper (rather than refusing its arguments).
+fn refuses_helper(message: &str) -> bool {
+    message.contains("cannot use helper") || message.contains("invalid func")
+}
+
+#[test]
+fn each_program_type_may_call_the_kernels_helpers() {
+    match kernel_unavailable() {
+        None => {}
+        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
+        Some(why) => {
+            println!("SKIP each_program_type_may_call_the_kernels_helpers: {why}");
+            return;
+        }
+    }
+    let mut failures = Vec::new();
+    let mut unmodeled = Vec::new();
+    for &section in SECTIONS {
+        let kind = ProgramKind::from_section(section).expect("a libbpf section");
+        let env = Env {
+            prog_type: Some(kind.prog_type),
+            context: Context::for_kind(&kind),
+            maps: Vec::new(),
+            subprogram_names: Vec::new(),
+        };
+        let mut missing = Vec::new();
+        for id in 1..BPF_FUNC_MAX_ID {
+            // The arguments are unset: a verifier that lets the program
+            // type call the helper refuses its first argument instead.
+            let insns =
+                userbpf_vm::asm::assemble(&format!("call {id}\nr0 = 0\nexit")).expect("assembles");
+            let program = Program::new("helper", insns.clone()).expect("valid program");
+            let ours = match check(&program, &env, &Options::default(), None) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => e.message,
+            };
+            let request = LoadRequest {
+                expected_attach_type: kind.attach_type.map_or(0, |a| a as u32),
+                ..LoadRequest::new("helper", kind.prog_type as u32, &insns)
+            };
+            let kernel = match KernelProgram::load_request(&request) {
+                Ok(_) => "accepted".to_string(),
+                Err(e) => e.log,
+            };
+            let k = !refuses_helper(&kernel);
+            if ours.contains("no prototype") {
+                if k {
+                    missing.push(id);
+                }
+                continue;
+            }
+            let u = !refuses_helper(&ours);
+            if k == u
+                || (u && USER_SPACE_HELPERS.contains(&id) && USER_SPACE_SECTIONS.contains(&section))
+                || (u && LOCKDOWN_HELPERS.contains(&id) && TRACING_SECTIONS.contains(&section))
+            {
+                continue;
+            }
+            failures.push(format!(
+                "{section} helper #{id}: kernel {}, userbpf {} ({})",
+                if k { "allows" } else { "refuses" },
+                if u { "allows" } else { "refuses" },
+                ours.lines().next().unwrap_or("")
+            ));
+        }
+        unmodeled.push(format!("{section}: {missing:?}"));
+    }
+    println!(
+        "helpers the kernel allows that have no prototype in userbpf's verifier (refused):\n{}",
+        unmodeled.join("\n")
+    );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
