@@ -12,6 +12,7 @@
 
 use userbpf_kernel::{kernel_required, kernel_unavailable, KernelProgram, LoadRequest};
 use userbpf_verifier::{check, Context, Env, Options};
+use userbpf_vm::insn::Insn;
 use userbpf_vm::object::ProgramKind;
 use userbpf_vm::Program;
 
@@ -34,18 +35,56 @@ const SECTIONS: &[&str] = &[
     TRACEPOINT,
 ];
 
-/// The sections above whose context is a `struct __sk_buff`.
-const SKB_SECTIONS: &[&str] = &[
-    "socket",
-    "tc",
-    "action",
-    "cgroup/skb",
-    "lwt_in",
-    "lwt_out",
-    "lwt_xmit",
-    "lwt_seg6local",
-    "sk_skb",
-];
+/// Skips a test (printing why) when the kernel cannot load programs here,
+/// unless `USERBPF_REQUIRE_KERNEL=1`.
+fn skip(test: &str) -> bool {
+    match kernel_unavailable() {
+        None => false,
+        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
+        Some(why) => {
+            println!("SKIP {test}: {why}");
+            true
+        }
+    }
+}
+
+/// The verifier's environment for a program of `kind` without maps.
+fn env_for(kind: &ProgramKind) -> Env {
+    Env {
+        prog_type: Some(kind.prog_type),
+        context: Context::for_kind(kind),
+        maps: Vec::new(),
+        subprogram_names: Vec::new(),
+    }
+}
+
+/// `(rN + off)` or `(rN - off)`.
+fn at(reg: &str, off: i64) -> String {
+    if off < 0 {
+        format!("({reg} - {})", off.unsigned_abs())
+    } else {
+        format!("({reg} + {off})")
+    }
+}
+
+/// The kernel's load of a program of `kind`, with its expected attach
+/// type.
+fn request<'a>(name: &'a str, kind: &ProgramKind, insns: &'a [Insn]) -> LoadRequest<'a> {
+    LoadRequest {
+        expected_attach_type: kind.attach_type.map_or(0, |a| a as u32),
+        ..LoadRequest::new(name, kind.prog_type as u32, insns)
+    }
+}
+
+/// The C type of a `size`-byte access.
+fn mem_type(size: u32) -> &'static str {
+    match size {
+        1 => "u8",
+        2 => "u16",
+        4 => "u32",
+        _ => "u64",
+    }
+}
 
 /// What an access does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,17 +96,8 @@ enum Op {
 }
 
 fn source(op: Op, off: i64, size: u32) -> String {
-    let ty = match size {
-        1 => "u8",
-        2 => "u16",
-        4 => "u32",
-        _ => "u64",
-    };
-    let at = if off < 0 {
-        format!("(r1 - {})", -off)
-    } else {
-        format!("(r1 + {off})")
-    };
+    let ty = mem_type(size);
+    let at = at("r1", off);
     match op {
         Op::Load => format!("r0 = *({ty} *){at}\nr0 = 0\nexit"),
         Op::Store => format!("r2 = 0\n*({ty} *){at} = r2\nr0 = 0\nexit"),
@@ -75,27 +105,12 @@ fn source(op: Op, off: i64, size: u32) -> String {
 }
 
 /// Accesses where userbpf's verdict differs from the kernel's on
-/// purpose or for now: the section (`*`: every `__sk_buff` one), the
-/// operation, the offset range, the size (0: any), and the reason.
-const DIFFERENCES: &[(&str, Op, std::ops::Range<i64>, u32, &str)] = &[(
-    "*",
-    Op::Load,
-    168..169,
-    8,
-    "`__sk_buff->sk` is a socket pointer (PTR_TO_SOCK_COMMON_OR_NULL); userbpf's verifier does not model socket pointers yet and refuses the read",
-), (
-    TRACEPOINT,
-    Op::Load,
-    -8..0,
-    0,
-    TRACEPOINT_REASON,
-), (
-    TRACEPOINT,
-    Op::Load,
-    64..2048,
-    0,
-    TRACEPOINT_REASON,
-)];
+/// purpose: the section, the operation, the offset range, the size (0:
+/// any), and the reason.
+const DIFFERENCES: &[(&str, Op, std::ops::Range<i64>, u32, &str)] = &[
+    (TRACEPOINT, Op::Load, -8..0, 0, TRACEPOINT_REASON),
+    (TRACEPOINT, Op::Load, 64..2048, 0, TRACEPOINT_REASON),
+];
 
 /// A syscall tracepoint: its record is `struct trace_event_raw_sys_enter`
 /// (64 bytes).
@@ -106,23 +121,15 @@ fn listed(section: &str, op: Op, off: i64, size: u32) -> Option<&'static str> {
     DIFFERENCES
         .iter()
         .find(|(s, o, range, sz, _)| {
-            (*s == section || (*s == "*" && SKB_SECTIONS.contains(&section)))
-                && *o == op
-                && range.contains(&off)
-                && (*sz == 0 || *sz == size)
+            *s == section && *o == op && range.contains(&off) && (*sz == 0 || *sz == size)
         })
         .map(|d| d.4)
 }
 
 #[test]
 fn every_context_access_gets_the_kernels_verdict() {
-    match kernel_unavailable() {
-        None => {}
-        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
-        Some(why) => {
-            println!("SKIP every_context_access_gets_the_kernels_verdict: {why}");
-            return;
-        }
+    if skip("every_context_access_gets_the_kernels_verdict") {
+        return;
     }
     let mut failures = Vec::new();
     let mut checked = 0usize;
@@ -130,12 +137,7 @@ fn every_context_access_gets_the_kernels_verdict() {
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
         let context = Context::for_kind(&kind);
-        let env = Env {
-            prog_type: Some(kind.prog_type),
-            context,
-            maps: Vec::new(),
-            subprogram_names: Vec::new(),
-        };
+        let env = env_for(&kind);
         let end = i64::from(context.size().max(192)) + 8;
         for op in [Op::Load, Op::Store] {
             for size in [1u32, 2, 4, 8] {
@@ -146,10 +148,7 @@ fn every_context_access_gets_the_kernels_verdict() {
                     let ours = check(&program, &env, &Options::default(), None)
                         .map(|_| ())
                         .map_err(|e| e.message);
-                    let request = LoadRequest {
-                        expected_attach_type: kind.attach_type.map_or(0, |a| a as u32),
-                        ..LoadRequest::new("ctx", kind.prog_type as u32, &insns)
-                    };
+                    let request = request("ctx", &kind, &insns);
                     let kernel = KernelProgram::load_once(&request, 0, 0).map(|_| ());
                     checked += 1;
                     if ours.is_ok() == kernel.is_ok() {
@@ -187,24 +186,14 @@ fn every_context_access_gets_the_kernels_verdict() {
 /// `BPF_LD_[ABS|IND]` (`may_access_skb`).
 #[test]
 fn packet_permissions_follow_the_program_type() {
-    match kernel_unavailable() {
-        None => {}
-        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
-        Some(why) => {
-            println!("SKIP packet_permissions_follow_the_program_type: {why}");
-            return;
-        }
+    if skip("packet_permissions_follow_the_program_type") {
+        return;
     }
     let mut failures = Vec::new();
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
         let context = Context::for_kind(&kind);
-        let env = Env {
-            prog_type: Some(kind.prog_type),
-            context,
-            maps: Vec::new(),
-            subprogram_names: Vec::new(),
-        };
+        let env = env_for(&kind);
         // `data` and `data_end` of `struct __sk_buff`, or `struct xdp_md`.
         let (data, data_end) = match context {
             Context::Xdp { .. } => (0, 4),
@@ -231,10 +220,7 @@ fn packet_permissions_follow_the_program_type() {
             let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
             let program = Program::new("pkt", insns.clone()).expect("valid program");
             let ours = check(&program, &env, &Options::default(), None).map_err(|e| e.message);
-            let request = LoadRequest {
-                expected_attach_type: kind.attach_type.map_or(0, |a| a as u32),
-                ..LoadRequest::new("pkt", kind.prog_type as u32, &insns)
-            };
+            let request = request("pkt", &kind, &insns);
             let kernel = KernelProgram::load_request(&request);
             println!(
                 "{section} {what}: kernel {}, userbpf {}",
@@ -279,24 +265,14 @@ fn refuses_helper(message: &str) -> bool {
 
 #[test]
 fn each_program_type_may_call_the_kernels_helpers() {
-    match kernel_unavailable() {
-        None => {}
-        Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
-        Some(why) => {
-            println!("SKIP each_program_type_may_call_the_kernels_helpers: {why}");
-            return;
-        }
+    if skip("each_program_type_may_call_the_kernels_helpers") {
+        return;
     }
     let mut failures = Vec::new();
     let mut unmodeled = Vec::new();
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
-        let env = Env {
-            prog_type: Some(kind.prog_type),
-            context: Context::for_kind(&kind),
-            maps: Vec::new(),
-            subprogram_names: Vec::new(),
-        };
+        let env = env_for(&kind);
         let mut missing = Vec::new();
         for id in 1..BPF_FUNC_MAX_ID {
             // The arguments are unset: a verifier that lets the program
@@ -308,10 +284,7 @@ fn each_program_type_may_call_the_kernels_helpers() {
                 Ok(_) => "accepted".to_string(),
                 Err(e) => e.message,
             };
-            let request = LoadRequest {
-                expected_attach_type: kind.attach_type.map_or(0, |a| a as u32),
-                ..LoadRequest::new("helper", kind.prog_type as u32, &insns)
-            };
+            let request = request("helper", &kind, &insns);
             let kernel = match KernelProgram::load_request(&request) {
                 Ok(_) => "accepted".to_string(),
                 Err(e) => e.log,
@@ -342,6 +315,80 @@ fn each_program_type_may_call_the_kernels_helpers() {
     println!(
         "helpers the kernel allows that have no prototype in userbpf's verifier (refused):\n{}",
         unmodeled.join("\n")
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A TC program that looks a socket up (`lookup`), and reads `size`
+/// bytes at `off` of it (`read`: the socket itself, or its `bpf_tcp_sock`
+/// cast) before releasing it.
+fn socket_read(lookup: &str, tcp: bool, op: Op, off: i64, size: u32) -> String {
+    let ty = mem_type(size);
+    let at = at("r0", off);
+    let access = match op {
+        Op::Load => format!("r1 = *({ty} *){at}"),
+        Op::Store => format!("r1 = 0\n*({ty} *){at} = r1"),
+    };
+    let skip = if op == Op::Store { 8 } else { 7 };
+    let prologue = format!(
+        "r6 = r1\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\nr3 = 12\nr4 = -1\nr5 = 0\ncall {lookup}\n"
+    );
+    if tcp {
+        format!(
+            "{prologue}if r0 == 0 goto +{skip}\nr7 = r0\nr1 = r0\ncall bpf_tcp_sock\nif r0 == 0 goto +{}\n{access}\nr1 = r7\ncall bpf_sk_release\nr0 = 0\nexit",
+            skip - 6
+        )
+    } else {
+        format!(
+            "{prologue}if r0 == 0 goto +{}\n{access}\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit",
+            skip - 4
+        )
+    }
+}
+
+/// Every read and write of the socket structures (`struct bpf_sock`
+/// from `bpf_sk_lookup_tcp`, its common part from `bpf_skc_lookup_tcp`,
+/// `struct bpf_tcp_sock` from `bpf_tcp_sock`), at each offset and size,
+/// checked by both verifiers.
+#[test]
+fn socket_fields_are_read_as_the_kernel_reads_them() {
+    if skip("socket_fields_are_read_as_the_kernel_reads_them") {
+        return;
+    }
+    let kind = ProgramKind::from_section("tc").expect("a libbpf section");
+    let env = env_for(&kind);
+    let mut failures = Vec::new();
+    let mut checked = 0usize;
+    for (what, lookup, tcp) in [
+        ("sock", "bpf_sk_lookup_tcp", false),
+        ("sock_common", "bpf_skc_lookup_tcp", false),
+        ("tcp_sock", "bpf_sk_lookup_tcp", true),
+    ] {
+        for op in [Op::Load, Op::Store] {
+            for size in [1u32, 2, 4, 8] {
+                for off in -4..120 {
+                    let text = socket_read(lookup, tcp, op, off, size);
+                    let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
+                    let program = Program::new("sock", insns.clone()).expect("valid program");
+                    let ours = check(&program, &env, &Options::default(), None)
+                        .map(|_| ())
+                        .map_err(|e| format!("{} at pc {}", e.message, e.pc));
+                    let request = request("sock", &kind, &insns);
+                    let kernel = KernelProgram::load_once(&request, 0, 0).map(|_| ());
+                    checked += 1;
+                    if ours.is_ok() != kernel.is_ok() {
+                        failures.push(format!(
+                            "{what} {op:?} off={off} size={size}: kernel {}, userbpf {ours:?}",
+                            if kernel.is_ok() { "accepts" } else { "rejects" },
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    println!(
+        "{checked} socket accesses checked, {} disagreements",
+        failures.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -789,6 +789,135 @@ const RULES: &[Rule] = &[
             "userbpf verifies the paths that run and accepts dead code (no memory is accessed)",
         )),
     },
+    same(
+        "bpf_get_netns_cookie of the context and of NULL",
+        SOCKET,
+        "r6 = r1\nr1 = 0\ncall bpf_get_netns_cookie\nr1 = r6\ncall bpf_get_netns_cookie\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_netns_cookie of a stack pointer",
+        SOCKET,
+        "r1 = r10\nr1 += -8\ncall bpf_get_netns_cookie\nr0 = 0\nexit",
+        Rejects("R1 type=fp expected=ctx"),
+    ),
+    // Sockets: lookups return a reference to release on every path;
+    // socket pointers are read at fixed offsets only.
+    same(
+        "a socket looked up, null-checked, read and released",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +3\n",
+            "r1 = *(u32 *)(r0 + 72)\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a socket looked up and never released",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_udp\nif r0 == 0 goto +1\n",
+            "r1 = *(u32 *)(r0 + 72)\nr0 = 0\nexit"
+        ),
+        Rejects("Unreleased reference"),
+    ),
+    same(
+        "a socket read before its null check",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nr1 = *(u32 *)(r0 + 72)\n",
+            "r1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Rejects("R0 invalid mem access 'sock_or_null'"),
+    ),
+    same(
+        "a possibly NULL socket released",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\n",
+            "r1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Rejects("R1 type=sock_or_null expected=sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_"),
+    ),
+    same(
+        "pointer arithmetic on a socket",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +3\n",
+            "r0 += 4\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Rejects("R0 pointer arithmetic on sock prohibited"),
+    ),
+    same(
+        "a field a request socket lacks, read from bpf_skc_lookup_tcp's socket",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_skc_lookup_tcp\nif r0 == 0 goto +3\n",
+            "r1 = *(u32 *)(r0 + 8)\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Rejects("R0 invalid sock_common access off=8 size=4"),
+    ),
+    same(
+        "the packet's own socket (__sk_buff->sk) released",
+        TC,
+        "r1 = *(u64 *)(r1 + 168)\nif r1 == 0 goto +1\ncall bpf_sk_release\nr0 = 0\nexit",
+        Rejects("R1 must be referenced when passed to release function"),
+    ),
+    same(
+        "the packet's own socket made a full socket and read",
+        CGROUP_SKB,
+        concat!(
+            "r1 = *(u64 *)(r1 + 168)\nif r1 == 0 goto +3\ncall bpf_sk_fullsock\n",
+            "if r0 == 0 goto +1\nr0 = *(u32 *)(r0 + 8)\nr0 = 1\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "the packet's own socket read without a null check",
+        TC,
+        "r1 = *(u64 *)(r1 + 168)\nr0 = *(u32 *)(r1 + 4)\nr0 = 0\nexit",
+        Rejects("R1 invalid mem access 'sock_common_or_null'"),
+    ),
+    same(
+        "a socket released through its bpf_tcp_sock cast",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +10\n",
+            "r7 = r0\nr1 = r0\ncall bpf_tcp_sock\nif r0 != 0 goto +3\n",
+            "r1 = r7\ncall bpf_sk_release\ngoto +3\n",
+            "r1 = *(u32 *)(r0 + 0)\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a NULL bpf_tcp_sock cast does not release the socket",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +6\n",
+            "r7 = r0\nr1 = r0\ncall bpf_tcp_sock\nif r0 == 0 goto +2\n",
+            "r1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Rejects("Unreleased reference"),
+    ),
+    Rule {
+        name: "a socket read after its release",
+        prog_type: TC,
+        source: concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +4\n",
+            "r6 = r0\nr1 = r0\ncall bpf_sk_release\nr0 = *(u32 *)(r6 + 72)\nr0 = 0\nexit"
+        ),
+        kernel: Rejects("R6 invalid mem access 'scalar'"),
+        ours: Some((Rejects("R6 !read_ok"), "the kernel makes released pointers numbers for root, which would carry addresses; userbpf makes them unreadable, as the kernel does for unprivileged programs")),
+    },
 ];
 
 /// The maps the programs use: (type, name, value size), 4-byte keys, 4

@@ -39,10 +39,9 @@ const USER_SPACE: &[i32] = &[58, 183, 184, 185, 186, 187];
 /// Helpers packet programs may call besides the base ones.
 const PACKET: &[i32] = &[25];
 /// Helpers of `__sk_buff` programs (socket filters, TC, cgroup_skb)
-/// besides the packet ones: `bpf_skb_load_bytes`, `bpf_get_socket_cookie`.
-/// (None that changes the packet: those would have to forget every
-/// packet pointer's range.)
-const SKB: &[i32] = &[26, 46];
+/// besides the packet ones: `bpf_skb_load_bytes`, `bpf_get_socket_cookie`,
+/// `bpf_get_netns_cookie`.
+const SKB: &[i32] = &[26, 46, 122];
 /// Helpers that may read or write packet memory through a pointer
 /// argument (`pkt_access` in their kernel prototype): the map helpers and
 /// `bpf_csum_diff`.
@@ -63,6 +62,13 @@ const LWT: &[i32] = &[26, 28, 39];
 /// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_skb_change_tail`,
 /// `bpf_csum_update`, `bpf_skb_change_head`.
 const LWT_XMIT: &[i32] = &[9, 10, 11, 38, 40, 43];
+/// Socket lookups (TC, cgroup_skb, sk_skb and XDP programs):
+/// `bpf_sk_lookup_tcp`, `bpf_sk_lookup_udp`, `bpf_sk_release`,
+/// `bpf_skc_lookup_tcp`.
+const SOCK_LOOKUP: &[i32] = &[84, 85, 86, 99];
+/// Socket casts (TC and cgroup_skb programs): `bpf_sk_fullsock`,
+/// `bpf_tcp_sock`, `bpf_get_listener_sock`.
+const SOCK_CAST: &[i32] = &[95, 96, 98];
 /// Helpers of sk_skb programs besides the packet ones:
 /// `bpf_skb_store_bytes`, `bpf_skb_load_bytes`, `bpf_skb_change_tail`,
 /// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`.
@@ -78,6 +84,8 @@ struct Meta {
     alloc_size: Option<u64>,
     /// The reference a release argument releases.
     release: Option<u32>,
+    /// The reference of a socket argument, which a cast's result shares.
+    sock_ref: u32,
 }
 
 impl Verifier<'_> {
@@ -107,19 +115,34 @@ impl Verifier<'_> {
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
             Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
-            Some(T::Xdp) => PACKET.contains(&id) || TC_XDP.contains(&id) || XDP.contains(&id),
+            Some(T::Xdp) => {
+                PACKET.contains(&id)
+                    || TC_XDP.contains(&id)
+                    || XDP.contains(&id)
+                    || SOCK_LOOKUP.contains(&id)
+            }
             Some(T::SchedCls | T::SchedAct) => {
                 PACKET.contains(&id)
                     || SKB.contains(&id)
                     || TC_XDP.contains(&id)
                     || TC.contains(&id)
+                    || SOCK_LOOKUP.contains(&id)
+                    || SOCK_CAST.contains(&id)
             }
-            Some(T::SocketFilter | T::CgroupSkb) => PACKET.contains(&id) || SKB.contains(&id),
+            Some(T::SocketFilter) => PACKET.contains(&id) || SKB.contains(&id),
+            Some(T::CgroupSkb) => {
+                PACKET.contains(&id)
+                    || SKB.contains(&id)
+                    || SOCK_LOOKUP.contains(&id)
+                    || SOCK_CAST.contains(&id)
+            }
             Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
                 PACKET.contains(&id) || LWT.contains(&id)
             }
             Some(T::LwtXmit) => PACKET.contains(&id) || LWT.contains(&id) || LWT_XMIT.contains(&id),
-            Some(T::SkSkb) => PACKET.contains(&id) || SK_SKB.contains(&id),
+            Some(T::SkSkb) => {
+                PACKET.contains(&id) || SK_SKB.contains(&id) || SOCK_LOOKUP.contains(&id)
+            }
             Some(_) => false,
         }
     }
@@ -425,6 +448,33 @@ impl Verifier<'_> {
                         id: self.fresh_id(),
                         ..Reg::pointer(RegType::MapValue { map: m }, 0)
                     }
+                }
+            }
+            RetType::PtrToSocketOrNull
+            | RetType::PtrToSockCommonOrNull
+            | RetType::PtrToTcpSockOrNull => {
+                let ty = match proto.ret {
+                    RetType::PtrToSocketOrNull => RegType::Socket,
+                    RetType::PtrToSockCommonOrNull => RegType::SockCommon,
+                    _ => RegType::TcpSock,
+                };
+                let ptr_id = self.fresh_id();
+                // A lookup acquires a reference (released on the null
+                // branch or by `bpf_sk_release`); a cast shares its
+                // argument's.
+                let ref_id = if userbpf_vm::proto::ACQUIRES.contains(&id) {
+                    st.refs.push((ptr_id, pc));
+                    ptr_id
+                } else if userbpf_vm::proto::CASTS.contains(&id) {
+                    meta.sock_ref
+                } else {
+                    0
+                };
+                Reg {
+                    maybe_null: true,
+                    id: ptr_id,
+                    ref_id,
+                    ..Reg::pointer(ty, 0)
                 }
             }
             RetType::PtrToRingbufMemOrNull => {
@@ -784,7 +834,8 @@ impl Verifier<'_> {
                 };
                 meta.alloc_size = Some(v);
             }
-            ArgType::PtrToCtx => {
+            ArgType::PtrToCtxOrNull if reg.const_value() == Some(0) => {}
+            ArgType::PtrToCtx | ArgType::PtrToCtxOrNull => {
                 let ok = match reg.ty {
                     RegType::Ctx => true,
                     RegType::Mem { .. } => matches!(self.env.context, Context::Raw { .. }),
@@ -833,6 +884,25 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToConstStr => self.const_str(&reg, regno)?,
+            ArgType::PtrToSockCommon => {
+                if !reg.ty.is_socket() || reg.maybe_null {
+                    return Err(self.error(expected("sock_common, sock, tcp_sock, xdp_sock")));
+                }
+                meta.sock_ref = reg.ref_id;
+            }
+            ArgType::PtrToSockCommonRelease => {
+                if !reg.ty.is_socket() || reg.maybe_null {
+                    return Err(self.error(expected(
+                        "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
+                    )));
+                }
+                if reg.ref_id == 0 || !st.refs.iter().any(|&(r, _)| r == reg.ref_id) {
+                    return Err(self.error(format!(
+                        "R{regno} must be referenced when passed to release function"
+                    )));
+                }
+                meta.release = Some(reg.ref_id);
+            }
             ArgType::PtrToRingbufMemRelease => {
                 if !matches!(reg.ty, RegType::RingbufMem { .. }) || reg.maybe_null {
                     return Err(self.error(expected("ringbuf_mem")));

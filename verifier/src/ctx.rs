@@ -113,6 +113,9 @@ pub enum CtxField {
     PacketEnd,
     /// `data_meta`: a pointer to the metadata before the packet.
     PacketMeta,
+    /// `__sk_buff->sk`: the packet's socket, or NULL
+    /// (`PTR_TO_SOCK_COMMON_OR_NULL`).
+    SockCommonOrNull,
 }
 
 /// `PERF_MAX_TRACE_SIZE`.
@@ -315,9 +318,12 @@ fn skb_access(kind: SkbKind, off: u32, size: u32, write: bool) -> Option<CtxFiel
     if within(skb::TSTAMP, 8) || within(skb::HWTSTAMP, 8) {
         return (size == 8 && (tc || cgroup)).then_some(CtxField::Scalar);
     }
-    // `flow_keys` (flow dissectors only) and `sk`, a socket pointer
-    // userbpf does not model; every other field is at most 4 bytes.
-    if size > 4 || within(skb::FLOW_KEYS, 8) || within(skb::SK, 8) {
+    if within(skb::SK, 8) {
+        return (size == 8).then_some(CtxField::SockCommonOrNull);
+    }
+    // `flow_keys` (flow dissectors only); every other field is at most 4
+    // bytes.
+    if size > 4 || within(skb::FLOW_KEYS, 8) {
         return None;
     }
     let field = off & !3;

@@ -308,7 +308,10 @@ impl Verifier<'_> {
             RegType::ConstMap { .. }
             | RegType::PacketEnd
             | RegType::Func { .. }
-            | RegType::IterNum => {
+            | RegType::IterNum
+            | RegType::Socket
+            | RegType::SockCommon
+            | RegType::TcpSock => {
                 return Err(self.error(format!(
                     "R{d} pointer arithmetic on {} prohibited",
                     ptr.type_name()
@@ -740,7 +743,10 @@ fn mark_null(st: &mut State, ptr: &Reg, is_null: bool) {
             }
         }
     });
-    if is_null && ptr.ref_id != 0 {
+    // A NULL lookup holds no reference; a NULL cast of a socket says
+    // nothing of the socket it was given (`ref_obj_id == id` only for
+    // the pointer that acquired the reference).
+    if is_null && ptr.ref_id != 0 && ptr.ref_id == id {
         st.refs.retain(|&(r, _)| r != ptr.ref_id);
     }
 }

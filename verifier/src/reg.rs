@@ -71,6 +71,14 @@ pub enum RegType {
     /// kernel's `STACK_ITER`): only ever in a stack slot, opaque to the
     /// program.
     IterNum,
+    /// A socket (`PTR_TO_SOCKET`, `struct bpf_sock`): read only, at fixed
+    /// offsets, no arithmetic.
+    Socket,
+    /// A socket's common part (`PTR_TO_SOCK_COMMON`), which may be a
+    /// request or time-wait socket: fewer fields than [`RegType::Socket`].
+    SockCommon,
+    /// A TCP socket (`PTR_TO_TCP_SOCK`, `struct bpf_tcp_sock`).
+    TcpSock,
 }
 
 impl RegType {
@@ -78,6 +86,14 @@ impl RegType {
     /// not-init).
     pub fn is_pointer(self) -> bool {
         !matches!(self, RegType::NotInit | RegType::Scalar)
+    }
+
+    /// Whether this is a socket pointer (`type_is_sk_pointer`).
+    pub fn is_socket(self) -> bool {
+        matches!(
+            self,
+            RegType::Socket | RegType::SockCommon | RegType::TcpSock
+        )
     }
 
     /// The kernel's name for the type (`reg_type_str`).
@@ -98,6 +114,9 @@ impl RegType {
             RegType::RingbufMem { .. } => "ringbuf_mem",
             RegType::Func { .. } => "func",
             RegType::IterNum => "iter_num",
+            RegType::Socket => "sock",
+            RegType::SockCommon => "sock_common",
+            RegType::TcpSock => "tcp_sock",
         };
         if maybe_null {
             format!("{base}_or_null")
@@ -122,8 +141,8 @@ pub struct Reg {
     /// value (scalars) or the same possibly-null pointer, so a check on
     /// one applies to all.
     pub id: u32,
-    /// The acquired reference this pointer holds (ring buffer records),
-    /// 0 for none.
+    /// The acquired reference this pointer holds (ring buffer records,
+    /// sockets from lookups and their casts), 0 for none.
     pub ref_id: u32,
 }
 

@@ -506,7 +506,7 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
             "is not supported by userbpf's verifier",
             "domain: userbpf's verifier has no prototype of this kernel helper",
         ),
-        ("Unreleased reference", "domain: the kernel requires every ring-buffer reservation to be submitted or discarded; PREVAIL tracks no references"),
+        ("Unreleased reference", "domain: the kernel requires every acquired reference (ring-buffer reservation, socket lookup) to be released on every path; PREVAIL tracks no references"),
         (
             "subtraction from stack pointer prohibited",
             "domain: the kernel forbids subtracting from a stack pointer (`r1 -= 8`; compilers add a negative offset) (shown on the kernel by tests/verifier_rules_vs_kernel.rs)",

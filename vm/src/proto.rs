@@ -47,6 +47,8 @@ pub enum ArgType {
     ConstAllocSizeOrZero,
     /// `ARG_PTR_TO_CTX`.
     PtrToCtx,
+    /// `ARG_PTR_TO_CTX_OR_NULL`: the context, or NULL.
+    PtrToCtxOrNull,
     /// `ARG_PTR_TO_FUNC`: a subprogram (callback).
     PtrToFunc,
     /// `ARG_PTR_TO_STACK_OR_NULL`.
@@ -61,6 +63,11 @@ pub enum ArgType {
     /// `ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE`: a ring buffer record from
     /// `bpf_ringbuf_reserve`, released by the call.
     PtrToRingbufMemRelease,
+    /// `ARG_PTR_TO_SOCK_COMMON`: a socket pointer of any kind (not null).
+    PtrToSockCommon,
+    /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
+    /// socket reference from a lookup, released by the call.
+    PtrToSockCommonRelease,
 }
 
 /// A helper's return type (`enum bpf_return_type`).
@@ -74,6 +81,12 @@ pub enum RetType {
     PtrToMapValueOrNull,
     /// `RET_PTR_TO_RINGBUF_MEM_OR_NULL`: a record of the requested size.
     PtrToRingbufMemOrNull,
+    /// `RET_PTR_TO_SOCKET_OR_NULL` (`struct bpf_sock`).
+    PtrToSocketOrNull,
+    /// `RET_PTR_TO_SOCK_COMMON_OR_NULL` (`struct bpf_sock`'s common part).
+    PtrToSockCommonOrNull,
+    /// `RET_PTR_TO_TCP_SOCK_OR_NULL` (`struct bpf_tcp_sock`).
+    PtrToTcpSockOrNull,
 }
 
 /// A helper's prototype in the kernel's terms.
@@ -147,6 +160,9 @@ use RetType::*;
 const MEM: ArgType = PtrToMem { maybe_null: false };
 const MEM_OR_NULL: ArgType = PtrToMem { maybe_null: true };
 const PROBE_READ: [ArgType; 3] = [PtrToUninitMem, ConstSizeOrZero, Anything];
+/// `bpf_sk_lookup_tcp`, `_udp`, `bpf_skc_lookup_tcp`: the context, the
+/// tuple and its size, the network namespace, the flags.
+const SK_LOOKUP: [ArgType; 5] = [PtrToCtx, MEM, ConstSize, Anything, Anything];
 
 /// The prototypes, by id (from the kernel's `*_proto` definitions).
 pub const KERNEL_PROTOS: &[KernelProto] = &[
@@ -229,6 +245,16 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     ),
     // Kernel only.
     proto(80, Integer, &[]),
+    // Kernel only: socket lookups, which return a reference the program
+    // must release (`bpf_sk_release`), and socket casts, whose result
+    // shares the reference of their argument.
+    proto(84, PtrToSocketOrNull, &SK_LOOKUP),
+    proto(85, PtrToSocketOrNull, &SK_LOOKUP),
+    proto(86, Integer, &[PtrToSockCommonRelease]),
+    proto(95, PtrToSocketOrNull, &[PtrToSockCommon]),
+    proto(96, PtrToTcpSockOrNull, &[PtrToSockCommon]),
+    proto(98, PtrToSocketOrNull, &[PtrToSockCommon]),
+    proto(99, PtrToSockCommonOrNull, &SK_LOOKUP),
     proto(87, Integer, &[ConstMapPtr, PtrToMapValue, Anything]),
     proto(88, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
     proto(89, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
@@ -248,6 +274,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         Integer,
         &[Anything, Anything, PtrToUninitMem, ConstSize],
     ),
+    // Kernel only: the network namespace of the context's socket, or of
+    // the caller (NULL).
+    proto(122, Integer, &[PtrToCtxOrNull]),
     proto(125, Integer, &[]),
     proto(130, Integer, &[ConstMapPtr, MEM, ConstSizeOrZero, Anything]),
     proto(
@@ -302,8 +331,19 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
 pub const KERNEL_ONLY: &[i32] = &[
-    9, 10, 11, 26, 28, 35, 37, 38, 39, 40, 43, 44, 46, 54, 65, 80, 105, 106, 120,
+    9, 10, 11, 26, 28, 35, 37, 38, 39, 40, 43, 44, 46, 54, 65, 80, 84, 85, 86, 95, 96, 98, 99, 105,
+    106, 120, 122,
 ];
+
+/// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
+/// must release on every path (`is_acquire_function`): the socket lookups
+/// (`bpf_ringbuf_reserve`'s records are tracked by their return type).
+pub const ACQUIRES: &[i32] = &[84, 85, 99];
+
+/// The helpers of [`KERNEL_PROTOS`] whose result points into their
+/// argument's object and shares its reference (`is_ptr_cast_function`):
+/// `bpf_sk_fullsock`, `bpf_tcp_sock`.
+pub const CASTS: &[i32] = &[95, 96];
 
 /// The helpers of [`KERNEL_ONLY`] that change the packet
 /// (`bpf_helper_changes_pkt_data`): `bpf_skb_store_bytes`,
