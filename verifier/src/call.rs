@@ -20,8 +20,9 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 35, 37, 80, 87, 88, 89, 105, 106, 109, 112, 113, 114, 115,
-    117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181, 182,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 35, 37, 42, 80, 87, 88, 89, 105, 106, 109, 112, 113, 114,
+    115, 117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181,
+    182, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.

@@ -568,7 +568,8 @@ impl Helpers {
     /// about the event read the VM's [`HookInfo`]),
     /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
     /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
-    /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182).
+    /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182),
+    /// `bpf_get_numa_node_id` (42), `bpf_ktime_get_tai_ns` (208).
     /// In user space the probe helpers read the process's own memory and
     /// return `-EFAULT` (never crash) on a bad address; writing it
     /// (`bpf_probe_write_user`) is opt-in, see [`Helpers::probe_write_user`].
@@ -607,6 +608,8 @@ impl Helpers {
         });
         h.register_kernel_fn(125, |_, _, _, _, _| clock_ns(libc::CLOCK_BOOTTIME));
         h.register_kernel_fn(160, |_, _, _, _, _| clock_ns(libc::CLOCK_MONOTONIC_COARSE));
+        h.register_kernel_fn(208, |_, _, _, _, _| clock_ns(libc::CLOCK_TAI));
+        h.register_kernel_fn(42, |_, _, _, _, _| u64::from(numa_node()));
         crate::tracing::register(&mut h);
         crate::stack::register(&mut h);
         crate::kfunc::register(&mut h);
@@ -798,6 +801,27 @@ impl Helpers {
 /// `-errno` as the u64 a helper returns.
 pub fn neg_errno(errno: i32) -> u64 {
     (-i64::from(errno)) as u64
+}
+
+/// The NUMA node of the CPU the thread runs on (`getcpu`), 0 when the
+/// kernel does not say.
+fn numa_node() -> u32 {
+    let (mut cpu, mut node) = (0u32, 0u32);
+    // SAFETY: getcpu writes two unsigned ints through valid pointers; the
+    // third argument (a cache) is unused and may be NULL.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_getcpu,
+            &mut cpu as *mut u32,
+            &mut node as *mut u32,
+            std::ptr::null_mut::<libc::c_void>(),
+        )
+    };
+    if rc == 0 {
+        node
+    } else {
+        0
+    }
 }
 
 fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -1051,6 +1075,18 @@ mod tests {
         let coarse = call(160);
         assert!(boot >= mono, "boot {boot} < monotonic {mono}");
         assert!(coarse <= call(5) && mono - coarse.min(mono) < 100_000_000);
+        // TAI is ahead of (or, unset, equal to) the realtime clock.
+        assert!(call(208) >= clock_ns(libc::CLOCK_REALTIME).saturating_sub(1_000_000_000));
+        // bpf_get_numa_node_id: an online node.
+        let online = std::fs::read_to_string("/sys/devices/system/node/online")
+            .unwrap_or_else(|_| "0".to_string());
+        let last = online
+            .trim()
+            .rsplit(['-', ','])
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        assert!(call(42) <= last, "node {} of {online:?}", call(42));
         // bpf_get_prandom_u32: 32-bit values that vary.
         let draws: Vec<u64> = (0..16).map(|_| call(7)).collect();
         assert!(draws.iter().all(|&v| v <= u64::from(u32::MAX)));

@@ -227,6 +227,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(39, Integer, &[PtrToCtx, Anything]),
     proto(40, Integer, &[PtrToCtx, Anything]),
     proto(43, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(42, Integer, &[]),
     proto(44, Integer, &[PtrToCtx, Anything]),
     // Kernel only.
     proto(37, Integer, &[ConstMapPtr, Anything]),
@@ -326,6 +327,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(185, Integer, &[PtrToCtx]),
     proto(186, Integer, &[]),
     proto(187, Integer, &[Anything]),
+    proto(208, Integer, &[]),
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
