@@ -257,6 +257,28 @@ const RULES: &[Rule] = &[
         Rejects("misaligned stack access off 0+-20+0 size 8"),
     ),
     same(
+        "bpf_strtoul into a long past the stack (bounds before alignment)",
+        KPROBE,
+        "r1 = 0x31\n*(u64 *)(r10 - 16) = r1\nr1 = r10\nr1 += -16\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -4\ncall bpf_strtoul\nr0 = 0\nexit",
+        Rejects("invalid write to stack R4 off=-4 size=8"),
+    ),
+    Rule {
+        name: "a sign-extending move of a pointer",
+        prog_type: SOCKET,
+        source: "r1 = (s16)r10\nr0 = 0\nexit",
+        kernel: Accepts,
+        ours: Some((
+            Rejects("R10 sign-extension part of pointer"),
+            "the kernel makes the result a number for root, which would carry address bits; userbpf refuses it, in the kernel's words for unprivileged programs",
+        )),
+    },
+    same(
+        "csum_diff of NULL with a size that may not be 0",
+        TC,
+        "r2 = *(u32 *)(r1 + 0)\nr2 &= 64\nr1 = 0\nr3 = 0\nr4 = 0\nr5 = 0\ncall bpf_csum_diff\nr0 = 0\nexit",
+        Rejects("R1 type=scalar expected=fp"),
+    ),
+    same(
         "bpf_strtoul in a kprobe",
         KPROBE,
         "r1 = 0x31\n*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\nr2 = 2\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_strtoul\nr0 = 0\nexit",

@@ -810,11 +810,10 @@ impl Verifier<'_> {
                 }
                 if reg.const_value() == Some(0) && arg == (ArgType::PtrToMem { maybe_null: true }) {
                     // A null pointer is only fine where the prototype allows
-                    // one (`PTR_MAYBE_NULL`), with nothing to access.
+                    // one (`PTR_MAYBE_NULL`), with nothing to access
+                    // (`check_helper_mem_access` on a scalar).
                     if v.umax != 0 {
-                        return Err(self.error(expected(
-                            "fp, pkt, pkt_meta, map_key, map_value, mem, ringbuf_mem, buf, trusted_ptr_",
-                        )));
+                        return Err(self.error(expected("fp")));
                     }
                     return Ok(());
                 }
@@ -859,9 +858,9 @@ impl Verifier<'_> {
             }
             ArgType::PtrToLong => {
                 self.ptr_arg_type(&reg, regno, true, id)?;
-                // `MEM_ALIGNED`.
-                self.aligned(&reg, 0, 8)?;
+                // In the kernel's order: the 8 bytes, then `MEM_ALIGNED`.
                 self.helper_mem(st, regno, 8, 8, Access::Write, false)?;
+                self.aligned(&reg, 0, 8)?;
             }
             ArgType::PtrToTimer => {
                 let RegType::MapValue { map } = reg.ty else {

@@ -61,10 +61,9 @@ impl Verifier<'_> {
                 self.write_check(dst)?;
                 let s = self.read_reg(st, src)?;
                 if !s.is_scalar() {
-                    return Err(self.error(format!(
-                        "R{} sign-extension of a pointer prohibited",
-                        src.num()
-                    )));
+                    return Err(
+                        self.error(format!("R{} sign-extension part of pointer", src.num()))
+                    );
                 }
                 *st.reg_mut(dst.num()) = Reg::scalar(s.val.movsx(width, bits));
                 Ok(Step::Next(next))
