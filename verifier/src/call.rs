@@ -90,6 +90,18 @@ struct Meta {
 }
 
 impl Verifier<'_> {
+    /// For a refusal in a program type whose context and helpers userbpf
+    /// does not model, the reason; otherwise empty.
+    pub(crate) fn unmodelled(&self) -> String {
+        match self.env.prog_type {
+            Some(t) if self.env.context == Context::Opaque => format!(
+                " (userbpf's verifier does not model {} programs: their context and helpers)",
+                t.kernel_name()
+            ),
+            _ => String::new(),
+        }
+    }
+
     fn helper_allowed(&self, id: i32) -> bool {
         use ProgramType as T;
         let tracing = matches!(
@@ -372,7 +384,8 @@ impl Verifier<'_> {
         let name = helper_name(id).unwrap_or("unknown");
         if !self.helper_allowed(id) {
             return Err(self.error(format!(
-                "program of this type cannot use helper {name}#{id}"
+                "program of this type cannot use helper {name}#{id}{}",
+                self.unmodelled()
             )));
         }
         let mut meta = Meta::default();

@@ -320,7 +320,8 @@ impl Verifier<'_> {
                     .access(fixed, size, access == Access::Write)
                 else {
                     return Err(self.error(format!(
-                        "invalid bpf_context access off={fixed} size={size}"
+                        "invalid bpf_context access off={fixed} size={size}{}",
+                        self.unmodelled()
                     )));
                 };
                 let end = u32::try_from(fixed.saturating_add(i64::from(size))).unwrap_or(u32::MAX);

@@ -407,6 +407,28 @@ fn context_accesses_follow_the_program_kind() {
         1,
         "dereference of modified ctx ptr R1 off=8 disallowed",
     );
+    // A program type whose context userbpf does not model says so.
+    let sock_addr = env(ProgramType::CgroupSockAddr, Context::Opaque);
+    for (src, pc, what) in [
+        (
+            "r0 = *(u32 *)(r1 + 4)\nexit",
+            0,
+            "invalid bpf_context access off=4 size=4",
+        ),
+        (
+            "call bpf_get_socket_cookie\nr0 = 1\nexit",
+            0,
+            "cannot use helper bpf_get_socket_cookie#46",
+        ),
+    ] {
+        rejects(src, &sock_addr, pc, what);
+        rejects(
+            src,
+            &sock_addr,
+            pc,
+            "(userbpf's verifier does not model BPF_PROG_TYPE_CGROUP_SOCK_ADDR programs: their context and helpers)",
+        );
+    }
 }
 
 const PACKET: &str = "
