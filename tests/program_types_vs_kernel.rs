@@ -52,6 +52,7 @@ fn skip(test: &str) -> bool {
 fn env_for(kind: &ProgramKind) -> Env {
     Env {
         prog_type: Some(kind.prog_type),
+        attach_type: kind.attach_type,
         context: Context::for_kind(kind),
         maps: Vec::new(),
         subprogram_names: Vec::new(),
@@ -390,5 +391,56 @@ fn socket_fields_are_read_as_the_kernel_reads_them() {
         "{checked} socket accesses checked, {} disagreements",
         failures.len()
     );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The values a program may return, checked by both verifiers for each
+/// program type (and the cgroup types whose context userbpf does not
+/// model: the rule does not depend on it).
+#[test]
+fn return_values_follow_the_program_type() {
+    if skip("return_values_follow_the_program_type") {
+        return;
+    }
+    let cgroup_sections = [
+        "cgroup_skb/ingress",
+        "cgroup_skb/egress",
+        "cgroup/connect4",
+        "cgroup/recvmsg4",
+        "cgroup/getpeername6",
+        "cgroup/sock_create",
+        "cgroup/dev",
+        "cgroup/sysctl",
+        "cgroup/getsockopt",
+        "sockops",
+        "sk_lookup",
+    ];
+    let mut failures = Vec::new();
+    for section in SECTIONS.iter().copied().chain(cgroup_sections) {
+        let kind = ProgramKind::from_section(section).expect("a libbpf section");
+        let env = env_for(&kind);
+        for ret in ["-1", "0", "1", "2", "3", "4"] {
+            let text = format!("r0 = {ret}\nexit");
+            let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
+            let program = Program::new("ret", insns.clone()).expect("valid program");
+            let ours = check(&program, &env, &Options::default(), None)
+                .map(|_| ())
+                .map_err(|e| e.message);
+            let kernel = KernelProgram::load_request(&request("ret", &kind, &insns))
+                .map(|_| ())
+                .map_err(|e| e.log);
+            let agree = match (&ours, &kernel) {
+                (Ok(()), Ok(())) => true,
+                (Err(m), Err(log)) => log.contains(m.as_str()),
+                _ => false,
+            };
+            if !agree {
+                failures.push(format!(
+                    "{section} returning {ret}: kernel {:?}, userbpf {ours:?}",
+                    kernel.map_err(|log| log.lines().rev().nth(1).unwrap_or("").to_string())
+                ));
+            }
+        }
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -955,6 +955,7 @@ const MAPS: [(u32, &str, u32); 5] = [
 fn env(prog_type: ProgramType) -> Env {
     Env {
         prog_type: Some(prog_type),
+        attach_type: None,
         context: if prog_type == KPROBE {
             Context::PtRegs
         } else if prog_type == XDP {

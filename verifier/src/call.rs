@@ -102,6 +102,47 @@ impl Verifier<'_> {
         }
     }
 
+    /// The values the program may return, for the program types whose
+    /// return value the kernel acts on (`check_return_code`): cgroup
+    /// programs allow or deny (cgroup_skb egress programs may also ask
+    /// for congestion notification: 2, 3), and the address hooks that
+    /// only rewrite an address must return 1.
+    fn exit_range(&self) -> Option<(i64, i64)> {
+        use userbpf_vm::object::AttachType as A;
+        use ProgramType as T;
+        match self.env.prog_type? {
+            T::CgroupSkb if self.env.attach_type == Some(A::CgroupInetEgress) => Some((0, 3)),
+            T::CgroupSockAddr
+                if matches!(
+                    self.env.attach_type,
+                    Some(
+                        A::CgroupUdp4Recvmsg
+                            | A::CgroupUdp6Recvmsg
+                            | A::CgroupUnixRecvmsg
+                            | A::CgroupInet4Getpeername
+                            | A::CgroupInet6Getpeername
+                            | A::CgroupUnixGetpeername
+                            | A::CgroupInet4Getsockname
+                            | A::CgroupInet6Getsockname
+                            | A::CgroupUnixGetsockname
+                    )
+                ) =>
+            {
+                Some((1, 1))
+            }
+            T::CgroupSkb
+            | T::CgroupSockAddr
+            | T::CgroupSock
+            | T::SockOps
+            | T::CgroupDevice
+            | T::CgroupSysctl
+            | T::CgroupSockopt
+            | T::SkLookup
+            | T::Netfilter => Some((0, 1)),
+            _ => None,
+        }
+    }
+
     fn helper_allowed(&self, id: i32) -> bool {
         use ProgramType as T;
         let tracing = matches!(
@@ -359,6 +400,13 @@ impl Verifier<'_> {
         if st.cur().callback {
             // An asynchronous callback (a timer's) returns 0.
             self.callback_return(&r0, 0)?;
+        } else if let Some((lo, hi)) = self.exit_range() {
+            let (smin, smax) = (r0.val.smin, r0.val.smax);
+            if smin < lo || smax > hi {
+                return Err(self.error(format!(
+                    "At program exit the register R0 has smin={smin} smax={smax} should have been in [{lo}, {hi}]"
+                )));
+            }
         }
         if let Some(&(id, at)) = st.refs.first() {
             return Err(self.error(format!("Unreleased reference id={id} alloc_insn={at}")));

@@ -3,7 +3,7 @@
 //! and the maps its `lddw`s refer to.
 
 use userbpf_vm::object::{
-    MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
+    AttachType, MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
 };
 
 use crate::ctx::Context;
@@ -112,6 +112,9 @@ pub struct Env {
     /// The kernel program type, when the program comes from an object
     /// (`None`: raw bytecode, run on a memory buffer).
     pub prog_type: Option<ProgramType>,
+    /// The expected attach type, which some program types' rules depend
+    /// on (`None`: the type's default, attach type 0).
+    pub attach_type: Option<AttachType>,
     /// The context `r1` points to at entry.
     pub context: Context,
     /// Maps by the index the `lddw`s carry.
@@ -127,6 +130,7 @@ impl Env {
     pub fn raw(len: u32) -> Env {
         Env {
             prog_type: None,
+            attach_type: None,
             context: Context::Raw { len },
             maps: Vec::new(),
             subprogram_names: Vec::new(),
@@ -137,6 +141,7 @@ impl Env {
     pub fn for_object(object: &Object, program: &ObjProgram) -> Env {
         Env {
             prog_type: Some(program.kind.prog_type),
+            attach_type: program.kind.attach_type,
             context: Context::for_kind(&program.kind),
             maps: object
                 .maps

@@ -406,6 +406,7 @@ fn initial(
         .collect();
     let env = Env {
         prog_type: None,
+        attach_type: None,
         context: platform_context(),
         maps,
         subprogram_names: Vec::new(),

@@ -89,6 +89,7 @@ fn maps() -> Vec<MapInfo> {
 fn env(prog_type: ProgramType, context: Context) -> Env {
     Env {
         prog_type: Some(prog_type),
+        attach_type: None,
         context,
         maps: maps(),
         subprogram_names: Vec::new(),

@@ -151,6 +151,7 @@ impl GenSpec {
             },
             Flavour::SocketFilter => Env {
                 prog_type: Some(ProgramType::SocketFilter),
+                attach_type: None,
                 context: Context::SkBuff(SkbKind::SocketFilter),
                 maps,
                 subprogram_names: Vec::new(),
