@@ -33,6 +33,19 @@ const SECTIONS: &[&str] = &[
     "perf_event",
     "raw_tp/x",
     TRACEPOINT,
+    "cgroup/dev",
+    "cgroup/sysctl",
+    "cgroup/sock_create",
+    "cgroup/sock_release",
+    "cgroup/post_bind4",
+    "cgroup/post_bind6",
+    "sk_lookup",
+    "cgroup/connect4",
+    "cgroup/connect6",
+    "cgroup/sendmsg4",
+    "cgroup/sendmsg6",
+    "cgroup/recvmsg6",
+    "cgroup/connect_unix",
 ];
 
 /// Skips a test (printing why) when the kernel cannot load programs here,
@@ -100,8 +113,8 @@ fn source(op: Op, off: i64, size: u32) -> String {
     let ty = mem_type(size);
     let at = at("r1", off);
     match op {
-        Op::Load => format!("r0 = *({ty} *){at}\nr0 = 0\nexit"),
-        Op::Store => format!("r2 = 0\n*({ty} *){at} = r2\nr0 = 0\nexit"),
+        Op::Load => format!("r0 = *({ty} *){at}\nr0 = 1\nexit"),
+        Op::Store => format!("r2 = 0\n*({ty} *){at} = r2\nr0 = 1\nexit"),
     }
 }
 

@@ -70,6 +70,12 @@ const SOCK_LOOKUP: &[i32] = &[84, 85, 86, 99];
 /// Socket casts (TC and cgroup_skb programs): `bpf_sk_fullsock`,
 /// `bpf_tcp_sock`, `bpf_get_listener_sock`.
 const SOCK_CAST: &[i32] = &[95, 96, 98];
+/// Helpers of cgroup programs (but cgroup_skb's) besides the base ones:
+/// `bpf_perf_event_output`, `bpf_get_retval`, `bpf_set_retval`.
+const CGROUP: &[i32] = &[25, 186, 187];
+/// `bpf_get_socket_cookie` and `bpf_get_netns_cookie` of a socket hook's
+/// context (cgroup sock and sock_addr programs).
+const SOCK_COOKIES: &[i32] = &[46, 122];
 /// Helpers of sk_skb programs besides the packet ones:
 /// `bpf_skb_store_bytes`, `bpf_skb_load_bytes`, `bpf_skb_change_tail`,
 /// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`.
@@ -144,6 +150,7 @@ impl Verifier<'_> {
     }
 
     fn helper_allowed(&self, id: i32) -> bool {
+        use userbpf_vm::object::AttachType as A;
         use ProgramType as T;
         let tracing = matches!(
             self.env.prog_type,
@@ -157,8 +164,25 @@ impl Verifier<'_> {
             )
         );
         if BASE.contains(&id) {
-            return !(tracing && NOT_TRACING.contains(&id));
+            let no_coarse_clock = tracing || self.env.prog_type == Some(T::CgroupDevice);
+            return !(no_coarse_clock && NOT_TRACING.contains(&id));
         }
+        // The hooks that report an address (recvmsg, getpeername,
+        // getsockname) have no return value to get or set.
+        let retval = !matches!(
+            self.env.attach_type,
+            Some(
+                A::CgroupUdp4Recvmsg
+                    | A::CgroupUdp6Recvmsg
+                    | A::CgroupUnixRecvmsg
+                    | A::CgroupInet4Getpeername
+                    | A::CgroupInet6Getpeername
+                    | A::CgroupUnixGetpeername
+                    | A::CgroupInet4Getsockname
+                    | A::CgroupInet6Getsockname
+                    | A::CgroupUnixGetsockname
+            )
+        ) || !matches!(id, 186 | 187);
         match self.env.prog_type {
             // Embedded raw programs: every helper userbpf has.
             None => true,
@@ -197,6 +221,14 @@ impl Verifier<'_> {
             Some(T::SkSkb) => {
                 PACKET.contains(&id) || SK_SKB.contains(&id) || SOCK_LOOKUP.contains(&id)
             }
+            Some(T::CgroupDevice | T::CgroupSysctl) => CGROUP.contains(&id),
+            Some(T::CgroupSock) => CGROUP.contains(&id) || SOCK_COOKIES.contains(&id),
+            Some(T::CgroupSockAddr) => {
+                (CGROUP.contains(&id) && retval)
+                    || SOCK_COOKIES.contains(&id)
+                    || SOCK_LOOKUP.contains(&id)
+            }
+            Some(T::SkLookup) => id == 25 || id == 86,
             Some(_) => false,
         }
     }

@@ -6,6 +6,8 @@ use userbpf_vm::context::trace::{context_size, PT_REGS_SIZE};
 use userbpf_vm::context::{SK_BUFF_SIZE, XDP_MD_SIZE};
 use userbpf_vm::object::{AttachType, ProgramKind, ProgramType};
 
+use crate::reg::RegType;
+
 /// The context a program receives in `r1`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Context {
@@ -38,6 +40,26 @@ pub enum Context {
     },
     /// `struct __sk_buff`, with the rules of the program type.
     SkBuff(SkbKind),
+    /// `struct bpf_cgroup_dev_ctx` (`BPF_PROG_TYPE_CGROUP_DEVICE`): read
+    /// only.
+    CgroupDevice,
+    /// `struct bpf_sysctl` (`BPF_PROG_TYPE_CGROUP_SYSCTL`): `file_pos`
+    /// is writable.
+    Sysctl,
+    /// `struct bpf_sock` as the context (`BPF_PROG_TYPE_CGROUP_SOCK`):
+    /// which fields depends on the hook.
+    CgroupSock(SockHook),
+    /// `struct bpf_sk_lookup` (`BPF_PROG_TYPE_SK_LOOKUP`): read only,
+    /// `sk` a socket or NULL.
+    SkLookup,
+    /// `struct bpf_sock_addr` (`BPF_PROG_TYPE_CGROUP_SOCK_ADDR`): the
+    /// address fields of the hook's family, `sk` a socket.
+    SockAddr {
+        /// The address family of the hook.
+        family: AddrFamily,
+        /// A `sendmsg` hook: `msg_src_ip4`/`_ip6` too.
+        sendmsg: bool,
+    },
     /// `BPF_PROG_TYPE_SYSCALL`: a buffer of up to 65,535 bytes the caller
     /// provides; the runtime passes at least the largest offset accessed.
     Syscall,
@@ -102,6 +124,30 @@ impl SkbKind {
     }
 }
 
+/// The hooks of `BPF_PROG_TYPE_CGROUP_SOCK` programs, which see
+/// different fields of the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SockHook {
+    /// `sock_create`, `sock_release`: `bound_dev_if`, `mark` and
+    /// `priority` are read and written, the source address is unset.
+    CreateRelease,
+    /// `post_bind4`: the IPv4 source address and port, read only.
+    PostBind4,
+    /// `post_bind6`: the IPv6 source address and port, read only.
+    PostBind6,
+}
+
+/// The address family of a `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddrFamily {
+    /// `*4` hooks: `user_ip4`.
+    V4,
+    /// `*6` hooks: `user_ip6`.
+    V6,
+    /// `*_unix` hooks: neither.
+    Unix,
+}
+
 /// What a context access reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CtxField {
@@ -116,6 +162,11 @@ pub enum CtxField {
     /// `__sk_buff->sk`: the packet's socket, or NULL
     /// (`PTR_TO_SOCK_COMMON_OR_NULL`).
     SockCommonOrNull,
+    /// `bpf_sk_lookup->sk`: the selected socket, or NULL
+    /// (`PTR_TO_SOCKET_OR_NULL`).
+    SocketOrNull,
+    /// `bpf_sock_addr->sk`: the hook's socket (`PTR_TO_SOCKET`).
+    Socket,
 }
 
 /// `PERF_MAX_TRACE_SIZE`.
@@ -146,6 +197,41 @@ impl Context {
             T::LwtXmit => Context::SkBuff(SkbKind::LwtXmit),
             T::SkSkb => Context::SkBuff(SkbKind::SkSkb),
             T::Syscall => Context::Syscall,
+            T::CgroupDevice => Context::CgroupDevice,
+            T::CgroupSysctl => Context::Sysctl,
+            T::CgroupSock => Context::CgroupSock(match kind.attach_type {
+                Some(AttachType::CgroupInet4PostBind) => SockHook::PostBind4,
+                Some(AttachType::CgroupInet6PostBind) => SockHook::PostBind6,
+                _ => SockHook::CreateRelease,
+            }),
+            T::SkLookup => Context::SkLookup,
+            T::CgroupSockAddr => {
+                use AttachType as A;
+                let family = match kind.attach_type {
+                    Some(
+                        A::CgroupInet4Bind
+                        | A::CgroupInet4Connect
+                        | A::CgroupInet4Getpeername
+                        | A::CgroupInet4Getsockname
+                        | A::CgroupUdp4Sendmsg
+                        | A::CgroupUdp4Recvmsg,
+                    ) => AddrFamily::V4,
+                    Some(
+                        A::CgroupInet6Bind
+                        | A::CgroupInet6Connect
+                        | A::CgroupInet6Getpeername
+                        | A::CgroupInet6Getsockname
+                        | A::CgroupUdp6Sendmsg
+                        | A::CgroupUdp6Recvmsg,
+                    ) => AddrFamily::V6,
+                    _ => AddrFamily::Unix,
+                };
+                let sendmsg = matches!(
+                    kind.attach_type,
+                    Some(A::CgroupUdp4Sendmsg | A::CgroupUdp6Sendmsg)
+                );
+                Context::SockAddr { family, sendmsg }
+            }
             _ => Context::Opaque,
         }
     }
@@ -162,6 +248,11 @@ impl Context {
             Context::SkBuff(_) => SK_BUFF_SIZE as u32,
             Context::Syscall => u32::from(u16::MAX),
             Context::Opaque => 0,
+            Context::CgroupDevice => 12,
+            Context::Sysctl => 8,
+            Context::CgroupSock(_) => 80,
+            Context::SkLookup => 68,
+            Context::SockAddr { .. } => 72,
             Context::Generic { size, .. } => size,
         }
     }
@@ -199,6 +290,17 @@ impl Context {
             }
             Context::Syscall => aligned.then_some(CtxField::Scalar),
             Context::Opaque => None,
+            // `access_type` in parts, `major` and `minor` whole.
+            Context::CgroupDevice => (!write && aligned && (size == 4 || (off < 4 && size < 4)))
+                .then_some(CtxField::Scalar),
+            // `write`, `file_pos`; `file_pos` is written whole.
+            Context::Sysctl => (aligned && size <= 4 && (!write || (off == 4 && size == 4)))
+                .then_some(CtxField::Scalar),
+            Context::CgroupSock(hook) => cgroup_sock_access(hook, off, size, write),
+            Context::SkLookup => sk_lookup_access(off, size, write, aligned),
+            Context::SockAddr { family, sendmsg } => {
+                sock_addr_access(family, sendmsg, off, size, write, aligned)
+            }
             Context::Xdp { egress } => {
                 if write || size != 4 || !aligned || (off == XDP_EGRESS_IFINDEX && !egress) {
                     return None;
@@ -345,6 +447,192 @@ fn skb_access(kind: SkbKind, off: u32, size: u32, write: bool) -> Option<CtxFiel
     ok.then_some(CtxField::Scalar)
 }
 
+/// `struct bpf_sock` offsets.
+mod bpf_sock {
+    pub const BOUND_DEV_IF: i64 = 0;
+    pub const FAMILY: i64 = 4;
+    pub const TYPE: i64 = 8;
+    pub const PROTOCOL: i64 = 12;
+    pub const MARK: i64 = 16;
+    pub const PRIORITY: i64 = 20;
+    pub const PRIORITY_END: i64 = 24;
+    pub const SRC_IP4: i64 = 24;
+    pub const SRC_IP6: i64 = 28;
+    pub const SRC_PORT: i64 = 44;
+    pub const DST_PORT: i64 = 48;
+    pub const DST_IP4: i64 = 52;
+    pub const STATE: i64 = 72;
+    pub const RX_QUEUE_MAPPING: i64 = 76;
+    pub const SIZE: i64 = 80;
+}
+
+/// `struct bpf_tcp_sock`: `bytes_received` and `bytes_acked` (8 bytes),
+/// its end (after `icsk_retransmits`).
+const TCP_SOCK_U64: [i64; 2] = [80, 88];
+const TCP_SOCK_SIZE: i64 = 112;
+
+/// A read of `size` bytes at `off` of a socket (`bpf_sock_is_valid_access`,
+/// `bpf_sock_common_is_valid_access`, `bpf_tcp_sock_is_valid_access`).
+pub(crate) fn sock_access(ty: RegType, off: i64, size: u32) -> bool {
+    use bpf_sock as S;
+    let size = i64::from(size);
+    if off < 0 || off.checked_rem(size) != Some(0) {
+        return false;
+    }
+    if ty == RegType::TcpSock {
+        // `bytes_received` and `bytes_acked` are read whole.
+        let in_u64 = TCP_SOCK_U64
+            .iter()
+            .any(|&f| (f..f.saturating_add(8)).contains(&off));
+        return off < TCP_SOCK_SIZE
+            && if in_u64 {
+                size == 8 && TCP_SOCK_U64.contains(&off)
+            } else {
+                size == 4
+            };
+    }
+    if off >= S::SIZE {
+        return false;
+    }
+    // A request or time-wait socket has no type, protocol, mark or
+    // priority.
+    if ty == RegType::SockCommon && (S::TYPE..S::PRIORITY_END).contains(&off) {
+        return false;
+    }
+    // Fields read in parts from their first byte, the addresses in parts
+    // anywhere, `dst_port` (2 bytes, or 4 with the padding) from its
+    // first byte or the next; the padding after it not at all.
+    let narrow_at_start = [
+        S::STATE,
+        S::FAMILY,
+        S::TYPE,
+        S::PROTOCOL,
+        S::SRC_PORT,
+        S::RX_QUEUE_MAPPING,
+    ];
+    let address = (S::SRC_IP4..S::SRC_PORT).contains(&off) || (S::DST_IP4..S::STATE).contains(&off);
+    if narrow_at_start.contains(&off) || address {
+        return size <= 4 && off.checked_rem(4).unwrap_or(4).saturating_add(size) <= 4;
+    }
+    match off {
+        S::DST_PORT => size <= 4,
+        o if o == S::DST_PORT + 1 => size == 1,
+        o if (S::DST_PORT + 2..S::DST_IP4).contains(&o) => false,
+        _ => size == 4,
+    }
+}
+
+/// `sock_filter_is_valid_access`: the socket's fields (as
+/// [`sock_access`] reads them), those the hook sees, written only where
+/// `sock_create` and `sock_release` may.
+fn cgroup_sock_access(hook: SockHook, off: u32, size: u32, write: bool) -> Option<CtxField> {
+    use bpf_sock as S;
+    let off = i64::from(off);
+    if !sock_access(RegType::Socket, off, size) {
+        return None;
+    }
+    let field = off & !3;
+    let settable = [S::BOUND_DEV_IF, S::MARK, S::PRIORITY].contains(&field);
+    let ok = if settable {
+        hook == SockHook::CreateRelease
+    } else if (S::SRC_IP4..S::SRC_IP6).contains(&field) {
+        !write && hook == SockHook::PostBind4
+    } else if (S::SRC_IP6..S::SRC_PORT).contains(&field) {
+        !write && hook == SockHook::PostBind6
+    } else if field == S::SRC_PORT {
+        !write && hook != SockHook::CreateRelease
+    } else {
+        !write
+    };
+    ok.then_some(CtxField::Scalar)
+}
+
+/// `struct bpf_sk_lookup` offsets.
+mod sk_lookup {
+    pub const FAMILY: u32 = 8;
+    pub const REMOTE_PORT: u32 = 36;
+    pub const END: u32 = 68;
+}
+
+/// `sk_lookup_is_valid_access`: `sk` whole, the rest (4-byte fields,
+/// `remote_port` 2 or 4 bytes, its padding) in parts; nothing written.
+fn sk_lookup_access(off: u32, size: u32, write: bool, aligned: bool) -> Option<CtxField> {
+    if write || !aligned {
+        return None;
+    }
+    if off < sk_lookup::FAMILY {
+        return (off == 0 && size == 8).then_some(CtxField::SocketOrNull);
+    }
+    let end = off.checked_add(size)?;
+    if end > sk_lookup::END || size > 4 {
+        return None;
+    }
+    // `remote_port` (2 bytes, or 4 with its padding) and the padding are
+    // read within their 2 bytes.
+    let in_port = (sk_lookup::REMOTE_PORT..sk_lookup::REMOTE_PORT + 4).contains(&off);
+    let ok = size == 4 || !in_port || (off & 1).saturating_add(size) <= 2;
+    ok.then_some(CtxField::Scalar)
+}
+
+/// `struct bpf_sock_addr` offsets.
+mod sock_addr {
+    pub const USER_IP4: u32 = 4;
+    pub const USER_IP6: u32 = 8;
+    pub const USER_PORT: u32 = 24;
+    pub const MSG_SRC_IP4: u32 = 40;
+    pub const MSG_SRC_IP6: u32 = 44;
+    pub const PADDING: u32 = 60;
+    pub const SK: u32 = 64;
+}
+
+/// `sock_addr_is_valid_access`: the hook's address fields (read in
+/// parts, written whole; the IPv6 ones also as 8-byte halves) and port,
+/// the other fields read whole, `sk` a socket.
+fn sock_addr_access(
+    family: AddrFamily,
+    sendmsg: bool,
+    off: u32,
+    size: u32,
+    write: bool,
+    aligned: bool,
+) -> Option<CtxField> {
+    use sock_addr as A;
+    if !aligned {
+        return None;
+    }
+    let end = off.checked_add(size)?;
+    if off == A::SK {
+        return (!write && size == 8).then_some(CtxField::Socket);
+    }
+    if end > A::PADDING {
+        return None;
+    }
+    let within = |start: u32, len: u32| off >= start && end <= start.saturating_add(len);
+    let wide = |start: u32, len: u32| size == 8 && within(start, len);
+    let address = if within(A::USER_IP4, 4) {
+        Some(family == AddrFamily::V4)
+    } else if within(A::USER_IP6, 16) {
+        Some(family == AddrFamily::V6)
+    } else if within(A::MSG_SRC_IP4, 4) {
+        Some(family == AddrFamily::V4 && sendmsg)
+    } else if within(A::MSG_SRC_IP6, 16) {
+        Some(family == AddrFamily::V6 && sendmsg)
+    } else if within(A::USER_PORT, 4) {
+        Some(true)
+    } else {
+        None
+    };
+    let ok = match address {
+        Some(false) => false,
+        Some(true) if wide(A::USER_IP6, 16) || wide(A::MSG_SRC_IP6, 16) => true,
+        Some(true) if write => size == 4,
+        Some(true) => size <= 4 && (off & 3).saturating_add(size) <= 4,
+        // user_family, family, type, protocol: read whole.
+        None => !write && size == 4,
+    };
+    ok.then_some(CtxField::Scalar)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -415,6 +703,58 @@ mod tests {
         assert_eq!(sk_skb.access(88, 4, false), Some(CtxField::Scalar));
         assert!(SkbKind::LwtXmit.packet_writable() && !SkbKind::Lwt.packet_writable());
         assert!(!SkbKind::CgroupSkb.legacy_packet_loads());
+    }
+
+    #[test]
+    fn cgroup_and_socket_hook_contexts() {
+        let dev = Context::CgroupDevice;
+        assert_eq!(dev.access(0, 1, false), Some(CtxField::Scalar));
+        assert_eq!(dev.access(4, 2, false), None);
+        assert_eq!(dev.access(8, 4, true), None);
+        let sysctl = Context::Sysctl;
+        assert_eq!(sysctl.access(4, 4, true), Some(CtxField::Scalar));
+        assert_eq!(sysctl.access(0, 4, true), None);
+        // cgroup/sock: the source address only after bind, of its family;
+        // bound_dev_if, mark, priority only at creation and release.
+        let create = Context::CgroupSock(SockHook::CreateRelease);
+        let bind4 = Context::CgroupSock(SockHook::PostBind4);
+        let bind6 = Context::CgroupSock(SockHook::PostBind6);
+        assert_eq!(create.access(16, 4, true), Some(CtxField::Scalar));
+        assert_eq!(bind4.access(16, 4, false), None);
+        assert_eq!(create.access(24, 4, false), None);
+        assert_eq!(bind4.access(24, 1, false), Some(CtxField::Scalar));
+        assert_eq!(bind6.access(24, 4, false), None);
+        assert_eq!(bind6.access(28, 4, false), Some(CtxField::Scalar));
+        assert_eq!(bind4.access(44, 4, true), None);
+        // sk_lookup: the socket or NULL, read-only fields.
+        assert_eq!(
+            Context::SkLookup.access(0, 8, false),
+            Some(CtxField::SocketOrNull)
+        );
+        assert_eq!(
+            Context::SkLookup.access(38, 2, false),
+            Some(CtxField::Scalar)
+        );
+        assert_eq!(Context::SkLookup.access(8, 4, true), None);
+        // sock_addr: the hook family's address, written whole or as
+        // 8-byte IPv6 halves; the socket.
+        let v4 = Context::SockAddr {
+            family: AddrFamily::V4,
+            sendmsg: false,
+        };
+        let v6 = Context::SockAddr {
+            family: AddrFamily::V6,
+            sendmsg: true,
+        };
+        assert_eq!(v4.access(4, 1, false), Some(CtxField::Scalar));
+        assert_eq!(v4.access(4, 2, true), None);
+        assert_eq!(v4.access(8, 4, false), None);
+        assert_eq!(v6.access(16, 8, true), Some(CtxField::Scalar));
+        assert_eq!(v6.access(48, 8, false), Some(CtxField::Scalar));
+        assert_eq!(v4.access(40, 4, false), None);
+        assert_eq!(v4.access(60, 4, false), None);
+        assert_eq!(v4.access(64, 8, false), Some(CtxField::Socket));
+        assert_eq!(v4.access(0, 2, false), None);
     }
 
     #[test]

@@ -349,6 +349,12 @@ impl Verifier<'_> {
                         id: self.fresh_id(),
                         ..Reg::pointer(RegType::SockCommon, 0)
                     }),
+                    CtxField::SocketOrNull => Found::Reg(Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(RegType::Socket, 0)
+                    }),
+                    CtxField::Socket => Found::Reg(Reg::pointer(RegType::Socket, 0)),
                 })
             }
             RegType::MapValue { map } => {
@@ -413,7 +419,7 @@ impl Verifier<'_> {
                         self.error(format!("R{regno} cannot write into {}", base.type_name()))
                     );
                 }
-                if !sock_access(base.ty, fixed, size) {
+                if !crate::ctx::sock_access(base.ty, fixed, size) {
                     return Err(self.error(format!(
                         "R{regno} invalid {} access off={fixed} size={size}",
                         base.type_name()
@@ -887,76 +893,5 @@ fn var_off_text(val: &Scalar) -> String {
     match val.is_const() {
         Some(v) => (v as i64).to_string(),
         None => val.var_off.to_string(),
-    }
-}
-
-/// `struct bpf_sock` offsets.
-mod bpf_sock {
-    pub const FAMILY: i64 = 4;
-    pub const TYPE: i64 = 8;
-    pub const PROTOCOL: i64 = 12;
-    pub const PRIORITY_END: i64 = 24;
-    pub const SRC_IP4: i64 = 24;
-    pub const SRC_PORT: i64 = 44;
-    pub const DST_PORT: i64 = 48;
-    pub const DST_IP4: i64 = 52;
-    pub const STATE: i64 = 72;
-    pub const RX_QUEUE_MAPPING: i64 = 76;
-    pub const SIZE: i64 = 80;
-}
-
-/// `struct bpf_tcp_sock`: `bytes_received` and `bytes_acked` (8 bytes),
-/// its end (after `icsk_retransmits`).
-const TCP_SOCK_U64: [i64; 2] = [80, 88];
-const TCP_SOCK_SIZE: i64 = 112;
-
-/// A read of `size` bytes at `off` of a socket (`bpf_sock_is_valid_access`,
-/// `bpf_sock_common_is_valid_access`, `bpf_tcp_sock_is_valid_access`).
-fn sock_access(ty: RegType, off: i64, size: u32) -> bool {
-    use bpf_sock as S;
-    let size = i64::from(size);
-    if off < 0 || off.checked_rem(size) != Some(0) {
-        return false;
-    }
-    if ty == RegType::TcpSock {
-        // `bytes_received` and `bytes_acked` are read whole.
-        let in_u64 = TCP_SOCK_U64
-            .iter()
-            .any(|&f| (f..f.saturating_add(8)).contains(&off));
-        return off < TCP_SOCK_SIZE
-            && if in_u64 {
-                size == 8 && TCP_SOCK_U64.contains(&off)
-            } else {
-                size == 4
-            };
-    }
-    if off >= S::SIZE {
-        return false;
-    }
-    // A request or time-wait socket has no type, protocol, mark or
-    // priority.
-    if ty == RegType::SockCommon && (S::TYPE..S::PRIORITY_END).contains(&off) {
-        return false;
-    }
-    // Fields read in parts from their first byte, the addresses in parts
-    // anywhere, `dst_port` (2 bytes, or 4 with the padding) from its
-    // first byte or the next; the padding after it not at all.
-    let narrow_at_start = [
-        S::STATE,
-        S::FAMILY,
-        S::TYPE,
-        S::PROTOCOL,
-        S::SRC_PORT,
-        S::RX_QUEUE_MAPPING,
-    ];
-    let address = (S::SRC_IP4..S::SRC_PORT).contains(&off) || (S::DST_IP4..S::STATE).contains(&off);
-    if narrow_at_start.contains(&off) || address {
-        return size <= 4 && off.checked_rem(4).unwrap_or(4).saturating_add(size) <= 4;
-    }
-    match off {
-        S::DST_PORT => size <= 4,
-        o if o == S::DST_PORT + 1 => size == 1,
-        o if (S::DST_PORT + 2..S::DST_IP4).contains(&o) => false,
-        _ => size == 4,
     }
 }
