@@ -46,6 +46,12 @@ const SECTIONS: &[&str] = &[
     "cgroup/sendmsg6",
     "cgroup/recvmsg6",
     "cgroup/connect_unix",
+    "sockops",
+    "sk_msg",
+    "flow_dissector",
+    "sk_reuseport",
+    "cgroup/getsockopt",
+    "cgroup/setsockopt",
 ];
 
 /// Skips a test (printing why) when the kernel cannot load programs here,
@@ -209,25 +215,29 @@ fn packet_permissions_follow_the_program_type() {
         let context = Context::for_kind(&kind);
         let env = env_for(&kind);
         // `data` and `data_end` of `struct __sk_buff`, or `struct xdp_md`.
-        let (data, data_end) = match context {
-            Context::Xdp { .. } => (0, 4),
-            _ => (76, 80),
+        // The packet's start and end in the context, and their size.
+        let (data, data_end, ty) = match context {
+            Context::Xdp { .. } => (0, 4, "u32"),
+            Context::SkMsg | Context::SkReuseport => (0, 8, "u64"),
+            Context::Sockopt { .. } => (8, 16, "u64"),
+            Context::SockOps => (192, 200, "u64"),
+            _ => (76, 80, "u32"),
         };
         let bounded = format!(
-            "r5 = 1\nr2 = *(u32 *)(r1 + {data})\nr3 = *(u32 *)(r1 + {data_end})\nr4 = r2\nr4 += 1\nif r4 > r3 goto +1\n"
+            "r5 = 1\nr2 = *({ty} *)(r1 + {data})\nr3 = *({ty} *)(r1 + {data_end})\nr4 = r2\nr4 += 1\nif r4 > r3 goto +1\n"
         );
         let cases = [
             (
                 "direct read",
-                format!("{bounded}r0 = *(u8 *)(r2 + 0)\nr0 = 0\nexit"),
+                format!("{bounded}r0 = *(u8 *)(r2 + 0)\nr0 = 1\nexit"),
             ),
             (
                 "direct write",
-                format!("{bounded}*(u8 *)(r2 + 0) = r5\nr0 = 0\nexit"),
+                format!("{bounded}*(u8 *)(r2 + 0) = r5\nr0 = 1\nexit"),
             ),
             (
                 "BPF_LD_ABS",
-                "r6 = r1\nr0 = *(u8 *)skb[0]\nr0 = 0\nexit".to_string(),
+                "r6 = r1\nr0 = *(u8 *)skb[0]\nr0 = 1\nexit".to_string(),
             ),
         ];
         for (what, text) in cases {
@@ -292,7 +302,7 @@ fn each_program_type_may_call_the_kernels_helpers() {
             // The arguments are unset: a verifier that lets the program
             // type call the helper refuses its first argument instead.
             let insns =
-                userbpf_vm::asm::assemble(&format!("call {id}\nr0 = 0\nexit")).expect("assembles");
+                userbpf_vm::asm::assemble(&format!("call {id}\nr0 = 1\nexit")).expect("assembles");
             let program = Program::new("helper", insns.clone()).expect("valid program");
             let ours = match check(&program, &env, &Options::default(), None) {
                 Ok(_) => "accepted".to_string(),

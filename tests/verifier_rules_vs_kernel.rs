@@ -64,6 +64,7 @@ const TC: ProgramType = ProgramType::SchedCls;
 const KPROBE: ProgramType = ProgramType::Kprobe;
 const CGROUP_SKB: ProgramType = ProgramType::CgroupSkb;
 const XDP: ProgramType = ProgramType::Xdp;
+const FLOW_DISSECTOR: ProgramType = ProgramType::FlowDissector;
 
 const RULES: &[Rule] = &[
     same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
@@ -823,6 +824,36 @@ const RULES: &[Rule] = &[
         "r1 = r10\nr1 += -8\ncall bpf_get_netns_cookie\nr0 = 0\nexit",
         Rejects("R1 type=fp expected=ctx"),
     ),
+    same(
+        "a flow dissector writes its flow keys",
+        FLOW_DISSECTOR,
+        "r2 = *(u64 *)(r1 + 144)\nr3 = 6\n*(u8 *)(r2 + 11) = r3\nr0 = *(u32 *)(r2 + 52)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a flow dissector reads past its flow keys",
+        FLOW_DISSECTOR,
+        "r2 = *(u64 *)(r1 + 144)\nr0 = *(u8 *)(r2 + 56)\nr0 = 0\nexit",
+        Rejects("invalid access to flow keys off=56 size=1"),
+    ),
+    same(
+        "flow keys moved by a constant",
+        FLOW_DISSECTOR,
+        "r2 = *(u64 *)(r1 + 144)\nr2 += 48\nr0 = *(u64 *)(r2 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "flow keys moved past their end by a constant",
+        FLOW_DISSECTOR,
+        "r2 = *(u64 *)(r1 + 144)\nr2 += 52\nr0 = *(u64 *)(r2 + 0)\nr0 = 0\nexit",
+        Rejects("invalid access to flow keys off=52 size=8"),
+    ),
+    same(
+        "flow keys moved by a variable",
+        FLOW_DISSECTOR,
+        "r2 = *(u64 *)(r1 + 144)\nr3 = *(u32 *)(r2 + 0)\nr3 &= 8\nr2 += r3\nr0 = *(u8 *)(r2 + 0)\nr0 = 0\nexit",
+        Rejects("R2 pointer arithmetic on flow_keys prohibited"),
+    ),
     // Sockets: lookups return a reference to release on every path;
     // socket pointers are read at fixed offsets only.
     same(
@@ -960,6 +991,8 @@ fn env(prog_type: ProgramType) -> Env {
             Context::PtRegs
         } else if prog_type == XDP {
             Context::Xdp { egress: false }
+        } else if prog_type == FLOW_DISSECTOR {
+            Context::FlowDissector
         } else if prog_type == TC {
             Context::SkBuff(SkbKind::Tc)
         } else if prog_type == CGROUP_SKB {

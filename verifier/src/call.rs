@@ -164,7 +164,8 @@ impl Verifier<'_> {
             )
         );
         if BASE.contains(&id) {
-            let no_coarse_clock = tracing || self.env.prog_type == Some(T::CgroupDevice);
+            let no_coarse_clock =
+                tracing || matches!(self.env.prog_type, Some(T::CgroupDevice | T::CgroupSockopt));
             return !(no_coarse_clock && NOT_TRACING.contains(&id));
         }
         // The hooks that report an address (recvmsg, getpeername,
@@ -229,6 +230,11 @@ impl Verifier<'_> {
                     || SOCK_LOOKUP.contains(&id)
             }
             Some(T::SkLookup) => id == 25 || id == 86,
+            Some(T::SockOps) => matches!(id, 25 | 46 | 96 | 122),
+            Some(T::SkMsg) => matches!(id, 25 | 122),
+            Some(T::FlowDissector) => id == 26,
+            Some(T::SkReuseport) => matches!(id, 26 | 46),
+            Some(T::CgroupSockopt) => CGROUP.contains(&id) || matches!(id, 96 | 122),
             Some(_) => false,
         }
     }

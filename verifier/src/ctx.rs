@@ -60,6 +60,26 @@ pub enum Context {
         /// A `sendmsg` hook: `msg_src_ip4`/`_ip6` too.
         sendmsg: bool,
     },
+    /// `struct bpf_sock_ops` (`BPF_PROG_TYPE_SOCK_OPS`): 4-byte fields,
+    /// the socket or NULL, the packet (read only); `reply` and
+    /// `sk_txhash` are writable.
+    SockOps,
+    /// `struct sk_msg_md` (`BPF_PROG_TYPE_SK_MSG`): the message as a
+    /// packet, 4-byte fields, the socket.
+    SkMsg,
+    /// `struct __sk_buff` of a flow dissector
+    /// (`BPF_PROG_TYPE_FLOW_DISSECTOR`): the packet (read only) and
+    /// `flow_keys`.
+    FlowDissector,
+    /// `struct sk_reuseport_md` (`BPF_PROG_TYPE_SK_REUSEPORT`): the packet
+    /// (read only), a few fields, the socket and the migrating one.
+    SkReuseport,
+    /// `struct bpf_sockopt` (`BPF_PROG_TYPE_CGROUP_SOCKOPT`): the socket,
+    /// the option value as a packet, the option's fields.
+    Sockopt {
+        /// A `getsockopt` hook (else `setsockopt`).
+        get: bool,
+    },
     /// `BPF_PROG_TYPE_SYSCALL`: a buffer of up to 65,535 bytes the caller
     /// provides; the runtime passes at least the largest offset accessed.
     Syscall,
@@ -167,6 +187,11 @@ pub enum CtxField {
     SocketOrNull,
     /// `bpf_sock_addr->sk`: the hook's socket (`PTR_TO_SOCKET`).
     Socket,
+    /// `__sk_buff->flow_keys` of a flow dissector (`PTR_TO_FLOW_KEYS`).
+    FlowKeys,
+    /// `sk_reuseport_md->migrating_sk` (`PTR_TO_SOCK_COMMON_OR_NULL`),
+    /// read like [`CtxField::SockCommonOrNull`].
+    MigratingSock,
 }
 
 /// `PERF_MAX_TRACE_SIZE`.
@@ -205,6 +230,13 @@ impl Context {
                 _ => SockHook::CreateRelease,
             }),
             T::SkLookup => Context::SkLookup,
+            T::SockOps => Context::SockOps,
+            T::SkMsg => Context::SkMsg,
+            T::FlowDissector => Context::FlowDissector,
+            T::SkReuseport => Context::SkReuseport,
+            T::CgroupSockopt => Context::Sockopt {
+                get: kind.attach_type == Some(AttachType::CgroupGetsockopt),
+            },
             T::CgroupSockAddr => {
                 use AttachType as A;
                 let family = match kind.attach_type {
@@ -253,6 +285,11 @@ impl Context {
             Context::CgroupSock(_) => 80,
             Context::SkLookup => 68,
             Context::SockAddr { .. } => 72,
+            Context::SockOps => 224,
+            Context::SkMsg => 80,
+            Context::FlowDissector => SK_BUFF_SIZE as u32,
+            Context::SkReuseport => 56,
+            Context::Sockopt { .. } => 40,
             Context::Generic { size, .. } => size,
         }
     }
@@ -300,6 +337,69 @@ impl Context {
             Context::SkLookup => sk_lookup_access(off, size, write, aligned),
             Context::SockAddr { family, sendmsg } => {
                 sock_addr_access(family, sendmsg, off, size, write, aligned)
+            }
+            Context::SockOps => {
+                if !aligned {
+                    return None;
+                }
+                sock_ops_access(off, size, write)
+            }
+            // data, data_end, then 4-byte fields, the socket.
+            Context::SkMsg => {
+                if write || !aligned {
+                    return None;
+                }
+                match (off, size) {
+                    (0, 8) => Some(CtxField::PacketData),
+                    (8, 8) => Some(CtxField::PacketEnd),
+                    (72, 8) => Some(CtxField::Socket),
+                    (16..72, 4) => Some(CtxField::Scalar),
+                    _ => None,
+                }
+            }
+            // Only the packet and the flow keys.
+            Context::FlowDissector => {
+                if write || !aligned {
+                    return None;
+                }
+                match (off, size) {
+                    (skb::DATA, 4) => Some(CtxField::PacketData),
+                    (skb::DATA_END, 4) => Some(CtxField::PacketEnd),
+                    (skb::FLOW_KEYS, 8) => Some(CtxField::FlowKeys),
+                    _ => None,
+                }
+            }
+            Context::SkReuseport => {
+                if write || !aligned {
+                    return None;
+                }
+                match (off, size) {
+                    (0, 8) => Some(CtxField::PacketData),
+                    (8, 8) => Some(CtxField::PacketEnd),
+                    (40, 8) => Some(CtxField::Socket),
+                    (48, 8) => Some(CtxField::MigratingSock),
+                    // len, ip_protocol, bind_inany in parts; eth_protocol
+                    // in 2 or 4 bytes; hash whole.
+                    (16..20 | 24..32, 1 | 2 | 4) => Some(CtxField::Scalar),
+                    (20, 2 | 4) | (22, 2) | (32, 4) => Some(CtxField::Scalar),
+                    _ => None,
+                }
+            }
+            Context::Sockopt { get } => {
+                if !aligned {
+                    return None;
+                }
+                match (off, size) {
+                    (0, 8) if !write => Some(CtxField::Socket),
+                    (8, 8) if !write => Some(CtxField::PacketData),
+                    (16, 8) if !write => Some(CtxField::PacketEnd),
+                    // level, optname (written by setsockopt hooks), optlen,
+                    // retval (getsockopt hooks only, which may set it).
+                    (24 | 28, 4) => (!write || !get).then_some(CtxField::Scalar),
+                    (32, 4) => Some(CtxField::Scalar),
+                    (36, 4) => get.then_some(CtxField::Scalar),
+                    _ => None,
+                }
             }
             Context::Xdp { egress } => {
                 if write || size != 4 || !aligned || (off == XDP_EGRESS_IFINDEX && !egress) {
@@ -547,6 +647,25 @@ fn cgroup_sock_access(hook: SockHook, off: u32, size: u32, write: bool) -> Optio
     ok.then_some(CtxField::Scalar)
 }
 
+/// `sock_ops_is_valid_access`: 4-byte fields, then `bytes_received`,
+/// `bytes_acked`, `sk`, `skb_data`, `skb_data_end` (8 bytes), `skb_len`,
+/// `skb_tcp_flags` (in parts), `skb_hwtstamp`; `reply` and `sk_txhash`
+/// written.
+fn sock_ops_access(off: u32, size: u32, write: bool) -> Option<CtxField> {
+    if write {
+        return (size == 4 && (off == 4 || off == 164)).then_some(CtxField::Scalar);
+    }
+    match (off, size) {
+        (0..168 | 208, 4) => Some(CtxField::Scalar),
+        (212, 1 | 2 | 4) => Some(CtxField::Scalar),
+        (168 | 176 | 216, 8) => Some(CtxField::Scalar),
+        (184, 8) => Some(CtxField::SocketOrNull),
+        (192, 8) => Some(CtxField::PacketData),
+        (200, 8) => Some(CtxField::PacketEnd),
+        _ => None,
+    }
+}
+
 /// `struct bpf_sk_lookup` offsets.
 mod sk_lookup {
     pub const FAMILY: u32 = 8;
@@ -755,6 +874,43 @@ mod tests {
         assert_eq!(v4.access(60, 4, false), None);
         assert_eq!(v4.access(64, 8, false), Some(CtxField::Socket));
         assert_eq!(v4.access(0, 2, false), None);
+    }
+
+    #[test]
+    fn socket_program_contexts_with_packets() {
+        assert_eq!(
+            Context::SockOps.access(192, 8, false),
+            Some(CtxField::PacketData)
+        );
+        assert_eq!(
+            Context::SockOps.access(184, 8, false),
+            Some(CtxField::SocketOrNull)
+        );
+        assert_eq!(Context::SockOps.access(4, 4, true), Some(CtxField::Scalar));
+        assert_eq!(Context::SockOps.access(8, 4, true), None);
+        assert_eq!(Context::SockOps.access(0, 2, false), None);
+        assert_eq!(
+            Context::SkMsg.access(8, 8, false),
+            Some(CtxField::PacketEnd)
+        );
+        assert_eq!(Context::SkMsg.access(72, 8, false), Some(CtxField::Socket));
+        assert_eq!(
+            Context::FlowDissector.access(144, 8, false),
+            Some(CtxField::FlowKeys)
+        );
+        assert_eq!(Context::FlowDissector.access(0, 4, false), None);
+        assert_eq!(
+            Context::SkReuseport.access(48, 8, false),
+            Some(CtxField::MigratingSock)
+        );
+        assert_eq!(Context::SkReuseport.access(21, 1, false), None);
+        let get = Context::Sockopt { get: true };
+        let set = Context::Sockopt { get: false };
+        assert_eq!(get.access(36, 4, true), Some(CtxField::Scalar));
+        assert_eq!(set.access(36, 4, false), None);
+        assert_eq!(set.access(24, 4, true), Some(CtxField::Scalar));
+        assert_eq!(get.access(24, 4, true), None);
+        assert_eq!(get.access(8, 8, false), Some(CtxField::PacketData));
     }
 
     #[test]

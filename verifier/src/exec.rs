@@ -304,13 +304,16 @@ impl Verifier<'_> {
             RegType::ConstMap { .. } if op == AluOp::Add && scalar.val.is_const() == Some(0) => {
                 return Ok(*ptr);
             }
+            // Flow keys move by constants only.
+            RegType::FlowKeys if scalar.val.is_const().is_some() => {}
             RegType::ConstMap { .. }
             | RegType::PacketEnd
             | RegType::Func { .. }
             | RegType::IterNum
             | RegType::Socket
             | RegType::SockCommon
-            | RegType::TcpSock => {
+            | RegType::TcpSock
+            | RegType::FlowKeys => {
                 return Err(self.error(format!(
                     "R{d} pointer arithmetic on {} prohibited",
                     ptr.type_name()

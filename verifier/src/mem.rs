@@ -355,6 +355,12 @@ impl Verifier<'_> {
                         ..Reg::pointer(RegType::Socket, 0)
                     }),
                     CtxField::Socket => Found::Reg(Reg::pointer(RegType::Socket, 0)),
+                    CtxField::FlowKeys => Found::Reg(Reg::pointer(RegType::FlowKeys, 0)),
+                    CtxField::MigratingSock => Found::Reg(Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(RegType::SockCommon, 0)
+                    }),
                 })
             }
             RegType::MapValue { map } => {
@@ -413,6 +419,19 @@ impl Verifier<'_> {
                 }
                 Ok(Found::Unknown)
             }
+            // `check_flow_keys_access`: the 56 bytes of `struct
+            // bpf_flow_keys`, read and written.
+            RegType::FlowKeys => {
+                if value.is_some_and(|v| !v.is_scalar()) {
+                    return Err(self.error(format!("R{regno} leaks addr into flow keys")));
+                }
+                if fixed < 0 || fixed.saturating_add(i64::from(size)) > FLOW_KEYS_SIZE {
+                    return Err(self.error(format!(
+                        "invalid access to flow keys off={fixed} size={size}"
+                    )));
+                }
+                Ok(Found::Unknown)
+            }
             RegType::Socket | RegType::SockCommon | RegType::TcpSock => {
                 if access == Access::Write {
                     return Err(
@@ -456,7 +475,10 @@ impl Verifier<'_> {
 
     fn packet_writable(&self) -> bool {
         match self.env.context {
-            Context::Xdp { .. } | Context::Generic { .. } => true,
+            Context::Xdp { .. }
+            | Context::Generic { .. }
+            | Context::SkMsg
+            | Context::Sockopt { .. } => true,
             Context::SkBuff(kind) => kind.packet_writable(),
             _ => false,
         }
@@ -895,3 +917,6 @@ fn var_off_text(val: &Scalar) -> String {
         None => val.var_off.to_string(),
     }
 }
+
+/// `sizeof(struct bpf_flow_keys)`.
+const FLOW_KEYS_SIZE: i64 = 56;

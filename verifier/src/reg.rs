@@ -79,6 +79,9 @@ pub enum RegType {
     SockCommon,
     /// A TCP socket (`PTR_TO_TCP_SOCK`, `struct bpf_tcp_sock`).
     TcpSock,
+    /// A flow dissector's `struct bpf_flow_keys` (`PTR_TO_FLOW_KEYS`):
+    /// fixed offsets, no arithmetic.
+    FlowKeys,
 }
 
 impl RegType {
@@ -117,6 +120,7 @@ impl RegType {
             RegType::Socket => "sock",
             RegType::SockCommon => "sock_common",
             RegType::TcpSock => "tcp_sock",
+            RegType::FlowKeys => "flow_keys",
         };
         if maybe_null {
             format!("{base}_or_null")

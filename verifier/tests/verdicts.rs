@@ -409,7 +409,7 @@ fn context_accesses_follow_the_program_kind() {
         "dereference of modified ctx ptr R1 off=8 disallowed",
     );
     // A program type whose context userbpf does not model says so.
-    let sock_ops = env(ProgramType::SockOps, Context::Opaque);
+    let netfilter = env(ProgramType::Netfilter, Context::Opaque);
     for (src, pc, what) in [
         (
             "r0 = *(u32 *)(r1 + 4)\nexit",
@@ -422,12 +422,12 @@ fn context_accesses_follow_the_program_kind() {
             "cannot use helper bpf_get_socket_cookie#46",
         ),
     ] {
-        rejects(src, &sock_ops, pc, what);
+        rejects(src, &netfilter, pc, what);
         rejects(
             src,
-            &sock_ops,
+            &netfilter,
             pc,
-            "(userbpf's verifier does not model BPF_PROG_TYPE_SOCK_OPS programs: their context and helpers)",
+            "(userbpf's verifier does not model BPF_PROG_TYPE_NETFILTER programs: their context and helpers)",
         );
     }
 }
