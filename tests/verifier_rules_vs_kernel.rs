@@ -854,6 +854,78 @@ const RULES: &[Rule] = &[
         "r2 = *(u64 *)(r1 + 144)\nr3 = *(u32 *)(r2 + 0)\nr3 &= 8\nr2 += r3\nr0 = *(u8 *)(r2 + 0)\nr0 = 0\nexit",
         Rejects("R2 pointer arithmetic on flow_keys prohibited"),
     ),
+    same(
+        "bpf_redirect_map to a device map in XDP",
+        XDP,
+        "r1 = map[idx:5]\nr2 = 0\nr3 = 0\ncall bpf_redirect_map\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_redirect_map to an array",
+        XDP,
+        "r1 = map[idx:0]\nr2 = 0\nr3 = 0\ncall bpf_redirect_map\nexit",
+        Rejects("cannot pass map_type 2 into func bpf_redirect_map#51"),
+    ),
+    same(
+        "a device map's value read in XDP",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:5]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\nr0 = *(u32 *)(r0 + 0)\nr0 = 2\nexit",
+        Accepts,
+    ),
+    same(
+        "a device map's value written in XDP",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:5]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\n*(u32 *)(r0 + 0) = 1\nr0 = 2\nexit",
+        Rejects("write into map forbidden"),
+    ),
+    same(
+        "a device map updated from XDP",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\n*(u32 *)(r10 - 8) = 0\nr2 = r10\nr2 += -4\nr3 = r10\nr3 += -8\nr4 = 0\nr1 = map[idx:5]\ncall bpf_map_update_elem\nr0 = 2\nexit",
+        Rejects("write into map forbidden"),
+    ),
+    same(
+        "bpf_redirect_map in TC",
+        TC,
+        "r1 = map[idx:5]\nr2 = 0\nr3 = 0\ncall bpf_redirect_map\nexit",
+        Rejects("program of this type cannot use helper bpf_redirect_map#51"),
+    ),
+    same(
+        "bpf_fib_lookup with its parameters on the stack in XDP",
+        XDP,
+        concat!(
+            "r6 = r1\nr2 = 0\n*(u64 *)(r10 - 64) = r2\n*(u64 *)(r10 - 56) = r2\n*(u64 *)(r10 - 48) = r2\n",
+            "*(u64 *)(r10 - 40) = r2\n*(u64 *)(r10 - 32) = r2\n*(u64 *)(r10 - 24) = r2\n",
+            "*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr1 = r6\nr2 = r10\nr2 += -64\n",
+            "r3 = 64\nr4 = 0\ncall bpf_fib_lookup\nr0 = 2\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "bpf_redirect in TC",
+        TC,
+        "r1 = 1\nr2 = 0\ncall bpf_redirect\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_cgroup_classid of the current task (no argument) in a kprobe",
+        KPROBE,
+        "call bpf_get_cgroup_classid\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_get_cgroup_classid of the packet (the context) in TC",
+        TC,
+        "r1 = 0\ncall bpf_get_cgroup_classid\nr0 = 0\nexit",
+        Rejects("R1 type=scalar expected=ctx"),
+    ),
+    Rule {
+        name: "a packet pointer after bpf_skb_vlan_push",
+        prog_type: TC,
+        source: "r6 = *(u32 *)(r1 + 76)\nr7 = *(u32 *)(r1 + 80)\nr3 = r6\nr3 += 8\nif r3 > r7 goto +4\nr2 = 0x81\nr3 = 1\ncall bpf_skb_vlan_push\nr0 = *(u8 *)(r6 + 0)\nr0 = 0\nexit",
+        kernel: Rejects("R6 invalid mem access 'scalar'"),
+        ours: Some((Rejects("R6 !read_ok"), "as after bpf_skb_store_bytes")),
+    },
     // Sockets: lookups return a reference to release on every path;
     // socket pointers are read at fixed offsets only.
     same(
@@ -975,12 +1047,13 @@ const RULES: &[Rule] = &[
 
 /// The maps the programs use: (type, name, value size), 4-byte keys, 4
 /// entries.
-const MAPS: [(u32, &str, u32); 5] = [
+const MAPS: [(u32, &str, u32); 6] = [
     (2, "array", 8),
     (1, "hash", 8),
     (3, "progs", 4),
     (8, "cgroups", 4),
     (7, "stacks", 8),
+    (14, "devices", 4),
 ];
 
 fn env(prog_type: ProgramType) -> Env {

@@ -6,7 +6,7 @@
 use userbpf_vm::helper_names::helper_name;
 use userbpf_vm::isa::{CallTarget, Reg as R};
 use userbpf_vm::object::ProgramType;
-use userbpf_vm::proto::{kernel_proto, ArgType, RetType};
+use userbpf_vm::proto::{kernel_proto, ArgType, KernelProto, RetType};
 
 use crate::ctx::Context;
 use crate::env::{map_type, MapInfo};
@@ -20,9 +20,9 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 35, 37, 42, 80, 87, 88, 89, 105, 106, 109, 112, 113, 114,
-    115, 117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177, 181,
-    182, 208,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 35, 37, 42, 80, 87, 88, 89, 105, 106, 109, 112, 113,
+    114, 115, 117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177,
+    181, 182, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -49,20 +49,36 @@ const SKB: &[i32] = &[26, 46, 122];
 const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
-/// Helpers of TC programs only: `bpf_csum_update`, and those that change
-/// the packet: `bpf_skb_store_bytes`, `bpf_l3_csum_replace`,
-/// `bpf_l4_csum_replace`, `bpf_skb_change_tail`, `bpf_skb_pull_data`,
-/// `bpf_skb_change_head`.
-const TC: &[i32] = &[9, 10, 11, 38, 39, 40, 43];
+/// Helpers of TC programs only: `bpf_csum_update`, those that change
+/// the packet (`bpf_skb_store_bytes`, `bpf_l3_csum_replace`,
+/// `bpf_l4_csum_replace`, `bpf_clone_redirect`, `bpf_skb_vlan_push`,
+/// `_pop`, `bpf_skb_change_proto`, `bpf_skb_change_tail`,
+/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_skb_adjust_room`),
+/// the tunnel keys and options, the hash, the route realm, the cgroup
+/// class and ids, `bpf_skb_change_type`, `bpf_skb_ecn_set_ce`,
+/// `bpf_csum_level`, `bpf_redirect_neigh`, `bpf_redirect_peer`.
+const TC: &[i32] = &[
+    9, 10, 11, 13, 17, 18, 19, 20, 21, 24, 29, 30, 31, 32, 34, 38, 39, 40, 41, 43, 48, 50, 79, 83,
+    97, 135, 152, 155,
+];
+/// Redirects and route lookups of TC and XDP programs: `bpf_redirect`,
+/// `bpf_fib_lookup` (and XDP's `bpf_redirect_map`).
+const REDIRECT: &[i32] = &[23, 69];
+/// Helpers of XDP programs' frames: `bpf_xdp_get_buff_len`,
+/// `bpf_xdp_load_bytes`, `bpf_xdp_store_bytes`.
+const XDP_BUFF: &[i32] = &[188, 189, 190];
 /// Helpers of XDP programs only: `bpf_xdp_adjust_head`, `_meta`, `_tail`.
 const XDP: &[i32] = &[44, 54, 65];
 /// Helpers of LWT programs besides the packet ones: `bpf_skb_load_bytes`,
-/// `bpf_csum_diff`, `bpf_skb_pull_data`.
-const LWT: &[i32] = &[26, 28, 39];
+/// `bpf_csum_diff`, `bpf_skb_pull_data`, `bpf_get_route_realm`,
+/// `bpf_get_hash_recalc`.
+const LWT: &[i32] = &[24, 26, 28, 34, 39];
 /// Helpers of LWT_XMIT programs only: `bpf_skb_store_bytes`,
-/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_skb_change_tail`,
-/// `bpf_csum_update`, `bpf_skb_change_head`.
-const LWT_XMIT: &[i32] = &[9, 10, 11, 38, 40, 43];
+/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_clone_redirect`,
+/// the tunnel keys and options, `bpf_redirect`, `bpf_skb_change_tail`,
+/// `bpf_csum_update`, `bpf_set_hash_invalid`, `bpf_skb_change_head`,
+/// `bpf_csum_level`.
+const LWT_XMIT: &[i32] = &[9, 10, 11, 13, 20, 21, 23, 29, 30, 38, 40, 41, 43, 135];
 /// Socket lookups (TC, cgroup_skb, sk_skb and XDP programs):
 /// `bpf_sk_lookup_tcp`, `bpf_sk_lookup_udp`, `bpf_sk_release`,
 /// `bpf_skc_lookup_tcp`.
@@ -78,8 +94,9 @@ const CGROUP: &[i32] = &[25, 186, 187];
 const SOCK_COOKIES: &[i32] = &[46, 122];
 /// Helpers of sk_skb programs besides the packet ones:
 /// `bpf_skb_store_bytes`, `bpf_skb_load_bytes`, `bpf_skb_change_tail`,
-/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`.
-const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46];
+/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`,
+/// `bpf_skb_adjust_room`.
+const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46, 50];
 
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
@@ -149,6 +166,27 @@ impl Verifier<'_> {
         }
     }
 
+    /// The prototype of helper `id` in this program type: the kernel's,
+    /// but `bpf_get_cgroup_classid` reads the packet's class in TC and
+    /// LWT programs (`r1` the context) and the current task's elsewhere
+    /// (no argument).
+    fn proto(&self, id: i32) -> Option<&'static KernelProto> {
+        use ProgramType as T;
+        static CGROUP_CLASSID_CURRENT: KernelProto = KernelProto {
+            id: 17,
+            ret: RetType::Integer,
+            args: [ArgType::DontCare; 5],
+        };
+        let skb_form = matches!(
+            self.env.prog_type,
+            Some(T::SchedCls | T::SchedAct | T::LwtIn | T::LwtOut | T::LwtXmit | T::LwtSeg6local)
+        );
+        if id == 17 && !skb_form {
+            return Some(&CGROUP_CLASSID_CURRENT);
+        }
+        kernel_proto(id)
+    }
+
     fn helper_allowed(&self, id: i32) -> bool {
         use userbpf_vm::object::AttachType as A;
         use ProgramType as T;
@@ -198,6 +236,9 @@ impl Verifier<'_> {
                 PACKET.contains(&id)
                     || TC_XDP.contains(&id)
                     || XDP.contains(&id)
+                    || XDP_BUFF.contains(&id)
+                    || REDIRECT.contains(&id)
+                    || id == 51
                     || SOCK_LOOKUP.contains(&id)
             }
             Some(T::SchedCls | T::SchedAct) => {
@@ -205,15 +246,19 @@ impl Verifier<'_> {
                     || SKB.contains(&id)
                     || TC_XDP.contains(&id)
                     || TC.contains(&id)
+                    || REDIRECT.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
             }
             Some(T::SocketFilter) => PACKET.contains(&id) || SKB.contains(&id),
+            // Also `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`,
+            // `bpf_skb_ecn_set_ce`.
             Some(T::CgroupSkb) => {
                 PACKET.contains(&id)
                     || SKB.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
+                    || matches!(id, 79 | 83 | 97)
             }
             Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
                 PACKET.contains(&id) || LWT.contains(&id)
@@ -458,7 +503,7 @@ impl Verifier<'_> {
         pc: usize,
         id: i32,
     ) -> Result<Step, Box<VerifyError>> {
-        let Some(proto) = kernel_proto(id) else {
+        let Some(proto) = self.proto(id) else {
             return Err(self.error(match helper_name(id) {
                 // A helper the kernel has and userbpf does not model.
                 Some(name) => format!(
@@ -480,6 +525,16 @@ impl Verifier<'_> {
             self.check_arg(st, &mut meta, regno, *arg, &proto.args, i, name, id)?;
         }
         if let Some(m) = meta.map {
+            // `record_func_map`: a map programs may only read is not
+            // changed by helpers either.
+            let read_only = self
+                .env
+                .maps
+                .get(m as usize)
+                .is_some_and(|i| i.prog_read_only());
+            if read_only && matches!(id, 2 | 3 | 87 | 88) {
+                return Err(self.error("write into map forbidden"));
+            }
             self.check_map_compat(m, name, id)?;
         }
         if id == 12 && !st.refs.is_empty() {
@@ -796,6 +851,10 @@ impl Verifier<'_> {
             130..=134 => t == map_type::RINGBUF,
             164 | 169 => m.has_values(),
             37 => t == map_type::CGROUP_ARRAY,
+            51 => matches!(
+                t,
+                map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::CPUMAP | map_type::XSKMAP
+            ),
             _ => true,
         } && match t {
             // The map's side (`check_map_func_compatibility`): these maps
@@ -803,6 +862,12 @@ impl Verifier<'_> {
             map_type::STACK_TRACE => id == 27,
             // bpf_skb_under_cgroup, bpf_current_task_under_cgroup.
             map_type::CGROUP_ARRAY => matches!(id, 33 | 37),
+            // Redirect targets. A device map's values (`struct
+            // bpf_devmap_val`) may be looked up, read only; an AF_XDP
+            // socket map's lookups return kernel sockets userbpf does not
+            // model.
+            map_type::DEVMAP | map_type::DEVMAP_HASH => matches!(id, 1 | 51),
+            map_type::CPUMAP | map_type::XSKMAP => id == 51,
             _ => true,
         };
         if ok {
@@ -871,8 +936,8 @@ impl Verifier<'_> {
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Write, false)?;
             }
-            ArgType::PtrToMem { .. } | ArgType::PtrToUninitMem => {
-                let write = arg == ArgType::PtrToUninitMem;
+            ArgType::PtrToMem { .. } | ArgType::PtrToUninitMem | ArgType::PtrToMemInOut => {
+                let write = matches!(arg, ArgType::PtrToUninitMem | ArgType::PtrToMemInOut);
                 let size_arg = all.get(i.wrapping_add(1)).copied();
                 let zero_ok = size_arg == Some(ArgType::ConstSizeOrZero);
                 let size_reg = *st.reg(regno.wrapping_add(1));
@@ -922,6 +987,10 @@ impl Verifier<'_> {
                 // perf buffers, other processes) must hold no pointers;
                 // formatting helpers read pointers for `%s` on purpose.
                 let copied_out = !matches!(id, 6 | 165 | 177 | 182);
+                if arg == ArgType::PtrToMemInOut {
+                    // Read (every byte initialised), then written.
+                    self.helper_mem(st, regno, v.umin, v.umax, Access::Read, false)?;
+                }
                 self.helper_mem(st, regno, v.umin, v.umax, access, copied_out && !write)?;
             }
             ArgType::ConstSize | ArgType::ConstSizeOrZero => {

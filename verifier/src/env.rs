@@ -24,6 +24,14 @@ pub mod map_type {
     pub const STACK_TRACE: u32 = 7;
     /// `BPF_MAP_TYPE_CGROUP_ARRAY`.
     pub const CGROUP_ARRAY: u32 = 8;
+    /// `BPF_MAP_TYPE_DEVMAP`.
+    pub const DEVMAP: u32 = 14;
+    /// `BPF_MAP_TYPE_CPUMAP`.
+    pub const CPUMAP: u32 = 16;
+    /// `BPF_MAP_TYPE_XSKMAP`.
+    pub const XSKMAP: u32 = 17;
+    /// `BPF_MAP_TYPE_DEVMAP_HASH`.
+    pub const DEVMAP_HASH: u32 = 25;
     /// `BPF_MAP_TYPE_ARRAY_OF_MAPS`.
     pub const ARRAY_OF_MAPS: u32 = 12;
     /// `BPF_MAP_TYPE_HASH_OF_MAPS`.
@@ -87,6 +95,12 @@ impl MapInfo {
             },
             inner: None,
         }
+    }
+
+    /// Whether programs may only read the map (`BPF_F_RDONLY_PROG`, which
+    /// the kernel also sets on device maps).
+    pub fn prog_read_only(&self) -> bool {
+        self.read_only || matches!(self.map_type, map_type::DEVMAP | map_type::DEVMAP_HASH)
     }
 
     /// Whether a lookup returns a pointer to a value (not an inner map or a

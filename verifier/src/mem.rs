@@ -368,7 +368,7 @@ impl Verifier<'_> {
                     return Err(self.error(format!("R{regno} points to an unknown map {map}")));
                 };
                 let value_size = m.value_size;
-                let read_only = m.read_only;
+                let read_only = m.prog_read_only();
                 let write_only = m.write_only;
                 self.region_access(regno, base, fixed, size, value_size, |off, size| {
                     format!("invalid access to map value, value_size={value_size} off={off} size={size}")

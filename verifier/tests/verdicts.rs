@@ -280,6 +280,17 @@ fn map_values_are_bounded() {
         3,
         "write into map forbidden, value_size=8 off=0 size=4",
     );
+    // ... through helpers too (`record_func_map`).
+    for helper in ["bpf_map_update_elem", "bpf_map_delete_elem"] {
+        rejects(
+            &format!(
+                "*(u64 *)(r10 - 8) = 0\n*(u64 *)(r10 - 16) = 0\nr1 = map[idx:2]\nr2 = r10\nr2 += -8\nr3 = r10\nr3 += -16\nr4 = 0\ncall {helper}\nr0 = 0\nexit"
+            ),
+            &uprobe(),
+            9,
+            "write into map forbidden",
+        );
+    }
 }
 
 #[test]

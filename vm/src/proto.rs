@@ -63,6 +63,9 @@ pub enum ArgType {
     /// `ARG_PTR_TO_RINGBUF_MEM | OBJ_RELEASE`: a ring buffer record from
     /// `bpf_ringbuf_reserve`, released by the call.
     PtrToRingbufMemRelease,
+    /// `ARG_PTR_TO_MEM` that the helper reads and writes (`bpf_fib_lookup`'s
+    /// parameters), sized by the next argument.
+    PtrToMemInOut,
     /// `ARG_PTR_TO_SOCK_COMMON`: a socket pointer of any kind (not null).
     PtrToSockCommon,
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
@@ -192,6 +195,47 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[PtrToCtx, Anything, Anything, Anything, Anything],
     ),
     proto(12, Void, &[PtrToCtx, ConstMapPtr, Anything]),
+    // Kernel only: TC and XDP helpers (the `__sk_buff` forms where a
+    // helper has several).
+    proto(13, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(17, Integer, &[PtrToCtx]),
+    proto(18, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(19, Integer, &[PtrToCtx]),
+    proto(
+        20,
+        Integer,
+        &[PtrToCtx, PtrToUninitMem, ConstSize, Anything],
+    ),
+    proto(21, Integer, &[PtrToCtx, MEM, ConstSize, Anything]),
+    proto(23, Integer, &[Anything, Anything]),
+    proto(24, Integer, &[PtrToCtx]),
+    proto(29, Integer, &[PtrToCtx, PtrToUninitMem, ConstSize]),
+    proto(30, Integer, &[PtrToCtx, MEM, ConstSize]),
+    proto(31, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(32, Integer, &[PtrToCtx, Anything]),
+    proto(34, Integer, &[PtrToCtx]),
+    proto(41, Integer, &[PtrToCtx]),
+    proto(48, Integer, &[PtrToCtx, Anything]),
+    proto(50, Integer, &[PtrToCtx, Anything, Anything, Anything]),
+    proto(51, Integer, &[ConstMapPtr, Anything, Anything]),
+    proto(69, Integer, &[PtrToCtx, PtrToMemInOut, ConstSize, Anything]),
+    proto(79, Integer, &[PtrToCtx]),
+    proto(83, Integer, &[PtrToCtx, Anything]),
+    proto(97, Integer, &[PtrToCtx]),
+    proto(135, Integer, &[PtrToCtx, Anything]),
+    proto(
+        152,
+        Integer,
+        &[Anything, MEM_OR_NULL, ConstSizeOrZero, Anything],
+    ),
+    proto(155, Integer, &[Anything, Anything]),
+    proto(188, Integer, &[PtrToCtx]),
+    proto(
+        189,
+        Integer,
+        &[PtrToCtx, Anything, PtrToUninitMem, ConstSize],
+    ),
+    proto(190, Integer, &[PtrToCtx, Anything, MEM, ConstSize]),
     proto(14, Integer, &[]),
     proto(15, Integer, &[]),
     proto(16, Integer, &[PtrToUninitMem, ConstSize]),
@@ -333,8 +377,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
 pub const KERNEL_ONLY: &[i32] = &[
-    9, 10, 11, 26, 28, 35, 37, 38, 39, 40, 43, 44, 46, 54, 65, 80, 84, 85, 86, 95, 96, 98, 99, 105,
-    106, 120, 122,
+    9, 10, 11, 13, 17, 18, 19, 20, 21, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40, 41,
+    43, 44, 46, 48, 50, 51, 54, 65, 69, 79, 80, 83, 84, 85, 86, 95, 96, 97, 98, 99, 105, 106, 120,
+    122, 135, 152, 155, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
@@ -349,10 +394,12 @@ pub const CASTS: &[i32] = &[95, 96];
 
 /// The helpers of [`KERNEL_ONLY`] that change the packet
 /// (`bpf_helper_changes_pkt_data`): `bpf_skb_store_bytes`,
-/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_skb_change_tail`,
-/// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_xdp_adjust_head`,
-/// `bpf_xdp_adjust_meta`, `bpf_xdp_adjust_tail`.
-pub const CHANGES_PACKET: &[i32] = &[9, 10, 11, 38, 39, 43, 44, 54, 65];
+/// `bpf_l3_csum_replace`, `bpf_l4_csum_replace`, `bpf_clone_redirect`,
+/// `bpf_skb_vlan_push`, `bpf_skb_vlan_pop`, `bpf_skb_change_proto`,
+/// `bpf_skb_change_tail`, `bpf_skb_pull_data`, `bpf_skb_change_head`,
+/// `bpf_xdp_adjust_head`, `bpf_skb_adjust_room`, `bpf_xdp_adjust_meta`,
+/// `bpf_xdp_adjust_tail`.
+pub const CHANGES_PACKET: &[i32] = &[9, 10, 11, 13, 18, 19, 31, 38, 39, 43, 44, 50, 54, 65];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
 /// checks it for the kernel: [`KERNEL_ONLY`]).
@@ -375,7 +422,11 @@ mod tests {
             for (i, a) in p.args.iter().enumerate() {
                 if matches!(a, ConstSize | ConstSizeOrZero) {
                     assert!(
-                        i > 0 && matches!(p.args[i - 1], PtrToMem { .. } | PtrToUninitMem),
+                        i > 0
+                            && matches!(
+                                p.args[i - 1],
+                                PtrToMem { .. } | PtrToUninitMem | PtrToMemInOut
+                            ),
                         "{}: size without a pointer at r{}",
                         p.name(),
                         i + 1
