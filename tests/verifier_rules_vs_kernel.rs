@@ -926,6 +926,109 @@ const RULES: &[Rule] = &[
         kernel: Rejects("R6 invalid mem access 'scalar'"),
         ours: Some((Rejects("R6 !read_ok"), "as after bpf_skb_store_bytes")),
     },
+    // Dynptrs: 16 opaque bytes of stack the dynptr helpers make and use;
+    // a ring buffer one holds a reference until submitted or discarded.
+    same(
+        "a ring buffer dynptr reserved, written, read and submitted",
+        SOCKET,
+        concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "*(u64 *)(r10 - 24) = 7\nr1 = r10\nr1 += -16\nr2 = 0\nr3 = r10\nr3 += -24\nr4 = 8\nr5 = 0\n",
+            "call bpf_dynptr_write\nr1 = r10\nr1 += -32\nr2 = 8\nr3 = r10\nr3 += -16\nr4 = 8\nr5 = 0\n",
+            "call bpf_dynptr_read\nr1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a ring buffer dynptr never submitted",
+        SOCKET,
+        "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\nr0 = 0\nexit",
+        Rejects("Unreleased reference"),
+    ),
+    same(
+        "a dynptr read as a number",
+        SOCKET,
+        concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "r0 = *(u64 *)(r10 - 16)\nr1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Rejects("invalid read from stack off -16+0 size 8"),
+    ),
+    same(
+        "a referenced dynptr overwritten",
+        SOCKET,
+        concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "*(u64 *)(r10 - 8) = 0\nr1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Rejects("cannot overwrite referenced dynptr"),
+    ),
+    same(
+        "a dynptr used before it is made",
+        SOCKET,
+        "r1 = r10\nr1 += -24\nr2 = 8\nr3 = r10\nr3 += -16\nr4 = 0\nr5 = 0\ncall bpf_dynptr_read\nr0 = 0\nexit",
+        Rejects("Expected an initialized dynptr as arg #2"),
+    ),
+    same(
+        "a dynptr made at a misaligned offset",
+        SOCKET,
+        "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -12\ncall bpf_ringbuf_reserve_dynptr\nr0 = 0\nexit",
+        Rejects("Dynptr has to be an uninitialized dynptr"),
+    ),
+    same(
+        "a dynptr over the stack",
+        SOCKET,
+        "r1 = r10\nr1 += -32\nr2 = 8\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_dynptr_from_mem\nr0 = 0\nexit",
+        Rejects("Unsupported reg type fp for bpf_dynptr_from_mem data"),
+    ),
+    same(
+        "a local dynptr over a map value submitted to a ring buffer",
+        SOCKET,
+        concat!(
+            "*(u32 *)(r10 - 20) = 0\nr2 = r10\nr2 += -20\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\n",
+            "if r0 == 0 goto +9\nr1 = r0\nr2 = 8\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_dynptr_from_mem\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Rejects("arg 1 is an unacquired reference"),
+    ),
+    same(
+        "a slice of a ring buffer dynptr written within its size",
+        SOCKET,
+        concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\nr3 = 8\ncall bpf_dynptr_data\nif r0 == 0 goto +1\n*(u64 *)(r0 + 0) = 1\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a slice of a ring buffer dynptr written past its size",
+        SOCKET,
+        concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\nr3 = 8\ncall bpf_dynptr_data\nif r0 == 0 goto +1\n*(u64 *)(r0 + 8) = 1\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nr0 = 0\nexit"
+        ),
+        Rejects("invalid access to memory, mem_size=8 off=8 size=8"),
+    ),
+    Rule {
+        name: "a slice of a ring buffer dynptr used after the submit",
+        prog_type: SOCKET,
+        source: concat!(
+            "r1 = map[idx:6]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\nr3 = 8\ncall bpf_dynptr_data\nr6 = r0\n",
+            "r1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\nif r6 == 0 goto +1\n*(u64 *)(r6 + 0) = 1\nr0 = 0\nexit"
+        ),
+        kernel: Rejects("R6 invalid mem access 'scalar'"),
+        ours: Some((Rejects("R6 !read_ok"), "the kernel makes released pointers numbers for root, which would carry addresses; userbpf makes them unreadable, as the kernel does for unprivileged programs")),
+    },
+    Rule {
+        name: "a spilled pointer read through a variable stack offset",
+        prog_type: SOCKET,
+        source: "r1 = r10\n*(u64 *)(r10 - 8) = r1\n*(u64 *)(r10 - 16) = 0\ncall bpf_get_prandom_u32\nr2 = r0\nr2 &= 8\nr3 = r10\nr3 += -16\nr3 += r2\nr0 = *(u64 *)(r3 + 0)\nr0 = 0\nexit",
+        kernel: Accepts,
+        ours: Some((Rejects("invalid variable-offset read from stack R3 var_off=(0x0; 0x8) off=-16 size=8"), "the number read would hold the pointer's bits: a leak, which the kernel allows root and userbpf refuses")),
+    },
     // Sockets: lookups return a reference to release on every path;
     // socket pointers are read at fixed offsets only.
     same(
@@ -1045,15 +1148,16 @@ const RULES: &[Rule] = &[
     },
 ];
 
-/// The maps the programs use: (type, name, value size), 4-byte keys, 4
-/// entries.
-const MAPS: [(u32, &str, u32); 6] = [
-    (2, "array", 8),
-    (1, "hash", 8),
-    (3, "progs", 4),
-    (8, "cgroups", 4),
-    (7, "stacks", 8),
-    (14, "devices", 4),
+/// The maps the programs use: (type, name, key size, value size,
+/// entries).
+const MAPS: [(u32, &str, u32, u32, u32); 7] = [
+    (2, "array", 4, 8, 4),
+    (1, "hash", 4, 8, 4),
+    (3, "progs", 4, 4, 4),
+    (8, "cgroups", 4, 4, 4),
+    (7, "stacks", 4, 8, 4),
+    (14, "devices", 4, 4, 4),
+    (27, "events", 0, 0, 4096),
 ];
 
 fn env(prog_type: ProgramType) -> Env {
@@ -1075,18 +1179,20 @@ fn env(prog_type: ProgramType) -> Env {
         },
         maps: MAPS
             .iter()
-            .map(|&(map_type, name, value_size)| MapInfo {
-                name: name.to_string(),
-                map_type,
-                key_size: 4,
-                value_size,
-                max_entries: 4,
-                read_only: false,
-                write_only: false,
-                direct_value: false,
-                contents: None,
-                inner: None,
-            })
+            .map(
+                |&(map_type, name, key_size, value_size, max_entries)| MapInfo {
+                    name: name.to_string(),
+                    map_type,
+                    key_size,
+                    value_size,
+                    max_entries,
+                    read_only: false,
+                    write_only: false,
+                    direct_value: false,
+                    contents: None,
+                    inner: None,
+                },
+            )
             .collect(),
         subprogram_names: Vec::new(),
     }
@@ -1104,8 +1210,8 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
     }
     let maps: Vec<KernelMap> = MAPS
         .iter()
-        .map(|&(map_type, name, value_size)| {
-            KernelMap::create(name, map_type, 4, value_size, 4, 0, 0)
+        .map(|&(map_type, name, key_size, value_size, max_entries)| {
+            KernelMap::create(name, map_type, key_size, value_size, max_entries, 0, 0)
                 .unwrap_or_else(|e| panic!("creating map {name}: {e}"))
         })
         .collect();

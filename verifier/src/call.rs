@@ -6,7 +6,7 @@
 use userbpf_vm::helper_names::helper_name;
 use userbpf_vm::isa::{CallTarget, Reg as R};
 use userbpf_vm::object::ProgramType;
-use userbpf_vm::proto::{kernel_proto, ArgType, KernelProto, RetType};
+use userbpf_vm::proto::{kernel_proto, ArgType, DynptrArg, DynptrKind, KernelProto, RetType};
 
 use crate::ctx::Context;
 use crate::env::{map_type, MapInfo};
@@ -22,7 +22,7 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 35, 37, 42, 80, 87, 88, 89, 105, 106, 109, 112, 113,
     114, 115, 117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177,
-    181, 182, 208,
+    181, 182, 197, 198, 199, 200, 201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -110,6 +110,11 @@ struct Meta {
     release: Option<u32>,
     /// The reference of a socket argument, which a cast's result shares.
     sock_ref: u32,
+    /// A dynptr the call initialises: its frame, offset and kind.
+    dynptr_new: Option<(usize, i32, DynptrKind)>,
+    /// The reference of a dynptr argument, which `bpf_dynptr_data`'s
+    /// slice shares (0: none, a local dynptr).
+    dynptr_ref: u32,
 }
 
 impl Verifier<'_> {
@@ -519,6 +524,15 @@ impl Verifier<'_> {
                 self.unmodelled()
             )));
         }
+        if id == userbpf_vm::dynptr::BPF_FUNC_DYNPTR_FROM_MEM {
+            let data = st.reg(1);
+            if data.ty != RegType::NotInit && !matches!(data.ty, RegType::MapValue { .. }) {
+                return Err(self.error(format!(
+                    "Unsupported reg type {} for bpf_dynptr_from_mem data",
+                    data.type_name()
+                )));
+            }
+        }
         let mut meta = Meta::default();
         for (i, arg) in proto.args.iter().enumerate() {
             let regno = u8::try_from(i).unwrap_or(0).wrapping_add(1);
@@ -542,7 +556,31 @@ impl Verifier<'_> {
         }
         if let Some(ref_id) = meta.release {
             st.refs.retain(|&(r, _)| r != ref_id);
+            // (Also the released dynptr's stack slots and its slices.)
             forget(st, |r| r.ref_id == ref_id);
+        }
+        if let Some((fi, off, kind)) = meta.dynptr_new {
+            // `mark_stack_slots_dynptr`; a ring buffer dynptr holds its
+            // reference even when the reservation fails.
+            let dynptr_id = self.fresh_id();
+            let ref_id = if kind == DynptrKind::Ringbuf {
+                st.refs.push((dynptr_id, pc));
+                dynptr_id
+            } else {
+                0
+            };
+            for (half, first) in [(off, true), (off.wrapping_add(8), false)] {
+                let (slot, _) = st.frames[fi].slot_mut(half);
+                *slot = crate::state::Slot {
+                    bytes: [ByteKind::Spill; 8],
+                    spill: Reg {
+                        id: dynptr_id,
+                        ref_id,
+                        ..Reg::pointer(RegType::Dynptr { kind, first }, 0)
+                    },
+                };
+            }
+            self.check_stack_depth(st)?;
         }
         if userbpf_vm::proto::CHANGES_PACKET.contains(&id) {
             // The packet moved or changed size: every packet pointer is
@@ -630,6 +668,24 @@ impl Verifier<'_> {
                     id: ptr_id,
                     ref_id,
                     ..Reg::pointer(ty, 0)
+                }
+            }
+            RetType::PtrToDynptrMemOrNull => {
+                let size = meta.alloc_size.unwrap_or(0);
+                let size = u32::try_from(size)
+                    .map_err(|_| self.error(format!("R3 dynptr slice size {size} is too large")))?;
+                // A ring buffer dynptr's slice dies with the record.
+                Reg {
+                    maybe_null: true,
+                    id: self.fresh_id(),
+                    ref_id: meta.dynptr_ref,
+                    ..Reg::pointer(
+                        RegType::Mem {
+                            size,
+                            rdonly: false,
+                        },
+                        0,
+                    )
                 }
             }
             RetType::PtrToRingbufMemOrNull => {
@@ -1052,6 +1108,7 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToConstStr => self.const_str(&reg, regno)?,
+            ArgType::PtrToDynptr(what) => self.dynptr_arg(st, meta, &reg, regno, i, what)?,
             ArgType::PtrToSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
                     return Err(self.error(expected("sock_common, sock, tcp_sock, xdp_sock")));
@@ -1086,6 +1143,79 @@ impl Verifier<'_> {
                     )));
                 }
                 meta.release = Some(reg.ref_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// `ARG_PTR_TO_DYNPTR` (`process_dynptr_func`): 16 bytes of stack at
+    /// a constant, 8-aligned offset, uninitialised for a helper that
+    /// makes a dynptr there, an initialised dynptr (of the right kind)
+    /// for the others.
+    fn dynptr_arg(
+        &self,
+        st: &State,
+        meta: &mut Meta,
+        reg: &Reg,
+        regno: u8,
+        i: usize,
+        what: DynptrArg,
+    ) -> Result<(), Box<VerifyError>> {
+        // (The kernel numbers arguments from 0 in these messages.)
+        let argno = i;
+        let RegType::Stack { frame } = reg.ty else {
+            return Err(self.error(format!(
+                "arg#{i} expected pointer to stack or const struct bpf_dynptr"
+            )));
+        };
+        let Some(var) = reg.val.is_const() else {
+            return Err(self.error("dynptr has to be at a constant offset"));
+        };
+        let off = i64::from(reg.off).wrapping_add(var as i64);
+        let fi = usize::from(frame);
+        let placed = off.rem_euclid(8) == 0
+            && (i64::from(MAX_BPF_STACK).wrapping_neg()..=-16).contains(&off);
+        let off = off as i32;
+        match what {
+            DynptrArg::New(kind) => {
+                if !placed || fi >= st.frames.len() {
+                    return Err(self.error("Dynptr has to be an uninitialized dynptr"));
+                }
+                // Overwriting a dynptr destroys it, unless it holds a
+                // reference (`destroy_if_dynptr_stack_slot`).
+                for half in [off, off.wrapping_add(8)] {
+                    if let Some(old) = dynptr_half(&st.frames[fi], half) {
+                        if old.ref_id != 0 {
+                            return Err(self.error("cannot overwrite referenced dynptr"));
+                        }
+                    }
+                }
+                meta.dynptr_new = Some((fi, off, kind));
+            }
+            DynptrArg::Use | DynptrArg::Release(_) => {
+                let found = if placed && fi < st.frames.len() {
+                    dynptr_at(&st.frames[fi], off)
+                } else {
+                    None
+                };
+                let Some((kind, d)) = found else {
+                    return Err(
+                        self.error(format!("Expected an initialized dynptr as arg #{argno}"))
+                    );
+                };
+                if let DynptrArg::Release(want) = what {
+                    if d.ref_id == 0 || !st.refs.iter().any(|&(r, _)| r == d.ref_id) {
+                        return Err(self.error(format!("arg {regno} is an unacquired reference")));
+                    }
+                    if kind != want {
+                        return Err(self.error(format!(
+                            "Expected a dynptr of type {} as arg #{argno}",
+                            want.name()
+                        )));
+                    }
+                    meta.release = Some(d.ref_id);
+                }
+                meta.dynptr_ref = d.ref_id;
             }
         }
         Ok(())
@@ -1292,5 +1422,30 @@ fn forget(st: &mut State, stale: impl Fn(&Reg) -> bool) {
                 *slot = crate::state::Slot::INVALID;
             }
         }
+    }
+}
+
+/// The dynptr half spilled in the 8-byte slot at `off`, if any.
+pub(crate) fn dynptr_half(frame: &Frame, off: i32) -> Option<Reg> {
+    frame
+        .slot(off)
+        .filter(|(s, b)| *b == 0 && s.is_spill() && matches!(s.spill.ty, RegType::Dynptr { .. }))
+        .map(|(s, _)| s.spill)
+}
+
+/// The initialised dynptr whose first half is at `off`: both halves, in
+/// order, of the same dynptr.
+fn dynptr_at(frame: &Frame, off: i32) -> Option<(DynptrKind, Reg)> {
+    let first = dynptr_half(frame, off)?;
+    let second = dynptr_half(frame, off.wrapping_add(8))?;
+    match (first.ty, second.ty) {
+        (
+            RegType::Dynptr { kind, first: true },
+            RegType::Dynptr {
+                kind: k2,
+                first: false,
+            },
+        ) if kind == k2 && first.id == second.id => Some((kind, first)),
+        _ => None,
     }
 }

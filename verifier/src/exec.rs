@@ -313,7 +313,8 @@ impl Verifier<'_> {
             | RegType::Socket
             | RegType::SockCommon
             | RegType::TcpSock
-            | RegType::FlowKeys => {
+            | RegType::FlowKeys
+            | RegType::Dynptr { .. } => {
                 return Err(self.error(format!(
                     "R{d} pointer arithmetic on {} prohibited",
                     ptr.type_name()

@@ -274,7 +274,8 @@ impl Verifier<'_> {
             | RegType::ConstMap { .. }
             | RegType::PacketEnd
             | RegType::Func { .. }
-            | RegType::IterNum => Err(self.error(format!(
+            | RegType::IterNum
+            | RegType::Dynptr { .. } => Err(self.error(format!(
                 "R{regno} invalid mem access '{}'",
                 base.type_name()
             ))),
@@ -484,6 +485,66 @@ impl Verifier<'_> {
         }
     }
 
+    /// Dynptrs on the stack (`STACK_DYNPTR`) over `[lo, end)` of frame
+    /// `fi`: nothing reads them but the dynptr helpers; a write destroys
+    /// an unreferenced one (both halves) and may not touch a referenced
+    /// one. `helper`: the access is a helper's (register, offset, size).
+    pub(crate) fn guard_dynptrs(
+        &self,
+        st: &mut State,
+        fi: usize,
+        lo: i64,
+        end: i64,
+        access: Access,
+        helper: Option<(u8, i64, u32)>,
+    ) -> Result<(), Box<VerifyError>> {
+        let Some(frame) = st.frames.get_mut(fi) else {
+            return Ok(());
+        };
+        let mut destroyed = Vec::new();
+        let mut slot = lo.div_euclid(8).saturating_mul(8);
+        while slot < end {
+            let at = i32::try_from(slot).unwrap_or(0);
+            if let Some(d) = crate::call::dynptr_half(frame, at) {
+                let first = lo.max(slot);
+                match (access, helper) {
+                    (Access::Read, None) => {
+                        return Err(self.error(format!(
+                            "invalid read from stack off {first}+0 size {}",
+                            end.saturating_sub(lo)
+                        )))
+                    }
+                    (Access::Read, Some((regno, fixed, size))) => {
+                        return Err(self.error(format!(
+                            "invalid indirect read from stack R{regno} off {fixed}+{} size {size}",
+                            first.saturating_sub(fixed)
+                        )))
+                    }
+                    (Access::Write, _) if d.ref_id != 0 => {
+                        return Err(self.error(if helper.is_some() {
+                            format!("potential write to dynptr at off={slot} disallowed")
+                        } else {
+                            "cannot overwrite referenced dynptr".to_string()
+                        }))
+                    }
+                    (Access::Write, _) => destroyed.push(d.id),
+                }
+            }
+            slot = slot.saturating_add(8);
+        }
+        if !destroyed.is_empty() {
+            for s in &mut frame.stack {
+                if s.is_spill()
+                    && matches!(s.spill.ty, RegType::Dynptr { .. })
+                    && destroyed.contains(&s.spill.id)
+                {
+                    *s = Slot::INVALID;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// `check_mem_region_access`: `[fixed + var, + size)` inside
     /// `[0, region)` for every value of the variable part.
     fn region_access(
@@ -639,6 +700,8 @@ impl Verifier<'_> {
         {
             return Err(self.stack_bounds_error(regno, base, fixed, size, access));
         }
+        let end = hi.saturating_add(size_i);
+        self.guard_dynptrs(st, fi, lo, end, access, None)?;
         let frame_state = &mut st.frames[fi];
         let depth = u32::try_from(lo.unsigned_abs()).unwrap_or(u32::MAX);
         // The deepest byte touched, rounded to a slot.
@@ -651,7 +714,12 @@ impl Verifier<'_> {
                 Access::Read => {
                     for o in lo..end {
                         let o = o as i32;
-                        if frame_state.byte(o) == ByteKind::Invalid {
+                        // Uninitialised bytes, or bytes of a spilled pointer
+                        // (read as a number, they would leak it).
+                        let pointer = frame_state.slot(o).is_some_and(|(s, b)| {
+                            s.bytes[b] == ByteKind::Spill && !s.spill.is_scalar()
+                        });
+                        if frame_state.byte(o) == ByteKind::Invalid || pointer {
                             return Err(self.error(format!(
                                 "invalid variable-offset read from stack R{regno} var_off={} off={} size={size}",
                                 base.val.var_off,
@@ -832,6 +900,7 @@ impl Verifier<'_> {
                 if size == 0 {
                     return Ok(());
                 }
+                self.guard_dynptrs(st, fi, lo, hi, access, Some((regno, fixed, size)))?;
                 let frame_state = &mut st.frames[fi];
                 match access {
                     Access::Read => {

@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use userbpf_vm::proto::DynptrKind;
+
 use crate::scalar::Scalar;
 
 /// What a register holds (`enum bpf_reg_type`).
@@ -82,6 +84,15 @@ pub enum RegType {
     /// A flow dissector's `struct bpf_flow_keys` (`PTR_TO_FLOW_KEYS`):
     /// fixed offsets, no arithmetic.
     FlowKeys,
+    /// One half of a `struct bpf_dynptr` (the kernel's `STACK_DYNPTR`):
+    /// only ever in a stack slot, opaque to the program; both halves
+    /// share the dynptr's id (and reference, for a ring buffer record).
+    Dynptr {
+        /// What it points to.
+        kind: DynptrKind,
+        /// The first 8 bytes (else the second).
+        first: bool,
+    },
 }
 
 impl RegType {
@@ -121,6 +132,7 @@ impl RegType {
             RegType::SockCommon => "sock_common",
             RegType::TcpSock => "tcp_sock",
             RegType::FlowKeys => "flow_keys",
+            RegType::Dynptr { .. } => "dynptr",
         };
         if maybe_null {
             format!("{base}_or_null")

@@ -1099,3 +1099,52 @@ fn the_context_words_read_and_escapes_are_reported() {
         ctx_use("*(u64 *)(r10 - 8) = r1\nr1 = *(u64 *)(r10 - 8)\nr0 = *(u64 *)(r1 + 112)\nexit");
     assert!(escapes, "a spill of the context pointer");
 }
+
+#[test]
+fn dynptrs_are_opaque_stack_objects_released_on_every_path() {
+    const RESERVE: &str =
+        "r1 = map[idx:1]\nr2 = 16\nr3 = 0\nr4 = r10\nr4 += -16\ncall bpf_ringbuf_reserve_dynptr\n";
+    const SUBMIT: &str = "r1 = r10\nr1 += -16\nr2 = 0\ncall bpf_ringbuf_submit_dynptr\n";
+    accepts(&format!("{RESERVE}{SUBMIT}r0 = 0\nexit"), &uprobe());
+    // A failed reservation still holds the dynptr: it must be released.
+    rejects(
+        &format!("{RESERVE}r0 = 0\nexit"),
+        &uprobe(),
+        8,
+        "Unreleased reference",
+    );
+    rejects(
+        &format!("{RESERVE}r0 = *(u64 *)(r10 - 8)\n{SUBMIT}r0 = 0\nexit"),
+        &uprobe(),
+        7,
+        "invalid read from stack off -8+0 size 8",
+    );
+    rejects(
+        &format!("{RESERVE}*(u32 *)(r10 - 12) = 0\n{SUBMIT}r0 = 0\nexit"),
+        &uprobe(),
+        7,
+        "cannot overwrite referenced dynptr",
+    );
+    // Submitted, it is gone; so are its slices.
+    rejects(
+        &format!("{RESERVE}{SUBMIT}{SUBMIT}r0 = 0\nexit"),
+        &uprobe(),
+        14,
+        "Expected an initialized dynptr as arg #0",
+    );
+    rejects(
+        &format!(
+            "{RESERVE}r1 = r10\nr1 += -16\nr2 = 0\nr3 = 8\ncall bpf_dynptr_data\nr6 = r0\n{SUBMIT}if r6 == 0 goto +1\nr0 = *(u64 *)(r6 + 0)\nr0 = 0\nexit"
+        ),
+        &uprobe(),
+        17,
+        "R6 !read_ok",
+    );
+    // A helper may not write over a referenced dynptr either.
+    rejects(
+        &format!("{RESERVE}r1 = r10\nr1 += -16\nr2 = 8\nr3 = 0\ncall bpf_probe_read_user\n{SUBMIT}r0 = 0\nexit"),
+        &uprobe(),
+        11,
+        "potential write to dynptr at off=-16 disallowed",
+    );
+}

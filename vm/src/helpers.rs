@@ -569,7 +569,8 @@ impl Helpers {
     /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
     /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
     /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182),
-    /// `bpf_get_numa_node_id` (42), `bpf_ktime_get_tai_ns` (208).
+    /// `bpf_get_numa_node_id` (42), `bpf_ktime_get_tai_ns` (208), and the
+    /// local dynptr helpers (197, 201-203, [`crate::dynptr`]).
     /// In user space the probe helpers read the process's own memory and
     /// return `-EFAULT` (never crash) on a bad address; writing it
     /// (`bpf_probe_write_user`) is opt-in, see [`Helpers::probe_write_user`].
@@ -613,6 +614,7 @@ impl Helpers {
         crate::tracing::register(&mut h);
         crate::stack::register(&mut h);
         crate::kfunc::register(&mut h);
+        crate::dynptr::register(&mut h);
         h
     }
 }

@@ -24,6 +24,7 @@ pub mod asm;
 pub mod conformance;
 pub mod context;
 pub mod disasm;
+pub mod dynptr;
 pub mod gen;
 pub mod helper_names;
 pub mod helpers;

@@ -66,11 +66,44 @@ pub enum ArgType {
     /// `ARG_PTR_TO_MEM` that the helper reads and writes (`bpf_fib_lookup`'s
     /// parameters), sized by the next argument.
     PtrToMemInOut,
+    /// `ARG_PTR_TO_DYNPTR`: a `struct bpf_dynptr` (16 bytes of stack).
+    PtrToDynptr(DynptrArg),
     /// `ARG_PTR_TO_SOCK_COMMON`: a socket pointer of any kind (not null).
     PtrToSockCommon,
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
     /// socket reference from a lookup, released by the call.
     PtrToSockCommonRelease,
+}
+
+/// What a helper does with a `struct bpf_dynptr` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynptrArg {
+    /// Initialises it (`MEM_UNINIT`) as a dynptr of this kind.
+    New(DynptrKind),
+    /// Uses an initialised dynptr of any kind (`MEM_RDONLY`).
+    Use,
+    /// Releases an initialised dynptr of this kind (`OBJ_RELEASE`).
+    Release(DynptrKind),
+}
+
+/// The kinds of `struct bpf_dynptr` userbpf knows (`DYNPTR_TYPE_*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DynptrKind {
+    /// `DYNPTR_TYPE_LOCAL`: over a map value.
+    Local,
+    /// `DYNPTR_TYPE_RINGBUF`: over a ring buffer record, to submit or
+    /// discard.
+    Ringbuf,
+}
+
+impl DynptrKind {
+    /// The kernel's name (`dynptr_type_str`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DynptrKind::Local => "local",
+            DynptrKind::Ringbuf => "ringbuf",
+        }
+    }
 }
 
 /// A helper's return type (`enum bpf_return_type`).
@@ -90,6 +123,9 @@ pub enum RetType {
     PtrToSockCommonOrNull,
     /// `RET_PTR_TO_TCP_SOCK_OR_NULL` (`struct bpf_tcp_sock`).
     PtrToTcpSockOrNull,
+    /// `RET_PTR_TO_DYNPTR_MEM_OR_NULL` (`bpf_dynptr_data`): a slice of the
+    /// dynptr's memory of the requested (constant) size.
+    PtrToDynptrMemOrNull,
 }
 
 /// A helper's prototype in the kernel's terms.
@@ -138,6 +174,14 @@ impl KernelProto {
                 }
                 ArgType::PtrToLong => ArgKind::WriteMem {
                     size: ArgSize::Fixed(8),
+                    nullable: false,
+                },
+                ArgType::PtrToDynptr(DynptrArg::New(_)) => ArgKind::WriteMem {
+                    size: ArgSize::Fixed(16),
+                    nullable: false,
+                },
+                ArgType::PtrToDynptr(_) => ArgKind::ReadMem {
+                    size: ArgSize::Fixed(16),
                     nullable: false,
                 },
                 _ => ArgKind::Anything,
@@ -371,6 +415,69 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(185, Integer, &[PtrToCtx]),
     proto(186, Integer, &[]),
     proto(187, Integer, &[Anything]),
+    proto(
+        197,
+        Integer,
+        &[
+            PtrToUninitMem,
+            ConstSizeOrZero,
+            Anything,
+            PtrToDynptr(DynptrArg::New(DynptrKind::Local)),
+        ],
+    ),
+    proto(
+        198,
+        Integer,
+        &[
+            ConstMapPtr,
+            Anything,
+            Anything,
+            PtrToDynptr(DynptrArg::New(DynptrKind::Ringbuf)),
+        ],
+    ),
+    proto(
+        199,
+        Void,
+        &[
+            PtrToDynptr(DynptrArg::Release(DynptrKind::Ringbuf)),
+            Anything,
+        ],
+    ),
+    proto(
+        200,
+        Void,
+        &[
+            PtrToDynptr(DynptrArg::Release(DynptrKind::Ringbuf)),
+            Anything,
+        ],
+    ),
+    proto(
+        201,
+        Integer,
+        &[
+            PtrToUninitMem,
+            ConstSizeOrZero,
+            PtrToDynptr(DynptrArg::Use),
+            Anything,
+            Anything,
+        ],
+    ),
+    proto(
+        202,
+        Integer,
+        &[
+            PtrToDynptr(DynptrArg::Use),
+            Anything,
+            MEM,
+            ConstSizeOrZero,
+            Anything,
+        ],
+    ),
+    proto(
+        203,
+        PtrToDynptrMemOrNull,
+        &[PtrToDynptr(DynptrArg::Use), Anything, ConstAllocSizeOrZero],
+    ),
     proto(208, Integer, &[]),
 ];
 

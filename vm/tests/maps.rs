@@ -678,3 +678,133 @@ fn every_kernel_helper_has_the_kernels_prototype_and_name() {
     }
     assert!(n >= 45, "{n} helpers");
 }
+
+#[test]
+fn dynptrs_over_ring_buffer_records_and_map_values() {
+    use std::sync::Arc;
+    use userbpf_vm::asm::assemble;
+    use userbpf_vm::maps::ringbuf::BPF_MAP_TYPE_RINGBUF;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::{Config, Helpers, Program};
+
+    let mut set = MapSet::default();
+    let rb = Map::create(spec("rb", BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)).unwrap();
+    let arr = Map::create(spec("arr", BPF_MAP_TYPE_ARRAY, 4, 16, 1)).unwrap();
+    let (rb_handle, arr_handle) = (rb.handle(), arr.handle());
+    set.push(rb);
+    set.push(arr);
+    let set = Arc::new(set);
+    // r1: 8 input bytes. A ring buffer dynptr gets them at offset 0 and
+    // 0x1122 through a slice at offset 8, is read back and submitted
+    // (then NULL: a read fails with -EINVAL, kept in the array's value);
+    // a local dynptr over the array's value gets the input at offset 8,
+    // and a write past its end fails with -E2BIG, returned.
+    let src = format!(
+        "mov %r6, %r1
+        lddw %r1, {rb_handle:#x}
+        mov %r2, 16
+        mov %r3, 0
+        mov %r4, %r10
+        add %r4, -16
+        call 198
+        jne %r0, 0, fail
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 0
+        mov %r3, %r6
+        mov %r4, 8
+        mov %r5, 0
+        call 202
+        jne %r0, 0, fail
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 8
+        mov %r3, 8
+        call 203
+        jeq %r0, 0, fail
+        mov %r1, 0x1122
+        stxdw [%r0], %r1
+        mov %r1, %r10
+        add %r1, -32
+        mov %r2, 8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        mov %r5, 0
+        call 201
+        jne %r0, 0, fail
+        ldxdw %r7, [%r10-32]
+        ldxdw %r1, [%r6]
+        jne %r7, %r1, fail
+        mov %r1, %r10
+        add %r1, -16
+        mov %r2, 0
+        call 199
+        mov %r1, %r10
+        add %r1, -32
+        mov %r2, 8
+        mov %r3, %r10
+        add %r3, -16
+        mov %r4, 0
+        mov %r5, 0
+        call 201
+        mov %r8, %r0
+        stw [%r10-36], 0
+        lddw %r1, {arr_handle:#x}
+        mov %r2, %r10
+        add %r2, -36
+        call 1
+        jeq %r0, 0, fail
+        mov %r9, %r0
+        mov %r1, %r0
+        mov %r2, 16
+        mov %r3, 0
+        mov %r4, %r10
+        add %r4, -56
+        call 197
+        jne %r0, 0, fail
+        mov %r1, %r10
+        add %r1, -56
+        mov %r2, 8
+        mov %r3, %r6
+        mov %r4, 8
+        mov %r5, 0
+        call 202
+        jne %r0, 0, fail
+        stxdw [%r9], %r8
+        mov %r1, %r10
+        add %r1, -56
+        mov %r2, 12
+        mov %r3, %r6
+        mov %r4, 8
+        mov %r5, 0
+        call 202
+        exit
+    fail:
+        mov %r0, 1
+        exit"
+    );
+    let program = Program::new("dynptrs", assemble(&src).unwrap()).unwrap();
+    let mut vm = set
+        .vm(&program, &Helpers::kernel_basics(), Config::default())
+        .unwrap();
+    let input = 0x0807_0605_0403_0201u64;
+    let r0 = vm.run(&mut input.to_le_bytes()).unwrap();
+    assert_eq!(r0 as i64, -i64::from(libc::E2BIG), "write past the end");
+    let mut records = Vec::new();
+    set.maps()[0].ringbuf_consume(|r| records.push(r.to_vec()));
+    let mut expected = input.to_le_bytes().to_vec();
+    expected.extend_from_slice(&0x1122u64.to_le_bytes());
+    assert_eq!(records, vec![expected], "the submitted record");
+    let value = set.maps()[1].lookup(&0u32.to_le_bytes()).unwrap();
+    assert_eq!(
+        i64::from_le_bytes(value[..8].try_into().unwrap()),
+        -i64::from(libc::EINVAL),
+        "a read through the submitted (NULL) dynptr"
+    );
+    assert_eq!(
+        &value[8..],
+        &input.to_le_bytes(),
+        "the local dynptr's write"
+    );
+}

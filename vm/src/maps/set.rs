@@ -407,10 +407,81 @@ impl MapSet {
                 }
             });
         }
+        self.ringbuf_dynptr_helpers(h);
         let set = Arc::clone(self);
         h.register_kernel(BPF_FUNC_RINGBUF_QUERY, move |_, a| {
             Ok(set.map_arg(a[0])?.ringbuf_query(a[1]))
         });
+    }
+
+    /// `bpf_ringbuf_reserve_dynptr`, `_submit_dynptr`, `_discard_dynptr`:
+    /// the record behind a [`crate::dynptr::Dynptr`], which a failed
+    /// reservation leaves NULL (and which must still be submitted or
+    /// discarded, as the verifier requires).
+    fn ringbuf_dynptr_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
+        use crate::dynptr::{self, Dynptr};
+        let set = Arc::clone(self);
+        h.register_kernel(dynptr::BPF_FUNC_RINGBUF_RESERVE_DYNPTR, move |ctx, a| {
+            let (size, flags, ptr) = (a[1], a[2], a[3]);
+            let map = set.map_arg(a[0])?;
+            let err = if flags != 0 {
+                Some(libc::EINVAL)
+            } else if size > dynptr::MAX_SIZE {
+                Some(libc::E2BIG)
+            } else {
+                None
+            };
+            let record = match err {
+                Some(_) => None,
+                None => map.ringbuf_reserve(size),
+            };
+            let Some(p) = record else {
+                Dynptr::NULL.store(ctx, ptr)?;
+                return Ok(neg_errno(err.unwrap_or(libc::ENOMEM)));
+            };
+            // SAFETY: the record lies in the ring's mapping, which the
+            // set (captured by this helper) keeps alive past the run.
+            unsafe {
+                ctx.grant(Region::new(
+                    p,
+                    size as usize,
+                    true,
+                    RegionKind::HelperMemory,
+                ))
+            };
+            Dynptr {
+                data: p as u64,
+                size: size as u32,
+                kind: dynptr::KIND_RINGBUF,
+            }
+            .store(ctx, ptr)?;
+            Ok(0)
+        });
+        for (id, discard) in [
+            (dynptr::BPF_FUNC_RINGBUF_SUBMIT_DYNPTR, false),
+            (dynptr::BPF_FUNC_RINGBUF_DISCARD_DYNPTR, true),
+        ] {
+            let set = Arc::clone(self);
+            h.register_kernel(id, move |ctx, a| {
+                let d = Dynptr::load(ctx, a[0])?;
+                if d.data != 0 {
+                    let ok = d.kind == dynptr::KIND_RINGBUF
+                        && set
+                            .maps
+                            .iter()
+                            .find(|m| m.ringbuf_contains(d.data))
+                            .is_some_and(|m| m.ringbuf_commit(d.data, discard));
+                    if !ok {
+                        return Err(HelperError::Failed(format!(
+                            "r1 ({:#x}) is not a ring buffer dynptr",
+                            a[0]
+                        )));
+                    }
+                }
+                Dynptr::NULL.store(ctx, a[0])?;
+                Ok(0)
+            });
+        }
     }
 
     fn queue_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
