@@ -35,10 +35,13 @@
 //! `VERIFIER_VS_KERNEL_CASES=N` and `VERIFIER_VS_KERNEL_SEED=S` run a
 //! longer or another campaign. (Bounds rejections stay strict even where
 //! the kernel is merely less precise than ours, which it is in places
-//! besides divisions, about one program in a few thousand: e.g. a
-//! sign-extended value checked with `<` and `s<`. A long campaign may
-//! flag such a program for a human to look at: the report prints our
-//! state next to the kernel's message.)
+//! besides divisions, about one program in a few thousand. Sign
+//! extensions are one: a sign-extended value checked with `<` and `s<`
+//! keeps `[4, 26]` in ours, `[0, 26]` in the kernel, which then refuses
+//! `*(u16 *)(value + x - 4)`; so the programs judged by the kernel's
+//! message have none. A long campaign may flag another such program for
+//! a human to look at: the report prints our state next to the kernel's
+//! message.)
 
 use std::collections::BTreeMap;
 

@@ -161,6 +161,7 @@ enum Item {
     LoopCallback,
     CallerStack,
     ForEachCallback,
+    Dynptr,
 }
 
 /// Where a variable-offset access points.
@@ -495,7 +496,7 @@ impl<'a, 'd> Gen<'a, 'd> {
         let caller_stack = !self
             .regs_where(|k| matches!(k, Kind::CallerStack { .. }))
             .is_empty();
-        let table: [(u32, Item, bool); 21] = [
+        let table: [(u32, Item, bool); 22] = [
             (20, Item::Alu, true),
             (6, Item::Mov, true),
             (10, Item::CtxLoad, ctx),
@@ -517,6 +518,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             (2, Item::LoopCallback, call),
             (8, Item::CallerStack, caller_stack),
             (2, Item::ForEachCallback, call && maps),
+            (3, Item::Dynptr, mapvals),
         ];
         let total: u32 = table.iter().filter(|t| t.2).map(|t| t.0).sum();
         let mut x = self.below(total);
@@ -558,6 +560,12 @@ impl<'a, 'd> Gen<'a, 'd> {
             Item::LoopCallback => self.loop_callback(),
             Item::CallerStack => self.caller_stack_access(),
             Item::ForEachCallback => self.for_each_callback(),
+            Item::Dynptr => {
+                let regs = self.map_regs();
+                if let Some(r) = self.choose(&regs) {
+                    self.dynptr(r);
+                }
+            }
         }
     }
 
@@ -778,6 +786,12 @@ impl<'a, 'd> Gen<'a, 'd> {
                     let op = self.pick(&["be", "le", "bswap"]);
                     let n = self.pick(&[16, 32, 64]);
                     let _ = writeln!(self.out, "r{d} = {op}{n} r{d}");
+                }
+                // (Sign extensions, whose bounds the kernel keeps less
+                // precisely through later signed and unsigned compares,
+                // only where the kernel need not bound.)
+                _ if self.spec.kernel_bounds_only => {
+                    let _ = writeln!(self.out, "{w}{d} &= 0xff");
                 }
                 _ => {
                     let s = self.operand().unwrap_or(d);
@@ -1009,6 +1023,7 @@ impl<'a, 'd> Gen<'a, 'd> {
             10 => format!("r{t} s>>= {}", self.range(1, 63)),
             11 => format!("w{t} = w{t}"),
             12 => format!("w{t} += {}", self.pick(&[1, -1, 0x7fff_ffff])),
+            13 if self.spec.kernel_bounds_only => format!("r{t} &= {}", self.pick(&[0x7f, 0xff])),
             13 => {
                 let n = self.pick(&[8, 16, 32]);
                 format!("r{t} = (s{n})r{t}")

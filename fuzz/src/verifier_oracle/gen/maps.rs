@@ -297,4 +297,88 @@ impl Gen<'_, '_> {
             self.stack_written(off, 1, None);
         }
     }
+
+    /// A local dynptr over the null-checked map value in `r`
+    /// (`bpf_dynptr_from_mem`), used at once: sliced (`bpf_dynptr_data`)
+    /// and the slice read or written (the slice ending at the value's end
+    /// now and then, so that an access past it leaves the value), read
+    /// into the stack, or written from it. Its 16 bytes of stack are not
+    /// to be read afterwards.
+    pub(super) fn dynptr(&mut self, r: u8) {
+        let Kind::MapVal(m) = self.st.regs[r as usize] else {
+            return;
+        };
+        let v = self.value_size(m);
+        let k = self.pick(&[16i64, 24, 32, 48, 64]);
+        let dead = Some(Kind::Dead);
+        if !self.can_write_stack(-k, 8, dead) || !self.can_write_stack(-k + 8, 8, dead) {
+            return;
+        }
+        let size = if self.bug() { v + 8 } else { self.range(1, v) };
+        let _ = writeln!(
+            self.out,
+            "r1 = r{r}\nr2 = {size}\nr3 = 0\nr4 = r10\nr4 += {}",
+            -k
+        );
+        self.emit("call bpf_dynptr_from_mem#197");
+        self.clobber(Kind::Scalar);
+        self.stack_written(-k, 8, dead);
+        self.stack_written(-k + 8, 8, dead);
+        let off = self.below(size);
+        match self.below(3) {
+            0 => {
+                // A slice of `len` bytes at `off`, an access inside it.
+                let len = if self.chance(1, 2) {
+                    size - off
+                } else {
+                    self.range(1, size - off)
+                };
+                let sizes: Vec<u32> = [1u32, 2, 4, 8].into_iter().filter(|&s| s <= len).collect();
+                let sz = self.pick(&sizes);
+                let at = if self.bug() {
+                    len - sz + 1
+                } else {
+                    self.below(len - sz + 1)
+                };
+                let _ = writeln!(self.out, "r1 = r10\nr1 += {}\nr2 = {off}\nr3 = {len}", -k);
+                self.emit("call bpf_dynptr_data#203");
+                self.emit("if r0 == 0 goto +1");
+                let ty = mem_type(sz, false);
+                if self.chance(1, 2) {
+                    let _ = writeln!(self.out, "r0 = *({ty} *)(r0 + {at})");
+                } else {
+                    let value = self.store_value(sz);
+                    let _ = writeln!(self.out, "*({ty} *)(r0 + {at}) = {value}");
+                }
+                self.clobber(Kind::Dead);
+            }
+            which => {
+                // A window of the stack below the dynptr.
+                let top = -k - 8 * i64::from(self.range(1, 2));
+                let len = self.range(1, 8);
+                if top < -512 || !self.can_write_stack(top, 8, None) {
+                    return;
+                }
+                if which == 1 {
+                    let _ = writeln!(
+                        self.out,
+                        "r1 = r10\nr1 += {top}\nr2 = {len}\nr3 = r10\nr3 += {}\nr4 = {off}\nr5 = 0",
+                        -k
+                    );
+                    self.emit("call bpf_dynptr_read#201");
+                    self.clobber(Kind::Scalar);
+                    self.stack_written(top, len, None);
+                } else {
+                    self.init_stack(top, len);
+                    let _ = writeln!(
+                        self.out,
+                        "r1 = r10\nr1 += {}\nr2 = {off}\nr3 = r10\nr3 += {top}\nr4 = {len}\nr5 = 0",
+                        -k
+                    );
+                    self.emit("call bpf_dynptr_write#202");
+                    self.clobber(Kind::Scalar);
+                }
+            }
+        }
+    }
 }
