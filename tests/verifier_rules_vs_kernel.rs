@@ -926,6 +926,30 @@ const RULES: &[Rule] = &[
         kernel: Rejects("R6 invalid mem access 'scalar'"),
         ours: Some((Rejects("R6 !read_ok"), "as after bpf_skb_store_bytes")),
     },
+    same(
+        "another CPU's value of a per-CPU array",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:7]\nr3 = 1\ncall bpf_map_lookup_percpu_elem\nif r0 == 0 goto +1\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "another CPU's value of a plain array",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\nr3 = 1\ncall bpf_map_lookup_percpu_elem\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 2 into func bpf_map_lookup_percpu_elem#195"),
+    ),
+    same(
+        "a perf event counter read",
+        KPROBE,
+        "r1 = map[idx:8]\nr2 = 0\ncall bpf_perf_event_read\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a lookup in a perf event array",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:8]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 4 into func bpf_map_lookup_elem#1"),
+    ),
     // Dynptrs: 16 opaque bytes of stack the dynptr helpers make and use;
     // a ring buffer one holds a reference until submitted or discarded.
     same(
@@ -1150,7 +1174,7 @@ const RULES: &[Rule] = &[
 
 /// The maps the programs use: (type, name, key size, value size,
 /// entries).
-const MAPS: [(u32, &str, u32, u32, u32); 7] = [
+const MAPS: [(u32, &str, u32, u32, u32); 9] = [
     (2, "array", 4, 8, 4),
     (1, "hash", 4, 8, 4),
     (3, "progs", 4, 4, 4),
@@ -1158,6 +1182,8 @@ const MAPS: [(u32, &str, u32, u32, u32); 7] = [
     (7, "stacks", 4, 8, 4),
     (14, "devices", 4, 4, 4),
     (27, "events", 0, 0, 4096),
+    (6, "percpu", 4, 8, 4),
+    (4, "counters", 4, 4, 4),
 ];
 
 fn env(prog_type: ProgramType) -> Env {

@@ -20,9 +20,9 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 35, 37, 42, 80, 87, 88, 89, 105, 106, 109, 112, 113,
-    114, 115, 117, 118, 120, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170, 171, 172, 177,
-    181, 182, 197, 198, 199, 200, 201, 202, 203, 208,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109,
+    112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 160, 164, 165, 169, 170,
+    171, 172, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -911,6 +911,11 @@ impl Verifier<'_> {
                 t,
                 map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::CPUMAP | map_type::XSKMAP
             ),
+            22 | 55 => t == map_type::PERF_EVENT_ARRAY,
+            195 => matches!(
+                t,
+                map_type::PERCPU_HASH | map_type::PERCPU_ARRAY | map_type::LRU_PERCPU_HASH
+            ),
             _ => true,
         } && match t {
             // The map's side (`check_map_func_compatibility`): these maps
@@ -924,6 +929,8 @@ impl Verifier<'_> {
             // model.
             map_type::DEVMAP | map_type::DEVMAP_HASH => matches!(id, 1 | 51),
             map_type::CPUMAP | map_type::XSKMAP => id == 51,
+            // Perf event arrays serve output and counter reads.
+            map_type::PERF_EVENT_ARRAY => matches!(id, 22 | 25 | 55),
             _ => true,
         };
         if ok {

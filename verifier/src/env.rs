@@ -18,8 +18,12 @@ pub mod map_type {
     pub const PROG_ARRAY: u32 = 3;
     /// `BPF_MAP_TYPE_PERF_EVENT_ARRAY`.
     pub const PERF_EVENT_ARRAY: u32 = 4;
+    /// `BPF_MAP_TYPE_PERCPU_HASH`.
+    pub const PERCPU_HASH: u32 = 5;
     /// `BPF_MAP_TYPE_PERCPU_ARRAY`.
     pub const PERCPU_ARRAY: u32 = 6;
+    /// `BPF_MAP_TYPE_LRU_PERCPU_HASH`.
+    pub const LRU_PERCPU_HASH: u32 = 10;
     /// `BPF_MAP_TYPE_STACK_TRACE`.
     pub const STACK_TRACE: u32 = 7;
     /// `BPF_MAP_TYPE_CGROUP_ARRAY`.

@@ -251,6 +251,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[PtrToCtx, PtrToUninitMem, ConstSize, Anything],
     ),
     proto(21, Integer, &[PtrToCtx, MEM, ConstSize, Anything]),
+    proto(22, Integer, &[ConstMapPtr, Anything]),
     proto(23, Integer, &[Anything, Anything]),
     proto(24, Integer, &[PtrToCtx]),
     proto(29, Integer, &[PtrToCtx, PtrToUninitMem, ConstSize]),
@@ -324,6 +325,12 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(45, Integer, &PROBE_READ),
     // Kernel only, changes the packet.
     proto(54, Integer, &[PtrToCtx, Anything]),
+    // Kernel only: a perf event counter's value, with its running times.
+    proto(
+        55,
+        Integer,
+        &[ConstMapPtr, Anything, PtrToUninitMem, ConstSize],
+    ),
     proto(58, Integer, &[PtrToCtx, Anything]),
     // Kernel only, changes the packet.
     proto(65, Integer, &[PtrToCtx, Anything]),
@@ -366,6 +373,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only: the network namespace of the context's socket, or of
     // the caller (NULL).
     proto(122, Integer, &[PtrToCtxOrNull]),
+    // Kernel only: the current task's cgroup ancestor at a level.
+    proto(123, Integer, &[Anything]),
     proto(125, Integer, &[]),
     proto(130, Integer, &[ConstMapPtr, MEM, ConstSizeOrZero, Anything]),
     proto(
@@ -415,6 +424,12 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(185, Integer, &[PtrToCtx]),
     proto(186, Integer, &[]),
     proto(187, Integer, &[Anything]),
+    // Kernel only: a per-CPU map's value on a given CPU.
+    proto(
+        195,
+        PtrToMapValueOrNull,
+        &[ConstMapPtr, PtrToMapKey, Anything],
+    ),
     proto(
         197,
         Integer,
@@ -484,9 +499,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 /// The helpers of [`KERNEL_PROTOS`] user space does not run: their
 /// prototypes are there for the verifier's checks of kernel programs.
 pub const KERNEL_ONLY: &[i32] = &[
-    9, 10, 11, 13, 17, 18, 19, 20, 21, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40, 41,
-    43, 44, 46, 48, 50, 51, 54, 65, 69, 79, 80, 83, 84, 85, 86, 95, 96, 97, 98, 99, 105, 106, 120,
-    122, 135, 152, 155, 188, 189, 190,
+    9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
+    41, 43, 44, 46, 48, 50, 51, 54, 55, 65, 69, 79, 80, 83, 84, 85, 86, 95, 96, 97, 98, 99, 105,
+    106, 120, 122, 123, 135, 152, 155, 188, 189, 190, 195,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
