@@ -950,6 +950,44 @@ const RULES: &[Rule] = &[
         "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:8]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
         Rejects("cannot pass map_type 4 into func bpf_map_lookup_elem#1"),
     ),
+    same(
+        "a socket looked up in a socket map and released",
+        TC,
+        concat!(
+            "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:9]\ncall bpf_map_lookup_elem\n",
+            "if r0 == 0 goto +3\nr1 = *(u32 *)(r0 + 4)\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a socket looked up in a socket map and kept",
+        TC,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:9]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        Rejects("Unreleased reference"),
+    ),
+    same(
+        "a socket put in a socket map from TC",
+        TC,
+        concat!(
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +11\nr6 = r0\n",
+            "*(u32 *)(r10 - 20) = 0\nr2 = r10\nr2 += -20\nr1 = map[idx:9]\nr3 = r6\nr4 = 0\n",
+            "call bpf_map_update_elem\nr1 = r6\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "a number put in a socket map",
+        TC,
+        "*(u32 *)(r10 - 4) = 0\n*(u32 *)(r10 - 8) = 0\nr2 = r10\nr2 += -4\nr3 = r10\nr3 += -8\nr4 = 0\nr1 = map[idx:9]\ncall bpf_map_update_elem\nr0 = 0\nexit",
+        Rejects("R3 type=fp expected=sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_"),
+    ),
+    same(
+        "a socket map updated from a kprobe",
+        KPROBE,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:9]\ncall bpf_map_delete_elem\nr0 = 0\nexit",
+        Rejects("cannot pass map_type 15 into func bpf_map_delete_elem#3"),
+    ),
     // Dynptrs: 16 opaque bytes of stack the dynptr helpers make and use;
     // a ring buffer one holds a reference until submitted or discarded.
     same(
@@ -1174,7 +1212,7 @@ const RULES: &[Rule] = &[
 
 /// The maps the programs use: (type, name, key size, value size,
 /// entries).
-const MAPS: [(u32, &str, u32, u32, u32); 9] = [
+const MAPS: [(u32, &str, u32, u32, u32); 10] = [
     (2, "array", 4, 8, 4),
     (1, "hash", 4, 8, 4),
     (3, "progs", 4, 4, 4),
@@ -1184,6 +1222,7 @@ const MAPS: [(u32, &str, u32, u32, u32); 9] = [
     (27, "events", 0, 0, 4096),
     (6, "percpu", 4, 8, 4),
     (4, "counters", 4, 4, 4),
+    (15, "sockets", 4, 4, 4),
 ];
 
 fn env(prog_type: ProgramType) -> Env {

@@ -189,6 +189,37 @@ impl Verifier<'_> {
         if id == 17 && !skb_form {
             return Some(&CGROUP_CLASSID_CURRENT);
         }
+        // A setsockopt hook sets and gets options on its socket (`r1` the
+        // context's `sk`), not through the context.
+        static SK_SETSOCKOPT: KernelProto = KernelProto {
+            id: 49,
+            ret: RetType::Integer,
+            args: [
+                ArgType::PtrToSockCommon,
+                ArgType::Anything,
+                ArgType::Anything,
+                ArgType::PtrToMem { maybe_null: false },
+                ArgType::ConstSize,
+            ],
+        };
+        static SK_GETSOCKOPT: KernelProto = KernelProto {
+            id: 57,
+            ret: RetType::Integer,
+            args: [
+                ArgType::PtrToSockCommon,
+                ArgType::Anything,
+                ArgType::Anything,
+                ArgType::PtrToUninitMem,
+                ArgType::ConstSize,
+            ],
+        };
+        if self.env.prog_type == Some(T::CgroupSockopt) {
+            match id {
+                49 => return Some(&SK_SETSOCKOPT),
+                57 => return Some(&SK_GETSOCKOPT),
+                _ => {}
+            }
+        }
         kernel_proto(id)
     }
 
@@ -270,7 +301,10 @@ impl Verifier<'_> {
             }
             Some(T::LwtXmit) => PACKET.contains(&id) || LWT.contains(&id) || LWT_XMIT.contains(&id),
             Some(T::SkSkb) => {
-                PACKET.contains(&id) || SK_SKB.contains(&id) || SOCK_LOOKUP.contains(&id)
+                PACKET.contains(&id)
+                    || SK_SKB.contains(&id)
+                    || SOCK_LOOKUP.contains(&id)
+                    || matches!(id, 52 | 72)
             }
             Some(T::CgroupDevice | T::CgroupSysctl) => CGROUP.contains(&id),
             Some(T::CgroupSock) => CGROUP.contains(&id) || SOCK_COOKIES.contains(&id),
@@ -278,13 +312,23 @@ impl Verifier<'_> {
                 (CGROUP.contains(&id) && retval)
                     || SOCK_COOKIES.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
+                    || matches!(id, 49 | 57)
+                    || (id == 64
+                        && matches!(
+                            self.env.attach_type,
+                            Some(A::CgroupInet4Connect | A::CgroupInet6Connect)
+                        ))
             }
             Some(T::SkLookup) => id == 25 || id == 86,
-            Some(T::SockOps) => matches!(id, 25 | 46 | 96 | 122),
-            Some(T::SkMsg) => matches!(id, 25 | 122),
+            Some(T::SockOps) => matches!(id, 25 | 46 | 49 | 53 | 57 | 59 | 70 | 96 | 122),
+            Some(T::SkMsg) => matches!(id, 25 | 60 | 61 | 62 | 63 | 71 | 90 | 91 | 122),
             Some(T::FlowDissector) => id == 26,
-            Some(T::SkReuseport) => matches!(id, 26 | 46),
-            Some(T::CgroupSockopt) => CGROUP.contains(&id) || matches!(id, 96 | 122),
+            Some(T::SkReuseport) => matches!(id, 26 | 46 | 82),
+            Some(T::CgroupSockopt) => {
+                CGROUP.contains(&id)
+                    || matches!(id, 96 | 122)
+                    || (matches!(id, 49 | 57) && self.env.attach_type == Some(A::CgroupSetsockopt))
+            }
             Some(_) => false,
         }
     }
@@ -631,6 +675,19 @@ impl Verifier<'_> {
                         id: self.fresh_id(),
                         ..Reg::pointer(RegType::ConstMap { map: inner }, 0)
                     }
+                } else if info
+                    .is_some_and(|i| matches!(i.map_type, map_type::SOCKMAP | map_type::SOCKHASH))
+                {
+                    // A socket map's lookup returns a reference to the
+                    // socket (`is_acquire_function`).
+                    let ref_id = self.fresh_id();
+                    st.refs.push((ref_id, pc));
+                    Reg {
+                        maybe_null: true,
+                        id: ref_id,
+                        ref_id,
+                        ..Reg::pointer(RegType::Socket, 0)
+                    }
                 } else if id == 1 && self.constant_key_in_range(st, m) {
                     // The kernel's nullness elision: a lookup in an array
                     // with a constant key below max_entries finds a value.
@@ -887,6 +944,25 @@ impl Verifier<'_> {
         Scalar::from_range_i64(-MAX_ERRNO, i64::from(max))
     }
 
+    /// `may_update_sockmap`: the program types that hold no socket lock
+    /// may update or delete socket map entries (sockops only delete).
+    fn may_update_sockmap(&self, id: i32) -> bool {
+        use ProgramType as T;
+        match self.env.prog_type {
+            Some(T::SockOps) => id == 3,
+            Some(
+                T::SocketFilter
+                | T::SchedCls
+                | T::SchedAct
+                | T::Xdp
+                | T::SkReuseport
+                | T::FlowDissector
+                | T::SkLookup,
+            ) => matches!(id, 2 | 3),
+            _ => false,
+        }
+    }
+
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {
         let Some(m) = self.env.maps.get(map as usize) else {
             return Ok(());
@@ -912,6 +988,12 @@ impl Verifier<'_> {
                 map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::CPUMAP | map_type::XSKMAP
             ),
             22 | 55 => t == map_type::PERF_EVENT_ARRAY,
+            52 | 53 | 60 => t == map_type::SOCKMAP,
+            70..=72 => t == map_type::SOCKHASH,
+            82 => matches!(
+                t,
+                map_type::REUSEPORT_SOCKARRAY | map_type::SOCKMAP | map_type::SOCKHASH
+            ),
             195 => matches!(
                 t,
                 map_type::PERCPU_HASH | map_type::PERCPU_ARRAY | map_type::LRU_PERCPU_HASH
@@ -931,6 +1013,14 @@ impl Verifier<'_> {
             map_type::CPUMAP | map_type::XSKMAP => id == 51,
             // Perf event arrays serve output and counter reads.
             map_type::PERF_EVENT_ARRAY => matches!(id, 22 | 25 | 55),
+            // Socket maps: their redirects and updates, lookups (which
+            // return sockets), and map updates where no socket is locked
+            // (`may_update_sockmap`).
+            map_type::SOCKMAP => matches!(id, 1 | 52 | 53 | 60 | 82) || self.may_update_sockmap(id),
+            map_type::SOCKHASH => {
+                matches!(id, 1 | 70 | 71 | 72 | 82) || self.may_update_sockmap(id)
+            }
+            map_type::REUSEPORT_SOCKARRAY => id == 82,
             _ => true,
         };
         if ok {
@@ -989,6 +1079,15 @@ impl Verifier<'_> {
             }
             ArgType::PtrToMapValue => {
                 let m = map_info(self, meta)?;
+                if matches!(m.map_type, map_type::SOCKMAP | map_type::SOCKHASH) {
+                    // A socket map holds sockets (`resolve_map_arg_type`).
+                    if !reg.ty.is_socket() || reg.maybe_null {
+                        return Err(self.error(expected(
+                            "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
+                        )));
+                    }
+                    return Ok(());
+                }
                 self.ptr_arg_type(&reg, regno, false, id)?;
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Read, true)?;

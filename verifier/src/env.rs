@@ -30,8 +30,14 @@ pub mod map_type {
     pub const CGROUP_ARRAY: u32 = 8;
     /// `BPF_MAP_TYPE_DEVMAP`.
     pub const DEVMAP: u32 = 14;
+    /// `BPF_MAP_TYPE_SOCKMAP`.
+    pub const SOCKMAP: u32 = 15;
     /// `BPF_MAP_TYPE_CPUMAP`.
     pub const CPUMAP: u32 = 16;
+    /// `BPF_MAP_TYPE_SOCKHASH`.
+    pub const SOCKHASH: u32 = 18;
+    /// `BPF_MAP_TYPE_REUSEPORT_SOCKARRAY`.
+    pub const REUSEPORT_SOCKARRAY: u32 = 20;
     /// `BPF_MAP_TYPE_XSKMAP`.
     pub const XSKMAP: u32 = 17;
     /// `BPF_MAP_TYPE_DEVMAP_HASH`.

@@ -351,6 +351,29 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(96, PtrToTcpSockOrNull, &[PtrToSockCommon]),
     proto(98, PtrToSocketOrNull, &[PtrToSockCommon]),
     proto(99, PtrToSockCommonOrNull, &SK_LOOKUP),
+    // Kernel only: socket programs' helpers (sockops, sk_msg, sk_skb,
+    // sock_addr, sk_reuseport): socket options, redirects through socket
+    // maps, message data, binding.
+    proto(49, Integer, &[PtrToCtx, Anything, Anything, MEM, ConstSize]),
+    proto(52, Integer, &[PtrToCtx, ConstMapPtr, Anything, Anything]),
+    proto(53, Integer, &[PtrToCtx, ConstMapPtr, PtrToMapKey, Anything]),
+    proto(
+        57,
+        Integer,
+        &[PtrToCtx, Anything, Anything, PtrToUninitMem, ConstSize],
+    ),
+    proto(59, Integer, &[PtrToCtx, Anything]),
+    proto(60, Integer, &[PtrToCtx, ConstMapPtr, Anything, Anything]),
+    proto(61, Integer, &[PtrToCtx, Anything]),
+    proto(62, Integer, &[PtrToCtx, Anything]),
+    proto(63, Integer, &[PtrToCtx, Anything, Anything, Anything]),
+    proto(64, Integer, &[PtrToCtx, MEM, ConstSize]),
+    proto(70, Integer, &[PtrToCtx, ConstMapPtr, PtrToMapKey, Anything]),
+    proto(71, Integer, &[PtrToCtx, ConstMapPtr, PtrToMapKey, Anything]),
+    proto(72, Integer, &[PtrToCtx, ConstMapPtr, PtrToMapKey, Anything]),
+    proto(82, Integer, &[PtrToCtx, ConstMapPtr, PtrToMapKey, Anything]),
+    proto(90, Integer, &[PtrToCtx, Anything, Anything, Anything]),
+    proto(91, Integer, &[PtrToCtx, Anything, Anything, Anything]),
     proto(87, Integer, &[ConstMapPtr, PtrToMapValue, Anything]),
     proto(88, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
     proto(89, Integer, &[ConstMapPtr, PtrToUninitMapValue]),
@@ -500,8 +523,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 /// prototypes are there for the verifier's checks of kernel programs.
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
-    41, 43, 44, 46, 48, 50, 51, 54, 55, 65, 69, 79, 80, 83, 84, 85, 86, 95, 96, 97, 98, 99, 105,
-    106, 120, 122, 123, 135, 152, 155, 188, 189, 190, 195,
+    41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
+    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 105, 106, 120, 122, 123, 135, 152, 155,
+    188, 189, 190, 195,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
@@ -520,8 +544,11 @@ pub const CASTS: &[i32] = &[95, 96];
 /// `bpf_skb_vlan_push`, `bpf_skb_vlan_pop`, `bpf_skb_change_proto`,
 /// `bpf_skb_change_tail`, `bpf_skb_pull_data`, `bpf_skb_change_head`,
 /// `bpf_xdp_adjust_head`, `bpf_skb_adjust_room`, `bpf_xdp_adjust_meta`,
-/// `bpf_xdp_adjust_tail`.
-pub const CHANGES_PACKET: &[i32] = &[9, 10, 11, 13, 18, 19, 31, 38, 39, 43, 44, 50, 54, 65];
+/// `bpf_msg_pull_data`, `bpf_xdp_adjust_tail`, `bpf_msg_push_data`,
+/// `bpf_msg_pop_data`.
+pub const CHANGES_PACKET: &[i32] = &[
+    9, 10, 11, 13, 18, 19, 31, 38, 39, 43, 44, 50, 54, 63, 65, 90, 91,
+];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
 /// checks it for the kernel: [`KERNEL_ONLY`]).
