@@ -130,6 +130,27 @@ impl Verifier<'_> {
         }
     }
 
+    /// Whether the program is a sock_addr hook that reports an address
+    /// (recvmsg, getpeername, getsockname): it returns 1 and has no
+    /// return value to get or set.
+    fn reports_address(&self) -> bool {
+        use userbpf_vm::object::AttachType as A;
+        matches!(
+            self.env.attach_type,
+            Some(
+                A::CgroupUdp4Recvmsg
+                    | A::CgroupUdp6Recvmsg
+                    | A::CgroupUnixRecvmsg
+                    | A::CgroupInet4Getpeername
+                    | A::CgroupInet6Getpeername
+                    | A::CgroupUnixGetpeername
+                    | A::CgroupInet4Getsockname
+                    | A::CgroupInet6Getsockname
+                    | A::CgroupUnixGetsockname
+            )
+        )
+    }
+
     /// The values the program may return, for the program types whose
     /// return value the kernel acts on (`check_return_code`): cgroup
     /// programs allow or deny (cgroup_skb egress programs may also ask
@@ -140,24 +161,7 @@ impl Verifier<'_> {
         use ProgramType as T;
         match self.env.prog_type? {
             T::CgroupSkb if self.env.attach_type == Some(A::CgroupInetEgress) => Some((0, 3)),
-            T::CgroupSockAddr
-                if matches!(
-                    self.env.attach_type,
-                    Some(
-                        A::CgroupUdp4Recvmsg
-                            | A::CgroupUdp6Recvmsg
-                            | A::CgroupUnixRecvmsg
-                            | A::CgroupInet4Getpeername
-                            | A::CgroupInet6Getpeername
-                            | A::CgroupUnixGetpeername
-                            | A::CgroupInet4Getsockname
-                            | A::CgroupInet6Getsockname
-                            | A::CgroupUnixGetsockname
-                    )
-                ) =>
-            {
-                Some((1, 1))
-            }
+            T::CgroupSockAddr if self.reports_address() => Some((1, 1)),
             T::CgroupSkb
             | T::CgroupSockAddr
             | T::CgroupSock
@@ -244,20 +248,7 @@ impl Verifier<'_> {
         }
         // The hooks that report an address (recvmsg, getpeername,
         // getsockname) have no return value to get or set.
-        let retval = !matches!(
-            self.env.attach_type,
-            Some(
-                A::CgroupUdp4Recvmsg
-                    | A::CgroupUdp6Recvmsg
-                    | A::CgroupUnixRecvmsg
-                    | A::CgroupInet4Getpeername
-                    | A::CgroupInet6Getpeername
-                    | A::CgroupUnixGetpeername
-                    | A::CgroupInet4Getsockname
-                    | A::CgroupInet6Getsockname
-                    | A::CgroupUnixGetsockname
-            )
-        ) || !matches!(id, 186 | 187);
+        let retval = !self.reports_address() || !matches!(id, 186 | 187);
         match self.env.prog_type {
             // Embedded raw programs: every helper userbpf has.
             None => true,
