@@ -951,6 +951,24 @@ const RULES: &[Rule] = &[
         Rejects("cannot pass map_type 4 into func bpf_map_lookup_elem#1"),
     ),
     same(
+        "an AF_XDP socket's queue read after a lookup in XDP",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:10]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\nr0 = *(u32 *)(r0 + 0)\nr0 = 2\nexit",
+        Accepts,
+    ),
+    same(
+        "an AF_XDP socket read past its queue",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:10]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\nr0 = *(u32 *)(r0 + 4)\nr0 = 2\nexit",
+        Rejects("R0 invalid xdp_sock access off=4 size=4"),
+    ),
+    same(
+        "an AF_XDP socket read before its null check",
+        XDP,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:10]\ncall bpf_map_lookup_elem\nr0 = *(u32 *)(r0 + 0)\nr0 = 2\nexit",
+        Rejects("R0 invalid mem access 'map_value_or_null'"),
+    ),
+    same(
         "a socket looked up in a socket map and released",
         TC,
         concat!(
@@ -1212,7 +1230,7 @@ const RULES: &[Rule] = &[
 
 /// The maps the programs use: (type, name, key size, value size,
 /// entries).
-const MAPS: [(u32, &str, u32, u32, u32); 10] = [
+const MAPS: [(u32, &str, u32, u32, u32); 11] = [
     (2, "array", 4, 8, 4),
     (1, "hash", 4, 8, 4),
     (3, "progs", 4, 4, 4),
@@ -1223,6 +1241,7 @@ const MAPS: [(u32, &str, u32, u32, u32); 10] = [
     (6, "percpu", 4, 8, 4),
     (4, "counters", 4, 4, 4),
     (15, "sockets", 4, 4, 4),
+    (17, "xsks", 4, 4, 4),
 ];
 
 fn env(prog_type: ProgramType) -> Env {

@@ -679,6 +679,13 @@ impl Verifier<'_> {
                         ref_id,
                         ..Reg::pointer(RegType::Socket, 0)
                     }
+                } else if info.is_some_and(|i| i.map_type == map_type::XSKMAP) {
+                    // An AF_XDP socket, or NULL.
+                    Reg {
+                        maybe_null: true,
+                        id: self.fresh_id(),
+                        ..Reg::pointer(RegType::XdpSock, 0)
+                    }
                 } else if id == 1 && self.constant_key_in_range(st, m) {
                     // The kernel's nullness elision: a lookup in an array
                     // with a constant key below max_entries finds a value.
@@ -997,11 +1004,10 @@ impl Verifier<'_> {
             // bpf_skb_under_cgroup, bpf_current_task_under_cgroup.
             map_type::CGROUP_ARRAY => matches!(id, 33 | 37),
             // Redirect targets. A device map's values (`struct
-            // bpf_devmap_val`) may be looked up, read only; an AF_XDP
-            // socket map's lookups return kernel sockets userbpf does not
-            // model.
-            map_type::DEVMAP | map_type::DEVMAP_HASH => matches!(id, 1 | 51),
-            map_type::CPUMAP | map_type::XSKMAP => id == 51,
+            // bpf_devmap_val`) may be looked up, read only, and an AF_XDP
+            // socket map's sockets.
+            map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::XSKMAP => matches!(id, 1 | 51),
+            map_type::CPUMAP => id == 51,
             // Perf event arrays serve output and counter reads.
             map_type::PERF_EVENT_ARRAY => matches!(id, 22 | 25 | 55),
             // Socket maps: their redirects and updates, lookups (which

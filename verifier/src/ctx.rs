@@ -579,6 +579,10 @@ pub(crate) fn sock_access(ty: RegType, off: i64, size: u32) -> bool {
     if off < 0 || off.checked_rem(size) != Some(0) {
         return false;
     }
+    // `struct bpf_xdp_sock`: `queue_id`.
+    if ty == RegType::XdpSock {
+        return off == 0 && size == 4;
+    }
     if ty == RegType::TcpSock {
         // `bytes_received` and `bytes_acked` are read whole.
         let in_u64 = TCP_SOCK_U64

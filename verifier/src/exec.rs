@@ -313,6 +313,7 @@ impl Verifier<'_> {
             | RegType::Socket
             | RegType::SockCommon
             | RegType::TcpSock
+            | RegType::XdpSock
             | RegType::FlowKeys
             | RegType::Dynptr { .. } => {
                 return Err(self.error(format!(

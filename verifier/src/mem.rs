@@ -433,7 +433,7 @@ impl Verifier<'_> {
                 }
                 Ok(Found::Unknown)
             }
-            RegType::Socket | RegType::SockCommon | RegType::TcpSock => {
+            RegType::Socket | RegType::SockCommon | RegType::TcpSock | RegType::XdpSock => {
                 if access == Access::Write {
                     return Err(
                         self.error(format!("R{regno} cannot write into {}", base.type_name()))

@@ -81,6 +81,10 @@ pub enum RegType {
     SockCommon,
     /// A TCP socket (`PTR_TO_TCP_SOCK`, `struct bpf_tcp_sock`).
     TcpSock,
+    /// An AF_XDP socket from an `XSKMAP` lookup (`PTR_TO_XDP_SOCK`,
+    /// `struct bpf_xdp_sock`; until its null check the kernel calls it a
+    /// `map_value_or_null`).
+    XdpSock,
     /// A flow dissector's `struct bpf_flow_keys` (`PTR_TO_FLOW_KEYS`):
     /// fixed offsets, no arithmetic.
     FlowKeys,
@@ -112,6 +116,9 @@ impl RegType {
 
     /// The kernel's name for the type (`reg_type_str`).
     pub fn name(self, maybe_null: bool) -> String {
+        if self == RegType::XdpSock && maybe_null {
+            return "map_value_or_null".to_string();
+        }
         let base = match self {
             RegType::NotInit => "?",
             RegType::Scalar => "scalar",
@@ -131,6 +138,7 @@ impl RegType {
             RegType::Socket => "sock",
             RegType::SockCommon => "sock_common",
             RegType::TcpSock => "tcp_sock",
+            RegType::XdpSock => "xdp_sock",
             RegType::FlowKeys => "flow_keys",
             RegType::Dynptr { .. } => "dynptr",
         };
