@@ -969,6 +969,22 @@ const RULES: &[Rule] = &[
         Rejects("R0 invalid mem access 'map_value_or_null'"),
     ),
     same(
+        "a looked-up socket assigned to the packet in TC",
+        TC,
+        concat!(
+            "r6 = r1\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_sk_lookup_tcp\nif r0 == 0 goto +7\nr7 = r0\n",
+            "r1 = r6\nr2 = r0\nr3 = 0\ncall bpf_sk_assign\nr1 = r7\ncall bpf_sk_release\nr0 = 0\nexit"
+        ),
+        Accepts,
+    ),
+    same(
+        "NULL assigned to the packet in TC",
+        TC,
+        "r2 = 0\nr3 = 0\ncall bpf_sk_assign\nr0 = 0\nexit",
+        Rejects("R2 type=scalar expected=sock_common, sock, tcp_sock, xdp_sock"),
+    ),
+    same(
         "a socket looked up in a socket map and released",
         TC,
         concat!(

@@ -217,6 +217,20 @@ impl Verifier<'_> {
                 ArgType::ConstSize,
             ],
         };
+        static SK_ASSIGN_LOOKUP: KernelProto = KernelProto {
+            id: 124,
+            ret: RetType::Integer,
+            args: [
+                ArgType::PtrToCtx,
+                ArgType::PtrToSockOrNull,
+                ArgType::Anything,
+                ArgType::DontCare,
+                ArgType::DontCare,
+            ],
+        };
+        if id == 124 && self.env.prog_type == Some(T::SkLookup) {
+            return Some(&SK_ASSIGN_LOOKUP);
+        }
         if self.env.prog_type == Some(T::CgroupSockopt) {
             match id {
                 49 => return Some(&SK_SETSOCKOPT),
@@ -276,6 +290,7 @@ impl Verifier<'_> {
                     || REDIRECT.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
+                    || id == 124
             }
             Some(T::SocketFilter) => PACKET.contains(&id) || SKB.contains(&id),
             // Also `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`,
@@ -310,7 +325,7 @@ impl Verifier<'_> {
                             Some(A::CgroupInet4Connect | A::CgroupInet6Connect)
                         ))
             }
-            Some(T::SkLookup) => id == 25 || id == 86,
+            Some(T::SkLookup) => matches!(id, 25 | 86 | 124),
             Some(T::SockOps) => matches!(id, 25 | 46 | 49 | 53 | 57 | 59 | 70 | 96 | 122),
             Some(T::SkMsg) => matches!(id, 25 | 60 | 61 | 62 | 63 | 71 | 90 | 91 | 122),
             Some(T::FlowDissector) => id == 26,
@@ -1212,6 +1227,11 @@ impl Verifier<'_> {
             }
             ArgType::PtrToConstStr => self.const_str(&reg, regno)?,
             ArgType::PtrToDynptr(what) => self.dynptr_arg(st, meta, &reg, regno, i, what)?,
+            ArgType::PtrToSockOrNull => {
+                if reg.const_value() != Some(0) && reg.ty != RegType::Socket {
+                    return Err(self.error(expected("sock")));
+                }
+            }
             ArgType::PtrToSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
                     return Err(self.error(expected("sock_common, sock, tcp_sock, xdp_sock")));

@@ -68,6 +68,9 @@ pub enum ArgType {
     PtrToMemInOut,
     /// `ARG_PTR_TO_DYNPTR`: a `struct bpf_dynptr` (16 bytes of stack).
     PtrToDynptr(DynptrArg),
+    /// `ARG_PTR_TO_SOCKET_OR_NULL` (`bpf_sk_assign` in sk_lookup
+    /// programs): a full socket, or NULL.
+    PtrToSockOrNull,
     /// `ARG_PTR_TO_SOCK_COMMON`: a socket pointer of any kind (not null).
     PtrToSockCommon,
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
@@ -396,6 +399,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only: the network namespace of the context's socket, or of
     // the caller (NULL).
     proto(122, Integer, &[PtrToCtxOrNull]),
+    // Kernel only: a socket for the packet (TC; sk_lookup programs pass
+    // a full socket or NULL).
+    proto(124, Integer, &[PtrToCtx, PtrToSockCommon, Anything]),
     // Kernel only: the current task's cgroup ancestor at a level.
     proto(123, Integer, &[Anything]),
     proto(125, Integer, &[]),
@@ -524,8 +530,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
-    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 105, 106, 120, 122, 123, 135, 152, 155,
-    188, 189, 190, 195,
+    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 105, 106, 120, 122, 123, 124, 135, 152,
+    155, 188, 189, 190, 195,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
