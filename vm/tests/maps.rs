@@ -808,3 +808,58 @@ fn dynptrs_over_ring_buffer_records_and_map_values() {
         "the local dynptr's write"
     );
 }
+
+#[test]
+fn a_program_reads_another_cpu_slot_of_a_per_cpu_map() {
+    use std::sync::Arc;
+    use userbpf_vm::asm::assemble;
+    use userbpf_vm::maps::array::BPF_MAP_TYPE_PERCPU_ARRAY;
+    use userbpf_vm::maps::hash::BPF_MAP_TYPE_PERCPU_HASH;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::{Config, Helpers, Program};
+
+    for map_type in [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH] {
+        let m = Map::create(spec("pc", map_type, 4, 8, 4)).unwrap();
+        let slots = m.percpu_slots().unwrap();
+        // Slot i holds 100 + i (user space writes every slot, 8 bytes each).
+        let all: Vec<u8> = (0..slots as u64)
+            .flat_map(|i| (100 + i).to_le_bytes())
+            .collect();
+        m.update(&0u32.to_le_bytes(), &all, BPF_ANY).unwrap();
+        let handle = m.handle();
+        let mut set = MapSet::default();
+        set.push(m);
+        let set = Arc::new(set);
+        // r0 = *lookup_percpu(map, &0, *(u32 *)r1), or 99 when NULL.
+        let src = format!(
+            "ldxw %r3, [%r1]
+            stw [%r10-4], 0
+            lddw %r1, {handle:#x}
+            mov %r2, %r10
+            add %r2, -4
+            call 195
+            jeq %r0, 0, absent
+            ldxdw %r0, [%r0]
+            exit
+        absent:
+            mov %r0, 99
+            exit"
+        );
+        let program = Program::new("percpu", assemble(&src).unwrap()).unwrap();
+        let mut vm = set
+            .vm(&program, &Helpers::new(), Config::default())
+            .unwrap();
+        for cpu in 0..slots as u32 {
+            assert_eq!(
+                vm.run(&mut cpu.to_le_bytes()),
+                Ok(100 + u64::from(cpu)),
+                "map type {map_type}, slot {cpu}"
+            );
+        }
+        assert_eq!(
+            vm.run(&mut (slots as u32).to_le_bytes()),
+            Ok(99),
+            "past the slots"
+        );
+    }
+}

@@ -73,6 +73,18 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
     Some(unsafe { elem_ptr(map, l, i).add(s * l.value_stride) })
 }
 
+/// A pointer to the value of `key` in CPU slot `cpu` of a per-CPU array
+/// (`bpf_map_lookup_percpu_elem`; `None` past the slots).
+pub(super) fn lookup_on_cpu(map: &Map, l: &Layout, key: &[u8], cpu: usize) -> Option<*mut u8> {
+    let (cpus, _) = l.percpu?;
+    if cpu >= cpus {
+        return None;
+    }
+    let i = index(map, key)?;
+    // SAFETY: cpu < CPU slots: inside the index's block.
+    Some(unsafe { elem_ptr(map, l, i).add(cpu * l.value_stride) })
+}
+
 /// A copy of every CPU slot of `key` (the kernel's user-space view:
 /// `round_up(value_size, 8)` bytes per CPU).
 pub(super) fn lookup_all(map: &Map, l: &Layout, key: &[u8]) -> Option<Vec<u8>> {

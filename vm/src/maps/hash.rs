@@ -383,6 +383,31 @@ fn write_end(b: &Bucket) {
 }
 
 pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
+    lookup_with(map, l, key, |idx| map.program_value(l, idx))
+}
+
+/// A pointer to the value of `key` in CPU slot `cpu` of a per-CPU hash
+/// (`bpf_map_lookup_percpu_elem`; `None` past the slots).
+pub(super) fn lookup_on_cpu(map: &Map, l: &Layout, key: &[u8], cpu: usize) -> Option<*mut u8> {
+    let (cpus, _) = l.percpu?;
+    if cpu >= cpus {
+        return None;
+    }
+    // SAFETY: cpu < CPU slots: inside the element's block.
+    lookup_with(map, l, key, |idx| unsafe {
+        map.value_ptr_h(l, idx).add(cpu * l.value_stride)
+    })
+}
+
+/// A lookup (lock-free while no writer is in the bucket) that returns
+/// `value(idx)` of the element found.
+#[inline(always)]
+fn lookup_with(
+    map: &Map,
+    l: &Layout,
+    key: &[u8],
+    value: impl Fn(usize) -> *mut u8,
+) -> Option<*mut u8> {
     let h = hash(key, map.header().seed);
     let b = map.bucket(l, h as usize);
     for _ in 0..8 {
@@ -396,7 +421,7 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
         if b.seq.load(Ordering::Relaxed) == s1 {
             return found.map(|idx| {
                 map.touch(l, idx);
-                map.program_value(l, idx)
+                value(idx)
             });
         }
     }
@@ -406,8 +431,7 @@ pub(super) fn lookup(map: &Map, l: &Layout, key: &[u8]) -> Option<*mut u8> {
     if b.seq.load(Ordering::Relaxed) & 1 != 0 {
         write_end(b);
     }
-    map.find(l, b, h, key)
-        .map(|(_, idx)| map.program_value(l, idx))
+    map.find(l, b, h, key).map(|(_, idx)| value(idx))
 }
 
 /// A copy of the value of `key` for user space: every CPU slot of a

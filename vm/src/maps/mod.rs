@@ -521,6 +521,21 @@ impl Map {
         }
     }
 
+    /// A pointer to the value of `key` in CPU slot `cpu` of a per-CPU map
+    /// (`bpf_map_lookup_percpu_elem`: in user space a CPU slot is the one
+    /// a run leases, see [`percpu`]); `None` for other maps, absent keys
+    /// and slots past the map's.
+    pub fn lookup_ptr_on_cpu(&self, key: &[u8], cpu: usize) -> Option<*mut u8> {
+        if key.len() != self.spec.key_size as usize {
+            return None;
+        }
+        match &self.layout {
+            Layout::Array(l) => array::lookup_on_cpu(self, l, key, cpu),
+            Layout::Hash(l) => hash::lookup_on_cpu(self, l, key, cpu),
+            _ => None,
+        }
+    }
+
     /// CPU slots of a per-CPU map (`None` for other maps).
     pub fn percpu_slots(&self) -> Option<usize> {
         match &self.layout {

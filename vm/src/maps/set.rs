@@ -43,6 +43,8 @@ pub const BPF_FUNC_RINGBUF_SUBMIT: i32 = 132;
 pub const BPF_FUNC_RINGBUF_DISCARD: i32 = 133;
 /// `bpf_ringbuf_query`.
 pub const BPF_FUNC_RINGBUF_QUERY: i32 = 134;
+/// `bpf_map_lookup_percpu_elem`.
+pub const BPF_FUNC_MAP_LOOKUP_PERCPU_ELEM: i32 = 195;
 
 /// Maps by index (the `imm` of `lddw src=5/6`) and by handle.
 #[derive(Debug, Default)]
@@ -296,6 +298,13 @@ impl MapSet {
                 return Ok(set.inner_map(map, key).map_or(0, |m| m.handle()));
             }
             Ok(map.lookup_ptr(key).map_or(0, |p| p as u64))
+        });
+        let set = Arc::clone(self);
+        h.register_kernel(BPF_FUNC_MAP_LOOKUP_PERCPU_ELEM, move |ctx, a| {
+            let map = set.map_arg(a[0])?;
+            let key = ctx.bytes(a[1], map.spec().key_size as usize)?;
+            let cpu = usize::try_from(a[2]).unwrap_or(usize::MAX);
+            Ok(map.lookup_ptr_on_cpu(key, cpu).map_or(0, |p| p as u64))
         });
         let set = Arc::clone(self);
         h.register_kernel(
