@@ -982,7 +982,7 @@ const RULES: &[Rule] = &[
         "NULL assigned to the packet in TC",
         TC,
         "r2 = 0\nr3 = 0\ncall bpf_sk_assign\nr0 = 0\nexit",
-        Rejects("R2 type=scalar expected=sock_common, sock, tcp_sock, xdp_sock"),
+        Rejects("R2 type=scalar expected=sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_"),
     ),
     same(
         "a socket looked up in a socket map and released",

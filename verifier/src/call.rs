@@ -1232,9 +1232,13 @@ impl Verifier<'_> {
                     return Err(self.error(expected("sock")));
                 }
             }
-            ArgType::PtrToSockCommon => {
+            ArgType::PtrToSockCommon | ArgType::PtrToBtfSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
-                    return Err(self.error(expected("sock_common, sock, tcp_sock, xdp_sock")));
+                    return Err(self.error(expected(if arg == ArgType::PtrToSockCommon {
+                        "sock_common, sock, tcp_sock, xdp_sock"
+                    } else {
+                        "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_"
+                    })));
                 }
                 meta.sock_ref = reg.ref_id;
             }

@@ -73,6 +73,10 @@ pub enum ArgType {
     PtrToSockOrNull,
     /// `ARG_PTR_TO_SOCK_COMMON`: a socket pointer of any kind (not null).
     PtrToSockCommon,
+    /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON` (`bpf_sk_assign` in TC): as
+    /// [`ArgType::PtrToSockCommon`], or a BTF socket pointer, which
+    /// userbpf does not model.
+    PtrToBtfSockCommon,
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
     /// socket reference from a lookup, released by the call.
     PtrToSockCommonRelease,
@@ -401,7 +405,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(122, Integer, &[PtrToCtxOrNull]),
     // Kernel only: a socket for the packet (TC; sk_lookup programs pass
     // a full socket or NULL).
-    proto(124, Integer, &[PtrToCtx, PtrToSockCommon, Anything]),
+    proto(124, Integer, &[PtrToCtx, PtrToBtfSockCommon, Anything]),
     // Kernel only: the current task's cgroup ancestor at a level.
     proto(123, Integer, &[Anything]),
     proto(125, Integer, &[]),
