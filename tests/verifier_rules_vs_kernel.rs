@@ -902,6 +902,30 @@ const RULES: &[Rule] = &[
         Accepts,
     ),
     same(
+        "bpf_check_mtu with the MTU on the stack in XDP",
+        XDP,
+        "*(u32 *)(r10 - 8) = 0\nr2 = 0\nr3 = r10\nr3 += -8\nr4 = 0\nr5 = 0\ncall bpf_check_mtu\nr0 = 2\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_check_mtu with a misaligned MTU",
+        XDP,
+        "*(u64 *)(r10 - 8) = 0\nr2 = 0\nr3 = r10\nr3 += -6\nr4 = 0\nr5 = 0\ncall bpf_check_mtu\nr0 = 2\nexit",
+        Rejects("misaligned stack access off 0+-6+0 size 4"),
+    ),
+    same(
+        "bpf_tcp_check_syncookie on the packet's headers in XDP",
+        XDP,
+        concat!(
+            "r6 = r1\nr8 = *(u32 *)(r6 + 0)\nr9 = *(u32 *)(r6 + 4)\nr1 = r8\nr1 += 40\nif r1 > r9 goto +21\n",
+            "r2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr1 = r6\nr2 = r10\nr2 += -16\n",
+            "r3 = 12\nr4 = -1\nr5 = 0\ncall bpf_skc_lookup_tcp\nif r0 == 0 goto +10\nr7 = r0\n",
+            "r1 = r0\nr2 = r8\nr3 = 20\nr4 = r8\nr4 += 20\nr5 = 20\ncall bpf_tcp_check_syncookie\n",
+            "r1 = r7\ncall bpf_sk_release\nr0 = 2\nexit"
+        ),
+        Accepts,
+    ),
+    same(
         "bpf_redirect in TC",
         TC,
         "r1 = 1\nr2 = 0\ncall bpf_redirect\nexit",

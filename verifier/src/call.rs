@@ -44,9 +44,9 @@ const PACKET: &[i32] = &[25];
 /// `bpf_get_netns_cookie`.
 const SKB: &[i32] = &[26, 46, 122];
 /// Helpers that may read or write packet memory through a pointer
-/// argument (`pkt_access` in their kernel prototype): the map helpers and
-/// `bpf_csum_diff`.
-const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89];
+/// argument (`pkt_access` in their kernel prototype): the map helpers,
+/// `bpf_csum_diff` and the SYN cookie helpers.
+const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89, 100, 110];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
 /// Helpers of TC programs only: `bpf_csum_update`, those that change
@@ -61,9 +61,11 @@ const TC: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 24, 29, 30, 31, 32, 34, 38, 39, 40, 41, 43, 48, 50, 79, 83,
     97, 135, 152, 155,
 ];
-/// Redirects and route lookups of TC and XDP programs: `bpf_redirect`,
-/// `bpf_fib_lookup` (and XDP's `bpf_redirect_map`).
-const REDIRECT: &[i32] = &[23, 69];
+/// Redirects, route lookups, MTU checks and SYN cookies of TC and XDP
+/// programs: `bpf_redirect`, `bpf_fib_lookup`, `bpf_check_mtu`,
+/// `bpf_tcp_check_syncookie`, `bpf_tcp_gen_syncookie` (and XDP's
+/// `bpf_redirect_map`).
+const REDIRECT: &[i32] = &[23, 69, 100, 110, 163];
 /// Helpers of XDP programs' frames: `bpf_xdp_get_buff_len`,
 /// `bpf_xdp_load_bytes`, `bpf_xdp_store_bytes`.
 const XDP_BUFF: &[i32] = &[188, 189, 190];
@@ -1198,11 +1200,12 @@ impl Verifier<'_> {
                     return Err(self.error(expected("fp")));
                 }
             }
-            ArgType::PtrToLong => {
+            ArgType::PtrToLong | ArgType::PtrToU32 => {
+                let n = if arg == ArgType::PtrToLong { 8 } else { 4 };
                 self.ptr_arg_type(&reg, regno, true, id)?;
-                // In the kernel's order: the 8 bytes, then `MEM_ALIGNED`.
-                self.helper_mem(st, regno, 8, 8, Access::Write, false)?;
-                self.aligned(&reg, 0, 8)?;
+                // In the kernel's order: the bytes, then `MEM_ALIGNED`.
+                self.helper_mem(st, regno, u64::from(n), u64::from(n), Access::Write, false)?;
+                self.aligned(&reg, 0, n)?;
             }
             ArgType::PtrToTimer => {
                 let RegType::MapValue { map } = reg.ty else {

@@ -55,6 +55,9 @@ pub enum ArgType {
     PtrToStackOrNull,
     /// `ARG_PTR_TO_LONG`: 8 bytes the helper writes.
     PtrToLong,
+    /// `ARG_PTR_TO_FIXED_SIZE_MEM | MEM_UNINIT | MEM_ALIGNED` of 4 bytes
+    /// (`bpf_check_mtu`'s MTU): a `u32` the helper reads and writes.
+    PtrToU32,
     /// `ARG_PTR_TO_TIMER`: a `struct bpf_timer` in a map value.
     PtrToTimer,
     /// `ARG_PTR_TO_CONST_STR`: a NUL-terminated string in read-only map
@@ -183,6 +186,10 @@ impl KernelProto {
                     size: ArgSize::Fixed(8),
                     nullable: false,
                 },
+                ArgType::PtrToU32 => ArgKind::WriteMem {
+                    size: ArgSize::Fixed(4),
+                    nullable: false,
+                },
                 ArgType::PtrToDynptr(DynptrArg::New(_)) => ArgKind::WriteMem {
                     size: ArgSize::Fixed(16),
                     nullable: false,
@@ -274,6 +281,18 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(79, Integer, &[PtrToCtx]),
     proto(83, Integer, &[PtrToCtx, Anything]),
     proto(97, Integer, &[PtrToCtx]),
+    // Kernel only: SYN cookies of a listening socket, from the packet's
+    // IP and TCP headers.
+    proto(
+        100,
+        Integer,
+        &[PtrToBtfSockCommon, MEM, ConstSize, MEM, ConstSize],
+    ),
+    proto(
+        110,
+        Integer,
+        &[PtrToBtfSockCommon, MEM, ConstSize, MEM, ConstSize],
+    ),
     proto(135, Integer, &[PtrToCtx, Anything]),
     proto(
         152,
@@ -281,6 +300,11 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[Anything, MEM_OR_NULL, ConstSizeOrZero, Anything],
     ),
     proto(155, Integer, &[Anything, Anything]),
+    proto(
+        163,
+        Integer,
+        &[PtrToCtx, Anything, PtrToU32, Anything, Anything],
+    ),
     proto(188, Integer, &[PtrToCtx]),
     proto(
         189,
@@ -534,8 +558,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
-    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 105, 106, 120, 122, 123, 124, 135, 152,
-    155, 188, 189, 190,
+    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122, 123, 124,
+    135, 152, 155, 163, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
