@@ -11,7 +11,7 @@
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
 
 use userbpf_kernel::{kernel_required, kernel_unavailable, KernelProgram, LoadRequest};
-use userbpf_verifier::{check, Context, Env, Options};
+use userbpf_verifier::{check, Context, Env, Options, VerifyError};
 use userbpf_vm::insn::Insn;
 use userbpf_vm::object::ProgramKind;
 use userbpf_vm::Program;
@@ -96,6 +96,30 @@ fn request<'a>(name: &'a str, kind: &ProgramKind, insns: &'a [Insn]) -> LoadRequ
     }
 }
 
+/// Both verifiers' verdicts on `text` as a program of `kind`: ours, and
+/// the kernel's (on a refusal its log when `log`, else only the error: a
+/// load without a log is the faster one).
+fn verdicts(
+    kind: &ProgramKind,
+    text: &str,
+    log: bool,
+) -> (Result<(), Box<VerifyError>>, Result<(), String>) {
+    let insns = userbpf_vm::asm::assemble(text).expect("assembles");
+    let program = Program::new("p", insns.clone()).expect("valid program");
+    let ours = check(&program, &env_for(kind), &Options::default(), None).map(|_| ());
+    let request = request("p", kind, &insns);
+    let kernel = if log {
+        KernelProgram::load_request(&request)
+            .map(|_| ())
+            .map_err(|e| e.log)
+    } else {
+        KernelProgram::load_once(&request, 0, 0)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    (ours, kernel)
+}
+
 /// The C type of a `size`-byte access.
 fn mem_type(size: u32) -> &'static str {
     match size {
@@ -156,20 +180,12 @@ fn every_context_access_gets_the_kernels_verdict() {
     let mut differences = 0usize;
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
-        let context = Context::for_kind(&kind);
-        let env = env_for(&kind);
-        let end = i64::from(context.size().max(192)) + 8;
+        let end = i64::from(Context::for_kind(&kind).size().max(192)) + 8;
         for op in [Op::Load, Op::Store] {
             for size in [1u32, 2, 4, 8] {
                 for off in -8..end {
-                    let text = source(op, off, size);
-                    let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
-                    let program = Program::new("ctx", insns.clone()).expect("valid program");
-                    let ours = check(&program, &env, &Options::default(), None)
-                        .map(|_| ())
-                        .map_err(|e| e.message);
-                    let request = request("ctx", &kind, &insns);
-                    let kernel = KernelProgram::load_once(&request, 0, 0).map(|_| ());
+                    let (ours, kernel) = verdicts(&kind, &source(op, off, size), false);
+                    let ours = ours.map_err(|e| e.message);
                     checked += 1;
                     if ours.is_ok() == kernel.is_ok() {
                         continue;
@@ -213,7 +229,6 @@ fn packet_permissions_follow_the_program_type() {
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
         let context = Context::for_kind(&kind);
-        let env = env_for(&kind);
         // `data` and `data_end` of `struct __sk_buff`, or `struct xdp_md`.
         // The packet's start and end in the context, and their size.
         let (data, data_end, ty) = match context {
@@ -241,11 +256,8 @@ fn packet_permissions_follow_the_program_type() {
             ),
         ];
         for (what, text) in cases {
-            let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
-            let program = Program::new("pkt", insns.clone()).expect("valid program");
-            let ours = check(&program, &env, &Options::default(), None).map_err(|e| e.message);
-            let request = request("pkt", &kind, &insns);
-            let kernel = KernelProgram::load_request(&request);
+            let (ours, kernel) = verdicts(&kind, &text, true);
+            let ours = ours.map_err(|e| e.message);
             println!(
                 "{section} {what}: kernel {}, userbpf {}",
                 if kernel.is_ok() { "accepts" } else { "rejects" },
@@ -254,9 +266,7 @@ fn packet_permissions_follow_the_program_type() {
             if ours.is_ok() != kernel.is_ok() {
                 failures.push(format!(
                     "{section} {what}: kernel {:?}, userbpf {ours:?}",
-                    kernel
-                        .map(|_| ())
-                        .map_err(|e| e.log.lines().last().map(str::to_string))
+                    kernel.map_err(|log| log.lines().last().map(str::to_string))
                 ));
             }
         }
@@ -296,23 +306,13 @@ fn each_program_type_may_call_the_kernels_helpers() {
     let mut unmodeled = Vec::new();
     for &section in SECTIONS {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
-        let env = env_for(&kind);
         let mut missing = Vec::new();
         for id in 1..BPF_FUNC_MAX_ID {
             // The arguments are unset: a verifier that lets the program
             // type call the helper refuses its first argument instead.
-            let insns =
-                userbpf_vm::asm::assemble(&format!("call {id}\nr0 = 1\nexit")).expect("assembles");
-            let program = Program::new("helper", insns.clone()).expect("valid program");
-            let ours = match check(&program, &env, &Options::default(), None) {
-                Ok(_) => "accepted".to_string(),
-                Err(e) => e.message,
-            };
-            let request = request("helper", &kind, &insns);
-            let kernel = match KernelProgram::load_request(&request) {
-                Ok(_) => "accepted".to_string(),
-                Err(e) => e.log,
-            };
+            let (ours, kernel) = verdicts(&kind, &format!("call {id}\nr0 = 1\nexit"), true);
+            let ours = ours.map_or_else(|e| e.message, |()| "accepted".to_string());
+            let kernel = kernel.map_or_else(|log| log, |()| "accepted".to_string());
             let k = !refuses_helper(&kernel);
             if ours.contains("no prototype") {
                 if k {
@@ -380,7 +380,6 @@ fn socket_fields_are_read_as_the_kernel_reads_them() {
         return;
     }
     let kind = ProgramKind::from_section("tc").expect("a libbpf section");
-    let env = env_for(&kind);
     let mut failures = Vec::new();
     let mut checked = 0usize;
     for (what, lookup, tcp) in [
@@ -392,13 +391,8 @@ fn socket_fields_are_read_as_the_kernel_reads_them() {
             for size in [1u32, 2, 4, 8] {
                 for off in -4..120 {
                     let text = socket_read(lookup, tcp, op, off, size);
-                    let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
-                    let program = Program::new("sock", insns.clone()).expect("valid program");
-                    let ours = check(&program, &env, &Options::default(), None)
-                        .map(|_| ())
-                        .map_err(|e| format!("{} at pc {}", e.message, e.pc));
-                    let request = request("sock", &kind, &insns);
-                    let kernel = KernelProgram::load_once(&request, 0, 0).map(|_| ());
+                    let (ours, kernel) = verdicts(&kind, &text, false);
+                    let ours = ours.map_err(|e| format!("{} at pc {}", e.message, e.pc));
                     checked += 1;
                     if ours.is_ok() != kernel.is_ok() {
                         failures.push(format!(
@@ -441,17 +435,9 @@ fn return_values_follow_the_program_type() {
     let mut failures = Vec::new();
     for section in SECTIONS.iter().copied().chain(cgroup_sections) {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
-        let env = env_for(&kind);
         for ret in ["-1", "0", "1", "2", "3", "4"] {
-            let text = format!("r0 = {ret}\nexit");
-            let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
-            let program = Program::new("ret", insns.clone()).expect("valid program");
-            let ours = check(&program, &env, &Options::default(), None)
-                .map(|_| ())
-                .map_err(|e| e.message);
-            let kernel = KernelProgram::load_request(&request("ret", &kind, &insns))
-                .map(|_| ())
-                .map_err(|e| e.log);
+            let (ours, kernel) = verdicts(&kind, &format!("r0 = {ret}\nexit"), true);
+            let ours = ours.map_err(|e| e.message);
             let agree = match (&ours, &kernel) {
                 (Ok(()), Ok(())) => true,
                 (Err(m), Err(log)) => log.contains(m.as_str()),
