@@ -100,6 +100,12 @@ const SOCK_COOKIES: &[i32] = &[46, 122];
 /// `bpf_skb_adjust_room`.
 const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46, 50];
 
+/// The register types a socket argument takes (`sock_common_types`), as
+/// the kernel lists them when it refuses one; with the BTF socket
+/// pointers for `ARG_PTR_TO_BTF_ID_SOCK_COMMON`.
+const SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock";
+const BTF_SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_";
+
 /// What the checks of earlier arguments tell later ones.
 #[derive(Default)]
 struct Meta {
@@ -427,17 +433,10 @@ impl Verifier<'_> {
                     )));
                 };
                 if id == BPF_ITER_NUM_NEXT {
-                    Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(
-                            RegType::Mem {
-                                size: 4,
-                                rdonly: true,
-                            },
-                            0,
-                        )
-                    }
+                    self.or_null(RegType::Mem {
+                        size: 4,
+                        rdonly: true,
+                    })
                 } else {
                     st.refs.retain(|&(r, _)| r != iter.ref_id);
                     let (slot, _) = st.frames[fi].slot_mut(off);
@@ -678,41 +677,22 @@ impl Verifier<'_> {
                             outer.name
                         )));
                     };
-                    Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::ConstMap { map: inner }, 0)
-                    }
+                    self.or_null(RegType::ConstMap { map: inner })
                 } else if info
                     .is_some_and(|i| matches!(i.map_type, map_type::SOCKMAP | map_type::SOCKHASH))
                 {
                     // A socket map's lookup returns a reference to the
                     // socket (`is_acquire_function`).
-                    let ref_id = self.fresh_id();
-                    st.refs.push((ref_id, pc));
-                    Reg {
-                        maybe_null: true,
-                        id: ref_id,
-                        ref_id,
-                        ..Reg::pointer(RegType::Socket, 0)
-                    }
+                    self.acquired_or_null(st, pc, RegType::Socket)
                 } else if info.is_some_and(|i| i.map_type == map_type::XSKMAP) {
                     // An AF_XDP socket, or NULL.
-                    Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::XdpSock, 0)
-                    }
+                    self.or_null(RegType::XdpSock)
                 } else if id == 1 && self.constant_key_in_range(st, m) {
                     // The kernel's nullness elision: a lookup in an array
                     // with a constant key below max_entries finds a value.
                     Reg::pointer(RegType::MapValue { map: m }, 0)
                 } else {
-                    Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::MapValue { map: m }, 0)
-                    }
+                    self.or_null(RegType::MapValue { map: m })
                 }
             }
             RetType::PtrToSocketOrNull
@@ -723,23 +703,18 @@ impl Verifier<'_> {
                     RetType::PtrToSockCommonOrNull => RegType::SockCommon,
                     _ => RegType::TcpSock,
                 };
-                let ptr_id = self.fresh_id();
                 // A lookup acquires a reference (released on the null
                 // branch or by `bpf_sk_release`); a cast shares its
                 // argument's.
-                let ref_id = if userbpf_vm::proto::ACQUIRES.contains(&id) {
-                    st.refs.push((ptr_id, pc));
-                    ptr_id
+                if userbpf_vm::proto::ACQUIRES.contains(&id) {
+                    self.acquired_or_null(st, pc, ty)
                 } else if userbpf_vm::proto::CASTS.contains(&id) {
-                    meta.sock_ref
+                    Reg {
+                        ref_id: meta.sock_ref,
+                        ..self.or_null(ty)
+                    }
                 } else {
-                    0
-                };
-                Reg {
-                    maybe_null: true,
-                    id: ptr_id,
-                    ref_id,
-                    ..Reg::pointer(ty, 0)
+                    self.or_null(ty)
                 }
             }
             RetType::PtrToDynptrMemOrNull => {
@@ -748,16 +723,11 @@ impl Verifier<'_> {
                     .map_err(|_| self.error(format!("R3 dynptr slice size {size} is too large")))?;
                 // A ring buffer dynptr's slice dies with the record.
                 Reg {
-                    maybe_null: true,
-                    id: self.fresh_id(),
                     ref_id: meta.dynptr_ref,
-                    ..Reg::pointer(
-                        RegType::Mem {
-                            size,
-                            rdonly: false,
-                        },
-                        0,
-                    )
+                    ..self.or_null(RegType::Mem {
+                        size,
+                        rdonly: false,
+                    })
                 }
             }
             RetType::PtrToRingbufMemOrNull => {
@@ -765,14 +735,7 @@ impl Verifier<'_> {
                 let size = u32::try_from(size).map_err(|_| {
                     self.error(format!("R2 ring buffer record size {size} is too large"))
                 })?;
-                let ref_id = self.fresh_id();
-                st.refs.push((ref_id, pc));
-                Reg {
-                    maybe_null: true,
-                    id: ref_id,
-                    ref_id,
-                    ..Reg::pointer(RegType::RingbufMem { size }, 0)
-                }
+                self.acquired_or_null(st, pc, RegType::RingbufMem { size })
             }
         };
         let frame = st.cur_mut();
@@ -1096,9 +1059,7 @@ impl Verifier<'_> {
                 if matches!(m.map_type, map_type::SOCKMAP | map_type::SOCKHASH) {
                     // A socket map holds sockets (`resolve_map_arg_type`).
                     if !reg.ty.is_socket() || reg.maybe_null {
-                        return Err(self.error(expected(
-                            "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
-                        )));
+                        return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
                     }
                     return Ok(());
                 }
@@ -1238,18 +1199,16 @@ impl Verifier<'_> {
             ArgType::PtrToSockCommon | ArgType::PtrToBtfSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
                     return Err(self.error(expected(if arg == ArgType::PtrToSockCommon {
-                        "sock_common, sock, tcp_sock, xdp_sock"
+                        SOCK_COMMON_TYPES
                     } else {
-                        "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_"
+                        BTF_SOCK_COMMON_TYPES
                     })));
                 }
                 meta.sock_ref = reg.ref_id;
             }
             ArgType::PtrToSockCommonRelease => {
                 if !reg.ty.is_socket() || reg.maybe_null {
-                    return Err(self.error(expected(
-                        "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
-                    )));
+                    return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
                 }
                 if reg.ref_id == 0 || !st.refs.iter().any(|&(r, _)| r == reg.ref_id) {
                     return Err(self.error(format!(

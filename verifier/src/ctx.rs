@@ -179,8 +179,8 @@ pub enum CtxField {
     PacketEnd,
     /// `data_meta`: a pointer to the metadata before the packet.
     PacketMeta,
-    /// `__sk_buff->sk`: the packet's socket, or NULL
-    /// (`PTR_TO_SOCK_COMMON_OR_NULL`).
+    /// `__sk_buff->sk`: the packet's socket, or NULL; also
+    /// `sk_reuseport_md->migrating_sk` (`PTR_TO_SOCK_COMMON_OR_NULL`).
     SockCommonOrNull,
     /// `bpf_sk_lookup->sk`: the selected socket, or NULL
     /// (`PTR_TO_SOCKET_OR_NULL`).
@@ -189,9 +189,6 @@ pub enum CtxField {
     Socket,
     /// `__sk_buff->flow_keys` of a flow dissector (`PTR_TO_FLOW_KEYS`).
     FlowKeys,
-    /// `sk_reuseport_md->migrating_sk` (`PTR_TO_SOCK_COMMON_OR_NULL`),
-    /// read like [`CtxField::SockCommonOrNull`].
-    MigratingSock,
 }
 
 /// `PERF_MAX_TRACE_SIZE`.
@@ -377,7 +374,7 @@ impl Context {
                     (0, 8) => Some(CtxField::PacketData),
                     (8, 8) => Some(CtxField::PacketEnd),
                     (40, 8) => Some(CtxField::Socket),
-                    (48, 8) => Some(CtxField::MigratingSock),
+                    (48, 8) => Some(CtxField::SockCommonOrNull),
                     // len, ip_protocol, bind_inany in parts; eth_protocol
                     // in 2 or 4 bytes; hash whole.
                     (16..20 | 24..32, 1 | 2 | 4) => Some(CtxField::Scalar),
@@ -616,7 +613,7 @@ pub(crate) fn sock_access(ty: RegType, off: i64, size: u32) -> bool {
     ];
     let address = (S::SRC_IP4..S::SRC_PORT).contains(&off) || (S::DST_IP4..S::STATE).contains(&off);
     if narrow_at_start.contains(&off) || address {
-        return size <= 4 && off.checked_rem(4).unwrap_or(4).saturating_add(size) <= 4;
+        return narrow_ok(off, size, 4);
     }
     match off {
         S::DST_PORT => size <= 4,
@@ -670,6 +667,12 @@ fn sock_ops_access(off: u32, size: u32, write: bool) -> Option<CtxField> {
     }
 }
 
+/// `bpf_ctx_narrow_access_ok`: `size` bytes at `off` (not negative) lie
+/// inside one field of `field` bytes, a power of two.
+fn narrow_ok(off: i64, size: i64, field: i64) -> bool {
+    size <= field && (off & field.wrapping_sub(1)).saturating_add(size) <= field
+}
+
 /// `struct bpf_sk_lookup` offsets.
 mod sk_lookup {
     pub const FAMILY: u32 = 8;
@@ -693,7 +696,7 @@ fn sk_lookup_access(off: u32, size: u32, write: bool, aligned: bool) -> Option<C
     // `remote_port` (2 bytes, or 4 with its padding) and the padding are
     // read within their 2 bytes.
     let in_port = (sk_lookup::REMOTE_PORT..sk_lookup::REMOTE_PORT + 4).contains(&off);
-    let ok = size == 4 || !in_port || (off & 1).saturating_add(size) <= 2;
+    let ok = size == 4 || !in_port || narrow_ok(i64::from(off), i64::from(size), 2);
     ok.then_some(CtxField::Scalar)
 }
 
@@ -749,7 +752,7 @@ fn sock_addr_access(
         Some(false) => false,
         Some(true) if wide(A::USER_IP6, 16) || wide(A::MSG_SRC_IP6, 16) => true,
         Some(true) if write => size == 4,
-        Some(true) => size <= 4 && (off & 3).saturating_add(size) <= 4,
+        Some(true) => narrow_ok(i64::from(off), i64::from(size), 4),
         // user_family, family, type, protocol: read whole.
         None => !write && size == 4,
     };
@@ -905,7 +908,7 @@ mod tests {
         assert_eq!(Context::FlowDissector.access(0, 4, false), None);
         assert_eq!(
             Context::SkReuseport.access(48, 8, false),
-            Some(CtxField::MigratingSock)
+            Some(CtxField::SockCommonOrNull)
         );
         assert_eq!(Context::SkReuseport.access(21, 1, false), None);
         let get = Context::Sockopt { get: true };

@@ -244,6 +244,25 @@ impl<'a> Verifier<'a> {
         self.next_id
     }
 
+    /// A possibly-NULL pointer of type `ty`, with a fresh id: its null
+    /// check then holds for every copy.
+    pub(crate) fn or_null(&mut self, ty: RegType) -> Reg {
+        Reg {
+            maybe_null: true,
+            id: self.fresh_id(),
+            ..Reg::pointer(ty, 0)
+        }
+    }
+
+    /// A possibly-NULL pointer of type `ty` holding a reference acquired
+    /// at `pc` (`acquire_reference`), which its NULL branch or a release
+    /// gives back.
+    pub(crate) fn acquired_or_null(&mut self, st: &mut State, pc: usize, ty: RegType) -> Reg {
+        let r = self.or_null(ty);
+        st.refs.push((r.id, pc));
+        Reg { ref_id: r.id, ..r }
+    }
+
     /// A rejection at the current pc.
     pub(crate) fn error(&self, message: impl Into<String>) -> Box<VerifyError> {
         self.error_at(self.pc, message)

@@ -345,23 +345,10 @@ impl Verifier<'_> {
                         })
                     }
                     CtxField::PacketEnd => Found::Reg(Reg::pointer(RegType::PacketEnd, 0)),
-                    CtxField::SockCommonOrNull => Found::Reg(Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::SockCommon, 0)
-                    }),
-                    CtxField::SocketOrNull => Found::Reg(Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::Socket, 0)
-                    }),
+                    CtxField::SockCommonOrNull => Found::Reg(self.or_null(RegType::SockCommon)),
+                    CtxField::SocketOrNull => Found::Reg(self.or_null(RegType::Socket)),
                     CtxField::Socket => Found::Reg(Reg::pointer(RegType::Socket, 0)),
                     CtxField::FlowKeys => Found::Reg(Reg::pointer(RegType::FlowKeys, 0)),
-                    CtxField::MigratingSock => Found::Reg(Reg {
-                        maybe_null: true,
-                        id: self.fresh_id(),
-                        ..Reg::pointer(RegType::SockCommon, 0)
-                    }),
                 })
             }
             RegType::MapValue { map } => {
