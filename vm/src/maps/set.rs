@@ -386,14 +386,7 @@ impl MapSet {
             if a[2] != 0 {
                 return Ok(0);
             }
-            let Some(p) = map.ringbuf_reserve(a[1]) else {
-                return Ok(0);
-            };
-            let len = usize::try_from(a[1]).unwrap_or(0);
-            // SAFETY: the record lies in the ring's mapping, which the
-            // set (captured by this helper) keeps alive past the run.
-            unsafe { ctx.grant(Region::new(p, len, true, RegionKind::HelperMemory)) };
-            Ok(p as u64)
+            Ok(reserve_record(ctx, map, a[1]).map_or(0, |p| p as u64))
         });
         for (id, discard) in [
             (BPF_FUNC_RINGBUF_SUBMIT, false),
@@ -401,12 +394,7 @@ impl MapSet {
         ] {
             let set = Arc::clone(self);
             h.register_kernel(id, move |_, a| {
-                let ok = set
-                    .maps
-                    .iter()
-                    .find(|m| m.ringbuf_contains(a[0]))
-                    .is_some_and(|m| m.ringbuf_commit(a[0], discard));
-                if ok {
+                if set.commit_record(a[0], discard) {
                     Ok(0)
                 } else {
                     Err(HelperError::Failed(format!(
@@ -442,21 +430,11 @@ impl MapSet {
             };
             let record = match err {
                 Some(_) => None,
-                None => map.ringbuf_reserve(size),
+                None => reserve_record(ctx, map, size),
             };
             let Some(p) = record else {
                 Dynptr::NULL.store(ctx, ptr)?;
                 return Ok(neg_errno(err.unwrap_or(libc::ENOMEM)));
-            };
-            // SAFETY: the record lies in the ring's mapping, which the
-            // set (captured by this helper) keeps alive past the run.
-            unsafe {
-                ctx.grant(Region::new(
-                    p,
-                    size as usize,
-                    true,
-                    RegionKind::HelperMemory,
-                ))
             };
             Dynptr {
                 data: p as u64,
@@ -474,12 +452,7 @@ impl MapSet {
             h.register_kernel(id, move |ctx, a| {
                 let d = Dynptr::load(ctx, a[0])?;
                 if d.data != 0 {
-                    let ok = d.kind == dynptr::KIND_RINGBUF
-                        && set
-                            .maps
-                            .iter()
-                            .find(|m| m.ringbuf_contains(d.data))
-                            .is_some_and(|m| m.ringbuf_commit(d.data, discard));
+                    let ok = d.kind == dynptr::KIND_RINGBUF && set.commit_record(d.data, discard);
                     if !ok {
                         return Err(HelperError::Failed(format!(
                             "r1 ({:#x}) is not a ring buffer dynptr",
@@ -491,6 +464,15 @@ impl MapSet {
                 Ok(0)
             });
         }
+    }
+
+    /// Submits (or discards) the ring buffer record at `addr`: false if
+    /// no ring of the set holds a reserved record there.
+    fn commit_record(&self, addr: u64, discard: bool) -> bool {
+        self.maps
+            .iter()
+            .find(|m| m.ringbuf_contains(addr))
+            .is_some_and(|m| m.ringbuf_commit(addr, discard))
     }
 
     fn queue_helpers(self: &Arc<MapSet>, h: &mut Helpers) {
@@ -551,6 +533,17 @@ impl MapSet {
         self.by_handle(handle)
             .ok_or_else(|| HelperError::Failed(format!("r1 ({handle:#x}) is not a map")))
     }
+}
+
+/// Reserves a record of `size` bytes in ring buffer `map` and grants the
+/// run access to it.
+fn reserve_record(ctx: &mut HelperContext<'_>, map: &Map, size: u64) -> Option<*mut u8> {
+    let p = map.ringbuf_reserve(size)?;
+    let len = usize::try_from(size).unwrap_or(0);
+    // SAFETY: the record lies in the ring's mapping, which the set (held
+    // by the helpers that call this) keeps alive past the run.
+    unsafe { ctx.grant(Region::new(p, len, true, RegionKind::HelperMemory)) };
+    Some(p)
 }
 
 fn create(def: &MapDef) -> Result<Map, MapError> {
