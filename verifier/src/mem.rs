@@ -696,7 +696,6 @@ impl Verifier<'_> {
         if !constant {
             // Variable offset: reads need every possible byte written;
             // writes may hit any of them.
-            let end = hi.saturating_add(size_i);
             match access {
                 Access::Read => {
                     for o in lo..end {
