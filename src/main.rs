@@ -194,8 +194,9 @@ enum Cmd {
         /// 0: r1 and r2 are 0), as `run --mem` passes it.
         #[arg(long, value_name = "BYTES", default_value_t = 0)]
         mem_size: u32,
-        /// Resolve CO-RE relocations against this BTF file instead of the
-        /// running kernel's.
+        /// Resolve CO-RE relocations, and check reads of kernel
+        /// structures (`bpf_get_current_task_btf`), against this BTF file
+        /// instead of the running kernel's.
         #[arg(long, value_name = "FILE")]
         btf: Option<PathBuf>,
     },
@@ -340,13 +341,24 @@ fn cmd_verify(
     };
     let mut jobs: Vec<(Program, Env)> = Vec::new();
     if source_kind(file, &bytes) == SourceKind::Elf {
+        let kernel_btf = match &btf {
+            Some(path) => Some(
+                TargetBtf::File(path.clone())
+                    .load()
+                    .map_err(anyhow::Error::msg)?
+                    .btf,
+            ),
+            None => None,
+        };
         let object = userbpf::source::load_object_with(file, &load_options(btf))?;
         for p in &object.programs {
             if prog.is_some_and(|name| name != p.name) {
                 continue;
             }
             let program = p.to_program().with_context(|| file.display().to_string())?;
-            jobs.push((program, Env::for_object(&object, p)));
+            let mut env = Env::for_object(&object, p);
+            env.kernel_btf.clone_from(&kernel_btf);
+            jobs.push((program, env));
         }
         if let Some(name) = prog {
             if jobs.is_empty() {

@@ -1319,6 +1319,8 @@ fn env(prog_type: ProgramType) -> Env {
             )
             .collect(),
         subprogram_names: Vec::new(),
+        sleepable: false,
+        kernel_btf: None,
     }
 }
 

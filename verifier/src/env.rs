@@ -2,6 +2,9 @@
 //! kind (which decides the context's layout and the helpers it may call)
 //! and the maps its `lddw`s refer to.
 
+use std::sync::Arc;
+
+use userbpf_vm::object::btf::Btf;
 use userbpf_vm::object::{
     AttachType, MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
 };
@@ -145,6 +148,14 @@ pub struct Env {
     pub maps: Vec<MapInfo>,
     /// Function-name of each subprogram start pc, for messages.
     pub subprogram_names: Vec<(String, usize)>,
+    /// Whether the program may sleep (`BPF_F_SLEEPABLE`, libbpf's `.s`
+    /// sections): outside an RCU read section, pointers it reads from
+    /// kernel structures are untrusted.
+    pub sleepable: bool,
+    /// The kernel's types, for pointers to kernel structures
+    /// (`PTR_TO_BTF_ID`: `bpf_get_current_task_btf`); `None`: the running
+    /// kernel's (`/sys/kernel/btf/vmlinux`), read when first needed.
+    pub kernel_btf: Option<Arc<Btf>>,
 }
 
 impl Env {
@@ -158,6 +169,8 @@ impl Env {
             context: Context::Raw { len },
             maps: Vec::new(),
             subprogram_names: Vec::new(),
+            sleepable: false,
+            kernel_btf: None,
         }
     }
 
@@ -180,6 +193,8 @@ impl Env {
                 })
                 .collect(),
             subprogram_names: program.subprograms.clone(),
+            sleepable: program.kind.sleepable,
+            kernel_btf: None,
         }
     }
 

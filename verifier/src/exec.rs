@@ -292,12 +292,19 @@ impl Verifier<'_> {
         if width == Width::W32 {
             return Err(self.error(format!("R{d} 32-bit pointer arithmetic prohibited")));
         }
-        let _ = swapped;
         if ptr.maybe_null {
             return Err(self.error(format!(
                 "R{d} pointer arithmetic on {} prohibited, null-check it first",
                 ptr.type_name()
             )));
+        }
+        // Memory a kernel structure points to is read without bounds
+        // (the loads cannot fault): the kernel tracks no offset into it,
+        // whatever the operator. (`number += pointer` gives the pointer
+        // below, as for other pointers, where the kernel leaves the number
+        // as it was.)
+        if ptr.ty == RegType::UntrustedMem && !swapped {
+            return Ok(*ptr);
         }
         match ptr.ty {
             // `map_ptr += 0` is allowed (and changes nothing).
@@ -508,6 +515,12 @@ impl Verifier<'_> {
             };
             if ptr_reg.is_some() {
                 let ne_pc = if cond == JmpCond::Eq { fall } else { target };
+                if !ptr.maybe_null && ptr.ty.may_be_zero() {
+                    // A kernel structure's untrusted pointer may be 0 (its
+                    // loads cannot fault): both branches, unchanged.
+                    let other = st.clone();
+                    return Ok(Step::Branch(fall, Box::new(other), target));
+                }
                 if !ptr.maybe_null {
                     // A valid pointer is never 0.
                     return Ok(Step::Next(ne_pc));

@@ -126,6 +126,8 @@ pub(crate) struct Verifier<'a> {
     /// it had.
     loop_head: Vec<bool>,
     start: Instant,
+    /// The kernel's BTF, once a pointer to a kernel structure needs it.
+    kernel_btf: Option<std::sync::Arc<userbpf_vm::object::btf::Btf>>,
 }
 
 /// States reaching a helper that calls back before the next ones are
@@ -229,6 +231,28 @@ impl<'a> Verifier<'a> {
             async_callbacks: std::collections::BTreeSet::new(),
             loop_head,
             start,
+            kernel_btf: env.kernel_btf.clone(),
+        }
+    }
+
+    /// The kernel's BTF, which pointers to kernel structures refer to
+    /// (`what` needs it: named in the error when there is none).
+    pub(crate) fn kernel_btf(
+        &mut self,
+        what: &str,
+    ) -> Result<std::sync::Arc<userbpf_vm::object::btf::Btf>, Box<VerifyError>> {
+        use userbpf_vm::object::{TargetBtf, VMLINUX_BTF};
+        if let Some(btf) = &self.kernel_btf {
+            return Ok(btf.clone());
+        }
+        match TargetBtf::System.load() {
+            Ok(loaded) if loaded.origin == VMLINUX_BTF => {
+                self.kernel_btf = Some(loaded.btf.clone());
+                Ok(loaded.btf)
+            }
+            _ => Err(self.error(format!(
+                "{what} needs the kernel's BTF ({VMLINUX_BTF}), which this machine does not expose"
+            ))),
         }
     }
 

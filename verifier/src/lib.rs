@@ -33,6 +33,7 @@ pub mod env;
 mod error;
 mod exec;
 mod explore;
+mod kstruct;
 mod liveness;
 mod mem;
 mod precision;

@@ -8,7 +8,8 @@ use crate::ctx::{Context, CtxField};
 use crate::error::VerifyError;
 use crate::exec::MAX_VAR_OFF;
 use crate::explore::Verifier;
-use crate::reg::{Reg, RegType};
+use crate::kstruct::Walked;
+use crate::reg::{Reg, RegType, Trust};
 use crate::scalar::Scalar;
 use crate::state::{ByteKind, Slot, State, MAX_BPF_STACK};
 use crate::tnum::Tnum;
@@ -148,6 +149,8 @@ impl Verifier<'_> {
             | RegType::MapValue { .. }
             | RegType::Mem { .. }
             | RegType::RingbufMem { .. }
+            | RegType::BtfId { .. }
+            | RegType::UntrustedMem
                 if !base.maybe_null => {}
             _ => {
                 return Err(self.error(format!(
@@ -434,6 +437,18 @@ impl Verifier<'_> {
                 }
                 Ok(Found::Unknown)
             }
+            RegType::BtfId { id, trust } => {
+                self.kernel_struct_access(regno, base, id, trust, fixed, size, access)
+            }
+            // Read at any offset (the loads cannot fault), never written.
+            RegType::UntrustedMem => {
+                if access == Access::Write {
+                    return Err(
+                        self.error(format!("R{regno} cannot write into {}", base.type_name()))
+                    );
+                }
+                Ok(Found::Unknown)
+            }
             RegType::RingbufMem { size: mem_size } => {
                 self.region_access(regno, base, fixed, size, mem_size, |off, size| {
                     format!("invalid access to memory, mem_size={mem_size} off={off} size={size}")
@@ -457,6 +472,69 @@ impl Verifier<'_> {
                     )));
                 }
                 Ok(Found::Unknown)
+            }
+        }
+    }
+
+    /// A read of a kernel structure (`check_ptr_to_btf_access`): at a
+    /// constant, non-negative offset, of a field the structure has; a
+    /// pointer field gives a pointer to its structure, trusted as the
+    /// kernel's lists of safe fields say.
+    #[allow(clippy::too_many_arguments)]
+    fn kernel_struct_access(
+        &mut self,
+        regno: u8,
+        base: &Reg,
+        id: u32,
+        trust: Trust,
+        fixed: i64,
+        size: u32,
+        access: Access,
+    ) -> Result<Found, Box<VerifyError>> {
+        let btf = self.kernel_btf("a pointer to a kernel structure")?;
+        let tname = btf
+            .get(id)
+            .map(|t| crate::kstruct::display_name(&t))
+            .unwrap_or_default();
+        if fixed < 0 {
+            return Err(self.error(format!(
+                "R{regno} is ptr_{tname} invalid negative access: off={fixed}"
+            )));
+        }
+        if base.val.is_const() != Some(0) {
+            return Err(self.error(format!(
+                "R{regno} is ptr_{tname} invalid variable offset: off={fixed}, var_off={}",
+                base.val.var_off
+            )));
+        }
+        if access == Access::Write {
+            return Err(self.error("only read is supported"));
+        }
+        let off = u32::try_from(fixed).unwrap_or(u32::MAX);
+        match crate::kstruct::struct_access(&btf, id, off, size) {
+            Err(message) => Err(self.error(message)),
+            Ok(Walked::Scalar) => Ok(Found::Unknown),
+            Ok(Walked::UntrustedMem) => Ok(Found::Reg(Reg::pointer(RegType::UntrustedMem, 0))),
+            Ok(Walked::Ptr {
+                id: target,
+                field,
+                via_union,
+            }) => {
+                let (trust, maybe_null) = crate::kstruct::loaded_trust(
+                    &btf,
+                    trust,
+                    id,
+                    &field,
+                    target,
+                    via_union,
+                    !self.env.sleepable,
+                );
+                let ty = RegType::BtfId { id: target, trust };
+                Ok(Found::Reg(if maybe_null {
+                    self.or_null(ty)
+                } else {
+                    Reg::pointer(ty, 0)
+                }))
             }
         }
     }

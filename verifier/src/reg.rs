@@ -8,6 +8,36 @@ use userbpf_vm::proto::DynptrKind;
 
 use crate::scalar::Scalar;
 
+/// How far the kernel trusts a pointer to a kernel structure: the
+/// `PTR_TRUSTED`, `MEM_RCU` and `PTR_UNTRUSTED` flags of `PTR_TO_BTF_ID`.
+/// Every kind may be read (the kernel's loads through them cannot fault);
+/// only a trusted one is known not to be NULL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Trust {
+    /// No flag: a pointer read from a field of a structure (the kernel's
+    /// "old deprecated PTR_TO_BTF_ID").
+    Plain,
+    /// `PTR_TRUSTED`: valid for the whole program
+    /// (`bpf_get_current_task_btf`).
+    Trusted,
+    /// `MEM_RCU`: valid in the RCU read section the program runs in.
+    Rcu,
+    /// `PTR_UNTRUSTED`: may point anywhere.
+    Untrusted,
+}
+
+impl Trust {
+    /// The kernel's prefix for the flag (`reg_type_str`).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Trust::Plain => "",
+            Trust::Trusted => "trusted_",
+            Trust::Rcu => "rcu_",
+            Trust::Untrusted => "untrusted_",
+        }
+    }
+}
+
 /// What a register holds (`enum bpf_reg_type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RegType {
@@ -88,6 +118,19 @@ pub enum RegType {
     /// A flow dissector's `struct bpf_flow_keys` (`PTR_TO_FLOW_KEYS`):
     /// fixed offsets, no arithmetic.
     FlowKeys,
+    /// A kernel structure the kernel's BTF describes (`PTR_TO_BTF_ID`):
+    /// read only, at constant offsets checked against the structure's
+    /// layout; reads yield numbers or further such pointers.
+    BtfId {
+        /// The structure's BTF type id (in the kernel's BTF).
+        id: u32,
+        /// How far the kernel trusts the pointer.
+        trust: Trust,
+    },
+    /// What a pointer field of a kernel structure points to when it is
+    /// not a structure (`PTR_TO_MEM | MEM_RDONLY | PTR_UNTRUSTED`): read
+    /// at any offset, never written, possibly NULL.
+    UntrustedMem,
     /// One half of a `struct bpf_dynptr` (the kernel's `STACK_DYNPTR`):
     /// only ever in a stack slot, opaque to the program; both halves
     /// share the dynptr's id (and reference, for a ring buffer record).
@@ -114,10 +157,25 @@ impl RegType {
         )
     }
 
+    /// Whether a valid pointer of this type may still be 0: kernel
+    /// structures' pointers the kernel does not trust (`reg_not_null`),
+    /// which a comparison with 0 does not decide.
+    pub fn may_be_zero(self) -> bool {
+        match self {
+            RegType::BtfId { trust, .. } => trust != Trust::Trusted,
+            RegType::UntrustedMem => true,
+            _ => false,
+        }
+    }
+
     /// The kernel's name for the type (`reg_type_str`).
     pub fn name(self, maybe_null: bool) -> String {
         if self == RegType::XdpSock && maybe_null {
             return "map_value_or_null".to_string();
+        }
+        if let RegType::BtfId { trust, .. } = self {
+            let null = if maybe_null { "or_null_" } else { "" };
+            return format!("{}ptr_{null}", trust.prefix());
         }
         let base = match self {
             RegType::NotInit => "?",
@@ -140,6 +198,8 @@ impl RegType {
             RegType::TcpSock => "tcp_sock",
             RegType::XdpSock => "xdp_sock",
             RegType::FlowKeys => "flow_keys",
+            RegType::BtfId { .. } => "ptr_",
+            RegType::UntrustedMem => "rdonly_untrusted_mem",
             RegType::Dynptr { .. } => "dynptr",
         };
         if maybe_null {
@@ -269,6 +329,10 @@ impl fmt::Display for Reg {
                     }
                     RegType::Func { pc } => {
                         write!(f, "{sep}pc={pc}")?;
+                        sep = ",";
+                    }
+                    RegType::BtfId { id, .. } => {
+                        write!(f, "{sep}btf_id={id}")?;
                         sep = ",";
                     }
                     RegType::Stack { frame } if frame != 0 => {

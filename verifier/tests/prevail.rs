@@ -410,6 +410,8 @@ fn initial(
         context: platform_context(),
         maps,
         subprogram_names: Vec::new(),
+        sleepable: false,
+        kernel_btf: None,
     };
     Ok((
         State {

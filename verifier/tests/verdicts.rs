@@ -93,6 +93,8 @@ fn env(prog_type: ProgramType, context: Context) -> Env {
         context,
         maps: maps(),
         subprogram_names: Vec::new(),
+        sleepable: false,
+        kernel_btf: None,
     }
 }
 
@@ -643,10 +645,10 @@ fn helper_calls_follow_their_prototypes() {
     rejects("call 999\nexit", &xdp(), 0, "invalid func unknown#999");
     // A helper the kernel has, which userbpf does not model, says so.
     rejects(
-        "call 158\nexit",
+        "call 175\nexit",
         &uprobe(),
         0,
-        "helper bpf_get_current_task_btf#158 is not supported by userbpf's verifier (no prototype)",
+        "helper bpf_task_pt_regs#175 is not supported by userbpf's verifier (no prototype)",
     );
     rejects(
         "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",
@@ -1146,5 +1148,104 @@ fn dynptrs_are_opaque_stack_objects_released_on_every_path() {
         &uprobe(),
         11,
         "potential write to dynptr at off=-16 disallowed",
+    );
+}
+
+/// The byte offset of field `name` of the running kernel's `struct
+/// task_struct`, or `None` (with a note) when the kernel exposes no BTF.
+fn task_field(name: &str) -> Option<u32> {
+    use userbpf_vm::object::{btf::Kind, TargetBtf, VMLINUX_BTF};
+    let loaded = TargetBtf::System.load().ok()?;
+    if loaded.origin != VMLINUX_BTF {
+        println!("SKIP: no kernel BTF ({VMLINUX_BTF})");
+        return None;
+    }
+    let task = loaded
+        .btf
+        .by_name("task_struct")
+        .into_iter()
+        .filter_map(|id| loaded.btf.get(id))
+        .find(|t| t.kind == Kind::Struct)?;
+    task.members
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.offset / 8)
+}
+
+/// `bpf_get_current_task_btf` gives a trusted pointer to the kernel's
+/// `struct task_struct`: read at its fields, never written, never at a
+/// negative or variable offset, a pointer field read whole; the pointers
+/// read from it are RCU-protected or plain, and may be 0.
+#[test]
+fn kernel_structures_are_read_at_their_fields() {
+    let (Some(pid), Some(parent)) = (task_field("pid"), task_field("real_parent")) else {
+        return;
+    };
+    let kprobe = uprobe();
+    let task = "call bpf_get_current_task_btf\n";
+    accepts(
+        &format!("{task}r1 = *(u32 *)(r0 + {pid})\nr0 = 0\nexit"),
+        &kprobe,
+    );
+    // The parent's pid, through the RCU-protected real_parent.
+    accepts(
+        &format!("{task}r1 = *(u64 *)(r0 + {parent})\nr0 = *(u32 *)(r1 + {pid})\nexit"),
+        &kprobe,
+    );
+    rejects(
+        &format!("{task}r1 = *(u64 *)(r0 - 8)\nr0 = 0\nexit"),
+        &kprobe,
+        1,
+        "R0 is ptr_task_struct invalid negative access: off=-8",
+    );
+    rejects(
+        &format!("{task}r1 = 0\n*(u32 *)(r0 + {pid}) = r1\nr0 = 0\nexit"),
+        &kprobe,
+        2,
+        "only read is supported",
+    );
+    rejects(
+        &format!("r6 = r1\n{task}r1 = *(u64 *)(r6 + 0)\nr1 &= 8\nr0 += r1\nr1 = *(u32 *)(r0 + {pid})\nr0 = 0\nexit"),
+        &kprobe,
+        5,
+        "R0 is ptr_task_struct invalid variable offset: off=",
+    );
+    rejects(
+        &format!("{task}r1 = *(u32 *)(r0 + {})\nr0 = 0\nexit", parent + 4),
+        &kprobe,
+        1,
+        &format!(
+            "cannot access ptr member real_parent with moff {parent} in struct task_struct with off {} size 4",
+            parent + 4
+        ),
+    );
+    rejects(
+        &format!("{task}r1 = 1\nlock *(u32 *)(r0 + {pid}) += w1\nr0 = 0\nexit"),
+        &kprobe,
+        2,
+        "only read is supported",
+    );
+    // A kernel address is no return value.
+    rejects(
+        &format!("{task}exit"),
+        &kprobe,
+        1,
+        "R0 leaks addr as return value",
+    );
+    // The trusted task is never 0: the branch returning it is dead. Its
+    // parent may be 0 without being NULL-checked, so both branches are
+    // explored and the second returns the address.
+    let zero_check = |load: &str| format!("{task}{load}if r0 == 0 goto +2\nr0 = 0\nexit\nexit");
+    accepts(&zero_check(""), &kprobe);
+    rejects(
+        &zero_check(&format!("r0 = *(u64 *)(r0 + {parent})\n")),
+        &kprobe,
+        5,
+        "R0 leaks addr as return value",
+    );
+    // The pointer goes to bpf_probe_read_kernel as an address.
+    accepts(
+        &format!("{task}r3 = r0\nr3 += {pid}\nr1 = r10\nr1 += -8\nr2 = 4\ncall bpf_probe_read_kernel\nr0 = 0\nexit"),
+        &kprobe,
     );
 }

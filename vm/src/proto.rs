@@ -136,6 +136,10 @@ pub enum RetType {
     /// `RET_PTR_TO_DYNPTR_MEM_OR_NULL` (`bpf_dynptr_data`): a slice of the
     /// dynptr's memory of the requested (constant) size.
     PtrToDynptrMemOrNull,
+    /// `RET_PTR_TO_BTF_ID_TRUSTED`: a trusted pointer (never NULL) to the
+    /// kernel structure of this name, as the kernel's BTF describes it
+    /// (`bpf_get_current_task_btf`'s `struct task_struct`).
+    PtrToTrustedBtfId(&'static str),
 }
 
 /// A helper's prototype in the kernel's terms.
@@ -442,6 +446,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(132, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(133, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(134, Integer, &[ConstMapPtr, Anything]),
+    // Kernel only: the current task's `struct task_struct`.
+    proto(158, PtrToTrustedBtfId("task_struct"), &[]),
     proto(160, Integer, &[]),
     proto(
         164,
@@ -559,7 +565,7 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122, 123, 124,
-    135, 152, 155, 163, 188, 189, 190,
+    135, 152, 155, 158, 163, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program

@@ -155,6 +155,8 @@ impl GenSpec {
                 context: Context::SkBuff(SkbKind::SocketFilter),
                 maps,
                 subprogram_names: Vec::new(),
+                sleepable: false,
+                kernel_btf: None,
             },
         }
     }

@@ -1,0 +1,378 @@
+//! Reads of kernel structures through pointers the kernel's BTF describes
+//! (`PTR_TO_BTF_ID`): which field an access at a constant offset reaches,
+//! and what it yields (`btf_struct_walk`, `btf_struct_access`): a number,
+//! a pointer to another structure, or a pointer to memory that is not a
+//! structure. Then how far the kernel trusts a pointer read from a field
+//! (`check_ptr_to_btf_access`), from the lists of fields it declares safe
+//! in its own BTF (`struct task_struct__safe_rcu` and the like).
+
+use userbpf_vm::object::btf::{Btf, Kind, Type};
+
+use crate::reg::Trust;
+
+/// What a read of a kernel structure yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Walked {
+    /// A number (a scalar field, an array of them, a bitfield).
+    Scalar,
+    /// A pointer field to the structure with this id.
+    Ptr {
+        /// The pointed-to structure (typedefs and qualifiers skipped).
+        id: u32,
+        /// The field's name, for the kernel's lists of safe fields.
+        field: String,
+        /// Whether the walk went through a union of several members
+        /// (which makes the pointer untrusted).
+        via_union: bool,
+    },
+    /// A pointer field to something other than a structure: read-only
+    /// memory of unknown size (`PTR_TO_MEM | MEM_RDONLY | PTR_UNTRUSTED`).
+    UntrustedMem,
+}
+
+/// Whether `t` is a typedef or a qualifier (`btf_type_is_modifier`).
+fn is_modifier(t: &Type) -> bool {
+    matches!(
+        t.kind,
+        Kind::Typedef | Kind::Volatile | Kind::Const | Kind::Restrict | Kind::TypeTag
+    )
+}
+
+/// A member's type resolved to something with a size
+/// (`__btf_resolve_size`): arrays (of arrays) are flattened into their
+/// element and count.
+struct Resolved {
+    /// The member's type after typedefs and qualifiers: an array, or the
+    /// type itself.
+    outer: Type,
+    /// Total size in bytes.
+    size: u32,
+    /// For arrays: the innermost element (typedefs and qualifiers
+    /// skipped), its id, and the number of elements in all dimensions.
+    elem: Option<(u32, Type, u32)>,
+    /// The id of `outer` (or of the element for arrays).
+    id: u32,
+}
+
+fn resolve_size(btf: &Btf, mut id: u32) -> Option<Resolved> {
+    let mut outer: Option<(u32, Type)> = None;
+    let mut nelems: u32 = 1;
+    for _ in 0..32 {
+        let t = btf.get(id)?;
+        let size = match t.kind {
+            Kind::Int | Kind::Struct | Kind::Union | Kind::Enum | Kind::Float | Kind::Enum64 => {
+                t.size_or_type
+            }
+            Kind::Ptr => 8,
+            _ if is_modifier(&t) => {
+                id = t.size_or_type;
+                continue;
+            }
+            Kind::Array => {
+                let (elem, n) = t.array?;
+                nelems = nelems.checked_mul(n)?;
+                if outer.is_none() {
+                    outer = Some((id, t));
+                }
+                id = elem;
+                continue;
+            }
+            _ => return None,
+        };
+        let total = size.checked_mul(nelems)?;
+        return Some(match outer {
+            Some((aid, a)) => Resolved {
+                outer: a,
+                size: total,
+                elem: Some((id, t, nelems)),
+                id: aid,
+            },
+            None => Resolved {
+                outer: t,
+                size: total,
+                elem: None,
+                id,
+            },
+        });
+    }
+    None
+}
+
+/// A type's name as the kernel prints it (`(anon)` for none).
+pub(crate) fn display_name(t: &Type) -> String {
+    if t.name.is_empty() {
+        "(anon)".to_string()
+    } else {
+        t.name.clone()
+    }
+}
+
+/// Skips typedefs and qualifiers from `id` (`btf_type_skip_modifiers`).
+fn skip_modifiers(btf: &Btf, id: u32) -> Option<(u32, Type)> {
+    btf.resolve(id)
+}
+
+/// What reading `size` bytes at `off` of the structure `id` yields, or
+/// the kernel's message for an access it refuses (`btf_struct_access` on
+/// a pointer that is not to a program-allocated object).
+pub(crate) fn struct_access(btf: &Btf, id: u32, off: u32, size: u32) -> Result<Walked, String> {
+    let mut via_union = false;
+    let mut off = off;
+    let (mut id, mut t) =
+        skip_modifiers(btf, id).ok_or_else(|| format!("unknown BTF type {id}"))?;
+    'again: for _ in 0..64 {
+        let tname = display_name(&t);
+        if !t.is_composite() {
+            return Err(format!("Type '{tname}' is not a struct"));
+        }
+        let vlen = t.members.len();
+        if t.kind == Kind::Union && vlen != 1 {
+            via_union = true;
+        }
+        let beyond = || format!("access beyond struct {tname} at off {off} size {size}");
+        if off.saturating_add(size) > t.size_or_type {
+            // A flexible array at the end extends the structure.
+            let last = t.members.last().ok_or_else(beyond)?;
+            let (_, at) = skip_modifiers(btf, last.type_id).ok_or_else(beyond)?;
+            let (elem, n) = at.array.ok_or_else(beyond)?;
+            if at.kind != Kind::Array || n != 0 {
+                return Err(beyond());
+            }
+            let moff = last.offset / 8;
+            if off < moff {
+                return Err(beyond());
+            }
+            let (eid, et) = skip_modifiers(btf, elem).ok_or_else(beyond)?;
+            if et.kind == Kind::Int {
+                return Ok(Walked::Scalar);
+            }
+            if !et.is_composite() || et.size_or_type == 0 {
+                return Err(beyond());
+            }
+            off = off
+                .wrapping_sub(moff)
+                .checked_rem(et.size_or_type)
+                .unwrap_or(0);
+            id = eid;
+            t = et;
+            continue 'again;
+        }
+        let members = t.members.clone();
+        for m in &members {
+            let moff = m.offset / 8;
+            if off.saturating_add(size) <= moff {
+                break;
+            }
+            if m.bitfield_size != 0 {
+                let end_bit = m.offset.saturating_add(m.bitfield_size);
+                if off <= moff && end_bit.div_ceil(8) <= off.saturating_add(size) {
+                    return Ok(Walked::Scalar);
+                }
+                continue;
+            }
+            if off < moff {
+                break;
+            }
+            let r = resolve_size(btf, m.type_id)
+                .ok_or_else(|| format!("field {} doesn't have size", m.name))?;
+            let mtrue_end = moff.saturating_add(r.size);
+            if off >= mtrue_end {
+                continue;
+            }
+            let (mut mid, mut mtype, mut msize, mut moff) = (r.id, r.outer, r.size, moff);
+            if mtype.kind == Kind::Array {
+                let Some((eid, et, nelems)) = r.elem else {
+                    continue;
+                };
+                if moff == mtrue_end || nelems == 0 {
+                    continue;
+                }
+                msize = msize.checked_div(nelems).unwrap_or(0);
+                if msize == 0 {
+                    continue;
+                }
+                let idx = off.wrapping_sub(moff).checked_div(msize).unwrap_or(0);
+                moff = moff.saturating_add(idx.saturating_mul(msize));
+                mtype = et;
+                mid = eid;
+            }
+            if mtype.is_composite() {
+                off = off.wrapping_sub(moff);
+                id = mid;
+                t = mtype;
+                continue 'again;
+            }
+            if mtype.kind == Kind::Ptr {
+                if msize != size || off != moff {
+                    return Err(format!(
+                        "cannot access ptr member {} with moff {moff} in struct {tname} with off {off} size {size}",
+                        m.name
+                    ));
+                }
+                return Ok(match skip_modifiers(btf, mtype.size_or_type) {
+                    Some((sid, st)) if st.is_composite() => Walked::Ptr {
+                        id: sid,
+                        field: m.name.clone(),
+                        via_union,
+                    },
+                    _ => Walked::UntrustedMem,
+                });
+            }
+            if off.saturating_add(size) > mtrue_end && !via_union {
+                return Err(format!(
+                    "access beyond the end of member {} (mend:{mtrue_end}) in struct {tname} with off {off} size {size}",
+                    m.name
+                ));
+            }
+            return Ok(Walked::Scalar);
+        }
+        let _ = id;
+        return Err(format!("struct {tname} doesn't have field at offset {off}"));
+    }
+    Err(format!("BTF type {id} nests too deeply"))
+}
+
+/// Whether the kernel declares `field` of structure `container`, a
+/// pointer to structure `target`, safe in the list named by `suffix`
+/// (`btf_nested_type_is_trusted`: `struct task_struct__safe_rcu` lists
+/// the fields of `struct task_struct` that are RCU-protected).
+fn listed(btf: &Btf, container: u32, field: &str, target: u32, suffix: &str) -> bool {
+    let Some(ct) = btf.get(container) else {
+        return false;
+    };
+    let name = format!("{}{suffix}", ct.name);
+    btf.by_name(&name)
+        .into_iter()
+        .filter_map(|id| btf.get(id))
+        .filter(|t| t.kind == ct.kind)
+        .any(|safe| {
+            safe.members.iter().any(|m| {
+                m.name == field
+                    && btf.get(m.type_id).is_some_and(|mt| {
+                        mt.kind == Kind::Ptr
+                            && skip_modifiers(btf, mt.size_or_type).map(|(id, _)| id)
+                                == Some(target)
+                    })
+            })
+        })
+}
+
+/// The trust and nullness of a pointer read from `field` of structure
+/// `container` through a pointer of trust `base` (`check_ptr_to_btf_access`
+/// for non-sleepable programs, which run in an RCU read section, when
+/// `in_rcu` holds).
+pub(crate) fn loaded_trust(
+    btf: &Btf,
+    base: Trust,
+    container: u32,
+    field: &str,
+    target: u32,
+    via_union: bool,
+    in_rcu: bool,
+) -> (Trust, bool) {
+    let walked = if via_union {
+        Trust::Untrusted
+    } else {
+        Trust::Plain
+    };
+    match base {
+        Trust::Untrusted => (Trust::Untrusted, false),
+        Trust::Plain => (walked, false),
+        Trust::Trusted | Trust::Rcu => {
+            let is = |suffix| listed(btf, container, field, target, suffix);
+            let or_untrusted = |t: Trust| if via_union { Trust::Untrusted } else { t };
+            if is("__safe_trusted") {
+                (or_untrusted(Trust::Trusted), false)
+            } else if is("__safe_trusted_or_null") {
+                (or_untrusted(Trust::Trusted), true)
+            } else if !in_rcu {
+                (Trust::Untrusted, false)
+            } else if is("__safe_rcu") {
+                (or_untrusted(Trust::Rcu), false)
+            } else if is("__safe_rcu_or_null") {
+                // Always trusted, even through a union.
+                (Trust::Rcu, true)
+            } else {
+                (walked, false)
+            }
+        }
+    }
+}
+
+/// The id of the kernel structure called `name`.
+pub(crate) fn struct_id(btf: &Btf, name: &str) -> Option<u32> {
+    btf.by_name(name)
+        .into_iter()
+        .find(|&id| btf.kind(id) == Some(Kind::Struct))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use userbpf_vm::object::TargetBtf;
+
+    fn kernel() -> Option<Arc<Btf>> {
+        let loaded = TargetBtf::System.load().ok()?;
+        loaded.origin.starts_with('/').then_some(loaded.btf)
+    }
+
+    /// A field found through the kernel's BTF reads as the field's kind:
+    /// `pid` a number, `real_parent` a task, `comm` bytes; a pointer read
+    /// in part is refused.
+    #[test]
+    fn task_struct_fields() {
+        let Some(btf) = kernel() else {
+            println!("SKIP task_struct_fields: no readable /sys/kernel/btf/vmlinux");
+            return;
+        };
+        let task = struct_id(&btf, "task_struct").expect("task_struct");
+        let t = btf.get(task).expect("type");
+        let field = |name: &str| {
+            t.members
+                .iter()
+                .find(|m| m.name == name)
+                .map(|m| m.offset / 8)
+                .expect("field")
+        };
+        assert_eq!(
+            struct_access(&btf, task, field("pid"), 4),
+            Ok(Walked::Scalar)
+        );
+        assert_eq!(
+            struct_access(&btf, task, field("real_parent"), 8),
+            Ok(Walked::Ptr {
+                id: task,
+                field: "real_parent".to_string(),
+                via_union: false
+            })
+        );
+        assert!(struct_access(&btf, task, field("real_parent") + 1, 4)
+            .unwrap_err()
+            .starts_with("cannot access ptr member real_parent"));
+        assert_eq!(
+            struct_access(&btf, task, field("comm") + 3, 8),
+            Ok(Walked::Scalar)
+        );
+        assert!(struct_access(&btf, task, t.size_or_type, 1)
+            .unwrap_err()
+            .starts_with("access beyond struct task_struct"));
+        // The kernel lists real_parent as RCU-protected.
+        assert_eq!(
+            loaded_trust(&btf, Trust::Trusted, task, "real_parent", task, false, true),
+            (Trust::Rcu, false)
+        );
+        assert_eq!(
+            loaded_trust(
+                &btf,
+                Trust::Trusted,
+                task,
+                "real_parent",
+                task,
+                false,
+                false
+            ),
+            (Trust::Untrusted, false)
+        );
+    }
+}
