@@ -97,6 +97,12 @@ impl Verifier<'_> {
         };
         let base = self.read_reg(st, dst)?;
         let bytes = size_bytes(size);
+        // A kernel address stored outside the stack is a number there.
+        let value = if value.is_kernel_address() && !matches!(base.ty, RegType::Stack { .. }) {
+            Reg::unknown()
+        } else {
+            value
+        };
         if !value.is_scalar() && !matches!(base.ty, RegType::Stack { .. }) {
             let src_no = match src {
                 Source::Reg(r) => r.num(),
@@ -781,7 +787,9 @@ impl Verifier<'_> {
                         // Uninitialised bytes, or bytes of a spilled pointer
                         // (read as a number, they would leak it).
                         let pointer = frame_state.slot(o).is_some_and(|(s, b)| {
-                            s.bytes[b] == ByteKind::Spill && !s.spill.is_scalar()
+                            s.bytes[b] == ByteKind::Spill
+                                && !s.spill.is_scalar()
+                                && !s.spill.is_kernel_address()
                         });
                         if frame_state.byte(o) == ByteKind::Invalid || pointer {
                             return Err(self.error(format!(
@@ -982,7 +990,10 @@ impl Verifier<'_> {
                                 break;
                             }
                             if let Some((slot, _)) = frame_state.slot(o as i32) {
-                                if slot.is_spill() && !slot.spill.is_scalar() {
+                                if slot.is_spill()
+                                    && !slot.spill.is_scalar()
+                                    && !slot.spill.is_kernel_address()
+                                {
                                     return Err(self
                                         .error(format!("R{regno} leaks addr into map or output")));
                                 }

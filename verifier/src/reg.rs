@@ -270,6 +270,16 @@ impl Reg {
         }
     }
 
+    /// Whether this is the address of kernel memory (a kernel structure,
+    /// or what one points to): it exists only in programs the kernel
+    /// runs, where it may also be stored as a number, into the kernel's
+    /// maps or a helper's input, as the kernel allows root (kprobes read
+    /// the same addresses from their registers as numbers). It cannot
+    /// leak user space's addresses.
+    pub fn is_kernel_address(&self) -> bool {
+        matches!(self.ty, RegType::BtfId { .. } | RegType::UntrustedMem)
+    }
+
     /// Whether this is a scalar.
     pub fn is_scalar(&self) -> bool {
         self.ty == RegType::Scalar

@@ -1243,6 +1243,24 @@ fn kernel_structures_are_read_at_their_fields() {
         5,
         "R0 leaks addr as return value",
     );
+    // A kernel address may be stored as a number (into a map value, or
+    // as a key read from the stack), as the kernel allows root; a user
+    // space address (the stack's) may not.
+    let lookup = "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:3]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\n";
+    accepts(
+        &format!("{task}r6 = r0\n{lookup}*(u64 *)(r0 + 0) = r6\nr0 = 0\nexit"),
+        &kprobe,
+    );
+    rejects(
+        &format!("{lookup}*(u64 *)(r0 + 0) = r10\nr0 = 0\nexit"),
+        &kprobe,
+        7,
+        "R10 leaks addr into map",
+    );
+    accepts(
+        &format!("{task}*(u64 *)(r10 - 8) = r0\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit"),
+        &kprobe,
+    );
     // The pointer goes to bpf_probe_read_kernel as an address.
     accepts(
         &format!("{task}r3 = r0\nr3 += {pid}\nr1 = r10\nr1 += -8\nr2 = 4\ncall bpf_probe_read_kernel\nr0 = 0\nexit"),
