@@ -508,6 +508,11 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
         .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
         .expect("struct task_struct");
     let task_size = task_struct.size_or_type;
+    let parent = task_struct
+        .members
+        .iter()
+        .find(|m| m.name == "real_parent")
+        .map_or(0, |m| m.offset / 8);
     // `void *stack`: a pointer to something that is not a structure.
     let stack = task_struct
         .members
@@ -571,6 +576,12 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
         ("atomic add", format!("{task}r1 = 1\nlock *(u64 *)(r0 + 0) += r1\nr0 = 0\nexit")),
         ("misaligned atomic", format!("{task}r1 = 1\nlock *(u64 *)(r0 + 4) += r1\nr0 = 0\nexit")),
         ("untrusted memory read", format!("r6 = r1\n{task}r1 = *(u64 *)(r0 + {stack})\nr7 = *(u64 *)(r6 + 0)\nr1 += r7\nr1 = *(u64 *)(r1 - 8)\nr0 = 0\nexit")),
+        ("task registers", format!("{task}r1 = r0\ncall bpf_task_pt_regs\nr1 = *(u64 *)(r0 + 128)\nr0 = 0\nexit")),
+        ("parent's registers", format!("{task}r1 = *(u64 *)(r0 + {parent})\ncall bpf_task_pt_regs\nr0 = 0\nexit")),
+        ("registers of a number", format!("{task}r1 = 0\ncall bpf_task_pt_regs\nr0 = 0\nexit")),
+        ("registers of a moved task", format!("{task}r1 = r0\nr1 += 8\ncall bpf_task_pt_regs\nr0 = 0\nexit")),
+        ("registers of registers", format!("{task}r1 = r0\ncall bpf_task_pt_regs\nr1 = r0\ncall bpf_task_pt_regs\nr0 = 0\nexit")),
+        ("registers of a task at a variable offset", format!("r6 = r1\n{task}r7 = *(u64 *)(r6 + 0)\nr7 &= 8\nr1 = r0\nr1 += r7\ncall bpf_task_pt_regs\nr0 = 0\nexit")),
         ("untrusted memory write", format!("{task}r1 = *(u64 *)(r0 + {stack})\nr2 = 0\n*(u64 *)(r1 + 0) = r2\nr0 = 0\nexit")),
         ("untrusted memory as helper memory", format!("{task}r1 = *(u64 *)(r0 + {stack})\nr2 = 8\ncall bpf_trace_printk\nr0 = 0\nexit")),
         ("32-bit arithmetic", format!("{task}w0 += 8\nr0 = 0\nexit")),

@@ -13,7 +13,7 @@ use crate::env::{map_type, MapInfo};
 use crate::error::VerifyError;
 use crate::explore::{Step, Verifier};
 use crate::mem::Access;
-use crate::reg::{Reg, RegType};
+use crate::reg::{Reg, RegType, Trust};
 use crate::scalar::Scalar;
 use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 
@@ -22,7 +22,7 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109,
     112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 158, 160, 164, 165, 169,
-    170, 171, 172, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
+    170, 171, 172, 175, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -104,6 +104,8 @@ const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46, 50];
 /// the kernel lists them when it refuses one; with the BTF socket
 /// pointers for `ARG_PTR_TO_BTF_ID_SOCK_COMMON`.
 const SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock";
+/// The register types a kernel structure argument takes (`btf_ptr_types`).
+const BTF_ID_TYPES: &str = "ptr_, trusted_ptr_, rcu_ptr_";
 const BTF_SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_";
 
 /// What the checks of earlier arguments tell later ones.
@@ -730,20 +732,14 @@ impl Verifier<'_> {
                     })
                 }
             }
-            RetType::PtrToTrustedBtfId(structure) => {
-                let btf = self.kernel_btf(&format!("{name}#{id}"))?;
-                let Some(sid) = crate::kstruct::struct_id(&btf, structure) else {
-                    return Err(self.error(format!(
-                        "{name}#{id}: the kernel's BTF has no struct {structure}"
-                    )));
+            RetType::PtrToTrustedBtfId(structure) | RetType::PtrToBtfId(structure) => {
+                let sid = self.kernel_struct(structure, &format!("{name}#{id}"))?;
+                let trust = if matches!(proto.ret, RetType::PtrToTrustedBtfId(_)) {
+                    Trust::Trusted
+                } else {
+                    Trust::Plain
                 };
-                Reg::pointer(
-                    RegType::BtfId {
-                        id: sid,
-                        trust: crate::reg::Trust::Trusted,
-                    },
-                    0,
-                )
+                Reg::pointer(RegType::BtfId { id: sid, trust }, 0)
             }
             RetType::PtrToRingbufMemOrNull => {
                 let size = meta.alloc_size.unwrap_or(0);
@@ -1220,6 +1216,35 @@ impl Verifier<'_> {
                     })));
                 }
                 meta.sock_ref = reg.ref_id;
+            }
+            ArgType::BtfId(structure) => {
+                // `btf_ptr_types`, then `btf_struct_ids_match`, then
+                // `__check_ptr_off_reg` with a fixed offset allowed.
+                let RegType::BtfId { id: have, trust } = reg.ty else {
+                    return Err(self.error(expected(BTF_ID_TYPES)));
+                };
+                if trust == Trust::Untrusted || reg.maybe_null {
+                    return Err(self.error(expected(BTF_ID_TYPES)));
+                }
+                let target = self.kernel_struct(structure, &format!("{name}#{id}"))?;
+                let btf = self.kernel_btf(name)?;
+                let at = u32::try_from(reg.off).ok();
+                if !at.is_some_and(|off| crate::kstruct::ids_match(&btf, have, off, target)) {
+                    let have = btf
+                        .get(have)
+                        .map(|t| crate::kstruct::display_name(&t))
+                        .unwrap_or_default();
+                    return Err(self.error(format!(
+                        "R{regno} is of type {have} but {structure} is expected"
+                    )));
+                }
+                if reg.val.is_const() != Some(0) {
+                    return Err(self.error(format!(
+                        "variable {} access var_off={} disallowed",
+                        reg.type_name(),
+                        reg.val.var_off
+                    )));
+                }
             }
             ArgType::PtrToSockCommonRelease => {
                 if !reg.ty.is_socket() || reg.maybe_null {

@@ -235,6 +235,17 @@ impl<'a> Verifier<'a> {
         }
     }
 
+    /// The id of the kernel structure called `name` (`what` needs it).
+    pub(crate) fn kernel_struct(
+        &mut self,
+        name: &str,
+        what: &str,
+    ) -> Result<u32, Box<VerifyError>> {
+        let btf = self.kernel_btf(what)?;
+        crate::kstruct::struct_id(&btf, name)
+            .ok_or_else(|| self.error(format!("{what}: the kernel's BTF has no struct {name}")))
+    }
+
     /// The kernel's BTF, which pointers to kernel structures refer to
     /// (`what` needs it: named in the error when there is none).
     pub(crate) fn kernel_btf(

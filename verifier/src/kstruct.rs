@@ -28,6 +28,8 @@ pub(crate) enum Walked {
     /// A pointer field to something other than a structure: read-only
     /// memory of unknown size (`PTR_TO_MEM | MEM_RDONLY | PTR_UNTRUSTED`).
     UntrustedMem,
+    /// The structure looked for by [`ids_match`] starts at the offset.
+    Nested,
 }
 
 /// Whether `t` is a typedef or a qualifier (`btf_type_is_modifier`).
@@ -116,6 +118,23 @@ fn skip_modifiers(btf: &Btf, id: u32) -> Option<(u32, Type)> {
 /// the kernel's message for an access it refuses (`btf_struct_access` on
 /// a pointer that is not to a program-allocated object).
 pub(crate) fn struct_access(btf: &Btf, id: u32, off: u32, size: u32) -> Result<Walked, String> {
+    walk(btf, id, off, size, None)
+}
+
+/// Whether a pointer to structure `id` moved by `off` bytes points to a
+/// structure `target` (`btf_struct_ids_match`): `target` itself, or a
+/// structure nested at that offset.
+pub(crate) fn ids_match(btf: &Btf, id: u32, off: u32, target: u32) -> bool {
+    if off == 0 && skip_modifiers(btf, id).map(|(i, _)| i) == Some(target) {
+        return true;
+    }
+    walk(btf, id, off, 1, Some(target)) == Ok(Walked::Nested)
+}
+
+/// `btf_struct_walk` through nested structures, down to the field read;
+/// with `want`, stops with [`Walked::Nested`] at a nested structure of
+/// that id starting exactly at the offset.
+fn walk(btf: &Btf, id: u32, off: u32, size: u32, want: Option<u32>) -> Result<Walked, String> {
     let mut via_union = false;
     let mut off = off;
     let (mut id, mut t) =
@@ -197,6 +216,9 @@ pub(crate) fn struct_access(btf: &Btf, id: u32, off: u32, size: u32) -> Result<W
                 mid = eid;
             }
             if mtype.is_composite() {
+                if off == moff && want == Some(mid) {
+                    return Ok(Walked::Nested);
+                }
                 off = off.wrapping_sub(moff);
                 id = mid;
                 t = mtype;

@@ -519,7 +519,8 @@ impl Verifier<'_> {
         let off = u32::try_from(fixed).unwrap_or(u32::MAX);
         match crate::kstruct::struct_access(&btf, id, off, size) {
             Err(message) => Err(self.error(message)),
-            Ok(Walked::Scalar) => Ok(Found::Unknown),
+            // (`Nested` comes only from `ids_match`.)
+            Ok(Walked::Scalar | Walked::Nested) => Ok(Found::Unknown),
             Ok(Walked::UntrustedMem) => Ok(Found::Reg(Reg::pointer(RegType::UntrustedMem, 0))),
             Ok(Walked::Ptr {
                 id: target,

@@ -80,6 +80,10 @@ pub enum ArgType {
     /// [`ArgType::PtrToSockCommon`], or a BTF socket pointer, which
     /// userbpf does not model.
     PtrToBtfSockCommon,
+    /// `ARG_PTR_TO_BTF_ID`: a pointer to the kernel structure of this
+    /// name (trusted, RCU-protected or plain, not NULL), or to a structure
+    /// that starts with it.
+    BtfId(&'static str),
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
     /// socket reference from a lookup, released by the call.
     PtrToSockCommonRelease,
@@ -140,6 +144,10 @@ pub enum RetType {
     /// kernel structure of this name, as the kernel's BTF describes it
     /// (`bpf_get_current_task_btf`'s `struct task_struct`).
     PtrToTrustedBtfId(&'static str),
+    /// `RET_PTR_TO_BTF_ID`: a pointer (never NULL, not trusted) to the
+    /// kernel structure of this name (`bpf_task_pt_regs`'s
+    /// `struct pt_regs`).
+    PtrToBtfId(&'static str),
 }
 
 /// A helper's prototype in the kernel's terms.
@@ -449,6 +457,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only: the current task's `struct task_struct`.
     proto(158, PtrToTrustedBtfId("task_struct"), &[]),
     proto(160, Integer, &[]),
+    // Kernel only: the registers a task entered the kernel with.
+    proto(175, PtrToBtfId("pt_regs"), &[BtfId("task_struct")]),
     proto(
         164,
         Integer,
@@ -565,7 +575,7 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122, 123, 124,
-    135, 152, 155, 158, 163, 188, 189, 190,
+    135, 152, 155, 158, 163, 175, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
