@@ -21,8 +21,8 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109,
-    112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 158, 160, 164, 165, 169,
-    170, 171, 172, 175, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
+    112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 158, 160, 164, 165,
+    169, 170, 171, 172, 175, 176, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.

@@ -645,10 +645,10 @@ fn helper_calls_follow_their_prototypes() {
     rejects("call 999\nexit", &xdp(), 0, "invalid func unknown#999");
     // A helper the kernel has, which userbpf does not model, says so.
     rejects(
-        "call 141\nexit",
+        "call 153\nexit",
         &uprobe(),
         0,
-        "helper bpf_get_task_stack#141 is not supported by userbpf's verifier (no prototype)",
+        "helper bpf_per_cpu_ptr#153 is not supported by userbpf's verifier (no prototype)",
     );
     rejects(
         "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_probe_read\nr0 = 0\nexit",

@@ -454,11 +454,24 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(132, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(133, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(134, Integer, &[ConstMapPtr, Anything]),
+    // Kernel only: a task's kernel stack.
+    proto(
+        141,
+        Integer,
+        &[
+            BtfId("task_struct"),
+            PtrToUninitMem,
+            ConstSizeOrZero,
+            Anything,
+        ],
+    ),
     // Kernel only: the current task's `struct task_struct`.
     proto(158, PtrToTrustedBtfId("task_struct"), &[]),
     proto(160, Integer, &[]),
     // Kernel only: the registers a task entered the kernel with.
     proto(175, PtrToBtfId("pt_regs"), &[BtfId("task_struct")]),
+    // Kernel only: the CPU's last branch records.
+    proto(176, Integer, &[PtrToUninitMem, ConstSizeOrZero, Anything]),
     proto(
         164,
         Integer,
@@ -575,7 +588,7 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122, 123, 124,
-    135, 152, 155, 158, 163, 175, 188, 189, 190,
+    135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
