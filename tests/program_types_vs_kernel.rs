@@ -602,3 +602,131 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
     assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Programs taking the `bpf_spin_lock` of map values, checked by both
+/// verifiers (verdict, and our message in the kernel's log): the maps are
+/// created with BTF that places the lock (an array with the lock at byte
+/// 4 of 16-byte values, a hash with it at byte 0, and an array without
+/// one).
+#[test]
+fn spin_locks_are_held_as_the_kernel_holds_them() {
+    use userbpf_kernel::{KernelMap, ProgBtf};
+    use userbpf_verifier::MapInfo;
+    if skip("spin_locks_are_held_as_the_kernel_holds_them") {
+        return;
+    }
+    // (type, name, key size, value size, lock offset)
+    let shapes: [(u32, &str, u32, u32, Option<u32>); 3] = [
+        (2, "locked", 4, 16, Some(4)),
+        (1, "locked_hash", 4, 8, Some(0)),
+        (2, "plain", 4, 8, None),
+    ];
+    let maps: Vec<KernelMap> = shapes
+        .iter()
+        .map(|&(t, name, k, v, lock)| match lock {
+            Some(at) => KernelMap::create_locked(name, [t, k, v, 4, 0], 0, at),
+            None => KernelMap::create(name, t, k, v, 4, 0, 0),
+        })
+        .collect::<Result<_, _>>()
+        .expect("maps");
+    let fds: Vec<i32> = maps.iter().map(KernelMap::raw_fd).collect();
+    let infos: Vec<MapInfo> = shapes
+        .iter()
+        .map(
+            |&(map_type, name, key_size, value_size, spin_lock)| MapInfo {
+                spin_lock,
+                ..MapInfo::new(name, map_type, key_size, value_size, 4)
+            },
+        )
+        .collect();
+    let lookup = |map: u32| {
+        format!(
+            "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:{map}]\ncall bpf_map_lookup_elem\n"
+        )
+    };
+    let locked = lookup(0);
+    let lock = "r6 = r0\nr1 = r0\nr1 += 4\ncall bpf_spin_lock\n";
+    let unlock = "r1 = r6\nr1 += 4\ncall bpf_spin_unlock\n";
+    let end = "r0 = 0\nexit";
+    // `prefix`, then if r0 is NULL a jump to the final exit, else `body`.
+    let slots = |body: &str| {
+        body.lines()
+            .map(|l| {
+                if l.contains("map[") || l.contains(" ll") {
+                    2
+                } else {
+                    1
+                }
+            })
+            .sum::<usize>()
+    };
+    let guarded = |prefix: &str, body: &str| {
+        format!("{prefix}if r0 == 0 goto +{}\n{body}{end}", slots(body) + 1)
+    };
+    let cases: Vec<(&str, &str, String)> = vec![
+        ("lock and unlock", "tc", guarded(&locked, &format!("{lock}{unlock}"))),
+        ("no unlock", "tc", guarded(&locked, lock)),
+        ("two locks", "tc", guarded(&locked, &format!("{lock}r1 = r6\nr1 += 4\ncall bpf_spin_lock\n{unlock}"))),
+        ("unlock only", "tc", guarded(&locked, &format!("r6 = r0\n{unlock}"))),
+        ("wrong offset", "tc", guarded(&locked, "r1 = r0\ncall bpf_spin_lock\n")),
+        ("variable offset", "tc", guarded(&format!("r7 = *(u32 *)(r1 + 0)\nr7 &= 4\n{locked}"), "r1 = r0\nr1 += r7\ncall bpf_spin_lock\n")),
+        ("helper while locked", "tc", guarded(&locked, &format!("{lock}call bpf_ktime_get_ns\n{unlock}"))),
+        ("field while locked", "tc", guarded(&locked, &format!("{lock}r1 = *(u64 *)(r6 + 8)\nr1 += 1\n*(u64 *)(r6 + 8) = r1\n{unlock}"))),
+        ("lock word read", "tc", guarded(&locked, "r1 = *(u32 *)(r0 + 4)\n")),
+        ("lock word overlapped", "tc", guarded(&locked, "r1 = *(u64 *)(r0 + 0)\n")),
+        ("lock word written by a helper", "tc", guarded(&locked, "r1 = r0\nr2 = 8\nr3 = 0\ncall bpf_probe_read_kernel\n")),
+        ("map without a lock", "tc", guarded(&lookup(2), lock)),
+        ("hash map's lock", "tc", guarded(&lookup(1), "r6 = r0\nr1 = r0\ncall bpf_spin_lock\nr1 = r6\ncall bpf_spin_unlock\n")),
+        ("unlock through another lookup", "tc", guarded(&locked, &guarded("r7 = r0\n*(u32 *)(r10 - 4) = 1\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\n", &format!("r6 = r0\nr1 = r7\nr1 += 4\ncall bpf_spin_lock\n{unlock}")).replace("r0 = 0\nexit", "") )),
+        ("unchecked lookup", "tc", format!("{}r1 = r0\ncall bpf_spin_lock\n{end}", lookup(1))),
+        ("packet load while locked", "tc", guarded(&format!("r9 = r1\n{locked}"), &format!("{lock}r6 = r9\nr0 = *(u8 *)skb[0]\nr6 = r0\n{unlock}"))),
+        ("subprogram while locked", "tc", format!("{}if r0 == 0 goto +8\n{lock}call pc+5\n{unlock}{end}\nr0 = 0\nexit", locked)),
+        ("socket filter", "socket", format!("{locked}{end}")),
+        ("kprobe", "kprobe/f", format!("{locked}{end}")),
+        ("xdp", "xdp", guarded(&locked, &format!("{lock}{unlock}"))),
+    ];
+    let mut failures = Vec::new();
+    for (what, section, text) in &cases {
+        let kind = ProgramKind::from_section(section).expect("a libbpf section");
+        let env = Env {
+            maps: infos.clone(),
+            ..env_for(&kind)
+        };
+        let insns = userbpf_vm::asm::assemble(text).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let program = Program::new("p", insns.clone()).expect("valid program");
+        let ours = check(&program, &env, &Options::default(), None).map(|_| ());
+        let btf = ProgBtf::for_subprograms(&insns).expect("program BTF");
+        let request = LoadRequest {
+            fd_array: &fds,
+            btf: btf.as_ref(),
+            ..request("p", &kind, &insns)
+        };
+        let kernel = KernelProgram::load_request(&request)
+            .map(|_| ())
+            .map_err(|e| format!("{e}\n{}", e.log));
+        // The map without a lock is created without BTF, so the kernel
+        // asks for BTF first; userbpf, which knows from the object's BTF
+        // whether a value holds a lock, says it has none.
+        println!(
+            "{what}: userbpf {}",
+            match &ours {
+                Ok(()) => "accepts".to_string(),
+                Err(e) => format!("rejects ({})", e.message),
+            }
+        );
+        let own_message = *what == "map without a lock";
+        let agree = match (&ours, &kernel) {
+            (Ok(()), Ok(())) => true,
+            (Err(e), Err(log)) => own_message || log.contains(e.message.as_str()),
+            _ => false,
+        };
+        if !agree {
+            failures.push(format!(
+                "{what}: kernel {:?}, userbpf {:?}",
+                kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
+                ours.map_err(|e| format!("{} at pc {}", e.message, e.pc))
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

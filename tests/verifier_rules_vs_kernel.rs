@@ -1303,20 +1303,9 @@ fn env(prog_type: ProgramType) -> Env {
         },
         maps: MAPS
             .iter()
-            .map(
-                |&(map_type, name, key_size, value_size, max_entries)| MapInfo {
-                    name: name.to_string(),
-                    map_type,
-                    key_size,
-                    value_size,
-                    max_entries,
-                    read_only: false,
-                    write_only: false,
-                    direct_value: false,
-                    contents: None,
-                    inner: None,
-                },
-            )
+            .map(|&(map_type, name, key_size, value_size, max_entries)| {
+                MapInfo::new(name, map_type, key_size, value_size, max_entries)
+            })
             .collect(),
         subprogram_names: Vec::new(),
         sleepable: false,

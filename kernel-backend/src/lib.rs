@@ -73,15 +73,25 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
     } else {
         def.max_entries
     };
-    let m = KernelMap::create(
-        &def.name,
+    let shape = [
         def.map_type,
         def.key_size,
         def.value_size,
         max_entries,
         def.flags,
-        def.map_extra,
-    )?;
+    ];
+    let m = match def.spin_lock {
+        Some(lock_off) => KernelMap::create_locked(&def.name, shape, def.map_extra, lock_off)?,
+        None => KernelMap::create(
+            &def.name,
+            def.map_type,
+            def.key_size,
+            def.value_size,
+            max_entries,
+            def.flags,
+            def.map_extra,
+        )?,
+    };
     if let Some(init) = &def.initial {
         if init.len() == def.value_size as usize {
             m.update(&0u32.to_le_bytes(), init, 0)?;

@@ -138,7 +138,23 @@ impl KernelMap {
             [map_type, key_size, value_size, max_entries, flags],
             map_extra,
             0,
+            None,
         )
+    }
+
+    /// `BPF_MAP_CREATE` of a map whose values hold a `struct
+    /// bpf_spin_lock` at byte `lock_off`: with BTF describing the key
+    /// (bytes, or a `u32`) and the value (the lock between byte arrays),
+    /// which the kernel needs to find the lock.
+    pub fn create_locked(
+        name: &str,
+        shape: [u32; 5],
+        map_extra: u64,
+        lock_off: u32,
+    ) -> Result<KernelMap, SysError> {
+        let [_, key_size, value_size, ..] = shape;
+        let btf = locked_value_btf(key_size, value_size, lock_off)?;
+        Self::create_with_inner(name, shape, map_extra, 0, Some(&btf))
     }
 
     /// `BPF_MAP_CREATE` of an array or hash of maps
@@ -158,21 +174,30 @@ impl KernelMap {
             [map_type, key_size, 4, max_entries, flags],
             0,
             inner.raw_fd() as u32,
+            None,
         )
     }
 
     /// `BPF_MAP_CREATE`: `shape` is type, key size, value size, max
-    /// entries and flags; `inner_map_fd` 0 for maps of values.
+    /// entries and flags; `inner_map_fd` 0 for maps of values; `btf` the
+    /// key's and value's types.
     fn create_with_inner(
         name: &str,
         shape: [u32; 5],
         map_extra: u64,
         inner_map_fd: u32,
+        btf: Option<&MapBtf>,
     ) -> Result<KernelMap, SysError> {
         let [map_type, key_size, value_size, max_entries, flags] = shape;
         let mut attr = [0u64; 16];
         // map_extra is the u64 at offset 64.
         attr[8] = map_extra;
+        if let Some(btf) = btf {
+            // btf_fd, btf_key_type_id, btf_value_type_id.
+            put32(&mut attr, 48, btf.fd.as_raw_fd() as u32);
+            put32(&mut attr, 52, btf.key);
+            put32(&mut attr, 56, btf.value);
+        }
         put32(&mut attr, 0, map_type);
         put32(&mut attr, 4, key_size);
         put32(&mut attr, 8, value_size);
@@ -519,8 +544,135 @@ pub struct ProgBtf {
     func_info: Vec<[u32; 2]>,
 }
 
-/// `BTF_KIND_INT`, `BTF_KIND_FUNC`, `BTF_KIND_FUNC_PROTO`.
+/// `BPF_BTF_LOAD` of a type section (`types`, in words) and its
+/// strings.
+fn load_btf(types: &[u32], strings: &[u8]) -> Result<OwnedFd, SysError> {
+    let type_len = (types.len() * 4) as u32;
+    let mut blob = Vec::with_capacity(24 + type_len as usize + strings.len());
+    blob.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
+    blob.extend_from_slice(&[1, 0]); // version, flags
+    for word in [24, 0, type_len, type_len, strings.len() as u32] {
+        blob.extend_from_slice(&word.to_le_bytes());
+    }
+    for word in types {
+        blob.extend_from_slice(&word.to_le_bytes());
+    }
+    blob.extend_from_slice(strings);
+    let mut log = vec![0u8; 1 << 16];
+    let mut attr = [0u64; 4];
+    put64(&mut attr, 0, blob.as_ptr() as u64); // btf
+    put64(&mut attr, 8, log.as_mut_ptr() as u64); // btf_log_buf
+    put32(&mut attr, 16, blob.len() as u32); // btf_size
+    put32(&mut attr, 20, log.len() as u32); // btf_log_size
+    put32(&mut attr, 24, 1); // btf_log_level
+    match bpf(BPF_BTF_LOAD, &mut attr, 28) {
+        Ok(rc) => Ok(fd(rc)),
+        Err(source) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+            Err(SysError {
+                cmd: "BPF_BTF_LOAD",
+                source,
+                log: String::from_utf8_lossy(&log[..end]).into_owned(),
+            })
+        }
+    }
+}
+
+/// A map's BTF: the loaded types and the key's and value's ids.
+struct MapBtf {
+    fd: OwnedFd,
+    key: u32,
+    value: u32,
+}
+
+/// BTF for a map whose `value_size`-byte values hold a `struct
+/// bpf_spin_lock` at `lock_off`: `unsigned int` (a 4-byte key), `unsigned
+/// char` arrays (other keys, the bytes around the lock), `struct
+/// bpf_spin_lock { unsigned int val; }` and the value's structure.
+fn locked_value_btf(key_size: u32, value_size: u32, lock_off: u32) -> Result<MapBtf, SysError> {
+    let tail = value_size
+        .checked_sub(lock_off.saturating_add(4))
+        .ok_or_else(|| SysError {
+            cmd: "BPF_BTF_LOAD",
+            source: std::io::Error::from_raw_os_error(libc::EINVAL),
+            log: format!("a lock at byte {lock_off} does not fit in a value of {value_size} bytes"),
+        })?;
+    let mut strings = vec![0u8];
+    let mut add_str = |s: &str| {
+        let off = strings.len() as u32;
+        strings.extend_from_slice(s.as_bytes());
+        strings.push(0);
+        off
+    };
+    let (uint, uchar, lock, val) = (
+        add_str("unsigned int"),
+        add_str("unsigned char"),
+        add_str("bpf_spin_lock"),
+        add_str("val"),
+    );
+    let (value_name, head_name, lock_name, tail_name) = (
+        add_str("value"),
+        add_str("head"),
+        add_str("lock"),
+        add_str("tail"),
+    );
+    let mut types: Vec<u32> = vec![
+        // [1] unsigned int.
+        uint,
+        BTF_KIND_INT << 24,
+        4,
+        32,
+        // [2] unsigned char.
+        uchar,
+        BTF_KIND_INT << 24,
+        1,
+        8,
+        // [3] struct bpf_spin_lock { unsigned int val; }.
+        lock,
+        (BTF_KIND_STRUCT << 24) | 1,
+        4,
+        val,
+        1,
+        0,
+    ];
+    let mut next = 4u32;
+    let mut bytes = |types: &mut Vec<u32>, n: u32| {
+        // unsigned char[n].
+        types.extend([0, BTF_KIND_ARRAY << 24, 0, 2, 1, n]);
+        next += 1;
+        next - 1
+    };
+    let key = if key_size == 4 {
+        1
+    } else {
+        bytes(&mut types, key_size)
+    };
+    let head = (lock_off > 0).then(|| bytes(&mut types, lock_off));
+    let tail = (tail > 0).then(|| bytes(&mut types, tail));
+    let mut members = Vec::new();
+    if let Some(h) = head {
+        members.extend([head_name, h, 0]);
+    }
+    members.extend([lock_name, 3, lock_off * 8]);
+    if let Some(t) = tail {
+        members.extend([tail_name, t, (lock_off + 4) * 8]);
+    }
+    let vlen = (members.len() / 3) as u32;
+    types.extend([value_name, (BTF_KIND_STRUCT << 24) | vlen, value_size]);
+    types.extend(members);
+    let value = next;
+    Ok(MapBtf {
+        fd: load_btf(&types, &strings)?,
+        key,
+        value,
+    })
+}
+
+/// `BTF_KIND_INT`, `BTF_KIND_ARRAY`, `BTF_KIND_STRUCT`, `BTF_KIND_FUNC`,
+/// `BTF_KIND_FUNC_PROTO`.
 const BTF_KIND_INT: u32 = 1;
+const BTF_KIND_ARRAY: u32 = 3;
+const BTF_KIND_STRUCT: u32 = 4;
 const BTF_KIND_FUNC: u32 = 12;
 const BTF_KIND_FUNC_PROTO: u32 = 13;
 
@@ -590,38 +742,10 @@ impl ProgBtf {
             func_info.push([*pc as u32, 3 + i as u32]);
         }
         func_info.sort_unstable();
-        let type_len = (types.len() * 4) as u32;
-        let mut blob = Vec::with_capacity(24 + type_len as usize + strings.len());
-        blob.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
-        blob.extend_from_slice(&[1, 0]); // version, flags
-        for word in [24, 0, type_len, type_len, strings.len() as u32] {
-            blob.extend_from_slice(&word.to_le_bytes());
-        }
-        for word in &types {
-            blob.extend_from_slice(&word.to_le_bytes());
-        }
-        blob.extend_from_slice(&strings);
-        let mut log = vec![0u8; 1 << 16];
-        let mut attr = [0u64; 4];
-        put64(&mut attr, 0, blob.as_ptr() as u64); // btf
-        put64(&mut attr, 8, log.as_mut_ptr() as u64); // btf_log_buf
-        put32(&mut attr, 16, blob.len() as u32); // btf_size
-        put32(&mut attr, 20, log.len() as u32); // btf_log_size
-        put32(&mut attr, 24, 1); // btf_log_level
-        match bpf(BPF_BTF_LOAD, &mut attr, 28) {
-            Ok(rc) => Ok(ProgBtf {
-                fd: fd(rc),
-                func_info,
-            }),
-            Err(source) => {
-                let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
-                Err(SysError {
-                    cmd: "BPF_BTF_LOAD",
-                    source,
-                    log: String::from_utf8_lossy(&log[..end]).into_owned(),
-                })
-            }
-        }
+        Ok(ProgBtf {
+            fd: load_btf(&types, &strings)?,
+            func_info,
+        })
     }
 
     /// The BTF object's fd.

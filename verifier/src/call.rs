@@ -20,9 +20,9 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109,
-    112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 158, 160, 164, 165,
-    169, 170, 171, 172, 175, 176, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109, 93,
+    94, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 158, 160, 164,
+    165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -104,6 +104,8 @@ const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46, 50];
 /// the kernel lists them when it refuses one; with the BTF socket
 /// pointers for `ARG_PTR_TO_BTF_ID_SOCK_COMMON`.
 const SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock";
+/// The register types a lock argument takes (`spin_lock_types`).
+const SPIN_LOCK_TYPES: &str = "map_value, ptr_";
 /// The register types a kernel structure argument takes (`btf_ptr_types`).
 const BTF_ID_TYPES: &str = "ptr_, trusted_ptr_, rcu_ptr_";
 const BTF_SOCK_COMMON_TYPES: &str = "sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_";
@@ -355,6 +357,10 @@ impl Verifier<'_> {
         pc: usize,
         target: CallTarget,
     ) -> Result<Step, Box<VerifyError>> {
+        // Only bpf_spin_unlock, and bpf-to-bpf calls, while a lock is held.
+        if st.lock.is_some() && !matches!(target, CallTarget::Helper(94) | CallTarget::Local(_)) {
+            return Err(self.error("function calls are not allowed while holding a lock"));
+        }
         match target {
             CallTarget::Helper(id) => self.helper_call(st, pc, id),
             CallTarget::Local(rel) => {
@@ -507,6 +513,11 @@ impl Verifier<'_> {
     }
 
     pub(crate) fn exit(&mut self, st: &mut State) -> Result<Step, Box<VerifyError>> {
+        if st.frames.len() == 1 && st.lock.is_some() {
+            return Err(self.error(
+                "BPF_EXIT instruction in main prog cannot be used inside bpf_spin_lock-ed region",
+            ));
+        }
         let r0 = *st.reg(0);
         // As the kernel's `prepare_func_exit`: a subprogram returns
         // whatever its r0 holds, set or not (the caller may not read it
@@ -691,8 +702,14 @@ impl Verifier<'_> {
                     self.or_null(RegType::XdpSock)
                 } else if id == 1 && self.constant_key_in_range(st, m) {
                     // The kernel's nullness elision: a lookup in an array
-                    // with a constant key below max_entries finds a value.
-                    Reg::pointer(RegType::MapValue { map: m }, 0)
+                    // with a constant key below max_entries finds a value
+                    // (with an id of its own when it holds a lock, which
+                    // the id names).
+                    let locked = info.is_some_and(|i| i.spin_lock.is_some());
+                    Reg {
+                        id: if locked { self.fresh_id() } else { 0 },
+                        ..Reg::pointer(RegType::MapValue { map: m }, 0)
+                    }
                 } else {
                     self.or_null(RegType::MapValue { map: m })
                 }
@@ -811,6 +828,7 @@ impl Verifier<'_> {
                     State {
                         frames: vec![frame],
                         refs: Vec::new(),
+                        lock: None,
                     },
                     cb,
                 );
@@ -950,6 +968,55 @@ impl Verifier<'_> {
             ) => matches!(id, 2 | 3),
             _ => false,
         }
+    }
+
+    /// `process_spin_lock`: the lock argument points exactly at its map
+    /// value's `struct bpf_spin_lock`; taking it needs none held,
+    /// releasing it needs this one held.
+    fn spin_lock_arg(
+        &mut self,
+        st: &mut State,
+        reg: &Reg,
+        regno: u8,
+        map: u32,
+        lock: bool,
+    ) -> Result<(), Box<VerifyError>> {
+        let what = if lock {
+            "bpf_spin_lock"
+        } else {
+            "bpf_spin_unlock"
+        };
+        let Some(var) = reg.val.is_const() else {
+            return Err(self.error(format!(
+                "R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant offset"
+            )));
+        };
+        let info = self.env.maps.get(map as usize);
+        let name = info.map_or("", |m| m.name.as_str());
+        let Some(at) = info.and_then(|m| m.spin_lock) else {
+            return Err(self.error(format!("map '{name}' has no valid bpf_spin_lock")));
+        };
+        let off = (var as i64).wrapping_add(i64::from(reg.off));
+        if off != i64::from(at) {
+            return Err(self.error(format!(
+                "off {off} doesn't point to 'struct bpf_spin_lock' that is at {at}"
+            )));
+        }
+        if lock {
+            if st.lock.is_some() {
+                return Err(self.error("Locking two bpf_spin_locks are not allowed"));
+            }
+            st.lock = Some((map, reg.id));
+        } else {
+            match st.lock {
+                None => return Err(self.error(format!("{what} without taking a lock"))),
+                Some(held) if held != (map, reg.id) => {
+                    return Err(self.error(format!("{what} of different lock")))
+                }
+                Some(_) => st.lock = None,
+            }
+        }
+        Ok(())
     }
 
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {
@@ -1216,6 +1283,15 @@ impl Verifier<'_> {
                     })));
                 }
                 meta.sock_ref = reg.ref_id;
+            }
+            ArgType::PtrToSpinLock => {
+                let RegType::MapValue { map } = reg.ty else {
+                    return Err(self.error(expected(SPIN_LOCK_TYPES)));
+                };
+                if reg.maybe_null {
+                    return Err(self.error(expected(SPIN_LOCK_TYPES)));
+                }
+                self.spin_lock_arg(st, &reg, regno, map, id == 93)?;
             }
             ArgType::BtfId(structure) => {
                 // `btf_ptr_types`, then `btf_struct_ids_match`, then

@@ -87,9 +87,37 @@ pub struct MapInfo {
     /// Maps of maps: the index of a map with the inner maps' shape (the
     /// first map in the initial slots).
     pub inner: Option<u32>,
+    /// Byte offset of the `struct bpf_spin_lock` in each value (from the
+    /// value's BTF type), which `bpf_spin_lock` takes and programs may not
+    /// read or write directly.
+    pub spin_lock: Option<u32>,
 }
 
 impl MapInfo {
+    /// A map of this shape, read and written by programs, without global
+    /// data, inner maps or a lock.
+    pub fn new(
+        name: &str,
+        map_type: u32,
+        key_size: u32,
+        value_size: u32,
+        max_entries: u32,
+    ) -> MapInfo {
+        MapInfo {
+            name: name.to_string(),
+            map_type,
+            key_size,
+            value_size,
+            max_entries,
+            read_only: false,
+            write_only: false,
+            direct_value: false,
+            contents: None,
+            inner: None,
+            spin_lock: None,
+        }
+    }
+
     /// The verifier's view of an object's map definition.
     pub fn from_def(def: &MapDef) -> MapInfo {
         MapInfo {
@@ -107,6 +135,7 @@ impl MapInfo {
                 None
             },
             inner: None,
+            spin_lock: def.spin_lock,
         }
     }
 

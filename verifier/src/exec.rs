@@ -424,15 +424,17 @@ impl Verifier<'_> {
         Ok(match value {
             Lddw::Imm(v) => Reg::constant(v),
             Lddw::MapFd(fd) | Lddw::MapIdx(fd) => {
-                if self.env.map(fd).is_none() {
+                let Some(m) = self.env.map(fd) else {
                     return Err(self.error(format!("fd {fd} is not pointing to valid bpf_map")));
-                }
+                };
+                self.map_prog_compat(m)?;
                 Reg::pointer(RegType::ConstMap { map: fd as u32 }, 0)
             }
             Lddw::MapValue { fd, off } | Lddw::MapIdxValue { idx: fd, off } => {
                 let Some(m) = self.env.map(fd) else {
                     return Err(self.error(format!("fd {fd} is not pointing to valid bpf_map")));
                 };
+                self.map_prog_compat(m)?;
                 if !m.direct_value {
                     return Err(self.error(format!(
                         "map `{}` does not support direct value access",
@@ -459,6 +461,28 @@ impl Verifier<'_> {
                 )))
             }
         })
+    }
+
+    /// `check_map_prog_compatibility`: the program types that may not use
+    /// a map holding a lock.
+    fn map_prog_compat(&self, m: &crate::env::MapInfo) -> Result<(), Box<VerifyError>> {
+        use userbpf_vm::object::ProgramType as T;
+        if m.spin_lock.is_none() {
+            return Ok(());
+        }
+        match self.env.prog_type {
+            Some(T::SocketFilter) => {
+                Err(self.error("socket filter progs cannot use bpf_spin_lock yet"))
+            }
+            Some(
+                T::Kprobe
+                | T::Tracepoint
+                | T::PerfEvent
+                | T::RawTracepoint
+                | T::RawTracepointWritable,
+            ) => Err(self.error("tracing progs cannot use bpf_spin_lock yet")),
+            _ => Ok(()),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -53,6 +53,7 @@ impl Entry {
             self.state = State {
                 frames: Vec::new(),
                 refs: Vec::new(),
+                lock: None,
             };
         }
     }
@@ -361,6 +362,7 @@ impl<'a> Verifier<'a> {
         State {
             frames: vec![frame],
             refs: Vec::new(),
+            lock: None,
         }
     }
 

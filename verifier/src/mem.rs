@@ -242,6 +242,11 @@ impl Verifier<'_> {
                 return Err(self.error(format!("R{} leaks addr into packet offset", r.num())));
             }
         }
+        if st.lock.is_some() {
+            return Err(
+                self.error("BPF_LD_[ABS|IND] cannot be used inside bpf_spin_lock-ed region")
+            );
+        }
         if !st.refs.is_empty() {
             return Err(self.error("BPF_LD_[ABS|IND] cannot be mixed with socket references"));
         }
@@ -367,9 +372,23 @@ impl Verifier<'_> {
                 let value_size = m.value_size;
                 let read_only = m.prog_read_only();
                 let write_only = m.write_only;
+                let lock = m.spin_lock;
                 self.region_access(regno, base, fixed, size, value_size, |off, size| {
                     format!("invalid access to map value, value_size={value_size} off={off} size={size}")
                 })?;
+                // The lock is bpf_spin_lock's alone (`check_map_access`:
+                // any byte of it the access may touch).
+                if let Some(at) = lock.map(i64::from) {
+                    let lo = fixed.saturating_add(base.val.smin);
+                    let hi = fixed
+                        .saturating_add(base.val.umax.min(i64::MAX as u64) as i64)
+                        .saturating_add(i64::from(size));
+                    if lo < at.saturating_add(4) && at < hi {
+                        return Err(
+                            self.error("bpf_spin_lock cannot be accessed directly by load/store")
+                        );
+                    }
+                }
                 if access == Access::Write && read_only {
                     return Err(self.error(format!(
                         "write into map forbidden, value_size={value_size} off={fixed} size={size}"

@@ -159,6 +159,9 @@ pub struct State {
     pub frames: Vec<Frame>,
     /// Acquired references not yet released: (id, pc of acquisition).
     pub refs: Vec<(u32, usize)>,
+    /// The `bpf_spin_lock` held: the map, and the id of the value
+    /// pointer it was taken through (0: global data).
+    pub lock: Option<(u32, u32)>,
 }
 
 impl State {
@@ -243,6 +246,11 @@ pub fn state_within(old: &State, cur: &State, masks: &[FrameMask]) -> bool {
         if !ids.check(o, c) {
             return false;
         }
+    }
+    match (old.lock, cur.lock) {
+        (None, None) => {}
+        (Some((om, oi)), Some((cm, ci))) if om == cm && ids.check(oi, ci) => {}
+        _ => return false,
     }
     for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
         if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
@@ -432,7 +440,7 @@ fn stack_within(old: &Frame, cur: &Frame, precise: u64, ids: &mut IdMap) -> bool
 /// registers, invalid stack bytes), which only ever rejects more.
 /// `None` when the frames or references differ.
 pub fn widen(old: &State, cur: &State) -> Option<State> {
-    if old.frames.len() != cur.frames.len() || old.refs != cur.refs {
+    if old.frames.len() != cur.frames.len() || old.refs != cur.refs || old.lock != cur.lock {
         return None;
     }
     let mut out = cur.clone();

@@ -402,6 +402,7 @@ fn initial(
             direct_value: true,
             contents: None,
             inner: None,
+            spin_lock: None,
         })
         .collect();
     let env = Env {
@@ -417,6 +418,7 @@ fn initial(
         State {
             frames: vec![frame],
             refs: Vec::new(),
+            lock: None,
         },
         env,
     ))

@@ -80,6 +80,8 @@ pub enum ArgType {
     /// [`ArgType::PtrToSockCommon`], or a BTF socket pointer, which
     /// userbpf does not model.
     PtrToBtfSockCommon,
+    /// `ARG_PTR_TO_SPIN_LOCK`: the `struct bpf_spin_lock` of a map value.
+    PtrToSpinLock,
     /// `ARG_PTR_TO_BTF_ID`: a pointer to the kernel structure of this
     /// name (trusted, RCU-protected or plain, not NULL), or to a structure
     /// that starts with it.
@@ -454,6 +456,10 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(132, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(133, Void, &[PtrToRingbufMemRelease, Anything]),
     proto(134, Integer, &[ConstMapPtr, Anything]),
+    // Kernel only: the lock of a map value (the verifier tracks which
+    // one is held).
+    proto(93, Void, &[PtrToSpinLock]),
+    proto(94, Void, &[PtrToSpinLock]),
     // Kernel only: a task's kernel stack.
     proto(
         141,
@@ -587,8 +593,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
-    79, 80, 82, 83, 84, 85, 86, 90, 91, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122, 123, 124,
-    135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190,
+    79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
+    123, 124, 135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program

@@ -1432,3 +1432,18 @@ fn percpu_hashes_add_to_the_running_cpus_value() {
         );
     }
 }
+
+/// A map whose value type holds a `struct bpf_spin_lock` records where:
+/// `struct counts { __u64 packets; struct bpf_spin_lock lock; __u64 bytes; }`
+/// has it at byte 8; maps without one record none.
+#[test]
+fn finds_the_spin_lock_of_map_values() {
+    let (file, bytes) = fixture("spinlock.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    let totals = obj.maps.iter().find(|m| m.name == "totals").expect("map");
+    assert_eq!(totals.spin_lock, Some(8));
+    assert_eq!(totals.value_size, 24);
+    let (file, bytes) = fixture("counter.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert!(obj.maps.iter().all(|m| m.spin_lock.is_none()));
+}

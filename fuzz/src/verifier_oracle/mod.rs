@@ -91,18 +91,13 @@ impl GenMap {
 
     /// The verifier's view of the map at index `idx`.
     pub fn info(self, idx: usize) -> MapInfo {
-        MapInfo {
-            name: self.name(idx),
-            map_type: self.map_type,
-            key_size: Self::KEY_SIZE,
-            value_size: self.value_size,
-            max_entries: Self::MAX_ENTRIES,
-            read_only: false,
-            write_only: false,
-            direct_value: false,
-            contents: None,
-            inner: None,
-        }
+        MapInfo::new(
+            &self.name(idx),
+            self.map_type,
+            Self::KEY_SIZE,
+            self.value_size,
+            Self::MAX_ENTRIES,
+        )
     }
 
     /// The interpreter's map at index `idx`.

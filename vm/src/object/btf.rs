@@ -554,9 +554,38 @@ pub struct BtfMapDef {
     pub has_values: bool,
     /// Byte offset of the `values` member in the definition struct.
     pub values_offset: u32,
+    /// The value's type (`__type(value, T)`), 0 when only its size is
+    /// given.
+    pub value_type: u32,
 }
 
 impl Btf {
+    /// The byte offset of the `struct bpf_spin_lock` in values of type
+    /// `id`, searched through nested structures (`btf_find_spin_lock`).
+    pub fn spin_lock_offset(&self, id: u32) -> Option<u32> {
+        self.spin_lock_in(id, 0)
+    }
+
+    fn spin_lock_in(&self, id: u32, depth: u32) -> Option<u32> {
+        if depth > 16 {
+            return None;
+        }
+        let (_, t) = self.resolve(id)?;
+        if !t.is_composite() {
+            return None;
+        }
+        if t.kind == Kind::Struct && t.name == "bpf_spin_lock" {
+            return Some(0);
+        }
+        t.members.iter().find_map(|m| {
+            if m.bitfield_size != 0 {
+                return None;
+            }
+            let inner = self.spin_lock_in(m.type_id, depth + 1)?;
+            (m.offset / 8).checked_add(inner)
+        })
+    }
+
     /// Reads the map definition of the `.maps` variable whose type is
     /// `var_type` (a VAR).
     pub fn map_def(&self, var_type: u32) -> Result<BtfMapDef, String> {
@@ -606,7 +635,12 @@ impl Btf {
                 }
                 "map_extra" => def.map_extra = u64::from(uint()?),
                 "key" => def.key_size = pointee_size()?,
-                "value" => def.value_size = pointee_size()?,
+                "value" => {
+                    def.value_size = pointee_size()?;
+                    if let Some((_, p)) = self.resolve(m.type_id) {
+                        def.value_type = p.size_or_type;
+                    }
+                }
                 "values" => {
                     def.has_values = true;
                     def.values_offset = m.offset / 8;

@@ -230,6 +230,9 @@ pub struct MapDef {
     /// index and the name of a program (program arrays) or of a map
     /// (array and hash of maps).
     pub initial_slots: Vec<(u32, String)>,
+    /// Byte offset of the `struct bpf_spin_lock` in each value, when the
+    /// value's BTF type has one.
+    pub spin_lock: Option<u32>,
 }
 
 /// A global variable of a global data section.
@@ -715,6 +718,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                     initial: None,
                     vars: Vec::new(),
                     initial_slots: Vec::new(),
+                    spin_lock: None,
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -779,6 +783,9 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                     initial: None,
                     vars: Vec::new(),
                     initial_slots: Vec::new(),
+                    spin_lock: (def.value_type != 0)
+                        .then(|| btf.spin_lock_offset(def.value_type))
+                        .flatten(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -806,6 +813,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 },
                 initial: Some(initial),
                 initial_slots: Vec::new(),
+                spin_lock: None,
                 vars: btf
                     .as_ref()
                     .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
@@ -940,6 +948,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 },
                 initial: Some(initial),
                 initial_slots: Vec::new(),
+                spin_lock: None,
                 vars: kexterns
                     .iter()
                     .map(|e| GlobalVar {
