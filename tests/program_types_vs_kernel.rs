@@ -603,29 +603,39 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Programs taking the `bpf_spin_lock` of map values, checked by both
-/// verifiers (verdict, and our message in the kernel's log): the maps are
-/// created with BTF that places the lock (an array with the lock at byte
-/// 4 of 16-byte values, a hash with it at byte 0, and an array without
-/// one).
+/// Programs taking the `bpf_spin_lock` or the `bpf_timer` of map values,
+/// checked by both verifiers (verdict, and our message in the kernel's
+/// log): the maps are created with BTF that places them (an array with
+/// the lock at byte 4 of 16-byte values, a hash with it at byte 0, an
+/// array without one, an array with a timer at byte 8 of 32-byte values).
 #[test]
 fn spin_locks_are_held_as_the_kernel_holds_them() {
-    use userbpf_kernel::{KernelMap, ProgBtf};
+    use userbpf_kernel::{KernelMap, ProgBtf, ValueField};
     use userbpf_verifier::MapInfo;
     if skip("spin_locks_are_held_as_the_kernel_holds_them") {
         return;
     }
-    // (type, name, key size, value size, lock offset)
-    let shapes: [(u32, &str, u32, u32, Option<u32>); 3] = [
-        (2, "locked", 4, 16, Some(4)),
-        (1, "locked_hash", 4, 8, Some(0)),
-        (2, "plain", 4, 8, None),
+    // (type, name, key size, value size, lock offset, timer offset)
+    type Shape = (u32, &'static str, u32, u32, Option<u32>, Option<u32>);
+    let shapes: [Shape; 4] = [
+        (2, "locked", 4, 16, Some(4), None),
+        (1, "locked_hash", 4, 8, Some(0), None),
+        (2, "plain", 4, 8, None, None),
+        (2, "timed", 4, 32, None, Some(8)),
     ];
     let maps: Vec<KernelMap> = shapes
         .iter()
-        .map(|&(t, name, k, v, lock)| match lock {
-            Some(at) => KernelMap::create_locked(name, [t, k, v, 4, 0], 0, at),
-            None => KernelMap::create(name, t, k, v, 4, 0, 0),
+        .map(|&(t, name, k, v, lock, timer)| {
+            let fields: Vec<ValueField> = lock
+                .map(ValueField::SpinLock)
+                .into_iter()
+                .chain(timer.map(ValueField::Timer))
+                .collect();
+            if fields.is_empty() {
+                KernelMap::create(name, t, k, v, 4, 0, 0)
+            } else {
+                KernelMap::create_with_fields(name, [t, k, v, 4, 0], 0, &fields)
+            }
         })
         .collect::<Result<_, _>>()
         .expect("maps");
@@ -633,8 +643,9 @@ fn spin_locks_are_held_as_the_kernel_holds_them() {
     let infos: Vec<MapInfo> = shapes
         .iter()
         .map(
-            |&(map_type, name, key_size, value_size, spin_lock)| MapInfo {
+            |&(map_type, name, key_size, value_size, spin_lock, timer)| MapInfo {
                 spin_lock,
+                timer,
                 ..MapInfo::new(name, map_type, key_size, value_size, 4)
             },
         )
@@ -684,6 +695,12 @@ fn spin_locks_are_held_as_the_kernel_holds_them() {
         ("socket filter", "socket", format!("{locked}{end}")),
         ("kprobe", "kprobe/f", format!("{locked}{end}")),
         ("xdp", "xdp", guarded(&locked, &format!("{lock}{unlock}"))),
+        ("timer", "tc", guarded(&lookup(3), "r1 = r0\nr1 += 8\nr2 = map[idx:3]\nr3 = 1\ncall bpf_timer_init\n")),
+        ("timer at the wrong offset", "tc", guarded(&lookup(3), "r1 = r0\nr2 = map[idx:3]\nr3 = 1\ncall bpf_timer_init\n")),
+        ("timer in a map without one", "tc", guarded(&lookup(0), "r1 = r0\nr1 += 8\nr2 = map[idx:0]\nr3 = 1\ncall bpf_timer_init\n")),
+        ("timer bytes read", "tc", guarded(&lookup(3), "r1 = *(u64 *)(r0 + 16)\n")),
+        ("bytes around the timer", "tc", guarded(&lookup(3), "r1 = *(u64 *)(r0 + 0)\nr1 = *(u64 *)(r0 + 24)\n")),
+        ("timer in a kprobe", "kprobe/f", format!("{}{end}", lookup(3))),
     ];
     let mut failures = Vec::new();
     for (what, section, text) in &cases {

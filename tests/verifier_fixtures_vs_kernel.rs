@@ -147,31 +147,6 @@ const DIFFERENCES: &[Difference] = &[
         reason: "userbpf rule: a syscall program's context is plain memory helpers may write \
                  (bpf_snprintf into ctx->out); the kernel's helpers refuse a context pointer",
     },
-    // Our kernel backend loads no object BTF (it synthesises BTF only for
-    // the functions of programs with callbacks): the kernel wants the map's
-    // BTF to find the bpf_timer in its values.
-    Difference {
-        object: "timer.bpf.o",
-        program: "arm",
-        ours: Accepts,
-        kernel: Rejects("has to have BTF in order to use bpf_timer"),
-        reason: "kernel backend: the maps are created without BTF, which the kernel needs to \
-                 locate a bpf_timer in a map value",
-    },
-    Difference {
-        object: "timer.bpf.o",
-        program: "cancel",
-        ours: Accepts,
-        kernel: Rejects("has to have BTF in order to use bpf_timer"),
-        reason: "kernel backend: maps without BTF (bpf_timer), as for `arm`",
-    },
-    Difference {
-        object: "timer.bpf.o",
-        program: "arm_hash",
-        ours: Accepts,
-        kernel: Rejects("has to have BTF in order to use bpf_timer"),
-        reason: "kernel backend: maps without BTF (bpf_timer), as for `arm`",
-    },
 ];
 
 /// Objects userbpf's loader refuses, so that neither verifier sees their

@@ -22,7 +22,8 @@ pub use attach::{
     attach_raw_tracepoint, attach_tracepoint, attach_uprobe, AttachError, KernelLink,
 };
 pub use sys::{
-    KernelMap, KernelProgram, LoadRequest, ProgBtf, SysError, TestRun, LOG_LEVEL1, LOG_STATS,
+    KernelMap, KernelProgram, LoadRequest, ProgBtf, SysError, TestRun, ValueField, LOG_LEVEL1,
+    LOG_STATS,
 };
 
 /// Whether kernel tests must run (`USERBPF_REQUIRE_KERNEL=1`) rather than
@@ -80,9 +81,16 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
         max_entries,
         def.flags,
     ];
-    let m = match def.spin_lock {
-        Some(lock_off) => KernelMap::create_locked(&def.name, shape, def.map_extra, lock_off)?,
-        None => KernelMap::create(
+    let fields: Vec<ValueField> = def
+        .spin_lock
+        .map(ValueField::SpinLock)
+        .into_iter()
+        .chain(def.timer.map(ValueField::Timer))
+        .collect();
+    let m = if !fields.is_empty() {
+        KernelMap::create_with_fields(&def.name, shape, def.map_extra, &fields)?
+    } else {
+        KernelMap::create(
             &def.name,
             def.map_type,
             def.key_size,
@@ -90,7 +98,7 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
             max_entries,
             def.flags,
             def.map_extra,
-        )?,
+        )?
     };
     if let Some(init) = &def.initial {
         if init.len() == def.value_size as usize {

@@ -142,18 +142,19 @@ impl KernelMap {
         )
     }
 
-    /// `BPF_MAP_CREATE` of a map whose values hold a `struct
-    /// bpf_spin_lock` at byte `lock_off`: with BTF describing the key
-    /// (bytes, or a `u32`) and the value (the lock between byte arrays),
-    /// which the kernel needs to find the lock.
-    pub fn create_locked(
+    /// `BPF_MAP_CREATE` of a map whose values hold special fields (a
+    /// `struct bpf_spin_lock`, a `struct bpf_timer`): with BTF describing
+    /// the key (bytes, or a `u32`) and the value (the fields between byte
+    /// arrays), which the kernel needs to find them. `shape` is type, key
+    /// size, value size, max entries and flags.
+    pub fn create_with_fields(
         name: &str,
         shape: [u32; 5],
         map_extra: u64,
-        lock_off: u32,
+        fields: &[ValueField],
     ) -> Result<KernelMap, SysError> {
         let [_, key_size, value_size, ..] = shape;
-        let btf = locked_value_btf(key_size, value_size, lock_off)?;
+        let btf = value_fields_btf(key_size, value_size, fields)?;
         Self::create_with_inner(name, shape, map_extra, 0, Some(&btf))
     }
 
@@ -585,18 +586,48 @@ struct MapBtf {
     value: u32,
 }
 
-/// BTF for a map whose `value_size`-byte values hold a `struct
-/// bpf_spin_lock` at `lock_off`: `unsigned int` (a 4-byte key), `unsigned
-/// char` arrays (other keys, the bytes around the lock), `struct
-/// bpf_spin_lock { unsigned int val; }` and the value's structure.
-fn locked_value_btf(key_size: u32, value_size: u32, lock_off: u32) -> Result<MapBtf, SysError> {
-    let tail = value_size
-        .checked_sub(lock_off.saturating_add(4))
-        .ok_or_else(|| SysError {
-            cmd: "BPF_BTF_LOAD",
-            source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            log: format!("a lock at byte {lock_off} does not fit in a value of {value_size} bytes"),
-        })?;
+/// A special field of a map value, which the kernel finds through the
+/// map's BTF: its byte offset in the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueField {
+    /// `struct bpf_spin_lock` (4 bytes).
+    SpinLock(u32),
+    /// `struct bpf_timer` (16 bytes, 8-byte aligned).
+    Timer(u32),
+}
+
+impl ValueField {
+    fn offset(self) -> u32 {
+        match self {
+            ValueField::SpinLock(off) | ValueField::Timer(off) => off,
+        }
+    }
+
+    fn size(self) -> u32 {
+        match self {
+            ValueField::SpinLock(_) => 4,
+            ValueField::Timer(_) => 16,
+        }
+    }
+}
+
+/// BTF for a map with `value_size`-byte values holding `fields`:
+/// `unsigned int` (a 4-byte key), `unsigned char` arrays (other keys, the
+/// bytes between fields), `struct bpf_spin_lock { unsigned int val; }`,
+/// `struct bpf_timer { unsigned long long __opaque[2]; }` and the value's
+/// structure.
+fn value_fields_btf(
+    key_size: u32,
+    value_size: u32,
+    fields: &[ValueField],
+) -> Result<MapBtf, SysError> {
+    let invalid = |log: String| SysError {
+        cmd: "BPF_BTF_LOAD",
+        source: std::io::Error::from_raw_os_error(libc::EINVAL),
+        log,
+    };
+    let mut fields = fields.to_vec();
+    fields.sort_by_key(|f| f.offset());
     let mut strings = vec![0u8];
     let mut add_str = |s: &str| {
         let off = strings.len() as u32;
@@ -604,18 +635,18 @@ fn locked_value_btf(key_size: u32, value_size: u32, lock_off: u32) -> Result<Map
         strings.push(0);
         off
     };
-    let (uint, uchar, lock, val) = (
-        add_str("unsigned int"),
-        add_str("unsigned char"),
-        add_str("bpf_spin_lock"),
-        add_str("val"),
-    );
-    let (value_name, head_name, lock_name, tail_name) = (
-        add_str("value"),
-        add_str("head"),
-        add_str("lock"),
-        add_str("tail"),
-    );
+    let names = [
+        "unsigned int",
+        "unsigned char",
+        "unsigned long long",
+        "bpf_spin_lock",
+        "val",
+        "bpf_timer",
+        "__opaque",
+        "value",
+    ]
+    .map(&mut add_str);
+    let [uint, uchar, ulong, lock, val, timer, opaque, value_name] = names;
     let mut types: Vec<u32> = vec![
         // [1] unsigned int.
         uint,
@@ -627,15 +658,34 @@ fn locked_value_btf(key_size: u32, value_size: u32, lock_off: u32) -> Result<Map
         BTF_KIND_INT << 24,
         1,
         8,
-        // [3] struct bpf_spin_lock { unsigned int val; }.
+        // [3] unsigned long long.
+        ulong,
+        BTF_KIND_INT << 24,
+        8,
+        64,
+        // [4] unsigned long long[2].
+        0,
+        BTF_KIND_ARRAY << 24,
+        0,
+        3,
+        1,
+        2,
+        // [5] struct bpf_spin_lock { unsigned int val; }.
         lock,
         (BTF_KIND_STRUCT << 24) | 1,
         4,
         val,
         1,
         0,
+        // [6] struct bpf_timer { unsigned long long __opaque[2]; }.
+        timer,
+        (BTF_KIND_STRUCT << 24) | 1,
+        16,
+        opaque,
+        4,
+        0,
     ];
-    let mut next = 4u32;
+    let mut next = 7u32;
     let mut bytes = |types: &mut Vec<u32>, n: u32| {
         // unsigned char[n].
         types.extend([0, BTF_KIND_ARRAY << 24, 0, 2, 1, n]);
@@ -647,20 +697,43 @@ fn locked_value_btf(key_size: u32, value_size: u32, lock_off: u32) -> Result<Map
     } else {
         bytes(&mut types, key_size)
     };
-    let head = (lock_off > 0).then(|| bytes(&mut types, lock_off));
-    let tail = (tail > 0).then(|| bytes(&mut types, tail));
-    let mut members = Vec::new();
-    if let Some(h) = head {
-        members.extend([head_name, h, 0]);
+    // (name, type, byte offset) of the value's members.
+    let mut members: Vec<[u32; 3]> = Vec::new();
+    let mut at = 0u32;
+    for (i, f) in fields.iter().enumerate() {
+        let off = f.offset();
+        if off < at {
+            return Err(invalid(format!("value fields overlap at byte {off}")));
+        }
+        if off > at {
+            let gap = bytes(&mut types, off - at);
+            members.push([add_str(&format!("pad{i}")), gap, at]);
+        }
+        let (name, ty) = match f {
+            ValueField::SpinLock(_) => ("lock", 5),
+            ValueField::Timer(_) => ("timer", 6),
+        };
+        members.push([add_str(&format!("{name}{i}")), ty, off]);
+        at = off.saturating_add(f.size());
     }
-    members.extend([lock_name, 3, lock_off * 8]);
-    if let Some(t) = tail {
-        members.extend([tail_name, t, (lock_off + 4) * 8]);
+    if at > value_size {
+        return Err(invalid(format!(
+            "value fields end at byte {at}, past a value of {value_size} bytes"
+        )));
     }
-    let vlen = (members.len() / 3) as u32;
-    types.extend([value_name, (BTF_KIND_STRUCT << 24) | vlen, value_size]);
-    types.extend(members);
+    if value_size > at {
+        let tail = bytes(&mut types, value_size - at);
+        members.push([add_str("tail"), tail, at]);
+    }
     let value = next;
+    types.extend([
+        value_name,
+        (BTF_KIND_STRUCT << 24) | members.len() as u32,
+        value_size,
+    ]);
+    for [name, ty, off] in members {
+        types.extend([name, ty, off * 8]);
+    }
     Ok(MapBtf {
         fd: load_btf(&types, &strings)?,
         key,

@@ -970,6 +970,39 @@ impl Verifier<'_> {
         }
     }
 
+    /// `check_map_field_pointer`: `reg` points exactly at the special
+    /// field `what` (`bpf_timer`, `bpf_spin_lock`) of its map's values,
+    /// which the value's BTF places at `at`.
+    fn map_field_pointer(
+        &self,
+        reg: &Reg,
+        regno: u8,
+        map: u32,
+        what: &str,
+        at: Option<u32>,
+    ) -> Result<(), Box<VerifyError>> {
+        let Some(var) = reg.val.is_const() else {
+            return Err(self.error(format!(
+                "R{regno} doesn't have constant offset. {what} has to be at the constant offset"
+            )));
+        };
+        let Some(at) = at else {
+            let name = self
+                .env
+                .maps
+                .get(map as usize)
+                .map_or("", |m| m.name.as_str());
+            return Err(self.error(format!("map '{name}' has no valid {what}")));
+        };
+        let off = (var as i64).wrapping_add(i64::from(reg.off));
+        if off != i64::from(at) {
+            return Err(self.error(format!(
+                "off {off} doesn't point to 'struct {what}' that is at {at}"
+            )));
+        }
+        Ok(())
+    }
+
     /// `process_spin_lock`: the lock argument points exactly at its map
     /// value's `struct bpf_spin_lock`; taking it needs none held,
     /// releasing it needs this one held.
@@ -986,22 +1019,8 @@ impl Verifier<'_> {
         } else {
             "bpf_spin_unlock"
         };
-        let Some(var) = reg.val.is_const() else {
-            return Err(self.error(format!(
-                "R{regno} doesn't have constant offset. bpf_spin_lock has to be at the constant offset"
-            )));
-        };
-        let info = self.env.maps.get(map as usize);
-        let name = info.map_or("", |m| m.name.as_str());
-        let Some(at) = info.and_then(|m| m.spin_lock) else {
-            return Err(self.error(format!("map '{name}' has no valid bpf_spin_lock")));
-        };
-        let off = (var as i64).wrapping_add(i64::from(reg.off));
-        if off != i64::from(at) {
-            return Err(self.error(format!(
-                "off {off} doesn't point to 'struct bpf_spin_lock' that is at {at}"
-            )));
-        }
+        let at = self.env.maps.get(map as usize).and_then(|m| m.spin_lock);
+        self.map_field_pointer(reg, regno, map, "bpf_spin_lock", at)?;
         if lock {
             if st.lock.is_some() {
                 return Err(self.error("Locking two bpf_spin_locks are not allowed"));
@@ -1253,19 +1272,9 @@ impl Verifier<'_> {
                 if reg.maybe_null {
                     return Err(self.error(expected("map_value")));
                 }
-                if reg.val.is_const().is_none() {
-                    return Err(self.error(format!(
-                        "R{regno} doesn't have constant offset. bpf_timer has to be at the constant offset"
-                    )));
-                }
                 meta.timer_map = Some(map);
-                let size = self.env.maps.get(map as usize).map_or(0, |m| m.value_size);
-                let off = i64::from(reg.off).saturating_add(reg.val.smin);
-                if off < 0 || off.saturating_add(16) > i64::from(size) || off % 8 != 0 {
-                    return Err(self.error(format!(
-                        "R{regno} offset {off} is not a bpf_timer in a value of {size} bytes"
-                    )));
-                }
+                let at = self.env.maps.get(map as usize).and_then(|m| m.timer);
+                self.map_field_pointer(&reg, regno, map, "bpf_timer", at)?;
             }
             ArgType::PtrToConstStr => self.const_str(&reg, regno)?,
             ArgType::PtrToDynptr(what) => self.dynptr_arg(st, meta, &reg, regno, i, what)?,

@@ -91,6 +91,10 @@ pub struct MapInfo {
     /// value's BTF type), which `bpf_spin_lock` takes and programs may not
     /// read or write directly.
     pub spin_lock: Option<u32>,
+    /// Byte offset of the `struct bpf_timer` in each value (from the
+    /// value's BTF type), which the timer helpers take and programs may
+    /// not read or write directly.
+    pub timer: Option<u32>,
 }
 
 impl MapInfo {
@@ -115,6 +119,7 @@ impl MapInfo {
             contents: None,
             inner: None,
             spin_lock: None,
+            timer: None,
         }
     }
 
@@ -136,6 +141,7 @@ impl MapInfo {
             },
             inner: None,
             spin_lock: def.spin_lock,
+            timer: def.timer,
         }
     }
 

@@ -464,25 +464,31 @@ impl Verifier<'_> {
     }
 
     /// `check_map_prog_compatibility`: the program types that may not use
-    /// a map holding a lock.
+    /// a map holding a lock or a timer.
     fn map_prog_compat(&self, m: &crate::env::MapInfo) -> Result<(), Box<VerifyError>> {
         use userbpf_vm::object::ProgramType as T;
-        if m.spin_lock.is_none() {
-            return Ok(());
-        }
-        match self.env.prog_type {
-            Some(T::SocketFilter) => {
-                Err(self.error("socket filter progs cannot use bpf_spin_lock yet"))
-            }
+        let tracing = matches!(
+            self.env.prog_type,
             Some(
                 T::Kprobe
-                | T::Tracepoint
-                | T::PerfEvent
-                | T::RawTracepoint
-                | T::RawTracepointWritable,
-            ) => Err(self.error("tracing progs cannot use bpf_spin_lock yet")),
-            _ => Ok(()),
+                    | T::Tracepoint
+                    | T::PerfEvent
+                    | T::RawTracepoint
+                    | T::RawTracepointWritable
+            )
+        );
+        if m.spin_lock.is_some() {
+            if self.env.prog_type == Some(T::SocketFilter) {
+                return Err(self.error("socket filter progs cannot use bpf_spin_lock yet"));
+            }
+            if tracing {
+                return Err(self.error("tracing progs cannot use bpf_spin_lock yet"));
+            }
         }
+        if m.timer.is_some() && tracing {
+            return Err(self.error("tracing progs cannot use bpf_timer yet"));
+        }
+        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]

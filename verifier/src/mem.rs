@@ -372,20 +372,26 @@ impl Verifier<'_> {
                 let value_size = m.value_size;
                 let read_only = m.prog_read_only();
                 let write_only = m.write_only;
-                let lock = m.spin_lock;
+                let fields = [
+                    (m.spin_lock, 4, "bpf_spin_lock"),
+                    (m.timer, 16, "bpf_timer"),
+                ];
                 self.region_access(regno, base, fixed, size, value_size, |off, size| {
                     format!("invalid access to map value, value_size={value_size} off={off} size={size}")
                 })?;
-                // The lock is bpf_spin_lock's alone (`check_map_access`:
-                // any byte of it the access may touch).
-                if let Some(at) = lock.map(i64::from) {
-                    let lo = fixed.saturating_add(base.val.smin);
-                    let hi = fixed
-                        .saturating_add(base.val.umax.min(i64::MAX as u64) as i64)
-                        .saturating_add(i64::from(size));
-                    if lo < at.saturating_add(4) && at < hi {
+                // A lock or a timer is its helpers' alone
+                // (`check_map_access`: any byte of it the access may touch).
+                let lo = fixed.saturating_add(base.val.smin);
+                let hi = fixed
+                    .saturating_add(base.val.umax.min(i64::MAX as u64) as i64)
+                    .saturating_add(i64::from(size));
+                for (at, len, what) in fields {
+                    let Some(at) = at.map(i64::from) else {
+                        continue;
+                    };
+                    if lo < at.saturating_add(len) && at < hi {
                         return Err(
-                            self.error("bpf_spin_lock cannot be accessed directly by load/store")
+                            self.error(format!("{what} cannot be accessed directly by load/store"))
                         );
                     }
                 }

@@ -403,6 +403,7 @@ fn initial(
             contents: None,
             inner: None,
             spin_lock: None,
+            timer: None,
         })
         .collect();
     let env = Env {

@@ -561,12 +561,19 @@ pub struct BtfMapDef {
 
 impl Btf {
     /// The byte offset of the `struct bpf_spin_lock` in values of type
-    /// `id`, searched through nested structures (`btf_find_spin_lock`).
+    /// `id`, searched through nested structures (`btf_find_field`).
     pub fn spin_lock_offset(&self, id: u32) -> Option<u32> {
-        self.spin_lock_in(id, 0)
+        self.field_offset(id, "bpf_spin_lock", 0)
     }
 
-    fn spin_lock_in(&self, id: u32, depth: u32) -> Option<u32> {
+    /// The byte offset of the `struct bpf_timer` in values of type `id`.
+    pub fn timer_offset(&self, id: u32) -> Option<u32> {
+        self.field_offset(id, "bpf_timer", 0)
+    }
+
+    /// The byte offset of the first structure called `name` in values
+    /// of type `id` (the value itself, or a member, nested).
+    fn field_offset(&self, id: u32, name: &str, depth: u32) -> Option<u32> {
         if depth > 16 {
             return None;
         }
@@ -574,14 +581,14 @@ impl Btf {
         if !t.is_composite() {
             return None;
         }
-        if t.kind == Kind::Struct && t.name == "bpf_spin_lock" {
+        if t.kind == Kind::Struct && t.name == name {
             return Some(0);
         }
         t.members.iter().find_map(|m| {
             if m.bitfield_size != 0 {
                 return None;
             }
-            let inner = self.spin_lock_in(m.type_id, depth + 1)?;
+            let inner = self.field_offset(m.type_id, name, depth + 1)?;
             (m.offset / 8).checked_add(inner)
         })
     }

@@ -233,6 +233,9 @@ pub struct MapDef {
     /// Byte offset of the `struct bpf_spin_lock` in each value, when the
     /// value's BTF type has one.
     pub spin_lock: Option<u32>,
+    /// Byte offset of the `struct bpf_timer` in each value, when the
+    /// value's BTF type has one.
+    pub timer: Option<u32>,
 }
 
 /// A global variable of a global data section.
@@ -719,6 +722,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                     vars: Vec::new(),
                     initial_slots: Vec::new(),
                     spin_lock: None,
+                    timer: None,
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -786,6 +790,9 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                     spin_lock: (def.value_type != 0)
                         .then(|| btf.spin_lock_offset(def.value_type))
                         .flatten(),
+                    timer: (def.value_type != 0)
+                        .then(|| btf.timer_offset(def.value_type))
+                        .flatten(),
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -814,6 +821,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 initial: Some(initial),
                 initial_slots: Vec::new(),
                 spin_lock: None,
+                timer: None,
                 vars: btf
                     .as_ref()
                     .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
@@ -949,6 +957,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 initial: Some(initial),
                 initial_slots: Vec::new(),
                 spin_lock: None,
+                timer: None,
                 vars: kexterns
                     .iter()
                     .map(|e| GlobalVar {
