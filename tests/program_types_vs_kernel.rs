@@ -695,6 +695,19 @@ fn spin_locks_are_held_as_the_kernel_holds_them() {
         ("socket filter", "socket", format!("{locked}{end}")),
         ("kprobe", "kprobe/f", format!("{locked}{end}")),
         ("xdp", "xdp", guarded(&locked, &format!("{lock}{unlock}"))),
+        // The lock taken in a subprogram, released by its caller.
+        (
+            "lock in a subprogram",
+            "tc",
+            format!("{locked}if r0 == 0 goto +9\nr6 = r0\nr1 = r0\nr1 += 4\ncall pc+6\nr1 = r6\nr1 += 4\ncall bpf_spin_unlock\nr0 = 1\nexit\nexit\ncall bpf_spin_lock\nr0 = 0\nexit"),
+        ),
+        // Two lookups of one map: locking through one and unlocking
+        // through the other on one path is caught, whatever is pruned.
+        (
+            "lock ids across paths",
+            "tc",
+            format!("r6 = *(u32 *)(r1 + 8)\n{locked}if r0 == 0 goto +19\nr7 = r0\n{locked}if r0 == 0 goto +11\nr8 = r0\nr1 = r7\nr1 += 4\ncall bpf_spin_lock\nif r6 == 0 goto +1\ngoto +1\nr7 = r8\nr1 = r7\nr1 += 4\ncall bpf_spin_unlock\nr0 = 0\nexit"),
+        ),
         ("timer", "tc", guarded(&lookup(3), "r1 = r0\nr1 += 8\nr2 = map[idx:3]\nr3 = 1\ncall bpf_timer_init\n")),
         ("timer at the wrong offset", "tc", guarded(&lookup(3), "r1 = r0\nr2 = map[idx:3]\nr3 = 1\ncall bpf_timer_init\n")),
         ("timer in a map without one", "tc", guarded(&lookup(0), "r1 = r0\nr1 += 8\nr2 = map[idx:0]\nr3 = 1\ncall bpf_timer_init\n")),
