@@ -497,9 +497,16 @@ impl Verifier<'_> {
                 }
                 let end = fixed.saturating_add(i64::from(size));
                 if fixed < 0 || end > i64::from(range) {
+                    // As the kernel prints it: the access offset twice, and
+                    // the pointer's id, which it gives only to pointers
+                    // moved by a variable (its ids count differently).
+                    let id = if base.val.is_const().is_some() {
+                        0
+                    } else {
+                        base.id
+                    };
                     return Err(self.error(format!(
-                        "invalid access to packet, off={fixed} size={size}, R{regno}(id={},off={},r={range})\nR{regno} offset is outside of the packet",
-                        base.id, base.off
+                        "invalid access to packet, off={fixed} size={size}, R{regno}(id={id},off={fixed},r={range})\nR{regno} offset is outside of the packet"
                     )));
                 }
                 Ok(Found::Unknown)
