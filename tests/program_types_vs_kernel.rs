@@ -124,6 +124,35 @@ fn verdicts(
     (ours, kernel)
 }
 
+/// The kernel's verdict on a load: on a refusal the error and its log.
+fn kernel_verdict(request: &LoadRequest<'_>) -> Result<(), String> {
+    KernelProgram::load_request(request)
+        .map(|_| ())
+        .map_err(|e| format!("{e}\n{}", e.log))
+}
+
+/// Our verdict, in words.
+fn our_verdict(ours: &Result<(), Box<VerifyError>>) -> String {
+    match ours {
+        Ok(()) => "accepts".to_string(),
+        Err(e) => format!("rejects ({})", e.message),
+    }
+}
+
+/// Whether both verifiers accept, or both refuse with our message in the
+/// kernel's log (any message, with `any_message`).
+fn agree(
+    ours: &Result<(), Box<VerifyError>>,
+    kernel: &Result<(), String>,
+    any_message: bool,
+) -> bool {
+    match (ours, kernel) {
+        (Ok(()), Ok(())) => true,
+        (Err(e), Err(log)) => any_message || log.contains(e.message.as_str()),
+        _ => false,
+    }
+}
+
 /// The C type of a `size`-byte access.
 fn mem_type(size: u32) -> &'static str {
     match size {
@@ -731,31 +760,60 @@ fn spin_locks_are_held_as_the_kernel_holds_them() {
             btf: btf.as_ref(),
             ..request("p", &kind, &insns)
         };
-        let kernel = KernelProgram::load_request(&request)
-            .map(|_| ())
-            .map_err(|e| format!("{e}\n{}", e.log));
+        let kernel = kernel_verdict(&request);
         // The map without a lock is created without BTF, so the kernel
         // asks for BTF first; userbpf, which knows from the object's BTF
         // whether a value holds a lock, says it has none.
-        println!(
-            "{what}: userbpf {}",
-            match &ours {
-                Ok(()) => "accepts".to_string(),
-                Err(e) => format!("rejects ({})", e.message),
-            }
-        );
+        println!("{what}: userbpf {}", our_verdict(&ours));
         let own_message = *what == "map without a lock";
-        let agree = match (&ours, &kernel) {
-            (Ok(()), Ok(())) => true,
-            (Err(e), Err(log)) => own_message || log.contains(e.message.as_str()),
-            _ => false,
-        };
-        if !agree {
+        if !agree(&ours, &kernel, own_message) {
             failures.push(format!(
                 "{what}: kernel {:?}, userbpf {:?}",
                 kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
                 ours.map_err(|e| format!("{} at pc {}", e.message, e.pc))
             ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// `bpf_copy_from_user` may sleep: only sleepable programs may call it
+/// (and not from their timers' callbacks), checked by both verifiers on a
+/// kprobe and on sleepable uprobes (loaded with `BPF_F_SLEEPABLE`).
+#[test]
+fn sleeping_helpers_need_sleepable_programs() {
+    if skip("sleeping_helpers_need_sleepable_programs") {
+        return;
+    }
+    const BPF_F_SLEEPABLE: u32 = 1 << 4;
+    let text = "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_copy_from_user\nr0 = 0\nexit";
+    let mut failures = Vec::new();
+    for section in [
+        "kprobe/f",
+        "uprobe/bin:f",
+        "uprobe.s/bin:f",
+        "uprobe.multi.s/bin:f",
+    ] {
+        let kind = ProgramKind::from_section(section).expect("a libbpf section");
+        let insns = userbpf_vm::asm::assemble(text).expect("assembles");
+        let program = Program::new("p", insns.clone()).expect("valid program");
+        let env = Env {
+            sleepable: kind.sleepable,
+            ..env_for(&kind)
+        };
+        let ours = check(&program, &env, &Options::default(), None).map(|_| ());
+        let request = LoadRequest {
+            prog_flags: if kind.sleepable { BPF_F_SLEEPABLE } else { 0 },
+            ..request("p", &kind, &insns)
+        };
+        let kernel = kernel_verdict(&request);
+        println!(
+            "{section}: kernel {}, userbpf {}",
+            if kernel.is_ok() { "accepts" } else { "rejects" },
+            our_verdict(&ours)
+        );
+        if !agree(&ours, &kernel, false) {
+            failures.push(format!("{section}: kernel {kernel:?}, userbpf {ours:?}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -20,9 +20,10 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// Helpers every program may call (`bpf_base_func_proto`, with root's
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
-    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 105, 106, 109, 93,
-    94, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 158, 160, 164,
-    165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203, 208,
+    1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 93, 94, 105, 106,
+    109, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 148, 158, 160,
+    164, 165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 195, 197, 198, 199, 200, 201, 202, 203,
+    208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -587,6 +588,12 @@ impl Verifier<'_> {
                 "program of this type cannot use helper {name}#{id}{}",
                 self.unmodelled()
             )));
+        }
+        // `in_sleepable`: a sleepable program, outside its timers'
+        // callbacks (which run in no sleepable context).
+        let sleepable = self.env.sleepable && !st.frames.first().is_some_and(|f| f.callback);
+        if userbpf_vm::proto::MIGHT_SLEEP.contains(&id) && !sleepable {
+            return Err(self.error("helper call might sleep in a non-sleepable prog"));
         }
         if id == userbpf_vm::dynptr::BPF_FUNC_DYNPTR_FROM_MEM {
             let data = st.reg(1);

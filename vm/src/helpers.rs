@@ -567,7 +567,7 @@ impl Helpers {
     /// `bpf_get_func_arg`/`_ret`/`_arg_cnt` (183-185) (those that ask
     /// about the event read the VM's [`HookInfo`]),
     /// `bpf_probe_read_user`/`_kernel` (112, 113) and their `_str` forms (114,
-    /// 115), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
+    /// 115), `bpf_copy_from_user` (148), `bpf_ktime_get_boot_ns` (125), `bpf_ktime_get_coarse_ns` (160),
     /// `bpf_snprintf` (165), `bpf_trace_vprintk` (177), `bpf_strncmp` (182),
     /// `bpf_get_numa_node_id` (42), `bpf_ktime_get_tai_ns` (208), and the
     /// local dynptr helpers (197, 201-203, [`crate::dynptr`]).
@@ -636,10 +636,10 @@ pub fn stderr_sink() -> TraceSink {
 }
 
 fn register_probe_helpers(h: &mut Helpers) {
-    // bpf_probe_read, bpf_probe_read_user, bpf_probe_read_kernel: straight
-    // into the program's buffer, no allocation (a probe on `malloc` may
-    // call them).
-    for id in [4, 112, 113] {
+    // bpf_probe_read, bpf_probe_read_user, bpf_probe_read_kernel, and
+    // bpf_copy_from_user (sleepable programs'): straight into the
+    // program's buffer, no allocation (a probe on `malloc` may call them).
+    for id in [4, 112, 113, 148] {
         h.register_kernel(id, |ctx, a| {
             let n = a[1] as usize;
             // Memory the run knows (its stack, its context, map values:
@@ -953,7 +953,8 @@ mod tests {
         );
         let mut env = RunEnv::default();
         let mut ctx = HelperContext::new(&mut mem, &mut env, None);
-        for id in [4, 112, 113] {
+        // bpf_copy_from_user (148) reads as bpf_probe_read_user does.
+        for id in [4, 112, 113, 148] {
             let read = h.get(id).unwrap();
             assert_eq!(read.call(&mut ctx, [d, 8, k, 0, 0]), Ok(0));
             assert_eq!(ctx.read(d, 8).unwrap(), b"regions!");

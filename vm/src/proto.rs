@@ -471,6 +471,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
             Anything,
         ],
     ),
+    // bpf_copy_from_user(dst, size, user_ptr): sleepable programs only
+    // (`MIGHT_SLEEP`).
+    proto(148, Integer, &[PtrToUninitMem, ConstSizeOrZero, Anything]),
     // Kernel only: the current task's `struct task_struct`.
     proto(158, PtrToTrustedBtfId("task_struct"), &[]),
     proto(160, Integer, &[]),
@@ -596,6 +599,10 @@ pub const KERNEL_ONLY: &[i32] = &[
     79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
     123, 124, 135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190,
 ];
+
+/// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
+/// (`might_sleep`): `bpf_copy_from_user`.
+pub const MIGHT_SLEEP: &[i32] = &[148];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
 /// must release on every path (`is_acquire_function`): the socket lookups
