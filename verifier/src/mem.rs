@@ -229,6 +229,11 @@ impl Verifier<'_> {
                 self.error("BPF_LD_[ABS|IND] instructions not allowed for this program type")
             );
         }
+        // Its failure ends the whole program, which a callback (run by a
+        // helper) cannot do.
+        if st.frames.iter().any(|f| f.callback) {
+            return Err(self.error("cannot use BPF_LD_[ABS|IND] within callback"));
+        }
         let r6 = self.read_reg(
             st,
             R::new(6).unwrap_or(R::new(0).unwrap_or_else(|| unreachable!())),

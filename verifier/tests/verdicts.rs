@@ -1209,3 +1209,30 @@ fn kernel_structures_are_read_at_their_fields() {
         &kprobe,
     );
 }
+
+/// A legacy packet load may end the program, which a callback cannot:
+/// refused inside `bpf_loop`'s callback (and in what it calls), allowed
+/// in the program itself.
+#[test]
+fn legacy_packet_loads_stay_out_of_callbacks() {
+    let socket = env(
+        ProgramType::SocketFilter,
+        Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
+    );
+    accepts("r6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 0\nexit", &socket);
+    let in_callback = |body: &str| {
+        format!("*(u64 *)(r10 - 8) = r1\nr1 = 1\nr2 = func[cb]\nr3 = r10\nr3 += -8\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\nr6 = *(u64 *)(r2 + 0)\n{body}")
+    };
+    rejects(
+        &in_callback("r0 = *(u32 *)skb[0]\nr0 = 0\nexit"),
+        &socket,
+        11,
+        "cannot use BPF_LD_[ABS|IND] within callback",
+    );
+    rejects(
+        &in_callback("call pc+2\nr0 = 0\nexit\nr0 = *(u32 *)skb[0]\nr0 = 0\nexit"),
+        &socket,
+        14,
+        "cannot use BPF_LD_[ABS|IND] within callback",
+    );
+}
