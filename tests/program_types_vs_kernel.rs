@@ -79,6 +79,7 @@ fn env_for(kind: &ProgramKind) -> Env {
         subprogram_names: Vec::new(),
         sleepable: false,
         kernel_btf: None,
+        attach_btf_name: None,
     }
 }
 

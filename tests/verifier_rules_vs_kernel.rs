@@ -1310,6 +1310,7 @@ fn env(prog_type: ProgramType) -> Env {
         subprogram_names: Vec::new(),
         sleepable: false,
         kernel_btf: None,
+        attach_btf_name: None,
     }
 }
 

@@ -194,7 +194,7 @@ pub enum CtxField {
 /// `PERF_MAX_TRACE_SIZE`.
 const PERF_MAX_TRACE_SIZE: u32 = 2048;
 /// `MAX_BPF_FUNC_ARGS`.
-const MAX_BPF_FUNC_ARGS: u32 = 12;
+pub(crate) const MAX_BPF_FUNC_ARGS: u32 = 12;
 
 impl Context {
     /// The context of a program of `kind`.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use userbpf_vm::object::btf::Btf;
 use userbpf_vm::object::{
-    AttachType, MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
+    AttachTarget, AttachType, MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG,
+    BPF_F_WRONLY_PROG,
 };
 
 use crate::ctx::Context;
@@ -191,6 +192,12 @@ pub struct Env {
     /// (`PTR_TO_BTF_ID`: `bpf_get_current_task_btf`); `None`: the running
     /// kernel's (`/sys/kernel/btf/vmlinux`), read when first needed.
     pub kernel_btf: Option<Arc<Btf>>,
+    /// The kernel function or tracepoint a tracing program attaches to
+    /// (`fentry/NAME`, `fexit/NAME`, `fmod_ret/NAME`, `tp_btf/NAME`): when
+    /// the kernel's BTF has it, the context's words are its arguments,
+    /// typed as the kernel types them (`btf_ctx_access`); otherwise plain
+    /// numbers.
+    pub attach_btf_name: Option<String>,
 }
 
 impl Env {
@@ -206,6 +213,7 @@ impl Env {
             subprogram_names: Vec::new(),
             sleepable: false,
             kernel_btf: None,
+            attach_btf_name: None,
         }
     }
 
@@ -230,6 +238,12 @@ impl Env {
             subprogram_names: program.subprograms.clone(),
             sleepable: program.kind.sleepable,
             kernel_btf: None,
+            attach_btf_name: match &program.kind.target {
+                AttachTarget::Btf { name } if program.kind.prog_type == ProgramType::Tracing => {
+                    Some(name.clone())
+                }
+                _ => None,
+            },
         }
     }
 

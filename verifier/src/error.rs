@@ -33,6 +33,16 @@ pub struct Stats {
     /// stored to memory: the program may read any of the context, not
     /// only [`Stats::ctx_words`].
     pub ctx_escapes: bool,
+    /// The pc of a read of kernel memory (through a pointer to a kernel
+    /// structure, or what one points to): only the kernel, whose loads
+    /// there cannot fault, may run the program; [`crate::verify`] refuses
+    /// it for user space.
+    pub kernel_memory: Option<usize>,
+    /// The pc of a load whose value was taken from a read-only map's
+    /// contents (`Options::fold_read_only_maps`): the program is safe only
+    /// while those stay as they are, which the kernel guarantees (frozen
+    /// maps) and user space does not; [`crate::verify`] refuses it.
+    pub folded: Option<usize>,
 }
 
 impl fmt::Display for Stats {

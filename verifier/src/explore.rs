@@ -129,6 +129,9 @@ pub(crate) struct Verifier<'a> {
     start: Instant,
     /// The kernel's BTF, once a pointer to a kernel structure needs it.
     kernel_btf: Option<std::sync::Arc<userbpf_vm::object::btf::Btf>>,
+    /// The kernel function or tracepoint a tracing program attaches to,
+    /// once looked up (`Some(None)`: not in the kernel's BTF).
+    traced: Option<Option<std::sync::Arc<crate::kstruct::TracedFunc>>>,
 }
 
 /// States reaching a helper that calls back before the next ones are
@@ -233,7 +236,32 @@ impl<'a> Verifier<'a> {
             loop_head,
             start,
             kernel_btf: env.kernel_btf.clone(),
+            traced: None,
         }
+    }
+
+    /// The kernel function or tracepoint this tracing program attaches
+    /// to, when the kernel's BTF describes it (otherwise its context is
+    /// plain numbers: a function of user space, or no BTF to tell).
+    pub(crate) fn traced_func(&mut self) -> Option<std::sync::Arc<crate::kstruct::TracedFunc>> {
+        use userbpf_vm::object::AttachType as A;
+        if let Some(t) = &self.traced {
+            return t.clone();
+        }
+        let tracepoint = match self.env.attach_type {
+            Some(A::TraceRawTp) => true,
+            Some(A::TraceFentry | A::TraceFexit | A::ModifyReturn) => false,
+            _ => {
+                self.traced = Some(None);
+                return None;
+            }
+        };
+        let found = self.env.attach_btf_name.clone().and_then(|name| {
+            let btf = self.kernel_btf("a tracing program's arguments").ok()?;
+            crate::kstruct::traced_func(&btf, &name, tracepoint).map(std::sync::Arc::new)
+        });
+        self.traced = Some(found.clone());
+        found
     }
 
     /// The id of the kernel structure called `name` (`what` needs it).

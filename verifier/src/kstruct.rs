@@ -321,6 +321,177 @@ pub(crate) fn loaded_trust(
     }
 }
 
+/// The arguments of the kernel function or tracepoint a tracing program
+/// attaches to, from the kernel's BTF (`prog->aux->attach_func_proto`).
+#[derive(Clone, Debug)]
+pub(crate) struct TracedFunc {
+    /// The name, for messages.
+    pub name: String,
+    /// Parameters: type id and name (a tracepoint's first, `void
+    /// *__data`, included).
+    params: Vec<(u32, String)>,
+    /// The return type (0: void).
+    ret: u32,
+    /// A tracepoint (`btf_trace_NAME`): its first parameter is not the
+    /// program's (`attach_btf_trace`).
+    tracepoint: bool,
+}
+
+/// What a tracing program's context word holds (`btf_ctx_access`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum CtxArg {
+    /// A number (an integer, an enum, a structure passed by value, a
+    /// pointer to something that is not a structure).
+    Scalar,
+    /// A pointer to the kernel structure with this id.
+    Ptr {
+        /// The structure.
+        id: u32,
+        /// Declared `__nullable`: may be NULL.
+        nullable: bool,
+    },
+}
+
+/// The function `name` (`fentry`, `fexit`, `fmod_ret`) or tracepoint
+/// (`tp_btf`) from the kernel's BTF, if it has one.
+pub(crate) fn traced_func(btf: &Btf, name: &str, tracepoint: bool) -> Option<TracedFunc> {
+    let proto = if tracepoint {
+        // typedef void (*btf_trace_NAME)(void *__data, args...).
+        let id = btf
+            .by_name(&format!("btf_trace_{name}"))
+            .into_iter()
+            .find(|&id| btf.kind(id) == Some(Kind::Typedef))?;
+        let (_, ptr) = btf.resolve(id)?;
+        if ptr.kind != Kind::Ptr {
+            return None;
+        }
+        btf.resolve(ptr.size_or_type)?.1
+    } else {
+        let id = btf
+            .by_name(name)
+            .into_iter()
+            .find(|&id| btf.kind(id) == Some(Kind::Func))?;
+        btf.get(btf.get(id)?.size_or_type)?
+    };
+    if proto.kind != Kind::FuncProto {
+        return None;
+    }
+    Some(TracedFunc {
+        name: name.to_string(),
+        params: proto
+            .params
+            .iter()
+            .map(|p| (p.type_id, p.name.clone()))
+            .collect(),
+        ret: proto.size_or_type,
+        tracepoint,
+    })
+}
+
+/// Bytes a value of type `id` takes among the context's words: 8 for a
+/// pointer, its size rounded up to 8 otherwise (0 for void).
+fn slot_bytes(btf: &Btf, id: u32) -> u32 {
+    match skip_modifiers(btf, id) {
+        Some((_, t)) if t.kind == Kind::Ptr => 8,
+        Some((_, t)) if t.kind != Kind::Func && t.kind != Kind::FuncProto => {
+            t.size_or_type.div_ceil(8).saturating_mul(8)
+        }
+        _ => 0,
+    }
+}
+
+/// What reading `size` bytes at `off` of a tracing program's context
+/// gives (`btf_ctx_access`, after `tracing_prog_is_valid_access`'s
+/// checks), or the kernel's log line for a refusal. `ret` says the
+/// return value follows the arguments (`fexit`), `fmod_ret` that it
+/// must be an integer.
+pub(crate) fn ctx_arg(
+    btf: &Btf,
+    f: &TracedFunc,
+    off: u32,
+    size: u32,
+    ret: bool,
+    fmod_ret: bool,
+) -> Result<CtxArg, String> {
+    let tname = &f.name;
+    if !off.is_multiple_of(8) {
+        return Err(format!("func '{tname}' offset {off} is not multiple of 8"));
+    }
+    // `btf_ctx_arg_idx`, over the whole prototype.
+    let mut end = 0u32;
+    let mut arg = f.params.len().saturating_add(1);
+    for (i, &(ty, _)) in f.params.iter().enumerate() {
+        end = end.saturating_add(slot_bytes(btf, ty));
+        if off < end {
+            arg = i;
+            break;
+        }
+    }
+    if arg > f.params.len() {
+        end = end.saturating_add(slot_bytes(btf, f.ret));
+        if off < end {
+            arg = f.params.len();
+        }
+    }
+    let params: &[(u32, String)] = if f.tracepoint {
+        f.params.get(1..).unwrap_or(&[])
+    } else {
+        &f.params
+    };
+    let nr_args = params.len();
+    let missing = || {
+        format!(
+            "func '{tname}' doesn't have {}-th argument",
+            arg.saturating_add(1)
+        )
+    };
+    if arg > nr_args {
+        return Err(missing());
+    }
+    let (ty, nullable) = if arg == nr_args {
+        if fmod_ret {
+            let small_int = skip_modifiers(btf, f.ret)
+                .is_some_and(|(_, t)| t.kind == Kind::Int && t.size_or_type <= 8);
+            if !small_int {
+                return Err(format!(
+                    "ret type {} not allowed for fmod_ret",
+                    btf.describe(f.ret)
+                ));
+            }
+            (f.ret, false)
+        } else if ret {
+            (f.ret, false)
+        } else {
+            return Err(missing());
+        }
+    } else {
+        let (ty, name) = &params[arg];
+        (*ty, name.ends_with("__nullable"))
+    };
+    let Some((_, t)) = skip_modifiers(btf, ty) else {
+        // void: nothing is there to read.
+        return Err(missing());
+    };
+    if (t.kind == Kind::Int && t.size_or_type <= 8) || t.is_any_enum() || t.is_composite() {
+        return Ok(CtxArg::Scalar);
+    }
+    if t.kind != Kind::Ptr {
+        return Err(format!(
+            "func '{tname}' arg{arg} has type {}. Only pointer access is allowed",
+            btf.describe(ty)
+        ));
+    }
+    if size != 8 {
+        return Err(format!("func '{tname}' size {size} must be 8"));
+    }
+    match skip_modifiers(btf, t.size_or_type) {
+        Some((id, pointee)) if pointee.kind == Kind::Struct || pointee.kind == Kind::Union => {
+            Ok(CtxArg::Ptr { id, nullable })
+        }
+        _ => Ok(CtxArg::Scalar),
+    }
+}
+
 /// The id of the kernel structure called `name`.
 pub(crate) fn struct_id(btf: &Btf, name: &str) -> Option<u32> {
     btf.by_name(name)

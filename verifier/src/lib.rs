@@ -73,6 +73,12 @@ pub struct Options {
     /// x`); `false` rejects a divisor register that may be zero (PREVAIL's
     /// `!allow_division_by_zero`), for programs that want to rule it out.
     pub allow_division_by_zero: bool,
+    /// Loads from read-only maps with known contents at constant offsets
+    /// give those contents (the kernel's `bpf_map_direct_read` of frozen
+    /// maps), so branches they decide are explored one way. [`check`]
+    /// turns it on by itself for a second try when a program fails
+    /// without it.
+    pub fold_read_only_maps: bool,
 }
 
 impl Default for Options {
@@ -82,6 +88,7 @@ impl Default for Options {
             max_states_per_insn: 10_000,
             max_processed: MAX_PROCESSED,
             allow_division_by_zero: true,
+            fold_read_only_maps: false,
         }
     }
 }
@@ -95,18 +102,76 @@ pub struct Report {
     pub log: String,
 }
 
-/// Verifies `program` in `env`.
+/// Verifies `program` in `env` for user space: as [`check`], and the
+/// program must not read kernel memory (the kernel's loads through its
+/// structures' pointers cannot fault; user space's would), which
+/// [`check`] accepts as the kernel does.
 pub fn verify(
     program: Program,
     env: &Env,
     opts: &Options,
 ) -> Result<(Verified<Program>, Report), Box<VerifyError>> {
     let report = check(&program, env, opts, None)?;
+    let refusal = if let Some(pc) = report.stats.folded {
+        Some((
+            pc,
+            "the program is safe only with the values of its read-only maps as they are now \
+             (folded in, as the kernel does for frozen maps); user space does not freeze maps, \
+             so only the kernel can run it",
+        ))
+    } else {
+        report.stats.kernel_memory.map(|pc| {
+            (
+                pc,
+                "the program reads kernel memory (a kernel structure the kernel's BTF \
+                 describes): only the kernel can run it, user space cannot",
+            )
+        })
+    };
+    if let Some((pc, message)) = refusal {
+        return Err(Box::new(VerifyError {
+            program: program.name().to_string(),
+            pc,
+            insn: program
+                .instruction(pc)
+                .map(|i| userbpf_vm::disasm::format_instruction(&i))
+                .unwrap_or_default(),
+            message: message.to_string(),
+            log: report.log,
+            stats: report.stats,
+        }));
+    }
     Ok((Verified(program), report))
 }
 
 /// Verifies `program` without taking it (the verdict and the report).
+///
+/// A program that fails is tried again with the values of its read-only
+/// maps folded in, as the kernel folds those of frozen maps (a branch on a
+/// `.kconfig` or `.rodata` constant explored one way): if it passes then,
+/// the verdict is the kernel's, and [`Stats::folded`] says user space
+/// cannot run it ([`verify`] refuses it).
 pub fn check(
+    program: &Program,
+    env: &Env,
+    opts: &Options,
+    initial: Option<State>,
+) -> Result<Report, Box<VerifyError>> {
+    let first = check_once(program, env, opts, initial.clone());
+    let foldable = env.maps.iter().any(|m| m.read_only && m.contents.is_some());
+    match first {
+        Err(_) if foldable && !opts.fold_read_only_maps => {
+            let folding = Options {
+                fold_read_only_maps: true,
+                ..opts.clone()
+            };
+            check_once(program, env, &folding, initial)
+        }
+        other => other,
+    }
+}
+
+fn check_once(
     program: &Program,
     env: &Env,
     opts: &Options,

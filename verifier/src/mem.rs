@@ -61,13 +61,15 @@ impl Verifier<'_> {
             None,
         )?;
         let reg = match found {
-            Found::Reg(r) => {
-                if sign && r.is_scalar() {
-                    Reg::scalar(Scalar::sext_load(bytes as usize))
-                } else {
-                    r
+            Found::Reg(r) => match r.const_value() {
+                // A folded constant, sign-extended from its size.
+                Some(v) if sign && bytes < 8 => {
+                    let shift = 64u32.saturating_sub(bytes.saturating_mul(8));
+                    Reg::constant((((v << shift) as i64) >> shift) as u64)
                 }
-            }
+                _ if sign && r.is_scalar() => Reg::scalar(Scalar::sext_load(bytes as usize)),
+                _ => r,
+            },
             Found::Unknown => {
                 if sign {
                     Reg::scalar(Scalar::sext_load(bytes as usize))
@@ -97,8 +99,11 @@ impl Verifier<'_> {
         };
         let base = self.read_reg(st, dst)?;
         let bytes = size_bytes(size);
-        // A kernel address stored outside the stack is a number there.
+        // A kernel address stored outside the stack is a number there (and
+        // the program the kernel's alone: in user space the address would
+        // be the host's).
         let value = if value.is_kernel_address() && !matches!(base.ty, RegType::Stack { .. }) {
+            self.stats.kernel_memory.get_or_insert(self.pc);
             Reg::unknown()
         } else {
             value
@@ -334,6 +339,11 @@ impl Verifier<'_> {
             }
             RegType::Ctx => {
                 self.ctx_ptr_offset(regno, base, self.env.context == Context::Syscall)?;
+                if self.env.prog_type == Some(userbpf_vm::object::ProgramType::Tracing) {
+                    if let Some(f) = self.traced_func() {
+                        return self.traced_arg(&f, fixed, size, access);
+                    }
+                }
                 let Some(field) = self
                     .env
                     .context
@@ -412,7 +422,16 @@ impl Verifier<'_> {
                 }
                 // Values of read-only maps are not folded into constants
                 // (`bpf_map_direct_read`): user space may still write
-                // them, so a branch they decide is explored both ways.
+                // them, so a branch they decide is explored both ways. The
+                // kernel folds those of frozen maps; with
+                // `fold_read_only_maps` so do we (for a second try, whose
+                // acceptance is the kernel's alone: see `check`).
+                if self.opts.fold_read_only_maps && access == Access::Read {
+                    if let Some(v) = self.read_only_value(map, base, fixed, size) {
+                        self.stats.folded.get_or_insert(self.pc);
+                        return Ok(Found::Reg(Reg::constant(v)));
+                    }
+                }
                 Ok(Found::Unknown)
             }
             RegType::MapKey { map } => {
@@ -483,6 +502,7 @@ impl Verifier<'_> {
                         self.error(format!("R{regno} cannot write into {}", base.type_name()))
                     );
                 }
+                self.stats.kernel_memory.get_or_insert(self.pc);
                 Ok(Found::Unknown)
             }
             RegType::RingbufMem { size: mem_size } => {
@@ -517,6 +537,68 @@ impl Verifier<'_> {
                 Ok(Found::Unknown)
             }
         }
+    }
+
+    /// The `size`-byte little-endian value at `fixed` of read-only map
+    /// `map`'s known contents, when the pointer's offset is constant.
+    fn read_only_value(&self, map: u32, base: &Reg, fixed: i64, size: u32) -> Option<u64> {
+        let m = self.env.maps.get(map as usize)?;
+        if !m.read_only {
+            return None;
+        }
+        let var = base.val.is_const()? as i64;
+        let at = usize::try_from(fixed.checked_add(var)?).ok()?;
+        let bytes = m
+            .contents
+            .as_ref()?
+            .get(at..at.checked_add(size as usize)?)?;
+        let mut word = [0u8; 8];
+        word.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        Some(u64::from_le_bytes(word))
+    }
+
+    /// A read of a tracing program's context: the traced function's
+    /// arguments (and, for `fexit`, its return value) as the kernel's BTF
+    /// types them (`tracing_prog_is_valid_access`, `btf_ctx_access`).
+    fn traced_arg(
+        &mut self,
+        f: &crate::kstruct::TracedFunc,
+        fixed: i64,
+        size: u32,
+        access: Access,
+    ) -> Result<Found, Box<VerifyError>> {
+        use userbpf_vm::object::AttachType as A;
+        let invalid = format!("invalid bpf_context access off={fixed} size={size}");
+        let in_args = (0..i64::from(crate::ctx::MAX_BPF_FUNC_ARGS * 8)).contains(&fixed);
+        if !in_args || access == Access::Write || fixed.rem_euclid(i64::from(size.max(1))) != 0 {
+            return Err(self.error(invalid));
+        }
+        let btf = self.kernel_btf("a tracing program's arguments")?;
+        let off = u32::try_from(fixed).unwrap_or(0);
+        let ret = self.env.attach_type == Some(A::TraceFexit);
+        let fmod_ret = self.env.attach_type == Some(A::ModifyReturn);
+        let arg = crate::kstruct::ctx_arg(&btf, f, off, size, ret, fmod_ret)
+            .map_err(|line| self.error(format!("{line}\n{invalid}")))?;
+        let end = u32::try_from(fixed.saturating_add(i64::from(size))).unwrap_or(u32::MAX);
+        self.stats.max_ctx_offset = self.stats.max_ctx_offset.max(end);
+        self.stats.ctx_words |= ctx_words(fixed, size);
+        Ok(match arg {
+            crate::kstruct::CtxArg::Scalar => Found::Unknown,
+            crate::kstruct::CtxArg::Ptr { id, nullable } => {
+                // A tracepoint's arguments are trusted (`prog_args_trusted`).
+                let trust = if self.env.attach_type == Some(A::TraceRawTp) {
+                    Trust::Trusted
+                } else {
+                    Trust::Plain
+                };
+                let ty = RegType::BtfId { id, trust };
+                Found::Reg(if nullable {
+                    self.or_null(ty)
+                } else {
+                    Reg::pointer(ty, 0)
+                })
+            }
+        })
     }
 
     /// A read of a kernel structure (`check_ptr_to_btf_access`): at a
@@ -554,6 +636,7 @@ impl Verifier<'_> {
             return Err(self.error("only read is supported"));
         }
         let off = u32::try_from(fixed).unwrap_or(u32::MAX);
+        self.stats.kernel_memory.get_or_insert(self.pc);
         match crate::kstruct::struct_access(&btf, id, off, size) {
             Err(message) => Err(self.error(message)),
             // (`Nested` comes only from `ids_match`.)
@@ -824,11 +907,15 @@ impl Verifier<'_> {
                         let o = o as i32;
                         // Uninitialised bytes, or bytes of a spilled pointer
                         // (read as a number, they would leak it).
-                        let pointer = frame_state.slot(o).is_some_and(|(s, b)| {
-                            s.bytes[b] == ByteKind::Spill
-                                && !s.spill.is_scalar()
-                                && !s.spill.is_kernel_address()
-                        });
+                        let spill = frame_state
+                            .slot(o)
+                            .filter(|(s, b)| s.bytes[*b] == ByteKind::Spill)
+                            .map(|(s, _)| s.spill);
+                        let pointer =
+                            spill.is_some_and(|r| !r.is_scalar() && !r.is_kernel_address());
+                        if spill.is_some_and(|r| r.is_kernel_address()) {
+                            self.stats.kernel_memory.get_or_insert(self.pc);
+                        }
                         if frame_state.byte(o) == ByteKind::Invalid || pointer {
                             return Err(self.error(format!(
                                 "invalid variable-offset read from stack R{regno} var_off={} off={} size={size}",
@@ -1028,6 +1115,11 @@ impl Verifier<'_> {
                                 break;
                             }
                             if let Some((slot, _)) = frame_state.slot(o as i32) {
+                                if slot.is_spill() && slot.spill.is_kernel_address() {
+                                    // A kernel address as a number: the
+                                    // kernel's alone, as for a store.
+                                    self.stats.kernel_memory.get_or_insert(self.pc);
+                                }
                                 if slot.is_spill()
                                     && !slot.spill.is_scalar()
                                     && !slot.spill.is_kernel_address()

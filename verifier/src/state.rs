@@ -59,11 +59,10 @@ impl Slot {
     }
 
     /// Forgets a spill that is partly overwritten: the bytes of a number
-    /// (or of a kernel address) stay initialised; those of a pointer
-    /// become unreadable (reading them as a number would leak the
-    /// address).
+    /// stay initialised; those of a pointer become unreadable (reading
+    /// them as a number would leak the address).
     pub fn forget_spill(&mut self) {
-        let kind = if self.spill.is_scalar() || self.spill.is_kernel_address() {
+        let kind = if self.spill.is_scalar() {
             ByteKind::Misc
         } else {
             ByteKind::Invalid

@@ -414,6 +414,7 @@ fn initial(
         subprogram_names: Vec::new(),
         sleepable: false,
         kernel_btf: None,
+        attach_btf_name: None,
     };
     Ok((
         State {

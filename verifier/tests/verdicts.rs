@@ -37,6 +37,7 @@ fn env(prog_type: ProgramType, context: Context) -> Env {
         subprogram_names: Vec::new(),
         sleepable: false,
         kernel_btf: None,
+        attach_btf_name: None,
     }
 }
 
@@ -1203,6 +1204,21 @@ fn kernel_structures_are_read_at_their_fields() {
         &format!("{task}*(u64 *)(r10 - 8) = r0\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit"),
         &kprobe,
     );
+    // Reads of kernel memory are the kernel's alone: `verify`, which
+    // vouches for a program to run in user space, refuses them (at the
+    // first read), while the verdict (`check`) is the kernel's.
+    let read_pid = format!("{task}r1 = *(u32 *)(r0 + {pid})\nr0 = 0\nexit");
+    let program = Program::new("t", assemble(&read_pid).unwrap()).unwrap();
+    let refused = userbpf_verifier::verify(program, &kprobe, &Options::default())
+        .expect_err("refused for user space");
+    assert_eq!(refused.pc, 1);
+    assert!(
+        refused.message.contains("reads kernel memory"),
+        "{}",
+        refused.message
+    );
+    let program = Program::new("t", assemble(&format!("{task}r0 = 0\nexit")).unwrap()).unwrap();
+    assert!(userbpf_verifier::verify(program, &kprobe, &Options::default()).is_ok());
     // The pointer goes to bpf_probe_read_kernel as an address.
     accepts(
         &format!("{task}r3 = r0\nr3 += {pid}\nr1 = r10\nr1 += -8\nr2 = 4\ncall bpf_probe_read_kernel\nr0 = 0\nexit"),
@@ -1235,4 +1251,114 @@ fn legacy_packet_loads_stay_out_of_callbacks() {
         14,
         "cannot use BPF_LD_[ABS|IND] within callback",
     );
+}
+
+/// A tracing program attached to a kernel function or tracepoint reads
+/// its arguments as the kernel's BTF types them (`btf_ctx_access`):
+/// pointers to structures as kernel pointers, other arguments as
+/// numbers, at 8-byte slots, the return value after them for `fexit`; a
+/// function the kernel's BTF does not have (user space's) gives numbers.
+#[test]
+fn tracing_arguments_follow_the_kernels_types() {
+    use userbpf_vm::object::AttachType;
+    if task_field("pid").is_none() {
+        return;
+    }
+    let tracing = |attach: AttachType, name: &str| Env {
+        attach_type: Some(attach),
+        attach_btf_name: Some(name.to_string()),
+        ..env(ProgramType::Tracing, Context::RawTracepoint)
+    };
+    // ssize_t vfs_read(struct file *file, char *buf, size_t count, loff_t *pos)
+    let fentry = tracing(AttachType::TraceFentry, "vfs_read");
+    let fexit = tracing(AttachType::TraceFexit, "vfs_read");
+    accepts(
+        "r2 = *(u64 *)(r1 + 0)\nr0 = *(u32 *)(r2 + 0)\nr0 = 0\nexit",
+        &fentry,
+    );
+    rejects(
+        "r2 = *(u64 *)(r1 + 8)\nr0 = *(u8 *)(r2 + 0)\nr0 = 0\nexit",
+        &fentry,
+        1,
+        "R2 invalid mem access 'scalar'",
+    );
+    accepts("r0 = *(u32 *)(r1 + 16)\nr0 = 0\nexit", &fentry);
+    rejects(
+        "r0 = *(u32 *)(r1 + 0)\nr0 = 0\nexit",
+        &fentry,
+        0,
+        "func 'vfs_read' size 4 must be 8\ninvalid bpf_context access off=0 size=4",
+    );
+    rejects(
+        "r0 = *(u8 *)(r1 + 3)\nr0 = 0\nexit",
+        &fentry,
+        0,
+        "func 'vfs_read' offset 3 is not multiple of 8",
+    );
+    rejects(
+        "r0 = *(u64 *)(r1 + 32)\nr0 = 0\nexit",
+        &fentry,
+        0,
+        "func 'vfs_read' doesn't have 5-th argument",
+    );
+    accepts("r0 = *(u64 *)(r1 + 32)\nr0 = 0\nexit", &fexit);
+    rejects(
+        "r0 = *(u64 *)(r1 + 40)\nr0 = 0\nexit",
+        &fexit,
+        0,
+        "func 'vfs_read' doesn't have 6-th argument",
+    );
+    rejects(
+        "r1 = 0\n*(u64 *)(r1 + 0) = r1\nr0 = 0\nexit",
+        &fentry,
+        1,
+        "R1 invalid mem access 'scalar'",
+    );
+    // sched_switch(bool preempt, struct task_struct *prev, ...): a
+    // tracepoint's arguments follow its hidden first one, and are trusted.
+    let tp = tracing(AttachType::TraceRawTp, "sched_switch");
+    accepts(
+        "r0 = *(u8 *)(r1 + 0)\nr2 = *(u64 *)(r1 + 8)\nr0 = *(u32 *)(r2 + 0)\nr0 = 0\nexit",
+        &tp,
+    );
+    // A function the kernel does not have: its arguments are numbers.
+    let user = tracing(AttachType::TraceFentry, "userbpf_demo_add");
+    rejects(
+        "r2 = *(u64 *)(r1 + 0)\nr0 = *(u32 *)(r2 + 0)\nr0 = 0\nexit",
+        &user,
+        1,
+        "R2 invalid mem access 'scalar'",
+    );
+    accepts("r0 = *(u64 *)(r1 + 88)\nr0 = 0\nexit", &user);
+}
+
+/// A branch decided by a read-only map's contents (a `.kconfig` value)
+/// is explored one way when the program fails otherwise, as the kernel
+/// folds frozen maps; the verdict is then the kernel's, and `verify`
+/// refuses the program for user space, where the map is not frozen.
+#[test]
+fn read_only_map_values_decide_branches_as_the_kernel_does() {
+    let config = |read_only: bool| MapInfo {
+        read_only,
+        direct_value: true,
+        contents: Some(1u64.to_le_bytes().to_vec()),
+        ..MapInfo::new(".kconfig", 2, 4, 8, 1)
+    };
+    let with = |m: MapInfo| Env {
+        maps: vec![m],
+        ..uprobe()
+    };
+    // if (CONFIG == 0) read past the stack.
+    let text = "r2 = map[idx:0][0]+0\nr3 = *(u64 *)(r2 + 0)\nif r3 != 0 goto +2\nr0 = *(u64 *)(r10 + 8)\nexit\nr0 = 0\nexit";
+    let folded = run(text, &with(config(true)));
+    assert!(folded.is_ok(), "{folded:?}");
+    let program = Program::new("t", assemble(text).unwrap()).unwrap();
+    let refused = userbpf_verifier::verify(program, &with(config(true)), &Options::default())
+        .expect_err("refused for user space");
+    assert!(
+        refused.message.contains("read-only maps"),
+        "{}",
+        refused.message
+    );
+    rejects(text, &with(config(false)), 4, "invalid read from stack");
 }

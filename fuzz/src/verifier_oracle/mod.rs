@@ -152,6 +152,7 @@ impl GenSpec {
                 subprogram_names: Vec::new(),
                 sleepable: false,
                 kernel_btf: None,
+                attach_btf_name: None,
             },
         }
     }
