@@ -244,6 +244,22 @@ impl Verifier<'_> {
         if id == 124 && self.env.prog_type == Some(T::SkLookup) {
             return Some(&SK_ASSIGN_LOOKUP);
         }
+        // Tracing programs take the cookie of a kernel socket
+        // (`bpf_get_socket_ptr_cookie_proto`).
+        static SOCKET_PTR_COOKIE: KernelProto = KernelProto {
+            id: 46,
+            ret: RetType::Integer,
+            args: [
+                ArgType::PtrToBtfSockCommonOrNull,
+                ArgType::DontCare,
+                ArgType::DontCare,
+                ArgType::DontCare,
+                ArgType::DontCare,
+            ],
+        };
+        if id == 46 && self.env.prog_type == Some(T::Tracing) {
+            return Some(&SOCKET_PTR_COOKIE);
+        }
         if self.env.prog_type == Some(T::CgroupSockopt) {
             match id {
                 49 => return Some(&SK_SETSOCKOPT),
@@ -285,7 +301,7 @@ impl Verifier<'_> {
             Some(T::PerfEvent | T::Syscall) => TRACING.contains(&id),
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
-            Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 183..=185),
+            Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 46 | 183..=185),
             Some(T::Xdp) => {
                 PACKET.contains(&id)
                     || TC_XDP.contains(&id)
@@ -977,6 +993,31 @@ impl Verifier<'_> {
         }
     }
 
+    /// `btf_struct_ids_match`: `reg`, a pointer to kernel structure
+    /// `have`, points to a `structure` (it, or one nested at its offset).
+    fn kernel_struct_arg(
+        &mut self,
+        reg: &Reg,
+        regno: u8,
+        have: u32,
+        structure: &str,
+        what: &str,
+    ) -> Result<(), Box<VerifyError>> {
+        let target = self.kernel_struct(structure, what)?;
+        let btf = self.kernel_btf(what)?;
+        let at = u32::try_from(reg.off).ok();
+        if at.is_some_and(|off| crate::kstruct::ids_match(&btf, have, off, target)) {
+            return Ok(());
+        }
+        let have = btf
+            .get(have)
+            .map(|t| crate::kstruct::display_name(&t))
+            .unwrap_or_default();
+        Err(self.error(format!(
+            "R{regno} is of type {have} but {structure} is expected"
+        )))
+    }
+
     /// `check_map_field_pointer`: `reg` points exactly at the special
     /// field `what` (`bpf_timer`, `bpf_spin_lock`) of its map's values,
     /// which the value's BTF places at `at`.
@@ -1290,6 +1331,27 @@ impl Verifier<'_> {
                     return Err(self.error(expected("sock")));
                 }
             }
+            ArgType::PtrToBtfSockCommonOrNull => {
+                // NULL, or a kernel pointer (not untrusted) to a structure
+                // that starts with `struct sock_common`.
+                if reg.const_value() != Some(0) {
+                    let RegType::BtfId { id: have, trust } = reg.ty else {
+                        return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
+                    };
+                    if trust == Trust::Untrusted {
+                        return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
+                    }
+                    if reg.val.is_const() != Some(0) {
+                        return Err(self.error(format!(
+                            "variable {} access var_off={} disallowed",
+                            reg.type_name(),
+                            reg.val.var_off
+                        )));
+                    }
+                    let what = format!("{name}#{id}");
+                    self.kernel_struct_arg(&reg, regno, have, "sock_common", &what)?;
+                }
+            }
             ArgType::PtrToSockCommon | ArgType::PtrToBtfSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
                     return Err(self.error(expected(if arg == ArgType::PtrToSockCommon {
@@ -1318,18 +1380,7 @@ impl Verifier<'_> {
                 if trust == Trust::Untrusted || reg.maybe_null {
                     return Err(self.error(expected(BTF_ID_TYPES)));
                 }
-                let target = self.kernel_struct(structure, &format!("{name}#{id}"))?;
-                let btf = self.kernel_btf(name)?;
-                let at = u32::try_from(reg.off).ok();
-                if !at.is_some_and(|off| crate::kstruct::ids_match(&btf, have, off, target)) {
-                    let have = btf
-                        .get(have)
-                        .map(|t| crate::kstruct::display_name(&t))
-                        .unwrap_or_default();
-                    return Err(self.error(format!(
-                        "R{regno} is of type {have} but {structure} is expected"
-                    )));
-                }
+                self.kernel_struct_arg(&reg, regno, have, structure, &format!("{name}#{id}"))?;
                 if reg.val.is_const() != Some(0) {
                     return Err(self.error(format!(
                         "variable {} access var_off={} disallowed",

@@ -1321,6 +1321,20 @@ fn tracing_arguments_follow_the_kernels_types() {
         "r0 = *(u8 *)(r1 + 0)\nr2 = *(u64 *)(r1 + 8)\nr0 = *(u32 *)(r2 + 0)\nr0 = 0\nexit",
         &tp,
     );
+    // bpf_get_socket_cookie takes a kernel socket (or NULL) in tracing
+    // programs: tcp_destroy_sock(const struct sock *sk).
+    let sock_tp = tracing(AttachType::TraceRawTp, "tcp_destroy_sock");
+    accepts(
+        "r1 = *(u64 *)(r1 + 0)\ncall bpf_get_socket_cookie\nr0 = 0\nexit",
+        &sock_tp,
+    );
+    accepts("r1 = 0\ncall bpf_get_socket_cookie\nr0 = 0\nexit", &sock_tp);
+    rejects(
+        "r1 = *(u64 *)(r1 + 8)\ncall bpf_get_socket_cookie\nr0 = 0\nexit",
+        &tp,
+        1,
+        "R1 is of type task_struct but sock_common is expected",
+    );
     // A function the kernel does not have: its arguments are numbers.
     let user = tracing(AttachType::TraceFentry, "userbpf_demo_add");
     rejects(

@@ -80,6 +80,10 @@ pub enum ArgType {
     /// [`ArgType::PtrToSockCommon`], or a BTF socket pointer, which
     /// userbpf does not model.
     PtrToBtfSockCommon,
+    /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | PTR_MAYBE_NULL`
+    /// (`bpf_get_socket_cookie` in tracing programs): a kernel socket (a
+    /// structure starting with `struct sock_common`), possibly NULL.
+    PtrToBtfSockCommonOrNull,
     /// `ARG_PTR_TO_SPIN_LOCK`: the `struct bpf_spin_lock` of a map value.
     PtrToSpinLock,
     /// `ARG_PTR_TO_BTF_ID`: a pointer to the kernel structure of this
