@@ -819,3 +819,112 @@ fn sleeping_helpers_need_sleepable_programs() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// Reads through a map's pointer of the map's own kernel structure
+/// (`struct bpf_array`, `struct bpf_htab`, ...), checked by both verifiers
+/// on socket filters: every load of 1, 2, 4 and 8 bytes from 8 bytes
+/// before the structure to 8 past it, a store, and what a pointer field
+/// read there points to.
+#[test]
+fn map_structures_are_read_as_the_kernel_reads_them() {
+    use userbpf_kernel::KernelMap;
+    use userbpf_verifier::MapInfo;
+    if skip("map_structures_are_read_as_the_kernel_reads_them") {
+        return;
+    }
+    let btf = match userbpf_vm::object::TargetBtf::System.load() {
+        Ok(b) if b.origin == userbpf_vm::object::VMLINUX_BTF => b.btf,
+        _ if kernel_required() => panic!("kernel required but it exposes no BTF"),
+        _ => {
+            println!("SKIP map_structures_are_read_as_the_kernel_reads_them: no kernel BTF");
+            return;
+        }
+    };
+    // (type, name, key size, value size, max entries, kernel structure)
+    let shapes: [(u32, &str, u32, u32, u32, &str); 5] = [
+        (2, "array", 4, 8, 4, "bpf_array"),
+        (1, "hash", 4, 8, 4, "bpf_htab"),
+        (6, "percpu", 4, 8, 4, "bpf_array"),
+        (3, "progs", 4, 4, 4, "bpf_array"),
+        (27, "events", 0, 0, 4096, "bpf_ringbuf_map"),
+    ];
+    let maps: Vec<KernelMap> = shapes
+        .iter()
+        .map(|&(t, name, k, v, n, _)| KernelMap::create(name, t, k, v, n, 0, 0))
+        .collect::<Result<_, _>>()
+        .expect("maps");
+    let fds: Vec<i32> = maps.iter().map(KernelMap::raw_fd).collect();
+    let kind = ProgramKind::from_section("socket").expect("a libbpf section");
+    let env = Env {
+        maps: shapes
+            .iter()
+            .map(|&(t, name, k, v, n, _)| MapInfo::new(name, t, k, v, n))
+            .collect(),
+        ..env_for(&kind)
+    };
+    let mut failures = Vec::new();
+    let mut checked = [0usize; 2];
+    let mut compare = |what: String, text: String| {
+        let insns = userbpf_vm::asm::assemble(&text).expect("assembles");
+        let program = Program::new("p", insns.clone()).expect("valid program");
+        let ours = check(&program, &env, &Options::default(), None).map(|_| ());
+        let request = LoadRequest {
+            fd_array: &fds,
+            ..request("p", &kind, &insns)
+        };
+        let kernel = kernel_verdict(&request);
+        checked[usize::from(kernel.is_ok())] += 1;
+        if !agree(&ours, &kernel, false) {
+            failures.push(format!(
+                "{what}: kernel {:?}, userbpf {}",
+                kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
+                our_verdict(&ours)
+            ));
+        }
+    };
+    for (i, &(.., structure)) in shapes.iter().enumerate() {
+        let size = btf
+            .by_name(structure)
+            .into_iter()
+            .filter_map(|id| btf.get(id))
+            .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
+            .map_or(0, |t| t.size_or_type);
+        let end = i64::from(size) + 8;
+        for bytes in [1u32, 2, 4, 8] {
+            let ty = mem_type(bytes);
+            for off in -8..end {
+                compare(
+                    format!("{structure} load off={off} size={bytes}"),
+                    format!(
+                        "r1 = map[idx:{i}]\nr0 = *({ty} *){}\nr0 = 0\nexit",
+                        at("r1", off)
+                    ),
+                );
+            }
+        }
+        for off in (0..end).step_by(8) {
+            compare(
+                format!("{structure} store off={off}"),
+                format!(
+                    "r1 = map[idx:{i}]\nr2 = 0\n*(u64 *){} = r2\nr0 = 0\nexit",
+                    at("r1", off)
+                ),
+            );
+            compare(
+                format!("{structure} field at {off}, then load"),
+                format!(
+                    "r1 = map[idx:{i}]\nr1 = *(u64 *){}\nr0 = *(u32 *)(r1 + 0)\nr0 = 0\nexit",
+                    at("r1", off)
+                ),
+            );
+        }
+    }
+    println!(
+        "{} map structure accesses checked ({} accepted by the kernel), {} disagreements",
+        checked[0] + checked[1],
+        checked[1],
+        failures.len()
+    );
+    assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

@@ -492,6 +492,30 @@ pub(crate) fn ctx_arg(
     }
 }
 
+/// The kernel structure behind a map of type `map_type` (its ops'
+/// `map_btf_id`), which programs may read through the map's pointer.
+pub(crate) fn map_struct(map_type: u32) -> Option<&'static str> {
+    Some(match map_type {
+        // Arrays: plain, per-CPU, programs, perf events, cgroups, maps.
+        2 | 3 | 4 | 6 | 8 | 12 => "bpf_array",
+        // Hashes: plain, per-CPU, LRU (and per-CPU), maps.
+        1 | 5 | 9 | 10 | 13 => "bpf_htab",
+        7 => "bpf_stack_map",
+        11 => "lpm_trie",
+        14 | 25 => "bpf_dtab",
+        15 => "bpf_stab",
+        16 => "bpf_cpu_map",
+        17 => "xsk_map",
+        18 => "bpf_shtab",
+        20 => "reuseport_array",
+        22 | 23 => "bpf_queue_stack",
+        24 | 28 | 29 | 32 => "bpf_local_storage_map",
+        27 | 31 => "bpf_ringbuf_map",
+        30 => "bpf_bloom_filter",
+        _ => return None,
+    })
+}
+
 /// The id of the kernel structure called `name`.
 pub(crate) fn struct_id(btf: &Btf, name: &str) -> Option<u32> {
     btf.by_name(name)

@@ -294,8 +294,8 @@ impl Verifier<'_> {
         }
         match base.ty {
             RegType::NotInit => Err(self.error(format!("R{regno} !read_ok"))),
+            RegType::ConstMap { map } => self.map_ptr_access(regno, map, fixed, size, access),
             RegType::Scalar
-            | RegType::ConstMap { .. }
             | RegType::PacketEnd
             | RegType::Func { .. }
             | RegType::IterNum
@@ -555,6 +555,50 @@ impl Verifier<'_> {
         let mut word = [0u8; 8];
         word.get_mut(..bytes.len())?.copy_from_slice(bytes);
         Some(u64::from_le_bytes(word))
+    }
+
+    /// A read of a map's own kernel structure (`check_ptr_to_map_access`:
+    /// `struct bpf_array` of an array, `struct bpf_htab` of a hash, ...),
+    /// as of any kernel structure; the kernel's alone to run.
+    fn map_ptr_access(
+        &mut self,
+        regno: u8,
+        map: u32,
+        fixed: i64,
+        size: u32,
+        access: Access,
+    ) -> Result<Found, Box<VerifyError>> {
+        let map_type = self.env.maps.get(map as usize).map_or(0, |m| m.map_type);
+        let Some(structure) = crate::kstruct::map_struct(map_type) else {
+            return Err(self.error(format!(
+                "map_ptr access not supported for map type {map_type}"
+            )));
+        };
+        let id = self.kernel_struct(structure, "a map's kernel structure")?;
+        if fixed < 0 {
+            return Err(self.error(format!(
+                "R{regno} is {structure} invalid negative access: off={fixed}"
+            )));
+        }
+        if access == Access::Write {
+            return Err(self.error(format!("only read from {structure} is supported")));
+        }
+        let btf = self.kernel_btf("a map's kernel structure")?;
+        let off = u32::try_from(fixed).unwrap_or(u32::MAX);
+        self.stats.kernel_memory.get_or_insert(self.pc);
+        match crate::kstruct::struct_access(&btf, id, off, size) {
+            Err(message) => Err(self.error(message)),
+            Ok(Walked::Scalar | Walked::Nested) => Ok(Found::Unknown),
+            Ok(Walked::UntrustedMem) => Ok(Found::Reg(Reg::pointer(RegType::UntrustedMem, 0))),
+            Ok(Walked::Ptr { id, via_union, .. }) => {
+                let trust = if via_union {
+                    Trust::Untrusted
+                } else {
+                    Trust::Plain
+                };
+                Ok(Found::Reg(Reg::pointer(RegType::BtfId { id, trust }, 0)))
+            }
+        }
     }
 
     /// A read of a tracing program's context: the traced function's
