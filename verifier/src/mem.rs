@@ -583,22 +583,10 @@ impl Verifier<'_> {
         if access == Access::Write {
             return Err(self.error(format!("only read from {structure} is supported")));
         }
-        let btf = self.kernel_btf("a map's kernel structure")?;
         let off = u32::try_from(fixed).unwrap_or(u32::MAX);
-        self.stats.kernel_memory.get_or_insert(self.pc);
-        match crate::kstruct::struct_access(&btf, id, off, size) {
-            Err(message) => Err(self.error(message)),
-            Ok(Walked::Scalar | Walked::Nested) => Ok(Found::Unknown),
-            Ok(Walked::UntrustedMem) => Ok(Found::Reg(Reg::pointer(RegType::UntrustedMem, 0))),
-            Ok(Walked::Ptr { id, via_union, .. }) => {
-                let trust = if via_union {
-                    Trust::Untrusted
-                } else {
-                    Trust::Plain
-                };
-                Ok(Found::Reg(Reg::pointer(RegType::BtfId { id, trust }, 0)))
-            }
-        }
+        // A pointer read there is as untrusted as the kernel's walk of an
+        // untrusted-less structure makes it (`mark_btf_ld_reg`).
+        self.read_kernel_struct(id, Trust::Plain, off, size)
     }
 
     /// A read of a tracing program's context: the traced function's
@@ -680,6 +668,21 @@ impl Verifier<'_> {
             return Err(self.error("only read is supported"));
         }
         let off = u32::try_from(fixed).unwrap_or(u32::MAX);
+        self.read_kernel_struct(id, trust, off, size)
+    }
+
+    /// `size` bytes at `off` of kernel structure `id` read through a
+    /// pointer of trust `trust` (`btf_struct_access`, then the trust of a
+    /// pointer read: `check_ptr_to_btf_access`); the program is then the
+    /// kernel's alone to run.
+    fn read_kernel_struct(
+        &mut self,
+        id: u32,
+        trust: Trust,
+        off: u32,
+        size: u32,
+    ) -> Result<Found, Box<VerifyError>> {
+        let btf = self.kernel_btf("a pointer to a kernel structure")?;
         self.stats.kernel_memory.get_or_insert(self.pc);
         match crate::kstruct::struct_access(&btf, id, off, size) {
             Err(message) => Err(self.error(message)),
