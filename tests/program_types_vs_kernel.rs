@@ -778,23 +778,27 @@ fn spin_locks_are_held_as_the_kernel_holds_them() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// `bpf_copy_from_user` may sleep: only sleepable programs may call it
-/// (and not from their timers' callbacks), checked by both verifiers on a
-/// kprobe and on sleepable uprobes (loaded with `BPF_F_SLEEPABLE`).
+/// `bpf_copy_from_user` and `bpf_copy_from_user_task` may sleep: only
+/// sleepable programs may call them (and not from their timers'
+/// callbacks), checked by both verifiers on a kprobe and on sleepable
+/// uprobes (loaded with `BPF_F_SLEEPABLE`).
 #[test]
 fn sleeping_helpers_need_sleepable_programs() {
     if skip("sleeping_helpers_need_sleepable_programs") {
         return;
     }
     const BPF_F_SLEEPABLE: u32 = 1 << 4;
-    let text = "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_copy_from_user\nr0 = 0\nexit";
+    let copy = "r1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\ncall bpf_copy_from_user\nr0 = 0\nexit";
+    // bpf_copy_from_user_task(dst, size, user_ptr, task, flags).
+    let copy_task = "call bpf_get_current_task_btf\nr4 = r0\nr1 = r10\nr1 += -8\nr2 = 8\nr3 = 0\nr5 = 0\ncall bpf_copy_from_user_task\nr0 = 0\nexit";
     let mut failures = Vec::new();
-    for section in [
+    let sections = [
         "kprobe/f",
         "uprobe/bin:f",
         "uprobe.s/bin:f",
         "uprobe.multi.s/bin:f",
-    ] {
+    ];
+    for (section, text) in sections.iter().flat_map(|s| [(*s, copy), (*s, copy_task)]) {
         let kind = ProgramKind::from_section(section).expect("a libbpf section");
         let insns = userbpf_vm::asm::assemble(text).expect("assembles");
         let program = Program::new("p", insns.clone()).expect("valid program");

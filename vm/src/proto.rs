@@ -478,6 +478,19 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // bpf_copy_from_user(dst, size, user_ptr): sleepable programs only
     // (`MIGHT_SLEEP`).
     proto(148, Integer, &[PtrToUninitMem, ConstSizeOrZero, Anything]),
+    // Kernel only: bpf_copy_from_user_task(dst, size, user_ptr, task,
+    // flags), sleepable programs only (`MIGHT_SLEEP`).
+    proto(
+        191,
+        Integer,
+        &[
+            PtrToUninitMem,
+            ConstSizeOrZero,
+            Anything,
+            BtfId("task_struct"),
+            Anything,
+        ],
+    ),
     // Kernel only: the current task's `struct task_struct`.
     proto(158, PtrToTrustedBtfId("task_struct"), &[]),
     proto(160, Integer, &[]),
@@ -601,12 +614,12 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
-    123, 124, 135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190,
+    123, 124, 135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190, 191,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
-/// (`might_sleep`): `bpf_copy_from_user`.
-pub const MIGHT_SLEEP: &[i32] = &[148];
+/// (`might_sleep`): `bpf_copy_from_user`, `bpf_copy_from_user_task`.
+pub const MIGHT_SLEEP: &[i32] = &[148, 191];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
 /// must release on every path (`is_acquire_function`): the socket lookups
