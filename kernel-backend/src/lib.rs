@@ -87,7 +87,9 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
         .into_iter()
         .chain(def.timer.map(ValueField::Timer))
         .collect();
-    let m = if !fields.is_empty() {
+    // Local storage maps (socket, inode, task, cgroup) need BTF too.
+    let local_storage = matches!(def.map_type, 24 | 28 | 29 | 32);
+    let m = if !fields.is_empty() || local_storage {
         KernelMap::create_with_fields(&def.name, shape, def.map_extra, &fields)?
     } else {
         KernelMap::create(

@@ -21,9 +21,9 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 /// CAP_BPF and CAP_PERFMON), but [`NOT_TRACING`] in tracing programs.
 const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 93, 94, 105, 106,
-    109, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 148, 158, 160,
-    164, 165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 191, 195, 197, 198, 199, 200, 201, 202,
-    203, 208,
+    109, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 148, 156, 157,
+    158, 160, 164, 165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 191, 195, 197, 198, 199, 200,
+    201, 202, 203, 208,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -1121,8 +1121,11 @@ impl Verifier<'_> {
                 t,
                 map_type::PERCPU_HASH | map_type::PERCPU_ARRAY | map_type::LRU_PERCPU_HASH
             ),
+            156 | 157 => t == map_type::TASK_STORAGE,
             _ => true,
         } && match t {
+            // Task storage serves its own helpers.
+            map_type::TASK_STORAGE => matches!(id, 156 | 157),
             // The map's side (`check_map_func_compatibility`): these maps
             // serve only their own helpers.
             map_type::STACK_TRACE => id == 27,
@@ -1211,6 +1214,14 @@ impl Verifier<'_> {
                 self.ptr_arg_type(&reg, regno, false, id)?;
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Read, true)?;
+            }
+            ArgType::PtrToMapValueMaybeNull => {
+                if reg.const_value() != Some(0) {
+                    let m = map_info(self, meta)?;
+                    self.ptr_arg_type(&reg, regno, false, id)?;
+                    let n = u64::from(m.value_size);
+                    self.helper_mem(st, regno, n, n, Access::Read, true)?;
+                }
             }
             ArgType::PtrToUninitMapValue => {
                 let m = map_info(self, meta)?;
@@ -1371,13 +1382,15 @@ impl Verifier<'_> {
                 }
                 self.spin_lock_arg(st, &reg, regno, map, id == 93)?;
             }
-            ArgType::BtfId(structure) => {
+            ArgType::BtfIdOrNull(_) if reg.const_value() == Some(0) => {}
+            ArgType::BtfId(structure) | ArgType::BtfIdOrNull(structure) => {
                 // `btf_ptr_types`, then `btf_struct_ids_match`, then
                 // `__check_ptr_off_reg` with a fixed offset allowed.
                 let RegType::BtfId { id: have, trust } = reg.ty else {
                     return Err(self.error(expected(BTF_ID_TYPES)));
                 };
-                if trust == Trust::Untrusted || reg.maybe_null {
+                let null_ok = matches!(arg, ArgType::BtfIdOrNull(_));
+                if trust == Trust::Untrusted || (reg.maybe_null && !null_ok) {
                     return Err(self.error(expected(BTF_ID_TYPES)));
                 }
                 self.kernel_struct_arg(&reg, regno, have, structure, &format!("{name}#{id}"))?;

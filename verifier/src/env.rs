@@ -58,6 +58,8 @@ pub mod map_type {
     pub const RINGBUF: u32 = 27;
     /// `BPF_MAP_TYPE_BLOOM_FILTER`.
     pub const BLOOM_FILTER: u32 = 30;
+    /// `BPF_MAP_TYPE_TASK_STORAGE`.
+    pub const TASK_STORAGE: u32 = 29;
 }
 
 /// A map as the verifier sees it (`struct bpf_map`'s shape).

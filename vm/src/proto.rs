@@ -90,6 +90,11 @@ pub enum ArgType {
     /// name (trusted, RCU-protected or plain, not NULL), or to a structure
     /// that starts with it.
     BtfId(&'static str),
+    /// `ARG_PTR_TO_BTF_ID_OR_NULL`: as [`ArgType::BtfId`], or NULL.
+    BtfIdOrNull(&'static str),
+    /// `ARG_PTR_TO_MAP_VALUE | PTR_MAYBE_NULL`: `value_size` bytes the
+    /// helper reads (an initial value), or NULL.
+    PtrToMapValueMaybeNull,
     /// `ARG_PTR_TO_BTF_ID_SOCK_COMMON | OBJ_RELEASE` (`bpf_sk_release`): a
     /// socket reference from a lookup, released by the call.
     PtrToSockCommonRelease,
@@ -464,6 +469,19 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // one is held).
     proto(93, Void, &[PtrToSpinLock]),
     proto(94, Void, &[PtrToSpinLock]),
+    // Kernel only: task local storage (bpf_task_storage_get(map, task,
+    // init value, flags), bpf_task_storage_delete(map, task)).
+    proto(
+        156,
+        PtrToMapValueOrNull,
+        &[
+            ConstMapPtr,
+            BtfIdOrNull("task_struct"),
+            PtrToMapValueMaybeNull,
+            Anything,
+        ],
+    ),
+    proto(157, Integer, &[ConstMapPtr, BtfIdOrNull("task_struct")]),
     // Kernel only: a task's kernel stack.
     proto(
         141,
@@ -614,7 +632,7 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
-    123, 124, 135, 141, 152, 155, 158, 163, 175, 176, 188, 189, 190, 191,
+    123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 188, 189, 190, 191,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
