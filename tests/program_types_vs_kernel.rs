@@ -938,11 +938,11 @@ fn map_structures_are_read_as_the_kernel_reads_them() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Task local storage (`bpf_task_storage_get`/`_delete` on a
-/// `BPF_MAP_TYPE_TASK_STORAGE` created with BTF), checked by both
-/// verifiers on kprobes and socket filters: the task (or NULL for a get),
-/// the initial value (or NULL), the value returned, and the maps each
-/// helper takes.
+/// Task and cgroup local storage (`bpf_task_storage_get`/`_delete`,
+/// `bpf_cgrp_storage_get`/`_delete` on maps created with BTF), checked by
+/// both verifiers on kprobes and socket filters: the task or cgroup (or
+/// NULL), the initial value (or NULL), the value returned, and the maps
+/// each helper takes.
 #[test]
 fn task_storage_is_used_as_the_kernel_uses_it() {
     use userbpf_kernel::KernelMap;
@@ -955,6 +955,8 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
         KernelMap::create_with_fields("tasks", [29, 4, 8, 0, BPF_F_NO_PREALLOC], 0, &[])
             .expect("task storage"),
         KernelMap::create("array", 2, 4, 8, 4, 0, 0).expect("array"),
+        KernelMap::create_with_fields("cgroups", [32, 4, 8, 0, BPF_F_NO_PREALLOC], 0, &[])
+            .expect("cgroup storage"),
     ];
     let fds: Vec<i32> = maps.iter().map(KernelMap::raw_fd).collect();
     let infos = vec![
@@ -963,8 +965,34 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
             ..MapInfo::new("tasks", 29, 4, 8, 0)
         },
         MapInfo::new("array", 2, 4, 8, 4),
+        MapInfo {
+            max_entries: 0,
+            ..MapInfo::new("cgroups", 32, 4, 8, 0)
+        },
     ];
     let task = "call bpf_get_current_task_btf\nr2 = r0\n";
+    // The offsets of task_struct.cgroups and css_set.dfl_cgrp.
+    let field = |structure: &str, name: &str| {
+        let btf = userbpf_vm::object::TargetBtf::System
+            .load()
+            .expect("BTF")
+            .btf;
+        btf.by_name(structure)
+            .into_iter()
+            .filter_map(|id| btf.get(id))
+            .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
+            .and_then(|t| {
+                t.members
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map(|m| m.offset / 8)
+            })
+            .expect("field")
+    };
+    let (cgroups, dfl) = (
+        field("task_struct", "cgroups"),
+        field("css_set", "dfl_cgrp"),
+    );
     let get = |task: &str, value: &str, map: u32| {
         format!("{task}{value}r1 = map[idx:{map}]\nr4 = 1\ncall bpf_task_storage_get\nif r0 == 0 goto +2\nr1 = 7\n*(u64 *)(r0 + 0) = r1\nr0 = 0\nexit")
     };
@@ -979,6 +1007,11 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
         ("delete for no task", "r2 = 0\nr1 = map[idx:0]\ncall bpf_task_storage_delete\nr0 = 0\nexit".to_string()),
         ("lookup", "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit".to_string()),
         ("unchecked value", format!("{task}r3 = 0\nr1 = map[idx:0]\nr4 = 1\ncall bpf_task_storage_get\nr1 = *(u64 *)(r0 + 0)\nr0 = 0\nexit")),
+        // The current cgroup: task->cgroups->dfl_cgrp, RCU-protected.
+        ("cgroup get", format!("call bpf_get_current_task_btf\nr2 = *(u64 *)(r0 + {cgroups})\nr2 = *(u64 *)(r2 + {dfl})\nr3 = 0\nr1 = map[idx:2]\nr4 = 1\ncall bpf_cgrp_storage_get\nr0 = 0\nexit")),
+        ("cgroup delete", format!("call bpf_get_current_task_btf\nr2 = *(u64 *)(r0 + {cgroups})\nr2 = *(u64 *)(r2 + {dfl})\nr1 = map[idx:2]\ncall bpf_cgrp_storage_delete\nr0 = 0\nexit")),
+        ("cgroup get for a task", format!("{task}r3 = 0\nr1 = map[idx:2]\nr4 = 1\ncall bpf_cgrp_storage_get\nr0 = 0\nexit")),
+        ("cgroup get from task storage", format!("call bpf_get_current_task_btf\nr2 = *(u64 *)(r0 + {cgroups})\nr2 = *(u64 *)(r2 + {dfl})\nr3 = 0\nr1 = map[idx:0]\nr4 = 1\ncall bpf_cgrp_storage_get\nr0 = 0\nexit")),
     ];
     let mut failures = Vec::new();
     for section in ["kprobe/f", "socket"] {

@@ -23,7 +23,7 @@ const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 93, 94, 105, 106,
     109, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 148, 156, 157,
     158, 160, 164, 165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 191, 195, 197, 198, 199, 200,
-    201, 202, 203, 208,
+    201, 202, 203, 208, 210, 211,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -1122,10 +1122,12 @@ impl Verifier<'_> {
                 map_type::PERCPU_HASH | map_type::PERCPU_ARRAY | map_type::LRU_PERCPU_HASH
             ),
             156 | 157 => t == map_type::TASK_STORAGE,
+            210 | 211 => t == map_type::CGRP_STORAGE,
             _ => true,
         } && match t {
-            // Task storage serves its own helpers.
+            // Task and cgroup storage serve their own helpers.
             map_type::TASK_STORAGE => matches!(id, 156 | 157),
+            map_type::CGRP_STORAGE => matches!(id, 210 | 211),
             // The map's side (`check_map_func_compatibility`): these maps
             // serve only their own helpers.
             map_type::STACK_TRACE => id == 27,

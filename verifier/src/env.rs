@@ -60,6 +60,8 @@ pub mod map_type {
     pub const BLOOM_FILTER: u32 = 30;
     /// `BPF_MAP_TYPE_TASK_STORAGE`.
     pub const TASK_STORAGE: u32 = 29;
+    /// `BPF_MAP_TYPE_CGRP_STORAGE`.
+    pub const CGRP_STORAGE: u32 = 32;
 }
 
 /// A map as the verifier sees it (`struct bpf_map`'s shape).
