@@ -1041,3 +1041,49 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// `bpf_find_vma` calls back with the task's memory area (`struct
+/// vm_area_struct`), checked by both verifiers on kprobes: the callback
+/// reads it, returns 0 or 1, and the task must be a kernel task.
+#[test]
+fn find_vma_calls_back_as_the_kernel_does() {
+    if skip("find_vma_calls_back_as_the_kernel_does") {
+        return;
+    }
+    let kind = ProgramKind::from_section("kprobe/f").expect("a libbpf section");
+    let env = env_for(&kind);
+    let call = |task: &str, body: &str| {
+        format!("{task}r2 = 0\nr3 = func[cb]\nr4 = 0\nr5 = 0\ncall bpf_find_vma\nr0 = 0\nexit\ncb:\n{body}")
+    };
+    let task = "call bpf_get_current_task_btf\nr1 = r0\n";
+    let cases = [
+        (
+            "reads the area",
+            call(task, "r0 = *(u64 *)(r2 + 0)\nr0 = 0\nexit"),
+        ),
+        ("returns 1", call(task, "r0 = 1\nexit")),
+        ("returns 2", call(task, "r0 = 2\nexit")),
+        (
+            "writes the area",
+            call(task, "r0 = 0\n*(u64 *)(r2 + 0) = r0\nexit"),
+        ),
+        (
+            "reads the task",
+            call(task, "r0 = *(u32 *)(r1 + 0)\nr0 = 0\nexit"),
+        ),
+        ("for a number", call("r1 = 0\n", "r0 = 0\nexit")),
+    ];
+    let mut failures = Vec::new();
+    for (what, text) in &cases {
+        let (ours, kernel) = verdicts_with_maps(&kind, &env, &[], text);
+        println!("{what}: userbpf {}", our_verdict(&ours));
+        if !agree(&ours, &kernel, false) {
+            failures.push(format!(
+                "{what}: kernel {:?}, userbpf {}",
+                kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
+                our_verdict(&ours)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

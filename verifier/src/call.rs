@@ -22,8 +22,8 @@ use crate::state::{ByteKind, Frame, State, MAX_BPF_STACK, MAX_CALL_FRAMES};
 const BASE: &[i32] = &[
     1, 2, 3, 5, 6, 7, 8, 12, 14, 15, 16, 17, 22, 35, 37, 42, 55, 80, 87, 88, 89, 93, 94, 105, 106,
     109, 112, 113, 114, 115, 117, 118, 120, 123, 125, 130, 131, 132, 133, 134, 141, 148, 156, 157,
-    158, 160, 164, 165, 169, 170, 171, 172, 175, 176, 177, 181, 182, 191, 195, 197, 198, 199, 200,
-    201, 202, 203, 208, 210, 211,
+    158, 160, 164, 165, 169, 170, 171, 172, 175, 176, 177, 180, 181, 182, 191, 195, 197, 198, 199,
+    200, 201, 202, 203, 208, 210, 211,
 ];
 /// Base helpers tracing programs (kprobes, tracepoints, perf events,
 /// fentry) may not call: `bpf_ktime_get_coarse_ns`.
@@ -817,6 +817,12 @@ impl Verifier<'_> {
         name: &str,
         cb: usize,
     ) -> Result<Option<(State, usize)>, Box<VerifyError>> {
+        // bpf_find_vma's callback gets the memory area's kernel structure.
+        let vma = if id == 180 {
+            Some(self.kernel_struct("vm_area_struct", &format!("{name}#{id}"))?)
+        } else {
+            None
+        };
         let map = |m: Option<u32>| -> Result<u32, Box<VerifyError>> {
             m.ok_or_else(|| self.error(format!("{name}#{id}: no map for the callback's arguments")))
         };
@@ -838,6 +844,18 @@ impl Verifier<'_> {
                 let [a, b, c] = map_args(m);
                 vec![a, b, c, caller.regs[3]]
             }
+            // bpf_find_vma(task, addr, cb, ctx, flags): cb(task, vma, ctx).
+            180 => vec![
+                caller.regs[1],
+                Reg::pointer(
+                    RegType::BtfId {
+                        id: vma.unwrap_or(0),
+                        trust: Trust::Plain,
+                    },
+                    0,
+                ),
+                caller.regs[4],
+            ],
             // bpf_timer_set_callback(timer, cb): cb(map, key, value), later.
             170 => {
                 let m = map(meta.timer_map)?;
@@ -882,14 +900,26 @@ impl Verifier<'_> {
 
     /// A callback's `r0` must be a number in `[0, max]`.
     fn callback_return(&self, r0: &Reg, max: u64) -> Result<(), Box<VerifyError>> {
-        if !r0.is_scalar() || r0.val.umax > max {
+        if !r0.is_scalar() {
             return Err(self.error(format!(
-                "At callback return the register R0 has {} should have been in [0, {max}]",
-                if r0.is_scalar() {
-                    r0.val.to_string()
-                } else {
-                    r0.type_name()
-                }
+                "At callback return the register R0 is not a known value ({})",
+                r0.type_name()
+            )));
+        }
+        if r0.val.smin < 0 || r0.val.smax > max as i64 {
+            // As the kernel prints it (`verbose_invalid_scalar`).
+            let mut has = String::new();
+            if r0.val.smin > i64::MIN {
+                has.push_str(&format!(" smin={}", r0.val.smin));
+            }
+            if r0.val.smax < i64::MAX {
+                has.push_str(&format!(" smax={}", r0.val.smax));
+            }
+            if has.is_empty() {
+                has.push_str(" unknown scalar value");
+            }
+            return Err(self.error(format!(
+                "At callback return the register R0 has{has} should have been in [0, {max}]"
             )));
         }
         Ok(())

@@ -190,7 +190,7 @@ impl<'a> Verifier<'a> {
                 }
                 Instruction::Call(CallTarget::Helper(id)) => {
                     mark(&mut prune_point, next);
-                    if matches!(id, 164 | 181) {
+                    if matches!(id, 164 | 180 | 181) {
                         mark(&mut prune_point, pc);
                         mark(&mut callback_point, pc);
                     }

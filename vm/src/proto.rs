@@ -495,6 +495,19 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         ],
     ),
     proto(211, Integer, &[ConstMapPtr, BtfIdOrNull("cgroup")]),
+    // Kernel only: bpf_find_vma(task, addr, callback, ctx, flags) calls
+    // callback(task, vma, ctx) for the task's memory area at addr.
+    proto(
+        180,
+        Integer,
+        &[
+            BtfId("task_struct"),
+            Anything,
+            PtrToFunc,
+            PtrToStackOrNull,
+            Anything,
+        ],
+    ),
     // Kernel only: a task's kernel stack.
     proto(
         141,
@@ -645,7 +658,7 @@ pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
     79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
-    123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 188, 189, 190, 191, 210, 211,
+    123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 180, 188, 189, 190, 191, 210, 211,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
