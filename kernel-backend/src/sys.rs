@@ -7,6 +7,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use userbpf_vm::insn::{op, Insn};
+use userbpf_vm::object::btf::BtfWriter;
 
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -545,20 +546,8 @@ pub struct ProgBtf {
     func_info: Vec<[u32; 2]>,
 }
 
-/// `BPF_BTF_LOAD` of a type section (`types`, in words) and its
-/// strings.
-fn load_btf(types: &[u32], strings: &[u8]) -> Result<OwnedFd, SysError> {
-    let type_len = (types.len() * 4) as u32;
-    let mut blob = Vec::with_capacity(24 + type_len as usize + strings.len());
-    blob.extend_from_slice(&0xeb9fu16.to_le_bytes()); // magic
-    blob.extend_from_slice(&[1, 0]); // version, flags
-    for word in [24, 0, type_len, type_len, strings.len() as u32] {
-        blob.extend_from_slice(&word.to_le_bytes());
-    }
-    for word in types {
-        blob.extend_from_slice(&word.to_le_bytes());
-    }
-    blob.extend_from_slice(strings);
+/// `BPF_BTF_LOAD` of a BTF blob (a [`BtfWriter`]'s).
+fn load_btf(blob: &[u8]) -> Result<OwnedFd, SysError> {
     let mut log = vec![0u8; 1 << 16];
     let mut attr = [0u64; 4];
     put64(&mut attr, 0, blob.as_ptr() as u64); // btf
@@ -611,11 +600,11 @@ impl ValueField {
     }
 }
 
-/// BTF for a map with `value_size`-byte values holding `fields`:
-/// `unsigned int` (a 4-byte key), `unsigned char` arrays (other keys, the
-/// bytes between fields), `struct bpf_spin_lock { unsigned int val; }`,
-/// `struct bpf_timer { unsigned long long __opaque[2]; }` and the value's
-/// structure.
+/// BTF for a map with `value_size`-byte values holding `fields`: the key
+/// (`unsigned int` for 4 bytes, else bytes), `struct bpf_spin_lock {
+/// unsigned int val; }`, `struct bpf_timer { unsigned long long
+/// __opaque[2]; }` and the value's structure, the fields between byte
+/// arrays.
 fn value_fields_btf(
     key_size: u32,
     value_size: u32,
@@ -628,77 +617,20 @@ fn value_fields_btf(
     };
     let mut fields = fields.to_vec();
     fields.sort_by_key(|f| f.offset());
-    let mut strings = vec![0u8];
-    let mut add_str = |s: &str| {
-        let off = strings.len() as u32;
-        strings.extend_from_slice(s.as_bytes());
-        strings.push(0);
-        off
-    };
-    let names = [
-        "unsigned int",
-        "unsigned char",
-        "unsigned long long",
-        "bpf_spin_lock",
-        "val",
-        "bpf_timer",
-        "__opaque",
-        "value",
-    ]
-    .map(&mut add_str);
-    let [uint, uchar, ulong, lock, val, timer, opaque, value_name] = names;
-    let mut types: Vec<u32> = vec![
-        // [1] unsigned int.
-        uint,
-        BTF_KIND_INT << 24,
-        4,
-        32,
-        // [2] unsigned char.
-        uchar,
-        BTF_KIND_INT << 24,
-        1,
-        8,
-        // [3] unsigned long long.
-        ulong,
-        BTF_KIND_INT << 24,
-        8,
-        64,
-        // [4] unsigned long long[2].
-        0,
-        BTF_KIND_ARRAY << 24,
-        0,
-        3,
-        1,
-        2,
-        // [5] struct bpf_spin_lock { unsigned int val; }.
-        lock,
-        (BTF_KIND_STRUCT << 24) | 1,
-        4,
-        val,
-        1,
-        0,
-        // [6] struct bpf_timer { unsigned long long __opaque[2]; }.
-        timer,
-        (BTF_KIND_STRUCT << 24) | 1,
-        16,
-        opaque,
-        4,
-        0,
-    ];
-    let mut next = 7u32;
-    let mut bytes = |types: &mut Vec<u32>, n: u32| {
-        // unsigned char[n].
-        types.extend([0, BTF_KIND_ARRAY << 24, 0, 2, 1, n]);
-        next += 1;
-        next - 1
-    };
+    let mut w = BtfWriter::new();
+    let uint = w.int("unsigned int", 4, false);
+    let uchar = w.int("unsigned char", 1, false);
+    let ulong = w.int("unsigned long long", 8, false);
+    let lock = w.structure("bpf_spin_lock", &[("val", uint, 4)]);
+    let opaque = w.array(ulong, uint, 2);
+    let timer = w.structure("bpf_timer", &[("__opaque", opaque, 16)]);
     let key = if key_size == 4 {
-        1
+        uint
     } else {
-        bytes(&mut types, key_size)
+        w.array(uchar, uint, key_size)
     };
-    // (name, type, byte offset) of the value's members.
-    let mut members: Vec<[u32; 3]> = Vec::new();
+    // (name, type, size) of the value's members, in order.
+    let mut members: Vec<(String, u32, u32)> = Vec::new();
     let mut at = 0u32;
     for (i, f) in fields.iter().enumerate() {
         let off = f.offset();
@@ -706,14 +638,13 @@ fn value_fields_btf(
             return Err(invalid(format!("value fields overlap at byte {off}")));
         }
         if off > at {
-            let gap = bytes(&mut types, off - at);
-            members.push([add_str(&format!("pad{i}")), gap, at]);
+            members.push((format!("pad{i}"), w.array(uchar, uint, off - at), off - at));
         }
         let (name, ty) = match f {
-            ValueField::SpinLock(_) => ("lock", 5),
-            ValueField::Timer(_) => ("timer", 6),
+            ValueField::SpinLock(_) => ("lock", lock),
+            ValueField::Timer(_) => ("timer", timer),
         };
-        members.push([add_str(&format!("{name}{i}")), ty, off]);
+        members.push((format!("{name}{i}"), ty, f.size()));
         at = off.saturating_add(f.size());
     }
     if at > value_size {
@@ -722,32 +653,23 @@ fn value_fields_btf(
         )));
     }
     if value_size > at {
-        let tail = bytes(&mut types, value_size - at);
-        members.push([add_str("tail"), tail, at]);
+        members.push((
+            "tail".to_string(),
+            w.array(uchar, uint, value_size - at),
+            value_size - at,
+        ));
     }
-    let value = next;
-    types.extend([
-        value_name,
-        (BTF_KIND_STRUCT << 24) | members.len() as u32,
-        value_size,
-    ]);
-    for [name, ty, off] in members {
-        types.extend([name, ty, off * 8]);
-    }
+    let members: Vec<(&str, u32, u32)> = members
+        .iter()
+        .map(|(name, ty, size)| (name.as_str(), *ty, *size))
+        .collect();
+    let value = w.structure("value", &members);
     Ok(MapBtf {
-        fd: load_btf(&types, &strings)?,
+        fd: load_btf(&w.finish())?,
         key,
         value,
     })
 }
-
-/// `BTF_KIND_INT`, `BTF_KIND_ARRAY`, `BTF_KIND_STRUCT`, `BTF_KIND_FUNC`,
-/// `BTF_KIND_FUNC_PROTO`.
-const BTF_KIND_INT: u32 = 1;
-const BTF_KIND_ARRAY: u32 = 3;
-const BTF_KIND_STRUCT: u32 = 4;
-const BTF_KIND_FUNC: u32 = 12;
-const BTF_KIND_FUNC_PROTO: u32 = 13;
 
 impl ProgBtf {
     /// BTF for raw bytecode with subprograms (the targets of local calls
@@ -786,37 +708,22 @@ impl ProgBtf {
     /// with the BTF libbpf loads; only the layout matters here. The
     /// object's own BTF (with its data sections) is not loaded.
     pub fn for_functions(functions: &[(&str, usize)]) -> Result<ProgBtf, SysError> {
-        let mut strings = vec![0u8];
-        let mut add_str = |s: &str| {
-            let off = strings.len() as u32;
-            strings.extend(
-                s.bytes()
-                    .filter(|b| b.is_ascii_alphanumeric() || *b == b'_'),
-            );
-            strings.push(0);
-            off
-        };
-        let int_name = add_str("int");
-        let mut types: Vec<u32> = vec![
-            // [1] int: 4 bytes, signed, 32 bits.
-            int_name,
-            BTF_KIND_INT << 24,
-            4,
-            (1 << 24) | 32,
-            // [2] int (void).
-            0,
-            BTF_KIND_FUNC_PROTO << 24,
-            1,
-        ];
-        let mut func_info = Vec::with_capacity(functions.len());
-        for (i, (name, pc)) in functions.iter().enumerate() {
-            // [3 + i] static int name(void).
-            types.extend([add_str(name), BTF_KIND_FUNC << 24, 2]);
-            func_info.push([*pc as u32, 3 + i as u32]);
-        }
+        let mut w = BtfWriter::new();
+        let int = w.int("int", 4, true);
+        let proto = w.func_proto(int);
+        let mut func_info: Vec<[u32; 2]> = functions
+            .iter()
+            .map(|(name, pc)| {
+                let name: String = name
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                [*pc as u32, w.func(&name, proto)]
+            })
+            .collect();
         func_info.sort_unstable();
         Ok(ProgBtf {
-            fd: load_btf(&types, &strings)?,
+            fd: load_btf(&w.finish())?,
             func_info,
         })
     }

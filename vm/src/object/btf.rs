@@ -533,6 +533,108 @@ impl Btf {
     }
 }
 
+/// Writes a BTF blob type by type (the built-in target BTF; the types the
+/// kernel backend loads with programs and maps).
+#[derive(Debug, Default)]
+pub struct BtfWriter {
+    types: Vec<u8>,
+    strings: Vec<u8>,
+    count: u32,
+}
+
+impl BtfWriter {
+    /// An empty type table (type 0 is void).
+    pub fn new() -> BtfWriter {
+        BtfWriter {
+            strings: vec![0],
+            ..BtfWriter::default()
+        }
+    }
+
+    /// The offset of `s` in the string section, added (0 for "").
+    pub fn string(&mut self, s: &str) -> u32 {
+        if s.is_empty() {
+            return 0;
+        }
+        let off = self.strings.len() as u32;
+        self.strings.extend_from_slice(s.as_bytes());
+        self.strings.push(0);
+        off
+    }
+
+    fn words(&mut self, words: &[u32]) {
+        for w in words {
+            self.types.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+
+    /// A type's header; its id.
+    fn header(&mut self, name: &str, kind: Kind, vlen: u32, size_or_type: u32) -> u32 {
+        let name = self.string(name);
+        self.words(&[name, (kind.to_u32() << 24) | vlen, size_or_type]);
+        self.count += 1;
+        self.count
+    }
+
+    /// `INT` of `size` bytes.
+    pub fn int(&mut self, name: &str, size: u32, signed: bool) -> u32 {
+        let id = self.header(name, Kind::Int, 0, size);
+        let enc = if signed { BTF_INT_SIGNED } else { 0 };
+        self.words(&[(enc << 24) | (size * 8)]);
+        id
+    }
+
+    /// `TYPEDEF`.
+    pub fn typedef(&mut self, name: &str, to: u32) -> u32 {
+        self.header(name, Kind::Typedef, 0, to)
+    }
+
+    /// `ARRAY` of `n` `elem`s, indexed by `index`.
+    pub fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
+        let id = self.header("", Kind::Array, 0, 0);
+        self.words(&[elem, index, n]);
+        id
+    }
+
+    /// A struct whose members (name, type, size) are laid out in order,
+    /// each right after the previous (no padding).
+    pub fn structure(&mut self, name: &str, members: &[(&str, u32, u32)]) -> u32 {
+        let size: u32 = members.iter().map(|m| m.2).sum();
+        let id = self.header(name, Kind::Struct, members.len() as u32, size);
+        let mut off = 0;
+        for &(m, ty, sz) in members {
+            let name = self.string(m);
+            self.words(&[name, ty, off * 8]);
+            off += sz;
+        }
+        id
+    }
+
+    /// `FUNC_PROTO` returning `ret`, without parameters.
+    pub fn func_proto(&mut self, ret: u32) -> u32 {
+        self.header("", Kind::FuncProto, 0, ret)
+    }
+
+    /// A static `FUNC` of prototype `proto`.
+    pub fn func(&mut self, name: &str, proto: u32) -> u32 {
+        self.header(name, Kind::Func, 0, proto)
+    }
+
+    /// The blob: header, types, strings.
+    pub fn finish(self) -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        let tlen = self.types.len() as u32;
+        for w in [24, 0, tlen, tlen, self.strings.len() as u32] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&self.types);
+        b.extend_from_slice(&self.strings);
+        b
+    }
+}
+
 /// A BTF-defined map (`struct { __uint(type, ...); ... } name SEC(".maps")`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BtfMapDef {

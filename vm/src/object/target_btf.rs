@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use super::btf::{Btf, Kind, BTF_INT_SIGNED, BTF_MAGIC};
+use super::btf::{Btf, BtfWriter};
 
 /// Where the kernel exposes its BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -84,90 +84,6 @@ fn parse_file(path: &Path) -> Result<Btf, String> {
     Btf::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Writes a BTF blob type by type.
-#[derive(Default)]
-struct Writer {
-    types: Vec<u8>,
-    strings: Vec<u8>,
-    count: u32,
-}
-
-impl Writer {
-    fn new() -> Writer {
-        Writer {
-            strings: vec![0],
-            ..Writer::default()
-        }
-    }
-
-    fn string(&mut self, s: &str) -> u32 {
-        if s.is_empty() {
-            return 0;
-        }
-        let off = self.strings.len() as u32;
-        self.strings.extend_from_slice(s.as_bytes());
-        self.strings.push(0);
-        off
-    }
-
-    fn words(&mut self, words: &[u32]) {
-        for w in words {
-            self.types.extend_from_slice(&w.to_le_bytes());
-        }
-    }
-
-    fn header(&mut self, name: &str, kind: Kind, vlen: u32, size_or_type: u32) -> u32 {
-        let name = self.string(name);
-        self.words(&[name, (kind.to_u32() << 24) | vlen, size_or_type]);
-        self.count += 1;
-        self.count
-    }
-
-    fn int(&mut self, name: &str, size: u32, signed: bool) -> u32 {
-        let id = self.header(name, Kind::Int, 0, size);
-        let enc = if signed { BTF_INT_SIGNED } else { 0 };
-        self.words(&[(enc << 24) | (size * 8)]);
-        id
-    }
-
-    fn typedef(&mut self, name: &str, to: u32) -> u32 {
-        self.header(name, Kind::Typedef, 0, to)
-    }
-
-    fn array(&mut self, elem: u32, index: u32, n: u32) -> u32 {
-        let id = self.header("", Kind::Array, 0, 0);
-        self.words(&[elem, index, n]);
-        id
-    }
-
-    /// A struct whose members are laid out in order, each `size` bytes
-    /// after the previous (no padding is needed in the types below).
-    fn structure(&mut self, name: &str, members: &[(&str, u32, u32)]) -> u32 {
-        let size: u32 = members.iter().map(|m| m.2).sum();
-        let id = self.header(name, Kind::Struct, members.len() as u32, size);
-        let mut off = 0;
-        for &(m, ty, sz) in members {
-            let name = self.string(m);
-            self.words(&[name, ty, off * 8]);
-            off += sz;
-        }
-        id
-    }
-
-    fn finish(self) -> Vec<u8> {
-        let mut b = Vec::new();
-        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        let tlen = self.types.len() as u32;
-        for w in [24, 0, tlen, tlen, self.strings.len() as u32] {
-            b.extend_from_slice(&w.to_le_bytes());
-        }
-        b.extend_from_slice(&self.types);
-        b.extend_from_slice(&self.strings);
-        b
-    }
-}
-
 /// The `struct pt_regs` fields of x86-64, in order, each an `unsigned long`.
 pub const PT_REGS_X86_64: [&str; 21] = [
     "r15", "r14", "r13", "r12", "bp", "bx", "r11", "r10", "r9", "r8", "ax", "cx", "dx", "si", "di",
@@ -179,7 +95,7 @@ pub const PT_REGS_X86_64: [&str; 21] = [
 /// `struct trace_event_raw_sys_enter`/`_sys_exit` (syscall tracepoint
 /// contexts) and `struct bpf_raw_tracepoint_args`.
 pub fn builtin() -> Btf {
-    let mut w = Writer::new();
+    let mut w = BtfWriter::new();
     let ulong = w.int("long unsigned int", 8, false);
     let long = w.int("long int", 8, true);
     let int = w.int("int", 4, true);
