@@ -193,81 +193,54 @@ impl Verifier<'_> {
     /// LWT programs (`r1` the context) and the current task's elsewhere
     /// (no argument).
     fn proto(&self, id: i32) -> Option<&'static KernelProto> {
+        use ArgType::*;
         use ProgramType as T;
-        static CGROUP_CLASSID_CURRENT: KernelProto = KernelProto {
-            id: 17,
-            ret: RetType::Integer,
-            args: [ArgType::DontCare; 5],
-        };
+        static CGROUP_CLASSID_CURRENT: KernelProto = KernelProto::new(17, RetType::Integer, &[]);
+        // A setsockopt hook sets and gets options on its socket (`r1` the
+        // context's `sk`), not through the context.
+        static SK_SETSOCKOPT: KernelProto = KernelProto::new(
+            49,
+            RetType::Integer,
+            &[
+                PtrToSockCommon,
+                Anything,
+                Anything,
+                PtrToMem { maybe_null: false },
+                ConstSize,
+            ],
+        );
+        static SK_GETSOCKOPT: KernelProto = KernelProto::new(
+            57,
+            RetType::Integer,
+            &[
+                PtrToSockCommon,
+                Anything,
+                Anything,
+                PtrToUninitMem,
+                ConstSize,
+            ],
+        );
+        static SK_ASSIGN_LOOKUP: KernelProto = KernelProto::new(
+            124,
+            RetType::Integer,
+            &[PtrToCtx, PtrToSockOrNull, Anything],
+        );
+        // Tracing programs take the cookie of a kernel socket
+        // (`bpf_get_socket_ptr_cookie_proto`).
+        static SOCKET_PTR_COOKIE: KernelProto =
+            KernelProto::new(46, RetType::Integer, &[PtrToBtfSockCommonOrNull]);
         let skb_form = matches!(
             self.env.prog_type,
             Some(T::SchedCls | T::SchedAct | T::LwtIn | T::LwtOut | T::LwtXmit | T::LwtSeg6local)
         );
-        if id == 17 && !skb_form {
-            return Some(&CGROUP_CLASSID_CURRENT);
+        match (id, self.env.prog_type) {
+            (17, _) if !skb_form => Some(&CGROUP_CLASSID_CURRENT),
+            (124, Some(T::SkLookup)) => Some(&SK_ASSIGN_LOOKUP),
+            (46, Some(T::Tracing)) => Some(&SOCKET_PTR_COOKIE),
+            (49, Some(T::CgroupSockopt)) => Some(&SK_SETSOCKOPT),
+            (57, Some(T::CgroupSockopt)) => Some(&SK_GETSOCKOPT),
+            _ => kernel_proto(id),
         }
-        // A setsockopt hook sets and gets options on its socket (`r1` the
-        // context's `sk`), not through the context.
-        static SK_SETSOCKOPT: KernelProto = KernelProto {
-            id: 49,
-            ret: RetType::Integer,
-            args: [
-                ArgType::PtrToSockCommon,
-                ArgType::Anything,
-                ArgType::Anything,
-                ArgType::PtrToMem { maybe_null: false },
-                ArgType::ConstSize,
-            ],
-        };
-        static SK_GETSOCKOPT: KernelProto = KernelProto {
-            id: 57,
-            ret: RetType::Integer,
-            args: [
-                ArgType::PtrToSockCommon,
-                ArgType::Anything,
-                ArgType::Anything,
-                ArgType::PtrToUninitMem,
-                ArgType::ConstSize,
-            ],
-        };
-        static SK_ASSIGN_LOOKUP: KernelProto = KernelProto {
-            id: 124,
-            ret: RetType::Integer,
-            args: [
-                ArgType::PtrToCtx,
-                ArgType::PtrToSockOrNull,
-                ArgType::Anything,
-                ArgType::DontCare,
-                ArgType::DontCare,
-            ],
-        };
-        if id == 124 && self.env.prog_type == Some(T::SkLookup) {
-            return Some(&SK_ASSIGN_LOOKUP);
-        }
-        // Tracing programs take the cookie of a kernel socket
-        // (`bpf_get_socket_ptr_cookie_proto`).
-        static SOCKET_PTR_COOKIE: KernelProto = KernelProto {
-            id: 46,
-            ret: RetType::Integer,
-            args: [
-                ArgType::PtrToBtfSockCommonOrNull,
-                ArgType::DontCare,
-                ArgType::DontCare,
-                ArgType::DontCare,
-                ArgType::DontCare,
-            ],
-        };
-        if id == 46 && self.env.prog_type == Some(T::Tracing) {
-            return Some(&SOCKET_PTR_COOKIE);
-        }
-        if self.env.prog_type == Some(T::CgroupSockopt) {
-            match id {
-                49 => return Some(&SK_SETSOCKOPT),
-                57 => return Some(&SK_GETSOCKOPT),
-                _ => {}
-            }
-        }
-        kernel_proto(id)
     }
 
     fn helper_allowed(&self, id: i32) -> bool {
@@ -1039,10 +1012,7 @@ impl Verifier<'_> {
         if at.is_some_and(|off| crate::kstruct::ids_match(&btf, have, off, target)) {
             return Ok(());
         }
-        let have = btf
-            .get(have)
-            .map(|t| crate::kstruct::display_name(&t))
-            .unwrap_or_default();
+        let have = crate::kstruct::type_name(&btf, have);
         Err(self.error(format!(
             "R{regno} is of type {have} but {structure} is expected"
         )))

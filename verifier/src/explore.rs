@@ -318,6 +318,16 @@ impl<'a> Verifier<'a> {
         }
     }
 
+    /// A pointer of type `ty`, possibly NULL when `maybe_null` (then with
+    /// a fresh id, as [`Verifier::or_null`]).
+    pub(crate) fn pointer_maybe_null(&mut self, ty: RegType, maybe_null: bool) -> Reg {
+        if maybe_null {
+            self.or_null(ty)
+        } else {
+            Reg::pointer(ty, 0)
+        }
+    }
+
     /// A possibly-NULL pointer of type `ty` holding a reference acquired
     /// at `pc` (`acquire_reference`), which its NULL branch or a release
     /// gives back.

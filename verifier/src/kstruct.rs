@@ -100,6 +100,11 @@ fn resolve_size(btf: &Btf, mut id: u32) -> Option<Resolved> {
     None
 }
 
+/// The name of type `id` as the kernel prints it.
+pub(crate) fn type_name(btf: &Btf, id: u32) -> String {
+    btf.get(id).map(|t| display_name(&t)).unwrap_or_default()
+}
+
 /// A type's name as the kernel prints it (`(anon)` for none).
 pub(crate) fn display_name(t: &Type) -> String {
     if t.name.is_empty() {
@@ -107,11 +112,6 @@ pub(crate) fn display_name(t: &Type) -> String {
     } else {
         t.name.clone()
     }
-}
-
-/// Skips typedefs and qualifiers from `id` (`btf_type_skip_modifiers`).
-fn skip_modifiers(btf: &Btf, id: u32) -> Option<(u32, Type)> {
-    btf.resolve(id)
 }
 
 /// What reading `size` bytes at `off` of the structure `id` yields, or
@@ -125,7 +125,7 @@ pub(crate) fn struct_access(btf: &Btf, id: u32, off: u32, size: u32) -> Result<W
 /// structure `target` (`btf_struct_ids_match`): `target` itself, or a
 /// structure nested at that offset.
 pub(crate) fn ids_match(btf: &Btf, id: u32, off: u32, target: u32) -> bool {
-    if off == 0 && skip_modifiers(btf, id).map(|(i, _)| i) == Some(target) {
+    if off == 0 && btf.resolve(id).map(|(i, _)| i) == Some(target) {
         return true;
     }
     walk(btf, id, off, 1, Some(target)) == Ok(Walked::Nested)
@@ -137,8 +137,9 @@ pub(crate) fn ids_match(btf: &Btf, id: u32, off: u32, target: u32) -> bool {
 fn walk(btf: &Btf, id: u32, off: u32, size: u32, want: Option<u32>) -> Result<Walked, String> {
     let mut via_union = false;
     let mut off = off;
-    let (mut id, mut t) =
-        skip_modifiers(btf, id).ok_or_else(|| format!("unknown BTF type {id}"))?;
+    let (mut id, mut t) = btf
+        .resolve(id)
+        .ok_or_else(|| format!("unknown BTF type {id}"))?;
     'again: for _ in 0..64 {
         let tname = display_name(&t);
         if !t.is_composite() {
@@ -152,7 +153,7 @@ fn walk(btf: &Btf, id: u32, off: u32, size: u32, want: Option<u32>) -> Result<Wa
         if off.saturating_add(size) > t.size_or_type {
             // A flexible array at the end extends the structure.
             let last = t.members.last().ok_or_else(beyond)?;
-            let (_, at) = skip_modifiers(btf, last.type_id).ok_or_else(beyond)?;
+            let (_, at) = btf.resolve(last.type_id).ok_or_else(beyond)?;
             let (elem, n) = at.array.ok_or_else(beyond)?;
             if at.kind != Kind::Array || n != 0 {
                 return Err(beyond());
@@ -161,7 +162,7 @@ fn walk(btf: &Btf, id: u32, off: u32, size: u32, want: Option<u32>) -> Result<Wa
             if off < moff {
                 return Err(beyond());
             }
-            let (eid, et) = skip_modifiers(btf, elem).ok_or_else(beyond)?;
+            let (eid, et) = btf.resolve(elem).ok_or_else(beyond)?;
             if et.kind == Kind::Int {
                 return Ok(Walked::Scalar);
             }
@@ -231,7 +232,7 @@ fn walk(btf: &Btf, id: u32, off: u32, size: u32, want: Option<u32>) -> Result<Wa
                         m.name
                     ));
                 }
-                return Ok(match skip_modifiers(btf, mtype.size_or_type) {
+                return Ok(match btf.resolve(mtype.size_or_type) {
                     Some((sid, st)) if st.is_composite() => Walked::Ptr {
                         id: sid,
                         field: m.name.clone(),
@@ -272,8 +273,7 @@ fn listed(btf: &Btf, container: u32, field: &str, target: u32, suffix: &str) -> 
                 m.name == field
                     && btf.get(m.type_id).is_some_and(|mt| {
                         mt.kind == Kind::Ptr
-                            && skip_modifiers(btf, mt.size_or_type).map(|(id, _)| id)
-                                == Some(target)
+                            && btf.resolve(mt.size_or_type).map(|(id, _)| id) == Some(target)
                     })
             })
         })
@@ -391,7 +391,7 @@ pub(crate) fn traced_func(btf: &Btf, name: &str, tracepoint: bool) -> Option<Tra
 /// Bytes a value of type `id` takes among the context's words: 8 for a
 /// pointer, its size rounded up to 8 otherwise (0 for void).
 fn slot_bytes(btf: &Btf, id: u32) -> u32 {
-    match skip_modifiers(btf, id) {
+    match btf.resolve(id) {
         Some((_, t)) if t.kind == Kind::Ptr => 8,
         Some((_, t)) if t.kind != Kind::Func && t.kind != Kind::FuncProto => {
             t.size_or_type.div_ceil(8).saturating_mul(8)
@@ -450,7 +450,8 @@ pub(crate) fn ctx_arg(
     }
     let (ty, nullable) = if arg == nr_args {
         if fmod_ret {
-            let small_int = skip_modifiers(btf, f.ret)
+            let small_int = btf
+                .resolve(f.ret)
                 .is_some_and(|(_, t)| t.kind == Kind::Int && t.size_or_type <= 8);
             if !small_int {
                 return Err(format!(
@@ -468,7 +469,7 @@ pub(crate) fn ctx_arg(
         let (ty, name) = &params[arg];
         (*ty, name.ends_with("__nullable"))
     };
-    let Some((_, t)) = skip_modifiers(btf, ty) else {
+    let Some((_, t)) = btf.resolve(ty) else {
         // void: nothing is there to read.
         return Err(missing());
     };
@@ -484,7 +485,7 @@ pub(crate) fn ctx_arg(
     if size != 8 {
         return Err(format!("func '{tname}' size {size} must be 8"));
     }
-    match skip_modifiers(btf, t.size_or_type) {
+    match btf.resolve(t.size_or_type) {
         Some((id, pointee)) if pointee.kind == Kind::Struct || pointee.kind == Kind::Union => {
             Ok(CtxArg::Ptr { id, nullable })
         }

@@ -623,12 +623,7 @@ impl Verifier<'_> {
                 } else {
                     Trust::Plain
                 };
-                let ty = RegType::BtfId { id, trust };
-                Found::Reg(if nullable {
-                    self.or_null(ty)
-                } else {
-                    Reg::pointer(ty, 0)
-                })
+                Found::Reg(self.pointer_maybe_null(RegType::BtfId { id, trust }, nullable))
             }
         })
     }
@@ -648,17 +643,19 @@ impl Verifier<'_> {
         size: u32,
         access: Access,
     ) -> Result<Found, Box<VerifyError>> {
-        let btf = self.kernel_btf("a pointer to a kernel structure")?;
-        let tname = btf
-            .get(id)
-            .map(|t| crate::kstruct::display_name(&t))
-            .unwrap_or_default();
+        // (The structure's name, for the messages only.)
+        let tname = |v: &mut Self| {
+            v.kernel_btf("a pointer to a kernel structure")
+                .map(|btf| crate::kstruct::type_name(&btf, id))
+        };
         if fixed < 0 {
+            let tname = tname(self)?;
             return Err(self.error(format!(
                 "R{regno} is ptr_{tname} invalid negative access: off={fixed}"
             )));
         }
         if base.val.is_const() != Some(0) {
+            let tname = tname(self)?;
             return Err(self.error(format!(
                 "R{regno} is ptr_{tname} invalid variable offset: off={fixed}, var_off={}",
                 base.val.var_off
@@ -704,11 +701,7 @@ impl Verifier<'_> {
                     !self.env.sleepable,
                 );
                 let ty = RegType::BtfId { id: target, trust };
-                Ok(Found::Reg(if maybe_null {
-                    self.or_null(ty)
-                } else {
-                    Reg::pointer(ty, 0)
-                }))
+                Ok(Found::Reg(self.pointer_maybe_null(ty, maybe_null)))
             }
         }
     }

@@ -173,6 +173,18 @@ pub struct KernelProto {
 }
 
 impl KernelProto {
+    /// Helper `id`'s prototype: it returns `ret` and takes `a` (the
+    /// arguments past them unused, `ARG_DONTCARE`).
+    pub const fn new(id: i32, ret: RetType, a: &[ArgType]) -> KernelProto {
+        let mut args = [ArgType::DontCare; 5];
+        let mut i = 0;
+        while i < a.len() && i < 5 {
+            args[i] = a[i];
+            i += 1;
+        }
+        KernelProto { id, ret, args }
+    }
+
     /// The kernel's name (`bpf_map_lookup_elem`).
     pub fn name(&self) -> &'static str {
         helper_name(self.id).unwrap_or("bpf_unknown")
@@ -229,13 +241,7 @@ impl KernelProto {
 }
 
 const fn proto(id: i32, ret: RetType, a: &[ArgType]) -> KernelProto {
-    let mut args = [ArgType::DontCare; 5];
-    let mut i = 0;
-    while i < a.len() && i < 5 {
-        args[i] = a[i];
-        i += 1;
-    }
-    KernelProto { id, ret, args }
+    KernelProto::new(id, ret, a)
 }
 
 use ArgType::*;
@@ -247,6 +253,13 @@ const PROBE_READ: [ArgType; 3] = [PtrToUninitMem, ConstSizeOrZero, Anything];
 /// `bpf_sk_lookup_tcp`, `_udp`, `bpf_skc_lookup_tcp`: the context, the
 /// tuple and its size, the network namespace, the flags.
 const SK_LOOKUP: [ArgType; 5] = [PtrToCtx, MEM, ConstSize, Anything, Anything];
+
+/// `bpf_l3_csum_replace`/`bpf_l4_csum_replace`: the context, the offset,
+/// the old and new values, the flags.
+const CSUM_REPLACE: [ArgType; 5] = [PtrToCtx, Anything, Anything, Anything, Anything];
+/// `bpf_tcp_check_syncookie`/`bpf_tcp_gen_syncookie`: the listening
+/// socket, the IP header and its size, the TCP header and its size.
+const SYN_COOKIE: [ArgType; 5] = [PtrToBtfSockCommon, MEM, ConstSize, MEM, ConstSize];
 
 /// The prototypes, by id (from the kernel's `*_proto` definitions).
 pub const KERNEL_PROTOS: &[KernelProto] = &[
@@ -265,16 +278,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only, and they change the packet (the verifier forgets every
     // packet pointer after them: `CHANGES_PACKET`).
     proto(9, Integer, &[PtrToCtx, Anything, MEM, ConstSize, Anything]),
-    proto(
-        10,
-        Integer,
-        &[PtrToCtx, Anything, Anything, Anything, Anything],
-    ),
-    proto(
-        11,
-        Integer,
-        &[PtrToCtx, Anything, Anything, Anything, Anything],
-    ),
+    proto(10, Integer, &CSUM_REPLACE),
+    proto(11, Integer, &CSUM_REPLACE),
     proto(12, Void, &[PtrToCtx, ConstMapPtr, Anything]),
     // Kernel only: TC and XDP helpers (the `__sk_buff` forms where a
     // helper has several).
@@ -306,16 +311,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(97, Integer, &[PtrToCtx]),
     // Kernel only: SYN cookies of a listening socket, from the packet's
     // IP and TCP headers.
-    proto(
-        100,
-        Integer,
-        &[PtrToBtfSockCommon, MEM, ConstSize, MEM, ConstSize],
-    ),
-    proto(
-        110,
-        Integer,
-        &[PtrToBtfSockCommon, MEM, ConstSize, MEM, ConstSize],
-    ),
+    proto(100, Integer, &SYN_COOKIE),
+    proto(110, Integer, &SYN_COOKIE),
     proto(135, Integer, &[PtrToCtx, Anything]),
     proto(
         152,
