@@ -161,6 +161,67 @@ fn verdicts_with_maps(
     (ours, kernel_verdict(&request))
 }
 
+/// A line saying how the verifiers disagree on `what`: the kernel's
+/// verdict (the last line of its log) and ours.
+fn disagreement(
+    what: &str,
+    ours: &Result<(), Box<VerifyError>>,
+    kernel: &Result<(), String>,
+) -> String {
+    format!(
+        "{what}: kernel {:?}, userbpf {}",
+        kernel
+            .as_ref()
+            .map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
+        our_verdict(ours)
+    )
+}
+
+/// The running kernel's BTF; `None` (after printing why) when it exposes
+/// none and `USERBPF_REQUIRE_KERNEL` is unset.
+fn running_kernel_btf(test: &str) -> Option<std::sync::Arc<userbpf_vm::object::btf::Btf>> {
+    match userbpf_vm::object::TargetBtf::System.load() {
+        Ok(b) if b.origin == userbpf_vm::object::VMLINUX_BTF => Some(b.btf),
+        _ if kernel_required() => panic!("kernel required but it exposes no BTF"),
+        _ => {
+            println!("SKIP {test}: no kernel BTF");
+            None
+        }
+    }
+}
+
+/// The kernel structure called `name` in `btf`.
+fn kernel_struct(btf: &userbpf_vm::object::btf::Btf, name: &str) -> userbpf_vm::object::btf::Type {
+    btf.by_name(name)
+        .into_iter()
+        .filter_map(|id| btf.get(id))
+        .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
+        .unwrap_or_else(|| panic!("struct {name}"))
+}
+
+/// The byte offset of field `name` of `structure`, if it has one.
+fn field_offset(structure: &userbpf_vm::object::btf::Type, name: &str) -> Option<u32> {
+    structure
+        .members
+        .iter()
+        .find(|m| m.name == name)
+        .map(|m| m.offset / 8)
+}
+
+/// Prints how many of `what` were checked (`checked`: refused and
+/// accepted by the kernel), and asserts both verdicts occurred and the
+/// verifiers agreed on each.
+fn report(what: &str, checked: [usize; 2], failures: &[String]) {
+    println!(
+        "{} {what} checked ({} accepted by the kernel), {} disagreements",
+        checked[0] + checked[1],
+        checked[1],
+        failures.len()
+    );
+    assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// Whether both verifiers accept, or both refuse with our message in the
 /// kernel's log (any message, with `any_message`).
 fn agree(
@@ -544,32 +605,15 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
     if skip("kernel_structures_are_read_as_the_kernel_reads_them") {
         return;
     }
-    let btf = match userbpf_vm::object::TargetBtf::System.load() {
-        Ok(b) if b.origin == userbpf_vm::object::VMLINUX_BTF => b.btf,
-        _ if kernel_required() => panic!("kernel required but it exposes no BTF"),
-        _ => {
-            println!("SKIP kernel_structures_are_read_as_the_kernel_reads_them: no kernel BTF");
-            return;
-        }
+    let Some(btf) = running_kernel_btf("kernel_structures_are_read_as_the_kernel_reads_them")
+    else {
+        return;
     };
-    let task_struct = btf
-        .by_name("task_struct")
-        .into_iter()
-        .filter_map(|id| btf.get(id))
-        .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
-        .expect("struct task_struct");
+    let task_struct = kernel_struct(&btf, "task_struct");
     let task_size = task_struct.size_or_type;
-    let parent = task_struct
-        .members
-        .iter()
-        .find(|m| m.name == "real_parent")
-        .map_or(0, |m| m.offset / 8);
+    let parent = field_offset(&task_struct, "real_parent").unwrap_or(0);
     // `void *stack`: a pointer to something that is not a structure.
-    let stack = task_struct
-        .members
-        .iter()
-        .find(|m| m.name == "stack")
-        .map_or(32, |m| m.offset / 8);
+    let stack = field_offset(&task_struct, "stack").unwrap_or(32);
     let end = i64::from(task_size) + 16;
     let mut failures = Vec::new();
     // Programs the kernel refuses, and accepts.
@@ -643,15 +687,8 @@ fn kernel_structures_are_read_as_the_kernel_reads_them() {
     for (what, text) in &shapes {
         compare_kprobe(text, what, &mut checked, &mut failures);
     }
-    println!(
-        "{} kernel structure accesses checked ({} accepted by the kernel), {} disagreements",
-        checked[0] + checked[1],
-        checked[1],
-        failures.len()
-    );
     // Both verdicts occur (the sweep reaches fields and misses them).
-    assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    report("kernel structure accesses", checked, &failures);
 }
 
 /// Programs taking the `bpf_spin_lock` or the `bpf_timer` of map values,
@@ -848,13 +885,8 @@ fn map_structures_are_read_as_the_kernel_reads_them() {
     if skip("map_structures_are_read_as_the_kernel_reads_them") {
         return;
     }
-    let btf = match userbpf_vm::object::TargetBtf::System.load() {
-        Ok(b) if b.origin == userbpf_vm::object::VMLINUX_BTF => b.btf,
-        _ if kernel_required() => panic!("kernel required but it exposes no BTF"),
-        _ => {
-            println!("SKIP map_structures_are_read_as_the_kernel_reads_them: no kernel BTF");
-            return;
-        }
+    let Some(btf) = running_kernel_btf("map_structures_are_read_as_the_kernel_reads_them") else {
+        return;
     };
     // (type, name, key size, value size, max entries, kernel structure)
     let shapes: [(u32, &str, u32, u32, u32, &str); 5] = [
@@ -884,20 +916,11 @@ fn map_structures_are_read_as_the_kernel_reads_them() {
         let (ours, kernel) = verdicts_with_maps(&kind, &env, &fds, &text);
         checked[usize::from(kernel.is_ok())] += 1;
         if !agree(&ours, &kernel, false) {
-            failures.push(format!(
-                "{what}: kernel {:?}, userbpf {}",
-                kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
-                our_verdict(&ours)
-            ));
+            failures.push(disagreement(&what, &ours, &kernel));
         }
     };
     for (i, &(.., structure)) in shapes.iter().enumerate() {
-        let size = btf
-            .by_name(structure)
-            .into_iter()
-            .filter_map(|id| btf.get(id))
-            .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
-            .map_or(0, |t| t.size_or_type);
+        let size = kernel_struct(&btf, structure).size_or_type;
         let end = i64::from(size) + 8;
         for bytes in [1u32, 2, 4, 8] {
             let ty = mem_type(bytes);
@@ -928,14 +951,7 @@ fn map_structures_are_read_as_the_kernel_reads_them() {
             );
         }
     }
-    println!(
-        "{} map structure accesses checked ({} accepted by the kernel), {} disagreements",
-        checked[0] + checked[1],
-        checked[1],
-        failures.len()
-    );
-    assert!(checked[0] > 0 && checked[1] > 0, "{checked:?}");
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    report("map structure accesses", checked, &failures);
 }
 
 /// Task and cgroup local storage (`bpf_task_storage_get`/`_delete`,
@@ -977,17 +993,7 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
             .load()
             .expect("BTF")
             .btf;
-        btf.by_name(structure)
-            .into_iter()
-            .filter_map(|id| btf.get(id))
-            .find(|t| t.kind == userbpf_vm::object::btf::Kind::Struct)
-            .and_then(|t| {
-                t.members
-                    .iter()
-                    .find(|m| m.name == name)
-                    .map(|m| m.offset / 8)
-            })
-            .expect("field")
+        field_offset(&kernel_struct(&btf, structure), name).expect("field")
     };
     let (cgroups, dfl) = (
         field("task_struct", "cgroups"),
@@ -1031,11 +1037,7 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
                     .as_ref()
                     .is_err_and(|e| e.message.contains("invalid indirect read from stack"));
             if !uninit_rule && !agree(&ours, &kernel, false) {
-                failures.push(format!(
-                    "{section} {what}: kernel {:?}, userbpf {}",
-                    kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
-                    our_verdict(&ours)
-                ));
+                failures.push(disagreement(&format!("{section} {what}"), &ours, &kernel));
             }
         }
     }
@@ -1078,11 +1080,7 @@ fn find_vma_calls_back_as_the_kernel_does() {
         let (ours, kernel) = verdicts_with_maps(&kind, &env, &[], text);
         println!("{what}: userbpf {}", our_verdict(&ours));
         if !agree(&ours, &kernel, false) {
-            failures.push(format!(
-                "{what}: kernel {:?}, userbpf {}",
-                kernel.map_err(|l| l.lines().rev().nth(1).unwrap_or("").to_string()),
-                our_verdict(&ours)
-            ));
+            failures.push(disagreement(what, &ours, &kernel));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

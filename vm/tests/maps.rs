@@ -7,6 +7,19 @@ use userbpf_vm::maps::{
     Map, MapSpec, BPF_ANY, BPF_EXIST, BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH, BPF_NOEXIST,
 };
 
+/// A VM running the assembler program `src` (named `name`) with `set`'s
+/// maps and `helpers`.
+fn vm_running(
+    set: &std::sync::Arc<userbpf_vm::maps::MapSet>,
+    name: &str,
+    src: &str,
+    helpers: &userbpf_vm::Helpers,
+) -> userbpf_vm::Vm {
+    let program = userbpf_vm::Program::new(name, userbpf_vm::asm::assemble(src).unwrap()).unwrap();
+    set.vm(&program, helpers, userbpf_vm::Config::default())
+        .unwrap()
+}
+
 fn spec(name: &str, map_type: u32, key_size: u32, value_size: u32, max_entries: u32) -> MapSpec {
     MapSpec {
         name: name.into(),
@@ -623,10 +636,7 @@ fn program_lookups_take_the_direct_path_with_the_helpers_semantics() {
         mov %r0, 99
         exit"
     );
-    let program = Program::new("lookup", assemble(&src).unwrap()).unwrap();
-    let mut vm = set
-        .vm(&program, &Helpers::new(), Config::default())
-        .unwrap();
+    let mut vm = vm_running(&set, "lookup", &src, &Helpers::new());
     assert_eq!(vm.run(&mut 7u32.to_le_bytes()), Ok(42), "present key");
     assert_eq!(vm.run(&mut 8u32.to_le_bytes()), Ok(99), "absent key");
     // A key outside the program's memory: the helper's fault, named.
@@ -682,10 +692,9 @@ fn every_kernel_helper_has_the_kernels_prototype_and_name() {
 #[test]
 fn dynptrs_over_ring_buffer_records_and_map_values() {
     use std::sync::Arc;
-    use userbpf_vm::asm::assemble;
     use userbpf_vm::maps::ringbuf::BPF_MAP_TYPE_RINGBUF;
     use userbpf_vm::maps::MapSet;
-    use userbpf_vm::{Config, Helpers, Program};
+    use userbpf_vm::Helpers;
 
     let mut set = MapSet::default();
     let rb = Map::create(spec("rb", BPF_MAP_TYPE_RINGBUF, 0, 0, 4096)).unwrap();
@@ -784,10 +793,7 @@ fn dynptrs_over_ring_buffer_records_and_map_values() {
         mov %r0, 1
         exit"
     );
-    let program = Program::new("dynptrs", assemble(&src).unwrap()).unwrap();
-    let mut vm = set
-        .vm(&program, &Helpers::kernel_basics(), Config::default())
-        .unwrap();
+    let mut vm = vm_running(&set, "dynptrs", &src, &Helpers::kernel_basics());
     let input = 0x0807_0605_0403_0201u64;
     let r0 = vm.run(&mut input.to_le_bytes()).unwrap();
     assert_eq!(r0 as i64, -i64::from(libc::E2BIG), "write past the end");
@@ -812,11 +818,10 @@ fn dynptrs_over_ring_buffer_records_and_map_values() {
 #[test]
 fn a_program_reads_another_cpu_slot_of_a_per_cpu_map() {
     use std::sync::Arc;
-    use userbpf_vm::asm::assemble;
     use userbpf_vm::maps::array::BPF_MAP_TYPE_PERCPU_ARRAY;
     use userbpf_vm::maps::hash::BPF_MAP_TYPE_PERCPU_HASH;
     use userbpf_vm::maps::MapSet;
-    use userbpf_vm::{Config, Helpers, Program};
+    use userbpf_vm::Helpers;
 
     for map_type in [BPF_MAP_TYPE_PERCPU_ARRAY, BPF_MAP_TYPE_PERCPU_HASH] {
         let m = Map::create(spec("pc", map_type, 4, 8, 4)).unwrap();
@@ -845,10 +850,7 @@ fn a_program_reads_another_cpu_slot_of_a_per_cpu_map() {
             mov %r0, 99
             exit"
         );
-        let program = Program::new("percpu", assemble(&src).unwrap()).unwrap();
-        let mut vm = set
-            .vm(&program, &Helpers::new(), Config::default())
-            .unwrap();
+        let mut vm = vm_running(&set, "percpu", &src, &Helpers::new());
         for cpu in 0..slots as u32 {
             assert_eq!(
                 vm.run(&mut cpu.to_le_bytes()),
