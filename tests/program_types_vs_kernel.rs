@@ -80,6 +80,7 @@ fn env_for(kind: &ProgramKind) -> Env {
         sleepable: false,
         kernel_btf: None,
         attach_btf_name: None,
+        non_scalar_returns: Vec::new(),
     }
 }
 

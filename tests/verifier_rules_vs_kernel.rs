@@ -637,6 +637,60 @@ const RULES: &[Rule] = &[
         Rejects("jump out of range from insn 4 to 2"),
     ),
     same(
+        "a maybe-null pointer compared with a register holding 0 is not null-checked",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:1]\ncall bpf_map_lookup_elem\nr1 = 0\nif r0 != r1 goto +2\nr0 = 0\nexit\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Rejects("R0 invalid mem access 'map_value_or_null'"),
+    ),
+    same(
+        "a maybe-null pointer compared with a register holding 0, on its left, is not null-checked",
+        SOCKET,
+        "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:1]\ncall bpf_map_lookup_elem\nr1 = 0\nif r1 != r0 goto +2\nr0 = 0\nexit\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        Rejects("R0 invalid mem access 'map_value_or_null'"),
+    ),
+    same(
+        "an atomic operation on the context, adding a pointer",
+        SOCKET,
+        "lock *(u64 *)(r1 + 48) += r10\nr0 = 0\nexit",
+        Rejects("BPF_ATOMIC stores into R1 ctx is not allowed"),
+    ),
+    same(
+        "a helper writing to the stack at an offset without an upper bound",
+        SOCKET,
+        "r6 = r1\nr2 = 0\n*(u64 *)(r10 - 16) = r2\n*(u64 *)(r10 - 8) = r2\nr4 = *(u32 *)(r1 + 0)\nr4 -= 16\nr4 += r10\nr1 = r6\nr2 = 0\nr3 = r4\nr4 = 8\ncall bpf_skb_load_bytes\nr0 = 0\nexit",
+        Rejects("invalid unbounded variable-offset write to stack R3"),
+    ),
+    same(
+        "a failed BPF_LD_ABS in a subprogram returns 0 to its caller",
+        SOCKET,
+        "call pc+4\nif r0 != 0 goto +1\nr0 = r9\nr0 = 0\nexit\nr6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 1\nexit",
+        Rejects("R9 !read_ok"),
+    ),
+    same(
+        "a caller safe whatever its subprogram's BPF_LD_ABS gives",
+        SOCKET,
+        "call pc+2\nr0 = 0\nexit\nr6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 1\nexit",
+        Accepts,
+    ),
+    same(
+        "dead code after an unconditional jump",
+        SOCKET,
+        "r0 = 0\ngoto +1\nr0 = 1\nexit",
+        Rejects("unreachable insn 2"),
+    ),
+    same(
+        "dead code in a subprogram, after its exit",
+        SOCKET,
+        "call pc+2\nr0 = 0\nexit\nr0 = 1\nexit\nexit",
+        Rejects("unreachable insn 5"),
+    ),
+    same(
+        "a function reached only by its address (a callback)",
+        SOCKET,
+        "r1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "a subprogram that falls into the next one",
         SOCKET,
         "r0 = 0\ncall pc+2\nexit\nexit\nr0 = 1\nr0 = 2\ncall pc+0\nr0 = 3\nexit",
@@ -802,16 +856,12 @@ const RULES: &[Rule] = &[
             "userbpf rejects reads of uninitialised stack; the kernel allows them to root",
         )),
     },
-    Rule {
-        name: "an instruction no path reaches",
-        prog_type: SOCKET,
-        source: "r0 = 0\nexit\nr0 = 1\nexit",
-        kernel: Rejects("unreachable insn 2"),
-        ours: Some((
-            Accepts,
-            "userbpf verifies the paths that run and accepts dead code (no memory is accessed)",
-        )),
-    },
+    same(
+        "an instruction no path reaches",
+        SOCKET,
+        "r0 = 0\nexit\nr0 = 1\nexit",
+        Rejects("unreachable insn 2"),
+    ),
     same(
         "bpf_get_netns_cookie of the context and of NULL",
         SOCKET,
@@ -1311,6 +1361,7 @@ fn env(prog_type: ProgramType) -> Env {
         sleepable: false,
         kernel_btf: None,
         attach_btf_name: None,
+        non_scalar_returns: Vec::new(),
     }
 }
 

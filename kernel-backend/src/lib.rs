@@ -16,7 +16,7 @@ pub mod attach;
 pub mod sys;
 
 use userbpf_vm::insn::{op, Insn};
-use userbpf_vm::object::{MapDef, ObjProgram, Object, TargetBtf};
+use userbpf_vm::object::{FuncReturn, MapDef, ObjProgram, Object, TargetBtf};
 
 pub use attach::{
     attach_raw_tracepoint, attach_tracepoint, attach_uprobe, AttachError, KernelLink,
@@ -110,27 +110,36 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
     Ok(m)
 }
 
-/// An array or hash of maps, its inner maps shaped like the first map its
-/// definition names (`__array(values, ...)` initialisers), as the verifier
-/// assumes; without one the kernel has no inner map to copy and refuses.
+/// An array or hash of maps, its inner maps shaped like its inner map
+/// definition (`__array(values, struct { ... })`, created for the call
+/// and closed, as libbpf does) or else like the first map its initial
+/// slots name, as the verifier assumes; without either the kernel has no
+/// inner map to copy and refuses.
 fn create_map_of_maps(
     obj: &Object,
     def: &MapDef,
     created: &[Option<KernelMap>],
 ) -> Result<KernelMap, SysError> {
-    let inner = def
-        .initial_slots
-        .first()
-        .and_then(|(_, name)| obj.maps.iter().position(|m| &m.name == name))
-        .and_then(|i| created.get(i)?.as_ref())
-        .ok_or_else(|| SysError {
-            cmd: "BPF_MAP_CREATE",
-            source: std::io::Error::from_raw_os_error(libc::EINVAL),
-            log: format!(
-                "map of maps `{}` names no inner map (userbpf takes the inner maps' shape from its first initial slot)",
-                def.name
-            ),
-        })?;
+    let template;
+    let inner = match &def.inner {
+        Some(inner) => {
+            template = create_map(inner)?;
+            &template
+        }
+        None => def
+            .initial_slots
+            .first()
+            .and_then(|(_, name)| obj.maps.iter().position(|m| &m.name == name))
+            .and_then(|i| created.get(i)?.as_ref())
+            .ok_or_else(|| SysError {
+                cmd: "BPF_MAP_CREATE",
+                source: std::io::Error::from_raw_os_error(libc::EINVAL),
+                log: format!(
+                    "map of maps `{}` has no inner map definition (`__array(values, struct {{ ... }})`) and names no inner map",
+                    def.name
+                ),
+            })?,
+    };
     KernelMap::create_map_of_maps(
         &def.name,
         def.map_type,
@@ -168,20 +177,30 @@ fn resolve_kfuncs(insns: &mut [Insn]) {
     }
 }
 
-/// BTF describing `prog`'s functions when it takes a function's address
-/// (`lddw src=4`: a callback of `bpf_loop`, `bpf_for_each_map_elem`,
-/// `bpf_timer_set_callback`), which the kernel refuses without
-/// `func_info`.
-fn functions_btf(prog: &ObjProgram) -> Result<Option<ProgBtf>, SysError> {
-    let takes_address = prog
-        .insns
-        .iter()
-        .any(|i| i.code == op::LDDW && i.src == op::PSEUDO_FUNC);
-    if !takes_address {
+/// BTF describing `prog`'s functions when it has subprograms, as libbpf
+/// always loads it: the kernel refuses a function's address
+/// (`bpf_loop`, `bpf_for_each_map_elem`, `bpf_timer_set_callback`
+/// callbacks) without `func_info`, and allows `BPF_LD_ABS` and tail calls
+/// in subprograms only with it, in those returning a scalar. Functions
+/// the object's BTF does not describe return `int`.
+fn functions_btf(obj: &Object, prog: &ObjProgram) -> Result<Option<ProgBtf>, SysError> {
+    if prog.subprograms.is_empty() {
         return Ok(None);
     }
-    let mut functions: Vec<(&str, usize)> = vec![(prog.name.as_str(), 0)];
-    functions.extend(prog.subprograms.iter().map(|(n, pc)| (n.as_str(), *pc)));
+    let returns = |name: &str| {
+        obj.functions
+            .get(name)
+            .copied()
+            .unwrap_or(FuncReturn::Scalar)
+    };
+    // (The rule is for subprograms: the program itself returns `int`.)
+    let mut functions: Vec<(&str, usize, FuncReturn)> =
+        vec![(prog.name.as_str(), 0, FuncReturn::Scalar)];
+    functions.extend(
+        prog.subprograms
+            .iter()
+            .map(|(n, pc)| (n.as_str(), *pc, returns(n))),
+    );
     ProgBtf::for_functions(&functions).map(Some)
 }
 
@@ -201,7 +220,7 @@ fn load_one(
     };
     let mut insns = prog.insns.clone();
     resolve_kfuncs(&mut insns);
-    let btf = functions_btf(prog)?;
+    let btf = functions_btf(obj, prog)?;
     let req = LoadRequest {
         name: &prog.name,
         prog_type: prog.kind.prog_type as u32,

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use userbpf_vm::insn::{op, Insn};
 use userbpf_vm::object::btf::BtfWriter;
+use userbpf_vm::object::FuncReturn;
 
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -697,27 +698,43 @@ impl ProgBtf {
             return Ok(None);
         }
         let names: Vec<String> = (0..starts.len()).map(|k| format!("f{k}")).collect();
-        let functions: Vec<(&str, usize)> = names.iter().map(String::as_str).zip(starts).collect();
+        let functions: Vec<(&str, usize, FuncReturn)> = names
+            .iter()
+            .map(String::as_str)
+            .zip(starts)
+            .map(|(name, pc)| (name, pc, FuncReturn::Scalar))
+            .collect();
         ProgBtf::for_functions(&functions).map(Some)
     }
 
     /// Synthesises and loads BTF for a program whose functions start at
-    /// the given pcs (the program itself at 0, its subprograms after):
-    /// each is a static `int name(void)`. Static functions are verified at
-    /// their call sites with the caller's registers, as the kernel does
-    /// with the BTF libbpf loads; only the layout matters here. The
-    /// object's own BTF (with its data sections) is not loaded.
-    pub fn for_functions(functions: &[(&str, usize)]) -> Result<ProgBtf, SysError> {
+    /// the given pcs (the program itself at 0, its subprograms after),
+    /// each a static `name(void)` returning what it returns in the object
+    /// (`int`, `void`, or else `void *`: the kernel allows `BPF_LD_ABS` and
+    /// tail calls only in functions returning a scalar). Static functions
+    /// are verified at their call sites with the caller's registers, as
+    /// the kernel does with the BTF libbpf loads; only the layout and the
+    /// returns matter here. The object's own BTF (with its data sections)
+    /// is not loaded.
+    pub fn for_functions(functions: &[(&str, usize, FuncReturn)]) -> Result<ProgBtf, SysError> {
         let mut w = BtfWriter::new();
         let int = w.int("int", 4, true);
-        let proto = w.func_proto(int);
+        let returns_int = w.func_proto(int);
+        let returns_void = w.func_proto(0);
+        let void_ptr = w.pointer(0);
+        let returns_ptr = w.func_proto(void_ptr);
         let mut func_info: Vec<[u32; 2]> = functions
             .iter()
-            .map(|(name, pc)| {
+            .map(|(name, pc, ret)| {
                 let name: String = name
                     .chars()
                     .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
                     .collect();
+                let proto = match ret {
+                    FuncReturn::Scalar => returns_int,
+                    FuncReturn::Void => returns_void,
+                    FuncReturn::Other => returns_ptr,
+                };
                 [*pc as u32, w.func(&name, proto)]
             })
             .collect();

@@ -682,7 +682,7 @@ impl Verifier<'_> {
                     // A lookup in a map of maps gives an inner map.
                     let Some(inner) = outer.inner else {
                         return Err(self.error(format!(
-                            "{name}#{id}: the inner map of `{}` is unknown (no map in its initial slots)",
+                            "{name}#{id}: the inner map of `{}` is unknown (no inner map definition, `__array(values, struct {{ ... }})`, and no map in its initial slots)",
                             outer.name
                         )));
                     };

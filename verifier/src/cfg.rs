@@ -99,6 +99,77 @@ pub fn check_functions(program: &Program, starts: &[usize]) -> Result<(), (usize
     Ok(())
 }
 
+/// The kernel's `check_cfg`: every instruction is reached from the entry
+/// by some edge (jumps both ways, calls into their function and on,
+/// function addresses into their function), whatever the values; dead
+/// code is refused (`unreachable insn 1`). On failure, the pc and the
+/// kernel's message.
+pub fn check_reachable(program: &Program) -> Result<(), (usize, String)> {
+    let len = program.len();
+    let mut seen = vec![false; len];
+    let mut todo = vec![0usize];
+    while let Some(pc) = todo.pop() {
+        let Some(done) = seen.get_mut(pc) else {
+            continue;
+        };
+        if std::mem::replace(done, true) {
+            continue;
+        }
+        let Some(i) = program.instruction(pc) else {
+            continue;
+        };
+        todo.extend(successors(pc, &i).into_iter().flatten());
+        todo.extend(function_target(pc, &i));
+    }
+    match program
+        .instructions()
+        .map(|(pc, _)| pc)
+        .find(|&pc| !seen[pc])
+    {
+        Some(pc) => Err((pc, format!("unreachable insn {pc}"))),
+        None => Ok(()),
+    }
+}
+
+/// The kernel's `check_btf_func` rule: the functions starting at
+/// `non_scalar` (among `starts`, [`function_starts`]), whose BTF prototype
+/// returns no scalar, use neither `BPF_LD_ABS`/`BPF_LD_IND` nor tail calls
+/// (whose failure returns 0 from the function). On failure, the pc and the
+/// kernel's message.
+pub fn check_scalar_returns(
+    program: &Program,
+    starts: &[usize],
+    non_scalar: &[usize],
+) -> Result<(), (usize, String)> {
+    for (k, &start) in starts.iter().enumerate() {
+        if start == 0 || !non_scalar.contains(&start) {
+            continue;
+        }
+        let end = starts
+            .get(k.wrapping_add(1))
+            .copied()
+            .unwrap_or(program.len());
+        for pc in start..end {
+            match program.instruction(pc) {
+                Some(Instruction::LoadPacket { .. }) => {
+                    return Err((
+                        pc,
+                        "LD_ABS is only allowed in functions that return 'int'.".to_string(),
+                    ))
+                }
+                Some(Instruction::Call(CallTarget::Helper(12))) => {
+                    return Err((
+                        pc,
+                        "tail_call is only allowed in functions that return 'int'.".to_string(),
+                    ))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 fn successors(pc: usize, i: &Instruction) -> [Option<usize>; 2] {
     let next = pc.wrapping_add(i.slots());
     match i {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use userbpf_vm::object::btf::Btf;
 use userbpf_vm::object::{
-    AttachTarget, AttachType, MapDef, ObjProgram, Object, ProgramType, BPF_F_RDONLY_PROG,
-    BPF_F_WRONLY_PROG,
+    AttachTarget, AttachType, FuncReturn, MapDef, ObjProgram, Object, ProgramType,
+    BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
 };
 
 use crate::ctx::Context;
@@ -202,6 +202,35 @@ pub struct Env {
     /// typed as the kernel types them (`btf_ctx_access`); otherwise plain
     /// numbers.
     pub attach_btf_name: Option<String>,
+    /// Start pcs of the subprograms whose BTF prototype returns no scalar
+    /// (`void`, a pointer): the kernel allows neither `BPF_LD_ABS`/`IND`
+    /// nor tail calls in them (`check_btf_func`).
+    pub non_scalar_returns: Vec<usize>,
+}
+
+/// The maps of `object`, followed by the inner map definitions of its
+/// maps of maps (`__array(values, struct { ... })`), which the lookups in
+/// them give. Without one, the first map in a map of maps' initial slots
+/// has the inner maps' shape.
+fn object_maps(object: &Object) -> Vec<MapInfo> {
+    let mut maps: Vec<MapInfo> = object.maps.iter().map(MapInfo::from_def).collect();
+    for (i, def) in object.maps.iter().enumerate() {
+        let inner = match &def.inner {
+            Some(inner) => {
+                let at = maps.len();
+                maps.push(MapInfo::from_def(inner));
+                u32::try_from(at).ok()
+            }
+            None => def.initial_slots.first().and_then(|(_, name)| {
+                let j = object.maps.iter().position(|d| &d.name == name)?;
+                u32::try_from(j).ok()
+            }),
+        };
+        if let Some(m) = maps.get_mut(i) {
+            m.inner = inner;
+        }
+    }
+    maps
 }
 
 impl Env {
@@ -218,6 +247,7 @@ impl Env {
             sleepable: false,
             kernel_btf: None,
             attach_btf_name: None,
+            non_scalar_returns: Vec::new(),
         }
     }
 
@@ -227,19 +257,19 @@ impl Env {
             prog_type: Some(program.kind.prog_type),
             attach_type: program.kind.attach_type,
             context: Context::for_kind(&program.kind),
-            maps: object
-                .maps
-                .iter()
-                .map(|def| {
-                    let mut m = MapInfo::from_def(def);
-                    m.inner = def.initial_slots.first().and_then(|(_, name)| {
-                        let i = object.maps.iter().position(|d| &d.name == name)?;
-                        u32::try_from(i).ok()
-                    });
-                    m
-                })
-                .collect(),
+            maps: object_maps(object),
             subprogram_names: program.subprograms.clone(),
+            non_scalar_returns: program
+                .subprograms
+                .iter()
+                .filter(|(name, _)| {
+                    object
+                        .functions
+                        .get(name)
+                        .is_some_and(|r| *r != FuncReturn::Scalar)
+                })
+                .map(|&(_, pc)| pc)
+                .collect(),
             sleepable: program.kind.sleepable,
             kernel_btf: None,
             attach_btf_name: match &program.kind.target {

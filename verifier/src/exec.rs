@@ -132,7 +132,19 @@ impl Verifier<'_> {
             }
             Instruction::LoadPacket { size, mode, .. } => {
                 self.legacy_packet_load(st, size, mode)?;
-                Ok(Step::Next(next))
+                if st.frames.len() == 1 {
+                    return Ok(Step::Next(next));
+                }
+                // A failed load in a subprogram: the kernel's code for it
+                // (`gen_ld_abs`) returns 0 from the function, and its
+                // caller goes on (userbpf's engines end the whole program:
+                // exploring the return covers both).
+                let mut failed = st.clone();
+                *failed.reg_mut(0) = Reg::constant(0);
+                match self.exit(&mut failed)? {
+                    Step::Next(ret) => Ok(Step::Branch(next, Box::new(failed), ret)),
+                    _ => Ok(Step::Next(next)),
+                }
             }
             Instruction::Ja { .. } | Instruction::JaLong { .. } => {
                 let t = self.target(pc, insn);
@@ -536,9 +548,14 @@ impl Verifier<'_> {
         // Null checks: `if rX == 0` / `if rX != 0` on a maybe-null pointer.
         let zero = |r: &Reg| r.const_value() == Some(0);
         if width == Width::W64 && matches!(cond, JmpCond::Eq | JmpCond::Ne) {
-            let (ptr, ptr_reg) = if !a.is_scalar() && zero(&b) {
+            // A comparison with a register holding 0 (either way round)
+            // decides the branch of a pointer that is never 0, but (as in
+            // the kernel, whose null checks take an immediate 0) teaches
+            // nothing of a maybe-null one.
+            let imm = matches!(src, Source::Imm(_));
+            let (ptr, ptr_reg) = if !a.is_scalar() && zero(&b) && (imm || !a.maybe_null) {
                 (a, Some(dst.num()))
-            } else if a.is_scalar() && zero(&a) && !b.is_scalar() {
+            } else if a.is_scalar() && zero(&a) && !b.is_scalar() && !b.maybe_null {
                 (b, src_reg)
             } else {
                 (Reg::NOT_INIT, None)
@@ -587,6 +604,8 @@ impl Verifier<'_> {
             && !a.is_scalar()
             && !b.is_scalar()
             && a.maybe_null != b.maybe_null
+            && !matches!(a.ty, RegType::BtfId { .. })
+            && !matches!(b.ty, RegType::BtfId { .. })
         {
             let maybe = if a.maybe_null { a } else { b };
             let mut equal = st.clone();

@@ -408,6 +408,10 @@ impl<'a> Verifier<'a> {
     pub(crate) fn run(&mut self, state: State) -> Result<(), Box<VerifyError>> {
         let starts = crate::cfg::function_starts(self.prog);
         let result = crate::cfg::check_functions(self.prog, &starts)
+            .and_then(|()| {
+                crate::cfg::check_scalar_returns(self.prog, &starts, &self.env.non_scalar_returns)
+            })
+            .and_then(|()| crate::cfg::check_reachable(self.prog))
             .map_err(|(pc, message)| self.error_at(pc, message))
             .and_then(|()| self.search(state))
             .and_then(|()| self.check_max_stack_depth(&starts));

@@ -108,6 +108,17 @@ impl Verifier<'_> {
         } else {
             value
         };
+        self.access(
+            st,
+            dst.num(),
+            &base,
+            i32::from(off),
+            bytes,
+            Access::Write,
+            Some(value),
+        )?;
+        // userbpf's rule, checked after the kernel's (which a privileged
+        // kernel applies alone): no address stored outside the stack.
         if !value.is_scalar() && !matches!(base.ty, RegType::Stack { .. }) {
             let src_no = match src {
                 Source::Reg(r) => r.num(),
@@ -121,15 +132,6 @@ impl Verifier<'_> {
             };
             return Err(self.error(format!("R{src_no} leaks addr into {into}")));
         }
-        self.access(
-            st,
-            dst.num(),
-            &base,
-            i32::from(off),
-            bytes,
-            Access::Write,
-            Some(value),
-        )?;
         Ok(())
     }
 
@@ -146,15 +148,11 @@ impl Verifier<'_> {
     ) -> Result<(), Box<VerifyError>> {
         let value = self.read_reg(st, src)?;
         let base = self.read_reg(st, dst)?;
-        if op == AtomicOp::CmpXchg {
-            let r0 = self.read_reg(st, R::new(0).unwrap_or(src))?;
-            if !r0.is_scalar() {
-                return Err(self.error("R0 leaks addr into mem"));
-            }
-        }
-        if !value.is_scalar() {
-            return Err(self.error(format!("R{} leaks addr into mem", src.num())));
-        }
+        let r0 = if op == AtomicOp::CmpXchg {
+            Some(self.read_reg(st, R::new(0).unwrap_or(src))?)
+        } else {
+            None
+        };
         match base.ty {
             RegType::Stack { .. }
             | RegType::MapValue { .. }
@@ -170,6 +168,15 @@ impl Verifier<'_> {
                     base.type_name()
                 )))
             }
+        }
+        // userbpf's rule, checked after the kernel's destination rule
+        // (which a privileged kernel applies alone): no address stored
+        // outside the stack, nor on it by an atomic operation.
+        if r0.is_some_and(|r0| !r0.is_scalar()) {
+            return Err(self.error("R0 leaks addr into mem"));
+        }
+        if !value.is_scalar() {
+            return Err(self.error(format!("R{} leaks addr into mem", src.num())));
         }
         let bytes = size_bytes(size);
         // An atomic operation both reads and writes, aligned.
@@ -829,8 +836,11 @@ impl Verifier<'_> {
         } else {
             " write to"
         };
-        self.error(if base.val.is_const().is_some() {
+        let var = &base.val;
+        self.error(if var.is_const().is_some() {
             format!("invalid{what} stack R{regno} off={fixed} size={size}")
+        } else if var.smax >= MAX_VAR_OFF || var.smin <= -MAX_VAR_OFF {
+            format!("invalid unbounded variable-offset{what} stack R{regno}")
         } else {
             format!(
                 "invalid variable-offset{what} stack R{regno} var_off={} off={fixed} size={size}",

@@ -415,6 +415,7 @@ fn initial(
         sleepable: false,
         kernel_btf: None,
         attach_btf_name: None,
+        non_scalar_returns: Vec::new(),
     };
     Ok((
         State {
@@ -505,6 +506,7 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
         ("R0 !read_ok", "domain: the kernel requires r0 to be set at exit"),
         ("jump out of range", "domain: the kernel rejects a jump out of a function (`jump out of range`)"),
         ("last insn is not an exit or jmp", "domain: the kernel rejects a function that falls into the next one"),
+        ("unreachable insn", "domain: the kernel rejects dead code (`unreachable insn`) (shown on the kernel by tests/verifier_rules_vs_kernel.rs)"),
         ("misaligned", "domain: the kernel requires aligned stack and atomic accesses"),
         ("invalid read from stack", "domain: userbpf rejects reads of uninitialised stack"),
         ("!read_ok", "domain: the kernel rejects reading a register never written (callee frames start with r1-r5 only)"),

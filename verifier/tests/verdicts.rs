@@ -38,6 +38,7 @@ fn env(prog_type: ProgramType, context: Context) -> Env {
         sleepable: false,
         kernel_btf: None,
         attach_btf_name: None,
+        non_scalar_returns: Vec::new(),
     }
 }
 
@@ -661,7 +662,7 @@ fn loops_run_until_they_exit_and_unbounded_ones_are_rejected() {
     let n = accepts("r1 = 0\nr1 += 1\nif r1 < 100 goto -2\nr0 = 0\nexit", &xdp());
     assert!(n >= 200, "every iteration is explored ({n} insns)");
     rejects(
-        "r0 = 0\ngoto -1\nexit",
+        "r0 = 0\ngoto -1",
         &xdp(),
         1,
         "infinite loop detected at insn 1",
@@ -691,7 +692,7 @@ fn loops_run_until_they_exit_and_unbounded_ones_are_rejected() {
 fn bpf_to_bpf_calls_have_their_own_frames() {
     // The callee writes through a pointer to the caller's stack.
     accepts(
-        "r1 = r10\nr1 += -8\ncall pc+3\nr0 = *(u64 *)(r10 - 8)\nexit\nexit\n*(u64 *)(r1 + 0) = 7\nr0 = 0\nexit",
+        "r1 = r10\nr1 += -8\ncall pc+2\nr0 = *(u64 *)(r10 - 8)\nexit\n*(u64 *)(r1 + 0) = 7\nr0 = 0\nexit",
         &xdp(),
     );
     // Callee-saved registers survive; r1-r5 do not.
@@ -1267,6 +1268,7 @@ fn tracing_arguments_follow_the_kernels_types() {
     let tracing = |attach: AttachType, name: &str| Env {
         attach_type: Some(attach),
         attach_btf_name: Some(name.to_string()),
+        non_scalar_returns: Vec::new(),
         ..env(ProgramType::Tracing, Context::RawTracepoint)
     };
     // ssize_t vfs_read(struct file *file, char *buf, size_t count, loff_t *pos)
@@ -1375,4 +1377,65 @@ fn read_only_map_values_decide_branches_as_the_kernel_does() {
         refused.message
     );
     rejects(text, &with(config(false)), 4, "invalid read from stack");
+}
+
+#[test]
+fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
+    let socket = || {
+        env(
+            ProgramType::SocketFilter,
+            Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
+        )
+    };
+    let ld_abs = "call pc+2\nr0 = 0\nexit\nr6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 1\nexit";
+    let tail_call =
+        "call pc+2\nr0 = 0\nexit\nr2 = map[idx:4]\nr3 = 0\ncall bpf_tail_call\nr0 = 1\nexit";
+    // Subprograms whose BTF says nothing, or says they return an int.
+    accepts(ld_abs, &socket());
+    accepts(tail_call, &socket());
+    // `void` (or a pointer), as the object's BTF tells: the kernel's
+    // `check_btf_func` rules.
+    let void_sub = Env {
+        non_scalar_returns: vec![3],
+        ..socket()
+    };
+    rejects(
+        ld_abs,
+        &void_sub,
+        4,
+        "LD_ABS is only allowed in functions that return 'int'.",
+    );
+    rejects(
+        tail_call,
+        &void_sub,
+        6,
+        "tail_call is only allowed in functions that return 'int'.",
+    );
+    // The entry function is not concerned.
+    let void_entry = Env {
+        non_scalar_returns: vec![0],
+        ..socket()
+    };
+    accepts(ld_abs, &void_entry);
+}
+
+#[test]
+fn dead_code_is_refused() {
+    rejects(
+        "r0 = 0\nexit\nr0 = 1\nexit",
+        &uprobe(),
+        2,
+        "unreachable insn 2",
+    );
+    rejects(
+        "r0 = 0\ngoto +1\nr0 = 1\nexit",
+        &uprobe(),
+        2,
+        "unreachable insn 2",
+    );
+    // A function only a function address reaches is reached.
+    accepts(
+        "r1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
+        &uprobe(),
+    );
 }

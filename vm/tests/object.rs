@@ -561,6 +561,74 @@ fn arrays_of_maps_hand_programs_their_inner_maps() {
     assert_eq!(outer_map.value_region().len, 0);
 }
 
+#[test]
+fn maps_of_maps_filled_at_run_time_give_only_maps_of_their_inner_definition() {
+    use std::sync::Arc;
+    use userbpf_vm::maps::MapSet;
+    use userbpf_vm::Config;
+
+    let (file, bytes) = fixture("mapinmap.bpf.o");
+    let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
+    // The inner definition (`__array(values, struct { ... })`), named as
+    // libbpf names its template.
+    let runtime = obj.maps.iter().find(|m| m.name == "runtime").unwrap();
+    assert!(runtime.initial_slots.is_empty());
+    let inner = runtime.inner.as_deref().expect("inner map definition");
+    assert_eq!(
+        (
+            inner.name.as_str(),
+            inner.map_type,
+            inner.key_size,
+            inner.value_size,
+            inner.max_entries
+        ),
+        ("runtime.inner", 2, 4, 8, 1)
+    );
+    // `__array(values, struct inner)` names a definition too.
+    let outer = obj.maps.iter().find(|m| m.name == "outer").unwrap();
+    assert_eq!(outer.inner.as_deref().map(|d| d.value_size), Some(8));
+    assert!(obj.maps.iter().all(|m| m.name != "runtime.inner"));
+
+    let set = Arc::new(MapSet::from_object(&obj).unwrap());
+    let id = |name: &str| {
+        set.maps()
+            .iter()
+            .position(|m| m.spec().name == name)
+            .map(|i| i as u32 + 1)
+            .unwrap()
+    };
+    let runtime_map = set
+        .maps()
+        .iter()
+        .find(|m| m.spec().name == "runtime")
+        .unwrap();
+    // Slot 0: inner_a (8-byte values, as the definition); slot 1: `other`
+    // (4-byte values), which a program verified for 8 would overrun.
+    runtime_map
+        .update(&0u32.to_le_bytes(), &id("inner_a").to_le_bytes(), 0)
+        .unwrap();
+    runtime_map
+        .update(&1u32.to_le_bytes(), &id("other").to_le_bytes(), 0)
+        .unwrap();
+    let mut vm = set
+        .vm_for_object(&obj, "pick_runtime", &Helpers::new(), Config::default())
+        .unwrap();
+    let mut run = |which: u32, add: u64| {
+        let mut ctx = [0u8; 16];
+        ctx[..4].copy_from_slice(&which.to_le_bytes());
+        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        vm.run(&mut ctx).unwrap() as u32 as i32
+    };
+    assert_eq!(run(0, 3), 3);
+    assert_eq!(run(1, 3), -1, "a map of another shape is not an inner map");
+    let other = set
+        .maps()
+        .iter()
+        .find(|m| m.spec().name == "other")
+        .unwrap();
+    assert_eq!(other.lookup(&0u32.to_le_bytes()).unwrap(), vec![0u8; 4]);
+}
+
 /// Runs the kconfig fixture's program on `obj` and returns its output.
 fn run_kconfig(obj: &Object) -> Vec<u8> {
     use std::sync::Arc;

@@ -153,6 +153,7 @@ impl GenSpec {
                 sleepable: false,
                 kernel_btf: None,
                 attach_btf_name: None,
+                non_scalar_returns: Vec::new(),
             },
         }
     }

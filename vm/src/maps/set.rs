@@ -57,6 +57,57 @@ pub struct MapSet {
     /// scan beats hashing for the few maps an object has.
     handles: Vec<(u64, usize)>,
     by_handle: HashMap<u64, usize>,
+    /// Maps of maps, by index: the shape their inner maps have (what the
+    /// verifier assumed of the maps a lookup gives).
+    inner: HashMap<usize, InnerShape>,
+}
+
+/// What every inner map of a map of maps matches, as the kernel's
+/// `bpf_map_meta_equal` has it: type, key and value sizes, flags (a
+/// read-only inner map stays read-only to programs), and for arrays the
+/// number of entries (`BPF_F_INNER_MAP` lifts that).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct InnerShape {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    flags: u32,
+    max_entries: Option<u32>,
+}
+
+/// `BPF_F_INNER_MAP`: the inner maps of this array's shape may have any
+/// number of entries.
+pub const BPF_F_INNER_MAP: u32 = 1 << 12;
+
+impl InnerShape {
+    fn of(map_type: u32, key_size: u32, value_size: u32, flags: u32, max_entries: u32) -> Self {
+        let arrays = matches!(
+            map_type,
+            BPF_MAP_TYPE_ARRAY | super::array::BPF_MAP_TYPE_PERCPU_ARRAY
+        );
+        InnerShape {
+            map_type,
+            key_size,
+            value_size,
+            flags,
+            max_entries: (arrays && flags & BPF_F_INNER_MAP == 0).then_some(max_entries),
+        }
+    }
+
+    fn of_def(def: &MapDef) -> Self {
+        Self::of(
+            def.map_type,
+            def.key_size,
+            def.value_size,
+            def.flags,
+            def.max_entries,
+        )
+    }
+
+    fn of_map(map: &Map) -> Self {
+        let s = map.spec();
+        Self::of(s.map_type, s.key_size, s.value_size, s.flags, s.max_entries)
+    }
 }
 
 impl MapSet {
@@ -67,7 +118,27 @@ impl MapSet {
         for def in &obj.maps {
             set.push(create(def)?);
         }
+        set.inner_shapes(obj);
         Ok(set)
+    }
+
+    /// Records the shape of the inner maps of `obj`'s maps of maps: their
+    /// inner map definition, or else the first map their initial slots
+    /// name (what the verifier assumes).
+    fn inner_shapes(&mut self, obj: &Object) {
+        for (i, def) in obj.maps.iter().enumerate() {
+            let shape = match &def.inner {
+                Some(inner) => Some(InnerShape::of_def(inner)),
+                None => def
+                    .initial_slots
+                    .first()
+                    .and_then(|(_, name)| obj.maps.iter().find(|m| &m.name == name))
+                    .map(InnerShape::of_def),
+            };
+            if let Some(shape) = shape {
+                self.inner.insert(i, shape);
+            }
+        }
     }
 
     /// Creates the maps an object defines as 0600 files in `dir` (one per
@@ -80,6 +151,7 @@ impl MapSet {
             let path = MapSet::map_file(dir, i, &def.name);
             set.push(create_with(def, |spec| Map::create_at(spec, &path))?);
         }
+        set.inner_shapes(obj);
         Ok(set)
     }
 
@@ -104,6 +176,7 @@ impl MapSet {
             }
             set.push(map);
         }
+        set.inner_shapes(obj);
         Ok(set)
     }
 
@@ -232,14 +305,14 @@ impl MapSet {
         let mut all = helpers.clone();
         all.extend(&self.helpers());
         let mut targets = Vec::new();
-        for (def, map) in obj.maps.iter().zip(&self.maps) {
+        for (outer, (def, map)) in obj.maps.iter().zip(&self.maps).enumerate() {
             if matches!(
                 def.map_type,
                 BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
             ) {
                 // Slots name maps of the object: store their ids.
                 for (slot, name) in &def.initial_slots {
-                    let id = obj
+                    let index = obj
                         .maps
                         .iter()
                         .position(|m| &m.name == name)
@@ -248,8 +321,17 @@ impl MapSet {
                                 "map `{}` names unknown map `{name}`",
                                 def.name
                             ))
-                        })? as u32
-                        + 1;
+                        })?;
+                    let shape = self.inner.get(&outer).copied();
+                    if let (Some(shape), Some(named)) = (shape, obj.maps.get(index)) {
+                        if InnerShape::of_def(named) != shape {
+                            return Err(ObjectVmError::Object(format!(
+                                "map `{}` names map `{name}`, which does not match its inner map definition (type, key and value sizes, flags, entries of arrays)",
+                                def.name
+                            )));
+                        }
+                    }
+                    let id = index as u32 + 1;
                     map.update(&slot.to_le_bytes(), &id.to_le_bytes(), BPF_ANY)
                         .map_err(|e| ObjectVmError::Object(e.to_string()))?;
                 }
@@ -521,11 +603,17 @@ impl MapSet {
     }
 
     /// The map whose id (position in this set, from 1) `outer` holds at
-    /// `key`.
+    /// `key`, if it has the shape of `outer`'s inner maps (programs were
+    /// verified for that shape: a map of another shape, stored there by
+    /// user space, is not found). None for a map of maps whose inner maps'
+    /// shape is unknown.
     pub fn inner_map(&self, outer: &Map, key: &[u8]) -> Option<&Arc<Map>> {
+        let outer_index = *self.by_handle.get(&outer.handle())?;
+        let shape = self.inner.get(&outer_index)?;
         let v = outer.lookup(key)?;
         let id = u32::from_le_bytes(v.get(..4)?.try_into().ok()?);
-        self.maps.get(usize::try_from(id).ok()?.checked_sub(1)?)
+        let map = self.maps.get(usize::try_from(id).ok()?.checked_sub(1)?)?;
+        (InnerShape::of_map(map) == *shape).then_some(map)
     }
 
     #[inline]

@@ -610,6 +610,11 @@ impl BtfWriter {
         id
     }
 
+    /// `PTR` to `to`.
+    pub fn pointer(&mut self, to: u32) -> u32 {
+        self.header("", Kind::Ptr, 0, to)
+    }
+
     /// `FUNC_PROTO` returning `ret`, without parameters.
     pub fn func_proto(&mut self, ret: u32) -> u32 {
         self.header("", Kind::FuncProto, 0, ret)
@@ -659,6 +664,10 @@ pub struct BtfMapDef {
     /// The value's type (`__type(value, T)`), 0 when only its size is
     /// given.
     pub value_type: u32,
+    /// Maps of maps: the inner maps' definition, the structure
+    /// `__array(values, struct { ... })` points to (libbpf's inner map
+    /// template).
+    pub inner: Option<Box<BtfMapDef>>,
 }
 
 impl Btf {
@@ -704,6 +713,12 @@ impl Btf {
         } else {
             var_type
         };
+        self.map_def_struct(def_type, false)
+    }
+
+    /// The map definition structure `def_type`; `inner`: whether it is a
+    /// map of maps' inner definition (which may have none of its own).
+    fn map_def_struct(&self, def_type: u32, inner: bool) -> Result<BtfMapDef, String> {
         let (_, st) = self
             .resolve(def_type)
             .ok_or("unknown map definition type")?;
@@ -751,6 +766,25 @@ impl Btf {
                     }
                 }
                 "values" => {
+                    // `__array(values, T)` is `T *values[]`: T a map
+                    // definition (maps of maps) or a function (program
+                    // arrays).
+                    let pointee = self
+                        .resolve(m.type_id)
+                        .and_then(|(_, a)| a.array)
+                        .and_then(|(elem, _)| self.resolve(elem))
+                        .filter(|(_, p)| p.kind == Kind::Ptr)
+                        .and_then(|(_, p)| self.resolve(p.size_or_type))
+                        .ok_or("member `values` is not __array()")?;
+                    if pointee.1.kind == Kind::Struct {
+                        if inner {
+                            return Err("multi-level inner maps are not supported".into());
+                        }
+                        let d = self
+                            .map_def_struct(pointee.0, true)
+                            .map_err(|e| format!("inner map definition: {e}"))?;
+                        def.inner = Some(Box::new(d));
+                    }
                     def.has_values = true;
                     def.values_offset = m.offset / 8;
                 }

@@ -236,6 +236,10 @@ pub struct MapDef {
     /// Byte offset of the `struct bpf_timer` in each value, when the
     /// value's BTF type has one.
     pub timer: Option<u32>,
+    /// Maps of maps: the definition every inner map matches (type, key
+    /// and value sizes; entries for arrays), from `__array(values,
+    /// struct { ... })`, named `OUTER.inner` as libbpf names its template.
+    pub inner: Option<Box<MapDef>>,
 }
 
 /// A global variable of a global data section.
@@ -335,6 +339,22 @@ pub struct Object {
     pub maps: Vec<MapDef>,
     /// The `license` section.
     pub license: Option<String>,
+    /// What the functions the object's BTF describes return, by name
+    /// (empty without BTF).
+    pub functions: BTreeMap<String, FuncReturn>,
+}
+
+/// What a function's BTF prototype says it returns; the kernel allows
+/// `BPF_LD_ABS`/`BPF_LD_IND` and tail calls only in functions returning a
+/// scalar (`check_btf_func`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FuncReturn {
+    /// `void`.
+    Void,
+    /// An integer of at most 8 bytes or an enum.
+    Scalar,
+    /// Anything else (a pointer, a structure).
+    Other,
 }
 
 /// A function symbol inside a code section.
@@ -380,6 +400,8 @@ struct Parsed {
     license: Option<String>,
     /// `__kconfig` externs: name -> (`.kconfig` map index, offset).
     externs: BTreeMap<String, (usize, u32)>,
+    /// What the functions BTF describes return.
+    functions: BTreeMap<String, FuncReturn>,
 }
 
 enum MapSection {
@@ -387,6 +409,40 @@ enum MapSection {
     Defs(BTreeMap<u64, usize>),
     /// Global data: the map index.
     Data(usize),
+}
+
+/// The map `name` a BTF definition describes (without initial contents or
+/// inner map).
+fn btf_map(btf: &btf::Btf, name: &str, def: &btf::BtfMapDef) -> MapDef {
+    MapDef {
+        name: name.to_string(),
+        map_type: def.map_type,
+        key_size: def.key_size,
+        // Program arrays and maps of maps hold ids (u32).
+        value_size: if matches!(
+            def.map_type,
+            BPF_MAP_TYPE_PROG_ARRAY | BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+        ) && def.value_size == 0
+        {
+            4
+        } else {
+            def.value_size
+        },
+        max_entries: def.max_entries,
+        flags: def.flags,
+        map_extra: def.map_extra,
+        origin: MapOrigin::Btf,
+        initial: None,
+        vars: Vec::new(),
+        initial_slots: Vec::new(),
+        spin_lock: (def.value_type != 0)
+            .then(|| btf.spin_lock_offset(def.value_type))
+            .flatten(),
+        timer: (def.value_type != 0)
+            .then(|| btf.timer_offset(def.value_type))
+            .flatten(),
+        inner: None,
+    }
 }
 
 fn is_data_section(name: &str) -> bool {
@@ -467,6 +523,7 @@ impl Object {
             programs,
             maps: parsed.maps,
             license: parsed.license,
+            functions: parsed.functions,
         })
     }
 
@@ -723,6 +780,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                     initial_slots: Vec::new(),
                     spin_lock: None,
                     timer: None,
+                    inner: None,
                 });
             }
             map_sections.insert(i, MapSection::Defs(by_off));
@@ -763,37 +821,26 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                         end,
                     ));
                 }
+                let is_map_of_maps = matches!(
+                    def.map_type,
+                    BPF_MAP_TYPE_ARRAY_OF_MAPS | BPF_MAP_TYPE_HASH_OF_MAPS
+                );
+                if def.inner.is_some() && !is_map_of_maps {
+                    return Err(malformed(
+                        &name,
+                        format!(
+                            "map `{}`: only maps of maps have an inner map definition (`__array(values, struct {{ ... }})`)",
+                            s.name
+                        ),
+                    ));
+                }
                 by_off.insert(s.value, maps.len());
-                maps.push(MapDef {
-                    name: s.name.clone(),
-                    map_type: def.map_type,
-                    key_size: def.key_size,
-                    // Program arrays and maps of maps hold ids (u32).
-                    value_size: if matches!(
-                        def.map_type,
-                        BPF_MAP_TYPE_PROG_ARRAY
-                            | BPF_MAP_TYPE_ARRAY_OF_MAPS
-                            | BPF_MAP_TYPE_HASH_OF_MAPS
-                    ) && def.value_size == 0
-                    {
-                        4
-                    } else {
-                        def.value_size
-                    },
-                    max_entries: def.max_entries,
-                    flags: def.flags,
-                    map_extra: def.map_extra,
-                    origin: MapOrigin::Btf,
-                    initial: None,
-                    vars: Vec::new(),
-                    initial_slots: Vec::new(),
-                    spin_lock: (def.value_type != 0)
-                        .then(|| btf.spin_lock_offset(def.value_type))
-                        .flatten(),
-                    timer: (def.value_type != 0)
-                        .then(|| btf.timer_offset(def.value_type))
-                        .flatten(),
-                });
+                let mut map = btf_map(btf, &s.name, &def);
+                map.inner = def
+                    .inner
+                    .as_deref()
+                    .map(|inner| Box::new(btf_map(btf, &format!("{}.inner", s.name), inner)));
+                maps.push(map);
             }
             map_sections.insert(i, MapSection::Defs(by_off));
         } else if is_data_section(&name) && (sh.sh_type == SHT_PROGBITS || sh.sh_type == SHT_NOBITS)
@@ -822,6 +869,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 initial_slots: Vec::new(),
                 spin_lock: None,
                 timer: None,
+                inner: None,
                 vars: btf
                     .as_ref()
                     .and_then(|b| b.datasec(&name).map(|sec| (b, sec)))
@@ -958,6 +1006,7 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
                 initial_slots: Vec::new(),
                 spin_lock: None,
                 timer: None,
+                inner: None,
                 vars: kexterns
                     .iter()
                     .map(|e| GlobalVar {
@@ -978,7 +1027,39 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
         maps,
         license,
         externs,
+        functions: btf.as_ref().map(function_returns).unwrap_or_default(),
     })
+}
+
+/// What each function (`FUNC`) of `btf` returns.
+fn function_returns(btf: &btf::Btf) -> BTreeMap<String, FuncReturn> {
+    let mut out = BTreeMap::new();
+    for id in 1..=btf.len() {
+        let Some(f) = btf.get(id).filter(|t| t.kind == btf::Kind::Func) else {
+            continue;
+        };
+        let Some(proto) = btf
+            .get(f.size_or_type)
+            .filter(|t| t.kind == btf::Kind::FuncProto)
+        else {
+            continue;
+        };
+        let ret = if proto.size_or_type == 0 {
+            FuncReturn::Void
+        } else {
+            match btf.resolve(proto.size_or_type) {
+                Some((_, t))
+                    if (t.kind == btf::Kind::Int && t.size_or_type <= 8)
+                        || matches!(t.kind, btf::Kind::Enum | btf::Kind::Enum64) =>
+                {
+                    FuncReturn::Scalar
+                }
+                _ => FuncReturn::Other,
+            }
+        };
+        out.insert(f.name, ret);
+    }
+    out
 }
 
 /// A code segment placed in a linked program.
