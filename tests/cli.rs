@@ -643,9 +643,15 @@ fn the_jit_engine_runs_programs_objects_and_the_plugin() {
     let pkt = "02 00 00 00 00 01 02 00 00 00 00 02 08 00 \
                45 00 00 20 00 01 00 00 40 11 00 00 0a 00 00 01 0a 00 00 02 \
                30 39 00 09 00 0c 00 00 68 69 21 21";
-    for obj in ["xdp.bpf.o", "tc.bpf.o", "socket.bpf.o"] {
-        let a = run_json(&fixture(obj), &["--mem", pkt, "--engine", "interp"]);
-        let b = run_json(&fixture(obj), &["--mem", pkt, "--engine", "jit"]);
+    for (obj, prog) in [
+        ("xdp.bpf.o", "filter"),
+        ("tc.bpf.o", "classify"),
+        ("socket.bpf.o", "keep_udp"),
+        ("socket.bpf.o", "sub_loads"),
+    ] {
+        let args = |engine| ["--prog", prog, "--mem", pkt, "--engine", engine];
+        let a = run_json(&fixture(obj), &args("interp"));
+        let b = run_json(&fixture(obj), &args("jit"));
         assert_eq!((&a["r0"], &a["maps"]), (&b["r0"], &b["maps"]), "{obj}");
     }
     // --dump-asm prints the native code.

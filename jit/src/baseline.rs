@@ -760,17 +760,7 @@ pub(crate) fn generate(
                 };
                 fixups.push((asm.jcc32(cc), t));
             }
-            Instruction::Exit if pc >= main_end => {
-                // The end of a subprogram: back to its caller's `call`, or
-                // (the run started here: r10 is the entry's) the run's end.
-                let ctx = g.ctx_into(RCX);
-                let entry_r10 = layout.frames + ENTRY_R10;
-                g.asm.rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, entry_r10);
-                let nested = g.asm.jcc32(CC_NE);
-                g.end_run();
-                g.asm.here(nested);
-                g.asm.byte(0xc3);
-            }
+            Instruction::Exit if pc >= main_end => g.function_exit(),
             Instruction::Exit => g.end_run(),
             Instruction::Call(_) | Instruction::CallX { .. } => {
                 return Err(unsupported(pc, "a call"));
@@ -783,6 +773,9 @@ pub(crate) fn generate(
                 let f = crate::ctx::jit_packet_load as *const () as u64;
                 let len = size_len(size) as i32;
                 g.call_out_with(pc, f, false, off, Arg::Imm(len), Arg::Reg(R8));
+                if pc >= main_end {
+                    g.return_zero_if_outside();
+                }
                 g.leave_on_status();
                 closed = false;
             }
@@ -1377,6 +1370,35 @@ impl Gen<'_> {
     /// ended the program) leaves with it and the call's value (checked
     /// code: and the budget, less what the rest of the block would have
     /// charged); else r0 is the value.
+    /// `exit` in a subprogram: back to its caller's `call`, or (the run
+    /// started here: r10 is the entry's) the run's end.
+    fn function_exit(&mut self) {
+        let ctx = self.ctx_into(RCX);
+        let entry_r10 = self.layout.frames + ENTRY_R10;
+        self.asm
+            .rm(Enc::of(&[0x3b]).wide(), MAP[10], ctx, entry_r10);
+        let nested = self.asm.jcc32(CC_NE);
+        self.end_run();
+        self.asm.here(nested);
+        self.asm.byte(0xc3);
+    }
+
+    /// After a legacy packet load in a subprogram: a load outside the
+    /// packet (status [`crate::ctx::STATUS_EXIT`]) returns 0 from the
+    /// function, as the kernel's `gen_ld_abs` exits it.
+    fn return_zero_if_outside(&mut self) {
+        let status = self.layout.status;
+        let ctx = self.ctx_into(RDX);
+        self.asm.rm(Enc::of(&[0x83]).wide(), 7, ctx, status);
+        self.asm.byte(crate::ctx::STATUS_EXIT as u8);
+        let inside = self.asm.jcc32(CC_NE);
+        self.asm.rm(Enc::of(&[0xc7]).wide(), 0, ctx, status);
+        self.asm.imm32(crate::ctx::STATUS_OK as i32);
+        self.asm.rr(false, &[0x31], MAP[0], MAP[0]);
+        self.function_exit();
+        self.asm.here(inside);
+    }
+
     fn leave_on_status(&mut self) {
         let status = self.layout.status;
         let ctx = self.ctx_into(RDX);

@@ -21,8 +21,9 @@ pub(crate) const MAX_FRAMES: usize = userbpf_vm::interp::MAX_CALL_FRAMES;
 pub(crate) const STATUS_OK: u64 = 0;
 /// A fault is in [`Host::fault`].
 pub(crate) const STATUS_FAULT: u64 = 1;
-/// The program ends with the value returned (`unwind`, or a packet load
-/// out of the packet, which ends the program with 0).
+/// The program ends with the value returned (`unwind`); after a legacy
+/// packet load, the load was outside the packet and the function returns
+/// 0 (the program's end in baseline code, which has no subprograms).
 pub(crate) const STATUS_EXIT: u64 = 2;
 /// A tail call: the target is in [`Host::tail`].
 pub(crate) const STATUS_TAIL_CALL: u64 = 3;
@@ -512,7 +513,8 @@ pub(crate) extern "C" fn jit_tail_call(ctx: *mut JitCtx, pc: u64, map: u64, inde
 
 /// A legacy packet load: `size_off` = size (1, 2, 4) | (offset << 8) where
 /// offset is `src + imm` (already added, as i64 bits shifted). Returns the
-/// big-endian value; a load outside the packet ends the program with 0.
+/// big-endian value; a load outside the packet sets [`STATUS_EXIT`] (the
+/// function returns 0, as after the kernel's `gen_ld_abs`).
 pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, size: u64) -> u64 {
     let mut end = false;
     // SAFETY: called by compiled code with its context.

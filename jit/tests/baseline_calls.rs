@@ -318,7 +318,8 @@ fn tail_calls_and_packet_loads_leave_baseline_code_as_the_interpreter_does() {
         assert_eq!(run(&mut native), run(&mut interp), "index {index}");
     }
     // Legacy packet loads, absolute and indirect, inside the packet, past
-    // its end (the program ends with 0) and without one, in both modes.
+    // its end (the function, here the program, returns 0) and without one,
+    // in both modes.
     let src = "
         mov %r6, %r1
         mov %r7, 3
@@ -451,5 +452,74 @@ fn verified_tail_calls_from_a_subprogram_return_the_targets_r0() {
         let want = run(false);
         assert_eq!(want, Ok(if index == 0 { 42 } else { 101 }));
         assert_eq!(run(true), want, "index {index}");
+    }
+}
+
+#[test]
+fn legacy_loads_past_the_packet_return_from_their_subprogram_in_native_code() {
+    // socket.bpf.o's sub_loads sums three subprogram calls, each a packet
+    // field + 1, or 0 when the load (BPF_LD_ABS at 90, BPF_LD_IND at 2
+    // and 1000) is past the packet: the subprogram returns 0 and its
+    // caller goes on, as after the kernel's gen_ld_abs (the kernel's own
+    // verdicts: kernel-backend/tests/vm_vs_kernel.rs).
+    let obj = fixture("socket.bpf.o");
+    let prog = obj.program("sub_loads").unwrap();
+    let env = userbpf_verifier::Env::for_object(&obj, prog);
+    let (proof, _) = userbpf_verifier::verify(
+        prog.to_program().unwrap(),
+        &env,
+        &userbpf_verifier::Options::default(),
+    )
+    .unwrap_or_else(|e| panic!("sub_loads: {e}"));
+    let packets: Vec<Vec<u8>> = [15usize, 17, 64, 105, 120]
+        .iter()
+        .map(|&n| (0..n).map(|i| (i as u8).wrapping_mul(37) ^ 0xa5).collect())
+        .collect();
+    for (tier, verified) in [
+        (Tier::Baseline, true),
+        (Tier::Baseline, false),
+        (Tier::Optimized, true),
+        (Tier::Optimized, false),
+    ] {
+        let what = format!("{tier:?}, verified: {verified}");
+        let set = Arc::new(MapSet::from_object(&obj).unwrap());
+        let mut native = set
+            .vm_for_object(&obj, "sub_loads", &Helpers::new(), Config::default())
+            .unwrap();
+        let mut interp = Vm::from_prepared(Arc::clone(native.prepared()));
+        interp.set_use_compiled(false);
+        let options = Options {
+            tier,
+            ..Options::default()
+        };
+        let code = if verified {
+            let v = proof.vouch_for(native.prepared()).expect("this program");
+            jit_verified(&v, options)
+        } else {
+            userbpf_jit::jit_checked(native.prepared(), options)
+        }
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let want_tier = match tier {
+            Tier::Baseline => CodeTier::Baseline,
+            _ => CodeTier::Optimized,
+        };
+        assert_eq!(code.tier(), want_tier, "{what}");
+        for pkt in &packets {
+            // The program sees the packet from the network header.
+            let net = &pkt[14..];
+            let field = |off: usize, n: usize| -> u64 {
+                net.get(off..off + n).map_or(0, |b| {
+                    b.iter().fold(0u64, |v, &x| (v << 8) | u64::from(x)) + 1
+                })
+            };
+            let want = field(90, 1) * 100_000 + field(2, 2) * 3 + field(1000, 2) + 7;
+            let run = |vm: &mut Vm| {
+                let out = userbpf_vm::context::run_skb(vm, pkt, false).unwrap();
+                (out.r0, out.packet)
+            };
+            let (r0, out) = run(&mut native);
+            assert_eq!(r0, want, "{what}: {} bytes", pkt.len());
+            assert_eq!((r0, out), run(&mut interp), "{what}: {} bytes", pkt.len());
+        }
     }
 }

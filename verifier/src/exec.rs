@@ -137,8 +137,7 @@ impl Verifier<'_> {
                 }
                 // A failed load in a subprogram: the kernel's code for it
                 // (`gen_ld_abs`) returns 0 from the function, and its
-                // caller goes on (userbpf's engines end the whole program:
-                // exploring the return covers both).
+                // caller goes on (as userbpf's engines do).
                 let mut failed = st.clone();
                 *failed.reg_mut(0) = Reg::constant(0);
                 match self.exit(&mut failed)? {

@@ -241,8 +241,8 @@ impl Verifier<'_> {
                 self.error("BPF_LD_[ABS|IND] instructions not allowed for this program type")
             );
         }
-        // Its failure ends the whole program, which a callback (run by a
-        // helper) cannot do.
+        // Its failure returns 0 from the function: the kernel does not
+        // allow that in a callback (run by a helper).
         if st.frames.iter().any(|f| f.callback) {
             return Err(self.error("cannot use BPF_LD_[ABS|IND] within callback"));
         }

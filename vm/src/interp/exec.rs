@@ -363,32 +363,100 @@ pub(super) fn run_ops(
             }
         }};
     }
+    // `exit`: the run's end at its first frame, else the return to the
+    // caller (or the next callback call of a helper or `bpf_loop`).
+    macro_rules! function_exit {
+        () => {{
+            if st.depth == st.base_depth {
+                save!();
+                return Ok(Stop::Exit(regs[0]));
+            }
+            let top = st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1);
+            if st.frames[top].driven {
+                match drive(prog_arc, st, mem, Some(regs[0])) {
+                    Ok(Some(args)) => {
+                        regs[1..6].copy_from_slice(&args);
+                        regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
+                        pc = st.drivers.last().map_or(0, |d| d.callback);
+                        continue;
+                    }
+                    Ok(None) => {
+                        if let Some(d) = st.drivers.pop() {
+                            regs[0] = d.driver.result();
+                        }
+                    }
+                    Err((id, name, e)) => {
+                        st.drivers.pop();
+                        let ret = st.frames[top].ret_pc.wrapping_sub(1);
+                        bail!(helper_fault(prog, ret, id, &name, e));
+                    }
+                }
+            }
+            if let Some(l) = st.frames[top].looping {
+                let next = l.i.wrapping_add(1);
+                if regs[0] == 0 && next < l.n {
+                    // Next iteration: a fresh call of the callback.
+                    st.frames[top].looping = Some(LoopState { i: next, ..l });
+                    regs[1] = next;
+                    regs[2] = l.ctx;
+                    regs[3] = 0;
+                    regs[4] = 0;
+                    regs[5] = 0;
+                    regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
+                    pc = l.callback;
+                    continue;
+                }
+                // Done: bpf_loop returns the number of iterations.
+                regs[0] = if regs[0] != 0 { next } else { l.n };
+            }
+            st.depth = st.depth.wrapping_sub(1);
+            let f = st.frames[st.depth & (MAX_CALL_FRAMES - 1)];
+            regs[6..10].copy_from_slice(&f.saved);
+            regs[10] = f.fp;
+            mem.stack_lo = f.fp.wrapping_sub(STACK_SIZE as u64);
+            pc = f.ret_pc;
+            if f.prog != prog_idx {
+                save!();
+                return Ok(Stop::Switch { prog: f.prog, pc });
+            }
+            continue;
+        }};
+    }
+
+    // A legacy packet load (`BPF_LD_ABS`/`BPF_LD_IND`) of `$n` bytes at
+    // `$base + imm` into r0, big-endian; `false` when it lies outside the
+    // packet, which ends the function with r0 = 0 (the kernel's
+    // `gen_ld_abs`: an `exit`, so a subprogram returns 0 to its caller).
     macro_rules! packet_load {
         ($op:ident, $base:expr, $n:expr) => {{
             let Some((start, plen)) = st.packet else {
                 bail!(fault(prog, pc, 0, 0, FaultKind::NoPacket));
             };
             let off = ($base as i64).wrapping_add($op.imm as i64);
-            // Out of bounds: the kernel ends the program with r0 = 0.
             if off < 0 || (off as u64) > plen || $n > plen.wrapping_sub(off as u64) {
-                save!();
-                return Ok(Stop::Exit(0));
-            }
-            let addr = start.wrapping_add(off as u64);
-            match mem.check(addr, $n, Access::Read) {
-                Ok(a) => {
-                    let mut b = [0u8; 8];
-                    // SAFETY: `check` proved [a, a + n) readable; n <= 4.
-                    unsafe {
-                        std::ptr::copy_nonoverlapping(a as *const u8, b.as_mut_ptr(), $n as usize)
-                    };
-                    let mut v = 0u64;
-                    for byte in &b[..$n as usize] {
-                        v = (v << 8) | u64::from(*byte);
+                false
+            } else {
+                let addr = start.wrapping_add(off as u64);
+                match mem.check(addr, $n, Access::Read) {
+                    Ok(a) => {
+                        let mut b = [0u8; 8];
+                        // SAFETY: `check` proved [a, a + n) readable; n <= 4.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                a as *const u8,
+                                b.as_mut_ptr(),
+                                $n as usize,
+                            )
+                        };
+                        let mut v = 0u64;
+                        for byte in &b[..$n as usize] {
+                            v = (v << 8) | u64::from(*byte);
+                        }
+                        regs[0] = v;
+                        true
                     }
-                    regs[0] = v;
+                    Err(e) => bail!(mem_fault(prog, pc, addr, $n, Access::Read, e)),
                 }
-                Err(e) => bail!(mem_fault(prog, pc, addr, $n, Access::Read, e)),
             }
         }};
     }
@@ -572,12 +640,20 @@ pub(super) fn run_ops(
                 pc = pc.wrapping_add(2);
                 continue;
             }
-            K::LdAbsB => packet_load!(op, 0u64, 1u64),
-            K::LdAbsH => packet_load!(op, 0u64, 2u64),
-            K::LdAbsW => packet_load!(op, 0u64, 4u64),
-            K::LdIndB => packet_load!(op, regs[s], 1u64),
-            K::LdIndH => packet_load!(op, regs[s], 2u64),
-            K::LdIndW => packet_load!(op, regs[s], 4u64),
+            K::LdAbsB | K::LdAbsH | K::LdAbsW | K::LdIndB | K::LdIndH | K::LdIndW => {
+                let loaded = match op.kind {
+                    K::LdAbsB => packet_load!(op, 0u64, 1u64),
+                    K::LdAbsH => packet_load!(op, 0u64, 2u64),
+                    K::LdAbsW => packet_load!(op, 0u64, 4u64),
+                    K::LdIndB => packet_load!(op, regs[s], 1u64),
+                    K::LdIndH => packet_load!(op, regs[s], 2u64),
+                    _ => packet_load!(op, regs[s], 4u64),
+                };
+                if !loaded {
+                    regs[0] = 0;
+                    function_exit!();
+                }
+            }
             K::Ja => {
                 pc = op.aux as usize;
                 continue;
@@ -715,61 +791,7 @@ pub(super) fn run_ops(
                     continue;
                 }
             }
-            K::Exit => {
-                if st.depth == st.base_depth {
-                    save!();
-                    return Ok(Stop::Exit(regs[0]));
-                }
-                let top = st.depth.wrapping_sub(1) & (MAX_CALL_FRAMES - 1);
-                if st.frames[top].driven {
-                    match drive(prog_arc, st, mem, Some(regs[0])) {
-                        Ok(Some(args)) => {
-                            regs[1..6].copy_from_slice(&args);
-                            regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
-                            pc = st.drivers.last().map_or(0, |d| d.callback);
-                            continue;
-                        }
-                        Ok(None) => {
-                            if let Some(d) = st.drivers.pop() {
-                                regs[0] = d.driver.result();
-                            }
-                        }
-                        Err((id, name, e)) => {
-                            st.drivers.pop();
-                            let ret = st.frames[top].ret_pc.wrapping_sub(1);
-                            bail!(helper_fault(prog, ret, id, &name, e));
-                        }
-                    }
-                }
-                if let Some(l) = st.frames[top].looping {
-                    let next = l.i.wrapping_add(1);
-                    if regs[0] == 0 && next < l.n {
-                        // Next iteration: a fresh call of the callback.
-                        st.frames[top].looping = Some(LoopState { i: next, ..l });
-                        regs[1] = next;
-                        regs[2] = l.ctx;
-                        regs[3] = 0;
-                        regs[4] = 0;
-                        regs[5] = 0;
-                        regs[10] = st.frames[top].fp.wrapping_sub(STACK_SIZE as u64);
-                        pc = l.callback;
-                        continue;
-                    }
-                    // Done: bpf_loop returns the number of iterations.
-                    regs[0] = if regs[0] != 0 { next } else { l.n };
-                }
-                st.depth = st.depth.wrapping_sub(1);
-                let f = st.frames[st.depth & (MAX_CALL_FRAMES - 1)];
-                regs[6..10].copy_from_slice(&f.saved);
-                regs[10] = f.fp;
-                mem.stack_lo = f.fp.wrapping_sub(STACK_SIZE as u64);
-                pc = f.ret_pc;
-                if f.prog != prog_idx {
-                    save!();
-                    return Ok(Stop::Switch { prog: f.prog, pc });
-                }
-                continue;
-            }
+            K::Exit => function_exit!(),
             K::Hole => bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc)),
             K::MapLookup => {
                 let fast = match &prog.accel {
