@@ -81,6 +81,7 @@ fn env_for(kind: &ProgramKind) -> Env {
         kernel_btf: None,
         attach_btf_name: None,
         non_scalar_returns: Vec::new(),
+        global_functions: Vec::new(),
     }
 }
 

@@ -1362,6 +1362,7 @@ fn env(prog_type: ProgramType) -> Env {
         kernel_btf: None,
         attach_btf_name: None,
         non_scalar_returns: Vec::new(),
+        global_functions: Vec::new(),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod attach;
 pub mod sys;
 
 use userbpf_vm::insn::{op, Insn};
-use userbpf_vm::object::{FuncReturn, MapDef, ObjProgram, Object, TargetBtf};
+use userbpf_vm::object::{FuncReturn, FuncSig, MapDef, ObjProgram, Object, TargetBtf};
 
 pub use attach::{
     attach_raw_tracepoint, attach_tracepoint, attach_uprobe, AttachError, KernelLink,
@@ -181,25 +181,27 @@ fn resolve_kfuncs(insns: &mut [Insn]) {
 /// always loads it: the kernel refuses a function's address
 /// (`bpf_loop`, `bpf_for_each_map_elem`, `bpf_timer_set_callback`
 /// callbacks) without `func_info`, and allows `BPF_LD_ABS` and tail calls
-/// in subprograms only with it, in those returning a scalar. Functions
-/// the object's BTF does not describe return `int`.
+/// in subprograms only with it, in those returning a scalar; it verifies
+/// global functions on their own, for any arguments their prototypes
+/// allow. Functions the object's BTF does not describe are static and
+/// return `int`.
 fn functions_btf(obj: &Object, prog: &ObjProgram) -> Result<Option<ProgBtf>, SysError> {
     if prog.subprograms.is_empty() {
         return Ok(None);
     }
-    let returns = |name: &str| {
-        obj.functions
-            .get(name)
-            .copied()
-            .unwrap_or(FuncReturn::Scalar)
+    // Functions the object's BTF does not describe: static, returning
+    // `int`. (The program itself is `int`, whatever its linkage: its own
+    // arguments come from its type, not from BTF.)
+    let int = FuncSig {
+        ret: FuncReturn::Scalar,
+        global: false,
+        params: Vec::new(),
     };
-    // (The rule is for subprograms: the program itself returns `int`.)
-    let mut functions: Vec<(&str, usize, FuncReturn)> =
-        vec![(prog.name.as_str(), 0, FuncReturn::Scalar)];
+    let mut functions: Vec<(&str, usize, &FuncSig)> = vec![(prog.name.as_str(), 0, &int)];
     functions.extend(
         prog.subprograms
             .iter()
-            .map(|(n, pc)| (n.as_str(), *pc, returns(n))),
+            .map(|(n, pc)| (n.as_str(), *pc, obj.functions.get(n).unwrap_or(&int))),
     );
     ProgBtf::for_functions(&functions).map(Some)
 }

@@ -8,7 +8,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use userbpf_vm::insn::{op, Insn};
 use userbpf_vm::object::btf::BtfWriter;
-use userbpf_vm::object::FuncReturn;
+use userbpf_vm::object::{FuncReturn, FuncSig, ParamType};
 
 const BPF_MAP_CREATE: u32 = 0;
 const BPF_MAP_LOOKUP_ELEM: u32 = 1;
@@ -698,46 +698,88 @@ impl ProgBtf {
             return Ok(None);
         }
         let names: Vec<String> = (0..starts.len()).map(|k| format!("f{k}")).collect();
-        let functions: Vec<(&str, usize, FuncReturn)> = names
+        let int = FuncSig {
+            ret: FuncReturn::Scalar,
+            global: false,
+            params: Vec::new(),
+        };
+        let functions: Vec<(&str, usize, &FuncSig)> = names
             .iter()
             .map(String::as_str)
             .zip(starts)
-            .map(|(name, pc)| (name, pc, FuncReturn::Scalar))
+            .map(|(name, pc)| (name, pc, &int))
             .collect();
         ProgBtf::for_functions(&functions).map(Some)
     }
 
     /// Synthesises and loads BTF for a program whose functions start at
     /// the given pcs (the program itself at 0, its subprograms after),
-    /// each a static `name(void)` returning what it returns in the object
-    /// (`int`, `void`, or else `void *`: the kernel allows `BPF_LD_ABS` and
-    /// tail calls only in functions returning a scalar). Static functions
-    /// are verified at their call sites with the caller's registers, as
-    /// the kernel does with the BTF libbpf loads; only the layout and the
-    /// returns matter here. The object's own BTF (with its data sections)
-    /// is not loaded.
-    pub fn for_functions(functions: &[(&str, usize, FuncReturn)]) -> Result<ProgBtf, SysError> {
+    /// as the object's BTF describes them: static functions `name(void)`
+    /// returning what they return in the object (`int`, `void`, or else
+    /// `void *`: the kernel allows `BPF_LD_ABS` and tail calls only in
+    /// functions returning a scalar), verified at their call sites with
+    /// the caller's registers; global functions with their parameters'
+    /// types (scalars as `int`, pointers to the context by its name, other
+    /// pointers to memory of the pointee's size) and `arg:` tags, which the
+    /// kernel verifies on their own for any such arguments, as with the
+    /// BTF libbpf loads. The object's own BTF (with its data sections) is
+    /// not loaded.
+    pub fn for_functions(functions: &[(&str, usize, &FuncSig)]) -> Result<ProgBtf, SysError> {
         let mut w = BtfWriter::new();
         let int = w.int("int", 4, true);
-        let returns_int = w.func_proto(int);
-        let returns_void = w.func_proto(0);
         let void_ptr = w.pointer(0);
-        let returns_ptr = w.func_proto(void_ptr);
-        let mut func_info: Vec<[u32; 2]> = functions
-            .iter()
-            .map(|(name, pc, ret)| {
-                let name: String = name
-                    .chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                    .collect();
-                let proto = match ret {
-                    FuncReturn::Scalar => returns_int,
-                    FuncReturn::Void => returns_void,
-                    FuncReturn::Other => returns_ptr,
-                };
-                [*pc as u32, w.func(&name, proto)]
-            })
-            .collect();
+        let mut func_info: Vec<[u32; 2]> = Vec::with_capacity(functions.len());
+        for &(name, pc, sig) in functions {
+            let name: String = name
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let ret = match sig.ret {
+                FuncReturn::Scalar => int,
+                FuncReturn::Void => 0,
+                FuncReturn::Other => void_ptr,
+            };
+            let id = if sig.global {
+                let mut params = Vec::with_capacity(sig.params.len());
+                for (i, p) in sig.params.iter().enumerate() {
+                    let ty = match &p.ty {
+                        ParamType::Scalar => int,
+                        ParamType::Pointer {
+                            typedefs,
+                            record,
+                            size,
+                            ..
+                        } => {
+                            let size = size.unwrap_or(0);
+                            let mut to = match (record, size) {
+                                (Some(r), _) => w.opaque_structure(r, size),
+                                (None, 0) => 0,
+                                (None, n) => w.opaque_structure(&format!("userbpf_arg{i}"), n),
+                            };
+                            for t in typedefs.iter().rev() {
+                                to = w.typedef(t, to);
+                            }
+                            w.pointer(to)
+                        }
+                        // (A structure by value: the kernel refuses it.)
+                        ParamType::Other(_) => w.opaque_structure(&format!("userbpf_arg{i}"), 8),
+                    };
+                    params.push((p.name.as_str(), ty));
+                }
+                let proto = w.func_proto_with(ret, &params);
+                let f = w.global_func(&name, proto);
+                for (i, p) in sig.params.iter().enumerate() {
+                    for tag in &p.tags {
+                        w.decl_tag(&format!("arg:{tag}"), f, i as u32);
+                    }
+                }
+                f
+            } else {
+                let proto = w.func_proto(ret);
+                w.func(&name, proto)
+            };
+            func_info.push([pc as u32, id]);
+        }
         func_info.sort_unstable();
         Ok(ProgBtf {
             fd: load_btf(&w.finish())?,

@@ -492,6 +492,9 @@ impl Verifier<'_> {
                 st.frames.len().saturating_add(1)
             )));
         }
+        if let Some(g) = self.global_function(target) {
+            self.global_call(st, pc, g)?;
+        }
         let depth = u8::try_from(st.frames.len()).unwrap_or(u8::MAX);
         let mut frame = Frame::new(depth, pc, target);
         let caller = st.cur();
@@ -529,17 +532,28 @@ impl Verifier<'_> {
                 self.callback_return(&r0, 1)?;
                 return Ok(Step::Next(callee.callsite));
             }
+            // A global function returns an unknown scalar, whatever this
+            // call's exploration found (`check_func_call`).
+            let global = self.global_function(callee.subprog).is_some();
             let caller = st.cur_mut();
-            caller.regs[0] = r0;
+            caller.regs[0] = if global { Reg::unknown() } else { r0 };
             for r in 1..=5 {
                 caller.regs[r] = Reg::NOT_INIT;
             }
             return Ok(Step::Next(callee.callsite.wrapping_add(1)));
         }
-        if !r0.is_scalar() {
+        if st.cur().subprog != 0 && !st.cur().callback {
+            // A global function verified on its own (`check_return_code`
+            // for a subprogram).
+            if !r0.is_scalar() {
+                return Err(self.error(format!(
+                    "At subprogram exit the register R0 is not a scalar value ({})",
+                    r0.type_name()
+                )));
+            }
+        } else if !r0.is_scalar() {
             return Err(self.error("R0 leaks addr as return value"));
-        }
-        if st.cur().callback {
+        } else if st.cur().callback {
             // An asynchronous callback (a timer's) returns 0.
             self.callback_return(&r0, 0)?;
         } else if let Some((lo, hi)) = self.exit_range() {

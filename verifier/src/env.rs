@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use userbpf_vm::object::btf::Btf;
 use userbpf_vm::object::{
-    AttachTarget, AttachType, FuncReturn, MapDef, ObjProgram, Object, ProgramType,
+    AttachTarget, AttachType, FuncReturn, FuncSig, MapDef, ObjProgram, Object, ProgramType,
     BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG,
 };
 
@@ -206,6 +206,22 @@ pub struct Env {
     /// (`void`, a pointer): the kernel allows neither `BPF_LD_ABS`/`IND`
     /// nor tail calls in them (`check_btf_func`).
     pub non_scalar_returns: Vec<usize>,
+    /// The subprograms with `BTF_FUNC_GLOBAL` linkage: each is verified on
+    /// its own, for any arguments its prototype allows, and each call's
+    /// arguments are checked against that prototype, as the kernel does
+    /// (`do_check_subprogs`, `btf_check_subprog_call`).
+    pub global_functions: Vec<GlobalFunction>,
+}
+
+/// A global function of a program (a non-static C function).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalFunction {
+    /// Its first pc in the program.
+    pub start: usize,
+    /// Its name.
+    pub name: String,
+    /// What the object's BTF says of it.
+    pub sig: FuncSig,
 }
 
 /// The maps of `object`, followed by the inner map definitions of its
@@ -248,6 +264,7 @@ impl Env {
             kernel_btf: None,
             attach_btf_name: None,
             non_scalar_returns: Vec::new(),
+            global_functions: Vec::new(),
         }
     }
 
@@ -266,9 +283,21 @@ impl Env {
                     object
                         .functions
                         .get(name)
-                        .is_some_and(|r| *r != FuncReturn::Scalar)
+                        .is_some_and(|f| f.ret != FuncReturn::Scalar)
                 })
                 .map(|&(_, pc)| pc)
+                .collect(),
+            global_functions: program
+                .subprograms
+                .iter()
+                .filter_map(|(name, pc)| {
+                    let sig = object.functions.get(name).filter(|f| f.global)?;
+                    Some(GlobalFunction {
+                        start: *pc,
+                        name: name.clone(),
+                        sig: sig.clone(),
+                    })
+                })
                 .collect(),
             sleepable: program.kind.sleepable,
             kernel_btf: None,

@@ -123,6 +123,9 @@ pub(crate) struct Verifier<'a> {
     pub(crate) subprog_depth: Vec<i32>,
     /// Asynchronous callbacks (timers'): their own call chains' roots.
     pub(crate) async_callbacks: std::collections::BTreeSet<usize>,
+    /// Global functions a call reached: each is verified once on its
+    /// own (`subprog_info[].called`).
+    pub(crate) called_globals: std::collections::BTreeSet<usize>,
     /// Targets of backward jumps: where a path can come back to a state
     /// it had.
     loop_head: Vec<bool>,
@@ -233,6 +236,7 @@ impl<'a> Verifier<'a> {
             at_callback: HashMap::new(),
             subprog_depth: vec![0; len],
             async_callbacks: std::collections::BTreeSet::new(),
+            called_globals: std::collections::BTreeSet::new(),
             loop_head,
             start,
             kernel_btf: env.kernel_btf.clone(),

@@ -33,6 +33,7 @@ pub mod env;
 mod error;
 mod exec;
 mod explore;
+mod global;
 mod kstruct;
 mod liveness;
 mod mem;
@@ -49,7 +50,7 @@ use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::Program;
 
 pub use ctx::{Context, SkbKind};
-pub use env::{Env, MapInfo};
+pub use env::{Env, GlobalFunction, MapInfo};
 pub use error::{Stats, VerifyError};
 pub use state::State;
 

@@ -19,6 +19,43 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "bitfield",
         "dereference of modified ctx ptr R1 off=4 disallowed",
     ),
+    // Global functions, verified on their own as the kernel verifies them
+    // (tests/verifier_fixtures_vs_kernel.rs: the kernel's messages): a
+    // pointer argument may be NULL for all the function knows...
+    (
+        "globals.bpf.o",
+        "unchecked_param",
+        "R1 invalid mem access 'mem_or_null'",
+    ),
+    // ...the caller gets an unknown scalar back...
+    (
+        "globals.bpf.o",
+        "returned_range",
+        "invalid unbounded variable-offset read from stack R1",
+    ),
+    // ...which must be a scalar...
+    (
+        "globals.bpf.o",
+        "void_global",
+        "Global function store() doesn't return scalar. Only those are supported.\nCaller passes invalid args into func#1 ('store')",
+    ),
+    // ...and the arguments must match the prototype: a number for a
+    // number, memory of the pointee's size for a pointer.
+    (
+        "globals.bpf.o",
+        "pointer_as_scalar",
+        "R1 is not a scalar\nCaller passes invalid args into func#1 ('low_bit')",
+    ),
+    (
+        "globals.bpf.o",
+        "short_object",
+        "invalid read from stack R1 off=-8 size=16\nCaller passes invalid args into func#1 ('sum_pair')",
+    ),
+    (
+        "globals.bpf.o",
+        "ctx_as_memory",
+        "R1 type=ctx expected=fp\nCaller passes invalid args into func#1 ('read_checked')",
+    ),
 ];
 
 fn fixtures() -> Vec<PathBuf> {

@@ -416,6 +416,7 @@ fn initial(
         kernel_btf: None,
         attach_btf_name: None,
         non_scalar_returns: Vec::new(),
+        global_functions: Vec::new(),
     };
     Ok((
         State {

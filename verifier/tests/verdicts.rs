@@ -39,6 +39,7 @@ fn env(prog_type: ProgramType, context: Context) -> Env {
         kernel_btf: None,
         attach_btf_name: None,
         non_scalar_returns: Vec::new(),
+        global_functions: Vec::new(),
     }
 }
 
@@ -1269,6 +1270,7 @@ fn tracing_arguments_follow_the_kernels_types() {
         attach_type: Some(attach),
         attach_btf_name: Some(name.to_string()),
         non_scalar_returns: Vec::new(),
+        global_functions: Vec::new(),
         ..env(ProgramType::Tracing, Context::RawTracepoint)
     };
     // ssize_t vfs_read(struct file *file, char *buf, size_t count, loff_t *pos)
@@ -1397,6 +1399,7 @@ fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
     // `check_btf_func` rules.
     let void_sub = Env {
         non_scalar_returns: vec![3],
+        global_functions: Vec::new(),
         ..socket()
     };
     rejects(
@@ -1414,6 +1417,7 @@ fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
     // The entry function is not concerned.
     let void_entry = Env {
         non_scalar_returns: vec![0],
+        global_functions: Vec::new(),
         ..socket()
     };
     accepts(ld_abs, &void_entry);

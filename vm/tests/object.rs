@@ -1515,3 +1515,45 @@ fn finds_the_spin_lock_of_map_values() {
     let obj = Object::parse(&file, &bytes).unwrap_or_else(|e| panic!("{e}"));
     assert!(obj.maps.iter().all(|m| m.spin_lock.is_none()));
 }
+
+#[test]
+fn function_signatures_give_linkage_parameters_and_tags_as_the_kernel_reads_them() {
+    use userbpf_vm::object::{FuncReturn, ParamType};
+    let (name, bytes) = fixture("globals.bpf.o");
+    let obj = Object::parse(&name, &bytes).unwrap();
+    // `__noinline int read_checked(int *p)`: global, a pointer to 4 bytes.
+    let f = &obj.functions["read_checked"];
+    assert!(f.global);
+    assert_eq!(f.ret, FuncReturn::Scalar);
+    assert_eq!(f.params.len(), 1);
+    assert_eq!(f.params[0].name, "p");
+    match &f.params[0].ty {
+        ParamType::Pointer {
+            size,
+            record,
+            typedefs,
+            ..
+        } => {
+            assert_eq!(*size, Some(4));
+            assert_eq!(*record, None);
+            assert!(typedefs.is_empty());
+        }
+        other => panic!("read_checked's p: {other:?}"),
+    }
+    // A pointer to the context structure, by its name.
+    match &obj.functions["packet_len"].params[0].ty {
+        ParamType::Pointer { record, .. } => assert_eq!(record.as_deref(), Some("__sk_buff")),
+        other => panic!("packet_len's skb: {other:?}"),
+    }
+    // `__u32 x`: a scalar through its typedef; `void store(int *)`.
+    assert_eq!(obj.functions["small_index"].params[0].ty, ParamType::Scalar);
+    assert_eq!(obj.functions["store"].ret, FuncReturn::Void);
+    // The programs themselves are global functions too.
+    assert!(obj.functions["ctx_param"].global);
+    // libbpf's `__weak __hidden` USDT helpers (STV_HIDDEN) load as static.
+    let (name, bytes) = fixture("usdt.bpf.o");
+    let usdt = Object::parse(&name, &bytes).unwrap();
+    let arg = &usdt.functions["bpf_usdt_arg"];
+    assert!(!arg.global, "{arg:?}");
+    assert_eq!(arg.params.len(), 3);
+}

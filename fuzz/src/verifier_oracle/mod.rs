@@ -154,6 +154,7 @@ impl GenSpec {
                 kernel_btf: None,
                 attach_btf_name: None,
                 non_scalar_returns: Vec::new(),
+                global_functions: Vec::new(),
             },
         }
     }

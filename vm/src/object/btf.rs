@@ -620,9 +620,36 @@ impl BtfWriter {
         self.header("", Kind::FuncProto, 0, ret)
     }
 
+    /// `FUNC_PROTO` returning `ret`, with parameters (name, type).
+    pub fn func_proto_with(&mut self, ret: u32, params: &[(&str, u32)]) -> u32 {
+        let id = self.header("", Kind::FuncProto, params.len() as u32, ret);
+        for &(name, ty) in params {
+            let name = self.string(name);
+            self.words(&[name, ty]);
+        }
+        id
+    }
+
     /// A static `FUNC` of prototype `proto`.
     pub fn func(&mut self, name: &str, proto: u32) -> u32 {
         self.header(name, Kind::Func, 0, proto)
+    }
+
+    /// A global `FUNC` (`BTF_FUNC_GLOBAL`) of prototype `proto`.
+    pub fn global_func(&mut self, name: &str, proto: u32) -> u32 {
+        self.header(name, Kind::Func, 1, proto)
+    }
+
+    /// A struct of `size` bytes whose members are not described.
+    pub fn opaque_structure(&mut self, name: &str, size: u32) -> u32 {
+        self.header(name, Kind::Struct, 0, size)
+    }
+
+    /// `DECL_TAG` `tag` on parameter `component` of function `func`.
+    pub fn decl_tag(&mut self, tag: &str, func: u32, component: u32) -> u32 {
+        let id = self.header(tag, Kind::DeclTag, 0, func);
+        self.words(&[component]);
+        id
     }
 
     /// The blob: header, types, strings.

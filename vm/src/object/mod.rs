@@ -339,9 +339,9 @@ pub struct Object {
     pub maps: Vec<MapDef>,
     /// The `license` section.
     pub license: Option<String>,
-    /// What the functions the object's BTF describes return, by name
-    /// (empty without BTF).
-    pub functions: BTreeMap<String, FuncReturn>,
+    /// The functions the object's BTF describes (`BTF_KIND_FUNC`), by
+    /// name (empty without BTF).
+    pub functions: BTreeMap<String, FuncSig>,
 }
 
 /// What a function's BTF prototype says it returns; the kernel allows
@@ -355,6 +355,58 @@ pub enum FuncReturn {
     Scalar,
     /// Anything else (a pointer, a structure).
     Other,
+}
+
+/// A function as the object's BTF describes it: what the kernel reads of
+/// it in `func_info` (`check_btf_func`, `btf_prepare_func_args`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncSig {
+    /// What it returns.
+    pub ret: FuncReturn,
+    /// `BTF_FUNC_GLOBAL` linkage (a non-static C function) and default
+    /// visibility (libbpf loads `__hidden` functions as static): the
+    /// kernel verifies it once, on its own, for any arguments its
+    /// prototype allows, and checks each call's arguments against the
+    /// prototype.
+    pub global: bool,
+    /// Its parameters, in order.
+    pub params: Vec<FuncParam>,
+}
+
+/// A function parameter, as the kernel types the arguments of a global
+/// function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FuncParam {
+    /// Its name (may be empty).
+    pub name: String,
+    /// Its type, modifiers and typedefs skipped.
+    pub ty: ParamType,
+    /// Its `arg:` declaration tags without the prefix (`__arg_ctx`:
+    /// `ctx`, `__arg_nonnull`: `nonnull`, ...).
+    pub tags: Vec<String>,
+}
+
+/// The type of a [`FuncParam`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamType {
+    /// An integer or an enum.
+    Scalar,
+    /// A pointer.
+    Pointer {
+        /// The pointee's kind and name as the kernel prints them
+        /// (`btf_type_str`: `STRUCT foo`, `INT int`, `UNKNOWN ` for `void`).
+        target: String,
+        /// The typedefs on the way to the pointee, outermost first.
+        typedefs: Vec<String>,
+        /// The name of the structure or union it points to (a context
+        /// type is recognised by it or by a typedef).
+        record: Option<String>,
+        /// The pointee's size (`btf_resolve_size`), if it has one.
+        size: Option<u32>,
+    },
+    /// Anything else (a structure passed by value, a float): its kind and
+    /// name as the kernel prints them.
+    Other(String),
 }
 
 /// A function symbol inside a code section.
@@ -400,8 +452,8 @@ struct Parsed {
     license: Option<String>,
     /// `__kconfig` externs: name -> (`.kconfig` map index, offset).
     externs: BTreeMap<String, (usize, u32)>,
-    /// What the functions BTF describes return.
-    functions: BTreeMap<String, FuncReturn>,
+    /// The functions BTF describes.
+    functions: BTreeMap<String, FuncSig>,
 }
 
 enum MapSection {
@@ -664,6 +716,16 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
         })
         .collect();
     let sym_sizes: Vec<u64> = elf.syms.iter().map(|s| s.st_size).collect();
+    // Functions of restricted visibility (`__hidden`: STV_HIDDEN, or
+    // STV_INTERNAL): libbpf marks them static in the BTF it loads, so the
+    // kernel verifies them at their call sites (libbpf's usdt.bpf.h and
+    // its other `__weak __hidden` helpers).
+    let hidden: std::collections::BTreeSet<String> = elf
+        .syms
+        .iter()
+        .filter(|s| s.st_type() == goblin::elf::sym::STT_FUNC && matches!(s.st_other & 3, 1 | 2))
+        .filter_map(|s| elf.strtab.get_at(s.st_name).map(str::to_string))
+        .collect();
 
     // BTF first: `.maps` needs it whatever the section order.
     let mut btf = None;
@@ -1027,12 +1089,33 @@ fn parse_elf(file: &str, bytes: &[u8], options: &LoadOptions<'_>) -> Result<Pars
         maps,
         license,
         externs,
-        functions: btf.as_ref().map(function_returns).unwrap_or_default(),
+        functions: btf
+            .as_ref()
+            .map(|b| {
+                let mut sigs = function_sigs(b);
+                for (name, sig) in sigs.iter_mut() {
+                    sig.global &= !hidden.contains(name);
+                }
+                sigs
+            })
+            .unwrap_or_default(),
     })
 }
 
-/// What each function (`FUNC`) of `btf` returns.
-fn function_returns(btf: &btf::Btf) -> BTreeMap<String, FuncReturn> {
+/// Each function (`FUNC`) of `btf`: what it returns, its linkage, its
+/// parameters and their `arg:` tags.
+fn function_sigs(btf: &btf::Btf) -> BTreeMap<String, FuncSig> {
+    // `arg:` declaration tags: (function type id, parameter) -> tags.
+    let mut tags: BTreeMap<(u32, u32), Vec<String>> = BTreeMap::new();
+    for id in 1..=btf.len() {
+        if let Some(t) = btf.get(id).filter(|t| t.kind == btf::Kind::DeclTag) {
+            if let Some(tag) = t.name.strip_prefix("arg:") {
+                tags.entry((t.size_or_type, t.extra))
+                    .or_default()
+                    .push(tag.to_string());
+            }
+        }
+    }
     let mut out = BTreeMap::new();
     for id in 1..=btf.len() {
         let Some(f) = btf.get(id).filter(|t| t.kind == btf::Kind::Func) else {
@@ -1057,9 +1140,91 @@ fn function_returns(btf: &btf::Btf) -> BTreeMap<String, FuncReturn> {
                 _ => FuncReturn::Other,
             }
         };
-        out.insert(f.name, ret);
+        let params = proto
+            .params
+            .iter()
+            .zip(0u32..)
+            .map(|(p, i)| FuncParam {
+                name: p.name.clone(),
+                ty: param_type(btf, p.type_id),
+                tags: tags.get(&(id, i)).cloned().unwrap_or_default(),
+            })
+            .collect();
+        // `BTF_FUNC_GLOBAL` is 1 (the linkage is the `vlen` of a FUNC).
+        let global = f.vlen == 1;
+        out.insert(
+            f.name,
+            FuncSig {
+                ret,
+                global,
+                params,
+            },
+        );
     }
     out
+}
+
+/// `btf_type_str` and the name: how the kernel prints a type in its
+/// messages about function arguments.
+fn kernel_type_str(t: Option<&btf::Type>) -> String {
+    match t {
+        None => "UNKNOWN ".to_string(),
+        Some(t) => format!("{} {}", t.kind.c_name().to_uppercase(), t.name),
+    }
+}
+
+/// The type of a parameter of type `id`, as `btf_prepare_func_args`
+/// reads it.
+fn param_type(btf: &btf::Btf, id: u32) -> ParamType {
+    let Some((_, t)) = btf.resolve(id) else {
+        return ParamType::Other(kernel_type_str(None));
+    };
+    match t.kind {
+        btf::Kind::Int | btf::Kind::Enum | btf::Kind::Enum64 => ParamType::Scalar,
+        btf::Kind::Ptr => {
+            // The names the pointee goes by: each typedef on the way, then
+            // the structure's own.
+            let mut typedefs = Vec::new();
+            let mut record = None;
+            let mut at = t.size_or_type;
+            let mut pointee = None;
+            for _ in 0..32 {
+                let Some(p) = btf.get(at).filter(|_| at != 0) else {
+                    break;
+                };
+                match p.kind {
+                    btf::Kind::Typedef => {
+                        typedefs.push(p.name.clone());
+                        at = p.size_or_type;
+                    }
+                    btf::Kind::Volatile
+                    | btf::Kind::Const
+                    | btf::Kind::Restrict
+                    | btf::Kind::TypeTag => at = p.size_or_type,
+                    _ => {
+                        if p.is_composite() && !p.name.is_empty() {
+                            record = Some(p.name.clone());
+                        }
+                        pointee = Some(p);
+                        break;
+                    }
+                }
+            }
+            let size = match &pointee {
+                Some(p) if !matches!(p.kind, btf::Kind::Fwd | btf::Kind::FuncProto) => {
+                    btf.size_of(at)
+                }
+                _ => None,
+            };
+            ParamType::Pointer {
+                target: kernel_type_str(pointee.as_ref()),
+                typedefs,
+                record,
+                size,
+            }
+        }
+        _ => ParamType::Other(kernel_type_str(Some(&t))),
+    }
 }
 
 /// A code segment placed in a linked program.

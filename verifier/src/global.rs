@@ -1,0 +1,275 @@
+//! Global functions (`BTF_FUNC_GLOBAL` linkage: non-static C functions),
+//! as the kernel treats them: each call's arguments are checked against
+//! the function's BTF prototype (`btf_check_subprog_call`), the function
+//! is verified once on its own for any arguments that prototype allows
+//! (`do_check_subprogs`), and the caller gets an unknown scalar back.
+//!
+//! userbpf also explores each call with the caller's own arguments (as
+//! for a static function): a program is accepted only if both succeed, so
+//! the kernel's rejections stay ours, and userbpf's own rules (no read of
+//! uninitialised stack, which the kernel allows root) are checked on what
+//! the function really reads and writes.
+
+use userbpf_vm::object::{FuncReturn, ParamType, ProgramType};
+
+use crate::env::GlobalFunction;
+use crate::error::VerifyError;
+use crate::explore::Verifier;
+use crate::mem::Access;
+use crate::reg::{Reg, RegType};
+use crate::state::{Frame, State};
+
+/// What a global function's parameter takes (`btf_prepare_func_args`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GlobalArg {
+    /// `ARG_ANYTHING`: a scalar.
+    Scalar,
+    /// `ARG_PTR_TO_CTX`: the program's context, unmodified.
+    Ctx,
+    /// `ARG_PTR_TO_MEM` of `size` bytes, read and written, and NULL
+    /// unless tagged `__arg_nonnull`.
+    Mem { size: u32, nullable: bool },
+}
+
+impl<'a> Verifier<'a> {
+    /// The global function starting at `pc`, if it is one.
+    pub(crate) fn global_function(&self, pc: usize) -> Option<&'a GlobalFunction> {
+        self.env.global_functions.iter().find(|g| g.start == pc)
+    }
+
+    /// The names of the program type's context structure, as
+    /// `btf_is_prog_ctx_type` recognises a pointer to it (the structure
+    /// the program sees, and the kernel's own for packets).
+    fn ctx_type_names(&self) -> &'static [&'static str] {
+        use ProgramType as P;
+        match self.env.prog_type {
+            Some(
+                P::SocketFilter
+                | P::SchedCls
+                | P::SchedAct
+                | P::CgroupSkb
+                | P::LwtIn
+                | P::LwtOut
+                | P::LwtXmit
+                | P::LwtSeg6local
+                | P::SkSkb
+                | P::FlowDissector,
+            ) => &["__sk_buff", "sk_buff"],
+            Some(P::Xdp) => &["xdp_md", "xdp_buff"],
+            Some(P::CgroupSock) => &["bpf_sock"],
+            Some(P::CgroupSockAddr) => &["bpf_sock_addr"],
+            Some(P::SockOps) => &["bpf_sock_ops"],
+            Some(P::SkMsg) => &["sk_msg_md"],
+            // (`bpf_user_pt_regs_t` is `struct pt_regs` on x86-64.)
+            Some(P::Kprobe) => &["bpf_user_pt_regs_t", "pt_regs"],
+            Some(P::PerfEvent) => &["bpf_perf_event_data"],
+            Some(P::RawTracepoint | P::RawTracepointWritable) => &["bpf_raw_tracepoint_args"],
+            Some(P::CgroupDevice) => &["bpf_cgroup_dev_ctx"],
+            Some(P::CgroupSysctl) => &["bpf_sysctl"],
+            Some(P::CgroupSockopt) => &["bpf_sockopt"],
+            Some(P::SkReuseport) => &["sk_reuseport_md"],
+            Some(P::SkLookup) => &["bpf_sk_lookup"],
+            _ => &[],
+        }
+    }
+
+    /// `btf_prepare_func_args`: what each parameter of `g` takes, or the
+    /// kernel's message why the function cannot be called.
+    fn global_args(&self, g: &GlobalFunction) -> Result<Vec<GlobalArg>, String> {
+        let name = &g.name;
+        if g.sig.ret != FuncReturn::Scalar {
+            return Err(format!(
+                "Global function {name}() doesn't return scalar. Only those are supported."
+            ));
+        }
+        if g.sig.params.len() > 5 {
+            return Err(format!(
+                "Global function {name}() with {} > 5 args. Buggy compiler.",
+                g.sig.params.len()
+            ));
+        }
+        let ctx_names = self.ctx_type_names();
+        let mut args = Vec::with_capacity(g.sig.params.len());
+        for (i, p) in g.sig.params.iter().enumerate() {
+            let (mut ctx, mut nonnull) = (false, false);
+            for tag in &p.tags {
+                match tag.as_str() {
+                    "ctx" => ctx = true,
+                    "nonnull" => nonnull = true,
+                    other => {
+                        return Err(format!(
+                            "arg#{i} of {name}() is tagged arg:{other}: userbpf's verifier \
+                             takes only arg:ctx and arg:nonnull (kernel objects and arenas \
+                             are not modelled)"
+                        ))
+                    }
+                }
+            }
+            let arg = match &p.ty {
+                ParamType::Scalar if ctx || nonnull => {
+                    return Err(format!(
+                        "arg#{i} has pointer tag, but is not a pointer type"
+                    ))
+                }
+                ParamType::Scalar => GlobalArg::Scalar,
+                ParamType::Pointer { .. } if ctx => GlobalArg::Ctx,
+                ParamType::Pointer {
+                    typedefs, record, ..
+                } if typedefs
+                    .iter()
+                    .chain(record)
+                    .any(|n| ctx_names.contains(&n.as_str())) =>
+                {
+                    GlobalArg::Ctx
+                }
+                ParamType::Pointer {
+                    size: Some(size), ..
+                } => GlobalArg::Mem {
+                    size: *size,
+                    nullable: !nonnull,
+                },
+                ParamType::Pointer {
+                    target, size: None, ..
+                } => {
+                    return Err(format!(
+                        "arg#{i} reference type('{target}') size cannot be determined: -22"
+                    ))
+                }
+                ParamType::Other(t) => {
+                    return Err(format!(
+                        "Arg#{i} type {t} in {name}() is not supported yet."
+                    ))
+                }
+            };
+            args.push(arg);
+        }
+        Ok(args)
+    }
+
+    /// `btf_check_func_arg_match`: the caller's `r1`.. against `args`.
+    fn check_global_call_args(&mut self, st: &State, args: &[GlobalArg]) -> Result<(), String> {
+        for (i, arg) in args.iter().enumerate() {
+            let regno = u8::try_from(i.wrapping_add(1)).unwrap_or(u8::MAX);
+            let reg = *st.reg(regno);
+            match *arg {
+                GlobalArg::Scalar => {
+                    if reg.ty != RegType::Scalar {
+                        return Err(format!("R{regno} is not a scalar"));
+                    }
+                }
+                GlobalArg::Ctx => {
+                    if reg.ty != RegType::Ctx {
+                        return Err(format!("arg#{i} expects pointer to ctx"));
+                    }
+                    if reg.off != 0 || reg.val.is_const() != Some(0) {
+                        return Err(format!(
+                            "dereference of modified ctx ptr R{regno} off={} disallowed",
+                            reg.off
+                        ));
+                    }
+                }
+                GlobalArg::Mem { size, nullable } => {
+                    if reg.is_scalar() && reg.const_value() == Some(0) {
+                        // NULL: nothing to access (`check_mem_reg`).
+                        continue;
+                    }
+                    let ok = matches!(
+                        reg.ty,
+                        RegType::Stack { .. }
+                            | RegType::MapValue { .. }
+                            | RegType::Mem { .. }
+                            | RegType::RingbufMem { .. }
+                            | RegType::Packet { .. }
+                            | RegType::PacketMeta { .. }
+                    );
+                    if !ok {
+                        // (`check_helper_mem_access`'s words.)
+                        return Err(format!("R{regno} type={} expected=fp", reg.type_name()));
+                    }
+                    // Readable and writable for `size` bytes, as if not
+                    // null (the function checks for NULL itself). The
+                    // write is tried on a copy: the call is explored with
+                    // what the function really writes. (Whether the bytes
+                    // are initialised is checked where the function reads
+                    // them.)
+                    let mut probe = st.clone();
+                    probe.cur_mut().regs[usize::from(regno)].maybe_null = false;
+                    self.helper_mem(
+                        &mut probe,
+                        regno,
+                        u64::from(size),
+                        u64::from(size),
+                        Access::Write,
+                        false,
+                    )
+                    // (The kernel tries the read first: out of the frame,
+                    // it names that.)
+                    .map_err(|e| {
+                        e.message
+                            .replace("invalid write to stack", "invalid read from stack")
+                    })?;
+                    if reg.maybe_null && !nullable {
+                        return Err(format!("arg#{i} is expected to be non-NULL"));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A call at `pc` of global function `g`: its arguments checked, and
+    /// on the first call from a verified path, the function's own
+    /// verification started (a path of its own, from its first pc, with
+    /// the arguments its prototype allows).
+    pub(crate) fn global_call(
+        &mut self,
+        st: &State,
+        pc: usize,
+        g: &GlobalFunction,
+    ) -> Result<(), Box<VerifyError>> {
+        let func = crate::cfg::function_starts(self.prog)
+            .iter()
+            .position(|&s| s == g.start)
+            .unwrap_or(0);
+        let name = &g.name;
+        if st.lock.is_some() {
+            return Err(self.error(
+                "global function calls are not allowed while holding a lock,\nuse static function instead",
+            ));
+        }
+        let args = self
+            .global_args(g)
+            .and_then(|args| self.check_global_call_args(st, &args).map(|()| args))
+            .map_err(|why| {
+                self.error(format!(
+                    "{why}\nCaller passes invalid args into func#{func} ('{name}')"
+                ))
+            })?;
+        if self.opts.log_level > 0 {
+            self.log_line(|| format!("{pc}: Func#{func} ('{name}') is global and assumed valid."));
+        }
+        if self.called_globals.insert(g.start) {
+            let mut frame = Frame::new(0, 0, g.start);
+            for (i, arg) in args.iter().enumerate() {
+                frame.regs[i.wrapping_add(1)] = match *arg {
+                    GlobalArg::Scalar => Reg::unknown(),
+                    GlobalArg::Ctx => Reg::pointer(RegType::Ctx, 0),
+                    GlobalArg::Mem { size, nullable } => self.pointer_maybe_null(
+                        RegType::Mem {
+                            size,
+                            rdonly: false,
+                        },
+                        nullable,
+                    ),
+                };
+            }
+            let state = State {
+                frames: vec![frame],
+                refs: Vec::new(),
+                lock: None,
+            };
+            self.spawn(state, g.start);
+        }
+        Ok(())
+    }
+}
