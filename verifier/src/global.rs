@@ -114,6 +114,14 @@ impl<'a> Verifier<'a> {
                 ParamType::Scalar => GlobalArg::Scalar,
                 ParamType::Pointer { .. } if ctx => GlobalArg::Ctx,
                 ParamType::Pointer {
+                    record: Some(r), ..
+                } if r == "bpf_dynptr" => {
+                    return Err(format!(
+                        "arg#{i} of {name}() is a struct bpf_dynptr *: userbpf's verifier does \
+                         not take dynptrs as arguments of global functions (make {name} static)"
+                    ))
+                }
+                ParamType::Pointer {
                     typedefs, record, ..
                 } if typedefs
                     .iter()

@@ -1399,7 +1399,6 @@ fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
     // `check_btf_func` rules.
     let void_sub = Env {
         non_scalar_returns: vec![3],
-        global_functions: Vec::new(),
         ..socket()
     };
     rejects(
@@ -1417,7 +1416,6 @@ fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
     // The entry function is not concerned.
     let void_entry = Env {
         non_scalar_returns: vec![0],
-        global_functions: Vec::new(),
         ..socket()
     };
     accepts(ld_abs, &void_entry);
@@ -1442,4 +1440,121 @@ fn dead_code_is_refused() {
         "r1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
         &uprobe(),
     );
+}
+
+#[test]
+fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
+    use userbpf_verifier::GlobalFunction;
+    use userbpf_vm::object::{FuncParam, FuncReturn, FuncSig, ParamType};
+    let socket = || {
+        env(
+            ProgramType::SocketFilter,
+            Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
+        )
+    };
+    // f(p) at pc 6, a pointer to 8 bytes; the entry passes its stack.
+    let global = |ty: ParamType, tags: &[&str]| Env {
+        subprogram_names: vec![("f".to_string(), 6)],
+        global_functions: vec![GlobalFunction {
+            start: 6,
+            name: "f".to_string(),
+            sig: FuncSig {
+                ret: FuncReturn::Scalar,
+                global: true,
+                params: vec![FuncParam {
+                    name: "p".to_string(),
+                    ty,
+                    tags: tags.iter().map(|t| t.to_string()).collect(),
+                }],
+            },
+        }],
+        ..socket()
+    };
+    let record = |name: &str, size: u32| ParamType::Pointer {
+        target: format!("STRUCT {name}"),
+        typedefs: Vec::new(),
+        record: Some(name.to_string()),
+        size: Some(size),
+    };
+    let deref = "r2 = 0\n*(u64 *)(r10 - 8) = r2\nr1 = r10\nr1 += -8\ncall pc+1\nexit\n\
+                 r0 = *(u64 *)(r1 + 0)\nexit";
+    // Static: safe for this caller.
+    accepts(deref, &socket());
+    // Global: verified for any pointer to 8 bytes, NULL included.
+    rejects(
+        deref,
+        &global(record("s", 8), &[]),
+        6,
+        "R1 invalid mem access 'mem_or_null'",
+    );
+    accepts(deref, &global(record("s", 8), &["nonnull"]));
+    // The caller's memory must hold what the prototype says.
+    rejects(
+        deref,
+        &global(record("s", 16), &["nonnull"]),
+        4,
+        "invalid read from stack R1 off=-8 size=16\nCaller passes invalid args into func#1 ('f')",
+    );
+    // A number for a pointer, the context for a number.
+    rejects(
+        deref,
+        &global(ParamType::Scalar, &[]),
+        4,
+        "R1 is not a scalar\nCaller passes invalid args into func#1 ('f')",
+    );
+    // The context, by its structure's name, unmodified.
+    let ctx = "r2 = 0\nr2 = 0\nr2 = 0\nr2 = 0\ncall pc+1\nexit\nr0 = *(u32 *)(r1 + 0)\nexit";
+    accepts(ctx, &global(record("__sk_buff", 192), &[]));
+    rejects(
+        ctx,
+        &global(record("s", 4), &[]),
+        4,
+        "R1 type=ctx expected=fp\nCaller passes invalid args into func#1 ('f')",
+    );
+    // What it returns is any number to the caller.
+    let index = "r2 = 0\n*(u64 *)(r10 - 8) = r2\ncall pc+5\nr1 = r10\nr1 += -8\n\
+                 r1 += r0\nr0 = *(u8 *)(r1 + 0)\nexit\nr0 = 3\nexit";
+    let returns = |params: Vec<FuncParam>| Env {
+        subprogram_names: vec![("f".to_string(), 8)],
+        global_functions: vec![GlobalFunction {
+            start: 8,
+            name: "f".to_string(),
+            sig: FuncSig {
+                ret: FuncReturn::Scalar,
+                global: true,
+                params,
+            },
+        }],
+        ..socket()
+    };
+    accepts(index, &socket());
+    rejects(
+        index,
+        &returns(Vec::new()),
+        5,
+        "math between fp pointer and register with unbounded min value is not allowed",
+    );
+    // Global functions return a scalar; dynptr arguments are not taken.
+    let void = Env {
+        global_functions: vec![GlobalFunction {
+            sig: FuncSig {
+                ret: FuncReturn::Void,
+                ..returns(Vec::new()).global_functions[0].sig.clone()
+            },
+            ..returns(Vec::new()).global_functions[0].clone()
+        }],
+        ..returns(Vec::new())
+    };
+    rejects(
+        index,
+        &void,
+        2,
+        "Global function f() doesn't return scalar. Only those are supported.\n\
+         Caller passes invalid args into func#1 ('f')",
+    );
+    let err = run(deref, &global(record("bpf_dynptr", 16), &[])).unwrap_err();
+    assert_eq!(err.pc, 4);
+    assert!(err.message.contains("does not take dynptrs"), "{err}");
+    let err = run(deref, &global(record("s", 8), &["arena"])).unwrap_err();
+    assert!(err.message.contains("tagged arg:arena"), "{err}");
 }
