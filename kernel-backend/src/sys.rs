@@ -729,17 +729,21 @@ impl ProgBtf {
         let int = w.int("int", 4, true);
         let void_ptr = w.pointer(0);
         let mut func_info: Vec<[u32; 2]> = Vec::with_capacity(functions.len());
-        for &(name, pc, sig) in functions {
-            let name: String = name
-                .chars()
+        // (BTF names must be C identifiers.)
+        let ident = |s: &str| -> String {
+            s.chars()
                 .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
+                .collect()
+        };
+        for &(name, pc, sig) in functions {
+            let name = ident(name);
             let ret = match sig.ret {
                 FuncReturn::Scalar => int,
                 FuncReturn::Void => 0,
                 FuncReturn::Other => void_ptr,
             };
             let id = if sig.global {
+                let names: Vec<String> = sig.params.iter().map(|p| ident(&p.name)).collect();
                 let mut params = Vec::with_capacity(sig.params.len());
                 for (i, p) in sig.params.iter().enumerate() {
                     let ty = match &p.ty {
@@ -764,7 +768,7 @@ impl ProgBtf {
                         // (A structure by value: the kernel refuses it.)
                         ParamType::Other(_) => w.opaque_structure(&format!("userbpf_arg{i}"), 8),
                     };
-                    params.push((p.name.as_str(), ty));
+                    params.push((names[i].as_str(), ty));
                 }
                 let proto = w.func_proto_with(ret, &params);
                 let f = w.global_func(&name, proto);
