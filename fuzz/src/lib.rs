@@ -671,9 +671,29 @@ fn loop_body(u: &mut Unstructured<'_>, pointer: bool, stride: i64) -> Option<Str
 pub fn object_loader(data: &[u8]) {
     match userbpf_vm::object::Object::parse("fuzz.o", data) {
         Ok(obj) => {
+            // The verifier on what the object's BTF says (global
+            // functions' prototypes, map shapes), without the running
+            // kernel's types and within a small budget: a verdict, never
+            // a panic.
+            let kernel_btf = userbpf_vm::object::btf::Btf::parse(
+                &userbpf_vm::object::btf::BtfWriter::new().finish(),
+            )
+            .ok()
+            .map(std::sync::Arc::new);
+            let opts = userbpf_verifier::Options {
+                max_processed: 20_000,
+                ..userbpf_verifier::Options::default()
+            };
             for p in &obj.programs {
                 // Linked programs either validate or fail with an error.
-                let _ = p.to_program();
+                let Ok(prog) = p.to_program() else {
+                    continue;
+                };
+                let env = userbpf_verifier::Env {
+                    kernel_btf: kernel_btf.clone(),
+                    ..userbpf_verifier::Env::for_object(&obj, p)
+                };
+                let _ = userbpf_verifier::check(&prog, &env, &opts, None);
             }
         }
         Err(e) => {
