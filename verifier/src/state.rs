@@ -252,7 +252,9 @@ pub fn state_within(old: &State, cur: &State, masks: &[FrameMask]) -> bool {
         _ => return false,
     }
     for (i, (fo, fc)) in old.frames.iter().zip(&cur.frames).enumerate() {
-        if fo.callsite != fc.callsite || fo.subprog != fc.subprog {
+        // (A function both a callback and called: its paths end under
+        // other rules, so they never cover one another.)
+        if fo.callsite != fc.callsite || fo.subprog != fc.subprog || fo.callback != fc.callback {
             return false;
         }
         let mask = masks.get(i).copied().unwrap_or(FrameMask::ALL);
