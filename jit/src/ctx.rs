@@ -511,37 +511,41 @@ pub(crate) extern "C" fn jit_tail_call(ctx: *mut JitCtx, pc: u64, map: u64, inde
     }
 }
 
-/// A legacy packet load: `size_off` = size (1, 2, 4) | (offset << 8) where
-/// offset is `src + imm` (already added, as i64 bits shifted). Returns the
-/// big-endian value; a load outside the packet sets [`STATUS_EXIT`] (the
-/// function returns 0, as after the kernel's `gen_ld_abs`).
+/// A legacy packet load of `size` bytes (1, 2, 4) at `off` (`src + imm`,
+/// [`userbpf_vm::interp::PacketWindow::address`]). Returns the big-endian
+/// value; a load outside the packet sets [`STATUS_EXIT`] (the function
+/// returns 0, as after the kernel's `gen_ld_abs`).
 pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, size: u64) -> u64 {
     let mut end = false;
     // SAFETY: called by compiled code with its context.
     let v = unsafe {
         with_host(ctx, pc, |h, fp| {
             let prog = h.prog;
-            let Some((start, plen)) = h.run.packet() else {
+            let Some(window) = h.run.packet() else {
                 h.fault = boxed(h.run.fault(prog, pc as usize, 0, 0, FaultKind::NoPacket));
                 return 0;
             };
-            let off = off as i64;
-            if off < 0 || (off as u64) > plen || size > plen.wrapping_sub(off as u64) {
+            let Some(addr) = window.address(off, size.min(4)) else {
                 end = true;
                 return 0;
+            };
+            let mut v = 0u64;
+            for (part, len) in window.parts(addr, size.min(4)) {
+                if len == 0 {
+                    continue;
+                }
+                if let Err(kind) = h.run.check(fp, part, len, Access::Read) {
+                    h.fault = boxed(h.run.fault(prog, pc as usize, part, len, kind));
+                    return 0;
+                }
+                let mut b = [0u8; 4];
+                // SAFETY: `check` proved [part, part + len) readable; len <= 4.
+                std::ptr::copy_nonoverlapping(part as *const u8, b.as_mut_ptr(), len as usize);
+                v = b[..len as usize]
+                    .iter()
+                    .fold(v, |v, &byte| (v << 8) | u64::from(byte));
             }
-            let addr = start.wrapping_add(off as u64);
-            if let Err(kind) = h.run.check(fp, addr, size, Access::Read) {
-                h.fault = boxed(h.run.fault(prog, pc as usize, addr, size, kind));
-                return 0;
-            }
-            let mut b = [0u8; 4];
-            let n = (size as usize).min(4);
-            // SAFETY: `check` proved [addr, addr + size) readable.
-            std::ptr::copy_nonoverlapping(addr as *const u8, b.as_mut_ptr(), n);
-            b[..n]
-                .iter()
-                .fold(0u64, |v, &byte| (v << 8) | u64::from(byte))
+            v
         })
     };
     if end {

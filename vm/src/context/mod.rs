@@ -10,7 +10,7 @@ pub mod trace;
 
 pub use trace::{PtRegs, SysEnter, SysExit, TraceEntry};
 
-use crate::interp::{Fault, Vm};
+use crate::interp::{Fault, PacketWindow, Vm};
 use crate::memory::{Region, RegionKind};
 
 /// `XDP_PACKET_HEADROOM`.
@@ -106,7 +106,7 @@ pub fn run_xdp(vm: &mut Vm, packet: &[u8]) -> Result<PacketRun, XdpError> {
         vm.run_with_regions(
             [base, 0, 0, 0, 0],
             &regions,
-            Some((data, packet.len() as u64)),
+            Some(PacketWindow::new(data, packet.len() as u64)),
         )
     }
     .map_err(XdpError::Fault)?;
@@ -183,7 +183,7 @@ pub fn run_skb(vm: &mut Vm, packet: &[u8], l2: bool) -> Result<PacketRun, XdpErr
         put(140, data as u32);
         put(160, packet.len() as u32);
     }
-    let regions = [
+    let mut regions = vec![
         Region::new(mem.ptr, SK_BUFF_SIZE, false, RegionKind::Context),
         Region::new(
             // SAFETY: `start` is inside the mapping.
@@ -193,7 +193,29 @@ pub fn run_skb(vm: &mut Vm, packet: &[u8], l2: bool) -> Result<PacketRun, XdpErr
             RegionKind::Packet,
         ),
     ];
-    let packet_window = Some((data, data_end - data));
+    if !l2 {
+        // The Ethernet header below `data`: read-only, for legacy loads
+        // at `SKF_LL_OFF`.
+        regions.push(Region::new(
+            // SAFETY: `frame_off` is inside the mapping.
+            unsafe { mem.ptr.add(frame_off) },
+            ETH_HLEN,
+            false,
+            RegionKind::Packet,
+        ));
+    }
+    // Legacy packet loads also reach the headers below `data`, as the
+    // kernel's do (`SKF_LL_OFF`, `SKF_NET_OFF`): the Ethernet header at the
+    // frame's start, the network header after it (`skb->head` is the
+    // frame's start here: the kernel's headroom is not modelled).
+    let frame = base + frame_off as u64;
+    let packet_window = Some(PacketWindow {
+        start: data,
+        len: data_end - data,
+        head: frame,
+        net: Some(frame + ETH_HLEN as u64),
+        mac: Some(frame),
+    });
     // SAFETY: `mem` outlives the run; the regions lie inside it.
     let r0 = unsafe { vm.run_with_regions([base, 0, 0, 0, 0], &regions, packet_window) }
         .map_err(XdpError::Fault)?;

@@ -532,8 +532,8 @@ impl<'a> EngineRun<'a> {
         self.st.max_depth = self.st.max_depth.max(depth);
     }
 
-    /// The packet of legacy packet loads, if any: (start, length).
-    pub fn packet(&self) -> Option<(u64, u64)> {
+    /// The packet of legacy packet loads, if any.
+    pub fn packet(&self) -> Option<super::PacketWindow> {
         self.st.packet
     }
 

@@ -55,7 +55,7 @@ pub(super) struct State {
     pub(super) max_depth: usize,
     pub(super) budget: u64,
     pub(super) tail_calls: u32,
-    pub(super) packet: Option<(u64, u64)>,
+    pub(super) packet: Option<super::PacketWindow>,
     pub(super) env: RunEnv,
     pub(super) drivers: Vec<Driven>,
 }
@@ -65,7 +65,7 @@ impl State {
     /// `budget`, no tail call yet, `packet`, a fresh outcome, no callback
     /// driver. (The frames are written before they are read.)
     #[inline(always)]
-    pub(super) fn begin_run(&mut self, budget: u64, packet: Option<(u64, u64)>) {
+    pub(super) fn begin_run(&mut self, budget: u64, packet: Option<super::PacketWindow>) {
         self.depth = 0;
         self.base_depth = 0;
         self.max_depth = 0;
@@ -429,34 +429,39 @@ pub(super) fn run_ops(
     // `gen_ld_abs`: an `exit`, so a subprogram returns 0 to its caller).
     macro_rules! packet_load {
         ($op:ident, $base:expr, $n:expr) => {{
-            let Some((start, plen)) = st.packet else {
+            let Some(window) = st.packet else {
                 bail!(fault(prog, pc, 0, 0, FaultKind::NoPacket));
             };
-            let off = ($base as i64).wrapping_add($op.imm as i64);
-            if off < 0 || (off as u64) > plen || $n > plen.wrapping_sub(off as u64) {
-                false
-            } else {
-                let addr = start.wrapping_add(off as u64);
-                match mem.check(addr, $n, Access::Read) {
-                    Ok(a) => {
-                        let mut b = [0u8; 8];
-                        // SAFETY: `check` proved [a, a + n) readable; n <= 4.
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                a as *const u8,
-                                b.as_mut_ptr(),
-                                $n as usize,
-                            )
-                        };
-                        let mut v = 0u64;
-                        for byte in &b[..$n as usize] {
-                            v = (v << 8) | u64::from(*byte);
-                        }
-                        regs[0] = v;
-                        true
+            let off = ($base as u64).wrapping_add($op.imm);
+            if let Some(addr) = window.address(off, $n) {
+                let mut v = 0u64;
+                for (part, len) in window.parts(addr, $n) {
+                    if len == 0 {
+                        continue;
                     }
-                    Err(e) => bail!(mem_fault(prog, pc, addr, $n, Access::Read, e)),
+                    match mem.check(part, len, Access::Read) {
+                        Ok(a) => {
+                            let mut b = [0u8; 4];
+                            // SAFETY: `check` proved [a, a + len) readable;
+                            // len <= n <= 4.
+                            unsafe {
+                                std::ptr::copy_nonoverlapping(
+                                    a as *const u8,
+                                    b.as_mut_ptr(),
+                                    len as usize,
+                                )
+                            };
+                            for byte in &b[..len as usize] {
+                                v = (v << 8) | u64::from(*byte);
+                            }
+                        }
+                        Err(e) => bail!(mem_fault(prog, pc, part, len, Access::Read, e)),
+                    }
                 }
+                regs[0] = v;
+                true
+            } else {
+                false
             }
         }};
     }

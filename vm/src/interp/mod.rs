@@ -62,6 +62,81 @@ pub const CORE_POISON_HELPER: i32 = 0xbad2310;
 /// `BPF_MAX_LOOPS`: the most iterations `bpf_loop` accepts.
 pub const BPF_MAX_LOOPS: u64 = 8 * 1024 * 1024;
 
+/// `SKF_NET_OFF`: legacy packet loads at this offset and above (to 0)
+/// read from the network header.
+pub const SKF_NET_OFF: i32 = -0x10_0000;
+/// `SKF_LL_OFF`: legacy packet loads at this offset and above (to
+/// [`SKF_NET_OFF`]) read from the link-layer header.
+pub const SKF_LL_OFF: i32 = -0x20_0000;
+
+/// What legacy packet loads (`BPF_LD_ABS`, `BPF_LD_IND`) read: the packet
+/// from `skb->data`, and for negative offsets (`SKF_NET_OFF`,
+/// `SKF_LL_OFF`) its network and link-layer headers, as the kernel's
+/// `bpf_internal_load_pointer_neg_helper` finds them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PacketWindow {
+    /// Address of the packet's first byte (`skb->data`).
+    pub start: u64,
+    /// Its length from there.
+    pub len: u64,
+    /// The lowest address a load may reach (`skb->head`; loads end at
+    /// `start + len`, `skb_tail_pointer`).
+    pub head: u64,
+    /// The network header, if the packet has one.
+    pub net: Option<u64>,
+    /// The link-layer header, if the packet has one.
+    pub mac: Option<u64>,
+}
+
+impl PacketWindow {
+    /// A plain window of `len` bytes at `start`: no header below it.
+    pub fn new(start: u64, len: u64) -> PacketWindow {
+        PacketWindow {
+            start,
+            len,
+            head: start,
+            net: None,
+            mac: None,
+        }
+    }
+
+    /// The address `size` bytes are loaded from at offset `off` (the
+    /// 64-bit sum of the base register and `imm`, which the kernel passes
+    /// to its load helpers as an `int`), or `None` when they lie outside
+    /// the packet: the function then returns 0.
+    #[inline]
+    pub fn address(&self, off: u64, size: u64) -> Option<u64> {
+        let off = i64::from(off as u32 as i32);
+        let tail = self.start.wrapping_add(self.len);
+        let at = if off >= 0 {
+            self.start.wrapping_add(off as u64)
+        } else if off >= i64::from(SKF_NET_OFF) {
+            self.net?
+                .wrapping_add(off.wrapping_sub(i64::from(SKF_NET_OFF)) as u64)
+        } else if off >= i64::from(SKF_LL_OFF) {
+            self.mac?
+                .wrapping_add(off.wrapping_sub(i64::from(SKF_LL_OFF)) as u64)
+        } else {
+            return None;
+        };
+        let end = at.checked_add(size)?;
+        (at >= self.head && end <= tail).then_some(at)
+    }
+
+    /// The parts of `[at, at + size)` on either side of the packet's
+    /// start (the headers below it may be a memory region of their own):
+    /// `(at, size)` alone when it does not straddle it.
+    #[inline]
+    pub fn parts(&self, at: u64, size: u64) -> [(u64, u64); 2] {
+        if at < self.start && at.wrapping_add(size) > self.start {
+            let below = self.start.wrapping_sub(at);
+            [(at, below), (self.start, size.wrapping_sub(below))]
+        } else {
+            [(at, size), (at, 0)]
+        }
+    }
+}
+
 /// Tag in the upper 32 bits of a subprogram "address" loaded by
 /// `lddw src=4` (`BPF_PSEUDO_FUNC`); the lower 32 bits are its pc. `callx`
 /// on such a value is a bpf-to-bpf call; on a small integer it calls the
@@ -625,7 +700,7 @@ impl Vm {
         match context {
             Some(r) => {
                 self.mem.add_transient(r);
-                self.execute(args, Some((r.start, r.len)))
+                self.execute(args, Some(PacketWindow::new(r.start, r.len)))
             }
             None => self.execute(args, None),
         }
@@ -644,7 +719,7 @@ impl Vm {
     }
 
     /// Runs the program with `r1..r5` = `args`, `regions` accessible for
-    /// this run only, and `packet` (start, length) for legacy packet loads.
+    /// this run only, and `packet` for legacy packet loads.
     ///
     /// # Safety
     /// Every region must stay valid (and writable, if marked so) until this
@@ -653,7 +728,7 @@ impl Vm {
         &mut self,
         args: [u64; 5],
         regions: &[Region],
-        packet: Option<(u64, u64)>,
+        packet: Option<PacketWindow>,
     ) -> Result<u64, Fault> {
         for r in regions {
             self.mem.add_transient(*r);
@@ -680,7 +755,7 @@ impl Vm {
     }
 
     #[inline(always)]
-    fn execute(&mut self, args: [u64; 5], packet: Option<(u64, u64)>) -> Result<u64, Fault> {
+    fn execute(&mut self, args: [u64; 5], packet: Option<PacketWindow>) -> Result<u64, Fault> {
         self.execute_at(args, packet, 0).map_err(|f| *f)
     }
 
@@ -841,7 +916,7 @@ impl Vm {
             self.mem.add_transient(r);
         }
         let st = &mut *self.state;
-        st.begin_run(left, context.map(|r| (r.start, r.len)));
+        st.begin_run(left, context.map(|r| PacketWindow::new(r.start, r.len)));
         st.regs = [0; 16];
         st.regs[..11].copy_from_slice(&regs);
         let result = self.run_loop(Vec::new(), 0, pc, true);
@@ -870,7 +945,7 @@ impl Vm {
     fn execute_at(
         &mut self,
         args: [u64; 5],
-        packet: Option<(u64, u64)>,
+        packet: Option<PacketWindow>,
         entry: usize,
     ) -> Result<u64, Box<Fault>> {
         // (The fault is boxed so the hot result comes back in registers.)
