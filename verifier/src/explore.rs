@@ -514,6 +514,26 @@ impl<'a> Verifier<'a> {
             match self.pending.pop() {
                 None => return Ok(()),
                 Some(next) => {
+                    if self.opts.log_level > 0 {
+                        // A global function's own verification starts (a
+                        // path started by a call, in a frame of its own).
+                        let f = &next.state.frames[..];
+                        let from_call =
+                            matches!(self.prog.instruction(next.from), Some(Instruction::Call(_)));
+                        if let [only] = f {
+                            if let Some(g) = self
+                                .global_function(only.subprog)
+                                .filter(|_| from_call && next.pc == only.subprog && !only.callback)
+                            {
+                                let func = crate::cfg::function_starts(self.prog)
+                                    .iter()
+                                    .position(|&s| s == g.start)
+                                    .unwrap_or(0);
+                                let name = &g.name;
+                                self.log_line(|| format!("Validating {name}() func#{func}..."));
+                            }
+                        }
+                    }
                     if self.opts.log_level > 1 {
                         let st = describe(&next.state);
                         let (from, to) = (next.from, next.pc);

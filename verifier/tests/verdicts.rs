@@ -1552,6 +1552,19 @@ fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
         "Global function f() doesn't return scalar. Only those are supported.\n\
          Caller passes invalid args into func#1 ('f')",
     );
+    // The log says so, in the kernel's words.
+    let p = Program::new("t", assemble(deref).unwrap()).unwrap();
+    let opts = Options {
+        log_level: 1,
+        ..Options::default()
+    };
+    let report = check(&p, &global(record("s", 8), &["nonnull"]), &opts, None).unwrap();
+    assert!(
+        report.log.contains("Func#1 ('f') is global and assumed valid.")
+            && report.log.contains("Validating f() func#1..."),
+        "{}",
+        report.log
+    );
     let err = run(deref, &global(record("bpf_dynptr", 16), &[])).unwrap_err();
     assert_eq!(err.pc, 4);
     assert!(err.message.contains("does not take dynptrs"), "{err}");
