@@ -189,4 +189,26 @@ int packet_param(struct __sk_buff *skb)
 	return first_byte(data);
 }
 
+/* A function that may change the packet (bpf_skb_pull_data) on some
+ * path: after any call of it, the caller's packet pointers are stale,
+ * even where this call does not take that path. */
+__noinline int maybe_pull(struct __sk_buff *skb, int pull)
+{
+	if (pull)
+		return bpf_skb_pull_data(skb, 0);
+	return 0;
+}
+
+SEC("tc")
+int stale_packet(struct __sk_buff *skb)
+{
+	__u8 *data = (void *)(long)skb->data;
+	__u8 *end = (void *)(long)skb->data_end;
+
+	if (data + 1 > end)
+		return 0;
+	maybe_pull(skb, 0);
+	return *data;
+}
+
 char LICENSE[] SEC("license") = "Dual MIT/GPL";

@@ -533,12 +533,20 @@ impl Verifier<'_> {
                 return Ok(Step::Next(callee.callsite));
             }
             // A global function returns an unknown scalar, whatever this
-            // call's exploration found (`check_func_call`).
+            // call's exploration found (`check_func_call`), and if it may
+            // change the packet on any path, every packet pointer is stale
+            // after it.
             let global = self.global_function(callee.subprog).is_some();
             let caller = st.cur_mut();
             caller.regs[0] = if global { Reg::unknown() } else { r0 };
             for r in 1..=5 {
                 caller.regs[r] = Reg::NOT_INIT;
+            }
+            if global {
+                let starts = crate::cfg::function_starts(self.prog);
+                if crate::cfg::changes_packet(self.prog, &starts, callee.subprog) {
+                    forget_packet(st);
+                }
             }
             return Ok(Step::Next(callee.callsite.wrapping_add(1)));
         }
@@ -661,12 +669,7 @@ impl Verifier<'_> {
             // stale (`clear_all_pkt_pointers`). As for an unprivileged
             // program, they become unreadable (root's kernel makes them
             // numbers, which would carry addresses).
-            forget(st, |r| {
-                matches!(
-                    r.ty,
-                    RegType::Packet { .. } | RegType::PacketMeta { .. } | RegType::PacketEnd
-                )
-            });
+            forget_packet(st);
         }
         let callback = match proto.args.iter().position(|a| *a == ArgType::PtrToFunc) {
             Some(i) => match st.cur().regs[i.wrapping_add(1)].ty {
@@ -1724,6 +1727,17 @@ fn forget(st: &mut State, stale: impl Fn(&Reg) -> bool) {
             }
         }
     }
+}
+
+/// `clear_all_pkt_pointers`: every packet pointer, in every frame,
+/// unreadable.
+fn forget_packet(st: &mut State) {
+    forget(st, |r| {
+        matches!(
+            r.ty,
+            RegType::Packet { .. } | RegType::PacketMeta { .. } | RegType::PacketEnd
+        )
+    });
 }
 
 /// The dynptr half spilled in the 8-byte slot at `off`, if any.

@@ -50,6 +50,39 @@ pub fn function_starts(program: &Program) -> Vec<usize> {
     starts_of(program.instructions(), program.len())
 }
 
+/// Whether the function starting at `start` (among `starts`,
+/// [`function_starts`]), or one it calls, calls a helper that changes the
+/// packet (`bpf_helper_changes_pkt_data`): the kernel's
+/// `changes_pkt_data` of a subprogram.
+pub fn changes_packet(program: &Program, starts: &[usize], start: usize) -> bool {
+    let mut seen = vec![start];
+    let mut todo = vec![start];
+    while let Some(f) = todo.pop() {
+        let end = starts
+            .iter()
+            .copied()
+            .find(|&s| s > f)
+            .unwrap_or(program.len());
+        for pc in f..end {
+            match program.instruction(pc) {
+                Some(Instruction::Call(CallTarget::Helper(id)))
+                    if userbpf_vm::proto::CHANGES_PACKET.contains(&id) =>
+                {
+                    return true;
+                }
+                Some(i @ Instruction::Call(CallTarget::Local(_))) => {
+                    if let Some(t) = function_target(pc, &i).filter(|t| !seen.contains(t)) {
+                        seen.push(t);
+                        todo.push(t);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    false
+}
+
 /// [`function_starts`] of the instructions `insns` (pc, instruction) of a
 /// program `len` slots long.
 fn starts_of(insns: impl Iterator<Item = (usize, Instruction)>, len: usize) -> Vec<usize> {

@@ -39,6 +39,9 @@ const REJECTED: &[(&str, &str, &str)] = &[
         "void_global",
         "Global function store() doesn't return scalar. Only those are supported.\nCaller passes invalid args into func#1 ('store')",
     ),
+    // ...after which packet pointers are stale if the function may change
+    // the packet on any path...
+    ("globals.bpf.o", "stale_packet", "R6 !read_ok"),
     // ...and the arguments must match the prototype: a number for a
     // number, memory of the pointee's size for a pointer.
     (

@@ -1560,7 +1560,9 @@ fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
     };
     let report = check(&p, &global(record("s", 8), &["nonnull"]), &opts, None).unwrap();
     assert!(
-        report.log.contains("Func#1 ('f') is global and assumed valid.")
+        report
+            .log
+            .contains("Func#1 ('f') is global and assumed valid.")
             && report.log.contains("Validating f() func#1..."),
         "{}",
         report.log
