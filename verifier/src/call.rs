@@ -542,11 +542,8 @@ impl Verifier<'_> {
             for r in 1..=5 {
                 caller.regs[r] = Reg::NOT_INIT;
             }
-            if global {
-                let starts = crate::cfg::function_starts(self.prog);
-                if crate::cfg::changes_packet(self.prog, &starts, callee.subprog) {
-                    forget_packet(st);
-                }
+            if global && self.global_fact(callee.subprog).1 {
+                forget_packet(st);
             }
             return Ok(Step::Next(callee.callsite.wrapping_add(1)));
         }

@@ -126,6 +126,9 @@ pub(crate) struct Verifier<'a> {
     /// Global functions a call reached: each is verified once on its
     /// own (`subprog_info[].called`).
     pub(crate) called_globals: std::collections::BTreeSet<usize>,
+    /// Each global function's first pc, its function number (`func#N`)
+    /// and whether it may change the packet (`changes_pkt_data`).
+    pub(crate) global_facts: Vec<(usize, usize, bool)>,
     /// Targets of backward jumps: where a path can come back to a state
     /// it had.
     loop_head: Vec<bool>,
@@ -237,6 +240,22 @@ impl<'a> Verifier<'a> {
             subprog_depth: vec![0; len],
             async_callbacks: std::collections::BTreeSet::new(),
             called_globals: std::collections::BTreeSet::new(),
+            global_facts: if env.global_functions.is_empty() {
+                Vec::new()
+            } else {
+                let starts = crate::cfg::function_starts(prog);
+                env.global_functions
+                    .iter()
+                    .map(|g| {
+                        let func = starts.iter().position(|&s| s == g.start).unwrap_or(0);
+                        (
+                            g.start,
+                            func,
+                            crate::cfg::changes_packet(prog, &starts, g.start),
+                        )
+                    })
+                    .collect()
+            },
             loop_head,
             start,
             kernel_btf: env.kernel_btf.clone(),
@@ -525,10 +544,7 @@ impl<'a> Verifier<'a> {
                                 .global_function(only.subprog)
                                 .filter(|_| from_call && next.pc == only.subprog && !only.callback)
                             {
-                                let func = crate::cfg::function_starts(self.prog)
-                                    .iter()
-                                    .position(|&s| s == g.start)
-                                    .unwrap_or(0);
+                                let func = self.global_fact(g.start).0;
                                 let name = &g.name;
                                 self.log_line(|| format!("Validating {name}() func#{func}..."));
                             }

@@ -37,6 +37,15 @@ impl<'a> Verifier<'a> {
         self.env.global_functions.iter().find(|g| g.start == pc)
     }
 
+    /// Global function `start`'s number (`func#N`) and whether it may
+    /// change the packet.
+    pub(crate) fn global_fact(&self, start: usize) -> (usize, bool) {
+        self.global_facts
+            .iter()
+            .find(|f| f.0 == start)
+            .map_or((0, false), |f| (f.1, f.2))
+    }
+
     /// The names of the program type's context structure, as
     /// `btf_is_prog_ctx_type` recognises a pointer to it (the structure
     /// the program sees, and the kernel's own for packets).
@@ -235,10 +244,7 @@ impl<'a> Verifier<'a> {
         pc: usize,
         g: &GlobalFunction,
     ) -> Result<(), Box<VerifyError>> {
-        let func = crate::cfg::function_starts(self.prog)
-            .iter()
-            .position(|&s| s == g.start)
-            .unwrap_or(0);
+        let func = self.global_fact(g.start).0;
         let name = &g.name;
         if st.lock.is_some() {
             return Err(self.error(
