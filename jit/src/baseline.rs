@@ -1366,10 +1366,6 @@ impl Gen<'_> {
         }
     }
 
-    /// After a call-out at `pc`: a non-zero status (a fault, a helper that
-    /// ended the program) leaves with it and the call's value (checked
-    /// code: and the budget, less what the rest of the block would have
-    /// charged); else r0 is the value.
     /// `exit` in a subprogram: back to its caller's `call`, or (the run
     /// started here: r10 is the entry's) the run's end.
     fn function_exit(&mut self) {
@@ -1399,6 +1395,10 @@ impl Gen<'_> {
         self.asm.here(inside);
     }
 
+    /// After a call-out at `pc`: a non-zero status (a fault, a helper that
+    /// ended the program) leaves with it and the call's value (checked
+    /// code: and the budget, less what the rest of the block would have
+    /// charged); else r0 is the value.
     fn leave_on_status(&mut self) {
         let status = self.layout.status;
         let ctx = self.ctx_into(RDX);
