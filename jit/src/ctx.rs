@@ -512,7 +512,7 @@ pub(crate) extern "C" fn jit_tail_call(ctx: *mut JitCtx, pc: u64, map: u64, inde
 }
 
 /// A legacy packet load of `size` bytes (1, 2, 4) at `off` (`src + imm`,
-/// [`userbpf_vm::interp::PacketWindow::address`]). Returns the big-endian
+/// [`userbpf_vm::interp::PacketWindow::load`]). Returns the big-endian
 /// value; a load outside the packet sets [`STATUS_EXIT`] (the function
 /// returns 0, as after the kernel's `gen_ld_abs`).
 pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, size: u64) -> u64 {
@@ -525,27 +525,20 @@ pub(crate) extern "C" fn jit_packet_load(ctx: *mut JitCtx, pc: u64, off: u64, si
                 h.fault = boxed(h.run.fault(prog, pc as usize, 0, 0, FaultKind::NoPacket));
                 return 0;
             };
-            let Some(addr) = window.address(off, size.min(4)) else {
-                end = true;
-                return 0;
-            };
-            let mut v = 0u64;
-            for (part, len) in window.parts(addr, size.min(4)) {
-                if len == 0 {
-                    continue;
+            // SAFETY: `check` accepts only readable memory.
+            match window.load(off, size, |a, len| {
+                h.run.check(fp, a, len, Access::Read).map(|()| a)
+            }) {
+                Ok(Some(v)) => v,
+                Ok(None) => {
+                    end = true;
+                    0
                 }
-                if let Err(kind) = h.run.check(fp, part, len, Access::Read) {
-                    h.fault = boxed(h.run.fault(prog, pc as usize, part, len, kind));
-                    return 0;
+                Err((a, len, kind)) => {
+                    h.fault = boxed(h.run.fault(prog, pc as usize, a, len, kind));
+                    0
                 }
-                let mut b = [0u8; 4];
-                // SAFETY: `check` proved [part, part + len) readable; len <= 4.
-                std::ptr::copy_nonoverlapping(part as *const u8, b.as_mut_ptr(), len as usize);
-                v = b[..len as usize]
-                    .iter()
-                    .fold(v, |v, &byte| (v << 8) | u64::from(byte));
             }
-            v
         })
     };
     if end {

@@ -423,49 +423,6 @@ pub(super) fn run_ops(
         }};
     }
 
-    // A legacy packet load (`BPF_LD_ABS`/`BPF_LD_IND`) of `$n` bytes at
-    // `$base + imm` into r0, big-endian; `false` when it lies outside the
-    // packet, which ends the function with r0 = 0 (the kernel's
-    // `gen_ld_abs`: an `exit`, so a subprogram returns 0 to its caller).
-    macro_rules! packet_load {
-        ($op:ident, $base:expr, $n:expr) => {{
-            let Some(window) = st.packet else {
-                bail!(fault(prog, pc, 0, 0, FaultKind::NoPacket));
-            };
-            let off = ($base as u64).wrapping_add($op.imm);
-            if let Some(addr) = window.address(off, $n) {
-                let mut v = 0u64;
-                for (part, len) in window.parts(addr, $n) {
-                    if len == 0 {
-                        continue;
-                    }
-                    match mem.check(part, len, Access::Read) {
-                        Ok(a) => {
-                            let mut b = [0u8; 4];
-                            // SAFETY: `check` proved [a, a + len) readable;
-                            // len <= n <= 4.
-                            unsafe {
-                                std::ptr::copy_nonoverlapping(
-                                    a as *const u8,
-                                    b.as_mut_ptr(),
-                                    len as usize,
-                                )
-                            };
-                            for byte in &b[..len as usize] {
-                                v = (v << 8) | u64::from(*byte);
-                            }
-                        }
-                        Err(e) => bail!(mem_fault(prog, pc, part, len, Access::Read, e)),
-                    }
-                }
-                regs[0] = v;
-                true
-            } else {
-                false
-            }
-        }};
-    }
-
     loop {
         let Some(&op) = ops.get(pc) else {
             bail!(fault(prog, pc, 0, 0, FaultKind::InvalidPc));
@@ -646,17 +603,31 @@ pub(super) fn run_ops(
                 continue;
             }
             K::LdAbsB | K::LdAbsH | K::LdAbsW | K::LdIndB | K::LdIndH | K::LdIndW => {
-                let loaded = match op.kind {
-                    K::LdAbsB => packet_load!(op, 0u64, 1u64),
-                    K::LdAbsH => packet_load!(op, 0u64, 2u64),
-                    K::LdAbsW => packet_load!(op, 0u64, 4u64),
-                    K::LdIndB => packet_load!(op, regs[s], 1u64),
-                    K::LdIndH => packet_load!(op, regs[s], 2u64),
-                    _ => packet_load!(op, regs[s], 4u64),
+                // A legacy packet load into r0, big-endian; outside the
+                // packet, the function returns 0 (the kernel's
+                // `gen_ld_abs`: an `exit`, so a subprogram returns 0 to its
+                // caller).
+                let (base, n) = match op.kind {
+                    K::LdAbsB => (0, 1),
+                    K::LdAbsH => (0, 2),
+                    K::LdAbsW => (0, 4),
+                    K::LdIndB => (regs[s], 1),
+                    K::LdIndH => (regs[s], 2),
+                    _ => (regs[s], 4),
                 };
-                if !loaded {
-                    regs[0] = 0;
-                    function_exit!();
+                let Some(window) = st.packet else {
+                    bail!(fault(prog, pc, 0, 0, FaultKind::NoPacket));
+                };
+                let off = base.wrapping_add(imm);
+                // SAFETY: `mem.check` gives only addresses it proved
+                // readable.
+                match unsafe { window.load(off, n, |a, len| mem.check(a, len, Access::Read)) } {
+                    Ok(Some(v)) => regs[0] = v,
+                    Ok(None) => {
+                        regs[0] = 0;
+                        function_exit!();
+                    }
+                    Err((a, len, e)) => bail!(mem_fault(prog, pc, a, len, Access::Read, e)),
                 }
             }
             K::Ja => {

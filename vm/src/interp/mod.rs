@@ -123,11 +123,49 @@ impl PacketWindow {
         (at >= self.head && end <= tail).then_some(at)
     }
 
-    /// The parts of `[at, at + size)` on either side of the packet's
-    /// start (the headers below it may be a memory region of their own):
-    /// `(at, size)` alone when it does not straddle it.
+    /// Loads `size` bytes (at most 4) at offset `off` ([`address`]),
+    /// big-endian: `Ok(None)` outside the packet (the function then
+    /// returns 0), `Err((addr, len, e))` when `check` refuses a part.
+    /// `check(addr, len)` gives the address to read `len` bytes at `addr`
+    /// from; a load across the packet's start is checked in two parts (the
+    /// headers below it may be a memory region of their own).
+    ///
+    /// # Safety
+    /// `check` returns `Ok(a)` only when `[a, a + len)` is readable.
+    ///
+    /// [`address`]: PacketWindow::address
     #[inline]
-    pub fn parts(&self, at: u64, size: u64) -> [(u64, u64); 2] {
+    pub unsafe fn load<E>(
+        &self,
+        off: u64,
+        size: u64,
+        mut check: impl FnMut(u64, u64) -> Result<u64, E>,
+    ) -> Result<Option<u64>, (u64, u64, E)> {
+        let size = size.min(4);
+        let Some(at) = self.address(off, size) else {
+            return Ok(None);
+        };
+        let mut v = 0u64;
+        for (part, len) in self.parts(at, size) {
+            if len == 0 {
+                continue;
+            }
+            let a = check(part, len).map_err(|e| (part, len, e))?;
+            let mut b = [0u8; 4];
+            // SAFETY: the caller's `check` proved [a, a + len) readable;
+            // len <= 4.
+            unsafe { std::ptr::copy_nonoverlapping(a as *const u8, b.as_mut_ptr(), len as usize) };
+            v = b[..len as usize]
+                .iter()
+                .fold(v, |v, &byte| (v << 8) | u64::from(byte));
+        }
+        Ok(Some(v))
+    }
+
+    /// The parts of `[at, at + size)` on either side of the packet's
+    /// start: `(at, size)` alone when it does not straddle it.
+    #[inline]
+    fn parts(&self, at: u64, size: u64) -> [(u64, u64); 2] {
         if at < self.start && at.wrapping_add(size) > self.start {
             let below = self.start.wrapping_sub(at);
             [(at, below), (self.start, size.wrapping_sub(below))]
