@@ -2913,28 +2913,23 @@ impl<'a, 'b> Translator<'a, 'b> {
                 let sz = self.iconst(size_bytes(size) as i64);
                 let (f, sig) = (self.callouts.packet_load, self.sigs.four);
                 let v = self.callout(f, sig, &[pcv, off, sz]);
+                // Outside the packet: the function returns 0 (the kernel's
+                // `gen_ld_abs` exits), a subprogram to its caller.
                 let status = self.b.ins().load(I64, ctx_flags(), self.ctx, STATUS_OFF);
-                self.when(status, false, |t| {
-                    // Outside the packet: the function returns 0 (the
-                    // kernel's `gen_ld_abs` exits), a subprogram to its
-                    // caller.
-                    let outside =
-                        t.b.ins()
-                            .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_EXIT as i64);
-                    t.when(outside, false, |t| {
-                        let ok = t.iconst(ctx::STATUS_OK as i64);
-                        t.b.ins().store(ctx_flags(), ok, t.ctx, STATUS_OFF);
-                        let zero = t.iconst(0);
-                        t.set_r(0, zero);
-                        t.exit();
-                    });
-                    t.set_r(0, v);
-                    let bud = t.budget_at(pc);
-                    t.b.def_var(t.budget, bud);
-                    t.leave(status);
+                let outside =
+                    self.b
+                        .ins()
+                        .icmp_imm_s(IntCC::Equal, status, ctx::STATUS_EXIT as i64);
+                self.when(outside, false, |t| {
+                    let ok = t.iconst(ctx::STATUS_OK as i64);
+                    t.b.ins().store(ctx_flags(), ok, t.ctx, STATUS_OFF);
+                    let zero = t.iconst(0);
+                    t.set_r(0, zero);
+                    t.exit();
                 });
                 // (`exit` closed its own block, not this one.)
                 self.open = true;
+                self.check_status(pc, v);
                 self.set_r(0, v);
             }
             Instruction::Ja { .. } | Instruction::JaLong { .. } => {
