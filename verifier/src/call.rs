@@ -492,8 +492,8 @@ impl Verifier<'_> {
                 st.frames.len().saturating_add(1)
             )));
         }
-        if let Some(g) = self.global_function(target) {
-            self.global_call(st, pc, g)?;
+        if let Some(i) = self.global(target) {
+            self.global_call(st, pc, i)?;
         }
         let depth = u8::try_from(st.frames.len()).unwrap_or(u8::MAX);
         let mut frame = Frame::new(depth, pc, target);
@@ -536,13 +536,16 @@ impl Verifier<'_> {
             // call's exploration found (`check_func_call`), and if it may
             // change the packet on any path, every packet pointer is stale
             // after it.
-            let global = self.global_function(callee.subprog).is_some();
+            let global = self
+                .global(callee.subprog)
+                .and_then(|i| self.globals.get(i))
+                .map(|g| g.changes_packet);
             let caller = st.cur_mut();
-            caller.regs[0] = if global { Reg::unknown() } else { r0 };
+            caller.regs[0] = if global.is_some() { Reg::unknown() } else { r0 };
             for r in 1..=5 {
                 caller.regs[r] = Reg::NOT_INIT;
             }
-            if global && self.global_fact(callee.subprog).1 {
+            if global == Some(true) {
                 forget_packet(st);
             }
             return Ok(Step::Next(callee.callsite.wrapping_add(1)));

@@ -126,9 +126,9 @@ pub(crate) struct Verifier<'a> {
     /// Global functions a call reached: each is verified once on its
     /// own (`subprog_info[].called`).
     pub(crate) called_globals: std::collections::BTreeSet<usize>,
-    /// Each global function's first pc, its function number (`func#N`)
-    /// and whether it may change the packet (`changes_pkt_data`).
-    pub(crate) global_facts: Vec<(usize, usize, bool)>,
+    /// The program's global functions, as far as their calls and returns
+    /// need them.
+    pub(crate) globals: Vec<crate::global::GlobalFacts<'a>>,
     /// Targets of backward jumps: where a path can come back to a state
     /// it had.
     loop_head: Vec<bool>,
@@ -240,22 +240,7 @@ impl<'a> Verifier<'a> {
             subprog_depth: vec![0; len],
             async_callbacks: std::collections::BTreeSet::new(),
             called_globals: std::collections::BTreeSet::new(),
-            global_facts: if env.global_functions.is_empty() {
-                Vec::new()
-            } else {
-                let starts = crate::cfg::function_starts(prog);
-                env.global_functions
-                    .iter()
-                    .map(|g| {
-                        let func = starts.iter().position(|&s| s == g.start).unwrap_or(0);
-                        (
-                            g.start,
-                            func,
-                            crate::cfg::changes_packet(prog, &starts, g.start),
-                        )
-                    })
-                    .collect()
-            },
+            globals: crate::global::global_facts(prog, env),
             loop_head,
             start,
             kernel_btf: env.kernel_btf.clone(),
@@ -541,11 +526,11 @@ impl<'a> Verifier<'a> {
                             matches!(self.prog.instruction(next.from), Some(Instruction::Call(_)));
                         if let [only] = f {
                             if let Some(g) = self
-                                .global_function(only.subprog)
+                                .global(only.subprog)
+                                .and_then(|i| self.globals.get(i))
                                 .filter(|_| from_call && next.pc == only.subprog && !only.callback)
                             {
-                                let func = self.global_fact(g.start).0;
-                                let name = &g.name;
+                                let (func, name) = (g.func, g.function.name.clone());
                                 self.log_line(|| format!("Validating {name}() func#{func}..."));
                             }
                         }

@@ -10,9 +10,12 @@
 //! uninitialised stack, which the kernel allows root) are checked on what
 //! the function really reads and writes.
 
-use userbpf_vm::object::{FuncReturn, ParamType, ProgramType};
+use std::sync::Arc;
 
-use crate::env::GlobalFunction;
+use userbpf_vm::object::{FuncReturn, ParamType, ProgramType};
+use userbpf_vm::Program;
+
+use crate::env::{Env, GlobalFunction};
 use crate::error::VerifyError;
 use crate::explore::Verifier;
 use crate::mem::Access;
@@ -31,136 +34,162 @@ enum GlobalArg {
     Mem { size: u32, nullable: bool },
 }
 
-impl<'a> Verifier<'a> {
-    /// The global function starting at `pc`, if it is one.
-    pub(crate) fn global_function(&self, pc: usize) -> Option<&'a GlobalFunction> {
-        self.env.global_functions.iter().find(|g| g.start == pc)
-    }
+/// What a verification needs to know of a global function, found once.
+pub(crate) struct GlobalFacts<'a> {
+    /// The function.
+    pub(crate) function: &'a GlobalFunction,
+    /// Its number (`func#N`).
+    pub(crate) func: usize,
+    /// Whether it, or a function it calls, may change the packet
+    /// (`changes_pkt_data`).
+    pub(crate) changes_packet: bool,
+    /// What each parameter takes, or the kernel's message why the
+    /// function cannot be called.
+    args: Result<Arc<[GlobalArg]>, String>,
+}
 
-    /// Global function `start`'s number (`func#N`) and whether it may
-    /// change the packet.
-    pub(crate) fn global_fact(&self, start: usize) -> (usize, bool) {
-        self.global_facts
-            .iter()
-            .find(|f| f.0 == start)
-            .map_or((0, false), |f| (f.1, f.2))
+/// The facts of `env`'s global functions in `prog`.
+pub(crate) fn global_facts<'a>(prog: &Program, env: &'a Env) -> Vec<GlobalFacts<'a>> {
+    if env.global_functions.is_empty() {
+        return Vec::new();
     }
+    let starts = crate::cfg::function_starts(prog);
+    env.global_functions
+        .iter()
+        .map(|g| GlobalFacts {
+            function: g,
+            func: starts.iter().position(|&s| s == g.start).unwrap_or(0),
+            changes_packet: crate::cfg::changes_packet(prog, &starts, g.start),
+            args: global_args(env.prog_type, g).map(Arc::from),
+        })
+        .collect()
+}
 
-    /// The names of the program type's context structure, as
-    /// `btf_is_prog_ctx_type` recognises a pointer to it (the structure
-    /// the program sees, and the kernel's own for packets).
-    fn ctx_type_names(&self) -> &'static [&'static str] {
-        use ProgramType as P;
-        match self.env.prog_type {
-            Some(
-                P::SocketFilter
-                | P::SchedCls
-                | P::SchedAct
-                | P::CgroupSkb
-                | P::LwtIn
-                | P::LwtOut
-                | P::LwtXmit
-                | P::LwtSeg6local
-                | P::SkSkb
-                | P::FlowDissector,
-            ) => &["__sk_buff", "sk_buff"],
-            Some(P::Xdp) => &["xdp_md", "xdp_buff"],
-            Some(P::CgroupSock) => &["bpf_sock"],
-            Some(P::CgroupSockAddr) => &["bpf_sock_addr"],
-            Some(P::SockOps) => &["bpf_sock_ops"],
-            Some(P::SkMsg) => &["sk_msg_md"],
-            // (`bpf_user_pt_regs_t` is `struct pt_regs` on x86-64.)
-            Some(P::Kprobe) => &["bpf_user_pt_regs_t", "pt_regs"],
-            Some(P::PerfEvent) => &["bpf_perf_event_data"],
-            Some(P::RawTracepoint | P::RawTracepointWritable) => &["bpf_raw_tracepoint_args"],
-            Some(P::CgroupDevice) => &["bpf_cgroup_dev_ctx"],
-            Some(P::CgroupSysctl) => &["bpf_sysctl"],
-            Some(P::CgroupSockopt) => &["bpf_sockopt"],
-            Some(P::SkReuseport) => &["sk_reuseport_md"],
-            Some(P::SkLookup) => &["bpf_sk_lookup"],
-            _ => &[],
-        }
+/// The names of the program type's context structure, as
+/// `btf_is_prog_ctx_type` recognises a pointer to it (the structure the
+/// program sees, and the kernel's own for packets).
+fn ctx_type_names(prog_type: Option<ProgramType>) -> &'static [&'static str] {
+    use ProgramType as P;
+    match prog_type {
+        Some(
+            P::SocketFilter
+            | P::SchedCls
+            | P::SchedAct
+            | P::CgroupSkb
+            | P::LwtIn
+            | P::LwtOut
+            | P::LwtXmit
+            | P::LwtSeg6local
+            | P::SkSkb
+            | P::FlowDissector,
+        ) => &["__sk_buff", "sk_buff"],
+        Some(P::Xdp) => &["xdp_md", "xdp_buff"],
+        Some(P::CgroupSock) => &["bpf_sock"],
+        Some(P::CgroupSockAddr) => &["bpf_sock_addr"],
+        Some(P::SockOps) => &["bpf_sock_ops"],
+        Some(P::SkMsg) => &["sk_msg_md"],
+        // (`bpf_user_pt_regs_t` is `struct pt_regs` on x86-64.)
+        Some(P::Kprobe) => &["bpf_user_pt_regs_t", "pt_regs"],
+        Some(P::PerfEvent) => &["bpf_perf_event_data"],
+        Some(P::RawTracepoint | P::RawTracepointWritable) => &["bpf_raw_tracepoint_args"],
+        Some(P::CgroupDevice) => &["bpf_cgroup_dev_ctx"],
+        Some(P::CgroupSysctl) => &["bpf_sysctl"],
+        Some(P::CgroupSockopt) => &["bpf_sockopt"],
+        Some(P::SkReuseport) => &["sk_reuseport_md"],
+        Some(P::SkLookup) => &["bpf_sk_lookup"],
+        _ => &[],
     }
+}
 
-    /// `btf_prepare_func_args`: what each parameter of `g` takes, or the
-    /// kernel's message why the function cannot be called.
-    fn global_args(&self, g: &GlobalFunction) -> Result<Vec<GlobalArg>, String> {
-        let name = &g.name;
-        if g.sig.ret != FuncReturn::Scalar {
-            return Err(format!(
-                "Global function {name}() doesn't return scalar. Only those are supported."
-            ));
-        }
-        if g.sig.params.len() > 5 {
-            return Err(format!(
-                "Global function {name}() with {} > 5 args. Buggy compiler.",
-                g.sig.params.len()
-            ));
-        }
-        let ctx_names = self.ctx_type_names();
-        let mut args = Vec::with_capacity(g.sig.params.len());
-        for (i, p) in g.sig.params.iter().enumerate() {
-            let (mut ctx, mut nonnull) = (false, false);
-            for tag in &p.tags {
-                match tag.as_str() {
-                    "ctx" => ctx = true,
-                    "nonnull" => nonnull = true,
-                    other => {
-                        return Err(format!(
-                            "arg#{i} of {name}() is tagged arg:{other}: userbpf's verifier \
+/// `btf_prepare_func_args`: what each parameter of `g` takes, or the
+/// kernel's message why the function cannot be called.
+fn global_args(
+    prog_type: Option<ProgramType>,
+    g: &GlobalFunction,
+) -> Result<Vec<GlobalArg>, String> {
+    let name = &g.name;
+    if g.sig.ret != FuncReturn::Scalar {
+        return Err(format!(
+            "Global function {name}() doesn't return scalar. Only those are supported."
+        ));
+    }
+    if g.sig.params.len() > 5 {
+        return Err(format!(
+            "Global function {name}() with {} > 5 args. Buggy compiler.",
+            g.sig.params.len()
+        ));
+    }
+    let ctx_names = ctx_type_names(prog_type);
+    let mut args = Vec::with_capacity(g.sig.params.len());
+    for (i, p) in g.sig.params.iter().enumerate() {
+        let (mut ctx, mut nonnull) = (false, false);
+        for tag in &p.tags {
+            match tag.as_str() {
+                "ctx" => ctx = true,
+                "nonnull" => nonnull = true,
+                other => {
+                    return Err(format!(
+                        "arg#{i} of {name}() is tagged arg:{other}: userbpf's verifier \
                              takes only arg:ctx and arg:nonnull (kernel objects and arenas \
                              are not modelled)"
-                        ))
-                    }
+                    ))
                 }
             }
-            let arg = match &p.ty {
-                ParamType::Scalar if ctx || nonnull => {
-                    return Err(format!(
-                        "arg#{i} has pointer tag, but is not a pointer type"
-                    ))
-                }
-                ParamType::Scalar => GlobalArg::Scalar,
-                ParamType::Pointer { .. } if ctx => GlobalArg::Ctx,
-                ParamType::Pointer {
-                    record: Some(r), ..
-                } if r == "bpf_dynptr" => {
-                    return Err(format!(
-                        "arg#{i} of {name}() is a struct bpf_dynptr *: userbpf's verifier does \
-                         not take dynptrs as arguments of global functions (make {name} static)"
-                    ))
-                }
-                ParamType::Pointer {
-                    typedefs, record, ..
-                } if typedefs
-                    .iter()
-                    .chain(record)
-                    .any(|n| ctx_names.contains(&n.as_str())) =>
-                {
-                    GlobalArg::Ctx
-                }
-                ParamType::Pointer {
-                    size: Some(size), ..
-                } => GlobalArg::Mem {
-                    size: *size,
-                    nullable: !nonnull,
-                },
-                ParamType::Pointer {
-                    target, size: None, ..
-                } => {
-                    return Err(format!(
-                        "arg#{i} reference type('{target}') size cannot be determined: -22"
-                    ))
-                }
-                ParamType::Other(t) => {
-                    return Err(format!(
-                        "Arg#{i} type {t} in {name}() is not supported yet."
-                    ))
-                }
-            };
-            args.push(arg);
         }
-        Ok(args)
+        let arg = match &p.ty {
+            ParamType::Scalar if ctx || nonnull => {
+                return Err(format!(
+                    "arg#{i} has pointer tag, but is not a pointer type"
+                ))
+            }
+            ParamType::Scalar => GlobalArg::Scalar,
+            ParamType::Pointer { .. } if ctx => GlobalArg::Ctx,
+            ParamType::Pointer {
+                record: Some(r), ..
+            } if r == "bpf_dynptr" => {
+                return Err(format!(
+                    "arg#{i} of {name}() is a struct bpf_dynptr *: userbpf's verifier does \
+                         not take dynptrs as arguments of global functions (make {name} static)"
+                ))
+            }
+            ParamType::Pointer {
+                typedefs, record, ..
+            } if typedefs
+                .iter()
+                .chain(record)
+                .any(|n| ctx_names.contains(&n.as_str())) =>
+            {
+                GlobalArg::Ctx
+            }
+            ParamType::Pointer {
+                size: Some(size), ..
+            } => GlobalArg::Mem {
+                size: *size,
+                nullable: !nonnull,
+            },
+            ParamType::Pointer {
+                target, size: None, ..
+            } => {
+                return Err(format!(
+                    "arg#{i} reference type('{target}') size cannot be determined: -22"
+                ))
+            }
+            ParamType::Other(t) => {
+                return Err(format!(
+                    "Arg#{i} type {t} in {name}() is not supported yet."
+                ))
+            }
+        };
+        args.push(arg);
+    }
+    Ok(args)
+}
+
+impl<'a> Verifier<'a> {
+    /// The global function starting at `pc`, if it is one: its index in
+    /// [`Verifier::globals`].
+    pub(crate) fn global(&self, pc: usize) -> Option<usize> {
+        self.globals.iter().position(|g| g.function.start == pc)
     }
 
     /// `btf_check_func_arg_match`: the caller's `r1`.. against `args`.
@@ -242,17 +271,19 @@ impl<'a> Verifier<'a> {
         &mut self,
         st: &State,
         pc: usize,
-        g: &GlobalFunction,
+        index: usize,
     ) -> Result<(), Box<VerifyError>> {
-        let func = self.global_fact(g.start).0;
+        let Some(facts) = self.globals.get(index) else {
+            return Ok(());
+        };
+        let (g, func, args) = (facts.function, facts.func, facts.args.clone());
         let name = &g.name;
         if st.lock.is_some() {
             return Err(self.error(
                 "global function calls are not allowed while holding a lock,\nuse static function instead",
             ));
         }
-        let args = self
-            .global_args(g)
+        let args = args
             .and_then(|args| self.check_global_call_args(st, &args).map(|()| args))
             .map_err(|why| {
                 self.error(format!(
