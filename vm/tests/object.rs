@@ -19,6 +19,15 @@ fn fixture(name: &str) -> (String, Vec<u8>) {
     (path.display().to_string(), bytes)
 }
 
+/// A 16-byte context: a u32 key (or selector) at 0, a u64 to add at 8,
+/// as the counter and map-of-maps fixtures read theirs.
+fn key_add(key: u32, add: u64) -> [u8; 16] {
+    let mut ctx = [0u8; 16];
+    ctx[..4].copy_from_slice(&key.to_le_bytes());
+    ctx[8..].copy_from_slice(&add.to_le_bytes());
+    ctx
+}
+
 /// The fixture's algorithm, in Rust.
 fn calls_expected(a: u64, b: u64) -> (u64, u64) {
     let mut s = 0u64;
@@ -79,9 +88,7 @@ fn counter_fixture_uses_hash_array_and_global_data_maps() {
         .vm(&program, &Helpers::new(), Config::default())
         .unwrap();
     let mut run = |key: u32, add: u64| {
-        let mut ctx = [0u8; 16];
-        ctx[..4].copy_from_slice(&key.to_le_bytes());
-        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        let mut ctx = key_add(key, add);
         vm.run(&mut ctx).unwrap()
     };
     // counts[key] += add * scale (scale = 3 in .rodata).
@@ -523,9 +530,7 @@ fn arrays_of_maps_hand_programs_their_inner_maps() {
         .vm_for_object(&obj, "pick", &Helpers::new(), Config::default())
         .unwrap();
     let mut run = |which: u32, add: u64| {
-        let mut ctx = [0u8; 16];
-        ctx[..4].copy_from_slice(&which.to_le_bytes());
-        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        let mut ctx = key_add(which, add);
         vm.run(&mut ctx).unwrap() as u32 as i32
     };
     assert_eq!(run(0, 5), 5);
@@ -544,9 +549,7 @@ fn arrays_of_maps_hand_programs_their_inner_maps() {
         .vm_for_object(&obj, "pick_by_key", &Helpers::new(), Config::default())
         .unwrap();
     let mut run_by_key = |key: u32, add: u64| {
-        let mut ctx = [0u8; 16];
-        ctx[..4].copy_from_slice(&key.to_le_bytes());
-        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        let mut ctx = key_add(key, add);
         by_key.run(&mut ctx).unwrap() as u32 as i32
     };
     assert_eq!(run_by_key(5, 10), 17);
@@ -614,9 +617,7 @@ fn maps_of_maps_filled_at_run_time_give_only_maps_of_their_inner_definition() {
         .vm_for_object(&obj, "pick_runtime", &Helpers::new(), Config::default())
         .unwrap();
     let mut run = |which: u32, add: u64| {
-        let mut ctx = [0u8; 16];
-        ctx[..4].copy_from_slice(&which.to_le_bytes());
-        ctx[8..].copy_from_slice(&add.to_le_bytes());
+        let mut ctx = key_add(which, add);
         vm.run(&mut ctx).unwrap() as u32 as i32
     };
     assert_eq!(run(0, 3), 3);
@@ -1476,9 +1477,7 @@ fn percpu_hashes_add_to_the_running_cpus_value() {
         [(3u32, 5u64), (3, 1), (4, 2)]
             .iter()
             .map(|&(key, add)| {
-                let mut ctx = [0u8; 16];
-                ctx[..4].copy_from_slice(&key.to_le_bytes());
-                ctx[8..].copy_from_slice(&add.to_le_bytes());
+                let mut ctx = key_add(key, add);
                 vm.run(&mut ctx).unwrap()
             })
             .collect::<Vec<_>>()
