@@ -1037,7 +1037,7 @@ fn task_storage_is_used_as_the_kernel_uses_it() {
                 && kernel.is_ok()
                 && ours
                     .as_ref()
-                    .is_err_and(|e| e.message.contains("invalid indirect read from stack"));
+                    .is_err_and(|e| e.message.contains("invalid read from stack"));
             if !uninit_rule && !agree(&ours, &kernel, false) {
                 failures.push(disagreement(&format!("{section} {what}"), &ours, &kernel));
             }

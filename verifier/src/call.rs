@@ -403,8 +403,13 @@ impl Verifier<'_> {
             .map(|(s, _)| s.spill);
         let r0 = match id {
             BPF_ITER_NUM_NEW => {
+                // `start` and `end` are ints (`check_kfunc_args`): an
+                // address there would become the numbers the loop counts.
                 for r in 2..=3u8 {
-                    self.read_reg(st, R::new(r).unwrap_or_else(|| unreachable!()))?;
+                    let v = self.read_reg(st, R::new(r).unwrap_or_else(|| unreachable!()))?;
+                    if !v.is_scalar() {
+                        return Err(self.error(format!("R{r} is not a scalar")));
+                    }
                 }
                 if current.is_some() {
                     return Err(
@@ -493,7 +498,21 @@ impl Verifier<'_> {
             )));
         }
         if let Some(i) = self.global(target) {
-            self.global_call(st, pc, i)?;
+            if !self.global_call(st, pc, i)? {
+                // Verified on its own: an unknown scalar back, the
+                // argument registers gone, and the packet's pointers stale
+                // if the function may change it.
+                let changes_packet = self.globals.get(i).is_some_and(|g| g.changes_packet);
+                let caller = st.cur_mut();
+                caller.regs[0] = Reg::unknown();
+                for r in 1..=5 {
+                    caller.regs[r] = Reg::NOT_INIT;
+                }
+                if changes_packet {
+                    forget_packet(st);
+                }
+                return Ok(Step::Next(pc.wrapping_add(1)));
+            }
         }
         let depth = u8::try_from(st.frames.len()).unwrap_or(u8::MAX);
         let mut frame = Frame::new(depth, pc, target);
@@ -1210,7 +1229,15 @@ impl Verifier<'_> {
         };
         match arg {
             ArgType::DontCare => {}
-            ArgType::Anything => {}
+            ArgType::Anything => {
+                // userbpf's rule (the kernel's for unprivileged programs):
+                // an address given as a plain value may end in a map, a
+                // record or the trace output. The address a helper reads
+                // from or writes to is used, not given away.
+                if !reg.is_scalar() && !reg.is_kernel_address() && !accessed_address(id, i) {
+                    return Err(self.error(format!("R{regno} leaks addr into helper function")));
+                }
+            }
             ArgType::ConstMapPtr => match reg.ty {
                 RegType::ConstMap { map } => meta.map = Some(map),
                 _ => return Err(self.error(expected("map_ptr"))),
@@ -1763,4 +1790,14 @@ fn dynptr_at(frame: &Frame, off: i32) -> Option<(DynptrKind, Reg)> {
         ) if kind == k2 && first.id == second.id => Some((kind, first)),
         _ => None,
     }
+}
+
+/// Whether argument `i` of helper `id` is an address the helper reads or
+/// writes (`bpf_probe_read*`, `bpf_copy_from_user*`: the source;
+/// `bpf_probe_write_user`: the destination), not a value it keeps.
+fn accessed_address(id: i32, i: usize) -> bool {
+    matches!(
+        (id, i),
+        (4 | 45 | 112 | 113 | 114 | 115 | 148 | 191, 2) | (36, 0)
+    )
 }

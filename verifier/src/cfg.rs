@@ -55,6 +55,29 @@ pub fn function_starts(program: &Program) -> Vec<usize> {
 /// packet (`bpf_helper_changes_pkt_data`): the kernel's
 /// `changes_pkt_data` of a subprogram.
 pub fn changes_packet(program: &Program, starts: &[usize], start: usize) -> bool {
+    reaches(program, starts, start, |i| {
+        matches!(i, Instruction::Call(CallTarget::Helper(id))
+            if userbpf_vm::proto::CHANGES_PACKET.contains(id))
+    })
+}
+
+/// Whether the function starting at `start`, or one it calls, has a
+/// legacy packet load (`BPF_LD_ABS`/`BPF_LD_IND`), which fails by
+/// returning from its function: not allowed in a callback.
+pub fn loads_packet_legacy(program: &Program, starts: &[usize], start: usize) -> bool {
+    reaches(program, starts, start, |i| {
+        matches!(i, Instruction::LoadPacket { .. })
+    })
+}
+
+/// Whether an instruction `found` picks is in the function starting at
+/// `start` or in one it calls.
+fn reaches(
+    program: &Program,
+    starts: &[usize],
+    start: usize,
+    found: impl Fn(&Instruction) -> bool,
+) -> bool {
     let mut seen = vec![start];
     let mut todo = vec![start];
     while let Some(f) = todo.pop() {
@@ -64,19 +87,17 @@ pub fn changes_packet(program: &Program, starts: &[usize], start: usize) -> bool
             .find(|&s| s > f)
             .unwrap_or(program.len());
         for pc in f..end {
-            match program.instruction(pc) {
-                Some(Instruction::Call(CallTarget::Helper(id)))
-                    if userbpf_vm::proto::CHANGES_PACKET.contains(&id) =>
-                {
-                    return true;
+            let Some(i) = program.instruction(pc) else {
+                continue;
+            };
+            if found(&i) {
+                return true;
+            }
+            if matches!(i, Instruction::Call(CallTarget::Local(_))) {
+                if let Some(t) = function_target(pc, &i).filter(|t| !seen.contains(t)) {
+                    seen.push(t);
+                    todo.push(t);
                 }
-                Some(i @ Instruction::Call(CallTarget::Local(_))) => {
-                    if let Some(t) = function_target(pc, &i).filter(|t| !seen.contains(t)) {
-                        seen.push(t);
-                        todo.push(t);
-                    }
-                }
-                _ => {}
             }
         }
     }

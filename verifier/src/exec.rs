@@ -544,6 +544,9 @@ impl Verifier<'_> {
                 (false, false) => Step::Done,
             });
         }
+        if let Some(regno) = leaking_comparison(&a, &b, cond, width, dst.num(), src_reg) {
+            return Err(self.error(format!("R{regno} pointer comparison prohibited")));
+        }
         // Null checks: `if rX == 0` / `if rX != 0` on a maybe-null pointer.
         let zero = |r: &Reg| r.const_value() == Some(0);
         if width == Width::W64 && matches!(cond, JmpCond::Eq | JmpCond::Ne) {
@@ -715,6 +718,63 @@ fn same_region(a: &Reg, b: &Reg) -> bool {
         }
         _ => false,
     }
+}
+
+/// The register to name when a comparison of `a` (register `dst`) with
+/// `b` (register `src_reg`, or an immediate) would tell where a region of
+/// user space lies: a pointer against a number other than 0, an ordering
+/// of pointers into different kinds of region, or a 32-bit half of a
+/// pointer. Its outcome could be written into a map bit by bit, an
+/// address-space leak as a stored pointer is. The kernel refuses every
+/// comparison of pointers to unprivileged programs ("pointer comparison
+/// prohibited"); userbpf refuses these to all. Null checks, equality of
+/// two pointers (`p == &local`: at most a guess at their distance
+/// confirmed), and orderings of two pointers into one kind of region
+/// (packet bounds, the stack, one map's values: their offsets) stay
+/// allowed, as do kernel addresses, which are the kernel's.
+fn leaking_comparison(
+    a: &Reg,
+    b: &Reg,
+    cond: JmpCond,
+    width: Width,
+    dst: u8,
+    src_reg: Option<u8>,
+) -> Option<u8> {
+    use RegType as T;
+    let user_pointer = |r: &Reg| !r.is_scalar() && !r.is_kernel_address();
+    let (pa, pb) = (user_pointer(a), user_pointer(b));
+    if !pa && !pb {
+        return None;
+    }
+    // The kernel names the source register first.
+    let named = match src_reg {
+        Some(s) if pb => s,
+        _ => dst,
+    };
+    if width != Width::W64 {
+        return Some(named);
+    }
+    if pa && pb {
+        if matches!(cond, JmpCond::Eq | JmpCond::Ne) {
+            // Whether two pointers are one (`p == &local`): a guess at
+            // their distance, not where either lies.
+            return None;
+        }
+        let pkt = |t: T| matches!(t, T::Packet { .. } | T::PacketMeta { .. } | T::PacketEnd);
+        let comparable = (pkt(a.ty) && pkt(b.ty))
+            || match (a.ty, b.ty) {
+                // The frames lie in one stack, in call order.
+                (T::Stack { .. }, T::Stack { .. })
+                | (T::RingbufMem { .. }, T::RingbufMem { .. })
+                | (T::Ctx, T::Ctx) => true,
+                (T::MapValue { map: x }, T::MapValue { map: y }) => x == y,
+                (T::Mem { .. }, T::Mem { .. }) => a.id == b.id,
+                _ => false,
+            };
+        return (!comparable).then_some(named);
+    }
+    let number = if pa { b } else { a };
+    (number.const_value() != Some(0)).then_some(named)
 }
 
 /// Whether two pointers are known to point into the very same region

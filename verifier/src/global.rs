@@ -4,11 +4,15 @@
 //! is verified once on its own for any arguments that prototype allows
 //! (`do_check_subprogs`), and the caller gets an unknown scalar back.
 //!
-//! userbpf also explores each call with the caller's own arguments (as
-//! for a static function): a program is accepted only if both succeed, so
-//! the kernel's rejections stay ours, and userbpf's own rules (no read of
-//! uninitialised stack, which the kernel allows root) are checked on what
-//! the function really reads and writes.
+//! A call that passes the function memory of the caller's stack is also
+//! explored with the caller's own arguments (as a static function's): a
+//! program is accepted only if both succeed, so userbpf's own rules (no
+//! read of uninitialised stack, no spilled address read as a number,
+//! which the kernel allows root) are checked on what the function really
+//! reads and writes there. Any other call goes on after it at once, as in
+//! the kernel: the function can reach nothing of the caller's but what
+//! its arguments give, which its own verification covered, so it is
+//! verified once however often it is called.
 
 use std::sync::Arc;
 
@@ -43,6 +47,8 @@ pub(crate) struct GlobalFacts<'a> {
     /// Whether it, or a function it calls, may change the packet
     /// (`changes_pkt_data`).
     pub(crate) changes_packet: bool,
+    /// Whether it, or a function it calls, has a legacy packet load.
+    legacy_loads: bool,
     /// What each parameter takes, or the kernel's message why the
     /// function cannot be called.
     args: Result<Arc<[GlobalArg]>, String>,
@@ -60,6 +66,7 @@ pub(crate) fn global_facts<'a>(prog: &Program, env: &'a Env) -> Vec<GlobalFacts<
             function: g,
             func: starts.iter().position(|&s| s == g.start).unwrap_or(0),
             changes_packet: crate::cfg::changes_packet(prog, &starts, g.start),
+            legacy_loads: crate::cfg::loads_packet_legacy(prog, &starts, g.start),
             args: global_args(env.prog_type, g).map(Arc::from),
         })
         .collect()
@@ -263,18 +270,20 @@ impl<'a> Verifier<'a> {
         Ok(())
     }
 
-    /// A call at `pc` of global function `g`: its arguments checked, and
-    /// on the first call from a verified path, the function's own
+    /// A call at `pc` of global function `index`: its arguments checked,
+    /// and on the first call from a verified path, the function's own
     /// verification started (a path of its own, from its first pc, with
-    /// the arguments its prototype allows).
+    /// the arguments its prototype allows). Returns whether the call must
+    /// also be explored with the caller's arguments (it passes memory of
+    /// a stack).
     pub(crate) fn global_call(
         &mut self,
         st: &State,
         pc: usize,
         index: usize,
-    ) -> Result<(), Box<VerifyError>> {
+    ) -> Result<bool, Box<VerifyError>> {
         let Some(facts) = self.globals.get(index) else {
-            return Ok(());
+            return Ok(true);
         };
         let (g, func, args) = (facts.function, facts.func, facts.args.clone());
         let name = &g.name;
@@ -282,6 +291,11 @@ impl<'a> Verifier<'a> {
             return Err(self.error(
                 "global function calls are not allowed while holding a lock,\nuse static function instead",
             ));
+        }
+        // Verified on its own, the function cannot know it runs in a
+        // callback, where a failed legacy load could not return.
+        if facts.legacy_loads && st.frames.iter().any(|f| f.callback) {
+            return Err(self.error("cannot use BPF_LD_[ABS|IND] within callback"));
         }
         let args = args
             .and_then(|args| self.check_global_call_args(st, &args).map(|()| args))
@@ -315,6 +329,13 @@ impl<'a> Verifier<'a> {
             };
             self.spawn(state, g.start);
         }
-        Ok(())
+        let caller = st.cur();
+        Ok(args.iter().enumerate().any(|(i, arg)| {
+            matches!(arg, GlobalArg::Mem { .. })
+                && caller
+                    .regs
+                    .get(i.wrapping_add(1))
+                    .is_some_and(|r| matches!(r.ty, RegType::Stack { .. }))
+        }))
     }
 }

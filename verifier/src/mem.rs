@@ -11,7 +11,7 @@ use crate::explore::Verifier;
 use crate::kstruct::Walked;
 use crate::reg::{Reg, RegType, Trust};
 use crate::scalar::Scalar;
-use crate::state::{ByteKind, Slot, State, MAX_BPF_STACK};
+use crate::state::{ByteKind, Frame, Slot, State, MAX_BPF_STACK};
 use crate::tnum::Tnum;
 
 /// Read or write.
@@ -199,6 +199,19 @@ impl Verifier<'_> {
             Access::Read,
             None,
         )?;
+        if let Found::Reg(r) = &old {
+            // A spilled address the operation would turn into a number
+            // (fetched, or left in the slot): the kernel's rule for
+            // unprivileged programs, userbpf's for all.
+            if r.is_kernel_address() {
+                self.stats.kernel_memory.get_or_insert(self.pc);
+            } else if !r.is_scalar() {
+                return Err(self.error(format!(
+                    "leaking pointer from stack off {}",
+                    base.off.wrapping_add(i32::from(off))
+                )));
+            }
+        }
         self.access(
             st,
             dst.num(),
@@ -755,7 +768,7 @@ impl Verifier<'_> {
                     }
                     (Access::Read, Some((regno, fixed, size))) => {
                         return Err(self.error(format!(
-                            "invalid indirect read from stack R{regno} off {fixed}+{} size {size}",
+                            "invalid read from stack R{regno} off {fixed}+{} size {size}",
                             first.saturating_sub(fixed)
                         )))
                     }
@@ -1071,9 +1084,15 @@ impl Verifier<'_> {
                 for o in start..start.saturating_add(size as i32) {
                     match frame_state.byte(o) {
                         ByteKind::Invalid => {
-                            return Err(self.error(format!(
-                                "invalid read from stack off {start}+{} size {size}",
-                                o.saturating_sub(start)
+                            return Err(self.error(uninit_read(
+                                frame_state,
+                                regno,
+                                start.into(),
+                                size,
+                                format!(
+                                    "invalid read from stack off {start}+{} size {size}",
+                                    o.saturating_sub(start)
+                                ),
                             )));
                         }
                         ByteKind::Spill => {
@@ -1153,10 +1172,16 @@ impl Verifier<'_> {
                     Access::Read => {
                         for o in lo..hi {
                             if frame_state.byte(o as i32) == ByteKind::Invalid {
-                                return Err(self.error(format!(
-                                    "invalid indirect read from stack R{regno} off {}+{} size {size}",
-                                    fixed,
-                                    o.saturating_sub(fixed)
+                                return Err(self.error(uninit_read(
+                                    frame_state,
+                                    regno,
+                                    lo,
+                                    size,
+                                    format!(
+                                        "invalid read from stack R{regno} off {}+{} size {size}",
+                                        fixed,
+                                        o.saturating_sub(fixed)
+                                    ),
                                 )));
                             }
                         }
@@ -1174,8 +1199,13 @@ impl Verifier<'_> {
                                     && !slot.spill.is_scalar()
                                     && !slot.spill.is_kernel_address()
                                 {
-                                    return Err(self
-                                        .error(format!("R{regno} leaks addr into map or output")));
+                                    // The kernel's refusal for loaders
+                                    // without CAP_PERFMON.
+                                    return Err(self.error(format!(
+                                        "invalid read from stack R{regno} off {fixed}+{} size {size} \
+                                         (a spilled pointer: its address would leak)",
+                                        o.saturating_sub(fixed)
+                                    )));
                                 }
                             }
                         }
@@ -1244,3 +1274,20 @@ fn var_off_text(val: &Scalar) -> String {
 
 /// `sizeof(struct bpf_flow_keys)`.
 const FLOW_KEYS_SIZE: i64 = 56;
+
+/// The kernel's message for a read of uninitialised stack (refused to
+/// loaders without `CAP_PERFMON`, which `allow_uninit_stack` needs, and by
+/// userbpf to all): below the stack the path has written, the bounds
+/// check's (`check_stack_slot_within_bounds`:
+/// `invalid read from stack R10 off=-8 size=8`), otherwise `within`, the
+/// byte-by-byte check's.
+fn uninit_read(frame: &Frame, regno: u8, start: i64, size: u32, within: String) -> String {
+    let allocated = i64::try_from(frame.stack.len())
+        .unwrap_or(i64::MAX)
+        .saturating_mul(8);
+    if start < allocated.saturating_neg() {
+        format!("invalid read from stack R{regno} off={start} size={size}")
+    } else {
+        within
+    }
+}

@@ -509,7 +509,7 @@ fn known_reason(case: &Case, prevail_rejects: bool, our_message: &str) -> Option
         ("last insn is not an exit or jmp", "domain: the kernel rejects a function that falls into the next one"),
         ("unreachable insn", "domain: the kernel rejects dead code (`unreachable insn`) (shown on the kernel by tests/verifier_rules_vs_kernel.rs)"),
         ("misaligned", "domain: the kernel requires aligned stack and atomic accesses"),
-        ("invalid read from stack", "domain: userbpf rejects reads of uninitialised stack"),
+        ("invalid read from stack", "domain: userbpf rejects reads of uninitialised stack, as the kernel does for loaders without CAP_PERFMON (shown on the kernel by tests/verifier_rules_vs_kernel.rs)"),
         ("!read_ok", "domain: the kernel rejects reading a register never written (callee frames start with r1-r5 only)"),
         ("invalid func unknown", "domain: userbpf has no such helper"),
         (

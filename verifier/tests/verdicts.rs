@@ -3,7 +3,7 @@
 
 use userbpf_verifier::{check, Context, Env, MapInfo, Options, VerifyError};
 use userbpf_vm::asm::assemble;
-use userbpf_vm::object::ProgramType;
+use userbpf_vm::object::{FuncParam, FuncReturn, FuncSig, ParamType, ProgramType};
 use userbpf_vm::Program;
 
 /// A hash map: 4-byte keys, 8-byte values (map index 0), a ring buffer
@@ -49,6 +49,48 @@ fn xdp() -> Env {
 
 fn uprobe() -> Env {
     env(ProgramType::Kprobe, Context::PtRegs)
+}
+
+fn socket() -> Env {
+    env(
+        ProgramType::SocketFilter,
+        Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
+    )
+}
+
+/// `base` with one global function `name` at pc `start`, returning a
+/// number, of these parameters (name, type, `arg:` tags).
+fn with_global(base: Env, name: &str, start: usize, params: &[(&str, ParamType, &[&str])]) -> Env {
+    Env {
+        subprogram_names: vec![(name.to_string(), start)],
+        global_functions: vec![userbpf_verifier::GlobalFunction {
+            start,
+            name: name.to_string(),
+            sig: FuncSig {
+                ret: FuncReturn::Scalar,
+                global: true,
+                params: params
+                    .iter()
+                    .map(|(name, ty, tags)| FuncParam {
+                        name: name.to_string(),
+                        ty: ty.clone(),
+                        tags: tags.iter().map(|t| t.to_string()).collect(),
+                    })
+                    .collect(),
+            },
+        }],
+        ..base
+    }
+}
+
+/// A pointer parameter to the structure `name` of `size` bytes.
+fn record(name: &str, size: u32) -> ParamType {
+    ParamType::Pointer {
+        target: format!("STRUCT {name}"),
+        typedefs: Vec::new(),
+        record: Some(name.to_string()),
+        size: Some(size),
+    }
 }
 
 fn run(src: &str, env: &Env) -> Result<u64, Box<VerifyError>> {
@@ -255,10 +297,18 @@ fn registers_must_be_written_before_they_are_read() {
 
 #[test]
 fn the_stack_is_tracked_byte_by_byte() {
+    // Below what the path has written, the kernel's bounds message (for
+    // loaders without CAP_PERFMON); within it, byte by byte.
     rejects(
         "r0 = *(u64 *)(r10 - 8)\nexit",
         &xdp(),
         0,
+        "invalid read from stack R10 off=-8 size=8",
+    );
+    rejects(
+        "*(u64 *)(r10 - 16) = 0\nr0 = *(u64 *)(r10 - 8)\nexit",
+        &xdp(),
+        1,
         "invalid read from stack off -8+0 size 8",
     );
     rejects(
@@ -335,6 +385,118 @@ fn pointers_never_leak_into_maps_the_context_or_the_return_value() {
         &xdp(),
         1,
         "R0 tried to subtract pointer from scalar",
+    );
+}
+
+/// `LOOKUP` in the array (map 3), with the value in r9 (r0 = 0 when
+/// none).
+const VALUE_IN_R9: &str = "
+    *(u32 *)(r10 - 4) = 0
+    r2 = r10
+    r2 += -4
+    r1 = map[idx:3]
+    call bpf_map_lookup_elem
+    if r0 != 0 goto +2
+    r0 = 0
+    exit
+    r9 = r0
+";
+
+#[test]
+fn no_address_reaches_a_map_through_a_comparison_an_atomic_or_a_helper() {
+    // A comparison whose outcome depends on where memory lies, written
+    // into the map: 10 instruction slots of the lookup, the setup, then
+    // `r3 = 0` and the comparison (at pc 13 after a setup of two slots).
+    let compare = |setup: &str, cmp: &str| {
+        format!(
+            "{VALUE_IN_R9}\n{setup}\nr3 = 0\n{cmp} goto +1\nr3 = 1\n*(u64 *)(r9 + 0) = r3\nr0 = 0\nexit"
+        )
+    };
+    for (setup, cmp, regno) in [
+        // Against a number: its bits, one at a time.
+        ("r1 = r10\nr2 = 0", "if r1 > 0x7fff0000", 1),
+        ("r1 = r10\nr2 = *(u64 *)(r9 + 0)", "if r1 > r2", 1),
+        ("r1 = r10\nr2 = *(u64 *)(r9 + 0)", "if r2 == r1", 1),
+        ("r1 = r10\nr2 = 0", "if r1 & 0x1000", 1),
+        ("r1 = r9\nr2 = 0", "if r1 != 0x1000", 1),
+        // A 32-bit half, even against 0.
+        ("r1 = r10\nr2 = 0", "if w1 == 0", 1),
+        // The order of two regions.
+        ("r1 = r10\nr2 = 0", "if r1 > r9", 9),
+        ("r1 = map[idx:0]\nr2 = map[idx:3]", "if r1 < r2", 2),
+    ] {
+        let src = compare(setup, cmp);
+        let pc = if setup.contains("map[") { 15 } else { 13 };
+        rejects(
+            &src,
+            &uprobe(),
+            pc,
+            &format!("R{regno} pointer comparison prohibited"),
+        );
+    }
+    // What tells nothing of where memory lies stays allowed: a pointer
+    // against 0, two pointers compared for equality (`p == &local`),
+    // the order of two pointers into one region.
+    for (setup, cmp) in [
+        ("r1 = r10\nr2 = 0", "if r1 == 0"),
+        ("r1 = r9\nr2 = 0", "if r1 > 0"),
+        ("r1 = r10\nr1 += -8\nr2 = 0", "if r1 == r9"),
+        ("r1 = r10\nr1 += -8\nr2 = 0", "if r9 != r1"),
+        ("r1 = map[idx:0]\nr2 = map[idx:3]", "if r1 == r2"),
+        ("r1 = r10\nr1 += -8\nr2 = r10", "if r1 < r2"),
+        ("r1 = r9\nr1 += 4\nr2 = r9", "if r1 > r2"),
+    ] {
+        accepts(&compare(setup, cmp), &uprobe());
+    }
+    // Packet bounds are comparisons of two packet pointers.
+    accepts(
+        "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = r2\nr4 += 8\n\
+         if r4 > r3 goto +1\nr0 = *(u64 *)(r2 + 0)\nr0 = 2\nexit",
+        &xdp(),
+    );
+    // An atomic operation on a spilled pointer would turn it into a
+    // number, fetched or left in the slot (the kernel's unprivileged rule).
+    for op in [
+        "r3 = atomic_fetch_add((u64 *)(r10 - 16), r3)",
+        "lock *(u64 *)(r10 - 16) += r3",
+        "r3 = xchg_64(r10 - 16, r3)",
+        "r0 = cmpxchg_64(r10 - 16, r0, r3)",
+    ] {
+        rejects(
+            &format!(
+                "{VALUE_IN_R9}\n*(u64 *)(r10 - 16) = r10\nr0 = 0\nr3 = 0\n{op}\n\
+                 r3 = *(u64 *)(r10 - 16)\n*(u64 *)(r9 + 0) = r3\nr0 = 0\nexit"
+            ),
+            &uprobe(),
+            13,
+            "leaking pointer from stack off -16",
+        );
+    }
+    // A spilled number still adds up.
+    accepts(
+        &format!(
+            "{VALUE_IN_R9}\nr1 = 5\n*(u64 *)(r10 - 16) = r1\nr3 = 1\n\
+             r3 = atomic_fetch_add((u64 *)(r10 - 16), r3)\n*(u64 *)(r9 + 0) = r3\nr0 = 0\nexit"
+        ),
+        &uprobe(),
+    );
+    // An address given to a helper as a value (flags here) may end
+    // anywhere; one it reads from is used, not given.
+    rejects(
+        &format!(
+            "{VALUE_IN_R9}\nr1 = map[idx:3]\nr2 = r10\nr2 += -4\nr3 = r9\nr4 = r10\n\
+             call bpf_map_update_elem\nr0 = 0\nexit"
+        ),
+        &uprobe(),
+        16,
+        "R4 leaks addr into helper function",
+    );
+    accepts(
+        &format!(
+            "{VALUE_IN_R9}\n*(u64 *)(r10 - 16) = 0\nr1 = r10\nr1 += -8\nr2 = 8\nr3 = r9\n\
+             call bpf_probe_read_user\nr0 = 0\nexit"
+        ),
+        &uprobe(),
     );
 }
 
@@ -611,7 +773,13 @@ fn helper_calls_follow_their_prototypes() {
         "r2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
         &uprobe(),
         4,
-        "invalid indirect read from stack R2 off -4+0 size 4",
+        "invalid read from stack R2 off=-4 size=4",
+    );
+    rejects(
+        "*(u64 *)(r10 - 16) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        &uprobe(),
+        5,
+        "invalid read from stack R2 off -4+0 size 4",
     );
     rejects(
         "r1 = map[idx:1]\nr2 = r10\nr2 += -4\n*(u32 *)(r10 - 4) = 0\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
@@ -923,6 +1091,17 @@ fn open_coded_iterators_are_acquired_iterated_and_destroyed() {
         "{}",
         e.message
     );
+    // Its bounds are numbers (an address there would be counted out).
+    let mut bounds = fp_minus_8.to_vec();
+    bounds.extend([
+        Insn::new(0xb7, 2, 0, 0, 0),
+        Insn::new(0xbf, 3, 10, 0, 0), // r3 = r10
+        kfunc(NEW),
+        Insn::new(0xb7, 0, 0, 0, 0),
+        Insn::new(0x95, 0, 0, 0, 0),
+    ]);
+    let e = check(&prog(bounds), &env, &Options::default(), None).unwrap_err();
+    assert_eq!((e.pc, e.message.as_str()), (4, "R3 is not a scalar"));
     // The iterator's bytes are not the program's to read.
     let mut peek = fp_minus_8.to_vec();
     peek.extend([
@@ -1233,10 +1412,7 @@ fn kernel_structures_are_read_at_their_fields() {
 /// in the program itself.
 #[test]
 fn legacy_packet_loads_stay_out_of_callbacks() {
-    let socket = env(
-        ProgramType::SocketFilter,
-        Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
-    );
+    let socket = socket();
     accepts("r6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 0\nexit", &socket);
     let in_callback = |body: &str| {
         format!("*(u64 *)(r10 - 8) = r1\nr1 = 1\nr2 = func[cb]\nr3 = r10\nr3 += -8\nr4 = 0\ncall bpf_loop\nr0 = 0\nexit\ncb:\nr6 = *(u64 *)(r2 + 0)\n{body}")
@@ -1253,6 +1429,24 @@ fn legacy_packet_loads_stay_out_of_callbacks() {
         14,
         "cannot use BPF_LD_[ABS|IND] within callback",
     );
+    // A global function with such a load, g(skb) at `start`, verified on
+    // its own: refused where a callback calls it, allowed elsewhere.
+    let global = |start: usize| {
+        with_global(
+            socket.clone(),
+            "g",
+            start,
+            &[("skb", record("__sk_buff", 192), &[])],
+        )
+    };
+    let g = "r6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 0\nexit";
+    rejects(
+        &in_callback(&format!("r1 = r6\ncall pc+2\nr0 = 0\nexit\n{g}")),
+        &global(15),
+        12,
+        "cannot use BPF_LD_[ABS|IND] within callback",
+    );
+    accepts(&format!("call pc+2\nr0 = 0\nexit\n{g}"), &global(3));
 }
 
 /// A tracing program attached to a kernel function or tracepoint reads
@@ -1383,12 +1577,6 @@ fn read_only_map_values_decide_branches_as_the_kernel_does() {
 
 #[test]
 fn packet_loads_and_tail_calls_only_in_subprograms_returning_a_scalar() {
-    let socket = || {
-        env(
-            ProgramType::SocketFilter,
-            Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
-        )
-    };
     let ld_abs = "call pc+2\nr0 = 0\nexit\nr6 = r1\nr0 = *(u32 *)skb[0]\nr0 = 1\nexit";
     let tail_call =
         "call pc+2\nr0 = 0\nexit\nr2 = map[idx:4]\nr3 = 0\ncall bpf_tail_call\nr0 = 1\nexit";
@@ -1444,38 +1632,8 @@ fn dead_code_is_refused() {
 
 #[test]
 fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
-    use userbpf_verifier::GlobalFunction;
-    use userbpf_vm::object::{FuncParam, FuncReturn, FuncSig, ParamType};
-    let socket = || {
-        env(
-            ProgramType::SocketFilter,
-            Context::SkBuff(userbpf_verifier::SkbKind::SocketFilter),
-        )
-    };
     // f(p) at pc 6, a pointer to 8 bytes; the entry passes its stack.
-    let global = |ty: ParamType, tags: &[&str]| Env {
-        subprogram_names: vec![("f".to_string(), 6)],
-        global_functions: vec![GlobalFunction {
-            start: 6,
-            name: "f".to_string(),
-            sig: FuncSig {
-                ret: FuncReturn::Scalar,
-                global: true,
-                params: vec![FuncParam {
-                    name: "p".to_string(),
-                    ty,
-                    tags: tags.iter().map(|t| t.to_string()).collect(),
-                }],
-            },
-        }],
-        ..socket()
-    };
-    let record = |name: &str, size: u32| ParamType::Pointer {
-        target: format!("STRUCT {name}"),
-        typedefs: Vec::new(),
-        record: Some(name.to_string()),
-        size: Some(size),
-    };
+    let global = |ty: ParamType, tags: &[&str]| with_global(socket(), "f", 6, &[("p", ty, tags)]);
     let deref = "r2 = 0\n*(u64 *)(r10 - 8) = r2\nr1 = r10\nr1 += -8\ncall pc+1\nexit\n\
                  r0 = *(u64 *)(r1 + 0)\nexit";
     // Static: safe for this caller.
@@ -1514,37 +1672,17 @@ fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
     // What it returns is any number to the caller.
     let index = "r2 = 0\n*(u64 *)(r10 - 8) = r2\ncall pc+5\nr1 = r10\nr1 += -8\n\
                  r1 += r0\nr0 = *(u8 *)(r1 + 0)\nexit\nr0 = 3\nexit";
-    let returns = |params: Vec<FuncParam>| Env {
-        subprogram_names: vec![("f".to_string(), 8)],
-        global_functions: vec![GlobalFunction {
-            start: 8,
-            name: "f".to_string(),
-            sig: FuncSig {
-                ret: FuncReturn::Scalar,
-                global: true,
-                params,
-            },
-        }],
-        ..socket()
-    };
+    let returns = |params: &[(&str, ParamType, &[&str])]| with_global(socket(), "f", 8, params);
     accepts(index, &socket());
     rejects(
         index,
-        &returns(Vec::new()),
+        &returns(&[]),
         5,
         "math between fp pointer and register with unbounded min value is not allowed",
     );
     // Global functions return a scalar; dynptr arguments are not taken.
-    let void = Env {
-        global_functions: vec![GlobalFunction {
-            sig: FuncSig {
-                ret: FuncReturn::Void,
-                ..returns(Vec::new()).global_functions[0].sig.clone()
-            },
-            ..returns(Vec::new()).global_functions[0].clone()
-        }],
-        ..returns(Vec::new())
-    };
+    let mut void = returns(&[]);
+    void.global_functions[0].sig.ret = FuncReturn::Void;
     rejects(
         index,
         &void,
@@ -1572,4 +1710,61 @@ fn global_functions_are_verified_on_their_own_and_their_calls_checked() {
     assert!(err.message.contains("does not take dynptrs"), "{err}");
     let err = run(deref, &global(record("s", 8), &["arena"])).unwrap_err();
     assert!(err.message.contains("tagged arg:arena"), "{err}");
+}
+
+#[test]
+fn a_global_function_is_verified_once_however_often_it_is_called() {
+    // 50 calls of f(x), whose loop runs 1,000 times whatever x is.
+    const CALLS: usize = 50;
+    let start = CALLS * 2 + 2;
+    let mut src = String::new();
+    for i in 0..CALLS {
+        let pc = i * 2 + 1;
+        src.push_str(&format!("r1 = {i}\ncall pc+{}\n", start - pc - 1));
+    }
+    src.push_str("r0 = 0\nexit\nr0 = 0\nr0 += 1\nif r0 < 1000 goto -2\nexit");
+    let socket = socket();
+    // Static, f is explored at every call; global, once, as the kernel
+    // does it.
+    let once = accepts(
+        "r1 = 0\ncall pc+2\nr0 = 0\nexit\nr0 = 0\nr0 += 1\nif r0 < 1000 goto -2\nexit",
+        &socket,
+    );
+    let static_calls = accepts(&src, &socket);
+    let global_calls = accepts(
+        &src,
+        &with_global(socket.clone(), "f", start, &[("x", ParamType::Scalar, &[])]),
+    );
+    assert!(
+        static_calls > (CALLS as u64 - 1) * once,
+        "static: {static_calls} processed, one call: {once}"
+    );
+    assert!(
+        global_calls < once + 4 * CALLS as u64,
+        "global: {global_calls} processed, one call: {once}"
+    );
+
+    // A call that passes the caller's stack is still explored with it:
+    // what the function writes there is written, what it reads must be.
+    let out = ParamType::Pointer {
+        target: "u64".to_string(),
+        typedefs: Vec::new(),
+        record: None,
+        size: Some(8),
+    };
+    let env = with_global(socket, "f", 6, &[("p", out, &["nonnull"])]);
+    // f(p) { *p = 1; }, then the caller reads what f wrote.
+    accepts(
+        "r1 = r10\nr1 += -8\ncall pc+3\nr0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit\n\
+         r2 = 1\n*(u64 *)(r1 + 0) = r2\nr0 = 0\nexit",
+        &env,
+    );
+    // f(p) { return *p; } on stack the caller never wrote.
+    rejects(
+        "r1 = r10\nr1 += -8\ncall pc+3\nr0 = 0\nr0 = 0\nexit\n\
+         r0 = *(u64 *)(r1 + 0)\nr0 = 0\nexit",
+        &env,
+        6,
+        "invalid read from stack",
+    );
 }
