@@ -10,14 +10,19 @@
 //! host's kernel or our kernel backend lacks). The test fails on any other
 //! disagreement, and when a listed difference stops happening, so the table
 //! stays true. A table of every program's two verdicts is printed
-//! (`--nocapture`).
+//! (`--nocapture`), and, for each program only root's kernel accepts, the
+//! verdict of a kernel without `CAP_PERFMON` (whose rules against address
+//! leaks and uninitialised reads are userbpf's), loaded from a thread
+//! without that capability.
 //!
 //! Needs root and bpf(); skips with a printed reason otherwise, unless
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
 
 use std::path::PathBuf;
 
-use userbpf_kernel::{kernel_required, kernel_unavailable, load_logged, SysError, LOG_STATS};
+use userbpf_kernel::{
+    kernel_required, kernel_unavailable, load_logged, without_cap_perfmon, SysError, LOG_STATS,
+};
 use userbpf_verifier::{check, Env, Options};
 use userbpf_vm::object::{Object, ProgramType};
 
@@ -279,6 +284,9 @@ fn fixture_verdicts_agree_with_the_kernel() {
     let mut failures: Vec<String> = Vec::new();
     let mut seen_differences = vec![false; DIFFERENCES.len()];
     let mut compared = 0usize;
+    // Programs only root's kernel accepts: the verdict of a kernel without
+    // CAP_PERFMON, and whether it refuses them in our words.
+    let mut root_only: Vec<(String, String, bool)> = Vec::new();
     for path in fixture_objects() {
         let file = path.file_name().unwrap().to_string_lossy().to_string();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -326,6 +334,23 @@ fn fixture_verdicts_agree_with_the_kernel() {
             let kernel =
                 kernel_outcome(load_logged(&obj, p, LOG_STATS, 1 << 20).map(|(_, log)| log));
             compared += 1;
+            if let (
+                Outcome::Rejected {
+                    text: ours_text, ..
+                },
+                Outcome::Accepted(_),
+            ) = (&ours, &kernel)
+            {
+                // Only root's kernel accepts: is it a rule of a kernel
+                // without CAP_PERFMON (leaks, uninitialised stack)?
+                let unprivileged = without_cap_perfmon(|| {
+                    kernel_outcome(load_logged(&obj, p, LOG_STATS, 1 << 20).map(|(_, log)| log))
+                })
+                .expect("a thread without CAP_PERFMON");
+                let same = matches!(&unprivileged, Outcome::Rejected { text, .. }
+                    if text.contains(ours_text.as_str()));
+                root_only.push((format!("{file} {}", p.name), unprivileged.short(), same));
+            }
             rows.push([file.clone(), p.name.clone(), ours.short(), kernel.short()]);
             let agree = match (&ours, &kernel) {
                 (Outcome::Accepted(_), Outcome::Accepted(_)) => true,
@@ -378,6 +403,22 @@ fn fixture_verdicts_agree_with_the_kernel() {
     );
     for [object, program, ours, kernel] in &rows {
         println!("{object:<18} {program:<14} {ours:<48} {kernel}");
+    }
+    if !root_only.is_empty() {
+        let refused = root_only
+            .iter()
+            .filter(|(_, v, _)| v.starts_with("rejected"))
+            .count();
+        let same = root_only.iter().filter(|(_, _, same)| *same).count();
+        println!(
+            "of the {} programs only root's kernel accepts, the kernel without CAP_PERFMON \
+             refuses {refused}, {same} with userbpf's message:",
+            root_only.len()
+        );
+        for (program, verdict, same) in &root_only {
+            let words = if *same { "same message" } else { "" };
+            println!("  {program:<60} {verdict} {words}");
+        }
     }
     println!("{compared} programs compared with the kernel; expected differences:");
     for d in DIFFERENCES {

@@ -8,11 +8,20 @@
 //! as "the kernel rejects ..." where PREVAIL accepts: this test keeps
 //! those reasons true on the running kernel.
 //!
+//! A second test shows that userbpf's rules against address leaks and
+//! uninitialised stack reads, which root's kernel relaxes, are the
+//! kernel's own for a loader without `CAP_PERFMON` (its
+//! `allow_ptr_leaks` and `allow_uninit_stack`): each case is loaded as
+//! root, then from a thread that dropped `CAP_PERFMON` and
+//! `CAP_SYS_ADMIN` (keeping `CAP_BPF`), and userbpf's verdict and message
+//! must be the latter's, except where listed with a reason.
+//!
 //! Needs root and bpf(); skips with a printed reason otherwise, unless
 //! `USERBPF_REQUIRE_KERNEL=1` (CI), where it fails instead.
 
 use userbpf_kernel::{
-    kernel_required, kernel_unavailable, KernelMap, KernelProgram, LoadRequest, ProgBtf,
+    kernel_required, kernel_unavailable, resolve_kfuncs, without_cap_perfmon, KernelMap,
+    KernelProgram, LoadRequest, ProgBtf,
 };
 use userbpf_verifier::{check, Context, Env, MapInfo, Options, SkbKind};
 use userbpf_vm::object::ProgramType;
@@ -67,6 +76,14 @@ const XDP: ProgramType = ProgramType::Xdp;
 const FLOW_DISSECTOR: ProgramType = ProgramType::FlowDissector;
 
 const RULES: &[Rule] = &[
+    // userbpf's kfunc ids (`userbpf_vm::kfunc`: 0x7ffe0001 is
+    // bpf_iter_num_new) become the kernel's BTF ids at load.
+    same(
+        "an address as a kfunc's int argument (bpf_iter_num_new's end)",
+        SOCKET,
+        "r1 = r10\nr1 += -8\nr2 = 0\nr3 = r10\ncall kfunc#2147352577\nr0 = 0\nexit",
+        Rejects("R3 is not a scalar"),
+    ),
     same("division by an immediate 0", SOCKET, "r0 = 0\nr0 /= 0\nexit", Rejects("div by zero")),
     same("modulo by an immediate 0", SOCKET, "r0 = 0\nr0 %= 0\nexit", Rejects("div by zero")),
     same(
@@ -852,8 +869,9 @@ const RULES: &[Rule] = &[
         source: "r0 = *(u64 *)(r10 - 8)\nexit",
         kernel: Accepts,
         ours: Some((
-            Rejects("invalid read from stack off -8+0 size 8"),
-            "userbpf rejects reads of uninitialised stack; the kernel allows them to root",
+            Rejects("invalid read from stack R10 off=-8 size=8"),
+            "userbpf rejects reads of uninitialised stack; the kernel allows them to root (and \
+             refuses them, in these words, to loaders without CAP_PERFMON)",
         )),
     },
     same(
@@ -1366,23 +1384,60 @@ fn env(prog_type: ProgramType) -> Env {
     }
 }
 
-#[test]
-fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
+/// The kernel's copies of [`MAPS`], or `None` (the test `test` skipped,
+/// with a printed reason) where the kernel is not available.
+fn kernel_maps(test: &str) -> Option<Vec<KernelMap>> {
     match kernel_unavailable() {
         None => {}
         Some(why) if kernel_required() => panic!("kernel required but unavailable: {why}"),
         Some(why) => {
-            println!("SKIP the_kernel_rules_userbpf_follows: {why}");
-            return;
+            println!("SKIP {test}: {why}");
+            return None;
         }
     }
-    let maps: Vec<KernelMap> = MAPS
-        .iter()
-        .map(|&(map_type, name, key_size, value_size, max_entries)| {
-            KernelMap::create(name, map_type, key_size, value_size, max_entries, 0, 0)
-                .unwrap_or_else(|e| panic!("creating map {name}: {e}"))
-        })
-        .collect();
+    Some(
+        MAPS.iter()
+            .map(|&(map_type, name, key_size, value_size, max_entries)| {
+                KernelMap::create(name, map_type, key_size, value_size, max_entries, 0, 0)
+                    .unwrap_or_else(|e| panic!("creating map {name}: {e}"))
+            })
+            .collect(),
+    )
+}
+
+/// The kernel's verdict on `insns` (of `prog_type`, with the maps `fds`):
+/// loaded with BTF for the subprograms, as libbpf loads them (the kernel
+/// wants it of subprograms that tail-call, and of callbacks), and
+/// userbpf's kfunc ids made the kernel's BTF ids.
+fn kernel_verdict(prog_type: ProgramType, insns: &[userbpf_vm::insn::Insn], fds: &[i32]) -> String {
+    let btf = ProgBtf::for_subprograms(insns).expect("program BTF");
+    let mut kernel_insns = insns.to_vec();
+    resolve_kfuncs(&mut kernel_insns);
+    let request = LoadRequest {
+        fd_array: fds,
+        btf: btf.as_ref(),
+        ..LoadRequest::new("rules", prog_type as u32, &kernel_insns)
+    };
+    match KernelProgram::load_request(&request) {
+        Ok(_) => "accepted".to_string(),
+        Err(e) => format!("rejected: {e}\n{}", e.log),
+    }
+}
+
+/// Whether a verdict's text (`accepted`, or `rejected...` with the
+/// message) is `v`.
+fn holds(text: &str, v: Verdict) -> bool {
+    match v {
+        Accepts => text == "accepted",
+        Rejects(m) => text.starts_with("rejected") && text.contains(m),
+    }
+}
+
+#[test]
+fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
+    let Some(maps) = kernel_maps("the_kernel_rules_userbpf_follows") else {
+        return;
+    };
     let fds: Vec<i32> = maps.iter().map(KernelMap::raw_fd).collect();
     let mut failures = Vec::new();
     for rule in RULES {
@@ -1393,22 +1448,7 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
             Ok(_) => "accepted".to_string(),
             Err(e) => format!("rejected at {}: {}", e.pc, e.message),
         };
-        // With BTF for the subprograms, as libbpf loads them (the kernel
-        // wants it of subprograms that tail-call, and of callbacks).
-        let btf = ProgBtf::for_subprograms(&insns).expect("program BTF");
-        let request = LoadRequest {
-            fd_array: &fds,
-            btf: btf.as_ref(),
-            ..LoadRequest::new("rules", rule.prog_type as u32, &insns)
-        };
-        let kernel = match KernelProgram::load_request(&request) {
-            Ok(_) => "accepted".to_string(),
-            Err(e) => format!("rejected: {e}\n{}", e.log),
-        };
-        let holds = |text: &str, v: Verdict| match v {
-            Accepts => text == "accepted",
-            Rejects(m) => text.starts_with("rejected") && text.contains(m),
-        };
+        let kernel = kernel_verdict(rule.prog_type, &insns, &fds);
         let (expected_ours, reason) = rule.ours.unwrap_or((rule.kernel, "same rule"));
         println!(
             "{}: kernel {:?}, userbpf {expected_ours:?} ({reason})",
@@ -1425,6 +1465,277 @@ fn the_kernel_rules_userbpf_follows_give_the_same_verdicts_on_the_kernel() {
                 "{}: userbpf was expected to give {expected_ours:?}, it gave {ours}",
                 rule.name
             ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A program on which userbpf's rules against address leaks and
+/// uninitialised reads meet the kernel's for a loader without
+/// `CAP_PERFMON` (`allow_ptr_leaks` and `allow_uninit_stack` off), which
+/// root's kernel relaxes.
+struct LeakRule {
+    /// What the program shows.
+    name: &'static str,
+    /// The program type.
+    prog_type: ProgramType,
+    /// The program (C-like assembly).
+    source: &'static str,
+    /// The kernel's verdict for root.
+    root: Verdict,
+    /// The kernel's verdict for a loader with `CAP_BPF` and without
+    /// `CAP_PERFMON` (nor `CAP_SYS_ADMIN`).
+    no_perfmon: Verdict,
+    /// Ours, when it differs from `no_perfmon`, with the reason.
+    ours: Option<(Verdict, &'static str)>,
+}
+
+const LEAK_RULES: &[LeakRule] = &[
+    LeakRule {
+        name: "a stack pointer compared with a number",
+        prog_type: SOCKET,
+        source: "r0 = 0\nr1 = r10\nif r1 > 0x1000 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer comparison prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer's bits tested (jset)",
+        prog_type: SOCKET,
+        source: "r0 = 0\nr1 = r10\nif r1 & 0x1000 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer comparison prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer's low half compared with 0",
+        prog_type: SOCKET,
+        source: "r0 = 0\nr1 = r10\nif w1 == 0 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer comparison prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "two maps' addresses ordered",
+        prog_type: SOCKET,
+        source: "r1 = map[idx:0]\nr2 = map[idx:1]\nr0 = 0\nif r1 < r2 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R2 pointer comparison prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a map value and the stack ordered",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +4\nr1 = r10\nr1 += -8\nif r0 > r1 goto +1\nr0 = 1\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer comparison prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "two map pointers compared for equality",
+        prog_type: SOCKET,
+        source: "r1 = map[idx:0]\nr2 = map[idx:1]\nr0 = 0\nif r1 == r2 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R2 pointer comparison prohibited"),
+        ours: Some((Accepts, "equality tells whether two pointers are one, not where either lies (at most a guess at their distance confirmed)")),
+    },
+    LeakRule {
+        name: "a map value compared with a stack address for equality (p == &local)",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +4\nr1 = r10\nr1 += -8\nif r0 == r1 goto +1\nr0 = 1\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer comparison prohibited"),
+        ours: Some((Accepts, "the same: C code's `p == &local` (libbpf-tools' biosnoop, biostacks)")),
+    },
+    LeakRule {
+        name: "two stack addresses ordered",
+        prog_type: SOCKET,
+        source: "r0 = 0\nr1 = r10\nr1 += -8\nr2 = r10\nif r1 < r2 goto +1\nr0 = 1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R2 pointer comparison prohibited"),
+        ours: Some((Accepts, "two pointers into one region compare as their offsets")),
+    },
+    LeakRule {
+        name: "a null check",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\nr0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Accepts,
+        ours: None,
+    },
+    LeakRule {
+        name: "an atomic add on a spilled pointer",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 8) = r10\nr1 = 1\nlock *(u64 *)(r10 - 8) += r1\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("leaking pointer from stack off -8"),
+        ours: None,
+    },
+    LeakRule {
+        name: "an atomic fetch of a spilled pointer",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 8) = r10\nr1 = 0\nr1 = atomic_fetch_add((u64 *)(r10 - 8), r1)\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("leaking pointer from stack off -8"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer as a helper's flags",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\n*(u64 *)(r10 - 16) = 0\nr1 = map[idx:0]\nr2 = r10\nr2 += -4\nr3 = r10\nr3 += -16\nr4 = r10\ncall bpf_map_update_elem\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R4 leaks addr into helper function"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer stored into a map value",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +1\n*(u64 *)(r0 + 0) = r10\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R10 leaks addr into map"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer stored into the context",
+        prog_type: TC,
+        source: "*(u32 *)(r1 + 48) = r10\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R10 leaks addr into ctx"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer returned",
+        prog_type: SOCKET,
+        source: "r0 = r10\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R0 leaks addr as return value"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a pointer's low half copied",
+        prog_type: SOCKET,
+        source: "w1 = w10\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R10 partial copy of pointer"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a spilled pointer read back in part",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 8) = r10\nr0 = *(u32 *)(r10 - 8)\nr0 = 0\nexit",
+        root: Rejects("invalid size of register fill"),
+        no_perfmon: Rejects("invalid size of register fill"),
+        ours: None,
+    },
+    LeakRule {
+        name: "a spilled pointer written to a ring buffer",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 8) = r10\nr1 = map[idx:6]\nr2 = r10\nr2 += -8\nr3 = 8\nr4 = 0\ncall bpf_ringbuf_output\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("invalid read from stack R2 off -8+0 size 8"),
+        ours: None,
+    },
+    LeakRule {
+        name: "pointers into two regions subtracted",
+        prog_type: SOCKET,
+        source: "*(u32 *)(r10 - 4) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nif r0 == 0 goto +3\nr1 = r10\nr1 -= r0\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer -= pointer prohibited"),
+        ours: None,
+    },
+    LeakRule {
+        name: "two stack addresses subtracted",
+        prog_type: SOCKET,
+        source: "r1 = r10\nr2 = r10\nr2 += -8\nr1 -= r2\nr0 = r1\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("R1 pointer -= pointer prohibited"),
+        ours: Some((Accepts, "the difference of two pointers into one region is an offset")),
+    },
+    LeakRule {
+        name: "uninitialised stack read",
+        prog_type: SOCKET,
+        source: "r0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("invalid read from stack R10 off=-8 size=8"),
+        ours: None,
+    },
+    LeakRule {
+        name: "uninitialised stack read within what was written",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 16) = 0\nr0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("invalid read from stack off -8+0 size 8"),
+        ours: None,
+    },
+    LeakRule {
+        name: "uninitialised stack given to a helper",
+        prog_type: SOCKET,
+        source: "r2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("invalid read from stack R2 off=-4 size=4"),
+        ours: None,
+    },
+    LeakRule {
+        name: "uninitialised stack within what was written given to a helper",
+        prog_type: SOCKET,
+        source: "*(u64 *)(r10 - 16) = 0\nr2 = r10\nr2 += -4\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr0 = 0\nexit",
+        root: Accepts,
+        no_perfmon: Rejects("invalid read from stack R2 off -4+0 size 4"),
+        ours: None,
+    },
+];
+
+#[test]
+fn userbpf_leak_rules_are_the_kernels_for_loaders_without_cap_perfmon() {
+    let Some(maps) = kernel_maps("userbpf_leak_rules") else {
+        return;
+    };
+    let fds: Vec<i32> = maps.iter().map(KernelMap::raw_fd).collect();
+    let programs: Vec<Vec<userbpf_vm::insn::Insn>> = LEAK_RULES
+        .iter()
+        .map(|r| userbpf_vm::asm::assemble(r.source).unwrap_or_else(|e| panic!("{}: {e}", r.name)))
+        .collect();
+    let root: Vec<String> = LEAK_RULES
+        .iter()
+        .zip(&programs)
+        .map(|(r, insns)| kernel_verdict(r.prog_type, insns, &fds))
+        .collect();
+    // The same loads from a thread without CAP_PERFMON and CAP_SYS_ADMIN.
+    let no_perfmon: Vec<String> = without_cap_perfmon(|| {
+        LEAK_RULES
+            .iter()
+            .zip(&programs)
+            .map(|(r, insns)| kernel_verdict(r.prog_type, insns, &fds))
+            .collect()
+    })
+    .expect("a thread without CAP_PERFMON");
+    let mut failures = Vec::new();
+    for (i, rule) in LEAK_RULES.iter().enumerate() {
+        let program = Program::new(rule.name, programs[i].clone()).expect("valid program");
+        let ours = match check(&program, &env(rule.prog_type), &Options::default(), None) {
+            Ok(_) => "accepted".to_string(),
+            Err(e) => format!("rejected at {}: {}", e.pc, e.message),
+        };
+        let (expected_ours, reason) = rule.ours.unwrap_or((rule.no_perfmon, "the same rule"));
+        println!(
+            "{}: root {:?}, without CAP_PERFMON {:?}, userbpf {expected_ours:?} ({reason})",
+            rule.name, rule.root, rule.no_perfmon
+        );
+        for (who, got, expected) in [
+            ("the kernel (root)", &root[i], rule.root),
+            (
+                "the kernel without CAP_PERFMON",
+                &no_perfmon[i],
+                rule.no_perfmon,
+            ),
+            ("userbpf", &ours, expected_ours),
+        ] {
+            if !holds(got, expected) {
+                failures.push(format!(
+                    "{}: {who} was expected to give {expected:?}, it gave {got}",
+                    rule.name
+                ));
+            }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

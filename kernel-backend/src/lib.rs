@@ -45,6 +45,68 @@ pub fn kernel_unavailable() -> Option<String> {
     }
 }
 
+/// `CAP_SYS_ADMIN`.
+const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_PERFMON`.
+const CAP_PERFMON: u32 = 38;
+
+/// Runs `f` on a thread of its own whose effective capabilities lack
+/// `CAP_PERFMON` and `CAP_SYS_ADMIN` (capabilities are per thread; the
+/// caller's stay as they are): with `CAP_BPF` still held, the loads it
+/// makes are verified under the kernel's rules for a loader without
+/// `CAP_PERFMON` (`allow_ptr_leaks`, `allow_uninit_stack` and
+/// `bypass_spec_v1` off: no address may leak, no uninitialised stack be
+/// read, pointer arithmetic is masked against Spectre v1). An error if
+/// the capabilities cannot be read or set.
+pub fn without_cap_perfmon<T: Send>(f: impl FnOnce() -> T + Send) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            drop_effective_caps(&[CAP_SYS_ADMIN, CAP_PERFMON])?;
+            Ok(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Drops `caps` from the calling thread's effective capabilities.
+fn drop_effective_caps(caps: &[u32]) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two words of each set.
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` words for version 3, which `data`
+    // holds; `header` is a valid header (pid 0: this thread).
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    for &c in caps {
+        if let Some(word) = data.get_mut((c / 32) as usize) {
+            word.effective &= !(1u32 << (c % 32));
+        }
+    }
+    // SAFETY: as above; capset reads the header and two words, and
+    // changes this thread's capabilities only.
+    if unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// An object's program loaded in the kernel with its maps.
 #[derive(Debug)]
 pub struct KernelLoad {
@@ -154,7 +216,7 @@ fn create_map_of_maps(
 /// running kernel's BTF ids of the same functions (`/sys/kernel/btf/vmlinux`),
 /// as libbpf resolves `__ksym` functions. Unknown ids are left for the
 /// kernel to refuse.
-fn resolve_kfuncs(insns: &mut [Insn]) {
+pub fn resolve_kfuncs(insns: &mut [Insn]) {
     let is_kfunc_call = |i: &Insn| i.code == op::CALL && i.src == op::CALL_KFUNC;
     if !insns.iter().any(is_kfunc_call) {
         return;
