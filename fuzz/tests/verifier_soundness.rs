@@ -1,6 +1,8 @@
 //! The `verifier_soundness` fuzz oracle under proptest: random plausible
 //! programs that the verifier accepts (raw programs on a buffer, with
-//! maps) never fault in the checked interpreter, on several random inputs.
+//! maps) never fault in the checked interpreter, on several random inputs,
+//! and leave the same results wherever their memory lies (no address
+//! leaks).
 //! Prints the share the verifier accepted and its most frequent reasons
 //! to reject. `PROPTEST_CASES=N` runs N cases instead of [`CASES`].
 

@@ -16,7 +16,10 @@
 //! - [`verifier_soundness`]: a raw program (`Env::raw(len)`, possibly with
 //!   maps) that the verifier accepts runs in the checked interpreter on
 //!   many inputs (buffer and map contents, helper results) and must never
-//!   fault: a fault is an access the verifier proved safe and was not. Map
+//!   fault: a fault is an access the verifier proved safe and was not.
+//!   Each run is made twice, in two places whose memory lies at different
+//!   addresses, and must leave the same results: a difference is an
+//!   address the program leaked (into memory, or its return value). Map
 //!   values and the buffer are exactly as large as the verifier was told
 //!   (maps of one entry whose value size is a multiple of 8), so any
 //!   access past them faults. The inputs are mostly the program's own
@@ -229,9 +232,12 @@ const RUNS: usize = 64;
 /// buffer of a random length, maybe maps) from [`generate`] that the
 /// verifier accepts runs 64 times in the checked interpreter, on a
 /// guarded buffer and maps filled with random contents (the hash map
-/// empty on some runs, so lookups fail too). Any fault is a soundness bug
-/// of the verifier (the instruction budget included: accepted programs
-/// terminate), and panics with the program, its environment and the input.
+/// empty on some runs, so lookups fail too), each run twice in two places
+/// whose memory lies at different addresses ([`run_in_interpreter`]).
+/// Any fault is a soundness bug of the verifier (the instruction budget
+/// included: accepted programs terminate), as is a difference between the
+/// two places (an address leaked), and panics with the program, its
+/// environment and the input.
 pub fn verifier_soundness(data: &[u8]) -> Verdict {
     let mut u = Unstructured::new(data);
     let spec = raw_spec(&mut u);
@@ -242,7 +248,8 @@ pub fn verifier_soundness(data: &[u8]) -> Verdict {
     }
     if let Err(fault) = run_in_interpreter(&g, seed, RUNS) {
         panic!(
-            "verifier soundness: an accepted program faulted in the checked interpreter: {fault}"
+            "verifier soundness: an accepted program faulted in the checked interpreter, or \
+             leaked an address: {fault}"
         );
     }
     Verdict::Accepted
@@ -333,6 +340,7 @@ fn helper_value(mask: u64) -> u64 {
 /// of its divisions), off by one or two, since that is where a wrong
 /// bound lets an access out; then the values bounds checks trip on, its
 /// other immediates, small numbers and random ones.
+#[derive(Clone)]
 struct Inputs {
     rng: XorShift,
     bounds: Vec<u64>,
@@ -428,7 +436,7 @@ impl Inputs {
 }
 
 /// A xorshift generator (deterministic inputs for oracles and tests).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct XorShift(pub u64);
 
 impl XorShift {
@@ -462,6 +470,84 @@ pub fn message_group(message: &str) -> String {
     out
 }
 
+/// `bpf_for_each_map_elem`, whose order over a hash map depends on the
+/// map's random hash seed.
+const FOR_EACH_MAP_ELEM: &str = "bpf_for_each_map_elem#164";
+
+/// A map's entries after a run, in key order (key, value).
+type Entries = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// One place for a program to run: its maps, its interpreter, its guarded
+/// context.
+struct Place {
+    set: Arc<MapSet>,
+    vm: userbpf_vm::Vm,
+    buf: GuardedBuffer,
+}
+
+impl Place {
+    /// A place for `g`, with `len` bytes of context.
+    fn new(g: &Generated, len: usize) -> Result<Place, String> {
+        let mut set = MapSet::default();
+        for (i, m) in g.spec.maps.iter().enumerate() {
+            match Map::create(m.spec(i)) {
+                Ok(map) => {
+                    set.push(map);
+                }
+                Err(e) => panic!("cannot create map {i} ({m:?}): {e}"),
+            }
+        }
+        let set = Arc::new(set);
+        let vm = set
+            .vm(&g.program, base_helpers(), Config::default())
+            .map_err(|e| format!("the interpreter cannot prepare it: {e}\n{}", g.source))?;
+        Ok(Place {
+            set,
+            vm,
+            buf: GuardedBuffer::new(len, &[]),
+        })
+    }
+
+    /// Sets the context and the maps' contents (`contents`: per map, the
+    /// key to fill, if any, and its value).
+    fn fill(&mut self, g: &Generated, input: &[u8], contents: &[(Option<u32>, Vec<u8>)]) {
+        self.buf.as_mut_slice().copy_from_slice(input);
+        for ((map, m), (key, value)) in self.set.maps().iter().zip(&g.spec.maps).zip(contents) {
+            if m.map_type != MAP_ARRAY {
+                for k in map.keys() {
+                    let _ = map.delete(&k);
+                }
+            }
+            if let Some(k) = key {
+                if let Err(e) = map.update(&k.to_le_bytes(), value, BPF_ANY) {
+                    panic!("cannot fill map {m:?}: {e}");
+                }
+            }
+        }
+    }
+
+    /// What a run leaves: the context's bytes and every map's entries,
+    /// in key order.
+    fn outputs(&mut self) -> (Vec<u8>, Vec<Entries>) {
+        let maps = self
+            .set
+            .maps()
+            .iter()
+            .map(|map| {
+                let mut keys = map.keys();
+                keys.sort();
+                keys.into_iter()
+                    .map(|k| {
+                        let v = map.lookup(&k);
+                        (k, v)
+                    })
+                    .collect()
+            })
+            .collect();
+        (self.buf.as_mut_slice().to_vec(), maps)
+    }
+}
+
 /// Runs `g` `runs` times in the checked interpreter, on a guarded context
 /// (the raw buffer; for socket filters, a `struct __sk_buff`'s bytes) and
 /// maps filled from `Inputs` (`seed`; the first run on zeros, the second
@@ -470,38 +556,32 @@ pub fn message_group(message: &str) -> String {
 /// interpreter cannot prepare) is returned, described with the program,
 /// its environment and the input.
 ///
+/// Each run is made twice, in two places whose memory lies at different
+/// addresses (other maps, another interpreter and its stack, another
+/// context buffer), on the same inputs: the return values, the contexts
+/// and the maps' contents must be the same. A difference is an address
+/// that reached what the program leaves (userbpf's verifier lets no
+/// pointer leak, into memory or through a comparison), and is returned
+/// as a fault is. (Programs that walk a hash map with
+/// `bpf_for_each_map_elem` run once: the order of its walk depends on
+/// the map's random hash seed.)
+///
 /// # Panics
 /// If the maps cannot be created or filled (an environment problem).
 pub fn run_in_interpreter(g: &Generated, seed: u64, runs: usize) -> Result<(), String> {
     let spec = &g.spec;
-    let mut set = MapSet::default();
-    for (i, m) in spec.maps.iter().enumerate() {
-        match Map::create(m.spec(i)) {
-            Ok(map) => {
-                set.push(map);
-            }
-            Err(e) => panic!("cannot create map {i} ({m:?}): {e}"),
-        }
-    }
-    let set = Arc::new(set);
-    let mut vm = match set.vm(&g.program, base_helpers(), Config::default()) {
-        Ok(vm) => vm,
-        Err(e) => {
-            return Err(format!(
-                "the interpreter cannot prepare it: {e}\n{}",
-                g.source
-            ))
-        }
-    };
     let len = match spec.flavour {
         Flavour::Raw { len } => len as usize,
         Flavour::SocketFilter => SK_BUFF_SIZE as usize,
     };
-    let mut buf = GuardedBuffer::new(len, &[]);
+    let mut a = Place::new(g, len)?;
+    let mut b = if g.source.contains(FOR_EACH_MAP_ELEM) {
+        None
+    } else {
+        Some(Place::new(g, len)?)
+    };
     let mut inputs = Inputs::new(&g.program, seed);
-    HELPER_VALUES.with(|h| {
-        *h.borrow_mut() = Some(Inputs::new(&g.program, seed.rotate_left(17)));
-    });
+    let mut helper_values = Inputs::new(&g.program, seed.rotate_left(17));
     // Hash map contents per run: empty, or one of the keys programs use.
     let hash_keys = [None, Some(0u32), Some(1), Some(0), Some(2)];
     for run in 0..runs {
@@ -510,38 +590,55 @@ pub fn run_in_interpreter(g: &Generated, seed: u64, runs: usize) -> Result<(), S
             1 => vec![0xff; len],
             _ => inputs.bytes(len),
         };
-        buf.as_mut_slice().copy_from_slice(&input);
-        let mut contents = Vec::new();
-        for (map, m) in set.maps().iter().zip(&spec.maps) {
-            let value = if run == 0 {
-                vec![0; m.value_size as usize]
-            } else {
-                inputs.bytes(m.value_size as usize)
-            };
-            let key = match m.map_type {
-                MAP_ARRAY => Some(0u32),
-                _ => {
-                    for k in map.keys() {
-                        let _ = map.delete(&k);
-                    }
-                    hash_keys[run % hash_keys.len()]
-                }
-            };
-            if let Some(k) = key {
-                if let Err(e) = map.update(&k.to_le_bytes(), &value, BPF_ANY) {
-                    panic!("cannot fill map {m:?}: {e}");
-                }
-            }
-            contents.push((key, value));
-        }
-        if let Err(fault) = vm.run(buf.as_mut_slice()) {
-            return Err(format!(
-                "run {run}: {fault}\nenv: {:?} maps {:?}\ninput: {input:?}\nmap contents \
+        let contents: Vec<(Option<u32>, Vec<u8>)> = spec
+            .maps
+            .iter()
+            .map(|m| {
+                let value = if run == 0 {
+                    vec![0; m.value_size as usize]
+                } else {
+                    inputs.bytes(m.value_size as usize)
+                };
+                let key = match m.map_type {
+                    MAP_ARRAY => Some(0u32),
+                    _ => hash_keys[run % hash_keys.len()],
+                };
+                (key, value)
+            })
+            .collect();
+        let describe = |what: String| {
+            format!(
+                "run {run}: {what}\nenv: {:?} maps {:?}\ninput: {input:?}\nmap contents \
                  (key, value): {contents:?}\nprogram:\n{}",
                 spec.flavour, spec.maps, g.source
-            ));
+            )
+        };
+        // Both places draw the same helper results.
+        let values = helper_values.clone();
+        let mut results = Vec::new();
+        for place in std::iter::once(&mut a).chain(b.as_mut()) {
+            HELPER_VALUES.with(|h| *h.borrow_mut() = Some(values.clone()));
+            place.fill(g, &input, &contents);
+            let r0 = place.vm.run(place.buf.as_mut_slice());
+            let ran = r0.map_err(|fault| describe(fault.to_string()))?;
+            results.push((ran, place.outputs()));
+        }
+        HELPER_VALUES.with(|h| {
+            if let Some(v) = h.borrow_mut().take() {
+                helper_values = v;
+            }
+        });
+        if let [first, second] = &results[..] {
+            if first != second {
+                return Err(describe(format!(
+                    "an address reached the program's output: at one place it returned {} and \
+                     left {:?}, at another {} and {:?}",
+                    first.0, first.1, second.0, second.1
+                )));
+            }
         }
     }
+    HELPER_VALUES.with(|h| *h.borrow_mut() = None);
     Ok(())
 }
 

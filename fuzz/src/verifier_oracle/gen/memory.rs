@@ -510,11 +510,35 @@ impl Gen<'_, '_> {
         }
     }
 
-    /// An atomic operation on a written stack slot.
+    /// An atomic operation on a written stack slot (now and then, a bug:
+    /// on a spilled pointer, whose address it would make a number).
     pub(super) fn atomic(&mut self) {
         let Some(s) = self.scalar() else {
             return;
         };
+        let pointers: Vec<u32> = (0..SLOTS as u32)
+            .filter(|&i| {
+                matches!(
+                    self.st.stack[i as usize].ptr,
+                    Some(Kind::Ctx | Kind::MapVal(_))
+                )
+            })
+            .collect();
+        if !pointers.is_empty() && self.chance(1, 3) {
+            let slot = pointers[self.below(pointers.len() as u32) as usize];
+            let off = -8 * (i64::from(slot) + 1);
+            if self.can_write(s, Kind::Scalar) && self.chance(1, 2) {
+                let _ = writeln!(
+                    self.out,
+                    "r{s} = atomic_fetch_add((u64 *)({}), r{s})",
+                    addr(10, off)
+                );
+            } else {
+                let _ = writeln!(self.out, "lock *(u64 *)({}) += r{s}", addr(10, off));
+            }
+            self.stack_written(off, 8, None);
+            return;
+        }
         let wide = self.chance(1, 2);
         let (size, w) = if wide { (8u32, 'r') } else { (4, 'w') };
         let cands: Vec<i64> = (0..16i64)
