@@ -169,6 +169,10 @@ fn create_map(def: &MapDef) -> Result<KernelMap, SysError> {
             m.update(&0u32.to_le_bytes(), init, 0)?;
         }
     }
+    // `.rodata` and `.kconfig`: constants from here on, as under libbpf.
+    if def.flags & userbpf_vm::object::BPF_F_RDONLY_PROG != 0 {
+        m.freeze()?;
+    }
     Ok(m)
 }
 

@@ -17,6 +17,7 @@ const BPF_MAP_GET_NEXT_KEY: u32 = 4;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_BTF_LOAD: u32 = 18;
+const BPF_MAP_FREEZE: u32 = 22;
 
 /// Verifier `log_level` bit: the instructions processed and the states
 /// at branches (`BPF_LOG_LEVEL1`).
@@ -235,6 +236,21 @@ impl KernelMap {
     /// The map's fd.
     pub fn raw_fd(&self) -> i32 {
         self.fd.as_raw_fd()
+    }
+
+    /// `BPF_MAP_FREEZE`: no more writes from user space. A frozen map
+    /// that programs may only read (`BPF_F_RDONLY_PROG`) is constant to
+    /// the verifier, which then reads its values (a format string, a
+    /// size), as libbpf freezes `.rodata` after filling it.
+    pub fn freeze(&self) -> Result<(), SysError> {
+        let mut attr = [0u64; 1];
+        put32(&mut attr, 0, self.raw_fd() as u32);
+        bpf(BPF_MAP_FREEZE, &mut attr, 4).map_err(|source| SysError {
+            cmd: "BPF_MAP_FREEZE",
+            source,
+            log: String::new(),
+        })?;
+        Ok(())
     }
 
     /// `BPF_MAP_UPDATE_ELEM` (`value`: [`KernelMap::user_value_size`] bytes,
