@@ -46,8 +46,9 @@ const PACKET: &[i32] = &[25];
 const SKB: &[i32] = &[26, 46, 122];
 /// Helpers that may read or write packet memory through a pointer
 /// argument (`pkt_access` in their kernel prototype): the map helpers,
-/// `bpf_csum_diff` and the SYN cookie helpers.
-const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 87, 88, 89, 100, 110];
+/// `bpf_csum_diff`, the socket lookups (their tuple) and the SYN cookie
+/// helpers.
+const PKT_ACCESS: &[i32] = &[1, 2, 3, 28, 84, 85, 87, 88, 89, 99, 100, 110, 195];
 /// Helpers of TC and XDP programs besides those: `bpf_csum_diff`.
 const TC_XDP: &[i32] = &[28];
 /// Helpers of TC programs only: `bpf_csum_update`, those that change
@@ -167,14 +168,25 @@ impl Verifier<'_> {
     /// The values the program may return, for the program types whose
     /// return value the kernel acts on (`check_return_code`): cgroup
     /// programs allow or deny (cgroup_skb egress programs may also ask
-    /// for congestion notification: 2, 3), and the address hooks that
-    /// only rewrite an address must return 1.
+    /// for congestion notification: 2, 3; bind hooks may skip the
+    /// privileged-port check: 2, 3), and the address hooks that only
+    /// rewrite an address must return 1.
     fn exit_range(&self) -> Option<(i64, i64)> {
         use userbpf_vm::object::AttachType as A;
         use ProgramType as T;
         match self.env.prog_type? {
             T::CgroupSkb if self.env.attach_type == Some(A::CgroupInetEgress) => Some((0, 3)),
             T::CgroupSockAddr if self.reports_address() => Some((1, 1)),
+            // bind may also ask to skip the CAP_NET_BIND_SERVICE check
+            // (`BPF_RET_BIND_NO_CAP_NET_BIND_SERVICE`, bit 1).
+            T::CgroupSockAddr
+                if matches!(
+                    self.env.attach_type,
+                    Some(A::CgroupInet4Bind | A::CgroupInet6Bind)
+                ) =>
+            {
+                Some((0, 3))
+            }
             T::CgroupSkb
             | T::CgroupSockAddr
             | T::CgroupSock
@@ -216,7 +228,7 @@ impl Verifier<'_> {
                 PtrToSockCommon,
                 Anything,
                 Anything,
-                PtrToUninitMem,
+                PtrToUninitMem { maybe_null: false },
                 ConstSize,
             ],
         );
@@ -683,7 +695,7 @@ impl Verifier<'_> {
             }
             self.check_stack_depth(st)?;
         }
-        if userbpf_vm::proto::CHANGES_PACKET.contains(&id) {
+        if crate::cfg::helper_changes_packet(id) {
             // The packet moved or changed size: every packet pointer is
             // stale (`clear_all_pkt_pointers`). As for an unprivileged
             // program, they become unreadable (root's kernel makes them
@@ -1133,6 +1145,7 @@ impl Verifier<'_> {
             2 | 3 => m.has_values() || map_in_map,
             12 => t == map_type::PROG_ARRAY,
             25 => t == map_type::PERF_EVENT_ARRAY,
+            198..=200 => t == map_type::RINGBUF,
             27 => t == map_type::STACK_TRACE,
             87 | 89 => matches!(
                 t,
@@ -1161,9 +1174,19 @@ impl Verifier<'_> {
             210 | 211 => t == map_type::CGRP_STORAGE,
             _ => true,
         } && match t {
-            // Task and cgroup storage serve their own helpers.
+            // Local storages serve their own helpers.
             map_type::TASK_STORAGE => matches!(id, 156 | 157),
             map_type::CGRP_STORAGE => matches!(id, 210 | 211),
+            map_type::SK_STORAGE => matches!(id, 107 | 108),
+            map_type::INODE_STORAGE => matches!(id, 145 | 146),
+            map_type::CGROUP_STORAGE | map_type::PERCPU_CGROUP_STORAGE => id == 81,
+            // A map of maps is only looked up.
+            map_type::ARRAY_OF_MAPS | map_type::HASH_OF_MAPS => id == 1,
+            map_type::RINGBUF => matches!(id, 130 | 131 | 134 | 198..=200),
+            map_type::USER_RINGBUF => id == 209,
+            map_type::PROG_ARRAY => id == 12,
+            map_type::QUEUE | map_type::STACK => matches!(id, 87..=89),
+            map_type::BLOOM_FILTER => matches!(id, 87 | 89),
             // The map's side (`check_map_func_compatibility`): these maps
             // serve only their own helpers.
             map_type::STACK_TRACE => id == 27,
@@ -1175,7 +1198,7 @@ impl Verifier<'_> {
             map_type::DEVMAP | map_type::DEVMAP_HASH | map_type::XSKMAP => matches!(id, 1 | 51),
             map_type::CPUMAP => id == 51,
             // Perf event arrays serve output and counter reads.
-            map_type::PERF_EVENT_ARRAY => matches!(id, 22 | 25 | 55),
+            map_type::PERF_EVENT_ARRAY => matches!(id, 22 | 25 | 55 | 111 | 121),
             // Socket maps: their redirects and updates, lookups (which
             // return sockets), and map updates where no socket is locked
             // (`may_update_sockmap`).
@@ -1239,7 +1262,8 @@ impl Verifier<'_> {
                 }
             }
             ArgType::ConstMapPtr => match reg.ty {
-                RegType::ConstMap { map } => meta.map = Some(map),
+                // An inner map is a map only after its null check.
+                RegType::ConstMap { map } if !reg.maybe_null => meta.map = Some(map),
                 _ => return Err(self.error(expected("map_ptr"))),
             },
             ArgType::PtrToMapKey => {
@@ -1275,8 +1299,8 @@ impl Verifier<'_> {
                 let n = u64::from(m.value_size);
                 self.helper_mem(st, regno, n, n, Access::Write, false)?;
             }
-            ArgType::PtrToMem { .. } | ArgType::PtrToUninitMem | ArgType::PtrToMemInOut => {
-                let write = matches!(arg, ArgType::PtrToUninitMem | ArgType::PtrToMemInOut);
+            ArgType::PtrToMem { .. } | ArgType::PtrToUninitMem { .. } | ArgType::PtrToMemInOut => {
+                let write = matches!(arg, ArgType::PtrToUninitMem { .. } | ArgType::PtrToMemInOut);
                 let size_arg = all.get(i.wrapping_add(1)).copied();
                 let zero_ok = size_arg == Some(ArgType::ConstSizeOrZero);
                 let size_reg = *st.reg(regno.wrapping_add(1));
@@ -1311,7 +1335,12 @@ impl Verifier<'_> {
                         regno.wrapping_add(1)
                     )));
                 }
-                if reg.const_value() == Some(0) && arg == (ArgType::PtrToMem { maybe_null: true }) {
+                let maybe_null = matches!(
+                    arg,
+                    ArgType::PtrToMem { maybe_null: true }
+                        | ArgType::PtrToUninitMem { maybe_null: true }
+                );
+                if reg.const_value() == Some(0) && maybe_null {
                     // A null pointer is only fine where the prototype allows
                     // one (`PTR_MAYBE_NULL`), with nothing to access
                     // (`check_helper_mem_access` on a scalar).

@@ -55,10 +55,21 @@ pub fn function_starts(program: &Program) -> Vec<usize> {
 /// packet (`bpf_helper_changes_pkt_data`): the kernel's
 /// `changes_pkt_data` of a subprogram.
 pub fn changes_packet(program: &Program, starts: &[usize], start: usize) -> bool {
-    reaches(program, starts, start, |i| {
-        matches!(i, Instruction::Call(CallTarget::Helper(id))
-            if userbpf_vm::proto::CHANGES_PACKET.contains(id))
-    })
+    reaches(
+        program,
+        starts,
+        start,
+        |i| matches!(i, Instruction::Call(CallTarget::Helper(id)) if helper_changes_packet(*id)),
+    )
+}
+
+/// Whether helper `id` may leave the packet changed
+/// (`bpf_helper_changes_pkt_data`): the helpers that move or resize it,
+/// and `bpf_tail_call#12`, whose target may call them: from a subprogram
+/// it returns to the subprogram's caller, and the kernel forgets the
+/// packet's pointers after any tail call.
+pub fn helper_changes_packet(id: i32) -> bool {
+    id == 12 || userbpf_vm::proto::CHANGES_PACKET.contains(&id)
 }
 
 /// Whether the function starting at `start`, or one it calls, has a

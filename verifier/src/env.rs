@@ -62,6 +62,16 @@ pub mod map_type {
     pub const TASK_STORAGE: u32 = 29;
     /// `BPF_MAP_TYPE_CGRP_STORAGE`.
     pub const CGRP_STORAGE: u32 = 32;
+    /// `BPF_MAP_TYPE_CGROUP_STORAGE`.
+    pub const CGROUP_STORAGE: u32 = 19;
+    /// `BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE`.
+    pub const PERCPU_CGROUP_STORAGE: u32 = 21;
+    /// `BPF_MAP_TYPE_SK_STORAGE`.
+    pub const SK_STORAGE: u32 = 24;
+    /// `BPF_MAP_TYPE_INODE_STORAGE`.
+    pub const INODE_STORAGE: u32 = 28;
+    /// `BPF_MAP_TYPE_USER_RINGBUF`.
+    pub const USER_RINGBUF: u32 = 31;
 }
 
 /// A map as the verifier sees it (`struct bpf_map`'s shape).

@@ -49,7 +49,7 @@ use std::sync::Arc;
 use userbpf_vm::interp::PreparedProgram;
 use userbpf_vm::Program;
 
-pub use ctx::{Context, SkbKind};
+pub use ctx::{AddrFamily, Context, SkbKind};
 pub use env::{Env, GlobalFunction, MapInfo};
 pub use error::{Stats, VerifyError};
 pub use state::State;

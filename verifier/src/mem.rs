@@ -60,6 +60,21 @@ impl Verifier<'_> {
             Access::Read,
             None,
         )?;
+        if let Found::Reg(r) = &found {
+            // A packet pointer field read sign-extending is refused
+            // (`bpf_skb_is_valid_access`, `xdp_is_valid_access`: the
+            // kernel rewrites those loads into 64-bit pointer loads).
+            let packet = matches!(
+                r.ty,
+                RegType::Packet { .. } | RegType::PacketMeta { .. } | RegType::PacketEnd
+            );
+            if sign && base.ty == RegType::Ctx && packet {
+                return Err(self.error(format!(
+                    "invalid bpf_context access off={} size={bytes}",
+                    base.off.wrapping_add(i32::from(off))
+                )));
+            }
+        }
         let reg = match found {
             Found::Reg(r) => match r.const_value() {
                 // A folded constant, sign-extended from its size.

@@ -170,7 +170,9 @@ impl RegType {
 
     /// The kernel's name for the type (`reg_type_str`).
     pub fn name(self, maybe_null: bool) -> String {
-        if self == RegType::XdpSock && maybe_null {
+        // A lookup in a map of maps or an XSKMAP is a map value until
+        // its null check (`PTR_TO_MAP_VALUE | PTR_MAYBE_NULL`).
+        if matches!(self, RegType::XdpSock | RegType::ConstMap { .. }) && maybe_null {
             return "map_value_or_null".to_string();
         }
         if let RegType::BtfId { trust, .. } = self {

@@ -1768,3 +1768,200 @@ fn a_global_function_is_verified_once_however_often_it_is_called() {
         "invalid read from stack",
     );
 }
+
+#[test]
+fn map_helpers_take_only_the_maps_the_kernel_lets_them_take() {
+    // An inner map is a map only after its lookup's null check.
+    let mut with_inner = socket();
+    with_inner.maps.push(MapInfo {
+        inner: Some(3),
+        ..MapInfo::new("outer", 12, 4, 4, 2)
+    });
+    let outer = with_inner.maps.len() - 1;
+    let lookup_inner = |check: &str| {
+        format!(
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nr1 = map[idx:{outer}]\n\
+             call bpf_map_lookup_elem\n{check}r1 = r0\nr2 = r10\nr2 += -4\n\
+             call bpf_map_lookup_elem\nr0 = 0\nexit"
+        )
+    };
+    accepts(&lookup_inner("if r0 == 0 goto +4\n"), &with_inner);
+    rejects(
+        &lookup_inner(""),
+        &with_inner,
+        10,
+        "R1 type=map_value_or_null expected=map_ptr",
+    );
+    // A map of maps is only looked up (`check_map_func_compatibility`).
+    rejects(
+        &format!(
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nr1 = map[idx:{outer}]\n\
+             call bpf_map_delete_elem\nr0 = 0\nexit"
+        ),
+        &with_inner,
+        6,
+        "cannot pass map_type 12 into func bpf_map_delete_elem#3",
+    );
+    // Socket storage serves bpf_sk_storage_get/delete only.
+    let mut storage = socket();
+    storage.maps.push(MapInfo::new("sk_storage", 24, 4, 8, 0));
+    let sk_storage = storage.maps.len() - 1;
+    rejects(
+        &format!(
+            "r1 = 0\n*(u32 *)(r10 - 4) = r1\nr2 = r10\nr2 += -4\nr1 = map[idx:{sk_storage}]\n\
+             call bpf_map_lookup_elem\nr0 = 0\nexit"
+        ),
+        &storage,
+        6,
+        "cannot pass map_type 24 into func bpf_map_lookup_elem#1",
+    );
+}
+
+#[test]
+fn packet_pointers_are_forgotten_after_a_tail_call() {
+    // r7 = data, proven to hold 14 bytes before the exit at `skip`.
+    let packet = |skip: usize| {
+        format!(
+            "r6 = r1\nr7 = *(u32 *)(r6 + 76)\nr8 = *(u32 *)(r6 + 80)\nr9 = r7\nr9 += 14\n\
+             r0 = 0\nif r9 > r8 goto +{skip}\n"
+        )
+    };
+    let read = "r0 = *(u8 *)(r7 + 0)\nexit";
+    accepts(&format!("{}{read}", packet(1)), &tc());
+    // A tail call that falls through: the kernel counts bpf_tail_call
+    // among the helpers that change the packet.
+    rejects(
+        &format!(
+            "{}r1 = r6\nr2 = map[idx:4]\nr3 = 0\ncall bpf_tail_call\n{read}",
+            packet(6)
+        ),
+        &tc(),
+        12,
+        "R7 !read_ok",
+    );
+    // From a subprogram it returns to the subprogram's caller, after
+    // whatever the target did to the packet.
+    rejects(
+        &format!(
+            "{}r1 = r6\ncall pc+2\n{read}\nr2 = map[idx:4]\nr3 = 0\ncall bpf_tail_call\nr0 = 0\nexit",
+            packet(3)
+        ),
+        &tc(),
+        9,
+        "R7 !read_ok",
+    );
+}
+
+#[test]
+fn packet_pointer_fields_are_not_read_sign_extending() {
+    accepts("r2 = *(u32 *)(r1 + 76)\nr0 = 0\nexit", &tc());
+    rejects(
+        "r2 = *(s32 *)(r1 + 76)\nr0 = 0\nexit",
+        &tc(),
+        0,
+        "invalid bpf_context access off=76 size=4",
+    );
+    rejects(
+        "r2 = *(s32 *)(r1 + 4)\nr0 = 0\nexit",
+        &xdp(),
+        0,
+        "invalid bpf_context access off=4 size=4",
+    );
+    // Other fields may be (`mark`).
+    accepts("r2 = *(s32 *)(r1 + 8)\nr0 = 0\nexit", &tc());
+}
+
+/// A TC classifier (`__sk_buff`: `data` at 76, `data_end` at 80).
+fn tc() -> Env {
+    env(
+        ProgramType::SchedCls,
+        Context::SkBuff(userbpf_verifier::SkbKind::Tc),
+    )
+}
+
+#[test]
+fn bpf_snprintf_measures_with_a_null_buffer_of_size_zero() {
+    let call = |buf: &str, size: u32| {
+        format!(
+            "{buf}r2 = {size}\nr3 = map[idx:2][0]+3\nr4 = 0\nr5 = 0\ncall bpf_snprintf\nr0 = 0\nexit"
+        )
+    };
+    accepts(&call("r1 = 0\n", 0), &uprobe());
+    accepts(
+        &call("*(u64 *)(r10 - 8) = r1\nr1 = r10\nr1 += -8\n", 8),
+        &uprobe(),
+    );
+    // A NULL buffer to write into.
+    rejects(
+        &call("r1 = 0\n", 8),
+        &uprobe(),
+        6,
+        "R1 type=scalar expected=fp",
+    );
+    // bpf_probe_read_user's destination is never NULL.
+    rejects(
+        "r1 = 0\nr2 = 0\nr3 = 0\ncall bpf_probe_read_user\nr0 = 0\nexit",
+        &uprobe(),
+        3,
+        "R1 type=scalar expected=fp",
+    );
+}
+
+#[test]
+fn bind_hooks_may_return_up_to_3_and_connect_hooks_up_to_1() {
+    use userbpf_vm::object::AttachType as A;
+    let sock_addr = |attach: A| Env {
+        attach_type: Some(attach),
+        ..env(
+            ProgramType::CgroupSockAddr,
+            Context::SockAddr {
+                family: userbpf_verifier::AddrFamily::V4,
+                sendmsg: false,
+            },
+        )
+    };
+    // 3: allow, and skip the CAP_NET_BIND_SERVICE check.
+    accepts("r0 = 3\nexit", &sock_addr(A::CgroupInet4Bind));
+    rejects(
+        "r0 = 4\nexit",
+        &sock_addr(A::CgroupInet4Bind),
+        1,
+        "should have been in [0, 3]",
+    );
+    rejects(
+        "r0 = 3\nexit",
+        &sock_addr(A::CgroupInet4Connect),
+        1,
+        "should have been in [0, 1]",
+    );
+}
+
+#[test]
+fn only_helpers_marked_pkt_access_take_packet_memory() {
+    // r7 = data with 12 bytes proven (an IPv4 tuple), r6 = the context.
+    let call = |helper: &str, args: &str| {
+        format!(
+            "r6 = r1\nr7 = *(u32 *)(r6 + 76)\nr8 = *(u32 *)(r6 + 80)\nr9 = r7\nr9 += 12\nr0 = 0\n\
+             if r9 > r8 goto +10\nr1 = r6\nr2 = r7\n{args}call {helper}\n\
+             if r0 == 0 goto +2\nr1 = r0\ncall bpf_sk_release\nr0 = 0\nexit"
+        )
+    };
+    // The socket lookups read their tuple from the packet.
+    accepts(
+        &call("bpf_sk_lookup_tcp", "r3 = 12\nr4 = 0\nr5 = 0\n"),
+        &tc(),
+    );
+    accepts(
+        &call("bpf_skc_lookup_tcp", "r3 = 12\nr4 = 0\nr5 = 0\n"),
+        &tc(),
+    );
+    // bpf_perf_event_output does not.
+    rejects(
+        "r6 = r1\nr7 = *(u32 *)(r6 + 76)\nr8 = *(u32 *)(r6 + 80)\nr9 = r7\nr9 += 12\nr0 = 0\n\
+             if r9 > r8 goto +7\nr1 = r6\nr2 = map[idx:0]\nr3 = 0\nr4 = r7\nr5 = 12\n\
+             call bpf_perf_event_output\nr0 = 0\nexit",
+        &tc(),
+        13,
+        "helper access to the packet is not allowed",
+    );
+}

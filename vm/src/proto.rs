@@ -36,9 +36,10 @@ pub enum ArgType {
     /// `ARG_PTR_TO_MEM` (| `MEM_RDONLY`, | `PTR_MAYBE_NULL`): memory the
     /// helper reads, sized by the next argument.
     PtrToMem { maybe_null: bool },
-    /// `ARG_PTR_TO_UNINIT_MEM` (`ARG_PTR_TO_MEM | MEM_UNINIT`): memory
-    /// the helper writes, sized by the next argument.
-    PtrToUninitMem,
+    /// `ARG_PTR_TO_UNINIT_MEM` (`ARG_PTR_TO_MEM | MEM_UNINIT`, |
+    /// `PTR_MAYBE_NULL`): memory the helper writes, sized by the next
+    /// argument.
+    PtrToUninitMem { maybe_null: bool },
     /// `ARG_CONST_SIZE`: the size of the previous pointer, > 0.
     ConstSize,
     /// `ARG_CONST_SIZE_OR_ZERO`.
@@ -210,11 +211,11 @@ impl KernelProto {
                         nullable: maybe_null || or_zero,
                     }
                 }
-                ArgType::PtrToUninitMem => {
+                ArgType::PtrToUninitMem { maybe_null } => {
                     let (size, or_zero) = sized_by_next();
                     ArgKind::WriteMem {
                         size,
-                        nullable: or_zero,
+                        nullable: maybe_null || or_zero,
                     }
                 }
                 ArgType::PtrToLong => ArgKind::WriteMem {
@@ -249,7 +250,8 @@ use RetType::*;
 
 const MEM: ArgType = PtrToMem { maybe_null: false };
 const MEM_OR_NULL: ArgType = PtrToMem { maybe_null: true };
-const PROBE_READ: [ArgType; 3] = [PtrToUninitMem, ConstSizeOrZero, Anything];
+const UNINIT_MEM: ArgType = PtrToUninitMem { maybe_null: false };
+const PROBE_READ: [ArgType; 3] = [UNINIT_MEM, ConstSizeOrZero, Anything];
 /// `bpf_sk_lookup_tcp`, `_udp`, `bpf_skc_lookup_tcp`: the context, the
 /// tuple and its size, the network namespace, the flags.
 const SK_LOOKUP: [ArgType; 5] = [PtrToCtx, MEM, ConstSize, Anything, Anything];
@@ -287,16 +289,12 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(17, Integer, &[PtrToCtx]),
     proto(18, Integer, &[PtrToCtx, Anything, Anything]),
     proto(19, Integer, &[PtrToCtx]),
-    proto(
-        20,
-        Integer,
-        &[PtrToCtx, PtrToUninitMem, ConstSize, Anything],
-    ),
+    proto(20, Integer, &[PtrToCtx, UNINIT_MEM, ConstSize, Anything]),
     proto(21, Integer, &[PtrToCtx, MEM, ConstSize, Anything]),
     proto(22, Integer, &[ConstMapPtr, Anything]),
     proto(23, Integer, &[Anything, Anything]),
     proto(24, Integer, &[PtrToCtx]),
-    proto(29, Integer, &[PtrToCtx, PtrToUninitMem, ConstSize]),
+    proto(29, Integer, &[PtrToCtx, UNINIT_MEM, ConstSize]),
     proto(30, Integer, &[PtrToCtx, MEM, ConstSize]),
     proto(31, Integer, &[PtrToCtx, Anything, Anything]),
     proto(32, Integer, &[PtrToCtx, Anything]),
@@ -326,26 +324,18 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[PtrToCtx, Anything, PtrToU32, Anything, Anything],
     ),
     proto(188, Integer, &[PtrToCtx]),
-    proto(
-        189,
-        Integer,
-        &[PtrToCtx, Anything, PtrToUninitMem, ConstSize],
-    ),
+    proto(189, Integer, &[PtrToCtx, Anything, UNINIT_MEM, ConstSize]),
     proto(190, Integer, &[PtrToCtx, Anything, MEM, ConstSize]),
     proto(14, Integer, &[]),
     proto(15, Integer, &[]),
-    proto(16, Integer, &[PtrToUninitMem, ConstSize]),
+    proto(16, Integer, &[UNINIT_MEM, ConstSize]),
     proto(
         25,
         Integer,
         &[PtrToCtx, ConstMapPtr, Anything, MEM, ConstSizeOrZero],
     ),
     // Kernel only: the `__sk_buff` form.
-    proto(
-        26,
-        Integer,
-        &[PtrToCtx, Anything, PtrToUninitMem, ConstSize],
-    ),
+    proto(26, Integer, &[PtrToCtx, Anything, UNINIT_MEM, ConstSize]),
     proto(27, Integer, &[PtrToCtx, ConstMapPtr, Anything]),
     // Kernel only.
     proto(
@@ -377,18 +367,14 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only, changes the packet.
     proto(54, Integer, &[PtrToCtx, Anything]),
     // Kernel only: a perf event counter's value, with its running times.
-    proto(
-        55,
-        Integer,
-        &[ConstMapPtr, Anything, PtrToUninitMem, ConstSize],
-    ),
+    proto(55, Integer, &[ConstMapPtr, Anything, UNINIT_MEM, ConstSize]),
     proto(58, Integer, &[PtrToCtx, Anything]),
     // Kernel only, changes the packet.
     proto(65, Integer, &[PtrToCtx, Anything]),
     proto(
         67,
         Integer,
-        &[PtrToCtx, PtrToUninitMem, ConstSizeOrZero, Anything],
+        &[PtrToCtx, UNINIT_MEM, ConstSizeOrZero, Anything],
     ),
     // Kernel only.
     proto(80, Integer, &[]),
@@ -411,7 +397,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(
         57,
         Integer,
-        &[PtrToCtx, Anything, Anything, PtrToUninitMem, ConstSize],
+        &[PtrToCtx, Anything, Anything, UNINIT_MEM, ConstSize],
     ),
     proto(59, Integer, &[PtrToCtx, Anything]),
     proto(60, Integer, &[PtrToCtx, ConstMapPtr, Anything, Anything]),
@@ -439,11 +425,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(117, Integer, &[Anything]),
     proto(118, Integer, &[]),
     // Kernel only.
-    proto(
-        120,
-        Integer,
-        &[Anything, Anything, PtrToUninitMem, ConstSize],
-    ),
+    proto(120, Integer, &[Anything, Anything, UNINIT_MEM, ConstSize]),
     // Kernel only: the network namespace of the context's socket, or of
     // the caller (NULL).
     proto(122, Integer, &[PtrToCtxOrNull]),
@@ -509,23 +491,18 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(
         141,
         Integer,
-        &[
-            BtfId("task_struct"),
-            PtrToUninitMem,
-            ConstSizeOrZero,
-            Anything,
-        ],
+        &[BtfId("task_struct"), UNINIT_MEM, ConstSizeOrZero, Anything],
     ),
     // bpf_copy_from_user(dst, size, user_ptr): sleepable programs only
     // (`MIGHT_SLEEP`).
-    proto(148, Integer, &[PtrToUninitMem, ConstSizeOrZero, Anything]),
+    proto(148, Integer, &[UNINIT_MEM, ConstSizeOrZero, Anything]),
     // Kernel only: bpf_copy_from_user_task(dst, size, user_ptr, task,
     // flags), sleepable programs only (`MIGHT_SLEEP`).
     proto(
         191,
         Integer,
         &[
-            PtrToUninitMem,
+            UNINIT_MEM,
             ConstSizeOrZero,
             Anything,
             BtfId("task_struct"),
@@ -538,7 +515,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // Kernel only: the registers a task entered the kernel with.
     proto(175, PtrToBtfId("pt_regs"), &[BtfId("task_struct")]),
     // Kernel only: the CPU's last branch records.
-    proto(176, Integer, &[PtrToUninitMem, ConstSizeOrZero, Anything]),
+    proto(176, Integer, &[UNINIT_MEM, ConstSizeOrZero, Anything]),
     proto(
         164,
         Integer,
@@ -548,7 +525,8 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         165,
         Integer,
         &[
-            PtrToUninitMem,
+            // `ARG_PTR_TO_MEM_OR_NULL`: NULL with a size of 0 measures.
+            PtrToUninitMem { maybe_null: true },
             ConstSizeOrZero,
             PtrToConstStr,
             MEM_OR_NULL,
@@ -587,7 +565,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         197,
         Integer,
         &[
-            PtrToUninitMem,
+            UNINIT_MEM,
             ConstSizeOrZero,
             Anything,
             PtrToDynptr(DynptrArg::New(DynptrKind::Local)),
@@ -623,7 +601,7 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         201,
         Integer,
         &[
-            PtrToUninitMem,
+            UNINIT_MEM,
             ConstSizeOrZero,
             PtrToDynptr(DynptrArg::Use),
             Anything,
@@ -708,7 +686,7 @@ mod tests {
                         i > 0
                             && matches!(
                                 p.args[i - 1],
-                                PtrToMem { .. } | PtrToUninitMem | PtrToMemInOut
+                                PtrToMem { .. } | PtrToUninitMem { .. } | PtrToMemInOut
                             ),
                         "{}: size without a pointer at r{}",
                         p.name(),
