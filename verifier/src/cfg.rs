@@ -317,6 +317,44 @@ impl Cfg {
         self.preds[a..b].iter().map(|&p| p as usize)
     }
 
+    /// A forward data-flow analysis to its fixpoint: the fact before each
+    /// instruction reachable from an entry of `entries` (pc and fact) is
+    /// the `join` of `step(pc, insn, fact before it)` over its
+    /// predecessors; `None` where no entry reaches.
+    pub fn forward<T: Copy + PartialEq>(
+        &self,
+        entries: impl IntoIterator<Item = (usize, T)>,
+        join: impl Fn(T, T) -> T,
+        step: impl Fn(usize, &Instruction, T) -> T,
+    ) -> Vec<Option<T>> {
+        let len = self.len();
+        let mut at: Vec<Option<T>> = vec![None; len];
+        let mut work = Vec::new();
+        for (pc, fact) in entries {
+            if pc < len {
+                at[pc] = Some(fact);
+                work.push(pc);
+            }
+        }
+        while let Some(pc) = work.pop() {
+            let (Some(fact), Some(i)) = (at[pc], self.insns[pc]) else {
+                continue;
+            };
+            let out = step(pc, &i, fact);
+            for s in self.succs(pc) {
+                let merged = match at[s] {
+                    None => out,
+                    Some(old) => join(old, out),
+                };
+                if at[s] != Some(merged) {
+                    at[s] = Some(merged);
+                    work.push(s);
+                }
+            }
+        }
+        at
+    }
+
     /// A backward data-flow analysis to its fixpoint: the fact before each
     /// instruction is `transfer(pc, insn, join of the facts before its
     /// successors)`, with `join` combining facts and `T::default()` the

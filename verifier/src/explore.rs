@@ -87,6 +87,9 @@ pub(crate) struct Verifier<'a> {
     live: Vec<RegMask>,
     /// Registers and stack slots whose values matter, per pc.
     precise: Vec<crate::precision::Precise>,
+    /// Functions whose callers' stacks matter whole while they run
+    /// ([`crate::precision::Precision::reads_callers_stack`]).
+    reads_callers_stack: Vec<usize>,
     prune_point: Vec<bool>,
     entries: Vec<Entry>,
     /// Finished entries per pc, for pruning (an entry joins its list
@@ -220,6 +223,7 @@ impl<'a> Verifier<'a> {
             opts,
             live: Vec::new(),
             precise: Vec::new(),
+            reads_callers_stack: Vec::new(),
             prune_point,
             entries: Vec::new(),
             explored: (0..len).map(|_| Vec::new()).collect(),
@@ -556,7 +560,9 @@ impl<'a> Verifier<'a> {
         if self.live.is_empty() {
             let cfg = crate::cfg::Cfg::new(self.prog);
             self.live = live_in(&cfg);
-            self.precise = crate::precision::precise(&cfg);
+            let precision = crate::precision::precise(&cfg);
+            self.precise = precision.at;
+            self.reads_callers_stack = precision.reads_callers_stack;
         }
     }
 
@@ -592,10 +598,17 @@ impl<'a> Verifier<'a> {
                         regs: u16::MAX,
                         stack: u64::MAX,
                     });
+                // A caller's stack matters whole while a function that
+                // may read it runs; else as after the call.
+                let read = above.callback
+                    || self
+                        .reads_callers_stack
+                        .binary_search(&above.subprog)
+                        .is_ok();
                 FrameMask {
                     live: self.live.get(at).copied().unwrap_or(u16::MAX) & !clobbered,
                     precise_regs: p.regs,
-                    precise_stack: u64::MAX,
+                    precise_stack: if read { u64::MAX } else { p.stack },
                 }
             };
             masks.push(mask);
