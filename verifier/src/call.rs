@@ -232,6 +232,13 @@ impl Verifier<'_> {
                 ConstSize,
             ],
         );
+        // A cgroup/sock program's context is the socket
+        // (`bpf_sk_storage_get_cg_sock_proto`).
+        static SK_STORAGE_GET_CG_SOCK: KernelProto = KernelProto::new(
+            107,
+            RetType::PtrToMapValueOrNull,
+            &[ConstMapPtr, PtrToCtx, PtrToMapValueMaybeNull, Anything],
+        );
         static SK_ASSIGN_LOOKUP: KernelProto = KernelProto::new(
             124,
             RetType::Integer,
@@ -251,6 +258,7 @@ impl Verifier<'_> {
             (46, Some(T::Tracing)) => Some(&SOCKET_PTR_COOKIE),
             (49, Some(T::CgroupSockopt)) => Some(&SK_SETSOCKOPT),
             (57, Some(T::CgroupSockopt)) => Some(&SK_GETSOCKOPT),
+            (107, Some(T::CgroupSock)) => Some(&SK_STORAGE_GET_CG_SOCK),
             _ => kernel_proto(id),
         }
     }
@@ -273,6 +281,39 @@ impl Verifier<'_> {
             let no_coarse_clock =
                 tracing || matches!(self.env.prog_type, Some(T::CgroupDevice | T::CgroupSockopt));
             return !(no_coarse_clock && NOT_TRACING.contains(&id));
+        }
+        // Socket storage: the hooks with a socket at hand (cgroup/sock
+        // programs get only, on their context).
+        if matches!(id, 107 | 108) {
+            return match self.env.prog_type {
+                Some(T::CgroupSock) => id == 107,
+                Some(
+                    T::CgroupSkb
+                    | T::CgroupSockAddr
+                    | T::SchedCls
+                    | T::SchedAct
+                    | T::SockOps
+                    | T::SkMsg
+                    | T::CgroupSockopt,
+                ) => true,
+                _ => false,
+            };
+        }
+        // `bpf_get_local_storage`: the cgroup hooks
+        // (`cgroup_common_func_proto`).
+        if id == 81 {
+            return matches!(
+                self.env.prog_type,
+                Some(
+                    T::CgroupSkb
+                        | T::CgroupSock
+                        | T::CgroupSockAddr
+                        | T::SockOps
+                        | T::CgroupDevice
+                        | T::CgroupSysctl
+                        | T::CgroupSockopt
+                )
+            );
         }
         // The hooks that report an address (recvmsg, getpeername,
         // getsockname) have no return value to get or set.
@@ -758,6 +799,23 @@ impl Verifier<'_> {
                     self.or_null(RegType::MapValue { map: m })
                 }
             }
+            RetType::PtrToMapValueNotNull => {
+                // bpf_get_local_storage: its flags must be 0, as it
+                // cannot fail.
+                if st.reg(2).const_value() != Some(0) {
+                    return Err(self.error("get_local_storage() doesn't support non-zero flags"));
+                }
+                let m = meta.map.unwrap_or(0);
+                let locked = self
+                    .env
+                    .maps
+                    .get(m as usize)
+                    .is_some_and(|i| i.spin_lock.is_some());
+                Reg {
+                    id: if locked { self.fresh_id() } else { 0 },
+                    ..Reg::pointer(RegType::MapValue { map: m }, 0)
+                }
+            }
             RetType::PtrToSocketOrNull
             | RetType::PtrToSockCommonOrNull
             | RetType::PtrToTcpSockOrNull => {
@@ -1145,6 +1203,11 @@ impl Verifier<'_> {
             2 | 3 => m.has_values() || map_in_map,
             12 => t == map_type::PROG_ARRAY,
             25 => t == map_type::PERF_EVENT_ARRAY,
+            81 => matches!(
+                t,
+                map_type::CGROUP_STORAGE | map_type::PERCPU_CGROUP_STORAGE
+            ),
+            107 | 108 => t == map_type::SK_STORAGE,
             198..=200 => t == map_type::RINGBUF,
             27 => t == map_type::STACK_TRACE,
             87 | 89 => matches!(

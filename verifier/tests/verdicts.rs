@@ -2033,3 +2033,83 @@ fn a_callee_that_copies_between_its_callers_slots_keeps_them_precise() {
         "invalid access to map value, value_size=8 off=100 size=1",
     );
 }
+
+#[test]
+fn bpf_get_local_storage_gives_the_cgroup_storage_value() {
+    let mut cgroup_skb = env(
+        ProgramType::CgroupSkb,
+        Context::SkBuff(userbpf_verifier::SkbKind::CgroupSkb),
+    );
+    cgroup_skb.maps.push(MapInfo::new("storage", 19, 12, 64, 0));
+    let storage = cgroup_skb.maps.len() - 1;
+    let get = |map: usize, flags: &str, read: &str| {
+        format!("r1 = map[idx:{map}]\nr2 = {flags}\ncall bpf_get_local_storage\n{read}r0 = 1\nexit")
+    };
+    // Never NULL: read at once.
+    accepts(&get(storage, "0", "r1 = *(u32 *)(r0 + 60)\n"), &cgroup_skb);
+    rejects(
+        &get(storage, "0", "r1 = *(u32 *)(r0 + 64)\n"),
+        &cgroup_skb,
+        4,
+        "invalid access to map value, value_size=64 off=64 size=4",
+    );
+    rejects(
+        &get(storage, "1", ""),
+        &cgroup_skb,
+        3,
+        "get_local_storage() doesn't support non-zero flags",
+    );
+    rejects(
+        &get(0, "0", ""),
+        &cgroup_skb,
+        3,
+        "cannot pass map_type 1 into func bpf_get_local_storage#81",
+    );
+    // A cgroup hook's helper only.
+    rejects(
+        &get(0, "0", ""),
+        &uprobe(),
+        3,
+        "cannot use helper bpf_get_local_storage#81",
+    );
+}
+
+#[test]
+fn bpf_sk_storage_get_takes_a_socket_and_may_return_null() {
+    let mut tc = tc();
+    tc.maps.push(MapInfo::new("sk_storage", 24, 4, 8, 0));
+    let storage = tc.maps.len() - 1;
+    // r2 = skb->sk (offset 168), null-checked or not.
+    let get = |check_sk: bool, check_value: bool| {
+        format!(
+            "r2 = *(u64 *)(r1 + 168)\n{}r1 = map[idx:{storage}]\nr3 = 0\nr4 = 0\n\
+             call bpf_sk_storage_get\n{}r0 = *(u64 *)(r0 + 0)\nr0 = 0\nexit",
+            if check_sk { "if r2 == 0 goto +7\n" } else { "" },
+            if check_value {
+                "if r0 == 0 goto +1\n"
+            } else {
+                ""
+            },
+        )
+    };
+    accepts(&get(true, true), &tc);
+    rejects(
+        &get(false, true),
+        &tc,
+        5,
+        "R2 type=sock_common_or_null expected=",
+    );
+    rejects(
+        &get(true, false),
+        &tc,
+        7,
+        "R0 invalid mem access 'map_value_or_null'",
+    );
+    // Only on hooks with a socket at hand.
+    rejects(
+        "r1 = map[idx:0]\nr2 = 0\ncall bpf_sk_storage_delete\nr0 = 0\nexit",
+        &uprobe(),
+        3,
+        "cannot use helper bpf_sk_storage_delete#108",
+    );
+}

@@ -141,6 +141,9 @@ pub enum RetType {
     Void,
     /// `RET_PTR_TO_MAP_VALUE_OR_NULL`.
     PtrToMapValueOrNull,
+    /// `RET_PTR_TO_MAP_VALUE`: a value of the map argument, never NULL
+    /// (`bpf_get_local_storage`).
+    PtrToMapValueNotNull,
     /// `RET_PTR_TO_RINGBUF_MEM_OR_NULL`: a record of the requested size.
     PtrToRingbufMemOrNull,
     /// `RET_PTR_TO_SOCKET_OR_NULL` (`struct bpf_sock`).
@@ -448,6 +451,22 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     // one is held).
     proto(93, Void, &[PtrToSpinLock]),
     proto(94, Void, &[PtrToSpinLock]),
+    // Kernel only: the cgroup storage of the running program's cgroup
+    // (bpf_get_local_storage(map, flags), flags 0).
+    proto(81, PtrToMapValueNotNull, &[ConstMapPtr, Anything]),
+    // Kernel only: socket local storage (bpf_sk_storage_get(map, sk,
+    // init value, flags), bpf_sk_storage_delete(map, sk)).
+    proto(
+        107,
+        PtrToMapValueOrNull,
+        &[
+            ConstMapPtr,
+            PtrToBtfSockCommon,
+            PtrToMapValueMaybeNull,
+            Anything,
+        ],
+    ),
+    proto(108, Integer, &[ConstMapPtr, PtrToBtfSockCommon]),
     // Kernel only: task local storage (bpf_task_storage_get(map, task,
     // init value, flags), bpf_task_storage_delete(map, task)).
     proto(
@@ -632,8 +651,9 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
-    79, 80, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 110, 120, 122,
-    123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 180, 188, 189, 190, 191, 210, 211,
+    79, 80, 81, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 107, 108,
+    110, 120, 122, 123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 180, 188, 189, 190,
+    191, 210, 211,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
