@@ -91,8 +91,13 @@ const SOCK_LOOKUP: &[i32] = &[84, 85, 86, 99];
 /// `bpf_tcp_sock`, `bpf_get_listener_sock`.
 const SOCK_CAST: &[i32] = &[95, 96, 98];
 /// Helpers of cgroup programs (but cgroup_skb's) besides the base ones:
-/// `bpf_perf_event_output`, `bpf_get_retval`, `bpf_set_retval`.
-const CGROUP: &[i32] = &[25, 186, 187];
+/// `bpf_perf_event_output`, `bpf_get_local_storage`, `bpf_get_retval`,
+/// `bpf_set_retval`.
+const CGROUP: &[i32] = &[25, 81, 186, 187];
+/// Socket storage, of the hooks with a socket at hand:
+/// `bpf_sk_storage_get`, `bpf_sk_storage_delete` (cgroup/sock programs
+/// get only, on their context).
+const SK_STORAGE: &[i32] = &[107, 108];
 /// `bpf_get_socket_cookie` and `bpf_get_netns_cookie` of a socket hook's
 /// context (cgroup sock and sock_addr programs).
 const SOCK_COOKIES: &[i32] = &[46, 122];
@@ -282,39 +287,6 @@ impl Verifier<'_> {
                 tracing || matches!(self.env.prog_type, Some(T::CgroupDevice | T::CgroupSockopt));
             return !(no_coarse_clock && NOT_TRACING.contains(&id));
         }
-        // Socket storage: the hooks with a socket at hand (cgroup/sock
-        // programs get only, on their context).
-        if matches!(id, 107 | 108) {
-            return match self.env.prog_type {
-                Some(T::CgroupSock) => id == 107,
-                Some(
-                    T::CgroupSkb
-                    | T::CgroupSockAddr
-                    | T::SchedCls
-                    | T::SchedAct
-                    | T::SockOps
-                    | T::SkMsg
-                    | T::CgroupSockopt,
-                ) => true,
-                _ => false,
-            };
-        }
-        // `bpf_get_local_storage`: the cgroup hooks
-        // (`cgroup_common_func_proto`).
-        if id == 81 {
-            return matches!(
-                self.env.prog_type,
-                Some(
-                    T::CgroupSkb
-                        | T::CgroupSock
-                        | T::CgroupSockAddr
-                        | T::SockOps
-                        | T::CgroupDevice
-                        | T::CgroupSysctl
-                        | T::CgroupSockopt
-                )
-            );
-        }
         // The hooks that report an address (recvmsg, getpeername,
         // getsockname) have no return value to get or set.
         let retval = !self.reports_address() || !matches!(id, 186 | 187);
@@ -345,17 +317,19 @@ impl Verifier<'_> {
                     || REDIRECT.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
+                    || SK_STORAGE.contains(&id)
                     || id == 124
             }
             Some(T::SocketFilter) => PACKET.contains(&id) || SKB.contains(&id),
-            // Also `bpf_skb_cgroup_id`, `bpf_skb_ancestor_cgroup_id`,
-            // `bpf_skb_ecn_set_ce`.
+            // Also `bpf_skb_cgroup_id`, `bpf_get_local_storage`,
+            // `bpf_skb_ancestor_cgroup_id`, `bpf_skb_ecn_set_ce`.
             Some(T::CgroupSkb) => {
                 PACKET.contains(&id)
                     || SKB.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
-                    || matches!(id, 79 | 83 | 97)
+                    || SK_STORAGE.contains(&id)
+                    || matches!(id, 79 | 81 | 83 | 97)
             }
             Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
                 PACKET.contains(&id) || LWT.contains(&id)
@@ -368,10 +342,11 @@ impl Verifier<'_> {
                     || matches!(id, 52 | 72)
             }
             Some(T::CgroupDevice | T::CgroupSysctl) => CGROUP.contains(&id),
-            Some(T::CgroupSock) => CGROUP.contains(&id) || SOCK_COOKIES.contains(&id),
+            Some(T::CgroupSock) => CGROUP.contains(&id) || SOCK_COOKIES.contains(&id) || id == 107,
             Some(T::CgroupSockAddr) => {
                 (CGROUP.contains(&id) && retval)
                     || SOCK_COOKIES.contains(&id)
+                    || SK_STORAGE.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
                     || matches!(id, 49 | 57)
                     || (id == 64
@@ -381,12 +356,19 @@ impl Verifier<'_> {
                         ))
             }
             Some(T::SkLookup) => matches!(id, 25 | 86 | 124),
-            Some(T::SockOps) => matches!(id, 25 | 46 | 49 | 53 | 57 | 59 | 70 | 96 | 122),
-            Some(T::SkMsg) => matches!(id, 25 | 60 | 61 | 62 | 63 | 71 | 90 | 91 | 122),
+            Some(T::SockOps) => {
+                SK_STORAGE.contains(&id)
+                    || matches!(id, 25 | 46 | 49 | 53 | 57 | 59 | 70 | 81 | 96 | 122)
+            }
+            Some(T::SkMsg) => {
+                SK_STORAGE.contains(&id)
+                    || matches!(id, 25 | 60 | 61 | 62 | 63 | 71 | 90 | 91 | 122)
+            }
             Some(T::FlowDissector) => id == 26,
             Some(T::SkReuseport) => matches!(id, 26 | 46 | 82),
             Some(T::CgroupSockopt) => {
                 CGROUP.contains(&id)
+                    || SK_STORAGE.contains(&id)
                     || matches!(id, 96 | 122)
                     || (matches!(id, 49 | 57) && self.env.attach_type == Some(A::CgroupSetsockopt))
             }
@@ -705,6 +687,10 @@ impl Verifier<'_> {
             }
             self.check_map_compat(m, name, id)?;
         }
+        // bpf_get_local_storage cannot fail: its flags must be 0.
+        if id == 81 && st.reg(2).const_value() != Some(0) {
+            return Err(self.error("get_local_storage() doesn't support non-zero flags"));
+        }
         if id == 12 && !st.refs.is_empty() {
             return Err(self.error("tail_call would lead to reference leak"));
         }
@@ -788,34 +774,13 @@ impl Verifier<'_> {
                 } else if id == 1 && self.constant_key_in_range(st, m) {
                     // The kernel's nullness elision: a lookup in an array
                     // with a constant key below max_entries finds a value
-                    // (with an id of its own when it holds a lock, which
-                    // the id names).
-                    let locked = info.is_some_and(|i| i.spin_lock.is_some());
-                    Reg {
-                        id: if locked { self.fresh_id() } else { 0 },
-                        ..Reg::pointer(RegType::MapValue { map: m }, 0)
-                    }
+                    // ([`Verifier::found_map_value`]).
+                    self.found_map_value(m)
                 } else {
                     self.or_null(RegType::MapValue { map: m })
                 }
             }
-            RetType::PtrToMapValueNotNull => {
-                // bpf_get_local_storage: its flags must be 0, as it
-                // cannot fail.
-                if st.reg(2).const_value() != Some(0) {
-                    return Err(self.error("get_local_storage() doesn't support non-zero flags"));
-                }
-                let m = meta.map.unwrap_or(0);
-                let locked = self
-                    .env
-                    .maps
-                    .get(m as usize)
-                    .is_some_and(|i| i.spin_lock.is_some());
-                Reg {
-                    id: if locked { self.fresh_id() } else { 0 },
-                    ..Reg::pointer(RegType::MapValue { map: m }, 0)
-                }
-            }
+            RetType::PtrToMapValueNotNull => self.found_map_value(meta.map.unwrap_or(0)),
             RetType::PtrToSocketOrNull
             | RetType::PtrToSockCommonOrNull
             | RetType::PtrToTcpSockOrNull => {
@@ -1190,6 +1155,20 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A value of map `m` a helper found (never NULL), with an id of its
+    /// own when it holds a lock, which the id names.
+    fn found_map_value(&mut self, m: u32) -> Reg {
+        let locked = self
+            .env
+            .maps
+            .get(m as usize)
+            .is_some_and(|i| i.spin_lock.is_some());
+        Reg {
+            id: if locked { self.fresh_id() } else { 0 },
+            ..Reg::pointer(RegType::MapValue { map: m }, 0)
+        }
     }
 
     fn check_map_compat(&self, map: u32, name: &str, id: i32) -> Result<(), Box<VerifyError>> {

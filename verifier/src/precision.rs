@@ -197,7 +197,13 @@ pub fn precise(cfg: &Cfg) -> Precision {
     // to find those that do not.
     let conservative = run(&vec![true; starts.len()]);
     let reads = callers_stack_readers(cfg, &starts, &fp, &pointers, &conservative);
-    let at = run(&reads);
+    // Again only where a called function turned out not to read (the
+    // entry function is never called).
+    let at = if reads.iter().skip(1).all(|&r| r) {
+        conservative
+    } else {
+        run(&reads)
+    };
     Precision {
         at,
         reads_callers_stack: starts
