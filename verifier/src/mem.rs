@@ -114,6 +114,20 @@ impl Verifier<'_> {
         };
         let base = self.read_reg(st, dst)?;
         let bytes = size_bytes(size);
+        let mut value = value;
+        // A number spilled whole links the register and its stack copy,
+        // so that a check on one bounds the other
+        // (`assign_scalar_id_before_mov` in `check_stack_write_fixed_off`).
+        if let (RegType::Stack { .. }, Source::Reg(r)) = (base.ty, src) {
+            if value.is_scalar()
+                && value.id == 0
+                && value.val.is_const().is_none()
+                && fits(&value, bytes)
+            {
+                value.id = self.fresh_id();
+                st.reg_mut(r.num()).id = value.id;
+            }
+        }
         // A kernel address stored outside the stack is a number there (and
         // the program the kernel's alone: in user space the address would
         // be the host's).
@@ -1062,20 +1076,15 @@ impl Verifier<'_> {
                     }
                     if value.is_some() && !zero {
                         // A narrow spill of a number keeps its value (the
-                        // low `size` bytes) for a fill of the same size.
-                        let mask = 1u64
-                            .checked_shl(size.wrapping_mul(8))
-                            .map_or(u64::MAX, |m| m.wrapping_sub(1));
-                        let val = v.val.alu(
-                            userbpf_vm::isa::AluOp::And,
-                            userbpf_vm::isa::Width::W64,
-                            &Scalar::constant(mask),
-                        );
+                        // low `size` bytes) for a fill of at most its
+                        // size, and its link to the register if the value
+                        // fits (`reg_value_fits`).
+                        let spill = truncated(&v, size);
                         let (slot, b) = frame_state.slot_mut(start);
                         for k in slot.bytes.iter_mut().skip(b).take(size as usize) {
                             *k = ByteKind::Spill;
                         }
-                        slot.spill = Reg::scalar(val);
+                        slot.spill = spill;
                     }
                 }
                 Ok(Found::Unknown)
@@ -1090,9 +1099,16 @@ impl Verifier<'_> {
                         }
                         return Ok(Found::Reg(slot.spill));
                     }
-                    // The fill of a narrow spill of the same size.
-                    if size < 8 && slot.spill_range() == Some((b, size as usize)) {
-                        return Ok(Found::Reg(slot.spill));
+                    // A narrow fill from the first byte of a spilled
+                    // number: its low `size` bytes, still linked to the
+                    // register if the value fits (`bpf_stack_narrow_access_ok`).
+                    if size < 8
+                        && slot.spill.is_scalar()
+                        && slot
+                            .spill_range()
+                            .is_some_and(|(first, n)| first == b && size as usize <= n)
+                    {
+                        return Ok(Found::Reg(truncated(&slot.spill, size)));
                     }
                 }
                 let mut all_zero = true;
@@ -1268,6 +1284,27 @@ impl Verifier<'_> {
 }
 
 /// The bits of [`crate::Stats::ctx_words`] for `size` bytes at `off`.
+/// Whether a number fits in `bytes` bytes (`get_reg_width`).
+fn fits(v: &Reg, bytes: u32) -> bool {
+    bytes >= 8 || v.val.umax >> bytes.saturating_mul(8) == 0
+}
+
+/// The low `bytes` bytes of a number, linked to it only if the number
+/// fits in them.
+fn truncated(v: &Reg, bytes: u32) -> Reg {
+    if fits(v, bytes) {
+        return *v;
+    }
+    let mask = 1u64
+        .checked_shl(bytes.saturating_mul(8))
+        .map_or(u64::MAX, |m| m.wrapping_sub(1));
+    Reg::scalar(v.val.alu(
+        userbpf_vm::isa::AluOp::And,
+        userbpf_vm::isa::Width::W64,
+        &Scalar::constant(mask),
+    ))
+}
+
 fn ctx_words(off: i64, size: u32) -> u64 {
     let first = off.max(0) / 8;
     let last = off

@@ -197,7 +197,8 @@ impl State {
                 f(r);
             }
             for s in &mut frame.stack {
-                if s.is_spill() {
+                // Whole spills, and narrow spills of numbers.
+                if s.bytes.contains(&ByteKind::Spill) {
                     f(&mut s.spill);
                 }
             }

@@ -2113,3 +2113,50 @@ fn bpf_sk_storage_get_takes_a_socket_and_may_return_null() {
         "cannot use helper bpf_sk_storage_delete#108",
     );
 }
+
+#[test]
+fn a_number_spilled_to_the_stack_stays_linked_to_its_register() {
+    // A dead branch reads r9, never written: reaching it is an error.
+    let dead = "r0 = *(u64 *)(r9 + 0)\n";
+    // Whole spill of an unknown number: the check on r0 bounds the copy.
+    accepts(
+        &format!(
+            "call bpf_get_prandom_u32\n*(u64 *)(r10 - 8) = r0\nif r0 > 16 goto +3\n\
+             r0 = *(u64 *)(r10 - 8)\nif r0 <= 16 goto +1\n{dead}r0 = 0\nexit"
+        ),
+        &xdp(),
+    );
+    // A 4-byte spill of a 16-bit number, checked through a copy.
+    accepts(
+        &format!(
+            "call bpf_get_prandom_u32\nr0 &= 65535\nr1 = r0\n*(u32 *)(r10 - 8) = r0\n\
+             if r0 < 1 goto +3\nr1 = *(u32 *)(r10 - 8)\nif r1 >= 1 goto +1\n{dead}r0 = 0\nexit"
+        ),
+        &xdp(),
+    );
+    // A 4-byte fill of a whole spill of a 32-bit number is the number.
+    accepts(
+        &format!(
+            "call bpf_get_prandom_u32\nr0 &= 0x8000\n*(u64 *)(r10 - 8) = r0\n\
+             r1 = *(u32 *)(r10 - 8)\nr2 = 0\nif r1 != r2 goto +3\nif r0 == r2 goto +2\n\
+             {dead}exit\nr0 = 0\nexit"
+        ),
+        &xdp(),
+    );
+    // ...and its low half, unlinked, for a number that does not fit.
+    accepts(
+        &format!(
+            "call bpf_get_prandom_u32\nr0 <<= 32\n*(u64 *)(r10 - 8) = r0\n\
+             r0 = *(u32 *)(r10 - 8)\nif r0 == 0 goto +1\n{dead}exit"
+        ),
+        &xdp(),
+    );
+    rejects(
+        "r6 = r1\ncall bpf_get_prandom_u32\nr0 &= 8\nr1 = 0xffffffff ll\nr1 <<= 32\n\
+         r1 += r0\n*(u64 *)(r10 - 8) = r1\nr2 = *(u32 *)(r10 - 8)\nr3 = 0\n\
+         if r2 != r3 goto +0\nr1 >>= 32\nr6 += r1\nr0 = *(u32 *)(r6 + 0)\nexit",
+        &xdp(),
+        12,
+        "math between ctx pointer and 4294967295 is not allowed",
+    );
+}
