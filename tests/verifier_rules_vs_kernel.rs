@@ -209,6 +209,18 @@ const RULES: &[Rule] = &[
         Rejects("invalid write to stack R3 off=-8 size=16"),
     ),
     same(
+        "bpf_skb_load_bytes_relative into uninitialised stack",
+        TC,
+        "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 1\ncall bpf_skb_load_bytes_relative\nr0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "bpf_skb_load_bytes_relative in XDP",
+        XDP,
+        "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 1\ncall bpf_skb_load_bytes_relative\nr0 = 0\nexit",
+        Rejects("program of this type cannot use helper bpf_skb_load_bytes_relative#68"),
+    ),
+    same(
         "bpf_skb_load_bytes in a kprobe",
         KPROBE,
         "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\ncall bpf_skb_load_bytes\nr0 = 0\nexit",

@@ -42,8 +42,8 @@ const USER_SPACE: &[i32] = &[58, 183, 184, 185, 186, 187];
 const PACKET: &[i32] = &[25];
 /// Helpers of `__sk_buff` programs (socket filters, TC, cgroup_skb)
 /// besides the packet ones: `bpf_skb_load_bytes`, `bpf_get_socket_cookie`,
-/// `bpf_get_netns_cookie`.
-const SKB: &[i32] = &[26, 46, 122];
+/// `bpf_skb_load_bytes_relative`, `bpf_get_netns_cookie`.
+const SKB: &[i32] = &[26, 46, 68, 122];
 /// Helpers that may read or write packet memory through a pointer
 /// argument (`pkt_access` in their kernel prototype): the map helpers,
 /// `bpf_csum_diff`, the socket lookups (their tuple) and the SYN cookie
@@ -106,6 +106,17 @@ const SOCK_COOKIES: &[i32] = &[46, 122];
 /// `bpf_skb_pull_data`, `bpf_skb_change_head`, `bpf_get_socket_cookie`,
 /// `bpf_skb_adjust_room`.
 const SK_SKB: &[i32] = &[9, 26, 38, 39, 43, 46, 50];
+/// Casts of a socket to its kernel structure (`bpf_skc_to_tcp6_sock`,
+/// `_tcp_sock`, `_tcp_timewait_sock`, `_tcp_request_sock`, `_udp6_sock`,
+/// `_unix_sock`, `_mptcp_sock`): the networking hooks' shared helpers
+/// (`bpf_sk_base_func_proto`) and tracing programs'.
+const SKC_CASTS: &[i32] = &[136, 137, 138, 139, 140, 178, 196];
+/// Helpers of cgroup/sysctl programs: `bpf_sysctl_get_name`,
+/// `_get_current_value`, `_get_new_value`, `_set_new_value`.
+const SYSCTL: &[i32] = &[101, 102, 103, 104];
+/// TCP header options of sockops programs: `bpf_load_hdr_opt`,
+/// `bpf_store_hdr_opt`, `bpf_reserve_hdr_opt`.
+const HDR_OPT: &[i32] = &[142, 143, 144];
 
 /// The register types a socket argument takes (`sock_common_types`), as
 /// the kernel lists them when it refuses one; with the BTF socket
@@ -296,10 +307,14 @@ impl Verifier<'_> {
             Some(T::Kprobe | T::Tracepoint | T::RawTracepoint | T::RawTracepointWritable) => {
                 TRACING.contains(&id) || USER_SPACE.contains(&id)
             }
-            Some(T::PerfEvent | T::Syscall) => TRACING.contains(&id),
+            // A perf event's branch records.
+            Some(T::PerfEvent) => TRACING.contains(&id) || id == 119,
+            Some(T::Syscall) => TRACING.contains(&id) || SKC_CASTS.contains(&id) || id == 166,
             // fentry/fexit: the kernel's tracing programs also read their
             // function's arguments and return value.
-            Some(T::Tracing) => TRACING.contains(&id) || matches!(id, 46 | 183..=185),
+            Some(T::Tracing) => {
+                TRACING.contains(&id) || SKC_CASTS.contains(&id) || matches!(id, 46 | 183..=185)
+            }
             Some(T::Xdp) => {
                 PACKET.contains(&id)
                     || TC_XDP.contains(&id)
@@ -308,6 +323,7 @@ impl Verifier<'_> {
                     || REDIRECT.contains(&id)
                     || id == 51
                     || SOCK_LOOKUP.contains(&id)
+                    || SKC_CASTS.contains(&id)
             }
             Some(T::SchedCls | T::SchedAct) => {
                 PACKET.contains(&id)
@@ -318,9 +334,12 @@ impl Verifier<'_> {
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
                     || SK_STORAGE.contains(&id)
-                    || id == 124
+                    || SKC_CASTS.contains(&id)
+                    || matches!(id, 124 | 192)
             }
-            Some(T::SocketFilter) => PACKET.contains(&id) || SKB.contains(&id),
+            Some(T::SocketFilter) => {
+                PACKET.contains(&id) || SKB.contains(&id) || SKC_CASTS.contains(&id)
+            }
             // Also `bpf_skb_cgroup_id`, `bpf_get_local_storage`,
             // `bpf_skb_ancestor_cgroup_id`, `bpf_skb_ecn_set_ce`.
             Some(T::CgroupSkb) => {
@@ -329,25 +348,34 @@ impl Verifier<'_> {
                     || SOCK_LOOKUP.contains(&id)
                     || SOCK_CAST.contains(&id)
                     || SK_STORAGE.contains(&id)
-                    || matches!(id, 79 | 81 | 83 | 97)
+                    || SKC_CASTS.contains(&id)
+                    || matches!(id, 79 | 81 | 83 | 97 | 128 | 129)
             }
             Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
-                PACKET.contains(&id) || LWT.contains(&id)
+                PACKET.contains(&id) || LWT.contains(&id) || SKC_CASTS.contains(&id)
             }
-            Some(T::LwtXmit) => PACKET.contains(&id) || LWT.contains(&id) || LWT_XMIT.contains(&id),
+            Some(T::LwtXmit) => {
+                PACKET.contains(&id)
+                    || LWT.contains(&id)
+                    || LWT_XMIT.contains(&id)
+                    || SKC_CASTS.contains(&id)
+            }
             Some(T::SkSkb) => {
                 PACKET.contains(&id)
                     || SK_SKB.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
+                    || SKC_CASTS.contains(&id)
                     || matches!(id, 52 | 72)
             }
-            Some(T::CgroupDevice | T::CgroupSysctl) => CGROUP.contains(&id),
+            Some(T::CgroupDevice) => CGROUP.contains(&id),
+            Some(T::CgroupSysctl) => CGROUP.contains(&id) || SYSCTL.contains(&id),
             Some(T::CgroupSock) => CGROUP.contains(&id) || SOCK_COOKIES.contains(&id) || id == 107,
             Some(T::CgroupSockAddr) => {
                 (CGROUP.contains(&id) && retval)
                     || SOCK_COOKIES.contains(&id)
                     || SK_STORAGE.contains(&id)
                     || SOCK_LOOKUP.contains(&id)
+                    || SKC_CASTS.contains(&id)
                     || matches!(id, 49 | 57)
                     || (id == 64
                         && matches!(
@@ -355,17 +383,20 @@ impl Verifier<'_> {
                             Some(A::CgroupInet4Connect | A::CgroupInet6Connect)
                         ))
             }
-            Some(T::SkLookup) => matches!(id, 25 | 86 | 124),
+            Some(T::SkLookup) => SKC_CASTS.contains(&id) || matches!(id, 25 | 86 | 124),
             Some(T::SockOps) => {
                 SK_STORAGE.contains(&id)
+                    || SKC_CASTS.contains(&id)
+                    || HDR_OPT.contains(&id)
                     || matches!(id, 25 | 46 | 49 | 53 | 57 | 59 | 70 | 81 | 96 | 122)
             }
             Some(T::SkMsg) => {
                 SK_STORAGE.contains(&id)
+                    || SKC_CASTS.contains(&id)
                     || matches!(id, 25 | 60 | 61 | 62 | 63 | 71 | 90 | 91 | 122)
             }
-            Some(T::FlowDissector) => id == 26,
-            Some(T::SkReuseport) => matches!(id, 26 | 46 | 82),
+            Some(T::FlowDissector) => id == 26 || SKC_CASTS.contains(&id),
+            Some(T::SkReuseport) => matches!(id, 26 | 46 | 68 | 82),
             Some(T::CgroupSockopt) => {
                 CGROUP.contains(&id)
                     || SK_STORAGE.contains(&id)
@@ -824,6 +855,23 @@ impl Verifier<'_> {
                     Trust::Plain
                 };
                 Reg::pointer(RegType::BtfId { id: sid, trust }, 0)
+            }
+            RetType::PtrToBtfIdOrNull(structure) => {
+                // A cast of a socket (`bpf_skc_to_tcp_sock`): NULL when
+                // it is of another kind; it shares the socket's reference.
+                let sid = self.kernel_struct(structure, &format!("{name}#{id}"))?;
+                let r = self.or_null(RegType::BtfId {
+                    id: sid,
+                    trust: Trust::Plain,
+                });
+                if userbpf_vm::proto::CASTS.contains(&id) {
+                    Reg {
+                        ref_id: meta.sock_ref,
+                        ..r
+                    }
+                } else {
+                    r
+                }
             }
             RetType::PtrToRingbufMemOrNull => {
                 let size = meta.alloc_size.unwrap_or(0);
@@ -1460,25 +1508,17 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToBtfSockCommonOrNull => {
-                // NULL, or a kernel pointer (not untrusted) to a structure
-                // that starts with `struct sock_common`.
+                // NULL, or a kernel socket.
                 if reg.const_value() != Some(0) {
-                    let RegType::BtfId { id: have, trust } = reg.ty else {
-                        return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
-                    };
-                    if trust == Trust::Untrusted {
-                        return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
-                    }
-                    if reg.val.is_const() != Some(0) {
-                        return Err(self.error(format!(
-                            "variable {} access var_off={} disallowed",
-                            reg.type_name(),
-                            reg.val.var_off
-                        )));
-                    }
-                    let what = format!("{name}#{id}");
-                    self.kernel_struct_arg(&reg, regno, have, "sock_common", &what)?;
+                    self.btf_sock_common_arg(&reg, regno, &format!("{name}#{id}"))?;
                 }
+            }
+            ArgType::PtrToBtfSockCommon if matches!(reg.ty, RegType::BtfId { .. }) => {
+                if reg.maybe_null {
+                    return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
+                }
+                self.btf_sock_common_arg(&reg, regno, &format!("{name}#{id}"))?;
+                meta.sock_ref = reg.ref_id;
             }
             ArgType::PtrToSockCommon | ArgType::PtrToBtfSockCommon => {
                 if !reg.ty.is_socket() || reg.maybe_null {
@@ -1520,7 +1560,14 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToSockCommonRelease => {
-                if !reg.ty.is_socket() || reg.maybe_null {
+                if reg.maybe_null {
+                    return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
+                }
+                if matches!(reg.ty, RegType::BtfId { .. }) {
+                    // A cast of a looked-up socket (`bpf_skc_to_tcp_sock`)
+                    // holds its reference.
+                    self.btf_sock_common_arg(&reg, regno, &format!("{name}#{id}"))?;
+                } else if !reg.ty.is_socket() {
                     return Err(self.error(expected(BTF_SOCK_COMMON_TYPES)));
                 }
                 if reg.ref_id == 0 || !st.refs.iter().any(|&(r, _)| r == reg.ref_id) {
@@ -1548,6 +1595,37 @@ impl Verifier<'_> {
             }
         }
         Ok(())
+    }
+
+    /// A kernel socket argument given as a kernel pointer
+    /// (`ARG_PTR_TO_BTF_ID_SOCK_COMMON`): not untrusted, at a constant
+    /// offset, to a structure that starts with `struct sock_common`.
+    fn btf_sock_common_arg(
+        &mut self,
+        reg: &Reg,
+        regno: u8,
+        what: &str,
+    ) -> Result<(), Box<VerifyError>> {
+        let wrong = || {
+            format!(
+                "R{regno} type={} expected={BTF_SOCK_COMMON_TYPES}",
+                reg.type_name()
+            )
+        };
+        let RegType::BtfId { id: have, trust } = reg.ty else {
+            return Err(self.error(wrong()));
+        };
+        if trust == Trust::Untrusted {
+            return Err(self.error(wrong()));
+        }
+        if reg.val.is_const() != Some(0) {
+            return Err(self.error(format!(
+                "variable {} access var_off={} disallowed",
+                reg.type_name(),
+                reg.val.var_off
+            )));
+        }
+        self.kernel_struct_arg(reg, regno, have, "sock_common", what)
     }
 
     /// `ARG_PTR_TO_DYNPTR` (`process_dynptr_func`): 16 bytes of stack at

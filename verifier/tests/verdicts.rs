@@ -1278,19 +1278,25 @@ fn dynptrs_are_opaque_stack_objects_released_on_every_path() {
 /// The byte offset of field `name` of the running kernel's `struct
 /// task_struct`, or `None` (with a note) when the kernel exposes no BTF.
 fn task_field(name: &str) -> Option<u32> {
+    kernel_field("task_struct", name)
+}
+
+/// The byte offset of field `name` of the running kernel's `struct
+/// structure`, or `None` (with a note) when the kernel exposes no BTF.
+fn kernel_field(structure: &str, name: &str) -> Option<u32> {
     use userbpf_vm::object::{btf::Kind, TargetBtf, VMLINUX_BTF};
     let loaded = TargetBtf::System.load().ok()?;
     if loaded.origin != VMLINUX_BTF {
         println!("SKIP: no kernel BTF ({VMLINUX_BTF})");
         return None;
     }
-    let task = loaded
+    let t = loaded
         .btf
-        .by_name("task_struct")
+        .by_name(structure)
         .into_iter()
         .filter_map(|id| loaded.btf.get(id))
         .find(|t| t.kind == Kind::Struct)?;
-    task.members
+    t.members
         .iter()
         .find(|m| m.name == name)
         .map(|m| m.offset / 8)
@@ -2158,5 +2164,113 @@ fn a_number_spilled_to_the_stack_stays_linked_to_its_register() {
         &xdp(),
         12,
         "math between ctx pointer and 4294967295 is not allowed",
+    );
+}
+
+/// `bpf_skc_to_tcp_sock` casts a socket to the kernel's `struct
+/// tcp_sock`, or NULL: read at its fields once null-checked; the cast
+/// holds the looked-up socket's reference, which either may release.
+#[test]
+fn bpf_skc_to_tcp_sock_gives_the_kernel_tcp_sock_or_null() {
+    let Some(cwnd) = kernel_field("tcp_sock", "snd_cwnd") else {
+        return;
+    };
+    // r7 = a socket looked up with a zeroed IPv4 tuple (pcs 0..12), or exit.
+    let lookup = "r6 = r1\nr1 = 0\n*(u64 *)(r10 - 16) = r1\n*(u32 *)(r10 - 8) = r1\n\
+                  r1 = r6\nr2 = r10\nr2 += -16\nr3 = 12\nr4 = 0\nr5 = 0\n\
+                  call bpf_skc_lookup_tcp\nif r0 == 0 goto +{exit}\nr7 = r0\n";
+    let prog = |body: &str| {
+        let exit = body.lines().count() + 1;
+        format!(
+            "{}{body}r0 = 0\nexit",
+            lookup.replace("{exit}", &exit.to_string())
+        )
+    };
+    let read_and_release = |check: &str, release: &str| {
+        prog(&format!(
+            "r1 = r7\ncall bpf_skc_to_tcp_sock\n{check}r1 = *(u32 *)(r0 + {cwnd})\n{release}"
+        ))
+    };
+    accepts(
+        &read_and_release("if r0 == 0 goto +1\n", "r1 = r7\ncall bpf_sk_release\n"),
+        &tc(),
+    );
+    rejects(
+        &read_and_release("", "r1 = r7\ncall bpf_sk_release\n"),
+        &tc(),
+        15,
+        "R0 invalid mem access 'ptr_or_null_'",
+    );
+    rejects(
+        &read_and_release("if r0 == 0 goto +1\n", ""),
+        &tc(),
+        18,
+        "Unreleased reference",
+    );
+    // The cast releases the socket as well as the lookup's pointer does.
+    accepts(
+        &prog(
+            "r1 = r7\ncall bpf_skc_to_tcp_sock\nif r0 != 0 goto +3\nr1 = r7\n\
+             call bpf_sk_release\ngoto +2\nr1 = r0\ncall bpf_sk_release\n",
+        ),
+        &tc(),
+    );
+    // Not a kernel socket: a map value.
+    rejects(
+        "r1 = map[idx:0]\nr2 = r10\nr2 += -8\nr3 = 0\n*(u64 *)(r10 - 8) = r3\n\
+         call bpf_map_lookup_elem\nif r0 == 0 goto +2\nr1 = r0\ncall bpf_skc_to_tcp_sock\n\
+         r0 = 0\nexit",
+        &tc(),
+        9,
+        "R1 type=map_value expected=sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
+    );
+    // Only on the networking hooks and tracing programs.
+    rejects(
+        "r1 = 0\ncall bpf_skc_to_tcp_sock\nr0 = 0\nexit",
+        &uprobe(),
+        1,
+        "cannot use helper bpf_skc_to_tcp_sock#137",
+    );
+}
+
+/// The helpers of cgroup_skb, sysctl, sockops, perf event and syscall
+/// programs check their buffers as the kernel does, on their hooks only.
+#[test]
+fn hook_specific_helpers_check_their_buffers_on_their_hooks_only() {
+    // bpf_skb_load_bytes_relative writes 8 bytes of stack (uninitialised
+    // is fine); a size of 0 is not.
+    let load = |size: u32| {
+        format!(
+            "r2 = 0\nr3 = r10\nr3 += -8\nr4 = {size}\nr5 = 1\n\
+             call bpf_skb_load_bytes_relative\nr0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit"
+        )
+    };
+    accepts(&load(8), &tc());
+    accepts(&load(8), &socket());
+    rejects(&load(0), &tc(), 5, "invalid zero-sized read");
+    rejects(
+        &load(16),
+        &tc(),
+        5,
+        "invalid write to stack R3 off=-8 size=16",
+    );
+    rejects(
+        &load(8),
+        &xdp(),
+        5,
+        "cannot use helper bpf_skb_load_bytes_relative#68",
+    );
+    // bpf_sysctl_get_name reads an initialised buffer (ARG_PTR_TO_MEM).
+    let sysctl = env(ProgramType::CgroupSysctl, Context::Sysctl);
+    let name = |init: &str| {
+        format!("{init}r2 = r10\nr2 += -8\nr3 = 8\nr4 = 0\ncall bpf_sysctl_get_name\nr0 = 1\nexit")
+    };
+    accepts(&name("r2 = 0\n*(u64 *)(r10 - 8) = r2\n"), &sysctl);
+    rejects(&name(""), &sysctl, 4, "invalid read from stack");
+    rejects(
+        &name(""),
+        &tc(),
+        4,
+        "cannot use helper bpf_sysctl_get_name#101",
     );
 }

@@ -8,8 +8,10 @@
 //! `bpf_get_current_task`, `bpf_current_task_under_cgroup`,
 //! `bpf_get_socket_cookie` and `bpf_skb_load_bytes` (of an `__sk_buff`),
 //! `bpf_csum_diff` and `bpf_csum_update`, `bpf_strtol`, `bpf_strtoul`,
-//! `bpf_get_current_cgroup_id`, `bpf_get_ns_current_pid_tgid`, and the
-//! helpers that change a packet ([`CHANGES_PACKET`]); all in
+//! `bpf_get_current_cgroup_id`, `bpf_get_ns_current_pid_tgid`, the
+//! helpers that change a packet ([`CHANGES_PACKET`]), and those of the
+//! kernel's own hooks (socket casts such as `bpf_skc_to_tcp_sock`,
+//! sysctl, TCP header options, branch records, `bpf_sys_bpf`); all in
 //! [`KERNEL_ONLY`]. User
 //! space has no implementation of them: preparing a program that calls
 //! one fails with the helper's name and pc (`UnknownHelper`).
@@ -163,6 +165,9 @@ pub enum RetType {
     /// kernel structure of this name (`bpf_task_pt_regs`'s
     /// `struct pt_regs`).
     PtrToBtfId(&'static str),
+    /// `RET_PTR_TO_BTF_ID_OR_NULL`: as [`RetType::PtrToBtfId`], or NULL
+    /// (`bpf_skc_to_tcp_sock`'s `struct tcp_sock`).
+    PtrToBtfIdOrNull(&'static str),
 }
 
 /// A helper's prototype in the kernel's terms.
@@ -391,6 +396,57 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
     proto(96, PtrToTcpSockOrNull, &[PtrToSockCommon]),
     proto(98, PtrToSocketOrNull, &[PtrToSockCommon]),
     proto(99, PtrToSockCommonOrNull, &SK_LOOKUP),
+    // Kernel only: casts of a socket to the kernel structure of its kind
+    // (`bpf_skc_to_tcp6_sock` .. `bpf_skc_to_mptcp_sock`), NULL when it
+    // is another kind; and a socket's cgroup.
+    proto(136, PtrToBtfIdOrNull("tcp6_sock"), &[PtrToBtfSockCommon]),
+    proto(137, PtrToBtfIdOrNull("tcp_sock"), &[PtrToBtfSockCommon]),
+    proto(
+        138,
+        PtrToBtfIdOrNull("tcp_timewait_sock"),
+        &[PtrToBtfSockCommon],
+    ),
+    proto(
+        139,
+        PtrToBtfIdOrNull("tcp_request_sock"),
+        &[PtrToBtfSockCommon],
+    ),
+    proto(140, PtrToBtfIdOrNull("udp6_sock"), &[PtrToBtfSockCommon]),
+    proto(178, PtrToBtfIdOrNull("unix_sock"), &[PtrToBtfSockCommon]),
+    proto(196, PtrToBtfIdOrNull("mptcp_sock"), &[PtrToBtfSockCommon]),
+    proto(128, Integer, &[PtrToBtfSockCommon]),
+    proto(129, Integer, &[PtrToBtfSockCommon, Anything]),
+    // Kernel only: packet bytes relative to a header
+    // (`bpf_skb_load_bytes_relative`), a packet's delivery time
+    // (`bpf_skb_set_tstamp`).
+    proto(
+        68,
+        Integer,
+        &[PtrToCtx, Anything, UNINIT_MEM, ConstSize, Anything],
+    ),
+    proto(192, Integer, &[PtrToCtx, Anything, Anything]),
+    // Kernel only: TCP header options of sockops programs
+    // (`bpf_load_hdr_opt` writes the option found into its buffer:
+    // `ARG_PTR_TO_MEM | MEM_WRITE`), `bpf_store_hdr_opt`,
+    // `bpf_reserve_hdr_opt`.
+    proto(142, Integer, &[PtrToCtx, UNINIT_MEM, ConstSize, Anything]),
+    proto(143, Integer, &[PtrToCtx, MEM, ConstSize, Anything]),
+    proto(144, Integer, &[PtrToCtx, Anything, Anything]),
+    // Kernel only: cgroup/sysctl programs' name and values
+    // (`bpf_sysctl_get_name`, `_get_current_value`, `_get_new_value`,
+    // `_set_new_value`).
+    proto(101, Integer, &[PtrToCtx, MEM, ConstSize, Anything]),
+    proto(102, Integer, &[PtrToCtx, UNINIT_MEM, ConstSize]),
+    proto(103, Integer, &[PtrToCtx, UNINIT_MEM, ConstSize]),
+    proto(104, Integer, &[PtrToCtx, MEM, ConstSize]),
+    // Kernel only: a perf event's branch records
+    // (`bpf_read_branch_records`), and `bpf_sys_bpf` of syscall programs.
+    proto(
+        119,
+        Integer,
+        &[PtrToCtx, MEM_OR_NULL, ConstSizeOrZero, Anything],
+    ),
+    proto(166, Integer, &[Anything, MEM, ConstSize]),
     // Kernel only: socket programs' helpers (sockops, sk_msg, sk_skb,
     // sock_addr, sk_reuseport): socket options, redirects through socket
     // maps, message data, binding.
@@ -650,15 +706,17 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 /// prototypes are there for the verifier's checks of kernel programs.
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
-    41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 69, 70, 71, 72,
-    79, 80, 81, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 105, 106, 107, 108,
-    110, 120, 122, 123, 124, 135, 141, 152, 155, 156, 157, 158, 163, 175, 176, 180, 188, 189, 190,
-    191, 210, 211,
+    41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 68, 69, 70, 71,
+    72, 79, 80, 81, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 101, 102, 103,
+    104, 105, 106, 107, 108, 110, 119, 120, 122, 123, 124, 128, 129, 135, 136, 137, 138, 139, 140,
+    141, 142, 143, 144, 152, 155, 156, 157, 158, 163, 166, 175, 176, 178, 180, 188, 189, 190, 191,
+    192, 196, 210, 211,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
-/// (`might_sleep`): `bpf_copy_from_user`, `bpf_copy_from_user_task`.
-pub const MIGHT_SLEEP: &[i32] = &[148, 191];
+/// (`might_sleep`): `bpf_copy_from_user`, `bpf_sys_bpf`,
+/// `bpf_copy_from_user_task`.
+pub const MIGHT_SLEEP: &[i32] = &[148, 166, 191];
 
 /// The helpers of [`KERNEL_PROTOS`] that acquire a reference the program
 /// must release on every path (`is_acquire_function`): the socket lookups
@@ -667,8 +725,8 @@ pub const ACQUIRES: &[i32] = &[84, 85, 99];
 
 /// The helpers of [`KERNEL_PROTOS`] whose result points into their
 /// argument's object and shares its reference (`is_ptr_cast_function`):
-/// `bpf_sk_fullsock`, `bpf_tcp_sock`.
-pub const CASTS: &[i32] = &[95, 96];
+/// `bpf_sk_fullsock`, `bpf_tcp_sock`, `bpf_skc_to_*_sock`.
+pub const CASTS: &[i32] = &[95, 96, 136, 137, 138, 139, 140, 178, 196];
 
 /// The helpers of [`KERNEL_ONLY`] that change the packet
 /// (`bpf_helper_changes_pkt_data`): `bpf_skb_store_bytes`,
