@@ -260,7 +260,7 @@ impl Verifier<'_> {
             RetType::Integer,
             &[PtrToCtx, PtrToSockOrNull, Anything],
         );
-        // Tracing programs take the cookie of a kernel socket
+        // Tracing and sk_reuseport programs take the cookie of a socket
         // (`bpf_get_socket_ptr_cookie_proto`).
         static SOCKET_PTR_COOKIE: KernelProto =
             KernelProto::new(46, RetType::Integer, &[PtrToBtfSockCommonOrNull]);
@@ -271,7 +271,7 @@ impl Verifier<'_> {
         match (id, self.env.prog_type) {
             (17, _) if !skb_form => Some(&CGROUP_CLASSID_CURRENT),
             (124, Some(T::SkLookup)) => Some(&SK_ASSIGN_LOOKUP),
-            (46, Some(T::Tracing)) => Some(&SOCKET_PTR_COOKIE),
+            (46, Some(T::Tracing | T::SkReuseport)) => Some(&SOCKET_PTR_COOKIE),
             (49, Some(T::CgroupSockopt)) => Some(&SK_SETSOCKOPT),
             (57, Some(T::CgroupSockopt)) => Some(&SK_GETSOCKOPT),
             (107, Some(T::CgroupSock)) => Some(&SK_STORAGE_GET_CG_SOCK),
@@ -1508,8 +1508,9 @@ impl Verifier<'_> {
                 }
             }
             ArgType::PtrToBtfSockCommonOrNull => {
-                // NULL, or a kernel socket.
-                if reg.const_value() != Some(0) {
+                // NULL, a socket (possibly NULL: `PTR_MAYBE_NULL` on the
+                // argument takes either), or a kernel socket.
+                if reg.const_value() != Some(0) && !reg.ty.is_socket() {
                     self.btf_sock_common_arg(&reg, regno, &format!("{name}#{id}"))?;
                 }
             }

@@ -2274,3 +2274,23 @@ fn hook_specific_helpers_check_their_buffers_on_their_hooks_only() {
         "cannot use helper bpf_sysctl_get_name#101",
     );
 }
+
+/// sk_reuseport programs take the cookie of a socket, not of their
+/// context (`bpf_get_socket_ptr_cookie_proto`): `sk`, or the
+/// `migrating_sk` that may be NULL.
+#[test]
+fn sk_reuseport_programs_take_the_cookie_of_a_socket() {
+    let reuseport = env(ProgramType::SkReuseport, Context::SkReuseport);
+    let cookie = |arg: &str| format!("{arg}call bpf_get_socket_cookie\nr0 = 1\nexit");
+    accepts(&cookie("r1 = *(u64 *)(r1 + 40)\n"), &reuseport);
+    accepts(&cookie("r1 = *(u64 *)(r1 + 48)\n"), &reuseport);
+    accepts(&cookie("r1 = 0\n"), &reuseport);
+    rejects(
+        &cookie(""),
+        &reuseport,
+        0,
+        "R1 type=ctx expected=sock_common, sock, tcp_sock, xdp_sock, ptr_, trusted_ptr_",
+    );
+    // An __sk_buff program's cookie is its context's.
+    accepts(&cookie(""), &tc());
+}
