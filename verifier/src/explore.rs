@@ -154,8 +154,11 @@ const WIDEN_AFTER: usize = 4;
 const CALLBACK_MISSES: u32 = 64;
 
 /// A finished state compared this many times per hit (plus one) without
-/// covering the state compared leaves the pruning list.
-const MISS_FACTOR: u32 = 32;
+/// covering a state that is kept leaves the pruning list (the kernel's
+/// factor for checkpoints; Linux's selftest `test_verif_scale3`, 90 calls
+/// each reached by a growing number of states, needs the states of each
+/// call kept that long).
+const MISS_FACTOR: u32 = 64;
 
 /// Largest log kept, in bytes; the rest is dropped with a note.
 const MAX_LOG: usize = 16 << 20;
@@ -731,6 +734,13 @@ impl<'a> Verifier<'a> {
         // termination. Newest first; states that keep missing go.
         self.ensure_analyses();
         let live = self.live_masks(cur, pc);
+        // Keep a state only every few jumps and instructions (as the
+        // kernel does): a long loop does not store one per iteration.
+        // (Helpers' callback loops keep every state: they converge on
+        // them.)
+        let jumps = self.jumps.saturating_sub(self.jumps_at_store);
+        let insns = self.stats.processed.saturating_sub(self.insns_at_store);
+        let store = callback_point || (jumps >= 2 && insns >= 8);
         let list = &mut self.explored[pc];
         let mut i = list.len();
         while i > 0 {
@@ -745,7 +755,12 @@ impl<'a> Verifier<'a> {
                 }
                 return Ok(Visit::Pruned);
             }
-            entry.misses = entry.misses.saturating_add(1);
+            // A miss counts only where this state is kept: where it is
+            // not, it says little of the listed state's use (the kernel's
+            // `if (add_new_state) sl->miss_cnt++`).
+            if store {
+                entry.misses = entry.misses.saturating_add(1);
+            }
             if entry.misses > entry.hits.saturating_add(1).saturating_mul(MISS_FACTOR) {
                 list.swap_remove(i);
                 entry.listed = false;
@@ -753,13 +768,7 @@ impl<'a> Verifier<'a> {
                 self.stored = self.stored.saturating_sub(1);
             }
         }
-        // Keep a state only every few jumps and instructions (as the
-        // kernel does): a long loop does not store one per iteration.
-        // (Helpers' callback loops keep every state: they converge on
-        // them.)
-        let jumps = self.jumps.saturating_sub(self.jumps_at_store);
-        let insns = self.stats.processed.saturating_sub(self.insns_at_store);
-        if !callback_point && (jumps < 2 || insns < 8) {
+        if !store {
             return Ok(Visit::Unstored);
         }
         self.jumps_at_store = self.jumps;
