@@ -209,6 +209,12 @@ const RULES: &[Rule] = &[
         Rejects("invalid write to stack R3 off=-8 size=16"),
     ),
     same(
+        "the 32-bit distance of two packet pointers",
+        XDP,
+        "r2 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\nw2 -= w4\nr0 = 2\nexit",
+        Accepts,
+    ),
+    same(
         "bpf_skb_load_bytes_relative into uninitialised stack",
         TC,
         "r2 = 0\nr3 = r10\nr3 += -8\nr4 = 8\nr5 = 1\ncall bpf_skb_load_bytes_relative\nr0 = *(u64 *)(r10 - 8)\nr0 = 0\nexit",

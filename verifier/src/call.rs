@@ -351,14 +351,21 @@ impl Verifier<'_> {
                     || SKC_CASTS.contains(&id)
                     || matches!(id, 79 | 81 | 83 | 97 | 128 | 129)
             }
+            // `bpf_lwt_push_encap` on the way in and out, the segment
+            // routing helpers in seg6local programs.
             Some(T::LwtIn | T::LwtOut | T::LwtSeg6local) => {
-                PACKET.contains(&id) || LWT.contains(&id) || SKC_CASTS.contains(&id)
+                PACKET.contains(&id)
+                    || LWT.contains(&id)
+                    || SKC_CASTS.contains(&id)
+                    || (id == 73 && self.env.prog_type == Some(T::LwtIn))
+                    || (matches!(id, 74..=76) && self.env.prog_type == Some(T::LwtSeg6local))
             }
             Some(T::LwtXmit) => {
                 PACKET.contains(&id)
                     || LWT.contains(&id)
                     || LWT_XMIT.contains(&id)
                     || SKC_CASTS.contains(&id)
+                    || id == 73
             }
             Some(T::SkSkb) => {
                 PACKET.contains(&id)

@@ -273,10 +273,14 @@ impl Verifier<'_> {
                 self.ptr_arith(width, op, d, &s, &dv, true)?
             }
             (false, false) => {
-                if op == AluOp::Sub && width == Width::W64 && same_region(&dv, &s) {
+                if op == AluOp::Sub && same_region(&dv, &s) {
                     // The distance between two pointers into one region is
-                    // an offset, not an address.
-                    Reg::unknown()
+                    // an offset, not an address (in 32 bits, its low half:
+                    // `len = data_end - data` on `u32`s).
+                    match width {
+                        Width::W64 => Reg::unknown(),
+                        Width::W32 => Reg::scalar(Scalar::unknown_bits(4)),
+                    }
                 } else {
                     return Err(
                         self.error(format!("R{d} pointer {} pointer prohibited", op_name(op)))

@@ -2328,3 +2328,58 @@ fn states_that_others_miss_stay_listed_while_they_may_still_match() {
     println!("{processed} instructions processed");
     assert!(processed > 500_000, "{processed}");
 }
+
+/// The distance between two pointers into one region is a number, in 64
+/// or 32 bits (`len = data_end - data` on `u32`s); between regions it
+/// would tell where they lie.
+#[test]
+fn pointers_into_one_region_subtract_in_64_and_32_bits() {
+    let packet = "r2 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\n";
+    accepts(&format!("{packet}r4 -= r2\nr0 = r4\nexit"), &xdp());
+    accepts(
+        &format!("{packet}w2 -= w4\nif w2 > 1500 goto +1\nr0 = 0\nr0 = 1\nexit"),
+        &xdp(),
+    );
+    // The 32-bit distance is a number of 32 bits: the exit without r0
+    // is never reached; the 64-bit one may be anything.
+    let over_32_bits = |sub: &str| {
+        format!("{packet}{sub}\nr3 = 0xffffffff ll\nif r2 > r3 goto +2\nr0 = 0\nexit\nexit")
+    };
+    accepts(&over_32_bits("w2 -= w4"), &xdp());
+    rejects(&over_32_bits("r2 -= r4"), &xdp(), 8, "R0 !read_ok");
+    rejects(
+        &format!("{packet}r3 = r10\nw3 -= w4\nr0 = 0\nexit"),
+        &xdp(),
+        3,
+        "R3 pointer -= pointer prohibited",
+    );
+}
+
+/// The lightweight tunnel helpers, on their hooks, change the packet.
+#[test]
+fn lwt_encap_and_segment_routing_helpers_change_the_packet() {
+    let seg6 = env(
+        ProgramType::LwtSeg6local,
+        Context::SkBuff(userbpf_verifier::SkbKind::Lwt),
+    );
+    let lwt_in = env(
+        ProgramType::LwtIn,
+        Context::SkBuff(userbpf_verifier::SkbKind::Lwt),
+    );
+    // r7 = data, 1 byte proven; read again after the call.
+    let after = |call: &str| {
+        format!(
+            "r6 = r1\nr7 = *(u32 *)(r6 + 76)\nr8 = *(u32 *)(r6 + 80)\nr2 = r7\nr2 += 1\n\
+             if r2 <= r8 goto +2\nr0 = 0\nexit\n{call}r0 = *(u8 *)(r7 + 0)\nr0 = 0\nexit"
+        )
+    };
+    let adjust = "r1 = r6\nr2 = 0\nr3 = 8\ncall bpf_lwt_seg6_adjust_srh\n";
+    accepts(&after(""), &seg6);
+    rejects(&after(adjust), &seg6, 12, "R7 !read_ok");
+    rejects(
+        &after(adjust),
+        &lwt_in,
+        11,
+        "cannot use helper bpf_lwt_seg6_adjust_srh#75",
+    );
+}

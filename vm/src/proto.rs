@@ -447,6 +447,14 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
         &[PtrToCtx, MEM_OR_NULL, ConstSizeOrZero, Anything],
     ),
     proto(166, Integer, &[Anything, MEM, ConstSize]),
+    // Kernel only, and they change the packet: lightweight tunnel
+    // encapsulation (`bpf_lwt_push_encap`) and the IPv6 segment routing
+    // header of seg6local programs (`bpf_lwt_seg6_store_bytes`,
+    // `_adjust_srh`, `_action`).
+    proto(73, Integer, &[PtrToCtx, Anything, MEM, ConstSize]),
+    proto(74, Integer, &[PtrToCtx, Anything, MEM, ConstSize]),
+    proto(75, Integer, &[PtrToCtx, Anything, Anything]),
+    proto(76, Integer, &[PtrToCtx, Anything, MEM, ConstSize]),
     // Kernel only: socket programs' helpers (sockops, sk_msg, sk_skb,
     // sock_addr, sk_reuseport): socket options, redirects through socket
     // maps, message data, binding.
@@ -707,10 +715,10 @@ pub const KERNEL_PROTOS: &[KernelProto] = &[
 pub const KERNEL_ONLY: &[i32] = &[
     9, 10, 11, 13, 17, 18, 19, 20, 21, 22, 23, 24, 26, 28, 29, 30, 31, 32, 34, 35, 37, 38, 39, 40,
     41, 43, 44, 46, 48, 49, 50, 51, 52, 53, 54, 55, 57, 59, 60, 61, 62, 63, 64, 65, 68, 69, 70, 71,
-    72, 79, 80, 81, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100, 101, 102, 103,
-    104, 105, 106, 107, 108, 110, 119, 120, 122, 123, 124, 128, 129, 135, 136, 137, 138, 139, 140,
-    141, 142, 143, 144, 152, 155, 156, 157, 158, 163, 166, 175, 176, 178, 180, 188, 189, 190, 191,
-    192, 196, 210, 211,
+    72, 73, 74, 75, 76, 79, 80, 81, 82, 83, 84, 85, 86, 90, 91, 93, 94, 95, 96, 97, 98, 99, 100,
+    101, 102, 103, 104, 105, 106, 107, 108, 110, 119, 120, 122, 123, 124, 128, 129, 135, 136, 137,
+    138, 139, 140, 141, 142, 143, 144, 152, 155, 156, 157, 158, 163, 166, 175, 176, 178, 180, 188,
+    189, 190, 191, 192, 196, 210, 211,
 ];
 
 /// The helpers of [`KERNEL_PROTOS`] only sleepable programs may call
@@ -735,9 +743,10 @@ pub const CASTS: &[i32] = &[95, 96, 136, 137, 138, 139, 140, 178, 196];
 /// `bpf_skb_change_tail`, `bpf_skb_pull_data`, `bpf_skb_change_head`,
 /// `bpf_xdp_adjust_head`, `bpf_skb_adjust_room`, `bpf_xdp_adjust_meta`,
 /// `bpf_msg_pull_data`, `bpf_xdp_adjust_tail`, `bpf_msg_push_data`,
-/// `bpf_msg_pop_data`.
+/// `bpf_msg_pop_data`, `bpf_lwt_push_encap`, `bpf_lwt_seg6_store_bytes`,
+/// `bpf_lwt_seg6_adjust_srh`, `bpf_lwt_seg6_action`.
 pub const CHANGES_PACKET: &[i32] = &[
-    9, 10, 11, 13, 18, 19, 31, 38, 39, 43, 44, 50, 54, 63, 65, 90, 91,
+    9, 10, 11, 13, 18, 19, 31, 38, 39, 43, 44, 50, 54, 63, 65, 73, 74, 75, 76, 90, 91,
 ];
 
 /// The kernel's prototype of helper `id`, if userbpf implements it (or
