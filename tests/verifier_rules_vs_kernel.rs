@@ -209,6 +209,18 @@ const RULES: &[Rule] = &[
         Rejects("invalid write to stack R3 off=-8 size=16"),
     ),
     same(
+        "one load through the context on a path and the stack on another",
+        TC,
+        "r6 = r1\nr1 = 0\n*(u64 *)(r10 - 8) = r1\ncall bpf_get_prandom_u32\nr7 = r10\nr7 += -16\nif r0 == 0 goto +1\nr7 = r6\nr0 = *(u32 *)(r7 + 8)\nr0 = 0\nexit",
+        Rejects("same insn cannot be used with different pointers"),
+    ),
+    same(
+        "one store through a map value on a path and the stack on another",
+        TC,
+        "r1 = 0\n*(u64 *)(r10 - 8) = r1\nr2 = r10\nr2 += -8\nr1 = map[idx:0]\ncall bpf_map_lookup_elem\nr7 = r10\nr7 += -8\nif r0 == 0 goto +1\nr7 = r0\nr1 = 1\n*(u32 *)(r7 + 0) = r1\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "the 32-bit distance of two packet pointers",
         XDP,
         "r2 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\nw2 -= w4\nr0 = 2\nexit",

@@ -135,6 +135,9 @@ pub(crate) struct Verifier<'a> {
     /// Targets of backward jumps: where a path can come back to a state
     /// it had.
     loop_head: Vec<bool>,
+    /// The kind of pointer each load and store went through on the paths
+    /// seen so far (`insn_aux_data[].ptr_type`).
+    pub(crate) access_ptr: Vec<Option<crate::mem::AccessPtr>>,
     start: Instant,
     /// The kernel's BTF, once a pointer to a kernel structure needs it.
     kernel_btf: Option<std::sync::Arc<userbpf_vm::object::btf::Btf>>,
@@ -249,6 +252,7 @@ impl<'a> Verifier<'a> {
             called_globals: std::collections::BTreeSet::new(),
             globals: crate::global::global_facts(prog, env),
             loop_head,
+            access_ptr: vec![None; len],
             start,
             kernel_btf: env.kernel_btf.clone(),
             traced: None,

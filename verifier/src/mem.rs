@@ -38,7 +38,64 @@ pub(crate) enum Found {
     Reg(Reg),
 }
 
+/// The kind of pointer a load or store goes through, as far as one
+/// instruction must always see the same: the kernel rewrites accesses to
+/// the context, sockets and kernel structures by the pointer's kind, so
+/// an instruction that sees one of them on some path must see it on
+/// every path (`reg_type_mismatch`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AccessPtr {
+    /// Any pointer the kernel does not rewrite accesses through (stack,
+    /// map value, packet, memory).
+    Plain,
+    Ctx,
+    Socket,
+    SockCommon,
+    TcpSock,
+    XdpSock,
+    /// A kernel structure, by how far it is trusted.
+    BtfId(Trust),
+}
+
+impl AccessPtr {
+    fn of(r: &Reg) -> AccessPtr {
+        match r.ty {
+            RegType::Ctx => AccessPtr::Ctx,
+            RegType::Socket => AccessPtr::Socket,
+            RegType::SockCommon => AccessPtr::SockCommon,
+            RegType::TcpSock => AccessPtr::TcpSock,
+            RegType::XdpSock => AccessPtr::XdpSock,
+            RegType::BtfId { trust, .. } => AccessPtr::BtfId(trust),
+            _ => AccessPtr::Plain,
+        }
+    }
+}
+
 impl Verifier<'_> {
+    /// Records the kind of pointer the access at the current pc went
+    /// through, and refuses one that differs from an earlier path's where
+    /// either is rewritten by the kernel (`save_aux_ptr_type`). Loads of
+    /// kernel structures may differ in trust (the kernel falls back to
+    /// an untrusted read).
+    fn same_pointer_kind(&mut self, base: &Reg, load: bool) -> Result<(), Box<VerifyError>> {
+        let kind = AccessPtr::of(base);
+        let Some(seen) = self.access_ptr.get_mut(self.pc) else {
+            return Ok(());
+        };
+        match *seen {
+            None => *seen = Some(kind),
+            Some(prev) if prev == kind => {}
+            Some(AccessPtr::BtfId(_)) if load && matches!(kind, AccessPtr::BtfId(_)) => {
+                *seen = Some(AccessPtr::BtfId(Trust::Untrusted));
+            }
+            // Two kinds, one of them rewritten by the kernel.
+            Some(_) => {
+                return Err(self.error("same insn cannot be used with different pointers"));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn load(
         &mut self,
         st: &mut State,
@@ -60,6 +117,7 @@ impl Verifier<'_> {
             Access::Read,
             None,
         )?;
+        self.same_pointer_kind(&base, true)?;
         if let Found::Reg(r) = &found {
             // A packet pointer field read sign-extending is refused
             // (`bpf_skb_is_valid_access`, `xdp_is_valid_access`: the
@@ -146,6 +204,7 @@ impl Verifier<'_> {
             Access::Write,
             Some(value),
         )?;
+        self.same_pointer_kind(&base, false)?;
         // userbpf's rule, checked after the kernel's (which a privileged
         // kernel applies alone): no address stored outside the stack.
         if !value.is_scalar() && !matches!(base.ty, RegType::Stack { .. }) {
