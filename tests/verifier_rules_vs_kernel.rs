@@ -221,6 +221,12 @@ const RULES: &[Rule] = &[
         Accepts,
     ),
     same(
+        "a bounds check on one load of data proves another",
+        XDP,
+        "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\nr5 = r2\nr5 += 8\nr0 = 0\nif r5 > r3 goto +1\nr0 = *(u64 *)(r4 + 0)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
         "the 32-bit distance of two packet pointers",
         XDP,
         "r2 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\nw2 -= w4\nr0 = 2\nexit",

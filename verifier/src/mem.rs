@@ -467,19 +467,15 @@ impl Verifier<'_> {
                 self.stats.ctx_words |= ctx_words(fixed, size);
                 Ok(match field {
                     CtxField::Scalar => Found::Unknown,
+                    // Every load of `data` (or `data_meta`) is the same
+                    // pointer: they share id 0, so a bounds check on one
+                    // proves the others (as in the kernel, whose context
+                    // loads give packet pointers no id).
                     CtxField::PacketData => {
-                        let id = self.fresh_id();
-                        Found::Reg(Reg {
-                            id,
-                            ..Reg::pointer(RegType::Packet { range: 0 }, 0)
-                        })
+                        Found::Reg(Reg::pointer(RegType::Packet { range: 0 }, 0))
                     }
                     CtxField::PacketMeta => {
-                        let id = self.fresh_id();
-                        Found::Reg(Reg {
-                            id,
-                            ..Reg::pointer(RegType::PacketMeta { range: 0 }, 0)
-                        })
+                        Found::Reg(Reg::pointer(RegType::PacketMeta { range: 0 }, 0))
                     }
                     CtxField::PacketEnd => Found::Reg(Reg::pointer(RegType::PacketEnd, 0)),
                     CtxField::SockCommonOrNull => Found::Reg(self.or_null(RegType::SockCommon)),

@@ -2383,3 +2383,24 @@ fn lwt_encap_and_segment_routing_helpers_change_the_packet() {
         "cannot use helper bpf_lwt_seg6_adjust_srh#75",
     );
 }
+
+/// Every load of `data` from the context is the same pointer: a bounds
+/// check through one proves the others, loaded before or after it.
+#[test]
+fn a_bounds_check_on_one_load_of_data_proves_the_others() {
+    let src = |check_on: &str, read_at: &str| {
+        format!(
+            "r2 = *(u32 *)(r1 + 0)\nr3 = *(u32 *)(r1 + 4)\nr4 = *(u32 *)(r1 + 0)\n\
+             r5 = {check_on}\nr5 += 8\nr0 = 0\nif r5 > r3 goto +1\nr0 = *(u64 *)({read_at} + 0)\nr0 = 0\nexit"
+        )
+    };
+    accepts(&src("r2", "r4"), &xdp());
+    accepts(&src("r4", "r2"), &xdp());
+    // Not past what was checked.
+    rejects(
+        &src("r2", "r4 + 1").replace("(r4 + 1 + 0)", "(r4 + 1)"),
+        &xdp(),
+        7,
+        "invalid access to packet",
+    );
+}
