@@ -74,6 +74,7 @@ const KPROBE: ProgramType = ProgramType::Kprobe;
 const CGROUP_SKB: ProgramType = ProgramType::CgroupSkb;
 const XDP: ProgramType = ProgramType::Xdp;
 const FLOW_DISSECTOR: ProgramType = ProgramType::FlowDissector;
+const RAW_TP_W: ProgramType = ProgramType::RawTracepointWritable;
 
 const RULES: &[Rule] = &[
     // userbpf's kfunc ids (`userbpf_vm::kfunc`: 0x7ffe0001 is
@@ -929,6 +930,42 @@ const RULES: &[Rule] = &[
         Rejects("R1 type=fp expected=ctx"),
     ),
     same(
+        "a writable raw tracepoint reads and writes its buffer, atomically too",
+        RAW_TP_W,
+        "r2 = *(u64 *)(r1 + 0)\nr3 = *(u64 *)(r1 + 8)\n*(u64 *)(r2 + 8) = r3\nr2 += 16\nr0 = *(u32 *)(r2 + 3)\nr4 = 1\nlock *(u64 *)(r2 + 8) += r4\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a writable raw tracepoint's buffer below its start",
+        RAW_TP_W,
+        "r2 = *(u64 *)(r1 + 0)\nr2 += 8\nr0 = *(u8 *)(r2 - 9)\nr0 = 0\nexit",
+        Rejects("R2 invalid tracepoint buffer access: off=-1, size=1"),
+    ),
+    same(
+        "a writable raw tracepoint's buffer at a variable offset",
+        RAW_TP_W,
+        "r2 = *(u64 *)(r1 + 0)\nr3 = *(u64 *)(r1 + 8)\nr3 &= 7\nr2 += r3\n*(u8 *)(r2 + 0) = 1\nr0 = 0\nexit",
+        Rejects("R2 invalid variable buffer offset: off=0, var_off=(0x0; 0x7)"),
+    ),
+    same(
+        "a writable raw tracepoint reads its buffer pointer in part",
+        RAW_TP_W,
+        "r2 = *(u32 *)(r1 + 0)\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=0 size=4"),
+    ),
+    same(
+        "a writable raw tracepoint writes its arguments",
+        RAW_TP_W,
+        "*(u64 *)(r1 + 8) = 0\nr0 = 0\nexit",
+        Rejects("invalid bpf_context access off=8 size=8"),
+    ),
+    same(
+        "a writable raw tracepoint's buffer is no helper memory",
+        RAW_TP_W,
+        "r1 = *(u64 *)(r1 + 0)\nr2 = 8\nr3 = 0\ncall bpf_probe_read_kernel\nr0 = 0\nexit",
+        Rejects("R1 type=tp_buffer expected=fp"),
+    ),
+    same(
         "a flow dissector writes its flow keys",
         FLOW_DISSECTOR,
         "r2 = *(u64 *)(r1 + 144)\nr3 = 6\n*(u8 *)(r2 + 11) = r3\nr0 = *(u32 *)(r2 + 52)\nr0 = 0\nexit",
@@ -1398,6 +1435,8 @@ fn env(prog_type: ProgramType) -> Env {
             Context::Xdp { egress: false }
         } else if prog_type == FLOW_DISSECTOR {
             Context::FlowDissector
+        } else if prog_type == RAW_TP_W {
+            Context::RawTracepointWritable
         } else if prog_type == TC {
             Context::SkBuff(SkbKind::Tc)
         } else if prog_type == CGROUP_SKB {

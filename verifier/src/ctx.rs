@@ -32,6 +32,11 @@ pub enum Context {
     },
     /// `struct bpf_raw_tracepoint_args`: `u64 args[]`, read only.
     RawTracepoint,
+    /// `struct bpf_raw_tracepoint_args` of a writable raw tracepoint
+    /// (`BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE`): `args[0]` is the
+    /// tracepoint's buffer (`PTR_TO_TP_BUFFER`), read and written through;
+    /// read only itself.
+    RawTracepointWritable,
     /// `struct xdp_md`.
     Xdp {
         /// `egress_ifindex` is readable: programs attached to a devmap
@@ -189,6 +194,8 @@ pub enum CtxField {
     Socket,
     /// `__sk_buff->flow_keys` of a flow dissector (`PTR_TO_FLOW_KEYS`).
     FlowKeys,
+    /// `args[0]` of a writable raw tracepoint (`PTR_TO_TP_BUFFER`).
+    TpBuffer,
 }
 
 /// `PERF_MAX_TRACE_SIZE`.
@@ -208,7 +215,8 @@ impl Context {
             },
             // fentry/fexit read their function's arguments (and return
             // value) as an array of u64, like raw tracepoints.
-            T::RawTracepoint | T::RawTracepointWritable | T::Tracing => Context::RawTracepoint,
+            T::RawTracepoint | T::Tracing => Context::RawTracepoint,
+            T::RawTracepointWritable => Context::RawTracepointWritable,
             T::Xdp => Context::Xdp {
                 egress: kind.attach_type == Some(AttachType::XdpDevmap),
             },
@@ -272,7 +280,7 @@ impl Context {
             Context::PtRegs => PT_REGS_SIZE as u32,
             Context::PerfEvent => (PT_REGS_SIZE as u32).wrapping_add(16),
             Context::Tracepoint { size } => size.unwrap_or(PERF_MAX_TRACE_SIZE),
-            Context::RawTracepoint => MAX_BPF_FUNC_ARGS * 8,
+            Context::RawTracepoint | Context::RawTracepointWritable => MAX_BPF_FUNC_ARGS * 8,
             Context::Xdp { .. } => XDP_MD_SIZE as u32,
             Context::SkBuff(_) => SK_BUFF_SIZE as u32,
             Context::Syscall => u32::from(u16::MAX),
@@ -315,6 +323,13 @@ impl Context {
             Context::PtRegs | Context::RawTracepoint => {
                 (!write && aligned).then_some(CtxField::Scalar)
             }
+            // `raw_tp_writable_prog_is_valid_access`: `args[0]` is read
+            // whole, as the buffer.
+            Context::RawTracepointWritable => match (off, size) {
+                (0, 8) if !write => Some(CtxField::TpBuffer),
+                (0, _) => None,
+                _ => (!write && aligned).then_some(CtxField::Scalar),
+            },
             // `pe_prog_is_valid_access`: the registers are read whole;
             // `sample_period` and `addr` also in parts.
             Context::PerfEvent => (!write && aligned && (size == 8 || off >= PT_REGS_SIZE as u32))

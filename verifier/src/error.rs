@@ -24,6 +24,10 @@ pub struct Stats {
     /// runtime must pass at least that many bytes, as the kernel's
     /// `max_ctx_offset`).
     pub max_ctx_offset: u32,
+    /// One past the largest byte of a writable raw tracepoint's buffer
+    /// the program accesses (the kernel's `max_tp_access`, which it
+    /// checks against the tracepoint's writable size at attach time).
+    pub max_tp_access: u32,
     /// The 8-byte words of the context the program's instructions load
     /// or store (bit `i`: bytes `8i..8i+8`; offsets past 512 bytes set
     /// bit 63). A context access is always at a constant offset, so this

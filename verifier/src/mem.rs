@@ -248,6 +248,7 @@ impl Verifier<'_> {
             | RegType::RingbufMem { .. }
             | RegType::BtfId { .. }
             | RegType::UntrustedMem
+            | RegType::TpBuffer
                 if !base.maybe_null => {}
             _ => {
                 return Err(self.error(format!(
@@ -482,6 +483,7 @@ impl Verifier<'_> {
                     CtxField::SocketOrNull => Found::Reg(self.or_null(RegType::Socket)),
                     CtxField::Socket => Found::Reg(Reg::pointer(RegType::Socket, 0)),
                     CtxField::FlowKeys => Found::Reg(Reg::pointer(RegType::FlowKeys, 0)),
+                    CtxField::TpBuffer => Found::Reg(Reg::pointer(RegType::TpBuffer, 0)),
                 })
             }
             RegType::MapValue { map } => {
@@ -580,6 +582,25 @@ impl Verifier<'_> {
                         "invalid access to flow keys off={fixed} size={size}"
                     )));
                 }
+                Ok(Found::Unknown)
+            }
+            // `check_tp_buffer_access`: any constant, non-negative offset
+            // (the kernel records the largest end and checks it against
+            // the tracepoint's writable size at attach time).
+            RegType::TpBuffer => {
+                if fixed < 0 {
+                    return Err(self.error(format!(
+                        "R{regno} invalid tracepoint buffer access: off={fixed}, size={size}"
+                    )));
+                }
+                if base.val.is_const() != Some(0) {
+                    return Err(self.error(format!(
+                        "R{regno} invalid variable buffer offset: off={fixed}, var_off={}",
+                        base.val.var_off
+                    )));
+                }
+                let end = u32::try_from(fixed.saturating_add(i64::from(size))).unwrap_or(u32::MAX);
+                self.stats.max_tp_access = self.stats.max_tp_access.max(end);
                 Ok(Found::Unknown)
             }
             RegType::Socket | RegType::SockCommon | RegType::TcpSock | RegType::XdpSock => {

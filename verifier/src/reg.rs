@@ -118,6 +118,11 @@ pub enum RegType {
     /// A flow dissector's `struct bpf_flow_keys` (`PTR_TO_FLOW_KEYS`):
     /// fixed offsets, no arithmetic.
     FlowKeys,
+    /// A writable raw tracepoint's buffer (`PTR_TO_TP_BUFFER`, `args[0]`
+    /// of a `raw_tp.w` program): read and written at constant,
+    /// non-negative offsets; the kernel checks the largest end against the
+    /// tracepoint's writable size when the program is attached.
+    TpBuffer,
     /// A kernel structure the kernel's BTF describes (`PTR_TO_BTF_ID`):
     /// read only, at constant offsets checked against the structure's
     /// layout; reads yield numbers or further such pointers.
@@ -200,6 +205,7 @@ impl RegType {
             RegType::TcpSock => "tcp_sock",
             RegType::XdpSock => "xdp_sock",
             RegType::FlowKeys => "flow_keys",
+            RegType::TpBuffer => "tp_buffer",
             RegType::BtfId { .. } => "ptr_",
             RegType::UntrustedMem => "rdonly_untrusted_mem",
             RegType::Dynptr { .. } => "dynptr",

@@ -2404,3 +2404,65 @@ fn a_bounds_check_on_one_load_of_data_proves_the_others() {
         "invalid access to packet",
     );
 }
+
+#[test]
+fn a_writable_raw_tracepoint_reads_and_writes_its_buffer_at_constant_offsets() {
+    let tp = env(
+        ProgramType::RawTracepointWritable,
+        Context::RawTracepointWritable,
+    );
+    // args[0] is the buffer: written at 8..16, read at 19..23, added to
+    // atomically at 24..32; args[1] a number.
+    let src = "
+        r2 = *(u64 *)(r1 + 0)
+        r3 = *(u64 *)(r1 + 8)
+        *(u64 *)(r2 + 8) = r3
+        r2 += 16
+        r0 = *(u32 *)(r2 + 3)
+        r4 = 1
+        lock *(u64 *)(r2 + 8) += r4
+        r0 = 0
+        exit";
+    let p = Program::new("t", assemble(src).unwrap()).unwrap();
+    let report = check(&p, &tp, &Options::default(), None).unwrap();
+    assert_eq!(report.stats.max_tp_access, 32);
+    // A plain raw tracepoint's args[0] is a number.
+    rejects(
+        src,
+        &env(ProgramType::RawTracepoint, Context::RawTracepoint),
+        2,
+        "R2 invalid mem access 'scalar'",
+    );
+    rejects(
+        "r2 = *(u64 *)(r1 + 0)\nr2 += 8\nr0 = *(u8 *)(r2 - 9)\nr0 = 0\nexit",
+        &tp,
+        2,
+        "R2 invalid tracepoint buffer access: off=-1, size=1",
+    );
+    rejects(
+        "r2 = *(u64 *)(r1 + 0)\nr3 = *(u64 *)(r1 + 8)\nr3 &= 7\nr2 += r3\n*(u8 *)(r2 + 0) = 1\nr0 = 0\nexit",
+        &tp,
+        4,
+        "R2 invalid variable buffer offset: off=0, var_off=(0x0; 0x7)",
+    );
+    // The buffer pointer is read whole; the arguments are not written.
+    rejects(
+        "r2 = *(u32 *)(r1 + 0)\nr0 = 0\nexit",
+        &tp,
+        0,
+        "invalid bpf_context access off=0 size=4",
+    );
+    rejects(
+        "*(u64 *)(r1 + 8) = 0\nr0 = 0\nexit",
+        &tp,
+        0,
+        "invalid bpf_context access off=8 size=8",
+    );
+    // No address stored into it (userbpf's rule against leaks).
+    rejects(
+        "r2 = *(u64 *)(r1 + 0)\n*(u64 *)(r2 + 0) = r10\nr0 = 0\nexit",
+        &tp,
+        1,
+        "R10 leaks addr into mem",
+    );
+}
