@@ -102,6 +102,20 @@ const RULES: &[Rule] = &[
         "r0 = 0\n*(u32 *)(r10 - 6) = 1\nexit",
         Rejects("misaligned stack access off 0+0+-6 size 4"),
     ),
+    // A variable stack offset is aligned when every offset it may take
+    // is: an odd variable part plus an odd fixed offset is even.
+    same(
+        "variable stack offset made even by the fixed offset",
+        SOCKET,
+        "r1 = *(u32 *)(r1 + 0)\nr1 &= 30\nr1 |= 1\nr2 = r10\nr2 += -64\nr2 += r1\n*(u16 *)(r2 + 3) = 0\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "variable stack offset made odd by the fixed offset",
+        SOCKET,
+        "r1 = *(u32 *)(r1 + 0)\nr1 &= 30\nr2 = r10\nr2 += -64\nr2 += r1\n*(u16 *)(r2 + 3) = 0\nr0 = 0\nexit",
+        Rejects("misaligned stack access off (0x0; 0x1e)+-64+3 size 2"),
+    ),
     same(
         "misaligned stack atomic",
         SOCKET,

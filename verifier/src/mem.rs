@@ -1042,10 +1042,12 @@ impl Verifier<'_> {
         let hi = fixed.saturating_add(base.val.smax);
         let constant = base.val.is_const().is_some();
         // Stack accesses are aligned (the kernel's strict rule), also at
-        // a variable offset: every possible offset must be.
+        // a variable offset: every possible offset must be (the variable
+        // part's bits plus the fixed offset, as `tnum_is_aligned` sees
+        // them after `tnum_add`).
         let low = u64::from(size).wrapping_sub(1);
-        let var_aligned = (base.val.var_off.value | base.val.var_off.mask) & low == 0;
-        if lo.checked_rem(size_i) != Some(0) || (!constant && !var_aligned) {
+        let at = base.val.var_off.add(Tnum::constant(fixed as u64));
+        if (at.value | at.mask) & low != 0 {
             return Err(self.error(format!(
                 "misaligned stack access off {}+{}+{} size {size}",
                 var_off_text(&base.val),
