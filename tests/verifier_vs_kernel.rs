@@ -220,6 +220,136 @@ const UNREACHED: &str =
 const SET_ON_EVERY_PATH: &str =
     "a register the kernel finds unset on a path ours proves never taken (set in each of our states there)";
 
+/// Why the kernel's `RN invalid mem access 'map_value_or_null'` (or
+/// `type=map_value_or_null`) where our state has RN a map value is not a
+/// memory-safety difference: ours proves the lookup non-NULL by its
+/// constant key into an array, a key the kernel does not know. (Linux
+/// 6.18's `get_constant_map_key` takes a narrow spill's whole register:
+/// `*(u32 *)(r10 - 8) = w8` with r8 = 0xfbffffff00000000 is key 0 in
+/// memory, to the kernel 0xfbffffff00000000, past the array.) A lookup
+/// by a constant key gives the same element on every run, so the
+/// interpreter runs judge it: a NULL there would fault.
+const CONSTANT_KEY: &str =
+    "a lookup ours proves non-NULL by a constant key the kernel does not know (judged by the interpreter runs)";
+
+/// Whether the kernel's `message` is about a map value that may be NULL
+/// in register RN while RN is a map value (not NULL) in our `state` (in
+/// its innermost frame: the last `RN=` of the line).
+fn non_null_to_us(message: &str, state: &str) -> bool {
+    if !message.contains("map_value_or_null") {
+        return false;
+    }
+    let Some(n) = message
+        .strip_prefix('R')
+        .and_then(|m| m.split(|c: char| !c.is_ascii_digit()).next())
+    else {
+        return false;
+    };
+    let reg = format!("R{n}=");
+    state
+        .split_whitespace()
+        .rfind(|t| t.starts_with(&reg))
+        .is_some_and(|t| t[reg.len()..].starts_with("map_value("))
+}
+
+/// Why a rejection after the kernel followed a branch its own state rules
+/// out is not a memory-safety difference: on the fall-through of
+/// `if rN > K` the kernel holds rN at a constant above K (its bounds and
+/// known bits intersect to nothing, which it does not notice: Linux 6.18
+/// turns `umin=12, umax=12` with bit 0 known set into `R4=13`), so it
+/// checks the accesses of a path no run takes, and ours proves it
+/// infeasible. Judged by the interpreter runs.
+const CONTRADICTING_BRANCH: &str =
+    "after a branch the kernel's own state contradicts (a path ours proves infeasible; judged by the interpreter runs)";
+
+/// Whether a line of the kernel's log starts a path (the state of a
+/// branch it comes back to: `from N to M: ...`, `M: R1=...`, or a jump
+/// line followed by the target's state, `N: (..) if ... goto pc+K M: R0=...`).
+fn starts_path(line: &str) -> bool {
+    if line.starts_with("from ") {
+        return true;
+    }
+    let Some((pc, rest)) = line.split_once(": ") else {
+        return false;
+    };
+    if pc.trim().parse::<usize>().is_err() {
+        return false;
+    }
+    if rest.starts_with('R') || rest.starts_with("frame") {
+        return true;
+    }
+    rest.split_once(" goto pc")
+        .and_then(|(_, tail)| tail.split_once(' '))
+        .is_some_and(|(_, state)| !state.trim_start().starts_with(';') && state.contains(": R"))
+}
+
+/// The first line of the kernel's last path (the one it rejected) where
+/// it falls through a conditional jump on a register and a constant (`N:
+/// (..) if rD OP IMM goto pc+K ; ... RD=V`, followed by instruction N+1)
+/// with the register at a constant V for which the condition holds: the
+/// kernel follows a branch its own state rules out.
+fn contradicting_branch(log: &str) -> Option<&str> {
+    let all: Vec<&str> = log.lines().collect();
+    let start = all
+        .iter()
+        .rposition(|l| starts_path(l))
+        .map_or(0, |i| i + 1);
+    let lines = &all[start..];
+    lines.iter().enumerate().find_map(|(i, line)| {
+        let (pc, rest) = line.split_once(": (")?;
+        let pc: usize = pc.trim().parse().ok()?;
+        let (jump, after) = rest.split_once(" ; ")?;
+        let cond = jump.split_once(") if ")?.1;
+        let mut words = cond.split_whitespace();
+        let reg = words.next()?;
+        let op = words.next()?;
+        let imm = words.next()?;
+        if words.next() != Some("goto") {
+            return None;
+        }
+        let wide = reg.starts_with('r');
+        let n = reg.get(1..)?;
+        let imm = u32::from_str_radix(imm.strip_prefix("0x")?, 16).ok()?;
+        let next = format!("{}: (", pc + 1);
+        if !lines.get(i + 1).is_some_and(|l| l.starts_with(&next)) {
+            return None;
+        }
+        let token = format!("R{n}=");
+        let value = after
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(token.as_str()))?;
+        let value: u64 = match value.strip_prefix("0x") {
+            Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+            None => value.parse::<i64>().ok()? as u64,
+        };
+        // Both sides as the instruction compares them: 64-bit with the
+        // immediate sign-extended, or the low 32 bits.
+        let (a, b, sa, sb) = if wide {
+            let b = i64::from(imm as i32) as u64;
+            (value, b, value as i64, b as i64)
+        } else {
+            let a = value & 0xffff_ffff;
+            let b = u64::from(imm);
+            (a, b, i64::from(a as u32 as i32), i64::from(imm as i32))
+        };
+        let holds = match op {
+            "==" => a == b,
+            "!=" => a != b,
+            ">" => a > b,
+            ">=" => a >= b,
+            "<" => a < b,
+            "<=" => a <= b,
+            "s>" => sa > sb,
+            "s>=" => sa >= sb,
+            "s<" => sa < sb,
+            "s<=" => sa <= sb,
+            "&" => a & b != 0,
+            _ => return None,
+        };
+        holds.then_some(*line)
+    })
+}
+
 /// Whether register `n` is set in every one of our states before `pc`
 /// (at least one), from the verifier's log.
 fn set_in_every_state(log: &str, pc: usize, n: u8) -> bool {
@@ -498,6 +628,8 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
                 } else {
                     not_memory_safety(&message, reached, divisions)
                         .or_else(|| pc.filter(|&pc| in_callback(&log, pc)).map(|_| IN_CALLBACK))
+                        .or_else(|| non_null_to_us(&message, &state).then_some(CONSTANT_KEY))
+                        .or_else(|| contradicting_branch(&log).map(|_| CONTRADICTING_BRANCH))
                 };
                 let difference = Difference {
                     why,
@@ -593,4 +725,53 @@ fn our_verifier_accepts_nothing_unsafe_the_kernel_rejects() {
             bad.len()
         );
     }
+}
+
+/// The two classifiers of kernel imprecision, on lines of Linux 6.18's
+/// logs (seed 4242 of this test): they must recognise what the kernel
+/// printed there, and nothing on a consistent branch or a NULL map value.
+#[test]
+fn the_kernels_contradicting_branches_and_unknown_keys_are_recognised() {
+    let log = "\
+28: (3d) if r0 >= r8 goto pc+2 31: R0=scalar(umin=12) R8=12 R10=fp0
+31: (6a) *(u16 *)(r10 -40) = 6        ; R10=fp0 fp-40=??????6
+37: (4f) r4 |= r0                     ; R0=scalar(umin=12) R4=scalar(umin=12,var_off=(0x1; 0xfffffffffffffffe))
+38: (25) if r4 > 0xc goto pc+3        ; R4=13
+39: (bf) r1 = r7                      ; R1=map_value(map=m0,ks=4,vs=16) R7=map_value(map=m0,ks=4,vs=16)
+41: (69) r4 = *(u16 *)(r1 +2)
+R1 min value is outside of the allowed memory range
+";
+    assert_eq!(
+        contradicting_branch(log),
+        Some("38: (25) if r4 > 0xc goto pc+3        ; R4=13")
+    );
+    // The same jump with a value that satisfies its fall-through.
+    assert_eq!(contradicting_branch(&log.replace("R4=13", "R4=11")), None);
+    // 32-bit and signed comparisons, the immediate sign-extended.
+    let w = "5: (a6) if w2 < 0x4 goto pc+1   ; R2=0x100000003\n6: (b7) r0 = 0";
+    assert!(contradicting_branch(w).is_some());
+    let s = "5: (c5) if r2 s< 0xfffffffe goto pc+1   ; R2=-3\n6: (b7) r0 = 0";
+    assert!(contradicting_branch(s).is_some());
+    // On an earlier path than the rejected one, it does not count.
+    let earlier = format!("{log}from 38 to 42: R0=scalar()\n42: (b7) r0 = 0\nR0 !read_ok\n");
+    assert_eq!(contradicting_branch(&earlier), None);
+
+    let message = "R0 invalid mem access 'map_value_or_null'";
+    assert!(non_null_to_us(
+        message,
+        "61: R0=map_value(map=0) R6=ctx() R10=fp0"
+    ));
+    assert!(!non_null_to_us(
+        message,
+        "61: R0=map_value_or_null(id=2,map=0) R6=ctx() R10=fp0"
+    ));
+    assert!(!non_null_to_us(
+        "R1 invalid mem access 'scalar'",
+        "61: R1=scalar() R10=fp0"
+    ));
+    // In a callback, the innermost frame's register.
+    assert!(non_null_to_us(
+        "R3 type=map_value_or_null expected=fp",
+        "43: frame0: R3=0 R10=fp0 frame1: R3=map_value(map=0) R10=fp0"
+    ));
 }
