@@ -116,6 +116,22 @@ const RULES: &[Rule] = &[
         "r1 = *(u32 *)(r1 + 0)\nr1 &= 30\nr2 = r10\nr2 += -64\nr2 += r1\n*(u16 *)(r2 + 3) = 0\nr0 = 0\nexit",
         Rejects("misaligned stack access off (0x0; 0x1e)+-64+3 size 2"),
     ),
+    // A range that meets the tnum in one value makes that value a
+    // constant (`__update_reg64_bounds` with `tnum_step`): a multiple of 4
+    // in [2, 4] is 4, so the offset is -12 + 4, aligned; with two values
+    // left ([1, 9] of {0, 4, 8, 12}) the offset stays variable.
+    same(
+        "a range meeting the tnum in one value makes a constant offset",
+        SOCKET,
+        "r6 = r1\ncall bpf_get_prandom_u32\nr5 = r0\nr5 += 8\nr5 <<= 2\nif r5 s< 2 goto +5\nif r5 s> 4 goto +4\nr0 = r10\nr0 += -16\nr0 += r5\n*(u64 *)(r0 + 4) = 0\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "a range meeting the tnum in two values leaves the offset variable",
+        SOCKET,
+        "call bpf_get_prandom_u32\nr5 = r0\nr5 &= 12\nif r5 < 1 goto +5\nif r5 > 9 goto +4\nr0 = r10\nr0 += -24\nr0 += r5\n*(u64 *)(r0 + 4) = 0\nr0 = 0\nexit",
+        Rejects("misaligned stack access off (0x0; 0xc)+-24+4 size 8"),
+    ),
     same(
         "misaligned stack atomic",
         SOCKET,

@@ -471,6 +471,14 @@ impl Scalar {
         self.smax = min(self.smax, t.smax());
         self.umin = max(self.umin, t.umin());
         self.umax = min(self.umax, t.umax());
+        if let Some(v) = single_overlap(t, self.umin, self.umax) {
+            // Unless the other bounds exclude it too (nothing is possible;
+            // syncing finds that).
+            if self.contains(v) {
+                *self = Scalar::constant(v);
+                return;
+            }
+        }
         let s = t.subreg();
         self.s32_min = max(
             self.s32_min,
@@ -1170,6 +1178,28 @@ impl Scalar {
         }
         true
     }
+}
+
+/// The one member of `t` within `umin..=umax`, when the two share a
+/// single value, as the kernel finds it (`__update_reg64_bounds`, with
+/// `tnum_step`): `umin` itself when it is a member and the next member
+/// lies past `umax`; the largest member when the next member above `umin`
+/// (not one) is that; the next member above `umin` when the one after it
+/// lies past `umax`. (Where the kernel's second case also answers when
+/// the range and `t` share nothing, this answers nothing, and syncing
+/// finds the value empty.)
+fn single_overlap(t: Tnum, umin: u64, umax: u64) -> Option<u64> {
+    if t.is_const() || umin == umax {
+        return None;
+    }
+    let next = t.step(umin);
+    let umin_in = t.contains_value(umin);
+    if umin_in {
+        return (next > umax).then_some(umin);
+    }
+    // The next member above `umin` is the largest, or the one after it
+    // lies past `umax`.
+    (next <= umax && (next == t.umax() || t.step(next) > umax)).then_some(next)
 }
 
 /// `Some(true)` if `always`, `Some(false)` if `never`, else `None`.
@@ -2377,6 +2407,75 @@ mod tests {
         assert!(!Scalar::unknown_bits(1).within(&small));
         assert!(c(5).within(&small) && !c(10).within(&small));
         assert!(small.within(&Scalar::UNKNOWN));
+    }
+
+    #[test]
+    fn a_range_meeting_the_tnum_in_one_value_is_that_value() {
+        // The kernel's verdicts on `r5 &= 0xc` then `if r5 < LO` / `if r5 >
+        // HI` (Linux 6.18's log): one common value makes a constant, two
+        // leave the range alone.
+        let t = Tnum {
+            value: 0,
+            mask: 0xc,
+        };
+        let bounded = |lo: u64, hi: u64| {
+            let mut s = Scalar::from_tnum(t);
+            assert!(Scalar::refine(
+                JmpCond::Ge,
+                Width::W64,
+                true,
+                &mut s,
+                &mut c(lo)
+            ));
+            assert!(Scalar::refine(
+                JmpCond::Le,
+                Width::W64,
+                true,
+                &mut s,
+                &mut c(hi)
+            ));
+            s
+        };
+        assert_eq!(bounded(10, 12), c(12));
+        assert_eq!(bounded(5, 11), c(8));
+        assert_eq!(bounded(1, 7), c(4));
+        assert_eq!(bounded(9, 15), c(12));
+        let two = bounded(1, 9);
+        assert_eq!((two.umin, two.umax, two.var_off), (1, 9, t));
+        // 64-bit only: the low half keeps its range ([17, 20] over
+        // {16, 20}), as in the kernel.
+        let mut s = Scalar::from_tnum(Tnum {
+            value: 0x10,
+            mask: 0xffff_ffff_0000_0004,
+        });
+        assert!(Scalar::refine(
+            JmpCond::Ge,
+            Width::W32,
+            true,
+            &mut s,
+            &mut c(17)
+        ));
+        assert_eq!(s.subreg_const(), None);
+        assert_eq!((s.u32_min, s.u32_max), (17, 20));
+        // A shift's multiple of 4 in [2, 4] (the program of a differential
+        // campaign, seed 4242, that the kernel accepted and userbpf refused
+        // with a misaligned stack access).
+        let mut s = Scalar::from_tnum(Tnum { value: 0, mask: !3 });
+        assert!(Scalar::refine(
+            JmpCond::SGe,
+            Width::W64,
+            true,
+            &mut s,
+            &mut c(2)
+        ));
+        assert!(Scalar::refine(
+            JmpCond::SLe,
+            Width::W64,
+            true,
+            &mut s,
+            &mut c(4)
+        ));
+        assert_eq!(s, c(4));
     }
 
     #[test]

@@ -100,6 +100,51 @@ impl Tnum {
         self.value | self.mask
     }
 
+    /// The smallest member not below `y`, if there is one.
+    pub fn next_at_least(self, y: u64) -> Option<u64> {
+        if y <= self.value {
+            return Some(self.value);
+        }
+        // From the top bit down, `y`'s bits are kept while they fit the
+        // known bits; at the first known bit that differs, either the
+        // known bit is 1 (the rest is then the smallest possible) or it is
+        // 0, and a higher unknown bit where `y` has 0 must be raised.
+        for i in (0..64u32).rev() {
+            let bit = 1u64 << i;
+            if self.mask & bit != 0 || (y & bit) == (self.value & bit) {
+                continue;
+            }
+            let below = bit.wrapping_sub(1);
+            if self.value & bit != 0 {
+                return Some((y & !below & !bit) | bit | (self.value & below));
+            }
+            // The lowest unknown bit above `i` that `y` has clear.
+            let above = !(below | bit);
+            let free = self.mask & above & !y;
+            if free == 0 {
+                return None;
+            }
+            let j = free & free.wrapping_neg();
+            let below_j = j.wrapping_sub(1);
+            return Some((y & !below_j & !j) | j | (self.value & below_j));
+        }
+        Some(y)
+    }
+
+    /// The smallest member greater than `z`, saturated to the largest
+    /// member when there is none, and the smallest member when `z` is below
+    /// it (the kernel's `tnum_step`).
+    pub fn step(self, z: u64) -> u64 {
+        let tmax = self.umax();
+        if z >= tmax {
+            return tmax;
+        }
+        if z < self.value {
+            return self.value;
+        }
+        self.next_at_least(z.wrapping_add(1)).unwrap_or(tmax)
+    }
+
     /// The smallest member, read as signed.
     pub const fn smin(self) -> i64 {
         (self.value | (self.mask & SIGN64)) as i64
@@ -436,6 +481,39 @@ mod tests {
         fn with_subreg_sound((a, x) in tnum_member(), (b, y) in tnum_member()) {
             let t = a.with_subreg(b);
             prop_assert!(t.contains_value((x & !0xffff_ffff) | (y & 0xffff_ffff)));
+        }
+
+        #[test]
+        fn next_at_least_is_the_smallest_member_not_below((a, _x) in tnum_member(), y in any::<u64>(), r in any::<u64>()) {
+            // Against a brute force over a tnum of at most 12 unknown bits.
+            let mut m = a.mask;
+            while m.count_ones() > 12 {
+                m &= m - 1;
+            }
+            let t = Tnum { value: a.value | (r & a.mask & !m), mask: m };
+            let mut best: Option<u64> = None;
+            let bits: Vec<u64> = (0..64).map(|i| 1u64 << i).filter(|b| m & b != 0).collect();
+            for k in 0u64..(1 << bits.len()) {
+                let mut x = t.value;
+                for (i, b) in bits.iter().enumerate() {
+                    if k >> i & 1 == 1 {
+                        x |= b;
+                    }
+                }
+                if x >= y && best.is_none_or(|b| x < b) {
+                    best = Some(x);
+                }
+            }
+            // `y` near a member too, where the boundaries are.
+            prop_assert_eq!(t.next_at_least(y), best);
+            let z = pick(t, r);
+            for y in [z.wrapping_sub(1), z, z.wrapping_add(1)] {
+                let n = t.next_at_least(y);
+                prop_assert!(n.is_none_or(|n| n >= y && t.contains_value(n)));
+                if t.contains_value(y) {
+                    prop_assert_eq!(n, Some(y));
+                }
+            }
         }
 
         #[test]
