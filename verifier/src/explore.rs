@@ -66,6 +66,8 @@ struct Pending {
     parent: Option<usize>,
     /// The jump that created it, for the log.
     from: usize,
+    /// The last backward jump on its path (see `Verifier::back_edge`).
+    back_edge: Option<(usize, usize)>,
 }
 
 /// What executing one instruction did.
@@ -112,6 +114,9 @@ pub(crate) struct Verifier<'a> {
     pub(crate) pc: usize,
     /// pc of the instruction executed before it on this path.
     prev_pc: usize,
+    /// The last jump to an earlier (or the same) instruction on this path,
+    /// from and to: the back-edge an infinite loop came round by.
+    back_edge: Option<(usize, usize)>,
     /// Paths started by the last instruction besides its own (the bodies
     /// of asynchronous callbacks): state and first pc.
     spawned: Vec<(State, usize)>,
@@ -244,6 +249,7 @@ impl<'a> Verifier<'a> {
             next_id: 0,
             pc: 0,
             prev_pc: 0,
+            back_edge: None,
             spawned: Vec::new(),
             callback_point,
             at_callback: HashMap::new(),
@@ -487,10 +493,19 @@ impl<'a> Verifier<'a> {
                         pc: at,
                         parent: None,
                         from: pc,
+                        back_edge: None,
                     });
                 }
+                let jump = matches!(
+                    insn,
+                    Instruction::Jump { .. } | Instruction::Ja { .. } | Instruction::JaLong { .. }
+                );
+                let back = |to: usize| (jump && to <= pc).then_some((pc, to));
                 match step {
-                    Step::Next(next) => pc = next,
+                    Step::Next(next) => {
+                        self.back_edge = back(next).or(self.back_edge);
+                        pc = next;
+                    }
                     Step::Branch(next, other, other_pc) => {
                         if let Some(p) = parent {
                             self.entries[p].branches = self.entries[p].branches.saturating_add(1);
@@ -500,7 +515,9 @@ impl<'a> Verifier<'a> {
                             pc: other_pc,
                             parent,
                             from: pc,
+                            back_edge: back(other_pc).or(self.back_edge),
                         });
+                        self.back_edge = back(next).or(self.back_edge);
                         pc = next;
                     }
                     Step::Done => break,
@@ -554,6 +571,7 @@ impl<'a> Verifier<'a> {
                     cur = next.state;
                     pc = next.pc;
                     self.prev_pc = next.from;
+                    self.back_edge = next.back_edge;
                     parent = next.parent;
                 }
             }
@@ -723,11 +741,14 @@ impl<'a> Verifier<'a> {
             for &e in same {
                 let entry = &self.entries[e];
                 if entry.branches > 0 && entry.state == *cur {
+                    let by = self
+                        .back_edge
+                        .map(|(from, to)| format!("back-edge from insn {from} to {to}: "))
+                        .unwrap_or_default();
                     return Err(self.error_at(
                         pc,
                         format!(
-                            "infinite loop detected at insn {pc} (back-edge from insn {} to {pc}: the loop comes back to the state it was in)",
-                            self.prev_pc
+                            "infinite loop detected at insn {pc} ({by}the loop comes back to the state it was in)"
                         ),
                     ));
                 }

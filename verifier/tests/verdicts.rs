@@ -849,6 +849,16 @@ fn loops_run_until_they_exit_and_unbounded_ones_are_rejected() {
         1,
         "infinite loop detected at insn 1",
     );
+    // A loop around a helper that calls back: the state repeats at the
+    // call, reached by falling through; the message names the loop's
+    // back-edge, not the edge into the call (the kernel loads this endless
+    // loop: tests/verifier_rules_vs_kernel.rs).
+    rejects(
+        "r9 = 0\nl1:\nif r9 >= 1 goto l2\nr1 = 1\nr2 = func[cb]\nr3 = 0\nr4 = 0\ncall bpf_loop#181\ngoto l1\nl2:\nr0 = 0\nexit\ncb:\nr0 = 0\nexit",
+        &xdp(),
+        7,
+        "infinite loop detected at insn 7 (back-edge from insn 8 to 1: the loop comes back to the state it was in)",
+    );
     rejects(
         "r1 = 0\nr1 += 1\nif r1 < 2000000 goto -2\nr0 = 0\nexit",
         &xdp(),
