@@ -114,6 +114,10 @@ pub(crate) struct Verifier<'a> {
     pub(crate) pc: usize,
     /// pc of the instruction executed before it on this path.
     prev_pc: usize,
+    /// Scratch states for comparing states up to the numbering of their
+    /// ids (their allocations reused).
+    canon: State,
+    canon_old: State,
     /// The last jump to an earlier (or the same) instruction on this path,
     /// from and to: the back-edge an infinite loop came round by.
     back_edge: Option<(usize, usize)>,
@@ -250,6 +254,8 @@ impl<'a> Verifier<'a> {
             pc: 0,
             prev_pc: 0,
             back_edge: None,
+            canon: State::empty(),
+            canon_old: State::empty(),
             spawned: Vec::new(),
             callback_point,
             at_callback: HashMap::new(),
@@ -656,9 +662,21 @@ impl<'a> Verifier<'a> {
         // of the caller's own around it comes back to one of those (the
         // loop's head itself may never store one).
         let repeats_here = loop_head || callback_point;
+        // (Hashed and compared with their ids renumbered: a loop that
+        // makes a new id on each iteration, a number loaded and spilled,
+        // still repeats; Linux 6.18 runs such a loop to its instruction
+        // limit.)
         let hash = if repeats_here {
             let mut h = FxHasher::default();
-            cur.hash(&mut h);
+            if cur.has_ids() {
+                self.canon.clone_from(cur);
+                self.canon.canonicalize_ids();
+                self.canon.hash(&mut h);
+            } else {
+                // Its own canonical form.
+                self.canon.frames.clear();
+                cur.hash(&mut h);
+            }
             h.finish()
         } else {
             0
@@ -738,9 +756,20 @@ impl<'a> Verifier<'a> {
             // the callback's own ends at the instruction limit.)
             .filter(|_| !bounded_elsewhere(cur))
         {
-            for &e in same {
+            let same = same.clone();
+            for e in same {
                 let entry = &self.entries[e];
-                if entry.branches > 0 && entry.state == *cur {
+                if entry.branches == 0 {
+                    continue;
+                }
+                self.canon_old.clone_from(&entry.state);
+                self.canon_old.canonicalize_ids();
+                let canon = if self.canon.frames.is_empty() {
+                    &*cur
+                } else {
+                    &self.canon
+                };
+                if self.canon_old == *canon {
                     let by = self
                         .back_edge
                         .map(|(from, to)| format!("back-edge from insn {from} to {to}: "))

@@ -206,6 +206,67 @@ impl State {
     }
 }
 
+impl State {
+    /// A state of no frames (a scratch value to overwrite; not a state a
+    /// program can be in).
+    pub fn empty() -> State {
+        State {
+            frames: Vec::new(),
+            refs: Vec::new(),
+            lock: None,
+        }
+    }
+
+    /// Whether any register, spill, reference or lock carries an id.
+    pub fn has_ids(&self) -> bool {
+        !self.refs.is_empty()
+            || self.lock.is_some_and(|(_, id)| id != 0)
+            || self.frames.iter().any(|f| {
+                f.regs.iter().any(|r| r.id != 0 || r.ref_id != 0)
+                    || f.stack
+                        .iter()
+                        .any(|s| s.spill.id != 0 || s.spill.ref_id != 0)
+            })
+    }
+
+    /// Renumbers the ids (of linked copies, of references, of the held
+    /// lock) 1, 2, ... in order of first appearance, so that two states
+    /// that differ only in how their ids are numbered become equal (the
+    /// kernel's `states_equal` with `check_ids`, for exact comparisons).
+    pub fn canonicalize_ids(&mut self) {
+        let mut seen: Vec<u32> = Vec::new();
+        let mut rename = |id: &mut u32| {
+            if *id == 0 {
+                return;
+            }
+            let n = match seen.iter().position(|&o| o == *id) {
+                Some(i) => i,
+                None => {
+                    seen.push(*id);
+                    seen.len().saturating_sub(1)
+                }
+            };
+            *id = u32::try_from(n).map_or(u32::MAX, |n| n.saturating_add(1));
+        };
+        for (id, _) in &mut self.refs {
+            rename(id);
+        }
+        if let Some((_, id)) = &mut self.lock {
+            rename(id);
+        }
+        for frame in &mut self.frames {
+            for r in &mut frame.regs {
+                rename(&mut r.id);
+                rename(&mut r.ref_id);
+            }
+            for slot in &mut frame.stack {
+                rename(&mut slot.spill.id);
+                rename(&mut slot.spill.ref_id);
+            }
+        }
+    }
+}
+
 /// Maps the ids of an old state to the ids of the current one: two states
 /// are comparable only if ids link the same registers in both
 /// (`check_ids`).

@@ -859,6 +859,15 @@ fn loops_run_until_they_exit_and_unbounded_ones_are_rejected() {
         7,
         "infinite loop detected at insn 7 (back-edge from insn 8 to 1: the loop comes back to the state it was in)",
     );
+    // Each iteration loads a new number and spills it, linking the copies
+    // by a new id: the state still repeats, ids compared up to renaming
+    // (Linux 6.18 runs this loop to its limit: "BPF program is too large").
+    rejects(
+        "r7 = 0\nr3 = *(u32 *)(r1 + 12)\n*(u64 *)(r10 - 8) = r3\nif r7 < 3 goto -3\nr0 = 0\nexit",
+        &xdp(),
+        1,
+        "infinite loop detected at insn 1 (back-edge from insn 3 to 1: the loop comes back to the state it was in)",
+    );
     rejects(
         "r1 = 0\nr1 += 1\nif r1 < 2000000 goto -2\nr0 = 0\nexit",
         &xdp(),
