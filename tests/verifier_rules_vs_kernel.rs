@@ -132,6 +132,28 @@ const RULES: &[Rule] = &[
         "call bpf_get_prandom_u32\nr5 = r0\nr5 &= 12\nif r5 < 1 goto +5\nif r5 > 9 goto +4\nr0 = r10\nr0 += -24\nr0 += r5\n*(u64 *)(r0 + 4) = 0\nr0 = 0\nexit",
         Rejects("misaligned stack access off (0x0; 0xc)+-24+4 size 8"),
     ),
+    // A number that is -1 or 0 (`x s>> 63`) ANDed or ORed with a
+    // constant splits the state, -1 on one path and 0 on the other, so the
+    // result is one constant on each (Linux 6.18); the join of both,
+    // [0, 14] after the check, would reach past the stack.
+    same(
+        "an AND of a number that is -1 or 0 splits the state",
+        SOCKET,
+        "*(u64 *)(r10 - 8) = 0\ncall bpf_get_prandom_u32\nr3 = r0\nr3 s>>= 63\nr3 &= 255\nif r3 > 14 goto +4\nr1 = r10\nr1 += -8\nr1 += r3\nr0 = *(u8 *)(r1 + 7)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "an AND of a low half that is -1 or 0 splits the state",
+        SOCKET,
+        "*(u64 *)(r10 - 8) = 0\ncall bpf_get_prandom_u32\nr3 = r0\nw3 s>>= 31\nr3 &= 255\nif r3 > 14 goto +4\nr1 = r10\nr1 += -8\nr1 += r3\nr0 = *(u8 *)(r1 + 7)\nr0 = 0\nexit",
+        Accepts,
+    ),
+    same(
+        "an AND of a number that is -1 or 0 with an unknown number does not split",
+        SOCKET,
+        "r6 = *(u32 *)(r1 + 0)\n*(u64 *)(r10 - 8) = 0\ncall bpf_get_prandom_u32\nr3 = r0\nr3 s>>= 63\nr3 &= r6\nif r3 > 14 goto +4\nr1 = r10\nr1 += -8\nr1 += r3\nr0 = *(u8 *)(r1 + 7)\nr0 = 0\nexit",
+        Rejects("invalid variable-offset read from stack R1"),
+    ),
     same(
         "misaligned stack atomic",
         SOCKET,

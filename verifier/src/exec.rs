@@ -48,10 +48,10 @@ impl Verifier<'_> {
                 op,
                 dst,
                 src,
-            } => {
-                self.alu(st, width, op, dst, src)?;
-                Ok(Step::Next(next))
-            }
+            } => Ok(match self.alu(st, width, op, dst, src)? {
+                None => Step::Next(next),
+                Some(other) => Step::Branch(next, other, pc),
+            }),
             Instruction::MovSx {
                 width,
                 dst,
@@ -187,6 +187,9 @@ impl Verifier<'_> {
         Ok(())
     }
 
+    /// Executes an ALU instruction on `st`; a second state to explore
+    /// from the same instruction, when it splits one (see
+    /// [`fork_minus_one_or_zero`]).
     fn alu(
         &mut self,
         st: &mut State,
@@ -194,7 +197,7 @@ impl Verifier<'_> {
         op: AluOp,
         dst: R,
         src: Source,
-    ) -> Result<(), Box<VerifyError>> {
+    ) -> Result<Option<Box<State>>, Box<VerifyError>> {
         let d = dst.num();
         let s = match src {
             Source::Reg(r) => self.read_reg(st, r)?,
@@ -244,9 +247,10 @@ impl Verifier<'_> {
                 Reg::scalar(s.val.zext32())
             };
             *st.reg_mut(d) = new;
-            return Ok(());
+            return Ok(None);
         }
-        let dv = self.read_reg(st, dst)?;
+        let mut dv = self.read_reg(st, dst)?;
+        let fork = fork_minus_one_or_zero(st, op, d, &mut dv, &s);
         if !self.opts.allow_division_by_zero
             && matches!(op, AluOp::Div | AluOp::Mod | AluOp::SDiv | AluOp::SMod)
             && s.is_scalar()
@@ -289,7 +293,7 @@ impl Verifier<'_> {
             }
         };
         *st.reg_mut(d) = result;
-        Ok(())
+        Ok(fork)
     }
 
     /// `ptr op scalar` (or `scalar + ptr` when `swapped`).
@@ -878,4 +882,40 @@ fn mark_null(st: &mut State, ptr: &Reg, is_null: bool) {
     if is_null && ptr.ref_id != 0 && ptr.ref_id == id {
         st.refs.retain(|&(r, _)| r != ptr.ref_id);
     }
+}
+
+/// `dst &= K` or `dst |= K` with `dst` a number that is -1 or 0 (the
+/// `x s>> 63` of branch-free selects): as Linux 6.18 does, the state splits
+/// in two, `dst` -1 here (`dv` and `st` updated) and 0 in the state
+/// returned, which executes the instruction again. With the 64-bit range
+/// [-1, 0] the whole register is set, else with the 32-bit one its low
+/// half. The result of each is then the constant it is, not the
+/// `(0; K)` tnum a join of both gives.
+fn fork_minus_one_or_zero(
+    st: &mut State,
+    op: AluOp,
+    d: u8,
+    dv: &mut Reg,
+    src: &Reg,
+) -> Option<Box<State>> {
+    if !matches!(op, AluOp::And | AluOp::Or)
+        || !dv.is_scalar()
+        || !src.is_scalar()
+        || src.val.is_const().is_none()
+    {
+        return None;
+    }
+    let v = dv.val;
+    let (minus_one, zero) = if (v.smin, v.smax) == (-1, 0) {
+        (Scalar::constant(u64::MAX), Scalar::constant(0))
+    } else if (v.s32_min, v.s32_max) == (-1, 0) {
+        (v.with_subreg_const(u32::MAX), v.with_subreg_const(0))
+    } else {
+        return None;
+    };
+    let mut other = Box::new(st.clone());
+    *other.reg_mut(d) = Reg::scalar(zero);
+    *dv = Reg::scalar(minus_one);
+    *st.reg_mut(d) = *dv;
+    Some(other)
 }

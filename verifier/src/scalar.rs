@@ -284,6 +284,20 @@ impl Scalar {
         }
     }
 
+    /// `self` with its low half known to be `v` (the kernel's
+    /// `__mark_reg32_known`), synced.
+    pub fn with_subreg_const(&self, v: u32) -> Scalar {
+        Scalar {
+            var_off: self.var_off.with_subreg(Tnum::constant(u64::from(v))),
+            u32_min: v,
+            u32_max: v,
+            s32_min: v as i32,
+            s32_max: v as i32,
+            ..*self
+        }
+        .finish()
+    }
+
     /// Every `u64`.
     pub const fn unknown() -> Scalar {
         Scalar::UNKNOWN
