@@ -886,13 +886,14 @@ fn mark_null(st: &mut State, ptr: &Reg, is_null: bool) {
 
 /// `dst &= K` or `dst |= K` with `dst` a number that is -1 or 0 (the
 /// `x s>> 63` of branch-free selects): as Linux 6.18 does, the state splits
-/// in two, `dst` -1 here (`dv` and `st` updated) and 0 in the state
-/// returned, which executes the instruction again. With the 64-bit range
+/// in two, `dst` -1 here (`dv` updated; `st` gets the result when the
+/// instruction completes) and 0 in the state returned, which executes the
+/// instruction again. With the 64-bit range
 /// [-1, 0] the whole register is set, else with the 32-bit one its low
 /// half. The result of each is then the constant it is, not the
 /// `(0; K)` tnum a join of both gives.
 fn fork_minus_one_or_zero(
-    st: &mut State,
+    st: &State,
     op: AluOp,
     d: u8,
     dv: &mut Reg,
@@ -916,6 +917,5 @@ fn fork_minus_one_or_zero(
     let mut other = Box::new(st.clone());
     *other.reg_mut(d) = Reg::scalar(zero);
     *dv = Reg::scalar(minus_one);
-    *st.reg_mut(d) = *dv;
     Some(other)
 }

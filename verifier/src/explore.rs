@@ -666,15 +666,17 @@ impl<'a> Verifier<'a> {
         // makes a new id on each iteration, a number loaded and spilled,
         // still repeats; Linux 6.18 runs such a loop to its instruction
         // limit.)
+        // (A state without ids is its own canonical form.)
+        let renumbered = repeats_here && cur.has_ids();
+        if renumbered {
+            self.canon.clone_from(cur);
+            self.canon.canonicalize_ids();
+        }
         let hash = if repeats_here {
             let mut h = FxHasher::default();
-            if cur.has_ids() {
-                self.canon.clone_from(cur);
-                self.canon.canonicalize_ids();
+            if renumbered {
                 self.canon.hash(&mut h);
             } else {
-                // Its own canonical form.
-                self.canon.frames.clear();
                 cur.hash(&mut h);
             }
             h.finish()
@@ -764,11 +766,7 @@ impl<'a> Verifier<'a> {
                 }
                 self.canon_old.clone_from(&entry.state);
                 self.canon_old.canonicalize_ids();
-                let canon = if self.canon.frames.is_empty() {
-                    &*cur
-                } else {
-                    &self.canon
-                };
+                let canon = if renumbered { &self.canon } else { &*cur };
                 if self.canon_old == *canon {
                     let by = self
                         .back_edge

@@ -204,9 +204,7 @@ impl State {
             }
         }
     }
-}
 
-impl State {
     /// A state of no frames (a scratch value to overwrite; not a state a
     /// program can be in).
     pub fn empty() -> State {

@@ -105,30 +105,27 @@ impl Tnum {
         if y <= self.value {
             return Some(self.value);
         }
-        // From the top bit down, `y`'s bits are kept while they fit the
-        // known bits; at the first known bit that differs, either the
-        // known bit is 1 (the rest is then the smallest possible) or it is
-        // 0, and a higher unknown bit where `y` has 0 must be raised.
-        for i in (0..64u32).rev() {
-            let bit = 1u64 << i;
-            if self.mask & bit != 0 || (y & bit) == (self.value & bit) {
-                continue;
-            }
-            let below = bit.wrapping_sub(1);
-            if self.value & bit != 0 {
-                return Some((y & !below & !bit) | bit | (self.value & below));
-            }
-            // The lowest unknown bit above `i` that `y` has clear.
-            let above = !(below | bit);
-            let free = self.mask & above & !y;
-            if free == 0 {
-                return None;
-            }
-            let j = free & free.wrapping_neg();
-            let below_j = j.wrapping_sub(1);
-            return Some((y & !below_j & !j) | j | (self.value & below_j));
+        // `y`'s bits are kept down to the highest known bit where they
+        // differ from the known bits; there either the known bit is 1 (the
+        // rest is then the smallest possible) or it is 0, and a higher
+        // unknown bit where `y` has 0 must be raised.
+        let differ = (y ^ self.value) & !self.mask;
+        if differ == 0 {
+            return Some(y);
         }
-        Some(y)
+        let bit = 1u64 << differ.ilog2();
+        let below = bit.wrapping_sub(1);
+        if self.value & bit != 0 {
+            return Some((y & !below & !bit) | bit | (self.value & below));
+        }
+        // The lowest unknown bit above it that `y` has clear.
+        let free = self.mask & !(below | bit) & !y;
+        if free == 0 {
+            return None;
+        }
+        let j = free & free.wrapping_neg();
+        let below_j = j.wrapping_sub(1);
+        Some((y & !below_j & !j) | j | (self.value & below_j))
     }
 
     /// The smallest member greater than `z`, saturated to the largest
