@@ -1,6 +1,7 @@
 //! userbpf's verifier against the kernel's, on the same socket filters,
-//! from 2 instructions to a loop the kernel processes ~1,000,000
-//! instructions of, and a rejected program. userbpf: `check` with the
+//! from 2 instructions to loops the kernel processes ~1,000,000
+//! instructions of (one in registers, one that keeps a whole 512-byte
+//! stack), and a rejected program. userbpf: `check` with the
 //! socket filter's `Env`; the kernel: `BPF_PROG_LOAD` of a
 //! `BPF_PROG_TYPE_SOCKET_FILTER` without a log, then closing the fd (as
 //! root), the cost a loader pays for the kernel's verdict (it includes the
@@ -61,6 +62,33 @@ fn hash_loop(n: u32) -> String {
     )
 }
 
+/// Iterations of the stack loop: 5 instructions each after 67 that
+/// write the whole 512-byte stack, plus the exit: 995,068 processed
+/// instructions.
+const STACK_LOOP: u32 = 199_000;
+
+/// A loop that keeps a whole 512-byte stack (64 slots written first) and
+/// adds its counter into one spilled slot each iteration, as code that
+/// keeps its variables on the stack does: each state the verifiers keep
+/// along the loop holds that stack.
+fn stack_loop(n: u32) -> String {
+    let mut s = String::from("mov %r1, 0\n");
+    for slot in 1..=64 {
+        s += &format!("stxdw [%r10-{}], %r1\n", slot * 8);
+    }
+    s += &format!(
+        "mov %r3, 0
+     loop:
+         ldxdw %r0, [%r10-16]
+         add %r0, %r3
+         stxdw [%r10-16], %r0
+         add %r3, 1
+         jlt %r3, {n}, loop
+         exit"
+    );
+    s
+}
+
 fn program(name: &str, source: &str) -> Program {
     let insns = asm::assemble(source).unwrap_or_else(|e| panic!("{name}: {e}"));
     Program::new(name, insns).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -91,6 +119,12 @@ fn cases() -> Vec<Case> {
             name: "loop_1m",
             what: format!("{BIG_LOOP} x s = s*31 + (len ^ i)"),
             program: program("loop_1m", &hash_loop(BIG_LOOP)),
+            accepted: true,
+        },
+        Case {
+            name: "stack_1m",
+            what: format!("{STACK_LOOP} x fp[-16] += i, 512-byte stack"),
+            program: program("stack_1m", &stack_loop(STACK_LOOP)),
             accepted: true,
         },
         Case {
@@ -134,7 +168,7 @@ fn bench(c: &mut Criterion) {
     let with_kernel = kernel_unavailable().is_none();
     for case in cases() {
         let mut g = c.benchmark_group(format!("verifier/{}", case.name));
-        if case.name == "loop_1m" {
+        if case.name.ends_with("_1m") {
             g.sample_size(10).measurement_time(Duration::from_secs(10));
         }
         let p = &case.program;

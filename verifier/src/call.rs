@@ -1905,11 +1905,11 @@ fn forget(st: &mut State, stale: impl Fn(&Reg) -> bool) {
         }
     });
     for frame in &mut st.frames {
-        for slot in &mut frame.stack {
+        frame.stack.update(|slot| {
             if slot.is_spill() && slot.spill.ty == RegType::NotInit {
                 *slot = crate::state::Slot::INVALID;
             }
-        }
+        });
     }
 }
 

@@ -19,7 +19,7 @@ use crate::env::Env;
 use crate::error::{Stats, VerifyError};
 use crate::liveness::{live_in, RegMask};
 use crate::reg::{Reg, RegType};
-use crate::state::{state_within, widen, Frame, FrameMask, State};
+use crate::state::{state_within, widen, Frame, FrameMask, FxHasher, State};
 use crate::Options;
 
 /// An explored state kept for pruning.
@@ -857,45 +857,6 @@ fn bounded_elsewhere(state: &State) -> bool {
                 .iter()
                 .any(|s| s.is_spill() && s.spill.ty == RegType::IterNum)
     })
-}
-
-/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for
-/// state fingerprints.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.add(u64::from(i));
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.add(u64::from(i));
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.add(u64::from(i));
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.add(i);
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.add(i as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 enum Visit {

@@ -890,14 +890,14 @@ impl Verifier<'_> {
             slot = slot.saturating_add(8);
         }
         if !destroyed.is_empty() {
-            for s in &mut frame.stack {
+            frame.stack.update(|s| {
                 if s.is_spill()
                     && matches!(s.spill.ty, RegType::Dynptr { .. })
                     && destroyed.contains(&s.spill.id)
                 {
                     *s = Slot::INVALID;
                 }
-            }
+            });
         }
         Ok(())
     }

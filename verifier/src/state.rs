@@ -4,6 +4,10 @@
 //! whose every concrete execution is covered by an already explored safe
 //! state need not be explored again (`states_equal`).
 
+use std::cell::Cell;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+
 use crate::reg::{Reg, RegType};
 use crate::scalar::Scalar;
 
@@ -26,13 +30,29 @@ pub enum ByteKind {
 }
 
 /// An 8-byte stack slot (`struct bpf_stack_state`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Slot {
     /// Byte `i` is at offset `-(8 * (slot + 1)) + i` from the frame
     /// pointer.
     pub bytes: [ByteKind; 8],
     /// The register spilled here when all 8 bytes are `Spill`.
     pub spill: Reg,
+}
+
+impl Hash for Slot {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // The byte kinds in one word; the spilled register only where a
+        // byte holds part of it (hashing fewer fields keeps equal slots
+        // hashing equal).
+        let kinds = self
+            .bytes
+            .iter()
+            .fold(0u64, |acc, &b| (acc << 8) | b as u64);
+        state.write_u64(kinds);
+        if self.bytes.contains(&ByteKind::Spill) {
+            self.spill.hash(state);
+        }
+    }
 }
 
 impl Slot {
@@ -76,13 +96,218 @@ impl Slot {
     }
 }
 
+/// Slots per [`Stack`] part: 32 bytes of stack.
+const CHUNK: usize = 4;
+
+/// Up to [`CHUNK`] slots of a stack, shared by the states that hold them
+/// unchanged.
+#[derive(Clone, Debug)]
+struct Part {
+    slots: Rc<[Slot]>,
+    /// The slots' hash once computed (0: not yet).
+    hash: Cell<u64>,
+}
+
+impl Part {
+    fn new(slots: impl IntoIterator<Item = Slot>) -> Part {
+        Part {
+            slots: slots.into_iter().collect(),
+            hash: Cell::new(0),
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        let cached = self.hash.get();
+        if cached != 0 {
+            return cached;
+        }
+        let mut h = FxHasher::default();
+        for slot in self.slots.iter() {
+            slot.hash(&mut h);
+        }
+        let hash = h.finish().max(1);
+        self.hash.set(hash);
+        hash
+    }
+
+    /// The slots, mutable: copied first if other states share them.
+    fn slots_mut(&mut self) -> &mut [Slot] {
+        self.hash.set(0);
+        Rc::make_mut(&mut self.slots)
+    }
+}
+
+/// A frame's stack slots, slot 0 holding `fp-8..fp-1`: copy-on-write
+/// parts of [`CHUNK`] slots (the last one as long as the stack needs),
+/// so that the states the search keeps share what they have in common (a
+/// long loop keeps a state every few iterations, each with its whole
+/// stack) and cloning a state copies no slots.
+#[derive(Clone, Debug, Default)]
+pub struct Stack {
+    /// Every part but the last holds [`CHUNK`] slots.
+    parts: Vec<Part>,
+    len: usize,
+}
+
+impl Stack {
+    /// An empty stack.
+    pub fn new() -> Stack {
+        Stack::default()
+    }
+
+    /// Slots in use.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no slot is in use.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Slot `i`, if the stack reaches it.
+    pub fn get(&self, i: usize) -> Option<&Slot> {
+        self.parts.get(i / CHUNK)?.slots.get(i % CHUNK)
+    }
+
+    /// Slot `i`, mutable (its part is copied first if other states share
+    /// it); the stack grows to reach it.
+    pub fn slot_mut(&mut self, i: usize) -> &mut Slot {
+        if i >= self.len {
+            self.resize(i.saturating_add(1));
+        }
+        &mut self.parts[i / CHUNK].slots_mut()[i % CHUNK]
+    }
+
+    /// Grows the stack to `len` slots with never-written ones (never
+    /// shrinks it).
+    pub fn resize(&mut self, len: usize) {
+        while self.len < len {
+            let want = len.saturating_sub(self.len);
+            match self.parts.last_mut() {
+                Some(last) if last.slots.len() < CHUNK => {
+                    let have = last.slots.len();
+                    let add = want.min(CHUNK.saturating_sub(have));
+                    *last = Part::new(
+                        last.slots
+                            .iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(Slot::INVALID, add)),
+                    );
+                    self.len = self.len.saturating_add(add);
+                }
+                _ => {
+                    let add = want.min(CHUNK);
+                    self.parts
+                        .push(Part::new(std::iter::repeat_n(Slot::INVALID, add)));
+                    self.len = self.len.saturating_add(add);
+                }
+            }
+        }
+    }
+
+    /// The slots in use, from the frame pointer down.
+    pub fn iter(&self) -> impl Iterator<Item = &Slot> + '_ {
+        self.parts.iter().flat_map(|p| p.slots.iter())
+    }
+
+    /// Applies `f` to every slot in use, copying only the parts whose
+    /// slots it changes.
+    pub fn update(&mut self, mut f: impl FnMut(&mut Slot)) {
+        for part in &mut self.parts {
+            for i in 0..part.slots.len() {
+                let mut slot = part.slots[i];
+                f(&mut slot);
+                if slot != part.slots[i] {
+                    part.slots_mut()[i] = slot;
+                }
+            }
+        }
+    }
+}
+
+impl From<Vec<Slot>> for Stack {
+    fn from(slots: Vec<Slot>) -> Stack {
+        let len = slots.len();
+        Stack {
+            parts: slots
+                .chunks(CHUNK)
+                .map(|c| Part::new(c.iter().copied()))
+                .collect(),
+            len,
+        }
+    }
+}
+
+impl PartialEq for Stack {
+    fn eq(&self, other: &Stack) -> bool {
+        self.len == other.len
+            && self.parts.iter().zip(&other.parts).all(|(a, b)| {
+                Rc::ptr_eq(&a.slots, &b.slots) || {
+                    let (ha, hb) = (a.hash.get(), b.hash.get());
+                    (ha == 0 || hb == 0 || ha == hb) && a.slots == b.slots
+                }
+            })
+    }
+}
+
+impl Eq for Stack {}
+
+impl Hash for Stack {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_usize(self.len);
+        for p in &self.parts {
+            state.write_u64(p.hash());
+        }
+    }
+}
+
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for
+/// state fingerprints.
+#[derive(Default)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+    fn write_u16(&mut self, i: u16) {
+        self.add(u64::from(i));
+    }
+    fn write_u32(&mut self, i: u32) {
+        self.add(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// One function's frame (`struct bpf_func_state`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Frame {
     /// `r0..r10`.
     pub regs: [Reg; 11],
     /// Slots from the frame pointer down; grown as the program writes.
-    pub stack: Vec<Slot>,
+    pub stack: Stack,
     /// pc of the call instruction that created this frame (0 for the
     /// entry frame).
     pub callsite: usize,
@@ -100,7 +325,7 @@ impl Frame {
         regs[10] = Reg::pointer(RegType::Stack { frame }, 0);
         Frame {
             regs,
-            stack: Vec::new(),
+            stack: Stack::new(),
             callsite,
             subprog,
             callback: false,
@@ -112,10 +337,10 @@ impl Frame {
     pub fn slot_mut(&mut self, off: i32) -> (&mut Slot, usize) {
         let idx = slot_index(off);
         if self.stack.len() <= idx {
-            self.stack.resize(idx.wrapping_add(1), Slot::INVALID);
+            self.stack.resize(idx.wrapping_add(1));
         }
         let byte = byte_index(off);
-        (&mut self.stack[idx], byte)
+        (self.stack.slot_mut(idx), byte)
     }
 
     /// The slot holding byte offset `off`, if the stack reaches it.
@@ -196,12 +421,12 @@ impl State {
             for r in &mut frame.regs {
                 f(r);
             }
-            for s in &mut frame.stack {
+            frame.stack.update(|s| {
                 // Whole spills, and narrow spills of numbers.
                 if s.bytes.contains(&ByteKind::Spill) {
                     f(&mut s.spill);
                 }
-            }
+            });
         }
     }
 
@@ -257,10 +482,10 @@ impl State {
                 rename(&mut r.id);
                 rename(&mut r.ref_id);
             }
-            for slot in &mut frame.stack {
+            frame.stack.update(|slot| {
                 rename(&mut slot.spill.id);
                 rename(&mut slot.spill.ref_id);
-            }
+            });
         }
     }
 }
@@ -512,10 +737,11 @@ pub fn widen(old: &State, cur: &State) -> Option<State> {
         for (ro, rc) in fo.regs.iter().zip(fc.regs.iter_mut()) {
             *rc = widen_reg(ro, rc);
         }
-        let len = fo.stack.len().max(fc.stack.len());
-        fc.stack.resize(len, Slot::INVALID);
-        for (i, sc) in fc.stack.iter_mut().enumerate() {
+        fc.stack.resize(fo.stack.len());
+        let mut i = 0usize;
+        fc.stack.update(|sc| {
             let so = fo.stack.get(i).copied().unwrap_or(Slot::INVALID);
+            i = i.wrapping_add(1);
             if so.is_spill() && sc.is_spill() {
                 let w = widen_reg(&so.spill, &sc.spill);
                 if w.ty == RegType::NotInit {
@@ -523,8 +749,10 @@ pub fn widen(old: &State, cur: &State) -> Option<State> {
                 } else {
                     sc.spill = w;
                 }
-                continue;
+                return;
             }
+            // (Judged on the slot as it was: the loop rewrites its bytes.)
+            let was = *sc;
             let scalar_spill = |s: &Slot| s.is_spill() && s.spill.is_scalar();
             for b in 0..8 {
                 let ko = if so.is_spill() {
@@ -536,14 +764,14 @@ pub fn widen(old: &State, cur: &State) -> Option<State> {
                 } else {
                     so.bytes[b]
                 };
-                let kc = if sc.is_spill() {
-                    if scalar_spill(sc) {
+                let kc = if was.is_spill() {
+                    if scalar_spill(&was) {
                         ByteKind::Misc
                     } else {
                         ByteKind::Invalid
                     }
                 } else {
-                    sc.bytes[b]
+                    was.bytes[b]
                 };
                 let k = match (ko, kc) {
                     (ByteKind::Invalid, _) | (_, ByteKind::Invalid) => ByteKind::Invalid,
@@ -553,7 +781,7 @@ pub fn widen(old: &State, cur: &State) -> Option<State> {
                 sc.bytes[b] = k;
             }
             sc.spill = Reg::NOT_INIT;
-        }
+        });
     }
     Some(out)
 }
@@ -587,5 +815,137 @@ fn widen_reg(old: &Reg, cur: &Reg) -> Reg {
             }
         }
         _ => Reg::NOT_INIT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hash_of(stack: &Stack) -> u64 {
+        let mut h = FxHasher::default();
+        stack.hash(&mut h);
+        h.finish()
+    }
+
+    /// A slot holding a spilled constant `v`.
+    fn spill(v: u64) -> Slot {
+        Slot {
+            bytes: [ByteKind::Spill; 8],
+            spill: Reg::constant(v),
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Write(usize, u64),
+        Grow(usize),
+        /// Clone the stack and continue on the copy.
+        Fork,
+        /// Forget every spill of an odd value.
+        ForgetOdd,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..64, 0u64..4).prop_map(|(i, v)| Op::Write(i, v)),
+            (0usize..=64).prop_map(Op::Grow),
+            Just(Op::Fork),
+            Just(Op::ForgetOdd),
+        ]
+    }
+
+    proptest! {
+        /// A stack behaves as the plain list of slots it replaces, whatever
+        /// it shares with its copies, and equal stacks hash alike.
+        #[test]
+        fn stack_is_a_list_of_slots(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut stack = Stack::new();
+            let mut model: Vec<Slot> = Vec::new();
+            // Earlier copies with the model of each: writes to a later copy
+            // must not show through in them.
+            let mut copies: Vec<(Stack, Vec<Slot>)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Write(i, v) => {
+                        *stack.slot_mut(i) = spill(v);
+                        if model.len() <= i {
+                            model.resize(i.saturating_add(1), Slot::INVALID);
+                        }
+                        model[i] = spill(v);
+                    }
+                    Op::Grow(n) => {
+                        stack.resize(n);
+                        if model.len() < n {
+                            model.resize(n, Slot::INVALID);
+                        }
+                    }
+                    Op::Fork => copies.push((stack.clone(), model.clone())),
+                    Op::ForgetOdd => {
+                        let odd = |s: &Slot| s.is_spill() && s.spill.const_value().is_some_and(|v| v % 2 == 1);
+                        stack.update(|s| if odd(s) { *s = Slot::INVALID });
+                        for s in &mut model {
+                            if odd(s) {
+                                *s = Slot::INVALID;
+                            }
+                        }
+                    }
+                }
+                prop_assert_eq!(stack.len(), model.len());
+                prop_assert_eq!(stack.iter().copied().collect::<Vec<_>>(), model.clone());
+                for (i, s) in model.iter().enumerate() {
+                    prop_assert_eq!(stack.get(i), Some(s));
+                }
+                prop_assert_eq!(stack.get(model.len()), None);
+            }
+            for (copy, model) in &copies {
+                prop_assert_eq!(copy.iter().copied().collect::<Vec<_>>(), model.clone());
+                // Built anew, without sharing: equal, and hashed alike.
+                let fresh = Stack::from(model.clone());
+                prop_assert_eq!(copy, &fresh);
+                prop_assert_eq!(hash_of(copy), hash_of(&fresh));
+                prop_assert_eq!(copy == &stack, model == &stack.iter().copied().collect::<Vec<_>>());
+            }
+        }
+    }
+
+    #[test]
+    fn a_copy_shares_the_slots_until_one_side_writes() {
+        let mut a = Stack::new();
+        *a.slot_mut(10) = spill(1);
+        let mut b = a.clone();
+        assert!(Rc::ptr_eq(&a.parts[0].slots, &b.parts[0].slots));
+        *b.slot_mut(0) = spill(2);
+        assert_eq!(a.get(0), Some(&Slot::INVALID));
+        assert_eq!(b.get(0), Some(&spill(2)));
+        // Only the written part was copied.
+        assert!(!Rc::ptr_eq(&a.parts[0].slots, &b.parts[0].slots));
+        assert!(Rc::ptr_eq(&a.parts[2].slots, &b.parts[2].slots));
+        // An update that changes nothing copies nothing.
+        b.update(|_| {});
+        assert!(Rc::ptr_eq(&a.parts[2].slots, &b.parts[2].slots));
+    }
+
+    #[test]
+    fn widening_a_pointer_spill_over_plain_bytes_leaves_no_byte_readable() {
+        // One path had a number's bytes at fp-8, the next a spilled stack
+        // pointer: no byte of the pointer may be readable as a number
+        // after widening (that would leak the address).
+        let mut old = State {
+            frames: vec![Frame::new(0, 0, 0)],
+            refs: Vec::new(),
+            lock: None,
+        };
+        let mut cur = old.clone();
+        old.frames[0].slot_mut(-8).0.bytes = [ByteKind::Misc; 8];
+        *cur.frames[0].slot_mut(-8).0 = Slot {
+            bytes: [ByteKind::Spill; 8],
+            spill: Reg::pointer(RegType::Stack { frame: 0 }, -16),
+        };
+        let w = widen(&old, &cur).expect("same frames");
+        let slot = w.frames[0].stack.get(0).expect("slot 0");
+        assert_eq!(slot.bytes, [ByteKind::Invalid; 8]);
+        assert_eq!(slot.spill, Reg::NOT_INIT);
     }
 }
